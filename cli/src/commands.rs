@@ -1,0 +1,295 @@
+//! The command tree (clap derive) and its dispatch. One module per command group, as in jj.
+
+pub mod agenda;
+pub mod completions;
+pub mod demo;
+pub mod group;
+pub mod history;
+pub mod init;
+pub mod invite;
+pub mod node;
+pub mod peers;
+pub mod practice;
+pub mod project;
+pub mod status;
+pub mod whoami;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use intercity_node::Client;
+use intercity_protocol::record::Record;
+
+use crate::error::{CliError, EXIT_CODES_HELP};
+use crate::ui::{ColorArg, ColorChoice, Ui};
+
+/// Share good practices, projects and working-group agendas between cities, peer to peer.
+#[derive(Parser, Debug)]
+#[command(name = "intercity", version, after_help = EXIT_CODES_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// Options of every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options of every command.
+#[derive(Args, Debug)]
+pub struct GlobalArgs {
+    /// The city's data directory [default: the platform's data directory, e.g.
+    /// ~/.local/share/intercity]
+    #[arg(long, global = true, env = "INTERCITY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print JSON instead of tables (lists are arrays; `show` prints the record with its "id")
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// When to use colours (NO_COLOR is respected by `auto`)
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorArg::Auto)]
+    pub color: ColorArg,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create this node's city: a new key pair, a profile and an empty store
+    #[command(after_help = init::HELP)]
+    Init(init::Args),
+    /// Show this city's id, name, country and data directory
+    #[command(after_help = whoami::HELP)]
+    Whoami,
+    /// Good practices: add, edit, show, list
+    #[command(subcommand, after_help = practice::HELP)]
+    Practice(practice::Command),
+    /// Projects: add, edit, show, list
+    #[command(subcommand, after_help = project::HELP)]
+    Project(project::Command),
+    /// Working groups and their members
+    #[command(subcommand, after_help = group::HELP)]
+    Group(group::Command),
+    /// Meeting agendas of working groups, and their items
+    #[command(subcommand, after_help = agenda::HELP)]
+    Agenda(agenda::Command),
+    /// Every change to a record: when, by which city, verified or rejected
+    #[command(after_help = history::HELP)]
+    History(history::Args),
+    /// Run this city's node (the daemon that syncs with peers)
+    #[command(subcommand)]
+    Node(node::Command),
+    /// This city, its peers, and whether it is up to date with each
+    #[command(after_help = status::HELP)]
+    Status,
+    /// The roster: cities this node trusts
+    #[command(subcommand, after_help = peers::HELP)]
+    Peers(peers::Command),
+    /// Invitations: introduce two cities to each other
+    #[command(subcommand, after_help = invite::HELP)]
+    Invite(invite::Command),
+    /// Run the local multi-city federation demo
+    #[command(after_help = demo::HELP)]
+    Demo(demo::Args),
+    /// Print a shell completion script
+    #[command(after_help = completions::HELP)]
+    Completions(completions::Args),
+}
+
+/// What every command gets: where the city lives and how to print.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The output channel.
+    pub ui: Ui,
+    data_dir: Option<PathBuf>,
+}
+
+impl Ctx {
+    /// The data directory: `--data-dir`, `INTERCITY_DATA_DIR` or the platform default.
+    pub fn data_dir(&self) -> anyhow::Result<&Path> {
+        self.data_dir.as_deref().ok_or_else(|| {
+            CliError::Invalid(
+                "cannot determine a data directory (no home directory); pass --data-dir DIR".into(),
+            )
+            .into()
+        })
+    }
+
+    /// Opens the city in the data directory.
+    pub fn open(&self) -> anyhow::Result<Client> {
+        let dir = self.data_dir()?;
+        tracing::debug!(dir = %dir.display(), "opening city");
+        Ok(Client::open(dir)?)
+    }
+}
+
+/// Runs the command.
+pub fn run(cli: Cli, color: ColorChoice) -> anyhow::Result<()> {
+    let data_dir = cli.global.data_dir.or_else(|| {
+        directories::ProjectDirs::from("eu", "Intercity", "intercity")
+            .map(|p| p.data_dir().to_path_buf())
+    });
+    let ctx = Ctx {
+        ui: Ui::new(cli.global.json, color),
+        data_dir,
+    };
+    match cli.command {
+        Command::Init(args) => init::run(&ctx, args),
+        Command::Whoami => whoami::run(&ctx),
+        Command::Practice(cmd) => practice::run(&ctx, cmd),
+        Command::Project(cmd) => project::run(&ctx, cmd),
+        Command::Group(cmd) => group::run(&ctx, cmd),
+        Command::Agenda(cmd) => agenda::run(&ctx, cmd),
+        Command::History(args) => history::run(&ctx, args),
+        Command::Node(cmd) => node::run(&ctx, cmd),
+        Command::Status => status::run(&ctx),
+        Command::Peers(cmd) => peers::run(&ctx, cmd),
+        Command::Invite(cmd) => invite::run(&ctx, cmd),
+        Command::Demo(args) => demo::run(&ctx, args),
+        Command::Completions(args) => completions::run(args),
+    }
+}
+
+/// The record overlaid with the keys of a `--from-file` JSON object (when given), parsed back.
+/// The result must be of the same kind as `base`.
+pub fn overlay_file(base: &Record, file: Option<&Path>) -> anyhow::Result<Record> {
+    let Some(file) = file else {
+        return Ok(base.clone());
+    };
+    let mut json = base.to_json();
+    let overlay = crate::input::read_object(file)?;
+    if let Some(map) = json.as_object_mut() {
+        map.extend(overlay);
+    }
+    let record = Record::from_json(json).with_context(|| format!("in {}", file.display()))?;
+    if record.kind() != base.kind() {
+        return Err(CliError::Invalid(format!(
+            "{}: \"kind\" is {}, but this command works on a {}",
+            file.display(),
+            record.kind(),
+            base.kind()
+        ))
+        .into());
+    }
+    Ok(record)
+}
+
+/// Names of the top-level fields that differ between two records, for commit messages.
+pub fn changed_fields(before: &Record, after: &Record) -> Vec<String> {
+    let (a, b) = (before.to_json(), after.to_json());
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        a.as_object().unwrap_or(&empty),
+        b.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Sets an optional text field from a flag: absent leaves it, empty clears it.
+pub fn set_opt(field: &mut Option<String>, flag: Option<String>) {
+    if let Some(v) = flag {
+        *field = if v.is_empty() { None } else { Some(v) };
+    }
+}
+
+/// Replaces a list when the repeatable flag was given at least once.
+pub fn set_list<T>(field: &mut Vec<T>, flag: Vec<T>) {
+    if !flag.is_empty() {
+        *field = flag;
+    }
+}
+
+/// Prints the result of a change: with --json `{"id": ...}` (plus `extra`), else the id on stdout
+/// when `print_id`, and a confirmation on stderr.
+pub fn done(ctx: &Ctx, id: &str, confirmation: &str, print_id: bool) -> anyhow::Result<()> {
+    if ctx.ui.is_json() {
+        ctx.ui.json(&serde_json::json!({ "id": id }))?;
+    } else {
+        if print_id {
+            ctx.ui.line(id)?;
+        }
+        ctx.ui.note(confirmation);
+    }
+    Ok(())
+}
+
+/// The record's JSON with its `"id"` first.
+pub fn with_id(id: &str, record: &Record) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    out.insert("id".into(), id.into());
+    if let serde_json::Value::Object(map) = record.to_json() {
+        out.extend(map);
+    }
+    serde_json::Value::Object(out)
+}
+
+/// Signs the change from `before` to `after` of record `id` with a message naming the changed
+/// fields (`"<what> '<title>': field, field"`); returns those fields.
+pub fn commit_edit(
+    city: &Client,
+    id: intercity_protocol::entry::DocId,
+    before: &Record,
+    after: Record,
+    what: &str,
+) -> anyhow::Result<Vec<String>> {
+    let changed = changed_fields(before, &after);
+    if changed.is_empty() {
+        return Err(intercity_node::CityError::Unchanged.into());
+    }
+    let message = format!("{what} '{}': {}", after.title(), changed.join(", "));
+    city.edit(id, &message, |r| {
+        *r = after;
+        Ok(())
+    })?;
+    Ok(changed)
+}
+
+/// Prints the listing of one kind of record: a table, or with --json an array of summaries
+/// (`id`, `kind`, `title`, `city`, `owner`, `scope`, `updated`).
+pub fn print_list(
+    ctx: &Ctx,
+    city: &Client,
+    kind: intercity_protocol::record::Kind,
+    title: &str,
+) -> anyhow::Result<()> {
+    let rows = city.list(Some(kind))?;
+    if ctx.ui.is_json() {
+        ctx.ui.json(&rows)?;
+        return Ok(());
+    }
+    let n = short_id_len(city)?;
+    let mut table = ctx.ui.table(&["ID", title, "CITY", "UPDATED"]);
+    for r in &rows {
+        table.add_row(vec![
+            crate::ui::short(&r.id, n).to_string(),
+            r.title.clone(),
+            r.city.clone(),
+            crate::ui::iso8601(r.updated),
+        ]);
+    }
+    ctx.ui.print_table(&table)?;
+    Ok(())
+}
+
+/// How many characters of a record id tables show: at least 8, unique among all records.
+pub fn short_id_len(city: &Client) -> anyhow::Result<usize> {
+    let all = city.list(None)?;
+    let ids: Vec<&str> = all.iter().map(|r| r.id.as_str()).collect();
+    Ok(crate::ui::unique_prefix_len(&ids, 8))
+}
+
+/// The city id with " (this city)" when it is ours.
+pub fn city_label(city: &Client, id: &str) -> String {
+    if id == city.id().to_string() {
+        format!("{id} (this city)")
+    } else {
+        id.to_string()
+    }
+}

@@ -1,0 +1,111 @@
+//! `intercity node run`: the daemon.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args as ClapArgs;
+use intercity_node::daemon::{ConfigFile, Daemon, parse_addrs};
+use intercity_node::net::NetConfig;
+use tokio_util::sync::CancellationToken;
+
+use super::Ctx;
+
+/// Help epilogue.
+pub const HELP: &str = "\
+The daemon owns the store while it runs; every other command then goes through its control
+socket (<data dir>/control.sock). Stop it with Ctrl-C or SIGTERM: the store is flushed.
+Configuration: <data dir>/config.toml (or --config), then INTERCITY_* variables, then flags.
+
+Example:
+  intercity node run
+  intercity node run --listen /ip4/0.0.0.0/tcp/4001 --listen /ip4/0.0.0.0/udp/4001/quic-v1
+  RUST_LOG=info intercity node run --no-mdns --dial /ip4/192.0.2.7/tcp/4001";
+
+/// `node` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Run this city's node: sync with peers, serve the CLI
+    #[command(after_help = HELP)]
+    Run(RunArgs),
+}
+
+/// `node run` options.
+#[derive(ClapArgs, Debug)]
+pub struct RunArgs {
+    /// Multiaddress to listen on (repeatable) [default: /ip4/0.0.0.0/tcp/4001 and
+    /// /ip4/0.0.0.0/udp/4001/quic-v1]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "INTERCITY_LISTEN",
+        value_delimiter = ','
+    )]
+    pub listen: Vec<String>,
+    /// Multiaddress to dial at start (repeatable)
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "INTERCITY_DIAL",
+        value_delimiter = ','
+    )]
+    pub dial: Vec<String>,
+    /// Switch off LAN discovery (mDNS)
+    #[arg(long, env = "INTERCITY_NO_MDNS")]
+    pub no_mdns: bool,
+    /// Seconds between anti-entropy rounds with each connected peer
+    #[arg(long, value_name = "SECS", env = "INTERCITY_ANTI_ENTROPY_SECS")]
+    pub anti_entropy_secs: Option<u64>,
+    /// TOML config file [default: <data dir>/config.toml if it exists]
+    #[arg(long, value_name = "FILE", env = "INTERCITY_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Runs `node`.
+pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
+    let Command::Run(args) = cmd;
+    let dir = ctx.data_dir()?.to_path_buf();
+    let mut cfg = NetConfig::default();
+    let file = args
+        .config
+        .clone()
+        .or_else(|| Some(dir.join("config.toml")).filter(|p| p.exists()));
+    if let Some(path) = file {
+        ConfigFile::load(&path)?.apply(&mut cfg)?;
+    }
+    if !args.listen.is_empty() {
+        cfg.listen = parse_addrs(&args.listen)?;
+    }
+    if !args.dial.is_empty() {
+        cfg.dial = parse_addrs(&args.dial)?;
+    }
+    if args.no_mdns {
+        cfg.mdns = false;
+    }
+    if let Some(s) = args.anti_entropy_secs {
+        cfg.anti_entropy = Duration::from_secs(s.max(1));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let daemon = Daemon::start(&dir, cfg, shutdown.clone()).await?;
+        let profile = daemon.city.profile().clone();
+        eprintln!(
+            "intercity: {} ({}) running; listening on:",
+            profile.name, profile.id
+        );
+        for a in &daemon.listening {
+            eprintln!("  {a}/p2p/{}", profile.id);
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("intercity: shutting down");
+        shutdown.cancel();
+        daemon.join().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,508 @@
+//! The local city: its data directory, secret key, profile and store, and the operations city
+//! staff perform on records (each local edit becomes a signed entry of this city's feed).
+//!
+//! Data directory layout:
+//!
+//! ```text
+//! <data dir>/city.key    32-byte ed25519 secret, hex; mode 0600 (refused if wider)
+//! <data dir>/city.json   profile: id, display name, country
+//! <data dir>/db/         RocksDB store (see [`crate::store`])
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use automerge::{ActorId, Automerge};
+use intercity_protocol::doc::{self, DocError};
+use intercity_protocol::entry::{DocId, Hash32, Scope, SignedEntry, sign_entry};
+use intercity_protocol::identity::{CityId, CityKey, IdentityError};
+use intercity_protocol::ingest::{self, IngestError, Ledger, LedgerError, Status, Verdict};
+use intercity_protocol::record::{Kind, Record, RecordError};
+use intercity_protocol::sync::WireEntry;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{RecordSummary, Store, StoreError};
+
+/// Errors of local city operations. Each message says what to do next.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CityError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A key or id problem.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// `init` on a directory that already holds a city.
+    #[error(
+        "{0} already holds a city; use another --data-dir, or delete it only if you have a backup of city.key"
+    )]
+    Exists(PathBuf),
+    /// No city in the data directory.
+    #[error("no city in {0}; run `intercity init --city NAME` (or pass --data-dir)")]
+    NoCity(PathBuf),
+    /// The key file is readable by others.
+    #[error("{path} has mode {mode:o}; the secret key must be private: run `chmod 600 {path}`")]
+    KeyPermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// Which file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A file has unexpected content.
+    #[error("{path} is damaged: {detail}")]
+    BadFile {
+        /// Which file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// No record has this id.
+    #[error(
+        "no record with id `{0}`; `intercity practice list` (or project/group list) shows the ids"
+    )]
+    NotFound(String),
+    /// Several records match an id prefix.
+    #[error("id prefix `{prefix}` matches {} records ({}); type more characters", .matches.len(), .matches.join(", "))]
+    Ambiguous {
+        /// The prefix typed.
+        prefix: String,
+        /// The ids it matches.
+        matches: Vec<String>,
+    },
+    /// The record is of another kind than the command expects.
+    #[error("record {id} is a {found}, not a {expected}")]
+    WrongKind {
+        /// The record.
+        id: String,
+        /// What the command works on.
+        expected: Kind,
+        /// What it is.
+        found: Kind,
+    },
+    /// The record would be invalid.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// Automerge mapping failed.
+    #[error(transparent)]
+    Doc(#[from] DocError),
+    /// The edit would be rejected by every node (not authorized, invalid).
+    #[error("this edit would be rejected: {0}")]
+    Rejected(String),
+    /// The pipeline refused the entry.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    /// The edit changes nothing.
+    #[error("nothing to change: the record already has these values")]
+    Unchanged,
+    /// The running daemon reported an error.
+    #[error("{message}")]
+    Remote {
+        /// Its category.
+        category: crate::control::Category,
+        /// Its message.
+        message: String,
+    },
+}
+
+impl From<LedgerError> for CityError {
+    fn from(e: LedgerError) -> Self {
+        CityError::Ingest(IngestError::Ledger(e))
+    }
+}
+
+/// The local city's public profile, kept in `city.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Profile {
+    /// The city id (PeerId string).
+    pub id: CityId,
+    /// Display name, e.g. "Milan".
+    pub name: String,
+    /// ISO 3166 alpha-2 country code, e.g. "IT".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}
+
+/// One change in a record's history.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HistoryItem {
+    /// The city that signed it.
+    pub author: CityId,
+    /// Its feed scope.
+    pub scope: String,
+    /// Position in the author's feed.
+    pub seq: u64,
+    /// When, ms since the epoch (as signed by the author).
+    pub timestamp: i64,
+    /// accepted, rejected or pending.
+    pub status: String,
+    /// Why it was rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What the change did (its Automerge message).
+    pub message: String,
+    /// Signature and payload hash verified just now.
+    pub verified: bool,
+    /// Entry hash (hex).
+    pub entry: String,
+}
+
+/// A city node's local state: key, profile and store.
+#[derive(Debug)]
+pub struct City {
+    dir: PathBuf,
+    key: CityKey,
+    profile: Profile,
+    store: Store,
+    /// Serializes ingestion: one entry at a time is judged and applied.
+    write: Mutex<()>,
+    /// Where new local entries go to be published to peers (set by the running daemon).
+    outbox: Mutex<Option<tokio::sync::mpsc::Sender<WireEntry>>>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CityError + '_ {
+    move |source| CityError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl City {
+    /// Creates a city in `dir`: secret key (mode 0600), profile and an empty store.
+    pub fn init(dir: &Path, name: &str, country: Option<&str>) -> Result<City, CityError> {
+        Self::init_with_key(dir, name, country, CityKey::generate()?)
+    }
+
+    /// Like [`City::init`] with a given key (fixtures, the demo).
+    pub fn init_with_key(
+        dir: &Path,
+        name: &str,
+        country: Option<&str>,
+        key: CityKey,
+    ) -> Result<City, CityError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(CityError::Record(RecordError::Invalid {
+                field: "city".into(),
+                reason: "a city name is 1 to 100 printable characters".into(),
+            }));
+        }
+        if let Some(c) = country
+            && (c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_uppercase()))
+        {
+            return Err(CityError::Record(RecordError::Invalid {
+                field: "country".into(),
+                reason: format!("`{c}` is not an ISO 3166 alpha-2 code such as IT or CZ"),
+            }));
+        }
+        if dir.join("city.key").exists() || dir.join("db").exists() {
+            return Err(CityError::Exists(dir.to_path_buf()));
+        }
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let key_path = dir.join("city.key");
+        write_private(
+            &key_path,
+            format!("{}\n", hex::encode(key.secret_bytes())).as_bytes(),
+        )?;
+        let profile = Profile {
+            id: key.id(),
+            name: name.to_string(),
+            country: country.map(str::to_string),
+        };
+        let profile_path = dir.join("city.json");
+        let json = serde_json::to_vec_pretty(&profile).map_err(|e| CityError::BadFile {
+            path: profile_path.clone(),
+            detail: e.to_string(),
+        })?;
+        fs::write(&profile_path, json).map_err(io(&profile_path))?;
+        let store = Store::create(&dir.join("db"))?;
+        Ok(City::assemble(dir, key, profile, store))
+    }
+
+    fn assemble(dir: &Path, key: CityKey, profile: Profile, store: Store) -> City {
+        City {
+            dir: dir.to_path_buf(),
+            key,
+            profile,
+            store,
+            write: Mutex::new(()),
+            outbox: Mutex::new(None),
+        }
+    }
+
+    /// Opens the city in `dir`.
+    pub fn open(dir: &Path) -> Result<City, CityError> {
+        let key_path = dir.join("city.key");
+        if !key_path.exists() {
+            return Err(CityError::NoCity(dir.to_path_buf()));
+        }
+        let key = read_key(&key_path)?;
+        let profile_path = dir.join("city.json");
+        let text = fs::read(&profile_path).map_err(io(&profile_path))?;
+        let profile: Profile = serde_json::from_slice(&text).map_err(|e| CityError::BadFile {
+            path: profile_path.clone(),
+            detail: e.to_string(),
+        })?;
+        if profile.id != key.id() {
+            return Err(CityError::BadFile {
+                path: profile_path,
+                detail: "its id does not match city.key".into(),
+            });
+        }
+        let store = Store::open(&dir.join("db"))?;
+        Ok(City::assemble(dir, key, profile, store))
+    }
+
+    /// This city's id.
+    pub fn id(&self) -> CityId {
+        self.key.id()
+    }
+
+    /// This city's profile.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The secret key (to build the network identity).
+    pub fn key(&self) -> &CityKey {
+        &self.key
+    }
+
+    fn actor(&self) -> ActorId {
+        ActorId::from(self.key.id().as_bytes().to_vec())
+    }
+
+    /// Creates a record authored by this city; returns its id.
+    pub fn create(&self, record: &Record, message: &str) -> Result<DocId, CityError> {
+        record.validate()?;
+        let (_doc, change) = doc::new_document(self.actor(), record, message)?;
+        let id = DocId::for_genesis(&change.hash());
+        self.publish(id, ingest::scope_of(record.kind(), id), change.raw_bytes())?;
+        Ok(id)
+    }
+
+    /// Edits a record: `f` changes a copy; the difference becomes one signed change.
+    pub fn edit(
+        &self,
+        id: DocId,
+        message: &str,
+        f: impl FnOnce(&mut Record) -> Result<(), CityError>,
+    ) -> Result<Record, CityError> {
+        let mut doc = self.load(id)?;
+        let mut record = doc::read_record(&doc, None)?;
+        f(&mut record)?;
+        record.validate()?;
+        let change = doc::edit_document(&mut doc, self.actor(), &record, message)?
+            .ok_or(CityError::Unchanged)?;
+        self.publish(id, ingest::scope_of(record.kind(), id), change.raw_bytes())?;
+        Ok(record)
+    }
+
+    /// Signs `payload` as the next entry of this city's feed in `scope` and stores it, synced.
+    /// Runs the same pipeline as for a peer's entry first: an edit every node would reject is
+    /// refused here and nothing is written.
+    fn publish(&self, doc: DocId, scope: Scope, payload: &[u8]) -> Result<SignedEntry, CityError> {
+        let feed = intercity_protocol::entry::FeedId {
+            author: self.id(),
+            scope,
+        };
+        let head = self.store.head(&feed)?;
+        let (seq, prev) = head.map_or((1, Hash32::default()), |h| (h.seq + 1, h.hash));
+        let _guard = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = sign_entry(&self.key, scope, seq, prev, doc, payload, now_ms());
+        let ingested = ingest::ingest(&self.store, &entry.encode(), payload)?;
+        match ingested.verdict {
+            Verdict::Stored(Status::Accepted) => {
+                self.store.apply(ingested.commit)?;
+                let outbox = self
+                    .outbox
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(tx) = outbox.as_ref() {
+                    // A full outbox only delays delivery: anti-entropy sends the entry later.
+                    let _ = tx.try_send(WireEntry {
+                        entry: entry.encode().to_vec(),
+                        payload: payload.to_vec(),
+                    });
+                }
+                Ok(entry)
+            }
+            Verdict::Stored(Status::Rejected(reason)) => Err(CityError::Rejected(reason)),
+            other => Err(CityError::Rejected(format!("unexpected verdict {other:?}"))),
+        }
+    }
+
+    /// Ingests an entry received from a peer (unsynced write; see [`Store::apply_with`]).
+    pub fn ingest_remote(&self, entry: &[u8], payload: &[u8]) -> Result<Verdict, IngestError> {
+        let _guard = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ingested = ingest::ingest(&self.store, entry, payload)?;
+        let verdict = ingested.verdict.clone();
+        self.store
+            .apply_with(ingested.commit, false)
+            .map_err(|e| IngestError::Ledger(LedgerError(e.to_string())))?;
+        Ok(verdict)
+    }
+
+    /// Routes this city's new entries to `tx` (the daemon's publisher).
+    pub fn set_outbox(&self, tx: Option<tokio::sync::mpsc::Sender<WireEntry>>) {
+        *self
+            .outbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tx;
+    }
+
+    /// Loads a document.
+    pub fn load(&self, id: DocId) -> Result<Automerge, CityError> {
+        self.store
+            .doc(&id)?
+            .ok_or_else(|| CityError::NotFound(id.to_string()))
+    }
+
+    /// The current record.
+    pub fn record(&self, id: DocId) -> Result<Record, CityError> {
+        Ok(doc::read_record(&self.load(id)?, None)?)
+    }
+
+    /// Resolves a full id or a unique prefix of one.
+    pub fn resolve(&self, prefix: &str) -> Result<DocId, CityError> {
+        let prefix = prefix.trim().to_ascii_lowercase();
+        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(CityError::NotFound(prefix));
+        }
+        let matches = self.store.doc_ids_with_prefix(&prefix)?;
+        match matches.len() {
+            0 => Err(CityError::NotFound(prefix)),
+            1 => Ok(matches[0]),
+            _ => Err(CityError::Ambiguous {
+                prefix,
+                matches: matches.iter().map(ToString::to_string).collect(),
+            }),
+        }
+    }
+
+    /// Resolves an id and checks the record's kind.
+    pub fn resolve_kind(&self, prefix: &str, kind: Kind) -> Result<DocId, CityError> {
+        let id = self.resolve(prefix)?;
+        let found = self.record(id)?.kind();
+        if found != kind {
+            return Err(CityError::WrongKind {
+                id: id.to_string(),
+                expected: kind,
+                found,
+            });
+        }
+        Ok(id)
+    }
+
+    /// The listing index.
+    pub fn list(&self, kind: Option<Kind>) -> Result<Vec<RecordSummary>, CityError> {
+        Ok(self.store.records(kind)?)
+    }
+
+    /// Every change to a record, oldest first, each re-verified.
+    pub fn history(&self, id: DocId) -> Result<Vec<HistoryItem>, CityError> {
+        let mut out = Vec::new();
+        for (stored, payload) in self.store.doc_entries(&id)? {
+            let h = &stored.entry.header;
+            let payload_ok = payload
+                .as_ref()
+                .is_some_and(|p| Hash32::of(p) == h.payload_hash);
+            let verified = stored.entry.verify().is_ok() && payload_ok;
+            let message = payload
+                .as_ref()
+                .and_then(|p| automerge::Change::from_bytes(p.clone()).ok())
+                .and_then(|c| c.message().map(str::to_string))
+                .unwrap_or_default();
+            let (status, reason) = match &stored.status {
+                Status::Rejected(r) => ("rejected".to_string(), Some(r.clone())),
+                s => (s.word().to_string(), None),
+            };
+            out.push(HistoryItem {
+                author: h.author,
+                scope: h.scope.to_string(),
+                seq: h.seq,
+                timestamp: h.timestamp,
+                status,
+                reason,
+                message,
+                verified,
+                entry: stored.entry.hash().to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Number of accepted changes in a document.
+    pub fn change_count(&self, id: DocId) -> Result<usize, CityError> {
+        Ok(self.load(id)?.get_changes(&[]).len())
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CityError> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+fn read_key(path: &Path) -> Result<CityKey, CityError> {
+    let meta = fs::metadata(path).map_err(io(path))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(CityError::KeyPermissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    let text = fs::read_to_string(path).map_err(io(path))?;
+    let bytes = hex::decode(text.trim()).map_err(|_| CityError::BadFile {
+        path: path.to_path_buf(),
+        detail: "not a hex-encoded key".into(),
+    })?;
+    Ok(CityKey::from_secret_bytes(&bytes)?)
+}

@@ -1,0 +1,278 @@
+//! [`Client`]: what the CLI talks to. It opens the store directly when no daemon runs, and goes
+//! through the daemon's control socket when one does (the daemon holds the store's lock).
+
+use std::path::{Path, PathBuf};
+
+use intercity_protocol::entry::DocId;
+use intercity_protocol::identity::CityId;
+use intercity_protocol::record::{Kind, Record};
+use serde::de::DeserializeOwned;
+
+use crate::city::{City, CityError, HistoryItem, Profile};
+use crate::control::{Category, ControlClient, ControlRequest};
+use crate::net::NetStatus;
+use crate::roster::RosterEntry;
+use crate::store::RecordSummary;
+
+/// The local city, opened directly or reached through the running daemon.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per CLI process; boxing buys nothing
+pub enum Client {
+    /// No daemon runs: the store is open in this process.
+    Local(City),
+    /// A daemon runs: requests go over its control socket.
+    Daemon {
+        /// The socket client.
+        control: ControlClient,
+        /// The city profile.
+        profile: Profile,
+        /// The data directory.
+        dir: PathBuf,
+    },
+}
+
+fn parse<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, CityError> {
+    serde_json::from_value(v).map_err(|e| CityError::Remote {
+        category: Category::Other,
+        message: format!("unexpected answer from the daemon: {e}"),
+    })
+}
+
+impl Client {
+    /// Opens the city in `dir`, through its daemon if one runs.
+    pub fn open(dir: &Path) -> Result<Client, CityError> {
+        if let Some(control) = ControlClient::connect(dir) {
+            let profile = parse(control.call(&ControlRequest::Profile)?)?;
+            return Ok(Client::Daemon {
+                control,
+                profile,
+                dir: dir.to_path_buf(),
+            });
+        }
+        Ok(Client::Local(City::open(dir)?))
+    }
+
+    fn call<T: DeserializeOwned>(
+        control: &ControlClient,
+        req: ControlRequest,
+    ) -> Result<T, CityError> {
+        parse(control.call(&req)?)
+    }
+
+    /// True when a daemon serves the requests.
+    pub fn via_daemon(&self) -> bool {
+        matches!(self, Client::Daemon { .. })
+    }
+
+    /// This city's id.
+    pub fn id(&self) -> CityId {
+        self.profile().id
+    }
+
+    /// This city's profile.
+    pub fn profile(&self) -> &Profile {
+        match self {
+            Client::Local(c) => c.profile(),
+            Client::Daemon { profile, .. } => profile,
+        }
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        match self {
+            Client::Local(c) => c.dir(),
+            Client::Daemon { dir, .. } => dir,
+        }
+    }
+
+    /// A record.
+    pub fn record(&self, id: DocId) -> Result<Record, CityError> {
+        match self {
+            Client::Local(c) => c.record(id),
+            Client::Daemon { control, .. } => Ok(Record::from_json(
+                control.call(&ControlRequest::Record { id: id.to_string() })?,
+            )?),
+        }
+    }
+
+    /// Resolves an id prefix.
+    pub fn resolve(&self, prefix: &str) -> Result<DocId, CityError> {
+        self.resolve_inner(prefix, None)
+    }
+
+    /// Resolves an id prefix and checks the kind.
+    pub fn resolve_kind(&self, prefix: &str, kind: Kind) -> Result<DocId, CityError> {
+        self.resolve_inner(prefix, Some(kind))
+    }
+
+    fn resolve_inner(&self, prefix: &str, kind: Option<Kind>) -> Result<DocId, CityError> {
+        match self {
+            Client::Local(c) => match kind {
+                Some(k) => c.resolve_kind(prefix, k),
+                None => c.resolve(prefix),
+            },
+            Client::Daemon { control, .. } => {
+                let id: String = Self::call(
+                    control,
+                    ControlRequest::Resolve {
+                        prefix: prefix.to_string(),
+                        kind,
+                    },
+                )?;
+                id.parse().map_err(|_| CityError::NotFound(id))
+            }
+        }
+    }
+
+    /// The listing index.
+    pub fn list(&self, kind: Option<Kind>) -> Result<Vec<RecordSummary>, CityError> {
+        match self {
+            Client::Local(c) => c.list(kind),
+            Client::Daemon { control, .. } => Self::call(control, ControlRequest::List { kind }),
+        }
+    }
+
+    /// A record's history.
+    pub fn history(&self, id: DocId) -> Result<Vec<HistoryItem>, CityError> {
+        match self {
+            Client::Local(c) => c.history(id),
+            Client::Daemon { control, .. } => {
+                Self::call(control, ControlRequest::History { id: id.to_string() })
+            }
+        }
+    }
+
+    /// Creates a record.
+    pub fn create(&self, record: &Record, message: &str) -> Result<DocId, CityError> {
+        match self {
+            Client::Local(c) => c.create(record, message),
+            Client::Daemon { control, .. } => {
+                let id: String = Self::call(
+                    control,
+                    ControlRequest::Create {
+                        record: record.to_json(),
+                        message: message.to_string(),
+                    },
+                )?;
+                id.parse().map_err(|_| CityError::NotFound(id))
+            }
+        }
+    }
+
+    /// Edits a record: `f` changes a copy; the difference becomes one signed change.
+    pub fn edit(
+        &self,
+        id: DocId,
+        message: &str,
+        f: impl FnOnce(&mut Record) -> Result<(), CityError>,
+    ) -> Result<Record, CityError> {
+        match self {
+            Client::Local(c) => c.edit(id, message, f),
+            Client::Daemon { control, .. } => {
+                let mut record = self.record(id)?;
+                f(&mut record)?;
+                record.validate()?;
+                let json = control.call(&ControlRequest::Edit {
+                    id: id.to_string(),
+                    record: record.to_json(),
+                    message: message.to_string(),
+                })?;
+                Ok(Record::from_json(json)?)
+            }
+        }
+    }
+
+    /// Network status (empty when no daemon runs).
+    pub fn status(&self) -> Result<NetStatus, CityError> {
+        match self {
+            Client::Local(c) => Ok(NetStatus {
+                entries: c.store().entry_counts()?,
+                forks: c.store().forks()?.len(),
+                ..NetStatus::default()
+            }),
+            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Status),
+        }
+    }
+
+    /// The roster.
+    pub fn roster(&self) -> Result<Vec<RosterEntry>, CityError> {
+        match self {
+            Client::Local(c) => c.roster(),
+            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Roster),
+        }
+    }
+
+    /// Adds a roster city.
+    pub fn roster_add(
+        &self,
+        id: CityId,
+        name: &str,
+        addrs: &[String],
+    ) -> Result<RosterEntry, CityError> {
+        match self {
+            Client::Local(c) => c.roster_add(id, name, addrs),
+            Client::Daemon { control, .. } => Self::call(
+                control,
+                ControlRequest::RosterAdd {
+                    id,
+                    name: name.to_string(),
+                    addrs: addrs.to_vec(),
+                },
+            ),
+        }
+    }
+
+    /// Removes a roster city.
+    pub fn roster_remove(&self, id: CityId) -> Result<(), CityError> {
+        match self {
+            Client::Local(c) => c.roster_remove(&id),
+            Client::Daemon { control, .. } => {
+                Self::call(control, ControlRequest::RosterRemove { id })
+            }
+        }
+    }
+
+    /// Blocks a city.
+    pub fn roster_block(&self, id: CityId) -> Result<RosterEntry, CityError> {
+        match self {
+            Client::Local(c) => c.roster_block(&id),
+            Client::Daemon { control, .. } => {
+                Self::call(control, ControlRequest::RosterBlock { id })
+            }
+        }
+    }
+
+    /// Creates an invitation (the daemon adds its listen addresses; `addrs` are used offline).
+    pub fn invite(
+        &self,
+        invitee: CityId,
+        name: &str,
+        group: Option<String>,
+        addrs: Vec<String>,
+    ) -> Result<String, CityError> {
+        match self {
+            Client::Local(c) => c.invite(invitee, name, addrs, group),
+            Client::Daemon { control, .. } => Self::call(
+                control,
+                ControlRequest::Invite {
+                    invitee,
+                    name: name.to_string(),
+                    group,
+                },
+            ),
+        }
+    }
+
+    /// Accepts an invitation.
+    pub fn accept(&self, token: &str) -> Result<RosterEntry, CityError> {
+        match self {
+            Client::Local(c) => c.accept_invitation(token),
+            Client::Daemon { control, .. } => Self::call(
+                control,
+                ControlRequest::Accept {
+                    token: token.to_string(),
+                },
+            ),
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The Intercity node: the local city, its RocksDB store, the network and the daemon.
+//!
+//! # Layout
+//!
+//! - [`store`] — RocksDB column families; one synced write batch per ingested entry.
+//! - [`city`] — the local city: data directory, key, profile, record operations.
+//! - [`roster`] — the cities this node trusts; invitations.
+//! - [`net`] — the libp2p swarm and the sync engine, one event loop that owns the swarm.
+//! - [`control`] — the daemon's local control API on a Unix socket.
+//! - [`client`] — what the CLI uses: the city directly, or the daemon through its socket.
+//! - [`daemon`] — `intercity node run`: config file, network and control socket together.
+//! - [`demo`] — the local multi-city federation demo.
+//!
+//! The library carries the logic; the `intercity` binary in `cli/` is a thin client.
+
+pub mod city;
+pub mod client;
+pub mod control;
+pub mod daemon;
+pub mod demo;
+pub mod net;
+pub mod roster;
+pub mod store;
+
+pub use city::{City, CityError, HistoryItem, Profile};
+pub use client::Client;
+pub use store::{RecordSummary, Store, StoreError};

@@ -1,0 +1,1094 @@
+//! The network: a libp2p swarm (TCP and QUIC, Noise, Yamux, identify, ping, mDNS, gossipsub,
+//! and the `/intercity/sync/1` request-response protocol) driven by one event loop that owns it.
+//!
+//! - Only roster cities connect: an allow list denies every other peer when the connection is
+//!   established, before any protocol stream opens. Connection counts are limited.
+//! - On every new connection, and then every `anti_entropy` period, the two cities exchange the
+//!   heads of the feeds of every scope they share and fetch what they miss, in bounded batches.
+//! - A new local entry of the federation scope is published on gossipsub at once; receivers
+//!   validate it (strict mode, the full acceptance pipeline) before it is forwarded. Working
+//!   group entries are pushed directly to the connected members of the group instead, because a
+//!   gossipsub topic cannot be closed to non-members.
+//! - A peer that sends entries failing the feed level is penalized; after
+//!   [`MAX_INVALID_PER_PEER`] such entries it is disconnected and banned for [`BAN`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use intercity_protocol::entry::{DocId, FeedId, SIGNED_ENTRY_LEN, Scope, SignedEntry};
+use intercity_protocol::identity::CityId;
+use intercity_protocol::ingest::{IngestError, Status, Verdict};
+use intercity_protocol::record::{Kind, Record};
+use intercity_protocol::sync::{
+    self, BATCH_TARGET_BYTES, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, Request, Response, WireEntry,
+};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, gossipsub,
+    identify, mdns, noise, ping, tcp, yamux,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::city::{City, now_ms};
+
+/// Feed-level failures a peer may send before it is disconnected and banned.
+pub const MAX_INVALID_PER_PEER: u32 = 5;
+/// How long a penalized peer stays banned.
+pub const BAN: Duration = Duration::from_secs(600);
+/// Bound of the command and outbox channels.
+pub const CHANNEL_BOUND: usize = 1024;
+/// Range requests in flight per peer.
+pub const MAX_INFLIGHT_RANGES: usize = 32;
+/// The gossipsub topic of the federation scope.
+pub const FEDERATION_TOPIC: &str = "/intercity/1/federation";
+
+/// Network errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// The swarm could not be built or could not listen.
+    #[error("network setup failed: {0}")]
+    Setup(String),
+    /// The event loop is gone.
+    #[error("the network event loop has stopped")]
+    Stopped,
+}
+
+/// Network settings.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Addresses to dial at start (besides the roster's).
+    pub dial: Vec<Multiaddr>,
+    /// LAN discovery.
+    pub mdns: bool,
+    /// Period of the anti-entropy heads exchange with every connected peer.
+    pub anti_entropy: Duration,
+    /// Timeout of one sync request.
+    pub request_timeout: Duration,
+    /// Most established connections in each direction.
+    pub max_connections: u32,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/4001"
+                    .parse()
+                    .unwrap_or_else(|_| Multiaddr::empty()),
+                "/ip4/0.0.0.0/udp/4001/quic-v1"
+                    .parse()
+                    .unwrap_or_else(|_| Multiaddr::empty()),
+            ],
+            dial: Vec::new(),
+            mdns: true,
+            anti_entropy: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(20),
+            max_connections: 64,
+        }
+    }
+}
+
+/// How far behind and ahead of a peer this city is in one scope.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScopeLag {
+    /// The scope.
+    pub scope: String,
+    /// Entries the peer has and this city does not.
+    pub behind: u64,
+    /// Entries this city has and the peer does not (as of the peer's last heads).
+    pub ahead: u64,
+}
+
+/// What this node knows of one peer.
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct PeerStatus {
+    /// City id.
+    pub id: String,
+    /// Display name (roster, or what it announced).
+    pub name: String,
+    /// Connected now.
+    pub connected: bool,
+    /// Last completed heads exchange, ms since the epoch.
+    pub last_sync: Option<i64>,
+    /// Per scope, behind / ahead.
+    pub scopes: Vec<ScopeLag>,
+    /// Sync and gossip bytes sent to it.
+    pub bytes_sent: u64,
+    /// Sync and gossip bytes received from it.
+    pub bytes_received: u64,
+    /// Entries from it that were stored (accepted or pending).
+    pub accepted: u64,
+    /// Entries from it stored as rejected (record level).
+    pub rejected: u64,
+    /// Entries from it dropped at the feed level.
+    pub invalid: u64,
+}
+
+/// The network part of `intercity status`.
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct NetStatus {
+    /// Addresses the node listens on.
+    pub listen: Vec<String>,
+    /// Every roster city and every connected peer.
+    pub peers: Vec<PeerStatus>,
+    /// Entries held: accepted, rejected, pending.
+    pub entries: (u64, u64, u64),
+    /// Fork proofs held.
+    pub forks: usize,
+}
+
+enum Command {
+    Status(oneshot::Sender<NetStatus>),
+    Roster,
+    Dial(Multiaddr),
+    Push(PeerId, Vec<WireEntry>),
+}
+
+/// A cloneable handle to the running network.
+#[derive(Clone, Debug)]
+pub struct NetHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl NetHandle {
+    /// The current network status.
+    pub async fn status(&self) -> Result<NetStatus, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Status(tx))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Tells the network the roster changed (allow list, dials).
+    pub async fn roster_changed(&self) -> Result<(), NetError> {
+        self.tx
+            .send(Command::Roster)
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
+    /// Pushes entries to a connected peer as they are, without checking them (the demo and the
+    /// tests use it to play a misbehaving city).
+    pub async fn push_raw(&self, to: &CityId, entries: Vec<WireEntry>) -> Result<(), NetError> {
+        self.tx
+            .send(Command::Push(peer_id(to), entries))
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
+    /// Dials an address.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
+        self.tx
+            .send(Command::Dial(addr))
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+}
+
+/// The frame codec of `/intercity/sync/1`: u32 big-endian length, then the message.
+#[derive(Clone, Default)]
+pub struct SyncCodec;
+
+async fn read_frame<T: futures::AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let n = u32::from_be_bytes(len) as usize;
+    if n > MAX_FRAME_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {n} bytes exceeds {MAX_FRAME_BYTES}"),
+        ));
+    }
+    let mut buf = vec![0u8; n];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_frame<T: futures::AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    bytes: Vec<u8>,
+) -> io::Result<()> {
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(&bytes).await?;
+    io.close().await
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+impl request_response::Codec for SyncCodec {
+    type Protocol = StreamProtocol;
+    type Request = Request;
+    type Response = Response;
+
+    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Request> {
+        Request::decode(&read_frame(io).await?).map_err(invalid)
+    }
+    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Response> {
+        Response::decode(&read_frame(io).await?).map_err(invalid)
+    }
+    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Request,
+    ) -> io::Result<()> {
+        write_frame(io, req.encode()).await
+    }
+    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Response,
+    ) -> io::Result<()> {
+        write_frame(io, res.encode()).await
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    limits: connection_limits::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    gossipsub: gossipsub::Behaviour,
+    sync: request_response::Behaviour<SyncCodec>,
+}
+
+/// The libp2p peer id of a city.
+pub fn peer_id(city: &CityId) -> PeerId {
+    PeerId::from_bytes(&city.peer_id_bytes()).unwrap_or_else(|_| PeerId::random())
+}
+
+fn city_id(peer: &PeerId) -> Option<CityId> {
+    peer.to_base58().parse().ok()
+}
+
+#[derive(Default)]
+struct Peer {
+    name: String,
+    connected: bool,
+    last_heads: Vec<(FeedId, u64)>,
+    last_sync: Option<i64>,
+    bytes_sent: u64,
+    bytes_received: u64,
+    accepted: u64,
+    rejected: u64,
+    invalid: u64,
+    strikes: u32,
+    inflight: HashSet<FeedId>,
+}
+
+enum Pending {
+    Heads,
+    Range(FeedId),
+    Push,
+}
+
+/// What became of one entry from a peer.
+enum Outcome {
+    New(SignedEntry, Status),
+    Known,
+    Gap(FeedId, u64),
+    Invalid(String),
+    Skipped,
+}
+
+/// Starts the network for `city`; returns once it listens. The event loop runs until `shutdown`.
+pub async fn spawn(
+    city: Arc<City>,
+    cfg: NetConfig,
+    shutdown: CancellationToken,
+) -> Result<(NetHandle, Vec<Multiaddr>, tokio::task::JoinHandle<()>), NetError> {
+    let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(city.key().secret_bytes())
+        .map_err(|e| setup(&e))?;
+    let name = city.profile().name.clone();
+    let cfg2 = cfg.clone();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| setup(&e))?
+        .with_quic()
+        .with_behaviour(|key| {
+            let gossip_cfg = gossipsub::ConfigBuilder::default()
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .validate_messages()
+                .max_transmit_size(
+                    SIGNED_ENTRY_LEN + intercity_protocol::entry::MAX_PAYLOAD_BYTES + 1024,
+                )
+                .heartbeat_interval(Duration::from_millis(500))
+                .mesh_n(6)
+                .mesh_n_low(1)
+                .mesh_n_high(12)
+                .mesh_outbound_min(0)
+                .message_id_fn(|m: &gossipsub::Message| {
+                    gossipsub::MessageId::from(
+                        intercity_protocol::entry::Hash32::of(&m.data).0.to_vec(),
+                    )
+                })
+                .build()
+                .map_err(|e| {
+                    Box::new(io::Error::other(e.to_string()))
+                        as Box<dyn std::error::Error + Send + Sync>
+                })?;
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_cfg,
+            )
+            .map_err(|e| {
+                Box::new(io::Error::other(e)) as Box<dyn std::error::Error + Send + Sync>
+            })?;
+            let mdns = if cfg2.mdns {
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config::default(),
+                    key.public().to_peer_id(),
+                )?)
+            } else {
+                None
+            };
+            let limits = connection_limits::ConnectionLimits::default()
+                .with_max_pending_incoming(Some(32))
+                .with_max_pending_outgoing(Some(64))
+                .with_max_established_incoming(Some(cfg2.max_connections))
+                .with_max_established_outgoing(Some(cfg2.max_connections))
+                .with_max_established_per_peer(Some(2));
+            Ok(Behaviour {
+                allow: allow_block_list::Behaviour::default(),
+                limits: connection_limits::Behaviour::new(limits),
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/intercity/id/1".into(), key.public())
+                        .with_agent_version(format!(
+                            "intercity/{} ({name})",
+                            env!("CARGO_PKG_VERSION")
+                        )),
+                ),
+                ping: ping::Behaviour::default(),
+                mdns: Toggle::from(mdns),
+                gossipsub,
+                sync: request_response::Behaviour::with_codec(
+                    SyncCodec,
+                    [(StreamProtocol::new(sync::PROTOCOL), ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(cfg2.request_timeout)
+                        .with_max_concurrent_streams(64),
+                ),
+            })
+        })
+        .map_err(|e| setup(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+        .build();
+
+    let topic = gossipsub::IdentTopic::new(FEDERATION_TOPIC);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topic)
+        .map_err(|e| setup(&e))?;
+    for addr in &cfg.listen {
+        swarm.listen_on(addr.clone()).map_err(|e| setup(&e))?;
+    }
+    // Wait until every listener has an address, so callers (tests, the demo) can dial us.
+    let mut listening = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while listening.len() < cfg.listen.len() {
+        match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
+            Ok(SwarmEvent::NewListenAddr { address, .. }) => listening.push(address),
+            Ok(_) => {}
+            Err(_) => {
+                return Err(NetError::Setup(
+                    "timed out waiting for listen addresses".into(),
+                ));
+            }
+        }
+    }
+    let (tx, cmd_rx) = mpsc::channel(CHANNEL_BOUND);
+    let (out_tx, outbox) = mpsc::channel(CHANNEL_BOUND);
+    city.set_outbox(Some(out_tx));
+    let mut event_loop = EventLoop {
+        swarm,
+        city,
+        cfg,
+        cmd_rx,
+        outbox,
+        topic,
+        peers: HashMap::new(),
+        pending: HashMap::new(),
+        banned: HashMap::new(),
+        listening: listening.clone(),
+    };
+    event_loop.apply_roster();
+    for addr in event_loop.cfg.dial.clone() {
+        let _ = event_loop.swarm.dial(addr);
+    }
+    let join = tokio::spawn(async move { event_loop.run(shutdown).await });
+    Ok((NetHandle { tx }, listening, join))
+}
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    city: Arc<City>,
+    cfg: NetConfig,
+    cmd_rx: mpsc::Receiver<Command>,
+    outbox: mpsc::Receiver<WireEntry>,
+    topic: gossipsub::IdentTopic,
+    peers: HashMap<PeerId, Peer>,
+    pending: HashMap<OutboundRequestId, (PeerId, Pending)>,
+    banned: HashMap<PeerId, Instant>,
+    listening: Vec<Multiaddr>,
+}
+
+impl EventLoop {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.cfg.anti_entropy);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                event = self.swarm.select_next_some() => self.on_swarm(event),
+                Some(cmd) = self.cmd_rx.recv() => self.on_command(cmd),
+                Some(w) = self.outbox.recv() => self.publish(w),
+                _ = tick.tick() => self.anti_entropy(),
+            }
+        }
+        self.city.set_outbox(None);
+        if let Err(e) = self.city.store().flush() {
+            warn!(error = %e, "flushing the store on shutdown failed");
+        }
+        info!("network stopped");
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::Roster => self.apply_roster(),
+            Command::Push(peer, entries) => {
+                self.request(peer, Request::Push(entries), Pending::Push)
+            }
+            Command::Dial(addr) => {
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    warn!(%addr, error = %e, "dial failed");
+                }
+            }
+        }
+    }
+
+    /// Syncs the allow list with the roster and dials roster cities we are not connected to.
+    fn apply_roster(&mut self) {
+        let roster = self.city.roster().unwrap_or_default();
+        let allowed: Vec<PeerId> = self
+            .swarm
+            .behaviour()
+            .allow
+            .allowed_peers()
+            .iter()
+            .copied()
+            .collect();
+        let mut keep = HashSet::new();
+        for e in &roster {
+            let pid = peer_id(&e.id);
+            self.peers.entry(pid).or_default().name.clone_from(&e.name);
+            if e.blocked || self.banned.contains_key(&pid) {
+                continue;
+            }
+            keep.insert(pid);
+            self.swarm.behaviour_mut().allow.allow_peer(pid);
+            if !self.swarm.is_connected(&pid) {
+                let addrs: Vec<Multiaddr> = e.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                if !addrs.is_empty() {
+                    let opts = DialOpts::peer_id(pid)
+                        .addresses(addrs)
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    let _ = self.swarm.dial(opts);
+                }
+            }
+        }
+        for pid in allowed {
+            if !keep.contains(&pid) {
+                self.swarm.behaviour_mut().allow.disallow_peer(pid);
+            }
+        }
+    }
+
+    fn anti_entropy(&mut self) {
+        let now = Instant::now();
+        self.banned.retain(|_, until| *until > now);
+        self.apply_roster();
+        let connected: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connected)
+            .map(|(id, _)| *id)
+            .collect();
+        for pid in connected {
+            self.send_heads(pid);
+        }
+    }
+
+    fn status(&self) -> NetStatus {
+        let mine = self.my_heads();
+        let mut peers: Vec<PeerStatus> = self
+            .peers
+            .iter()
+            .map(|(pid, p)| {
+                let lag = sync::lag(&mine, &p.last_heads);
+                PeerStatus {
+                    id: pid.to_base58(),
+                    name: p.name.clone(),
+                    connected: p.connected,
+                    last_sync: p.last_sync,
+                    scopes: lag
+                        .into_iter()
+                        .map(|(scope, (behind, ahead))| ScopeLag {
+                            scope: scope.to_string(),
+                            behind,
+                            ahead,
+                        })
+                        .collect(),
+                    bytes_sent: p.bytes_sent,
+                    bytes_received: p.bytes_received,
+                    accepted: p.accepted,
+                    rejected: p.rejected,
+                    invalid: p.invalid,
+                }
+            })
+            .collect();
+        peers.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        NetStatus {
+            listen: self.listening.iter().map(ToString::to_string).collect(),
+            peers,
+            entries: self.city.store().entry_counts().unwrap_or_default(),
+            forks: self.city.store().forks().map(|f| f.len()).unwrap_or(0),
+        }
+    }
+
+    /// Heads of every feed held; frozen feeds count as complete.
+    fn my_heads(&self) -> BTreeMap<FeedId, u64> {
+        self.city
+            .store()
+            .feeds()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(f, h)| (f, h.seq))
+            .collect()
+    }
+
+    fn frozen(&self) -> HashSet<FeedId> {
+        self.city
+            .store()
+            .feeds()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, h)| h.frozen)
+            .map(|(f, _)| f)
+            .collect()
+    }
+
+    /// The scopes this city shares with `peer`: the federation, and every working group whose
+    /// current member list (as this city holds it) names the peer.
+    fn shared_scopes(&self, peer: &PeerId) -> HashSet<Scope> {
+        let mut out = HashSet::from([Scope::Federation]);
+        let Some(city) = city_id(peer) else {
+            return out;
+        };
+        let who = city.to_string();
+        for s in self.city.list(Some(Kind::Group)).unwrap_or_default() {
+            let Ok(id) = s.id.parse::<DocId>() else {
+                continue;
+            };
+            if let Ok(Record::Group(g)) = self.city.record(id)
+                && g.members.contains_key(&who)
+            {
+                out.insert(Scope::Group(id));
+            }
+        }
+        out
+    }
+
+    fn group_members(&self, group: DocId) -> HashSet<PeerId> {
+        match self.city.record(group) {
+            Ok(Record::Group(g)) => g
+                .members
+                .keys()
+                .filter_map(|k| k.parse::<CityId>().ok())
+                .map(|c| peer_id(&c))
+                .collect(),
+            _ => HashSet::new(),
+        }
+    }
+
+    fn request(&mut self, peer: PeerId, req: Request, kind: Pending) {
+        let size = req.encoded_len() as u64 + 4;
+        self.peers.entry(peer).or_default().bytes_sent += size;
+        let id = self.swarm.behaviour_mut().sync.send_request(&peer, req);
+        self.pending.insert(id, (peer, kind));
+    }
+
+    fn send_heads(&mut self, peer: PeerId) {
+        let shared = self.shared_scopes(&peer);
+        let heads: Vec<(FeedId, u64)> = self
+            .my_heads()
+            .into_iter()
+            .filter(|(f, _)| shared.contains(&f.scope))
+            .collect();
+        self.request(peer, Request::Heads(heads), Pending::Heads);
+    }
+
+    fn fetch(&mut self, peer: PeerId, theirs: &[(FeedId, u64)]) {
+        let mut mine = self.my_heads();
+        for f in self.frozen() {
+            mine.insert(f, u64::MAX);
+        }
+        for want in sync::wants(&mine, theirs) {
+            self.request_range(peer, want.feed, want.from);
+        }
+    }
+
+    fn request_range(&mut self, peer: PeerId, feed: FeedId, from: u64) {
+        let p = self.peers.entry(peer).or_default();
+        if p.inflight.contains(&feed) || p.inflight.len() >= MAX_INFLIGHT_RANGES {
+            return;
+        }
+        p.inflight.insert(feed);
+        self.request(
+            peer,
+            Request::Range {
+                feed,
+                from,
+                max: MAX_BATCH_ENTRIES as u32,
+            },
+            Pending::Range(feed),
+        );
+    }
+
+    fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                let p = self.peers.entry(peer_id).or_default();
+                p.connected = true;
+                if num_established.get() == 1 {
+                    info!(peer = %peer_id, "connected");
+                    self.send_heads(peer_id);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                if let Some(p) = self.peers.get_mut(&peer_id) {
+                    p.connected = false;
+                    p.inflight.clear();
+                }
+                info!(peer = %peer_id, "disconnected");
+            }
+            SwarmEvent::NewListenAddr { address, .. } => self.listening.push(address),
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
+                debug!(%send_back_addr, %error, "incoming connection refused");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (pid, addr) in found {
+                    let trusted =
+                        city_id(&pid).is_some_and(|c| self.city.trusts(&c).unwrap_or(false));
+                    if trusted && !self.swarm.is_connected(&pid) && !self.banned.contains_key(&pid)
+                    {
+                        let opts = DialOpts::peer_id(pid)
+                            .addresses(vec![addr])
+                            .condition(PeerCondition::DisconnectedAndNotDialing)
+                            .build();
+                        let _ = self.swarm.dial(opts);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let p = self.peers.entry(peer_id).or_default();
+                if p.name.is_empty()
+                    && let Some(name) = info
+                        .agent_version
+                        .split_once(" (")
+                        .map(|(_, n)| n.trim_end_matches(')'))
+                {
+                    p.name = name.chars().take(100).collect();
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                self.on_gossip(propagation_source, &message_id, &message.data);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, source: PeerId, id: &gossipsub::MessageId, data: &[u8]) {
+        self.peers.entry(source).or_default().bytes_received += data.len() as u64;
+        let acceptance = if data.len() < SIGNED_ENTRY_LEN {
+            self.penalize(source, "gossip message shorter than an entry");
+            gossipsub::MessageAcceptance::Reject
+        } else {
+            let (entry, payload) = data.split_at(SIGNED_ENTRY_LEN);
+            match self.ingest(source, entry, payload) {
+                Outcome::New(..) | Outcome::Known => gossipsub::MessageAcceptance::Accept,
+                Outcome::Gap(feed, have) => {
+                    self.request_range(source, feed, have + 1);
+                    gossipsub::MessageAcceptance::Ignore
+                }
+                Outcome::Invalid(_) => gossipsub::MessageAcceptance::Reject,
+                Outcome::Skipped => gossipsub::MessageAcceptance::Ignore,
+            }
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, &source, acceptance);
+    }
+
+    /// Runs one entry from `peer` through the acceptance pipeline.
+    fn ingest(&mut self, peer: PeerId, entry: &[u8], payload: &[u8]) -> Outcome {
+        // Entries by cities outside the roster are not ours to judge: dropped, not held against
+        // the peer that relayed them.
+        if let Ok(e) = SignedEntry::decode(entry)
+            && !self.city.trusts(&e.header.author).unwrap_or(false)
+        {
+            return Outcome::Skipped;
+        }
+        let outcome = match self.city.ingest_remote(entry, payload) {
+            Ok(Verdict::Stored(status)) => match SignedEntry::decode(entry) {
+                Ok(e) => Outcome::New(e, status),
+                Err(_) => Outcome::Known,
+            },
+            Ok(Verdict::Duplicate | Verdict::Fork) => Outcome::Known,
+            Err(IngestError::SeqGap {
+                author,
+                scope,
+                have,
+                ..
+            }) => Outcome::Gap(FeedId { author, scope }, have),
+            Err(IngestError::Frozen(..) | IngestError::PendingFull(_)) => Outcome::Skipped,
+            Err(IngestError::Ledger(e)) => {
+                warn!(error = %e, "store error while ingesting");
+                Outcome::Skipped
+            }
+            Err(e) => Outcome::Invalid(e.to_string()),
+        };
+        let p = self.peers.entry(peer).or_default();
+        match &outcome {
+            Outcome::New(_, Status::Rejected(_)) => p.rejected += 1,
+            Outcome::New(..) => p.accepted += 1,
+            Outcome::Invalid(reason) => {
+                let reason = reason.clone();
+                self.penalize(peer, &reason);
+            }
+            _ => {}
+        }
+        outcome
+    }
+
+    fn penalize(&mut self, peer: PeerId, reason: &str) {
+        let p = self.peers.entry(peer).or_default();
+        p.invalid += 1;
+        p.strikes += 1;
+        warn!(%peer, reason, strikes = p.strikes, "invalid entry from peer");
+        if p.strikes >= MAX_INVALID_PER_PEER {
+            p.strikes = 0;
+            warn!(%peer, "peer sent too many invalid entries: disconnected and banned for {} s", BAN.as_secs());
+            self.banned.insert(peer, Instant::now() + BAN);
+            self.swarm.behaviour_mut().allow.disallow_peer(peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    fn on_sync(&mut self, event: request_response::Event<Request, Response>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    self.peers.entry(peer).or_default().bytes_received +=
+                        request.encoded_len() as u64 + 4;
+                    let response = self.answer(peer, request);
+                    self.peers.entry(peer).or_default().bytes_sent +=
+                        response.encoded_len() as u64 + 4;
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_response(channel, response);
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    self.peers.entry(peer).or_default().bytes_received +=
+                        response.encoded_len() as u64 + 4;
+                    if let Some((_, kind)) = self.pending.remove(&request_id) {
+                        self.on_response(peer, kind, response);
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                debug!(%peer, %error, "sync request failed");
+                if let Some((_, Pending::Range(feed))) = self.pending.remove(&request_id)
+                    && let Some(p) = self.peers.get_mut(&peer)
+                {
+                    p.inflight.remove(&feed);
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "inbound sync request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn answer(&mut self, peer: PeerId, request: Request) -> Response {
+        match request {
+            Request::Heads(theirs) => {
+                // The requester offers the scopes it shares with us by its own view (a group may
+                // be new to us); its Range answers are gated by it. We answer for ours.
+                let shared = self.shared_scopes(&peer);
+                let mine: Vec<(FeedId, u64)> = self
+                    .my_heads()
+                    .into_iter()
+                    .filter(|(f, _)| shared.contains(&f.scope))
+                    .collect();
+                // Sync both ways in one round: fetch what the requester has and we lack.
+                self.fetch(peer, &theirs);
+                let p = self.peers.entry(peer).or_default();
+                p.last_heads = theirs;
+                p.last_sync = Some(now_ms());
+                Response::Heads(mine)
+            }
+            Request::Range { feed, from, max } => {
+                if !self.shared_scopes(&peer).contains(&feed.scope) {
+                    return Response::Error {
+                        code: 2,
+                        message: format!("scope {} is not shared with you", feed.scope),
+                    };
+                }
+                let max = (max as usize).clamp(1, MAX_BATCH_ENTRIES);
+                match self
+                    .city
+                    .store()
+                    .feed_range(&feed, from.max(1), max, BATCH_TARGET_BYTES)
+                {
+                    Ok(rows) => {
+                        let last = rows.last().map(|(e, _)| e.entry.header.seq);
+                        let head = self.my_heads().get(&feed).copied().unwrap_or(0);
+                        let entries = rows
+                            .into_iter()
+                            .map(|(e, payload)| WireEntry {
+                                entry: e.entry.encode().to_vec(),
+                                payload,
+                            })
+                            .collect();
+                        Response::Entries {
+                            entries,
+                            more: last.is_some_and(|l| l < head),
+                        }
+                    }
+                    Err(e) => Response::Error {
+                        code: 4,
+                        message: e.to_string(),
+                    },
+                }
+            }
+            Request::Push(entries) => {
+                let mut stored = 0u32;
+                let mut forward = Vec::new();
+                for w in entries {
+                    match self.ingest(peer, &w.entry, &w.payload) {
+                        Outcome::New(e, _) => {
+                            stored += 1;
+                            forward.push((e, w));
+                        }
+                        Outcome::Gap(feed, have) => self.request_range(peer, feed, have + 1),
+                        _ => {}
+                    }
+                }
+                for (e, w) in forward {
+                    self.push_to_members(e.header.scope, w, Some(peer));
+                }
+                Response::Ack { stored }
+            }
+        }
+    }
+
+    fn on_response(&mut self, peer: PeerId, kind: Pending, response: Response) {
+        match (kind, response) {
+            (Pending::Heads, Response::Heads(theirs)) => {
+                self.fetch(peer, &theirs);
+                let p = self.peers.entry(peer).or_default();
+                p.last_heads = theirs;
+                p.last_sync = Some(now_ms());
+            }
+            (Pending::Range(feed), Response::Entries { entries, more }) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.inflight.remove(&feed);
+                }
+                let mut next = None;
+                let mut fresh = false;
+                for w in entries {
+                    let seq =
+                        SignedEntry::decode(&w.entry).map(|e| (e.header.feed(), e.header.seq));
+                    match (seq, self.ingest(peer, &w.entry, &w.payload)) {
+                        (Ok((f, s)), Outcome::New(..)) if f == feed => {
+                            fresh = true;
+                            next = Some(s + 1);
+                        }
+                        (Ok((f, s)), Outcome::Known) if f == feed => next = Some(s + 1),
+                        (_, Outcome::Gap(f, have)) if f == feed => {
+                            next = Some(have + 1);
+                            break;
+                        }
+                        _ => {
+                            next = None;
+                            break;
+                        }
+                    }
+                }
+                if fresh {
+                    self.nudge(peer);
+                }
+                if more && let Some(from) = next {
+                    self.request_range(peer, feed, from);
+                }
+            }
+            (Pending::Range(feed), other) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.inflight.remove(&feed);
+                }
+                debug!(%peer, ?other, "range request refused");
+            }
+            (Pending::Push, _) | (Pending::Heads, _) => {}
+        }
+    }
+
+    /// New entries arrived by sync: start a heads exchange with every other connected peer, so
+    /// they spread through a sparse topology without waiting for anti-entropy.
+    fn nudge(&mut self, except: PeerId) {
+        let others: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| p.connected && **id != except)
+            .map(|(id, _)| *id)
+            .collect();
+        for pid in others {
+            self.send_heads(pid);
+        }
+    }
+
+    /// Publishes a new local entry: gossip for the federation, direct push for groups.
+    fn publish(&mut self, w: WireEntry) {
+        let Ok(e) = SignedEntry::decode(&w.entry) else {
+            return;
+        };
+        match e.header.scope {
+            Scope::Federation => {
+                let mut data = w.entry.clone();
+                data.extend_from_slice(&w.payload);
+                let len = data.len() as u64;
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topic.clone(), data)
+                {
+                    Ok(_) => {
+                        let mesh: Vec<PeerId> = self
+                            .swarm
+                            .behaviour()
+                            .gossipsub
+                            .all_peers()
+                            .map(|(p, _)| *p)
+                            .collect();
+                        for p in mesh {
+                            self.peers.entry(p).or_default().bytes_sent += len;
+                        }
+                    }
+                    Err(err) => {
+                        // No gossip peers yet: push it to every connected peer directly.
+                        debug!(%err, "gossip publish failed; pushing directly");
+                        let targets: Vec<PeerId> = self
+                            .peers
+                            .iter()
+                            .filter(|(_, p)| p.connected)
+                            .map(|(id, _)| *id)
+                            .collect();
+                        for pid in targets {
+                            self.request(pid, Request::Push(vec![w.clone()]), Pending::Push);
+                        }
+                    }
+                }
+            }
+            scope @ Scope::Group(_) => self.push_to_members(scope, w, None),
+        }
+    }
+
+    fn push_to_members(&mut self, scope: Scope, w: WireEntry, except: Option<PeerId>) {
+        let Scope::Group(group) = scope else { return };
+        let members = self.group_members(group);
+        let targets: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(pid, p)| p.connected && members.contains(pid) && Some(**pid) != except)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in targets {
+            self.request(pid, Request::Push(vec![w.clone()]), Pending::Push);
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! The RocksDB store: entries, payloads, documents and indexes, one column family per domain.
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `meta` | `schema_version` | u32 BE |
+//! | `entries` | feed (49) · seq (8 BE) | [`StoredEntry`] encoding |
+//! | `heads` | feed (49) | [`FeedHead`] encoding |
+//! | `payloads` | entry hash (32) | raw Automerge change |
+//! | `docs` | doc id (16) | Automerge document, saved |
+//! | `records` | doc id (16) | [`RecordSummary`] (JSON): the listing index |
+//! | `by_doc` | doc id (16) · feed (49) · seq (8) | empty: every entry of a document |
+//! | `changes` | Automerge change hash (32) | [`ChangeInfo`] encoding |
+//! | `pending` | doc id (16) · feed (49) · seq (8) | payload length, u64 BE |
+//! | `forks` | feed (49) · seq (8) | [`ForkProof`] encoding |
+//! | `roster` | city id (32) | [`crate::roster::RosterEntry`] (JSON) |
+//!
+//! Every ingestion is applied as one write batch, synced before it is acknowledged. Documents
+//! are loaded lazily, one at a time, when a query or an entry needs them.
+
+use std::path::{Path, PathBuf};
+
+use automerge::{Automerge, ChangeHash};
+use intercity_protocol::entry::{DocId, EntryError, FeedId, Hash32};
+use intercity_protocol::ingest::{
+    ChangeInfo, Commit, FeedHead, ForkProof, Ledger, LedgerError, Status, StoredEntry,
+};
+use intercity_protocol::record::Kind;
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, ErrorKind, IteratorMode, Options, WriteBatch,
+    WriteOptions,
+};
+use serde::{Deserialize, Serialize};
+
+/// Raw (key, value) rows of a scan.
+type Rows = Vec<(Box<[u8]>, Box<[u8]>)>;
+
+/// A stored entry and its payload (None if missing).
+pub type EntryAndPayload = (StoredEntry, Option<Vec<u8>>);
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const CFS: &[&str] = &[
+    "meta", "entries", "heads", "payloads", "docs", "records", "by_doc", "changes", "pending",
+    "forks", "roster",
+];
+
+/// Errors opening or using the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No store exists at the path.
+    #[error("no Intercity store at {0}; run `intercity init --city NAME` first")]
+    Missing(PathBuf),
+    /// Another process holds the store.
+    #[error("the store at {0} is in use by another process (is `intercity node run` running?)")]
+    Locked(PathBuf),
+    /// The store is damaged.
+    #[error(
+        "the store at {path} is corrupt: {detail}; restore it from a backup (see docs/operations.md)"
+    )]
+    Corrupt {
+        /// Where.
+        path: PathBuf,
+        /// What RocksDB or the decoder said.
+        detail: String,
+    },
+    /// The store was written by a newer Intercity.
+    #[error(
+        "the store at {path} has schema version {found}; this intercity reads up to {SCHEMA_VERSION}: upgrade intercity"
+    )]
+    NewerVersion {
+        /// Where.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+    },
+    /// Any other RocksDB failure.
+    #[error("store I/O error: {0}")]
+    Db(#[from] rocksdb::Error),
+}
+
+/// One line of the listing index.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RecordSummary {
+    /// Record id (hex).
+    pub id: String,
+    /// practice, project or group.
+    pub kind: Kind,
+    /// Title, project name or group name.
+    pub title: String,
+    /// Display name of the city the record belongs to (practice city, lead city; empty for groups).
+    pub city: String,
+    /// Owner's city id (empty for groups).
+    pub owner: String,
+    /// Scope of its feed entries.
+    pub scope: String,
+    /// Newest accepted change, ms since the epoch.
+    pub updated: i64,
+    /// Withdrawn by its owner (hidden from listings unless asked for).
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+/// The RocksDB-backed store of one city node.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.path.display())
+    }
+}
+
+fn classify(path: &Path, e: rocksdb::Error) -> StoreError {
+    let msg = e.to_string();
+    if msg.contains("lock") || msg.contains("Resource temporarily unavailable") {
+        StoreError::Locked(path.to_path_buf())
+    } else if e.kind() == ErrorKind::Corruption || msg.contains("Corruption") {
+        StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: msg,
+        }
+    } else {
+        StoreError::Db(e)
+    }
+}
+
+impl Store {
+    /// Creates a new store at `path` (which must not hold one yet).
+    pub fn create(path: &Path) -> Result<Store, StoreError> {
+        let store = Self::open_inner(path, true)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            store.cf("meta"),
+            b"schema_version",
+            SCHEMA_VERSION.to_be_bytes(),
+        );
+        store.write(batch)?;
+        Ok(store)
+    }
+
+    /// Opens an existing store, checking its schema version.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if !path.join("CURRENT").exists() {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
+        let store = Self::open_inner(path, false)?;
+        let version = store
+            .db
+            .get_cf(store.cf("meta"), b"schema_version")
+            .map_err(|e| classify(path, e))?;
+        let version = match version.as_deref() {
+            Some(v) if v.len() == 4 => u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
+            _ => {
+                return Err(StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: "schema version record missing".into(),
+                });
+            }
+        };
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerVersion {
+                path: path.to_path_buf(),
+                found: version,
+            });
+        }
+        Ok(store)
+    }
+
+    fn open_inner(path: &Path, create: bool) -> Result<Store, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(create);
+        opts.create_missing_column_families(create);
+        opts.set_paranoid_checks(true);
+        opts.set_max_open_files(256);
+        let cfs = CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| classify(path, e))?;
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    #[allow(clippy::expect_used)]
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        // Every name in CFS is created or required at open; a missing one cannot be opened.
+        self.db
+            .cf_handle(name)
+            .expect("column family opened with the store")
+    }
+
+    fn corrupt(&self, what: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: what.to_string(),
+        }
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        self.db
+            .write_opt(batch, &w)
+            .map_err(|e| classify(&self.path, e))
+    }
+
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db
+            .get_cf(self.cf(cf), key)
+            .map_err(|e| classify(&self.path, e))
+    }
+
+    /// All (key, value) pairs of `cf` whose key starts with `prefix`.
+    fn scan(&self, cf: &str, prefix: &[u8]) -> Result<Rows, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward))
+        {
+            let (k, v) = item.map_err(|e| classify(&self.path, e))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+
+    /// A metadata value.
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get("meta", key.as_bytes())
+    }
+
+    /// Sets a metadata value (synced).
+    pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf("meta"), key.as_bytes(), value);
+        self.write(batch)
+    }
+
+    /// Applies an ingestion's writes in one synced batch.
+    pub fn apply(&self, commit: Commit) -> Result<(), StoreError> {
+        self.apply_with(commit, true)
+    }
+
+    /// Applies an ingestion's writes in one batch; `sync` waits for the disk. Entries from peers
+    /// are written unsynced: a crash can lose the last few, and sync fetches them again.
+    pub fn apply_with(&self, commit: Commit, sync: bool) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for e in &commit.entries {
+            let h = &e.entry.header;
+            let feed = h.feed().to_bytes();
+            batch.put_cf(self.cf("entries"), feed_seq(&feed, h.seq), e.encode());
+            let mut k = h.doc.0.to_vec();
+            k.extend_from_slice(&feed_seq(&feed, h.seq));
+            batch.put_cf(self.cf("by_doc"), k, []);
+        }
+        for (hash, payload) in &commit.payloads {
+            batch.put_cf(self.cf("payloads"), hash.0, payload);
+        }
+        for (feed, head) in &commit.heads {
+            batch.put_cf(self.cf("heads"), feed.to_bytes(), head.encode());
+        }
+        for (id, update) in &commit.docs {
+            batch.put_cf(self.cf("docs"), id.0, update.doc.save());
+            if let Some(record) = &update.record {
+                let previous = match self.get("records", &id.0)? {
+                    Some(v) => serde_json::from_slice::<RecordSummary>(&v)
+                        .map(|s| s.updated)
+                        .unwrap_or(0),
+                    None => 0,
+                };
+                let summary = RecordSummary {
+                    id: id.to_string(),
+                    kind: record.kind(),
+                    title: record.title().to_string(),
+                    city: city_name(record),
+                    owner: record.owner().unwrap_or_default().to_string(),
+                    scope: update.scope.to_string(),
+                    updated: update.updated.max(previous),
+                    deleted: record.is_deleted(),
+                };
+                let json = serde_json::to_vec(&summary).map_err(|e| self.corrupt(e))?;
+                batch.put_cf(self.cf("records"), id.0, json);
+            }
+        }
+        for (hash, info) in &commit.changes {
+            batch.put_cf(self.cf("changes"), hash.0, info.encode());
+        }
+        for (doc, feed, seq, bytes) in &commit.pending_add {
+            batch.put_cf(
+                self.cf("pending"),
+                pending_key(doc, feed, *seq),
+                bytes.to_be_bytes(),
+            );
+        }
+        for (doc, feed, seq) in &commit.pending_remove {
+            batch.delete_cf(self.cf("pending"), pending_key(doc, feed, *seq));
+        }
+        if let Some(fork) = &commit.fork {
+            let h = &fork.second.header;
+            batch.put_cf(
+                self.cf("forks"),
+                feed_seq(&h.feed().to_bytes(), h.seq),
+                fork.encode(),
+            );
+        }
+        if sync {
+            self.write(batch)
+        } else {
+            self.db.write(batch).map_err(|e| classify(&self.path, e))
+        }
+    }
+
+    /// Entries of `feed` from seq `from` on, with payloads, at most `max` entries and about
+    /// `budget` payload bytes (at least one entry is returned if any exists).
+    pub fn feed_range(
+        &self,
+        feed: &FeedId,
+        from: u64,
+        max: usize,
+        budget: usize,
+    ) -> Result<Vec<(StoredEntry, Vec<u8>)>, StoreError> {
+        let start = feed_seq(&feed.to_bytes(), from);
+        let prefix = feed.to_bytes();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for item in self.db.iterator_cf(
+            self.cf("entries"),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            let (k, v) = item.map_err(|e| classify(&self.path, e))?;
+            if !k.starts_with(&prefix) || out.len() >= max || (bytes >= budget && !out.is_empty()) {
+                break;
+            }
+            let stored =
+                StoredEntry::decode(&v).map_err(|e| self.corrupt(format!("entry: {e}")))?;
+            let payload = self
+                .get("payloads", &stored.entry.hash().0)?
+                .unwrap_or_default();
+            bytes += payload.len();
+            out.push((stored, payload));
+        }
+        Ok(out)
+    }
+
+    /// A roster entry.
+    pub fn roster_get(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get("roster", id)
+    }
+
+    /// Writes a roster entry (synced).
+    pub fn roster_put(&self, id: &[u8; 32], value: &[u8]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf("roster"), id, value);
+        self.write(batch)
+    }
+
+    /// Deletes a roster entry (synced).
+    pub fn roster_delete(&self, id: &[u8; 32]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf("roster"), id);
+        self.write(batch)
+    }
+
+    /// Every roster entry's raw value.
+    pub fn roster_all(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self
+            .scan("roster", &[])?
+            .into_iter()
+            .map(|(_, v)| v.to_vec())
+            .collect())
+    }
+
+    /// The listing index, optionally of one kind, newest first.
+    pub fn records(&self, kind: Option<Kind>) -> Result<Vec<RecordSummary>, StoreError> {
+        let mut out = Vec::new();
+        for (_, v) in self.scan("records", &[])? {
+            let s: RecordSummary = serde_json::from_slice(&v)
+                .map_err(|e| self.corrupt(format!("records index: {e}")))?;
+            if kind.is_none_or(|k| k == s.kind) {
+                out.push(s);
+            }
+        }
+        out.sort_by(|a, b| b.updated.cmp(&a.updated).then_with(|| a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// The ids of documents whose hex id starts with `prefix`.
+    pub fn doc_ids_with_prefix(&self, prefix: &str) -> Result<Vec<DocId>, StoreError> {
+        let mut out = Vec::new();
+        for (k, _) in self.scan("records", &[])? {
+            let Ok(arr) = <[u8; 16]>::try_from(&k[..]) else {
+                continue;
+            };
+            let id = DocId(arr);
+            if id.to_string().starts_with(prefix) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every stored entry of one document, with its payload (None if erased or missing).
+    pub fn doc_entries(&self, doc: &DocId) -> Result<Vec<EntryAndPayload>, StoreError> {
+        let mut out = Vec::new();
+        for (k, _) in self.scan("by_doc", &doc.0)? {
+            let Some(v) = self.get("entries", k.get(16..).unwrap_or_default())? else {
+                continue;
+            };
+            let stored =
+                StoredEntry::decode(&v).map_err(|e| self.corrupt(format!("entry: {e}")))?;
+            let payload = self.get("payloads", &stored.entry.hash().0)?;
+            out.push((stored, payload));
+        }
+        out.sort_by_key(|(e, _)| (e.entry.header.timestamp, e.entry.header.seq));
+        Ok(out)
+    }
+
+    /// Every feed this store holds, with its head.
+    pub fn feeds(&self) -> Result<Vec<(FeedId, FeedHead)>, StoreError> {
+        self.scan("heads", &[])?
+            .into_iter()
+            .map(|(k, v)| {
+                let feed = FeedId::from_bytes(&k).map_err(|e| self.corrupt(e))?;
+                let head = FeedHead::decode(&v).map_err(|e| self.corrupt(e))?;
+                Ok((feed, head))
+            })
+            .collect()
+    }
+
+    /// Every fork proof held.
+    pub fn forks(&self) -> Result<Vec<ForkProof>, StoreError> {
+        self.scan("forks", &[])?
+            .into_iter()
+            .map(|(_, v)| ForkProof::decode(&v).map_err(|e| self.corrupt(e)))
+            .collect()
+    }
+
+    /// Counts of stored entries by status: (accepted, rejected, pending).
+    pub fn entry_counts(&self) -> Result<(u64, u64, u64), StoreError> {
+        let mut counts = (0, 0, 0);
+        for (_, v) in self.scan("entries", &[])? {
+            match StoredEntry::decode(&v).map_err(|e| self.corrupt(e))?.status {
+                Status::Accepted => counts.0 += 1,
+                Status::Rejected(_) => counts.1 += 1,
+                Status::Pending => counts.2 += 1,
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Flushes memtables to disk (on shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        for name in CFS {
+            self.db
+                .flush_cf(self.cf(name))
+                .map_err(|e| classify(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    fn ledger<T>(&self, r: Result<T, StoreError>) -> Result<T, LedgerError> {
+        r.map_err(|e| LedgerError(e.to_string()))
+    }
+
+    fn decode<T>(&self, r: Result<T, EntryError>, what: &str) -> Result<T, LedgerError> {
+        r.map_err(|e| LedgerError(format!("corrupt {what} in {}: {e}", self.path.display())))
+    }
+}
+
+fn feed_seq(feed: &[u8; 49], seq: u64) -> Vec<u8> {
+    let mut k = feed.to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn pending_key(doc: &DocId, feed: &FeedId, seq: u64) -> Vec<u8> {
+    let mut k = doc.0.to_vec();
+    k.extend_from_slice(&feed_seq(&feed.to_bytes(), seq));
+    k
+}
+
+impl Ledger for Store {
+    fn head(&self, feed: &FeedId) -> Result<Option<FeedHead>, LedgerError> {
+        match self.ledger(self.get("heads", &feed.to_bytes()))? {
+            Some(v) => Ok(Some(self.decode(FeedHead::decode(&v), "feed head")?)),
+            None => Ok(None),
+        }
+    }
+
+    fn entry(&self, feed: &FeedId, seq: u64) -> Result<Option<StoredEntry>, LedgerError> {
+        match self.ledger(self.get("entries", &feed_seq(&feed.to_bytes(), seq)))? {
+            Some(v) => Ok(Some(self.decode(StoredEntry::decode(&v), "entry")?)),
+            None => Ok(None),
+        }
+    }
+
+    fn payload(&self, entry_hash: &Hash32) -> Result<Option<Vec<u8>>, LedgerError> {
+        self.ledger(self.get("payloads", &entry_hash.0))
+    }
+
+    fn doc(&self, id: &DocId) -> Result<Option<Automerge>, LedgerError> {
+        match self.ledger(self.get("docs", &id.0))? {
+            Some(v) => Automerge::load(&v).map(Some).map_err(|e| {
+                LedgerError(format!(
+                    "corrupt document {id} in {}: {e}",
+                    self.path.display()
+                ))
+            }),
+            None => Ok(None),
+        }
+    }
+
+    fn change(&self, hash: &ChangeHash) -> Result<Option<ChangeInfo>, LedgerError> {
+        match self.ledger(self.get("changes", &hash.0))? {
+            Some(v) => Ok(Some(self.decode(ChangeInfo::decode(&v), "change index")?)),
+            None => Ok(None),
+        }
+    }
+
+    fn pending(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError> {
+        let rows = self.ledger(self.scan("pending", &doc.0))?;
+        rows.into_iter()
+            .map(|(k, _)| {
+                let bad = || LedgerError(format!("corrupt pending key in {}", self.path.display()));
+                let feed = self.decode(
+                    FeedId::from_bytes(k.get(16..65).ok_or_else(bad)?),
+                    "pending key",
+                )?;
+                let seq: [u8; 8] = k
+                    .get(65..73)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(bad)?;
+                Ok((feed, u64::from_be_bytes(seq)))
+            })
+            .collect()
+    }
+
+    fn pending_totals(&self) -> Result<(u64, u64), LedgerError> {
+        let rows = self.ledger(self.scan("pending", &[]))?;
+        let bytes = rows
+            .iter()
+            .map(|(_, v)| {
+                <[u8; 8]>::try_from(&v[..])
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0)
+            })
+            .sum();
+        Ok((rows.len() as u64, bytes))
+    }
+}
+
+fn city_name(record: &intercity_protocol::record::Record) -> String {
+    use intercity_protocol::record::Record;
+    match record {
+        Record::Practice(p) => p.city.clone(),
+        Record::Project(p) => p.lead_city.clone(),
+        Record::Group(_) => String::new(),
+    }
+}

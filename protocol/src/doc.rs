@@ -1,0 +1,1052 @@
+//! Records as Automerge documents, and how concurrent edits merge.
+//!
+//! Every record lives in its own Automerge document whose root map mirrors the record's JSON form
+//! ([`Record::to_json`]). [`to_json`] / [`read_record`] read a document (optionally as at some
+//! heads); [`write_record`] reconciles a document to a target record with the fewest operations
+//! it can, so that a city's edit touches only what it changed; [`new_document`] and
+//! [`edit_document`] wrap that in one committed change.
+//!
+//! # How values are stored
+//!
+//! - JSON objects are Automerge maps; a key absent from the target (e.g. an optional field set to
+//!   `None`) is deleted.
+//! - Strings under one of the [`TEXT_FIELDS`] keys (`title`, `summary`, `body`, `description`,
+//!   `notes`, `charter`) are Automerge **text** objects and are edited with a character diff
+//!   (`update_text`). Every other string (dates, status, names, cities, ids, list entries) is a
+//!   plain scalar.
+//! - Arrays are Automerge lists, reconciled by a longest-common-subsequence diff: elements that
+//!   are kept stay untouched (objects kept in place are reconciled recursively), elements no
+//!   longer present are deleted and new ones are inserted at their position. Scalars are compared
+//!   by value; objects by an identity key — `id` if the objects have one (agenda items), else
+//!   `name` (partners), else `label` (figures), see [`IDENTITY_KEYS`]. An element that moved is
+//!   deleted and a full copy is inserted at its new position.
+//! - Numbers are `Uint` (non-negative integers), `Int` (negative integers) or `F64`; booleans are
+//!   `Boolean`. A value is only written when it differs from what the document holds.
+//!
+//! # What happens to concurrent edits
+//!
+//! Each of these is checked by a unit test in this module.
+//!
+//! - **Concurrent additions to a list keep both.** Two cities adding different agenda items (or
+//!   themes, links, partners, ...) each insert an element; after merging, both are there, in the
+//!   same order on every replica. When both inserted at the same place, the order between the
+//!   two is decided by Automerge's op ids, identically everywhere.
+//! - **Concurrent edits of one text field merge character-wise.** One city appending " Milan" to
+//!   a summary while another prepends "New: " yields "New: … Milan".
+//! - **Short scalar fields are last-writer-wins.** If two cities set the same scalar field
+//!   (venue, date, status, a member's role, ...) concurrently, one value wins, the same on every
+//!   replica: the operation with the greater Automerge op id — the greater counter, then the
+//!   greater actor id. Wall-clock time plays no part. The losing value stays in the document's
+//!   history as a conflict but is not shown.
+//! - **Delete beats edit.** If one city removes an agenda item while another edits it (its title,
+//!   notes, slot, ...), the merged document has no such item: the edit lands on an element that
+//!   is no longer in the list and is lost.
+//! - **Move loses a concurrent edit.** Moving an item deletes it and inserts a copy of it as the
+//!   mover saw it. An edit made concurrently to the item applies to the deleted original, so the
+//!   moved copy shows the item without that edit. Which element counts as "moved" is decided by
+//!   the diff, which keeps as many elements in place as it can: swapping two neighbours may
+//!   re-create either of them.
+//! - **Two concurrent moves of one item duplicate it.** Each move deletes the original and
+//!   inserts its own copy; after merging, both copies exist (with the same `id`). The next
+//!   edit whose target has the item once removes the extra copy. Likewise two cities adding the
+//!   same theme or the same partner concurrently leaves it twice.
+//! - **Concurrent add and remove of different elements** both take effect.
+//!
+//! Because the containers of a record (lists, maps, text fields) are created with the document
+//! and never re-created by [`write_record`] while they keep their type, concurrent edits inside
+//! them always meet in the same object. (If a document lacked a list and two cities created it
+//! concurrently, one of the two lists would win; [`Record::to_json`] therefore always writes
+//! empty lists, maps and text fields.)
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{
+    ActorId, Automerge, AutomergeError, Change, ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc,
+    ScalarValue, Value, hydrate,
+};
+use serde_json::{Map, Value as Json};
+
+use crate::record::{Record, RecordError};
+
+/// Keys whose string values are stored as Automerge text (merged character-wise) rather than as
+/// last-writer-wins scalars. Applies to map keys at any depth.
+pub const TEXT_FIELDS: &[&str] = &[
+    "title",
+    "summary",
+    "body",
+    "description",
+    "notes",
+    "charter",
+];
+
+/// Keys that identify an object within a list, in order of preference: the first key that every
+/// object of the target list has is used to match elements (`id` for agenda items, `name` for
+/// partners, `label` for figures). Objects in a list with none of these keys are matched by
+/// their whole value.
+pub const IDENTITY_KEYS: &[&str] = &["id", "name", "label"];
+
+/// Largest list diff, in `current × target` elements (after stripping the common prefix and
+/// suffix), computed exactly; beyond it the differing middle is replaced wholesale.
+const MAX_DIFF_CELLS: usize = 4_000_000;
+
+/// Why a document could not be read or written.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum DocError {
+    /// Automerge refused an operation.
+    #[error("automerge: {0}")]
+    Automerge(#[from] AutomergeError),
+    /// The record is not valid, or the document does not hold a valid record shape.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// A new document would be empty.
+    #[error("the record produced no operations")]
+    Empty,
+    /// A change just committed could not be found again (a bug in Automerge or here).
+    #[error("the committed change {0} is missing from the document")]
+    MissingChange(ChangeHash),
+}
+
+/// The JSON form of a document (as at `heads`, or its current state if `None`).
+///
+/// Maps become objects, lists arrays, text strings; scalars map to their JSON counterparts
+/// (bytes as a lowercase hex string, timestamps and counters as numbers, non-finite floats and
+/// values of unknown types as `null`). Where a key holds conflicting values, Automerge's winner
+/// is shown.
+pub fn to_json(doc: &Automerge, heads: Option<&[ChangeHash]>) -> Json {
+    hydrated_to_json(&doc.hydrate(heads))
+}
+
+/// The record a document holds (as at `heads`, or its current state if `None`).
+///
+/// This is [`to_json`] followed by [`Record::from_json`]: it checks the shape, not the content
+/// (use [`Record::validate`] for that).
+pub fn read_record(doc: &Automerge, heads: Option<&[ChangeHash]>) -> Result<Record, RecordError> {
+    Record::from_json(to_json(doc, heads))
+}
+
+/// Reconciles the document's root to `target` with as few operations as it can; see the
+/// [module docs](self) for the rules. Does not validate `target` and does not commit.
+///
+/// Afterwards, reading the document inside the transaction gives exactly `target.to_json()`.
+pub fn write_record<T: Transactable>(tx: &mut T, target: &Record) -> Result<(), DocError> {
+    match target.to_json() {
+        Json::Object(map) => reconcile_map(tx, &ROOT, &map),
+        // A record always serializes to a JSON object; anything else would be a bug in
+        // `Record::to_json`, reported rather than panicking.
+        other => Err(DocError::Record(RecordError::Json(format!(
+            "a record must serialize to a JSON object, got {other}"
+        )))),
+    }
+}
+
+/// A new document holding `record`, written by `actor` in one change with the given commit
+/// message. Returns the document and that change (which is what gets signed and published).
+///
+/// The record is validated first.
+pub fn new_document(
+    actor: ActorId,
+    record: &Record,
+    message: &str,
+) -> Result<(Automerge, Change), DocError> {
+    record.validate()?;
+    let mut doc = Automerge::new().with_actor(actor);
+    let mut tx = doc.transaction();
+    write_record(&mut tx, record)?;
+    if tx.pending_ops() == 0 {
+        return Err(DocError::Empty);
+    }
+    let (hash, _) = tx.commit_with(CommitOptions::default().with_message(message));
+    let hash = hash.ok_or(DocError::Empty)?;
+    let change = doc
+        .get_change_by_hash(&hash)
+        .ok_or(DocError::MissingChange(hash))?;
+    Ok((doc, change))
+}
+
+/// Edits `doc` so that it holds `target`, as `actor`, in one change with the given commit
+/// message. Returns that change, or `None` if the document already holds `target` (nothing is
+/// committed then).
+///
+/// The target is validated first. The document's actor is set to `actor` (and stays so).
+pub fn edit_document(
+    doc: &mut Automerge,
+    actor: ActorId,
+    target: &Record,
+    message: &str,
+) -> Result<Option<Change>, DocError> {
+    target.validate()?;
+    doc.set_actor(actor);
+    let mut tx = doc.transaction();
+    write_record(&mut tx, target)?;
+    if tx.pending_ops() == 0 {
+        tx.rollback();
+        return Ok(None);
+    }
+    let (hash, _) = tx.commit_with(CommitOptions::default().with_message(message));
+    let Some(hash) = hash else {
+        return Ok(None);
+    };
+    let change = doc
+        .get_change_by_hash(&hash)
+        .ok_or(DocError::MissingChange(hash))?;
+    Ok(Some(change))
+}
+
+fn hydrated_to_json(value: &hydrate::Value) -> Json {
+    match value {
+        hydrate::Value::Map(map) => Json::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), hydrated_to_json(&v.value)))
+                .collect(),
+        ),
+        hydrate::Value::List(list) => {
+            Json::Array(list.iter().map(|v| hydrated_to_json(&v.value)).collect())
+        }
+        hydrate::Value::Text(text) => Json::String(text.to_string()),
+        hydrate::Value::Scalar(s) => scalar_to_json(s),
+    }
+}
+
+fn scalar_to_json(s: &ScalarValue) -> Json {
+    match s {
+        ScalarValue::Str(s) => Json::String(s.to_string()),
+        ScalarValue::Int(i) => Json::from(*i),
+        ScalarValue::Uint(u) => Json::from(*u),
+        ScalarValue::F64(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        ScalarValue::Counter(c) => Json::from(i64::from(c)),
+        ScalarValue::Timestamp(t) => Json::from(*t),
+        ScalarValue::Boolean(b) => Json::Bool(*b),
+        ScalarValue::Bytes(b) => Json::String(hex::encode(b)),
+        ScalarValue::Null | ScalarValue::Unknown { .. } => Json::Null,
+    }
+}
+
+/// The scalar a JSON scalar is stored as (`None` for objects and arrays).
+fn json_to_scalar(value: &Json) -> Option<ScalarValue> {
+    Some(match value {
+        Json::Null => ScalarValue::Null,
+        Json::Bool(b) => ScalarValue::Boolean(*b),
+        Json::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                ScalarValue::Uint(u)
+            } else if let Some(i) = n.as_i64() {
+                ScalarValue::Int(i)
+            } else {
+                ScalarValue::F64(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Json::String(s) => ScalarValue::Str(s.as_str().into()),
+        Json::Array(_) | Json::Object(_) => return None,
+    })
+}
+
+fn is_text_field(key: &str) -> bool {
+    TEXT_FIELDS.contains(&key)
+}
+
+/// Makes the map `obj` equal to `target`.
+fn reconcile_map<T: Transactable>(
+    tx: &mut T,
+    obj: &ObjId,
+    target: &Map<String, Json>,
+) -> Result<(), DocError> {
+    let stale: Vec<String> = tx.keys(obj).filter(|k| !target.contains_key(k)).collect();
+    for key in stale {
+        tx.delete(obj, key)?;
+    }
+    for (key, value) in target {
+        update_slot(tx, obj, Prop::Map(key.clone()), is_text_field(key), value)?;
+    }
+    Ok(())
+}
+
+/// Makes the value at `prop` of `obj` (an existing map key or list index, or a missing map key)
+/// equal to `target`, reusing the object that is there when it has the right type.
+fn update_slot<T: Transactable>(
+    tx: &mut T,
+    obj: &ObjId,
+    prop: Prop,
+    text: bool,
+    target: &Json,
+) -> Result<(), DocError> {
+    let current = tx
+        .get(obj, prop.clone())?
+        .map(|(value, id)| (value.into_owned(), id));
+    match target {
+        Json::Object(map) => {
+            let id = match current {
+                Some((Value::Object(ObjType::Map), id)) => id,
+                _ => tx.put_object(obj, prop, ObjType::Map)?,
+            };
+            reconcile_map(tx, &id, map)
+        }
+        Json::Array(items) => {
+            let id = match current {
+                Some((Value::Object(ObjType::List), id)) => id,
+                _ => tx.put_object(obj, prop, ObjType::List)?,
+            };
+            reconcile_list(tx, &id, items)
+        }
+        Json::String(s) if text => {
+            match current {
+                Some((Value::Object(ObjType::Text), id)) => {
+                    if tx.text(&id)? != *s {
+                        tx.update_text(&id, s)?;
+                    }
+                }
+                _ => {
+                    let id = tx.put_object(obj, prop, ObjType::Text)?;
+                    if !s.is_empty() {
+                        tx.splice_text(&id, 0, 0, s)?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        scalar => {
+            let Some(want) = json_to_scalar(scalar) else {
+                return Ok(());
+            };
+            if let Some((Value::Scalar(have), _)) = &current
+                && **have == want
+            {
+                return Ok(());
+            }
+            tx.put(obj, prop, want)?;
+            Ok(())
+        }
+    }
+}
+
+/// Inserts a new element equal to `target` at `index` of the list `list`.
+fn insert_new<T: Transactable>(
+    tx: &mut T,
+    list: &ObjId,
+    index: usize,
+    target: &Json,
+) -> Result<(), DocError> {
+    match target {
+        Json::Object(map) => {
+            let id = tx.insert_object(list, index, ObjType::Map)?;
+            reconcile_map(tx, &id, map)
+        }
+        Json::Array(items) => {
+            let id = tx.insert_object(list, index, ObjType::List)?;
+            reconcile_list(tx, &id, items)
+        }
+        scalar => {
+            if let Some(value) = json_to_scalar(scalar) {
+                tx.insert(list, index, value)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The identity key of the objects in `target`: the first of [`IDENTITY_KEYS`] that every object
+/// has.
+fn identity_key(target: &[Json]) -> Option<&'static str> {
+    let objects: Vec<&Map<String, Json>> = target.iter().filter_map(Json::as_object).collect();
+    if objects.is_empty() {
+        return None;
+    }
+    IDENTITY_KEYS
+        .iter()
+        .copied()
+        .find(|key| objects.iter().all(|o| o.contains_key(*key)))
+}
+
+/// What a target element is matched by.
+fn target_identity(value: &Json, key: Option<&str>) -> Json {
+    if let (Json::Object(map), Some(key)) = (value, key)
+        && let Some(id) = map.get(key)
+    {
+        return id.clone();
+    }
+    value.clone()
+}
+
+/// What the current element at `index` is matched by (`None`: matches nothing).
+fn current_identity<T: Transactable>(
+    tx: &T,
+    list: &ObjId,
+    index: usize,
+    key: Option<&str>,
+) -> Result<Option<Json>, DocError> {
+    let Some((value, id)) = tx.get(list, index)? else {
+        return Ok(None);
+    };
+    Ok(match value {
+        Value::Scalar(s) => Some(scalar_to_json(&s)),
+        Value::Object(ObjType::Map | ObjType::Table) => match key {
+            Some(key) => match tx.get(&id, key)? {
+                Some((Value::Scalar(s), _)) => Some(scalar_to_json(&s)),
+                Some((Value::Object(ObjType::Text), text)) => Some(Json::String(tx.text(&text)?)),
+                _ => None,
+            },
+            None => Some(hydrated_to_json(&tx.hydrate(&id, None)?)),
+        },
+        Value::Object(_) => Some(hydrated_to_json(&tx.hydrate(&id, None)?)),
+    })
+}
+
+/// Makes the list `list` equal to `target`: keeps the longest common subsequence (by identity),
+/// deletes the other current elements and inserts the other target elements in place.
+fn reconcile_list<T: Transactable>(
+    tx: &mut T,
+    list: &ObjId,
+    target: &[Json],
+) -> Result<(), DocError> {
+    let key = identity_key(target);
+    let len = tx.length(list);
+    let current = (0..len)
+        .map(|i| current_identity(tx, list, i, key))
+        .collect::<Result<Vec<_>, _>>()?;
+    let wanted: Vec<Json> = target.iter().map(|v| target_identity(v, key)).collect();
+    let (keep_current, keep_target) = common_subsequence(&current, &wanted);
+    for i in (0..len).rev() {
+        if !keep_current[i] {
+            tx.delete(list, i)?;
+        }
+    }
+    // The list now holds exactly the kept elements, in order; walking the target in order, every
+    // element before `index` already matches it.
+    for (index, value) in target.iter().enumerate() {
+        if keep_target[index] {
+            update_slot(tx, list, Prop::Seq(index), false, value)?;
+        } else {
+            insert_new(tx, list, index, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// A longest common subsequence of `current` and `target` (a `None` in `current` matches
+/// nothing), as "kept" flags for each side.
+fn common_subsequence(current: &[Option<Json>], target: &[Json]) -> (Vec<bool>, Vec<bool>) {
+    let (n, m) = (current.len(), target.len());
+    let mut keep_current = vec![false; n];
+    let mut keep_target = vec![false; m];
+    let same = |i: usize, j: usize| current[i].as_ref() == Some(&target[j]);
+
+    let mut prefix = 0;
+    while prefix < n && prefix < m && same(prefix, prefix) {
+        keep_current[prefix] = true;
+        keep_target[prefix] = true;
+        prefix += 1;
+    }
+    let mut suffix = 0;
+    while suffix < n - prefix && suffix < m - prefix && same(n - 1 - suffix, m - 1 - suffix) {
+        keep_current[n - 1 - suffix] = true;
+        keep_target[m - 1 - suffix] = true;
+        suffix += 1;
+    }
+    let (cur, tgt) = (prefix..n - suffix, prefix..m - suffix);
+    let (rows, cols) = (cur.len(), tgt.len());
+    if rows == 0 || cols == 0 || rows.saturating_mul(cols) > MAX_DIFF_CELLS {
+        return (keep_current, keep_target);
+    }
+    // lcs[i][j] = LCS length of current[cur.start + i..] and target[tgt.start + j..].
+    let width = cols + 1;
+    let mut lcs = vec![0u32; (rows + 1) * width];
+    for i in (0..rows).rev() {
+        for j in (0..cols).rev() {
+            lcs[i * width + j] = if same(cur.start + i, tgt.start + j) {
+                lcs[(i + 1) * width + j + 1] + 1
+            } else {
+                lcs[(i + 1) * width + j].max(lcs[i * width + j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    while i < rows && j < cols {
+        if same(cur.start + i, tgt.start + j) {
+            keep_current[cur.start + i] = true;
+            keep_target[tgt.start + j] = true;
+            i += 1;
+            j += 1;
+        } else if lcs[(i + 1) * width + j] >= lcs[i * width + j + 1] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    (keep_current, keep_target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::tests::{BRNO, MILAN, PORTO, group, practice, project};
+    use crate::record::{Agenda, Group, Item, Practice};
+    use proptest::prelude::*;
+
+    const AGENDA: &str = "3f2a9c0d1e2b4a5c";
+
+    fn actor(n: u8) -> ActorId {
+        ActorId::from(vec![n; 16])
+    }
+
+    fn create(record: impl Into<Record>) -> Automerge {
+        match new_document(actor(1), &record.into(), "create") {
+            Ok((doc, _)) => doc,
+            Err(e) => panic!("new_document: {e}"),
+        }
+    }
+
+    fn read(doc: &Automerge) -> Record {
+        match read_record(doc, None) {
+            Ok(r) => r,
+            Err(e) => panic!("read_record: {e}\n{:#}", to_json(doc, None)),
+        }
+    }
+
+    fn edit(doc: &mut Automerge, who: u8, target: impl Into<Record>) -> Option<Change> {
+        match edit_document(doc, actor(who), &target.into(), "edit") {
+            Ok(c) => c,
+            Err(e) => panic!("edit_document: {e}"),
+        }
+    }
+
+    /// Two replicas of `base`: `a` with actor 2, `b` with actor 3.
+    fn fork(base: &Automerge) -> (Automerge, Automerge) {
+        let a = base.fork().with_actor(actor(2));
+        let b = base.fork().with_actor(actor(3));
+        (a, b)
+    }
+
+    /// Exchanges all changes between `a` and `b`; both then hold the same state.
+    fn sync(a: &mut Automerge, b: &mut Automerge) {
+        let to_b = a.get_changes(&[]);
+        let to_a = b.get_changes(&[]);
+        b.apply_changes(to_b).expect("apply a's changes to b");
+        a.apply_changes(to_a).expect("apply b's changes to a");
+        assert_eq!(to_json(a, None), to_json(b, None), "replicas diverge");
+        let (mut ha, mut hb) = (a.get_heads(), b.get_heads());
+        ha.sort();
+        hb.sort();
+        assert_eq!(ha, hb);
+    }
+
+    fn agenda_of(r: &Record) -> &Agenda {
+        match r {
+            Record::Group(g) => &g.agendas[AGENDA],
+            other => panic!("not a group: {other:?}"),
+        }
+    }
+
+    fn as_group(r: Record) -> Group {
+        match r {
+            Record::Group(g) => g,
+            other => panic!("not a group: {other:?}"),
+        }
+    }
+
+    fn as_practice(r: Record) -> Practice {
+        match r {
+            Record::Practice(p) => p,
+            other => panic!("not a practice: {other:?}"),
+        }
+    }
+
+    fn item_ids(r: &Record) -> Vec<String> {
+        agenda_of(r).items.iter().map(|i| i.id.clone()).collect()
+    }
+
+    fn item(id: &str, title: &str) -> Item {
+        Item {
+            id: id.to_string(),
+            slot: String::new(),
+            title: title.to_string(),
+            presenters: vec![],
+            notes: String::new(),
+        }
+    }
+
+    fn with_agenda(g: &Group, f: impl FnOnce(&mut Agenda)) -> Group {
+        let mut g = g.clone();
+        if let Some(a) = g.agendas.get_mut(AGENDA) {
+            f(a);
+        }
+        g
+    }
+
+    #[test]
+    fn round_trip_all_kinds() {
+        for record in [
+            Record::from(practice()),
+            Record::from(project()),
+            Record::from(group()),
+        ] {
+            let (doc, change) = new_document(actor(1), &record, "create").expect("create");
+            assert_eq!(change.message(), Some("create"));
+            assert_eq!(change.actor_id(), &actor(1));
+            assert_eq!(read(&doc), record);
+            assert_eq!(to_json(&doc, None), record.to_json());
+            // The change alone rebuilds the document.
+            let mut other = Automerge::new();
+            other.apply_changes([change]).expect("apply");
+            assert_eq!(read(&other), record);
+        }
+    }
+
+    #[test]
+    fn text_fields_are_text_and_others_scalars() {
+        let doc = create(group());
+        let (v, _) = doc.get(ROOT, "charter").expect("get").expect("charter");
+        assert_eq!(v, Value::Object(ObjType::Text));
+        let (v, _) = doc.get(ROOT, "name").expect("get").expect("name");
+        assert!(matches!(v, Value::Scalar(_)), "group name is a scalar");
+        let (_, agendas) = doc.get(ROOT, "agendas").expect("get").expect("agendas");
+        let (_, agenda) = doc.get(&agendas, AGENDA).expect("get").expect("agenda");
+        let (v, _) = doc.get(&agenda, "title").expect("get").expect("title");
+        assert_eq!(v, Value::Object(ObjType::Text));
+        let (v, _) = doc.get(&agenda, "start").expect("get").expect("start");
+        assert!(matches!(v, Value::Scalar(_)), "dates are scalars");
+        let doc = create(project());
+        let (v, _) = doc.get(ROOT, "budget_eur").expect("get").expect("budget");
+        assert_eq!(
+            v,
+            Value::Scalar(std::borrow::Cow::Owned(ScalarValue::Uint(1_250_000)))
+        );
+    }
+
+    #[test]
+    fn read_at_heads() {
+        let mut doc = create(practice());
+        let heads = doc.get_heads();
+        let mut p = practice();
+        p.title = "FabriQ 2.0".into();
+        edit(&mut doc, 1, p.clone());
+        assert_eq!(
+            read_record(&doc, Some(&heads)),
+            Ok(Record::from(practice()))
+        );
+        assert_eq!(read(&doc), Record::from(p));
+    }
+
+    #[test]
+    fn unchanged_edit_produces_no_change() {
+        for record in [
+            Record::from(practice()),
+            Record::from(project()),
+            Record::from(group()),
+        ] {
+            let mut doc = create(record.clone());
+            let heads = doc.get_heads();
+            assert!(edit(&mut doc, 2, record).is_none());
+            assert_eq!(doc.get_heads(), heads, "nothing committed");
+        }
+    }
+
+    #[test]
+    fn edits_use_few_operations() {
+        let mut doc = create(practice());
+        let mut p = practice();
+        p.themes.push("crafts".into());
+        let c = edit(&mut doc, 1, p.clone()).expect("change");
+        assert_eq!(c.len(), 1, "appending a theme is one insert");
+        p.title.push('!');
+        let c = edit(&mut doc, 1, p.clone()).expect("change");
+        assert_eq!(c.len(), 1, "appending a character is one insert");
+        p.city = "Milano".into();
+        let c = edit(&mut doc, 1, p.clone()).expect("change");
+        assert_eq!(c.len(), 1, "setting a scalar is one put");
+        p.contact = None;
+        let c = edit(&mut doc, 1, p.clone()).expect("change");
+        assert_eq!(c.len(), 1, "clearing an optional field is one delete");
+        p.themes.remove(0);
+        let c = edit(&mut doc, 1, p.clone()).expect("change");
+        assert_eq!(c.len(), 1, "removing a theme is one delete");
+        p.partners[1].sector = crate::record::Sector::University;
+        let c = edit(&mut doc, 1, p.clone()).expect("change");
+        assert_eq!(c.len(), 1, "changing a partner's sector is one put");
+        assert_eq!(read(&doc), Record::from(p));
+    }
+
+    #[test]
+    fn invalid_records_are_refused() {
+        let mut p = practice();
+        p.title.clear();
+        assert!(matches!(
+            new_document(actor(1), &Record::from(p.clone()), "x"),
+            Err(DocError::Record(RecordError::Missing { .. }))
+        ));
+        let mut doc = create(practice());
+        assert!(matches!(
+            edit_document(&mut doc, actor(1), &Record::from(p), "x"),
+            Err(DocError::Record(RecordError::Missing { .. }))
+        ));
+        assert_eq!(read(&doc), Record::from(practice()));
+    }
+
+    #[test]
+    fn switching_kind_rewrites_the_root() {
+        let mut doc = create(practice());
+        edit(&mut doc, 1, project());
+        assert_eq!(read(&doc), Record::from(project()));
+    }
+
+    #[test]
+    fn concurrent_item_additions_keep_both_in_the_same_order() {
+        let g = group();
+        let base = create(g.clone());
+        let (mut a, mut b) = fork(&base);
+        edit(
+            &mut a,
+            2,
+            with_agenda(&g, |ag| ag.items.push(item("x1", "Civic crowdfunding"))),
+        );
+        edit(
+            &mut b,
+            3,
+            with_agenda(&g, |ag| {
+                ag.items.push(item("y1", "Social entrepreneurship"))
+            }),
+        );
+        sync(&mut a, &mut b);
+        let ids = item_ids(&read(&a));
+        assert_eq!(ids.len(), 5);
+        assert_eq!(&ids[..3], ["a1", "a2", "a3"]);
+        assert!(ids.contains(&"x1".to_string()) && ids.contains(&"y1".to_string()));
+        assert_eq!(read(&a), read(&b));
+
+        // Insertions at the same place in the middle also both survive.
+        let (mut a, mut b) = fork(&base);
+        edit(
+            &mut a,
+            2,
+            with_agenda(&g, |ag| ag.items.insert(1, item("x2", "Makerspace"))),
+        );
+        edit(
+            &mut b,
+            3,
+            with_agenda(&g, |ag| ag.items.insert(1, item("y2", "FabLab"))),
+        );
+        sync(&mut a, &mut b);
+        let ids = item_ids(&read(&b));
+        assert_eq!(ids.len(), 5);
+        assert_eq!(
+            (ids[0].as_str(), ids[3].as_str(), ids[4].as_str()),
+            ("a1", "a2", "a3")
+        );
+        assert_eq!(read(&a), read(&b));
+    }
+
+    #[test]
+    fn concurrent_text_edits_merge_character_wise() {
+        let mut p = practice();
+        p.summary = "Smart social inclusion in".into();
+        let base = create(p.clone());
+        let (mut a, mut b) = fork(&base);
+        let mut pa = p.clone();
+        pa.summary.push_str(" Milan");
+        let mut pb = p.clone();
+        pb.summary.insert_str(0, "New: ");
+        edit(&mut a, 2, pa);
+        edit(&mut b, 3, pb);
+        sync(&mut a, &mut b);
+        assert_eq!(
+            as_practice(read(&a)).summary,
+            "New: Smart social inclusion in Milan"
+        );
+    }
+
+    #[test]
+    fn concurrent_theme_additions_keep_both() {
+        let p = practice();
+        let base = create(p.clone());
+        let (mut a, mut b) = fork(&base);
+        let mut pa = p.clone();
+        pa.themes.push("digital manufacturing".into());
+        let mut pb = p.clone();
+        pb.themes.push("crowdfunding".into());
+        pb.themes.remove(0);
+        edit(&mut a, 2, pa);
+        edit(&mut b, 3, pb);
+        sync(&mut a, &mut b);
+        let themes = as_practice(read(&a)).themes;
+        assert_eq!(themes.len(), 3, "{themes:?}");
+        assert_eq!(themes[0], "incubation", "b's removal took effect");
+        assert!(themes.contains(&"digital manufacturing".to_string()));
+        assert!(themes.contains(&"crowdfunding".to_string()));
+    }
+
+    #[test]
+    fn scalar_fields_are_last_writer_wins_by_op_id() {
+        let g = group();
+        let base = create(g.clone());
+        let (mut a, mut b) = fork(&base);
+        edit(
+            &mut a,
+            2,
+            with_agenda(&g, |ag| ag.venue = "Base Milano".into()),
+        );
+        edit(
+            &mut b,
+            3,
+            with_agenda(&g, |ag| ag.venue = "Fabbrica del Vapore".into()),
+        );
+        sync(&mut a, &mut b);
+        // Same op counter on both sides: the greater actor id (b, actor 3) wins, everywhere.
+        assert_eq!(agenda_of(&read(&a)).venue, "Fabbrica del Vapore");
+        assert_eq!(agenda_of(&read(&b)).venue, "Fabbrica del Vapore");
+    }
+
+    #[test]
+    fn delete_beats_concurrent_edit() {
+        let g = group();
+        let base = create(g.clone());
+        let (mut a, mut b) = fork(&base);
+        edit(
+            &mut a,
+            2,
+            with_agenda(&g, |ag| {
+                ag.items.remove(1);
+            }),
+        );
+        edit(
+            &mut b,
+            3,
+            with_agenda(&g, |ag| {
+                ag.items[1].title = "OpenCare: participatory care".into();
+                ag.items[1].slot = "11:00-12:00".into();
+            }),
+        );
+        sync(&mut a, &mut b);
+        let r = read(&a);
+        assert_eq!(item_ids(&r), ["a1", "a3"], "the edited item stays deleted");
+        assert_eq!(
+            r,
+            Record::from(with_agenda(&g, |ag| {
+                ag.items.remove(1);
+            }))
+        );
+    }
+
+    #[test]
+    fn move_loses_a_concurrent_edit() {
+        let g = group();
+        let base = create(g.clone());
+        let (mut a, mut b) = fork(&base);
+        edit(
+            &mut a,
+            2,
+            with_agenda(&g, |ag| {
+                let moved = ag.items.remove(2);
+                ag.items.insert(0, moved);
+            }),
+        );
+        edit(
+            &mut b,
+            3,
+            with_agenda(&g, |ag| ag.items[2].title = "FabriQ incubator".into()),
+        );
+        sync(&mut a, &mut b);
+        let r = read(&a);
+        assert_eq!(item_ids(&r), ["a3", "a1", "a2"], "the move took effect");
+        assert_eq!(
+            agenda_of(&r).items[0].title,
+            "FabriQ",
+            "the concurrent edit is lost"
+        );
+    }
+
+    #[test]
+    fn concurrent_moves_of_one_item_duplicate_it() {
+        let g = group();
+        let base = create(g.clone());
+        let (mut a, mut b) = fork(&base);
+        edit(
+            &mut a,
+            2,
+            with_agenda(&g, |ag| {
+                let moved = ag.items.remove(2);
+                ag.items.insert(0, moved);
+            }),
+        );
+        edit(
+            &mut b,
+            3,
+            with_agenda(&g, |ag| {
+                let moved = ag.items.remove(2);
+                ag.items.insert(0, moved);
+            }),
+        );
+        sync(&mut a, &mut b);
+        let r = read(&a);
+        let ids = item_ids(&r);
+        assert_eq!(ids.iter().filter(|i| *i == "a3").count(), 2, "{ids:?}");
+        // The next edit that has the item once resolves the duplicate.
+        let fixed = with_agenda(&g, |ag| {
+            let moved = ag.items.remove(2);
+            ag.items.insert(0, moved);
+        });
+        edit(&mut a, 2, fixed.clone());
+        assert_eq!(read(&a), Record::from(fixed));
+    }
+
+    #[test]
+    fn concurrent_member_and_agenda_changes_merge() {
+        let g = group();
+        let base = create(g.clone());
+        let (mut a, mut b) = fork(&base);
+        let mut ga = g.clone();
+        ga.members.insert(
+            PORTO.to_string(),
+            crate::record::Member {
+                name: "Porto".into(),
+                role: crate::record::Role::Member,
+            },
+        );
+        let mut gb = g.clone();
+        gb.agendas.insert(
+            "b0b0b0b0b0b0b0b0".into(),
+            Agenda::new("Next meeting", "2017-06-01"),
+        );
+        gb.members.remove(BRNO);
+        edit(&mut a, 2, ga);
+        edit(&mut b, 3, gb);
+        sync(&mut a, &mut b);
+        let merged = as_group(read(&a));
+        assert!(merged.members.contains_key(PORTO) && merged.members.contains_key(MILAN));
+        assert!(!merged.members.contains_key(BRNO));
+        assert_eq!(merged.agendas.len(), 2);
+    }
+
+    #[test]
+    fn lcs_keeps_the_longest_common_run() {
+        let s = |v: &[&str]| -> Vec<Json> { v.iter().map(|x| Json::from(*x)).collect() };
+        let cur: Vec<Option<Json>> = s(&["a", "b", "c", "d"]).into_iter().map(Some).collect();
+        let (kc, kt) = common_subsequence(&cur, &s(&["b", "x", "c", "d", "a"]));
+        assert_eq!(kc, [false, true, true, true]);
+        assert_eq!(kt, [true, false, true, true, false]);
+        let (kc, kt) = common_subsequence(&[None, Some(Json::from("a"))], &s(&["a"]));
+        assert_eq!((kc, kt), (vec![false, true], vec![true]));
+        let (kc, kt) = common_subsequence(&[], &s(&["a"]));
+        assert_eq!((kc, kt), (vec![], vec![false]));
+    }
+
+    #[test]
+    fn scalars_convert_to_json() {
+        assert_eq!(
+            scalar_to_json(&ScalarValue::Bytes(vec![0xab, 0x01])),
+            Json::from("ab01")
+        );
+        assert_eq!(scalar_to_json(&ScalarValue::Timestamp(7)), Json::from(7));
+        assert_eq!(scalar_to_json(&ScalarValue::counter(3)), Json::from(3));
+        assert_eq!(scalar_to_json(&ScalarValue::F64(f64::NAN)), Json::Null);
+        assert_eq!(scalar_to_json(&ScalarValue::Int(-2)), Json::from(-2));
+        assert_eq!(scalar_to_json(&ScalarValue::Null), Json::Null);
+        assert_eq!(json_to_scalar(&Json::from(-2)), Some(ScalarValue::Int(-2)));
+        assert_eq!(
+            json_to_scalar(&Json::from(2.5)),
+            Some(ScalarValue::F64(2.5))
+        );
+        assert_eq!(
+            json_to_scalar(&Json::from(true)),
+            Some(ScalarValue::Boolean(true))
+        );
+    }
+
+    /// An edit of an agenda's item list.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add { at: usize, title: String },
+        Remove { at: usize },
+        Move { from: usize, to: usize },
+        Retitle { at: usize, title: String },
+        Present { at: usize, who: String },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let title = "[a-zA-Z][a-zA-Z ]{0,11}";
+        prop_oneof![
+            (any::<usize>(), title).prop_map(|(at, title)| Op::Add { at, title }),
+            any::<usize>().prop_map(|at| Op::Remove { at }),
+            (any::<usize>(), any::<usize>()).prop_map(|(from, to)| Op::Move { from, to }),
+            (any::<usize>(), title).prop_map(|(at, title)| Op::Retitle { at, title }),
+            (any::<usize>(), "(Milan|Brno|Riga)").prop_map(|(at, who)| Op::Present { at, who }),
+        ]
+    }
+
+    fn apply(items: &mut Vec<Item>, op: &Op, next_id: &mut u32) {
+        let n = items.len();
+        match op {
+            Op::Add { at, title } => {
+                *next_id += 1;
+                items.insert(at % (n + 1), item(&format!("i{next_id}"), title));
+            }
+            Op::Remove { at } if n > 0 => {
+                items.remove(at % n);
+            }
+            Op::Move { from, to } if n > 0 => {
+                let moved = items.remove(from % n);
+                items.insert(to % n, moved);
+            }
+            Op::Retitle { at, title } if n > 0 => items[at % n].title = title.clone(),
+            Op::Present { at, who } if n > 0 => items[at % n].presenters.push(who.clone()),
+            _ => {}
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Sequential edits always read back as exactly the target.
+        #[test]
+        fn item_edits_read_back_exactly(batches in prop::collection::vec(
+            prop::collection::vec(op(), 1..4), 1..12))
+        {
+            let g = group();
+            let mut doc = create(g.clone());
+            let mut target = g;
+            let mut next_id = 0;
+            for batch in &batches {
+                target = with_agenda(&target, |ag| {
+                    for op in batch {
+                        apply(&mut ag.items, op, &mut next_id);
+                    }
+                });
+                edit(&mut doc, 1, target.clone());
+                prop_assert_eq!(read(&doc), Record::from(target.clone()));
+            }
+            // Reloading from the saved bytes gives the same record.
+            let loaded = Automerge::load(&doc.save()).expect("load");
+            prop_assert_eq!(read(&loaded), Record::from(target));
+        }
+
+        /// Concurrent edits always converge to the same, readable record on both replicas, in
+        /// which every item either side added is present.
+        #[test]
+        fn concurrent_item_edits_converge(
+            ops_a in prop::collection::vec(op(), 0..8),
+            ops_b in prop::collection::vec(op(), 0..8),
+        ) {
+            let g = group();
+            let base = create(g.clone());
+            let (mut a, mut b) = fork(&base);
+            let (mut next_a, mut next_b) = (100, 200);
+            let mut ta = g.clone();
+            for op in &ops_a {
+                ta = with_agenda(&ta, |ag| apply(&mut ag.items, op, &mut next_a));
+                edit(&mut a, 2, ta.clone());
+            }
+            let mut tb = g.clone();
+            for op in &ops_b {
+                tb = with_agenda(&tb, |ag| apply(&mut ag.items, op, &mut next_b));
+                edit(&mut b, 3, tb.clone());
+            }
+            sync(&mut a, &mut b);
+            let merged = read(&a);
+            prop_assert_eq!(&merged, &read(&b));
+            let ids = item_ids(&merged);
+            for id in item_ids(&Record::from(ta)).into_iter().chain(item_ids(&Record::from(tb))) {
+                let fresh: u32 = id[1..].parse().expect("numeric id");
+                if fresh > 100 {
+                    prop_assert!(ids.contains(&id), "{} lost in {:?}", id, ids);
+                }
+            }
+        }
+    }
+}

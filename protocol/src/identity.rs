@@ -1,0 +1,204 @@
+//! City identity: an ed25519 keypair whose libp2p `PeerId` is the city id.
+//!
+//! The libp2p identity of a node is built from the same secret key, so the Noise handshake
+//! authenticates the city and the `PeerId` string (`12D3KooW…`) is what people see. This module
+//! computes that string itself (identity multihash of the protobuf-encoded public key, base58),
+//! so the protocol crate needs no libp2p.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+/// Length of a city id (an ed25519 public key) in bytes.
+pub const CITY_ID_LEN: usize = 32;
+
+/// Errors about keys and city ids.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// The text is not a city id.
+    #[error("`{0}` is not a city id: expected a PeerId like 12D3KooW… or 64 hex characters")]
+    BadCityId(String),
+    /// The bytes are not a valid ed25519 public key.
+    #[error("the city id is not a valid ed25519 public key")]
+    BadPublicKey,
+    /// A secret key file had the wrong length.
+    #[error("a secret key is 32 bytes; got {0}")]
+    BadSecretLength(usize),
+    /// The operating system could not provide randomness.
+    #[error("no randomness available from the operating system: {0}")]
+    Random(String),
+}
+
+/// A city's public identity: its ed25519 public key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CityId([u8; CITY_ID_LEN]);
+
+impl CityId {
+    /// Wraps raw public-key bytes (not checked to be a curve point; see [`CityId::verifying_key`]).
+    pub const fn from_bytes(bytes: [u8; CITY_ID_LEN]) -> Self {
+        CityId(bytes)
+    }
+
+    /// The raw public-key bytes.
+    pub const fn as_bytes(&self) -> &[u8; CITY_ID_LEN] {
+        &self.0
+    }
+
+    /// The ed25519 verifying key, or an error if the bytes are not a valid point.
+    pub fn verifying_key(&self) -> Result<VerifyingKey, IdentityError> {
+        VerifyingKey::from_bytes(&self.0).map_err(|_| IdentityError::BadPublicKey)
+    }
+
+    /// Verifies `signature` over `message` with `verify_strict`.
+    pub fn verify(&self, message: &[u8], signature: &Signature) -> bool {
+        self.verifying_key()
+            .map(|key| key.verify_strict(message, signature).is_ok())
+            .unwrap_or(false)
+    }
+
+    /// The libp2p `PeerId` bytes: identity multihash of the protobuf-encoded public key.
+    pub fn peer_id_bytes(&self) -> [u8; 38] {
+        let mut out = [0u8; 38];
+        // multihash: code 0x00 (identity), length 36; protobuf: field 1 = 1 (Ed25519), field 2 = key.
+        out[..6].copy_from_slice(&[0x00, 0x24, 0x08, 0x01, 0x12, 0x20]);
+        out[6..].copy_from_slice(&self.0);
+        out
+    }
+
+    /// A short form for tables: the last 8 characters of the PeerId string.
+    pub fn short(&self) -> String {
+        let s = self.to_string();
+        format!("…{}", &s[s.len().saturating_sub(8)..])
+    }
+}
+
+impl fmt::Display for CityId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&bs58::encode(self.peer_id_bytes()).into_string())
+    }
+}
+
+impl fmt::Debug for CityId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CityId({self})")
+    }
+}
+
+impl FromStr for CityId {
+    type Err = IdentityError;
+
+    /// Parses a PeerId string (`12D3KooW…`) or 64 hex characters.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || IdentityError::BadCityId(s.to_string());
+        let s = s.trim();
+        if s.len() == 64
+            && let Ok(bytes) = hex::decode(s)
+        {
+            let arr: [u8; 32] = bytes.try_into().map_err(|_| bad())?;
+            return Ok(CityId(arr));
+        }
+        let bytes = bs58::decode(s).into_vec().map_err(|_| bad())?;
+        if bytes.len() != 38 || bytes[..6] != [0x00, 0x24, 0x08, 0x01, 0x12, 0x20] {
+            return Err(bad());
+        }
+        let mut arr = [0u8; 32];
+        arr.copy_from_slice(&bytes[6..]);
+        Ok(CityId(arr))
+    }
+}
+
+impl serde::Serialize for CityId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CityId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A city's secret key. Signs feed entries; never leaves the data directory.
+#[derive(Clone)]
+pub struct CityKey(SigningKey);
+
+impl CityKey {
+    /// Generates a fresh key from the operating system's randomness.
+    pub fn generate() -> Result<Self, IdentityError> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| IdentityError::Random(e.to_string()))?;
+        Ok(Self::from_secret(secret))
+    }
+
+    /// A deterministic key from a seed (tests, fixtures and the demo only).
+    pub fn from_secret(secret: [u8; 32]) -> Self {
+        CityKey(SigningKey::from_bytes(&secret))
+    }
+
+    /// Parses the 32 raw secret bytes of a key file.
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, IdentityError> {
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| IdentityError::BadSecretLength(bytes.len()))?;
+        Ok(Self::from_secret(arr))
+    }
+
+    /// The 32 secret bytes, for writing the key file (and for deriving the libp2p keypair).
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// This city's id.
+    pub fn id(&self) -> CityId {
+        CityId(self.0.verifying_key().to_bytes())
+    }
+
+    /// Signs `message` (callers add their own domain-separation tag).
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        self.0.sign(message)
+    }
+}
+
+impl fmt::Debug for CityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CityKey({})", self.id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_id_string_round_trips_and_looks_like_libp2p() {
+        let key = CityKey::from_secret([7; 32]);
+        let id = key.id();
+        let s = id.to_string();
+        assert!(s.starts_with("12D3KooW"), "{s}");
+        assert_eq!(s.parse::<CityId>().expect("parses"), id);
+        assert_eq!(
+            hex::encode(id.as_bytes()).parse::<CityId>().expect("hex"),
+            id
+        );
+    }
+
+    #[test]
+    fn garbage_is_not_a_city_id() {
+        assert!("Milan".parse::<CityId>().is_err());
+        assert!("12D3KooW".parse::<CityId>().is_err());
+    }
+
+    #[test]
+    fn signatures_verify_strictly_and_only_for_the_signer() {
+        let a = CityKey::from_secret([1; 32]);
+        let b = CityKey::from_secret([2; 32]);
+        let sig = a.sign(b"hello");
+        assert!(a.id().verify(b"hello", &sig));
+        assert!(!a.id().verify(b"hellO", &sig));
+        assert!(!b.id().verify(b"hello", &sig));
+    }
+}

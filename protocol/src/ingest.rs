@@ -1,0 +1,822 @@
+//! The acceptance pipeline: how a node decides what to do with an entry.
+//!
+//! [`ingest`] is a pure function: it reads what it needs through the [`Ledger`] trait and
+//! returns a [`Commit`], the complete set of writes, which the caller applies atomically (the
+//! node in one RocksDB write batch, tests in a [`memory::MemLedger`]). Every node runs the same
+//! checks in the same order, all before anything is stored:
+//!
+//! 1. **Feed level** — size bounds, header decodes, signature (`verify_strict`), seq/backlink
+//!    continuity (a second, different entry at a known seq is a fork: a [`ForkProof`] is stored
+//!    and the feed frozen), payload length and hash, payload is an Automerge change whose actor
+//!    id starts with the author's key. Failing entries are dropped: [`IngestError`], nothing
+//!    written, and the sender is to blame.
+//! 2. **Record level** — the change's dependencies are all present (else the entry waits as
+//!    *pending*, bounded by [`MAX_PENDING_ENTRIES`] and [`MAX_PENDING_BYTES`]), the author is
+//!    authorized *at the change's causal past* (the document read at the change's own
+//!    dependencies), and the record read at the change's own heads is valid. An entry failing
+//!    here is kept, as a signed link of its author's feed, with [`Status::Rejected`]; its change
+//!    is never applied. Because every input to the verdict is fixed by the change's causal
+//!    history, nodes holding the same entries reach the same verdicts whatever the arrival order.
+//!
+//! Authorization rules: a practice or project accepts changes from its owner (the author of its
+//! genesis change, recorded in `owner`) and from the `editors` listed at the change's
+//! dependencies; only the owner changes `editors`, and nobody changes `owner` or `kind`. A
+//! working group accepts changes from its members at the change's dependencies; only chairs
+//! change `members`. A member removed by a chair keeps the changes it made *concurrently* with
+//! the removal (they do not depend on it, and at their causal past the author was a member);
+//! every change it makes after it has seen the removal is rejected.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use automerge::{Automerge, Change, ChangeHash};
+
+use crate::doc;
+use crate::entry::{
+    DocId, EntryError, FeedId, Hash32, MAX_PAYLOAD_BYTES, SIGNED_ENTRY_LEN, Scope, SignedEntry,
+};
+use crate::identity::CityId;
+use crate::record::{Kind, Record, Role};
+
+/// At most this many entries wait for missing dependencies on one node.
+pub const MAX_PENDING_ENTRIES: u64 = 10_000;
+/// At most this many payload bytes wait for missing dependencies on one node.
+pub const MAX_PENDING_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What became of an entry that passed the feed level.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Its change is part of the document.
+    Accepted,
+    /// Kept as a link of its author's feed, never applied; the reason says why.
+    Rejected(String),
+    /// Waiting for Automerge dependencies that sit in other feeds.
+    Pending,
+}
+
+impl Status {
+    /// A short word for tables: accepted, rejected, pending.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Status::Accepted => "accepted",
+            Status::Rejected(_) => "rejected",
+            Status::Pending => "pending",
+        }
+    }
+}
+
+/// An entry as a node stores it: the signed entry and its verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// The signed entry.
+    pub entry: SignedEntry,
+    /// Its verdict.
+    pub status: Status,
+}
+
+impl StoredEntry {
+    /// Storage encoding: the 214 entry bytes, a status byte (0 accepted, 1 rejected,
+    /// 2 pending), and for rejections the UTF-8 reason.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.entry.encode().to_vec();
+        match &self.status {
+            Status::Accepted => out.push(0),
+            Status::Rejected(reason) => {
+                out.push(1);
+                out.extend_from_slice(reason.as_bytes());
+            }
+            Status::Pending => out.push(2),
+        }
+        out
+    }
+
+    /// Decodes [`StoredEntry::encode`].
+    pub fn decode(b: &[u8]) -> Result<Self, EntryError> {
+        if b.len() <= SIGNED_ENTRY_LEN {
+            return Err(EntryError::Length(b.len()));
+        }
+        let entry = SignedEntry::decode(&b[..SIGNED_ENTRY_LEN])?;
+        let status = match b[SIGNED_ENTRY_LEN] {
+            0 => Status::Accepted,
+            1 => Status::Rejected(String::from_utf8_lossy(&b[SIGNED_ENTRY_LEN + 1..]).into_owned()),
+            2 => Status::Pending,
+            _ => return Err(EntryError::Length(b.len())),
+        };
+        Ok(StoredEntry { entry, status })
+    }
+}
+
+/// The latest entry of a feed, and whether the feed is frozen by a fork.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeedHead {
+    /// Seq of the latest entry.
+    pub seq: u64,
+    /// Hash of the latest entry.
+    pub hash: Hash32,
+    /// True once a fork proof exists: nothing more is accepted from this feed.
+    pub frozen: bool,
+}
+
+impl FeedHead {
+    /// 41-byte storage encoding.
+    pub fn encode(&self) -> [u8; 41] {
+        let mut b = [0u8; 41];
+        b[..8].copy_from_slice(&self.seq.to_be_bytes());
+        b[8..40].copy_from_slice(&self.hash.0);
+        b[40] = u8::from(self.frozen);
+        b
+    }
+    /// Decodes [`FeedHead::encode`].
+    pub fn decode(b: &[u8]) -> Result<Self, EntryError> {
+        let b: &[u8; 41] = b.try_into().map_err(|_| EntryError::Length(b.len()))?;
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&b[..8]);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&b[8..40]);
+        Ok(FeedHead {
+            seq: u64::from_be_bytes(seq),
+            hash: Hash32(hash),
+            frozen: b[40] != 0,
+        })
+    }
+}
+
+/// Where a change came from and what became of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChangeInfo {
+    /// The feed of the entry carrying the change.
+    pub feed: FeedId,
+    /// Its seq.
+    pub seq: u64,
+    /// True if applied, false if rejected.
+    pub accepted: bool,
+}
+
+impl ChangeInfo {
+    /// 58-byte storage encoding.
+    pub fn encode(&self) -> [u8; 58] {
+        let mut b = [0u8; 58];
+        b[..49].copy_from_slice(&self.feed.to_bytes());
+        b[49..57].copy_from_slice(&self.seq.to_be_bytes());
+        b[57] = u8::from(self.accepted);
+        b
+    }
+    /// Decodes [`ChangeInfo::encode`].
+    pub fn decode(b: &[u8]) -> Result<Self, EntryError> {
+        if b.len() != 58 {
+            return Err(EntryError::Length(b.len()));
+        }
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&b[49..57]);
+        Ok(ChangeInfo {
+            feed: FeedId::from_bytes(&b[..49])?,
+            seq: u64::from_be_bytes(seq),
+            accepted: b[57] != 0,
+        })
+    }
+}
+
+/// Proof that an author signed two different entries at the same position of one feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForkProof {
+    /// The entry known first.
+    pub first: SignedEntry,
+    /// The conflicting entry.
+    pub second: SignedEntry,
+}
+
+impl ForkProof {
+    /// 428-byte encoding: both signed entries.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.first.encode().to_vec();
+        out.extend_from_slice(&self.second.encode());
+        out
+    }
+    /// Decodes [`ForkProof::encode`] (does not verify).
+    pub fn decode(b: &[u8]) -> Result<Self, EntryError> {
+        if b.len() != 2 * SIGNED_ENTRY_LEN {
+            return Err(EntryError::Length(b.len()));
+        }
+        Ok(ForkProof {
+            first: SignedEntry::decode(&b[..SIGNED_ENTRY_LEN])?,
+            second: SignedEntry::decode(&b[SIGNED_ENTRY_LEN..])?,
+        })
+    }
+    /// Anyone can check it: two valid signatures by one author, same feed and seq, different entries.
+    pub fn verify(&self) -> bool {
+        let (a, b) = (&self.first.header, &self.second.header);
+        self.first.verify().is_ok()
+            && self.second.verify().is_ok()
+            && a.feed() == b.feed()
+            && a.seq == b.seq
+            && self.first.hash() != self.second.hash()
+    }
+}
+
+/// The error a [`Ledger`] reports (I/O, corruption); it aborts ingestion without writing.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LedgerError(pub String);
+
+/// Read access to what a node holds; implemented by the node's RocksDB store.
+pub trait Ledger {
+    /// The latest entry of a feed.
+    fn head(&self, feed: &FeedId) -> Result<Option<FeedHead>, LedgerError>;
+    /// The stored entry at `seq` of a feed.
+    fn entry(&self, feed: &FeedId, seq: u64) -> Result<Option<StoredEntry>, LedgerError>;
+    /// The payload of the entry with this hash.
+    fn payload(&self, entry_hash: &Hash32) -> Result<Option<Vec<u8>>, LedgerError>;
+    /// A document with all its accepted changes.
+    fn doc(&self, id: &DocId) -> Result<Option<Automerge>, LedgerError>;
+    /// What is known of a change.
+    fn change(&self, hash: &ChangeHash) -> Result<Option<ChangeInfo>, LedgerError>;
+    /// Entries waiting for dependencies in this document, as (feed, seq).
+    fn pending(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError>;
+    /// How many entries and payload bytes are pending on this node.
+    fn pending_totals(&self) -> Result<(u64, u64), LedgerError>;
+}
+
+/// Why an entry was dropped at the feed level. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// The entry or the payload breaks a size bound.
+    #[error("entry too large: {0}")]
+    TooLarge(String),
+    /// The header does not decode or the signature does not verify.
+    #[error(transparent)]
+    Entry(#[from] EntryError),
+    /// The feed is frozen by a fork proof.
+    #[error("feed {0} of {1} is frozen: its author signed two different entries at one position")]
+    Frozen(Scope, CityId),
+    /// The entry is not the next one of its feed.
+    #[error("seq gap in feed {scope} of {author}: have up to {have}, got {got}")]
+    SeqGap {
+        /// Feed author.
+        author: CityId,
+        /// Feed scope.
+        scope: Scope,
+        /// Latest seq held.
+        have: u64,
+        /// Seq received.
+        got: u64,
+    },
+    /// The backlink does not point at the previous entry.
+    #[error("broken backlink at seq {0}: prev does not match the previous entry's hash")]
+    Backlink(u64),
+    /// Payload length or hash differs from the header.
+    #[error("payload does not match the header: {0}")]
+    Payload(&'static str),
+    /// The payload is not an Automerge change.
+    #[error("payload is not an Automerge change: {0}")]
+    BadChange(String),
+    /// The change's actor id does not start with the author's key.
+    #[error("the change's actor id does not start with the author's public key")]
+    ActorMismatch,
+    /// Too many entries wait for dependencies; try again later.
+    #[error("too many pending entries on this node ({0}); retry after the missing entries arrive")]
+    PendingFull(u64),
+    /// The ledger failed.
+    #[error("store: {0}")]
+    Ledger(#[from] LedgerError),
+}
+
+/// What happened to the ingested entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Stored with this status.
+    Stored(Status),
+    /// Already held, byte for byte: nothing to do.
+    Duplicate,
+    /// Conflicts with a held entry: fork proof stored, feed frozen.
+    Fork,
+}
+
+/// A document changed by a commit, with its record as of all its accepted changes.
+#[derive(Clone, Debug)]
+pub struct DocUpdate {
+    /// The document.
+    pub doc: Automerge,
+    /// Its record (None if the merged state does not read as a record).
+    pub record: Option<Record>,
+    /// Timestamp of the newest entry applied, ms.
+    pub updated: i64,
+    /// The doc's scope.
+    pub scope: Scope,
+}
+
+/// All writes of one ingestion, to apply atomically.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// Entries to store (new ones and status changes).
+    pub entries: Vec<StoredEntry>,
+    /// Payloads to store, by entry hash.
+    pub payloads: Vec<(Hash32, Vec<u8>)>,
+    /// New feed heads.
+    pub heads: Vec<(FeedId, FeedHead)>,
+    /// Documents changed.
+    pub docs: BTreeMap<DocId, DocUpdate>,
+    /// Change index updates.
+    pub changes: Vec<(ChangeHash, ChangeInfo)>,
+    /// Entries that start waiting: (doc, feed, seq, payload bytes).
+    pub pending_add: Vec<(DocId, FeedId, u64, u64)>,
+    /// Entries that stop waiting.
+    pub pending_remove: Vec<(DocId, FeedId, u64)>,
+    /// A fork proof found.
+    pub fork: Option<ForkProof>,
+}
+
+/// The result of [`ingest`]: the verdict on the entry and the writes to apply.
+#[derive(Debug)]
+pub struct Ingested {
+    /// What happened to the entry given.
+    pub verdict: Verdict,
+    /// Writes to apply atomically.
+    pub commit: Commit,
+}
+
+/// Runs the acceptance pipeline on one entry and its payload. Pure: reads through `ledger`,
+/// returns the writes.
+pub fn ingest(ledger: &impl Ledger, entry: &[u8], payload: &[u8]) -> Result<Ingested, IngestError> {
+    // 1. Size bounds.
+    if entry.len() != SIGNED_ENTRY_LEN {
+        return Err(IngestError::TooLarge(format!(
+            "an entry is {SIGNED_ENTRY_LEN} bytes, got {}",
+            entry.len()
+        )));
+    }
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(IngestError::TooLarge(format!(
+            "payload of {} bytes exceeds {MAX_PAYLOAD_BYTES}",
+            payload.len()
+        )));
+    }
+    // 2. Decode, 3. signature.
+    let signed = SignedEntry::decode(entry)?;
+    signed.verify()?;
+    let h = &signed.header;
+    let feed = h.feed();
+    // 4. Continuity.
+    let head = ledger.head(&feed)?;
+    if let Some(head) = head
+        && head.frozen
+    {
+        return Err(IngestError::Frozen(feed.scope, feed.author));
+    }
+    let have = head.map_or(0, |hd| hd.seq);
+    if h.seq <= have {
+        let held = ledger.entry(&feed, h.seq)?.ok_or_else(|| {
+            LedgerError(format!("feed head at {have} but entry {} missing", h.seq))
+        })?;
+        if held.entry == signed {
+            return Ok(Ingested {
+                verdict: Verdict::Duplicate,
+                commit: Commit::default(),
+            });
+        }
+        let mut commit = Commit::default();
+        if let Some(mut head) = head {
+            head.frozen = true;
+            commit.heads.push((feed, head));
+        }
+        commit.fork = Some(ForkProof {
+            first: held.entry,
+            second: signed,
+        });
+        return Ok(Ingested {
+            verdict: Verdict::Fork,
+            commit,
+        });
+    }
+    if h.seq > have + 1 {
+        return Err(IngestError::SeqGap {
+            author: feed.author,
+            scope: feed.scope,
+            have,
+            got: h.seq,
+        });
+    }
+    let expected_prev = head.map_or(Hash32::default(), |hd| hd.hash);
+    if h.prev != expected_prev {
+        return Err(IngestError::Backlink(h.seq));
+    }
+    // 5. Payload.
+    if payload.len() != h.payload_len as usize {
+        return Err(IngestError::Payload("length differs"));
+    }
+    if Hash32::of(payload) != h.payload_hash {
+        return Err(IngestError::Payload("hash differs"));
+    }
+    let change = decode_change(&feed.author, payload)?;
+
+    // Record level: the entry is a genuine link of the feed from here on.
+    let entry_hash = signed.hash();
+    let mut work = Work {
+        ledger,
+        commit: Commit::default(),
+        docs: HashMap::new(),
+        changes: HashMap::new(),
+    };
+    work.commit.heads.push((
+        feed,
+        FeedHead {
+            seq: h.seq,
+            hash: entry_hash,
+            frozen: false,
+        },
+    ));
+    work.commit.payloads.push((entry_hash, payload.to_vec()));
+    let status = work.judge(&signed, change.clone())?;
+    if status == Status::Pending {
+        let (count, bytes) = ledger.pending_totals()?;
+        if count + 1 > MAX_PENDING_ENTRIES || bytes + payload.len() as u64 > MAX_PENDING_BYTES {
+            return Err(IngestError::PendingFull(count));
+        }
+        work.commit
+            .pending_add
+            .push((h.doc, feed, h.seq, payload.len() as u64));
+    }
+    work.commit.entries.push(StoredEntry {
+        entry: signed.clone(),
+        status: status.clone(),
+    });
+    if status != Status::Pending {
+        work.resolve_pending(h.doc, &change)?;
+    }
+    Ok(Ingested {
+        verdict: Verdict::Stored(status),
+        commit: work.commit,
+    })
+}
+
+/// Decodes a payload as an Automerge change whose actor starts with `author`'s key.
+pub fn decode_change(author: &CityId, payload: &[u8]) -> Result<Change, IngestError> {
+    let change =
+        Change::from_bytes(payload.to_vec()).map_err(|e| IngestError::BadChange(e.to_string()))?;
+    if !change.actor_id().to_bytes().starts_with(author.as_bytes()) {
+        return Err(IngestError::ActorMismatch);
+    }
+    Ok(change)
+}
+
+/// The expected scope of a document of this kind.
+pub fn scope_of(kind: Kind, doc: DocId) -> Scope {
+    match kind {
+        Kind::Group => Scope::Group(doc),
+        Kind::Practice | Kind::Project => Scope::Federation,
+    }
+}
+
+struct Work<'a, L: Ledger> {
+    ledger: &'a L,
+    commit: Commit,
+    docs: HashMap<DocId, Option<Automerge>>,
+    changes: HashMap<ChangeHash, ChangeInfo>,
+}
+
+impl<L: Ledger> Work<'_, L> {
+    fn doc(&mut self, id: DocId) -> Result<Option<&Automerge>, LedgerError> {
+        if !self.docs.contains_key(&id) {
+            let loaded = self.ledger.doc(&id)?;
+            self.docs.insert(id, loaded);
+        }
+        Ok(self.docs.get(&id).and_then(Option::as_ref))
+    }
+
+    fn change_info(&self, hash: &ChangeHash) -> Result<Option<ChangeInfo>, LedgerError> {
+        match self.changes.get(hash) {
+            Some(info) => Ok(Some(*info)),
+            None => self.ledger.change(hash),
+        }
+    }
+
+    fn record_change(&mut self, hash: ChangeHash, info: ChangeInfo) {
+        self.changes.insert(hash, info);
+        self.commit.changes.push((hash, info));
+    }
+
+    /// Decides an entry that passed the feed level; applies accepted changes to the working doc.
+    fn judge(&mut self, signed: &SignedEntry, change: Change) -> Result<Status, LedgerError> {
+        let h = &signed.header;
+        let hash = change.hash();
+        if let Some(info) = self.change_info(&hash)? {
+            return Ok(Status::Rejected(format!(
+                "change already carried by {} seq {}",
+                info.feed.author, info.seq
+            )));
+        }
+        let deps: Vec<ChangeHash> = change.deps().to_vec();
+        let genesis = deps.is_empty();
+        let base = if genesis {
+            if DocId::for_genesis(&hash) != h.doc {
+                let status = Status::Rejected(
+                    "a change without dependencies must create a new document whose id derives from it".into(),
+                );
+                self.note(signed, hash, &status);
+                return Ok(status);
+            }
+            Automerge::new()
+        } else {
+            let Some(doc) = self.doc(h.doc)? else {
+                return self.missing_deps(signed, hash, &deps);
+            };
+            if deps
+                .iter()
+                .any(|d| doc.get_change_meta_by_hash(d).is_none())
+            {
+                return self.missing_deps(signed, hash, &deps);
+            }
+            doc.clone()
+        };
+        let status = match evaluate(h, &base, change, genesis) {
+            Ok((doc, record)) => {
+                let scope = scope_of(record.kind(), h.doc);
+                let updated = self
+                    .commit
+                    .docs
+                    .get(&h.doc)
+                    .map_or(h.timestamp, |u| u.updated.max(h.timestamp));
+                let merged = doc::read_record(&doc, None).ok();
+                self.docs.insert(h.doc, Some(doc.clone()));
+                self.commit.docs.insert(
+                    h.doc,
+                    DocUpdate {
+                        doc,
+                        record: merged.or(Some(record)),
+                        updated,
+                        scope,
+                    },
+                );
+                Status::Accepted
+            }
+            Err(reason) => Status::Rejected(reason),
+        };
+        self.note(signed, hash, &status);
+        Ok(status)
+    }
+
+    fn note(&mut self, signed: &SignedEntry, hash: ChangeHash, status: &Status) {
+        let accepted = match status {
+            Status::Accepted => true,
+            Status::Rejected(_) => false,
+            Status::Pending => return,
+        };
+        self.record_change(
+            hash,
+            ChangeInfo {
+                feed: signed.header.feed(),
+                seq: signed.header.seq,
+                accepted,
+            },
+        );
+    }
+
+    fn missing_deps(
+        &mut self,
+        signed: &SignedEntry,
+        hash: ChangeHash,
+        deps: &[ChangeHash],
+    ) -> Result<Status, LedgerError> {
+        for d in deps {
+            if let Some(info) = self.change_info(d)?
+                && !info.accepted
+            {
+                let status = Status::Rejected(format!(
+                    "depends on change {} which was rejected",
+                    hex::encode(&d.0[..6])
+                ));
+                self.note(signed, hash, &status);
+                return Ok(status);
+            }
+        }
+        Ok(Status::Pending)
+    }
+
+    /// After a verdict in `doc`, re-judges the entries waiting there until nothing moves.
+    fn resolve_pending(&mut self, doc: DocId, _trigger: &Change) -> Result<(), LedgerError> {
+        let mut waiting: Vec<(FeedId, u64)> = self.ledger.pending(&doc)?;
+        waiting.sort();
+        let mut done: HashSet<(FeedId, u64)> = HashSet::new();
+        loop {
+            let mut progressed = false;
+            for &(feed, seq) in &waiting {
+                if done.contains(&(feed, seq)) {
+                    continue;
+                }
+                let Some(stored) = self.ledger.entry(&feed, seq)? else {
+                    continue;
+                };
+                let hash = stored.entry.hash();
+                let Some(payload) = self.ledger.payload(&hash)? else {
+                    continue;
+                };
+                let Ok(change) = decode_change(&feed.author, &payload) else {
+                    continue;
+                };
+                let status = self.judge(&stored.entry, change)?;
+                if status != Status::Pending {
+                    done.insert((feed, seq));
+                    progressed = true;
+                    self.commit.pending_remove.push((doc, feed, seq));
+                    self.commit.entries.push(StoredEntry {
+                        entry: stored.entry,
+                        status,
+                    });
+                }
+            }
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Applies `change` to a copy of `base` and checks authorization and schema. Returns the new
+/// document and the record at the change's own heads, or the rejection reason.
+fn evaluate(
+    h: &crate::entry::Header,
+    base: &Automerge,
+    change: Change,
+    genesis: bool,
+) -> Result<(Automerge, Record), String> {
+    let hash = change.hash();
+    let deps = change.deps().to_vec();
+    let before = if genesis {
+        None
+    } else {
+        Some(
+            doc::read_record(base, Some(&deps))
+                .map_err(|e| format!("document unreadable at the change's dependencies: {e}"))?,
+        )
+    };
+    let mut doc = base.clone();
+    doc.apply_changes([change])
+        .map_err(|e| format!("Automerge refused the change: {e}"))?;
+    if doc.get_change_meta_by_hash(&hash).is_none() {
+        return Err("Automerge did not apply the change".into());
+    }
+    let after = doc::read_record(&doc, Some(&[hash]))
+        .map_err(|e| format!("invalid record after the change: {e}"))?;
+    after
+        .validate()
+        .map_err(|e| format!("invalid record after the change: {e}"))?;
+    let expected = scope_of(after.kind(), h.doc);
+    if h.scope != expected {
+        return Err(format!(
+            "a {} belongs in scope {expected}, not {}",
+            after.kind(),
+            h.scope
+        ));
+    }
+    authorize(&h.author, before.as_ref(), &after)?;
+    Ok((doc, after))
+}
+
+/// The authorization rule, evaluated on the record at the change's dependencies (`before`,
+/// None for a genesis change) and at the change's own heads (`after`).
+pub fn authorize(author: &CityId, before: Option<&Record>, after: &Record) -> Result<(), String> {
+    let me = author.to_string();
+    let Some(before) = before else {
+        return match after {
+            Record::Group(g) => match g.members.get(&me) {
+                Some(m) if m.role == Role::Chair => Ok(()),
+                _ => Err("the city creating a working group must be one of its chairs".into()),
+            },
+            _ if after.owner() == Some(me.as_str()) => Ok(()),
+            _ => Err("the city creating a record must be its owner".into()),
+        };
+    };
+    if before.kind() != after.kind() {
+        return Err(format!(
+            "a {} cannot become a {}",
+            before.kind(),
+            after.kind()
+        ));
+    }
+    match (before, after) {
+        (Record::Group(b), Record::Group(a)) => {
+            let Some(member) = b.members.get(&me) else {
+                return Err(format!(
+                    "{author} is not a member of working group `{}`",
+                    b.name
+                ));
+            };
+            if a.members != b.members && member.role != Role::Chair {
+                return Err(format!("only a chair changes the members of `{}`", b.name));
+            }
+            Ok(())
+        }
+        _ => {
+            let owner = before.owner().unwrap_or_default();
+            if after.owner() != before.owner() {
+                return Err("the owner of a record never changes".into());
+            }
+            if owner != me && !before.editors().contains(&me) {
+                return Err(format!(
+                    "{author} is neither the owner nor an editor of `{}`",
+                    before.title()
+                ));
+            }
+            if after.is_deleted() != before.is_deleted() && owner != me {
+                return Err("only the owner deletes or restores a record".into());
+            }
+            if after.editors() != before.editors() && owner != me {
+                return Err("only the owner changes the editor list".into());
+            }
+            Ok(())
+        }
+    }
+}
+
+pub mod memory {
+    //! An in-memory [`Ledger`] for tests and simulations.
+
+    use super::*;
+
+    /// Everything a node would hold, in hash maps.
+    #[derive(Default, Clone)]
+    pub struct MemLedger {
+        /// Stored entries.
+        pub entries: BTreeMap<(FeedId, u64), StoredEntry>,
+        /// Payloads by entry hash.
+        pub payloads: HashMap<Hash32, Vec<u8>>,
+        /// Feed heads.
+        pub heads: BTreeMap<FeedId, FeedHead>,
+        /// Documents.
+        pub docs: BTreeMap<DocId, Automerge>,
+        /// Change index.
+        pub changes: HashMap<ChangeHash, ChangeInfo>,
+        /// Pending entries by doc.
+        pub pending: BTreeMap<DocId, BTreeMap<(FeedId, u64), u64>>,
+        /// Fork proofs.
+        pub forks: Vec<ForkProof>,
+    }
+
+    impl MemLedger {
+        /// Ingests and applies the commit.
+        pub fn ingest(&mut self, entry: &[u8], payload: &[u8]) -> Result<Verdict, IngestError> {
+            let Ingested { verdict, commit } = ingest(self, entry, payload)?;
+            self.apply(commit);
+            Ok(verdict)
+        }
+
+        /// Applies a commit.
+        pub fn apply(&mut self, commit: Commit) {
+            for e in commit.entries {
+                let h = &e.entry.header;
+                self.entries.insert((h.feed(), h.seq), e);
+            }
+            self.payloads.extend(commit.payloads);
+            self.heads.extend(commit.heads);
+            for (id, u) in commit.docs {
+                self.docs.insert(id, u.doc);
+            }
+            self.changes.extend(commit.changes);
+            for (doc, feed, seq, bytes) in commit.pending_add {
+                self.pending
+                    .entry(doc)
+                    .or_default()
+                    .insert((feed, seq), bytes);
+            }
+            for (doc, feed, seq) in commit.pending_remove {
+                if let Some(p) = self.pending.get_mut(&doc) {
+                    p.remove(&(feed, seq));
+                }
+            }
+            self.forks.extend(commit.fork);
+        }
+    }
+
+    impl Ledger for MemLedger {
+        fn head(&self, feed: &FeedId) -> Result<Option<FeedHead>, LedgerError> {
+            Ok(self.heads.get(feed).copied())
+        }
+        fn entry(&self, feed: &FeedId, seq: u64) -> Result<Option<StoredEntry>, LedgerError> {
+            Ok(self.entries.get(&(*feed, seq)).cloned())
+        }
+        fn payload(&self, entry_hash: &Hash32) -> Result<Option<Vec<u8>>, LedgerError> {
+            Ok(self.payloads.get(entry_hash).cloned())
+        }
+        fn doc(&self, id: &DocId) -> Result<Option<Automerge>, LedgerError> {
+            Ok(self.docs.get(id).cloned())
+        }
+        fn change(&self, hash: &ChangeHash) -> Result<Option<ChangeInfo>, LedgerError> {
+            Ok(self.changes.get(hash).copied())
+        }
+        fn pending(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError> {
+            Ok(self
+                .pending
+                .get(doc)
+                .map(|p| p.keys().copied().collect())
+                .unwrap_or_default())
+        }
+        fn pending_totals(&self) -> Result<(u64, u64), LedgerError> {
+            let mut count = 0;
+            let mut bytes = 0;
+            for p in self.pending.values() {
+                count += p.len() as u64;
+                bytes += p.values().sum::<u64>();
+            }
+            Ok((count, bytes))
+        }
+    }
+}

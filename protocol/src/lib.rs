@@ -1,0 +1,24 @@
+//! The Intercity protocol: everything two city nodes must agree on, with **no I/O**.
+//!
+//! This crate never touches the network, the disk or a clock it did not get from its caller;
+//! `cargo tree -p intercity-protocol` shows no tokio, libp2p or rocksdb. Everything here is
+//! unit- and property-testable without a network.
+//!
+//! # Layout
+//!
+//! - [`identity`] — a city is an ed25519 keypair; its id is the libp2p `PeerId` of that key.
+//! - [`record`] — practice, project and working-group records, their fields and limits.
+//! - [`doc`] — records as Automerge documents, and how concurrent edits merge.
+//! - [`entry`] — signed feed entries: canonical header encoding, signatures, hashes.
+//! - [`ingest`] — the two-level acceptance pipeline, a pure function over a [`ingest::Ledger`].
+//! - [`invite`] — signed invitation tokens that introduce one city to another.
+//! - [`sync`] — the `/intercity/sync/1` wire messages, size limits and reconciliation logic.
+#![warn(missing_docs)]
+
+pub mod doc;
+pub mod entry;
+pub mod identity;
+pub mod ingest;
+pub mod invite;
+pub mod record;
+pub mod sync;

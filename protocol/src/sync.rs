@@ -1,0 +1,504 @@
+//! The sync protocol `/intercity/sync/1`: wire messages, their byte encoding with hard size
+//! limits, and the I/O-free reconciliation logic (which ranges to ask a peer for).
+//!
+//! Every message travels in one request-response stream as a frame: a u32 big-endian length
+//! followed by that many bytes (at most [`MAX_FRAME_BYTES`]). The byte layout of each message is
+//! in `docs/protocol.md`. A session is: exchange [`Request::Heads`] / [`Response::Heads`] for the
+//! feeds of every scope both cities share, then ask [`Request::Range`] for each feed where the
+//! peer is ahead, in bounded batches, in feed order. Live entries of working groups are pushed
+//! with [`Request::Push`].
+
+use std::collections::BTreeMap;
+
+use crate::entry::{FeedId, MAX_PAYLOAD_BYTES, SIGNED_ENTRY_LEN, Scope};
+
+/// Protocol name for libp2p.
+pub const PROTOCOL: &str = "/intercity/sync/1";
+/// The largest frame (one message) accepted, in bytes.
+pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+/// At most this many entries in one [`Response::Entries`] or [`Request::Push`].
+pub const MAX_BATCH_ENTRIES: usize = 512;
+/// Payload bytes a responder puts in one batch before it stops (it sets `more`).
+pub const BATCH_TARGET_BYTES: usize = 2 * 1024 * 1024;
+/// At most this many feeds in one heads message.
+pub const MAX_HEADS: usize = 20_000;
+/// At most this many bytes of text in an error message.
+pub const MAX_ERROR_TEXT: usize = 1_024;
+
+/// Errors decoding a message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The message is larger than a limit allows.
+    #[error("message too large: {0}")]
+    TooLarge(String),
+    /// The bytes end early or have trailing garbage.
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+    /// Unknown message tag.
+    #[error("unknown message tag {0:#04x}")]
+    UnknownTag(u8),
+}
+
+/// An entry and its payload as they travel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WireEntry {
+    /// The 214-byte signed entry.
+    pub entry: Vec<u8>,
+    /// The payload (an Automerge change).
+    pub payload: Vec<u8>,
+}
+
+/// A request from one city to another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// "These are my heads for the feeds of the scopes we share; what are yours?"
+    Heads(Vec<(FeedId, u64)>),
+    /// "Send me entries of `feed` from seq `from` on, at most `max` of them."
+    Range {
+        /// The feed.
+        feed: FeedId,
+        /// First seq wanted.
+        from: u64,
+        /// Most entries wanted.
+        max: u32,
+    },
+    /// "Here are new entries" (live delivery).
+    Push(Vec<WireEntry>),
+}
+
+/// A response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// The responder's heads for the scopes it shares with the requester.
+    Heads(Vec<(FeedId, u64)>),
+    /// Entries of a range, in feed order; `more` if the range was cut by a batch bound.
+    Entries {
+        /// The entries.
+        entries: Vec<WireEntry>,
+        /// True if more entries follow the last one sent.
+        more: bool,
+    },
+    /// A push was received: how many entries were new.
+    Ack {
+        /// Entries stored (accepted, rejected or pending).
+        stored: u32,
+    },
+    /// The request was refused.
+    Error {
+        /// 1: not in roster, 2: not allowed for this scope, 3: bad request, 4: busy.
+        code: u16,
+        /// Human-readable text.
+        message: String,
+    },
+}
+
+const T_HEADS: u8 = 0x01;
+const T_RANGE: u8 = 0x02;
+const T_PUSH: u8 = 0x03;
+const T_R_HEADS: u8 = 0x81;
+const T_R_ENTRIES: u8 = 0x82;
+const T_R_ACK: u8 = 0x83;
+const T_R_ERROR: u8 = 0xff;
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if self.0.len() < n {
+            return Err(WireError::Malformed("truncated"));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, WireError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, WireError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, WireError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+    fn feed(&mut self) -> Result<FeedId, WireError> {
+        FeedId::from_bytes(self.take(49)?).map_err(|_| WireError::Malformed("bad feed id"))
+    }
+    fn end(&self) -> Result<(), WireError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(WireError::Malformed("trailing bytes"))
+        }
+    }
+    fn heads(&mut self) -> Result<Vec<(FeedId, u64)>, WireError> {
+        let n = self.u32()? as usize;
+        if n > MAX_HEADS {
+            return Err(WireError::TooLarge(format!("{n} heads, limit {MAX_HEADS}")));
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push((self.feed()?, self.u64()?));
+        }
+        Ok(out)
+    }
+    fn entries(&mut self) -> Result<Vec<WireEntry>, WireError> {
+        let n = self.u32()? as usize;
+        if n > MAX_BATCH_ENTRIES {
+            return Err(WireError::TooLarge(format!(
+                "{n} entries, limit {MAX_BATCH_ENTRIES}"
+            )));
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let entry = self.take(SIGNED_ENTRY_LEN)?.to_vec();
+            let len = self.u32()? as usize;
+            if len > MAX_PAYLOAD_BYTES {
+                return Err(WireError::TooLarge(format!(
+                    "payload of {len} bytes, limit {MAX_PAYLOAD_BYTES}"
+                )));
+            }
+            let payload = self.take(len)?.to_vec();
+            out.push(WireEntry { entry, payload });
+        }
+        Ok(out)
+    }
+}
+
+fn put_heads(out: &mut Vec<u8>, heads: &[(FeedId, u64)]) {
+    out.extend_from_slice(&(heads.len() as u32).to_be_bytes());
+    for (feed, seq) in heads {
+        out.extend_from_slice(&feed.to_bytes());
+        out.extend_from_slice(&seq.to_be_bytes());
+    }
+}
+
+fn put_entries(out: &mut Vec<u8>, entries: &[WireEntry]) {
+    out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    for e in entries {
+        out.extend_from_slice(&e.entry);
+        out.extend_from_slice(&(e.payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(&e.payload);
+    }
+}
+
+fn check_size(bytes: &[u8]) -> Result<(), WireError> {
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(WireError::TooLarge(format!(
+            "{} bytes, limit {MAX_FRAME_BYTES}",
+            bytes.len()
+        )));
+    }
+    Ok(())
+}
+
+fn entries_len(entries: &[WireEntry]) -> usize {
+    4 + entries
+        .iter()
+        .map(|e| e.entry.len() + 4 + e.payload.len())
+        .sum::<usize>()
+}
+
+impl Request {
+    /// Length of [`Request::encode`]'s output, without encoding.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Request::Heads(h) => 1 + 4 + h.len() * 57,
+            Request::Range { .. } => 1 + 49 + 8 + 4,
+            Request::Push(e) => 1 + entries_len(e),
+        }
+    }
+
+    /// The message bytes (without the frame length).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Request::Heads(h) => {
+                out.push(T_HEADS);
+                put_heads(&mut out, h);
+            }
+            Request::Range { feed, from, max } => {
+                out.push(T_RANGE);
+                out.extend_from_slice(&feed.to_bytes());
+                out.extend_from_slice(&from.to_be_bytes());
+                out.extend_from_slice(&max.to_be_bytes());
+            }
+            Request::Push(entries) => {
+                out.push(T_PUSH);
+                put_entries(&mut out, entries);
+            }
+        }
+        out
+    }
+
+    /// Decodes a message, enforcing every limit.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        check_size(bytes)?;
+        let mut r = Reader(bytes);
+        let msg = match r.u8()? {
+            T_HEADS => Request::Heads(r.heads()?),
+            T_RANGE => Request::Range {
+                feed: r.feed()?,
+                from: r.u64()?,
+                max: r.u32()?,
+            },
+            T_PUSH => Request::Push(r.entries()?),
+            t => return Err(WireError::UnknownTag(t)),
+        };
+        r.end()?;
+        Ok(msg)
+    }
+}
+
+impl Response {
+    /// Length of [`Response::encode`]'s output, without encoding.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Response::Heads(h) => 1 + 4 + h.len() * 57,
+            Response::Entries { entries, .. } => 2 + entries_len(entries),
+            Response::Ack { .. } => 5,
+            Response::Error { message, .. } => 5 + message.len().min(MAX_ERROR_TEXT),
+        }
+    }
+
+    /// The message bytes (without the frame length).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Response::Heads(h) => {
+                out.push(T_R_HEADS);
+                put_heads(&mut out, h);
+            }
+            Response::Entries { entries, more } => {
+                out.push(T_R_ENTRIES);
+                out.push(u8::from(*more));
+                put_entries(&mut out, entries);
+            }
+            Response::Ack { stored } => {
+                out.push(T_R_ACK);
+                out.extend_from_slice(&stored.to_be_bytes());
+            }
+            Response::Error { code, message } => {
+                out.push(T_R_ERROR);
+                out.extend_from_slice(&code.to_be_bytes());
+                let mut text = message.as_bytes();
+                if text.len() > MAX_ERROR_TEXT {
+                    let mut cut = MAX_ERROR_TEXT;
+                    while !message.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    text = &text[..cut];
+                }
+                out.extend_from_slice(&(text.len() as u16).to_be_bytes());
+                out.extend_from_slice(text);
+            }
+        }
+        out
+    }
+
+    /// Decodes a message, enforcing every limit.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        check_size(bytes)?;
+        let mut r = Reader(bytes);
+        let msg = match r.u8()? {
+            T_R_HEADS => Response::Heads(r.heads()?),
+            T_R_ENTRIES => {
+                let more = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(WireError::Malformed("bad `more` flag")),
+                };
+                Response::Entries {
+                    entries: r.entries()?,
+                    more,
+                }
+            }
+            T_R_ACK => Response::Ack { stored: r.u32()? },
+            T_R_ERROR => {
+                let code = r.u16()?;
+                let len = r.u16()? as usize;
+                if len > MAX_ERROR_TEXT {
+                    return Err(WireError::TooLarge("error text".into()));
+                }
+                let message = String::from_utf8_lossy(r.take(len)?).into_owned();
+                Response::Error { code, message }
+            }
+            t => return Err(WireError::UnknownTag(t)),
+        };
+        r.end()?;
+        Ok(msg)
+    }
+}
+
+/// A range of one feed to fetch from a peer: seqs `from..=to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Want {
+    /// The feed.
+    pub feed: FeedId,
+    /// First seq missing here.
+    pub from: u64,
+    /// The peer's head.
+    pub to: u64,
+}
+
+/// Compares heads: what to ask the peer for (feeds where it is ahead), in feed order. Feeds we
+/// hold frozen are skipped by the caller (it passes them as `u64::MAX`).
+pub fn wants(mine: &BTreeMap<FeedId, u64>, theirs: &[(FeedId, u64)]) -> Vec<Want> {
+    let mut out: Vec<Want> = theirs
+        .iter()
+        .filter_map(|&(feed, their)| {
+            let have = mine.get(&feed).copied().unwrap_or(0);
+            (their > have).then_some(Want {
+                feed,
+                from: have + 1,
+                to: their,
+            })
+        })
+        .collect();
+    out.sort_by_key(|w| w.feed);
+    out.dedup_by_key(|w| w.feed);
+    out
+}
+
+/// Per scope, how many entries we are behind (they have, we don't) and ahead (we have, they
+/// don't) of a peer: the numbers behind "am I up to date with Brno?".
+pub fn lag(mine: &BTreeMap<FeedId, u64>, theirs: &[(FeedId, u64)]) -> BTreeMap<Scope, (u64, u64)> {
+    let mut out: BTreeMap<Scope, (u64, u64)> = BTreeMap::new();
+    let theirs: BTreeMap<FeedId, u64> = theirs.iter().copied().collect();
+    for (feed, &their) in &theirs {
+        let have = mine.get(feed).copied().unwrap_or(0);
+        let e = out.entry(feed.scope).or_default();
+        e.0 += their.saturating_sub(have);
+        e.1 += have.saturating_sub(their);
+    }
+    for (feed, &have) in mine {
+        if !theirs.contains_key(feed) {
+            out.entry(feed.scope).or_default().1 += have;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::DocId;
+    use crate::identity::CityId;
+    use proptest::prelude::*;
+
+    fn feed(n: u8, g: Option<u8>) -> FeedId {
+        FeedId {
+            author: CityId::from_bytes([n; 32]),
+            scope: g.map_or(Scope::Federation, |g| Scope::Group(DocId([g; 16]))),
+        }
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let e = WireEntry {
+            entry: vec![7; SIGNED_ENTRY_LEN],
+            payload: vec![1, 2, 3],
+        };
+        let reqs = [
+            Request::Heads(vec![(feed(1, None), 5), (feed(2, Some(9)), 1)]),
+            Request::Range {
+                feed: feed(3, None),
+                from: 4,
+                max: 100,
+            },
+            Request::Push(vec![e.clone(), e.clone()]),
+        ];
+        for r in reqs {
+            assert_eq!(r.encoded_len(), r.encode().len());
+            assert_eq!(Request::decode(&r.encode()).expect("decodes"), r);
+        }
+        let resps = [
+            Response::Heads(vec![(feed(1, None), 5)]),
+            Response::Entries {
+                entries: vec![e],
+                more: true,
+            },
+            Response::Ack { stored: 3 },
+            Response::Error {
+                code: 1,
+                message: "not in roster".into(),
+            },
+        ];
+        for r in resps {
+            assert_eq!(r.encoded_len(), r.encode().len());
+            assert_eq!(Response::decode(&r.encode()).expect("decodes"), r);
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let mut b = vec![T_PUSH];
+        b.extend_from_slice(&((MAX_BATCH_ENTRIES + 1) as u32).to_be_bytes());
+        assert!(matches!(Request::decode(&b), Err(WireError::TooLarge(_))));
+        let mut b = vec![T_HEADS];
+        b.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(Request::decode(&b), Err(WireError::TooLarge(_))));
+        let mut b = vec![T_PUSH, 0, 0, 0, 1];
+        b.extend_from_slice(&[0; SIGNED_ENTRY_LEN]);
+        b.extend_from_slice(&((MAX_PAYLOAD_BYTES + 1) as u32).to_be_bytes());
+        assert!(matches!(Request::decode(&b), Err(WireError::TooLarge(_))));
+        assert!(matches!(
+            Request::decode(&vec![0; MAX_FRAME_BYTES + 1]),
+            Err(WireError::TooLarge(_))
+        ));
+        assert_eq!(Request::decode(&[0x42]), Err(WireError::UnknownTag(0x42)));
+        let mut ok = Request::Heads(vec![]).encode();
+        ok.push(0);
+        assert_eq!(
+            Request::decode(&ok),
+            Err(WireError::Malformed("trailing bytes"))
+        );
+    }
+
+    #[test]
+    fn wants_and_lag() {
+        let mine: BTreeMap<_, _> = [(feed(1, None), 5), (feed(2, None), 2)]
+            .into_iter()
+            .collect();
+        let theirs = [
+            (feed(1, None), 3),
+            (feed(2, None), 7),
+            (feed(3, Some(1)), 2),
+        ];
+        let w = wants(&mine, &theirs);
+        assert_eq!(
+            w,
+            vec![
+                Want {
+                    feed: feed(2, None),
+                    from: 3,
+                    to: 7
+                },
+                Want {
+                    feed: feed(3, Some(1)),
+                    from: 1,
+                    to: 2
+                },
+            ]
+        );
+        let l = lag(&mine, &theirs);
+        assert_eq!(l[&Scope::Federation], (5, 2));
+        assert_eq!(l[&Scope::Group(DocId([1; 16]))], (2, 0));
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = Request::decode(&bytes);
+            let _ = Response::decode(&bytes);
+        }
+    }
+}

@@ -1,0 +1,669 @@
+//! The acceptance pipeline end to end on in-memory replicas: feed-level drops, record-level
+//! rejections, fork proofs, and order-independent convergence (property tests).
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
+use automerge::transaction::CommitOptions;
+use automerge::{ActorId, Automerge, ReadDoc};
+use intercity_protocol::doc;
+use intercity_protocol::entry::{DocId, FeedId, Hash32, Scope, SignedEntry, sign_entry};
+use intercity_protocol::identity::CityKey;
+use intercity_protocol::ingest::memory::MemLedger;
+use intercity_protocol::ingest::{IngestError, Ledger, Status, Verdict, scope_of};
+use intercity_protocol::record::{Agenda, Group, Item, Member, Practice, Record, Role};
+use proptest::prelude::*;
+
+/// One entry as it travels: signed entry bytes and payload.
+#[derive(Clone, Debug)]
+struct Wire {
+    entry: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl Wire {
+    fn signed(&self) -> SignedEntry {
+        SignedEntry::decode(&self.entry).expect("test entries decode")
+    }
+}
+
+/// A city with its own replica. Its edits are built on its replica's accepted state and signed
+/// without any check, as a misbehaving node could; then its own replica ingests them.
+struct City {
+    key: CityKey,
+    ledger: MemLedger,
+}
+
+impl City {
+    fn new(seed: u8) -> City {
+        City {
+            key: CityKey::from_secret([seed; 32]),
+            ledger: MemLedger::default(),
+        }
+    }
+
+    fn id(&self) -> String {
+        self.key.id().to_string()
+    }
+
+    fn actor(&self) -> ActorId {
+        ActorId::from(self.key.id().as_bytes().to_vec())
+    }
+
+    fn sign(&mut self, doc: DocId, scope: Scope, payload: Vec<u8>) -> Wire {
+        let feed = FeedId {
+            author: self.key.id(),
+            scope,
+        };
+        let head = self.ledger.head(&feed).expect("mem ledger");
+        let (seq, prev) = head.map_or((1, Hash32::default()), |h| (h.seq + 1, h.hash));
+        let entry = sign_entry(
+            &self.key,
+            scope,
+            seq,
+            prev,
+            doc,
+            &payload,
+            1_000 * seq as i64,
+        );
+        let wire = Wire {
+            entry: entry.encode().to_vec(),
+            payload,
+        };
+        self.ledger
+            .ingest(&wire.entry, &wire.payload)
+            .expect("own entries pass the feed level");
+        wire
+    }
+
+    fn create(&mut self, record: &Record) -> (DocId, Wire) {
+        let mut d = Automerge::new().with_actor(self.actor());
+        let mut tx = d.transaction();
+        doc::write_record(&mut tx, record).expect("write");
+        let (hash, _) = tx.commit_with(CommitOptions::default().with_message("create"));
+        let hash = hash.expect("a change");
+        let change = d.get_change_by_hash(&hash).expect("change");
+        let id = DocId::for_genesis(&hash);
+        let wire = self.sign(id, scope_of(record.kind(), id), change.raw_bytes().to_vec());
+        (id, wire)
+    }
+
+    /// Edits the replica's accepted state of `id` with `f` (no validation, no authorization).
+    fn edit(&mut self, id: DocId, f: impl FnOnce(&mut Record)) -> Wire {
+        let mut d = self
+            .ledger
+            .docs
+            .get(&id)
+            .cloned()
+            .expect("doc on this replica");
+        let mut record = doc::read_record(&d, None).expect("readable");
+        f(&mut record);
+        d.set_actor(self.actor());
+        let mut tx = d.transaction();
+        doc::write_record(&mut tx, &record).expect("write");
+        let (hash, _) = tx.commit_with(CommitOptions::default().with_message("edit"));
+        let change = d
+            .get_change_by_hash(&hash.expect("the edit changes something"))
+            .expect("change");
+        self.sign(id, scope_of(record.kind(), id), change.raw_bytes().to_vec())
+    }
+
+    fn receive(&mut self, wires: &[Wire]) {
+        for w in wires {
+            let _ = self.ledger.ingest(&w.entry, &w.payload);
+        }
+    }
+}
+
+fn practice(owner: &City, title: &str) -> Record {
+    let mut p = Practice::new(owner.id(), title, "en");
+    p.city = "Milan".into();
+    p.into()
+}
+
+fn group(chair: &City, members: &[(&City, Role)]) -> Record {
+    let mut g = Group::new("Smart Social Inclusion", chair.id(), "Milan");
+    for (c, role) in members {
+        g.members.insert(
+            c.id(),
+            Member {
+                name: "member".into(),
+                role: *role,
+            },
+        );
+    }
+    let mut agenda = Agenda::new("Study visit Milan", "2017-02-23");
+    agenda.end = Some("2017-02-24".into());
+    g.agendas.insert("a1a1a1a1a1a1a1a1".into(), agenda);
+    g.into()
+}
+
+fn agenda_mut(r: &mut Record) -> &mut Agenda {
+    match r {
+        Record::Group(g) => g.agendas.get_mut("a1a1a1a1a1a1a1a1").expect("agenda"),
+        _ => panic!("not a group"),
+    }
+}
+
+fn add_item(title: &str) -> impl FnOnce(&mut Record) {
+    let title = title.to_string();
+    move |r| {
+        let mut item = Item::new(title.clone());
+        item.id = format!(
+            "{:x}",
+            title.len() * 7919 + title.bytes().map(usize::from).sum::<usize>()
+        );
+        agenda_mut(r).items.push(item);
+    }
+}
+
+// ---------------------------------------------------------------- feed level
+
+fn fresh_with(wires: &[Wire]) -> MemLedger {
+    let mut l = MemLedger::default();
+    for w in wires {
+        l.ingest(&w.entry, &w.payload).expect("valid");
+    }
+    l
+}
+
+#[test]
+fn feed_level_failures_are_dropped_and_write_nothing() {
+    let mut milan = City::new(1);
+    let (id, w1) = milan.create(&practice(&milan, "Makerspace"));
+    let w2 = milan.edit(id, |r| {
+        if let Record::Practice(p) = r {
+            p.summary = "craft".into()
+        }
+    });
+    let base = fresh_with(&[w1.clone()]);
+
+    let check = |entry: Vec<u8>, payload: Vec<u8>, expect: &str| {
+        let mut l = base.clone();
+        let err = l.ingest(&entry, &payload).expect_err(expect);
+        assert!(format!("{err:?}").contains(expect), "{expect}: got {err:?}");
+        assert_eq!(l.entries, base.entries, "{expect}: entries changed");
+        assert_eq!(l.heads, base.heads, "{expect}: heads changed");
+        assert_eq!(l.payloads, base.payloads, "{expect}: payloads changed");
+    };
+
+    // Bad signature: flip a bit of the signature.
+    let mut e = w2.entry.clone();
+    e[200] ^= 1;
+    check(e, w2.payload.clone(), "BadSignature");
+    // Payload hash mismatch: same length, different bytes.
+    let mut p = w2.payload.clone();
+    let last = p.len() - 1;
+    p[last] ^= 1;
+    check(w2.entry.clone(), p, "Payload");
+    // Oversized entry.
+    let mut big = w2.entry.clone();
+    big.extend_from_slice(&[0; 10]);
+    check(big, w2.payload.clone(), "TooLarge");
+    let huge = vec![0u8; intercity_protocol::entry::MAX_PAYLOAD_BYTES + 1];
+    check(w2.entry.clone(), huge, "TooLarge");
+    // A seq gap: seq 3 while holding seq 1.
+    let seq3 = sign_entry(
+        &milan.key,
+        Scope::Federation,
+        3,
+        w2.signed().hash(),
+        id,
+        &w2.payload,
+        5,
+    );
+    check(seq3.encode().to_vec(), w2.payload.clone(), "SeqGap");
+    // Broken backlink: seq 2 pointing at the wrong previous entry.
+    let bad_prev = sign_entry(
+        &milan.key,
+        Scope::Federation,
+        2,
+        Hash32([7; 32]),
+        id,
+        &w2.payload,
+        5,
+    );
+    check(bad_prev.encode().to_vec(), w2.payload.clone(), "Backlink");
+    // Actor id not matching the signer: Brno signs Milan's change as its own.
+    let brno = City::new(2);
+    let stolen = sign_entry(
+        &brno.key,
+        Scope::Federation,
+        1,
+        Hash32::default(),
+        id,
+        &w2.payload,
+        5,
+    );
+    let mut l = base.clone();
+    let err = l.ingest(&stolen.encode(), &w2.payload).expect_err("actor");
+    assert!(matches!(err, IngestError::ActorMismatch), "{err:?}");
+    assert_eq!(l.entries, base.entries);
+    // Garbage payload.
+    let junk = b"not an automerge change".to_vec();
+    let e = sign_entry(
+        &milan.key,
+        Scope::Federation,
+        2,
+        w1.signed().hash(),
+        id,
+        &junk,
+        5,
+    );
+    check(e.encode().to_vec(), junk, "BadChange");
+}
+
+#[test]
+fn duplicates_are_idempotent() {
+    let mut milan = City::new(1);
+    let (_, w1) = milan.create(&practice(&milan, "Makerspace"));
+    let mut l = MemLedger::default();
+    assert_eq!(
+        l.ingest(&w1.entry, &w1.payload).expect("ok"),
+        Verdict::Stored(Status::Accepted)
+    );
+    let before = l.entries.clone();
+    assert_eq!(
+        l.ingest(&w1.entry, &w1.payload).expect("ok"),
+        Verdict::Duplicate
+    );
+    assert_eq!(l.entries, before);
+}
+
+#[test]
+fn a_fork_yields_a_verifiable_proof_and_freezes_the_feed() {
+    let mut milan = City::new(1);
+    let (id, w1) = milan.create(&practice(&milan, "Makerspace"));
+    let w2 = milan.edit(id, |r| {
+        if let Record::Practice(p) = r {
+            p.summary = "one".into()
+        }
+    });
+    // A second, different entry at seq 2.
+    let mut other = City::new(1);
+    other.receive(&[w1.clone()]);
+    let w2b = other.edit(id, |r| {
+        if let Record::Practice(p) = r {
+            p.summary = "two".into()
+        }
+    });
+    assert_eq!(w2b.signed().header.seq, 2);
+
+    let mut l = fresh_with(&[w1, w2.clone()]);
+    assert_eq!(
+        l.ingest(&w2b.entry, &w2b.payload).expect("fork"),
+        Verdict::Fork
+    );
+    assert_eq!(l.forks.len(), 1);
+    assert!(l.forks[0].verify());
+    let encoded = l.forks[0].encode();
+    assert!(
+        intercity_protocol::ingest::ForkProof::decode(&encoded)
+            .expect("decodes")
+            .verify()
+    );
+    // Frozen: the next entry of that feed is refused.
+    let w3 = milan.edit(id, |r| {
+        if let Record::Practice(p) = r {
+            p.summary = "three".into()
+        }
+    });
+    assert!(matches!(
+        l.ingest(&w3.entry, &w3.payload),
+        Err(IngestError::Frozen(..))
+    ));
+}
+
+// ---------------------------------------------------------------- record level
+
+#[test]
+fn non_editor_on_a_practice_is_rejected_kept_and_the_author_continues() {
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let (id, w1) = milan.create(&practice(&milan, "Makerspace"));
+    brno.receive(&[w1.clone()]);
+    let bad = brno.edit(id, |r| {
+        if let Record::Practice(p) = r {
+            p.title = "Hijacked".into()
+        }
+    });
+    let mut l = fresh_with(&[w1.clone()]);
+    let v = l.ingest(&bad.entry, &bad.payload).expect("stored");
+    let Verdict::Stored(Status::Rejected(reason)) = v else {
+        panic!("expected rejection, got {v:?}")
+    };
+    assert!(
+        reason.contains("neither the owner nor an editor"),
+        "{reason}"
+    );
+    assert_eq!(
+        doc::read_record(&l.docs[&id], None).expect("r").title(),
+        "Makerspace"
+    );
+    // Brno's next entry (a practice of its own) still chains and is accepted.
+    let (_, own) = brno.create(&practice(&brno, "Brno's own"));
+    assert_eq!(
+        l.ingest(&own.entry, &own.payload).expect("ok"),
+        Verdict::Stored(Status::Accepted)
+    );
+
+    // Once Milan names Brno an editor, Brno's edits are accepted.
+    let brno_id = brno.id();
+    let w2 = milan.edit(id, move |r| {
+        if let Record::Practice(p) = r {
+            p.editors.push(brno_id)
+        }
+    });
+    brno.receive(&[w2.clone()]);
+    let good = brno.edit(id, |r| {
+        if let Record::Practice(p) = r {
+            p.summary = "by Brno".into()
+        }
+    });
+    l.ingest(&w2.entry, &w2.payload).expect("ok");
+    assert_eq!(
+        l.ingest(&good.entry, &good.payload).expect("ok"),
+        Verdict::Stored(Status::Accepted)
+    );
+    // But an editor may not change the editor list.
+    let sneaky = brno.edit(id, |r| {
+        if let Record::Practice(p) = r {
+            p.editors.push("x".repeat(3))
+        }
+    });
+    assert!(matches!(
+        l.ingest(&sneaky.entry, &sneaky.payload).expect("stored"),
+        Verdict::Stored(Status::Rejected(_))
+    ));
+}
+
+#[test]
+fn non_member_on_a_group_is_rejected() {
+    let mut milan = City::new(1);
+    let mut outsider = City::new(9);
+    let (id, w1) = milan.create(&group(&milan, &[]));
+    outsider.receive(&[w1.clone()]);
+    let bad = outsider.edit(id, add_item("Outsider's item"));
+    let mut l = fresh_with(&[w1]);
+    let v = l.ingest(&bad.entry, &bad.payload).expect("stored");
+    assert!(
+        matches!(v, Verdict::Stored(Status::Rejected(ref r)) if r.contains("not a member")),
+        "{v:?}"
+    );
+    let Record::Group(g) = doc::read_record(&l.docs[&id], None).expect("r") else {
+        panic!()
+    };
+    assert!(g.agendas["a1a1a1a1a1a1a1a1"].items.is_empty());
+}
+
+#[test]
+fn only_chairs_change_members() {
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let (id, w1) = milan.create(&group(&milan, &[(&brno, Role::Member)]));
+    brno.receive(&[w1.clone()]);
+    let promote = brno.edit(id, |r| {
+        if let Record::Group(g) = r {
+            for m in g.members.values_mut() {
+                m.role = Role::Chair;
+            }
+        }
+    });
+    let mut l = fresh_with(&[w1]);
+    assert!(
+        matches!(l.ingest(&promote.entry, &promote.payload).expect("stored"), Verdict::Stored(Status::Rejected(ref r)) if r.contains("only a chair"))
+    );
+}
+
+#[test]
+fn removed_member_keeps_concurrent_changes_but_not_later_ones() {
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let (id, w1) = milan.create(&group(&milan, &[(&brno, Role::Member)]));
+    brno.receive(&[w1.clone()]);
+    // Concurrently: Milan removes Brno; Brno adds an item without having seen the removal.
+    let brno_id = brno.id();
+    let removal = milan.edit(id, move |r| {
+        if let Record::Group(g) = r {
+            g.members.remove(&brno_id);
+        }
+    });
+    let concurrent = brno.edit(id, add_item("Brno's concurrent item"));
+    // Brno then sees the removal, and edits again: that change depends on the removal.
+    brno.receive(&[removal.clone()]);
+    let after = brno.edit(id, add_item("Brno's late item"));
+
+    for order in [
+        vec![&w1, &removal, &concurrent, &after],
+        vec![&w1, &concurrent, &removal, &after],
+    ] {
+        let mut l = MemLedger::default();
+        for w in order {
+            l.ingest(&w.entry, &w.payload).expect("feed level ok");
+        }
+        let status = |w: &Wire| {
+            let h = w.signed().header;
+            l.entries[&(h.feed(), h.seq)].status.clone()
+        };
+        assert_eq!(status(&concurrent), Status::Accepted);
+        assert!(
+            matches!(status(&after), Status::Rejected(ref r) if r.contains("not a member")),
+            "{:?}",
+            status(&after)
+        );
+        let Record::Group(g) = doc::read_record(&l.docs[&id], None).expect("r") else {
+            panic!()
+        };
+        let titles: Vec<_> = g.agendas["a1a1a1a1a1a1a1a1"]
+            .items
+            .iter()
+            .map(|i| i.title.clone())
+            .collect();
+        assert_eq!(titles, vec!["Brno's concurrent item".to_string()]);
+    }
+}
+
+#[test]
+fn an_invalid_record_after_apply_is_rejected() {
+    let mut milan = City::new(1);
+    let (id, w1) = milan.create(&practice(&milan, "Makerspace"));
+    let bad = milan.edit(id, |r| {
+        if let Record::Practice(p) = r {
+            p.start = Some("2017-02-30".into())
+        }
+    });
+    let mut l = fresh_with(&[w1]);
+    let v = l.ingest(&bad.entry, &bad.payload).expect("stored");
+    assert!(
+        matches!(v, Verdict::Stored(Status::Rejected(ref r)) if r.contains("start")),
+        "{v:?}"
+    );
+    assert_eq!(
+        doc::read_record(&l.docs[&id], None).expect("r"),
+        practice(&milan, "Makerspace")
+    );
+    // Not indexed: the change is unknown to the document.
+    assert_eq!(l.docs[&id].get_changes(&[]).len(), 1);
+}
+
+#[test]
+fn a_change_waits_for_dependencies_from_another_feed() {
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let (id, w1) = milan.create(&group(&milan, &[(&brno, Role::Member)]));
+    brno.receive(&[w1.clone()]);
+    let item = brno.edit(id, add_item("OpenCare"));
+    let mut l = MemLedger::default();
+    assert_eq!(
+        l.ingest(&item.entry, &item.payload).expect("ok"),
+        Verdict::Stored(Status::Pending)
+    );
+    assert_eq!(
+        l.ingest(&w1.entry, &w1.payload).expect("ok"),
+        Verdict::Stored(Status::Accepted)
+    );
+    let h = item.signed().header;
+    assert_eq!(l.entries[&(h.feed(), h.seq)].status, Status::Accepted);
+    assert!(l.pending.values().all(|p| p.is_empty()));
+}
+
+// ---------------------------------------------------------------- convergence
+
+/// A scenario: three member cities and an outsider edit a group and a practice, exchanging
+/// entries now and then. Returns every entry produced, grouped by feed in feed order.
+fn scenario(ops: &[(u8, u8)]) -> Vec<Vec<Wire>> {
+    let mut cities: Vec<City> = (1..=4).map(City::new).collect();
+    let members = [(&cities[1], Role::Member), (&cities[2], Role::Member)];
+    let g = group(&cities[0], &members);
+    let p = practice(&cities[0], "Makerspace");
+    let (gid, w1) = cities[0].create(&g);
+    let (pid, w2) = cities[0].create(&p);
+    let mut all = vec![w1, w2];
+    for c in cities.iter_mut().skip(1) {
+        c.receive(&all);
+    }
+    for (n, &(who, what)) in ops.iter().enumerate() {
+        let who = usize::from(who % 4);
+        let wire = match what % 6 {
+            0 | 1 => cities[who].edit(gid, add_item(&format!("item {n} by {who}"))),
+            2 => cities[who].edit(pid, move |r| {
+                if let Record::Practice(p) = r {
+                    p.summary.push_str(&format!(" s{n}"))
+                }
+            }),
+            3 => cities[who].edit(gid, move |r| {
+                let items = &mut agenda_mut(r).items;
+                if items.len() > 1 {
+                    let it = items.remove(0);
+                    items.push(it);
+                } else {
+                    agenda_mut(r).venue = format!("v{n}");
+                }
+            }),
+            4 => {
+                // The chair removes or re-adds city 2.
+                let c2 = cities[2].id();
+                cities[0].edit(gid, move |r| {
+                    if let Record::Group(g) = r
+                        && g.members.remove(&c2).is_none()
+                    {
+                        g.members.insert(
+                            c2,
+                            Member {
+                                name: "Warsaw".into(),
+                                role: Role::Member,
+                            },
+                        );
+                    }
+                })
+            }
+            _ => {
+                // Sync: `who` receives everything so far.
+                let snapshot = all.clone();
+                cities[who].receive(&snapshot);
+                continue;
+            }
+        };
+        all.push(wire);
+    }
+    let mut feeds: std::collections::BTreeMap<(FeedId, u64), Wire> = Default::default();
+    for w in all {
+        let h = w.signed().header;
+        feeds.insert((h.feed(), h.seq), w);
+    }
+    let mut grouped: std::collections::BTreeMap<FeedId, Vec<Wire>> = Default::default();
+    for ((feed, _), w) in feeds {
+        grouped.entry(feed).or_default().push(w);
+    }
+    grouped.into_values().collect()
+}
+
+/// Delivers the feeds interleaved by `picks` (keeping each feed's order), repeating some entries.
+fn deliver(feeds: &[Vec<Wire>], picks: &[(usize, bool)]) -> MemLedger {
+    let mut l = MemLedger::default();
+    let mut pos = vec![0usize; feeds.len()];
+    let mut picks = picks.iter().cycle();
+    while pos.iter().zip(feeds).any(|(p, f)| *p < f.len()) {
+        let &(pick, dup) = picks.next().expect("cycle");
+        let live: Vec<usize> = (0..feeds.len())
+            .filter(|&i| pos[i] < feeds[i].len())
+            .collect();
+        let i = live[pick % live.len()];
+        let w = &feeds[i][pos[i]];
+        l.ingest(&w.entry, &w.payload)
+            .expect("honest feeds pass the feed level");
+        if dup {
+            assert_eq!(
+                l.ingest(&w.entry, &w.payload).expect("dup"),
+                Verdict::Duplicate
+            );
+            if pos[i] > 0 {
+                let old = &feeds[i][pos[i] - 1];
+                assert_eq!(
+                    l.ingest(&old.entry, &old.payload).expect("dup"),
+                    Verdict::Duplicate
+                );
+            }
+        }
+        pos[i] += 1;
+    }
+    l
+}
+
+type Fingerprint = (
+    Vec<(DocId, serde_json::Value)>,
+    Vec<((FeedId, u64), Status)>,
+);
+
+fn fingerprint(l: &MemLedger) -> Fingerprint {
+    let docs = l
+        .docs
+        .iter()
+        .map(|(id, d)| (*id, doc::to_json(d, None)))
+        .collect();
+    let statuses = l
+        .entries
+        .iter()
+        .map(|(k, e)| (*k, e.status.clone()))
+        .collect();
+    (docs, statuses)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn replicas_converge_whatever_the_arrival_order(
+        ops in proptest::collection::vec((any::<u8>(), any::<u8>()), 1..24),
+        a in proptest::collection::vec((any::<usize>(), any::<bool>()), 1..16),
+        b in proptest::collection::vec((any::<usize>(), any::<bool>()), 1..16),
+    ) {
+        let feeds = scenario(&ops);
+        let x = deliver(&feeds, &a);
+        let y = deliver(&feeds, &b);
+        let (dx, sx) = fingerprint(&x);
+        let (dy, sy) = fingerprint(&y);
+        prop_assert_eq!(&sx, &sy, "different verdicts");
+        prop_assert_eq!(dx, dy, "different documents");
+        prop_assert!(sx.iter().all(|(_, s)| *s != Status::Pending), "something still pending");
+    }
+}
+
+#[test]
+fn outsider_entries_are_rejected_identically_everywhere() {
+    let ops: Vec<(u8, u8)> = (0..20)
+        .map(|i| (3, i % 2))
+        .chain((0..10).map(|i| (i % 3, 0)))
+        .collect();
+    let feeds = scenario(&ops);
+    let x = deliver(&feeds, &[(0, false)]);
+    let y = deliver(&feeds, &[(7, true), (3, false)]);
+    assert_eq!(fingerprint(&x), fingerprint(&y));
+    let rejected = x
+        .entries
+        .values()
+        .filter(|e| matches!(e.status, Status::Rejected(_)))
+        .count();
+    assert!(
+        rejected >= 20,
+        "the outsider's 20 entries are rejected, got {rejected}"
+    );
+}

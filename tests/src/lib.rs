@@ -1,0 +1,153 @@
+//! End-to-end test support for Intercity: [`TestNode`] starts a real city node — real libp2p on
+//! 127.0.0.1, real RocksDB in a temporary directory — in the test's tokio runtime.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use intercity_node::City;
+use intercity_node::daemon::Daemon;
+use intercity_node::net::NetConfig;
+use intercity_protocol::entry::FeedId;
+use intercity_protocol::identity::{CityId, CityKey};
+use tokio_util::sync::CancellationToken;
+
+/// A running city node for tests.
+pub struct TestNode {
+    /// The city (shared with the daemon).
+    pub city: Arc<City>,
+    /// The daemon.
+    pub daemon: Option<Daemon>,
+    /// Stops this node.
+    pub shutdown: CancellationToken,
+    /// Its data directory (kept across restarts).
+    pub dir: Arc<tempfile::TempDir>,
+    /// Anti-entropy period.
+    pub anti_entropy: Duration,
+}
+
+/// A deterministic key for test city number `seed`.
+pub fn key(seed: u8) -> CityKey {
+    CityKey::from_secret([seed; 32])
+}
+
+fn config(anti_entropy: Duration) -> NetConfig {
+    NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
+        dial: Vec::new(),
+        mdns: false,
+        anti_entropy,
+        request_timeout: Duration::from_secs(10),
+        max_connections: 32,
+    }
+}
+
+impl TestNode {
+    /// Starts a new city `name` with key `seed` (anti-entropy every second).
+    pub async fn spawn(name: &str, seed: u8) -> TestNode {
+        Self::spawn_with(name, seed, Duration::from_secs(1)).await
+    }
+
+    /// Starts a new city with a given anti-entropy period.
+    pub async fn spawn_with(name: &str, seed: u8, anti_entropy: Duration) -> TestNode {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let city = Arc::new(City::init_with_key(dir.path(), name, None, key(seed)).expect("init"));
+        Self::start(city, dir, anti_entropy).await
+    }
+
+    async fn start(
+        city: Arc<City>,
+        dir: Arc<tempfile::TempDir>,
+        anti_entropy: Duration,
+    ) -> TestNode {
+        let shutdown = CancellationToken::new();
+        let daemon = Daemon::start_with(city.clone(), config(anti_entropy), shutdown.clone())
+            .await
+            .expect("daemon");
+        TestNode {
+            city,
+            daemon: Some(daemon),
+            shutdown,
+            dir,
+            anti_entropy,
+        }
+    }
+
+    /// Stops the node (store flushed); the data directory stays.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(d) = self.daemon.take() {
+            d.join().await;
+        }
+    }
+
+    /// Stops and starts again on the same data directory (new port).
+    pub async fn restart(mut self) -> TestNode {
+        self.stop().await;
+        let dir = self.dir.clone();
+        let anti_entropy = self.anti_entropy;
+        drop(self.city);
+        let city = Arc::new(City::open(dir.path()).expect("reopen"));
+        Self::start(city, dir, anti_entropy).await
+    }
+
+    /// The city id.
+    pub fn id(&self) -> CityId {
+        self.city.id()
+    }
+
+    /// The first listen address.
+    pub fn addr(&self) -> String {
+        self.daemon.as_ref().expect("running").listening[0].to_string()
+    }
+
+    /// Adds `other` to this node's roster without an address (it may dial us).
+    pub async fn trust(&self, other: &TestNode) {
+        self.city
+            .roster_add(other.id(), &other.city.profile().name, &[])
+            .expect("roster");
+        self.roster_changed().await;
+    }
+
+    /// Adds `other` to this node's roster with its address, so this node dials it.
+    pub async fn dial(&self, other: &TestNode) {
+        self.city
+            .roster_add(other.id(), &other.city.profile().name, &[other.addr()])
+            .expect("roster");
+        self.roster_changed().await;
+    }
+
+    async fn roster_changed(&self) {
+        if let Some(d) = &self.daemon {
+            d.net.roster_changed().await.expect("net");
+        }
+    }
+
+    /// Connects two nodes: each trusts the other, `self` dials.
+    pub async fn link(&self, other: &TestNode) {
+        other.trust(self).await;
+        self.dial(other).await;
+    }
+
+    /// Every feed head held.
+    pub fn heads(&self) -> Vec<(FeedId, u64)> {
+        self.city
+            .store()
+            .feeds()
+            .expect("feeds")
+            .into_iter()
+            .map(|(f, h)| (f, h.seq))
+            .collect()
+    }
+}
+
+/// Waits up to `timeout` for `done`; returns whether it became true.
+pub async fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    done()
+}

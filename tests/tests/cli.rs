@@ -1,0 +1,1048 @@
+//! The `intercity` binary end to end: real processes, real RocksDB in temporary directories.
+//! Every invocation is a separate process, so each test also checks that data persists.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::OnceLock;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The `intercity` binary. It belongs to another package (`intercity-cli`), so cargo does not
+/// set `CARGO_BIN_EXE_intercity` here; we build it (a no-op when it is fresh) and take it from
+/// the target directory this test runs from.
+fn bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("INTERCITY_BIN")
+            .or_else(|| std::env::var_os("CARGO_BIN_EXE_intercity"))
+        {
+            return PathBuf::from(path);
+        }
+        let exe = std::env::current_exe().expect("test executable path");
+        let mut profile_dir = exe
+            .parent()
+            .expect("test executable directory")
+            .to_path_buf();
+        if profile_dir.ends_with("deps") {
+            profile_dir.pop();
+        }
+        let bin = profile_dir.join(format!("intercity{}", std::env::consts::EXE_SUFFIX));
+        // `cargo test --workspace` builds the binary with the tests; build it only when a
+        // narrower invocation did not.
+        if !bin.exists()
+            && let (Some(cargo), Some(target)) = (std::env::var_os("CARGO"), profile_dir.parent())
+        {
+            let mut build = std::process::Command::new(cargo);
+            build
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "intercity-cli",
+                    "--bin",
+                    "intercity",
+                ])
+                .env("CARGO_TARGET_DIR", target);
+            if profile_dir.ends_with("release") {
+                build.arg("--release");
+            }
+            let out = build.output().expect("run cargo build");
+            assert!(
+                out.status.success(),
+                "cargo build -p intercity-cli failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            bin.exists(),
+            "{} not found; run `cargo build -p intercity-cli`",
+            bin.display()
+        );
+        bin
+    })
+}
+
+/// One city's data directory.
+struct City {
+    dir: TempDir,
+}
+
+impl City {
+    /// An empty data directory (no city yet).
+    fn empty() -> City {
+        City {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// A data directory with an initialised city.
+    fn init(name: &str, country: &str) -> City {
+        let city = City::empty();
+        city.ok(&["init", "--city", name, "--country", country]);
+        city
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--data-dir")
+            .arg(self.path())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("INTERCITY_DATA_DIR");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run intercity")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "intercity {args:?} failed ({:?}):\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs a command with --json that must succeed; returns the parsed output.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let out = self.ok(&args);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("intercity {args:?}: not JSON ({e}):\n{out}"))
+    }
+
+    /// Runs a command that must fail with `code`; returns its stderr.
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "intercity {args:?}: stderr:\n{stderr}"
+        );
+        assert!(
+            out.stdout.is_empty() || code == 0,
+            "errors print nothing on stdout"
+        );
+        stderr
+    }
+
+    fn id(&self) -> String {
+        str_of(&self.json(&["whoami"])["id"])
+    }
+
+    /// Adds a record and returns the id printed on stdout.
+    fn add(&self, args: &[&str]) -> String {
+        let id = self.ok(args).trim().to_string();
+        assert!(
+            !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit()),
+            "{args:?} printed `{id}`"
+        );
+        id
+    }
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
+        .to_string()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(str_of)
+        .collect()
+}
+
+/// The shortest prefix (at least `min` long) of `id` that no other id shares.
+fn unique_prefix<'a>(id: &'a str, others: &[&str], min: usize) -> &'a str {
+    let n = (min..id.len())
+        .find(|&n| others.iter().all(|o| *o == id || !o.starts_with(&id[..n])))
+        .unwrap_or(id.len());
+    &id[..n]
+}
+
+const SEED_ITEMS: [(&str, &str, &str); 5] = [
+    (
+        "Makerspace visit: new craft and digital manufacturing",
+        "09:30-10:30",
+        "Milan Makers",
+    ),
+    (
+        "OpenCare participatory care project",
+        "10:45-11:45",
+        "WeMake",
+    ),
+    (
+        "FabriQ, Milan's first social innovation incubator",
+        "12:00-13:00",
+        "FabriQ",
+    ),
+    (
+        "The city's social entrepreneurship strategy",
+        "14:30-15:30",
+        "City of Milan",
+    ),
+    (
+        "Civic crowdfunding platform",
+        "15:45-16:45",
+        "City of Milan",
+    ),
+];
+
+const ATTENDEES: [&str; 9] = [
+    "Bialystok",
+    "Brno",
+    "Katowice",
+    "Madrid",
+    "Nantes",
+    "Porto",
+    "Riga",
+    "Utrecht",
+    "Warsaw",
+];
+
+#[test]
+fn init_whoami_and_refusing_to_overwrite() {
+    let milan = City::empty();
+    let out = milan.ok(&["init", "--city", "Milan", "--country", "IT"]);
+    assert!(out.contains("12D3KooW"), "init prints the id:\n{out}");
+    assert!(
+        out.contains(&milan.path().display().to_string()),
+        "init prints the data dir:\n{out}"
+    );
+
+    let me = milan.json(&["whoami"]);
+    assert_eq!(me["name"], "Milan");
+    assert_eq!(me["country"], "IT");
+    assert!(str_of(&me["id"]).starts_with("12D3KooW"));
+    assert_eq!(str_of(&me["data_dir"]), milan.path().display().to_string());
+    assert!(milan.ok(&["whoami"]).contains("Milan"));
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(milan.path().join("city.key"))
+            .expect("key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the secret key is private");
+    }
+
+    let err = milan.fails(&["init", "--city", "Brno"], 2);
+    assert!(err.contains("already holds a city"), "{err}");
+    assert_eq!(
+        milan.json(&["whoami"])["name"],
+        "Milan",
+        "the city is untouched"
+    );
+
+    // The data dir also comes from the environment.
+    let out = Command::new(bin())
+        .args(["whoami", "--json"])
+        .env("INTERCITY_DATA_DIR", milan.path())
+        .output()
+        .expect("run intercity");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"Milan\""));
+
+    let nowhere = City::empty();
+    let err = nowhere.fails(&["whoami"], 3);
+    assert!(err.starts_with("error: no city in"), "{err}");
+    assert!(err.contains("hint: run `intercity init"), "{err}");
+    nowhere.fails(&["practice", "list"], 3);
+
+    let err = nowhere.fails(&["init", "--city", "Brno", "--country", "cz"], 2);
+    assert!(err.contains("country"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn key_with_wide_permissions_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let milan = City::init("Milan", "IT");
+    let key = milan.path().join("city.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let err = milan.fails(&["whoami"], 3);
+    assert!(err.contains("chmod 600"), "{err}");
+}
+
+#[test]
+fn practices_add_edit_show_list() {
+    let milan = City::init("Milan", "IT");
+    let fabriq = milan.add(&[
+        "practice",
+        "add",
+        "--title",
+        "FabriQ social innovation incubator",
+        "--summary",
+        "Milan's first social innovation incubator",
+        "--theme",
+        "social innovation",
+        "--theme",
+        "incubation",
+        "--partner",
+        "Fondazione Giordano Dell'Amore:ngo",
+        "--partner",
+        "Impact Hub Milano:private",
+        "--outcome",
+        "40 start-ups incubated",
+        "--link",
+        "https://www.fabriq.eu",
+        "--start",
+        "2014-03-01",
+    ]);
+    let body = milan.path().join("crowdfunding.json");
+    std::fs::write(
+        &body,
+        r#"{"title": "from the file", "body": "Line one.\nLine two.", "themes": ["finance"], "country": "IT"}"#,
+    )
+    .expect("write json");
+    let crowd = milan.add(&[
+        "practice",
+        "add",
+        "--from-file",
+        body.to_str().expect("utf-8 path"),
+        "--title",
+        "Civic crowdfunding platform",
+    ]);
+
+    let list = milan.json(&["practice", "list"]);
+    let list = list.as_array().expect("an array");
+    assert_eq!(list.len(), 2);
+    let titles: Vec<&str> = list.iter().filter_map(|r| r["title"].as_str()).collect();
+    assert!(
+        titles.contains(&"FabriQ social innovation incubator")
+            && titles.contains(&"Civic crowdfunding platform")
+    );
+    for r in list {
+        assert_eq!(r["kind"], "practice");
+        assert_eq!(r["owner"], milan.id().as_str());
+        assert_eq!(r["city"], "Milan", "the city defaults to this city's name");
+        assert!(r["updated"].as_i64().is_some_and(|t| t > 1_500_000_000_000));
+    }
+    let table = milan.ok(&["practice", "list"]);
+    assert!(
+        table.contains("FabriQ social innovation incubator") && table.contains("TITLE"),
+        "{table}"
+    );
+
+    // Show, by a short unique prefix.
+    let p = unique_prefix(&fabriq, &[&crowd], 4);
+    let shown = milan.json(&["practice", "show", p]);
+    assert_eq!(shown["id"], fabriq.as_str());
+    assert_eq!(shown["language"], "en");
+    assert_eq!(
+        strings(&shown["themes"]),
+        ["social innovation", "incubation"]
+    );
+    assert_eq!(
+        shown["partners"][0],
+        serde_json::json!({"name": "Fondazione Giordano Dell'Amore", "sector": "ngo"})
+    );
+    assert_eq!(shown["partners"][1]["sector"], "private");
+    assert_eq!(shown["start"], "2014-03-01");
+    let crowd_shown = milan.json(&["practice", "show", &crowd]);
+    assert_eq!(
+        crowd_shown["title"], "Civic crowdfunding platform",
+        "flags override the file"
+    );
+    assert_eq!(crowd_shown["body"], "Line one.\nLine two.");
+    assert_eq!(strings(&crowd_shown["themes"]), ["finance"]);
+    let human = milan.ok(&["practice", "show", &fabriq]);
+    assert!(
+        human.contains("Fondazione Giordano Dell'Amore (ngo)") && human.contains("(this city)"),
+        "{human}"
+    );
+
+    // Edit: a repeatable flag replaces its list; other fields stay.
+    milan.ok(&[
+        "practice",
+        "edit",
+        p,
+        "--theme",
+        "entrepreneurship",
+        "--contact",
+        "fabriq@comune.milano.it",
+    ]);
+    let edited = milan.json(&["practice", "show", &fabriq]);
+    assert_eq!(strings(&edited["themes"]), ["entrepreneurship"]);
+    assert_eq!(edited["contact"], "fabriq@comune.milano.it");
+    assert_eq!(
+        edited["summary"],
+        "Milan's first social innovation incubator"
+    );
+    assert_eq!(edited["partners"].as_array().map(Vec::len), Some(2));
+    // An empty value clears an optional field; --from-file overwrites the keys it has.
+    let patch = milan.path().join("patch.json");
+    std::fs::write(
+        &patch,
+        r#"{"outcomes": ["40 start-ups", "120 jobs"], "summary": "Incubator"}"#,
+    )
+    .expect("write");
+    milan.ok(&[
+        "practice",
+        "edit",
+        &fabriq,
+        "--from-file",
+        patch.to_str().expect("utf-8"),
+        "--contact",
+        "",
+    ]);
+    let edited = milan.json(&["practice", "show", &fabriq]);
+    assert_eq!(strings(&edited["outcomes"]), ["40 start-ups", "120 jobs"]);
+    assert_eq!(edited["summary"], "Incubator");
+    assert!(edited.get("contact").is_none(), "{edited}");
+    assert_eq!(strings(&edited["themes"]), ["entrepreneurship"]);
+
+    // Editing to the same values changes nothing: exit 2.
+    let err = milan.fails(&["practice", "edit", &fabriq, "--summary", "Incubator"], 2);
+    assert!(err.contains("nothing to change"), "{err}");
+
+    // History: every change, verified, with its message.
+    let history = milan.json(&["history", p]);
+    let history = history.as_array().expect("an array");
+    assert_eq!(history.len(), 3);
+    for (i, h) in history.iter().enumerate() {
+        assert_eq!(h["status"], "accepted");
+        assert_eq!(h["verified"], true);
+        assert_eq!(h["author"], milan.id().as_str());
+        assert_eq!(h["author_name"], "Milan");
+        assert!(str_of(&h["when"]).ends_with('Z'));
+        assert!(h["seq"].as_u64().is_some(), "{h}");
+        if i > 0 {
+            assert!(
+                h["seq"].as_u64() > history[i - 1]["seq"].as_u64(),
+                "feed order"
+            );
+        }
+    }
+    assert_eq!(
+        history[0]["message"],
+        "add practice 'FabriQ social innovation incubator'"
+    );
+    assert!(
+        str_of(&history[1]["message"]).contains("contact, themes"),
+        "{}",
+        history[1]["message"]
+    );
+    let table = milan.ok(&["history", &fabriq]);
+    assert!(
+        table.contains("✓") && table.contains("accepted") && table.contains("Milan"),
+        "{table}"
+    );
+}
+
+#[test]
+fn invalid_input_exits_2_naming_the_field() {
+    let milan = City::init("Milan", "IT");
+    let err = milan.fails(
+        &["practice", "add", "--title", "X", "--start", "2017-02-30"],
+        2,
+    );
+    assert!(
+        err.contains("--start") && err.contains("2017-02-30"),
+        "{err}"
+    );
+    let err = milan.fails(
+        &[
+            "practice",
+            "add",
+            "--title",
+            "X",
+            "--partner",
+            "Cariplo:charity",
+        ],
+        2,
+    );
+    assert!(
+        err.contains("--partner") && err.contains("charity"),
+        "{err}"
+    );
+    let err = milan.fails(
+        &[
+            "practice",
+            "add",
+            "--title",
+            "X",
+            "--start",
+            "2017-03-01",
+            "--end",
+            "2017-02-01",
+        ],
+        2,
+    );
+    assert!(err.contains("`end`"), "{err}");
+    let err = milan.fails(&["practice", "add", "--summary", "no title"], 2);
+    assert!(err.contains("`title`"), "{err}");
+    let err = milan.fails(
+        &[
+            "practice",
+            "add",
+            "--title",
+            "X",
+            "--link",
+            "www.example.org",
+        ],
+        2,
+    );
+    assert!(err.contains("links[0]"), "{err}");
+    let file = milan.path().join("bad.json");
+    std::fs::write(&file, r#"{"title": "X", "end": "2017-13-01"}"#).expect("write");
+    let err = milan.fails(
+        &[
+            "practice",
+            "add",
+            "--from-file",
+            file.to_str().expect("utf-8"),
+        ],
+        2,
+    );
+    assert!(err.contains("`end`") && err.contains("2017-13-01"), "{err}");
+    std::fs::write(&file, r#"{"titel": "X"}"#).expect("write");
+    let err = milan.fails(
+        &[
+            "practice",
+            "add",
+            "--from-file",
+            file.to_str().expect("utf-8"),
+        ],
+        2,
+    );
+    assert!(err.contains("titel"), "{err}");
+    std::fs::write(&file, r#"{"kind": "project", "name": "X"}"#).expect("write");
+    milan.fails(
+        &[
+            "practice",
+            "add",
+            "--from-file",
+            file.to_str().expect("utf-8"),
+        ],
+        2,
+    );
+    let err = milan.fails(
+        &["project", "add", "--name", "X", "--outcome", "jobs=many"],
+        2,
+    );
+    assert!(err.contains("--outcome"), "{err}");
+    let err = milan.fails(
+        &["project", "add", "--name", "X", "--status", "dreaming"],
+        2,
+    );
+    assert!(err.contains("--status"), "{err}");
+    milan.fails(
+        &["practice", "add", "--title", "X", "--editor", "not-a-city"],
+        2,
+    );
+    milan.fails(&["practice", "frobnicate"], 2);
+    assert_eq!(
+        milan.json(&["practice", "list"]),
+        serde_json::json!([]),
+        "nothing was stored"
+    );
+}
+
+#[test]
+fn unknown_and_ambiguous_ids() {
+    let milan = City::init("Milan", "IT");
+    let err = milan.fails(&["practice", "show", "ffffffffffffffffffffffffffffffff"], 1);
+    assert!(err.contains("no record with id"), "{err}");
+    milan.fails(&["practice", "edit", "ffff", "--title", "X"], 1);
+    milan.fails(&["history", "ffff"], 1);
+    milan.fails(&["agenda", "show", "ffff"], 1);
+    milan.fails(&["group", "show", "not-hex"], 1);
+
+    // Add practices until two ids share their first character: that prefix is ambiguous.
+    let mut ids: Vec<String> = Vec::new();
+    let (a, b) = loop {
+        let id = milan.add(&[
+            "practice",
+            "add",
+            "--title",
+            &format!("Practice {}", ids.len()),
+        ]);
+        if let Some(other) = ids.iter().find(|o| o[..1] == id[..1]) {
+            break (other.clone(), id);
+        }
+        ids.push(id);
+    };
+    let err = milan.fails(&["practice", "show", &a[..1]], 2);
+    assert!(
+        err.contains("matches") && err.contains("hint: type more characters"),
+        "{err}"
+    );
+    // A unique prefix works; upper case too.
+    let all: Vec<&str> = ids.iter().map(String::as_str).chain([b.as_str()]).collect();
+    let p = unique_prefix(&b, &all, 1);
+    assert_eq!(
+        milan.json(&["practice", "show", &p.to_uppercase()])["id"],
+        b.as_str()
+    );
+
+    // A record of another kind is not found as this kind.
+    let project = milan.add(&["project", "add", "--name", "MiGenerationLab"]);
+    milan.fails(&["practice", "show", &project], 1);
+}
+
+#[test]
+fn projects() {
+    let milan = City::init("Milan", "IT");
+    let practice = milan.add(&["practice", "add", "--title", "FabriQ"]);
+    let id = milan.add(&[
+        "project",
+        "add",
+        "--name",
+        "MiGenerationLab",
+        "--description",
+        "Youth employment",
+        "--status",
+        "running",
+        "--start",
+        "2016-01-01",
+        "--partner",
+        "Fondazione Cariplo:ngo",
+        "--partner",
+        "Politecnico di Milano:university",
+        "--partner",
+        "Microsoft Italia:private",
+        "--partner-city",
+        "Brno",
+        "--funding",
+        "Horizon 2020",
+        "--budget-eur",
+        "500000",
+        "--outcome",
+        "young people trained=120 people",
+        "--outcome",
+        "start-ups=7",
+        "--related",
+        &practice[..8],
+        "--theme",
+        "youth employment",
+    ]);
+    milan.add(&[
+        "project",
+        "add",
+        "--name",
+        "Milan Social Innovation Platform",
+    ]);
+    milan.add(&[
+        "project",
+        "add",
+        "--name",
+        "Local Innovation Network",
+        "--theme",
+        "waste",
+        "--theme",
+        "recycling",
+    ]);
+
+    let p = milan.json(&["project", "show", &id[..10]]);
+    assert_eq!(p["lead_city"], "Milan");
+    assert_eq!(p["status"], "running");
+    let sectors: Vec<String> = p["partners"]
+        .as_array()
+        .expect("partners")
+        .iter()
+        .map(|x| str_of(&x["sector"]))
+        .collect();
+    assert_eq!(sectors, ["ngo", "university", "private"]);
+    assert_eq!(
+        p["outcomes"][0],
+        serde_json::json!({"label": "young people trained", "value": 120.0, "unit": "people"})
+    );
+    assert_eq!(p["outcomes"][1]["unit"], "");
+    assert_eq!(
+        strings(&p["related_practices"]),
+        vec![practice],
+        "the prefix is stored as the full id"
+    );
+    assert_eq!(p["budget_eur"], 500_000);
+
+    milan.ok(&[
+        "project",
+        "edit",
+        &id,
+        "--status",
+        "completed",
+        "--end",
+        "2019-12-31",
+    ]);
+    let p = milan.json(&["project", "show", &id]);
+    assert_eq!(p["status"], "completed");
+    assert_eq!(p["end"], "2019-12-31");
+    assert_eq!(p["funding"], "Horizon 2020");
+
+    let list = milan.json(&["project", "list"]);
+    let mut names: Vec<String> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| str_of(&r["title"]))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "Local Innovation Network",
+            "MiGenerationLab",
+            "Milan Social Innovation Platform"
+        ]
+    );
+    let human = milan.ok(&["project", "show", &id]);
+    assert!(
+        human.contains("young people trained: 120 people"),
+        "{human}"
+    );
+    let history = milan.json(&["history", &id]);
+    assert_eq!(
+        history[1]["message"],
+        "edit project 'MiGenerationLab': end, status"
+    );
+}
+
+/// Milan's "Smart Social Inclusion" study visit of 23–24 February 2017 (DESIGN.md seed).
+#[test]
+fn working_group_agenda() {
+    let milan = City::init("Milan", "IT");
+    let brno = City::init("Brno", "CZ");
+    let group = milan.add(&[
+        "group",
+        "create",
+        "--name",
+        "Smart Social Inclusion",
+        "--charter",
+        "Cities for social inclusion",
+    ]);
+    milan.ok(&[
+        "group",
+        "member",
+        "add",
+        &group[..6],
+        &brno.id(),
+        "--name",
+        "Brno",
+    ]);
+    let g = milan.json(&["group", "show", &group]);
+    assert_eq!(g["members"][milan.id()]["role"], "chair");
+    assert_eq!(
+        g["members"][brno.id()],
+        serde_json::json!({"name": "Brno", "role": "member"})
+    );
+    let err = milan.fails(
+        &[
+            "group",
+            "member",
+            "add",
+            &group,
+            &brno.id(),
+            "--name",
+            "Brno",
+        ],
+        2,
+    );
+    assert!(err.contains("nothing to change"), "{err}");
+
+    let mut create = vec![
+        "agenda",
+        "create",
+        "--group",
+        &group[..6],
+        "--title",
+        "Smart Social Inclusion study visit",
+        "--start",
+        "2017-02-23",
+        "--end",
+        "2017-02-24",
+        "--venue",
+        "Palazzo Marino",
+        "--host",
+        "Milan",
+    ];
+    for a in ATTENDEES {
+        create.extend(["--attendee", a]);
+    }
+    let agenda = milan.ok(&create).trim().to_string();
+    assert_eq!(agenda.len(), 16, "{agenda}");
+    let next = milan.ok(&[
+        "agenda",
+        "create",
+        "--group",
+        &group,
+        "--title",
+        "Next meeting",
+        "--start",
+        "2017-06-01",
+        "--end",
+        "2017-06-02",
+        "--host",
+        "Brno",
+    ]);
+    let next = next.trim();
+
+    let short = unique_prefix(&agenda, &[next], 3);
+    let mut item_ids = Vec::new();
+    for (title, slot, presenter) in SEED_ITEMS {
+        let id = milan.ok(&[
+            "agenda",
+            "item",
+            "add",
+            short,
+            "--title",
+            title,
+            "--slot",
+            slot,
+            "--presenter",
+            presenter,
+        ]);
+        item_ids.push(id.trim().to_string());
+    }
+    let titles = |city: &City| -> Vec<String> {
+        let a = city.json(&["agenda", "show", &agenda]);
+        a["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| str_of(&i["title"]))
+            .collect()
+    };
+    let seed: Vec<String> = SEED_ITEMS.iter().map(|(t, _, _)| t.to_string()).collect();
+    assert_eq!(titles(&milan), seed);
+
+    let shown = milan.json(&["agenda", "show", short]);
+    assert_eq!(shown["id"], agenda.as_str());
+    assert_eq!(shown["group"], group.as_str());
+    assert_eq!(shown["status"], "draft");
+    assert_eq!(strings(&shown["attendees"]), ATTENDEES);
+    assert_eq!(shown["end"], "2017-02-24");
+    assert_eq!(
+        shown["items"][2]["presenters"],
+        serde_json::json!(["FabriQ"])
+    );
+    let human = milan.ok(&["agenda", "show", short]);
+    let positions: Vec<usize> = SEED_ITEMS
+        .iter()
+        .map(|(t, _, _)| human.find(t).expect("item shown"))
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "items in order:\n{human}"
+    );
+    assert!(
+        human.contains("2017-02-23 – 2017-02-24") && human.contains("Bialystok, Brno"),
+        "{human}"
+    );
+
+    // Move the civic crowdfunding platform (position 5) to the top; FabriQ by id prefix to the end.
+    milan.ok(&["agenda", "item", "move", short, "5", "--to", "1"]);
+    let mut expected = seed.clone();
+    let moved = expected.remove(4);
+    expected.insert(0, moved);
+    assert_eq!(titles(&milan), expected);
+    milan.ok(&[
+        "agenda",
+        "item",
+        "move",
+        short,
+        &item_ids[2][..6],
+        "--to",
+        "5",
+    ]);
+    let fabriq = expected.remove(3);
+    expected.push(fabriq);
+    assert_eq!(titles(&milan), expected);
+
+    // Insert at a position, edit, remove.
+    milan.ok(&[
+        "agenda",
+        "item",
+        "add",
+        short,
+        "--title",
+        "Welcome",
+        "--slot",
+        "09:00-09:30",
+        "--at",
+        "1",
+    ]);
+    expected.insert(0, "Welcome".into());
+    assert_eq!(titles(&milan), expected);
+    milan.ok(&[
+        "agenda",
+        "item",
+        "edit",
+        short,
+        "1",
+        "--notes",
+        "Coffee in the Sala Alessi",
+        "--presenter",
+        "Mayor of Milan",
+    ]);
+    let a = milan.json(&["agenda", "show", short]);
+    assert_eq!(a["items"][0]["notes"], "Coffee in the Sala Alessi");
+    assert_eq!(
+        a["items"][0]["presenters"],
+        serde_json::json!(["Mayor of Milan"])
+    );
+    assert_eq!(
+        a["items"][0]["slot"], "09:00-09:30",
+        "unspecified fields stay"
+    );
+    milan.ok(&["agenda", "item", "remove", short, "1"]);
+    expected.remove(0);
+    assert_eq!(titles(&milan), expected);
+    milan.fails(&["agenda", "item", "move", short, "1", "--to", "9"], 2);
+    milan.fails(&["agenda", "item", "remove", short, "fffffffffff"], 1);
+    milan.fails(
+        &["agenda", "item", "add", short, "--title", "x", "--at", "0"],
+        2,
+    );
+
+    milan.ok(&["agenda", "publish", short]);
+    assert_eq!(
+        milan.json(&["agenda", "show", short])["status"],
+        "published"
+    );
+    milan.fails(&["agenda", "publish", short], 2);
+
+    let list = milan.json(&["agenda", "list", "--group", &group[..8]]);
+    let list = list.as_array().expect("array");
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["id"], agenda.as_str(), "sorted by start date");
+    assert_eq!(list[0]["items"], 5);
+    assert_eq!(list[1]["host_city"], "Brno");
+    assert!(milan.ok(&["agenda", "list"]).contains("Next meeting"));
+    assert!(
+        milan
+            .ok(&["group", "list"])
+            .contains("Smart Social Inclusion")
+    );
+
+    // The history of the group: every change, accepted and verified, with readable messages.
+    let history = milan.json(&["history", &group]);
+    let history = history.as_array().expect("array");
+    let messages: Vec<String> = history.iter().map(|h| str_of(&h["message"])).collect();
+    assert_eq!(messages[0], "create group 'Smart Social Inclusion'");
+    assert!(
+        messages.contains(
+            &"add agenda item 'FabriQ, Milan's first social innovation incubator' at 3".to_string()
+        ),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("move agenda item 'Civic crowdfunding platform' from 5 to 1")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.contains(&"publish agenda 'Smart Social Inclusion study visit'".to_string()),
+        "{messages:?}"
+    );
+    assert!(
+        history
+            .iter()
+            .all(|h| h["verified"] == true && h["status"] == "accepted")
+    );
+    assert_eq!(
+        milan.json(&["history", short]),
+        serde_json::Value::Array(history.clone()),
+        "an agenda id shows its group's history"
+    );
+    let table = milan.ok(&["history", &group]);
+    assert!(
+        table.contains("✓") && table.contains("publish agenda"),
+        "{table}"
+    );
+
+    // Brno's node holds none of this (no sync here); it has its own records.
+    assert_eq!(brno.json(&["group", "list"]), serde_json::json!([]));
+    brno.fails(&["agenda", "show", &agenda], 1);
+    brno.fails(
+        &[
+            "group",
+            "member",
+            "add",
+            &group,
+            &milan.id(),
+            "--name",
+            "Milan",
+        ],
+        1,
+    );
+
+    // Membership: a chair removes itself after naming Brno chair; its next edit is rejected (exit 4).
+    milan.fails(&["group", "member", "remove", &group, &milan.id()], 2);
+    milan.ok(&[
+        "group",
+        "member",
+        "add",
+        &group,
+        &brno.id(),
+        "--name",
+        "Brno",
+        "--role",
+        "chair",
+    ]);
+    milan.ok(&["group", "member", "remove", &group, &milan.id()]);
+    let err = milan.fails(&["agenda", "item", "add", short, "--title", "Too late"], 4);
+    assert!(err.contains("rejected"), "{err}");
+    milan.fails(&["group", "member", "remove", &group, &milan.id()], 1);
+}
+
+#[test]
+fn help_completions_and_colour() {
+    let milan = City::init("Milan", "IT");
+    milan.cmd(&["--help"]).assert().success().stdout(
+        predicate::str::contains("Exit codes").and(predicate::str::contains("4  edit rejected")),
+    );
+    for sub in [
+        vec!["practice", "add", "--help"],
+        vec!["project", "edit", "--help"],
+        vec!["group", "member", "add", "--help"],
+        vec!["agenda", "item", "move", "--help"],
+        vec!["history", "--help"],
+        vec!["init", "--help"],
+    ] {
+        milan
+            .cmd(&sub)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("intercity "));
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        milan
+            .cmd(&["completions", shell])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("intercity"));
+    }
+    milan.fails(&["completions", "tcsh"], 2);
+
+    milan.add(&["practice", "add", "--title", "FabriQ"]);
+    let plain = milan.ok(&["practice", "list"]);
+    assert!(!plain.contains('\u{1b}'), "no colours when not a terminal");
+    let coloured = milan.ok(&["practice", "list", "--color", "always"]);
+    assert!(coloured.contains('\u{1b}'), "--color always");
+    let out = milan
+        .cmd(&["practice", "show", "ffff", "--color", "never"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains('\u{1b}'));
+}

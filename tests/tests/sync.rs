@@ -1,0 +1,411 @@
+//! Multi-node end-to-end tests: real nodes (libp2p on 127.0.0.1, RocksDB in temp dirs) that
+//! sync, and what converged.
+
+use std::time::Duration;
+
+use intercity_node::City;
+use intercity_protocol::entry::{DocId, FeedId, Hash32, Scope, sign_entry};
+use intercity_protocol::record::{Agenda, Group, Item, Kind, Member, Practice, Record, Role};
+use intercity_protocol::sync::WireEntry;
+use intercity_tests::{TestNode, eventually, key};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn practice(city: &City, title: &str) -> DocId {
+    let mut p = Practice::new(city.id().to_string(), title, "en");
+    p.city = city.profile().name.clone();
+    city.create(&Record::Practice(p), "create practice")
+        .expect("create")
+}
+
+fn titles(city: &City) -> Vec<String> {
+    let mut t: Vec<String> = city
+        .list(Some(Kind::Practice))
+        .expect("list")
+        .into_iter()
+        .map(|s| s.title)
+        .collect();
+    t.sort();
+    t
+}
+
+fn group(chair: &City, members: &[&City]) -> (DocId, String) {
+    let mut g = Group::new(
+        "Smart Social Inclusion",
+        chair.id().to_string(),
+        chair.profile().name.clone(),
+    );
+    for m in members {
+        g.members.insert(
+            m.id().to_string(),
+            Member {
+                name: m.profile().name.clone(),
+                role: Role::Member,
+            },
+        );
+    }
+    let aid = "a0a0a0a0a0a0a0a0".to_string();
+    g.agendas
+        .insert(aid.clone(), Agenda::new("Study visit Milan", "2017-02-23"));
+    (
+        chair
+            .create(&Record::Group(g), "create group")
+            .expect("group"),
+        aid,
+    )
+}
+
+fn add_item(city: &City, gid: DocId, aid: &str, title: &str) {
+    let aid = aid.to_string();
+    let title = title.to_string();
+    city.edit(gid, "add item", move |r| {
+        if let Record::Group(g) = r {
+            g.agendas
+                .get_mut(&aid)
+                .expect("agenda")
+                .items
+                .push(Item::new(title));
+        }
+        Ok(())
+    })
+    .expect("edit");
+}
+
+fn items(city: &City, gid: DocId, aid: &str) -> Vec<String> {
+    match city.record(gid) {
+        Ok(Record::Group(g)) => g.agendas[aid]
+            .items
+            .iter()
+            .map(|i| i.title.clone())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_sync_both_ways_while_running() {
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    milan.link(&brno).await;
+    practice(&milan.city, "FabriQ");
+    practice(&brno.city, "Brno makerspace");
+    let both = vec!["Brno makerspace".to_string(), "FabriQ".to_string()];
+    assert!(
+        eventually(WAIT, || titles(&milan.city) == both
+            && titles(&brno.city) == both)
+        .await,
+        "milan {:?} brno {:?}",
+        titles(&milan.city),
+        titles(&brno.city)
+    );
+    // A later edit travels too.
+    let id = practice(&milan.city, "OpenCare");
+    milan
+        .city
+        .edit(id, "summary", |r| {
+            if let Record::Practice(p) = r {
+                p.summary = "participatory care".into();
+            }
+            Ok(())
+        })
+        .expect("edit");
+    assert!(eventually(WAIT, || matches!(brno.city.record(id), Ok(Record::Practice(p)) if p.summary == "participatory care")).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_five_converges_and_gossip_crosses_it_without_anti_entropy() {
+    // Anti-entropy far beyond the test's patience: only the initial exchange and gossip count.
+    let mut nodes = Vec::new();
+    for i in 0..5u8 {
+        nodes.push(
+            TestNode::spawn_with(&format!("City {i}"), 10 + i, Duration::from_secs(3600)).await,
+        );
+    }
+    // Everyone trusts everyone (one federation), but each dials only its right neighbour.
+    for a in &nodes {
+        for b in &nodes {
+            if a.id() != b.id() {
+                a.trust(b).await;
+            }
+        }
+    }
+    practice(&nodes[2].city, "From the middle");
+    for i in 0..4 {
+        nodes[i].dial(&nodes[i + 1]).await;
+    }
+    assert!(
+        eventually(WAIT, || nodes.iter().all(|n| titles(&n.city).len() == 1)).await,
+        "initial convergence"
+    );
+    // Let gossipsub form its mesh, then publish at one end.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let start = std::time::Instant::now();
+    practice(&nodes[0].city, "Live from the end");
+    assert!(
+        eventually(Duration::from_secs(10), || titles(&nodes[4].city).len()
+            == 2)
+        .await,
+        "gossip did not cross the chain"
+    );
+    eprintln!(
+        "one entry crossed 4 hops in {} ms",
+        start.elapsed().as_millis()
+    );
+    assert!(eventually(WAIT, || nodes.iter().all(|n| n.heads() == nodes[0].heads())).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_cities_edit_one_agenda_concurrently_and_keep_every_item_in_one_order() {
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    let porto = TestNode::spawn("Porto", 3).await;
+    milan.link(&brno).await;
+    brno.link(&porto).await;
+    porto.link(&milan).await;
+    let (gid, aid) = group(&milan.city, &[&brno.city, &porto.city]);
+    assert!(
+        eventually(WAIT, || brno.city.record(gid).is_ok()
+            && porto.city.record(gid).is_ok())
+        .await
+    );
+    // Concurrent edits: each city adds items on its own copy at the same time.
+    add_item(&milan.city, gid, &aid, "Makerspace visit");
+    add_item(&brno.city, gid, &aid, "Brno's social housing");
+    add_item(&porto.city, gid, &aid, "Porto's civic labs");
+    add_item(&brno.city, gid, &aid, "Brno's second item");
+    let done = || {
+        let m = items(&milan.city, gid, &aid);
+        m.len() == 4 && m == items(&brno.city, gid, &aid) && m == items(&porto.city, gid, &aid)
+    };
+    assert!(
+        eventually(WAIT, done).await,
+        "milan {:?} brno {:?} porto {:?}",
+        items(&milan.city, gid, &aid),
+        items(&brno.city, gid, &aid),
+        items(&porto.city, gid, &aid)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_catches_up_without_loss_or_duplicates() {
+    let milan = TestNode::spawn("Milan", 1).await;
+    let mut brno = TestNode::spawn("Brno", 2).await;
+    brno.link(&milan).await;
+    practice(&milan.city, "Before the outage");
+    assert!(eventually(WAIT, || titles(&brno.city).len() == 1).await);
+    brno.stop().await;
+    for i in 0..20 {
+        practice(&milan.city, &format!("During the outage {i}"));
+    }
+    let brno = brno.restart().await;
+    brno.dial(&milan).await;
+    assert!(
+        eventually(WAIT, || titles(&brno.city).len() == 21).await,
+        "brno has {}",
+        titles(&brno.city).len()
+    );
+    assert_eq!(titles(&brno.city), titles(&milan.city));
+    assert_eq!(
+        brno.city.store().entry_counts().expect("counts"),
+        (21, 0, 0)
+    );
+    assert_eq!(brno.heads(), milan.heads());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outsiders_get_nothing_and_group_entries_stay_in_the_group() {
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    let warsaw = TestNode::spawn("Warsaw", 3).await; // roster member, not in the group
+    let stranger = TestNode::spawn("Stranger", 4).await; // not in Milan's roster
+    milan.link(&brno).await;
+    milan.link(&warsaw).await;
+    stranger.dial(&milan).await; // Milan does not trust it: refused
+    let (gid, aid) = group(&milan.city, &[&brno.city]);
+    add_item(&milan.city, gid, &aid, "Members only");
+    practice(&milan.city, "Public practice");
+    assert!(
+        eventually(WAIT, || items(&brno.city, gid, &aid).len() == 1
+            && titles(&warsaw.city).len() == 1)
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await; // several anti-entropy rounds
+    assert!(
+        warsaw.city.record(gid).is_err(),
+        "a non-member received the group"
+    );
+    assert!(
+        warsaw
+            .heads()
+            .iter()
+            .all(|(f, _)| f.scope == Scope::Federation)
+    );
+    assert!(
+        stranger.city.list(None).expect("list").is_empty(),
+        "the stranger received records"
+    );
+    assert!(stranger.heads().is_empty());
+    let status = milan
+        .daemon
+        .as_ref()
+        .expect("running")
+        .net
+        .status()
+        .await
+        .expect("status");
+    let s = status
+        .peers
+        .iter()
+        .find(|p| p.id == stranger.id().to_string());
+    assert!(
+        s.is_none_or(|p| !p.connected),
+        "the stranger is connected to Milan"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_entries_are_dropped_the_sender_is_cut_off_and_honest_sync_continues() {
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    let mallory = TestNode::spawn("Mallory", 3).await; // a roster member gone bad
+    milan.link(&brno).await;
+    mallory.link(&milan).await;
+    let pid = practice(&milan.city, "FabriQ");
+    assert!(eventually(WAIT, || mallory.city.record(pid).is_ok()).await);
+    let before = milan.city.store().entry_counts().expect("counts");
+    // Forged signatures (Milan as author, signed by someone else), a broken chain, an oversized payload.
+    let feed = FeedId {
+        author: milan.id(),
+        scope: Scope::Federation,
+    };
+    let head = milan
+        .city
+        .store()
+        .feeds()
+        .expect("feeds")
+        .into_iter()
+        .find(|(f, _)| *f == feed)
+        .map(|(_, h)| h)
+        .expect("head");
+    let mut forged = Vec::new();
+    for i in 0..6u8 {
+        let e = sign_entry(
+            &key(99),
+            Scope::Federation,
+            head.seq + 1,
+            head.hash,
+            pid,
+            &[i],
+            0,
+        );
+        let mut bytes = e.encode().to_vec();
+        bytes[1..33].copy_from_slice(milan.id().as_bytes());
+        forged.push(WireEntry {
+            entry: bytes,
+            payload: vec![i],
+        });
+    }
+    let broken_chain = sign_entry(
+        mallory.city.key(),
+        Scope::Federation,
+        2,
+        Hash32([7; 32]),
+        pid,
+        b"x",
+        0,
+    );
+    forged.push(WireEntry {
+        entry: broken_chain.encode().to_vec(),
+        payload: b"x".to_vec(),
+    });
+    let net = &mallory.daemon.as_ref().expect("running").net;
+    net.push_raw(&milan.id(), forged).await.expect("push");
+    let milan_net = milan.daemon.as_ref().expect("running").net.clone();
+    let mallory_id = mallory.id().to_string();
+    let cut_off = eventually(WAIT, || {
+        let status = futures_lite_block(&milan_net);
+        status
+            .peers
+            .iter()
+            .any(|p| p.id == mallory_id && p.invalid >= 5 && !p.connected)
+    })
+    .await;
+    assert!(cut_off, "Milan did not penalize and disconnect Mallory");
+    assert_eq!(
+        milan.city.store().entry_counts().expect("counts"),
+        before,
+        "a forged entry was stored"
+    );
+    // Honest sync continues.
+    practice(&brno.city, "Still syncing");
+    assert!(
+        eventually(WAIT, || titles(&milan.city)
+            .contains(&"Still syncing".to_string()))
+        .await
+    );
+}
+
+fn futures_lite_block(net: &intercity_node::net::NetHandle) -> intercity_node::net::NetStatus {
+    let net = net.clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt")
+            .block_on(async move { net.status().await })
+    })
+    .join()
+    .expect("thread")
+    .expect("status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_but_unauthorized_edit_is_rejected_identically_everywhere() {
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    let porto = TestNode::spawn("Porto", 3).await;
+    milan.link(&brno).await;
+    brno.link(&porto).await;
+    porto.trust(&milan).await; // one federation: Porto trusts Milan, though it only talks to Brno
+    milan.trust(&porto).await;
+    let pid = practice(&milan.city, "FabriQ");
+    assert!(eventually(WAIT, || porto.city.record(pid).is_ok()).await);
+    // Porto signs an edit of Milan's practice without being an editor.
+    let mut doc = porto.city.load(pid).expect("doc");
+    let mut rec = porto.city.record(pid).expect("record");
+    if let Record::Practice(p) = &mut rec {
+        p.title = "Hijacked".into();
+    }
+    let actor = automerge::ActorId::from(porto.id().as_bytes().to_vec());
+    let change = intercity_protocol::doc::edit_document(&mut doc, actor, &rec, "hijack")
+        .expect("edit")
+        .expect("change");
+    let e = sign_entry(
+        porto.city.key(),
+        Scope::Federation,
+        1,
+        Hash32::default(),
+        pid,
+        change.raw_bytes(),
+        0,
+    );
+    porto
+        .city
+        .ingest_remote(&e.encode(), change.raw_bytes())
+        .expect("stored as rejected");
+    let rejected = |c: &City| {
+        c.history(pid)
+            .expect("history")
+            .iter()
+            .filter(|h| h.status == "rejected")
+            .count()
+    };
+    assert!(
+        eventually(WAIT, || rejected(&milan.city) == 1
+            && rejected(&brno.city) == 1
+            && rejected(&porto.city) == 1)
+        .await
+    );
+    for c in [&milan.city, &brno.city, &porto.city] {
+        assert_eq!(c.record(pid).expect("record").title(), "FabriQ");
+    }
+}
