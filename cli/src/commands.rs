@@ -259,7 +259,12 @@ pub fn print_list(
     kind: intercity_protocol::record::Kind,
     title: &str,
 ) -> anyhow::Result<()> {
-    let rows = city.list(Some(kind))?;
+    // Deleted (withdrawn) records keep their history but leave the listings.
+    let rows: Vec<_> = city
+        .list(Some(kind))?
+        .into_iter()
+        .filter(|r| !r.deleted)
+        .collect();
     if ctx.ui.is_json() {
         ctx.ui.json(&rows)?;
         return Ok(());

@@ -36,6 +36,9 @@ pub enum Command {
     /// Show a practice
     #[command(after_help = "Example:\n  intercity practice show 3f2a")]
     Show(ShowArgs),
+    /// Withdraw a practice (owner only): it leaves the listings; its signed history stays
+    #[command(after_help = "Example:\n  intercity practice delete 3f2a")]
+    Delete(ShowArgs),
     /// List the practices held by this node
     #[command(after_help = "Example:\n  intercity practice list --json | jq -r '.[].title'")]
     List,
@@ -172,6 +175,21 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                 ctx,
                 &id.to_string(),
                 &format!("Updated practice {id}: {}", changed.join(", ")),
+                false,
+            )
+        }
+        Command::Delete(args) => {
+            let id = city.resolve_kind(&args.id, Kind::Practice)?;
+            city.edit(id, "delete practice", |r| {
+                if let Record::Practice(p) = r {
+                    p.deleted = true;
+                }
+                Ok(())
+            })?;
+            done(
+                ctx,
+                &id.to_string(),
+                &format!("Deleted practice {id}"),
                 false,
             )
         }

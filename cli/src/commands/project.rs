@@ -37,6 +37,9 @@ pub enum Command {
     /// Show a project
     #[command(after_help = "Example:\n  intercity project show 9c1e")]
     Show(ShowArgs),
+    /// Withdraw a project (owner only): it leaves the listings; its signed history stays
+    #[command(after_help = "Example:\n  intercity project delete 3f2a")]
+    Delete(ShowArgs),
     /// List the projects held by this node
     #[command(after_help = "Example:\n  intercity project list --json")]
     List,
@@ -184,6 +187,21 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                 ctx,
                 &id.to_string(),
                 &format!("Updated project {id}: {}", changed.join(", ")),
+                false,
+            )
+        }
+        Command::Delete(args) => {
+            let id = city.resolve_kind(&args.id, Kind::Project)?;
+            city.edit(id, "delete project", |r| {
+                if let Record::Project(p) = r {
+                    p.deleted = true;
+                }
+                Ok(())
+            })?;
+            done(
+                ctx,
+                &id.to_string(),
+                &format!("Deleted project {id}"),
                 false,
             )
         }
