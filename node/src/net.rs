@@ -678,8 +678,12 @@ impl EventLoop {
     }
 
     fn request_range(&mut self, peer: PeerId, feed: FeedId, from: u64) {
+        // One fetch per feed at a time across all peers: the same entries are not pulled twice.
+        if self.peers.values().any(|p| p.inflight.contains(&feed)) {
+            return;
+        }
         let p = self.peers.entry(peer).or_default();
-        if p.inflight.contains(&feed) || p.inflight.len() >= MAX_INFLIGHT_RANGES {
+        if p.inflight.len() >= MAX_INFLIGHT_RANGES {
             return;
         }
         p.inflight.insert(feed);

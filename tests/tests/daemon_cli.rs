@@ -1,0 +1,170 @@
+//! The CLI against running daemons: two `intercity node run` processes; a record added with the
+//! CLI on one city shows up in the CLI listing of the other.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("INTERCITY_BIN") {
+        return PathBuf::from(p);
+    }
+    let mut dir = std::env::current_exe()
+        .expect("exe")
+        .parent()
+        .expect("dir")
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("intercity")
+}
+
+fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run intercity");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn id_of(dir: &Path) -> String {
+    let (ok, out, err) = cli(dir, &["whoami", "--json"]);
+    assert!(ok, "{err}");
+    serde_json::from_str::<serde_json::Value>(&out).expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run_daemon(dir: &Path, port: u16) -> Daemon {
+    let child = Command::new(bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .args([
+            "node",
+            "run",
+            "--listen",
+            &format!("/ip4/127.0.0.1/tcp/{port}"),
+            "--no-mdns",
+            "--anti-entropy-secs",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn daemon");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.join("control.sock").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not open its control socket"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Daemon(child)
+}
+
+#[test]
+fn a_record_added_through_one_daemon_is_listed_on_the_peer() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (milan, brno) = (tmp.path().join("milan"), tmp.path().join("brno"));
+    assert!(cli(&milan, &["init", "--city", "Milan", "--country", "IT"]).0);
+    assert!(cli(&brno, &["init", "--city", "Brno", "--country", "CZ"]).0);
+    let (milan_id, brno_id) = (id_of(&milan), id_of(&brno));
+    let (pm, pb) = (free_port(), free_port());
+    // Offline roster setup: Milan knows where Brno listens; Brno trusts Milan.
+    let addr = format!("/ip4/127.0.0.1/tcp/{pb}");
+    assert!(
+        cli(
+            &milan,
+            &["peers", "add", &brno_id, "--name", "Brno", "--addr", &addr]
+        )
+        .0
+    );
+    assert!(cli(&brno, &["peers", "add", &milan_id, "--name", "Milan"]).0);
+    let mut brno_daemon = run_daemon(&brno, pb);
+    let _milan_daemon = run_daemon(&milan, pm);
+
+    // While the daemon runs, the CLI goes through it (the store is locked by the daemon).
+    let (ok, out, err) = cli(
+        &milan,
+        &[
+            "practice",
+            "add",
+            "--title",
+            "FabriQ",
+            "--summary",
+            "Milan's first social innovation incubator",
+            "--json",
+        ],
+    );
+    assert!(ok, "add through the daemon failed: {err}");
+    let id = serde_json::from_str::<serde_json::Value>(&out).expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out, _) = cli(&brno, &["practice", "list", "--json"]);
+        if ok && out.contains(&id) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Brno never listed Milan's practice: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok, out, _) = cli(&brno, &["status", "--json"]);
+    assert!(ok);
+    let status: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(status["daemon"], true);
+    assert!(
+        status["peers"]
+            .as_array()
+            .expect("peers")
+            .iter()
+            .any(|p| p["id"] == milan_id.as_str() && p["connected"] == true),
+        "{out}"
+    );
+
+    // SIGTERM: a graceful shutdown, then the CLI opens the store directly again.
+    let pid = brno_daemon.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let status = brno_daemon.0.wait().expect("wait");
+    assert!(status.success(), "daemon exit: {status}");
+    let (ok, out, err) = cli(&brno, &["practice", "show", &id[..8], "--json"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("FabriQ"));
+}
