@@ -21,7 +21,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use intercity_protocol::entry::{DocId, FeedId, SIGNED_ENTRY_LEN, Scope, SignedEntry};
 use intercity_protocol::identity::CityId;
 use intercity_protocol::ingest::{IngestError, Status, Verdict};
-use intercity_protocol::record::{Kind, Record};
+use intercity_protocol::record::Record;
 use intercity_protocol::sync::{
     self, BATCH_TARGET_BYTES, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, Request, Response, WireEntry,
 };
@@ -625,10 +625,20 @@ impl EventLoop {
             return out;
         };
         let who = city.to_string();
-        for s in self.city.list(Some(Kind::Group)).unwrap_or_default() {
-            let Ok(id) = s.id.parse::<DocId>() else {
-                continue;
-            };
+        // The groups held are the group scopes of the feeds held (a handful), not a scan of
+        // every record.
+        let groups: HashSet<DocId> = self
+            .city
+            .store()
+            .feeds()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(f, _)| match f.scope {
+                Scope::Group(id) => Some(id),
+                Scope::Federation => None,
+            })
+            .collect();
+        for id in groups {
             if let Ok(Record::Group(g)) = self.city.record(id)
                 && g.members.contains_key(&who)
             {

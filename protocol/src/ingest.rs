@@ -475,6 +475,10 @@ struct Work<'a, L: Ledger> {
 
 impl<L: Ledger> Work<'_, L> {
     fn doc(&mut self, id: DocId) -> Result<Option<&Automerge>, LedgerError> {
+        // A document changed earlier in this ingestion lives in the commit.
+        if self.commit.docs.contains_key(&id) {
+            return Ok(self.commit.docs.get(&id).map(|u| &u.doc));
+        }
         if !self.docs.contains_key(&id) {
             let loaded = self.ledger.doc(&id)?;
             self.docs.insert(id, loaded);
@@ -535,8 +539,12 @@ impl<L: Ledger> Work<'_, L> {
                     .docs
                     .get(&h.doc)
                     .map_or(h.timestamp, |u| u.updated.max(h.timestamp));
-                let merged = doc::read_record(&doc, None).ok();
-                self.docs.insert(h.doc, Some(doc.clone()));
+                // With the change as the only head, the merged record is the one just read.
+                let merged = if doc.get_heads() == [hash] {
+                    None
+                } else {
+                    doc::read_record(&doc, None).ok()
+                };
                 self.commit.docs.insert(
                     h.doc,
                     DocUpdate {
