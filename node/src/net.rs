@@ -446,6 +446,7 @@ pub async fn spawn(
         pending: HashMap::new(),
         banned: HashMap::new(),
         listening: listening.clone(),
+        trusted: HashSet::new(),
     };
     event_loop.apply_roster();
     for addr in event_loop.cfg.dial.clone() {
@@ -466,6 +467,8 @@ struct EventLoop {
     pending: HashMap<OutboundRequestId, (PeerId, Pending)>,
     banned: HashMap<PeerId, Instant>,
     listening: Vec<Multiaddr>,
+    /// This city and the unblocked roster cities, refreshed with the roster.
+    trusted: HashSet<CityId>,
 }
 
 impl EventLoop {
@@ -508,6 +511,8 @@ impl EventLoop {
     /// Syncs the allow list with the roster and dials roster cities we are not connected to.
     fn apply_roster(&mut self) {
         let roster = self.city.roster().unwrap_or_default();
+        self.trusted = roster.iter().filter(|e| !e.blocked).map(|e| e.id).collect();
+        self.trusted.insert(self.city.id());
         let allowed: Vec<PeerId> = self
             .swarm
             .behaviour()
@@ -810,7 +815,7 @@ impl EventLoop {
         // Entries by cities outside the roster are not ours to judge: dropped, not held against
         // the peer that relayed them.
         if let Ok(e) = SignedEntry::decode(entry)
-            && !self.city.trusts(&e.header.author).unwrap_or(false)
+            && !self.trusted.contains(&e.header.author)
         {
             return Outcome::Skipped;
         }
