@@ -220,6 +220,21 @@ pub fn done(ctx: &Ctx, id: &str, confirmation: &str, print_id: bool) -> anyhow::
     Ok(())
 }
 
+/// `practice delete` / `project delete`: the owner's tombstone edit.
+pub fn delete(
+    ctx: &Ctx,
+    city: &Client,
+    prefix: &str,
+    kind: intercity_protocol::record::Kind,
+) -> anyhow::Result<()> {
+    let id = city.resolve_kind(prefix, kind)?;
+    city.edit(id, &format!("delete {kind}"), |r| {
+        r.set_deleted(true);
+        Ok(())
+    })?;
+    done(ctx, &id.to_string(), &format!("Deleted {kind} {id}"), false)
+}
+
 /// The record's JSON with its `"id"` first.
 pub fn with_id(id: &str, record: &Record) -> serde_json::Value {
     let mut out = serde_json::Map::new();

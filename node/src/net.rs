@@ -748,8 +748,7 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (pid, addr) in found {
-                    let trusted =
-                        city_id(&pid).is_some_and(|c| self.city.trusts(&c).unwrap_or(false));
+                    let trusted = city_id(&pid).is_some_and(|c| self.trusted.contains(&c));
                     if trusted && !self.swarm.is_connected(&pid) && !self.banned.contains_key(&pid)
                     {
                         let opts = DialOpts::peer_id(pid)

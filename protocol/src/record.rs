@@ -574,6 +574,15 @@ impl Record {
         }
     }
 
+    /// Withdraws (or restores) a practice or project; a group has no tombstone.
+    pub fn set_deleted(&mut self, deleted: bool) {
+        match self {
+            Record::Practice(p) => p.deleted = deleted,
+            Record::Project(p) => p.deleted = deleted,
+            Record::Group(_) => {}
+        }
+    }
+
     /// City ids the owner allows to edit; empty for a group.
     pub fn editors(&self) -> &[String] {
         match self {

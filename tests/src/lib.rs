@@ -1,12 +1,13 @@
 //! End-to-end test support for Intercity: [`TestNode`] starts a real city node — real libp2p on
 //! 127.0.0.1, real RocksDB in a temporary directory — in the test's tokio runtime.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use intercity_node::City;
 use intercity_node::daemon::Daemon;
-use intercity_node::net::NetConfig;
+use intercity_node::net::{NetConfig, NetHandle, NetStatus};
 use intercity_protocol::entry::FeedId;
 use intercity_protocol::identity::{CityId, CityKey};
 use tokio_util::sync::CancellationToken;
@@ -95,6 +96,16 @@ impl TestNode {
         self.city.id()
     }
 
+    /// The network handle of the running node.
+    pub fn net(&self) -> &NetHandle {
+        &self.daemon.as_ref().expect("running").net
+    }
+
+    /// The running node's network status.
+    pub async fn status(&self) -> NetStatus {
+        self.net().status().await.expect("status")
+    }
+
     /// The first listen address.
     pub fn addr(&self) -> String {
         self.daemon.as_ref().expect("running").listening[0].to_string()
@@ -150,4 +161,59 @@ pub async fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bo
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     done()
+}
+
+/// The `intercity` binary. It belongs to another package (`intercity-cli`), so cargo does not
+/// set `CARGO_BIN_EXE_intercity` here; we build it (a no-op when it is fresh) and take it from
+/// the target directory this test runs from.
+pub fn intercity_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("INTERCITY_BIN")
+            .or_else(|| std::env::var_os("CARGO_BIN_EXE_intercity"))
+        {
+            return PathBuf::from(path);
+        }
+        let exe = std::env::current_exe().expect("test executable path");
+        let mut profile_dir = exe
+            .parent()
+            .expect("test executable directory")
+            .to_path_buf();
+        if profile_dir.ends_with("deps") {
+            profile_dir.pop();
+        }
+        let bin = profile_dir.join(format!("intercity{}", std::env::consts::EXE_SUFFIX));
+        // `cargo test --workspace` builds the binary with the tests; build it only when a
+        // narrower invocation did not.
+        if !bin.exists()
+            && let (Some(cargo), Some(target)) = (std::env::var_os("CARGO"), profile_dir.parent())
+        {
+            let mut build = std::process::Command::new(cargo);
+            build
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "intercity-cli",
+                    "--bin",
+                    "intercity",
+                ])
+                .env("CARGO_TARGET_DIR", target);
+            if profile_dir.ends_with("release") {
+                build.arg("--release");
+            }
+            let out = build.output().expect("run cargo build");
+            assert!(
+                out.status.success(),
+                "cargo build -p intercity-cli failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            bin.exists(),
+            "{} not found; run `cargo build -p intercity-cli`",
+            bin.display()
+        );
+        bin
+    })
 }

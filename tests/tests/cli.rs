@@ -1,68 +1,16 @@
 //! The `intercity` binary end to end: real processes, real RocksDB in temporary directories.
 //! Every invocation is a separate process, so each test also checks that data persists.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
-use std::sync::OnceLock;
 
 use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// The `intercity` binary. It belongs to another package (`intercity-cli`), so cargo does not
-/// set `CARGO_BIN_EXE_intercity` here; we build it (a no-op when it is fresh) and take it from
-/// the target directory this test runs from.
 fn bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(path) = std::env::var_os("INTERCITY_BIN")
-            .or_else(|| std::env::var_os("CARGO_BIN_EXE_intercity"))
-        {
-            return PathBuf::from(path);
-        }
-        let exe = std::env::current_exe().expect("test executable path");
-        let mut profile_dir = exe
-            .parent()
-            .expect("test executable directory")
-            .to_path_buf();
-        if profile_dir.ends_with("deps") {
-            profile_dir.pop();
-        }
-        let bin = profile_dir.join(format!("intercity{}", std::env::consts::EXE_SUFFIX));
-        // `cargo test --workspace` builds the binary with the tests; build it only when a
-        // narrower invocation did not.
-        if !bin.exists()
-            && let (Some(cargo), Some(target)) = (std::env::var_os("CARGO"), profile_dir.parent())
-        {
-            let mut build = std::process::Command::new(cargo);
-            build
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "intercity-cli",
-                    "--bin",
-                    "intercity",
-                ])
-                .env("CARGO_TARGET_DIR", target);
-            if profile_dir.ends_with("release") {
-                build.arg("--release");
-            }
-            let out = build.output().expect("run cargo build");
-            assert!(
-                out.status.success(),
-                "cargo build -p intercity-cli failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        assert!(
-            bin.exists(),
-            "{} not found; run `cargo build -p intercity-cli`",
-            bin.display()
-        );
-        bin
-    })
+    intercity_tests::intercity_bin()
 }
 
 /// One city's data directory.

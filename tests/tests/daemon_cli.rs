@@ -1,27 +1,12 @@
 //! The CLI against running daemons: two `intercity node run` processes; a record added with the
 //! CLI on one city shows up in the CLI listing of the other.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("INTERCITY_BIN") {
-        return PathBuf::from(p);
-    }
-    let mut dir = std::env::current_exe()
-        .expect("exe")
-        .parent()
-        .expect("dir")
-        .to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir.join("intercity")
-}
-
 fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin())
+    let out = Command::new(intercity_tests::intercity_bin())
         .arg("--data-dir")
         .arg(dir)
         .args(args)
@@ -61,7 +46,7 @@ impl Drop for Daemon {
 }
 
 fn run_daemon(dir: &Path, port: u16) -> Daemon {
-    let child = Command::new(bin())
+    let child = Command::new(intercity_tests::intercity_bin())
         .arg("--data-dir")
         .arg(dir)
         .args([

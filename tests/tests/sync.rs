@@ -245,14 +245,7 @@ async fn outsiders_get_nothing_and_group_entries_stay_in_the_group() {
         "the stranger received records"
     );
     assert!(stranger.heads().is_empty());
-    let status = milan
-        .daemon
-        .as_ref()
-        .expect("running")
-        .net
-        .status()
-        .await
-        .expect("status");
+    let status = milan.status().await;
     let s = status
         .peers
         .iter()
@@ -318,9 +311,9 @@ async fn forged_entries_are_dropped_the_sender_is_cut_off_and_honest_sync_contin
         entry: broken_chain.encode().to_vec(),
         payload: b"x".to_vec(),
     });
-    let net = &mallory.daemon.as_ref().expect("running").net;
+    let net = mallory.net();
     net.push_raw(&milan.id(), forged).await.expect("push");
-    let milan_net = milan.daemon.as_ref().expect("running").net.clone();
+    let milan_net = milan.net().clone();
     let mallory_id = mallory.id().to_string();
     let cut_off = eventually(WAIT, || {
         let status = futures_lite_block(&milan_net);

@@ -178,21 +178,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                 false,
             )
         }
-        Command::Delete(args) => {
-            let id = city.resolve_kind(&args.id, Kind::Practice)?;
-            city.edit(id, "delete practice", |r| {
-                if let Record::Practice(p) = r {
-                    p.deleted = true;
-                }
-                Ok(())
-            })?;
-            done(
-                ctx,
-                &id.to_string(),
-                &format!("Deleted practice {id}"),
-                false,
-            )
-        }
+        Command::Delete(args) => super::delete(ctx, &city, &args.id, Kind::Practice),
         Command::Show(args) => {
             let id = city.resolve_kind(&args.id, Kind::Practice)?;
             let record = city.record(id)?;

@@ -190,21 +190,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                 false,
             )
         }
-        Command::Delete(args) => {
-            let id = city.resolve_kind(&args.id, Kind::Project)?;
-            city.edit(id, "delete project", |r| {
-                if let Record::Project(p) = r {
-                    p.deleted = true;
-                }
-                Ok(())
-            })?;
-            done(
-                ctx,
-                &id.to_string(),
-                &format!("Deleted project {id}"),
-                false,
-            )
-        }
+        Command::Delete(args) => super::delete(ctx, &city, &args.id, Kind::Project),
         Command::Show(args) => {
             let id = city.resolve_kind(&args.id, Kind::Project)?;
             let record = city.record(id)?;

@@ -93,14 +93,7 @@ async fn main() {
     );
     let mut wire = 0u64;
     for n in &nodes {
-        let st = n
-            .daemon
-            .as_ref()
-            .expect("running")
-            .net
-            .status()
-            .await
-            .expect("status");
+        let st = n.status().await;
         wire += st.peers.iter().map(|p| p.bytes_received).sum::<u64>();
     }
     let delivered = want * (nodes_n as u64 - 1);
