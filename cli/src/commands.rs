@@ -3,14 +3,17 @@
 pub mod agenda;
 pub mod completions;
 pub mod demo;
+pub mod exchange;
 pub mod group;
 pub mod history;
 pub mod init;
 pub mod invite;
+pub mod man;
 pub mod node;
 pub mod peers;
 pub mod practice;
 pub mod project;
+pub mod query;
 pub mod status;
 pub mod whoami;
 
@@ -72,6 +75,21 @@ pub enum Command {
     /// Meeting agendas of working groups, and their items
     #[command(subcommand, after_help = agenda::HELP)]
     Agenda(agenda::Command),
+    /// Search practices, projects, groups and agendas: ranked, with highlighted snippets
+    #[command(after_help = query::SEARCH_HELP)]
+    Search(query::SearchArgs),
+    /// List practices, projects, groups and agendas, filtered and sorted
+    #[command(after_help = query::LIST_HELP)]
+    List(query::ListArgs),
+    /// Export records (JSON, JSON Lines, CSV) or meetings (iCalendar)
+    #[command(after_help = exchange::EXPORT_HELP)]
+    Export(exchange::ExportArgs),
+    /// Import practices and projects from JSON Lines or CSV, signed by this city
+    #[command(after_help = exchange::IMPORT_HELP)]
+    Import(exchange::ImportArgs),
+    /// Rebuild the search catalog from the stored records
+    #[command(after_help = "Example:\n  intercity reindex")]
+    Reindex,
     /// Every change to a record: when, by which city, verified or rejected
     #[command(after_help = history::HELP)]
     History(history::Args),
@@ -93,6 +111,9 @@ pub enum Command {
     /// Print a shell completion script
     #[command(after_help = completions::HELP)]
     Completions(completions::Args),
+    /// Print the manual: a man page, one page per command, or the Markdown reference
+    #[command(after_help = man::HELP)]
+    Man(man::Args),
 }
 
 /// What every command gets: where the city lives and how to print.
@@ -146,6 +167,12 @@ pub fn run(cli: Cli, color: ColorChoice) -> anyhow::Result<()> {
         Command::Invite(cmd) => invite::run(&ctx, cmd),
         Command::Demo(args) => demo::run(&ctx, args),
         Command::Completions(args) => completions::run(args),
+        Command::Search(args) => query::search(&ctx, args),
+        Command::List(args) => query::list(&ctx, args),
+        Command::Export(args) => exchange::export(&ctx, args),
+        Command::Import(args) => exchange::import(&ctx, args),
+        Command::Reindex => query::reindex(&ctx),
+        Command::Man(args) => man::run(args),
     }
 }
 
@@ -264,38 +291,6 @@ pub fn commit_edit(
         Ok(())
     })?;
     Ok(changed)
-}
-
-/// Prints the listing of one kind of record: a table, or with --json an array of summaries
-/// (`id`, `kind`, `title`, `city`, `owner`, `scope`, `updated`).
-pub fn print_list(
-    ctx: &Ctx,
-    city: &Client,
-    kind: intercity_protocol::record::Kind,
-    title: &str,
-) -> anyhow::Result<()> {
-    // Deleted (withdrawn) records keep their history but leave the listings.
-    let rows: Vec<_> = city
-        .list(Some(kind))?
-        .into_iter()
-        .filter(|r| !r.deleted)
-        .collect();
-    if ctx.ui.is_json() {
-        ctx.ui.json(&rows)?;
-        return Ok(());
-    }
-    let n = short_id_len(city)?;
-    let mut table = ctx.ui.table(&["ID", title, "CITY", "UPDATED"]);
-    for r in &rows {
-        table.add_row(vec![
-            crate::ui::short(&r.id, n).to_string(),
-            r.title.clone(),
-            r.city.clone(),
-            crate::ui::iso8601(r.updated),
-        ]);
-    }
-    ctx.ui.print_table(&table)?;
-    Ok(())
 }
 
 /// How many characters of a record id tables show: at least 8, unique among all records.

@@ -82,8 +82,12 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 CliError::Ambiguous { .. } | CliError::Invalid(_) => USAGE,
             };
         }
-        if cause.downcast_ref::<StoreError>().is_some() {
-            return STORE;
+        if let Some(e) = cause.downcast_ref::<StoreError>() {
+            return if matches!(e, StoreError::Query(_)) {
+                USAGE
+            } else {
+                STORE
+            };
         }
         if cause.downcast_ref::<RecordError>().is_some()
             || cause.downcast_ref::<IdentityError>().is_some()
@@ -101,7 +105,8 @@ fn city_code(e: &CityError) -> u8 {
         | CityError::Ambiguous { .. }
         | CityError::Unchanged
         | CityError::Exists(_) => USAGE,
-        CityError::Identity(IdentityError::BadCityId(_)) => USAGE,
+        CityError::Identity(IdentityError::BadCityId(_))
+        | CityError::Store(StoreError::Query(_)) => USAGE,
         CityError::Store(_)
         | CityError::NoCity(_)
         | CityError::KeyPermissions { .. }

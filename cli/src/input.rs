@@ -31,6 +31,42 @@ pub fn date(s: &str) -> Result<String, String> {
     }
 }
 
+/// A partner sector: private, ngo, university or public.
+pub fn sector(s: &str) -> Result<Sector, String> {
+    s.trim().parse::<Sector>().map_err(|e| e.to_string())
+}
+
+/// A project status or an agenda status.
+pub fn status(s: &str) -> Result<String, String> {
+    let s = s.trim().to_ascii_lowercase();
+    let known = [
+        "planned",
+        "running",
+        "completed",
+        "draft",
+        "published",
+        "held",
+    ];
+    if known.contains(&s.as_str()) {
+        Ok(s)
+    } else {
+        Err(format!(
+            "`{s}` is not a status; use one of {}",
+            known.join(", ")
+        ))
+    }
+}
+
+/// An order of results.
+pub fn sort(s: &str) -> Result<intercity_node::catalog::Sort, String> {
+    s.parse()
+}
+
+/// A kind of catalog unit.
+pub fn unit_kind(s: &str) -> Result<intercity_node::catalog::UnitKind, String> {
+    s.parse()
+}
+
 /// A partner organisation `NAME:SECTOR`, sector one of private, ngo, university, public.
 pub fn partner(s: &str) -> Result<Partner, String> {
     let sectors = Sector::ALL

@@ -24,7 +24,42 @@ use intercity_protocol::record::{Kind, Record, RecordError};
 use intercity_protocol::sync::WireEntry;
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::{Found, Query};
+use crate::exchange::{Exported, Imported, Provenance};
 use crate::store::{RecordSummary, Store, StoreError};
+
+/// What an import did (or, in a dry run, would do) with one record.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportOutcome {
+    /// A new record was created.
+    Created,
+    /// An existing record of this city was updated.
+    Updated,
+    /// The record already had this content.
+    Unchanged,
+    /// Dry run: would be created.
+    WouldCreate,
+    /// Dry run: would update the record.
+    WouldUpdate,
+    /// Refused; see the error.
+    Failed,
+}
+
+/// The result of importing one record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ImportResult {
+    /// Line in the file.
+    pub line: usize,
+    /// What happened.
+    pub outcome: ImportOutcome,
+    /// The record id (created or updated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
 
 /// Errors of local city operations. Each message says what to do next.
 #[derive(Debug, thiserror::Error)]
@@ -303,10 +338,19 @@ impl City {
 
     /// Creates a record authored by this city; returns its id.
     pub fn create(&self, record: &Record, message: &str) -> Result<DocId, CityError> {
+        self.create_with(record, message, true)
+    }
+
+    fn create_with(&self, record: &Record, message: &str, sync: bool) -> Result<DocId, CityError> {
         record.validate()?;
         let (_doc, change) = doc::new_document(self.actor(), record, message)?;
         let id = DocId::for_genesis(&change.hash());
-        self.publish(id, ingest::scope_of(record.kind(), id), change.raw_bytes())?;
+        self.publish(
+            id,
+            ingest::scope_of(record.kind(), id),
+            change.raw_bytes(),
+            sync,
+        )?;
         Ok(id)
     }
 
@@ -317,20 +361,216 @@ impl City {
         message: &str,
         f: impl FnOnce(&mut Record) -> Result<(), CityError>,
     ) -> Result<Record, CityError> {
+        self.edit_with(id, message, f, true)
+    }
+
+    fn edit_with(
+        &self,
+        id: DocId,
+        message: &str,
+        f: impl FnOnce(&mut Record) -> Result<(), CityError>,
+        sync: bool,
+    ) -> Result<Record, CityError> {
         let mut doc = self.load(id)?;
         let mut record = doc::read_record(&doc, None)?;
         f(&mut record)?;
         record.validate()?;
         let change = doc::edit_document(&mut doc, self.actor(), &record, message)?
             .ok_or(CityError::Unchanged)?;
-        self.publish(id, ingest::scope_of(record.kind(), id), change.raw_bytes())?;
+        self.publish(
+            id,
+            ingest::scope_of(record.kind(), id),
+            change.raw_bytes(),
+            sync,
+        )?;
         Ok(record)
+    }
+
+    /// Answers a catalog query (search or filtered listing).
+    pub fn query(&self, query: &Query) -> Result<Found, CityError> {
+        Ok(self.store.query(query)?)
+    }
+
+    /// Rebuilds the catalog from the documents; returns the number of units indexed.
+    pub fn reindex(&self) -> Result<usize, CityError> {
+        let _guard = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(self.store.reindex()?)
+    }
+
+    /// Imports records as this city's (each becomes a signed entry; an `id` naming a record
+    /// this city may edit updates it). With `dry_run` nothing is written and the result says
+    /// what would happen. A record that fails writes nothing.
+    pub fn import(&self, items: Vec<Imported>, dry_run: bool) -> Vec<ImportResult> {
+        let mut out = Vec::with_capacity(items.len());
+        let mut wrote = false;
+        for item in items {
+            let line = item.line;
+            let result = self.import_one(item, dry_run);
+            wrote |= matches!(
+                result,
+                Ok((ImportOutcome::Created | ImportOutcome::Updated, _))
+            );
+            out.push(match result {
+                Ok((outcome, id)) => ImportResult {
+                    line,
+                    outcome,
+                    id,
+                    error: None,
+                },
+                Err(e) => ImportResult {
+                    line,
+                    outcome: ImportOutcome::Failed,
+                    id: None,
+                    error: Some(e.to_string()),
+                },
+            });
+        }
+        if wrote && let Err(e) = self.store.sync_wal() {
+            tracing::warn!(error = %e, "syncing imported entries");
+        }
+        out
+    }
+
+    fn import_one(
+        &self,
+        item: Imported,
+        dry_run: bool,
+    ) -> Result<(ImportOutcome, Option<String>), CityError> {
+        let me = self.id().to_string();
+        let mut record = item.record;
+        match &mut record {
+            Record::Practice(p) => {
+                p.owner.clone_from(&me);
+                if p.language.is_empty() {
+                    p.language = "en".into();
+                }
+                if p.city.is_empty() {
+                    p.city.clone_from(&self.profile.name);
+                }
+            }
+            Record::Project(p) => {
+                p.owner.clone_from(&me);
+                if p.lead_city.is_empty() {
+                    p.lead_city.clone_from(&self.profile.name);
+                }
+            }
+            Record::Group(_) => {
+                return Err(CityError::Rejected(
+                    "groups cannot be imported; create one with `intercity group create`".into(),
+                ));
+            }
+        }
+        let existing = match &item.id {
+            Some(id) => {
+                let id: DocId = id.parse().map_err(|_| {
+                    CityError::Record(RecordError::Invalid {
+                        field: "id".into(),
+                        reason: format!("`{id}` is not a record id (32 hex characters)"),
+                    })
+                })?;
+                self.store.doc(&id)?.map(|_| id)
+            }
+            None => None,
+        };
+        let Some(id) = existing else {
+            record.validate()?;
+            if dry_run {
+                return Ok((ImportOutcome::WouldCreate, None));
+            }
+            let message = format!("import {} '{}'", record.kind(), record.title());
+            let id = self.create_with(&record, &message, false)?;
+            return Ok((ImportOutcome::Created, Some(id.to_string())));
+        };
+        let current = self.record(id)?;
+        if current.kind() != record.kind() {
+            return Err(CityError::WrongKind {
+                id: id.to_string(),
+                expected: record.kind(),
+                found: current.kind(),
+            });
+        }
+        let owner = current.owner().unwrap_or_default().to_string();
+        if owner != me && !current.editors().contains(&me) {
+            return Err(CityError::Rejected(format!(
+                "record {id} belongs to {owner} and this city may not edit it; remove its id to import a copy"
+            )));
+        }
+        match &mut record {
+            Record::Practice(p) => p.owner = owner,
+            Record::Project(p) => p.owner = owner,
+            Record::Group(_) => {}
+        }
+        record.validate()?;
+        if current == record {
+            return Ok((ImportOutcome::Unchanged, Some(id.to_string())));
+        }
+        if dry_run {
+            return Ok((ImportOutcome::WouldUpdate, Some(id.to_string())));
+        }
+        let message = format!("import: update {} '{}'", record.kind(), record.title());
+        match self.edit_with(
+            id,
+            &message,
+            |r| {
+                *r = record;
+                Ok(())
+            },
+            false,
+        ) {
+            Ok(_) => Ok((ImportOutcome::Updated, Some(id.to_string()))),
+            Err(CityError::Unchanged) => Ok((ImportOutcome::Unchanged, Some(id.to_string()))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records with their provenance, for export.
+    pub fn export(&self, ids: &[String]) -> Result<Vec<Exported>, CityError> {
+        ids.iter()
+            .map(|id| {
+                let doc: DocId = id.parse().map_err(|_| CityError::NotFound(id.clone()))?;
+                Ok(Exported {
+                    id: id.clone(),
+                    record: self.record(doc)?,
+                    provenance: self.provenance(doc)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Who created and last changed a record, every accepted change re-verified.
+    pub fn provenance(&self, id: DocId) -> Result<Provenance, CityError> {
+        let accepted: Vec<HistoryItem> = self
+            .history(id)?
+            .into_iter()
+            .filter(|h| h.status == "accepted")
+            .collect();
+        let first = accepted.first();
+        let last = accepted.last();
+        Ok(Provenance {
+            created_by: first.map(|h| h.author.to_string()).unwrap_or_default(),
+            last_change_by: last.map(|h| h.author.to_string()).unwrap_or_default(),
+            updated: last
+                .map(|h| crate::exchange::iso8601(h.timestamp))
+                .unwrap_or_default(),
+            last_entry: last.map(|h| h.entry.clone()).unwrap_or_default(),
+            changes: accepted.len(),
+            verified: !accepted.is_empty() && accepted.iter().all(|h| h.verified),
+        })
     }
 
     /// Signs `payload` as the next entry of this city's feed in `scope` and stores it, synced.
     /// Runs the same pipeline as for a peer's entry first: an edit every node would reject is
     /// refused here and nothing is written.
-    fn publish(&self, doc: DocId, scope: Scope, payload: &[u8]) -> Result<SignedEntry, CityError> {
+    fn publish(
+        &self,
+        doc: DocId,
+        scope: Scope,
+        payload: &[u8],
+        sync: bool,
+    ) -> Result<SignedEntry, CityError> {
         let feed = intercity_protocol::entry::FeedId {
             author: self.id(),
             scope,
@@ -345,7 +585,7 @@ impl City {
         let ingested = ingest::ingest(&self.store, &entry.encode(), payload)?;
         match ingested.verdict {
             Verdict::Stored(Status::Accepted) => {
-                self.store.apply(ingested.commit)?;
+                self.store.apply_with(ingested.commit, sync)?;
                 let outbox = self
                     .outbox
                     .lock()

@@ -8,8 +8,10 @@ use intercity_protocol::identity::CityId;
 use intercity_protocol::record::{Kind, Record};
 use serde::de::DeserializeOwned;
 
-use crate::city::{City, CityError, HistoryItem, Profile};
+use crate::catalog::{Found, Query};
+use crate::city::{City, CityError, HistoryItem, ImportResult, Profile};
 use crate::control::{Category, ControlClient, ControlRequest};
+use crate::exchange::{Exported, Imported};
 use crate::net::NetStatus;
 use crate::roster::RosterEntry;
 use crate::store::RecordSummary;
@@ -273,6 +275,51 @@ impl Client {
                     token: token.to_string(),
                 },
             ),
+        }
+    }
+
+    /// Answers a catalog query.
+    pub fn query(&self, query: &Query) -> Result<Found, CityError> {
+        match self {
+            Client::Local(c) => c.query(query),
+            Client::Daemon { control, .. } => Self::call(
+                control,
+                ControlRequest::Query {
+                    query: query.clone(),
+                },
+            ),
+        }
+    }
+
+    /// Rebuilds the catalog; returns the number of units indexed.
+    pub fn reindex(&self) -> Result<usize, CityError> {
+        match self {
+            Client::Local(c) => c.reindex(),
+            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Reindex),
+        }
+    }
+
+    /// Imports records (see [`City::import`]).
+    pub fn import(
+        &self,
+        items: Vec<Imported>,
+        dry_run: bool,
+    ) -> Result<Vec<ImportResult>, CityError> {
+        match self {
+            Client::Local(c) => Ok(c.import(items, dry_run)),
+            Client::Daemon { control, .. } => {
+                Self::call(control, ControlRequest::Import { items, dry_run })
+            }
+        }
+    }
+
+    /// Records with their provenance.
+    pub fn export(&self, ids: &[String]) -> Result<Vec<Exported>, CityError> {
+        match self {
+            Client::Local(c) => c.export(ids),
+            Client::Daemon { control, .. } => {
+                Self::call(control, ControlRequest::Export { ids: ids.to_vec() })
+            }
         }
     }
 }

@@ -117,6 +117,25 @@ pub enum ControlRequest {
         /// The token.
         token: String,
     },
+    /// A catalog query (search or filtered listing).
+    Query {
+        /// The query.
+        query: crate::catalog::Query,
+    },
+    /// Rebuild the catalog.
+    Reindex,
+    /// Import records.
+    Import {
+        /// The records.
+        items: Vec<crate::exchange::Imported>,
+        /// Check only.
+        dry_run: bool,
+    },
+    /// Records with provenance.
+    Export {
+        /// Record ids.
+        ids: Vec<String>,
+    },
 }
 
 /// An error category, so the CLI can choose its exit code.
@@ -146,6 +165,7 @@ impl CityError {
             | CityError::Unchanged
             | CityError::Exists(_)
             | CityError::WrongKind { .. }
+            | CityError::Store(StoreError::Query(_))
             | CityError::Identity(_) => Category::Invalid,
             CityError::Store(
                 StoreError::Locked(_)
@@ -330,6 +350,10 @@ fn execute_blocking(
             json(city.invite(invitee, &name, addrs, group)?)
         }
         ControlRequest::Accept { token } => json(city.accept_invitation(&token)?),
+        ControlRequest::Query { query } => json(city.query(&query)?),
+        ControlRequest::Reindex => json(city.reindex()?),
+        ControlRequest::Import { items, dry_run } => json(city.import(items, dry_run)),
+        ControlRequest::Export { ids } => json(city.export(&ids)?),
     }
 }
 

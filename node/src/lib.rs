@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`catalog`] — search and filters: an inverted index kept with the documents.
 //! - [`store`] — RocksDB column families; one synced write batch per ingested entry.
 //! - [`city`] — the local city: data directory, key, profile, record operations.
 //! - [`roster`] — the cities this node trusts; invitations.
@@ -9,19 +10,22 @@
 //! - [`control`] — the daemon's local control API on a Unix socket.
 //! - [`client`] — what the CLI uses: the city directly, or the daemon through its socket.
 //! - [`daemon`] — `intercity node run`: config file, network and control socket together.
+//! - [`exchange`] — export and import formats: JSON, JSON Lines, CSV, iCalendar.
 //! - [`demo`] — the local multi-city federation demo.
 //!
 //! The library carries the logic; the `intercity` binary in `cli/` is a thin client.
 
+pub mod catalog;
 pub mod city;
 pub mod client;
 pub mod control;
 pub mod daemon;
 pub mod demo;
+pub mod exchange;
 pub mod net;
 pub mod roster;
 pub mod store;
 
-pub use city::{City, CityError, HistoryItem, Profile};
+pub use city::{City, CityError, HistoryItem, ImportOutcome, ImportResult, Profile};
 pub use client::Client;
 pub use store::{RecordSummary, Store, StoreError};

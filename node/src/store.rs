@@ -13,6 +13,7 @@
 //! | `pending` | doc id (16) · feed (49) · seq (8) | payload length, u64 BE |
 //! | `forks` | feed (49) · seq (8) | [`ForkProof`] encoding |
 //! | `roster` | city id (32) | [`crate::roster::RosterEntry`] (JSON) |
+//! | `units`, `texts`, `postings` | see [`crate::catalog`] | the search and filter catalog |
 //!
 //! Every ingestion is applied as one write batch, synced before it is acknowledged. Documents
 //! are loaded lazily, one at a time, when a query or an entry needs them.
@@ -38,11 +39,12 @@ type Rows = Vec<(Box<[u8]>, Box<[u8]>)>;
 pub type EntryAndPayload = (StoredEntry, Option<Vec<u8>>);
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version 2 added the catalog; a version 1 store is upgraded (indexed) when opened.
+pub const SCHEMA_VERSION: u32 = 2;
 
 const CFS: &[&str] = &[
     "meta", "entries", "heads", "payloads", "docs", "records", "by_doc", "changes", "pending",
-    "forks", "roster",
+    "forks", "roster", "units", "texts", "postings",
 ];
 
 /// Errors opening or using the store.
@@ -78,6 +80,9 @@ pub enum StoreError {
     /// Any other RocksDB failure.
     #[error("store I/O error: {0}")]
     Db(#[from] rocksdb::Error),
+    /// A catalog query is not acceptable.
+    #[error("{0}")]
+    Query(String),
 }
 
 /// One line of the listing index.
@@ -104,7 +109,7 @@ pub struct RecordSummary {
 
 /// The RocksDB-backed store of one city node.
 pub struct Store {
-    db: DB,
+    pub(crate) db: DB,
     path: PathBuf,
 }
 
@@ -138,6 +143,7 @@ impl Store {
             b"schema_version",
             SCHEMA_VERSION.to_be_bytes(),
         );
+        store.catalog_mark_current(&mut batch);
         store.write(batch)?;
         Ok(store)
     }
@@ -167,13 +173,22 @@ impl Store {
                 found: version,
             });
         }
+        if !store.catalog_current()? {
+            let started = std::time::Instant::now();
+            let units = store.reindex()?;
+            tracing::info!(units, elapsed = ?started.elapsed(), "catalog rebuilt");
+        }
+        if version < SCHEMA_VERSION {
+            store.set_meta("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+        }
         Ok(store)
     }
 
     fn open_inner(path: &Path, create: bool) -> Result<Store, StoreError> {
         let mut opts = Options::default();
         opts.create_if_missing(create);
-        opts.create_missing_column_families(create);
+        // Column families added by a newer schema are created when an older store is opened.
+        opts.create_missing_column_families(true);
         opts.set_paranoid_checks(true);
         opts.set_max_open_files(256);
         let cfs = CFS
@@ -187,14 +202,18 @@ impl Store {
     }
 
     #[allow(clippy::expect_used)]
-    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+    pub(crate) fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         // Every name in CFS is created or required at open; a missing one cannot be opened.
         self.db
             .cf_handle(name)
             .expect("column family opened with the store")
     }
 
-    fn corrupt(&self, what: impl std::fmt::Display) -> StoreError {
+    pub(crate) fn classify(&self, e: rocksdb::Error) -> StoreError {
+        classify(&self.path, e)
+    }
+
+    pub(crate) fn corrupt(&self, what: impl std::fmt::Display) -> StoreError {
         StoreError::Corrupt {
             path: self.path.clone(),
             detail: what.to_string(),
@@ -202,21 +221,40 @@ impl Store {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.write_batch(batch, true)
+    }
+
+    /// Writes a batch; `sync` waits for the disk.
+    pub(crate) fn write_batch(&self, batch: WriteBatch, sync: bool) -> Result<(), StoreError> {
         let mut w = WriteOptions::default();
-        w.set_sync(true);
+        w.set_sync(sync);
         self.db
             .write_opt(batch, &w)
             .map_err(|e| classify(&self.path, e))
     }
 
-    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    /// Waits until every write so far is on disk (after a run of unsynced writes).
+    pub fn sync_wal(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true).map_err(|e| classify(&self.path, e))
+    }
+
+    /// The record of a document at its current heads (None if it does not read as a record).
+    pub(crate) fn record_at_head(
+        &self,
+        id: &DocId,
+    ) -> Result<Option<intercity_protocol::record::Record>, StoreError> {
+        let doc = self.doc(id).map_err(|e| self.corrupt(e))?;
+        Ok(doc.and_then(|d| intercity_protocol::doc::read_record(&d, None).ok()))
+    }
+
+    pub(crate) fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.db
             .get_cf(self.cf(cf), key)
             .map_err(|e| classify(&self.path, e))
     }
 
     /// All (key, value) pairs of `cf` whose key starts with `prefix`.
-    fn scan(&self, cf: &str, prefix: &[u8]) -> Result<Rows, StoreError> {
+    pub(crate) fn scan(&self, cf: &str, prefix: &[u8]) -> Result<Rows, StoreError> {
         let mut out = Vec::new();
         for item in self
             .db
@@ -266,6 +304,7 @@ impl Store {
         for (feed, head) in &commit.heads {
             batch.put_cf(self.cf("heads"), feed.to_bytes(), head.encode());
         }
+        let mut delta = crate::catalog::StatsDelta::default();
         for (id, update) in &commit.docs {
             batch.put_cf(self.cf("docs"), id.0, update.doc.save());
             if let Some(record) = &update.record {
@@ -287,8 +326,10 @@ impl Store {
                 };
                 let json = serde_json::to_vec(&summary).map_err(|e| self.corrupt(e))?;
                 batch.put_cf(self.cf("records"), id.0, json);
+                self.catalog_write(&mut batch, id, record, summary.updated, &mut delta)?;
             }
         }
+        self.catalog_finish(&mut batch, &delta)?;
         for (hash, info) in &commit.changes {
             batch.put_cf(self.cf("changes"), hash.0, info.encode());
         }
@@ -310,11 +351,7 @@ impl Store {
                 fork.encode(),
             );
         }
-        if sync {
-            self.write(batch)
-        } else {
-            self.db.write(batch).map_err(|e| classify(&self.path, e))
-        }
+        self.write_batch(batch, sync)
     }
 
     /// Entries of `feed` from seq `from` on, with payloads, at most `max` entries and about

@@ -873,7 +873,7 @@ fn working_group_agenda() {
     assert_eq!(list.len(), 2);
     assert_eq!(list[0]["id"], agenda.as_str(), "sorted by start date");
     assert_eq!(list[0]["items"], 5);
-    assert_eq!(list[1]["host_city"], "Brno");
+    assert_eq!(list[1]["city"], "Brno", "the host city");
     assert!(milan.ok(&["agenda", "list"]).contains("Next meeting"));
     assert!(
         milan

@@ -39,9 +39,16 @@ pub enum Command {
     /// Show an agenda with its items in order
     #[command(after_help = "Example:\n  intercity agenda show 5d1c")]
     Show(AgendaArg),
-    /// List agendas of every group, or of one
-    #[command(after_help = "Example:\n  intercity agenda list --group 7be0")]
-    List(ListArgs),
+    /// List agendas of every group, or of one, earliest first
+    #[command(
+        after_help = "Examples:\n  intercity agenda list --group 7be0\n  intercity agenda list --status published --since 2017-01-01"
+    )]
+    List(super::query::FilterArgs),
+    /// The upcoming meetings: agendas whose last day is today or later, soonest first
+    #[command(
+        after_help = "Examples:\n  intercity agenda next\n  intercity agenda next --group \"Smart Social Inclusion\" --limit 1 --json"
+    )]
+    Next(NextArgs),
     /// Publish an agenda (status: published)
     #[command(after_help = "Example:\n  intercity agenda publish 5d1c")]
     Publish(AgendaArg),
@@ -104,12 +111,15 @@ pub struct AgendaArg {
     agenda: String,
 }
 
-/// `agenda list` arguments.
+/// `agenda next` arguments.
 #[derive(clap::Args, Debug)]
-pub struct ListArgs {
-    /// Only this group's agendas (id or unique prefix)
-    #[arg(long)]
+pub struct NextArgs {
+    /// Only this working group's meetings: group id prefix or exact name
+    #[arg(long, value_name = "GROUP")]
     group: Option<String>,
+    /// Show at most N meetings; 0 shows all
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    limit: usize,
 }
 
 /// `agenda item add` arguments.
@@ -320,7 +330,23 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Show(args) => show(ctx, &find(&city, &args.agenda)?),
-        Command::List(args) => list_agendas(ctx, &city, args.group.as_deref()),
+        Command::List(filters) => {
+            drop(city);
+            super::query::list_kind(ctx, intercity_node::catalog::UnitKind::Agenda, filters)
+        }
+        Command::Next(args) => {
+            drop(city);
+            let filters = super::query::FilterArgs {
+                group: args.group,
+                since: Some(intercity_node::exchange::today(
+                    intercity_node::city::now_ms(),
+                )),
+                sort: Some(intercity_node::catalog::Sort::Date),
+                limit: Some(args.limit),
+                ..Default::default()
+            };
+            super::query::list_kind(ctx, intercity_node::catalog::UnitKind::Agenda, filters)
+        }
         Command::Publish(args) => {
             let mut f = find(&city, &args.agenda)?;
             let a = f.agenda_mut()?;
@@ -499,54 +525,6 @@ fn show(ctx: &Ctx, f: &Found) -> anyhow::Result<()> {
             Cell::new(list(&item.presenters)),
             Cell::new(&item.notes),
             Cell::new(&item.id),
-        ]);
-    }
-    ctx.ui.print_table(&table)?;
-    Ok(())
-}
-
-fn list_agendas(ctx: &Ctx, city: &Client, group_prefix: Option<&str>) -> anyhow::Result<()> {
-    let groups = match group_prefix {
-        Some(p) => vec![group::load(city, p)?],
-        None => groups(city)?,
-    };
-    let mut rows = Vec::new();
-    for (gid, g) in &groups {
-        for (aid, a) in &g.agendas {
-            rows.push((gid, g, aid, a));
-        }
-    }
-    rows.sort_by(|x, y| (&x.3.start, x.2).cmp(&(&y.3.start, y.2)));
-    if ctx.ui.is_json() {
-        let out: Vec<_> = rows
-            .iter()
-            .map(|(gid, g, aid, a)| {
-                json!({
-                    "id": aid, "group": gid.to_string(), "group_name": g.name, "title": a.title,
-                    "start": a.start, "end": a.end, "host_city": a.host_city, "status": a.status,
-                    "items": a.items.len(),
-                })
-            })
-            .collect();
-        ctx.ui.json(&out)?;
-        return Ok(());
-    }
-    let mut table = ctx
-        .ui
-        .table(&["ID", "GROUP", "TITLE", "DATES", "HOST", "STATUS", "ITEMS"]);
-    for (_, g, aid, a) in rows {
-        let dates = match &a.end {
-            Some(end) if *end != a.start => format!("{} – {end}", a.start),
-            _ => a.start.clone(),
-        };
-        table.add_row(vec![
-            aid.clone(),
-            g.name.clone(),
-            a.title.clone(),
-            dates,
-            a.host_city.clone(),
-            a.status.to_string(),
-            a.items.len().to_string(),
         ]);
     }
     ctx.ui.print_table(&table)?;

@@ -41,7 +41,7 @@ pub enum Command {
     Delete(ShowArgs),
     /// List the practices held by this node
     #[command(after_help = "Example:\n  intercity practice list --json | jq -r '.[].title'")]
-    List,
+    List(super::query::FilterArgs),
 }
 
 /// The fields a practice flag can set.
@@ -221,7 +221,10 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             ])?;
             Ok(())
         }
-        Command::List => super::print_list(ctx, &city, Kind::Practice, "TITLE"),
+        Command::List(filters) => {
+            drop(city);
+            super::query::list_kind(ctx, intercity_node::catalog::UnitKind::Practice, filters)
+        }
     }
 }
 

@@ -42,7 +42,7 @@ pub enum Command {
     Delete(ShowArgs),
     /// List the projects held by this node
     #[command(after_help = "Example:\n  intercity project list --json")]
-    List,
+    List(super::query::FilterArgs),
 }
 
 /// The fields a project flag can set.
@@ -248,7 +248,10 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             ])?;
             Ok(())
         }
-        Command::List => super::print_list(ctx, &city, Kind::Project, "NAME"),
+        Command::List(filters) => {
+            drop(city);
+            super::query::list_kind(ctx, intercity_node::catalog::UnitKind::Project, filters)
+        }
     }
 }
 

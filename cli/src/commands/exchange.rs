@@ -1,0 +1,394 @@
+//! `intercity export` and `intercity import`: records out to JSON, JSON Lines, CSV or
+//! iCalendar, and records in from JSON Lines or CSV (each becomes an entry signed by this city).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use intercity_node::catalog::UnitKind;
+use intercity_node::exchange::{self, Exported, LineError, Meeting};
+use intercity_node::{ImportOutcome, ImportResult};
+use intercity_protocol::entry::DocId;
+use intercity_protocol::record::Record;
+
+use super::Ctx;
+use super::query::{FilterArgs, KindArg};
+use crate::error::CliError;
+
+/// Help epilogue of `export`.
+pub const EXPORT_HELP: &str = "\
+JSON and JSON Lines carry whole records with their provenance (which city created the
+record, which city made the newest change and when, and whether every signature verified).
+CSV has one row per record with the columns listed in docs/cli.md. iCalendar has one event
+per meeting, with a UID that stays the same, so importing the file again updates the events.
+An agenda matched by the filters exports its whole group in JSON, JSON Lines and CSV.
+
+Examples:
+  intercity export --format csv --kind project -o projects.csv
+  intercity export --format jsonl -o milan.jsonl --city Milan
+  intercity export --format ics --group \"Smart Social Inclusion\" -o meetings.ics
+  intercity export --format json --tag youth | jq '.[].title'";
+
+/// Help epilogue of `import`.
+pub const IMPORT_HELP: &str = "\
+Each line (JSON Lines) or row (CSV, the columns of `export --format csv`) becomes a practice
+or project of this city, signed by it and sent to peers. A line with the `id` of a record
+this city may edit updates that record instead. Every line is checked first: if any is bad,
+each bad line is reported with its line number and field, and nothing is written (unless
+--skip-invalid). A file exported by this city imports again without duplicates.
+
+Examples:
+  intercity import practices.jsonl --dry-run
+  intercity import projects.csv
+  intercity import partial.csv --skip-invalid";
+
+/// `export --format` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// One JSON array.
+    Json,
+    /// One JSON object per line.
+    Jsonl,
+    /// CSV, one row per record.
+    Csv,
+    /// iCalendar (RFC 5545), one event per meeting.
+    Ics,
+}
+
+/// `import --format` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// CSV with a header row.
+    Csv,
+}
+
+/// `export` arguments.
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// Output format
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Write to FILE instead of standard output
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub kind: KindArg,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+}
+
+/// `import` arguments.
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// The file (.jsonl or .csv); "-" reads standard input
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The file's format [default: from its extension; JSON Lines for "-"]
+    #[arg(long, value_enum)]
+    pub format: Option<ImportFormat>,
+    /// Check every line and say what would happen; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Import the valid lines even if some are bad (bad lines are still reported)
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
+/// Records per request to the store or daemon.
+const CHUNK: usize = 1000;
+
+/// Runs `export`.
+pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<()> {
+    let city = ctx.open()?;
+    let mut kinds = args.kind.kinds.clone();
+    if args.format == ExportFormat::Ics {
+        if kinds.iter().any(|k| *k != UnitKind::Agenda) {
+            return Err(CliError::Invalid(
+                "iCalendar holds meetings only: leave out --kind or use --kind agenda".into(),
+            )
+            .into());
+        }
+        kinds = vec![UnitKind::Agenda];
+    }
+    let mut query = args.filters.query(&city, kinds, None, 0)?;
+    if args.format == ExportFormat::Ics && query.sort.is_none() {
+        query.sort = Some(intercity_node::catalog::Sort::Date);
+    }
+    let found = city.query(&query)?;
+    let mut bytes = Vec::new();
+    let count;
+    if args.format == ExportFormat::Ics {
+        let mut groups: BTreeMap<String, (Record, i64)> = BTreeMap::new();
+        for hit in &found.hits {
+            if let Some(g) = &hit.unit.group
+                && !groups.contains_key(g)
+            {
+                let id: DocId = g.parse().map_err(|_| CliError::Invalid(g.clone()))?;
+                groups.insert(g.clone(), (city.record(id)?, hit.unit.updated));
+            }
+        }
+        let mut meetings = Vec::new();
+        for hit in &found.hits {
+            let Some(gid) = &hit.unit.group else { continue };
+            let Some((Record::Group(group), updated)) = groups.get(gid) else {
+                continue;
+            };
+            if let Some(agenda) = group.agendas.get(&hit.unit.id) {
+                meetings.push(Meeting {
+                    group_id: gid,
+                    group,
+                    agenda_id: &hit.unit.id,
+                    agenda,
+                    updated: *updated,
+                });
+            }
+        }
+        count = meetings.len();
+        bytes = exchange::ics(&meetings, intercity_node::city::now_ms()).into_bytes();
+    } else {
+        let mut seen = HashSet::new();
+        let ids: Vec<String> = found
+            .hits
+            .iter()
+            .map(|h| h.unit.group.clone().unwrap_or_else(|| h.unit.id.clone()))
+            .filter(|id| seen.insert(id.clone()))
+            .collect();
+        let mut records: Vec<Exported> = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            records.extend(city.export(chunk)?);
+        }
+        count = records.len();
+        match args.format {
+            ExportFormat::Json => {
+                let all: Vec<_> = records.iter().map(Exported::to_json).collect();
+                serde_json::to_writer_pretty(&mut bytes, &all)?;
+                bytes.push(b'\n');
+            }
+            ExportFormat::Jsonl => {
+                for r in &records {
+                    serde_json::to_writer(&mut bytes, &r.to_json())?;
+                    bytes.push(b'\n');
+                }
+            }
+            ExportFormat::Csv => exchange::write_csv(&mut bytes, &records)?,
+            ExportFormat::Ics => {}
+        }
+    }
+    let what = if args.format == ExportFormat::Ics {
+        "meetings"
+    } else {
+        "records"
+    };
+    match &args.output {
+        Some(path) => {
+            write_file(path, &bytes)?;
+            ctx.ui
+                .note(format!("Exported {count} {what} to {}", path.display()));
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a temporary file, so a failed export leaves no half file.
+fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Runs `import`.
+pub fn import(ctx: &Ctx, args: ImportArgs) -> anyhow::Result<()> {
+    let stdin = args.file == Path::new("-");
+    let format = match args.format {
+        Some(f) => f,
+        None if stdin => ImportFormat::Jsonl,
+        None => match args
+            .file
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("jsonl" | "ndjson" | "json") => ImportFormat::Jsonl,
+            Some("csv") => ImportFormat::Csv,
+            _ => {
+                return Err(CliError::Invalid(format!(
+                    "cannot tell the format of {} from its extension; pass --format jsonl or --format csv",
+                    args.file.display()
+                ))
+                .into());
+            }
+        },
+    };
+    let mut text = String::new();
+    if stdin {
+        std::io::stdin().read_to_string(&mut text)?;
+    } else {
+        text = std::fs::read_to_string(&args.file)
+            .map_err(|e| CliError::Invalid(format!("cannot read {}: {e}", args.file.display())))?;
+    }
+    let (items, mut bad) = match format {
+        ImportFormat::Jsonl => exchange::parse_jsonl(&text),
+        ImportFormat::Csv => {
+            exchange::parse_csv(&text).map_err(|e| CliError::Invalid(e.to_string()))?
+        }
+    };
+    drop(text);
+    let city = ctx.open()?;
+    let lines = items.len() + bad.len();
+
+    // First pass: check every line without writing.
+    let mut good = Vec::with_capacity(items.len());
+    let mut planned: Vec<ImportResult> = Vec::with_capacity(items.len());
+    for chunk in items.chunks(CHUNK) {
+        let results = city.import(chunk.to_vec(), true)?;
+        for (item, r) in chunk.iter().zip(results) {
+            if let Some(error) = &r.error {
+                bad.push(LineError {
+                    line: r.line,
+                    message: error.clone(),
+                });
+            } else {
+                good.push(item.clone());
+                planned.push(r);
+            }
+        }
+    }
+    bad.sort_by_key(|e| e.line);
+    for e in &bad {
+        ctx.ui.note(format!("{}: {e}", args.file.display()));
+    }
+    let count =
+        |rs: &[ImportResult], o: ImportOutcome| rs.iter().filter(|r| r.outcome == o).count();
+    if args.dry_run {
+        let summary = serde_json::json!({
+            "lines": lines,
+            "would_create": count(&planned, ImportOutcome::WouldCreate),
+            "would_update": count(&planned, ImportOutcome::WouldUpdate),
+            "unchanged": count(&planned, ImportOutcome::Unchanged),
+            "errors": bad,
+        });
+        if ctx.ui.is_json() {
+            ctx.ui.json(&summary)?;
+        } else {
+            ctx.ui.note(format!(
+                "Dry run: {lines} records read; would create {}, update {}, leave {} unchanged; {} bad. Nothing was written.",
+                summary["would_create"], summary["would_update"], summary["unchanged"], bad.len()
+            ));
+        }
+        return if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(CliError::Invalid(format!("{} of {lines} records are invalid", bad.len())).into())
+        };
+    }
+    if !bad.is_empty() && !args.skip_invalid {
+        return Err(CliError::Invalid(format!(
+            "{} of {lines} records are invalid (listed above); nothing was imported. Fix them, or pass --skip-invalid to import the {} valid ones",
+            bad.len(),
+            good.len()
+        ))
+        .into());
+    }
+
+    // Second pass: sign and store, with progress on a terminal.
+    let started = Instant::now();
+    let mut progress = Progress::new(
+        good.len(),
+        !ctx.ui.is_json() && std::io::stderr().is_terminal(),
+    );
+    let mut results: Vec<ImportResult> = Vec::with_capacity(good.len());
+    for chunk in good.chunks(CHUNK) {
+        results.extend(city.import(chunk.to_vec(), false)?);
+        progress.update(results.len(), started);
+    }
+    progress.finish();
+    let failed: Vec<&ImportResult> = results.iter().filter(|r| r.error.is_some()).collect();
+    for r in &failed {
+        ctx.ui.note(format!(
+            "{}: line {}: {}",
+            args.file.display(),
+            r.line,
+            r.error.as_deref().unwrap_or_default()
+        ));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let summary = serde_json::json!({
+        "lines": lines,
+        "created": count(&results, ImportOutcome::Created),
+        "updated": count(&results, ImportOutcome::Updated),
+        "unchanged": count(&results, ImportOutcome::Unchanged),
+        "skipped": bad.len(),
+        "failed": failed.len(),
+        "seconds": secs,
+    });
+    if ctx.ui.is_json() {
+        ctx.ui.json(&summary)?;
+    } else {
+        let rate = if secs > 0.0 {
+            results.len() as f64 / secs
+        } else {
+            0.0
+        };
+        ctx.ui.note(format!(
+            "Imported {} of {lines} records: {} created, {} updated, {} unchanged, {} skipped as invalid ({:.1} s, {:.0} records/s)",
+            results.len() - failed.len(),
+            summary["created"],
+            summary["updated"],
+            summary["unchanged"],
+            bad.len(),
+            secs,
+            rate
+        ));
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Invalid(format!("{} records were refused", failed.len())).into())
+    }
+}
+
+/// A one-line progress bar on stderr.
+struct Progress {
+    total: usize,
+    on: bool,
+}
+
+impl Progress {
+    fn new(total: usize, on: bool) -> Progress {
+        Progress { total, on }
+    }
+
+    fn update(&mut self, done: usize, started: Instant) {
+        if !self.on || self.total == 0 {
+            return;
+        }
+        let width = 30;
+        let filled = done * width / self.total;
+        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+        let _ = write!(
+            std::io::stderr().lock(),
+            "\r[{}{}] {done}/{} {:.0} records/s ",
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            self.total,
+            rate
+        );
+    }
+
+    fn finish(&self) {
+        if self.on && self.total > 0 {
+            let _ = writeln!(std::io::stderr().lock());
+        }
+    }
+}

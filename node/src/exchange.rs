@@ -1,0 +1,785 @@
+//! Export and import formats: JSON, JSON Lines, CSV (one row per record, stable columns) and
+//! iCalendar (RFC 5545, one `VEVENT` per meeting). Pure functions over records; the CLI reads
+//! and writes the files, the city signs what is imported.
+//!
+//! CSV columns, in this order (lists are one item per line inside the cell):
+//!
+//! | column | practice | project | group |
+//! |---|---|---|---|
+//! | `id` | record id | record id | record id |
+//! | `kind` | `practice` | `project` | `group` |
+//! | `title` | title | name | name |
+//! | `summary` | summary | — | — |
+//! | `body` | body | description | charter |
+//! | `city` | city | lead city | — |
+//! | `country` | country | — | — |
+//! | `language` | language | — | — |
+//! | `status` | — | status | — |
+//! | `start`, `end` | dates | dates | — |
+//! | `themes` | themes | themes | — |
+//! | `partners` | `NAME:SECTOR` lines | same | — |
+//! | `partner_cities` | — | partner cities | — |
+//! | `outcomes` | sentences | `LABEL=VALUE UNIT` lines | — |
+//! | `links` | links | — | — |
+//! | `contact` | contact | — | — |
+//! | `funding`, `budget_eur` | — | funding, budget | — |
+//! | `related_practices` | — | record ids | — |
+//! | `editors` | city ids | city ids | — |
+//! | `owner` | city id | city id | — |
+//! | `updated`, `created_by`, `last_change_by`, `changes`, `verified` | provenance (ignored on import) |||
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use intercity_protocol::record::{
+    Agenda, Figure, Group, Partner, Practice, Project, ProjectStatus, Record, Sector,
+};
+
+/// Where a record comes from, as this node verified it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Provenance {
+    /// The city that signed the record's first change.
+    pub created_by: String,
+    /// The city that signed its newest accepted change.
+    pub last_change_by: String,
+    /// When that change was signed (UTC, ISO 8601).
+    pub updated: String,
+    /// Hash of the newest accepted entry (hex).
+    pub last_entry: String,
+    /// Accepted changes.
+    pub changes: usize,
+    /// Every accepted change's signature and payload hash verified at export time.
+    pub verified: bool,
+}
+
+/// A record as exported: id, content and provenance.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Exported {
+    /// Record id (hex).
+    pub id: String,
+    /// The record.
+    #[serde(with = "record_json")]
+    pub record: Record,
+    /// Its provenance.
+    pub provenance: Provenance,
+}
+
+impl Exported {
+    /// The JSON object: `id`, the record's fields, `provenance`.
+    pub fn to_json(&self) -> Value {
+        let mut out = Map::new();
+        out.insert("id".into(), self.id.clone().into());
+        if let Value::Object(map) = self.record.to_json() {
+            out.extend(map);
+        }
+        out.insert(
+            "provenance".into(),
+            serde_json::to_value(&self.provenance).unwrap_or_default(),
+        );
+        Value::Object(out)
+    }
+}
+
+/// One record read from an import file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Imported {
+    /// Line number in the file (1-based; for CSV, the record's first line).
+    pub line: usize,
+    /// The record id given in the file, if any: an existing record of this city is updated.
+    pub id: Option<String>,
+    /// The record (owner not yet set).
+    #[serde(with = "record_json")]
+    pub record: Record,
+}
+
+/// Records travel as their JSON form.
+mod record_json {
+    use intercity_protocol::record::Record;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(r: &Record, s: S) -> Result<S::Ok, S::Error> {
+        r.to_json().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Record, D::Error> {
+        Record::from_json(serde_json::Value::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An error of one line of an import file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LineError {
+    /// Line number (1-based).
+    pub line: usize,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+/// Import file formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line.
+    Jsonl,
+    /// CSV with a header row.
+    Csv,
+}
+
+/// The CSV header, in order.
+pub const CSV_COLUMNS: &[&str] = &[
+    "id",
+    "kind",
+    "title",
+    "summary",
+    "body",
+    "city",
+    "country",
+    "language",
+    "status",
+    "start",
+    "end",
+    "themes",
+    "partners",
+    "partner_cities",
+    "outcomes",
+    "links",
+    "contact",
+    "funding",
+    "budget_eur",
+    "related_practices",
+    "editors",
+    "owner",
+    "updated",
+    "created_by",
+    "last_change_by",
+    "changes",
+    "verified",
+];
+
+fn lines(items: &[String]) -> String {
+    items.join("\n")
+}
+
+fn split_lines(cell: &str) -> Vec<String> {
+    cell.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn partner_lines(partners: &[Partner]) -> String {
+    let items: Vec<String> = partners
+        .iter()
+        .map(|x| format!("{}:{}", x.name, x.sector))
+        .collect();
+    lines(&items)
+}
+
+fn figure_text(f: &Figure) -> String {
+    if f.unit.is_empty() {
+        format!("{}={}", f.label, f.value)
+    } else {
+        format!("{}={} {}", f.label, f.value, f.unit)
+    }
+}
+
+fn parse_figure(s: &str) -> Result<Figure, String> {
+    // The label may hold '=': take the last '=' whose right side starts with a number.
+    for (i, _) in s.rmatch_indices('=') {
+        let rest = s[i + 1..].trim();
+        let (value, unit) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+        if let Ok(value) = value.parse::<f64>()
+            && value.is_finite()
+        {
+            return Ok(Figure {
+                label: s[..i].trim().to_string(),
+                value,
+                unit: unit.trim().to_string(),
+            });
+        }
+    }
+    Err(format!("`{s}` is not LABEL=VALUE[ UNIT]"))
+}
+
+fn parse_partner(s: &str) -> Result<Partner, String> {
+    let (name, sector) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{s}` is not NAME:SECTOR"))?;
+    Ok(Partner {
+        name: name.trim().to_string(),
+        sector: sector
+            .trim()
+            .parse::<Sector>()
+            .map_err(|e| format!("`{s}`: {e}"))?,
+    })
+}
+
+/// One CSV row of an exported record, in [`CSV_COLUMNS`] order.
+pub fn csv_row(e: &Exported) -> Vec<String> {
+    let mut row: Vec<String> = vec![String::new(); CSV_COLUMNS.len()];
+    let mut set = |col: &str, v: String| {
+        if let Some(i) = CSV_COLUMNS.iter().position(|c| *c == col) {
+            row[i] = v;
+        }
+    };
+    set("id", e.id.clone());
+    set("kind", e.record.kind().to_string());
+    match &e.record {
+        Record::Practice(p) => {
+            set("title", p.title.clone());
+            set("summary", p.summary.clone());
+            set("body", p.body.clone());
+            set("city", p.city.clone());
+            set("country", p.country.clone().unwrap_or_default());
+            set("language", p.language.clone());
+            set("start", p.start.clone().unwrap_or_default());
+            set("end", p.end.clone().unwrap_or_default());
+            set("themes", lines(&p.themes));
+            set("partners", partner_lines(&p.partners));
+            set("outcomes", lines(&p.outcomes));
+            set("links", lines(&p.links));
+            set("contact", p.contact.clone().unwrap_or_default());
+            set("editors", lines(&p.editors));
+            set("owner", p.owner.clone());
+        }
+        Record::Project(p) => {
+            set("title", p.name.clone());
+            set("body", p.description.clone());
+            set("city", p.lead_city.clone());
+            set("status", p.status.to_string());
+            set("start", p.start.clone().unwrap_or_default());
+            set("end", p.end.clone().unwrap_or_default());
+            set("themes", lines(&p.themes));
+            set("partners", partner_lines(&p.partners));
+            set("partner_cities", lines(&p.partner_cities));
+            let outcomes: Vec<String> = p.outcomes.iter().map(figure_text).collect();
+            set("outcomes", lines(&outcomes));
+            set("funding", p.funding.clone().unwrap_or_default());
+            set(
+                "budget_eur",
+                p.budget_eur.map(|b| b.to_string()).unwrap_or_default(),
+            );
+            set("related_practices", lines(&p.related_practices));
+            set("editors", lines(&p.editors));
+            set("owner", p.owner.clone());
+        }
+        Record::Group(g) => {
+            set("title", g.name.clone());
+            set("body", g.charter.clone());
+        }
+    }
+    let p = &e.provenance;
+    set("updated", p.updated.clone());
+    set("created_by", p.created_by.clone());
+    set("last_change_by", p.last_change_by.clone());
+    set("changes", p.changes.to_string());
+    set("verified", p.verified.to_string());
+    row
+}
+
+/// Writes exported records as CSV with the header row.
+pub fn write_csv(out: impl std::io::Write, records: &[Exported]) -> Result<(), csv::Error> {
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(CSV_COLUMNS)?;
+    for e in records {
+        w.write_record(csv_row(e))?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// Parses a JSON Lines file: every non-blank line is one record object (`id` and `provenance`
+/// keys, as exported, are allowed). Returns the records and the errors of bad lines.
+pub fn parse_jsonl(text: &str) -> (Vec<Imported>, Vec<LineError>) {
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => {
+                bad.push(LineError {
+                    line: line_no,
+                    message: format!("not JSON: {e}"),
+                });
+                continue;
+            }
+        };
+        let Value::Object(mut map) = value else {
+            bad.push(LineError {
+                line: line_no,
+                message: "not a JSON object".into(),
+            });
+            continue;
+        };
+        map.remove("provenance");
+        let id = match map.remove("id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(_) => {
+                bad.push(LineError {
+                    line: line_no,
+                    message: "field `id` must be a string".into(),
+                });
+                continue;
+            }
+        };
+        match Record::from_json(Value::Object(map)) {
+            Ok(record) => ok.push(Imported {
+                line: line_no,
+                id,
+                record,
+            }),
+            Err(e) => bad.push(LineError {
+                line: line_no,
+                message: e.to_string(),
+            }),
+        }
+    }
+    (ok, bad)
+}
+
+/// Parses a CSV file with a header row of [`CSV_COLUMNS`] (any order; `kind` and `title`
+/// required; provenance columns ignored).
+pub fn parse_csv(text: &str) -> Result<(Vec<Imported>, Vec<LineError>), LineError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| LineError {
+            line: 1,
+            message: format!("cannot read the header row: {e}"),
+        })?
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    for h in &header {
+        if !CSV_COLUMNS.contains(&h.as_str()) {
+            return Err(LineError {
+                line: 1,
+                message: format!(
+                    "unknown column `{h}`; the columns are {}",
+                    CSV_COLUMNS.join(", ")
+                ),
+            });
+        }
+    }
+    for required in ["kind", "title"] {
+        if !header.iter().any(|h| h == required) {
+            return Err(LineError {
+                line: 1,
+                message: format!("the header has no `{required}` column"),
+            });
+        }
+    }
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for row in reader.records() {
+        let (line, row) = match row {
+            Ok(r) => (
+                r.position()
+                    .map_or(0, |p| usize::try_from(p.line()).unwrap_or(0)),
+                r,
+            ),
+            Err(e) => {
+                let line = e
+                    .position()
+                    .map_or(0, |p| usize::try_from(p.line()).unwrap_or(0));
+                bad.push(LineError {
+                    line,
+                    message: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let cell = |col: &str| -> String {
+            header
+                .iter()
+                .position(|h| h == col)
+                .and_then(|i| row.get(i))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        match record_from_cells(&cell) {
+            Ok(record) => {
+                let id = Some(cell("id")).filter(|s| !s.is_empty());
+                ok.push(Imported { line, id, record });
+            }
+            Err(message) => bad.push(LineError { line, message }),
+        }
+    }
+    Ok((ok, bad))
+}
+
+fn opt(s: String) -> Option<String> {
+    Some(s).filter(|s| !s.is_empty())
+}
+
+fn record_from_cells(cell: &dyn Fn(&str) -> String) -> Result<Record, String> {
+    let kind = cell("kind");
+    let not_for = |cols: &[&str], what: &str| -> Result<(), String> {
+        for c in cols {
+            if !cell(c).is_empty() {
+                return Err(format!("column `{c}` does not apply to a {what}"));
+            }
+        }
+        Ok(())
+    };
+    let partners = |c: &str| -> Result<Vec<Partner>, String> {
+        split_lines(&cell(c))
+            .iter()
+            .enumerate()
+            .map(|(i, p)| parse_partner(p).map_err(|e| format!("field `{c}[{i}]`: {e}")))
+            .collect()
+    };
+    match kind.to_ascii_lowercase().as_str() {
+        "practice" => {
+            not_for(
+                &[
+                    "status",
+                    "partner_cities",
+                    "funding",
+                    "budget_eur",
+                    "related_practices",
+                ],
+                "practice",
+            )?;
+            let mut p = Practice::new(cell("owner"), cell("title"), &cell("language"));
+            p.summary = cell("summary");
+            p.body = cell("body");
+            p.city = cell("city");
+            p.country = opt(cell("country"));
+            p.start = opt(cell("start"));
+            p.end = opt(cell("end"));
+            p.themes = split_lines(&cell("themes"));
+            p.partners = partners("partners")?;
+            p.outcomes = split_lines(&cell("outcomes"));
+            p.links = split_lines(&cell("links"));
+            p.contact = opt(cell("contact"));
+            p.editors = split_lines(&cell("editors"));
+            Ok(Record::Practice(p))
+        }
+        "project" => {
+            not_for(
+                &["summary", "country", "language", "links", "contact"],
+                "project",
+            )?;
+            let mut p = Project::new(cell("owner"), cell("title"));
+            p.description = cell("body");
+            p.lead_city = cell("city");
+            let status = cell("status");
+            if !status.is_empty() {
+                p.status = status.parse::<ProjectStatus>().map_err(|e| e.to_string())?;
+            }
+            p.start = opt(cell("start"));
+            p.end = opt(cell("end"));
+            p.themes = split_lines(&cell("themes"));
+            p.partners = partners("partners")?;
+            p.partner_cities = split_lines(&cell("partner_cities"));
+            p.outcomes = split_lines(&cell("outcomes"))
+                .iter()
+                .enumerate()
+                .map(|(i, f)| parse_figure(f).map_err(|e| format!("field `outcomes[{i}]`: {e}")))
+                .collect::<Result<_, _>>()?;
+            p.funding = opt(cell("funding"));
+            let budget = cell("budget_eur");
+            if !budget.is_empty() {
+                p.budget_eur = Some(budget.parse().map_err(|_| {
+                    format!("field `budget_eur`: `{budget}` is not a whole number of euros")
+                })?);
+            }
+            p.related_practices = split_lines(&cell("related_practices"));
+            p.editors = split_lines(&cell("editors"));
+            Ok(Record::Project(p))
+        }
+        "group" => {
+            Err("groups cannot be imported; create one with `intercity group create`".to_string())
+        }
+        "" => Err("field `kind` is empty; use practice or project".to_string()),
+        other => Err(format!(
+            "field `kind`: `{other}` is not practice or project"
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// iCalendar
+// ---------------------------------------------------------------------------------------------
+
+/// One meeting for the calendar: a group's agenda.
+#[derive(Clone, Debug)]
+pub struct Meeting<'a> {
+    /// The group's record id.
+    pub group_id: &'a str,
+    /// The group.
+    pub group: &'a Group,
+    /// The agenda id.
+    pub agenda_id: &'a str,
+    /// The agenda.
+    pub agenda: &'a Agenda,
+    /// Newest change of the group, ms since the epoch.
+    pub updated: i64,
+}
+
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date (H. Hinnant's algorithm).
+fn days_from_civil(date: &str) -> Option<i64> {
+    let y: i64 = date.get(0..4)?.parse().ok()?;
+    let m: i64 = date.get(5..7)?.parse().ok()?;
+    let d: i64 = date.get(8..10)?.parse().ok()?;
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+/// (year, month, day) of days since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The day after a `YYYY-MM-DD` date, as `YYYYMMDD` (iCalendar's exclusive DTEND).
+fn ics_day_after(date: &str) -> Option<String> {
+    let (y, m, d) = civil_from_days(days_from_civil(date)? + 1);
+    Some(format!("{y:04}{m:02}{d:02}"))
+}
+
+/// A timestamp (ms since the epoch) in UTC ISO 8601, e.g. `2017-02-23T09:30:00Z`.
+pub fn iso8601(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Today's date (UTC) as `YYYY-MM-DD`.
+pub fn today(now_ms: i64) -> String {
+    iso8601(now_ms)[..10].to_string()
+}
+
+/// A UTC timestamp (ms) as iCalendar DATE-TIME `YYYYMMDDTHHMMSSZ`.
+pub fn ics_timestamp(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Escapes a TEXT value (RFC 5545 §3.3.11).
+fn ics_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            ';' => out.push_str("\\;"),
+            ',' => out.push_str("\\,"),
+            '\n' => out.push_str("\\n"),
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Appends a content line folded at 75 octets (RFC 5545 §3.1), ending in CRLF.
+fn ics_line(out: &mut String, line: &str) {
+    let mut width = 0;
+    for c in line.chars() {
+        let n = c.len_utf8();
+        if width + n > 75 {
+            out.push_str("\r\n ");
+            width = 1;
+        }
+        out.push(c);
+        width += n;
+    }
+    out.push_str("\r\n");
+}
+
+/// The stable UID of a meeting: the same agenda always has the same UID, so calendars update
+/// the event when the file is imported again.
+pub fn meeting_uid(group_id: &str, agenda_id: &str) -> String {
+    format!("{agenda_id}-{group_id}@intercity")
+}
+
+/// An iCalendar (RFC 5545) document with one all-day `VEVENT` per meeting.
+pub fn ics(meetings: &[Meeting<'_>], stamp_ms: i64) -> String {
+    let mut out = String::new();
+    for l in [
+        "BEGIN:VCALENDAR",
+        "VERSION:2.0",
+        concat!(
+            "PRODID:-//Intercity//intercity ",
+            env!("CARGO_PKG_VERSION"),
+            "//EN"
+        ),
+        "CALSCALE:GREGORIAN",
+        "METHOD:PUBLISH",
+    ] {
+        ics_line(&mut out, l);
+    }
+    for m in meetings {
+        let a = m.agenda;
+        let start = a.start.replace('-', "");
+        let last = a.end.as_deref().unwrap_or(&a.start);
+        let Some(end) = ics_day_after(last) else {
+            continue;
+        };
+        let mut description = vec![format!("Working group: {}", m.group.name)];
+        if !a.host_city.is_empty() {
+            description.push(format!("Host: {}", a.host_city));
+        }
+        description.push(format!("Status: {}", a.status));
+        if !a.items.is_empty() {
+            description.push(String::new());
+            description.push("Agenda:".into());
+        }
+        for (i, item) in a.items.iter().enumerate() {
+            let mut line = format!("{}. ", i + 1);
+            if !item.slot.is_empty() {
+                line.push_str(&format!("{} ", item.slot));
+            }
+            line.push_str(&item.title);
+            if !item.presenters.is_empty() {
+                line.push_str(&format!(" ({})", item.presenters.join(", ")));
+            }
+            description.push(line);
+        }
+        let location: Vec<&str> = [a.venue.as_str(), a.host_city.as_str()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect();
+        let status = match a.status {
+            intercity_protocol::record::AgendaStatus::Draft => "TENTATIVE",
+            _ => "CONFIRMED",
+        };
+        ics_line(&mut out, "BEGIN:VEVENT");
+        ics_line(
+            &mut out,
+            &format!("UID:{}", meeting_uid(m.group_id, m.agenda_id)),
+        );
+        ics_line(&mut out, &format!("DTSTAMP:{}", ics_timestamp(stamp_ms)));
+        ics_line(
+            &mut out,
+            &format!("LAST-MODIFIED:{}", ics_timestamp(m.updated)),
+        );
+        ics_line(&mut out, &format!("DTSTART;VALUE=DATE:{start}"));
+        ics_line(&mut out, &format!("DTEND;VALUE=DATE:{end}"));
+        ics_line(&mut out, &format!("SUMMARY:{}", ics_text(&a.title)));
+        if !location.is_empty() {
+            ics_line(
+                &mut out,
+                &format!("LOCATION:{}", ics_text(&location.join(", "))),
+            );
+        }
+        ics_line(
+            &mut out,
+            &format!("DESCRIPTION:{}", ics_text(&description.join("\n"))),
+        );
+        ics_line(&mut out, &format!("CATEGORIES:{}", ics_text(&m.group.name)));
+        ics_line(&mut out, &format!("STATUS:{status}"));
+        ics_line(&mut out, &format!("X-INTERCITY-GROUP:{}", m.group_id));
+        ics_line(&mut out, "END:VEVENT");
+    }
+    ics_line(&mut out, "END:VCALENDAR");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(ics_day_after("2017-02-23").as_deref(), Some("20170224"));
+        assert_eq!(ics_day_after("2016-02-28").as_deref(), Some("20160229"));
+        assert_eq!(ics_day_after("2017-12-31").as_deref(), Some("20180101"));
+        assert_eq!(ics_timestamp(1_487_842_200_000), "20170223T093000Z");
+    }
+
+    #[test]
+    fn folding_and_escaping() {
+        let mut out = String::new();
+        ics_line(&mut out, &format!("SUMMARY:{}", "é".repeat(60)));
+        for l in out.split("\r\n") {
+            assert!(l.len() <= 75, "{l}");
+        }
+        assert_eq!(ics_text("a,b;c\\d\ne"), "a\\,b\\;c\\\\d\\ne");
+    }
+
+    #[test]
+    fn figures_and_partners() {
+        let f = parse_figure("ratio=a=b=1.5 %").expect("figure");
+        assert_eq!(
+            (f.label.as_str(), f.value, f.unit.as_str()),
+            ("ratio=a=b", 1.5, "%")
+        );
+        assert_eq!(figure_text(&f), "ratio=a=b=1.5 %");
+        let p = parse_partner("Politecnico: Milano:university").expect("partner");
+        assert_eq!(p.name, "Politecnico: Milano");
+        assert!(parse_partner("x:army").is_err());
+    }
+
+    #[test]
+    fn jsonl_lines_report_their_errors() {
+        let text = "{\"kind\":\"practice\",\"owner\":\"\",\"title\":\"A\",\"language\":\"en\"}\n\n\
+                    not json\n{\"kind\":\"practice\",\"title\":\"B\",\"colour\":1}\n[1]\n";
+        let (ok, bad) = parse_jsonl(text);
+        assert_eq!(ok.len(), 1);
+        assert_eq!(ok[0].line, 1);
+        let lines: Vec<usize> = bad.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![3, 4, 5]);
+        assert!(bad[1].message.contains("colour"), "{}", bad[1].message);
+    }
+
+    #[test]
+    fn csv_rows_name_line_and_field() {
+        let text = "kind,title,partners,status\n\
+                    project,Youth Guarantee,\"Acme:private\nUni:university\",running\n\
+                    project,Bad,Acme:army,\n\
+                    practice,Also bad,,running\n";
+        let (ok, bad) = parse_csv(text).expect("header");
+        assert_eq!(ok.len(), 1);
+        let Record::Project(p) = &ok[0].record else {
+            panic!("a project")
+        };
+        assert_eq!(p.partners.len(), 2);
+        assert_eq!(bad.len(), 2);
+        assert_eq!(bad[0].line, 4, "{bad:?}");
+        assert!(bad[0].message.contains("partners[0]"), "{}", bad[0].message);
+        assert!(bad[1].message.contains("status"), "{}", bad[1].message);
+        assert!(parse_csv("kind,title,colour\n").is_err());
+    }
+}
