@@ -322,6 +322,9 @@ pub fn parse_jsonl(text: &str) -> (Vec<Imported>, Vec<LineError>) {
             continue;
         };
         map.remove("provenance");
+        // The importing city becomes the owner; the file need not name one.
+        map.entry("owner")
+            .or_insert_with(|| Value::String(String::new()));
         let id = match map.remove("id") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s),

@@ -217,3 +217,122 @@ pub fn intercity_bin() -> &'static Path {
         bin
     })
 }
+
+/// Driving the `intercity` binary: one data directory per city, one process per command.
+pub mod cli {
+    use std::path::Path;
+    use std::process::Output;
+
+    use assert_cmd::Command;
+    use serde_json::Value;
+    use tempfile::TempDir;
+
+    pub fn bin() -> &'static Path {
+        crate::intercity_bin()
+    }
+
+    /// One city's data directory.
+    pub struct City {
+        /// The data directory.
+        pub dir: TempDir,
+    }
+
+    impl City {
+        /// An empty data directory (no city yet).
+        pub fn empty() -> City {
+            City {
+                dir: tempfile::tempdir().expect("temp dir"),
+            }
+        }
+
+        /// A data directory with an initialised city.
+        pub fn init(name: &str, country: &str) -> City {
+            let city = City::empty();
+            city.ok(&["init", "--city", name, "--country", country]);
+            city
+        }
+
+        pub fn path(&self) -> &Path {
+            self.dir.path()
+        }
+
+        pub fn cmd(&self, args: &[&str]) -> Command {
+            let mut cmd = Command::new(bin());
+            cmd.arg("--data-dir")
+                .arg(self.path())
+                .args(args)
+                .env_remove("RUST_LOG")
+                .env_remove("INTERCITY_DATA_DIR");
+            cmd
+        }
+
+        pub fn run(&self, args: &[&str]) -> Output {
+            self.cmd(args).output().expect("run intercity")
+        }
+
+        /// Runs a command that must succeed; returns its stdout.
+        pub fn ok(&self, args: &[&str]) -> String {
+            let out = self.run(args);
+            assert!(
+                out.status.success(),
+                "intercity {args:?} failed ({:?}):\n{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).expect("utf-8 output")
+        }
+
+        /// Runs a command with --json that must succeed; returns the parsed output.
+        pub fn json(&self, args: &[&str]) -> Value {
+            let mut args = args.to_vec();
+            args.push("--json");
+            let out = self.ok(&args);
+            serde_json::from_str(&out)
+                .unwrap_or_else(|e| panic!("intercity {args:?}: not JSON ({e}):\n{out}"))
+        }
+
+        /// Runs a command that must fail with `code`; returns its stderr.
+        pub fn fails(&self, args: &[&str], code: i32) -> String {
+            let out = self.run(args);
+            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+            assert_eq!(
+                out.status.code(),
+                Some(code),
+                "intercity {args:?}: stderr:\n{stderr}"
+            );
+            assert!(
+                out.stdout.is_empty() || code == 0,
+                "errors print nothing on stdout"
+            );
+            stderr
+        }
+
+        pub fn id(&self) -> String {
+            str_of(&self.json(&["whoami"])["id"])
+        }
+
+        /// Adds a record and returns the id printed on stdout.
+        pub fn add(&self, args: &[&str]) -> String {
+            let id = self.ok(args).trim().to_string();
+            assert!(
+                !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit()),
+                "{args:?} printed `{id}`"
+            );
+            id
+        }
+    }
+
+    pub fn str_of(v: &Value) -> String {
+        v.as_str()
+            .unwrap_or_else(|| panic!("not a string: {v}"))
+            .to_string()
+    }
+
+    pub fn strings(v: &Value) -> Vec<String> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("not an array: {v}"))
+            .iter()
+            .map(str_of)
+            .collect()
+    }
+}

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use intercity_node::City;
+use intercity_node::catalog::Query;
 use intercity_protocol::entry::{DocId, FeedId, Hash32, Scope, sign_entry};
 use intercity_protocol::record::{Agenda, Group, Item, Kind, Member, Practice, Record, Role};
 use intercity_protocol::sync::WireEntry;
@@ -110,6 +111,17 @@ async fn two_nodes_sync_both_ways_while_running() {
         })
         .expect("edit");
     assert!(eventually(WAIT, || matches!(brno.city.record(id), Ok(Record::Practice(p)) if p.summary == "participatory care")).await);
+    // The catalog is written in the same batch as the entry: searchable once accepted.
+    let found = brno
+        .city
+        .query(&Query {
+            text: Some("participatory".into()),
+            ..Query::default()
+        })
+        .expect("search");
+    assert_eq!(found.hits.len(), 1, "{found:?}");
+    assert_eq!(found.hits[0].unit.id, id.to_string());
+    assert_eq!(found.hits[0].unit.title, "OpenCare");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,592 @@
+//! Search, filters, export and import through the real `intercity` binary and real RocksDB.
+
+use std::collections::BTreeMap;
+use std::io::BufReader;
+
+use intercity_tests::cli::{City, str_of};
+use serde_json::Value;
+
+/// The ids of a search's or listing's results, in order.
+fn ids(v: &Value) -> Vec<String> {
+    let hits = v.get("hits").unwrap_or(v);
+    hits.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|h| str_of(&h["id"]))
+        .collect()
+}
+
+struct Seeded {
+    city: City,
+    desk: String,
+    fabriq: String,
+    guarantee: String,
+    roofs: String,
+    group: String,
+    agenda: String,
+}
+
+/// Milan with two practices, two projects and a group with one agenda.
+fn seeded() -> Seeded {
+    let city = City::init("Milan", "IT");
+    let desk = city.add(&[
+        "practice",
+        "add",
+        "--title",
+        "Youth employment desk",
+        "--summary",
+        "A one-stop desk for young job seekers.",
+        "--theme",
+        "youth",
+        "--theme",
+        "employment",
+        "--partner",
+        "Acme:private",
+        "--start",
+        "2015-01-01",
+    ]);
+    let fabriq = city.add(&[
+        "practice",
+        "add",
+        "--title",
+        "FabriQ incubator",
+        "--body",
+        "The incubator helps young people into employment through social start-ups.",
+        "--theme",
+        "incubation",
+        "--partner",
+        "Fondazione Cariplo:ngo",
+        "--partner",
+        "Politecnico di Milano:university",
+        "--partner",
+        "Acme:private",
+        "--start",
+        "2014-03-01",
+        "--link",
+        "https://www.fabriq.eu",
+        "--contact",
+        "fabriq@comune.milano.it",
+        "--outcome",
+        "40 start-ups incubated",
+    ]);
+    let guarantee = city.add(&[
+        "project",
+        "add",
+        "--name",
+        "Youth Guarantee",
+        "--description",
+        "Employment for young people, with university partners.",
+        "--lead-city",
+        "Brno",
+        "--partner-city",
+        "Riga",
+        "--status",
+        "running",
+        "--partner",
+        "Acme:private",
+        "--partner",
+        "Caritas:ngo",
+        "--partner",
+        "Masaryk University:university",
+        "--start",
+        "2016-01-01",
+        "--end",
+        "2018-12-31",
+        "--funding",
+        "ESF",
+        "--budget-eur",
+        "1200000",
+        "--outcome",
+        "young people trained=120 people",
+        "--theme",
+        "youth",
+    ]);
+    let roofs = city.add(&[
+        "project",
+        "add",
+        "--name",
+        "Green roofs",
+        "--status",
+        "completed",
+        "--partner",
+        "Acme:private",
+        "--start",
+        "2010-01-01",
+        "--end",
+        "2012-06-30",
+    ]);
+    let group = city.add(&["group", "create", "--name", "Smart Social Inclusion"]);
+    let agenda = city.add(&[
+        "agenda",
+        "create",
+        "--group",
+        &group,
+        "--title",
+        "Study visit Milan",
+        "--start",
+        "2017-02-23",
+        "--end",
+        "2017-02-24",
+        "--venue",
+        "Palazzo Marino",
+        "--host",
+        "Milan",
+    ]);
+    city.ok(&[
+        "agenda",
+        "item",
+        "add",
+        &agenda,
+        "--title",
+        "Employment workshop",
+        "--slot",
+        "09:30-10:30",
+    ]);
+    Seeded {
+        city,
+        desk,
+        fabriq,
+        guarantee,
+        roofs,
+        group,
+        agenda,
+    }
+}
+
+#[test]
+fn search_ranks_and_respects_every_filter() {
+    let s = seeded();
+    let c = &s.city;
+    let search = |args: &[&str]| {
+        let mut a = vec!["search"];
+        a.extend_from_slice(args);
+        ids(&c.json(&a))
+    };
+
+    // Words in any text field: title, summary, body, partners, themes, agenda items.
+    let all = search(&["employment"]);
+    for id in [&s.desk, &s.fabriq, &s.guarantee, &s.agenda] {
+        assert!(all.contains(id), "{id} in {all:?}");
+    }
+    assert!(!all.contains(&s.roofs));
+    // A title match ranks above a body match.
+    let pos = |id: &String| all.iter().position(|x| x == id).expect("found");
+    assert!(pos(&s.desk) < pos(&s.fabriq), "{all:?}");
+    assert_eq!(search(&["politecnico"]), [s.fabriq.as_str()]);
+    assert_eq!(search(&["incubation"]), [s.fabriq.as_str()]);
+    assert_eq!(search(&["workshop"]), [s.agenda.as_str()]);
+    assert_eq!(
+        search(&["youth", "seekers"]),
+        [s.desk.as_str()],
+        "every word must match"
+    );
+    assert_eq!(search(&["employ*"]).len(), all.len(), "a prefix");
+    assert_eq!(search(&["Employments"]), all, "case and plural folded");
+
+    // Snippets highlight the match.
+    let out = c.json(&["search", "start-ups", "--kind", "practice"]);
+    let hit = &out["hits"][0];
+    let snippet = str_of(&hit["snippet"]);
+    let range = hit["highlights"][0].as_array().expect("range");
+    let (a, b) = (
+        range[0].as_u64().expect("a") as usize,
+        range[1].as_u64().expect("b") as usize,
+    );
+    assert_eq!(&snippet[a..b], "start", "{snippet}");
+    assert!(c.ok(&["search", "politecnico"]).contains("*Politecnico*"));
+
+    // Every filter.
+    assert_eq!(
+        search(&["employment", "--kind", "project"]),
+        [s.guarantee.as_str()]
+    );
+    assert_eq!(search(&["employment", "--kind", "agenda,project"]).len(), 2);
+    assert_eq!(
+        search(&["employment", "--city", "brno"]),
+        [s.guarantee.as_str()]
+    );
+    assert_eq!(
+        search(&["employment", "--tag", "youth", "--kind", "practice"]),
+        [s.desk.as_str()]
+    );
+    let mut three = search(&["employment", "--sector", "private,ngo,university", "--all"]);
+    three.sort();
+    let mut want = vec![s.fabriq.clone(), s.guarantee.clone()];
+    want.sort();
+    assert_eq!(three, want, "partners from all three sectors");
+    assert_eq!(
+        search(&["employment", "--sector", "ngo"]).len(),
+        2,
+        "any sector"
+    );
+    assert_eq!(
+        search(&["employment", "--group", "smart social inclusion"]),
+        [s.agenda.as_str()]
+    );
+    assert_eq!(
+        search(&["employment", "--status", "running"]),
+        [s.guarantee.as_str()]
+    );
+    assert_eq!(
+        search(&["employment", "--until", "2014-12-31"]),
+        [s.fabriq.as_str()]
+    );
+    let since = search(&["employment", "--since", "2016-06-01"]);
+    assert!(
+        since.contains(&s.guarantee) && since.contains(&s.agenda) && since.len() == 2,
+        "{since:?}"
+    );
+    let one = c.json(&["search", "employment", "--limit", "1"]);
+    assert_eq!((ids(&one).len(), one["total"].as_u64()), (1, Some(4)));
+    assert_eq!(
+        search(&["employment", "--sort", "title"])[0],
+        s.fabriq,
+        "FabriQ sorts first"
+    );
+
+    // The same filters on listings.
+    assert_eq!(
+        ids(&c.json(&[
+            "list",
+            "--kind",
+            "project",
+            "--sector",
+            "private,ngo,university",
+            "--all"
+        ])),
+        [s.guarantee.as_str()]
+    );
+    assert_eq!(
+        ids(&c.json(&["project", "list", "--status", "completed"])),
+        [s.roofs.as_str()]
+    );
+    assert_eq!(
+        ids(&c.json(&["list", "--sort", "date", "--kind", "project,practice"])),
+        [
+            s.roofs.clone(),
+            s.fabriq.clone(),
+            s.desk.clone(),
+            s.guarantee.clone()
+        ]
+    );
+    assert_eq!(
+        ids(&c.json(&["agenda", "list", "--group", &s.group[..8]])),
+        [s.agenda.as_str()]
+    );
+    assert!(
+        ids(&c.json(&["agenda", "next"])).is_empty(),
+        "the 2017 meeting is past"
+    );
+
+    // Bad queries are usage errors.
+    assert!(
+        c.fails(&["search", "the", "of"], 2)
+            .contains("no searchable word")
+    );
+    assert!(c.fails(&["list", "--sector", "army"], 2).contains("army"));
+    c.fails(&["list", "--sort", "relevance"], 2);
+    assert!(
+        c.fails(&["search", "x", "--group", "nope"], 1)
+            .contains("group list")
+    );
+
+    // A withdrawn record leaves the catalog; reindex rebuilds the same catalog.
+    c.ok(&["practice", "delete", &s.desk]);
+    assert!(!search(&["employment"]).contains(&s.desk));
+    let before = search(&["employment"]);
+    let out = c.json(&["reindex"]);
+    assert_eq!(out["units"], 5, "2 projects, 1 practice, 1 group, 1 agenda");
+    assert_eq!(search(&["employment"]), before);
+}
+
+/// Content fields of exported records, keyed by title (ids, owners and provenance removed).
+fn content(jsonl: &str) -> BTreeMap<String, Value> {
+    jsonl
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).expect("JSON line");
+            let map = v.as_object_mut().expect("object");
+            for k in ["id", "owner", "provenance"] {
+                map.remove(k);
+            }
+            let title = map
+                .get("title")
+                .or_else(|| map.get("name"))
+                .and_then(Value::as_str)
+                .expect("title")
+                .to_string();
+            (title, v)
+        })
+        .collect()
+}
+
+#[test]
+fn export_then_import_round_trips() {
+    let s = seeded();
+    let milan = &s.city;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("milan.jsonl");
+    let path = file.to_str().expect("utf-8");
+    milan.ok(&[
+        "export",
+        "--format",
+        "jsonl",
+        "--kind",
+        "practice,project",
+        "-o",
+        path,
+    ]);
+    let exported = std::fs::read_to_string(&file).expect("exported");
+    assert_eq!(exported.lines().count(), 4);
+    let first: Value = serde_json::from_str(exported.lines().next().expect("line")).expect("json");
+    let prov = &first["provenance"];
+    assert_eq!(prov["created_by"], milan.id().as_str());
+    assert_eq!(prov["verified"], true);
+    assert!(prov["changes"].as_u64().is_some_and(|n| n >= 1));
+
+    // Into a fresh city: the same content, now owned by Brno.
+    let brno = City::init("Brno", "CZ");
+    let out = brno.json(&["import", path]);
+    assert_eq!(out["created"], 4, "{out}");
+    let back_file = dir.path().join("brno.jsonl");
+    brno.ok(&[
+        "export",
+        "--format",
+        "jsonl",
+        "-o",
+        back_file.to_str().expect("utf-8"),
+    ]);
+    let back = std::fs::read_to_string(&back_file).expect("re-exported");
+    assert_eq!(
+        content(&back),
+        content(&exported),
+        "lossless for content fields"
+    );
+    for line in back.lines() {
+        let v: Value = serde_json::from_str(line).expect("json");
+        assert_eq!(v["owner"], brno.id().as_str());
+    }
+
+    // Importing its own export again changes nothing and duplicates nothing.
+    let again = milan.json(&["import", path]);
+    assert_eq!(
+        (again["created"].as_u64(), again["unchanged"].as_u64()),
+        (Some(0), Some(4)),
+        "{again}"
+    );
+    assert_eq!(
+        ids(&milan.json(&["list", "--kind", "practice,project"])).len(),
+        4
+    );
+
+    // CSV: one row per record, read by the csv crate, and imported again.
+    let csv_file = dir.path().join("records.csv");
+    milan.ok(&[
+        "export",
+        "--format",
+        "csv",
+        "-o",
+        csv_file.to_str().expect("utf-8"),
+    ]);
+    let mut reader = csv::Reader::from_path(&csv_file).expect("csv");
+    let header: Vec<String> = reader
+        .headers()
+        .expect("header")
+        .iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(&header[..4], ["id", "kind", "title", "summary"]);
+    let rows: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().expect("rows");
+    assert_eq!(rows.len(), 5, "4 records and the group");
+    let col = |name: &str| header.iter().position(|h| h == name).expect("column");
+    let guarantee = rows
+        .iter()
+        .find(|r| &r[col("id")] == s.guarantee.as_str())
+        .expect("row");
+    assert_eq!(
+        &guarantee[col("partners")],
+        "Acme:private\nCaritas:ngo\nMasaryk University:university"
+    );
+    assert_eq!(
+        &guarantee[col("outcomes")],
+        "young people trained=120 people"
+    );
+    assert_eq!(&guarantee[col("verified")], "true");
+    let riga = City::init("Riga", "LV");
+    let out = riga.fails(&["import", csv_file.to_str().expect("utf-8")], 2);
+    assert!(out.contains("groups cannot be imported"), "{out}");
+    riga.ok(&[
+        "import",
+        csv_file.to_str().expect("utf-8"),
+        "--skip-invalid",
+    ]);
+    let riga_file = dir.path().join("riga.jsonl");
+    riga.ok(&[
+        "export",
+        "--format",
+        "jsonl",
+        "-o",
+        riga_file.to_str().expect("utf-8"),
+    ]);
+    let riga_back = std::fs::read_to_string(&riga_file).expect("riga");
+    assert_eq!(content(&riga_back), content(&exported), "CSV round trip");
+}
+
+#[test]
+fn import_with_bad_lines_reports_each_and_writes_none() {
+    let city = City::init("Porto", "PT");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("in.jsonl");
+    std::fs::write(
+        &file,
+        [
+            r#"{"kind":"practice","title":"Good one","language":"en"}"#,
+            r#"{"kind":"practice","title":"Bad date","start":"2017-02-30"}"#,
+            r#"{"kind":"project","name":"Good two","status":"running"}"#,
+            r#"{"kind":"practice","title":"Typo","colour":"red"}"#,
+            r#"not json"#,
+            r#"{"kind":"project","name":"Bad partner","partners":[{"name":"X","sector":"army"}]}"#,
+        ]
+        .join("\n"),
+    )
+    .expect("write");
+    let path = file.to_str().expect("utf-8");
+    let err = city.fails(&["import", path], 2);
+    for needle in [
+        "line 2:",
+        "start",
+        "line 4:",
+        "colour",
+        "line 5:",
+        "line 6:",
+        "army",
+        "nothing was imported",
+    ] {
+        assert!(err.contains(needle), "`{needle}` in:\n{err}");
+    }
+    assert!(
+        !err.contains("line 1:") && !err.contains("line 3:"),
+        "{err}"
+    );
+    assert!(ids(&city.json(&["list"])).is_empty(), "nothing written");
+
+    let dry = city.run(&["import", path, "--dry-run", "--json"]);
+    assert_eq!(dry.status.code(), Some(2));
+    let dry: Value = serde_json::from_slice(&dry.stdout).expect("json");
+    assert_eq!(
+        (
+            dry["would_create"].as_u64(),
+            dry["errors"].as_array().map(Vec::len)
+        ),
+        (Some(2), Some(4))
+    );
+    assert!(
+        ids(&city.json(&["list"])).is_empty(),
+        "a dry run writes nothing"
+    );
+
+    city.fails(&["import", path, "--skip-invalid"], 0);
+    let mut titles: Vec<String> = city
+        .json(&["list"])
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|u| str_of(&u["title"]))
+        .collect();
+    titles.sort();
+    assert_eq!(titles, ["Good one", "Good two"]);
+
+    let csv_file = dir.path().join("in.csv");
+    std::fs::write(
+        &csv_file,
+        "kind,title,start\npractice,Fine,2020-01-01\npractice,,2020-01-01\n",
+    )
+    .expect("write");
+    let err = city.fails(&["import", csv_file.to_str().expect("utf-8")], 2);
+    assert!(err.contains("line 3:") && err.contains("title"), "{err}");
+    city.fails(
+        &[
+            "import",
+            dir.path().join("missing.csv").to_str().expect("utf-8"),
+        ],
+        2,
+    );
+}
+
+#[test]
+fn calendar_export_parses_with_an_independent_parser() {
+    let s = seeded();
+    let c = &s.city;
+    let next = c.add(&[
+        "agenda",
+        "create",
+        "--group",
+        &s.group,
+        "--title",
+        "Final conference, Brno",
+        "--start",
+        "2099-05-04",
+        "--venue",
+        "Brno; City Hall",
+        "--host",
+        "Brno",
+    ]);
+    assert_eq!(ids(&c.json(&["agenda", "next"])), [next.as_str()]);
+    assert!(c.ok(&["agenda", "next"]).contains("Final conference"));
+
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("meetings.ics");
+    c.ok(&[
+        "export",
+        "--format",
+        "ics",
+        "--group",
+        &s.group,
+        "-o",
+        file.to_str().expect("utf-8"),
+    ]);
+    let text = std::fs::read_to_string(&file).expect("ics");
+    let calendars: Vec<_> = ical::IcalParser::new(BufReader::new(text.as_bytes()))
+        .collect::<Result<_, _>>()
+        .expect("valid iCalendar");
+    assert_eq!(calendars.len(), 1);
+    let events = &calendars[0].events;
+    assert_eq!(events.len(), 2, "one event per meeting");
+    let prop = |e: &ical::parser::ical::component::IcalEvent, name: &str| {
+        e.properties
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.value.clone())
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    let visit = &events[0];
+    assert_eq!(prop(visit, "SUMMARY"), "Study visit Milan");
+    assert_eq!(prop(visit, "DTSTART"), "20170223");
+    assert_eq!(
+        prop(visit, "DTEND"),
+        "20170225",
+        "exclusive end after the 24th"
+    );
+    assert!(prop(visit, "DESCRIPTION").contains("09:30-10:30 Employment workshop"));
+    assert_eq!(
+        prop(visit, "UID"),
+        format!("{}-{}@intercity", s.agenda, s.group)
+    );
+    let conference = &events[1];
+    assert_eq!(prop(conference, "SUMMARY"), "Final conference\\, Brno");
+    assert_eq!(prop(conference, "DTSTART"), "20990504");
+    assert_eq!(prop(conference, "DTEND"), "20990505");
+    assert_eq!(prop(conference, "LOCATION"), "Brno\\; City Hall\\, Brno");
+
+    // The UID is stable: a second export after an edit names the same events.
+    c.ok(&["agenda", "item", "add", &s.agenda, "--title", "Lunch"]);
+    let again = c.ok(&["export", "--format", "ics"]);
+    let uid_lines = |t: &str| {
+        t.lines()
+            .filter(|l| l.starts_with("UID:"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(uid_lines(&again), uid_lines(&text));
+    c.fails(&["export", "--format", "ics", "--kind", "project"], 2);
+}
