@@ -428,8 +428,10 @@ impl City {
                 },
             });
         }
-        if wrote && let Err(e) = self.store.sync_wal() {
-            tracing::warn!(error = %e, "syncing imported entries");
+        // Flushed, not only synced: the next process to open the store then has no large
+        // write-ahead log to replay.
+        if wrote && let Err(e) = self.store.flush() {
+            tracing::warn!(error = %e, "flushing imported entries");
         }
         out
     }

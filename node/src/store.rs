@@ -233,11 +233,6 @@ impl Store {
             .map_err(|e| classify(&self.path, e))
     }
 
-    /// Waits until every write so far is on disk (after a run of unsynced writes).
-    pub fn sync_wal(&self) -> Result<(), StoreError> {
-        self.db.flush_wal(true).map_err(|e| classify(&self.path, e))
-    }
-
     /// The record of a document at its current heads (None if it does not read as a record).
     pub(crate) fn record_at_head(
         &self,
