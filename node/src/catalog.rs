@@ -909,19 +909,26 @@ impl Store {
     }
 
     /// Puts the catalog rows of record `id` (as it now reads) into `batch`, replacing its old
-    /// units; unchanged texts keep their postings.
+    /// units; unchanged texts keep their postings. `new_doc`: the record has no catalog rows
+    /// yet (its first accepted change), so there is nothing to read or replace.
     pub(crate) fn catalog_write(
         &self,
         batch: &mut WriteBatch,
         id: &DocId,
         record: &Record,
         updated: i64,
+        new_doc: bool,
         delta: &mut StatsDelta,
     ) -> Result<(), StoreError> {
         let new = units_of(*id, record, updated);
         let new_keys: HashSet<&[u8]> = new.iter().map(|e| e.key.as_slice()).collect();
         let mut old_texts: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-        for (k, _) in self.scan("units", &id.0)? {
+        let old_rows = if new_doc {
+            Vec::new()
+        } else {
+            self.scan("units", &id.0)?
+        };
+        for (k, _) in old_rows {
             if let Some(t) = self.get("texts", &k)? {
                 old_texts.insert(k.to_vec(), t);
             }
@@ -1007,7 +1014,7 @@ impl Store {
             let Some(record) = self.record_at_head(&id)? else {
                 continue;
             };
-            self.catalog_write(&mut batch, &id, &record, summary.updated, &mut delta)?;
+            self.catalog_write(&mut batch, &id, &record, summary.updated, true, &mut delta)?;
             units += units_of(id, &record, 0).len();
             in_batch += 1;
             if in_batch == 1000 {

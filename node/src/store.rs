@@ -303,7 +303,9 @@ impl Store {
         for (id, update) in &commit.docs {
             batch.put_cf(self.cf("docs"), id.0, update.doc.save());
             if let Some(record) = &update.record {
-                let previous = match self.get("records", &id.0)? {
+                let row = self.get("records", &id.0)?;
+                let new_doc = row.is_none();
+                let previous = match row {
                     Some(v) => serde_json::from_slice::<RecordSummary>(&v)
                         .map(|s| s.updated)
                         .unwrap_or(0),
@@ -321,7 +323,7 @@ impl Store {
                 };
                 let json = serde_json::to_vec(&summary).map_err(|e| self.corrupt(e))?;
                 batch.put_cf(self.cf("records"), id.0, json);
-                self.catalog_write(&mut batch, id, record, summary.updated, &mut delta)?;
+                self.catalog_write(&mut batch, id, record, summary.updated, new_doc, &mut delta)?;
             }
         }
         self.catalog_finish(&mut batch, &delta)?;
