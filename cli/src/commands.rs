@@ -141,6 +141,13 @@ impl Ctx {
         tracing::debug!(dir = %dir.display(), "opening city");
         Ok(Client::open(dir)?)
     }
+
+    /// Opens the city for a command that only reads (quicker; no lock on the store).
+    pub fn open_read(&self) -> anyhow::Result<Client> {
+        let dir = self.data_dir()?;
+        tracing::debug!(dir = %dir.display(), "opening city to read");
+        Ok(Client::open_read_only(dir)?)
+    }
 }
 
 /// Runs the command.

@@ -286,6 +286,16 @@ impl City {
 
     /// Opens the city in `dir`.
     pub fn open(dir: &Path) -> Result<City, CityError> {
+        Self::open_with(dir, false)
+    }
+
+    /// Opens the city in `dir` for reading only (see [`Store::open_read_only`]); edits through
+    /// it fail.
+    pub fn open_read_only(dir: &Path) -> Result<City, CityError> {
+        Self::open_with(dir, true)
+    }
+
+    fn open_with(dir: &Path, read_only: bool) -> Result<City, CityError> {
         let key_path = dir.join("city.key");
         if !key_path.exists() {
             return Err(CityError::NoCity(dir.to_path_buf()));
@@ -303,7 +313,11 @@ impl City {
                 detail: "its id does not match city.key".into(),
             });
         }
-        let store = Store::open(&dir.join("db"))?;
+        let store = if read_only {
+            Store::open_read_only(&dir.join("db"))?
+        } else {
+            Store::open(&dir.join("db"))?
+        };
         Ok(City::assemble(dir, key, profile, store))
     }
 

@@ -43,6 +43,16 @@ fn parse<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, CityError> {
 impl Client {
     /// Opens the city in `dir`, through its daemon if one runs.
     pub fn open(dir: &Path) -> Result<Client, CityError> {
+        Self::open_with(dir, false)
+    }
+
+    /// Like [`Client::open`], for commands that only read: without a daemon the store is opened
+    /// read-only (no lock, nothing written), which is quicker.
+    pub fn open_read_only(dir: &Path) -> Result<Client, CityError> {
+        Self::open_with(dir, true)
+    }
+
+    fn open_with(dir: &Path, read_only: bool) -> Result<Client, CityError> {
         if let Some(control) = ControlClient::connect(dir) {
             let profile = parse(control.call(&ControlRequest::Profile)?)?;
             return Ok(Client::Daemon {
@@ -51,7 +61,11 @@ impl Client {
                 dir: dir.to_path_buf(),
             });
         }
-        Ok(Client::Local(City::open(dir)?))
+        Ok(Client::Local(if read_only {
+            City::open_read_only(dir)?
+        } else {
+            City::open(dir)?
+        }))
     }
 
     fn call<T: DeserializeOwned>(

@@ -306,7 +306,28 @@ fn check_position(pos: usize, max: usize) -> anyhow::Result<usize> {
 
 /// Runs an `agenda` subcommand.
 pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
-    let city = ctx.open()?;
+    use intercity_node::catalog::UnitKind;
+    let cmd = match cmd {
+        Command::List(filters) => return super::query::list_kind(ctx, UnitKind::Agenda, filters),
+        Command::Next(args) => {
+            let filters = super::query::FilterArgs {
+                group: args.group,
+                since: Some(intercity_node::exchange::today(
+                    intercity_node::city::now_ms(),
+                )),
+                sort: Some(intercity_node::catalog::Sort::Date),
+                limit: Some(args.limit),
+                ..Default::default()
+            };
+            return super::query::list_kind(ctx, UnitKind::Agenda, filters);
+        }
+        other => other,
+    };
+    let city = if matches!(cmd, Command::Show(_)) {
+        ctx.open_read()?
+    } else {
+        ctx.open()?
+    };
     match cmd {
         Command::Create(args) => {
             let (group_id, mut g) = group::load(&city, &args.group)?;
@@ -330,23 +351,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Show(args) => show(ctx, &find(&city, &args.agenda)?),
-        Command::List(filters) => {
-            drop(city);
-            super::query::list_kind(ctx, intercity_node::catalog::UnitKind::Agenda, filters)
-        }
-        Command::Next(args) => {
-            drop(city);
-            let filters = super::query::FilterArgs {
-                group: args.group,
-                since: Some(intercity_node::exchange::today(
-                    intercity_node::city::now_ms(),
-                )),
-                sort: Some(intercity_node::catalog::Sort::Date),
-                limit: Some(args.limit),
-                ..Default::default()
-            };
-            super::query::list_kind(ctx, intercity_node::catalog::UnitKind::Agenda, filters)
-        }
+        Command::List(_) | Command::Next(_) => unreachable!("listed above"),
         Command::Publish(args) => {
             let mut f = find(&city, &args.agenda)?;
             let a = f.agenda_mut()?;

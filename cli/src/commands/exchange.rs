@@ -103,7 +103,7 @@ const CHUNK: usize = 1000;
 
 /// Runs `export`.
 pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<()> {
-    let city = ctx.open()?;
+    let city = ctx.open_read()?;
     let mut kinds = args.kind.kinds.clone();
     if args.format == ExportFormat::Ics {
         if kinds.iter().any(|k| *k != UnitKind::Agenda) {

@@ -103,7 +103,11 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 /// Runs a `group` subcommand.
 pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
-    let city = ctx.open()?;
+    let city = if matches!(cmd, Command::Show(_) | Command::List) {
+        ctx.open_read()?
+    } else {
+        ctx.open()?
+    };
     match cmd {
         Command::Create(args) => {
             let mut g = Group::new(

@@ -30,7 +30,7 @@ pub struct Args {
 
 /// Runs `history`.
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
-    let city = ctx.open()?;
+    let city = ctx.open_read()?;
     let id = resolve(&city, &args.record)?;
     let items = city.history(id)?;
     let names = names(&city, id)?;

@@ -148,7 +148,21 @@ pub struct ShowArgs {
 
 /// Runs a `practice` subcommand.
 pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
-    let city = ctx.open()?;
+    let cmd = match cmd {
+        Command::List(filters) => {
+            return super::query::list_kind(
+                ctx,
+                intercity_node::catalog::UnitKind::Practice,
+                filters,
+            );
+        }
+        other => other,
+    };
+    let city = if matches!(cmd, Command::Show(_)) {
+        ctx.open_read()?
+    } else {
+        ctx.open()?
+    };
     match cmd {
         Command::Add(args) => {
             let mut base = Practice::new(city.id().to_string(), "", "en");
@@ -221,10 +235,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             ])?;
             Ok(())
         }
-        Command::List(filters) => {
-            drop(city);
-            super::query::list_kind(ctx, intercity_node::catalog::UnitKind::Practice, filters)
-        }
+        Command::List(_) => unreachable!("listed above"),
     }
 }
 

@@ -160,7 +160,21 @@ pub struct ShowArgs {
 
 /// Runs a `project` subcommand.
 pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
-    let city = ctx.open()?;
+    let cmd = match cmd {
+        Command::List(filters) => {
+            return super::query::list_kind(
+                ctx,
+                intercity_node::catalog::UnitKind::Project,
+                filters,
+            );
+        }
+        other => other,
+    };
+    let city = if matches!(cmd, Command::Show(_)) {
+        ctx.open_read()?
+    } else {
+        ctx.open()?
+    };
     match cmd {
         Command::Add(args) => {
             let mut base = Project::new(city.id().to_string(), "");
@@ -248,10 +262,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             ])?;
             Ok(())
         }
-        Command::List(filters) => {
-            drop(city);
-            super::query::list_kind(ctx, intercity_node::catalog::UnitKind::Project, filters)
-        }
+        Command::List(_) => unreachable!("listed above"),
     }
 }
 

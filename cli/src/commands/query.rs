@@ -164,7 +164,7 @@ pub fn resolve_group(city: &Client, text: &str) -> anyhow::Result<String> {
 
 /// Runs `search`.
 pub fn search(ctx: &Ctx, args: SearchArgs) -> anyhow::Result<()> {
-    let city = ctx.open()?;
+    let city = ctx.open_read()?;
     let text = args.text.join(" ");
     let query = args
         .filters
@@ -211,7 +211,7 @@ pub fn search(ctx: &Ctx, args: SearchArgs) -> anyhow::Result<()> {
 
 /// Runs `list`.
 pub fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
-    let city = ctx.open()?;
+    let city = ctx.open_read()?;
     let query = args.filters.query(&city, args.kind.kinds, None, 100)?;
     let found = city.query(&query)?;
     print(ctx, &found, Layout::Mixed)
@@ -219,7 +219,7 @@ pub fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
 
 /// Runs a per-kind `list` (`practice list`, `project list`, `agenda list`).
 pub fn list_kind(ctx: &Ctx, kind: UnitKind, filters: FilterArgs) -> anyhow::Result<()> {
-    let city = ctx.open()?;
+    let city = ctx.open_read()?;
     let mut query = filters.query(&city, vec![kind], None, 100)?;
     if kind == UnitKind::Agenda && query.sort.is_none() {
         query.sort = Some(Sort::Date);

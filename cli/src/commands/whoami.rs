@@ -12,7 +12,7 @@ Example:
 
 /// Runs `whoami`.
 pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
-    print(ctx, &ctx.open()?)
+    print(ctx, &ctx.open_read()?)
 }
 
 /// Prints a city's profile and data directory.
