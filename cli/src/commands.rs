@@ -142,6 +142,15 @@ impl Ctx {
         Ok(Client::open(dir)?)
     }
 
+    /// Opens the city read-only when `read_only` (see [`Ctx::open_read`]), else for writing.
+    pub fn open_for(&self, read_only: bool) -> anyhow::Result<Client> {
+        if read_only {
+            self.open_read()
+        } else {
+            self.open()
+        }
+    }
+
     /// Opens the city for a command that only reads (quicker; no lock on the store).
     pub fn open_read(&self) -> anyhow::Result<Client> {
         let dir = self.data_dir()?;

@@ -323,11 +323,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         }
         other => other,
     };
-    let city = if matches!(cmd, Command::Show(_)) {
-        ctx.open_read()?
-    } else {
-        ctx.open()?
-    };
+    let city = ctx.open_for(matches!(cmd, Command::Show(_)))?;
     match cmd {
         Command::Create(args) => {
             let (group_id, mut g) = group::load(&city, &args.group)?;

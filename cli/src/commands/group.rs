@@ -103,11 +103,7 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 /// Runs a `group` subcommand.
 pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
-    let city = if matches!(cmd, Command::Show(_) | Command::List) {
-        ctx.open_read()?
-    } else {
-        ctx.open()?
-    };
+    let city = ctx.open_for(matches!(cmd, Command::Show(_) | Command::List))?;
     match cmd {
         Command::Create(args) => {
             let mut g = Group::new(

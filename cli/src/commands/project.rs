@@ -170,11 +170,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         }
         other => other,
     };
-    let city = if matches!(cmd, Command::Show(_)) {
-        ctx.open_read()?
-    } else {
-        ctx.open()?
-    };
+    let city = ctx.open_for(matches!(cmd, Command::Show(_)))?;
     match cmd {
         Command::Add(args) => {
             let mut base = Project::new(city.id().to_string(), "");
