@@ -15,11 +15,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use automerge::{ActorId, Automerge};
+use automerge::{ActorId, Automerge, Change};
 use intercity_protocol::doc::{self, DocError};
 use intercity_protocol::entry::{DocId, Hash32, Scope, SignedEntry, sign_entry};
 use intercity_protocol::identity::{CityId, CityKey, IdentityError};
-use intercity_protocol::ingest::{self, IngestError, Ledger, LedgerError, Status, Verdict};
+use intercity_protocol::ingest::{
+    self, Authored, IngestError, Ledger, LedgerError, Status, Verdict,
+};
 use intercity_protocol::record::{Kind, Record, RecordError};
 use intercity_protocol::sync::WireEntry;
 use serde::{Deserialize, Serialize};
@@ -356,13 +358,29 @@ impl City {
     }
 
     fn create_with(&self, record: &Record, message: &str, sync: bool) -> Result<DocId, CityError> {
+        let (doc, change) = self.prepare(record, message)?;
+        self.publish_new(record, doc, change, sync)
+    }
+
+    /// The document and genesis change of a new record (no store access: may run in parallel).
+    fn prepare(&self, record: &Record, message: &str) -> Result<(Automerge, Change), CityError> {
         record.validate()?;
-        let (_doc, change) = doc::new_document(self.actor(), record, message)?;
+        Ok(doc::new_document(self.actor(), record, message)?)
+    }
+
+    /// Publishes a prepared new record.
+    fn publish_new(
+        &self,
+        record: &Record,
+        doc: Automerge,
+        change: Change,
+        sync: bool,
+    ) -> Result<DocId, CityError> {
         let id = DocId::for_genesis(&change.hash());
         self.publish(
             id,
             ingest::scope_of(record.kind(), id),
-            change.raw_bytes(),
+            Authored { change, doc },
             sync,
         )?;
         Ok(id)
@@ -394,7 +412,7 @@ impl City {
         self.publish(
             id,
             ingest::scope_of(record.kind(), id),
-            change.raw_bytes(),
+            Authored { change, doc },
             sync,
         )?;
         Ok(record)
@@ -420,9 +438,17 @@ impl City {
     pub fn import(&self, items: Vec<Imported>, dry_run: bool) -> Vec<ImportResult> {
         let mut out = Vec::with_capacity(items.len());
         let mut wrote = false;
+        // Building a new record's document is the costly part and needs no store writes: do it
+        // on every core first, then sign and store the records one by one, in file order.
+        let prepared = if dry_run {
+            Vec::new()
+        } else {
+            self.prepare_all(&items)
+        };
+        let mut prepared = prepared.into_iter();
         for item in items {
             let line = item.line;
-            let result = self.import_one(item, dry_run);
+            let result = self.import_one(item, dry_run, prepared.next().flatten());
             wrote |= matches!(
                 result,
                 Ok((ImportOutcome::Created | ImportOutcome::Updated, _))
@@ -450,13 +476,42 @@ impl City {
         out
     }
 
-    fn import_one(
-        &self,
-        item: Imported,
-        dry_run: bool,
-    ) -> Result<(ImportOutcome, Option<String>), CityError> {
+    /// The documents of the records in `items` that will be created (None for the others, and
+    /// where preparing failed: `import_one` then reports the error).
+    fn prepare_all(&self, items: &[Imported]) -> Vec<Option<(Automerge, Change)>> {
+        let workers = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .clamp(1, 8);
+        let prepare_one = |item: &Imported| -> Option<(Automerge, Change)> {
+            if let Some(id) = &item.id
+                && let Ok(id) = id.parse::<DocId>()
+                && !matches!(self.store.doc(&id), Ok(None))
+            {
+                return None;
+            }
+            let record = self.fixup(item.record.clone()).ok()?;
+            self.prepare(&record, &import_message(&record)).ok()
+        };
+        let mut out: Vec<Option<(Automerge, Change)>> = Vec::with_capacity(items.len());
+        std::thread::scope(|scope| {
+            let chunk = items.len().div_ceil(workers).max(1);
+            let handles: Vec<_> = items
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().map(prepare_one).collect::<Vec<_>>()))
+                .collect();
+            for h in handles {
+                match h.join() {
+                    Ok(part) => out.extend(part),
+                    Err(_) => out.clear(),
+                }
+            }
+        });
+        out
+    }
+
+    /// An imported record made this city's: owner set, language and city defaulted.
+    fn fixup(&self, mut record: Record) -> Result<Record, CityError> {
         let me = self.id().to_string();
-        let mut record = item.record;
         match &mut record {
             Record::Practice(p) => {
                 p.owner.clone_from(&me);
@@ -479,6 +534,17 @@ impl City {
                 ));
             }
         }
+        Ok(record)
+    }
+
+    fn import_one(
+        &self,
+        item: Imported,
+        dry_run: bool,
+        prepared: Option<(Automerge, Change)>,
+    ) -> Result<(ImportOutcome, Option<String>), CityError> {
+        let me = self.id().to_string();
+        let mut record = self.fixup(item.record)?;
         let existing = match &item.id {
             Some(id) => {
                 let id: DocId = id.parse().map_err(|_| {
@@ -496,8 +562,11 @@ impl City {
             if dry_run {
                 return Ok((ImportOutcome::WouldCreate, None));
             }
-            let message = format!("import {} '{}'", record.kind(), record.title());
-            let id = self.create_with(&record, &message, false)?;
+            let (doc, change) = match prepared {
+                Some(p) => p,
+                None => self.prepare(&record, &import_message(&record))?,
+            };
+            let id = self.publish_new(&record, doc, change, false)?;
             return Ok((ImportOutcome::Created, Some(id.to_string())));
         };
         let current = self.record(id)?;
@@ -577,28 +646,33 @@ impl City {
         })
     }
 
-    /// Signs `payload` as the next entry of this city's feed in `scope` and stores it, synced.
-    /// Runs the same pipeline as for a peer's entry first: an edit every node would reject is
-    /// refused here and nothing is written.
+    /// Signs the authored change as the next entry of this city's feed in `scope` and stores
+    /// it (synced when `sync`). Runs the same checks as for a peer's entry first (see
+    /// [`ingest::ingest_local`]): an edit every node would reject is refused here and nothing
+    /// is written.
     fn publish(
         &self,
         doc: DocId,
         scope: Scope,
-        payload: &[u8],
+        authored: Authored,
         sync: bool,
     ) -> Result<SignedEntry, CityError> {
         let feed = intercity_protocol::entry::FeedId {
             author: self.id(),
             scope,
         };
-        let head = self.store.head(&feed)?;
-        let (seq, prev) = head.map_or((1, Hash32::default()), |h| (h.seq + 1, h.hash));
+        let payload = authored.change.raw_bytes().to_vec();
+        let payload = payload.as_slice();
+        // The head is read under the write lock: two concurrent edits must not both sign the
+        // same sequence number (the second would look like a fork of our own feed).
         let _guard = self
             .write
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let head = self.store.head(&feed)?;
+        let (seq, prev) = head.map_or((1, Hash32::default()), |h| (h.seq + 1, h.hash));
         let entry = sign_entry(&self.key, scope, seq, prev, doc, payload, now_ms());
-        let ingested = ingest::ingest(&self.store, &entry.encode(), payload)?;
+        let ingested = ingest::ingest_local(&self.store, &entry.encode(), payload, authored)?;
         match ingested.verdict {
             Verdict::Stored(Status::Accepted) => {
                 self.store.apply_with(ingested.commit, sync)?;
@@ -727,6 +801,11 @@ impl City {
     pub fn change_count(&self, id: DocId) -> Result<usize, CityError> {
         Ok(self.load(id)?.get_changes(&[]).len())
     }
+}
+
+/// The change message of an imported new record.
+fn import_message(record: &Record) -> String {
+    format!("import {} '{}'", record.kind(), record.title())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CityError> {

@@ -337,6 +337,43 @@ pub struct Ingested {
 /// Runs the acceptance pipeline on one entry and its payload. Pure: reads through `ledger`,
 /// returns the writes.
 pub fn ingest(ledger: &impl Ledger, entry: &[u8], payload: &[u8]) -> Result<Ingested, IngestError> {
+    pipeline(ledger, entry, payload, None)
+}
+
+/// What the author of a local entry already holds: the change it signed and the document it
+/// built with it (the stored document plus that change).
+#[derive(Debug)]
+pub struct Authored {
+    /// The change, decoded (its bytes must be the payload).
+    pub change: Change,
+    /// The document after the change.
+    pub doc: Automerge,
+}
+
+/// [`ingest`] for an entry this node just authored: every check runs, but the change is not
+/// decoded again and, when the stored document is exactly the one the change was made on, the
+/// author's document is used instead of applying the change a second time (the result is the
+/// same document). A peer's entry always goes through [`ingest`].
+pub fn ingest_local(
+    ledger: &impl Ledger,
+    entry: &[u8],
+    payload: &[u8],
+    authored: Authored,
+) -> Result<Ingested, IngestError> {
+    if authored.change.raw_bytes() != payload {
+        return Err(IngestError::BadChange(
+            "the authored change is not the payload".into(),
+        ));
+    }
+    pipeline(ledger, entry, payload, Some(authored))
+}
+
+fn pipeline(
+    ledger: &impl Ledger,
+    entry: &[u8],
+    payload: &[u8],
+    authored: Option<Authored>,
+) -> Result<Ingested, IngestError> {
     // 1. Size bounds.
     if entry.len() != SIGNED_ENTRY_LEN {
         return Err(IngestError::TooLarge(format!(
@@ -406,7 +443,20 @@ pub fn ingest(ledger: &impl Ledger, entry: &[u8], payload: &[u8]) -> Result<Inge
     if Hash32::of(payload) != h.payload_hash {
         return Err(IngestError::Payload("hash differs"));
     }
-    let change = decode_change(&feed.author, payload)?;
+    let (change, prebuilt) = match authored {
+        Some(a) => {
+            if !a
+                .change
+                .actor_id()
+                .to_bytes()
+                .starts_with(feed.author.as_bytes())
+            {
+                return Err(IngestError::ActorMismatch);
+            }
+            (a.change, Some(a.doc))
+        }
+        None => (decode_change(&feed.author, payload)?, None),
+    };
 
     // Record level: the entry is a genuine link of the feed from here on.
     let entry_hash = signed.hash();
@@ -415,6 +465,7 @@ pub fn ingest(ledger: &impl Ledger, entry: &[u8], payload: &[u8]) -> Result<Inge
         commit: Commit::default(),
         docs: HashMap::new(),
         changes: HashMap::new(),
+        prebuilt,
     };
     work.commit.heads.push((
         feed,
@@ -425,7 +476,7 @@ pub fn ingest(ledger: &impl Ledger, entry: &[u8], payload: &[u8]) -> Result<Inge
         },
     ));
     work.commit.payloads.push((entry_hash, payload.to_vec()));
-    let status = work.judge(&signed, change.clone())?;
+    let status = work.judge(&signed, change)?;
     if status == Status::Pending {
         let (count, bytes) = ledger.pending_totals()?;
         if count + 1 > MAX_PENDING_ENTRIES || bytes + payload.len() as u64 > MAX_PENDING_BYTES {
@@ -440,7 +491,7 @@ pub fn ingest(ledger: &impl Ledger, entry: &[u8], payload: &[u8]) -> Result<Inge
         status: status.clone(),
     });
     if status != Status::Pending {
-        work.resolve_pending(h.doc, &change)?;
+        work.resolve_pending(h.doc)?;
     }
     Ok(Ingested {
         verdict: Verdict::Stored(status),
@@ -471,6 +522,8 @@ struct Work<'a, L: Ledger> {
     commit: Commit,
     docs: HashMap<DocId, Option<Automerge>>,
     changes: HashMap<ChangeHash, ChangeInfo>,
+    /// The author's document after the entry's change (local entries only).
+    prebuilt: Option<Automerge>,
 }
 
 impl<L: Ledger> Work<'_, L> {
@@ -531,7 +584,10 @@ impl<L: Ledger> Work<'_, L> {
             }
             doc.clone()
         };
-        let status = match evaluate(h, &base, change, genesis) {
+        let prebuilt = self
+            .prebuilt
+            .take_if(|d| d.get_heads() == [hash] && same_heads(&base.get_heads(), &deps));
+        let status = match evaluate(h, &base, change, genesis, prebuilt) {
             Ok((doc, record)) => {
                 let scope = scope_of(record.kind(), h.doc);
                 let updated = self
@@ -600,7 +656,7 @@ impl<L: Ledger> Work<'_, L> {
     }
 
     /// After a verdict in `doc`, re-judges the entries waiting there until nothing moves.
-    fn resolve_pending(&mut self, doc: DocId, _trigger: &Change) -> Result<(), LedgerError> {
+    fn resolve_pending(&mut self, doc: DocId) -> Result<(), LedgerError> {
         let mut waiting: Vec<(FeedId, u64)> = self.ledger.pending(&doc)?;
         waiting.sort();
         let mut done: HashSet<(FeedId, u64)> = HashSet::new();
@@ -638,23 +694,28 @@ impl<L: Ledger> Work<'_, L> {
     }
 }
 
-/// Applies `change` to a copy of `base` and checks authorization and schema. Returns the new
-/// document and the record at the change's own heads, or the rejection reason.
+fn same_heads(a: &[ChangeHash], b: &[ChangeHash]) -> bool {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort();
+    b.sort();
+    a == b
+}
+
+/// Applies `change` to a copy of `base` (or takes `prebuilt`, which is `base` plus `change`)
+/// and checks authorization and schema. Returns the new document and the record at the
+/// change's own heads, or the rejection reason.
 fn evaluate(
     h: &crate::entry::Header,
     base: &Automerge,
     change: Change,
     genesis: bool,
+    prebuilt: Option<Automerge>,
 ) -> Result<(Automerge, Record), String> {
     let hash = change.hash();
     let deps = change.deps().to_vec();
     // Reading at the current heads is cheaper than at a historical point: use it when equal.
     let at = |doc: &Automerge, heads: &[ChangeHash]| {
-        let mut current = doc.get_heads();
-        current.sort();
-        let mut wanted = heads.to_vec();
-        wanted.sort();
-        doc::read_record(doc, (current != wanted).then_some(heads))
+        doc::read_record(doc, (!same_heads(&doc.get_heads(), heads)).then_some(heads))
     };
     let before = if genesis {
         None
@@ -664,9 +725,15 @@ fn evaluate(
                 .map_err(|e| format!("document unreadable at the change's dependencies: {e}"))?,
         )
     };
-    let mut doc = base.clone();
-    doc.apply_changes([change])
-        .map_err(|e| format!("Automerge refused the change: {e}"))?;
+    let doc = match prebuilt {
+        Some(doc) => doc,
+        None => {
+            let mut doc = base.clone();
+            doc.apply_changes([change])
+                .map_err(|e| format!("Automerge refused the change: {e}"))?;
+            doc
+        }
+    };
     if doc.get_change_meta_by_hash(&hash).is_none() {
         return Err("Automerge did not apply the change".into());
     }

@@ -667,3 +667,112 @@ fn outsider_entries_are_rejected_identically_everywhere() {
         "the outsider's 20 entries are rejected, got {rejected}"
     );
 }
+
+/// `ingest_local` (the author's own document reused) stores exactly what `ingest` stores, for a
+/// new record and for an edit; a stale or foreign authored change is not trusted.
+#[test]
+fn authored_entries_store_the_same_as_received_ones() {
+    use intercity_protocol::ingest::{Authored, ingest, ingest_local};
+
+    let milan = City::new(1);
+    let record = practice(&milan, "Makerspace");
+    let mut d = Automerge::new().with_actor(milan.actor());
+    let mut tx = d.transaction();
+    doc::write_record(&mut tx, &record).expect("write");
+    let (hash, _) = tx.commit_with(CommitOptions::default().with_message("create"));
+    let change = d
+        .get_change_by_hash(&hash.expect("change"))
+        .expect("change")
+        .clone();
+    let id = DocId::for_genesis(&change.hash());
+    let payload = change.raw_bytes().to_vec();
+    let entry = sign_entry(
+        &milan.key,
+        scope_of(record.kind(), id),
+        1,
+        Hash32::default(),
+        id,
+        &payload,
+        1_000,
+    );
+    let entry = entry.encode().to_vec();
+
+    let (mut received, mut authored) = (MemLedger::default(), MemLedger::default());
+    let r = ingest(&received, &entry, &payload).expect("ingest");
+    let a = ingest_local(
+        &authored,
+        &entry,
+        &payload,
+        Authored {
+            change: change.clone(),
+            doc: d.clone(),
+        },
+    )
+    .expect("ingest_local");
+    assert_eq!(r.verdict, a.verdict);
+    assert_eq!(r.verdict, Verdict::Stored(Status::Accepted));
+    received.apply(r.commit);
+    authored.apply(a.commit);
+    assert_eq!(received.docs[&id].save(), authored.docs[&id].save());
+    assert_eq!(received.entries, authored.entries);
+
+    // An edit built on the stored document: same result again.
+    let mut edited = authored.docs[&id].clone();
+    edited.set_actor(milan.actor());
+    let mut r2 = doc::read_record(&edited, None).expect("read");
+    if let Record::Practice(p) = &mut r2 {
+        p.summary = "open every Saturday".into();
+    }
+    let mut tx = edited.transaction();
+    doc::write_record(&mut tx, &r2).expect("write");
+    let (h2, _) = tx.commit_with(CommitOptions::default().with_message("edit"));
+    let change2 = edited
+        .get_change_by_hash(&h2.expect("change"))
+        .expect("change")
+        .clone();
+    let payload2 = change2.raw_bytes().to_vec();
+    let head = authored
+        .head(&FeedId {
+            author: milan.key.id(),
+            scope: Scope::Federation,
+        })
+        .expect("head")
+        .expect("head");
+    let entry2 = sign_entry(
+        &milan.key,
+        Scope::Federation,
+        2,
+        head.hash,
+        id,
+        &payload2,
+        2_000,
+    )
+    .encode()
+    .to_vec();
+    let r = ingest(&received, &entry2, &payload2).expect("ingest");
+    let a = ingest_local(
+        &authored,
+        &entry2,
+        &payload2,
+        Authored {
+            change: change2.clone(),
+            doc: edited.clone(),
+        },
+    )
+    .expect("ingest_local");
+    received.apply(r.commit);
+    authored.apply(a.commit);
+    assert_eq!(received.docs[&id].save(), authored.docs[&id].save());
+
+    // The authored change must be the payload.
+    let err = ingest_local(
+        &authored,
+        &entry2,
+        &payload,
+        Authored {
+            change: change2,
+            doc: edited,
+        },
+    );
+    assert!(err.is_err());
+}
