@@ -18,13 +18,13 @@
 //! Filters (kind, city, tag, sector, group, status, dates) are checked on the compact unit rows;
 //! a filtered listing scans them, a search only reads the rows of its candidates.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
 use intercity_protocol::entry::DocId;
 use intercity_protocol::record::{Record, Sector};
-use rocksdb::{Direction, IteratorMode, WriteBatch};
+use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Store, StoreError};
@@ -232,8 +232,8 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Whether `unit` passes every filter.
-    pub fn matches(&self, unit: &Unit) -> bool {
+    /// Whether the unit passes every filter.
+    fn matches(&self, unit: &UnitView<'_>) -> bool {
         if !self.kinds.is_empty() && !self.kinds.contains(&unit.kind) {
             return false;
         }
@@ -241,12 +241,12 @@ impl Filter {
             && !self
                 .cities
                 .iter()
-                .any(|c| unit.city.eq_ignore_ascii_case(c.trim()) || unit.owner == *c)
+                .any(|c| unit.city.eq_ignore_ascii_case(c.trim()) || unit.owner == c)
         {
             return false;
         }
-        let has_tag = |t: &String| unit.themes.iter().any(|x| x.eq_ignore_ascii_case(t.trim()));
-        let has_sector = |s: &Sector| unit.sectors.contains(s);
+        let has_tag = |t: &String| unit.themes().any(|x| x.eq_ignore_ascii_case(t.trim()));
+        let has_sector = |s: &Sector| unit.sectors & sector_bit(*s) != 0;
         if self.all {
             if !self.tags.iter().all(has_tag) || !self.sectors.iter().all(has_sector) {
                 return false;
@@ -261,8 +261,8 @@ impl Filter {
         }
         if let Some(g) = &self.group {
             let own = match unit.kind {
-                UnitKind::Agenda => unit.group.as_deref() == Some(g.as_str()),
-                UnitKind::Group => unit.id == *g,
+                UnitKind::Agenda => unit.group == g,
+                UnitKind::Group => unit.id == g,
                 _ => false,
             };
             if !own {
@@ -288,6 +288,24 @@ impl Filter {
             }
         }
         true
+    }
+
+    #[cfg(test)]
+    fn matches_unit(&self, u: &Unit) -> bool {
+        let bytes = encode_unit(u);
+        UnitView::parse(&bytes).is_some_and(|v| self.matches(&v))
+    }
+
+    /// Whether no filter is set.
+    fn is_empty(&self) -> bool {
+        self.kinds.is_empty()
+            && self.cities.is_empty()
+            && self.tags.is_empty()
+            && self.sectors.is_empty()
+            && self.group.is_none()
+            && self.statuses.is_empty()
+            && self.since.is_none()
+            && self.until.is_none()
     }
 }
 
@@ -788,6 +806,10 @@ fn encode_unit(u: &Unit) -> Vec<u8> {
     out
 }
 
+fn sector_bit(s: Sector) -> u8 {
+    1 << Sector::ALL.iter().position(|x| *x == s).unwrap_or(7)
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -802,55 +824,111 @@ impl<'a> Reader<'a> {
     fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N)?.try_into().ok()
     }
-    fn string(&mut self) -> Option<String> {
+    fn str(&mut self) -> Option<&'a str> {
         let len = u32::from_be_bytes(self.array()?) as usize;
-        String::from_utf8(self.take(len)?.to_vec()).ok()
+        std::str::from_utf8(self.take(len)?).ok()
     }
 }
 
+/// A unit read in place from its stored bytes (no allocation), for filtering and ordering.
+#[derive(Debug, Clone)]
+struct UnitView<'a> {
+    kind: UnitKind,
+    updated: i64,
+    items: u32,
+    sectors: u8,
+    id: &'a str,
+    group: &'a str,
+    title: &'a str,
+    city: &'a str,
+    country: &'a str,
+    owner: &'a str,
+    status: &'a str,
+    start: &'a str,
+    end: &'a str,
+    group_name: &'a str,
+    venue: &'a str,
+    /// The encoded themes (count, then strings), read on demand.
+    themes: &'a [u8],
+}
+
+impl<'a> UnitView<'a> {
+    fn parse(bytes: &'a [u8]) -> Option<UnitView<'a>> {
+        let mut r = Reader(bytes);
+        let kind = UnitKind::from_code(r.array::<1>()?[0])?;
+        let updated = i64::from_be_bytes(r.array()?);
+        let items = u32::from_be_bytes(r.array()?);
+        let sectors = r.array::<1>()?[0];
+        let v = UnitView {
+            kind,
+            updated,
+            items,
+            sectors,
+            id: r.str()?,
+            group: r.str()?,
+            title: r.str()?,
+            city: r.str()?,
+            country: r.str()?,
+            owner: r.str()?,
+            status: r.str()?,
+            start: r.str()?,
+            end: r.str()?,
+            group_name: r.str()?,
+            venue: r.str()?,
+            themes: r.0,
+        };
+        // Check the themes once, so reading them later cannot fail.
+        let mut t = Reader(v.themes);
+        let n = u16::from_be_bytes(t.array()?);
+        for _ in 0..n {
+            t.str()?;
+        }
+        t.0.is_empty().then_some(v)
+    }
+
+    fn themes(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let mut r = Reader(self.themes);
+        let n = r.array::<2>().map_or(0, u16::from_be_bytes);
+        (0..n).map_while(move |_| r.str())
+    }
+
+    fn span(&self) -> Option<(&'a str, &'a str)> {
+        let opt = |s: &'a str| Some(s).filter(|s| !s.is_empty());
+        let first = opt(self.start).or(opt(self.end))?;
+        let last = opt(self.end).unwrap_or(first);
+        Some((first, last))
+    }
+
+    fn to_unit(&self) -> Unit {
+        let opt = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
+        Unit {
+            id: self.id.to_string(),
+            kind: self.kind,
+            group: opt(self.group),
+            title: self.title.to_string(),
+            city: self.city.to_string(),
+            country: self.country.to_string(),
+            owner: self.owner.to_string(),
+            status: self.status.to_string(),
+            start: opt(self.start),
+            end: opt(self.end),
+            themes: self.themes().map(str::to_string).collect(),
+            sectors: Sector::ALL
+                .iter()
+                .filter(|s| self.sectors & sector_bit(**s) != 0)
+                .copied()
+                .collect(),
+            group_name: self.group_name.to_string(),
+            venue: self.venue.to_string(),
+            items: self.items,
+            updated: self.updated,
+        }
+    }
+}
+
+#[cfg(test)]
 fn decode_unit(bytes: &[u8]) -> Option<Unit> {
-    let mut r = Reader(bytes);
-    let kind = UnitKind::from_code(r.array::<1>()?[0])?;
-    let updated = i64::from_be_bytes(r.array()?);
-    let items = u32::from_be_bytes(r.array()?);
-    let mask = r.array::<1>()?[0];
-    let sectors = Sector::ALL
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| mask & (1 << i) != 0)
-        .map(|(_, s)| *s)
-        .collect();
-    let id = r.string()?;
-    let group = Some(r.string()?).filter(|s| !s.is_empty());
-    let title = r.string()?;
-    let city = r.string()?;
-    let country = r.string()?;
-    let owner = r.string()?;
-    let status = r.string()?;
-    let start = Some(r.string()?).filter(|s| !s.is_empty());
-    let end = Some(r.string()?).filter(|s| !s.is_empty());
-    let group_name = r.string()?;
-    let venue = r.string()?;
-    let n = u16::from_be_bytes(r.array()?);
-    let themes = (0..n).map(|_| r.string()).collect::<Option<Vec<_>>>()?;
-    r.0.is_empty().then_some(Unit {
-        id,
-        kind,
-        group,
-        title,
-        city,
-        country,
-        owner,
-        status,
-        start,
-        end,
-        themes,
-        sectors,
-        group_name,
-        venue,
-        items,
-        updated,
-    })
+    UnitView::parse(bytes).map(|v| v.to_unit())
 }
 
 fn encode_posting(counts: [u16; 3], len: u32) -> [u8; 10] {
@@ -1032,190 +1110,326 @@ impl Store {
 
     /// Answers a catalog query.
     pub fn query(&self, q: &Query) -> Result<Found, StoreError> {
-        let mut hits: Vec<(Vec<u8>, Hit)> = match &q.text {
-            None => self.filtered(&q.filter)?,
-            Some(text) => {
-                let terms = parse_query(text).map_err(|e| StoreError::Query(e.to_string()))?;
-                self.searched(&terms, &q.filter)?
-            }
+        let terms = match &q.text {
+            Some(text) => Some(parse_query(text).map_err(|e| StoreError::Query(e.to_string()))?),
+            None => None,
         };
-        let sort = q.sort.unwrap_or(if q.text.is_some() {
+        let sort = q.sort.unwrap_or(if terms.is_some() {
             Sort::Relevance
         } else {
             Sort::Updated
         });
-        let by_updated = |a: &Hit, b: &Hit| b.unit.updated.cmp(&a.unit.updated);
-        let by_id = |a: &Hit, b: &Hit| a.unit.id.cmp(&b.unit.id);
-        match sort {
-            Sort::Relevance => hits.sort_by(|(_, a), (_, b)| {
-                b.score
-                    .unwrap_or(0.0)
-                    .total_cmp(&a.score.unwrap_or(0.0))
-                    .then_with(|| by_updated(a, b))
-                    .then_with(|| by_id(a, b))
-            }),
-            Sort::Updated => {
-                hits.sort_by(|(_, a), (_, b)| by_updated(a, b).then_with(|| by_id(a, b)));
-            }
-            Sort::Date => hits.sort_by(|(_, a), (_, b)| {
-                let (da, db) = (a.unit.span(), b.unit.span());
-                da.is_none()
-                    .cmp(&db.is_none())
-                    .then_with(|| da.cmp(&db))
-                    .then_with(|| by_id(a, b))
-            }),
-            Sort::Title => {
-                hits.sort_by_cached_key(|(_, h)| (fold(&h.unit.title), h.unit.id.clone()))
-            }
-        }
-        let total = hits.len();
-        if q.limit > 0 {
-            hits.truncate(q.limit);
-        }
-        if let Some(text) = &q.text {
-            let terms = parse_query(text).map_err(|e| StoreError::Query(e.to_string()))?;
-            for (key, hit) in &mut hits {
-                let texts: Vec<(u8, String)> = match self.get("texts", key)? {
-                    Some(v) => serde_json::from_slice(&v).map_err(|e| self.corrupt(e))?,
+        let mut best = TopK::new(q.limit);
+        let mut total = 0;
+        match &terms {
+            None => {
+                let prefix: Vec<u8> = match &q.filter.group {
+                    Some(g) => g
+                        .parse::<DocId>()
+                        .map(|d| d.0.to_vec())
+                        .map_err(|e| StoreError::Query(e.to_string()))?,
                     None => Vec::new(),
                 };
-                let matched = texts
-                    .iter()
-                    .filter(|(f, _)| *f != F_TITLE)
-                    .find(|(_, t)| terms_in(t).any(|x| terms.iter().any(|q| q.matches(&x))))
-                    .or_else(|| {
-                        texts
-                            .iter()
-                            .find(|(f, _)| [F_SUMMARY, F_BODY, F_ITEM].contains(f))
-                    });
-                if let Some((_, text)) = matched {
-                    let (s, h) = snippet(text, &terms, 160);
-                    hit.snippet = Some(s);
-                    hit.highlights = h;
+                let mut it = self.db.raw_iterator_cf(self.cf("units"));
+                it.seek(&prefix);
+                while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                    if !k.starts_with(&prefix) {
+                        break;
+                    }
+                    let view = UnitView::parse(v).ok_or_else(|| self.corrupt("catalog unit"))?;
+                    if q.filter.matches(&view) {
+                        total += 1;
+                        best.offer(SortKey::of(sort, &view, 0.0), k, v);
+                    }
+                    it.next();
+                }
+                it.status().map_err(|e| self.classify(e))?;
+            }
+            Some(terms) => {
+                let scored = self.scores(terms)?;
+                if q.filter.is_empty() && sort == Sort::Relevance {
+                    // The order needs no unit: rank first, read only the units shown.
+                    total = scored.len();
+                    let mut ranked: Vec<&(UnitKey, f64)> = scored.iter().collect();
+                    let keep = if q.limit == 0 {
+                        ranked.len()
+                    } else {
+                        q.limit.min(ranked.len())
+                    };
+                    if keep < ranked.len() {
+                        ranked.select_nth_unstable_by(keep, |a, b| by_score(a, b));
+                        ranked.truncate(keep);
+                    }
+                    for (key, score) in ranked {
+                        if let Some(v) = self.get("units", key.as_slice())? {
+                            let view =
+                                UnitView::parse(&v).ok_or_else(|| self.corrupt("catalog unit"))?;
+                            best.offer(SortKey::of(sort, &view, *score), key.as_slice(), &v);
+                        }
+                    }
+                } else {
+                    for chunk in scored.chunks(1024) {
+                        let rows = self.db.multi_get_cf(
+                            chunk.iter().map(|(k, _)| (self.cf("units"), k.as_slice())),
+                        );
+                        for ((key, score), row) in chunk.iter().zip(rows) {
+                            let Some(v) = row.map_err(|e| self.classify(e))? else {
+                                continue;
+                            };
+                            let view =
+                                UnitView::parse(&v).ok_or_else(|| self.corrupt("catalog unit"))?;
+                            if q.filter.matches(&view) {
+                                total += 1;
+                                best.offer(SortKey::of(sort, &view, *score), key.as_slice(), &v);
+                            }
+                        }
+                    }
                 }
             }
         }
-        Ok(Found {
-            total,
-            hits: hits.into_iter().map(|(_, h)| h).collect(),
-        })
+        let mut hits = Vec::new();
+        for (key, row, score) in best.into_sorted() {
+            let view = UnitView::parse(&row).ok_or_else(|| self.corrupt("catalog unit"))?;
+            let mut hit = Hit {
+                unit: view.to_unit(),
+                score,
+                snippet: None,
+                highlights: Vec::new(),
+            };
+            if let Some(terms) = &terms {
+                self.add_snippet(&key, terms, &mut hit)?;
+            }
+            hits.push(hit);
+        }
+        Ok(Found { total, hits })
     }
 
-    fn filtered(&self, filter: &Filter) -> Result<Vec<(Vec<u8>, Hit)>, StoreError> {
-        let mut out = Vec::new();
-        let prefix: Vec<u8> = match &filter.group {
-            Some(g) => g
-                .parse::<DocId>()
-                .map(|d| d.0.to_vec())
-                .map_err(|e| StoreError::Query(e.to_string()))?,
+    fn add_snippet(
+        &self,
+        key: &[u8],
+        terms: &[QueryTerm],
+        hit: &mut Hit,
+    ) -> Result<(), StoreError> {
+        let texts: Vec<(u8, String)> = match self.get("texts", key)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| self.corrupt(e))?,
             None => Vec::new(),
         };
-        for item in self.db.iterator_cf(
-            self.cf("units"),
-            IteratorMode::From(&prefix, Direction::Forward),
-        ) {
-            let (k, v) = item.map_err(|e| self.classify(e))?;
-            if !k.starts_with(&prefix) {
+        let matched = texts
+            .iter()
+            .filter(|(f, _)| *f != F_TITLE)
+            .find(|(_, t)| terms_in(t).any(|x| terms.iter().any(|q| q.matches(&x))))
+            .or_else(|| {
+                texts
+                    .iter()
+                    .find(|(f, _)| [F_SUMMARY, F_BODY, F_ITEM].contains(f))
+            });
+        if let Some((_, text)) = matched {
+            let (s, h) = snippet(text, terms, 160);
+            hit.snippet = Some(s);
+            hit.highlights = h;
+        }
+        Ok(())
+    }
+
+    /// The postings of one query term: (unit key, weighted term frequency, unit length),
+    /// sorted by unit key.
+    fn postings(&self, qt: &QueryTerm) -> Result<Vec<(UnitKey, f64, f64)>, StoreError> {
+        let seek = match qt {
+            QueryTerm::Exact(t) => {
+                let mut s = t.as_bytes().to_vec();
+                s.push(0);
+                s
+            }
+            QueryTerm::Prefix(p) => p.as_bytes().to_vec(),
+        };
+        let mut out = Vec::new();
+        let mut it = self.db.raw_iterator_cf(self.cf("postings"));
+        it.seek(&seek);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(&seek) {
                 break;
             }
-            let unit = decode_unit(&v).ok_or_else(|| self.corrupt("catalog unit"))?;
-            if filter.matches(&unit) {
-                out.push((
-                    k.to_vec(),
-                    Hit {
-                        unit,
-                        score: None,
-                        snippet: None,
-                        highlights: Vec::new(),
-                    },
-                ));
+            if let Some(zero) = k.iter().position(|&b| b == 0)
+                && let Some(key) = UnitKey::new(&k[zero + 1..])
+            {
+                let (tf, len) = decode_posting(v).ok_or_else(|| self.corrupt("posting"))?;
+                out.push((key, tf, len));
             }
+            it.next();
+        }
+        it.status().map_err(|e| self.classify(e))?;
+        if matches!(qt, QueryTerm::Prefix(_)) {
+            // Several terms: merge the units they share.
+            out.sort_by_key(|a| a.0);
+            out.dedup_by(|later, first| {
+                let same = later.0 == first.0;
+                if same {
+                    first.1 += later.1;
+                }
+                same
+            });
         }
         Ok(out)
     }
 
-    fn searched(
-        &self,
-        terms: &[QueryTerm],
-        filter: &Filter,
-    ) -> Result<Vec<(Vec<u8>, Hit)>, StoreError> {
+    /// The units holding every term, with their BM25 scores, sorted by unit key.
+    fn scores(&self, terms: &[QueryTerm]) -> Result<Vec<(UnitKey, f64)>, StoreError> {
+        const K1: f64 = 1.2;
+        const B: f64 = 0.75;
         let (n_units, n_tokens) = self.catalog_stats()?;
         let n = n_units.max(1) as f64;
         let avg = (n_tokens as f64 / n).max(1.0);
-        const K1: f64 = 1.2;
-        const B: f64 = 0.75;
-        let mut scores: Option<HashMap<Vec<u8>, f64>> = None;
-        for qt in terms {
-            let seek = match qt {
-                QueryTerm::Exact(t) => {
-                    let mut s = t.as_bytes().to_vec();
-                    s.push(0);
-                    s
-                }
-                QueryTerm::Prefix(p) => p.as_bytes().to_vec(),
-            };
-            // Unit key → (weighted tf, length); a prefix may match several terms of a unit.
-            let mut postings: BTreeMap<Vec<u8>, (f64, f64)> = BTreeMap::new();
-            for item in self.db.iterator_cf(
-                self.cf("postings"),
-                IteratorMode::From(&seek, Direction::Forward),
-            ) {
-                let (k, v) = item.map_err(|e| self.classify(e))?;
-                if !k.starts_with(&seek) {
-                    break;
-                }
-                let Some(zero) = k.iter().position(|&b| b == 0) else {
-                    continue;
-                };
-                let unit_key = &k[zero + 1..];
-                if let Some(prev) = &scores
-                    && !prev.contains_key(unit_key)
-                {
-                    continue;
-                }
-                let (tf, len) = decode_posting(&v).ok_or_else(|| self.corrupt("posting"))?;
-                let e = postings.entry(unit_key.to_vec()).or_insert((0.0, len));
-                e.0 += tf;
-            }
-            let df = postings.len() as f64;
+        let mut lists = terms
+            .iter()
+            .map(|t| self.postings(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Intersect starting from the shortest list.
+        lists.sort_by_key(Vec::len);
+        let mut acc: Option<Vec<(UnitKey, f64)>> = None;
+        for list in &lists {
+            let df = list.len() as f64;
             let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
-            let mut next = HashMap::with_capacity(postings.len());
-            for (key, (tf, len)) in postings {
-                let s = idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * len / avg));
-                let prev = scores
-                    .as_ref()
-                    .and_then(|m| m.get(&key))
-                    .copied()
-                    .unwrap_or(0.0);
-                next.insert(key, prev + s);
-            }
-            scores = Some(next);
+            let score =
+                |tf: f64, len: f64| idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * len / avg));
+            acc = Some(match acc {
+                None => list
+                    .iter()
+                    .map(|(k, tf, len)| (*k, score(*tf, *len)))
+                    .collect(),
+                Some(prev) => {
+                    let mut out = Vec::with_capacity(prev.len());
+                    let mut j = 0;
+                    for (k, s) in prev {
+                        while j < list.len() && list[j].0 < k {
+                            j += 1;
+                        }
+                        if let Some((k2, tf, len)) = list.get(j)
+                            && *k2 == k
+                        {
+                            out.push((k, s + score(*tf, *len)));
+                        }
+                    }
+                    out
+                }
+            });
         }
-        let scores = scores.unwrap_or_default();
-        let mut keys: Vec<&Vec<u8>> = scores.keys().collect();
-        keys.sort();
-        let mut out = Vec::with_capacity(keys.len());
-        let rows = self
-            .db
-            .multi_get_cf(keys.iter().map(|k| (self.cf("units"), k.as_slice())));
-        for (key, row) in keys.into_iter().zip(rows) {
-            let Some(v) = row.map_err(|e| self.classify(e))? else {
-                continue;
-            };
-            let unit = decode_unit(&v).ok_or_else(|| self.corrupt("catalog unit"))?;
-            if filter.matches(&unit) {
-                out.push((
-                    key.clone(),
-                    Hit {
-                        unit,
-                        score: scores.get(key).copied(),
-                        snippet: None,
-                        highlights: Vec::new(),
-                    },
-                ));
-            }
+        Ok(acc.unwrap_or_default())
+    }
+}
+
+/// A unit's key in the catalog: doc id (16 bytes) and, for an agenda, its id (up to 16 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+struct UnitKey {
+    len: u8,
+    bytes: [u8; 40],
+}
+
+impl UnitKey {
+    fn new(k: &[u8]) -> Option<UnitKey> {
+        let mut bytes = [0u8; 40];
+        bytes.get_mut(..k.len())?.copy_from_slice(k);
+        Some(UnitKey {
+            len: u8::try_from(k.len()).ok()?,
+            bytes,
+        })
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+fn by_score(a: &(UnitKey, f64), b: &(UnitKey, f64)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1)
+        .then_with(|| a.0.as_slice().cmp(b.0.as_slice()))
+}
+
+/// A score ordered best first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Score(f64);
+
+impl Eq for Score {}
+
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.0.total_cmp(&self.0)
+    }
+}
+
+/// What results are ordered by; smaller is shown first. Ties go to the unit key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum SortKey {
+    Relevance(Score),
+    Updated(std::cmp::Reverse<i64>),
+    Date(bool, String, String),
+    Title(String),
+}
+
+impl SortKey {
+    fn of(sort: Sort, v: &UnitView<'_>, score: f64) -> SortKey {
+        match sort {
+            Sort::Relevance => SortKey::Relevance(Score(score)),
+            Sort::Updated => SortKey::Updated(std::cmp::Reverse(v.updated)),
+            Sort::Date => match v.span() {
+                Some((a, b)) => SortKey::Date(false, a.to_string(), b.to_string()),
+                None => SortKey::Date(true, String::new(), String::new()),
+            },
+            Sort::Title => SortKey::Title(fold(v.title)),
         }
-        Ok(out)
+    }
+
+    fn score(&self) -> Option<f64> {
+        match self {
+            SortKey::Relevance(s) => Some(s.0),
+            _ => None,
+        }
+    }
+}
+
+/// The `k` best (key, unit key, unit row) offered, or all of them when `k` is 0.
+struct TopK {
+    k: usize,
+    heap: std::collections::BinaryHeap<(SortKey, Vec<u8>, Vec<u8>)>,
+}
+
+impl TopK {
+    fn new(k: usize) -> TopK {
+        TopK {
+            k,
+            heap: std::collections::BinaryHeap::new(),
+        }
+    }
+
+    fn offer(&mut self, key: SortKey, unit_key: &[u8], row: &[u8]) {
+        if self.k > 0
+            && self.heap.len() >= self.k
+            && let Some(worst) = self.heap.peek()
+            && (&key, unit_key) >= (&worst.0, worst.1.as_slice())
+        {
+            return;
+        }
+        self.heap.push((key, unit_key.to_vec(), row.to_vec()));
+        if self.k > 0 && self.heap.len() > self.k {
+            self.heap.pop();
+        }
+    }
+
+    /// (unit key, row, score), best first.
+    fn into_sorted(self) -> Vec<(Vec<u8>, Vec<u8>, Option<f64>)> {
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|(key, k, row)| {
+                let score = key.score();
+                (k, row, score)
+            })
+            .collect()
     }
 }
 
@@ -1329,33 +1543,33 @@ mod tests {
             edit(&mut f);
             f
         };
-        assert!(f(&|_| {}).matches(&u));
-        assert!(f(&|f| f.kinds = vec![UnitKind::Project]).matches(&u));
-        assert!(!f(&|f| f.kinds = vec![UnitKind::Practice]).matches(&u));
-        assert!(f(&|f| f.cities = vec!["brno".into()]).matches(&u));
-        assert!(f(&|f| f.cities = vec!["12D3KooWBrno".into()]).matches(&u));
-        assert!(f(&|f| f.tags = vec!["youth".into(), "x".into()]).matches(&u));
+        assert!(f(&|_| {}).matches_unit(&u));
+        assert!(f(&|f| f.kinds = vec![UnitKind::Project]).matches_unit(&u));
+        assert!(!f(&|f| f.kinds = vec![UnitKind::Practice]).matches_unit(&u));
+        assert!(f(&|f| f.cities = vec!["brno".into()]).matches_unit(&u));
+        assert!(f(&|f| f.cities = vec!["12D3KooWBrno".into()]).matches_unit(&u));
+        assert!(f(&|f| f.tags = vec!["youth".into(), "x".into()]).matches_unit(&u));
         assert!(
             !f(&|f| {
                 f.tags = vec!["youth".into(), "x".into()];
                 f.all = true;
             })
-            .matches(&u)
+            .matches_unit(&u)
         );
         let all3 = |f: &mut Filter| {
             f.sectors = vec![Sector::Private, Sector::Ngo, Sector::University];
             f.all = true;
         };
-        assert!(!f(&all3).matches(&u));
+        assert!(!f(&all3).matches_unit(&u));
         u.sectors.push(Sector::Ngo);
-        assert!(f(&all3).matches(&u));
-        assert!(f(&|f| f.statuses = vec!["RUNNING".into()]).matches(&u));
-        assert!(f(&|f| f.since = Some("2018-12-31".into())).matches(&u));
-        assert!(!f(&|f| f.since = Some("2019-01-01".into())).matches(&u));
-        assert!(!f(&|f| f.until = Some("2015-12-31".into())).matches(&u));
-        assert!(!f(&|f| f.group = Some("01".into())).matches(&u));
+        assert!(f(&all3).matches_unit(&u));
+        assert!(f(&|f| f.statuses = vec!["RUNNING".into()]).matches_unit(&u));
+        assert!(f(&|f| f.since = Some("2018-12-31".into())).matches_unit(&u));
+        assert!(!f(&|f| f.since = Some("2019-01-01".into())).matches_unit(&u));
+        assert!(!f(&|f| f.until = Some("2015-12-31".into())).matches_unit(&u));
+        assert!(!f(&|f| f.group = Some("01".into())).matches_unit(&u));
         u.start = None;
         u.end = None;
-        assert!(!f(&|f| f.until = Some("2030-01-01".into())).matches(&u));
+        assert!(!f(&|f| f.until = Some("2030-01-01".into())).matches_unit(&u));
     }
 }

@@ -86,6 +86,47 @@ const CITIES: &[&str] = &[
 ];
 const SECTORS: &[&str] = &["private", "ngo", "university", "public"];
 
+/// The generic vocabulary: pseudo-words drawn with Zipf's law (rank r has weight 1/r), as in
+/// real text; the topical `WORDS` come only with the record's own two topics.
+struct Vocabulary {
+    words: Vec<String>,
+    cumulative: Vec<f64>,
+}
+
+impl Vocabulary {
+    fn new(n: usize) -> Vocabulary {
+        const SYL: &[&str] = &[
+            "ka", "lo", "ven", "tri", "mar", "so", "del", "pu", "ran", "gi", "on", "te", "bra",
+            "qui", "mo", "sel", "ur", "fa", "nel", "di",
+        ];
+        let words = (0..n)
+            .map(|i| {
+                let (a, b, c) = (
+                    i % SYL.len(),
+                    i / SYL.len() % SYL.len(),
+                    i / 400 % SYL.len(),
+                );
+                format!("{}{}{}", SYL[a], SYL[b], SYL[c])
+            })
+            .collect();
+        let mut total = 0.0;
+        let cumulative = (1..=n)
+            .map(|r| {
+                total += 1.0 / r as f64;
+                total
+            })
+            .collect();
+        Vocabulary { words, cumulative }
+    }
+
+    fn pick(&self, rng: &mut Rng) -> &str {
+        let total = self.cumulative.last().copied().unwrap_or(1.0);
+        let x = (rng.next() % 1_000_000) as f64 / 1_000_000.0 * total;
+        let i = self.cumulative.partition_point(|c| *c < x);
+        &self.words[i.min(self.words.len() - 1)]
+    }
+}
+
 /// A small deterministic generator (xorshift).
 struct Rng(u64);
 
@@ -99,15 +140,23 @@ impl Rng {
     fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
         from[(self.next() % from.len() as u64) as usize]
     }
-    fn words(&mut self, n: usize) -> String {
-        (0..n)
-            .map(|_| self.pick(WORDS))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
 }
 
-fn record(rng: &mut Rng, i: usize) -> serde_json::Value {
+/// `n` words of text about `topics`: mostly generic words, each topic word now and then.
+fn text(rng: &mut Rng, vocab: &Vocabulary, topics: &[&str], n: usize) -> String {
+    (0..n)
+        .map(|_| {
+            if rng.next().is_multiple_of(12) {
+                rng.pick(topics).to_string()
+            } else {
+                vocab.pick(rng).to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn record(rng: &mut Rng, vocab: &Vocabulary, i: usize) -> serde_json::Value {
     let year = 2000 + rng.next() % 26;
     let start = format!(
         "{year}-{:02}-{:02}",
@@ -115,24 +164,29 @@ fn record(rng: &mut Rng, i: usize) -> serde_json::Value {
         1 + rng.next() % 28
     );
     let end = format!("{}-12-31", year + rng.next() % 4);
-    let themes: Vec<&str> = (0..1 + rng.next() % 3).map(|_| rng.pick(WORDS)).collect();
+    let topics = [rng.pick(WORDS), rng.pick(WORDS)];
     let partners: Vec<serde_json::Value> = (0..rng.next() % 4)
         .map(|k| serde_json::json!({"name": format!("Partner {i}-{k}"), "sector": rng.pick(SECTORS)}))
         .collect();
     let city = rng.pick(CITIES);
+    let title = format!(
+        "{} {} {} in {city}",
+        vocab.pick(rng),
+        topics[0],
+        vocab.pick(rng)
+    );
     if i.is_multiple_of(3) {
         let status = ["planned", "running", "completed"][(rng.next() % 3) as usize];
         serde_json::json!({
-            "kind": "project", "name": format!("{} {} project {i}", rng.words(2), city),
-            "description": rng.words(40), "lead_city": city,
-            "status": status,
-            "start": start, "end": end, "themes": themes, "partners": partners,
+            "kind": "project", "name": format!("{title} ({i})"),
+            "description": text(rng, vocab, &topics, 60), "lead_city": city,
+            "status": status, "start": start, "end": end, "themes": topics, "partners": partners,
         })
     } else {
         serde_json::json!({
-            "kind": "practice", "title": format!("{} in {city} {i}", rng.words(3)),
-            "summary": rng.words(20), "body": rng.words(80), "city": city, "language": "en",
-            "start": start, "themes": themes, "partners": partners,
+            "kind": "practice", "title": title,
+            "summary": text(rng, vocab, &topics, 20), "body": text(rng, vocab, &topics, 80),
+            "city": city, "language": "en", "start": start, "themes": topics, "partners": partners,
         })
     }
 }
@@ -176,9 +230,10 @@ fn main() {
 
     let file = tmp.path().join("records.jsonl");
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let vocab = Vocabulary::new(3000);
     let mut w = std::io::BufWriter::new(std::fs::File::create(&file).expect("file"));
     for i in 0..records {
-        serde_json::to_writer(&mut w, &record(&mut rng, i)).expect("write");
+        serde_json::to_writer(&mut w, &record(&mut rng, &vocab, i)).expect("write");
         w.write_all(b"\n").expect("write");
     }
     w.flush().expect("flush");
@@ -196,11 +251,14 @@ fn main() {
         records as f64 / t.as_secs_f64()
     );
 
+    let common = vocab.words[0].clone();
+    let common_query = format!("search {common} (the most common word)");
     let queries: &[(&str, &[&str])] = &[
         (
             "search youth employment",
             &["search", "youth", "employment"],
         ),
+        (&common_query, &["search", &common]),
         (
             "search employ* --kind project",
             &["search", "employ*", "--kind", "project"],
