@@ -39,14 +39,7 @@ pub fn sector(s: &str) -> Result<Sector, String> {
 /// A project status or an agenda status.
 pub fn status(s: &str) -> Result<String, String> {
     let s = s.trim().to_ascii_lowercase();
-    let known = [
-        "planned",
-        "running",
-        "completed",
-        "draft",
-        "published",
-        "held",
-    ];
+    let known = intercity_node::catalog::STATUSES;
     if known.contains(&s.as_str()) {
         Ok(s)
     } else {

@@ -6,6 +6,7 @@
 //! | column family | key | value |
 //! |---|---|---|
 //! | `units` | doc id (16) · agenda id (ASCII, agendas only) | [`Unit`], compact binary |
+//! | `facets` | same | what filters and orders need, fixed-size and hashed (about 40 bytes) |
 //! | `texts` | same | the unit's searchable text fields (JSON `[[field, text], ...]`) |
 //! | `postings` | term (UTF-8) · 0x00 · unit key | term counts by field weight (3 × u16 BE) · unit length (u32 BE) |
 //!
@@ -15,8 +16,11 @@
 //! diacritics folded (`Białystok` → `bialystok`), English plurals folded (`cities` → `city`)
 //! and a short list of English stop words dropped. Withdrawn records leave the catalog.
 //!
-//! Filters (kind, city, tag, sector, group, status, dates) are checked on the compact unit rows;
-//! a filtered listing scans them, a search only reads the rows of its candidates.
+//! Filters (kind, city, tag, sector, group, status, dates) are checked first on the small
+//! `facets` rows (city and themes as hashes of their lowercase form, dates as day numbers), then,
+//! when a city or tag matched by hash, on the full unit. A filtered listing scans the facets
+//! (the group's key range only with `--group`) and keeps the best `limit` in a heap; a search
+//! reads the facets of its candidates only.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -30,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::{Store, StoreError};
 
 /// Version of the catalog's layout; a store with another version is reindexed when opened.
-pub const CATALOG_VERSION: u32 = 1;
+pub const CATALOG_VERSION: u32 = 2;
 /// Longest term indexed, in characters (longer words are cut).
 pub const MAX_TERM_CHARS: usize = 32;
 /// Longest search query, in characters.
@@ -810,6 +814,216 @@ fn sector_bit(s: Sector) -> u8 {
     1 << Sector::ALL.iter().position(|x| *x == s).unwrap_or(7)
 }
 
+/// FNV-1a of the ASCII-lowercased, trimmed text: how cities and themes are compared in facets
+/// (a match is then checked on the unit, so a collision costs only a read).
+fn fold_hash(text: &str) -> u32 {
+    text.trim().bytes().fold(0x811c_9dc5, |h: u32, b| {
+        (h ^ u32::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// FNV-1a of the exact text.
+fn exact_hash(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5, |h: u32, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Every status a unit can have: project statuses, then agenda statuses.
+pub const STATUSES: &[&str] = &[
+    "planned",
+    "running",
+    "completed",
+    "draft",
+    "published",
+    "held",
+];
+
+fn status_code(status: &str) -> u8 {
+    STATUSES
+        .iter()
+        .position(|s| s.eq_ignore_ascii_case(status))
+        .map_or(0, |i| i as u8 + 1)
+}
+
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date.
+fn day_number(date: &str) -> Option<i32> {
+    crate::exchange::days_from_civil(date).and_then(|d| i32::try_from(d).ok())
+}
+
+/// What filters and orders need of a unit, fixed-size: the `facets` row.
+#[derive(Debug, Clone, PartialEq)]
+struct Facets {
+    kind: UnitKind,
+    sectors: u8,
+    status: u8,
+    updated: i64,
+    /// (first, last) day numbers.
+    span: Option<(i32, i32)>,
+    city: u32,
+    owner: u32,
+    themes: Vec<u32>,
+}
+
+impl Facets {
+    fn of(u: &Unit) -> Facets {
+        let day = |d: &Option<String>| d.as_deref().and_then(day_number);
+        let first = day(&u.start).or(day(&u.end));
+        let last = day(&u.end).or(first);
+        Facets {
+            kind: u.kind,
+            sectors: u.sectors.iter().fold(0u8, |m, s| m | sector_bit(*s)),
+            status: status_code(&u.status),
+            updated: u.updated,
+            span: first.zip(last),
+            city: fold_hash(&u.city),
+            owner: exact_hash(&u.owner),
+            themes: u.themes.iter().map(|t| fold_hash(t)).collect(),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + 4 * self.themes.len());
+        out.extend_from_slice(&[self.kind.code(), self.sectors, self.status]);
+        out.extend_from_slice(&self.updated.to_be_bytes());
+        let (a, b) = self.span.unwrap_or((i32::MIN, i32::MIN));
+        out.extend_from_slice(&a.to_be_bytes());
+        out.extend_from_slice(&b.to_be_bytes());
+        out.extend_from_slice(&self.city.to_be_bytes());
+        out.extend_from_slice(&self.owner.to_be_bytes());
+        for t in self.themes.iter().take(usize::from(u8::MAX)) {
+            out.extend_from_slice(&t.to_be_bytes());
+        }
+        out
+    }
+
+    fn decode(v: &[u8]) -> Option<Facets> {
+        let mut r = Reader(v);
+        let [kind, sectors, status] = r.array::<3>()?;
+        let updated = i64::from_be_bytes(r.array()?);
+        let a = i32::from_be_bytes(r.array()?);
+        let b = i32::from_be_bytes(r.array()?);
+        let city = u32::from_be_bytes(r.array()?);
+        let owner = u32::from_be_bytes(r.array()?);
+        if r.0.len() % 4 != 0 {
+            return None;
+        }
+        let themes =
+            r.0.chunks_exact(4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+        Some(Facets {
+            kind: UnitKind::from_code(kind)?,
+            sectors,
+            status,
+            updated,
+            span: (a != i32::MIN).then_some((a, b)),
+            city,
+            owner,
+            themes,
+        })
+    }
+}
+
+/// A filter compiled for facets: exact on kind, sector, status, dates and group; by hash on
+/// city and tags (those matches are then checked on the unit).
+struct FacetFilter<'a> {
+    filter: &'a Filter,
+    statuses: Vec<u8>,
+    since: Option<i32>,
+    until: Option<i32>,
+    cities: Vec<(u32, u32)>,
+    tags: Vec<u32>,
+    group: Option<[u8; 16]>,
+}
+
+/// The verdict of the facets on a unit.
+#[derive(PartialEq, Eq, Debug)]
+enum FacetVerdict {
+    No,
+    Yes,
+    /// A city or tag matched by hash: check the unit.
+    Check,
+}
+
+impl<'a> FacetFilter<'a> {
+    fn new(filter: &'a Filter) -> Result<FacetFilter<'a>, StoreError> {
+        let group = match &filter.group {
+            Some(g) => Some(
+                g.parse::<DocId>()
+                    .map_err(|e| StoreError::Query(e.to_string()))?
+                    .0,
+            ),
+            None => None,
+        };
+        Ok(FacetFilter {
+            filter,
+            statuses: filter.statuses.iter().map(|s| status_code(s)).collect(),
+            since: filter.since.as_deref().and_then(day_number),
+            until: filter.until.as_deref().and_then(day_number),
+            cities: filter
+                .cities
+                .iter()
+                .map(|c| (fold_hash(c), exact_hash(c)))
+                .collect(),
+            tags: filter.tags.iter().map(|t| fold_hash(t)).collect(),
+            group,
+        })
+    }
+
+    fn check(&self, key: &[u8], f: &Facets) -> FacetVerdict {
+        let filter = self.filter;
+        if !filter.kinds.is_empty() && !filter.kinds.contains(&f.kind) {
+            return FacetVerdict::No;
+        }
+        if let Some(g) = &self.group
+            && (!key.starts_with(g) || !matches!(f.kind, UnitKind::Agenda | UnitKind::Group))
+        {
+            return FacetVerdict::No;
+        }
+        if !self.statuses.is_empty() && !self.statuses.contains(&f.status) {
+            return FacetVerdict::No;
+        }
+        if filter.since.is_some() || filter.until.is_some() {
+            let Some((first, last)) = f.span else {
+                return FacetVerdict::No;
+            };
+            if self.since.is_some_and(|s| last < s) || self.until.is_some_and(|u| first > u) {
+                return FacetVerdict::No;
+            }
+        }
+        let has_sector = |s: &Sector| f.sectors & sector_bit(*s) != 0;
+        let has_tag = |t: &u32| f.themes.contains(t);
+        let (sectors_ok, tags_ok) = if filter.all {
+            (
+                filter.sectors.iter().all(has_sector),
+                self.tags.iter().all(has_tag),
+            )
+        } else {
+            (
+                filter.sectors.is_empty() || filter.sectors.iter().any(has_sector),
+                self.tags.is_empty() || self.tags.iter().any(has_tag),
+            )
+        };
+        if !sectors_ok || !tags_ok {
+            return FacetVerdict::No;
+        }
+        if !self.cities.is_empty()
+            && !self
+                .cities
+                .iter()
+                .any(|(c, o)| *c == f.city || *o == f.owner)
+        {
+            return FacetVerdict::No;
+        }
+        if self.cities.is_empty() && self.tags.is_empty() {
+            FacetVerdict::Yes
+        } else {
+            FacetVerdict::Check
+        }
+    }
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -1012,6 +1226,7 @@ impl Store {
             }
             if !new_keys.contains(&k[..]) {
                 batch.delete_cf(self.cf("units"), &k);
+                batch.delete_cf(self.cf("facets"), &k);
                 batch.delete_cf(self.cf("texts"), &k);
                 delta.0 -= 1;
             }
@@ -1033,6 +1248,7 @@ impl Store {
         }
         for e in &new {
             batch.put_cf(self.cf("units"), &e.key, encode_unit(&e.unit));
+            batch.put_cf(self.cf("facets"), &e.key, Facets::of(&e.unit).encode());
             let texts = serde_json::to_vec(&e.texts).map_err(|x| self.corrupt(x))?;
             match old_texts.get(&e.key) {
                 Some(old) if *old == texts => continue,
@@ -1074,7 +1290,7 @@ impl Store {
     pub fn reindex(&self) -> Result<usize, StoreError> {
         let mut clear = WriteBatch::default();
         let end = [0xffu8; 64];
-        for cf in ["units", "texts", "postings"] {
+        for cf in ["units", "facets", "texts", "postings"] {
             clear.delete_range_cf(self.cf(cf), [0u8].as_slice(), end.as_slice());
             // The empty key sorts before [0]; no catalog key is empty, but be thorough.
             clear.delete_cf(self.cf(cf), []);
@@ -1119,28 +1335,20 @@ impl Store {
         } else {
             Sort::Updated
         });
+        let filter = FacetFilter::new(&q.filter)?;
         let mut best = TopK::new(q.limit);
         let mut total = 0;
         match &terms {
             None => {
-                let prefix: Vec<u8> = match &q.filter.group {
-                    Some(g) => g
-                        .parse::<DocId>()
-                        .map(|d| d.0.to_vec())
-                        .map_err(|e| StoreError::Query(e.to_string()))?,
-                    None => Vec::new(),
-                };
-                let mut it = self.db.raw_iterator_cf(self.cf("units"));
+                let prefix = filter.group.map(|g| g.to_vec()).unwrap_or_default();
+                let mut it = self.db.raw_iterator_cf(self.cf("facets"));
                 it.seek(&prefix);
                 while let (Some(k), Some(v)) = (it.key(), it.value()) {
                     if !k.starts_with(&prefix) {
                         break;
                     }
-                    let view = UnitView::parse(v).ok_or_else(|| self.corrupt("catalog unit"))?;
-                    if q.filter.matches(&view) {
-                        total += 1;
-                        best.offer(SortKey::of(sort, &view, 0.0), k, v);
-                    }
+                    let facets = Facets::decode(v).ok_or_else(|| self.corrupt("catalog facets"))?;
+                    total += self.consider(&filter, sort, k, &facets, 0.0, &mut best)?;
                     it.next();
                 }
                 it.status().map_err(|e| self.classify(e))?;
@@ -1148,7 +1356,7 @@ impl Store {
             Some(terms) => {
                 let scored = self.scores(terms)?;
                 if q.filter.is_empty() && sort == Sort::Relevance {
-                    // The order needs no unit: rank first, read only the units shown.
+                    // The order needs no facet: rank first, read only the units shown.
                     total = scored.len();
                     let mut ranked: Vec<&(UnitKey, f64)> = scored.iter().collect();
                     let keep = if q.limit == 0 {
@@ -1161,34 +1369,54 @@ impl Store {
                         ranked.truncate(keep);
                     }
                     for (key, score) in ranked {
-                        if let Some(v) = self.get("units", key.as_slice())? {
-                            let view =
-                                UnitView::parse(&v).ok_or_else(|| self.corrupt("catalog unit"))?;
-                            best.offer(SortKey::of(sort, &view, *score), key.as_slice(), &v);
-                        }
+                        best.offer(SortKey::Relevance(Score(*score)), key.as_slice(), None);
                     }
                 } else {
                     for chunk in scored.chunks(1024) {
                         let rows = self.db.multi_get_cf(
-                            chunk.iter().map(|(k, _)| (self.cf("units"), k.as_slice())),
+                            chunk.iter().map(|(k, _)| (self.cf("facets"), k.as_slice())),
                         );
                         for ((key, score), row) in chunk.iter().zip(rows) {
                             let Some(v) = row.map_err(|e| self.classify(e))? else {
                                 continue;
                             };
-                            let view =
-                                UnitView::parse(&v).ok_or_else(|| self.corrupt("catalog unit"))?;
-                            if q.filter.matches(&view) {
-                                total += 1;
-                                best.offer(SortKey::of(sort, &view, *score), key.as_slice(), &v);
-                            }
+                            let facets =
+                                Facets::decode(&v).ok_or_else(|| self.corrupt("catalog facets"))?;
+                            total += self.consider(
+                                &filter,
+                                sort,
+                                key.as_slice(),
+                                &facets,
+                                *score,
+                                &mut best,
+                            )?;
                         }
                     }
                 }
             }
         }
-        let mut hits = Vec::new();
-        for (key, row, score) in best.into_sorted() {
+        let winners = best.into_sorted();
+        let missing: Vec<&[u8]> = winners
+            .iter()
+            .filter(|w| w.1.is_none())
+            .map(|w| w.0.as_slice())
+            .collect();
+        let mut fetched = self
+            .db
+            .multi_get_cf(missing.iter().map(|k| (self.cf("units"), *k)))
+            .into_iter();
+        let mut hits = Vec::with_capacity(winners.len());
+        for (key, row, score) in winners {
+            let row = match row {
+                Some(r) => r,
+                None => match fetched.next() {
+                    Some(r) => match r.map_err(|e| self.classify(e))? {
+                        Some(r) => r,
+                        None => continue,
+                    },
+                    None => continue,
+                },
+            };
             let view = UnitView::parse(&row).ok_or_else(|| self.corrupt("catalog unit"))?;
             let mut hit = Hit {
                 unit: view.to_unit(),
@@ -1202,6 +1430,40 @@ impl Store {
             hits.push(hit);
         }
         Ok(Found { total, hits })
+    }
+
+    /// Offers one unit to `best` if it passes `filter`; returns 1 if it did, else 0. The unit
+    /// row is read only when the facets cannot decide or the order needs the title.
+    fn consider(
+        &self,
+        filter: &FacetFilter<'_>,
+        sort: Sort,
+        key: &[u8],
+        facets: &Facets,
+        score: f64,
+        best: &mut TopK,
+    ) -> Result<usize, StoreError> {
+        let verdict = filter.check(key, facets);
+        if verdict == FacetVerdict::No {
+            return Ok(0);
+        }
+        if verdict == FacetVerdict::Yes && sort != Sort::Title {
+            best.offer(SortKey::of(sort, facets, "", score), key, None);
+            return Ok(1);
+        }
+        let Some(row) = self.get("units", key)? else {
+            return Ok(0);
+        };
+        let view = UnitView::parse(&row).ok_or_else(|| self.corrupt("catalog unit"))?;
+        if verdict == FacetVerdict::Check && !filter.filter.matches(&view) {
+            return Ok(0);
+        }
+        best.offer(
+            SortKey::of(sort, facets, view.title, score),
+            key,
+            Some(&row),
+        );
+        Ok(1)
     }
 
     fn add_snippet(
@@ -1367,20 +1629,21 @@ impl Ord for Score {
 enum SortKey {
     Relevance(Score),
     Updated(std::cmp::Reverse<i64>),
-    Date(bool, String, String),
+    /// Undated last, then first and last day.
+    Date(bool, i32, i32),
     Title(String),
 }
 
 impl SortKey {
-    fn of(sort: Sort, v: &UnitView<'_>, score: f64) -> SortKey {
+    fn of(sort: Sort, f: &Facets, title: &str, score: f64) -> SortKey {
         match sort {
             Sort::Relevance => SortKey::Relevance(Score(score)),
-            Sort::Updated => SortKey::Updated(std::cmp::Reverse(v.updated)),
-            Sort::Date => match v.span() {
-                Some((a, b)) => SortKey::Date(false, a.to_string(), b.to_string()),
-                None => SortKey::Date(true, String::new(), String::new()),
+            Sort::Updated => SortKey::Updated(std::cmp::Reverse(f.updated)),
+            Sort::Date => match f.span {
+                Some((a, b)) => SortKey::Date(false, a, b),
+                None => SortKey::Date(true, 0, 0),
             },
-            Sort::Title => SortKey::Title(fold(v.title)),
+            Sort::Title => SortKey::Title(fold(title)),
         }
     }
 
@@ -1392,10 +1655,16 @@ impl SortKey {
     }
 }
 
-/// The `k` best (key, unit key, unit row) offered, or all of them when `k` is 0.
+/// A kept result: its order, unit key and (when already read) unit row.
+type Kept = (SortKey, Vec<u8>, Option<Vec<u8>>);
+
+/// A result in order: unit key, unit row if already read, score.
+type Winner = (Vec<u8>, Option<Vec<u8>>, Option<f64>);
+
+/// The `k` best results offered, or all of them when `k` is 0.
 struct TopK {
     k: usize,
-    heap: std::collections::BinaryHeap<(SortKey, Vec<u8>, Vec<u8>)>,
+    heap: std::collections::BinaryHeap<Kept>,
 }
 
 impl TopK {
@@ -1406,7 +1675,7 @@ impl TopK {
         }
     }
 
-    fn offer(&mut self, key: SortKey, unit_key: &[u8], row: &[u8]) {
+    fn offer(&mut self, key: SortKey, unit_key: &[u8], row: Option<&[u8]>) {
         if self.k > 0
             && self.heap.len() >= self.k
             && let Some(worst) = self.heap.peek()
@@ -1414,14 +1683,15 @@ impl TopK {
         {
             return;
         }
-        self.heap.push((key, unit_key.to_vec(), row.to_vec()));
+        self.heap
+            .push((key, unit_key.to_vec(), row.map(<[u8]>::to_vec)));
         if self.k > 0 && self.heap.len() > self.k {
             self.heap.pop();
         }
     }
 
-    /// (unit key, row, score), best first.
-    fn into_sorted(self) -> Vec<(Vec<u8>, Vec<u8>, Option<f64>)> {
+    /// (unit key, row if read, score), best first.
+    fn into_sorted(self) -> Vec<Winner> {
         self.heap
             .into_sorted_vec()
             .into_iter()
@@ -1516,6 +1786,26 @@ mod tests {
         assert_eq!(decode_unit(&encode_unit(&u)), Some(u.clone()));
         let bytes = encode_unit(&u);
         assert_eq!(decode_unit(&bytes[..bytes.len() - 1]), None);
+    }
+
+    #[test]
+    fn facets_round_trip_and_days() {
+        assert_eq!(day_number("1970-01-01"), Some(0));
+        assert_eq!(day_number("2017-02-23"), Some(17_220));
+        assert_eq!(day_number("2000-03-01"), Some(11_017));
+        let mut u = Unit::new(UnitKind::Project, "01".into(), "Youth", 5);
+        u.themes = vec!["Youth".into(), "Employment".into()];
+        u.start = Some("2016-01-01".into());
+        u.status = "running".into();
+        let f = Facets::of(&u);
+        assert_eq!(Facets::decode(&f.encode()), Some(f.clone()));
+        assert_eq!(f.span, Some((16_801, 16_801)));
+        assert_eq!(
+            f.themes[0],
+            fold_hash(" youth "),
+            "hashes ignore case and spaces"
+        );
+        assert_eq!(Facets::decode(&f.encode()[..5]), None);
     }
 
     #[test]

@@ -536,7 +536,7 @@ pub struct Meeting<'a> {
 }
 
 /// Days since 1970-01-01 of a `YYYY-MM-DD` date (H. Hinnant's algorithm).
-fn days_from_civil(date: &str) -> Option<i64> {
+pub(crate) fn days_from_civil(date: &str) -> Option<i64> {
     let y: i64 = date.get(0..4)?.parse().ok()?;
     let m: i64 = date.get(5..7)?.parse().ok()?;
     let d: i64 = date.get(8..10)?.parse().ok()?;

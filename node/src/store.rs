@@ -13,7 +13,7 @@
 //! | `pending` | doc id (16) · feed (49) · seq (8) | payload length, u64 BE |
 //! | `forks` | feed (49) · seq (8) | [`ForkProof`] encoding |
 //! | `roster` | city id (32) | [`crate::roster::RosterEntry`] (JSON) |
-//! | `units`, `texts`, `postings` | see [`crate::catalog`] | the search and filter catalog |
+//! | `units`, `facets`, `texts`, `postings` | see [`crate::catalog`] | the search and filter catalog |
 //!
 //! Every ingestion is applied as one write batch, synced before it is acknowledged. Documents
 //! are loaded lazily, one at a time, when a query or an entry needs them.
@@ -44,7 +44,7 @@ pub const SCHEMA_VERSION: u32 = 2;
 
 const CFS: &[&str] = &[
     "meta", "entries", "heads", "payloads", "docs", "records", "by_doc", "changes", "pending",
-    "forks", "roster", "units", "texts", "postings",
+    "forks", "roster", "units", "facets", "texts", "postings",
 ];
 
 /// Errors opening or using the store.
