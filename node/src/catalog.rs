@@ -853,7 +853,7 @@ fn day_number(date: &str) -> Option<i32> {
 
 /// What filters and orders need of a unit, fixed-size: the `facets` row.
 #[derive(Debug, Clone, PartialEq)]
-struct Facets {
+struct Facets<'a> {
     kind: UnitKind,
     sectors: u8,
     status: u8,
@@ -862,11 +862,18 @@ struct Facets {
     span: Option<(i32, i32)>,
     city: u32,
     owner: u32,
-    themes: Vec<u32>,
+    /// Theme hashes, u32 big-endian each (read in place when decoded).
+    themes: std::borrow::Cow<'a, [u8]>,
 }
 
-impl Facets {
-    fn of(u: &Unit) -> Facets {
+impl Facets<'_> {
+    fn has_theme(&self, hash: u32) -> bool {
+        self.themes
+            .chunks_exact(4)
+            .any(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) == hash)
+    }
+
+    fn of(u: &Unit) -> Facets<'static> {
         let day = |d: &Option<String>| d.as_deref().and_then(day_number);
         let first = day(&u.start).or(day(&u.end));
         let last = day(&u.end).or(first);
@@ -878,12 +885,18 @@ impl Facets {
             span: first.zip(last),
             city: fold_hash(&u.city),
             owner: exact_hash(&u.owner),
-            themes: u.themes.iter().map(|t| fold_hash(t)).collect(),
+            themes: u
+                .themes
+                .iter()
+                .take(usize::from(u8::MAX))
+                .flat_map(|t| fold_hash(t).to_be_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
         }
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32 + 4 * self.themes.len());
+        let mut out = Vec::with_capacity(32 + self.themes.len());
         out.extend_from_slice(&[self.kind.code(), self.sectors, self.status]);
         out.extend_from_slice(&self.updated.to_be_bytes());
         let (a, b) = self.span.unwrap_or((i32::MIN, i32::MIN));
@@ -891,13 +904,11 @@ impl Facets {
         out.extend_from_slice(&b.to_be_bytes());
         out.extend_from_slice(&self.city.to_be_bytes());
         out.extend_from_slice(&self.owner.to_be_bytes());
-        for t in self.themes.iter().take(usize::from(u8::MAX)) {
-            out.extend_from_slice(&t.to_be_bytes());
-        }
+        out.extend_from_slice(&self.themes);
         out
     }
 
-    fn decode(v: &[u8]) -> Option<Facets> {
+    fn decode(v: &[u8]) -> Option<Facets<'_>> {
         let mut r = Reader(v);
         let [kind, sectors, status] = r.array::<3>()?;
         let updated = i64::from_be_bytes(r.array()?);
@@ -908,10 +919,7 @@ impl Facets {
         if r.0.len() % 4 != 0 {
             return None;
         }
-        let themes =
-            r.0.chunks_exact(4)
-                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+        let themes = r.0.into();
         Some(Facets {
             kind: UnitKind::from_code(kind)?,
             sectors,
@@ -993,7 +1001,7 @@ impl<'a> FacetFilter<'a> {
             }
         }
         let has_sector = |s: &Sector| f.sectors & sector_bit(*s) != 0;
-        let has_tag = |t: &u32| f.themes.contains(t);
+        let has_tag = |t: &u32| f.has_theme(*t);
         let (sectors_ok, tags_ok) = if filter.all {
             (
                 filter.sectors.iter().all(has_sector),
@@ -1269,6 +1277,13 @@ impl Store {
         Ok(())
     }
 
+    /// Compacts the facets into one sorted run, which filtered listings scan (after bulk
+    /// writes: a scan over many overlapping files merges them row by row).
+    pub(crate) fn compact_facets(&self) {
+        self.db
+            .compact_range_cf(self.cf("facets"), None::<&[u8]>, None::<&[u8]>);
+    }
+
     /// Whether the catalog was built by this version (else [`Store::reindex`] is due).
     pub(crate) fn catalog_current(&self) -> Result<bool, StoreError> {
         Ok(self
@@ -1321,6 +1336,9 @@ impl Store {
         self.catalog_finish(&mut batch, &delta)?;
         self.catalog_mark_current(&mut batch);
         self.write_batch(batch, true)?;
+        // Flushed so that the next process opening the store has no large log to replay.
+        self.flush()?;
+        self.compact_facets();
         Ok(units)
     }
 
@@ -1341,7 +1359,11 @@ impl Store {
         match &terms {
             None => {
                 let prefix = filter.group.map(|g| g.to_vec()).unwrap_or_default();
-                let mut it = self.db.raw_iterator_cf(self.cf("facets"));
+                let mut opts = rocksdb::ReadOptions::default();
+                // One pass over the whole column family: read ahead, keep the cache for others.
+                opts.set_readahead_size(4 << 20);
+                opts.fill_cache(false);
+                let mut it = self.db.raw_iterator_cf_opt(self.cf("facets"), opts);
                 it.seek(&prefix);
                 while let (Some(k), Some(v)) = (it.key(), it.value()) {
                     if !k.starts_with(&prefix) {
@@ -1800,9 +1822,8 @@ mod tests {
         let f = Facets::of(&u);
         assert_eq!(Facets::decode(&f.encode()), Some(f.clone()));
         assert_eq!(f.span, Some((16_801, 16_801)));
-        assert_eq!(
-            f.themes[0],
-            fold_hash(" youth "),
+        assert!(
+            f.has_theme(fold_hash(" youth ")),
             "hashes ignore case and spaces"
         );
         assert_eq!(Facets::decode(&f.encode()[..5]), None);

@@ -206,6 +206,8 @@ pub struct City {
     write: Mutex<()>,
     /// Where new local entries go to be published to peers (set by the running daemon).
     outbox: Mutex<Option<tokio::sync::mpsc::Sender<WireEntry>>>,
+    /// Records were imported since the last [`City::finish_import`].
+    imported: std::sync::atomic::AtomicBool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CityError + '_ {
@@ -283,6 +285,7 @@ impl City {
             store,
             write: Mutex::new(()),
             outbox: Mutex::new(None),
+            imported: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -434,7 +437,8 @@ impl City {
 
     /// Imports records as this city's (each becomes a signed entry; an `id` naming a record
     /// this city may edit updates it). With `dry_run` nothing is written and the result says
-    /// what would happen. A record that fails writes nothing.
+    /// what would happen. A record that fails writes nothing. Writes are not synced: call
+    /// [`City::finish_import`] after the last batch.
     pub fn import(&self, items: Vec<Imported>, dry_run: bool) -> Vec<ImportResult> {
         let mut out = Vec::with_capacity(items.len());
         let mut wrote = false;
@@ -468,12 +472,25 @@ impl City {
                 },
             });
         }
-        // Flushed, not only synced: the next process to open the store then has no large
-        // write-ahead log to replay.
-        if wrote && let Err(e) = self.store.flush() {
-            tracing::warn!(error = %e, "flushing imported entries");
+        if wrote {
+            self.imported
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         out
+    }
+
+    /// Ends a bulk load: the store is flushed (the next process to open it has no large log to
+    /// replay, and the unsynced imported entries are on disk) and the catalog's facets are
+    /// compacted for quick listings. Does nothing if nothing was imported.
+    pub fn finish_import(&self) -> Result<(), CityError> {
+        if self
+            .imported
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.store.flush()?;
+            self.store.compact_facets();
+        }
+        Ok(())
     }
 
     /// The documents of the records in `items` that will be created (None for the others, and

@@ -327,6 +327,14 @@ impl Client {
         }
     }
 
+    /// Ends a bulk import (see [`City::finish_import`]).
+    pub fn finish_import(&self) -> Result<(), CityError> {
+        match self {
+            Client::Local(c) => c.finish_import(),
+            Client::Daemon { control, .. } => Self::call(control, ControlRequest::FinishImport),
+        }
+    }
+
     /// Records with their provenance.
     pub fn export(&self, ids: &[String]) -> Result<Vec<Exported>, CityError> {
         match self {

@@ -131,6 +131,8 @@ pub enum ControlRequest {
         /// Check only.
         dry_run: bool,
     },
+    /// End a bulk import (flush, compact).
+    FinishImport,
     /// Records with provenance.
     Export {
         /// Record ids.
@@ -353,6 +355,7 @@ fn execute_blocking(
         ControlRequest::Query { query } => json(city.query(&query)?),
         ControlRequest::Reindex => json(city.reindex()?),
         ControlRequest::Import { items, dry_run } => json(city.import(items, dry_run)),
+        ControlRequest::FinishImport => json(city.finish_import()?),
         ControlRequest::Export { ids } => json(city.export(&ids)?),
     }
 }

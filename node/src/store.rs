@@ -538,6 +538,9 @@ fn db_options(create: bool) -> Options {
     // RocksDB opens each column family's table files with up to 16 threads by default: for
     // 14 column families that is some 200 threads per CLI command. One is plenty here.
     opts.set_max_file_opening_threads(1);
+    // A bounded write-ahead log: past 64 MiB the oldest memtables are flushed, so no process
+    // opening the store ever replays more than that.
+    opts.set_max_total_wal_size(64 << 20);
     opts
 }
 

@@ -312,6 +312,7 @@ pub fn import(ctx: &Ctx, args: ImportArgs) -> anyhow::Result<()> {
         results.extend(city.import(chunk.to_vec(), false)?);
         progress.update(results.len(), started);
     }
+    city.finish_import()?;
     progress.finish();
     let failed: Vec<&ImportResult> = results.iter().filter(|r| r.error.is_some()).collect();
     for r in &failed {
