@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use automerge::{ActorId, Automerge, Change};
+use automerge::{ActorId, Automerge, Change, ChangeHash};
 use intercity_protocol::doc::{self, DocError};
 use intercity_protocol::entry::{DocId, Hash32, Scope, SignedEntry, sign_entry};
 use intercity_protocol::identity::{CityId, CityKey, IdentityError};
@@ -396,22 +396,64 @@ impl City {
         message: &str,
         f: impl FnOnce(&mut Record) -> Result<(), CityError>,
     ) -> Result<Record, CityError> {
-        self.edit_with(id, message, f, true)
+        self.edit_with(id, None, message, f, true)
+    }
+
+    /// Like [`City::edit`], but the change is made on the record as it was at `base` (heads the
+    /// editor read, see [`City::record_and_heads`]): changes that arrived since are kept, not
+    /// reverted, because the new change depends only on what the editor saw.
+    pub fn edit_from(
+        &self,
+        id: DocId,
+        base: &[ChangeHash],
+        message: &str,
+        f: impl FnOnce(&mut Record) -> Result<(), CityError>,
+    ) -> Result<Record, CityError> {
+        self.edit_with(id, Some(base), message, f, true)
+    }
+
+    /// The current record and the heads of its document.
+    pub fn record_and_heads(&self, id: DocId) -> Result<(Record, Vec<ChangeHash>), CityError> {
+        let doc = self.load(id)?;
+        Ok((doc::read_record(&doc, None)?, doc.get_heads()))
     }
 
     fn edit_with(
         &self,
         id: DocId,
+        base: Option<&[ChangeHash]>,
         message: &str,
         f: impl FnOnce(&mut Record) -> Result<(), CityError>,
         sync: bool,
     ) -> Result<Record, CityError> {
         let mut doc = self.load(id)?;
+        let mut actor = self.actor();
+        if let Some(base) = base {
+            let (mut wanted, mut current) = (base.to_vec(), doc.get_heads());
+            wanted.sort();
+            current.sort();
+            if wanted != current {
+                doc = doc.fork_at(base).map_err(|e| {
+                    CityError::Rejected(format!(
+                        "the record's version you edited is unknown here ({e}); show it again and retry"
+                    ))
+                })?;
+                // A change concurrent with this city's own later changes needs an actor of its
+                // own (Automerge numbers each actor's changes in one sequence). Actors only
+                // have to start with the author's key.
+                let mut bytes = self.key.id().as_bytes().to_vec();
+                let suffix = intercity_protocol::record::try_new_id(8).map_err(|e| {
+                    CityError::Rejected(format!("no random numbers for a new actor: {e}"))
+                })?;
+                bytes.extend_from_slice(suffix.as_bytes());
+                actor = ActorId::from(bytes);
+            }
+        }
         let mut record = doc::read_record(&doc, None)?;
         f(&mut record)?;
         record.validate()?;
-        let change = doc::edit_document(&mut doc, self.actor(), &record, message)?
-            .ok_or(CityError::Unchanged)?;
+        let change =
+            doc::edit_document(&mut doc, actor, &record, message)?.ok_or(CityError::Unchanged)?;
         self.publish(
             id,
             ingest::scope_of(record.kind(), id),
@@ -615,6 +657,7 @@ impl City {
         let message = format!("import: update {} '{}'", record.kind(), record.title());
         match self.edit_with(
             id,
+            None,
             &message,
             |r| {
                 *r = record;

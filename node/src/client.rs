@@ -185,13 +185,19 @@ impl Client {
         match self {
             Client::Local(c) => c.edit(id, message, f),
             Client::Daemon { control, .. } => {
-                let mut record = self.record(id)?;
+                // The edit is made on the version read here; the daemon builds the change on
+                // it, so a peer's change arriving meanwhile is merged, not reverted.
+                let base = control.call(&ControlRequest::Base { id: id.to_string() })?;
+                let mut record =
+                    Record::from_json(base.get("record").cloned().unwrap_or_default())?;
+                let heads: Vec<String> = parse(base.get("heads").cloned().unwrap_or_default())?;
                 f(&mut record)?;
                 record.validate()?;
                 let json = control.call(&ControlRequest::Edit {
                     id: id.to_string(),
                     record: record.to_json(),
                     message: message.to_string(),
+                    base: heads,
                 })?;
                 Ok(Record::from_json(json)?)
             }

@@ -47,6 +47,11 @@ pub enum ControlRequest {
         /// Record id (full).
         id: String,
     },
+    /// A record's JSON and the heads of its document (the base of a later `Edit`).
+    Base {
+        /// Record id (full).
+        id: String,
+    },
     /// Resolve an id prefix.
     Resolve {
         /// The prefix.
@@ -79,6 +84,10 @@ pub enum ControlRequest {
         record: Value,
         /// Change message.
         message: String,
+        /// Heads (hex) of the version the target was made from: the change is built on it, so
+        /// changes that arrived since are kept. Empty: the current version.
+        #[serde(default)]
+        base: Vec<String>,
     },
     /// Network status.
     Status,
@@ -310,6 +319,11 @@ fn execute_blocking(
     match req {
         ControlRequest::Profile => json(city.profile()),
         ControlRequest::Record { id } => Ok(city.record(doc_id(&id)?)?.to_json()),
+        ControlRequest::Base { id } => {
+            let (record, heads) = city.record_and_heads(doc_id(&id)?)?;
+            let heads: Vec<String> = heads.iter().map(ToString::to_string).collect();
+            Ok(serde_json::json!({ "record": record.to_json(), "heads": heads }))
+        }
         ControlRequest::Resolve { prefix, kind } => {
             let id = match kind {
                 Some(k) => city.resolve_kind(&prefix, k)?,
@@ -327,12 +341,23 @@ fn execute_blocking(
             id,
             record,
             message,
+            base,
         } => {
             let target = Record::from_json(record)?;
-            let record = city.edit(doc_id(&id)?, &message, |r| {
+            let replace = |r: &mut Record| {
                 *r = target;
                 Ok(())
-            })?;
+            };
+            let record = if base.is_empty() {
+                city.edit(doc_id(&id)?, &message, replace)?
+            } else {
+                let base = base
+                    .iter()
+                    .map(|h| h.parse::<automerge::ChangeHash>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| CityError::Rejected(format!("bad base heads: {e}")))?;
+                city.edit_from(doc_id(&id)?, &base, &message, replace)?
+            };
             Ok(record.to_json())
         }
         ControlRequest::Status => json(crate::net::NetStatus::default()),

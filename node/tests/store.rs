@@ -247,3 +247,49 @@ fn an_unauthorized_local_edit_is_refused_before_anything_is_written() {
     assert!(matches!(err, CityError::Rejected(_)), "{err}");
     assert!(city.list(None).expect("list").is_empty());
 }
+
+/// An edit made on the version its editor read (as the CLI does through the daemon, sending a
+/// whole record) keeps a change that arrived in between instead of reverting it.
+#[test]
+fn an_edit_from_an_older_version_keeps_the_changes_made_since() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let city = milan(tmp.path());
+    let id = city
+        .create(&practice(&city, "FabriQ"), "create")
+        .expect("create");
+    let (seen, heads) = city.record_and_heads(id).expect("read");
+
+    // Meanwhile, another edit lands.
+    city.edit(id, "summary", |r| {
+        if let Record::Practice(p) = r {
+            p.summary = "Milan's first social innovation incubator".into();
+        }
+        Ok(())
+    })
+    .expect("concurrent edit");
+
+    // The editor's target is the whole record as it saw it, with a new title.
+    let mut target = seen.clone();
+    if let Record::Practice(p) = &mut target {
+        p.title = "FabriQ incubator".into();
+    }
+    city.edit_from(id, &heads, "title", |r| {
+        *r = target;
+        Ok(())
+    })
+    .expect("edit from the old version");
+    let Record::Practice(now) = city.record(id).expect("record") else {
+        panic!("a practice")
+    };
+    assert_eq!(now.title, "FabriQ incubator");
+    assert_eq!(
+        now.summary, "Milan's first social innovation incubator",
+        "the edit in between survives"
+    );
+    // Unknown heads are refused clearly.
+    let bogus = [automerge::ChangeHash([7; 32])];
+    assert!(matches!(
+        city.edit_from(id, &bogus, "x", |_| Ok(())),
+        Err(CityError::Rejected(_))
+    ));
+}
