@@ -882,3 +882,68 @@ fn help_completions_and_colour() {
         .expect("run");
     assert!(!String::from_utf8_lossy(&out.stderr).contains('\u{1b}'));
 }
+
+#[test]
+fn an_invitation_into_a_group_adds_the_member_and_introduces_the_cities() {
+    let milan = City::init("Milan", "IT");
+    let brno = City::init("Brno", "CZ");
+    let riga = City::init("Riga", "LV");
+    let group = milan.add(&["group", "create", "--name", "Smart Social Inclusion"]);
+    let out = milan.json(&[
+        "invite",
+        "create",
+        "--for",
+        &brno.id(),
+        "--name",
+        "Brno",
+        "--group",
+        "smart social inclusion",
+        "--addr",
+        "/ip4/127.0.0.1/tcp/4001",
+    ]);
+    let token = str_of(&out["token"]);
+    assert!(token.starts_with("ic1"), "{token}");
+    let g = milan.json(&["group", "show", &group]);
+    assert_eq!(
+        g["members"][brno.id()],
+        serde_json::json!({"name": "Brno", "role": "member"}),
+        "the invited city joined the group"
+    );
+    let roster = milan.json(&["peers", "list"]);
+    assert!(roster.to_string().contains(&brno.id()), "{roster}");
+
+    // The token is for Brno only; Brno's acceptance adds Milan with its address.
+    riga.fails(&["invite", "accept", &token], 4);
+    let accepted = brno.json(&["invite", "accept", &token]);
+    assert_eq!(accepted["id"], milan.id().as_str());
+    assert!(accepted.to_string().contains("/ip4/127.0.0.1/tcp/4001"));
+
+    // Inviting again does not add the member twice; an unknown group is an error.
+    milan.ok(&[
+        "invite",
+        "create",
+        "--for",
+        &brno.id(),
+        "--name",
+        "Brno",
+        "--group",
+        &group[..8],
+    ]);
+    assert_eq!(
+        milan.json(&["history", &group]).as_array().map(Vec::len),
+        Some(2)
+    );
+    milan.fails(
+        &[
+            "invite",
+            "create",
+            "--for",
+            &riga.id(),
+            "--name",
+            "Riga",
+            "--group",
+            "Nope",
+        ],
+        1,
+    );
+}
