@@ -125,6 +125,31 @@ fn a_record_added_through_one_daemon_is_listed_on_the_peer() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // Bulk import through the daemon: signed, published, searchable on the peer.
+    let file = tmp.path().join("more.jsonl");
+    std::fs::write(
+        &file,
+        "{\"kind\":\"practice\",\"title\":\"Open data portal\",\"summary\":\"Datasets for civic hackers\"}\n\
+         {\"kind\":\"project\",\"name\":\"Youth Guarantee\",\"status\":\"running\"}\n",
+    )
+    .expect("write");
+    let (ok, out, err) = cli(&milan, &["import", file.to_str().expect("utf-8"), "--json"]);
+    assert!(ok, "import through the daemon failed: {err}");
+    assert!(out.contains("\"created\": 2"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out, _) = cli(&brno, &["search", "civic", "hackers", "--json"]);
+        if ok && out.contains("Open data portal") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Brno never found the import: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     let (ok, out, _) = cli(&brno, &["status", "--json"]);
     assert!(ok);
     let status: serde_json::Value = serde_json::from_str(&out).expect("json");

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use intercity_node::catalog::UnitKind;
-use intercity_node::exchange::{self, Exported, LineError, Meeting};
+use intercity_node::exchange::{self, Exported, Imported, LineError, Meeting};
 use intercity_node::{ImportOutcome, ImportResult};
 use intercity_protocol::entry::DocId;
 use intercity_protocol::record::Record;
@@ -100,6 +100,37 @@ pub struct ImportArgs {
 
 /// Records per request to the store or daemon.
 const CHUNK: usize = 1000;
+/// Records per export request through the daemon: a record's JSON can reach about a megabyte,
+/// and a control answer is bounded (see `intercity_node::control`).
+const EXPORT_CHUNK_VIA_DAEMON: usize = 50;
+/// About how many bytes of records one import request to the daemon carries (its requests are
+/// bounded at 16 MiB).
+const IMPORT_BYTES_VIA_DAEMON: usize = 8 << 20;
+/// Largest import file read.
+const MAX_IMPORT_FILE: u64 = 1 << 30;
+
+/// Splits `items` into requests: `CHUNK` records, and through the daemon also at most about
+/// `IMPORT_BYTES_VIA_DAEMON` bytes of JSON.
+fn import_chunks(items: &[Imported], via_daemon: bool) -> Vec<&[Imported]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let size = if via_daemon {
+            item.record.to_json().to_string().len()
+        } else {
+            0
+        };
+        if i > start && (i - start == CHUNK || bytes + size > IMPORT_BYTES_VIA_DAEMON) {
+            out.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
 
 /// Runs `export`.
 pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<()> {
@@ -158,7 +189,12 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<()> {
             .filter(|id| seen.insert(id.clone()))
             .collect();
         let mut records: Vec<Exported> = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(CHUNK) {
+        let per_request = if city.via_daemon() {
+            EXPORT_CHUNK_VIA_DAEMON
+        } else {
+            CHUNK
+        };
+        for chunk in ids.chunks(per_request) {
             records.extend(city.export(chunk)?);
         }
         count = records.len();
@@ -231,9 +267,24 @@ pub fn import(ctx: &Ctx, args: ImportArgs) -> anyhow::Result<()> {
         },
     };
     let mut text = String::new();
+    let too_big = || {
+        CliError::Invalid(format!(
+            "{} is larger than {} GiB; split it into several files",
+            args.file.display(),
+            MAX_IMPORT_FILE >> 30
+        ))
+    };
     if stdin {
-        std::io::stdin().read_to_string(&mut text)?;
+        std::io::stdin()
+            .take(MAX_IMPORT_FILE + 1)
+            .read_to_string(&mut text)?;
+        if text.len() as u64 > MAX_IMPORT_FILE {
+            return Err(too_big().into());
+        }
     } else {
+        if std::fs::metadata(&args.file).is_ok_and(|m| m.len() > MAX_IMPORT_FILE) {
+            return Err(too_big().into());
+        }
         text = std::fs::read_to_string(&args.file)
             .map_err(|e| CliError::Invalid(format!("cannot read {}: {e}", args.file.display())))?;
     }
@@ -250,7 +301,7 @@ pub fn import(ctx: &Ctx, args: ImportArgs) -> anyhow::Result<()> {
     // First pass: check every line without writing.
     let mut good = Vec::with_capacity(items.len());
     let mut planned: Vec<ImportResult> = Vec::with_capacity(items.len());
-    for chunk in items.chunks(CHUNK) {
+    for chunk in import_chunks(&items, city.via_daemon()) {
         let results = city.import(chunk.to_vec(), true)?;
         for (item, r) in chunk.iter().zip(results) {
             if let Some(error) = &r.error {
@@ -308,7 +359,7 @@ pub fn import(ctx: &Ctx, args: ImportArgs) -> anyhow::Result<()> {
         !ctx.ui.is_json() && std::io::stderr().is_terminal(),
     );
     let mut results: Vec<ImportResult> = Vec::with_capacity(good.len());
-    for chunk in good.chunks(CHUNK) {
+    for chunk in import_chunks(&good, city.via_daemon()) {
         results.extend(city.import(chunk.to_vec(), false)?);
         progress.update(results.len(), started);
     }
