@@ -47,8 +47,29 @@ impl CityId {
     }
 
     /// The ed25519 verifying key, or an error if the bytes are not a valid point.
+    ///
+    /// Decompressing the point is a good part of a signature check, and a node checks many
+    /// entries of the same few cities: decoded keys are kept in a small process-wide cache.
     pub fn verifying_key(&self) -> Result<VerifyingKey, IdentityError> {
-        VerifyingKey::from_bytes(&self.0).map_err(|_| IdentityError::BadPublicKey)
+        use std::collections::HashMap;
+        use std::sync::{Mutex, OnceLock};
+        /// Cities whose keys are kept; the cache starts over when full.
+        const KEYS_CACHED: usize = 4096;
+        static CACHE: OnceLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
+        let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+        if let Ok(map) = cache.lock()
+            && let Some(key) = map.get(&self.0)
+        {
+            return Ok(*key);
+        }
+        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| IdentityError::BadPublicKey)?;
+        if let Ok(mut map) = cache.lock() {
+            if map.len() >= KEYS_CACHED {
+                map.clear();
+            }
+            map.insert(self.0, key);
+        }
+        Ok(key)
     }
 
     /// Verifies `signature` over `message` with `verify_strict`.
