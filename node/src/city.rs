@@ -482,38 +482,57 @@ impl City {
     /// what would happen. A record that fails writes nothing. Writes are not synced: call
     /// [`City::finish_import`] after the last batch.
     pub fn import(&self, items: Vec<Imported>, dry_run: bool) -> Vec<ImportResult> {
+        let result = |line: usize, r: Result<(ImportOutcome, Option<String>), CityError>| match r {
+            Ok((outcome, id)) => ImportResult {
+                line,
+                outcome,
+                id,
+                error: None,
+            },
+            Err(e) => ImportResult {
+                line,
+                outcome: ImportOutcome::Failed,
+                id: None,
+                error: Some(e.to_string()),
+            },
+        };
+        if dry_run {
+            return items
+                .iter()
+                .map(|item| result(item.line, self.import_one(item, true, None)))
+                .collect();
+        }
+        // Building a new record's document is the costly part and needs no store writes: worker
+        // threads build them ahead (worker w takes items w, w + n, ...), while this thread signs
+        // and stores the records one by one, in file order.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .clamp(1, 8);
         let mut out = Vec::with_capacity(items.len());
         let mut wrote = false;
-        // Building a new record's document is the costly part and needs no store writes: do it
-        // on every core first, then sign and store the records one by one, in file order.
-        let prepared = if dry_run {
-            Vec::new()
-        } else {
-            self.prepare_all(&items)
-        };
-        let mut prepared = prepared.into_iter();
-        for item in items {
-            let line = item.line;
-            let result = self.import_one(item, dry_run, prepared.next().flatten());
-            wrote |= matches!(
-                result,
-                Ok((ImportOutcome::Created | ImportOutcome::Updated, _))
-            );
-            out.push(match result {
-                Ok((outcome, id)) => ImportResult {
-                    line,
-                    outcome,
-                    id,
-                    error: None,
-                },
-                Err(e) => ImportResult {
-                    line,
-                    outcome: ImportOutcome::Failed,
-                    id: None,
-                    error: Some(e.to_string()),
-                },
-            });
-        }
+        std::thread::scope(|scope| {
+            let receivers: Vec<_> = (0..workers)
+                .map(|w| {
+                    let (tx, rx) = std::sync::mpsc::sync_channel(32);
+                    let items = &items;
+                    scope.spawn(move || {
+                        for item in items.iter().skip(w).step_by(workers) {
+                            if tx.send(self.prepare_import(item)).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    rx
+                })
+                .collect();
+            for (i, item) in items.iter().enumerate() {
+                // A worker that stopped leaves the preparing to `import_one`.
+                let prepared = receivers[i % workers].recv().ok().flatten();
+                let r = self.import_one(item, false, prepared);
+                wrote |= matches!(r, Ok((ImportOutcome::Created | ImportOutcome::Updated, _)));
+                out.push(result(item.line, r));
+            }
+        });
         if wrote {
             self.imported
                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -535,37 +554,17 @@ impl City {
         Ok(())
     }
 
-    /// The documents of the records in `items` that will be created (None for the others, and
-    /// where preparing failed: `import_one` then reports the error).
-    fn prepare_all(&self, items: &[Imported]) -> Vec<Option<(Automerge, Change)>> {
-        let workers = std::thread::available_parallelism()
-            .map_or(1, std::num::NonZeroUsize::get)
-            .clamp(1, 8);
-        let prepare_one = |item: &Imported| -> Option<(Automerge, Change)> {
-            if let Some(id) = &item.id
-                && let Ok(id) = id.parse::<DocId>()
-                && !matches!(self.store.doc(&id), Ok(None))
-            {
-                return None;
-            }
-            let record = self.fixup(item.record.clone()).ok()?;
-            self.prepare(&record, &import_message(&record)).ok()
-        };
-        let mut out: Vec<Option<(Automerge, Change)>> = Vec::with_capacity(items.len());
-        std::thread::scope(|scope| {
-            let chunk = items.len().div_ceil(workers).max(1);
-            let handles: Vec<_> = items
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || part.iter().map(prepare_one).collect::<Vec<_>>()))
-                .collect();
-            for h in handles {
-                match h.join() {
-                    Ok(part) => out.extend(part),
-                    Err(_) => out.clear(),
-                }
-            }
-        });
-        out
+    /// The document of an imported record that will be created (None for an update, and when
+    /// preparing fails: `import_one` then reports the error).
+    fn prepare_import(&self, item: &Imported) -> Option<(Automerge, Change)> {
+        if let Some(id) = &item.id
+            && let Ok(id) = id.parse::<DocId>()
+            && !matches!(self.store.doc(&id), Ok(None))
+        {
+            return None;
+        }
+        let record = self.fixup(item.record.clone()).ok()?;
+        self.prepare(&record, &import_message(&record)).ok()
     }
 
     /// An imported record made this city's: owner set, language and city defaulted.
@@ -598,12 +597,12 @@ impl City {
 
     fn import_one(
         &self,
-        item: Imported,
+        item: &Imported,
         dry_run: bool,
         prepared: Option<(Automerge, Change)>,
     ) -> Result<(ImportOutcome, Option<String>), CityError> {
         let me = self.id().to_string();
-        let mut record = self.fixup(item.record)?;
+        let mut record = self.fixup(item.record.clone())?;
         let existing = match &item.id {
             Some(id) => {
                 let id: DocId = id.parse().map_err(|_| {
