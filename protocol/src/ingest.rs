@@ -387,13 +387,26 @@ fn pipeline(
             payload.len()
         )));
     }
-    // 2. Decode, 3. signature.
+    // 2. Decode.
     let signed = SignedEntry::decode(entry)?;
-    signed.verify()?;
     let h = &signed.header;
     let feed = h.feed();
-    // 4. Continuity.
+    // An entry identical, byte for byte, to one stored (hence verified) is a duplicate: no need
+    // to check its signature again. Sync and gossip deliver many of these.
     let head = ledger.head(&feed)?;
+    if head.is_some_and(|hd| h.seq <= hd.seq)
+        && ledger
+            .entry(&feed, h.seq)?
+            .is_some_and(|held| held.entry == signed)
+    {
+        return Ok(Ingested {
+            verdict: Verdict::Duplicate,
+            commit: Commit::default(),
+        });
+    }
+    // 3. Signature.
+    signed.verify()?;
+    // 4. Continuity.
     if let Some(head) = head
         && head.frozen
     {
