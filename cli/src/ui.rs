@@ -8,6 +8,7 @@
 use std::io::{self, IsTerminal, Write};
 
 use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 /// `--color` values.
@@ -104,6 +105,33 @@ impl Ui {
     /// Prints a confirmation or a note to stderr (never part of the output proper).
     pub fn note(&self, text: impl std::fmt::Display) {
         let _ = writeln!(io::stderr().lock(), "{text}");
+    }
+
+    /// A progress bar of `total` `unit`s on stderr; hidden when stderr is not a terminal or
+    /// with --json.
+    pub fn progress(&self, total: u64, unit: &str) -> ProgressBar {
+        if self.json || !io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(total);
+        if let Ok(style) = ProgressStyle::with_template("[{bar:30}] {pos}/{len} {msg} ({eta} left)")
+        {
+            bar.set_style(style.progress_chars("#>."));
+        }
+        bar.set_message(unit.to_string());
+        bar
+    }
+
+    /// A spinner with a message on stderr, for waits of unknown length; hidden like
+    /// [`Ui::progress`].
+    pub fn spinner(&self, message: &str) -> ProgressBar {
+        if self.json || !io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new_spinner();
+        bar.set_message(message.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
     }
 
     /// A new table with the house style and a header row.

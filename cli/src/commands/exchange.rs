@@ -2,7 +2,7 @@
 //! iCalendar, and records in from JSON Lines or CSV (each becomes an entry signed by this city).
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -149,6 +149,7 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<()> {
     if args.format == ExportFormat::Ics && query.sort.is_none() {
         query.sort = Some(intercity_node::catalog::Sort::Date);
     }
+    let spinner = ctx.ui.spinner("Exporting…");
     let found = city.query(&query)?;
     let mut bytes = Vec::new();
     let count;
@@ -214,6 +215,7 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<()> {
             ExportFormat::Ics => {}
         }
     }
+    spinner.finish_and_clear();
     let what = if args.format == ExportFormat::Ics {
         "meetings"
     } else {
@@ -354,17 +356,15 @@ pub fn import(ctx: &Ctx, args: ImportArgs) -> anyhow::Result<()> {
 
     // Second pass: sign and store, with progress on a terminal.
     let started = Instant::now();
-    let mut progress = Progress::new(
-        good.len(),
-        !ctx.ui.is_json() && std::io::stderr().is_terminal(),
-    );
+    let progress = ctx.ui.progress(good.len() as u64, "records");
     let mut results: Vec<ImportResult> = Vec::with_capacity(good.len());
     for chunk in import_chunks(&good, city.via_daemon()) {
         results.extend(city.import(chunk.to_vec(), false)?);
-        progress.update(results.len(), started);
+        progress.inc(chunk.len() as u64);
     }
+    progress.set_message("records; flushing the store");
     city.finish_import()?;
-    progress.finish();
+    progress.finish_and_clear();
     let failed: Vec<&ImportResult> = results.iter().filter(|r| r.error.is_some()).collect();
     for r in &failed {
         ctx.ui.note(format!(
@@ -407,40 +407,5 @@ pub fn import(ctx: &Ctx, args: ImportArgs) -> anyhow::Result<()> {
         Ok(())
     } else {
         Err(CliError::Invalid(format!("{} records were refused", failed.len())).into())
-    }
-}
-
-/// A one-line progress bar on stderr.
-struct Progress {
-    total: usize,
-    on: bool,
-}
-
-impl Progress {
-    fn new(total: usize, on: bool) -> Progress {
-        Progress { total, on }
-    }
-
-    fn update(&mut self, done: usize, started: Instant) {
-        if !self.on || self.total == 0 {
-            return;
-        }
-        let width = 30;
-        let filled = done * width / self.total;
-        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
-        let _ = write!(
-            std::io::stderr().lock(),
-            "\r[{}{}] {done}/{} {:.0} records/s ",
-            "#".repeat(filled),
-            ".".repeat(width - filled),
-            self.total,
-            rate
-        );
-    }
-
-    fn finish(&self) {
-        if self.on && self.total > 0 {
-            let _ = writeln!(std::io::stderr().lock());
-        }
     }
 }

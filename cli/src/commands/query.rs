@@ -366,7 +366,9 @@ fn highlight(ctx: &Ctx, snippet: &str, ranges: &[(usize, usize)]) -> String {
 pub fn reindex(ctx: &Ctx) -> anyhow::Result<()> {
     let city = ctx.open()?;
     let started = std::time::Instant::now();
+    let spinner = ctx.ui.spinner("Rebuilding the search catalog…");
     let units = city.reindex()?;
+    spinner.finish_and_clear();
     if ctx.ui.is_json() {
         ctx.ui.json(&serde_json::json!({ "units": units }))?;
     } else {
