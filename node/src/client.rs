@@ -264,7 +264,8 @@ impl Client {
         }
     }
 
-    /// Creates an invitation (the daemon adds its listen addresses; `addrs` are used offline).
+    /// Creates an invitation carrying `addrs` (through the daemon, none given: its listen
+    /// addresses).
     pub fn invite(
         &self,
         invitee: CityId,
@@ -280,6 +281,7 @@ impl Client {
                     invitee,
                     name: name.to_string(),
                     group,
+                    addrs,
                 },
             ),
         }

@@ -120,6 +120,9 @@ pub enum ControlRequest {
         name: String,
         /// Group to name in the invitation.
         group: Option<String>,
+        /// Addresses to put in the token; empty: the daemon's own listen addresses.
+        #[serde(default)]
+        addrs: Vec<String>,
     },
     /// Accept an invitation.
     Accept {
@@ -369,11 +372,16 @@ fn execute_blocking(
             invitee,
             name,
             group,
+            addrs,
         } => {
-            let addrs = listen
-                .into_iter()
-                .filter(|a| !a.contains("/0.0.0.0/"))
-                .collect();
+            let addrs = if addrs.is_empty() {
+                listen
+                    .into_iter()
+                    .filter(|a| !a.contains("/0.0.0.0/"))
+                    .collect()
+            } else {
+                addrs
+            };
             json(city.invite(invitee, &name, addrs, group)?)
         }
         ControlRequest::Accept { token } => json(city.accept_invitation(&token)?),

@@ -150,6 +150,28 @@ fn a_record_added_through_one_daemon_is_listed_on_the_peer() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // An invitation made through the daemon carries the address given with --addr.
+    let riga = tmp.path().join("riga");
+    assert!(cli(&riga, &["init", "--city", "Riga", "--country", "LV"]).0);
+    let public = "/ip4/198.51.100.7/tcp/4001";
+    let (ok, token, err) = cli(
+        &milan,
+        &[
+            "invite",
+            "create",
+            "--for",
+            &id_of(&riga),
+            "--name",
+            "Riga",
+            "--addr",
+            public,
+        ],
+    );
+    assert!(ok, "invite through the daemon failed: {err}");
+    let (ok, out, err) = cli(&riga, &["invite", "accept", token.trim(), "--json"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(public), "{out}");
+
     let (ok, out, _) = cli(&brno, &["status", "--json"]);
     assert!(ok);
     let status: serde_json::Value = serde_json::from_str(&out).expect("json");

@@ -35,7 +35,8 @@ pub enum Command {
         /// member (this city must chair the group) and the token names the group
         #[arg(long)]
         group: Option<String>,
-        /// Address where this city can be dialed (repeatable; default: the daemon's)
+        /// Address where this city can be dialed, e.g. its public address (repeatable;
+        /// default: the running daemon's listen addresses)
         #[arg(long = "addr", value_name = "ADDR")]
         addrs: Vec<String>,
     },
