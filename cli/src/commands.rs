@@ -279,14 +279,7 @@ pub fn delete(
 }
 
 /// The record's JSON with its `"id"` first.
-pub fn with_id(id: &str, record: &Record) -> serde_json::Value {
-    let mut out = serde_json::Map::new();
-    out.insert("id".into(), id.into());
-    if let serde_json::Value::Object(map) = record.to_json() {
-        out.extend(map);
-    }
-    serde_json::Value::Object(out)
-}
+pub use intercity_node::exchange::with_id;
 
 /// Signs the change from `before` to `after` of record `id` with a message naming the changed
 /// fields (`"<what> '<title>': field, field"`); returns those fields.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use intercity_protocol::identity::CityId;
-use intercity_protocol::record::{Figure, Partner, Sector, is_valid_date};
+use intercity_protocol::record::{Figure, Sector, is_valid_date};
 
 use crate::error::CliError;
 
@@ -61,30 +61,7 @@ pub fn unit_kind(s: &str) -> Result<intercity_node::catalog::UnitKind, String> {
 }
 
 /// A partner organisation `NAME:SECTOR`, sector one of private, ngo, university, public.
-pub fn partner(s: &str) -> Result<Partner, String> {
-    let sectors = Sector::ALL
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let Some((name, sector)) = s.rsplit_once(':') else {
-        return Err(format!(
-            "expected NAME:SECTOR (sector: {sectors}), e.g. \"Fondazione Cariplo:ngo\""
-        ));
-    };
-    let name = name.trim();
-    if name.is_empty() {
-        return Err("the partner's name is empty; expected NAME:SECTOR".into());
-    }
-    let sector = sector
-        .trim()
-        .parse::<Sector>()
-        .map_err(|_| format!("`{sector}` is not a sector; use one of {sectors}"))?;
-    Ok(Partner {
-        name: name.to_string(),
-        sector,
-    })
-}
+pub use intercity_node::exchange::parse_partner as partner;
 
 /// An outcome figure `LABEL=VALUE[ UNIT]`, e.g. `young people trained=120 people`.
 pub fn figure(s: &str) -> Result<Figure, String> {

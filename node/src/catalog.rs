@@ -502,8 +502,8 @@ fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
 }
 
 /// The terms of a text, in order (what the index holds and a query looks for).
-pub fn terms(text: &str) -> Vec<String> {
-    words(text).filter_map(|(_, w)| term(w)).collect()
+pub fn terms(text: &str) -> impl Iterator<Item = String> + '_ {
+    words(text).filter_map(|(_, w)| term(w))
 }
 
 /// One word of a query.
@@ -542,7 +542,7 @@ fn parse_query(text: &str) -> Result<Vec<QueryTerm>, QueryError> {
                 }
             }
         } else {
-            out.extend(terms(raw).into_iter().map(QueryTerm::Exact));
+            out.extend(terms(raw).map(QueryTerm::Exact));
         }
     }
     out.dedup();
@@ -874,15 +874,15 @@ impl Facets<'_> {
     }
 
     fn of(u: &Unit) -> Facets<'static> {
-        let day = |d: &Option<String>| d.as_deref().and_then(day_number);
-        let first = day(&u.start).or(day(&u.end));
-        let last = day(&u.end).or(first);
+        let span = u
+            .span()
+            .and_then(|(first, last)| Some((day_number(first)?, day_number(last)?)));
         Facets {
             kind: u.kind,
             sectors: u.sectors.iter().fold(0u8, |m, s| m | sector_bit(*s)),
             status: status_code(&u.status),
             updated: u.updated,
-            span: first.zip(last),
+            span,
             city: fold_hash(&u.city),
             owner: exact_hash(&u.owner),
             themes: u
@@ -1239,11 +1239,16 @@ impl Store {
                 delta.0 -= 1;
             }
         }
+        let new_texts = new
+            .iter()
+            .map(|e| serde_json::to_vec(&e.texts))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|x| self.corrupt(x))?;
         for (key, old) in &old_texts {
             let unchanged = new
                 .iter()
-                .find(|e| e.key == *key)
-                .is_some_and(|e| serde_json::to_vec(&e.texts).is_ok_and(|t| t == *old));
+                .zip(&new_texts)
+                .any(|(e, texts)| e.key == *key && texts == old);
             if unchanged {
                 continue;
             }
@@ -1254,10 +1259,9 @@ impl Store {
             }
             delta.1 -= i64::from(len);
         }
-        for e in &new {
+        for (e, texts) in new.iter().zip(new_texts) {
             batch.put_cf(self.cf("units"), &e.key, encode_unit(&e.unit));
             batch.put_cf(self.cf("facets"), &e.key, Facets::of(&e.unit).encode());
-            let texts = serde_json::to_vec(&e.texts).map_err(|x| self.corrupt(x))?;
             match old_texts.get(&e.key) {
                 Some(old) if *old == texts => continue,
                 Some(_) => {}
@@ -1491,7 +1495,7 @@ impl Store {
     fn add_snippet(
         &self,
         key: &[u8],
-        terms: &[QueryTerm],
+        query: &[QueryTerm],
         hit: &mut Hit,
     ) -> Result<(), StoreError> {
         let texts: Vec<(u8, String)> = match self.get("texts", key)? {
@@ -1501,14 +1505,14 @@ impl Store {
         let matched = texts
             .iter()
             .filter(|(f, _)| *f != F_TITLE)
-            .find(|(_, t)| terms_in(t).any(|x| terms.iter().any(|q| q.matches(&x))))
+            .find(|(_, t)| terms(t).any(|x| query.iter().any(|q| q.matches(&x))))
             .or_else(|| {
                 texts
                     .iter()
                     .find(|(f, _)| [F_SUMMARY, F_BODY, F_ITEM].contains(f))
             });
         if let Some((_, text)) = matched {
-            let (s, h) = snippet(text, terms, 160);
+            let (s, h) = snippet(text, query, 160);
             hit.snippet = Some(s);
             hit.highlights = h;
         }
@@ -1725,10 +1729,6 @@ impl TopK {
     }
 }
 
-fn terms_in(text: &str) -> impl Iterator<Item = String> + '_ {
-    words(text).filter_map(|(_, w)| term(w))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1736,7 +1736,8 @@ mod tests {
     #[test]
     fn terms_fold_case_diacritics_plurals_and_stop_words() {
         assert_eq!(
-            terms("The Cities of Białystok and Brno: Youth-Employment projects, 2017!"),
+            terms("The Cities of Białystok and Brno: Youth-Employment projects, 2017!")
+                .collect::<Vec<_>>(),
             vec![
                 "city",
                 "bialystok",
@@ -1747,9 +1748,12 @@ mod tests {
                 "2017"
             ]
         );
-        assert_eq!(terms("Straße Łódź café"), vec!["strasse", "lodz", "cafe"]);
         assert_eq!(
-            terms("bus process analysis a I"),
+            terms("Straße Łódź café").collect::<Vec<_>>(),
+            vec!["strasse", "lodz", "cafe"]
+        );
+        assert_eq!(
+            terms("bus process analysis a I").collect::<Vec<_>>(),
             vec!["bus", "process", "analysis"]
         );
     }

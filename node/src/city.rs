@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use automerge::{ActorId, Automerge, Change, ChangeHash};
 use intercity_protocol::doc::{self, DocError};
-use intercity_protocol::entry::{DocId, Hash32, Scope, SignedEntry, sign_entry};
+use intercity_protocol::entry::{DocId, Hash32, SignedEntry, sign_entry};
 use intercity_protocol::identity::{CityId, CityKey, IdentityError};
 use intercity_protocol::ingest::{
     self, Authored, IngestError, Ledger, LedgerError, Status, Verdict,
@@ -380,12 +380,7 @@ impl City {
         sync: bool,
     ) -> Result<DocId, CityError> {
         let id = DocId::for_genesis(&change.hash());
-        self.publish(
-            id,
-            ingest::scope_of(record.kind(), id),
-            Authored { change, doc },
-            sync,
-        )?;
+        self.publish(id, record.kind(), Authored { change, doc }, sync)?;
         Ok(id)
     }
 
@@ -428,38 +423,30 @@ impl City {
     ) -> Result<Record, CityError> {
         let mut doc = self.load(id)?;
         let mut actor = self.actor();
-        if let Some(base) = base {
-            let (mut wanted, mut current) = (base.to_vec(), doc.get_heads());
-            wanted.sort();
-            current.sort();
-            if wanted != current {
-                doc = doc.fork_at(base).map_err(|e| {
-                    CityError::Rejected(format!(
-                        "the record's version you edited is unknown here ({e}); show it again and retry"
-                    ))
-                })?;
-                // A change concurrent with this city's own later changes needs an actor of its
-                // own (Automerge numbers each actor's changes in one sequence). Actors only
-                // have to start with the author's key.
-                let mut bytes = self.key.id().as_bytes().to_vec();
-                let suffix = intercity_protocol::record::try_new_id(8).map_err(|e| {
-                    CityError::Rejected(format!("no random numbers for a new actor: {e}"))
-                })?;
-                bytes.extend_from_slice(suffix.as_bytes());
-                actor = ActorId::from(bytes);
-            }
+        if let Some(base) = base
+            && !doc::same_heads(base, &doc.get_heads())
+        {
+            doc = doc.fork_at(base).map_err(|e| {
+                CityError::Rejected(format!(
+                    "the record's version you edited is unknown here ({e}); show it again and retry"
+                ))
+            })?;
+            // A change concurrent with this city's own later changes needs an actor of its
+            // own (Automerge numbers each actor's changes in one sequence). Actors only
+            // have to start with the author's key.
+            let mut bytes = self.key.id().as_bytes().to_vec();
+            let suffix = intercity_protocol::record::try_new_id(8).map_err(|e| {
+                CityError::Rejected(format!("no random numbers for a new actor: {e}"))
+            })?;
+            bytes.extend_from_slice(suffix.as_bytes());
+            actor = ActorId::from(bytes);
         }
         let mut record = doc::read_record(&doc, None)?;
         f(&mut record)?;
         record.validate()?;
         let change =
             doc::edit_document(&mut doc, actor, &record, message)?.ok_or(CityError::Unchanged)?;
-        self.publish(
-            id,
-            ingest::scope_of(record.kind(), id),
-            Authored { change, doc },
-            sync,
-        )?;
+        self.publish(id, record.kind(), Authored { change, doc }, sync)?;
         Ok(record)
     }
 
@@ -712,10 +699,11 @@ impl City {
     fn publish(
         &self,
         doc: DocId,
-        scope: Scope,
+        kind: Kind,
         authored: Authored,
         sync: bool,
     ) -> Result<SignedEntry, CityError> {
+        let scope = ingest::scope_of(kind, doc);
         let feed = intercity_protocol::entry::FeedId {
             author: self.id(),
             scope,

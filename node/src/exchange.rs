@@ -67,17 +67,25 @@ pub struct Exported {
 impl Exported {
     /// The JSON object: `id`, the record's fields, `provenance`.
     pub fn to_json(&self) -> Value {
-        let mut out = Map::new();
-        out.insert("id".into(), self.id.clone().into());
-        if let Value::Object(map) = self.record.to_json() {
-            out.extend(map);
+        let mut out = with_id(&self.id, &self.record);
+        if let Value::Object(map) = &mut out {
+            map.insert(
+                "provenance".into(),
+                serde_json::to_value(&self.provenance).unwrap_or_default(),
+            );
         }
-        out.insert(
-            "provenance".into(),
-            serde_json::to_value(&self.provenance).unwrap_or_default(),
-        );
-        Value::Object(out)
+        out
     }
+}
+
+/// A record's JSON form with its `"id"` first (as `show --json` and exports print it).
+pub fn with_id(id: &str, record: &Record) -> Value {
+    let mut out = Map::new();
+    out.insert("id".into(), id.into());
+    if let Value::Object(map) = record.to_json() {
+        out.extend(map);
+    }
+    Value::Object(out)
 }
 
 /// One record read from an import file.
@@ -207,16 +215,30 @@ fn parse_figure(s: &str) -> Result<Figure, String> {
     Err(format!("`{s}` is not LABEL=VALUE[ UNIT]"))
 }
 
-fn parse_partner(s: &str) -> Result<Partner, String> {
-    let (name, sector) = s
-        .rsplit_once(':')
-        .ok_or_else(|| format!("`{s}` is not NAME:SECTOR"))?;
+/// A partner organisation `NAME:SECTOR` (the name may hold ':'), sector one of private, ngo,
+/// university, public: the form of CSV cells and of the CLI's `--partner`.
+pub fn parse_partner(s: &str) -> Result<Partner, String> {
+    let sectors = Sector::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let Some((name, sector)) = s.rsplit_once(':') else {
+        return Err(format!(
+            "expected NAME:SECTOR (sector: {sectors}), e.g. \"Fondazione Cariplo:ngo\""
+        ));
+    };
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("the partner's name is empty; expected NAME:SECTOR".into());
+    }
+    let sector = sector
+        .trim()
+        .parse::<Sector>()
+        .map_err(|_| format!("`{sector}` is not a sector; use one of {sectors}"))?;
     Ok(Partner {
-        name: name.trim().to_string(),
-        sector: sector
-            .trim()
-            .parse::<Sector>()
-            .map_err(|e| format!("`{s}`: {e}"))?,
+        name: name.to_string(),
+        sector,
     })
 }
 

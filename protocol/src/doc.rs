@@ -124,6 +124,14 @@ pub fn read_record(doc: &Automerge, heads: Option<&[ChangeHash]>) -> Result<Reco
     Record::from_json(to_json(doc, heads))
 }
 
+/// Whether two sets of heads are the same, in any order.
+pub fn same_heads(a: &[ChangeHash], b: &[ChangeHash]) -> bool {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort();
+    b.sort();
+    a == b
+}
+
 /// Reconciles the document's root to `target` with as few operations as it can; see the
 /// [module docs](self) for the rules. Does not validate `target` and does not commit.
 ///

@@ -599,7 +599,7 @@ impl<L: Ledger> Work<'_, L> {
         };
         let prebuilt = self
             .prebuilt
-            .take_if(|d| d.get_heads() == [hash] && same_heads(&base.get_heads(), &deps));
+            .take_if(|d| d.get_heads() == [hash] && doc::same_heads(&base.get_heads(), &deps));
         let status = match evaluate(h, &base, change, genesis, prebuilt) {
             Ok((doc, record)) => {
                 let scope = scope_of(record.kind(), h.doc);
@@ -707,13 +707,6 @@ impl<L: Ledger> Work<'_, L> {
     }
 }
 
-fn same_heads(a: &[ChangeHash], b: &[ChangeHash]) -> bool {
-    let (mut a, mut b) = (a.to_vec(), b.to_vec());
-    a.sort();
-    b.sort();
-    a == b
-}
-
 /// Applies `change` to a copy of `base` (or takes `prebuilt`, which is `base` plus `change`)
 /// and checks authorization and schema. Returns the new document and the record at the
 /// change's own heads, or the rejection reason.
@@ -728,7 +721,10 @@ fn evaluate(
     let deps = change.deps().to_vec();
     // Reading at the current heads is cheaper than at a historical point: use it when equal.
     let at = |doc: &Automerge, heads: &[ChangeHash]| {
-        doc::read_record(doc, (!same_heads(&doc.get_heads(), heads)).then_some(heads))
+        doc::read_record(
+            doc,
+            (!doc::same_heads(&doc.get_heads(), heads)).then_some(heads),
+        )
     };
     let before = if genesis {
         None
