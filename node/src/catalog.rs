@@ -1268,6 +1268,9 @@ impl Store {
                 None => delta.0 += 1,
             }
             let (counts, len) = count_terms(&e.texts);
+            // In key order, so the memtable inserts each after the last when it can.
+            let mut counts: Vec<_> = counts.into_iter().collect();
+            counts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             for (t, c) in &counts {
                 batch.put_cf(
                     self.cf("postings"),

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use automerge::{ActorId, Automerge, Change, ChangeHash};
-use intercity_protocol::doc::{self, DocError};
+use intercity_protocol::doc::{self, DocError, Texts};
 use intercity_protocol::entry::{DocId, Hash32, SignedEntry, sign_entry};
 use intercity_protocol::identity::{CityId, CityKey, IdentityError};
 use intercity_protocol::ingest::{
@@ -361,14 +361,18 @@ impl City {
     }
 
     fn create_with(&self, record: &Record, message: &str, sync: bool) -> Result<DocId, CityError> {
-        let (doc, change) = self.prepare(record, message)?;
+        let (doc, change) = self.prepare(record, message, Texts::Merged)?;
         self.publish_new(record, doc, change, sync)
     }
 
     /// The document and genesis change of a new record (no store access: may run in parallel).
-    fn prepare(&self, record: &Record, message: &str) -> Result<(Automerge, Change), CityError> {
-        record.validate()?;
-        Ok(doc::new_document(self.actor(), record, message)?)
+    fn prepare(
+        &self,
+        record: &Record,
+        message: &str,
+        texts: Texts,
+    ) -> Result<(Automerge, Change), CityError> {
+        Ok(doc::new_document(self.actor(), record, message, texts)?)
     }
 
     /// Publishes a prepared new record.
@@ -551,7 +555,8 @@ impl City {
             return None;
         }
         let record = self.fixup(item.record.clone()).ok()?;
-        self.prepare(&record, &import_message(&record)).ok()
+        self.prepare(&record, &import_message(&record), Texts::Plain)
+            .ok()
     }
 
     /// An imported record made this city's: owner set, language and city defaulted.
@@ -609,7 +614,7 @@ impl City {
             }
             let (doc, change) = match prepared {
                 Some(p) => p,
-                None => self.prepare(&record, &import_message(&record))?,
+                None => self.prepare(&record, &import_message(&record), Texts::Plain)?,
             };
             let id = self.publish_new(&record, doc, change, false)?;
             return Ok((ImportOutcome::Created, Some(id.to_string())));

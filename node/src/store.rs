@@ -212,7 +212,7 @@ impl Store {
         let opts = db_options(create);
         let cfs = CFS
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| classify(path, e))?;
         Ok(Store {
             db,
@@ -320,7 +320,8 @@ impl Store {
         }
         let mut delta = crate::catalog::StatsDelta::default();
         for (id, update) in &commit.docs {
-            batch.put_cf(self.cf("docs"), id.0, update.doc.save());
+            // Uncompressed: DEFLATE costs more than it saves on documents of a few kilobytes.
+            batch.put_cf(self.cf("docs"), id.0, update.doc.save_nocompress());
             if let Some(record) = &update.record {
                 let row = self.get("records", &id.0)?;
                 let new_doc = row.is_none();
@@ -542,6 +543,18 @@ fn db_options(create: bool) -> Options {
     // opening the store ever replays more than that.
     opts.set_max_total_wal_size(64 << 20);
     opts
+}
+
+/// The options of one column family.
+fn cf_options(name: &str) -> Options {
+    let mut o = Options::default();
+    if name == "postings" {
+        // A record adds dozens of postings spread over the whole key space. In the default
+        // 64 MiB memtable each insert walks a skip list far larger than the CPU caches; in 4 MiB
+        // it stays cached (bulk import: 2,100 -> 2,700 records/s).
+        o.set_write_buffer_size(4 << 20);
+    }
+    o
 }
 
 fn feed_seq(feed: &[u8; 49], seq: u64) -> Vec<u8> {

@@ -350,8 +350,9 @@ pub struct Authored {
     pub doc: Automerge,
 }
 
-/// [`ingest`] for an entry this node just authored: every check runs, but the change is not
-/// decoded again and, when the stored document is exactly the one the change was made on, the
+/// [`ingest`] for an entry this node just authored: every check runs but the signature check
+/// (this node made the signature a moment ago, with its own key), the change is not decoded
+/// again and, when the stored document is exactly the one the change was made on, the
 /// author's document is used instead of applying the change a second time (the result is the
 /// same document). A peer's entry always goes through [`ingest`].
 pub fn ingest_local(
@@ -404,8 +405,10 @@ fn pipeline(
             commit: Commit::default(),
         });
     }
-    // 3. Signature.
-    signed.verify()?;
+    // 3. Signature (an authored entry was signed by this node, see `ingest_local`).
+    if authored.is_none() {
+        signed.verify()?;
+    }
     // 4. Continuity.
     if let Some(head) = head
         && head.frozen

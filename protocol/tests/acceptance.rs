@@ -77,7 +77,7 @@ impl City {
     fn create(&mut self, record: &Record) -> (DocId, Wire) {
         let mut d = Automerge::new().with_actor(self.actor());
         let mut tx = d.transaction();
-        doc::write_record(&mut tx, record).expect("write");
+        doc::write_record(&mut tx, record, doc::Texts::Merged).expect("write");
         let (hash, _) = tx.commit_with(CommitOptions::default().with_message("create"));
         let hash = hash.expect("a change");
         let change = d.get_change_by_hash(&hash).expect("change");
@@ -98,7 +98,7 @@ impl City {
         f(&mut record);
         d.set_actor(self.actor());
         let mut tx = d.transaction();
-        doc::write_record(&mut tx, &record).expect("write");
+        doc::write_record(&mut tx, &record, doc::Texts::Merged).expect("write");
         let (hash, _) = tx.commit_with(CommitOptions::default().with_message("edit"));
         let change = d
             .get_change_by_hash(&hash.expect("the edit changes something"))
@@ -678,7 +678,7 @@ fn authored_entries_store_the_same_as_received_ones() {
     let record = practice(&milan, "Makerspace");
     let mut d = Automerge::new().with_actor(milan.actor());
     let mut tx = d.transaction();
-    doc::write_record(&mut tx, &record).expect("write");
+    doc::write_record(&mut tx, &record, doc::Texts::Merged).expect("write");
     let (hash, _) = tx.commit_with(CommitOptions::default().with_message("create"));
     let change = d
         .get_change_by_hash(&hash.expect("change"))
@@ -724,7 +724,7 @@ fn authored_entries_store_the_same_as_received_ones() {
         p.summary = "open every Saturday".into();
     }
     let mut tx = edited.transaction();
-    doc::write_record(&mut tx, &r2).expect("write");
+    doc::write_record(&mut tx, &r2, doc::Texts::Merged).expect("write");
     let (h2, _) = tx.commit_with(CommitOptions::default().with_message("edit"));
     let change2 = edited
         .get_change_by_hash(&h2.expect("change"))
