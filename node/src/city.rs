@@ -20,7 +20,7 @@ use intercity_protocol::doc::{self, DocError, Texts};
 use intercity_protocol::entry::{DocId, Hash32, SignedEntry, sign_entry};
 use intercity_protocol::identity::{CityId, CityKey, IdentityError};
 use intercity_protocol::ingest::{
-    self, Authored, IngestError, Ledger, LedgerError, Status, Verdict,
+    self, Authored, Batch, IngestError, Ledger, LedgerError, Status, Verdict,
 };
 use intercity_protocol::record::{Kind, Record, RecordError};
 use intercity_protocol::sync::WireEntry;
@@ -131,9 +131,9 @@ pub enum CityError {
     /// The record would be invalid.
     #[error(transparent)]
     Record(#[from] RecordError),
-    /// Automerge mapping failed.
+    /// Automerge mapping failed (an invalid record is [`CityError::Record`]).
     #[error(transparent)]
-    Doc(#[from] DocError),
+    Doc(DocError),
     /// The edit would be rejected by every node (not authorized, invalid).
     #[error("this edit would be rejected: {0}")]
     Rejected(String),
@@ -151,6 +151,15 @@ pub enum CityError {
         /// Its message.
         message: String,
     },
+}
+
+impl From<DocError> for CityError {
+    fn from(e: DocError) -> Self {
+        match e {
+            DocError::Record(r) => CityError::Record(r),
+            e => CityError::Doc(e),
+        }
+    }
 }
 
 impl From<LedgerError> for CityError {
@@ -748,16 +757,28 @@ impl City {
 
     /// Ingests an entry received from a peer (unsynced write; see [`Store::apply_with`]).
     pub fn ingest_remote(&self, entry: &[u8], payload: &[u8]) -> Result<Verdict, IngestError> {
+        self.ingest_remote_all(|batch| batch.ingest(entry, payload))
+            .map_err(|e| IngestError::Ledger(LedgerError(e.to_string())))?
+    }
+
+    /// Ingests entries received from a peer: `f` feeds them to a [`Batch`], one by one, and
+    /// their writes go to the store in one unsynced write. The verdicts are those of ingesting
+    /// them one at a time; the write is cheaper (one write-ahead log record, each document
+    /// saved and indexed once). If the write fails, none of them is stored.
+    pub fn ingest_remote_all<T>(
+        &self,
+        f: impl FnOnce(&mut Batch<'_, Store>) -> T,
+    ) -> Result<T, StoreError> {
         let _guard = self
             .write
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let ingested = ingest::ingest(&self.store, entry, payload)?;
-        let verdict = ingested.verdict.clone();
-        self.store
-            .apply_with(ingested.commit, false)
-            .map_err(|e| IngestError::Ledger(LedgerError(e.to_string())))?;
-        Ok(verdict)
+        let mut batch = Batch::new(&self.store);
+        let out = f(&mut batch);
+        if !batch.is_empty() {
+            self.store.apply_with(batch.into_commit(), false)?;
+        }
+        Ok(out)
     }
 
     /// Routes this city's new entries to `tx` (the daemon's publisher).

@@ -811,43 +811,78 @@ impl EventLoop {
 
     /// Runs one entry from `peer` through the acceptance pipeline.
     fn ingest(&mut self, peer: PeerId, entry: &[u8], payload: &[u8]) -> Outcome {
-        // Entries by cities outside the roster are not ours to judge: dropped, not held against
-        // the peer that relayed them.
-        if let Ok(e) = SignedEntry::decode(entry)
-            && !self.trusted.contains(&e.header.author)
-        {
-            return Outcome::Skipped;
-        }
-        let outcome = match self.city.ingest_remote(entry, payload) {
-            Ok(Verdict::Stored(status)) => match SignedEntry::decode(entry) {
-                Ok(e) => Outcome::New(e, status),
-                Err(_) => Outcome::Known,
-            },
-            Ok(Verdict::Duplicate | Verdict::Fork) => Outcome::Known,
-            Err(IngestError::SeqGap {
-                author,
-                scope,
-                have,
-                ..
-            }) => Outcome::Gap(FeedId { author, scope }, have),
-            Err(IngestError::Frozen(..) | IngestError::PendingFull(_)) => Outcome::Skipped,
-            Err(IngestError::Ledger(e)) => {
+        let w = [(entry, payload)];
+        self.ingest_all(peer, &w, false)
+            .pop()
+            .unwrap_or(Outcome::Skipped)
+    }
+
+    /// Runs entries from `peer` through the acceptance pipeline, written in one batch (see
+    /// [`City::ingest_remote_all`]). With `stop`, the first entry that is not stored or known
+    /// ends the batch (the rest of a range is then useless): fewer outcomes than entries.
+    fn ingest_all(&mut self, peer: PeerId, items: &[(&[u8], &[u8])], stop: bool) -> Vec<Outcome> {
+        let trusted = &self.trusted;
+        let written = self.city.ingest_remote_all(|batch| {
+            let mut out = Vec::with_capacity(items.len());
+            for (entry, payload) in items {
+                // Entries by cities outside the roster are not ours to judge: dropped, not held
+                // against the peer that relayed them.
+                let r = match SignedEntry::decode(entry) {
+                    Ok(e) if !trusted.contains(&e.header.author) => None,
+                    _ => Some(batch.ingest(entry, payload).map(|v| (v, *entry))),
+                };
+                let ok = matches!(r, Some(Ok(_)));
+                out.push(r);
+                if stop && !ok {
+                    break;
+                }
+            }
+            out
+        });
+        let results = match written {
+            Ok(results) => results,
+            Err(e) => {
                 warn!(error = %e, "store error while ingesting");
-                Outcome::Skipped
+                return items.iter().map(|_| Outcome::Skipped).collect();
             }
-            Err(e) => Outcome::Invalid(e.to_string()),
         };
-        let p = self.peers.entry(peer).or_default();
-        match &outcome {
-            Outcome::New(_, Status::Rejected(_)) => p.rejected += 1,
-            Outcome::New(..) => p.accepted += 1,
-            Outcome::Invalid(reason) => {
-                let reason = reason.clone();
-                self.penalize(peer, &reason);
+        let mut outcomes = Vec::with_capacity(results.len());
+        for r in results {
+            let outcome = match r {
+                None => Outcome::Skipped,
+                Some(Ok((Verdict::Stored(status), entry))) => match SignedEntry::decode(entry) {
+                    Ok(e) => Outcome::New(e, status),
+                    Err(_) => Outcome::Known,
+                },
+                Some(Ok((Verdict::Duplicate | Verdict::Fork, _))) => Outcome::Known,
+                Some(Err(IngestError::SeqGap {
+                    author,
+                    scope,
+                    have,
+                    ..
+                })) => Outcome::Gap(FeedId { author, scope }, have),
+                Some(Err(IngestError::Frozen(..) | IngestError::PendingFull(_))) => {
+                    Outcome::Skipped
+                }
+                Some(Err(IngestError::Ledger(e))) => {
+                    warn!(error = %e, "store error while ingesting");
+                    Outcome::Skipped
+                }
+                Some(Err(e)) => Outcome::Invalid(e.to_string()),
+            };
+            let p = self.peers.entry(peer).or_default();
+            match &outcome {
+                Outcome::New(_, Status::Rejected(_)) => p.rejected += 1,
+                Outcome::New(..) => p.accepted += 1,
+                Outcome::Invalid(reason) => {
+                    let reason = reason.clone();
+                    self.penalize(peer, &reason);
+                }
+                _ => {}
             }
-            _ => {}
+            outcomes.push(outcome);
         }
-        outcome
+        outcomes
     }
 
     fn penalize(&mut self, peer: PeerId, reason: &str) {
@@ -999,10 +1034,15 @@ impl EventLoop {
                 }
                 let mut next = None;
                 let mut fresh = false;
-                for w in entries {
+                let items: Vec<(&[u8], &[u8])> = entries
+                    .iter()
+                    .map(|w| (w.entry.as_slice(), w.payload.as_slice()))
+                    .collect();
+                let outcomes = self.ingest_all(peer, &items, true);
+                for (w, outcome) in entries.iter().zip(outcomes) {
                     let seq =
                         SignedEntry::decode(&w.entry).map(|e| (e.header.feed(), e.header.seq));
-                    match (seq, self.ingest(peer, &w.entry, &w.payload)) {
+                    match (seq, outcome) {
                         (Ok((f, s)), Outcome::New(..)) if f == feed => {
                             fresh = true;
                             next = Some(s + 1);

@@ -360,7 +360,7 @@ impl Store {
         for (doc, feed, seq) in &commit.pending_remove {
             batch.delete_cf(self.cf("pending"), pending_key(doc, feed, *seq));
         }
-        if let Some(fork) = &commit.fork {
+        for fork in &commit.forks {
             let h = &fork.second.header;
             batch.put_cf(
                 self.cf("forks"),

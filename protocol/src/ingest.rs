@@ -321,8 +321,8 @@ pub struct Commit {
     pub pending_add: Vec<(DocId, FeedId, u64, u64)>,
     /// Entries that stop waiting.
     pub pending_remove: Vec<(DocId, FeedId, u64)>,
-    /// A fork proof found.
-    pub fork: Option<ForkProof>,
+    /// Fork proofs found.
+    pub forks: Vec<ForkProof>,
 }
 
 /// The result of [`ingest`]: the verdict on the entry and the writes to apply.
@@ -431,7 +431,7 @@ fn pipeline(
             head.frozen = true;
             commit.heads.push((feed, head));
         }
-        commit.fork = Some(ForkProof {
+        commit.forks.push(ForkProof {
             first: held.entry,
             second: signed,
         });
@@ -821,6 +821,179 @@ pub fn authorize(author: &CityId, before: Option<&Record>, after: &Record) -> Re
     }
 }
 
+/// Several ingestions in a row, written as one: each entry is judged by [`ingest`] against the
+/// ledger as the entries before it in the batch left it (their writes are held here, in
+/// memory), and [`Batch::into_commit`] gives the writes of all of them, to apply atomically.
+/// The verdicts and the writes are the same as ingesting and applying the entries one by one.
+pub struct Batch<'a, L: Ledger> {
+    ledger: &'a L,
+    entries: HashMap<(FeedId, u64), StoredEntry>,
+    payloads: HashMap<Hash32, Vec<u8>>,
+    heads: HashMap<FeedId, FeedHead>,
+    docs: BTreeMap<DocId, DocUpdate>,
+    changes: HashMap<ChangeHash, ChangeInfo>,
+    /// Entries that started waiting in this batch, by doc: (feed, seq) -> payload bytes.
+    pending_added: BTreeMap<DocId, BTreeMap<(FeedId, u64), u64>>,
+    /// Entries of the ledger's pending set that stopped waiting in this batch.
+    pending_removed: HashSet<(DocId, FeedId, u64)>,
+    forks: Vec<ForkProof>,
+    count: usize,
+}
+
+impl<'a, L: Ledger> Batch<'a, L> {
+    /// An empty batch over `ledger`.
+    pub fn new(ledger: &'a L) -> Self {
+        Batch {
+            ledger,
+            entries: HashMap::new(),
+            payloads: HashMap::new(),
+            heads: HashMap::new(),
+            docs: BTreeMap::new(),
+            changes: HashMap::new(),
+            pending_added: BTreeMap::new(),
+            pending_removed: HashSet::new(),
+            forks: Vec::new(),
+            count: 0,
+        }
+    }
+
+    /// Judges one more entry; its writes join the batch.
+    pub fn ingest(&mut self, entry: &[u8], payload: &[u8]) -> Result<Verdict, IngestError> {
+        let Ingested { verdict, commit } = ingest(&*self, entry, payload)?;
+        self.absorb(commit);
+        Ok(verdict)
+    }
+
+    /// How many entries the batch has judged (whatever the verdict).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no entry was judged yet.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn absorb(&mut self, commit: Commit) {
+        self.count += 1;
+        for e in commit.entries {
+            let h = &e.entry.header;
+            self.entries.insert((h.feed(), h.seq), e);
+        }
+        self.payloads.extend(commit.payloads);
+        self.heads.extend(commit.heads);
+        for (id, mut update) in commit.docs {
+            if let Some(old) = self.docs.get(&id) {
+                update.updated = update.updated.max(old.updated);
+            }
+            self.docs.insert(id, update);
+        }
+        self.changes.extend(commit.changes);
+        for (doc, feed, seq, bytes) in commit.pending_add {
+            self.pending_added
+                .entry(doc)
+                .or_default()
+                .insert((feed, seq), bytes);
+        }
+        for (doc, feed, seq) in commit.pending_remove {
+            let added = self
+                .pending_added
+                .get_mut(&doc)
+                .and_then(|m| m.remove(&(feed, seq)));
+            if added.is_none() {
+                self.pending_removed.insert((doc, feed, seq));
+            }
+        }
+        self.forks.extend(commit.forks);
+    }
+
+    /// The writes of every entry judged, to apply atomically.
+    pub fn into_commit(self) -> Commit {
+        Commit {
+            entries: self.entries.into_values().collect(),
+            payloads: self.payloads.into_iter().collect(),
+            heads: self.heads.into_iter().collect(),
+            docs: self.docs,
+            changes: self.changes.into_iter().collect(),
+            pending_add: self
+                .pending_added
+                .into_iter()
+                .flat_map(|(doc, m)| {
+                    m.into_iter()
+                        .map(move |((feed, seq), bytes)| (doc, feed, seq, bytes))
+                })
+                .collect(),
+            pending_remove: self.pending_removed.into_iter().collect(),
+            forks: self.forks,
+        }
+    }
+}
+
+impl<L: Ledger> Ledger for Batch<'_, L> {
+    fn head(&self, feed: &FeedId) -> Result<Option<FeedHead>, LedgerError> {
+        match self.heads.get(feed) {
+            Some(h) => Ok(Some(*h)),
+            None => self.ledger.head(feed),
+        }
+    }
+
+    fn entry(&self, feed: &FeedId, seq: u64) -> Result<Option<StoredEntry>, LedgerError> {
+        match self.entries.get(&(*feed, seq)) {
+            Some(e) => Ok(Some(e.clone())),
+            None => self.ledger.entry(feed, seq),
+        }
+    }
+
+    fn payload(&self, entry_hash: &Hash32) -> Result<Option<Vec<u8>>, LedgerError> {
+        match self.payloads.get(entry_hash) {
+            Some(p) => Ok(Some(p.clone())),
+            None => self.ledger.payload(entry_hash),
+        }
+    }
+
+    fn doc(&self, id: &DocId) -> Result<Option<Automerge>, LedgerError> {
+        match self.docs.get(id) {
+            Some(u) => Ok(Some(u.doc.clone())),
+            None => self.ledger.doc(id),
+        }
+    }
+
+    fn change(&self, hash: &ChangeHash) -> Result<Option<ChangeInfo>, LedgerError> {
+        match self.changes.get(hash) {
+            Some(c) => Ok(Some(*c)),
+            None => self.ledger.change(hash),
+        }
+    }
+
+    fn pending(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError> {
+        let mut all: Vec<(FeedId, u64)> = self
+            .ledger
+            .pending(doc)?
+            .into_iter()
+            .filter(|(feed, seq)| !self.pending_removed.contains(&(*doc, *feed, *seq)))
+            .chain(
+                self.pending_added
+                    .get(doc)
+                    .into_iter()
+                    .flat_map(|m| m.keys().copied()),
+            )
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        Ok(all)
+    }
+
+    fn pending_totals(&self) -> Result<(u64, u64), LedgerError> {
+        let (count, bytes) = self.ledger.pending_totals()?;
+        let added = self.pending_added.values().flat_map(|m| m.values());
+        let (n, b) = added.fold((0u64, 0u64), |(n, b), x| (n + 1, b + x));
+        // Bytes of entries that stopped waiting are not known here: counted as still waiting,
+        // which only makes the bound stricter until the batch is written.
+        let count = (count + n).saturating_sub(self.pending_removed.len() as u64);
+        Ok((count, bytes + b))
+    }
+}
+
 pub mod memory {
     //! An in-memory [`Ledger`] for tests and simulations.
 
@@ -876,7 +1049,7 @@ pub mod memory {
                     p.remove(&(feed, seq));
                 }
             }
-            self.forks.extend(commit.fork);
+            self.forks.extend(commit.forks);
         }
     }
 

@@ -8,7 +8,7 @@ use intercity_protocol::doc;
 use intercity_protocol::entry::{DocId, FeedId, Hash32, Scope, SignedEntry, sign_entry};
 use intercity_protocol::identity::CityKey;
 use intercity_protocol::ingest::memory::MemLedger;
-use intercity_protocol::ingest::{IngestError, Ledger, Status, Verdict, scope_of};
+use intercity_protocol::ingest::{Batch, IngestError, Ledger, Status, Verdict, scope_of};
 use intercity_protocol::record::{Agenda, Group, Item, Member, Practice, Record, Role};
 use proptest::prelude::*;
 
@@ -576,9 +576,10 @@ fn scenario(ops: &[(u8, u8)]) -> Vec<Vec<Wire>> {
     grouped.into_values().collect()
 }
 
-/// Delivers the feeds interleaved by `picks` (keeping each feed's order), repeating some entries.
-fn deliver(feeds: &[Vec<Wire>], picks: &[(usize, bool)]) -> MemLedger {
-    let mut l = MemLedger::default();
+/// The feeds interleaved by `picks` (keeping each feed's order), some entries repeated (the
+/// entry again, then the one before it).
+fn arrivals<'a>(feeds: &'a [Vec<Wire>], picks: &[(usize, bool)]) -> Vec<&'a Wire> {
+    let mut out = Vec::new();
     let mut pos = vec![0usize; feeds.len()];
     let mut picks = picks.iter().cycle();
     while pos.iter().zip(feeds).any(|(p, f)| *p < f.len()) {
@@ -587,23 +588,29 @@ fn deliver(feeds: &[Vec<Wire>], picks: &[(usize, bool)]) -> MemLedger {
             .filter(|&i| pos[i] < feeds[i].len())
             .collect();
         let i = live[pick % live.len()];
-        let w = &feeds[i][pos[i]];
-        l.ingest(&w.entry, &w.payload)
-            .expect("honest feeds pass the feed level");
+        out.push(&feeds[i][pos[i]]);
         if dup {
-            assert_eq!(
-                l.ingest(&w.entry, &w.payload).expect("dup"),
-                Verdict::Duplicate
-            );
+            out.push(&feeds[i][pos[i]]);
             if pos[i] > 0 {
-                let old = &feeds[i][pos[i] - 1];
-                assert_eq!(
-                    l.ingest(&old.entry, &old.payload).expect("dup"),
-                    Verdict::Duplicate
-                );
+                out.push(&feeds[i][pos[i] - 1]);
             }
         }
         pos[i] += 1;
+    }
+    out
+}
+
+/// Delivers the feeds interleaved by `picks`, one entry at a time; repeats are duplicates.
+fn deliver(feeds: &[Vec<Wire>], picks: &[(usize, bool)]) -> MemLedger {
+    let mut l = MemLedger::default();
+    let mut seen = std::collections::HashSet::new();
+    for w in arrivals(feeds, picks) {
+        let verdict = l
+            .ingest(&w.entry, &w.payload)
+            .expect("honest feeds pass the feed level");
+        if !seen.insert(&w.entry) {
+            assert_eq!(verdict, Verdict::Duplicate);
+        }
     }
     l
 }
@@ -644,6 +651,46 @@ proptest! {
         prop_assert_eq!(&sx, &sy, "different verdicts");
         prop_assert_eq!(dx, dy, "different documents");
         prop_assert!(sx.iter().all(|(_, s)| *s != Status::Pending), "something still pending");
+    }
+
+    /// Entries judged in batches (one write per batch) get the verdicts they get one by one,
+    /// and leave the same state.
+    #[test]
+    fn batches_judge_as_single_entries_do(
+        ops in proptest::collection::vec((any::<u8>(), any::<u8>()), 1..24),
+        picks in proptest::collection::vec((any::<usize>(), any::<bool>()), 1..16),
+        sizes in proptest::collection::vec(1usize..12, 1..8),
+    ) {
+        let feeds = scenario(&ops);
+        let arrivals = arrivals(&feeds, &picks);
+        let mut single = MemLedger::default();
+        let one: Vec<Verdict> = arrivals
+            .iter()
+            .map(|w| single.ingest(&w.entry, &w.payload).expect("honest"))
+            .collect();
+        let mut batched = MemLedger::default();
+        let mut many = Vec::new();
+        let mut rest = &arrivals[..];
+        for size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (now, later) = rest.split_at((*size).min(rest.len()));
+            rest = later;
+            let mut batch = Batch::new(&batched);
+            for w in now {
+                many.push(batch.ingest(&w.entry, &w.payload).expect("honest"));
+            }
+            let commit = batch.into_commit();
+            batched.apply(commit);
+        }
+        prop_assert_eq!(one, many, "different verdicts");
+        prop_assert_eq!(fingerprint(&single), fingerprint(&batched), "different state");
+        prop_assert_eq!(&single.heads, &batched.heads);
+        let waiting = |l: &MemLedger| -> Vec<_> {
+            l.pending.values().flat_map(|m| m.keys().copied()).collect()
+        };
+        prop_assert_eq!(waiting(&single), waiting(&batched));
     }
 }
 

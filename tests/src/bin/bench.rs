@@ -7,6 +7,10 @@
 
 use std::time::{Duration, Instant};
 
+// The allocator of the `intercity` binary, so the nodes here run as the daemon does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use intercity_protocol::record::{Practice, Record};
 use intercity_tests::{TestNode, eventually};
 
