@@ -553,6 +553,10 @@ fn cf_options(name: &str) -> Options {
         // 64 MiB memtable each insert walks a skip list far larger than the CPU caches; in 4 MiB
         // it stays cached (bulk import: 2,100 -> 2,700 records/s).
         o.set_write_buffer_size(4 << 20);
+        // Every flush overlaps the whole key space (terms of every letter), so a levelled L0 -> L1
+        // compaction rewrites all of L1 each time. Universal compaction merges runs of similar
+        // size instead (import of 100,000 records: 2,169 -> 3,085 records/s).
+        o.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
     }
     o
 }
