@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use automerge::{ActorId, Automerge, Change, ChangeHash};
+use automerge::{ActorId, Automerge, ChangeHash};
 use intercity_protocol::doc::{self, DocError, Texts};
 use intercity_protocol::entry::{DocId, Hash32, SignedEntry, sign_entry};
 use intercity_protocol::identity::{CityId, CityKey, IdentityError};
@@ -47,6 +47,10 @@ pub enum ImportOutcome {
     /// Refused; see the error.
     Failed,
 }
+
+/// How many imported new records are written in one batch (bounded memory: their documents and
+/// catalog rows are held until the write).
+const IMPORT_BATCH: usize = 256;
 
 /// The result of importing one record.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -370,31 +374,22 @@ impl City {
     }
 
     fn create_with(&self, record: &Record, message: &str, sync: bool) -> Result<DocId, CityError> {
-        let (doc, change) = self.prepare(record, message, Texts::Merged)?;
-        self.publish_new(record, doc, change, sync)
-    }
-
-    /// The document and genesis change of a new record (no store access: may run in parallel).
-    fn prepare(
-        &self,
-        record: &Record,
-        message: &str,
-        texts: Texts,
-    ) -> Result<(Automerge, Change), CityError> {
-        Ok(doc::new_document(self.actor(), record, message, texts)?)
-    }
-
-    /// Publishes a prepared new record.
-    fn publish_new(
-        &self,
-        record: &Record,
-        doc: Automerge,
-        change: Change,
-        sync: bool,
-    ) -> Result<DocId, CityError> {
-        let id = DocId::for_genesis(&change.hash());
-        self.publish(id, record.kind(), Authored { change, doc }, sync)?;
+        let authored = self.prepare(record, message, Texts::Merged)?;
+        let id = DocId::for_genesis(&authored.change.hash());
+        self.publish(id, record.kind(), authored, sync)?;
         Ok(id)
+    }
+
+    /// The genesis change of a new record, its document and the record read back from it (no
+    /// store access: may run in parallel).
+    fn prepare(&self, record: &Record, message: &str, texts: Texts) -> Result<Authored, CityError> {
+        let (doc, change) = doc::new_document(self.actor(), record, message, texts)?;
+        let record = doc::read_record(&doc, None)?;
+        Ok(Authored {
+            change,
+            doc,
+            record: Some(record),
+        })
     }
 
     /// Edits a record: `f` changes a copy; the difference becomes one signed change.
@@ -459,7 +454,12 @@ impl City {
         record.validate()?;
         let change =
             doc::edit_document(&mut doc, actor, &record, message)?.ok_or(CityError::Unchanged)?;
-        self.publish(id, record.kind(), Authored { change, doc }, sync)?;
+        let authored = Authored {
+            change,
+            doc,
+            record: None,
+        };
+        self.publish(id, record.kind(), authored, sync)?;
         Ok(record)
     }
 
@@ -499,12 +499,13 @@ impl City {
         if dry_run {
             return items
                 .iter()
-                .map(|item| result(item.line, self.import_one(item, true, None)))
+                .map(|item| result(item.line, self.import_one(item, true)))
                 .collect();
         }
         // Building a new record's document is the costly part and needs no store writes: worker
         // threads build them ahead (worker w takes items w, w + n, ...), while this thread signs
-        // and stores the records one by one, in file order.
+        // and stores the records in file order, new ones in batches of up to IMPORT_BATCH
+        // written at once.
         let workers = std::thread::available_parallelism()
             .map_or(1, std::num::NonZeroUsize::get)
             .clamp(1, 8);
@@ -513,7 +514,8 @@ impl City {
         std::thread::scope(|scope| {
             let receivers: Vec<_> = (0..workers)
                 .map(|w| {
-                    let (tx, rx) = std::sync::mpsc::sync_channel(32);
+                    // Room for a whole batch each, so the workers keep building while a batch is written.
+                    let (tx, rx) = std::sync::mpsc::sync_channel(IMPORT_BATCH);
                     let items = &items;
                     scope.spawn(move || {
                         for item in items.iter().skip(w).step_by(workers) {
@@ -525,19 +527,75 @@ impl City {
                     rx
                 })
                 .collect();
+            // New records waiting for the next batch write: (index in `out`, doc, kind, change).
+            let mut batch: Vec<(usize, DocId, Kind, Authored)> = Vec::new();
             for (i, item) in items.iter().enumerate() {
                 // A worker that stopped leaves the preparing to `import_one`.
-                let prepared = receivers[i % workers].recv().ok().flatten();
-                let r = self.import_one(item, false, prepared);
-                wrote |= matches!(r, Ok((ImportOutcome::Created | ImportOutcome::Updated, _)));
-                out.push(result(item.line, r));
+                match receivers[i % workers].recv().ok().flatten() {
+                    Some((kind, authored)) => {
+                        let id = DocId::for_genesis(&authored.change.hash());
+                        out.push(result(item.line, Ok((ImportOutcome::Created, None))));
+                        batch.push((out.len() - 1, id, kind, authored));
+                        if batch.len() >= IMPORT_BATCH {
+                            wrote |= self.write_imported(&mut batch, &mut out);
+                        }
+                    }
+                    None => {
+                        // Updates read the store: the batch before them is written first.
+                        wrote |= self.write_imported(&mut batch, &mut out);
+                        let r = self.import_one(item, false);
+                        wrote |=
+                            matches!(r, Ok((ImportOutcome::Created | ImportOutcome::Updated, _)));
+                        out.push(result(item.line, r));
+                    }
+                }
             }
+            wrote |= self.write_imported(&mut batch, &mut out);
         });
         if wrote {
             self.imported
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         out
+    }
+
+    /// Signs and writes a batch of imported new records (unsynced) and fills in their results.
+    /// Returns whether anything was written.
+    fn write_imported(
+        &self,
+        batch: &mut Vec<(usize, DocId, Kind, Authored)>,
+        out: &mut [ImportResult],
+    ) -> bool {
+        if batch.is_empty() {
+            return false;
+        }
+        let slots: Vec<(usize, DocId)> = batch.iter().map(|(i, id, ..)| (*i, *id)).collect();
+        let items = batch
+            .drain(..)
+            .map(|(_, id, kind, authored)| (id, kind, authored))
+            .collect();
+        let results = match self.publish_all(items, false) {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect(),
+            Err(e) => vec![Err(format!("not stored: {e}")); slots.len()],
+        };
+        let mut wrote = false;
+        for ((i, id), r) in slots.into_iter().zip(results) {
+            let Some(slot) = out.get_mut(i) else { continue };
+            match r {
+                Ok(_) => {
+                    wrote = true;
+                    slot.id = Some(id.to_string());
+                }
+                Err(e) => {
+                    slot.outcome = ImportOutcome::Failed;
+                    slot.error = Some(e);
+                }
+            }
+        }
+        wrote
     }
 
     /// Ends a bulk load: the store is flushed (the next process to open it has no large log to
@@ -554,9 +612,9 @@ impl City {
         Ok(())
     }
 
-    /// The document of an imported record that will be created (None for an update, and when
-    /// preparing fails: `import_one` then reports the error).
-    fn prepare_import(&self, item: &Imported) -> Option<(Automerge, Change)> {
+    /// The kind and genesis change of an imported record that will be created (None for an
+    /// update, and when preparing fails: `import_one` then reports the error).
+    fn prepare_import(&self, item: &Imported) -> Option<(Kind, Authored)> {
         if let Some(id) = &item.id
             && let Ok(id) = id.parse::<DocId>()
             && !matches!(self.store.doc(&id), Ok(None))
@@ -564,8 +622,10 @@ impl City {
             return None;
         }
         let record = self.fixup(item.record.clone()).ok()?;
-        self.prepare(&record, &import_message(&record), Texts::Plain)
-            .ok()
+        let authored = self
+            .prepare(&record, &import_message(&record), Texts::Plain)
+            .ok()?;
+        Some((record.kind(), authored))
     }
 
     /// An imported record made this city's: owner set, language and city defaulted.
@@ -600,7 +660,6 @@ impl City {
         &self,
         item: &Imported,
         dry_run: bool,
-        prepared: Option<(Automerge, Change)>,
     ) -> Result<(ImportOutcome, Option<String>), CityError> {
         let me = self.id().to_string();
         let mut record = self.fixup(item.record.clone())?;
@@ -621,11 +680,9 @@ impl City {
             if dry_run {
                 return Ok((ImportOutcome::WouldCreate, None));
             }
-            let (doc, change) = match prepared {
-                Some(p) => p,
-                None => self.prepare(&record, &import_message(&record), Texts::Plain)?,
-            };
-            let id = self.publish_new(&record, doc, change, false)?;
+            let authored = self.prepare(&record, &import_message(&record), Texts::Plain)?;
+            let id = DocId::for_genesis(&authored.change.hash());
+            self.publish(id, record.kind(), authored, false)?;
             return Ok((ImportOutcome::Created, Some(id.to_string())));
         };
         let current = self.record(id)?;
@@ -706,10 +763,9 @@ impl City {
         })
     }
 
-    /// Signs the authored change as the next entry of this city's feed in `scope` and stores
-    /// it (synced when `sync`). Runs the same checks as for a peer's entry first (see
-    /// [`ingest::ingest_local`]): an edit every node would reject is refused here and nothing
-    /// is written.
+    /// Signs `authored` as the next entry of this city's feed for the doc's scope, runs it
+    /// through the acceptance pipeline and writes it (`sync`: wait for the disk). Nothing is
+    /// written if every node would reject it.
     fn publish(
         &self,
         doc: DocId,
@@ -717,39 +773,77 @@ impl City {
         authored: Authored,
         sync: bool,
     ) -> Result<SignedEntry, CityError> {
+        self.publish_all(vec![(doc, kind, authored)], sync)?
+            .pop()
+            .unwrap_or_else(|| Err(CityError::Rejected("nothing to publish".into())))
+    }
+
+    /// [`City::publish`] for several entries, written in one batch: each is signed and judged
+    /// after the ones before it (see [`Batch`]). One result per entry, in order; if the write
+    /// fails, nothing is stored and that is the error.
+    fn publish_all(
+        &self,
+        items: Vec<(DocId, Kind, Authored)>,
+        sync: bool,
+    ) -> Result<Vec<Result<SignedEntry, CityError>>, StoreError> {
+        // The heads are read under the write lock: two concurrent edits must not both sign the
+        // same sequence number (the second would look like a fork of our own feed).
+        let _guard = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut batch = Batch::new(&self.store);
+        let out: Vec<Result<(SignedEntry, WireEntry), CityError>> = items
+            .into_iter()
+            .map(|(doc, kind, authored)| self.sign_into(&mut batch, doc, kind, authored))
+            .collect();
+        if !batch.is_empty() {
+            self.store.apply_with(batch.into_commit(), sync)?;
+        }
+        let outbox = self
+            .outbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(out
+            .into_iter()
+            .map(|r| {
+                r.map(|(entry, wire)| {
+                    if let Some(tx) = outbox.as_ref() {
+                        // A full outbox only delays delivery: anti-entropy sends it later.
+                        let _ = tx.try_send(wire);
+                    }
+                    entry
+                })
+            })
+            .collect())
+    }
+
+    /// Signs one authored change as the next entry of its feed and judges it into `batch`.
+    fn sign_into(
+        &self,
+        batch: &mut Batch<'_, Store>,
+        doc: DocId,
+        kind: Kind,
+        authored: Authored,
+    ) -> Result<(SignedEntry, WireEntry), CityError> {
         let scope = ingest::scope_of(kind, doc);
         let feed = intercity_protocol::entry::FeedId {
             author: self.id(),
             scope,
         };
         let payload = authored.change.raw_bytes().to_vec();
-        let payload = payload.as_slice();
-        // The head is read under the write lock: two concurrent edits must not both sign the
-        // same sequence number (the second would look like a fork of our own feed).
-        let _guard = self
-            .write
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let head = self.store.head(&feed)?;
+        let head = batch.head(&feed).map_err(IngestError::Ledger)?;
         let (seq, prev) = head.map_or((1, Hash32::default()), |h| (h.seq + 1, h.hash));
-        let entry = sign_entry(&self.key, scope, seq, prev, doc, payload, now_ms());
-        let ingested = ingest::ingest_local(&self.store, &entry.encode(), payload, authored)?;
-        match ingested.verdict {
-            Verdict::Stored(Status::Accepted) => {
-                self.store.apply_with(ingested.commit, sync)?;
-                let outbox = self
-                    .outbox
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(tx) = outbox.as_ref() {
-                    // A full outbox only delays delivery: anti-entropy sends the entry later.
-                    let _ = tx.try_send(WireEntry {
-                        entry: entry.encode().to_vec(),
-                        payload: payload.to_vec(),
-                    });
-                }
-                Ok(entry)
-            }
+        let entry = sign_entry(&self.key, scope, seq, prev, doc, &payload, now_ms());
+        let encoded = entry.encode().to_vec();
+        match batch.ingest_local(&encoded, &payload, authored)? {
+            Verdict::Stored(Status::Accepted) => Ok((
+                entry,
+                WireEntry {
+                    entry: encoded,
+                    payload,
+                },
+            )),
             Verdict::Stored(Status::Rejected(reason)) => Err(CityError::Rejected(reason)),
             other => Err(CityError::Rejected(format!("unexpected verdict {other:?}"))),
         }

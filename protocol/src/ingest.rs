@@ -348,6 +348,8 @@ pub struct Authored {
     pub change: Change,
     /// The document after the change.
     pub doc: Automerge,
+    /// The record read from `doc`, if the author read it already (else it is read here).
+    pub record: Option<Record>,
 }
 
 /// [`ingest`] for an entry this node just authored: every check runs but the signature check
@@ -469,7 +471,7 @@ fn pipeline(
             {
                 return Err(IngestError::ActorMismatch);
             }
-            (a.change, Some(a.doc))
+            (a.change, Some((a.doc, a.record)))
         }
         None => (decode_change(&feed.author, payload)?, None),
     };
@@ -538,8 +540,9 @@ struct Work<'a, L: Ledger> {
     commit: Commit,
     docs: HashMap<DocId, Option<Automerge>>,
     changes: HashMap<ChangeHash, ChangeInfo>,
-    /// The author's document after the entry's change (local entries only).
-    prebuilt: Option<Automerge>,
+    /// The author's document after the entry's change, and the record read from it if known
+    /// (local entries only).
+    prebuilt: Option<(Automerge, Option<Record>)>,
 }
 
 impl<L: Ledger> Work<'_, L> {
@@ -602,7 +605,7 @@ impl<L: Ledger> Work<'_, L> {
         };
         let prebuilt = self
             .prebuilt
-            .take_if(|d| d.get_heads() == [hash] && doc::same_heads(&base.get_heads(), &deps));
+            .take_if(|(d, _)| d.get_heads() == [hash] && doc::same_heads(&base.get_heads(), &deps));
         let status = match evaluate(h, &base, change, genesis, prebuilt) {
             Ok((doc, record)) => {
                 let scope = scope_of(record.kind(), h.doc);
@@ -718,7 +721,7 @@ fn evaluate(
     base: &Automerge,
     change: Change,
     genesis: bool,
-    prebuilt: Option<Automerge>,
+    prebuilt: Option<(Automerge, Option<Record>)>,
 ) -> Result<(Automerge, Record), String> {
     let hash = change.hash();
     let deps = change.deps().to_vec();
@@ -737,19 +740,24 @@ fn evaluate(
                 .map_err(|e| format!("document unreadable at the change's dependencies: {e}"))?,
         )
     };
-    let doc = match prebuilt {
-        Some(doc) => doc,
+    let (doc, read) = match prebuilt {
+        Some(built) => built,
         None => {
             let mut doc = base.clone();
             doc.apply_changes([change])
                 .map_err(|e| format!("Automerge refused the change: {e}"))?;
-            doc
+            (doc, None)
         }
     };
     if doc.get_change_meta_by_hash(&hash).is_none() {
         return Err("Automerge did not apply the change".into());
     }
-    let after = at(&doc, &[hash]).map_err(|e| format!("invalid record after the change: {e}"))?;
+    // A prebuilt document has the change as its only head: its current record is the one at
+    // the change's heads.
+    let after = match read {
+        Some(record) => record,
+        None => at(&doc, &[hash]).map_err(|e| format!("invalid record after the change: {e}"))?,
+    };
     after
         .validate()
         .map_err(|e| format!("invalid record after the change: {e}"))?;
@@ -864,12 +872,27 @@ impl<'a, L: Ledger> Batch<'a, L> {
         Ok(verdict)
     }
 
-    /// How many entries the batch has judged (whatever the verdict).
+    /// [`ingest_local`] into the batch. Only an accepted entry joins it: a local entry that
+    /// every node would reject is not written at all.
+    pub fn ingest_local(
+        &mut self,
+        entry: &[u8],
+        payload: &[u8],
+        authored: Authored,
+    ) -> Result<Verdict, IngestError> {
+        let Ingested { verdict, commit } = ingest_local(&*self, entry, payload, authored)?;
+        if verdict == Verdict::Stored(Status::Accepted) {
+            self.absorb(commit);
+        }
+        Ok(verdict)
+    }
+
+    /// How many entries joined the batch.
     pub fn len(&self) -> usize {
         self.count
     }
 
-    /// Whether no entry was judged yet.
+    /// Whether no entry joined the batch.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

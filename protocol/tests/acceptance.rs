@@ -753,6 +753,7 @@ fn authored_entries_store_the_same_as_received_ones() {
         Authored {
             change: change.clone(),
             doc: d.clone(),
+            record: Some(doc::read_record(&d, None).expect("read")),
         },
     )
     .expect("ingest_local");
@@ -804,6 +805,7 @@ fn authored_entries_store_the_same_as_received_ones() {
         Authored {
             change: change2.clone(),
             doc: edited.clone(),
+            record: None,
         },
     )
     .expect("ingest_local");
@@ -819,6 +821,7 @@ fn authored_entries_store_the_same_as_received_ones() {
         Authored {
             change: change2,
             doc: edited,
+            record: None,
         },
     );
     assert!(err.is_err());
