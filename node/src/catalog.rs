@@ -742,20 +742,30 @@ fn units_of(id: DocId, record: &Record, updated: i64) -> Vec<Entry> {
     out
 }
 
-/// Term counts of a unit's texts by weight class (×4, ×2, ×1), and its length in terms.
-fn count_terms(texts: &[(u8, String)]) -> (HashMap<String, [u16; 3]>, u32) {
-    let mut counts: HashMap<String, [u16; 3]> = HashMap::new();
-    let mut len: u32 = 0;
+/// Term counts of a unit's texts by weight class (×4, ×2, ×1), in term order (the order of the
+/// posting keys), and the unit's length in terms.
+fn count_terms(texts: &[(u8, String)]) -> (Vec<(String, [u16; 3])>, u32) {
+    let mut all: Vec<(String, usize)> = Vec::new();
     for (field, text) in texts {
         let class = match FIELDS.get(usize::from(*field)).map_or(1, |f| f.1) {
             4 => 0,
             2 => 1,
             _ => 2,
         };
-        for t in terms(text) {
-            let c = counts.entry(t).or_default();
-            c[class] = c[class].saturating_add(1);
-            len = len.saturating_add(1);
+        all.extend(terms(text).map(|t| (t, class)));
+    }
+    let len = u32::try_from(all.len()).unwrap_or(u32::MAX);
+    // Sorting and counting runs is cheaper than hashing every occurrence.
+    all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut counts: Vec<(String, [u16; 3])> = Vec::new();
+    for (t, class) in all {
+        match counts.last_mut() {
+            Some((last, c)) if *last == t => c[class] = c[class].saturating_add(1),
+            _ => {
+                let mut c = [0u16; 3];
+                c[class] = 1;
+                counts.push((t, c));
+            }
         }
     }
     (counts, len)
@@ -1254,7 +1264,7 @@ impl Store {
             }
             let texts: Vec<(u8, String)> = serde_json::from_slice(old).unwrap_or_default();
             let (counts, len) = count_terms(&texts);
-            for t in counts.keys() {
+            for (t, _) in &counts {
                 batch.delete_cf(self.cf("postings"), posting_key(t, key));
             }
             delta.1 -= i64::from(len);
@@ -1267,10 +1277,8 @@ impl Store {
                 Some(_) => {}
                 None => delta.0 += 1,
             }
-            let (counts, len) = count_terms(&e.texts);
             // In key order, so the memtable inserts each after the last when it can.
-            let mut counts: Vec<_> = counts.into_iter().collect();
-            counts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let (counts, len) = count_terms(&e.texts);
             for (t, c) in &counts {
                 batch.put_cf(
                     self.cf("postings"),

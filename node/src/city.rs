@@ -514,7 +514,8 @@ impl City {
         std::thread::scope(|scope| {
             let receivers: Vec<_> = (0..workers)
                 .map(|w| {
-                    // Room for a whole batch each, so the workers keep building while a batch is written.
+                    // Room for a whole batch each, so that the workers keep building while a
+                    // batch is written.
                     let (tx, rx) = std::sync::mpsc::sync_channel(IMPORT_BATCH);
                     let items = &items;
                     scope.spawn(move || {
@@ -531,7 +532,16 @@ impl City {
             let mut batch: Vec<(usize, DocId, Kind, Authored)> = Vec::new();
             for (i, item) in items.iter().enumerate() {
                 // A worker that stopped leaves the preparing to `import_one`.
-                match receivers[i % workers].recv().ok().flatten() {
+                let prepared = receivers[i % workers].recv().ok().flatten();
+                // The worker looked for the record named by `id` a while ago; it may have
+                // arrived since (by sync, through the daemon): then the line is an update.
+                let arrived = || {
+                    item.id
+                        .as_deref()
+                        .and_then(|id| id.parse::<DocId>().ok())
+                        .is_some_and(|id| !matches!(self.store.doc(&id), Ok(None)))
+                };
+                match prepared.filter(|_| !arrived()) {
                     Some((kind, authored)) => {
                         let id = DocId::for_genesis(&authored.change.hash());
                         out.push(result(item.line, Ok((ImportOutcome::Created, None))));
@@ -615,9 +625,12 @@ impl City {
     /// The kind and genesis change of an imported record that will be created (None for an
     /// update, and when preparing fails: `import_one` then reports the error).
     fn prepare_import(&self, item: &Imported) -> Option<(Kind, Authored)> {
+        // A line naming a record that exists is an update; one whose id does not parse fails.
+        // Both go through `import_one`.
         if let Some(id) = &item.id
-            && let Ok(id) = id.parse::<DocId>()
-            && !matches!(self.store.doc(&id), Ok(None))
+            && !id
+                .parse::<DocId>()
+                .is_ok_and(|id| matches!(self.store.doc(&id), Ok(None)))
         {
             return None;
         }

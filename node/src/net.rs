@@ -812,28 +812,37 @@ impl EventLoop {
     /// Runs one entry from `peer` through the acceptance pipeline.
     fn ingest(&mut self, peer: PeerId, entry: &[u8], payload: &[u8]) -> Outcome {
         let w = [(entry, payload)];
-        self.ingest_all(peer, &w, false)
+        self.ingest_all(peer, &w, None)
             .pop()
             .unwrap_or(Outcome::Skipped)
     }
 
     /// Runs entries from `peer` through the acceptance pipeline, written in one batch (see
-    /// [`City::ingest_remote_all`]). With `stop`, the first entry that is not stored or known
-    /// ends the batch (the rest of a range is then useless): fewer outcomes than entries.
-    fn ingest_all(&mut self, peer: PeerId, items: &[(&[u8], &[u8])], stop: bool) -> Vec<Outcome> {
+    /// [`City::ingest_remote_all`]). With `range: Some(feed)` (a range response of that feed),
+    /// the first entry that is not of that feed, or not stored or known, ends the batch (the
+    /// rest of the range cannot follow it): fewer outcomes than entries.
+    fn ingest_all(
+        &mut self,
+        peer: PeerId,
+        items: &[(&[u8], &[u8])],
+        range: Option<FeedId>,
+    ) -> Vec<Outcome> {
         let trusted = &self.trusted;
         let written = self.city.ingest_remote_all(|batch| {
             let mut out = Vec::with_capacity(items.len());
             for (entry, payload) in items {
                 // Entries by cities outside the roster are not ours to judge: dropped, not held
                 // against the peer that relayed them.
-                let r = match SignedEntry::decode(entry) {
+                let decoded = SignedEntry::decode(entry);
+                let r = match &decoded {
                     Ok(e) if !trusted.contains(&e.header.author) => None,
                     _ => Some(batch.ingest(entry, payload).map(|v| (v, *entry))),
                 };
+                let in_range = range
+                    .is_none_or(|feed| decoded.as_ref().is_ok_and(|e| e.header.feed() == feed));
                 let ok = matches!(r, Some(Ok(_)));
                 out.push(r);
-                if stop && !ok {
+                if range.is_some() && !(ok && in_range) {
                     break;
                 }
             }
@@ -1038,7 +1047,7 @@ impl EventLoop {
                     .iter()
                     .map(|w| (w.entry.as_slice(), w.payload.as_slice()))
                     .collect();
-                let outcomes = self.ingest_all(peer, &items, true);
+                let outcomes = self.ingest_all(peer, &items, Some(feed));
                 for (w, outcome) in entries.iter().zip(outcomes) {
                     let seq =
                         SignedEntry::decode(&w.entry).map(|e| (e.header.feed(), e.header.seq));

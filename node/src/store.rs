@@ -111,6 +111,9 @@ pub struct RecordSummary {
 pub struct Store {
     pub(crate) db: DB,
     path: PathBuf,
+    /// How many rows the `pending` column family holds, recounted after every write that
+    /// changes it: most of the time none, and then no acceptance scans for them.
+    pending_rows: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Store {
@@ -193,10 +196,7 @@ impl Store {
         }
         let read_only = DB::open_cf_for_read_only(&db_options(false), path, CFS.iter(), false)
             .ok()
-            .map(|db| Store {
-                db,
-                path: path.to_path_buf(),
-            });
+            .map(|db| Store::with_db(db, path));
         if let Some(store) = read_only {
             let version = store.meta("schema_version")?;
             let current = version.as_deref() == Some(&SCHEMA_VERSION.to_be_bytes()[..])
@@ -214,10 +214,34 @@ impl Store {
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| classify(path, e))?;
-        Ok(Store {
+        Ok(Store::with_db(db, path))
+    }
+
+    fn with_db(db: DB, path: &Path) -> Store {
+        let store = Store {
             db,
             path: path.to_path_buf(),
-        })
+            pending_rows: std::sync::atomic::AtomicUsize::new(usize::MAX),
+        };
+        store.recount_pending();
+        store
+    }
+
+    /// Counts the `pending` rows again (if that fails, the count stays unknown: every
+    /// acceptance then scans).
+    fn recount_pending(&self) {
+        let n = self
+            .db
+            .iterator_cf(self.cf("pending"), IteratorMode::Start)
+            .try_fold(0usize, |n, row| row.map(|_| n + 1))
+            .unwrap_or(usize::MAX);
+        self.pending_rows
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the `pending` column family is known to be empty.
+    fn nothing_pending(&self) -> bool {
+        self.pending_rows.load(std::sync::atomic::Ordering::Relaxed) == 0
     }
 
     #[allow(clippy::expect_used)]
@@ -360,6 +384,7 @@ impl Store {
         for (doc, feed, seq) in &commit.pending_remove {
             batch.delete_cf(self.cf("pending"), pending_key(doc, feed, *seq));
         }
+        let pending_changed = !commit.pending_add.is_empty() || !commit.pending_remove.is_empty();
         for fork in &commit.forks {
             let h = &fork.second.header;
             batch.put_cf(
@@ -368,7 +393,11 @@ impl Store {
                 fork.encode(),
             );
         }
-        self.write_batch(batch, sync)
+        let written = self.write_batch(batch, sync);
+        if pending_changed {
+            self.recount_pending();
+        }
+        written
     }
 
     /// Entries of `feed` from seq `from` on, with payloads, at most `max` entries and about
@@ -612,6 +641,9 @@ impl Ledger for Store {
     }
 
     fn pending(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError> {
+        if self.nothing_pending() {
+            return Ok(Vec::new());
+        }
         let rows = self.ledger(self.scan("pending", &doc.0))?;
         rows.into_iter()
             .map(|(k, _)| {
@@ -630,6 +662,9 @@ impl Ledger for Store {
     }
 
     fn pending_totals(&self) -> Result<(u64, u64), LedgerError> {
+        if self.nothing_pending() {
+            return Ok((0, 0));
+        }
         let rows = self.ledger(self.scan("pending", &[]))?;
         let bytes = rows
             .iter()

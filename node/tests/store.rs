@@ -293,3 +293,126 @@ fn an_edit_from_an_older_version_keeps_the_changes_made_since() {
         Err(CityError::Rejected(_))
     ));
 }
+
+/// An entry whose dependencies sit in another city's feed waits as pending in RocksDB, across a
+/// restart, and is accepted when they arrive; a store with nothing pending skips the scans.
+#[test]
+fn a_pending_entry_survives_a_restart_and_is_accepted_when_its_dependency_arrives() {
+    let (a, b, c) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let milan = milan(a.path());
+    let brno = City::init(b.path(), "Brno", Some("CZ")).expect("init");
+    let mut record = practice(&milan, "Makerspace");
+    if let Record::Practice(p) = &mut record {
+        p.editors = vec![brno.id().to_string()];
+    }
+    let id = milan.create(&record, "create").expect("create");
+    let entries = |city: &City| -> Vec<(Vec<u8>, Vec<u8>)> {
+        city.store()
+            .doc_entries(&id)
+            .expect("entries")
+            .into_iter()
+            .map(|(e, p)| (e.entry.encode().to_vec(), p.expect("payload")))
+            .collect()
+    };
+    let genesis = entries(&milan).remove(0);
+    brno.ingest_remote(&genesis.0, &genesis.1).expect("genesis");
+    brno.edit(id, "edit", |r| {
+        if let Record::Practice(p) = r {
+            p.summary = "Edited in Brno".into();
+        }
+        Ok(())
+    })
+    .expect("edit");
+    let edit = entries(&brno)
+        .into_iter()
+        .find(|(e, _)| *e != genesis.0)
+        .expect("brno's entry");
+
+    {
+        let warsaw = City::init(c.path(), "Warsaw", Some("PL")).expect("init");
+        assert_eq!(
+            warsaw.ingest_remote(&edit.0, &edit.1).expect("edit"),
+            ingest::Verdict::Stored(ingest::Status::Pending)
+        );
+        assert_eq!(warsaw.store().entry_counts().expect("counts"), (0, 0, 1));
+        assert_eq!(warsaw.store().pending_totals().expect("totals").0, 1);
+    }
+    let warsaw = City::open(c.path()).expect("reopen");
+    assert_eq!(warsaw.store().pending_totals().expect("totals").0, 1);
+    warsaw
+        .ingest_remote(&genesis.0, &genesis.1)
+        .expect("genesis");
+    assert_eq!(warsaw.store().entry_counts().expect("counts"), (2, 0, 0));
+    assert_eq!(warsaw.store().pending_totals().expect("totals"), (0, 0));
+    match warsaw.record(id).expect("record") {
+        Record::Practice(p) => assert_eq!(p.summary, "Edited in Brno"),
+        other => panic!("not a practice: {other:?}"),
+    }
+}
+
+/// An import writes new records in batches; a line naming a record by an id that does not parse
+/// fails on its own (it does not become a new record), a line naming an existing record of this
+/// city updates it, and file order is kept.
+#[test]
+fn import_batches_creates_and_keeps_bad_ids_and_updates_apart() {
+    use intercity_node::ImportOutcome;
+    use intercity_node::exchange::Imported;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let city = milan(dir.path());
+    let existing = city
+        .create(&practice(&city, "Existing"), "create")
+        .expect("create");
+    let line = |line: usize, id: Option<String>, title: &str| Imported {
+        line,
+        id,
+        record: practice(&city, title),
+    };
+    let mut items: Vec<Imported> = (1..=300)
+        .map(|i| line(i, None, &format!("Imported {i}")))
+        .collect();
+    items.insert(10, line(11, Some("not-an-id".into()), "Bad id"));
+    items.insert(
+        20,
+        line(21, Some(existing.to_string()), "Existing, renamed"),
+    );
+    let results = city.import(items, false);
+    assert_eq!(results.len(), 302);
+    assert!(
+        matches!(results[10].outcome, ImportOutcome::Failed),
+        "{:?}",
+        results[10]
+    );
+    assert!(
+        results[10]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("not a record id")
+    );
+    assert!(matches!(results[20].outcome, ImportOutcome::Updated));
+    let created = results
+        .iter()
+        .filter(|r| matches!(r.outcome, ImportOutcome::Created))
+        .count();
+    assert_eq!(created, 300);
+    assert!(
+        results
+            .iter()
+            .all(|r| !matches!(r.outcome, ImportOutcome::Created) || r.id.is_some())
+    );
+    city.finish_import().expect("finish");
+    let titles: Vec<String> = city
+        .list(None)
+        .expect("list")
+        .into_iter()
+        .map(|s| s.title)
+        .collect();
+    assert_eq!(titles.len(), 301);
+    assert!(titles.iter().any(|t| t == "Existing, renamed"));
+    assert!(!titles.iter().any(|t| t == "Bad id"));
+}

@@ -352,8 +352,9 @@ pub struct Authored {
     pub record: Option<Record>,
 }
 
-/// [`ingest`] for an entry this node just authored: every check runs but the signature check
-/// (this node made the signature a moment ago, with its own key), the change is not decoded
+/// [`ingest`] for an entry this node just authored, and only for those: every check runs but
+/// the signature check (this node made the signature a moment ago, with its own key; a peer's
+/// entry passed here would not be verified), the change is not decoded
 /// again and, when the stored document is exactly the one the change was made on, the
 /// author's document is used instead of applying the change a second time (the result is the
 /// same document). A peer's entry always goes through [`ingest`].
@@ -842,8 +843,9 @@ pub struct Batch<'a, L: Ledger> {
     changes: HashMap<ChangeHash, ChangeInfo>,
     /// Entries that started waiting in this batch, by doc: (feed, seq) -> payload bytes.
     pending_added: BTreeMap<DocId, BTreeMap<(FeedId, u64), u64>>,
-    /// Entries of the ledger's pending set that stopped waiting in this batch.
-    pending_removed: HashSet<(DocId, FeedId, u64)>,
+    /// Entries of the ledger's pending set that stopped waiting in this batch, with their
+    /// payload bytes.
+    pending_removed: HashMap<(DocId, FeedId, u64), u64>,
     forks: Vec<ForkProof>,
     count: usize,
 }
@@ -859,7 +861,7 @@ impl<'a, L: Ledger> Batch<'a, L> {
             docs: BTreeMap::new(),
             changes: HashMap::new(),
             pending_added: BTreeMap::new(),
-            pending_removed: HashSet::new(),
+            pending_removed: HashMap::new(),
             forks: Vec::new(),
             count: 0,
         }
@@ -899,6 +901,15 @@ impl<'a, L: Ledger> Batch<'a, L> {
 
     fn absorb(&mut self, commit: Commit) {
         self.count += 1;
+        // A stored pending entry that stops waiting is among the commit's entries.
+        let bytes: HashMap<(FeedId, u64), u64> = commit
+            .entries
+            .iter()
+            .map(|e| {
+                let h = &e.entry.header;
+                ((h.feed(), h.seq), u64::from(h.payload_len))
+            })
+            .collect();
         for e in commit.entries {
             let h = &e.entry.header;
             self.entries.insert((h.feed(), h.seq), e);
@@ -924,7 +935,8 @@ impl<'a, L: Ledger> Batch<'a, L> {
                 .get_mut(&doc)
                 .and_then(|m| m.remove(&(feed, seq)));
             if added.is_none() {
-                self.pending_removed.insert((doc, feed, seq));
+                let n = bytes.get(&(feed, seq)).copied().unwrap_or(0);
+                self.pending_removed.insert((doc, feed, seq), n);
             }
         }
         self.forks.extend(commit.forks);
@@ -946,7 +958,7 @@ impl<'a, L: Ledger> Batch<'a, L> {
                         .map(move |((feed, seq), bytes)| (doc, feed, seq, bytes))
                 })
                 .collect(),
-            pending_remove: self.pending_removed.into_iter().collect(),
+            pending_remove: self.pending_removed.into_keys().collect(),
             forks: self.forks,
         }
     }
@@ -993,7 +1005,7 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
             .ledger
             .pending(doc)?
             .into_iter()
-            .filter(|(feed, seq)| !self.pending_removed.contains(&(*doc, *feed, *seq)))
+            .filter(|(feed, seq)| !self.pending_removed.contains_key(&(*doc, *feed, *seq)))
             .chain(
                 self.pending_added
                     .get(doc)
@@ -1010,10 +1022,12 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
         let (count, bytes) = self.ledger.pending_totals()?;
         let added = self.pending_added.values().flat_map(|m| m.values());
         let (n, b) = added.fold((0u64, 0u64), |(n, b), x| (n + 1, b + x));
-        // Bytes of entries that stopped waiting are not known here: counted as still waiting,
-        // which only makes the bound stricter until the batch is written.
-        let count = (count + n).saturating_sub(self.pending_removed.len() as u64);
-        Ok((count, bytes + b))
+        let removed = self.pending_removed.values();
+        let (rn, rb) = removed.fold((0u64, 0u64), |(n, b), x| (n + 1, b + x));
+        Ok((
+            (count + n).saturating_sub(rn),
+            (bytes + b).saturating_sub(rb),
+        ))
     }
 }
 
