@@ -121,17 +121,24 @@ async fn main() {
         n.city
             .create(&Record::Practice(p), "create")
             .expect("create");
+        let mut arrived: Vec<Option<u128>> = vec![None; nodes_n];
         let reached = eventually(Duration::from_secs(30), || {
-            nodes
-                .iter()
-                .zip(&before)
-                .all(|(m, b)| total_entries(m) > *b)
+            for (i, (m, b)) in nodes.iter().zip(&before).enumerate() {
+                if arrived[i].is_none() && total_entries(m) > *b {
+                    arrived[i] = Some(t.elapsed().as_millis());
+                }
+            }
+            arrived.iter().all(Option::is_some)
         })
         .await;
+        if std::env::var_os("BENCH_ARRIVALS").is_some() {
+            println!("sample {k} from node {}: arrivals {arrived:?}", k % nodes_n);
+        }
         if reached {
             lat.push(t.elapsed());
         }
     }
+    let order: Vec<u128> = lat.iter().map(Duration::as_millis).collect();
     lat.sort();
     let pct = |q: f64| {
         lat.get(((lat.len() as f64 - 1.0) * q).round() as usize)
@@ -144,6 +151,8 @@ async fn main() {
         pct(1.0),
         lat.len()
     );
+    // In sample order: shows whether slow samples cluster (e.g. right after convergence).
+    println!("latency samples, ms, in order: {order:?}");
     for mut n in nodes {
         n.stop().await;
     }
