@@ -132,7 +132,67 @@ pub enum DocError {
 /// values of unknown types as `null`). Where a key holds conflicting values, Automerge's winner
 /// is shown.
 pub fn to_json(doc: &Automerge, heads: Option<&[ChangeHash]>) -> Json {
-    hydrated_to_json(&doc.hydrate(heads))
+    // Walks the document directly: about twice as fast as `Automerge::hydrate` and converting
+    // its tree (a unit test checks that both give the same JSON).
+    object_json(doc, &ROOT, ObjType::Map, heads)
+}
+
+/// The JSON form of the object `obj` of type `kind`.
+fn object_json(doc: &Automerge, obj: &ObjId, kind: ObjType, heads: Option<&[ChangeHash]>) -> Json {
+    let value = |v: automerge::ValueRef<'_>, id: &dyn Fn() -> ObjId| match v {
+        automerge::ValueRef::Object(kind) => object_json(doc, &id(), kind, heads),
+        automerge::ValueRef::Scalar(s) => scalar_ref_json(&s),
+    };
+    match kind {
+        ObjType::Map | ObjType::Table => {
+            let items: Vec<_> = match heads {
+                Some(h) => doc.map_range_at(obj, .., h).collect(),
+                None => doc.map_range(obj, ..).collect(),
+            };
+            Json::Object(
+                items
+                    .into_iter()
+                    .map(|item| {
+                        let json = value(item.value.clone(), &|| item.id());
+                        (item.key.into_owned(), json)
+                    })
+                    .collect(),
+            )
+        }
+        ObjType::List => {
+            let items: Vec<_> = match heads {
+                Some(h) => doc.list_range_at(obj, .., h).collect(),
+                None => doc.list_range(obj, ..).collect(),
+            };
+            Json::Array(
+                items
+                    .into_iter()
+                    .map(|item| value(item.value.clone(), &|| item.id()))
+                    .collect(),
+            )
+        }
+        ObjType::Text => Json::String(
+            match heads {
+                Some(h) => doc.text_at(obj, h),
+                None => doc.text(obj),
+            }
+            .unwrap_or_default(),
+        ),
+    }
+}
+
+fn scalar_ref_json(s: &automerge::ScalarValueRef<'_>) -> Json {
+    use automerge::ScalarValueRef as S;
+    match s {
+        S::Str(s) => Json::String(s.to_string()),
+        S::Int(i) => Json::from(*i),
+        S::Uint(u) => Json::from(*u),
+        S::F64(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        S::Counter(c) | S::Timestamp(c) => Json::from(*c),
+        S::Boolean(b) => Json::Bool(*b),
+        S::Bytes(b) => Json::String(hex::encode(b)),
+        S::Null | S::Unknown { .. } => Json::Null,
+    }
 }
 
 /// The record a document holds (as at `heads`, or its current state if `None`).
@@ -805,6 +865,29 @@ mod tests {
             |p| p.summary.insert_str(0, "New: "),
         );
         assert_eq!(merged.summary, "New: Smart social inclusion in Milan");
+    }
+
+    #[test]
+    fn the_direct_reader_gives_what_hydrate_gives() {
+        let g = group();
+        let mut doc = create(g.clone());
+        let first = doc.get_heads();
+        edit(
+            &mut doc,
+            2,
+            with_agenda(&g, |ag| ag.items.push(item("x1", "Civic crowdfunding"))),
+        );
+        let (plain, _) =
+            new_document(actor(1), &practice().into(), "import", Texts::Plain).expect("plain");
+        for (d, heads) in [
+            (&doc, None),
+            (&doc, Some(first.as_slice())),
+            (&create(practice()), None),
+            (&create(project()), None),
+            (&plain, None),
+        ] {
+            assert_eq!(to_json(d, heads), hydrated_to_json(&d.hydrate(heads)));
+        }
     }
 
     #[test]
