@@ -1184,9 +1184,16 @@ fn decode_posting(v: &[u8]) -> Option<(f64, f64)> {
 // The catalog in the store
 // ---------------------------------------------------------------------------------------------
 
-/// Net change of the catalog's (units, terms) counters within one batch.
-#[derive(Debug, Default)]
-pub(crate) struct StatsDelta(i64, i64);
+/// What the catalog writes of one store batch add up to: the change of the statistics (units,
+/// terms) and the postings to put. The postings are put last, all of the batch's in key order:
+/// the postings of one term from several records then go into the memtable side by side, each
+/// insert next to the one before.
+#[derive(Default)]
+pub(crate) struct CatalogDelta {
+    units: i64,
+    terms: i64,
+    postings: Vec<(Vec<u8>, [u8; 10])>,
+}
 
 impl Store {
     fn catalog_stats(&self) -> Result<(u64, u64), StoreError> {
@@ -1200,18 +1207,23 @@ impl Store {
         })
     }
 
-    /// Adds the stats delta to the batch (after every [`Store::catalog_write`] of the batch).
+    /// Puts the postings and the new statistics into the batch (after every
+    /// [`Store::catalog_write`] of the batch).
     pub(crate) fn catalog_finish(
         &self,
         batch: &mut WriteBatch,
-        delta: &StatsDelta,
+        delta: &mut CatalogDelta,
     ) -> Result<(), StoreError> {
-        if delta.0 == 0 && delta.1 == 0 {
+        delta.postings.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (k, v) in delta.postings.drain(..) {
+            batch.put_cf(self.cf("postings"), k, v);
+        }
+        if delta.units == 0 && delta.terms == 0 {
             return Ok(());
         }
         let (units, tokens) = self.catalog_stats()?;
-        let units = units.saturating_add_signed(delta.0);
-        let tokens = tokens.saturating_add_signed(delta.1);
+        let units = units.saturating_add_signed(delta.units);
+        let tokens = tokens.saturating_add_signed(delta.terms);
         let mut v = units.to_be_bytes().to_vec();
         v.extend_from_slice(&tokens.to_be_bytes());
         batch.put_cf(self.cf("meta"), STATS_KEY.as_bytes(), v);
@@ -1228,7 +1240,7 @@ impl Store {
         record: &Record,
         updated: i64,
         new_doc: bool,
-        delta: &mut StatsDelta,
+        delta: &mut CatalogDelta,
     ) -> Result<(), StoreError> {
         let new = units_of(*id, record, updated);
         let new_keys: HashSet<&[u8]> = new.iter().map(|e| e.key.as_slice()).collect();
@@ -1246,7 +1258,7 @@ impl Store {
                 batch.delete_cf(self.cf("units"), &k);
                 batch.delete_cf(self.cf("facets"), &k);
                 batch.delete_cf(self.cf("texts"), &k);
-                delta.0 -= 1;
+                delta.units -= 1;
             }
         }
         let new_texts = new
@@ -1267,7 +1279,7 @@ impl Store {
             for (t, _) in &counts {
                 batch.delete_cf(self.cf("postings"), posting_key(t, key));
             }
-            delta.1 -= i64::from(len);
+            delta.terms -= i64::from(len);
         }
         for (e, texts) in new.iter().zip(new_texts) {
             batch.put_cf(self.cf("units"), &e.key, encode_unit(&e.unit));
@@ -1275,19 +1287,16 @@ impl Store {
             match old_texts.get(&e.key) {
                 Some(old) if *old == texts => continue,
                 Some(_) => {}
-                None => delta.0 += 1,
+                None => delta.units += 1,
             }
-            // In key order, so the memtable inserts each after the last when it can.
             let (counts, len) = count_terms(&e.texts);
-            for (t, c) in &counts {
-                batch.put_cf(
-                    self.cf("postings"),
-                    posting_key(t, &e.key),
-                    encode_posting(*c, len),
-                );
-            }
+            delta.postings.extend(
+                counts
+                    .iter()
+                    .map(|(t, c)| (posting_key(t, &e.key), encode_posting(*c, len))),
+            );
             batch.put_cf(self.cf("texts"), &e.key, texts);
-            delta.1 += i64::from(len);
+            delta.terms += i64::from(len);
         }
         Ok(())
     }
@@ -1329,7 +1338,7 @@ impl Store {
         self.write_batch(clear, true)?;
         let mut units = 0;
         let mut batch = WriteBatch::default();
-        let mut delta = StatsDelta::default();
+        let mut delta = CatalogDelta::default();
         let mut in_batch = 0;
         for summary in self.records(None)? {
             let Ok(id) = summary.id.parse::<DocId>() else {
@@ -1342,13 +1351,13 @@ impl Store {
             units += units_of(id, &record, 0).len();
             in_batch += 1;
             if in_batch == 1000 {
-                self.catalog_finish(&mut batch, &delta)?;
+                self.catalog_finish(&mut batch, &mut delta)?;
                 self.write_batch(std::mem::take(&mut batch), false)?;
-                delta = StatsDelta::default();
+                delta = CatalogDelta::default();
                 in_batch = 0;
             }
         }
-        self.catalog_finish(&mut batch, &delta)?;
+        self.catalog_finish(&mut batch, &mut delta)?;
         self.catalog_mark_current(&mut batch);
         self.write_batch(batch, true)?;
         // Flushed so that the next process opening the store has no large log to replay.

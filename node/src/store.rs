@@ -342,7 +342,7 @@ impl Store {
         for (feed, head) in &commit.heads {
             batch.put_cf(self.cf("heads"), feed.to_bytes(), head.encode());
         }
-        let mut delta = crate::catalog::StatsDelta::default();
+        let mut delta = crate::catalog::CatalogDelta::default();
         for (id, update) in &commit.docs {
             // Uncompressed: DEFLATE costs more than it saves on documents of a few kilobytes.
             batch.put_cf(self.cf("docs"), id.0, update.doc.save_nocompress());
@@ -370,7 +370,7 @@ impl Store {
                 self.catalog_write(&mut batch, id, record, summary.updated, new_doc, &mut delta)?;
             }
         }
-        self.catalog_finish(&mut batch, &delta)?;
+        self.catalog_finish(&mut batch, &mut delta)?;
         for (hash, info) in &commit.changes {
             batch.put_cf(self.cf("changes"), hash.0, info.encode());
         }
