@@ -86,6 +86,25 @@ pub enum Texts {
     Plain,
 }
 
+/// How [`write_record`] writes below one object.
+#[derive(Clone, Copy)]
+struct Ctx {
+    /// How new text fields are stored.
+    texts: Texts,
+    /// The object was created in this transaction and is still empty: nothing to read first.
+    fresh: bool,
+}
+
+impl Ctx {
+    /// The context inside an object just created.
+    fn fresh(self) -> Ctx {
+        Ctx {
+            fresh: true,
+            ..self
+        }
+    }
+}
+
 /// Keys whose string values are stored as Automerge text (merged character-wise) rather than as
 /// last-writer-wins scalars. Applies to map keys at any depth.
 pub const TEXT_FIELDS: &[&str] = &[
@@ -220,8 +239,10 @@ pub fn write_record<T: Transactable>(
     target: &Record,
     texts: Texts,
 ) -> Result<(), DocError> {
+    // An empty document has nothing to compare with: every value is simply written.
+    let fresh = tx.keys(&ROOT).next().is_none();
     match target.to_json() {
-        Json::Object(map) => reconcile_map(tx, &ROOT, &map, texts),
+        Json::Object(map) => reconcile_map(tx, &ROOT, &map, Ctx { texts, fresh }),
         // A record always serializes to a JSON object; anything else would be a bug in
         // `Record::to_json`, reported rather than panicking.
         other => Err(DocError::Record(RecordError::Json(format!(
@@ -341,15 +362,17 @@ fn reconcile_map<T: Transactable>(
     tx: &mut T,
     obj: &ObjId,
     target: &Map<String, Json>,
-    texts: Texts,
+    ctx: Ctx,
 ) -> Result<(), DocError> {
-    let stale: Vec<String> = tx.keys(obj).filter(|k| !target.contains_key(k)).collect();
-    for key in stale {
-        tx.delete(obj, key)?;
+    if !ctx.fresh {
+        let stale: Vec<String> = tx.keys(obj).filter(|k| !target.contains_key(k)).collect();
+        for key in stale {
+            tx.delete(obj, key)?;
+        }
     }
     for (key, value) in target {
-        let text = is_text_field(key).then_some(texts);
-        update_slot(tx, obj, Prop::Map(key.clone()), text, value, texts)?;
+        let text = is_text_field(key).then_some(ctx.texts);
+        update_slot(tx, obj, Prop::Map(key.clone()), text, value, ctx)?;
     }
     Ok(())
 }
@@ -362,26 +385,29 @@ fn update_slot<T: Transactable>(
     prop: Prop,
     text: Option<Texts>,
     target: &Json,
-    texts: Texts,
+    ctx: Ctx,
 ) -> Result<(), DocError> {
-    let current = tx
-        .get(obj, prop.clone())?
-        .map(|(value, id)| (value.into_owned(), id));
+    let current = if ctx.fresh {
+        None
+    } else {
+        tx.get(obj, prop.clone())?
+            .map(|(value, id)| (value.into_owned(), id))
+    };
     match target {
-        Json::Object(map) => {
-            let id = match current {
-                Some((Value::Object(ObjType::Map), id)) => id,
-                _ => tx.put_object(obj, prop, ObjType::Map)?,
-            };
-            reconcile_map(tx, &id, map, texts)
-        }
-        Json::Array(items) => {
-            let id = match current {
-                Some((Value::Object(ObjType::List), id)) => id,
-                _ => tx.put_object(obj, prop, ObjType::List)?,
-            };
-            reconcile_list(tx, &id, items, texts)
-        }
+        Json::Object(map) => match current {
+            Some((Value::Object(ObjType::Map), id)) => reconcile_map(tx, &id, map, ctx),
+            _ => {
+                let id = tx.put_object(obj, prop, ObjType::Map)?;
+                reconcile_map(tx, &id, map, ctx.fresh())
+            }
+        },
+        Json::Array(items) => match current {
+            Some((Value::Object(ObjType::List), id)) => reconcile_list(tx, &id, items, ctx),
+            _ => {
+                let id = tx.put_object(obj, prop, ObjType::List)?;
+                reconcile_list(tx, &id, items, ctx.fresh())
+            }
+        },
         Json::String(s) if text.is_some() => {
             match current {
                 Some((Value::Object(ObjType::Text), id)) => {
@@ -425,16 +451,16 @@ fn insert_new<T: Transactable>(
     list: &ObjId,
     index: usize,
     target: &Json,
-    texts: Texts,
+    ctx: Ctx,
 ) -> Result<(), DocError> {
     match target {
         Json::Object(map) => {
             let id = tx.insert_object(list, index, ObjType::Map)?;
-            reconcile_map(tx, &id, map, texts)
+            reconcile_map(tx, &id, map, ctx.fresh())
         }
         Json::Array(items) => {
             let id = tx.insert_object(list, index, ObjType::List)?;
-            reconcile_list(tx, &id, items, texts)
+            reconcile_list(tx, &id, items, ctx.fresh())
         }
         scalar => {
             if let Some(value) = json_to_scalar(scalar) {
@@ -498,8 +524,14 @@ fn reconcile_list<T: Transactable>(
     tx: &mut T,
     list: &ObjId,
     target: &[Json],
-    texts: Texts,
+    ctx: Ctx,
 ) -> Result<(), DocError> {
+    if ctx.fresh {
+        for (index, value) in target.iter().enumerate() {
+            insert_new(tx, list, index, value, ctx)?;
+        }
+        return Ok(());
+    }
     let key = identity_key(target);
     let len = tx.length(list);
     let current = (0..len)
@@ -516,9 +548,9 @@ fn reconcile_list<T: Transactable>(
     // element before `index` already matches it.
     for (index, value) in target.iter().enumerate() {
         if keep_target[index] {
-            update_slot(tx, list, Prop::Seq(index), None, value, texts)?;
+            update_slot(tx, list, Prop::Seq(index), None, value, ctx)?;
         } else {
-            insert_new(tx, list, index, value, texts)?;
+            insert_new(tx, list, index, value, ctx)?;
         }
     }
     Ok(())
