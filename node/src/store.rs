@@ -577,6 +577,15 @@ fn db_options(create: bool) -> Options {
 /// The options of one column family.
 fn cf_options(name: &str) -> Options {
     let mut o = Options::default();
+    if !matches!(name, "postings" | "facets") {
+        // Point lookups, many of them for keys that are not there (is this document, change or
+        // record new?): a Bloom filter per table file answers those without reading blocks
+        // (import of 100,000 records: about 4 % faster). The catalog's `postings` and `facets`
+        // are only scanned.
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        o.set_block_based_table_factory(&table);
+    }
     if name == "postings" {
         // A record adds dozens of postings spread over the whole key space. In the default
         // 64 MiB memtable each insert walks a skip list far larger than the CPU caches; in 4 MiB
