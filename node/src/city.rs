@@ -451,7 +451,7 @@ impl City {
         }
         let mut record = doc::read_record(&doc, None)?;
         f(&mut record)?;
-        record.validate()?;
+        // `edit_document` validates the record first (an invalid one is `CityError::Record`).
         let change =
             doc::edit_document(&mut doc, actor, &record, message)?.ok_or(CityError::Unchanged)?;
         let authored = Authored {
@@ -535,13 +535,7 @@ impl City {
                 let prepared = receivers[i % workers].recv().ok().flatten();
                 // The worker looked for the record named by `id` a while ago; it may have
                 // arrived since (by sync, through the daemon): then the line is an update.
-                let arrived = || {
-                    item.id
-                        .as_deref()
-                        .and_then(|id| id.parse::<DocId>().ok())
-                        .is_some_and(|id| !matches!(self.store.doc(&id), Ok(None)))
-                };
-                match prepared.filter(|_| !arrived()) {
+                match prepared.filter(|_| self.import_creates(item)) {
                     Some((kind, authored)) => {
                         let id = DocId::for_genesis(&authored.change.hash());
                         out.push(result(item.line, Ok((ImportOutcome::Created, None))));
@@ -625,13 +619,7 @@ impl City {
     /// The kind and genesis change of an imported record that will be created (None for an
     /// update, and when preparing fails: `import_one` then reports the error).
     fn prepare_import(&self, item: &Imported) -> Option<(Kind, Authored)> {
-        // A line naming a record that exists is an update; one whose id does not parse fails.
-        // Both go through `import_one`.
-        if let Some(id) = &item.id
-            && !id
-                .parse::<DocId>()
-                .is_ok_and(|id| matches!(self.store.doc(&id), Ok(None)))
-        {
+        if !self.import_creates(item) {
             return None;
         }
         let record = self.fixup(item.record.clone()).ok()?;
@@ -639,6 +627,18 @@ impl City {
             .prepare(&record, &import_message(&record), Texts::Plain)
             .ok()?;
         Some((record.kind(), authored))
+    }
+
+    /// Whether importing `item` creates a record: it names none, or names by a valid id one
+    /// this store does not hold. A line naming a stored record updates it, and one whose id
+    /// does not parse fails: both go through `import_one`.
+    fn import_creates(&self, item: &Imported) -> bool {
+        match &item.id {
+            None => true,
+            Some(id) => id
+                .parse::<DocId>()
+                .is_ok_and(|id| matches!(self.store.has_doc(&id), Ok(false))),
+        }
     }
 
     /// An imported record made this city's: owner set, language and city defaulted.
@@ -684,7 +684,7 @@ impl City {
                         reason: format!("`{id}` is not a record id (32 hex characters)"),
                     })
                 })?;
-                self.store.doc(&id)?.map(|_| id)
+                self.store.has_doc(&id)?.then_some(id)
             }
             None => None,
         };

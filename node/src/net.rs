@@ -837,15 +837,15 @@ impl EventLoop {
             for (entry, payload) in items {
                 // Entries by cities outside the roster are not ours to judge: dropped, not held
                 // against the peer that relayed them.
-                let decoded = SignedEntry::decode(entry);
+                let decoded = SignedEntry::decode(entry).ok();
                 let r = match &decoded {
-                    Ok(e) if !trusted.contains(&e.header.author) => None,
-                    _ => Some(batch.ingest(entry, payload).map(|v| (v, *entry))),
+                    Some(e) if !trusted.contains(&e.header.author) => None,
+                    _ => Some(batch.ingest(entry, payload)),
                 };
                 let in_range = range
-                    .is_none_or(|feed| decoded.as_ref().is_ok_and(|e| e.header.feed() == feed));
+                    .is_none_or(|feed| decoded.as_ref().is_some_and(|e| e.header.feed() == feed));
                 let ok = matches!(r, Some(Ok(_)));
-                out.push(r);
+                out.push((r, decoded));
                 if range.is_some() && !(ok && in_range) {
                     break;
                 }
@@ -860,14 +860,14 @@ impl EventLoop {
             }
         };
         let mut outcomes = Vec::with_capacity(results.len());
-        for r in results {
+        for (r, decoded) in results {
             let outcome = match r {
                 None => Outcome::Skipped,
-                Some(Ok((Verdict::Stored(status), entry))) => match SignedEntry::decode(entry) {
-                    Ok(e) => Outcome::New(e, status),
-                    Err(_) => Outcome::Known,
+                Some(Ok(Verdict::Stored(status))) => match decoded {
+                    Some(e) => Outcome::New(e, status),
+                    None => Outcome::Known,
                 },
-                Some(Ok((Verdict::Duplicate | Verdict::Fork, _))) => Outcome::Known,
+                Some(Ok(Verdict::Duplicate | Verdict::Fork)) => Outcome::Known,
                 Some(Err(IngestError::SeqGap {
                     author,
                     scope,

@@ -194,9 +194,10 @@ impl Store {
         if !path.join("CURRENT").exists() {
             return Err(StoreError::Missing(path.to_path_buf()));
         }
-        let read_only = DB::open_cf_for_read_only(&db_options(false), path, CFS.iter(), false)
-            .ok()
-            .map(|db| Store::with_db(db, path));
+        let read_only =
+            DB::open_cf_descriptors_read_only(&db_options(false), path, descriptors(), false)
+                .ok()
+                .map(|db| Store::with_db(db, path));
         if let Some(store) = read_only {
             let version = store.meta("schema_version")?;
             let current = version.as_deref() == Some(&SCHEMA_VERSION.to_be_bytes()[..])
@@ -210,25 +211,22 @@ impl Store {
 
     fn open_inner(path: &Path, create: bool) -> Result<Store, StoreError> {
         let opts = db_options(create);
-        let cfs = CFS
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));
-        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| classify(path, e))?;
+        let db =
+            DB::open_cf_descriptors(&opts, path, descriptors()).map_err(|e| classify(path, e))?;
         Ok(Store::with_db(db, path))
     }
 
     fn with_db(db: DB, path: &Path) -> Store {
-        let store = Store {
+        Store {
             db,
             path: path.to_path_buf(),
+            // Counted when first needed: read-only commands never need it.
             pending_rows: std::sync::atomic::AtomicUsize::new(usize::MAX),
-        };
-        store.recount_pending();
-        store
+        }
     }
 
-    /// Counts the `pending` rows again (if that fails, the count stays unknown: every
-    /// acceptance then scans).
+    /// Counts the `pending` rows again (if that fails, the count stays unknown, and the next
+    /// acceptance scans and tries again).
     fn recount_pending(&self) {
         let n = self
             .db
@@ -241,7 +239,11 @@ impl Store {
 
     /// Whether the `pending` column family is known to be empty.
     fn nothing_pending(&self) -> bool {
-        self.pending_rows.load(std::sync::atomic::Ordering::Relaxed) == 0
+        let rows = || self.pending_rows.load(std::sync::atomic::Ordering::Relaxed);
+        if rows() == usize::MAX {
+            self.recount_pending();
+        }
+        rows() == 0
     }
 
     #[allow(clippy::expect_used)]
@@ -489,6 +491,15 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether the store holds a document (without loading it).
+    pub fn has_doc(&self, id: &DocId) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf("docs"), id.0)
+            .map_err(|e| classify(&self.path, e))?
+            .is_some())
+    }
+
     /// Every stored entry of one document, with its payload (None if erased or missing).
     pub fn doc_entries(&self, doc: &DocId) -> Result<Vec<EntryAndPayload>, StoreError> {
         let mut out = Vec::new();
@@ -572,6 +583,12 @@ fn db_options(create: bool) -> Options {
     // opening the store ever replays more than that.
     opts.set_max_total_wal_size(64 << 20);
     opts
+}
+
+/// Every column family with its options.
+fn descriptors() -> impl Iterator<Item = ColumnFamilyDescriptor> {
+    CFS.iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)))
 }
 
 /// The options of one column family.

@@ -68,7 +68,7 @@
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{
     ActorId, Automerge, AutomergeError, Change, ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc,
-    ScalarValue, Value, hydrate,
+    ScalarValue, Value,
 };
 use serde_json::{Map, Value as Json};
 
@@ -156,37 +156,39 @@ pub fn to_json(doc: &Automerge, heads: Option<&[ChangeHash]>) -> Json {
     object_json(doc, &ROOT, ObjType::Map, heads)
 }
 
-/// The JSON form of the object `obj` of type `kind`.
-fn object_json(doc: &Automerge, obj: &ObjId, kind: ObjType, heads: Option<&[ChangeHash]>) -> Json {
-    let value = |v: automerge::ValueRef<'_>, id: &dyn Fn() -> ObjId| match v {
-        automerge::ValueRef::Object(kind) => object_json(doc, &id(), kind, heads),
-        automerge::ValueRef::Scalar(s) => scalar_ref_json(&s),
+/// The JSON form of the object `obj` of type `kind` (as at `heads`, or its current state), in
+/// a document or inside a transaction.
+fn object_json<R: ReadDoc>(
+    doc: &R,
+    obj: &ObjId,
+    kind: ObjType,
+    heads: Option<&[ChangeHash]>,
+) -> Json {
+    // A scalar, or an object read in turn (its id is only built for objects).
+    let value = |v: &automerge::ValueRef<'_>, id: &dyn Fn() -> ObjId| match v {
+        automerge::ValueRef::Object(kind) => object_json(doc, &id(), *kind, heads),
+        automerge::ValueRef::Scalar(s) => scalar_ref_json(s),
     };
     match kind {
         ObjType::Map | ObjType::Table => {
-            let items: Vec<_> = match heads {
-                Some(h) => doc.map_range_at(obj, .., h).collect(),
-                None => doc.map_range(obj, ..).collect(),
+            let items = match heads {
+                Some(h) => doc.map_range_at(obj, .., h),
+                None => doc.map_range(obj, ..),
             };
             Json::Object(
                 items
-                    .into_iter()
-                    .map(|item| {
-                        let json = value(item.value.clone(), &|| item.id());
-                        (item.key.into_owned(), json)
-                    })
+                    .map(|item| (item.key.to_string(), value(&item.value, &|| item.id())))
                     .collect(),
             )
         }
         ObjType::List => {
-            let items: Vec<_> = match heads {
-                Some(h) => doc.list_range_at(obj, .., h).collect(),
-                None => doc.list_range(obj, ..).collect(),
+            let items = match heads {
+                Some(h) => doc.list_range_at(obj, .., h),
+                None => doc.list_range(obj, ..),
             };
             Json::Array(
                 items
-                    .into_iter()
-                    .map(|item| value(item.value.clone(), &|| item.id()))
+                    .map(|item| value(&item.value, &|| item.id()))
                     .collect(),
             )
         }
@@ -305,21 +307,6 @@ pub fn edit_document(
     Ok(Some(change))
 }
 
-fn hydrated_to_json(value: &hydrate::Value) -> Json {
-    match value {
-        hydrate::Value::Map(map) => Json::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), hydrated_to_json(&v.value)))
-                .collect(),
-        ),
-        hydrate::Value::List(list) => {
-            Json::Array(list.iter().map(|v| hydrated_to_json(&v.value)).collect())
-        }
-        hydrate::Value::Text(text) => Json::String(text.to_string()),
-        hydrate::Value::Scalar(s) => scalar_to_json(s),
-    }
-}
-
 fn scalar_to_json(s: &ScalarValue) -> Json {
     match s {
         ScalarValue::Str(s) => Json::String(s.to_string()),
@@ -371,19 +358,26 @@ fn reconcile_map<T: Transactable>(
         }
     }
     for (key, value) in target {
-        let text = is_text_field(key).then_some(ctx.texts);
-        update_slot(tx, obj, Prop::Map(key.clone()), text, value, ctx)?;
+        update_slot(
+            tx,
+            obj,
+            Prop::Map(key.clone()),
+            is_text_field(key),
+            value,
+            ctx,
+        )?;
     }
     Ok(())
 }
 
 /// Makes the value at `prop` of `obj` (an existing map key or list index, or a missing map key)
-/// equal to `target`, reusing the object that is there when it has the right type.
+/// equal to `target`, reusing the object that is there when it has the right type. `text`: the
+/// value is under one of the [`TEXT_FIELDS`] keys.
 fn update_slot<T: Transactable>(
     tx: &mut T,
     obj: &ObjId,
     prop: Prop,
-    text: Option<Texts>,
+    text: bool,
     target: &Json,
     ctx: Ctx,
 ) -> Result<(), DocError> {
@@ -408,7 +402,7 @@ fn update_slot<T: Transactable>(
                 reconcile_list(tx, &id, items, ctx.fresh())
             }
         },
-        Json::String(s) if text.is_some() => {
+        Json::String(s) if text => {
             match current {
                 Some((Value::Object(ObjType::Text), id)) => {
                     if tx.text(&id)? != *s {
@@ -418,7 +412,7 @@ fn update_slot<T: Transactable>(
                 // A plain string (a bulk-loaded record) stays one until it is edited.
                 Some((Value::Scalar(have), _)) if matches!(&*have, ScalarValue::Str(h) if h.as_str() == s.as_str()) =>
                     {}
-                _ if text == Some(Texts::Plain) => {
+                _ if ctx.texts == Texts::Plain => {
                     tx.put(obj, prop, ScalarValue::Str(s.as_str().into()))?;
                 }
                 _ => {
@@ -506,15 +500,15 @@ fn current_identity<T: Transactable>(
     };
     Ok(match value {
         Value::Scalar(s) => Some(scalar_to_json(&s)),
-        Value::Object(ObjType::Map | ObjType::Table) => match key {
+        Value::Object(kind @ (ObjType::Map | ObjType::Table)) => match key {
             Some(key) => match tx.get(&id, key)? {
                 Some((Value::Scalar(s), _)) => Some(scalar_to_json(&s)),
                 Some((Value::Object(ObjType::Text), text)) => Some(Json::String(tx.text(&text)?)),
                 _ => None,
             },
-            None => Some(hydrated_to_json(&tx.hydrate(&id, None)?)),
+            None => Some(object_json(tx, &id, kind, None)),
         },
-        Value::Object(_) => Some(hydrated_to_json(&tx.hydrate(&id, None)?)),
+        Value::Object(kind) => Some(object_json(tx, &id, kind, None)),
     })
 }
 
@@ -548,7 +542,7 @@ fn reconcile_list<T: Transactable>(
     // element before `index` already matches it.
     for (index, value) in target.iter().enumerate() {
         if keep_target[index] {
-            update_slot(tx, list, Prop::Seq(index), None, value, ctx)?;
+            update_slot(tx, list, Prop::Seq(index), false, value, ctx)?;
         } else {
             insert_new(tx, list, index, value, ctx)?;
         }
@@ -614,6 +608,7 @@ mod tests {
     use super::*;
     use crate::record::tests::{BRNO, MILAN, PORTO, group, practice, project};
     use crate::record::{Agenda, Group, Item, Practice};
+    use automerge::hydrate;
     use proptest::prelude::*;
 
     const AGENDA: &str = "3f2a9c0d1e2b4a5c";
@@ -897,6 +892,22 @@ mod tests {
             |p| p.summary.insert_str(0, "New: "),
         );
         assert_eq!(merged.summary, "New: Smart social inclusion in Milan");
+    }
+
+    /// The JSON form of a hydrated value: what `to_json` gave before it read documents directly.
+    fn hydrated_to_json(value: &hydrate::Value) -> Json {
+        match value {
+            hydrate::Value::Map(map) => Json::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), hydrated_to_json(&v.value)))
+                    .collect(),
+            ),
+            hydrate::Value::List(list) => {
+                Json::Array(list.iter().map(|v| hydrated_to_json(&v.value)).collect())
+            }
+            hydrate::Value::Text(text) => Json::String(text.to_string()),
+            hydrate::Value::Scalar(s) => scalar_to_json(s),
+        }
     }
 
     #[test]

@@ -1001,7 +1001,8 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
     }
 
     fn pending(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError> {
-        let mut all: Vec<(FeedId, u64)> = self
+        // An entry starts waiting only when it is first stored, so the two sets are disjoint.
+        Ok(self
             .ledger
             .pending(doc)?
             .into_iter()
@@ -1012,10 +1013,7 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
                     .into_iter()
                     .flat_map(|m| m.keys().copied()),
             )
-            .collect();
-        all.sort_unstable();
-        all.dedup();
-        Ok(all)
+            .collect())
     }
 
     fn pending_totals(&self) -> Result<(u64, u64), LedgerError> {
