@@ -100,7 +100,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 
 fn city_code(e: &CityError) -> u8 {
     match e {
-        CityError::NotFound(_) | CityError::WrongKind { .. } => FAILURE,
+        CityError::NotFound(_) | CityError::Missing(_) | CityError::WrongKind { .. } => FAILURE,
         CityError::Record(_)
         | CityError::Ambiguous { .. }
         | CityError::Unchanged
@@ -111,7 +111,7 @@ fn city_code(e: &CityError) -> u8 {
         | CityError::NoCity(_)
         | CityError::KeyPermissions { .. }
         | CityError::BadFile { .. } => STORE,
-        CityError::Rejected(_) => REJECTED,
+        CityError::Rejected(_) | CityError::Invitation(_) => REJECTED,
         CityError::Remote { category, .. } => match category {
             intercity_node::control::Category::NotFound => FAILURE,
             intercity_node::control::Category::Invalid => USAGE,

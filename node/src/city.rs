@@ -114,6 +114,12 @@ pub enum CityError {
         "no record with id `{0}`; `intercity practice list` (or project/group list) shows the ids"
     )]
     NotFound(String),
+    /// Something other than a record (an invitation, a waiting join) does not exist.
+    #[error("{0}")]
+    Missing(String),
+    /// An invitation cannot be created, accepted or redeemed.
+    #[error("{0}")]
+    Invitation(String),
     /// Several records match an id prefix.
     #[error("id prefix `{prefix}` matches {} records ({}); type more characters", .matches.len(), .matches.join(", "))]
     Ambiguous {

@@ -13,7 +13,7 @@ use crate::city::{City, CityError, HistoryItem, ImportResult, Profile};
 use crate::control::{Category, ControlClient, ControlRequest};
 use crate::exchange::{Exported, Imported};
 use crate::net::NetStatus;
-use crate::roster::RosterEntry;
+use crate::roster::{IssuedInvitation, PendingJoin, RosterEntry};
 use crate::store::RecordSummary;
 
 /// The local city, opened directly or reached through the running daemon.
@@ -265,25 +265,70 @@ impl Client {
     }
 
     /// Creates an invitation carrying `addrs` (through the daemon, none given: its listen
-    /// addresses).
+    /// addresses); see [`City::invite`].
     pub fn invite(
         &self,
-        invitee: CityId,
-        name: &str,
-        group: Option<String>,
+        invitee: Option<CityId>,
+        group: Option<DocId>,
         addrs: Vec<String>,
+        uses: u32,
     ) -> Result<String, CityError> {
         match self {
-            Client::Local(c) => c.invite(invitee, name, addrs, group),
+            Client::Local(c) => c.invite(invitee, addrs, group, uses),
             Client::Daemon { control, .. } => Self::call(
                 control,
                 ControlRequest::Invite {
                     invitee,
-                    name: name.to_string(),
-                    group,
+                    group: group.map(|g| g.to_string()),
                     addrs,
+                    uses,
                 },
             ),
+        }
+    }
+
+    /// The invitations out.
+    pub fn invitations(&self) -> Result<Vec<IssuedInvitation>, CityError> {
+        match self {
+            Client::Local(c) => c.invitations(),
+            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Invitations),
+        }
+    }
+
+    /// Revokes an invitation by code prefix.
+    pub fn revoke(&self, code: &str) -> Result<IssuedInvitation, CityError> {
+        match self {
+            Client::Local(c) => c.revoke_invitation(code),
+            Client::Daemon { control, .. } => Self::call(
+                control,
+                ControlRequest::Revoke {
+                    code: code.to_string(),
+                },
+            ),
+        }
+    }
+
+    /// The joins waiting for approval.
+    pub fn pending_joins(&self) -> Result<Vec<PendingJoin>, CityError> {
+        match self {
+            Client::Local(c) => c.pending_joins(),
+            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Joins),
+        }
+    }
+
+    /// Approves a waiting join.
+    pub fn approve_join(&self, id: CityId) -> Result<RosterEntry, CityError> {
+        match self {
+            Client::Local(c) => c.approve_join(&id),
+            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Approve { id }),
+        }
+    }
+
+    /// Denies a waiting join.
+    pub fn deny_join(&self, id: CityId) -> Result<PendingJoin, CityError> {
+        match self {
+            Client::Local(c) => c.deny_join(&id),
+            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Deny { id }),
         }
     }
 

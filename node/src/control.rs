@@ -114,15 +114,34 @@ pub enum ControlRequest {
     },
     /// Create an invitation.
     Invite {
-        /// The invited city.
-        invitee: CityId,
-        /// Its display name.
-        name: String,
-        /// Group to name in the invitation.
+        /// The one city that may redeem it.
+        invitee: Option<CityId>,
+        /// Group (record id) a joining city becomes a member of.
         group: Option<String>,
         /// Addresses to put in the token; empty: the daemon's own listen addresses.
         #[serde(default)]
         addrs: Vec<String>,
+        /// Joins it admits.
+        uses: u32,
+    },
+    /// The invitations out.
+    Invitations,
+    /// Revoke an invitation.
+    Revoke {
+        /// Its code, or a prefix of it.
+        code: String,
+    },
+    /// The joins waiting for approval.
+    Joins,
+    /// Approve a waiting join.
+    Approve {
+        /// The joining city.
+        id: CityId,
+    },
+    /// Deny a waiting join.
+    Deny {
+        /// The joining city.
+        id: CityId,
     },
     /// Accept an invitation.
     Accept {
@@ -173,7 +192,7 @@ impl CityError {
     pub fn category(&self) -> Category {
         use crate::store::StoreError;
         match self {
-            CityError::NotFound(_) => Category::NotFound,
+            CityError::NotFound(_) | CityError::Missing(_) => Category::NotFound,
             CityError::Record(_)
             | CityError::Ambiguous { .. }
             | CityError::Unchanged
@@ -189,7 +208,7 @@ impl CityError {
             )
             | CityError::NoCity(_)
             | CityError::KeyPermissions { .. } => Category::Unavailable,
-            CityError::Rejected(_) => Category::Rejected,
+            CityError::Rejected(_) | CityError::Invitation(_) => Category::Rejected,
             CityError::Remote { category, .. } => *category,
             _ => Category::Other,
         }
@@ -296,6 +315,9 @@ async fn execute(
             | ControlRequest::RosterBlock { .. }
             | ControlRequest::Accept { .. }
             | ControlRequest::Invite { .. }
+            | ControlRequest::Revoke { .. }
+            | ControlRequest::Approve { .. }
+            | ControlRequest::Deny { .. }
     );
     let listen = match (net, &req) {
         (Some(n), ControlRequest::Invite { .. }) => {
@@ -370,10 +392,11 @@ fn execute_blocking(
         ControlRequest::RosterBlock { id } => json(city.roster_block(&id)?),
         ControlRequest::Invite {
             invitee,
-            name,
             group,
             addrs,
+            uses,
         } => {
+            let group = group.map(|g| doc_id(&g)).transpose()?;
             let addrs = if addrs.is_empty() {
                 listen
                     .into_iter()
@@ -382,8 +405,13 @@ fn execute_blocking(
             } else {
                 addrs
             };
-            json(city.invite(invitee, &name, addrs, group)?)
+            json(city.invite(invitee, addrs, group, uses)?)
         }
+        ControlRequest::Invitations => json(city.invitations()?),
+        ControlRequest::Revoke { code } => json(city.revoke_invitation(&code)?),
+        ControlRequest::Joins => json(city.pending_joins()?),
+        ControlRequest::Approve { id } => json(city.approve_join(&id)?),
+        ControlRequest::Deny { id } => json(city.deny_join(&id)?),
         ControlRequest::Accept { token } => json(city.accept_invitation(&token)?),
         ControlRequest::Query { query } => json(city.query(&query)?),
         ControlRequest::Reindex => json(city.reindex()?),

@@ -29,6 +29,8 @@ pub struct ConfigFile {
     pub request_timeout_secs: Option<u64>,
     /// Most established connections per direction.
     pub max_connections: Option<u32>,
+    /// Joins by invitation wait for the operator's approval.
+    pub approve_joins: Option<bool>,
 }
 
 impl ConfigFile {
@@ -63,6 +65,9 @@ impl ConfigFile {
         }
         if let Some(c) = self.max_connections {
             cfg.max_connections = c.max(1);
+        }
+        if let Some(a) = self.approve_joins {
+            cfg.approve_joins = a;
         }
         Ok(())
     }

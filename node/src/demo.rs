@@ -161,6 +161,7 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(String)) -> Result<DemoR
         anti_entropy: Duration::from_secs(2),
         request_timeout: Duration::from_secs(10),
         max_connections: 32,
+        approve_joins: false,
     };
     let mut daemons = Vec::new();
     for c in &cities {

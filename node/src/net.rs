@@ -1,8 +1,13 @@
 //! The network: a libp2p swarm (TCP and QUIC, Noise, Yamux, identify, ping, mDNS, gossipsub,
 //! and the `/intercity/sync/1` request-response protocol) driven by one event loop that owns it.
 //!
-//! - Only roster cities connect: an allow list denies every other peer when the connection is
+//! - Only roster cities connect: a gate denies every other peer when the connection is
 //!   established, before any protocol stream opens. Connection counts are limited.
+//! - The one exception: while this city has an invitation out, a few *guests* (cities outside
+//!   the roster) may connect, for [`GUEST_TIMEOUT`], to present it in a `Join` request. A guest
+//!   gets nothing else: every other sync request is refused, and gossipsub scores it below its
+//!   graylist threshold, so it is sent no message and its messages are ignored. A city that
+//!   joins is promoted at once, on the same connection.
 //! - On every new connection, and then every `anti_entropy` period, the two cities exchange the
 //!   heads of the feeds of every scope they share and fetch what they miss, in bounded batches.
 //! - A new local entry of the federation scope is published on gossipsub at once; receivers
@@ -25,20 +30,27 @@ use intercity_protocol::record::Record;
 use intercity_protocol::sync::{
     self, BATCH_TARGET_BYTES, MAX_BATCH_ENTRIES, MAX_FRAME_BYTES, Request, Response, WireEntry,
 };
+use libp2p::core::Endpoint;
+use libp2p::core::transport::PortUse;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, SwarmEvent, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
+};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, gossipsub,
-    identify, mdns, noise, ping, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, gossipsub, identify, mdns, noise,
+    ping, tcp, yamux,
 };
 use serde::{Deserialize, Serialize};
+use std::task::{Context, Poll};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::city::{City, now_ms};
+use crate::roster::JoinOutcome;
 
 /// Feed-level failures a peer may send before it is disconnected and banned.
 pub const MAX_INVALID_PER_PEER: u32 = 5;
@@ -50,6 +62,12 @@ pub const CHANNEL_BOUND: usize = 1024;
 pub const MAX_INFLIGHT_RANGES: usize = 32;
 /// The gossipsub topic of the federation scope.
 pub const FEDERATION_TOPIC: &str = "/intercity/1/federation";
+/// Cities outside the roster connected at once to present an invitation.
+pub const MAX_GUESTS: usize = 8;
+/// How long a guest may stay connected without joining.
+pub const GUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The gossipsub application score of a guest: below the graylist threshold (-80).
+const GUEST_SCORE: f64 = -1_000.0;
 
 /// Network errors.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +96,9 @@ pub struct NetConfig {
     pub request_timeout: Duration,
     /// Most established connections in each direction.
     pub max_connections: u32,
+    /// A city presenting an invitation waits for the operator's approval
+    /// (`intercity invite approve`) instead of joining at once.
+    pub approve_joins: bool,
 }
 
 impl Default for NetConfig {
@@ -96,6 +117,7 @@ impl Default for NetConfig {
             anti_entropy: Duration::from_secs(30),
             request_timeout: Duration::from_secs(20),
             max_connections: 64,
+            approve_joins: false,
         }
     }
 }
@@ -270,9 +292,91 @@ impl request_response::Codec for SyncCodec {
     }
 }
 
+/// The connection gate: admits roster cities, and guests while invitations are out.
+#[derive(Default)]
+struct Gate {
+    /// Unblocked, unbanned roster cities.
+    trusted: HashSet<PeerId>,
+    /// Banned peers: not even guests.
+    banned: HashSet<PeerId>,
+    /// Guests may connect (an invitation is out).
+    open: bool,
+    /// Guests connected now (kept by the event loop).
+    guests: usize,
+}
+
+/// Why the gate denied a connection.
+#[derive(Debug)]
+struct NotAdmitted(PeerId);
+
+impl std::fmt::Display for NotAdmitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "peer {} is not in the roster", self.0)
+    }
+}
+
+impl std::error::Error for NotAdmitted {}
+
+impl Gate {
+    fn check(
+        &self,
+        peer: PeerId,
+        inbound: bool,
+    ) -> Result<dummy::ConnectionHandler, ConnectionDenied> {
+        let guest =
+            inbound && self.open && self.guests < MAX_GUESTS && !self.banned.contains(&peer);
+        if self.trusted.contains(&peer) || guest {
+            Ok(dummy::ConnectionHandler)
+        } else {
+            Err(ConnectionDenied::new(NotAdmitted(peer)))
+        }
+    }
+}
+
+impl NetworkBehaviour for Gate {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.check(peer, true)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.check(peer, false)
+    }
+
+    fn on_swarm_event(&mut self, _: FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
+
 #[derive(NetworkBehaviour)]
 struct Behaviour {
-    allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    gate: Gate,
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -309,6 +413,7 @@ enum Pending {
     Heads,
     Range(FeedId),
     Push,
+    Join,
 }
 
 /// What became of one entry from a peer.
@@ -366,13 +471,29 @@ pub async fn spawn(
                     Box::new(io::Error::other(e.to_string()))
                         as Box<dyn std::error::Error + Send + Sync>
                 })?;
-            let gossipsub = gossipsub::Behaviour::new(
+            let mut gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Signed(key.clone()),
                 gossip_cfg,
             )
             .map_err(|e| {
                 Box::new(io::Error::other(e)) as Box<dyn std::error::Error + Send + Sync>
             })?;
+            // Scores serve one purpose: keeping guests (GUEST_SCORE) out. Every other
+            // component is off, so every roster city scores 0.
+            gossipsub
+                .with_peer_score(
+                    gossipsub::PeerScoreParams {
+                        app_specific_weight: 1.0,
+                        ip_colocation_factor_weight: 0.0,
+                        behaviour_penalty_weight: 0.0,
+                        slow_peer_weight: 0.0,
+                        ..Default::default()
+                    },
+                    gossipsub::PeerScoreThresholds::default(),
+                )
+                .map_err(|e| {
+                    Box::new(io::Error::other(e)) as Box<dyn std::error::Error + Send + Sync>
+                })?;
             let mdns = if cfg2.mdns {
                 Some(mdns::tokio::Behaviour::new(
                     mdns::Config::default(),
@@ -388,7 +509,7 @@ pub async fn spawn(
                 .with_max_established_outgoing(Some(cfg2.max_connections))
                 .with_max_established_per_peer(Some(2));
             Ok(Behaviour {
-                allow: allow_block_list::Behaviour::default(),
+                gate: Gate::default(),
                 limits: connection_limits::Behaviour::new(limits),
                 identify: identify::Behaviour::new(
                     identify::Config::new("/intercity/id/1".into(), key.public())
@@ -451,6 +572,7 @@ pub async fn spawn(
         banned: HashMap::new(),
         listening: listening.clone(),
         trusted: HashSet::new(),
+        guests: HashMap::new(),
     };
     event_loop.apply_roster();
     for addr in event_loop.cfg.dial.clone() {
@@ -473,12 +595,16 @@ struct EventLoop {
     listening: Vec<Multiaddr>,
     /// This city and the unblocked roster cities, refreshed with the roster.
     trusted: HashSet<CityId>,
+    /// Connected guests, with the time they must have joined by.
+    guests: HashMap<PeerId, Instant>,
 }
 
 impl EventLoop {
     async fn run(mut self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.cfg.anti_entropy);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut guest_tick = tokio::time::interval(Duration::from_secs(1));
+        guest_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -486,6 +612,7 @@ impl EventLoop {
                 Some(cmd) = self.cmd_rx.recv() => self.on_command(cmd),
                 Some(w) = self.outbox.recv() => self.publish(w),
                 _ = tick.tick() => self.anti_entropy(),
+                _ = guest_tick.tick(), if !self.guests.is_empty() => self.expire_guests(),
             }
         }
         self.city.set_outbox(None);
@@ -512,29 +639,55 @@ impl EventLoop {
         }
     }
 
-    /// Syncs the allow list with the roster and dials roster cities we are not connected to.
+    /// Syncs the gate with the roster (and the invitations out), disconnects cities that left
+    /// it, promotes guests that entered it, and dials roster cities we are not connected to.
     fn apply_roster(&mut self) {
         let roster = self.city.roster().unwrap_or_default();
         self.trusted = roster.iter().filter(|e| !e.blocked).map(|e| e.id).collect();
         self.trusted.insert(self.city.id());
-        let allowed: Vec<PeerId> = self
-            .swarm
-            .behaviour()
-            .allow
-            .allowed_peers()
-            .iter()
-            .copied()
-            .collect();
-        let mut keep = HashSet::new();
+        let open = match self.city.accepts_guests() {
+            Ok(open) => open,
+            Err(e) => {
+                warn!(error = %e, "reading the invitations out failed");
+                false
+            }
+        };
+        let mut allowed = HashSet::new();
         for e in &roster {
             let pid = peer_id(&e.id);
             self.peers.entry(pid).or_default().name.clone_from(&e.name);
-            if e.blocked || self.banned.contains_key(&pid) {
-                continue;
+            if !e.blocked && !self.banned.contains_key(&pid) {
+                allowed.insert(pid);
             }
-            keep.insert(pid);
-            self.swarm.behaviour_mut().allow.allow_peer(pid);
-            if !self.swarm.is_connected(&pid) {
+        }
+        let gate = &mut self.swarm.behaviour_mut().gate;
+        gate.trusted.clone_from(&allowed);
+        gate.banned = self.banned.keys().copied().collect();
+        gate.open = open;
+        let connected: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connected)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in connected {
+            if !allowed.contains(&pid) {
+                info!(peer = %pid, "no longer in the roster: disconnected");
+                let _ = self.swarm.disconnect_peer_id(pid);
+            }
+        }
+        let promoted: Vec<PeerId> = self
+            .guests
+            .keys()
+            .filter(|pid| allowed.contains(pid))
+            .copied()
+            .collect();
+        for pid in promoted {
+            self.promote(pid);
+        }
+        for e in &roster {
+            let pid = peer_id(&e.id);
+            if allowed.contains(&pid) && !self.swarm.is_connected(&pid) {
                 let addrs: Vec<Multiaddr> = e.addrs.iter().filter_map(|a| a.parse().ok()).collect();
                 if !addrs.is_empty() {
                     let opts = DialOpts::peer_id(pid)
@@ -545,10 +698,65 @@ impl EventLoop {
                 }
             }
         }
-        for pid in allowed {
-            if !keep.contains(&pid) {
-                self.swarm.behaviour_mut().allow.disallow_peer(pid);
-            }
+    }
+
+    fn is_trusted(&self, peer: &PeerId) -> bool {
+        self.swarm.behaviour().gate.trusted.contains(peer)
+    }
+
+    /// A roster city is connected (or a guest just joined): it scores as any roster city, and
+    /// the sync session starts. It presents our invitation first if it has one to present.
+    fn start_session(&mut self, peer: PeerId) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_application_score(&peer, 0.0);
+        self.peers.entry(peer).or_default().connected = true;
+        let invitation = city_id(&peer)
+            .and_then(|c| self.city.roster_entry(&c).ok().flatten())
+            .and_then(|e| e.invitation);
+        if let Some(token) = invitation {
+            let addrs = self
+                .listening
+                .iter()
+                .filter(|a| {
+                    !a.iter().any(|p| {
+                        matches!(p, libp2p::multiaddr::Protocol::Ip4(ip) if ip.is_unspecified())
+                            || matches!(p, libp2p::multiaddr::Protocol::Ip6(ip) if ip.is_unspecified())
+                    })
+                })
+                .take(intercity_protocol::sync::MAX_JOIN_ADDRS)
+                .map(ToString::to_string)
+                .collect();
+            let name = self.city.profile().name.clone();
+            // Heads follow once the inviter has admitted this city.
+            self.request(peer, Request::Join { token, name, addrs }, Pending::Join);
+        } else {
+            self.send_heads(peer);
+        }
+    }
+
+    /// A guest joined (or was approved while connected).
+    fn promote(&mut self, peer: PeerId) {
+        if self.guests.remove(&peer).is_some() {
+            self.swarm.behaviour_mut().gate.guests = self.guests.len();
+            info!(%peer, "guest joined: now a roster city");
+            self.start_session(peer);
+        }
+    }
+
+    /// Disconnects guests that did not join in time.
+    fn expire_guests(&mut self) {
+        let now = Instant::now();
+        let late: Vec<PeerId> = self
+            .guests
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in late {
+            debug!(peer = %pid, "guest did not join in time: disconnected");
+            let _ = self.swarm.disconnect_peer_id(pid);
         }
     }
 
@@ -724,11 +932,20 @@ impl EventLoop {
                 num_established,
                 ..
             } => {
-                let p = self.peers.entry(peer_id).or_default();
-                p.connected = true;
-                if num_established.get() == 1 {
+                if !self.is_trusted(&peer_id) {
+                    // Admitted by the gate as a guest: it may only present an invitation.
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .set_application_score(&peer_id, GUEST_SCORE);
+                    if num_established.get() == 1 {
+                        info!(peer = %peer_id, "a city outside the roster connected to present an invitation");
+                        self.guests.insert(peer_id, Instant::now() + GUEST_TIMEOUT);
+                        self.swarm.behaviour_mut().gate.guests = self.guests.len();
+                    }
+                } else if num_established.get() == 1 {
                     info!(peer = %peer_id, "connected");
-                    self.send_heads(peer_id);
+                    self.start_session(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -736,7 +953,10 @@ impl EventLoop {
                 num_established: 0,
                 ..
             } => {
-                if let Some(p) = self.peers.get_mut(&peer_id) {
+                if self.guests.remove(&peer_id).is_some() {
+                    self.swarm.behaviour_mut().gate.guests = self.guests.len();
+                    self.peers.remove(&peer_id);
+                } else if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.connected = false;
                     p.inflight.clear();
                 }
@@ -907,7 +1127,9 @@ impl EventLoop {
             p.strikes = 0;
             warn!(%peer, "peer sent too many invalid entries: disconnected and banned for {} s", BAN.as_secs());
             self.banned.insert(peer, Instant::now() + BAN);
-            self.swarm.behaviour_mut().allow.disallow_peer(peer);
+            let gate = &mut self.swarm.behaviour_mut().gate;
+            gate.trusted.remove(&peer);
+            gate.banned.insert(peer);
             let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
@@ -962,6 +1184,11 @@ impl EventLoop {
 
     fn answer(&mut self, peer: PeerId, request: Request) -> Response {
         match request {
+            Request::Join { token, name, addrs } => self.on_join(peer, &token, &name, &addrs),
+            _ if !self.is_trusted(&peer) => Response::Error {
+                code: 1,
+                message: "not in this city's roster; present an invitation first".into(),
+            },
             Request::Heads(theirs) => {
                 // The requester offers the scopes it shares with us by its own view (a group may
                 // be new to us); its Range answers are gated by it. We answer for ours.
@@ -1033,8 +1260,64 @@ impl EventLoop {
         }
     }
 
+    /// A city presents an invitation of ours (see [`City::redeem`]).
+    fn on_join(&mut self, peer: PeerId, token: &str, name: &str, addrs: &[String]) -> Response {
+        let Some(city) = city_id(&peer) else {
+            return Response::Error {
+                code: 3,
+                message: "not a city id".into(),
+            };
+        };
+        match self
+            .city
+            .redeem(city, token, name, addrs, self.cfg.approve_joins)
+        {
+            Ok(JoinOutcome::Admitted(entry)) => {
+                info!(%peer, name = %entry.name, "a city joined by invitation");
+                self.apply_roster();
+                Response::Joined { waiting: false }
+            }
+            Ok(JoinOutcome::Waiting) => {
+                info!(%peer, name, "a city presented an invitation; approve it with `intercity invite approve {peer}`");
+                Response::Joined { waiting: true }
+            }
+            Err(crate::CityError::Invitation(message)) => {
+                warn!(%peer, %message, "join refused");
+                Response::Error { code: 5, message }
+            }
+            Err(e) => {
+                warn!(%peer, error = %e, "join failed");
+                Response::Error {
+                    code: 4,
+                    message: e.to_string(),
+                }
+            }
+        }
+    }
+
     fn on_response(&mut self, peer: PeerId, kind: Pending, response: Response) {
         match (kind, response) {
+            (Pending::Join, Response::Joined { waiting: false }) => {
+                if let Some(c) = city_id(&peer)
+                    && let Err(e) = self.city.joined(&c)
+                {
+                    warn!(error = %e, "recording a join failed");
+                }
+                info!(%peer, "joined: the inviting city admitted this city");
+                self.send_heads(peer);
+            }
+            (Pending::Join, Response::Joined { waiting: true }) => {
+                info!(%peer, "the inviting city's operator has to approve this city's join");
+            }
+            (Pending::Join, Response::Error { code: 5, message }) => {
+                warn!(%peer, %message, "the inviting city refused the invitation; it is not presented again");
+                if let Some(c) = city_id(&peer) {
+                    let _ = self.city.joined(&c);
+                }
+            }
+            (Pending::Join, other) => {
+                debug!(%peer, ?other, "join not answered; presented again at the next connection");
+            }
             (Pending::Heads, Response::Heads(theirs)) => {
                 self.fetch(peer, &theirs);
                 let p = self.peers.entry(peer).or_default();
@@ -1084,7 +1367,7 @@ impl EventLoop {
                 }
                 debug!(%peer, ?other, "range request refused");
             }
-            (Pending::Push, _) | (Pending::Heads, _) => {}
+            (Pending::Push | Pending::Heads, _) => {}
         }
     }
 

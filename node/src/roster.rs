@@ -1,8 +1,10 @@
 //! The federation roster: the cities this node trusts. Only roster cities may connect, and
 //! only entries authored by roster cities (or by this city) are accepted from the network.
 
+use intercity_protocol::entry::DocId;
 use intercity_protocol::identity::CityId;
 use intercity_protocol::invite::Invitation;
+use intercity_protocol::record::{Member, Record, Role};
 use serde::{Deserialize, Serialize};
 
 use crate::city::{City, CityError, now_ms};
@@ -22,7 +24,70 @@ pub struct RosterEntry {
     pub blocked: bool,
     /// When it was added, ms since the epoch.
     pub added: i64,
+    /// An invitation from this city that was accepted and not yet presented to it: the node
+    /// presents it on first contact, then forgets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<String>,
 }
+
+/// An invitation this city issued, kept until it expires.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IssuedInvitation {
+    /// The code that redeems it (also its key).
+    pub code: String,
+    /// The one city that may redeem it, if it is bound to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitee: Option<CityId>,
+    /// The working group a joining city becomes a member of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Joins it still admits.
+    pub uses: u32,
+    /// Expiry, ms since the epoch.
+    pub expires: i64,
+    /// Creation, ms since the epoch.
+    pub created: i64,
+    /// The cities that joined with it.
+    #[serde(default)]
+    pub joined: Vec<CityId>,
+    /// The cities whose join with it the operator denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied: Vec<CityId>,
+}
+
+/// A city that presented an invitation and waits for the operator's approval.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingJoin {
+    /// The joining city.
+    pub id: CityId,
+    /// The name it announced.
+    pub name: String,
+    /// The addresses it announced.
+    pub addrs: Vec<String>,
+    /// The code of the invitation it presented.
+    pub code: String,
+    /// The invitation's working group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// When it asked, ms since the epoch.
+    pub requested: i64,
+}
+
+/// What became of a join.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// The city is in the roster now.
+    Admitted(RosterEntry),
+    /// The join waits for the operator.
+    Waiting,
+}
+
+/// Most uses of one invitation.
+pub const MAX_INVITATION_USES: u32 = 1_000;
+/// Most joins waiting for approval at once.
+pub const MAX_PENDING_JOINS: usize = 64;
+const INVITATION_KEY: &str = "invitation/";
+const JOIN_KEY: &str = "join/";
 
 /// How long an invitation stays valid.
 pub const INVITATION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -76,6 +141,7 @@ impl City {
             addrs: Vec::new(),
             blocked: false,
             added: now_ms(),
+            invitation: None,
         });
         if !name.is_empty() {
             entry.name = name.to_string();
@@ -107,6 +173,7 @@ impl City {
             addrs: Vec::new(),
             blocked: true,
             added: now_ms(),
+            invitation: None,
         });
         entry.blocked = true;
         self.put_roster(&entry)?;
@@ -118,31 +185,459 @@ impl City {
         Ok(self.store().roster_put(entry.id.as_bytes(), &json)?)
     }
 
-    /// Creates an invitation for `invitee` (added to the roster now), naming this city's
-    /// addresses.
+    /// Creates an invitation naming this city's `addrs`, redeemable `uses` times (by `invitee`
+    /// only, if given) until it expires. With `group`, each city that joins becomes a member of
+    /// that working group, which this city must chair. The code is kept so that the joining
+    /// city is recognised on first contact ([`City::redeem`]).
     pub fn invite(
         &self,
-        invitee: CityId,
-        name: &str,
+        invitee: Option<CityId>,
         addrs: Vec<String>,
-        group: Option<String>,
+        group: Option<DocId>,
+        uses: u32,
     ) -> Result<String, CityError> {
-        self.roster_add(invitee, name, &[])?;
+        if invitee == Some(self.id()) {
+            return Err(CityError::Invitation(
+                "a city does not invite itself".into(),
+            ));
+        }
+        if let Some(gid) = group {
+            self.check_chair(gid)?;
+        }
         let inv = Invitation {
             inviter: self.id(),
             name: self.profile().name.clone(),
             addrs,
             invitee,
-            group,
+            group: group.map(|g| g.to_string()),
+            code: Invitation::new_code().map_err(|e| CityError::Invitation(e.to_string()))?,
             expires: now_ms() + INVITATION_TTL_MS,
         };
+        let issued = IssuedInvitation {
+            code: inv.code.clone(),
+            invitee,
+            group: inv.group.clone(),
+            uses: uses.clamp(1, MAX_INVITATION_USES),
+            expires: inv.expires,
+            created: now_ms(),
+            joined: Vec::new(),
+            denied: Vec::new(),
+        };
+        self.put_json(&format!("{INVITATION_KEY}{}", issued.code), &issued)?;
         Ok(inv.to_token(self.key()))
     }
 
-    /// Accepts an invitation: verifies it and adds the inviter to the roster.
+    /// The invitations this city issued that have not expired, newest first. Expired ones are
+    /// deleted.
+    pub fn invitations(&self) -> Result<Vec<IssuedInvitation>, CityError> {
+        let now = now_ms();
+        let mut out = Vec::new();
+        for raw in self.store().meta_with_prefix(INVITATION_KEY)? {
+            let Ok(inv) = serde_json::from_slice::<IssuedInvitation>(&raw) else {
+                continue;
+            };
+            if inv.expires < now {
+                self.store()
+                    .delete_meta(&format!("{INVITATION_KEY}{}", inv.code))?;
+            } else {
+                out.push(inv);
+            }
+        }
+        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.code.cmp(&b.code)));
+        Ok(out)
+    }
+
+    /// Revokes the issued invitation whose code starts with `prefix` (at least 4 characters).
+    pub fn revoke_invitation(&self, prefix: &str) -> Result<IssuedInvitation, CityError> {
+        let prefix = prefix.trim().to_ascii_lowercase();
+        let found: Vec<IssuedInvitation> = self
+            .invitations()?
+            .into_iter()
+            .filter(|i| prefix.len() >= 4 && i.code.starts_with(&prefix))
+            .collect();
+        match found.as_slice() {
+            [one] => {
+                self.store()
+                    .delete_meta(&format!("{INVITATION_KEY}{}", one.code))?;
+                Ok(one.clone())
+            }
+            [] => Err(CityError::Missing(format!(
+                "no open invitation with code {prefix}…; `intercity invite list` shows them"
+            ))),
+            _ => Err(CityError::Ambiguous {
+                prefix,
+                matches: found.iter().map(|i| i.code.clone()).collect(),
+            }),
+        }
+    }
+
+    /// True if a city outside the roster may connect to present an invitation: an issued
+    /// invitation can still be redeemed, or a join waits for approval.
+    pub fn accepts_guests(&self) -> Result<bool, CityError> {
+        Ok(self.invitations()?.iter().any(|i| i.uses > 0)
+            || !self.store().meta_with_prefix(JOIN_KEY)?.is_empty())
+    }
+
+    /// City `peer` (authenticated by the connection) presents `token` on first contact, naming
+    /// itself `name`, reachable at `addrs`. The token must be one this city issued and still
+    /// holds, redeemable by `peer`. Presenting it again after joining is harmless. With
+    /// `approve`, the join waits for the operator ([`City::approve_join`]).
+    pub fn redeem(
+        &self,
+        peer: CityId,
+        token: &str,
+        name: &str,
+        addrs: &[String],
+        approve: bool,
+    ) -> Result<JoinOutcome, CityError> {
+        let refuse = |why: &str| Err(CityError::Invitation(format!("invitation refused: {why}")));
+        let inv = match Invitation::verified(token) {
+            Ok(inv) if inv.inviter == self.id() => inv,
+            Ok(_) => return refuse("it was issued by another city"),
+            Err(e) => return refuse(&e.to_string()),
+        };
+        let key = format!("{INVITATION_KEY}{}", inv.code);
+        let Some(mut issued) = self.get_json::<IssuedInvitation>(&key)? else {
+            return refuse("unknown, revoked or expired invitation");
+        };
+        if issued.joined.contains(&peer) {
+            if let Some(entry) = self.roster_entry(&peer)?
+                && !entry.blocked
+            {
+                return Ok(JoinOutcome::Admitted(entry));
+            }
+            return refuse("this city was removed from the roster");
+        }
+        if let Err(e) = Invitation::from_token(token, &peer, now_ms()) {
+            return refuse(&e.to_string());
+        }
+        if issued.denied.contains(&peer) {
+            return refuse("the inviting city's operator denied this city's join");
+        }
+        if issued.uses == 0 {
+            return refuse("the invitation was used already");
+        }
+        if self.roster_entry(&peer)?.is_some_and(|e| e.blocked) {
+            return refuse("this city is blocked");
+        }
+        let join = PendingJoin {
+            id: peer,
+            name: clean_name(name),
+            addrs: clean_addrs(addrs),
+            code: issued.code.clone(),
+            group: issued.group.clone(),
+            requested: now_ms(),
+        };
+        if approve {
+            let waiting = self.store().meta_with_prefix(JOIN_KEY)?.len();
+            let jkey = format!("{JOIN_KEY}{peer}");
+            if waiting >= MAX_PENDING_JOINS && self.store().meta(&jkey)?.is_none() {
+                return refuse("too many joins wait for approval; try again later");
+            }
+            self.put_json(&jkey, &join)?;
+            return Ok(JoinOutcome::Waiting);
+        }
+        let entry = self.admit(&join)?;
+        issued.uses -= 1;
+        issued.joined.push(peer);
+        self.put_json(&key, &issued)?;
+        Ok(JoinOutcome::Admitted(entry))
+    }
+
+    /// The joins waiting for approval, oldest first.
+    pub fn pending_joins(&self) -> Result<Vec<PendingJoin>, CityError> {
+        let mut out: Vec<PendingJoin> = self
+            .store()
+            .meta_with_prefix(JOIN_KEY)?
+            .iter()
+            .filter_map(|raw| serde_json::from_slice(raw).ok())
+            .collect();
+        out.sort_by_key(|j| j.requested);
+        Ok(out)
+    }
+
+    /// Approves a waiting join: the city enters the roster (and the invitation's group). The
+    /// invitation loses a use if it is still held; an approval stands even after the
+    /// invitation expired, as the operator decided.
+    pub fn approve_join(&self, id: &CityId) -> Result<RosterEntry, CityError> {
+        self.decide_join(id, true)?;
+        self.roster_entry(id)?
+            .ok_or_else(|| CityError::Missing(id.to_string()))
+    }
+
+    /// Denies a waiting join: presenting the same invitation again is refused.
+    pub fn deny_join(&self, id: &CityId) -> Result<PendingJoin, CityError> {
+        self.decide_join(id, false)
+    }
+
+    /// Admits or refuses a waiting join, recording the decision with the invitation.
+    fn decide_join(&self, id: &CityId, admit: bool) -> Result<PendingJoin, CityError> {
+        let jkey = format!("{JOIN_KEY}{id}");
+        let join: PendingJoin = self.get_json(&jkey)?.ok_or_else(|| {
+            CityError::Missing(format!(
+                "no join of {id} waits for approval; `intercity invite pending` lists them"
+            ))
+        })?;
+        if admit {
+            self.admit(&join)?;
+        }
+        let key = format!("{INVITATION_KEY}{}", join.code);
+        if let Some(mut issued) = self.get_json::<IssuedInvitation>(&key)? {
+            if admit {
+                issued.uses = issued.uses.saturating_sub(1);
+                issued.joined.push(*id);
+            } else {
+                issued.denied.push(*id);
+            }
+            self.put_json(&key, &issued)?;
+        }
+        self.store().delete_meta(&jkey)?;
+        Ok(join)
+    }
+
+    /// Puts a joining city in the roster, and in the invitation's group.
+    fn admit(&self, join: &PendingJoin) -> Result<RosterEntry, CityError> {
+        if let Some(g) = &join.group {
+            let gid: DocId = g
+                .parse()
+                .map_err(|_| CityError::Rejected(format!("bad group id {g} in an invitation")))?;
+            let who = join.id.to_string();
+            let name = join.name.clone();
+            self.check_chair(gid)?;
+            if !matches!(self.record(gid)?, Record::Group(ref grp) if grp.members.contains_key(&who))
+            {
+                self.edit(
+                    gid,
+                    &format!("add member {name} ({who}, member) who joined by invitation"),
+                    |r| {
+                        if let Record::Group(grp) = r {
+                            grp.members.insert(
+                                who.clone(),
+                                Member {
+                                    name: name.clone(),
+                                    role: Role::Member,
+                                },
+                            );
+                        }
+                        Ok(())
+                    },
+                )?;
+            }
+        }
+        let mut entry = self.roster_add(join.id, &join.name, &join.addrs)?;
+        entry.invitation = None;
+        Ok(entry)
+    }
+
+    fn check_chair(&self, gid: DocId) -> Result<(), CityError> {
+        match self.record(gid)? {
+            Record::Group(g)
+                if g.members
+                    .get(&self.id().to_string())
+                    .is_some_and(|m| m.role == Role::Chair) =>
+            {
+                Ok(())
+            }
+            Record::Group(g) => Err(CityError::Invitation(format!(
+                "this city does not chair the group \"{}\"; only a chair can invite cities into it",
+                g.name
+            ))),
+            _ => Err(CityError::Invitation(format!(
+                "{gid} is not a working group"
+            ))),
+        }
+    }
+
+    /// Accepts an invitation: verifies it and adds the inviter to the roster, with the token to
+    /// present on first contact.
     pub fn accept_invitation(&self, token: &str) -> Result<RosterEntry, CityError> {
         let inv = Invitation::from_token(token, &self.id(), now_ms())
-            .map_err(|e| CityError::Rejected(e.to_string()))?;
-        self.roster_add(inv.inviter, &inv.name, &inv.addrs)
+            .map_err(|e| CityError::Invitation(e.to_string()))?;
+        self.roster_add(inv.inviter, &inv.name, &inv.addrs)?;
+        let mut entry = self
+            .roster_entry(&inv.inviter)?
+            .ok_or_else(|| CityError::Missing(inv.inviter.to_string()))?;
+        entry.invitation = Some(token.trim().to_string());
+        self.put_roster(&entry)?;
+        Ok(entry)
+    }
+
+    /// The inviter `id` admitted this city: the token is not presented again.
+    pub fn joined(&self, id: &CityId) -> Result<(), CityError> {
+        if let Some(mut entry) = self.roster_entry(id)?
+            && entry.invitation.take().is_some()
+        {
+            self.put_roster(&entry)?;
+        }
+        Ok(())
+    }
+
+    fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<(), CityError> {
+        let json = serde_json::to_vec(value).map_err(|e| CityError::Rejected(e.to_string()))?;
+        Ok(self.store().set_meta(key, &json)?)
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CityError> {
+        match self.store().meta(key)? {
+            Some(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| CityError::BadFile {
+                    path: self.dir().join("db"),
+                    detail: format!("{key}: {e}"),
+                }),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A display name from the network: control characters dropped, at most 100 characters.
+fn clean_name(name: &str) -> String {
+    name.chars()
+        .filter(|c| !c.is_control())
+        .take(100)
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+/// Addresses from the network: only multiaddresses, at most 16.
+fn clean_addrs(addrs: &[String]) -> Vec<String> {
+    addrs
+        .iter()
+        .filter(|a| a.parse::<libp2p::Multiaddr>().is_ok())
+        .take(16)
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use intercity_protocol::identity::CityKey;
+    use intercity_protocol::record::Group;
+
+    use super::*;
+
+    fn city(dir: &tempfile::TempDir, name: &str, seed: u8) -> City {
+        City::init_with_key(dir.path(), name, None, CityKey::from_secret([seed; 32])).expect("init")
+    }
+
+    #[test]
+    fn an_invitation_admits_its_holder_once_and_into_the_group() {
+        let dirs: Vec<tempfile::TempDir> =
+            (0..4).map(|_| tempfile::tempdir().expect("tmp")).collect();
+        let milan = city(&dirs[0], "Milan", 1);
+        let brno = city(&dirs[1], "Brno", 2);
+        let riga = city(&dirs[2], "Riga", 3);
+        let porto = city(&dirs[3], "Porto", 4);
+        let group = Group::new("Smart Social Inclusion", milan.id().to_string(), "Milan");
+        let gid = milan
+            .create(&Record::Group(group), "create group")
+            .expect("group");
+        assert!(!milan.accepts_guests().expect("guests"));
+
+        let token = milan
+            .invite(None, vec!["/ip4/127.0.0.1/tcp/4001".into()], Some(gid), 1)
+            .expect("invite");
+        assert!(milan.accepts_guests().expect("guests"));
+        // The invitee keeps the token to present; the inviter is in its roster.
+        let entry = brno.accept_invitation(&token).expect("accept");
+        assert_eq!(entry.invitation.as_deref(), Some(token.as_str()));
+        assert_eq!(entry.addrs, vec!["/ip4/127.0.0.1/tcp/4001".to_string()]);
+
+        let addrs = vec!["/ip4/10.0.0.2/tcp/4001".to_string(), "junk".to_string()];
+        let JoinOutcome::Admitted(e) = milan
+            .redeem(brno.id(), &token, "Brno\u{7}", &addrs, false)
+            .expect("redeem")
+        else {
+            panic!("not admitted");
+        };
+        assert_eq!((e.name.as_str(), e.addrs.len()), ("Brno", 1));
+        assert!(milan.trusts(&brno.id()).expect("trusts"));
+        let Record::Group(g) = milan.record(gid).expect("group") else {
+            panic!("not a group");
+        };
+        assert_eq!(g.members[&brno.id().to_string()].role, Role::Member);
+        // Presenting it again is harmless; another city cannot use it up again.
+        assert!(matches!(
+            milan.redeem(brno.id(), &token, "Brno", &[], false),
+            Ok(JoinOutcome::Admitted(_))
+        ));
+        assert!(matches!(
+            milan.redeem(riga.id(), &token, "Riga", &[], false),
+            Err(CityError::Invitation(m)) if m.contains("used")
+        ));
+        assert!(!milan.accepts_guests().expect("guests"));
+        assert_eq!(
+            milan.invitations().expect("list")[0].joined,
+            vec![brno.id()]
+        );
+        // A token of another city, or for another city, or revoked, admits nobody.
+        let foreign = brno.invite(None, Vec::new(), None, 1).expect("invite");
+        assert!(matches!(
+            milan.redeem(riga.id(), &foreign, "Riga", &[], false),
+            Err(CityError::Invitation(_))
+        ));
+        let bound = milan
+            .invite(Some(porto.id()), Vec::new(), None, 1)
+            .expect("invite");
+        assert!(riga.accept_invitation(&bound).is_err());
+        assert!(matches!(
+            milan.redeem(riga.id(), &bound, "Riga", &[], false),
+            Err(CityError::Invitation(m)) if m.contains("for city")
+        ));
+        let code = milan.invitations().expect("list")[0].code.clone();
+        milan.revoke_invitation(&code[..6]).expect("revoke");
+        assert!(matches!(
+            milan.redeem(porto.id(), &bound, "Porto", &[], false),
+            Err(CityError::Invitation(m)) if m.contains("revoked")
+        ));
+        // Only a chair invites into a group.
+        assert!(matches!(
+            brno.invite(None, Vec::new(), Some(gid), 1),
+            Err(CityError::NotFound(_) | CityError::Invitation(_))
+        ));
+    }
+
+    #[test]
+    fn a_join_waits_for_approval_when_configured() {
+        let dirs: Vec<tempfile::TempDir> =
+            (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+        let milan = city(&dirs[0], "Milan", 1);
+        let brno = city(&dirs[1], "Brno", 2);
+        let riga = city(&dirs[2], "Riga", 3);
+        let token = milan.invite(None, Vec::new(), None, 2).expect("invite");
+        for c in [&brno, &riga] {
+            assert_eq!(
+                milan
+                    .redeem(c.id(), &token, &c.profile().name, &[], true)
+                    .expect("redeem"),
+                JoinOutcome::Waiting
+            );
+        }
+        assert!(!milan.trusts(&brno.id()).expect("trusts"));
+        let pending = milan.pending_joins().expect("pending");
+        assert_eq!(pending.len(), 2);
+        assert_eq!(
+            milan.approve_join(&brno.id()).expect("approve").name,
+            "Brno"
+        );
+        assert!(milan.trusts(&brno.id()).expect("trusts"));
+        assert_eq!(milan.deny_join(&riga.id()).expect("deny").name, "Riga");
+        assert!(!milan.trusts(&riga.id()).expect("trusts"));
+        assert!(milan.pending_joins().expect("pending").is_empty());
+        assert!(matches!(
+            milan.redeem(riga.id(), &token, "Riga", &[], true),
+            Err(CityError::Invitation(m)) if m.contains("denied")
+        ));
+        assert!(matches!(
+            milan.approve_join(&riga.id()),
+            Err(CityError::Missing(_))
+        ));
+        assert_eq!(milan.invitations().expect("list")[0].uses, 1);
+        // Once approved, presenting the token again admits at once.
+        assert!(matches!(
+            milan.redeem(brno.id(), &token, "Brno", &[], true),
+            Ok(JoinOutcome::Admitted(_))
+        ));
     }
 }

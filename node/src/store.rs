@@ -321,6 +321,22 @@ impl Store {
         self.write(batch)
     }
 
+    /// Deletes a metadata value (synced).
+    pub fn delete_meta(&self, key: &str) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf("meta"), key.as_bytes());
+        self.write(batch)
+    }
+
+    /// The metadata values whose key starts with `prefix`.
+    pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<Box<[u8]>>, StoreError> {
+        Ok(self
+            .scan("meta", prefix.as_bytes())?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
     /// Applies an ingestion's writes in one synced batch.
     pub fn apply(&self, commit: Commit) -> Result<(), StoreError> {
         self.apply_with(commit, true)

@@ -1,11 +1,12 @@
 //! Invitations: a signed token by which one city tells another how to reach it.
 //!
-//! `intercity invite create --for CITY_ID` makes a token signed by the inviter that names the
-//! inviter (key, display name, dialable addresses), the city it is for, an optional working
-//! group, and an expiry. The invited city checks the signature, that the token is for it and
-//! not expired, then adds the inviter to its roster and dials it. The inviter added the invited
-//! city to its own roster when it created the token, so the first connection is admitted by
-//! both sides' allow lists; nobody outside a roster ever gets a protocol stream.
+//! `intercity invite create` makes a token signed by the inviter that names the inviter (key,
+//! display name, dialable addresses), a random code that redeems it, an optional working group,
+//! optionally the one city that may redeem it, and an expiry. The invited city checks the
+//! signature and the expiry, adds the inviter to its roster and dials it. On that first contact
+//! it presents the token in a `Join` request (`crate::sync`); the inviter, which keeps the codes
+//! it issued, then learns the new city: it adds it to its roster (and to the group), or queues
+//! the join for its operator's approval when configured to.
 //!
 //! Encoding: the text `ic1` followed by base58btc of `body || signature`, where `body` is the
 //! UTF-8 JSON of [`Invitation`] and the ed25519 signature covers [`INVITE_TAG`] `|| body`.
@@ -32,6 +33,9 @@ pub enum InviteError {
     /// The token is for another city.
     #[error("this invitation is for city {0}, not for this city")]
     NotForUs(CityId),
+    /// No randomness for a new code.
+    #[error("no randomness for an invitation code: {0}")]
+    Random(String),
     /// The token expired.
     #[error("this invitation expired; ask the inviting city for a new one")]
     Expired,
@@ -46,16 +50,29 @@ pub struct Invitation {
     pub name: String,
     /// Multiaddresses where it listens.
     pub addrs: Vec<String>,
-    /// The invited city.
-    pub invitee: CityId,
-    /// A working group the invited city was added to, if any (record id, hex).
+    /// The one city that may redeem it; `None`: whichever city holds the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitee: Option<CityId>,
+    /// A working group the joining city becomes a member of (record id, hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The secret that redeems the invitation: 16 random bytes, hex ([`Invitation::new_code`]).
+    pub code: String,
     /// Expiry, ms since the epoch.
     pub expires: i64,
 }
 
+/// Characters of an invitation code.
+pub const CODE_CHARS: usize = 32;
+
 impl Invitation {
+    /// A new random code.
+    pub fn new_code() -> Result<String, InviteError> {
+        let mut buf = [0u8; CODE_CHARS / 2];
+        getrandom::fill(&mut buf).map_err(|e| InviteError::Random(e.to_string()))?;
+        Ok(hex::encode(buf))
+    }
+
     /// Signs and encodes the invitation; `key` must be the inviter's.
     pub fn to_token(&self, key: &CityKey) -> String {
         let body = serde_json::to_vec(self).unwrap_or_default();
@@ -67,8 +84,22 @@ impl Invitation {
         format!("ic1{}", bs58::encode(bytes).into_string())
     }
 
-    /// Decodes and verifies a token addressed to `me`, valid at `now_ms`.
+    /// Decodes and verifies a token that city `me` may redeem, valid at `now_ms`.
     pub fn from_token(token: &str, me: &CityId, now_ms: i64) -> Result<Invitation, InviteError> {
+        let inv = Self::verified(token)?;
+        if let Some(invitee) = inv.invitee
+            && invitee != *me
+        {
+            return Err(InviteError::NotForUs(invitee));
+        }
+        if inv.expires < now_ms {
+            return Err(InviteError::Expired);
+        }
+        Ok(inv)
+    }
+
+    /// Decodes a token and checks its signature only (not who may redeem it, nor its expiry).
+    pub fn verified(token: &str) -> Result<Invitation, InviteError> {
         let token = token.trim();
         if token.len() > MAX_TOKEN_CHARS {
             return Err(InviteError::Format);
@@ -91,11 +122,8 @@ impl Invitation {
         {
             return Err(InviteError::Signature);
         }
-        if inv.invitee != *me {
-            return Err(InviteError::NotForUs(inv.invitee));
-        }
-        if inv.expires < now_ms {
-            return Err(InviteError::Expired);
+        if inv.code.len() != CODE_CHARS || !inv.code.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(InviteError::Format);
         }
         Ok(inv)
     }
@@ -113,8 +141,9 @@ mod tests {
             inviter: milan.id(),
             name: "Milan".into(),
             addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
-            invitee: brno,
+            invitee: Some(brno),
             group: None,
+            code: Invitation::new_code().expect("code"),
             expires: 2_000,
         };
         let token = inv.to_token(&milan);
@@ -145,5 +174,36 @@ mod tests {
             Invitation::from_token("hello", &brno, 0),
             Err(InviteError::Format)
         );
+    }
+
+    #[test]
+    fn an_open_token_admits_any_holder_and_its_code_is_checked() {
+        let milan = CityKey::from_secret([1; 32]);
+        let inv = Invitation {
+            inviter: milan.id(),
+            name: "Milan".into(),
+            addrs: Vec::new(),
+            invitee: None,
+            group: Some("ab".repeat(32)),
+            code: Invitation::new_code().expect("code"),
+            expires: 2_000,
+        };
+        assert_ne!(inv.code, Invitation::new_code().expect("code"));
+        let token = inv.to_token(&milan);
+        for secret in [2u8, 3] {
+            let holder = CityKey::from_secret([secret; 32]).id();
+            assert_eq!(
+                Invitation::from_token(&token, &holder, 1_000),
+                Ok(inv.clone())
+            );
+        }
+        // Expired tokens still verify (the inviter recognises its own), but are not redeemable.
+        assert_eq!(Invitation::verified(&token), Ok(inv.clone()));
+        let bad_code = Invitation {
+            code: "not hex".into(),
+            ..inv
+        }
+        .to_token(&milan);
+        assert_eq!(Invitation::verified(&bad_code), Err(InviteError::Format));
     }
 }

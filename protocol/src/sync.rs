@@ -24,6 +24,12 @@ pub const BATCH_TARGET_BYTES: usize = 2 * 1024 * 1024;
 pub const MAX_HEADS: usize = 20_000;
 /// At most this many bytes of text in an error message.
 pub const MAX_ERROR_TEXT: usize = 1_024;
+/// At most this many bytes in the display name of a [`Request::Join`].
+pub const MAX_JOIN_NAME: usize = 200;
+/// At most this many addresses in a [`Request::Join`].
+pub const MAX_JOIN_ADDRS: usize = 16;
+/// At most this many bytes in one address of a [`Request::Join`].
+pub const MAX_JOIN_ADDR: usize = 512;
 
 /// Errors decoding a message.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -65,6 +71,15 @@ pub enum Request {
     },
     /// "Here are new entries" (live delivery).
     Push(Vec<WireEntry>),
+    /// "I was invited: here is your invitation token, my name and where to reach me."
+    Join {
+        /// The invitation token (`ic1…`, at most [`crate::invite::MAX_TOKEN_CHARS`] bytes).
+        token: String,
+        /// The joining city's display name.
+        name: String,
+        /// Multiaddresses where the joining city listens.
+        addrs: Vec<String>,
+    },
 }
 
 /// A response.
@@ -84,9 +99,15 @@ pub enum Response {
         /// Entries stored (accepted, rejected or pending).
         stored: u32,
     },
+    /// A join was received: `waiting` if the inviter's operator must approve it first.
+    Joined {
+        /// True: queued for approval; false: the city is in the inviter's roster now.
+        waiting: bool,
+    },
     /// The request was refused.
     Error {
-        /// 1: not in roster, 2: not allowed for this scope, 3: bad request, 4: busy.
+        /// 1: not in roster, 2: not allowed for this scope, 3: bad request, 4: busy,
+        /// 5: invitation refused.
         code: u16,
         /// Human-readable text.
         message: String,
@@ -96,9 +117,11 @@ pub enum Response {
 const T_HEADS: u8 = 0x01;
 const T_RANGE: u8 = 0x02;
 const T_PUSH: u8 = 0x03;
+const T_JOIN: u8 = 0x04;
 const T_R_HEADS: u8 = 0x81;
 const T_R_ENTRIES: u8 = 0x82;
 const T_R_ACK: u8 = 0x83;
+const T_R_JOINED: u8 = 0x84;
 const T_R_ERROR: u8 = 0xff;
 
 struct Reader<'a>(&'a [u8]);
@@ -150,6 +173,16 @@ impl<'a> Reader<'a> {
         }
         Ok(out)
     }
+    /// A u16-length-prefixed UTF-8 text of at most `max` bytes.
+    fn text(&mut self, max: usize, what: &str) -> Result<String, WireError> {
+        let len = self.u16()? as usize;
+        if len > max {
+            return Err(WireError::TooLarge(format!(
+                "{what} of {len} bytes, limit {max}"
+            )));
+        }
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| WireError::Malformed("bad UTF-8"))
+    }
     fn entries(&mut self) -> Result<Vec<WireEntry>, WireError> {
         let n = self.u32()? as usize;
         if n > MAX_BATCH_ENTRIES {
@@ -190,6 +223,13 @@ fn put_entries(out: &mut Vec<u8>, entries: &[WireEntry]) {
     }
 }
 
+/// Puts a u16-length-prefixed text (the caller keeps it under the decoder's limit).
+fn put_text(out: &mut Vec<u8>, text: &str) {
+    let bytes = &text.as_bytes()[..text.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
 fn check_size(bytes: &[u8]) -> Result<(), WireError> {
     if bytes.len() > MAX_FRAME_BYTES {
         return Err(WireError::TooLarge(format!(
@@ -214,6 +254,14 @@ impl Request {
             Request::Heads(h) => 1 + 4 + h.len() * 57,
             Request::Range { .. } => 1 + 49 + 8 + 4,
             Request::Push(e) => 1 + entries_len(e),
+            Request::Join { token, name, addrs } => {
+                1 + 2
+                    + token.len()
+                    + 2
+                    + name.len()
+                    + 1
+                    + addrs.iter().map(|a| 2 + a.len()).sum::<usize>()
+            }
         }
     }
 
@@ -235,6 +283,15 @@ impl Request {
                 out.push(T_PUSH);
                 put_entries(&mut out, entries);
             }
+            Request::Join { token, name, addrs } => {
+                out.push(T_JOIN);
+                put_text(&mut out, token);
+                put_text(&mut out, name);
+                out.push(addrs.len().min(u8::MAX as usize) as u8);
+                for a in addrs.iter().take(u8::MAX as usize) {
+                    put_text(&mut out, a);
+                }
+            }
         }
         out
     }
@@ -251,6 +308,20 @@ impl Request {
                 max: r.u32()?,
             },
             T_PUSH => Request::Push(r.entries()?),
+            T_JOIN => {
+                let token = r.text(crate::invite::MAX_TOKEN_CHARS, "token")?;
+                let name = r.text(MAX_JOIN_NAME, "name")?;
+                let n = r.u8()? as usize;
+                if n > MAX_JOIN_ADDRS {
+                    return Err(WireError::TooLarge(format!(
+                        "{n} addresses, limit {MAX_JOIN_ADDRS}"
+                    )));
+                }
+                let addrs = (0..n)
+                    .map(|_| r.text(MAX_JOIN_ADDR, "address"))
+                    .collect::<Result<_, _>>()?;
+                Request::Join { token, name, addrs }
+            }
             t => return Err(WireError::UnknownTag(t)),
         };
         r.end()?;
@@ -265,6 +336,7 @@ impl Response {
             Response::Heads(h) => 1 + 4 + h.len() * 57,
             Response::Entries { entries, .. } => 2 + entries_len(entries),
             Response::Ack { .. } => 5,
+            Response::Joined { .. } => 2,
             Response::Error { message, .. } => 5 + message.len().min(MAX_ERROR_TEXT),
         }
     }
@@ -285,6 +357,10 @@ impl Response {
             Response::Ack { stored } => {
                 out.push(T_R_ACK);
                 out.extend_from_slice(&stored.to_be_bytes());
+            }
+            Response::Joined { waiting } => {
+                out.push(T_R_JOINED);
+                out.push(u8::from(*waiting));
             }
             Response::Error { code, message } => {
                 out.push(T_R_ERROR);
@@ -322,6 +398,13 @@ impl Response {
                 }
             }
             T_R_ACK => Response::Ack { stored: r.u32()? },
+            T_R_JOINED => Response::Joined {
+                waiting: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(WireError::Malformed("bad `waiting` flag")),
+                },
+            },
             T_R_ERROR => {
                 let code = r.u16()?;
                 let len = r.u16()? as usize;
@@ -415,6 +498,11 @@ mod tests {
                 max: 100,
             },
             Request::Push(vec![e.clone(), e.clone()]),
+            Request::Join {
+                token: "ic1abc".into(),
+                name: "Brno".into(),
+                addrs: vec!["/ip4/127.0.0.1/tcp/4001".into(), "/ip6/::1/tcp/1".into()],
+            },
         ];
         for r in reqs {
             assert_eq!(r.encoded_len(), r.encode().len());
@@ -427,6 +515,8 @@ mod tests {
                 more: true,
             },
             Response::Ack { stored: 3 },
+            Response::Joined { waiting: true },
+            Response::Joined { waiting: false },
             Response::Error {
                 code: 1,
                 message: "not in roster".into(),
@@ -455,6 +545,33 @@ mod tests {
             Err(WireError::TooLarge(_))
         ));
         assert_eq!(Request::decode(&[0x42]), Err(WireError::UnknownTag(0x42)));
+        let join = |token: usize, name: usize, addrs: usize| {
+            Request::Join {
+                token: "t".repeat(token),
+                name: "n".repeat(name),
+                addrs: vec!["/a".into(); addrs],
+            }
+            .encode()
+        };
+        assert!(
+            Request::decode(&join(
+                crate::invite::MAX_TOKEN_CHARS,
+                MAX_JOIN_NAME,
+                MAX_JOIN_ADDRS
+            ))
+            .is_ok()
+        );
+        for bad in [
+            join(crate::invite::MAX_TOKEN_CHARS + 1, 1, 1),
+            join(1, MAX_JOIN_NAME + 1, 1),
+            join(1, 1, MAX_JOIN_ADDRS + 1),
+        ] {
+            assert!(matches!(Request::decode(&bad), Err(WireError::TooLarge(_))));
+        }
+        assert_eq!(
+            Response::decode(&[T_R_JOINED, 2]),
+            Err(WireError::Malformed("bad `waiting` flag"))
+        );
         let mut ok = Request::Heads(vec![]).encode();
         ok.push(0);
         assert_eq!(

@@ -22,8 +22,8 @@ pub struct TestNode {
     pub shutdown: CancellationToken,
     /// Its data directory (kept across restarts).
     pub dir: Arc<tempfile::TempDir>,
-    /// Anti-entropy period.
-    pub anti_entropy: Duration,
+    /// Its network settings (kept across restarts).
+    pub cfg: NetConfig,
 }
 
 /// A deterministic key for test city number `seed`.
@@ -31,7 +31,8 @@ pub fn key(seed: u8) -> CityKey {
     CityKey::from_secret([seed; 32])
 }
 
-fn config(anti_entropy: Duration) -> NetConfig {
+/// The test network settings: 127.0.0.1 on a free port, no mDNS.
+pub fn config(anti_entropy: Duration) -> NetConfig {
     NetConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
         dial: Vec::new(),
@@ -39,6 +40,7 @@ fn config(anti_entropy: Duration) -> NetConfig {
         anti_entropy,
         request_timeout: Duration::from_secs(10),
         max_connections: 32,
+        approve_joins: false,
     }
 }
 
@@ -50,18 +52,19 @@ impl TestNode {
 
     /// Starts a new city with a given anti-entropy period.
     pub async fn spawn_with(name: &str, seed: u8, anti_entropy: Duration) -> TestNode {
-        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        let city = Arc::new(City::init_with_key(dir.path(), name, None, key(seed)).expect("init"));
-        Self::start(city, dir, anti_entropy).await
+        Self::spawn_config(name, seed, config(anti_entropy)).await
     }
 
-    async fn start(
-        city: Arc<City>,
-        dir: Arc<tempfile::TempDir>,
-        anti_entropy: Duration,
-    ) -> TestNode {
+    /// Starts a new city with the given network settings.
+    pub async fn spawn_config(name: &str, seed: u8, cfg: NetConfig) -> TestNode {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let city = Arc::new(City::init_with_key(dir.path(), name, None, key(seed)).expect("init"));
+        Self::start(city, dir, cfg).await
+    }
+
+    async fn start(city: Arc<City>, dir: Arc<tempfile::TempDir>, cfg: NetConfig) -> TestNode {
         let shutdown = CancellationToken::new();
-        let daemon = Daemon::start_with(city.clone(), config(anti_entropy), shutdown.clone())
+        let daemon = Daemon::start_with(city.clone(), cfg.clone(), shutdown.clone())
             .await
             .expect("daemon");
         TestNode {
@@ -69,7 +72,7 @@ impl TestNode {
             daemon: Some(daemon),
             shutdown,
             dir,
-            anti_entropy,
+            cfg,
         }
     }
 
@@ -85,10 +88,10 @@ impl TestNode {
     pub async fn restart(mut self) -> TestNode {
         self.stop().await;
         let dir = self.dir.clone();
-        let anti_entropy = self.anti_entropy;
+        let cfg = self.cfg.clone();
         drop(self.city);
         let city = Arc::new(City::open(dir.path()).expect("reopen"));
-        Self::start(city, dir, anti_entropy).await
+        Self::start(city, dir, cfg).await
     }
 
     /// The city id.

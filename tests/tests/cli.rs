@@ -884,7 +884,7 @@ fn help_completions_and_colour() {
 }
 
 #[test]
-fn an_invitation_into_a_group_adds_the_member_and_introduces_the_cities() {
+fn invitations_are_created_listed_accepted_and_revoked() {
     let milan = City::init("Milan", "IT");
     let brno = City::init("Brno", "CZ");
     let riga = City::init("Riga", "LV");
@@ -892,10 +892,6 @@ fn an_invitation_into_a_group_adds_the_member_and_introduces_the_cities() {
     let out = milan.json(&[
         "invite",
         "create",
-        "--for",
-        &brno.id(),
-        "--name",
-        "Brno",
         "--group",
         "smart social inclusion",
         "--addr",
@@ -903,47 +899,41 @@ fn an_invitation_into_a_group_adds_the_member_and_introduces_the_cities() {
     ]);
     let token = str_of(&out["token"]);
     assert!(token.starts_with("ic1"), "{token}");
-    let g = milan.json(&["group", "show", &group]);
+    let list = milan.json(&["invite", "list"]);
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["group"], group.as_str());
+    assert_eq!(list[0]["uses"], 1);
+    // Membership is granted when the city joins, not before.
     assert_eq!(
-        g["members"][brno.id()],
-        serde_json::json!({"name": "Brno", "role": "member"}),
-        "the invited city joined the group"
+        milan.json(&["history", &group]).as_array().map(Vec::len),
+        Some(1)
     );
-    let roster = milan.json(&["peers", "list"]);
-    assert!(roster.to_string().contains(&brno.id()), "{roster}");
 
-    // The token is for Brno only; Brno's acceptance adds Milan with its address.
-    riga.fails(&["invite", "accept", &token], 4);
+    // Accepting adds the inviter with its address and keeps the token to present.
     let accepted = brno.json(&["invite", "accept", &token]);
     assert_eq!(accepted["id"], milan.id().as_str());
     assert!(accepted.to_string().contains("/ip4/127.0.0.1/tcp/4001"));
+    assert_eq!(accepted["invitation"], token.as_str());
+    let human = riga.ok(&["invite", "accept", &token]);
+    assert!(human.contains("added Milan"), "{human}");
 
-    // Inviting again does not add the member twice; an unknown group is an error.
-    milan.ok(&[
-        "invite",
-        "create",
-        "--for",
-        &brno.id(),
-        "--name",
-        "Brno",
-        "--group",
-        &group[..8],
-    ]);
-    assert_eq!(
-        milan.json(&["history", &group]).as_array().map(Vec::len),
-        Some(2)
-    );
-    milan.fails(
-        &[
-            "invite",
-            "create",
-            "--for",
-            &riga.id(),
-            "--name",
-            "Riga",
-            "--group",
-            "Nope",
-        ],
-        1,
-    );
+    // A token bound to Brno: Riga cannot accept it.
+    let bound =
+        str_of(&milan.json(&["invite", "create", "--for", &brno.id(), "--uses", "1"])["token"]);
+    riga.fails(&["invite", "accept", &bound], 4);
+    riga.fails(&["invite", "accept", "ic1nonsense"], 4);
+
+    // Nothing waits for approval yet; revoking by a code prefix withdraws one token.
+    assert_eq!(milan.json(&["invite", "pending"]), serde_json::json!([]));
+    milan.fails(&["invite", "approve", &brno.id()], 1);
+    let code = str_of(&list[0]["code"]);
+    milan.ok(&["invite", "revoke", &code[..8]]);
+    let list = milan.json(&["invite", "list"]);
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_ne!(list[0]["code"], code.as_str());
+    milan.fails(&["invite", "revoke", &code[..8]], 1);
+
+    // An unknown group, or a group this city does not chair, is refused.
+    milan.fails(&["invite", "create", "--group", "Nope"], 1);
+    milan.fails(&["invite", "create", "--uses", "0"], 2);
 }

@@ -269,6 +269,113 @@ async fn outsiders_get_nothing_and_group_entries_stay_in_the_group() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invited_city_joins_on_first_contact_and_a_guest_gets_nothing() {
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    let stranger = TestNode::spawn("Stranger", 4).await;
+    let (gid, aid) = group(&milan.city, &[]);
+    add_item(&milan.city, gid, &aid, "Welcome");
+    // Neither Milan nor Brno knows the other: Brno holds only Milan's token.
+    let token = milan
+        .city
+        .invite(None, vec![milan.addr()], Some(gid), 1)
+        .expect("invite");
+    milan.net().roster_changed().await.expect("net");
+    // While the invitation is out, a stranger connects as a guest. It trusts Milan, so the
+    // first entry of Milan's federation feed would be stored if it were gossiped to it.
+    stranger.dial(&milan).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    practice(&milan.city, "Before the join");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        stranger.city.list(None).expect("list").is_empty(),
+        "a guest received gossip"
+    );
+    brno.city.accept_invitation(&token).expect("accept");
+    brno.net().roster_changed().await.expect("net");
+
+    assert!(
+        eventually(WAIT, || items(&brno.city, gid, &aid) == ["Welcome"]
+            && titles(&brno.city) == ["Before the join"])
+        .await,
+        "Brno did not receive Milan's records after joining"
+    );
+    let entry = milan.city.roster_entry(&brno.id()).expect("roster");
+    assert_eq!(entry.map(|e| e.name), Some("Brno".to_string()));
+    let Record::Group(g) = milan.city.record(gid).expect("group") else {
+        panic!("not a group");
+    };
+    assert!(g.members.contains_key(&brno.id().to_string()));
+    let invitation = brno.city.roster_entry(&milan.id()).expect("roster");
+    assert_eq!(
+        invitation.and_then(|e| e.invitation),
+        None,
+        "token presented once"
+    );
+
+    // Both ways, live, on the connection the join was made on.
+    practice(&milan.city, "After the join");
+    practice(&brno.city, "From Brno");
+    assert!(
+        eventually(WAIT, || titles(&brno.city).len() == 3
+            && titles(&milan.city).len() == 3)
+        .await
+    );
+
+    // The token was for one city: the stranger presenting it later is refused.
+    stranger
+        .city
+        .accept_invitation(&token)
+        .expect("the token itself is valid");
+    stranger.net().roster_changed().await.expect("net");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        stranger.city.list(None).expect("list").is_empty(),
+        "a guest received records"
+    );
+    assert!(stranger.heads().is_empty());
+    assert!(!milan.city.trusts(&stranger.id()).expect("trusts"));
+    let status = milan.status().await;
+    assert!(
+        status
+            .peers
+            .iter()
+            .all(|p| p.id != stranger.id().to_string() || !p.connected),
+        "the guest is listed as connected"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_waits_for_the_operator_when_configured() {
+    let mut cfg = intercity_tests::config(Duration::from_secs(1));
+    cfg.approve_joins = true;
+    let milan = TestNode::spawn_config("Milan", 1, cfg).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    practice(&milan.city, "Needs approval");
+    let token = milan
+        .city
+        .invite(None, vec![milan.addr()], None, 1)
+        .expect("invite");
+    milan.net().roster_changed().await.expect("net");
+    brno.city.accept_invitation(&token).expect("accept");
+    brno.net().roster_changed().await.expect("net");
+    assert!(
+        eventually(WAIT, || milan.city.pending_joins().expect("pending").len()
+            == 1)
+        .await,
+        "the join was not queued"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(titles(&brno.city).is_empty(), "records before approval");
+    milan.city.approve_join(&brno.id()).expect("approve");
+    milan.net().roster_changed().await.expect("net");
+    assert!(
+        eventually(WAIT, || titles(&brno.city) == ["Needs approval"]).await,
+        "no records after approval"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_entries_are_dropped_the_sender_is_cut_off_and_honest_sync_continues() {
     let milan = TestNode::spawn("Milan", 1).await;
     let brno = TestNode::spawn("Brno", 2).await;

@@ -1,49 +1,74 @@
-//! `intercity invite`: introduce two cities to each other with a signed token.
+//! `intercity invite`: bring a new city into the federation with a signed token.
 
 use clap::Subcommand;
 use intercity_protocol::identity::CityId;
 
 use super::Ctx;
+use crate::ui;
 
 /// Help epilogue.
 pub const HELP: &str = "\
-The invited city first tells the inviter its id (`intercity whoami`). The inviter creates a
-token for that id (which also adds it to the inviter's roster); the invited city accepts the
-token, which adds the inviter with its addresses and, when the daemon runs, connects.
+The inviting city creates a token and sends it to the new city by any channel; the new city
+accepts it, which adds the inviter (with its addresses) to its roster. When both daemons run,
+the new city connects and presents the token: the inviter learns the new city then, adds it to
+its roster (and to the working group, with --group) and they sync. A daemon run with
+--approve-joins (or `approve_joins = true` in config.toml) queues the join for its operator
+instead: `invite pending`, then `invite approve` or `invite deny`.
+
+A token is a secret until it is used: whoever holds it can join, once (--uses for more), for 7
+days. `--for CITY_ID` makes it redeemable by that city only. `invite list` shows the tokens out
+and `invite revoke` withdraws one.
 
 Example:
-  brno$  intercity whoami --json | jq -r .id
-  milan$ intercity invite create --for 12D3KooW... --name Brno
-  milan$ intercity invite create --for 12D3KooW... --name Brno --group \"Smart Social Inclusion\"
+  milan$ intercity invite create
+  milan$ intercity invite create --group \"Smart Social Inclusion\" --addr /dns4/ic.milano.example/tcp/4001
   brno$  intercity invite accept ic1...
-
-With --group, the invited city also becomes a member of that working group (a signed change of
-the group, so this city must chair it), and receives the group's records once connected.";
+  milan$ intercity invite pending
+  milan$ intercity invite approve 12D3KooW...";
 
 /// `invite` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Create an invitation token for a city
+    /// Create an invitation token (print it and send it to the new city)
     Create {
-        /// The invited city's id
+        /// Only this city may redeem the token
         #[arg(long = "for", value_name = "CITY_ID")]
-        invitee: CityId,
-        /// The invited city's display name
-        #[arg(long)]
-        name: String,
-        /// A working group to invite the city into (id prefix or exact name): it is added as a
-        /// member (this city must chair the group) and the token names the group
+        invitee: Option<CityId>,
+        /// A working group the joining city becomes a member of (id prefix or exact name;
+        /// this city must chair it)
         #[arg(long)]
         group: Option<String>,
         /// Address where this city can be dialed, e.g. its public address (repeatable;
         /// default: the running daemon's listen addresses)
         #[arg(long = "addr", value_name = "ADDR")]
         addrs: Vec<String>,
+        /// How many cities may join with this token
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        uses: u32,
     },
     /// Accept an invitation token
     Accept {
         /// The token (ic1…)
         token: String,
+    },
+    /// List the invitations this city has out
+    List,
+    /// Withdraw an invitation
+    Revoke {
+        /// Its code (or the first characters of it, at least 4), from `invite list`
+        code: String,
+    },
+    /// List the cities that presented an invitation and wait for approval
+    Pending,
+    /// Admit a city that waits for approval
+    Approve {
+        /// The city id
+        id: CityId,
+    },
+    /// Refuse a city that waits for approval (its token is refused to it from then on)
+    Deny {
+        /// The city id
+        id: CityId,
     },
 }
 
@@ -53,16 +78,16 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Create {
             invitee,
-            name,
             group,
             addrs,
+            uses,
         } => {
             intercity_node::daemon::parse_addrs(&addrs)?;
             let group = match group {
-                Some(g) => Some(add_member(ctx, &client, &g, &invitee, &name)?),
+                Some(g) => Some(super::query::resolve_group(&client, &g)?.parse()?),
                 None => None,
             };
-            let token = client.invite(invitee, &name, group, addrs)?;
+            let token = client.invite(invitee, group, addrs, uses)?;
             if ctx.ui.is_json() {
                 ctx.ui.json(&serde_json::json!({ "token": token }))?;
             } else {
@@ -74,37 +99,100 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             if ctx.ui.is_json() {
                 ctx.ui.json(&e)?;
             } else {
+                ctx.ui.line(format!(
+                    "added {} ({}) to the roster; the token is presented when the daemon connects to it",
+                    e.name, e.id
+                ))?;
+            }
+        }
+        Command::List => {
+            let list = client.invitations()?;
+            if ctx.ui.is_json() {
+                ctx.ui.json(&list)?;
+                return Ok(());
+            }
+            let mut table =
                 ctx.ui
-                    .line(format!("added {} ({}) to the roster", e.name, e.id))?;
+                    .table(&["code", "for", "group", "uses left", "joined", "expires"]);
+            for i in &list {
+                table.add_row(vec![
+                    ctx.ui.cell(&i.code, comfy_table::Color::Reset),
+                    ctx.ui.cell(
+                        i.invitee.map(|c| c.to_string()).unwrap_or_default(),
+                        comfy_table::Color::Reset,
+                    ),
+                    ctx.ui.cell(
+                        i.group
+                            .as_deref()
+                            .map(|g| &g[..g.len().min(12)])
+                            .unwrap_or(""),
+                        comfy_table::Color::Reset,
+                    ),
+                    ctx.ui.cell(i.uses, comfy_table::Color::Reset),
+                    ctx.ui.cell(
+                        i.joined
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                        comfy_table::Color::Reset,
+                    ),
+                    ctx.ui
+                        .cell(ui::iso8601(i.expires), comfy_table::Color::Reset),
+                ]);
+            }
+            ctx.ui.print_table(&table)?;
+        }
+        Command::Revoke { code } => {
+            let i = client.revoke(&code)?;
+            if ctx.ui.is_json() {
+                ctx.ui.json(&i)?;
+            } else {
+                ctx.ui.line(format!("revoked invitation {}", i.code))?;
+            }
+        }
+        Command::Pending => {
+            let joins = client.pending_joins()?;
+            if ctx.ui.is_json() {
+                ctx.ui.json(&joins)?;
+                return Ok(());
+            }
+            let mut table = ctx.ui.table(&["name", "id", "addresses", "group", "asked"]);
+            for j in &joins {
+                table.add_row(vec![
+                    ctx.ui.cell(&j.name, comfy_table::Color::Reset),
+                    ctx.ui.cell(j.id, comfy_table::Color::Reset),
+                    ctx.ui.cell(j.addrs.join("\n"), comfy_table::Color::Reset),
+                    ctx.ui.cell(
+                        j.group
+                            .as_deref()
+                            .map(|g| &g[..g.len().min(12)])
+                            .unwrap_or(""),
+                        comfy_table::Color::Reset,
+                    ),
+                    ctx.ui
+                        .cell(ui::iso8601(j.requested), comfy_table::Color::Reset),
+                ]);
+            }
+            ctx.ui.print_table(&table)?;
+        }
+        Command::Approve { id } => {
+            let e = client.approve_join(id)?;
+            if ctx.ui.is_json() {
+                ctx.ui.json(&e)?;
+            } else {
+                ctx.ui
+                    .line(format!("admitted {} ({}) to the roster", e.name, e.id))?;
+            }
+        }
+        Command::Deny { id } => {
+            let j = client.deny_join(id)?;
+            if ctx.ui.is_json() {
+                ctx.ui.json(&j)?;
+            } else {
+                ctx.ui.line(format!("refused {} ({})", j.name, j.id))?;
             }
         }
     }
     Ok(())
-}
-
-/// Makes `invitee` a member of the group named by `group` (unless it is one already); returns
-/// the group's id.
-fn add_member(
-    ctx: &Ctx,
-    client: &intercity_node::Client,
-    group: &str,
-    invitee: &CityId,
-    name: &str,
-) -> anyhow::Result<String> {
-    let gid = super::query::resolve_group(client, group)?;
-    let (id, mut g) = super::group::load(client, &gid)?;
-    let key = invitee.to_string();
-    if !g.members.contains_key(&key) {
-        g.members.insert(
-            key.clone(),
-            intercity_protocol::record::Member {
-                name: name.to_string(),
-                role: intercity_protocol::record::Role::Member,
-            },
-        );
-        super::group::save(client, id, g, &format!("add member {name} ({key}, member)"))?;
-        ctx.ui
-            .note(format!("Added {name} to group {id} as a member"));
-    }
-    Ok(id.to_string())
 }

@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// Seconds between anti-entropy rounds with each connected peer
     #[arg(long, value_name = "SECS", env = "INTERCITY_ANTI_ENTROPY_SECS")]
     pub anti_entropy_secs: Option<u64>,
+    /// A city presenting one of this city's invitations waits for approval (`intercity invite
+    /// approve`) instead of joining at once
+    #[arg(long, env = "INTERCITY_APPROVE_JOINS")]
+    pub approve_joins: bool,
     /// TOML config file [default: <data dir>/config.toml if it exists]
     #[arg(long, value_name = "FILE", env = "INTERCITY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -80,6 +84,9 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
     }
     if args.no_mdns {
         cfg.mdns = false;
+    }
+    if args.approve_joins {
+        cfg.approve_joins = true;
     }
     if let Some(s) = args.anti_entropy_secs {
         cfg.anti_entropy = Duration::from_secs(s.max(1));
