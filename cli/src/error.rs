@@ -110,7 +110,8 @@ fn city_code(e: &CityError) -> u8 {
         CityError::Store(_)
         | CityError::NoCity(_)
         | CityError::KeyPermissions { .. }
-        | CityError::BadFile { .. } => STORE,
+        | CityError::BadFile { .. }
+        | CityError::Busy(_) => STORE,
         CityError::Rejected(_) | CityError::Invitation(_) => REJECTED,
         CityError::Remote { category, .. } => match category {
             intercity_node::control::Category::NotFound => FAILURE,

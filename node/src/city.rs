@@ -120,6 +120,9 @@ pub enum CityError {
     /// An invitation cannot be created, accepted or redeemed.
     #[error("{0}")]
     Invitation(String),
+    /// Refused for now; the same request may succeed later.
+    #[error("{0}")]
+    Busy(String),
     /// Several records match an id prefix.
     #[error("id prefix `{prefix}` matches {} records ({}); type more characters", .matches.len(), .matches.join(", "))]
     Ambiguous {
@@ -227,6 +230,8 @@ pub struct City {
     outbox: Mutex<Option<tokio::sync::mpsc::Sender<WireEntry>>>,
     /// Records were imported since the last [`City::finish_import`].
     imported: std::sync::atomic::AtomicBool,
+    /// Serializes changes to issued invitations and waiting joins (network and control socket).
+    pub(crate) invitations: Mutex<()>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CityError + '_ {
@@ -305,6 +310,7 @@ impl City {
             write: Mutex::new(()),
             outbox: Mutex::new(None),
             imported: std::sync::atomic::AtomicBool::new(false),
+            invitations: Mutex::new(()),
         }
     }
 

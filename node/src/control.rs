@@ -209,6 +209,7 @@ impl CityError {
             | CityError::NoCity(_)
             | CityError::KeyPermissions { .. } => Category::Unavailable,
             CityError::Rejected(_) | CityError::Invitation(_) => Category::Rejected,
+            CityError::Busy(_) => Category::Unavailable,
             CityError::Remote { category, .. } => *category,
             _ => Category::Other,
         }

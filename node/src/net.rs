@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::city::{City, now_ms};
-use crate::roster::JoinOutcome;
+use crate::roster::{Guests, JoinOutcome};
 
 /// Feed-level failures a peer may send before it is disconnected and banned.
 pub const MAX_INVALID_PER_PEER: u32 = 5;
@@ -66,6 +66,11 @@ pub const FEDERATION_TOPIC: &str = "/intercity/1/federation";
 pub const MAX_GUESTS: usize = 8;
 /// How long a guest may stay connected without joining.
 pub const GUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a guest that did not join (timed out, or its invitation was refused) may not
+/// connect as a guest again.
+pub const GUEST_BAN: Duration = Duration::from_secs(600);
+/// Most peers remembered as banned guests.
+const MAX_GUEST_BANS: usize = 1024;
 /// The gossipsub application score of a guest: below the graylist threshold (-80).
 const GUEST_SCORE: f64 = -1_000.0;
 
@@ -297,12 +302,24 @@ impl request_response::Codec for SyncCodec {
 struct Gate {
     /// Unblocked, unbanned roster cities.
     trusted: HashSet<PeerId>,
-    /// Banned peers: not even guests.
+    /// Banned or blocked peers: not even guests.
     banned: HashSet<PeerId>,
-    /// Guests may connect (an invitation is out).
-    open: bool,
+    /// Which peers may connect as guests (an invitation is out).
+    admits: Admits,
     /// Guests connected now (kept by the event loop).
     guests: usize,
+}
+
+/// Which peers outside the roster the gate admits as guests.
+#[derive(Default)]
+enum Admits {
+    /// None.
+    #[default]
+    Nobody,
+    /// Only these.
+    Only(HashSet<PeerId>),
+    /// Any peer.
+    Anyone,
 }
 
 /// Why the gate denied a connection.
@@ -323,8 +340,12 @@ impl Gate {
         peer: PeerId,
         inbound: bool,
     ) -> Result<dummy::ConnectionHandler, ConnectionDenied> {
-        let guest =
-            inbound && self.open && self.guests < MAX_GUESTS && !self.banned.contains(&peer);
+        let invited = match &self.admits {
+            Admits::Nobody => false,
+            Admits::Only(peers) => peers.contains(&peer),
+            Admits::Anyone => true,
+        };
+        let guest = inbound && invited && self.guests < MAX_GUESTS && !self.banned.contains(&peer);
         if self.trusted.contains(&peer) || guest {
             Ok(dummy::ConnectionHandler)
         } else {
@@ -407,6 +428,8 @@ struct Peer {
     invalid: u64,
     strikes: u32,
     inflight: HashSet<FeedId>,
+    /// An invitation was presented to it on the current connection.
+    presented: bool,
 }
 
 enum Pending {
@@ -573,6 +596,8 @@ pub async fn spawn(
         listening: listening.clone(),
         trusted: HashSet::new(),
         guests: HashMap::new(),
+        guest_bans: HashMap::new(),
+        reconnect: HashSet::new(),
     };
     event_loop.apply_roster();
     for addr in event_loop.cfg.dial.clone() {
@@ -595,8 +620,21 @@ struct EventLoop {
     listening: Vec<Multiaddr>,
     /// This city and the unblocked roster cities, refreshed with the roster.
     trusted: HashSet<CityId>,
-    /// Connected guests, with the time they must have joined by.
-    guests: HashMap<PeerId, Instant>,
+    /// Connected guests.
+    guests: HashMap<PeerId, Guest>,
+    /// Peers that may not connect as guests until the given time.
+    guest_bans: HashMap<PeerId, Instant>,
+    /// Inviters that admitted this city: the connection is closed and opened again, so that
+    /// gossipsub, which ignored this city while it was a guest there, takes it in afresh.
+    reconnect: HashSet<PeerId>,
+}
+
+/// A connected guest.
+struct Guest {
+    /// When it is disconnected unless it joined.
+    until: Instant,
+    /// It presented an invitation on this connection already (once is all it may).
+    presented: bool,
 }
 
 impl EventLoop {
@@ -645,13 +683,17 @@ impl EventLoop {
         let roster = self.city.roster().unwrap_or_default();
         self.trusted = roster.iter().filter(|e| !e.blocked).map(|e| e.id).collect();
         self.trusted.insert(self.city.id());
-        let open = match self.city.accepts_guests() {
-            Ok(open) => open,
+        let admits = match self.city.guests() {
+            Ok(Guests::Nobody) => Admits::Nobody,
+            Ok(Guests::Only(cities)) => Admits::Only(cities.iter().map(peer_id).collect()),
+            Ok(Guests::Anyone) => Admits::Anyone,
             Err(e) => {
                 warn!(error = %e, "reading the invitations out failed");
-                false
+                Admits::Nobody
             }
         };
+        let now = Instant::now();
+        self.guest_bans.retain(|_, until| *until > now);
         let mut allowed = HashSet::new();
         for e in &roster {
             let pid = peer_id(&e.id);
@@ -662,8 +704,14 @@ impl EventLoop {
         }
         let gate = &mut self.swarm.behaviour_mut().gate;
         gate.trusted.clone_from(&allowed);
-        gate.banned = self.banned.keys().copied().collect();
-        gate.open = open;
+        gate.banned = self
+            .banned
+            .keys()
+            .chain(self.guest_bans.keys())
+            .copied()
+            .chain(roster.iter().filter(|e| e.blocked).map(|e| peer_id(&e.id)))
+            .collect();
+        gate.admits = admits;
         let connected: Vec<PeerId> = self
             .peers
             .iter()
@@ -687,6 +735,10 @@ impl EventLoop {
         }
         for e in &roster {
             let pid = peer_id(&e.id);
+            if e.invitation.is_some() && self.peers.get(&pid).is_some_and(|p| p.connected) {
+                // Accepted while already connected to the inviter.
+                self.present_invitation(pid);
+            }
             if allowed.contains(&pid) && !self.swarm.is_connected(&pid) {
                 let addrs: Vec<Multiaddr> = e.addrs.iter().filter_map(|a| a.parse().ok()).collect();
                 if !addrs.is_empty() {
@@ -711,29 +763,43 @@ impl EventLoop {
             .behaviour_mut()
             .gossipsub
             .set_application_score(&peer, 0.0);
-        self.peers.entry(peer).or_default().connected = true;
+        let p = self.peers.entry(peer).or_default();
+        p.connected = true;
+        p.presented = false;
+        // Heads follow once the inviter has admitted this city.
+        if !self.present_invitation(peer) {
+            self.send_heads(peer);
+        }
+    }
+
+    /// Sends `peer` the invitation of its own that this city accepted, if it holds one not yet
+    /// presented on this connection; true if it did.
+    fn present_invitation(&mut self, peer: PeerId) -> bool {
+        if self.peers.get(&peer).is_none_or(|p| p.presented) {
+            return false;
+        }
         let invitation = city_id(&peer)
             .and_then(|c| self.city.roster_entry(&c).ok().flatten())
             .and_then(|e| e.invitation);
-        if let Some(token) = invitation {
-            let addrs = self
-                .listening
-                .iter()
-                .filter(|a| {
-                    !a.iter().any(|p| {
-                        matches!(p, libp2p::multiaddr::Protocol::Ip4(ip) if ip.is_unspecified())
-                            || matches!(p, libp2p::multiaddr::Protocol::Ip6(ip) if ip.is_unspecified())
-                    })
+        let Some(token) = invitation else {
+            return false;
+        };
+        let addrs = self
+            .listening
+            .iter()
+            .filter(|a| {
+                !a.iter().any(|p| {
+                    matches!(p, libp2p::multiaddr::Protocol::Ip4(ip) if ip.is_unspecified())
+                        || matches!(p, libp2p::multiaddr::Protocol::Ip6(ip) if ip.is_unspecified())
                 })
-                .take(intercity_protocol::sync::MAX_JOIN_ADDRS)
-                .map(ToString::to_string)
-                .collect();
-            let name = self.city.profile().name.clone();
-            // Heads follow once the inviter has admitted this city.
-            self.request(peer, Request::Join { token, name, addrs }, Pending::Join);
-        } else {
-            self.send_heads(peer);
-        }
+            })
+            .take(intercity_protocol::sync::MAX_JOIN_ADDRS)
+            .map(ToString::to_string)
+            .collect();
+        let name = self.city.profile().name.clone();
+        self.peers.entry(peer).or_default().presented = true;
+        self.request(peer, Request::Join { token, name, addrs }, Pending::Join);
+        true
     }
 
     /// A guest joined (or was approved while connected).
@@ -745,18 +811,31 @@ impl EventLoop {
         }
     }
 
-    /// Disconnects guests that did not join in time.
+    /// Disconnects guests that did not join in time, and bans them as guests for a while.
     fn expire_guests(&mut self) {
         let now = Instant::now();
         let late: Vec<PeerId> = self
             .guests
             .iter()
-            .filter(|(_, until)| **until <= now)
+            .filter(|(_, g)| g.until <= now)
             .map(|(pid, _)| *pid)
             .collect();
         for pid in late {
             debug!(peer = %pid, "guest did not join in time: disconnected");
+            self.ban_guest(pid);
             let _ = self.swarm.disconnect_peer_id(pid);
+        }
+    }
+
+    /// `peer` may not connect as a guest for [`GUEST_BAN`].
+    fn ban_guest(&mut self, peer: PeerId) {
+        let now = Instant::now();
+        if self.guest_bans.len() >= MAX_GUEST_BANS {
+            self.guest_bans.retain(|_, until| *until > now);
+        }
+        if self.guest_bans.len() < MAX_GUEST_BANS {
+            self.guest_bans.insert(peer, now + GUEST_BAN);
+            self.swarm.behaviour_mut().gate.banned.insert(peer);
         }
     }
 
@@ -938,9 +1017,17 @@ impl EventLoop {
                         .behaviour_mut()
                         .gossipsub
                         .set_application_score(&peer_id, GUEST_SCORE);
-                    if num_established.get() == 1 {
+                    if let Some(p) = self.peers.get_mut(&peer_id) {
+                        p.connected = false;
+                    }
+                    if let std::collections::hash_map::Entry::Vacant(slot) =
+                        self.guests.entry(peer_id)
+                    {
                         info!(peer = %peer_id, "a city outside the roster connected to present an invitation");
-                        self.guests.insert(peer_id, Instant::now() + GUEST_TIMEOUT);
+                        slot.insert(Guest {
+                            until: Instant::now() + GUEST_TIMEOUT,
+                            presented: false,
+                        });
                         self.swarm.behaviour_mut().gate.guests = self.guests.len();
                     }
                 } else if num_established.get() == 1 {
@@ -961,6 +1048,9 @@ impl EventLoop {
                     p.inflight.clear();
                 }
                 info!(peer = %peer_id, "disconnected");
+                if self.reconnect.remove(&peer_id) {
+                    self.apply_roster();
+                }
             }
             SwarmEvent::NewListenAddr { address, .. } => self.listening.push(address),
             SwarmEvent::IncomingConnectionError {
@@ -1268,6 +1358,17 @@ impl EventLoop {
                 message: "not a city id".into(),
             };
         };
+        if let Some(guest) = self.guests.get_mut(&peer) {
+            if guest.presented {
+                // One invitation per guest connection: decoding a token is not free.
+                guest.until = Instant::now();
+                return Response::Error {
+                    code: 3,
+                    message: "one invitation per connection".into(),
+                };
+            }
+            guest.presented = true;
+        }
         match self
             .city
             .redeem(city, token, name, addrs, self.cfg.approve_joins)
@@ -1283,6 +1384,10 @@ impl EventLoop {
             }
             Err(crate::CityError::Invitation(message)) => {
                 warn!(%peer, %message, "join refused");
+                if let Some(guest) = self.guests.get_mut(&peer) {
+                    // Time for the answer to leave, then the guest goes (and is banned).
+                    guest.until = Instant::now() + Duration::from_secs(2);
+                }
                 Response::Error { code: 5, message }
             }
             Err(e) => {
@@ -1303,8 +1408,11 @@ impl EventLoop {
                 {
                     warn!(error = %e, "recording a join failed");
                 }
-                info!(%peer, "joined: the inviting city admitted this city");
-                self.send_heads(peer);
+                info!(%peer, "joined: the inviting city admitted this city; reconnecting");
+                // Gossipsub there ignored this city while it was a guest: a fresh connection
+                // puts each side in the other's mesh (the roster dials again once it closed).
+                self.reconnect.insert(peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
             }
             (Pending::Join, Response::Joined { waiting: true }) => {
                 info!(%peer, "the inviting city's operator has to approve this city's join");

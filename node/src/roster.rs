@@ -1,6 +1,8 @@
 //! The federation roster: the cities this node trusts. Only roster cities may connect, and
 //! only entries authored by roster cities (or by this city) are accepted from the network.
 
+use std::collections::HashSet;
+
 use intercity_protocol::entry::DocId;
 use intercity_protocol::identity::CityId;
 use intercity_protocol::invite::Invitation;
@@ -86,6 +88,19 @@ pub enum JoinOutcome {
 pub const MAX_INVITATION_USES: u32 = 1_000;
 /// Most joins waiting for approval at once.
 pub const MAX_PENDING_JOINS: usize = 64;
+/// Most addresses put in a token.
+pub const MAX_TOKEN_ADDRS: usize = 8;
+
+/// Which cities outside the roster may connect to present an invitation ([`City::guests`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Guests {
+    /// None: no invitation is out.
+    Nobody,
+    /// Only these: every invitation out is bound to a city, or the city's join waits.
+    Only(HashSet<CityId>),
+    /// Any city: an invitation that any holder may redeem is out.
+    Anyone,
+}
 const INVITATION_KEY: &str = "invitation/";
 const JOIN_KEY: &str = "join/";
 
@@ -185,17 +200,18 @@ impl City {
         Ok(self.store().roster_put(entry.id.as_bytes(), &json)?)
     }
 
-    /// Creates an invitation naming this city's `addrs`, redeemable `uses` times (by `invitee`
-    /// only, if given) until it expires. With `group`, each city that joins becomes a member of
-    /// that working group, which this city must chair. The code is kept so that the joining
-    /// city is recognised on first contact ([`City::redeem`]).
+    /// Creates an invitation naming this city's `addrs` (at most [`MAX_TOKEN_ADDRS`]),
+    /// redeemable `uses` times (by `invitee` only, if given) until it expires. With `group`, each
+    /// city that joins becomes a member of that working group, which this city must chair. The
+    /// code is kept so that the joining city is recognised on first contact ([`City::redeem`]).
     pub fn invite(
         &self,
         invitee: Option<CityId>,
-        addrs: Vec<String>,
+        mut addrs: Vec<String>,
         group: Option<DocId>,
         uses: u32,
     ) -> Result<String, CityError> {
+        let _guard = self.invitation_lock();
         if invitee == Some(self.id()) {
             return Err(CityError::Invitation(
                 "a city does not invite itself".into(),
@@ -204,6 +220,7 @@ impl City {
         if let Some(gid) = group {
             self.check_chair(gid)?;
         }
+        addrs.truncate(MAX_TOKEN_ADDRS);
         let inv = Invitation {
             inviter: self.id(),
             name: self.profile().name.clone(),
@@ -223,7 +240,7 @@ impl City {
             joined: Vec::new(),
             denied: Vec::new(),
         };
-        self.put_json(&format!("{INVITATION_KEY}{}", issued.code), &issued)?;
+        self.put_json(&invitation_key(&issued.code), &issued)?;
         Ok(inv.to_token(self.key()))
     }
 
@@ -237,8 +254,7 @@ impl City {
                 continue;
             };
             if inv.expires < now {
-                self.store()
-                    .delete_meta(&format!("{INVITATION_KEY}{}", inv.code))?;
+                self.store().delete_meta(&invitation_key(&inv.code))?;
             } else {
                 out.push(inv);
             }
@@ -247,8 +263,10 @@ impl City {
         Ok(out)
     }
 
-    /// Revokes the issued invitation whose code starts with `prefix` (at least 4 characters).
+    /// Revokes the issued invitation whose code starts with `prefix` (at least 4 characters);
+    /// the joins waiting with it are dropped.
     pub fn revoke_invitation(&self, prefix: &str) -> Result<IssuedInvitation, CityError> {
+        let _guard = self.invitation_lock();
         let prefix = prefix.trim().to_ascii_lowercase();
         let found: Vec<IssuedInvitation> = self
             .invitations()?
@@ -257,8 +275,12 @@ impl City {
             .collect();
         match found.as_slice() {
             [one] => {
-                self.store()
-                    .delete_meta(&format!("{INVITATION_KEY}{}", one.code))?;
+                self.store().delete_meta(&invitation_key(&one.code))?;
+                for j in self.pending_joins()? {
+                    if j.code == one.code {
+                        self.store().delete_meta(&join_key(&j.id))?;
+                    }
+                }
                 Ok(one.clone())
             }
             [] => Err(CityError::Missing(format!(
@@ -271,17 +293,34 @@ impl City {
         }
     }
 
-    /// True if a city outside the roster may connect to present an invitation: an issued
-    /// invitation can still be redeemed, or a join waits for approval.
-    pub fn accepts_guests(&self) -> Result<bool, CityError> {
-        Ok(self.invitations()?.iter().any(|i| i.uses > 0)
-            || !self.store().meta_with_prefix(JOIN_KEY)?.is_empty())
+    /// Which cities outside the roster may connect to present an invitation: anyone while an
+    /// unbound invitation has a use left; otherwise the cities named by bound invitations and
+    /// those whose join waits for approval.
+    pub fn guests(&self) -> Result<Guests, CityError> {
+        let mut only = HashSet::new();
+        for inv in self.invitations()? {
+            if inv.uses > 0 {
+                match inv.invitee {
+                    None => return Ok(Guests::Anyone),
+                    Some(id) => {
+                        only.insert(id);
+                    }
+                }
+            }
+        }
+        only.extend(self.pending_joins()?.into_iter().map(|j| j.id));
+        Ok(if only.is_empty() {
+            Guests::Nobody
+        } else {
+            Guests::Only(only)
+        })
     }
 
     /// City `peer` (authenticated by the connection) presents `token` on first contact, naming
     /// itself `name`, reachable at `addrs`. The token must be one this city issued and still
     /// holds, redeemable by `peer`. Presenting it again after joining is harmless. With
-    /// `approve`, the join waits for the operator ([`City::approve_join`]).
+    /// `approve`, the join waits for the operator ([`City::approve_join`]). A refusal is
+    /// [`CityError::Invitation`] (final) or [`CityError::Busy`] (try again later).
     pub fn redeem(
         &self,
         peer: CityId,
@@ -290,23 +329,26 @@ impl City {
         addrs: &[String],
         approve: bool,
     ) -> Result<JoinOutcome, CityError> {
+        let _guard = self.invitation_lock();
         let refuse = |why: &str| Err(CityError::Invitation(format!("invitation refused: {why}")));
         let inv = match Invitation::verified(token) {
             Ok(inv) if inv.inviter == self.id() => inv,
             Ok(_) => return refuse("it was issued by another city"),
             Err(e) => return refuse(&e.to_string()),
         };
-        let key = format!("{INVITATION_KEY}{}", inv.code);
+        let key = invitation_key(&inv.code);
         let Some(mut issued) = self.get_json::<IssuedInvitation>(&key)? else {
             return refuse("unknown, revoked or expired invitation");
         };
+        let blocked = self.roster_entry(&peer)?.map(|e| e.blocked);
         if issued.joined.contains(&peer) {
-            if let Some(entry) = self.roster_entry(&peer)?
-                && !entry.blocked
-            {
-                return Ok(JoinOutcome::Admitted(entry));
-            }
-            return refuse("this city was removed from the roster");
+            return match blocked {
+                Some(false) => Ok(JoinOutcome::Admitted(
+                    self.roster_entry(&peer)?
+                        .ok_or_else(|| CityError::Missing(peer.to_string()))?,
+                )),
+                _ => refuse("this city was removed from the roster"),
+            };
         }
         if let Err(e) = Invitation::from_token(token, &peer, now_ms()) {
             return refuse(&e.to_string());
@@ -317,7 +359,7 @@ impl City {
         if issued.uses == 0 {
             return refuse("the invitation was used already");
         }
-        if self.roster_entry(&peer)?.is_some_and(|e| e.blocked) {
+        if blocked == Some(true) {
             return refuse("this city is blocked");
         }
         let join = PendingJoin {
@@ -329,12 +371,21 @@ impl City {
             requested: now_ms(),
         };
         if approve {
-            let waiting = self.store().meta_with_prefix(JOIN_KEY)?.len();
-            let jkey = format!("{JOIN_KEY}{peer}");
-            if waiting >= MAX_PENDING_JOINS && self.store().meta(&jkey)?.is_none() {
-                return refuse("too many joins wait for approval; try again later");
+            let waiting = self.pending_joins()?;
+            if !waiting.iter().any(|j| j.id == peer) {
+                if waiting.len() >= MAX_PENDING_JOINS {
+                    return Err(CityError::Busy(
+                        "too many joins wait for approval; try again later".into(),
+                    ));
+                }
+                let same_code = waiting.iter().filter(|j| j.code == issued.code).count();
+                if same_code >= issued.uses as usize {
+                    return Err(CityError::Busy(
+                        "every use of this invitation waits for approval; try again later".into(),
+                    ));
+                }
             }
-            self.put_json(&jkey, &join)?;
+            self.put_json(&join_key(&peer), &join)?;
             return Ok(JoinOutcome::Waiting);
         }
         let entry = self.admit(&join)?;
@@ -344,21 +395,30 @@ impl City {
         Ok(JoinOutcome::Admitted(entry))
     }
 
-    /// The joins waiting for approval, oldest first.
+    /// The joins waiting for approval, oldest first. Joins whose invitation is no longer held
+    /// (revoked or expired) are deleted.
     pub fn pending_joins(&self) -> Result<Vec<PendingJoin>, CityError> {
-        let mut out: Vec<PendingJoin> = self
-            .store()
-            .meta_with_prefix(JOIN_KEY)?
-            .iter()
-            .filter_map(|raw| serde_json::from_slice(raw).ok())
-            .collect();
+        let mut out = Vec::new();
+        for raw in self.store().meta_with_prefix(JOIN_KEY)? {
+            let Ok(join) = serde_json::from_slice::<PendingJoin>(&raw) else {
+                continue;
+            };
+            let held = self
+                .get_json::<IssuedInvitation>(&invitation_key(&join.code))?
+                .is_some_and(|i| i.expires >= now_ms());
+            if held {
+                out.push(join);
+            } else {
+                self.store().delete_meta(&join_key(&join.id))?;
+            }
+        }
         out.sort_by_key(|j| j.requested);
         Ok(out)
     }
 
-    /// Approves a waiting join: the city enters the roster (and the invitation's group). The
-    /// invitation loses a use if it is still held; an approval stands even after the
-    /// invitation expired, as the operator decided.
+    /// Approves a waiting join: the city enters the roster (and the invitation's group), and
+    /// the invitation loses a use. Refused if the invitation was used up meanwhile or the city
+    /// was blocked.
     pub fn approve_join(&self, id: &CityId) -> Result<RosterEntry, CityError> {
         self.decide_join(id, true)?;
         self.roster_entry(id)?
@@ -372,35 +432,50 @@ impl City {
 
     /// Admits or refuses a waiting join, recording the decision with the invitation.
     fn decide_join(&self, id: &CityId, admit: bool) -> Result<PendingJoin, CityError> {
-        let jkey = format!("{JOIN_KEY}{id}");
-        let join: PendingJoin = self.get_json(&jkey)?.ok_or_else(|| {
-            CityError::Missing(format!(
-                "no join of {id} waits for approval; `intercity invite pending` lists them"
-            ))
-        })?;
+        let _guard = self.invitation_lock();
+        let join = self
+            .pending_joins()?
+            .into_iter()
+            .find(|j| j.id == *id)
+            .ok_or_else(|| {
+                CityError::Missing(format!(
+                    "no join of {id} waits for approval; `intercity invite pending` lists them"
+                ))
+            })?;
+        let key = invitation_key(&join.code);
+        let mut issued: IssuedInvitation = self
+            .get_json(&key)?
+            .ok_or_else(|| CityError::Missing(format!("invitation {}", join.code)))?;
         if admit {
-            self.admit(&join)?;
-        }
-        let key = format!("{INVITATION_KEY}{}", join.code);
-        if let Some(mut issued) = self.get_json::<IssuedInvitation>(&key)? {
-            if admit {
-                issued.uses = issued.uses.saturating_sub(1);
-                issued.joined.push(*id);
-            } else {
-                issued.denied.push(*id);
+            if issued.uses == 0 {
+                return Err(CityError::Invitation(
+                    "the invitation was used up meanwhile; deny this join, or create a new invitation"
+                        .into(),
+                ));
             }
-            self.put_json(&key, &issued)?;
+            if self.roster_entry(id)?.is_some_and(|e| e.blocked) {
+                return Err(CityError::Invitation(format!(
+                    "{id} is blocked; unblock it with `intercity peers add` first, or deny the join"
+                )));
+            }
+            self.admit(&join)?;
+            issued.uses -= 1;
+            issued.joined.push(*id);
+        } else {
+            issued.denied.push(*id);
         }
-        self.store().delete_meta(&jkey)?;
+        self.put_json(&key, &issued)?;
+        self.store().delete_meta(&join_key(id))?;
         Ok(join)
     }
 
-    /// Puts a joining city in the roster, and in the invitation's group.
+    /// Puts a joining city in the roster (a city already there keeps the name it has), and in
+    /// the invitation's group.
     fn admit(&self, join: &PendingJoin) -> Result<RosterEntry, CityError> {
         if let Some(g) = &join.group {
             let gid: DocId = g
                 .parse()
-                .map_err(|_| CityError::Rejected(format!("bad group id {g} in an invitation")))?;
+                .map_err(|_| CityError::Invitation(format!("bad group id {g} in an invitation")))?;
             let who = join.id.to_string();
             let name = join.name.clone();
             self.check_chair(gid)?;
@@ -424,9 +499,9 @@ impl City {
                 )?;
             }
         }
-        let mut entry = self.roster_add(join.id, &join.name, &join.addrs)?;
-        entry.invitation = None;
-        Ok(entry)
+        let known = self.roster_entry(&join.id)?.is_some();
+        let name = if known { "" } else { join.name.as_str() };
+        self.roster_add(join.id, name, &join.addrs)
     }
 
     fn check_chair(&self, gid: DocId) -> Result<(), CityError> {
@@ -453,16 +528,14 @@ impl City {
     pub fn accept_invitation(&self, token: &str) -> Result<RosterEntry, CityError> {
         let inv = Invitation::from_token(token, &self.id(), now_ms())
             .map_err(|e| CityError::Invitation(e.to_string()))?;
-        self.roster_add(inv.inviter, &inv.name, &inv.addrs)?;
-        let mut entry = self
-            .roster_entry(&inv.inviter)?
-            .ok_or_else(|| CityError::Missing(inv.inviter.to_string()))?;
+        let mut entry = self.roster_add(inv.inviter, &inv.name, &inv.addrs)?;
         entry.invitation = Some(token.trim().to_string());
         self.put_roster(&entry)?;
         Ok(entry)
     }
 
-    /// The inviter `id` admitted this city: the token is not presented again.
+    /// The inviter `id` admitted this city (or refused for good): the token is not presented
+    /// again.
     pub fn joined(&self, id: &CityId) -> Result<(), CityError> {
         if let Some(mut entry) = self.roster_entry(id)?
             && entry.invitation.take().is_some()
@@ -470,6 +543,12 @@ impl City {
             self.put_roster(&entry)?;
         }
         Ok(())
+    }
+
+    fn invitation_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.invitations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<(), CityError> {
@@ -488,6 +567,14 @@ impl City {
             None => Ok(None),
         }
     }
+}
+
+fn invitation_key(code: &str) -> String {
+    format!("{INVITATION_KEY}{code}")
+}
+
+fn join_key(id: &CityId) -> String {
+    format!("{JOIN_KEY}{id}")
 }
 
 /// A display name from the network: control characters dropped, at most 100 characters.
@@ -533,12 +620,12 @@ mod tests {
         let gid = milan
             .create(&Record::Group(group), "create group")
             .expect("group");
-        assert!(!milan.accepts_guests().expect("guests"));
+        assert_eq!(milan.guests().expect("guests"), Guests::Nobody);
 
         let token = milan
             .invite(None, vec!["/ip4/127.0.0.1/tcp/4001".into()], Some(gid), 1)
             .expect("invite");
-        assert!(milan.accepts_guests().expect("guests"));
+        assert_eq!(milan.guests().expect("guests"), Guests::Anyone);
         // The invitee keeps the token to present; the inviter is in its roster.
         let entry = brno.accept_invitation(&token).expect("accept");
         assert_eq!(entry.invitation.as_deref(), Some(token.as_str()));
@@ -566,7 +653,7 @@ mod tests {
             milan.redeem(riga.id(), &token, "Riga", &[], false),
             Err(CityError::Invitation(m)) if m.contains("used")
         ));
-        assert!(!milan.accepts_guests().expect("guests"));
+        assert_eq!(milan.guests().expect("guests"), Guests::Nobody);
         assert_eq!(
             milan.invitations().expect("list")[0].joined,
             vec![brno.id()]
@@ -580,6 +667,10 @@ mod tests {
         let bound = milan
             .invite(Some(porto.id()), Vec::new(), None, 1)
             .expect("invite");
+        assert_eq!(
+            milan.guests().expect("guests"),
+            Guests::Only(HashSet::from([porto.id()]))
+        );
         assert!(riga.accept_invitation(&bound).is_err());
         assert!(matches!(
             milan.redeem(riga.id(), &bound, "Riga", &[], false),
@@ -601,10 +692,11 @@ mod tests {
     #[test]
     fn a_join_waits_for_approval_when_configured() {
         let dirs: Vec<tempfile::TempDir> =
-            (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+            (0..4).map(|_| tempfile::tempdir().expect("tmp")).collect();
         let milan = city(&dirs[0], "Milan", 1);
         let brno = city(&dirs[1], "Brno", 2);
         let riga = city(&dirs[2], "Riga", 3);
+        let porto = city(&dirs[3], "Porto", 4);
         let token = milan.invite(None, Vec::new(), None, 2).expect("invite");
         for c in [&brno, &riga] {
             assert_eq!(
@@ -617,6 +709,11 @@ mod tests {
         assert!(!milan.trusts(&brno.id()).expect("trusts"));
         let pending = milan.pending_joins().expect("pending");
         assert_eq!(pending.len(), 2);
+        // Both uses wait: a third city is told to come back later.
+        assert!(matches!(
+            milan.redeem(porto.id(), &token, "Porto", &[], true),
+            Err(CityError::Busy(_))
+        ));
         assert_eq!(
             milan.approve_join(&brno.id()).expect("approve").name,
             "Brno"
@@ -639,5 +736,21 @@ mod tests {
             milan.redeem(brno.id(), &token, "Brno", &[], true),
             Ok(JoinOutcome::Admitted(_))
         ));
+        // A blocked city is not approved; revoking drops the joins waiting with the token.
+        assert_eq!(
+            milan
+                .redeem(porto.id(), &token, "Porto", &[], true)
+                .expect("redeem"),
+            JoinOutcome::Waiting
+        );
+        milan.roster_block(&porto.id()).expect("block");
+        assert!(matches!(
+            milan.approve_join(&porto.id()),
+            Err(CityError::Invitation(m)) if m.contains("blocked")
+        ));
+        let code = milan.invitations().expect("list")[0].code.clone();
+        milan.revoke_invitation(&code).expect("revoke");
+        assert!(milan.pending_joins().expect("pending").is_empty());
+        assert_eq!(milan.guests().expect("guests"), Guests::Nobody);
     }
 }

@@ -17,8 +17,9 @@ use crate::identity::{CityId, CityKey};
 
 /// Domain-separation tag for invitation signatures.
 pub const INVITE_TAG: &[u8] = b"intercity/invite/v1\0";
-/// The longest token accepted, in characters.
-pub const MAX_TOKEN_CHARS: usize = 8 * 1024;
+/// The longest token accepted, in characters (a token with 8 addresses and a long name is
+/// under 2,000).
+pub const MAX_TOKEN_CHARS: usize = 4 * 1024;
 
 /// Errors reading a token.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use crate::entry::{FeedId, MAX_PAYLOAD_BYTES, SIGNED_ENTRY_LEN, Scope};
+use crate::invite::MAX_TOKEN_CHARS;
 
 /// Protocol name for libp2p.
 pub const PROTOCOL: &str = "/intercity/sync/1";
@@ -24,8 +25,9 @@ pub const BATCH_TARGET_BYTES: usize = 2 * 1024 * 1024;
 pub const MAX_HEADS: usize = 20_000;
 /// At most this many bytes of text in an error message.
 pub const MAX_ERROR_TEXT: usize = 1_024;
-/// At most this many bytes in the display name of a [`Request::Join`].
-pub const MAX_JOIN_NAME: usize = 200;
+/// At most this many bytes in the display name of a [`Request::Join`] (100 characters of up
+/// to 4 bytes).
+pub const MAX_JOIN_NAME: usize = 400;
 /// At most this many addresses in a [`Request::Join`].
 pub const MAX_JOIN_ADDRS: usize = 16;
 /// At most this many bytes in one address of a [`Request::Join`].
@@ -223,11 +225,20 @@ fn put_entries(out: &mut Vec<u8>, entries: &[WireEntry]) {
     }
 }
 
-/// Puts a u16-length-prefixed text (the caller keeps it under the decoder's limit).
-fn put_text(out: &mut Vec<u8>, text: &str) {
-    let bytes = &text.as_bytes()[..text.len().min(u16::MAX as usize)];
-    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-    out.extend_from_slice(bytes);
+/// `text` cut to at most `max` bytes at a character boundary.
+fn clip(text: &str, max: usize) -> &str {
+    let mut cut = text.len().min(max);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
+/// Puts a u16-length-prefixed text, cut to `max` bytes (the decoder's limit).
+fn put_text(out: &mut Vec<u8>, text: &str, max: usize) {
+    let text = clip(text, max);
+    out.extend_from_slice(&(text.len() as u16).to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
 }
 
 fn check_size(bytes: &[u8]) -> Result<(), WireError> {
@@ -256,11 +267,15 @@ impl Request {
             Request::Push(e) => 1 + entries_len(e),
             Request::Join { token, name, addrs } => {
                 1 + 2
-                    + token.len()
+                    + clip(token, MAX_TOKEN_CHARS).len()
                     + 2
-                    + name.len()
+                    + clip(name, MAX_JOIN_NAME).len()
                     + 1
-                    + addrs.iter().map(|a| 2 + a.len()).sum::<usize>()
+                    + addrs
+                        .iter()
+                        .take(MAX_JOIN_ADDRS)
+                        .map(|a| 2 + clip(a, MAX_JOIN_ADDR).len())
+                        .sum::<usize>()
             }
         }
     }
@@ -284,12 +299,14 @@ impl Request {
                 put_entries(&mut out, entries);
             }
             Request::Join { token, name, addrs } => {
+                // Each field is cut to the decoder's limit: the message always decodes.
                 out.push(T_JOIN);
-                put_text(&mut out, token);
-                put_text(&mut out, name);
-                out.push(addrs.len().min(u8::MAX as usize) as u8);
-                for a in addrs.iter().take(u8::MAX as usize) {
-                    put_text(&mut out, a);
+                put_text(&mut out, token, MAX_TOKEN_CHARS);
+                put_text(&mut out, name, MAX_JOIN_NAME);
+                let addrs = &addrs[..addrs.len().min(MAX_JOIN_ADDRS)];
+                out.push(addrs.len() as u8);
+                for a in addrs {
+                    put_text(&mut out, a, MAX_JOIN_ADDR);
                 }
             }
         }
@@ -309,7 +326,7 @@ impl Request {
             },
             T_PUSH => Request::Push(r.entries()?),
             T_JOIN => {
-                let token = r.text(crate::invite::MAX_TOKEN_CHARS, "token")?;
+                let token = r.text(MAX_TOKEN_CHARS, "token")?;
                 let name = r.text(MAX_JOIN_NAME, "name")?;
                 let n = r.u8()? as usize;
                 if n > MAX_JOIN_ADDRS {
@@ -546,28 +563,40 @@ mod tests {
         ));
         assert_eq!(Request::decode(&[0x42]), Err(WireError::UnknownTag(0x42)));
         let join = |token: usize, name: usize, addrs: usize| {
-            Request::Join {
-                token: "t".repeat(token),
-                name: "n".repeat(name),
-                addrs: vec!["/a".into(); addrs],
+            let mut b = vec![T_JOIN];
+            for len in [token, name] {
+                b.extend_from_slice(&(len as u16).to_be_bytes());
+                b.extend(std::iter::repeat_n(b'x', len));
             }
-            .encode()
+            b.push(addrs as u8);
+            for _ in 0..addrs {
+                b.extend_from_slice(&[0, 2, b'/', b'a']);
+            }
+            b
         };
-        assert!(
-            Request::decode(&join(
-                crate::invite::MAX_TOKEN_CHARS,
-                MAX_JOIN_NAME,
-                MAX_JOIN_ADDRS
-            ))
-            .is_ok()
-        );
+        assert!(Request::decode(&join(MAX_TOKEN_CHARS, MAX_JOIN_NAME, MAX_JOIN_ADDRS)).is_ok());
         for bad in [
-            join(crate::invite::MAX_TOKEN_CHARS + 1, 1, 1),
+            join(MAX_TOKEN_CHARS + 1, 1, 1),
             join(1, MAX_JOIN_NAME + 1, 1),
             join(1, 1, MAX_JOIN_ADDRS + 1),
         ] {
             assert!(matches!(Request::decode(&bad), Err(WireError::TooLarge(_))));
         }
+        // The encoder cuts over-long fields (at character boundaries): it always decodes, and
+        // `encoded_len` agrees.
+        let long = Request::Join {
+            token: "t".repeat(MAX_TOKEN_CHARS + 9),
+            name: "é".repeat(MAX_JOIN_NAME),
+            addrs: vec!["/a".into(); 300],
+        };
+        assert_eq!(long.encoded_len(), long.encode().len());
+        let Ok(Request::Join { token, name, addrs }) = Request::decode(&long.encode()) else {
+            panic!("an over-long Join does not decode");
+        };
+        assert_eq!(
+            (token.len(), name.len(), addrs.len()),
+            (MAX_TOKEN_CHARS, MAX_JOIN_NAME, MAX_JOIN_ADDRS)
+        );
         assert_eq!(
             Response::decode(&[T_R_JOINED, 2]),
             Err(WireError::Malformed("bad `waiting` flag"))

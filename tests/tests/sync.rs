@@ -335,6 +335,16 @@ async fn an_invited_city_joins_on_first_contact_and_a_guest_gets_nothing() {
     );
     assert!(stranger.heads().is_empty());
     assert!(!milan.city.trusts(&stranger.id()).expect("trusts"));
+    // The refusal is final: the stranger forgot the token.
+    assert!(
+        eventually(WAIT, || stranger
+            .city
+            .roster_entry(&milan.id())
+            .ok()
+            .flatten()
+            .is_some_and(|e| e.invitation.is_none()))
+        .await
+    );
     let status = milan.status().await;
     assert!(
         status
