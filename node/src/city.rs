@@ -380,6 +380,17 @@ impl City {
         ActorId::from(self.key.id().as_bytes().to_vec())
     }
 
+    /// A fresh actor of this city (its key and 8 random bytes): for a change that must not
+    /// collide with another of this city's, such as the genesis of a record whose content
+    /// another record has already (the same change would make the same document id).
+    fn fresh_actor(&self) -> Result<ActorId, CityError> {
+        let mut bytes = self.key.id().as_bytes().to_vec();
+        let suffix = intercity_protocol::record::try_new_id(8)
+            .map_err(|e| CityError::Rejected(format!("no random numbers for a new actor: {e}")))?;
+        bytes.extend_from_slice(suffix.as_bytes());
+        Ok(ActorId::from(bytes))
+    }
+
     /// Creates a record authored by this city; returns its id.
     pub fn create(&self, record: &Record, message: &str) -> Result<DocId, CityError> {
         self.create_with(record, message, true)
@@ -395,11 +406,20 @@ impl City {
     /// The genesis change of a new record, its document and the record read back from it (no
     /// store access: may run in parallel).
     fn prepare(&self, record: &Record, message: &str, texts: Texts) -> Result<Authored, CityError> {
-        let (doc, change) = doc::new_document(self.actor(), record, message, texts)?;
+        if texts == Texts::Plain {
+            // Built as operations, without a document: the pipeline reads the record from the
+            // change (`doc::genesis_json`) and stores the change as the document.
+            return Ok(Authored {
+                change: doc::new_plain_change(self.fresh_actor()?, record, message)?,
+                doc: None,
+                record: None,
+            });
+        }
+        let (doc, change) = doc::new_document(self.fresh_actor()?, record, message, texts)?;
         let record = doc::read_record(&doc, None)?;
         Ok(Authored {
             change,
-            doc,
+            doc: Some(doc),
             record: Some(record),
         })
     }
@@ -454,12 +474,7 @@ impl City {
             // A change concurrent with this city's own later changes needs an actor of its
             // own (Automerge numbers each actor's changes in one sequence). Actors only
             // have to start with the author's key.
-            let mut bytes = self.key.id().as_bytes().to_vec();
-            let suffix = intercity_protocol::record::try_new_id(8).map_err(|e| {
-                CityError::Rejected(format!("no random numbers for a new actor: {e}"))
-            })?;
-            bytes.extend_from_slice(suffix.as_bytes());
-            actor = ActorId::from(bytes);
+            actor = self.fresh_actor()?;
         }
         let mut record = doc::read_record(&doc, None)?;
         f(&mut record)?;
@@ -468,7 +483,7 @@ impl City {
             doc::edit_document(&mut doc, actor, &record, message)?.ok_or(CityError::Unchanged)?;
         let authored = Authored {
             change,
-            doc,
+            doc: Some(doc),
             record: None,
         };
         self.publish(id, record.kind(), authored, sync)?;

@@ -363,7 +363,7 @@ impl Store {
         let mut delta = crate::catalog::CatalogDelta::default();
         for (id, update) in &commit.docs {
             // Uncompressed: DEFLATE costs more than it saves on documents of a few kilobytes.
-            batch.put_cf(self.cf("docs"), id.0, update.doc.save_nocompress());
+            batch.put_cf(self.cf("docs"), id.0, update.doc.to_bytes());
             if let Some(record) = &update.record {
                 let row = self.get("records", &id.0)?;
                 let new_doc = row.is_none();

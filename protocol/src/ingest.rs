@@ -291,11 +291,55 @@ pub enum Verdict {
     Fork,
 }
 
+/// A document as an ingestion leaves it.
+#[derive(Clone, Debug)]
+pub enum DocState {
+    /// Built in memory.
+    Built(Box<Automerge>),
+    /// A new document holding one genesis change, not built because nothing needed it (its
+    /// record was read from the change by [`doc::genesis_json`]): the change's bytes, which is
+    /// also how it is stored (`Automerge::load` reads a change as a document).
+    Genesis(Vec<u8>),
+}
+
+impl DocState {
+    /// The bytes to store.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            DocState::Built(doc) => doc.save_nocompress(),
+            DocState::Genesis(change) => change.clone(),
+        }
+    }
+
+    /// A copy of the document, built if it was not.
+    pub fn build(&self) -> Result<Automerge, LedgerError> {
+        match self {
+            DocState::Built(doc) => Ok((**doc).clone()),
+            DocState::Genesis(change) => load_genesis(change),
+        }
+    }
+
+    /// The document, built in place if it was not.
+    fn built(&mut self) -> Result<&Automerge, LedgerError> {
+        if let DocState::Genesis(change) = self {
+            *self = DocState::Built(Box::new(load_genesis(change)?));
+        }
+        match self {
+            DocState::Built(doc) => Ok(&**doc),
+            DocState::Genesis(_) => Err(LedgerError("a genesis document was not built".into())),
+        }
+    }
+}
+
+fn load_genesis(change: &[u8]) -> Result<Automerge, LedgerError> {
+    Automerge::load(change).map_err(|e| LedgerError(format!("a genesis change does not load: {e}")))
+}
+
 /// A document changed by a commit, with its record as of all its accepted changes.
 #[derive(Clone, Debug)]
 pub struct DocUpdate {
     /// The document.
-    pub doc: Automerge,
+    pub doc: DocState,
     /// Its record (None if the merged state does not read as a record).
     pub record: Option<Record>,
     /// Timestamp of the newest entry applied, ms.
@@ -346,8 +390,9 @@ pub fn ingest(ledger: &impl Ledger, entry: &[u8], payload: &[u8]) -> Result<Inge
 pub struct Authored {
     /// The change, decoded (its bytes must be the payload).
     pub change: Change,
-    /// The document after the change.
-    pub doc: Automerge,
+    /// The document after the change, if the author built it (a genesis change built directly,
+    /// [`doc::new_plain_change`], has none).
+    pub doc: Option<Automerge>,
     /// The record read from `doc`, if the author read it already (else it is read here).
     pub record: Option<Record>,
 }
@@ -472,7 +517,7 @@ fn pipeline(
             {
                 return Err(IngestError::ActorMismatch);
             }
-            (a.change, Some((a.doc, a.record)))
+            (a.change, a.doc.map(|d| (d, a.record)))
         }
         None => (decode_change(&feed.author, payload)?, None),
     };
@@ -550,7 +595,10 @@ impl<L: Ledger> Work<'_, L> {
     fn doc(&mut self, id: DocId) -> Result<Option<&Automerge>, LedgerError> {
         // A document changed earlier in this ingestion lives in the commit.
         if self.commit.docs.contains_key(&id) {
-            return Ok(self.commit.docs.get(&id).map(|u| &u.doc));
+            return match self.commit.docs.get_mut(&id) {
+                Some(u) => u.doc.built().map(Some),
+                None => Ok(None),
+            };
         }
         if !self.docs.contains_key(&id) {
             let loaded = self.ledger.doc(&id)?;
@@ -591,6 +639,32 @@ impl<L: Ledger> Work<'_, L> {
                 self.note(signed, hash, &status);
                 return Ok(status);
             }
+            // Read the new record from the change itself, without building the document
+            // (unless the author built it already).
+            if self.prebuilt.is_none()
+                && let Some(json) = doc::genesis_json(&change)
+            {
+                let status = match Record::from_json(json)
+                    .map_err(|e| format!("invalid record after the change: {e}"))
+                    .and_then(|after| check_after(h, None, after))
+                {
+                    Ok(record) => {
+                        self.commit.docs.insert(
+                            h.doc,
+                            DocUpdate {
+                                doc: DocState::Genesis(change.raw_bytes().to_vec()),
+                                scope: scope_of(record.kind(), h.doc),
+                                record: Some(record),
+                                updated: h.timestamp,
+                            },
+                        );
+                        Status::Accepted
+                    }
+                    Err(reason) => Status::Rejected(reason),
+                };
+                self.note(signed, hash, &status);
+                return Ok(status);
+            }
             Automerge::new()
         } else {
             let Some(doc) = self.doc(h.doc)? else {
@@ -624,7 +698,7 @@ impl<L: Ledger> Work<'_, L> {
                 self.commit.docs.insert(
                     h.doc,
                     DocUpdate {
-                        doc,
+                        doc: DocState::Built(Box::new(doc)),
                         record: merged.or(Some(record)),
                         updated,
                         scope,
@@ -745,7 +819,10 @@ fn evaluate(
         Some(built) => built,
         None => {
             let mut doc = base.clone();
-            doc.apply_changes([change])
+            // Automerge trusts some of a change's internals (actor indices); a forged change
+            // must not bring the node down.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.apply_changes([change])))
+                .map_err(|_| "Automerge could not apply the change".to_string())?
                 .map_err(|e| format!("Automerge refused the change: {e}"))?;
             (doc, None)
         }
@@ -759,6 +836,16 @@ fn evaluate(
         Some(record) => record,
         None => at(&doc, &[hash]).map_err(|e| format!("invalid record after the change: {e}"))?,
     };
+    Ok((doc, check_after(h, before.as_ref(), after)?))
+}
+
+/// The checks on the record a change leaves (`after`) against the one it was made on
+/// (`before`): valid, in the right scope, authorized. Returns `after`, or the rejection reason.
+fn check_after(
+    h: &crate::entry::Header,
+    before: Option<&Record>,
+    after: Record,
+) -> Result<Record, String> {
     after
         .validate()
         .map_err(|e| format!("invalid record after the change: {e}"))?;
@@ -770,8 +857,8 @@ fn evaluate(
             h.scope
         ));
     }
-    authorize(&h.author, before.as_ref(), &after)?;
-    Ok((doc, after))
+    authorize(&h.author, before, &after)?;
+    Ok(after)
 }
 
 /// The authorization rule, evaluated on the record at the change's dependencies (`before`,
@@ -988,7 +1075,7 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
 
     fn doc(&self, id: &DocId) -> Result<Option<Automerge>, LedgerError> {
         match self.docs.get(id) {
-            Some(u) => Ok(Some(u.doc.clone())),
+            Some(u) => u.doc.build().map(Some),
             None => self.ledger.doc(id),
         }
     }
@@ -1070,7 +1157,10 @@ pub mod memory {
             self.payloads.extend(commit.payloads);
             self.heads.extend(commit.heads);
             for (id, u) in commit.docs {
-                self.docs.insert(id, u.doc);
+                // A genesis change this ledger accepted loads (a test of the store checks it).
+                if let Ok(doc) = u.doc.build() {
+                    self.docs.insert(id, doc);
+                }
             }
             self.changes.extend(commit.changes);
             for (doc, feed, seq, bytes) in commit.pending_add {

@@ -752,7 +752,7 @@ fn authored_entries_store_the_same_as_received_ones() {
         &payload,
         Authored {
             change: change.clone(),
-            doc: d.clone(),
+            doc: Some(d.clone()),
             record: Some(doc::read_record(&d, None).expect("read")),
         },
     )
@@ -804,7 +804,7 @@ fn authored_entries_store_the_same_as_received_ones() {
         &payload2,
         Authored {
             change: change2.clone(),
-            doc: edited.clone(),
+            doc: Some(edited.clone()),
             record: None,
         },
     )
@@ -820,7 +820,7 @@ fn authored_entries_store_the_same_as_received_ones() {
         &payload,
         Authored {
             change: change2,
-            doc: edited,
+            doc: Some(edited),
             record: None,
         },
     );

@@ -119,6 +119,25 @@ fn key_with_wide_permissions_is_refused() {
 }
 
 #[test]
+fn identical_records_are_separate_records() {
+    let milan = City::init("Milan", "IT");
+    let a = milan.add(&["practice", "add", "--title", "Test"]);
+    let b = milan.add(&["practice", "add", "--title", "Test"]);
+    assert_ne!(a, b);
+    let file = milan.path().join("twice.jsonl");
+    std::fs::write(
+        &file,
+        "{\"kind\":\"practice\",\"title\":\"Same\"}\n{\"kind\":\"practice\",\"title\":\"Same\"}\n",
+    )
+    .expect("write");
+    let path = file.to_str().expect("utf-8");
+    milan.ok(&["import", path]);
+    milan.ok(&["import", path]);
+    let list = milan.json(&["practice", "list"]);
+    assert_eq!(list.as_array().map(Vec::len), Some(6), "{list}");
+}
+
+#[test]
 fn practices_add_edit_show_list() {
     let milan = City::init("Milan", "IT");
     let fabriq = milan.add(&[

@@ -71,4 +71,16 @@ fn main() {
     time("read the record (read_record)", n, || {
         black_box(doc::read_record(&built, None).ok());
     });
+    time("read without applying (genesis_json)", n, || {
+        black_box(doc::genesis_json(&change));
+    });
+    let (plain, _) =
+        doc::new_document(actor.clone(), &record, "create", Texts::Plain).expect("plain");
+    time("build, plain texts (new_document)", n, || {
+        black_box(doc::new_document(actor.clone(), &record, "create", Texts::Plain).ok());
+    });
+    time("build, plain texts (new_plain_change)", n, || {
+        black_box(doc::new_plain_change(actor.clone(), &record, "create").ok());
+    });
+    black_box(plain);
 }
