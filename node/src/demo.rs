@@ -142,10 +142,14 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(String)) -> Result<DemoR
             key_for(opts.seed, i),
         )?));
     }
-    // Every city trusts every other (the federation roster); addresses come after start.
+    // Every city trusts every other (the federation roster); addresses come after start. The
+    // last city is the exception: it joins by Milan's invitation, and Milan learns it when it
+    // first connects.
+    let newcomer = cities[n - 1].id();
     for a in &cities {
         for b in &cities {
-            if a.id() != b.id() {
+            let invited = a.id() == cities[0].id() && b.id() == newcomer;
+            if a.id() != b.id() && !invited {
                 a.roster_add(b.id(), &b.profile().name, &[])?;
             }
         }
@@ -167,14 +171,20 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(String)) -> Result<DemoR
     for c in &cities {
         daemons.push(Daemon::start_with(c.clone(), cfg.clone(), shutdown.clone()).await?);
     }
-    // Sparse topology: each city dials the next two around a ring.
+    // Sparse topology: each city dials the next two around a ring. The newcomer reaches Milan
+    // through the invitation it accepted instead.
+    let token = cities[0].invite(None, vec![daemons[0].listening[0].to_string()], None, 1)?;
     let mut links = 0;
     for i in 0..n {
         for step in 1..=2.min(n - 1) {
             let j = (i + step) % n;
+            links += 1;
+            if i == n - 1 && j == 0 {
+                cities[i].accept_invitation(&token)?;
+                continue;
+            }
             let addr = daemons[j].listening[0].to_string();
             cities[i].roster_add(cities[j].id(), &cities[j].profile().name, &[addr])?;
-            links += 1;
         }
         daemons[i]
             .net
@@ -184,6 +194,24 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(String)) -> Result<DemoR
     }
     say(format!(
         "{n} nodes listening on 127.0.0.1; {links} links (each city dials the next two around a ring)"
+    ));
+    daemons[0]
+        .net
+        .roster_changed()
+        .await
+        .map_err(|e| CityError::Rejected(e.to_string()))?;
+    let newcomer_name = cities[n - 1].profile().name.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cities[0].trusts(&newcomer)? {
+        if Instant::now() > deadline {
+            return Err(CityError::Rejected(format!(
+                "{newcomer_name} did not join Milan by invitation within 30 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    say(format!(
+        "{newcomer_name} accepted Milan's invitation and joined: Milan learned it on first contact"
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
 

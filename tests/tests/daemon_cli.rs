@@ -188,3 +188,24 @@ fn a_record_added_through_one_daemon_is_listed_on_the_peer() {
     assert!(ok, "{err}");
     assert!(out.contains("FabriQ"));
 }
+
+/// The README's main command, smaller: real nodes, a city joining by invitation, a forgery
+/// rejected, and an exit code of 0 only when every city converged.
+#[test]
+fn the_demo_converges_with_a_city_joining_by_invitation() {
+    let out = Command::new(intercity_tests::intercity_bin())
+        .args(["demo", "--cities", "4", "--seed", "7"])
+        .output()
+        .expect("run the demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("accepted Milan's invitation and joined"),
+        "{text}"
+    );
+    assert!(text.contains("all cities converged"), "{text}");
+}
