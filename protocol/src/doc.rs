@@ -167,9 +167,27 @@ fn object_json<R: ReadDoc>(
     kind: ObjType,
     heads: Option<&[ChangeHash]>,
 ) -> Json {
+    object_json_at(doc, obj, kind, heads, 0)
+}
+
+/// Deepest nesting read as JSON: records nest four levels; a document nested deeper (which
+/// only a forged change makes) reads as `null` below this depth, and so as no record, instead of
+/// exhausting the stack.
+const MAX_JSON_DEPTH: usize = 64;
+
+fn object_json_at<R: ReadDoc>(
+    doc: &R,
+    obj: &ObjId,
+    kind: ObjType,
+    heads: Option<&[ChangeHash]>,
+    depth: usize,
+) -> Json {
+    if depth >= MAX_JSON_DEPTH {
+        return Json::Null;
+    }
     // A scalar, or an object read in turn (its id is only built for objects).
     let value = |v: &automerge::ValueRef<'_>, id: &dyn Fn() -> ObjId| match v {
-        automerge::ValueRef::Object(kind) => object_json(doc, &id(), *kind, heads),
+        automerge::ValueRef::Object(kind) => object_json_at(doc, &id(), *kind, heads, depth + 1),
         automerge::ValueRef::Scalar(s) => scalar_ref_json(s),
     };
     match kind {
@@ -415,6 +433,12 @@ pub fn genesis_json(change: &Change) -> Option<Json> {
 
     // Every genesis change this code makes is its actor's first: seq 1 from op 1.
     if !change.deps().is_empty() || change.seq() != 1 || change.start_op().get() != 1 {
+        return None;
+    }
+    // The change's bytes become the stored document, and `Automerge::load` checks the chunk's
+    // checksum (bytes 4..8, the hash's first four) where decoding and applying do not: a
+    // change with a wrong one goes through Automerge and is stored as a saved document.
+    if change.raw_bytes().get(4..8) != Some(&change.hash().0[..4]) {
         return None;
     }
     // `decode` trusts the change's actor indices; a forged change must not bring the node down.
@@ -1591,6 +1615,37 @@ mod tests {
         }
         let dependent = change(ops, vec![c.hash()]);
         assert_eq!(genesis_json(&dependent), None);
+        // A wrong checksum: Automerge applies such a change but would not load its bytes, so
+        // the reader declines it (and the caller stores a saved document instead).
+        let mut bytes = c.raw_bytes().to_vec();
+        bytes[4] ^= 1;
+        let bad = Change::from_bytes(bytes.clone()).expect("decoding ignores the checksum");
+        assert_eq!(genesis_json(&bad), None);
+        assert!(Automerge::load(&bytes).is_err());
+        assert!(Automerge::load(&applied(&bad).save_nocompress()).is_ok());
+        // Maps nested 5,000 deep: declined by the reader, and read by `to_json` down to a
+        // bounded depth instead of exhausting the stack.
+        let mut deep = Vec::new();
+        let mut parent = ObjectId::Root;
+        for n in 1..=5_000u64 {
+            deep.push(op(
+                parent,
+                Key::Map("m".into()),
+                false,
+                OpType::Make(ObjType::Map),
+            ));
+            parent = ObjectId::Id(OpId::new(n, &a));
+        }
+        let deep = change(deep, Vec::new());
+        assert_eq!(genesis_json(&deep), None);
+        let json = to_json(&applied(&deep), None);
+        let mut depth = 0;
+        let mut at = &json;
+        while let Some(next) = at.get("m") {
+            depth += 1;
+            at = next;
+        }
+        assert_eq!(depth, MAX_JSON_DEPTH);
     }
 
     proptest! {
