@@ -46,6 +46,10 @@ impl Drop for Daemon {
 }
 
 fn run_daemon(dir: &Path, port: u16) -> Daemon {
+    run_daemon_with(dir, port, &[])
+}
+
+fn run_daemon_with(dir: &Path, port: u16, extra: &[&str]) -> Daemon {
     let child = Command::new(intercity_tests::intercity_bin())
         .arg("--data-dir")
         .arg(dir)
@@ -58,6 +62,7 @@ fn run_daemon(dir: &Path, port: u16) -> Daemon {
             "--anti-entropy-secs",
             "1",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -208,4 +213,75 @@ fn the_demo_converges_with_a_city_joining_by_invitation() {
         "{text}"
     );
     assert!(text.contains("all cities converged"), "{text}");
+}
+
+/// Waits until `check` holds for the output of `args` run in `dir`, or fails with `what`.
+fn wait_for(dir: &Path, args: &[&str], what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out, err) = cli(dir, args);
+        if ok && check(&out) {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "{what}: {out}{err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The invitation flow as city staff run it, through both daemons: Milan's node asks its
+/// operator, who approves; the new city then receives Milan's records.
+#[test]
+fn a_city_joins_by_invitation_through_the_cli_after_approval() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (milan, porto) = (tmp.path().join("milan"), tmp.path().join("porto"));
+    assert!(cli(&milan, &["init", "--city", "Milan", "--country", "IT"]).0);
+    assert!(cli(&porto, &["init", "--city", "Porto", "--country", "PT"]).0);
+    assert!(cli(&milan, &["practice", "add", "--title", "OpenCare"]).0);
+    let porto_id = id_of(&porto);
+    let _milan_daemon = run_daemon_with(&milan, free_port(), &["--approve-joins"]);
+    let _porto_daemon = run_daemon(&porto, free_port());
+
+    // The token names the daemon's listen address; Porto accepts it through its daemon.
+    let (ok, token, err) = cli(&milan, &["invite", "create"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&porto, &["invite", "accept", token.trim()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("added Milan"), "{out}");
+
+    let pending = wait_for(
+        &milan,
+        &["invite", "pending", "--json"],
+        "no join waits",
+        |o| o.contains(&porto_id),
+    );
+    assert!(pending.contains("\"name\": \"Porto\""), "{pending}");
+    let (ok, out, _) = cli(&porto, &["practice", "list", "--json"]);
+    assert!(
+        ok && !out.contains("OpenCare"),
+        "records before approval: {out}"
+    );
+    let (ok, out, err) = cli(&milan, &["invite", "approve", &porto_id]);
+    assert!(ok, "{err}");
+    assert!(out.contains("admitted Porto"), "{out}");
+
+    wait_for(
+        &porto,
+        &["practice", "list", "--json"],
+        "Porto never got Milan's practice",
+        |o| o.contains("OpenCare"),
+    );
+    let roster = wait_for(
+        &milan,
+        &["peers", "list", "--json"],
+        "Porto not in Milan's roster",
+        |o| o.contains(&porto_id),
+    );
+    assert!(roster.contains("Porto"), "{roster}");
+    let list = wait_for(
+        &milan,
+        &["invite", "list", "--json"],
+        "the token is not used",
+        |o| o.contains(&porto_id),
+    );
+    assert!(list.contains("\"uses\": 0"), "{list}");
 }
