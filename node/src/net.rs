@@ -64,6 +64,8 @@ pub const MAX_INFLIGHT_RANGES: usize = 32;
 pub const FEDERATION_TOPIC: &str = "/intercity/1/federation";
 /// Cities outside the roster connected at once to present an invitation.
 pub const MAX_GUESTS: usize = 8;
+/// Guests connected at once from one IP address.
+pub const MAX_GUESTS_PER_IP: usize = 2;
 /// How long a guest may stay connected without joining.
 pub const GUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a guest that did not join (timed out, or its invitation was refused) may not
@@ -306,8 +308,9 @@ struct Gate {
     banned: HashSet<PeerId>,
     /// Which peers may connect as guests (an invitation is out).
     admits: Admits,
-    /// Guests connected now (kept by the event loop).
+    /// Guests connected now, and per IP address (kept by the event loop).
     guests: usize,
+    guest_ips: HashMap<std::net::IpAddr, usize>,
 }
 
 /// Which peers outside the roster the gate admits as guests.
@@ -320,6 +323,15 @@ enum Admits {
     Only(HashSet<PeerId>),
     /// Any peer.
     Anyone,
+}
+
+/// The IP address of a multiaddress, if it starts with one.
+fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    match addr.iter().next()? {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
+        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    }
 }
 
 /// Why the gate denied a connection.
@@ -335,17 +347,25 @@ impl std::fmt::Display for NotAdmitted {
 impl std::error::Error for NotAdmitted {}
 
 impl Gate {
+    /// Admits `peer`; `remote`: the address of an inbound connection (None: outbound).
     fn check(
         &self,
         peer: PeerId,
-        inbound: bool,
+        remote: Option<&Multiaddr>,
     ) -> Result<dummy::ConnectionHandler, ConnectionDenied> {
         let invited = match &self.admits {
             Admits::Nobody => false,
             Admits::Only(peers) => peers.contains(&peer),
             Admits::Anyone => true,
         };
-        let guest = inbound && invited && self.guests < MAX_GUESTS && !self.banned.contains(&peer);
+        let room_at_ip = remote
+            .and_then(ip_of)
+            .is_none_or(|ip| self.guest_ips.get(&ip).copied().unwrap_or(0) < MAX_GUESTS_PER_IP);
+        let guest = remote.is_some()
+            && invited
+            && self.guests < MAX_GUESTS
+            && room_at_ip
+            && !self.banned.contains(&peer);
         if self.trusted.contains(&peer) || guest {
             Ok(dummy::ConnectionHandler)
         } else {
@@ -363,9 +383,9 @@ impl NetworkBehaviour for Gate {
         _: ConnectionId,
         peer: PeerId,
         _: &Multiaddr,
-        _: &Multiaddr,
+        remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.check(peer, true)
+        self.check(peer, Some(remote))
     }
 
     fn handle_established_outbound_connection(
@@ -376,7 +396,7 @@ impl NetworkBehaviour for Gate {
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.check(peer, false)
+        self.check(peer, None)
     }
 
     fn on_swarm_event(&mut self, _: FromSwarm) {}
@@ -446,6 +466,38 @@ enum Outcome {
     Gap(FeedId, u64),
     Invalid(String),
     Skipped,
+}
+
+/// A ban as stored (meta key `ban/<peer id>`).
+#[derive(Serialize, Deserialize)]
+struct StoredBan {
+    /// The banned peer.
+    peer: String,
+    /// Until when, ms since the epoch.
+    until: i64,
+}
+
+const BAN_KEY: &str = "ban/";
+
+/// The bans stored by earlier runs that have not expired.
+fn load_bans(city: &City) -> HashMap<PeerId, Instant> {
+    let now = now_ms();
+    let rows = match city.store().meta_with_prefix(BAN_KEY) {
+        Ok(rows) => rows,
+        Err(e) => {
+            warn!(error = %e, "reading the stored bans failed");
+            return HashMap::new();
+        }
+    };
+    rows.iter()
+        .filter_map(|raw| serde_json::from_slice::<StoredBan>(raw).ok())
+        .filter(|b| b.until > now)
+        .filter_map(|b| {
+            let peer: PeerId = b.peer.parse().ok()?;
+            let left = Duration::from_millis(u64::try_from(b.until - now).ok()?);
+            Some((peer, Instant::now() + left.min(BAN)))
+        })
+        .collect()
 }
 
 /// Starts the network for `city`; returns once it listens. The event loop runs until `shutdown`.
@@ -583,6 +635,7 @@ pub async fn spawn(
     let (tx, cmd_rx) = mpsc::channel(CHANNEL_BOUND);
     let (out_tx, outbox) = mpsc::channel(CHANNEL_BOUND);
     city.set_outbox(Some(out_tx));
+    let banned = load_bans(&city);
     let mut event_loop = EventLoop {
         swarm,
         city,
@@ -592,7 +645,7 @@ pub async fn spawn(
         topic,
         peers: HashMap::new(),
         pending: HashMap::new(),
-        banned: HashMap::new(),
+        banned,
         listening: listening.clone(),
         trusted: HashSet::new(),
         guests: HashMap::new(),
@@ -631,6 +684,8 @@ struct EventLoop {
 
 /// A connected guest.
 struct Guest {
+    /// The IP address it connected from.
+    ip: Option<std::net::IpAddr>,
     /// When it is disconnected unless it joined.
     until: Instant,
     /// It presented an invitation on this connection already (once is all it may).
@@ -805,10 +860,21 @@ impl EventLoop {
     /// A guest joined (or was approved while connected).
     fn promote(&mut self, peer: PeerId) {
         if self.guests.remove(&peer).is_some() {
-            self.swarm.behaviour_mut().gate.guests = self.guests.len();
+            self.count_guests();
             info!(%peer, "guest joined: now a roster city");
             self.start_session(peer);
         }
+    }
+
+    /// Tells the gate how many guests are connected, in all and per IP address.
+    fn count_guests(&mut self) {
+        let mut ips: HashMap<std::net::IpAddr, usize> = HashMap::new();
+        for ip in self.guests.values().filter_map(|g| g.ip) {
+            *ips.entry(ip).or_default() += 1;
+        }
+        let gate = &mut self.swarm.behaviour_mut().gate;
+        gate.guests = self.guests.len();
+        gate.guest_ips = ips;
     }
 
     /// Disconnects guests that did not join in time, and bans them as guests for a while.
@@ -841,7 +907,18 @@ impl EventLoop {
 
     fn anti_entropy(&mut self) {
         let now = Instant::now();
-        self.banned.retain(|_, until| *until > now);
+        let lifted: Vec<PeerId> = self
+            .banned
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in lifted {
+            self.banned.remove(&pid);
+            if let Err(e) = self.city.store().delete_meta(&format!("{BAN_KEY}{pid}")) {
+                warn!(error = %e, "forgetting a lifted ban failed");
+            }
+        }
         self.apply_roster();
         let connected: Vec<PeerId> = self
             .peers
@@ -1009,6 +1086,7 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 num_established,
+                endpoint,
                 ..
             } => {
                 if !self.is_trusted(&peer_id) {
@@ -1025,10 +1103,11 @@ impl EventLoop {
                     {
                         info!(peer = %peer_id, "a city outside the roster connected to present an invitation");
                         slot.insert(Guest {
+                            ip: ip_of(endpoint.get_remote_address()),
                             until: Instant::now() + GUEST_TIMEOUT,
                             presented: false,
                         });
-                        self.swarm.behaviour_mut().gate.guests = self.guests.len();
+                        self.count_guests();
                     }
                 } else if num_established.get() == 1 {
                     info!(peer = %peer_id, "connected");
@@ -1041,7 +1120,7 @@ impl EventLoop {
                 ..
             } => {
                 if self.guests.remove(&peer_id).is_some() {
-                    self.swarm.behaviour_mut().gate.guests = self.guests.len();
+                    self.count_guests();
                     self.peers.remove(&peer_id);
                 } else if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.connected = false;
@@ -1217,6 +1296,22 @@ impl EventLoop {
             p.strikes = 0;
             warn!(%peer, "peer sent too many invalid entries: disconnected and banned for {} s", BAN.as_secs());
             self.banned.insert(peer, Instant::now() + BAN);
+            // Kept across restarts: a restart must not readmit a peer that just misbehaved.
+            let ban = StoredBan {
+                peer: peer.to_base58(),
+                until: now_ms() + BAN.as_millis() as i64,
+            };
+            let saved = serde_json::to_vec(&ban)
+                .map_err(|e| e.to_string())
+                .and_then(|v| {
+                    self.city
+                        .store()
+                        .set_meta(&format!("{BAN_KEY}{peer}"), &v)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = saved {
+                warn!(error = %e, "saving a ban failed: it lasts until a restart");
+            }
             let gate = &mut self.swarm.behaviour_mut().gate;
             gate.trusted.remove(&peer);
             gate.banned.insert(peer);
@@ -1552,5 +1647,44 @@ impl EventLoop {
         for pid in targets {
             self.request(pid, Request::Push(vec![w.clone()]), Pending::Push);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_admits_roster_cities_and_bounded_guests() {
+        let (milan, guest, banned) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let here: Multiaddr = "/ip4/192.0.2.1/tcp/4001".parse().expect("addr");
+        let there: Multiaddr = "/ip4/192.0.2.2/tcp/4001".parse().expect("addr");
+        let mut gate = Gate {
+            trusted: HashSet::from([milan]),
+            banned: HashSet::from([banned]),
+            ..Gate::default()
+        };
+        // No invitation out: roster cities only, both ways.
+        assert!(gate.check(milan, Some(&here)).is_ok());
+        assert!(gate.check(milan, None).is_ok());
+        assert!(gate.check(guest, Some(&here)).is_err());
+        // An open invitation: guests, inbound only, never banned ones, a few per address.
+        gate.admits = Admits::Anyone;
+        assert!(gate.check(guest, Some(&here)).is_ok());
+        assert!(gate.check(guest, None).is_err());
+        assert!(gate.check(banned, Some(&here)).is_err());
+        gate.guests = 2;
+        gate.guest_ips = HashMap::from([(ip_of(&here).expect("ip"), MAX_GUESTS_PER_IP)]);
+        assert!(gate.check(guest, Some(&here)).is_err());
+        assert!(gate.check(guest, Some(&there)).is_ok());
+        gate.guests = MAX_GUESTS;
+        assert!(gate.check(guest, Some(&there)).is_err());
+        assert!(gate.check(milan, Some(&here)).is_ok());
+        // Bound invitations: only the cities they name.
+        gate.guests = 0;
+        gate.guest_ips.clear();
+        gate.admits = Admits::Only(HashSet::from([guest]));
+        assert!(gate.check(guest, Some(&here)).is_ok());
+        assert!(gate.check(PeerId::random(), Some(&here)).is_err());
     }
 }

@@ -465,6 +465,32 @@ async fn forged_entries_are_dropped_the_sender_is_cut_off_and_honest_sync_contin
             .contains(&"Still syncing".to_string()))
         .await
     );
+    // The ban outlives a restart: Milan, told where Mallory listens, does not dial it, and
+    // Mallory cannot connect.
+    let milan = milan.restart().await;
+    milan.dial(&mallory).await;
+    mallory.dial(&milan).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = milan.status().await;
+    assert!(
+        status
+            .peers
+            .iter()
+            .all(|p| p.id != mallory_id || !p.connected),
+        "Milan reconnected to the banned Mallory after a restart"
+    );
+    assert!(
+        status
+            .peers
+            .iter()
+            .any(|p| p.id == brno.id().to_string() && p.connected)
+            || eventually(WAIT, || futures_lite_block(milan.net())
+                .peers
+                .iter()
+                .any(|p| p.id == brno.id().to_string() && p.connected))
+            .await,
+        "Milan did not reconnect to Brno"
+    );
 }
 
 fn futures_lite_block(net: &intercity_node::net::NetHandle) -> intercity_node::net::NetStatus {
