@@ -255,6 +255,12 @@ fn a_city_joins_by_invitation_through_the_cli_after_approval() {
         |o| o.contains(&porto_id),
     );
     assert!(pending.contains("\"name\": \"Porto\""), "{pending}");
+    let (ok, out, err) = cli(&milan, &["status", "--json"]);
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(status["joins_waiting"][0]["id"], porto_id.as_str(), "{out}");
+    let (ok, out, _) = cli(&milan, &["status"]);
+    assert!(ok && out.contains("1 waiting for approval"), "{out}");
     let (ok, out, _) = cli(&porto, &["practice", "list", "--json"]);
     assert!(
         ok && !out.contains("OpenCare"),

@@ -7,7 +7,9 @@ use crate::ui;
 pub const HELP: &str = "\
 Shows this city, its listen addresses and, per roster city: connected or not, the last sync,
 how many entries this city is behind and ahead per scope (\"am I up to date with Brno?\"),
-bytes sent and received, and entries accepted, rejected and dropped as invalid.
+bytes sent and received, and entries accepted, rejected and dropped as invalid. Also the
+invitations this city has out, the cities waiting for its approval to join, and the cities
+whose invitation it accepted but has not presented yet (it does on the first connection).
 Peers are only known while the daemon runs (`intercity node run`).
 
 Example:
@@ -19,6 +21,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let client = ctx.open()?;
     let status = client.status()?;
     let roster = client.roster()?;
+    let invitations = client.invitations()?;
+    let waiting = client.pending_joins()?;
+    let joining: Vec<&str> = roster
+        .iter()
+        .filter(|e| e.invitation.is_some())
+        .map(|e| e.name.as_str())
+        .collect();
     let p = client.profile();
     if ctx.ui.is_json() {
         ctx.ui.json(&serde_json::json!({
@@ -30,6 +39,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             "entries": status.entries,
             "forks": status.forks,
             "roster": roster,
+            "invitations": invitations,
+            "joins_waiting": waiting,
         }))?;
         return Ok(());
     }
@@ -52,6 +63,30 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             ),
         ),
         ("fork proofs", status.forks.to_string()),
+        (
+            "invitations",
+            format!(
+                "{} out, {} waiting for approval{}",
+                invitations.iter().filter(|i| i.uses > 0).count(),
+                waiting.len(),
+                if waiting.is_empty() {
+                    ""
+                } else {
+                    " (`intercity invite pending`)"
+                }
+            ),
+        ),
+        (
+            "joining",
+            if joining.is_empty() {
+                "-".into()
+            } else {
+                format!(
+                    "{} (invitation accepted, presented on connecting)",
+                    joining.join(", ")
+                )
+            },
+        ),
     ])?;
     let mut table = ctx.ui.table(&[
         "city",
