@@ -587,11 +587,25 @@ fn clean_name(name: &str) -> String {
         .to_string()
 }
 
-/// Addresses from the network: only multiaddresses, at most 16.
+/// Addresses from the network: at most 16 multiaddresses that a node could dial — an IP
+/// address (not unspecified, multicast or broadcast) or a DNS name, then TCP or UDP.
 fn clean_addrs(addrs: &[String]) -> Vec<String> {
+    use libp2p::multiaddr::Protocol;
+    let dialable = |a: &libp2p::Multiaddr| {
+        let mut parts = a.iter();
+        let host = match parts.next() {
+            Some(Protocol::Ip4(ip)) => {
+                !(ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast())
+            }
+            Some(Protocol::Ip6(ip)) => !(ip.is_unspecified() || ip.is_multicast()),
+            Some(Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_)) => true,
+            _ => false,
+        };
+        host && matches!(parts.next(), Some(Protocol::Tcp(_) | Protocol::Udp(_)))
+    };
     addrs
         .iter()
-        .filter(|a| a.parse::<libp2p::Multiaddr>().is_ok())
+        .filter(|a| a.parse::<libp2p::Multiaddr>().is_ok_and(|m| dialable(&m)))
         .take(16)
         .cloned()
         .collect()
@@ -631,7 +645,15 @@ mod tests {
         assert_eq!(entry.invitation.as_deref(), Some(token.as_str()));
         assert_eq!(entry.addrs, vec!["/ip4/127.0.0.1/tcp/4001".to_string()]);
 
-        let addrs = vec!["/ip4/10.0.0.2/tcp/4001".to_string(), "junk".to_string()];
+        let addrs: Vec<String> = [
+            "/ip4/10.0.0.2/tcp/4001",
+            "junk",
+            "/ip4/0.0.0.0/tcp/4001",
+            "/memory/7",
+            "/ip4/224.0.0.1/udp/4001/quic-v1",
+        ]
+        .map(String::from)
+        .to_vec();
         let JoinOutcome::Admitted(e) = milan
             .redeem(brno.id(), &token, "Brno\u{7}", &addrs, false)
             .expect("redeem")
