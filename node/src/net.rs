@@ -325,11 +325,15 @@ enum Admits {
     Anyone,
 }
 
-/// The IP address of a multiaddress, if it starts with one.
+/// The IP address of a multiaddress, if it starts with one; an IPv6 address stands for its
+/// /64 network (one host usually holds a whole /64).
 fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
     match addr.iter().next()? {
         libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
-        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
+        libp2p::multiaddr::Protocol::Ip6(ip) => {
+            let net = u128::from(ip) & !(u128::from(u64::MAX));
+            Some(std::net::Ipv6Addr::from(net).into())
+        }
         _ => None,
     }
 }
@@ -450,13 +454,16 @@ struct Peer {
     inflight: HashSet<FeedId>,
     /// An invitation was presented to it on the current connection.
     presented: bool,
+    /// The address this node dialed for the current connection, if it dialed it.
+    dialed: Option<Multiaddr>,
 }
 
 enum Pending {
     Heads,
     Range(FeedId),
     Push,
-    Join,
+    /// The token presented.
+    Join(String),
 }
 
 /// What became of one entry from a peer.
@@ -489,8 +496,16 @@ fn load_bans(city: &City) -> HashMap<PeerId, Instant> {
             return HashMap::new();
         }
     };
-    rows.iter()
+    let bans: Vec<StoredBan> = rows
+        .iter()
         .filter_map(|raw| serde_json::from_slice::<StoredBan>(raw).ok())
+        .collect();
+    for b in bans.iter().filter(|b| b.until <= now) {
+        if let Err(e) = city.store().delete_meta(&format!("{BAN_KEY}{}", b.peer)) {
+            warn!(error = %e, "forgetting an expired ban failed");
+        }
+    }
+    bans.into_iter()
         .filter(|b| b.until > now)
         .filter_map(|b| {
             let peer: PeerId = b.peer.parse().ok()?;
@@ -650,7 +665,8 @@ pub async fn spawn(
         trusted: HashSet::new(),
         guests: HashMap::new(),
         guest_bans: HashMap::new(),
-        reconnect: HashSet::new(),
+        reconnect: HashMap::new(),
+        admitted_by: HashMap::new(),
     };
     event_loop.apply_roster();
     for addr in event_loop.cfg.dial.clone() {
@@ -677,9 +693,13 @@ struct EventLoop {
     guests: HashMap<PeerId, Guest>,
     /// Peers that may not connect as guests until the given time.
     guest_bans: HashMap<PeerId, Instant>,
-    /// Inviters that admitted this city: the connection is closed and opened again, so that
-    /// gossipsub, which ignored this city while it was a guest there, takes it in afresh.
-    reconnect: HashSet<PeerId>,
+    /// Inviters that admitted this city while it was their guest, with the address that
+    /// reached them: the connection is closed and dialed again there, so that gossipsub, which
+    /// ignored this city while it was a guest, takes it in afresh.
+    reconnect: HashMap<PeerId, Multiaddr>,
+    /// Inviters that admitted this city, with the token: it is not presented again, even if
+    /// recording the join in the store failed.
+    admitted_by: HashMap<PeerId, String>,
 }
 
 /// A connected guest.
@@ -735,7 +755,14 @@ impl EventLoop {
     /// Syncs the gate with the roster (and the invitations out), disconnects cities that left
     /// it, promotes guests that entered it, and dials roster cities we are not connected to.
     fn apply_roster(&mut self) {
-        let roster = self.city.roster().unwrap_or_default();
+        let roster = match self.city.roster() {
+            Ok(roster) => roster,
+            Err(e) => {
+                // Keep the gate as it is rather than disconnect everyone.
+                warn!(error = %e, "reading the roster failed");
+                return;
+            }
+        };
         self.trusted = roster.iter().filter(|e| !e.blocked).map(|e| e.id).collect();
         self.trusted.insert(self.city.id());
         let admits = match self.city.guests() {
@@ -839,6 +866,9 @@ impl EventLoop {
         let Some(token) = invitation else {
             return false;
         };
+        if self.admitted_by.get(&peer) == Some(&token) {
+            return false;
+        }
         let addrs = self
             .listening
             .iter()
@@ -853,7 +883,15 @@ impl EventLoop {
             .collect();
         let name = self.city.profile().name.clone();
         self.peers.entry(peer).or_default().presented = true;
-        self.request(peer, Request::Join { token, name, addrs }, Pending::Join);
+        self.request(
+            peer,
+            Request::Join {
+                token: token.clone(),
+                name,
+                addrs,
+            },
+            Pending::Join(token),
+        );
         true
     }
 
@@ -1111,6 +1149,9 @@ impl EventLoop {
                     }
                 } else if num_established.get() == 1 {
                     info!(peer = %peer_id, "connected");
+                    self.peers.entry(peer_id).or_default().dialed = endpoint
+                        .is_dialer()
+                        .then(|| endpoint.get_remote_address().clone());
                     self.start_session(peer_id);
                 }
             }
@@ -1120,6 +1161,8 @@ impl EventLoop {
                 ..
             } => {
                 if self.guests.remove(&peer_id).is_some() {
+                    // It left without joining: a new connection would restart its 30 s.
+                    self.ban_guest(peer_id);
                     self.count_guests();
                     self.peers.remove(&peer_id);
                 } else if let Some(p) = self.peers.get_mut(&peer_id) {
@@ -1127,8 +1170,14 @@ impl EventLoop {
                     p.inflight.clear();
                 }
                 info!(peer = %peer_id, "disconnected");
-                if self.reconnect.remove(&peer_id) {
-                    self.apply_roster();
+                if let Some(addr) = self.reconnect.remove(&peer_id) {
+                    let opts = DialOpts::peer_id(peer_id)
+                        .addresses(vec![addr])
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        warn!(peer = %peer_id, error = %e, "dialing the inviter again failed");
+                    }
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => self.listening.push(address),
@@ -1497,28 +1546,35 @@ impl EventLoop {
 
     fn on_response(&mut self, peer: PeerId, kind: Pending, response: Response) {
         match (kind, response) {
-            (Pending::Join, Response::Joined { waiting: false }) => {
+            (Pending::Join(token), Response::Joined { waiting: false }) => {
                 if let Some(c) = city_id(&peer)
                     && let Err(e) = self.city.joined(&c)
                 {
                     warn!(error = %e, "recording a join failed");
                 }
-                info!(%peer, "joined: the inviting city admitted this city; reconnecting");
-                // Gossipsub there ignored this city while it was a guest: a fresh connection
-                // puts each side in the other's mesh (the roster dials again once it closed).
-                self.reconnect.insert(peer);
-                let _ = self.swarm.disconnect_peer_id(peer);
+                info!(%peer, "joined: the inviting city admitted this city");
+                self.admitted_by.insert(peer, token);
+                // If this city dialed, it was a guest there, whose gossip was ignored: a fresh
+                // connection to the same address puts each side in the other's mesh. (If the
+                // inviter dialed, it trusted this city already.)
+                match self.peers.get(&peer).and_then(|p| p.dialed.clone()) {
+                    Some(addr) => {
+                        self.reconnect.insert(peer, addr);
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                    }
+                    None => self.send_heads(peer),
+                }
             }
-            (Pending::Join, Response::Joined { waiting: true }) => {
+            (Pending::Join(_), Response::Joined { waiting: true }) => {
                 info!(%peer, "the inviting city's operator has to approve this city's join");
             }
-            (Pending::Join, Response::Error { code: 5, message }) => {
+            (Pending::Join(_), Response::Error { code: 5, message }) => {
                 warn!(%peer, %message, "the inviting city refused the invitation; it is not presented again");
                 if let Some(c) = city_id(&peer) {
                     let _ = self.city.joined(&c);
                 }
             }
-            (Pending::Join, other) => {
+            (Pending::Join(_), other) => {
                 debug!(%peer, ?other, "join not answered; presented again at the next connection");
             }
             (Pending::Heads, Response::Heads(theirs)) => {
@@ -1680,6 +1736,12 @@ mod tests {
         gate.guests = MAX_GUESTS;
         assert!(gate.check(guest, Some(&there)).is_err());
         assert!(gate.check(milan, Some(&here)).is_ok());
+        // IPv6 guests count per /64 network.
+        let v6a: Multiaddr = "/ip6/2001:db8:1:2::a/tcp/4001".parse().expect("addr");
+        let v6b: Multiaddr = "/ip6/2001:db8:1:2::b/tcp/4001".parse().expect("addr");
+        let v6c: Multiaddr = "/ip6/2001:db8:1:3::a/tcp/4001".parse().expect("addr");
+        assert_eq!(ip_of(&v6a), ip_of(&v6b));
+        assert_ne!(ip_of(&v6a), ip_of(&v6c));
         // Bound invitations: only the cities they name.
         gate.guests = 0;
         gate.guest_ips.clear();
