@@ -936,6 +936,14 @@ fn invitations_are_created_listed_accepted_and_revoked() {
     let human = riga.ok(&["invite", "accept", &token]);
     assert!(human.contains("added Milan"), "{human}");
 
+    // Without the daemon and without --addr, the token could not be used: the CLI says so.
+    let out = riga.cmd(&["invite", "create"]).output().expect("run");
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("names no address"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A token bound to Brno: Riga cannot accept it.
     let bound =
         str_of(&milan.json(&["invite", "create", "--for", &brno.id(), "--uses", "1"])["token"]);

@@ -87,6 +87,13 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                 Some(g) => Some(super::query::resolve_group(&client, &g)?.parse()?),
                 None => None,
             };
+            if addrs.is_empty() && !client.via_daemon() {
+                ctx.ui.note(
+                    "the token names no address, so the invited city cannot reach this one: \
+                     give this city's public address with --addr, or create the token while \
+                     the daemon runs (it puts its listen addresses in)",
+                );
+            }
             let token = client.invite(invitee, group, addrs, uses)?;
             if ctx.ui.is_json() {
                 ctx.ui.json(&serde_json::json!({ "token": token }))?;
