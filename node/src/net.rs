@@ -915,7 +915,8 @@ impl EventLoop {
         gate.guest_ips = ips;
     }
 
-    /// Disconnects guests that did not join in time, and bans them as guests for a while.
+    /// Disconnects guests that did not join in time (the closed connection bans them as guests
+    /// for a while).
     fn expire_guests(&mut self) {
         let now = Instant::now();
         let late: Vec<PeerId> = self
@@ -926,7 +927,6 @@ impl EventLoop {
             .collect();
         for pid in late {
             debug!(peer = %pid, "guest did not join in time: disconnected");
-            self.ban_guest(pid);
             let _ = self.swarm.disconnect_peer_id(pid);
         }
     }

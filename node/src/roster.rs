@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use intercity_protocol::entry::DocId;
 use intercity_protocol::identity::CityId;
 use intercity_protocol::invite::Invitation;
-use intercity_protocol::record::{Member, Record, Role};
+use intercity_protocol::record::{Group, Member, Record, Role};
 use serde::{Deserialize, Serialize};
 
 use crate::city::{City, CityError, now_ms};
@@ -218,7 +218,7 @@ impl City {
             ));
         }
         if let Some(gid) = group {
-            self.check_chair(gid)?;
+            self.chaired_group(gid)?;
         }
         addrs.truncate(MAX_TOKEN_ADDRS);
         let inv = Invitation {
@@ -478,9 +478,7 @@ impl City {
                 .map_err(|_| CityError::Invitation(format!("bad group id {g} in an invitation")))?;
             let who = join.id.to_string();
             let name = join.name.clone();
-            self.check_chair(gid)?;
-            if !matches!(self.record(gid)?, Record::Group(ref grp) if grp.members.contains_key(&who))
-            {
+            if !self.chaired_group(gid)?.members.contains_key(&who) {
                 self.edit(
                     gid,
                     &format!("add member {name} ({who}, member) who joined by invitation"),
@@ -504,14 +502,15 @@ impl City {
         self.roster_add(join.id, name, &join.addrs)
     }
 
-    fn check_chair(&self, gid: DocId) -> Result<(), CityError> {
+    /// The working group `gid`, if this city chairs it.
+    fn chaired_group(&self, gid: DocId) -> Result<Group, CityError> {
         match self.record(gid)? {
             Record::Group(g)
                 if g.members
                     .get(&self.id().to_string())
                     .is_some_and(|m| m.role == Role::Chair) =>
             {
-                Ok(())
+                Ok(g)
             }
             Record::Group(g) => Err(CityError::Invitation(format!(
                 "this city does not chair the group \"{}\"; only a chair can invite cities into it",
@@ -614,22 +613,24 @@ fn clean_addrs(addrs: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use intercity_protocol::identity::CityKey;
-    use intercity_protocol::record::Group;
 
     use super::*;
 
-    fn city(dir: &tempfile::TempDir, name: &str, seed: u8) -> City {
-        City::init_with_key(dir.path(), name, None, CityKey::from_secret([seed; 32])).expect("init")
+    /// Milan, Brno, Riga and Porto, each in its own temporary directory (kept alive with them).
+    fn four_cities() -> (Vec<tempfile::TempDir>, [City; 4]) {
+        let dirs: Vec<tempfile::TempDir> =
+            (0..4).map(|_| tempfile::tempdir().expect("tmp")).collect();
+        let names = ["Milan", "Brno", "Riga", "Porto"];
+        let cities = std::array::from_fn(|i| {
+            let key = CityKey::from_secret([i as u8 + 1; 32]);
+            City::init_with_key(dirs[i].path(), names[i], None, key).expect("init")
+        });
+        (dirs, cities)
     }
 
     #[test]
     fn an_invitation_admits_its_holder_once_and_into_the_group() {
-        let dirs: Vec<tempfile::TempDir> =
-            (0..4).map(|_| tempfile::tempdir().expect("tmp")).collect();
-        let milan = city(&dirs[0], "Milan", 1);
-        let brno = city(&dirs[1], "Brno", 2);
-        let riga = city(&dirs[2], "Riga", 3);
-        let porto = city(&dirs[3], "Porto", 4);
+        let (_dirs, [milan, brno, riga, porto]) = four_cities();
         let group = Group::new("Smart Social Inclusion", milan.id().to_string(), "Milan");
         let gid = milan
             .create(&Record::Group(group), "create group")
@@ -713,12 +714,7 @@ mod tests {
 
     #[test]
     fn a_join_waits_for_approval_when_configured() {
-        let dirs: Vec<tempfile::TempDir> =
-            (0..4).map(|_| tempfile::tempdir().expect("tmp")).collect();
-        let milan = city(&dirs[0], "Milan", 1);
-        let brno = city(&dirs[1], "Brno", 2);
-        let riga = city(&dirs[2], "Riga", 3);
-        let porto = city(&dirs[3], "Porto", 4);
+        let (_dirs, [milan, brno, riga, porto]) = four_cities();
         let token = milan.invite(None, Vec::new(), None, 2).expect("invite");
         for c in [&brno, &riga] {
             assert_eq!(

@@ -129,10 +129,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                         comfy_table::Color::Reset,
                     ),
                     ctx.ui.cell(
-                        i.group
-                            .as_deref()
-                            .map(|g| &g[..g.len().min(12)])
-                            .unwrap_or(""),
+                        i.group.as_deref().map(|g| ui::short(g, 12)).unwrap_or(""),
                         comfy_table::Color::Reset,
                     ),
                     ctx.ui.cell(i.uses, comfy_table::Color::Reset),
@@ -171,10 +168,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                     ctx.ui.cell(j.id, comfy_table::Color::Reset),
                     ctx.ui.cell(j.addrs.join("\n"), comfy_table::Color::Reset),
                     ctx.ui.cell(
-                        j.group
-                            .as_deref()
-                            .map(|g| &g[..g.len().min(12)])
-                            .unwrap_or(""),
+                        j.group.as_deref().map(|g| ui::short(g, 12)).unwrap_or(""),
                         comfy_table::Color::Reset,
                     ),
                     ctx.ui
