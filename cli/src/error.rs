@@ -101,6 +101,8 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 fn city_code(e: &CityError) -> u8 {
     match e {
         CityError::NotFound(_) | CityError::Missing(_) | CityError::WrongKind { .. } => FAILURE,
+        // A stored document Automerge cannot read: the store's problem, not the user's input.
+        CityError::Record(RecordError::Unreadable(_)) => STORE,
         CityError::Record(_)
         | CityError::Ambiguous { .. }
         | CityError::Unchanged
@@ -110,6 +112,7 @@ fn city_code(e: &CityError) -> u8 {
         CityError::Store(_)
         | CityError::NoCity(_)
         | CityError::KeyPermissions { .. }
+        | CityError::DirPermissions { .. }
         | CityError::BadFile { .. }
         | CityError::Busy(_) => STORE,
         CityError::Rejected(_) | CityError::Invitation(_) => REJECTED,

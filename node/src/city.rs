@@ -93,6 +93,16 @@ pub enum CityError {
         /// Its mode bits.
         mode: u32,
     },
+    /// The data directory is writable by other users.
+    #[error(
+        "the data directory {path} has mode {mode:o}: other users could replace its files; run `chmod 700 {path}`"
+    )]
+    DirPermissions {
+        /// The data directory.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -280,7 +290,18 @@ impl City {
         if dir.join("city.key").exists() || dir.join("db").exists() {
             return Err(CityError::Exists(dir.to_path_buf()));
         }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io(dir))?;
+        }
+        #[cfg(not(unix))]
         fs::create_dir_all(dir).map_err(io(dir))?;
+        secure_dir(dir)?;
         let key_path = dir.join("city.key");
         write_private(
             &key_path,
@@ -330,6 +351,7 @@ impl City {
         if !key_path.exists() {
             return Err(CityError::NoCity(dir.to_path_buf()));
         }
+        secure_dir(dir)?;
         let key = read_key(&key_path)?;
         let profile_path = dir.join("city.json");
         let text = fs::read(&profile_path).map_err(io(&profile_path))?;
@@ -466,7 +488,7 @@ impl City {
         if let Some(base) = base
             && !doc::same_heads(base, &doc.get_heads())
         {
-            doc = doc.fork_at(base).map_err(|e| {
+            doc = doc::fork_at(&doc, base).map_err(|e| {
                 CityError::Rejected(format!(
                     "the record's version you edited is unknown here ({e}); show it again and retry"
                 ))
@@ -985,10 +1007,8 @@ impl City {
                 .and_then(|p| automerge::Change::from_bytes(p.clone()).ok())
                 .and_then(|c| c.message().map(str::to_string))
                 .unwrap_or_default();
-            let (status, reason) = match &stored.status {
-                Status::Rejected(r) => ("rejected".to_string(), Some(r.clone())),
-                s => (s.word().to_string(), None),
-            };
+            let status = stored.status.word().to_string();
+            let reason = stored.status.reason().map(str::to_string);
             out.push(HistoryItem {
                 author: h.author,
                 scope: h.scope.to_string(),
@@ -1026,6 +1046,28 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CityError> {
     let mut f = opts.open(path).map_err(io(path))?;
     f.write_all(bytes).map_err(io(path))?;
     f.sync_all().map_err(io(path))
+}
+
+/// Keeps the data directory private: refuses one that other users may write to (they could
+/// replace the store, the key or the control socket), and makes one that they may read (as
+/// created with the umask by earlier versions) mode 0700.
+fn secure_dir(dir: &Path) -> Result<(), CityError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir).map_err(io(dir))?.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(CityError::DirPermissions {
+                path: dir.to_path_buf(),
+                mode,
+            });
+        }
+        if mode & 0o077 != 0 {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+            tracing::info!(dir = %dir.display(), "the data directory was readable by other users: now mode 700");
+        }
+    }
+    Ok(())
 }
 
 fn read_key(path: &Path) -> Result<CityKey, CityError> {

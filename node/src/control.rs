@@ -207,7 +207,8 @@ impl CityError {
                 | StoreError::Missing(_),
             )
             | CityError::NoCity(_)
-            | CityError::KeyPermissions { .. } => Category::Unavailable,
+            | CityError::KeyPermissions { .. }
+            | CityError::DirPermissions { .. } => Category::Unavailable,
             CityError::Rejected(_) | CityError::Invitation(_) => Category::Rejected,
             CityError::Busy(_) => Category::Unavailable,
             CityError::Remote { category, .. } => *category,
@@ -237,12 +238,24 @@ pub async fn serve(
             },
         )?;
     }
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(city.dir())
+            .map_err(|source| CityError::Io {
+                path: city.dir().to_path_buf(),
+                source,
+            })?
+            .uid()
+    };
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONTROL_CONNECTIONS));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                if !permitted(&stream, owner) {
+                    continue;
+                }
                 let Ok(permit) = slots.clone().acquire_owned().await else { break };
                 let city = city.clone();
                 let net = net.clone();
@@ -259,6 +272,35 @@ pub async fn serve(
     Ok(())
 }
 
+/// Whether the process at the other end of `stream` may use the control socket: it runs as the
+/// owner of the data directory (`owner`), or as root (checked with `SO_PEERCRED`).
+fn permitted(stream: &tokio::net::UnixStream, owner: u32) -> bool {
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == owner || cred.uid() == 0 => true,
+        Ok(cred) => {
+            warn!(
+                uid = cred.uid(),
+                owner, "control connection from another user refused"
+            );
+            false
+        }
+        Err(e) => {
+            warn!(error = %e, "control connection without credentials refused");
+            false
+        }
+    }
+}
+
+/// The operation a control request line names (for the log: never the request itself, which
+/// may hold an invitation token or a file being imported).
+fn op_of(line: &str) -> String {
+    #[derive(Deserialize)]
+    struct Op {
+        op: String,
+    }
+    serde_json::from_str::<Op>(line).map_or_else(|_| "?".into(), |o| o.op)
+}
+
 async fn handle(stream: tokio::net::UnixStream, city: Arc<City>, net: Option<NetHandle>) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -268,7 +310,7 @@ async fn handle(stream: tokio::net::UnixStream, city: Arc<City>, net: Option<Net
     }
     let reply = match serde_json::from_str::<ControlRequest>(&line) {
         Ok(req) => {
-            debug!(?req, "control request");
+            debug!(op = %op_of(&line), "control request");
             match execute(req, &city, net.as_ref()).await {
                 Ok(v) => serde_json::json!({ "ok": v }),
                 Err(e) => {
@@ -430,8 +472,19 @@ pub struct ControlClient {
 
 impl ControlClient {
     /// Connects if a daemon serves `dir`; None if none does.
+    ///
+    /// A socket is only trusted when it belongs to the owner of the data directory and the
+    /// directory is not writable by other users (else another user could stand in for the
+    /// daemon and read what is sent to it).
     pub fn connect(dir: &Path) -> Option<ControlClient> {
+        use std::os::unix::fs::MetadataExt;
         let path = socket_path(dir);
+        let (dir_meta, socket_meta) =
+            (std::fs::metadata(dir).ok()?, std::fs::metadata(&path).ok()?);
+        if socket_meta.uid() != dir_meta.uid() || dir_meta.mode() & 0o022 != 0 {
+            warn!(socket = %path.display(), "the control socket is not the data directory owner's: not used");
+            return None;
+        }
         UnixStream::connect(&path)
             .ok()
             .map(|_| ControlClient { path })

@@ -90,6 +90,92 @@ pub fn parse_addrs(addrs: &[String]) -> Result<Vec<Multiaddr>, CityError> {
         .collect()
 }
 
+/// Why a running daemon stopped on its own.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// One of its tasks (network, control socket) ended before shutdown: it failed, panicked or
+    /// returned. The daemon stopped the others; exit non-zero so the service manager restarts it.
+    #[error("the {task} task stopped unexpectedly: {reason}; the daemon stopped with it")]
+    TaskEnded {
+        /// Which task.
+        task: &'static str,
+        /// Its error, its panic message, or "it returned".
+        reason: String,
+    },
+}
+
+/// Runs the daemon's tasks and stops them all when one ends on its own: a node whose network
+/// task died must not live on deaf.
+#[derive(Debug)]
+pub struct Supervisor {
+    tasks: tokio::task::JoinSet<Result<(), String>>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+    shutdown: CancellationToken,
+}
+
+impl Supervisor {
+    /// A supervisor whose tasks stop when `shutdown` fires (each task watches it).
+    pub fn new(shutdown: CancellationToken) -> Supervisor {
+        Supervisor {
+            tasks: tokio::task::JoinSet::new(),
+            names: std::collections::HashMap::new(),
+            shutdown,
+        }
+    }
+
+    /// Starts a task named `name`.
+    pub fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
+    ) {
+        let handle = self.tasks.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Waits until shutdown, or until a task ends on its own; then cancels the shutdown token
+    /// and waits for every task. Returns the first task's failure, if one ended on its own.
+    pub async fn wait(mut self) -> Result<(), DaemonError> {
+        let first = tokio::select! {
+            () = self.shutdown.cancelled() => None,
+            Some(ended) = self.tasks.join_next_with_id() => Some(ended),
+        };
+        let failure = first.and_then(|ended| {
+            let (id, reason) = match ended {
+                Ok((_, Ok(()))) if self.shutdown.is_cancelled() => return None,
+                Ok((id, Ok(()))) => (id, "it returned".to_string()),
+                Ok((id, Err(e))) => (id, e),
+                Err(e) => (e.id(), panic_message(e)),
+            };
+            let task = self.names.get(&id).copied().unwrap_or("unknown");
+            tracing::error!(task, %reason, "a daemon task stopped unexpectedly; stopping the daemon");
+            Some(DaemonError::TaskEnded { task, reason })
+        });
+        self.shutdown.cancel();
+        while let Some(ended) = self.tasks.join_next_with_id().await {
+            if let Err(e) = ended {
+                let task = self.names.get(&e.id()).copied().unwrap_or("unknown");
+                tracing::error!(task, reason = %panic_message(e), "a daemon task panicked while stopping");
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if e.is_cancelled() {
+        return "it was cancelled".into();
+    }
+    let payload = e.into_panic();
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("panicked: {text}")
+}
+
 /// A running daemon.
 #[derive(Debug)]
 pub struct Daemon {
@@ -99,7 +185,7 @@ pub struct Daemon {
     pub net: NetHandle,
     /// Listen addresses.
     pub listening: Vec<Multiaddr>,
-    tasks: tokio::task::JoinSet<()>,
+    tasks: Supervisor,
 }
 
 impl Daemon {
@@ -123,15 +209,13 @@ impl Daemon {
             .await
             .map_err(|e| CityError::Rejected(e.to_string()))?;
         info!(city = %city.id(), name = %city.profile().name, addrs = ?listening, "node running");
-        let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(async move {
-            let _ = join.await;
-        });
-        let (c, n, s) = (city.clone(), net.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            if let Err(e) = crate::control::serve(c, Some(n), s).await {
-                tracing::error!(error = %e, "control socket failed");
-            }
+        let mut tasks = Supervisor::new(shutdown.clone());
+        tasks.spawn("network", async move { join.await.map_err(panic_message) });
+        let (c, n, s) = (city.clone(), net.clone(), shutdown);
+        tasks.spawn("control socket", async move {
+            crate::control::serve(c, Some(n), s)
+                .await
+                .map_err(|e| e.to_string())
         });
         Ok(Daemon {
             city,
@@ -141,14 +225,67 @@ impl Daemon {
         })
     }
 
-    /// Waits for every task to end (after shutdown), then flushes the store.
-    pub async fn join(mut self) {
-        while self.tasks.join_next().await.is_some() {}
-        let _ = self.city.store().flush();
+    /// Runs until shutdown, or until one of its tasks ends on its own (then the others are
+    /// stopped and that is the error); flushes the store either way.
+    pub async fn run(self) -> Result<(), DaemonError> {
+        let result = self.tasks.wait().await;
+        if let Err(e) = self.city.store().flush() {
+            tracing::warn!(error = %e, "flushing the store on exit failed");
+        }
+        result
+    }
+
+    /// Stops the daemon: waits for every task to end (after the caller's shutdown), then
+    /// flushes the store.
+    pub async fn join(self) {
+        let _ = self.run().await;
     }
 
     /// The data directory.
     pub fn dir(&self) -> PathBuf {
         self.city.dir().to_path_buf()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_dies_stops_the_daemon_and_names_itself() {
+        let shutdown = CancellationToken::new();
+        let mut tasks = Supervisor::new(shutdown.clone());
+        let s = shutdown.clone();
+        tasks.spawn("control socket", async move {
+            s.cancelled().await;
+            Ok(())
+        });
+        tasks.spawn("network", async {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            panic!("lookup_actor on a poison chunk");
+        });
+        let err = tasks.wait().await.expect_err("a dead task is an error");
+        assert!(shutdown.is_cancelled(), "the other tasks were not stopped");
+        let text = err.to_string();
+        assert!(
+            text.contains("network") && text.contains("lookup_actor"),
+            "{text}"
+        );
+        // A task returning early is as bad as one panicking.
+        let shutdown = CancellationToken::new();
+        let mut tasks = Supervisor::new(shutdown.clone());
+        tasks.spawn("control socket", async { Err("socket gone".into()) });
+        let err = tasks.wait().await.expect_err("an ended task is an error");
+        assert!(err.to_string().contains("socket gone"));
+        // A shutdown is not.
+        let shutdown = CancellationToken::new();
+        let mut tasks = Supervisor::new(shutdown.clone());
+        let s = shutdown.clone();
+        tasks.spawn("network", async move {
+            s.cancelled().await;
+            Ok(())
+        });
+        shutdown.cancel();
+        tasks.wait().await.expect("a clean shutdown");
     }
 }

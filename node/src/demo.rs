@@ -173,7 +173,12 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(String)) -> Result<DemoR
     }
     // Sparse topology: each city dials the next two around a ring. The newcomer reaches Milan
     // through the invitation it accepted instead.
-    let token = cities[0].invite(None, vec![daemons[0].listening[0].to_string()], None, 1)?;
+    let token = cities[0].invite(
+        Some(cities[n - 1].id()),
+        vec![daemons[0].listening[0].to_string()],
+        None,
+        1,
+    )?;
     let mut links = 0;
     for i in 0..n {
         for step in 1..=2.min(n - 1) {
@@ -406,7 +411,7 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(String)) -> Result<DemoR
     let convergence_ms = started.elapsed().as_millis();
     let mut reports = Vec::new();
     for (c, d) in cities.iter().zip(&daemons) {
-        let (accepted, rejected, _) = c.store().entry_counts().unwrap_or_default();
+        let (accepted, rejected, ..) = c.store().entry_counts().unwrap_or_default();
         let items = match c.record(gid) {
             Ok(Record::Group(g)) => g.agendas.get(&agenda_id).map_or(0, |a| a.items.len()),
             _ => 0,

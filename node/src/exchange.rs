@@ -302,7 +302,28 @@ pub fn csv_row(e: &Exported) -> Vec<String> {
     set("last_change_by", p.last_change_by.clone());
     set("changes", p.changes.to_string());
     set("verified", p.verified.to_string());
-    row
+    row.into_iter().map(neutralize).collect()
+}
+
+/// Characters that make a spreadsheet read a cell as a formula.
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A CSV cell that a spreadsheet will not run as a formula: one starting with `=`, `+`, `-`,
+/// `@`, a tab or a carriage return gets a leading `'` (which [`parse_csv`] removes again).
+fn neutralize(cell: String) -> String {
+    if cell.starts_with(FORMULA_STARTS) {
+        format!("'{cell}")
+    } else {
+        cell
+    }
+}
+
+/// Undoes [`neutralize`].
+fn unneutralize(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(FORMULA_STARTS) => rest,
+        _ => cell,
+    }
 }
 
 /// Writes exported records as CSV with the header row.
@@ -432,6 +453,7 @@ pub fn parse_csv(text: &str) -> Result<(Vec<Imported>, Vec<LineError>), LineErro
                 .iter()
                 .position(|h| h == col)
                 .and_then(|i| row.get(i))
+                .map(|c| unneutralize(c.trim()))
                 .unwrap_or_default()
                 .trim()
                 .to_string()
@@ -787,6 +809,21 @@ mod tests {
         let lines: Vec<usize> = bad.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![3, 4, 5]);
         assert!(bad[1].message.contains("colour"), "{}", bad[1].message);
+    }
+
+    #[test]
+    fn csv_cells_that_look_like_formulas_are_neutralized_and_read_back() {
+        for (cell, written) in [
+            ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+            ("+1", "'+1"),
+            ("-5", "'-5"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("plain", "plain"),
+            ("'quoted", "'quoted"),
+        ] {
+            assert_eq!(neutralize(cell.to_string()), written);
+            assert_eq!(unneutralize(written), cell);
+        }
     }
 
     #[test]

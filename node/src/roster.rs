@@ -92,14 +92,13 @@ pub const MAX_PENDING_JOINS: usize = 64;
 pub const MAX_TOKEN_ADDRS: usize = 8;
 
 /// Which cities outside the roster may connect to present an invitation ([`City::guests`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Guests {
-    /// None: no invitation is out.
-    Nobody,
-    /// Only these: every invitation out is bound to a city, or the city's join waits.
-    Only(HashSet<CityId>),
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Guests {
+    /// The cities named by bound invitations with a use left, and the cities whose join waits
+    /// for approval.
+    pub named: HashSet<CityId>,
     /// Any city: an invitation that any holder may redeem is out.
-    Anyone,
+    pub anyone: bool,
 }
 const INVITATION_KEY: &str = "invitation/";
 const JOIN_KEY: &str = "join/";
@@ -297,23 +296,21 @@ impl City {
     /// unbound invitation has a use left; otherwise the cities named by bound invitations and
     /// those whose join waits for approval.
     pub fn guests(&self) -> Result<Guests, CityError> {
-        let mut only = HashSet::new();
+        let mut guests = Guests::default();
         for inv in self.invitations()? {
             if inv.uses > 0 {
                 match inv.invitee {
-                    None => return Ok(Guests::Anyone),
+                    None => guests.anyone = true,
                     Some(id) => {
-                        only.insert(id);
+                        guests.named.insert(id);
                     }
                 }
             }
         }
-        only.extend(self.pending_joins()?.into_iter().map(|j| j.id));
-        Ok(if only.is_empty() {
-            Guests::Nobody
-        } else {
-            Guests::Only(only)
-        })
+        guests
+            .named
+            .extend(self.pending_joins()?.into_iter().map(|j| j.id));
+        Ok(guests)
     }
 
     /// City `peer` (authenticated by the connection) presents `token` on first contact, naming
@@ -635,12 +632,12 @@ mod tests {
         let gid = milan
             .create(&Record::Group(group), "create group")
             .expect("group");
-        assert_eq!(milan.guests().expect("guests"), Guests::Nobody);
+        assert_eq!(milan.guests().expect("guests"), Guests::default());
 
         let token = milan
             .invite(None, vec!["/ip4/127.0.0.1/tcp/4001".into()], Some(gid), 1)
             .expect("invite");
-        assert_eq!(milan.guests().expect("guests"), Guests::Anyone);
+        assert!(milan.guests().expect("guests").anyone);
         // The invitee keeps the token to present; the inviter is in its roster.
         let entry = brno.accept_invitation(&token).expect("accept");
         assert_eq!(entry.invitation.as_deref(), Some(token.as_str()));
@@ -676,7 +673,7 @@ mod tests {
             milan.redeem(riga.id(), &token, "Riga", &[], false),
             Err(CityError::Invitation(m)) if m.contains("used")
         ));
-        assert_eq!(milan.guests().expect("guests"), Guests::Nobody);
+        assert_eq!(milan.guests().expect("guests"), Guests::default());
         assert_eq!(
             milan.invitations().expect("list")[0].joined,
             vec![brno.id()]
@@ -692,7 +689,10 @@ mod tests {
             .expect("invite");
         assert_eq!(
             milan.guests().expect("guests"),
-            Guests::Only(HashSet::from([porto.id()]))
+            Guests {
+                named: HashSet::from([porto.id()]),
+                anyone: false
+            }
         );
         assert!(riga.accept_invitation(&bound).is_err());
         assert!(matches!(
@@ -769,6 +769,6 @@ mod tests {
         let code = milan.invitations().expect("list")[0].code.clone();
         milan.revoke_invitation(&code).expect("revoke");
         assert!(milan.pending_joins().expect("pending").is_empty());
-        assert_eq!(milan.guests().expect("guests"), Guests::Nobody);
+        assert_eq!(milan.guests().expect("guests"), Guests::default());
     }
 }

@@ -83,6 +83,15 @@ pub enum StoreError {
     /// A catalog query is not acceptable.
     #[error("{0}")]
     Query(String),
+    /// Automerge cannot load or save one document (it refused it, or panicked on it and the
+    /// panic was caught); the rest of the store is unaffected.
+    #[error("document {id} cannot be read: {detail}")]
+    Document {
+        /// The document id.
+        id: String,
+        /// What Automerge said.
+        detail: String,
+    },
 }
 
 /// One line of the listing index.
@@ -283,7 +292,15 @@ impl Store {
         &self,
         id: &DocId,
     ) -> Result<Option<intercity_protocol::record::Record>, StoreError> {
-        let doc = self.doc(id).map_err(|e| self.corrupt(e))?;
+        // A document Automerge cannot load (bad bytes from a peer, stored by an older version)
+        // is left out of the catalog, not a reason to stop.
+        let doc = match self.doc(id) {
+            Ok(doc) => doc,
+            Err(e) => {
+                tracing::warn!(doc = %id, error = %e, "document left out of the catalog");
+                None
+            }
+        };
         Ok(doc.and_then(|d| intercity_protocol::doc::read_record(&d, None).ok()))
     }
 
@@ -363,7 +380,11 @@ impl Store {
         let mut delta = crate::catalog::CatalogDelta::default();
         for (id, update) in &commit.docs {
             // Uncompressed: DEFLATE costs more than it saves on documents of a few kilobytes.
-            batch.put_cf(self.cf("docs"), id.0, update.doc.to_bytes());
+            let bytes = update.doc.to_bytes().map_err(|e| StoreError::Document {
+                id: id.to_string(),
+                detail: e.0,
+            })?;
+            batch.put_cf(self.cf("docs"), id.0, bytes);
             if let Some(record) = &update.record {
                 let row = self.get("records", &id.0)?;
                 let new_doc = row.is_none();
@@ -552,14 +573,15 @@ impl Store {
             .collect()
     }
 
-    /// Counts of stored entries by status: (accepted, rejected, pending).
-    pub fn entry_counts(&self) -> Result<(u64, u64, u64), StoreError> {
-        let mut counts = (0, 0, 0);
+    /// Counts of stored entries by status: (accepted, rejected, pending, quarantined).
+    pub fn entry_counts(&self) -> Result<(u64, u64, u64, u64), StoreError> {
+        let mut counts = (0, 0, 0, 0);
         for (_, v) in self.scan("entries", &[])? {
             match StoredEntry::decode(&v).map_err(|e| self.corrupt(e))?.status {
                 Status::Accepted => counts.0 += 1,
                 Status::Rejected(_) => counts.1 += 1,
                 Status::Pending => counts.2 += 1,
+                Status::Quarantined(_) => counts.3 += 1,
             }
         }
         Ok(counts)
@@ -665,9 +687,9 @@ impl Ledger for Store {
 
     fn doc(&self, id: &DocId) -> Result<Option<Automerge>, LedgerError> {
         match self.ledger(self.get("docs", &id.0))? {
-            Some(v) => Automerge::load(&v).map(Some).map_err(|e| {
+            Some(v) => intercity_protocol::doc::load(&v).map(Some).map_err(|e| {
                 LedgerError(format!(
-                    "corrupt document {id} in {}: {e}",
+                    "document {id} in {} cannot be read: {e}",
                     self.path.display()
                 ))
             }),

@@ -338,7 +338,7 @@ fn a_pending_entry_survives_a_restart_and_is_accepted_when_its_dependency_arrive
             warsaw.ingest_remote(&edit.0, &edit.1).expect("edit"),
             ingest::Verdict::Stored(ingest::Status::Pending)
         );
-        assert_eq!(warsaw.store().entry_counts().expect("counts"), (0, 0, 1));
+        assert_eq!(warsaw.store().entry_counts().expect("counts"), (0, 0, 1, 0));
         assert_eq!(warsaw.store().pending_totals().expect("totals").0, 1);
     }
     let warsaw = City::open(c.path()).expect("reopen");
@@ -346,7 +346,7 @@ fn a_pending_entry_survives_a_restart_and_is_accepted_when_its_dependency_arrive
     warsaw
         .ingest_remote(&genesis.0, &genesis.1)
         .expect("genesis");
-    assert_eq!(warsaw.store().entry_counts().expect("counts"), (2, 0, 0));
+    assert_eq!(warsaw.store().entry_counts().expect("counts"), (2, 0, 0, 0));
     assert_eq!(warsaw.store().pending_totals().expect("totals"), (0, 0));
     match warsaw.record(id).expect("record") {
         Record::Practice(p) => assert_eq!(p.summary, "Edited in Brno"),

@@ -240,9 +240,64 @@ fn scalar_ref_json(s: &automerge::ScalarValueRef<'_>) -> Json {
 /// The record a document holds (as at `heads`, or its current state if `None`).
 ///
 /// This is [`to_json`] followed by [`Record::from_json`]: it checks the shape, not the content
-/// (use [`Record::validate`] for that).
+/// (use [`Record::validate`] for that). The read is panic-isolated ([`isolate`]): a document
+/// Automerge cannot read gives [`RecordError::Unreadable`].
 pub fn read_record(doc: &Automerge, heads: Option<&[ChangeHash]>) -> Result<Record, RecordError> {
-    Record::from_json(to_json(doc, heads))
+    let json =
+        isolate(|| to_json(doc, heads)).map_err(|e| RecordError::Unreadable(e.to_string()))?;
+    Record::from_json(json)
+}
+
+/// Automerge failed on bytes, a change or a document that came from a peer or from disk.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AutomergeFailure {
+    /// Automerge returned an error.
+    #[error("Automerge refused it: {0}")]
+    Refused(String),
+    /// Automerge panicked (it trusts parts of its input, such as actor indices); the panic was
+    /// caught.
+    #[error("Automerge panicked on it: {0}")]
+    Panicked(String),
+}
+
+/// Runs `f`, turning a panic into [`AutomergeFailure::Panicked`].
+///
+/// automerge 0.12 trusts some of what it decodes (`lookup_actor(..).unwrap()` on a change
+/// whose chunk lists an actor no operation uses, actor indices, ...). Every call of Automerge on
+/// bytes that came from a peer or from disk — decode, load, apply, save, fork, historical
+/// reads — goes through this, so that such input turns into an error, never into a dead task.
+pub fn isolate<T>(f: impl FnOnce() -> T) -> Result<T, AutomergeFailure> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        AutomergeFailure::Panicked(message)
+    })
+}
+
+/// Loads a document (saved bytes, or a change chunk) that came from a peer or from disk,
+/// panic-isolated.
+pub fn load(bytes: &[u8]) -> Result<Automerge, AutomergeFailure> {
+    isolate(|| Automerge::load(bytes))?.map_err(|e| AutomergeFailure::Refused(e.to_string()))
+}
+
+/// Saves a document (uncompressed), panic-isolated.
+pub fn save(doc: &Automerge) -> Result<Vec<u8>, AutomergeFailure> {
+    isolate(|| doc.save_nocompress())
+}
+
+/// The document as it was at `heads`, panic-isolated.
+pub fn fork_at(doc: &Automerge, heads: &[ChangeHash]) -> Result<Automerge, AutomergeFailure> {
+    isolate(|| doc.fork_at(heads))?.map_err(|e| AutomergeFailure::Refused(e.to_string()))
+}
+
+/// Applies changes to `doc`, panic-isolated. On an error `doc` may hold part of them: apply to a
+/// copy when that matters.
+pub fn apply(doc: &mut Automerge, changes: Vec<Change>) -> Result<(), AutomergeFailure> {
+    isolate(|| doc.apply_changes(changes))?.map_err(|e| AutomergeFailure::Refused(e.to_string()))
 }
 
 /// Whether two sets of heads are the same, in any order.
@@ -441,9 +496,14 @@ pub fn genesis_json(change: &Change) -> Option<Json> {
     if change.raw_bytes().get(4..8) != Some(&change.hash().0[..4]) {
         return None;
     }
+    // The bytes are stored as the document, and `Automerge::load` panics on a chunk that lists
+    // an actor no operation uses (`lookup_actor(..).unwrap()`). A genesis change that only
+    // touches objects of its own actor has no use for other actors: decline any.
+    if !change.other_actor_ids().is_empty() {
+        return None;
+    }
     // `decode` trusts the change's actor indices; a forged change must not bring the node down.
-    let expanded =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| change.decode())).ok()?;
+    let expanded = isolate(|| change.decode()).ok()?;
     let actor = change.actor_id();
     let start = change.start_op().get();
     let mut nodes: HashMap<u64, Node> = HashMap::new();

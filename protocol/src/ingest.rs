@@ -35,14 +35,20 @@ use crate::entry::{
     DocId, EntryError, FeedId, Hash32, MAX_PAYLOAD_BYTES, SIGNED_ENTRY_LEN, Scope, SignedEntry,
 };
 use crate::identity::CityId;
-use crate::record::{Kind, Record, Role};
+use crate::record::{Kind, Record, RecordError, Role};
 
 /// At most this many entries wait for missing dependencies on one node.
 pub const MAX_PENDING_ENTRIES: u64 = 10_000;
-/// Most operations in one change. Automerge's run-length encoding lets a payload of a hundred
-/// bytes hold millions of operations, each of which costs memory to apply; the largest valid
-/// record is far below this.
-pub const MAX_CHANGE_OPS: usize = 1_000_000;
+/// Most operations in one change: 2^18. Automerge's run-length encoding lets a payload of a
+/// hundred bytes hold millions of operations, each of which costs memory to apply. The largest
+/// change an honest node makes replaces a whole practice body ([`crate::record::MAX_BODY_CHARS`]
+/// = 100 000 characters, one operation each) with another: 100 000 deletions and 100 000
+/// insertions, plus the other fields of the record.
+pub const MAX_CHANGE_OPS: usize = 262_144;
+/// The chunk type byte of an uncompressed Automerge change.
+const CHANGE_CHUNK: u8 = 1;
+/// The chunk type byte of a DEFLATE-compressed Automerge change.
+const COMPRESSED_CHUNK: u8 = 2;
 /// At most this many payload bytes wait for missing dependencies on one node.
 pub const MAX_PENDING_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -55,6 +61,10 @@ pub enum Status {
     Rejected(String),
     /// Waiting for Automerge dependencies that sit in other feeds.
     Pending,
+    /// Kept as a link of its author's feed and never applied, like a rejection, because
+    /// Automerge panicked while the entry was judged (the panic was caught); the reason says
+    /// where. Such an entry is bad input from its author, not a fault of this node.
+    Quarantined(String),
 }
 
 impl Status {
@@ -64,6 +74,15 @@ impl Status {
             Status::Accepted => "accepted",
             Status::Rejected(_) => "rejected",
             Status::Pending => "pending",
+            Status::Quarantined(_) => "quarantined",
+        }
+    }
+
+    /// The reason of a rejection or a quarantine.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Status::Rejected(r) | Status::Quarantined(r) => Some(r),
+            Status::Accepted | Status::Pending => None,
         }
     }
 }
@@ -79,7 +98,7 @@ pub struct StoredEntry {
 
 impl StoredEntry {
     /// Storage encoding: the 214 entry bytes, a status byte (0 accepted, 1 rejected,
-    /// 2 pending), and for rejections the UTF-8 reason.
+    /// 2 pending, 3 quarantined), and for rejections and quarantines the UTF-8 reason.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = self.entry.encode().to_vec();
         match &self.status {
@@ -89,6 +108,10 @@ impl StoredEntry {
                 out.extend_from_slice(reason.as_bytes());
             }
             Status::Pending => out.push(2),
+            Status::Quarantined(reason) => {
+                out.push(3);
+                out.extend_from_slice(reason.as_bytes());
+            }
         }
         out
     }
@@ -103,6 +126,9 @@ impl StoredEntry {
             0 => Status::Accepted,
             1 => Status::Rejected(String::from_utf8_lossy(&b[SIGNED_ENTRY_LEN + 1..]).into_owned()),
             2 => Status::Pending,
+            3 => Status::Quarantined(
+                String::from_utf8_lossy(&b[SIGNED_ENTRY_LEN + 1..]).into_owned(),
+            ),
             _ => return Err(EntryError::Length(b.len())),
         };
         Ok(StoredEntry { entry, status })
@@ -308,10 +334,12 @@ pub enum DocState {
 
 impl DocState {
     /// The bytes to store.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(&self) -> Result<Vec<u8>, LedgerError> {
         match self {
-            DocState::Built(doc) => doc.save_nocompress(),
-            DocState::Genesis(change) => change.clone(),
+            DocState::Built(doc) => {
+                doc::save(doc).map_err(|e| LedgerError(format!("a document does not save: {e}")))
+            }
+            DocState::Genesis(change) => Ok(change.clone()),
         }
     }
 
@@ -336,7 +364,7 @@ impl DocState {
 }
 
 fn load_genesis(change: &[u8]) -> Result<Automerge, LedgerError> {
-    Automerge::load(change).map_err(|e| LedgerError(format!("a genesis change does not load: {e}")))
+    doc::load(change).map_err(|e| LedgerError(format!("a genesis change does not load: {e}")))
 }
 
 /// A document changed by a commit, with its record as of all its accepted changes.
@@ -570,6 +598,22 @@ fn pipeline(
 /// Decodes a payload as an Automerge change of at most [`MAX_CHANGE_OPS`] operations whose
 /// actor starts with `author`'s key.
 pub fn decode_change(author: &CityId, payload: &[u8]) -> Result<Change, IngestError> {
+    // Byte 8 of a chunk is its type. Automerge inflates a compressed change (type 2) with no
+    // bound before anything can be checked (256 KiB become ~256 MiB); Intercity nodes send
+    // uncompressed changes only (type 1), so anything else is refused before decoding.
+    match payload.get(8) {
+        Some(&CHANGE_CHUNK) => {}
+        Some(&COMPRESSED_CHUNK) => {
+            return Err(IngestError::BadChange(
+                "a compressed change; payloads are uncompressed change chunks".into(),
+            ));
+        }
+        _ => {
+            return Err(IngestError::BadChange(
+                "not an Automerge change chunk".into(),
+            ));
+        }
+    }
     let change =
         Change::from_bytes(payload.to_vec()).map_err(|e| IngestError::BadChange(e.to_string()))?;
     if change.len() > MAX_CHANGE_OPS {
@@ -717,7 +761,7 @@ impl<L: Ledger> Work<'_, L> {
                 );
                 Status::Accepted
             }
-            Err(reason) => Status::Rejected(reason),
+            Err(status) => status,
         };
         self.note(signed, hash, &status);
         Ok(status)
@@ -726,7 +770,7 @@ impl<L: Ledger> Work<'_, L> {
     fn note(&mut self, signed: &SignedEntry, hash: ChangeHash, status: &Status) {
         let accepted = match status {
             Status::Accepted => true,
-            Status::Rejected(_) => false,
+            Status::Rejected(_) | Status::Quarantined(_) => false,
             Status::Pending => return,
         };
         self.record_change(
@@ -799,16 +843,25 @@ impl<L: Ledger> Work<'_, L> {
     }
 }
 
+/// A failed read of a document while judging: a quarantine when Automerge panicked (the
+/// document cannot be read at all), else a rejection.
+fn unreadable(what: &str, e: RecordError) -> Status {
+    match e {
+        RecordError::Unreadable(_) => Status::Quarantined(format!("{what}: {e}")),
+        e => Status::Rejected(format!("{what}: {e}")),
+    }
+}
+
 /// Applies `change` to a copy of `base` (or takes `prebuilt`, which is `base` plus `change`)
 /// and checks authorization and schema. Returns the new document and the record at the
-/// change's own heads, or the rejection reason.
+/// change's own heads, or the verdict ([`Status::Rejected`] or [`Status::Quarantined`]).
 fn evaluate(
     h: &crate::entry::Header,
     base: &Automerge,
     change: Change,
     genesis: bool,
     prebuilt: Option<(Automerge, Option<Record>)>,
-) -> Result<(Automerge, Record), String> {
+) -> Result<(Automerge, Record), Status> {
     let hash = change.hash();
     let deps = change.deps().to_vec();
     // Reading at the current heads is cheaper than at a historical point: use it when equal.
@@ -823,7 +876,7 @@ fn evaluate(
     } else {
         Some(
             at(base, &deps)
-                .map_err(|e| format!("document unreadable at the change's dependencies: {e}"))?,
+                .map_err(|e| unreadable("document unreadable at the change's dependencies", e))?,
         )
     };
     let (doc, read) = match prebuilt {
@@ -831,23 +884,33 @@ fn evaluate(
         None => {
             let mut doc = base.clone();
             // Automerge trusts some of a change's internals (actor indices); a forged change
-            // must not bring the node down.
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.apply_changes([change])))
-                .map_err(|_| "Automerge could not apply the change".to_string())?
-                .map_err(|e| format!("Automerge refused the change: {e}"))?;
+            // must not bring the node down: it is quarantined.
+            doc::apply(&mut doc, vec![change]).map_err(|e| match e {
+                doc::AutomergeFailure::Panicked(_) => {
+                    Status::Quarantined(format!("applying the change: {e}"))
+                }
+                doc::AutomergeFailure::Refused(e) => {
+                    Status::Rejected(format!("Automerge refused the change: {e}"))
+                }
+            })?;
             (doc, None)
         }
     };
     if doc.get_change_meta_by_hash(&hash).is_none() {
-        return Err("Automerge did not apply the change".into());
+        return Err(Status::Rejected(
+            "Automerge did not apply the change".into(),
+        ));
     }
     // A prebuilt document has the change as its only head: its current record is the one at
     // the change's heads.
     let after = match read {
         Some(record) => record,
-        None => at(&doc, &[hash]).map_err(|e| format!("invalid record after the change: {e}"))?,
+        None => at(&doc, &[hash]).map_err(|e| unreadable("invalid record after the change", e))?,
     };
-    Ok((doc, check_after(h, before.as_ref(), after)?))
+    Ok((
+        doc,
+        check_after(h, before.as_ref(), after).map_err(Status::Rejected)?,
+    ))
 }
 
 /// The checks on the record a change leaves (`after`) against the one it was made on

@@ -109,6 +109,9 @@ pub enum RecordError {
     /// The JSON does not have the shape of a record (serde's message names the field).
     #[error("invalid record JSON: {0}")]
     Json(String),
+    /// Automerge could not read the document (it panicked on it; the panic was caught).
+    #[error("the document cannot be read: {0}")]
+    Unreadable(String),
 }
 
 /// Declares a fieldless enum with a lowercase string form: serde, `as_str`, `Display`, `FromStr`
@@ -1262,7 +1265,7 @@ pub(crate) mod tests {
             | RecordError::Missing { field }
             | RecordError::InvalidDate { field, .. }
             | RecordError::Invalid { field, .. } => field,
-            RecordError::Json(_) => "",
+            RecordError::Json(_) | RecordError::Unreadable(_) => "",
         }
     }
 

@@ -251,6 +251,54 @@ fn feed_level_failures_are_dropped_and_write_nothing() {
     check(e.encode().to_vec(), junk, "BadChange");
 }
 
+/// Issue #10, scenario 2: Automerge inflates a compressed change with no bound before any check
+/// (a 256 KiB payload of zeros inflates to about 256 MiB). Compressed chunks are refused before
+/// decoding, whatever they hold.
+#[test]
+fn compressed_changes_are_refused_before_inflating() {
+    let mut milan = City::new(1);
+    let mut p = practice(&milan, "Makerspace");
+    if let Record::Practice(p) = &mut p {
+        p.body = "A long description that compresses well. ".repeat(100);
+    }
+    let mut d = Automerge::new().with_actor(milan.actor());
+    let mut tx = d.transaction();
+    doc::write_record(&mut tx, &p, doc::Texts::Merged).expect("write");
+    let (hash, _) = tx.commit_with(CommitOptions::default());
+    let mut change = d
+        .get_change_by_hash(&hash.expect("a change"))
+        .expect("change")
+        .clone();
+    let compressed = change.bytes().to_vec();
+    assert_eq!(compressed[8], 2, "Automerge compressed it");
+    let id = DocId::for_genesis(&change.hash());
+    let entry = sign_entry(
+        &milan.key,
+        Scope::Federation,
+        1,
+        Hash32::default(),
+        id,
+        &compressed,
+        5,
+    );
+    let err = milan
+        .ledger
+        .clone()
+        .ingest(&entry.encode(), &compressed)
+        .expect_err("a compressed change");
+    assert!(
+        matches!(&err, IngestError::BadChange(m) if m.contains("compressed")),
+        "{err:?}"
+    );
+    // The same change uncompressed is accepted.
+    let raw = change.raw_bytes().to_vec();
+    let w = milan.sign(id, Scope::Federation, raw);
+    assert!(matches!(
+        fresh_with(&[]).ingest(&w.entry, &w.payload),
+        Ok(Verdict::Stored(Status::Accepted))
+    ));
+}
+
 #[test]
 fn duplicates_are_idempotent() {
     let mut milan = City::new(1);

@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 use intercity_node::City;
 use intercity_node::daemon::Daemon;
 use intercity_node::net::{NetConfig, NetHandle, NetStatus};
-use intercity_protocol::entry::FeedId;
+use intercity_protocol::entry::{DocId, FeedId};
 use intercity_protocol::identity::{CityId, CityKey};
+use intercity_protocol::record::{Kind, Practice, Record};
 use tokio_util::sync::CancellationToken;
+
+pub mod hostile;
 
 /// A running city node for tests.
 pub struct TestNode {
@@ -152,6 +155,26 @@ impl TestNode {
             .map(|(f, h)| (f, h.seq))
             .collect()
     }
+}
+
+/// Creates a practice titled `title` in `city`; returns its id.
+pub fn practice(city: &City, title: &str) -> DocId {
+    let mut p = Practice::new(city.id().to_string(), title, "en");
+    p.city = city.profile().name.clone();
+    city.create(&Record::Practice(p), "create practice")
+        .expect("create")
+}
+
+/// The titles of the practices `city` lists, sorted.
+pub fn titles(city: &City) -> Vec<String> {
+    let mut t: Vec<String> = city
+        .list(Some(Kind::Practice))
+        .expect("list")
+        .into_iter()
+        .map(|s| s.title)
+        .collect();
+    t.sort();
+    t
 }
 
 /// Waits up to `timeout` for `done`; returns whether it became true.

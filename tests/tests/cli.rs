@@ -118,6 +118,48 @@ fn key_with_wide_permissions_is_refused() {
     assert!(err.contains("chmod 600"), "{err}");
 }
 
+/// Issue #10, scenario 8: the data directory was created with the umask (0755), so every user
+/// of the machine could read the database.
+#[cfg(unix)]
+#[test]
+fn the_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("new").join("milan");
+    let run = |args: &[&str]| {
+        std::process::Command::new(intercity_tests::cli::bin())
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(args)
+            .env_remove("INTERCITY_DATA_DIR")
+            .output()
+            .expect("run")
+    };
+    let out = run(&["init", "--city", "Milan", "--country", "IT"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode(&dir), 0o700, "a new data directory is private");
+    // One readable by others (an earlier version's) is made private; one writable by others
+    // is refused.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = run(&["whoami"]);
+    assert!(out.status.success());
+    assert_eq!(mode(&dir), 0o700);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let out = run(&["whoami"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chmod 700"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn identical_records_are_separate_records() {
     let milan = City::init("Milan", "IT");
@@ -908,9 +950,13 @@ fn invitations_are_created_listed_accepted_and_revoked() {
     let brno = City::init("Brno", "CZ");
     let riga = City::init("Riga", "LV");
     let group = milan.add(&["group", "create", "--name", "Smart Social Inclusion"]);
+    // A token is bound to a city unless --anyone says otherwise.
+    milan.fails(&["invite", "create"], 2);
+    milan.fails(&["invite", "create", "--anyone", "--for", &brno.id()], 2);
     let out = milan.json(&[
         "invite",
         "create",
+        "--anyone",
         "--group",
         "smart social inclusion",
         "--addr",
@@ -937,7 +983,10 @@ fn invitations_are_created_listed_accepted_and_revoked() {
     assert!(human.contains("added Milan"), "{human}");
 
     // Without the daemon and without --addr, the token could not be used: the CLI says so.
-    let out = riga.cmd(&["invite", "create"]).output().expect("run");
+    let out = riga
+        .cmd(&["invite", "create", "--anyone"])
+        .output()
+        .expect("run");
     assert!(out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("names no address"),
@@ -961,6 +1010,6 @@ fn invitations_are_created_listed_accepted_and_revoked() {
     milan.fails(&["invite", "revoke", &code[..8]], 1);
 
     // An unknown group, or a group this city does not chair, is refused.
-    milan.fails(&["invite", "create", "--group", "Nope"], 1);
-    milan.fails(&["invite", "create", "--uses", "0"], 2);
+    milan.fails(&["invite", "create", "--anyone", "--group", "Nope"], 1);
+    milan.fails(&["invite", "create", "--anyone", "--uses", "0"], 2);
 }

@@ -159,7 +159,10 @@ fn a_record_added_through_one_daemon_is_listed_on_the_peer() {
     let riga = tmp.path().join("riga");
     assert!(cli(&riga, &["init", "--city", "Riga", "--country", "LV"]).0);
     let public = "/ip4/198.51.100.7/tcp/4001";
-    let (ok, token, err) = cli(&milan, &["invite", "create", "--addr", public]);
+    let (ok, token, err) = cli(
+        &milan,
+        &["invite", "create", "--for", &id_of(&riga), "--addr", public],
+    );
     assert!(ok, "invite through the daemon failed: {err}");
     let (ok, out, err) = cli(&riga, &["invite", "accept", token.trim(), "--json"]);
     assert!(ok, "{err}");
@@ -242,7 +245,7 @@ fn a_city_joins_by_invitation_through_the_cli_after_approval() {
     let _porto_daemon = run_daemon(&porto, free_port());
 
     // The token names the daemon's listen address; Porto accepts it through its daemon.
-    let (ok, token, err) = cli(&milan, &["invite", "create"]);
+    let (ok, token, err) = cli(&milan, &["invite", "create", "--for", &porto_id]);
     assert!(ok, "{err}");
     let (ok, out, err) = cli(&porto, &["invite", "accept", token.trim()]);
     assert!(ok, "{err}");

@@ -6,29 +6,11 @@ use std::time::Duration;
 use intercity_node::City;
 use intercity_node::catalog::Query;
 use intercity_protocol::entry::{DocId, FeedId, Hash32, Scope, sign_entry};
-use intercity_protocol::record::{Agenda, Group, Item, Kind, Member, Practice, Record, Role};
+use intercity_protocol::record::{Agenda, Group, Item, Member, Record, Role};
 use intercity_protocol::sync::WireEntry;
-use intercity_tests::{TestNode, eventually, key};
+use intercity_tests::{TestNode, eventually, key, practice, titles};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn practice(city: &City, title: &str) -> DocId {
-    let mut p = Practice::new(city.id().to_string(), title, "en");
-    p.city = city.profile().name.clone();
-    city.create(&Record::Practice(p), "create practice")
-        .expect("create")
-}
-
-fn titles(city: &City) -> Vec<String> {
-    let mut t: Vec<String> = city
-        .list(Some(Kind::Practice))
-        .expect("list")
-        .into_iter()
-        .map(|s| s.title)
-        .collect();
-    t.sort();
-    t
-}
 
 fn group(chair: &City, members: &[&City]) -> (DocId, String) {
     let mut g = Group::new(
@@ -219,7 +201,7 @@ async fn a_restarted_node_catches_up_without_loss_or_duplicates() {
     assert_eq!(titles(&brno.city), titles(&milan.city));
     assert_eq!(
         brno.city.store().entry_counts().expect("counts"),
-        (21, 0, 0)
+        (21, 0, 0, 0)
     );
     assert_eq!(brno.heads(), milan.heads());
 }

@@ -15,13 +15,18 @@ its roster (and to the working group, with --group) and they sync. A daemon run 
 --approve-joins (or `approve_joins = true` in config.toml) queues the join for its operator
 instead: `invite pending`, then `invite approve` or `invite deny`.
 
-A token is a secret until it is used: whoever holds it can join, once (--uses for more), for 7
-days. `--for CITY_ID` makes it redeemable by that city only. `invite list` shows the tokens out
-and `invite revoke` withdraws one.
+A token is for one city: the new city runs `intercity init` and sends its id (`intercity
+whoami`), and the inviter names it with `--for CITY_ID`; only that city can redeem the token,
+for 7 days. `--anyone` makes a token that whoever holds it can redeem (once, or --uses times):
+it is a secret until it is used, and while it is out any peer may connect to present it (a few
+at a time), so prefer `--for`. `invite list` shows the tokens out and `invite revoke` withdraws
+one.
 
 Example:
-  milan$ intercity invite create
-  milan$ intercity invite create --group \"Smart Social Inclusion\" --addr /dns4/ic.milano.example/tcp/4001
+  brno$  intercity whoami
+  milan$ intercity invite create --for 12D3KooW...
+  milan$ intercity invite create --for 12D3KooW... --group \"Smart Social Inclusion\" --addr /dns4/ic.milano.example/tcp/4001
+  milan$ intercity invite create --anyone --uses 3
   brno$  intercity invite accept ic1...
   milan$ intercity invite pending
   milan$ intercity invite approve 12D3KooW...";
@@ -31,9 +36,16 @@ Example:
 pub enum Command {
     /// Create an invitation token (print it and send it to the new city)
     Create {
-        /// Only this city may redeem the token
-        #[arg(long = "for", value_name = "CITY_ID")]
+        /// Only this city may redeem the token (its id, from `intercity whoami`)
+        #[arg(
+            long = "for",
+            value_name = "CITY_ID",
+            required_unless_present = "anyone"
+        )]
         invitee: Option<CityId>,
+        /// Any city holding the token may redeem it (instead of --for)
+        #[arg(long, conflicts_with = "invitee")]
+        anyone: bool,
         /// A working group the joining city becomes a member of (id prefix or exact name;
         /// this city must chair it)
         #[arg(long)]
@@ -78,6 +90,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Create {
             invitee,
+            anyone: _,
             group,
             addrs,
             uses,

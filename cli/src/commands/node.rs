@@ -106,13 +106,17 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             eprintln!("  {a}/p2p/{}", profile.id);
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // The daemon runs until a signal, or until one of its tasks stops on its own: then it
+        // exits non-zero, so that the service manager restarts it.
+        let run = daemon.run();
+        tokio::pin!(run);
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            result = &mut run => return Ok(result?),
         }
         eprintln!("intercity: shutting down");
         shutdown.cancel();
-        daemon.join().await;
-        Ok(())
+        Ok(run.await?)
     })
 }

@@ -7,7 +7,10 @@ use crate::ui;
 pub const HELP: &str = "\
 Shows this city, its listen addresses and, per roster city: connected or not, the last sync,
 how many entries this city is behind and ahead per scope (\"am I up to date with Brno?\"),
-bytes sent and received, and entries accepted, rejected and dropped as invalid. Also the
+bytes sent and received, and entries accepted, rejected and dropped as invalid. The
+entries held are counted as accepted, rejected, pending (waiting for changes from other
+feeds) and quarantined (Automerge panicked while judging them: bad input from their author,
+kept and never applied; `intercity history` shows why). Also the
 invitations this city has out, the cities waiting for its approval to join, and the cities
 whose invitation it accepted but has not presented yet (it does on the first connection).
 Peers are only known while the daemon runs (`intercity node run`).
@@ -58,8 +61,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
         (
             "entries",
             format!(
-                "{} accepted, {} rejected, {} pending",
-                status.entries.0, status.entries.1, status.entries.2
+                "{} accepted, {} rejected, {} pending, {} quarantined",
+                status.entries.0, status.entries.1, status.entries.2, status.entries.3
             ),
         ),
         ("fork proofs", status.forks.to_string()),

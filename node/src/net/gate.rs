@@ -1,0 +1,297 @@
+//! The connection gate: which peers may connect at all, and how many half-open connections
+//! one address may hold.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::task::{Context, Poll};
+
+use libp2p::core::Endpoint;
+use libp2p::core::transport::PortUse;
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm, dummy,
+};
+use libp2p::{Multiaddr, PeerId};
+
+use super::{MAX_GUESTS, MAX_GUESTS_PER_IP};
+
+/// Inbound connections still in their handshake (TCP accepted, Noise and Yamux not done) from
+/// one IP address (an IPv6 /64) at once. libp2p holds at most 32 such connections in all, for
+/// up to 10 s each: without this bound, a few half-open sockets per second from one host kept
+/// every other city, roster cities included, from connecting.
+pub const MAX_PENDING_PER_IP: usize = 4;
+
+/// The connection gate: admits roster cities, and guests while invitations are out.
+#[derive(Default)]
+pub(super) struct Gate {
+    /// Unblocked, unbanned roster cities.
+    pub(super) trusted: HashSet<PeerId>,
+    /// Banned or blocked peers: not even guests.
+    pub(super) banned: HashSet<PeerId>,
+    /// Which peers may connect as guests (an invitation is out).
+    pub(super) admits: Admits,
+    /// Guests in the open slots (not named) connected now, and per IP address (kept by the
+    /// event loop).
+    pub(super) guests: usize,
+    pub(super) guest_ips: HashMap<IpAddr, usize>,
+    /// Inbound connections in their handshake, with their address.
+    pending: HashMap<ConnectionId, IpAddr>,
+    /// Their count per address.
+    pending_ips: HashMap<IpAddr, usize>,
+}
+
+/// Which peers outside the roster the gate admits as guests.
+#[derive(Default)]
+pub(super) struct Admits {
+    /// Named by a bound invitation (or waiting for approval): always admitted, outside the
+    /// open slots.
+    pub(super) named: HashSet<PeerId>,
+    /// Any peer, in the open slots: an invitation that anyone may redeem is out.
+    pub(super) anyone: bool,
+}
+
+/// The IP address of a multiaddress, if it starts with one; an IPv6 address stands for its
+/// /64 network (one host usually holds a whole /64).
+pub(super) fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+    match addr.iter().next()? {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
+        libp2p::multiaddr::Protocol::Ip6(ip) => {
+            let net = u128::from(ip) & !(u128::from(u64::MAX));
+            Some(std::net::Ipv6Addr::from(net).into())
+        }
+        _ => None,
+    }
+}
+
+/// Why the gate denied a connection.
+#[derive(Debug)]
+struct NotAdmitted(PeerId);
+
+impl std::fmt::Display for NotAdmitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "peer {} is not in the roster", self.0)
+    }
+}
+
+impl std::error::Error for NotAdmitted {}
+
+/// Why the gate refused a connection before its handshake.
+#[derive(Debug)]
+struct TooManyPending(IpAddr);
+
+impl std::fmt::Display for TooManyPending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} already has {MAX_PENDING_PER_IP} connections in their handshake",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for TooManyPending {}
+
+impl Gate {
+    /// Admits `peer`; `remote`: the address of an inbound connection (None: outbound).
+    pub(super) fn check(
+        &self,
+        peer: PeerId,
+        remote: Option<&Multiaddr>,
+    ) -> Result<dummy::ConnectionHandler, ConnectionDenied> {
+        let named = self.admits.named.contains(&peer);
+        let room_at_ip = remote
+            .and_then(ip_of)
+            .is_none_or(|ip| self.guest_ips.get(&ip).copied().unwrap_or(0) < MAX_GUESTS_PER_IP);
+        // One more than the open slots: the event loop then disconnects the oldest guest that
+        // has not presented an invitation, so that peers holding every slot cannot starve one
+        // that comes to join.
+        let open = self.admits.anyone && self.guests <= MAX_GUESTS && room_at_ip;
+        let guest = remote.is_some() && (named || open) && !self.banned.contains(&peer);
+        if self.trusted.contains(&peer) || guest {
+            Ok(dummy::ConnectionHandler)
+        } else {
+            Err(ConnectionDenied::new(NotAdmitted(peer)))
+        }
+    }
+}
+
+impl Gate {
+    /// Forgets a pending connection (established, or failed).
+    fn settle(&mut self, id: ConnectionId) {
+        if let Some(ip) = self.pending.remove(&id)
+            && let Some(n) = self.pending_ips.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_ips.remove(&ip);
+            }
+        }
+    }
+}
+
+impl NetworkBehaviour for Gate {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        _: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        let Some(ip) = ip_of(remote) else {
+            return Ok(());
+        };
+        let n = self.pending_ips.entry(ip).or_default();
+        if *n >= MAX_PENDING_PER_IP {
+            return Err(ConnectionDenied::new(TooManyPending(ip)));
+        }
+        *n += 1;
+        self.pending.insert(id, ip);
+        Ok(())
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.settle(id);
+        self.check(peer, Some(remote))
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.check(peer, None)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        // A pending inbound connection that failed its handshake, timed out or was denied.
+        if let FromSwarm::ListenFailure(f) = event {
+            self.settle(f.connection_id);
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_admits_roster_cities_and_bounded_guests() {
+        let (milan, guest, banned) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let here: Multiaddr = "/ip4/192.0.2.1/tcp/4001".parse().expect("addr");
+        let there: Multiaddr = "/ip4/192.0.2.2/tcp/4001".parse().expect("addr");
+        let mut gate = Gate {
+            trusted: HashSet::from([milan]),
+            banned: HashSet::from([banned]),
+            ..Gate::default()
+        };
+        // No invitation out: roster cities only, both ways.
+        assert!(gate.check(milan, Some(&here)).is_ok());
+        assert!(gate.check(milan, None).is_ok());
+        assert!(gate.check(guest, Some(&here)).is_err());
+        // An open invitation: guests, inbound only, never banned ones, a few per address.
+        gate.admits.anyone = true;
+        assert!(gate.check(guest, Some(&here)).is_ok());
+        assert!(gate.check(guest, None).is_err());
+        assert!(gate.check(banned, Some(&here)).is_err());
+        gate.guests = 2;
+        gate.guest_ips = HashMap::from([(ip_of(&here).expect("ip"), MAX_GUESTS_PER_IP)]);
+        assert!(gate.check(guest, Some(&here)).is_err());
+        assert!(gate.check(guest, Some(&there)).is_ok());
+        gate.guests = MAX_GUESTS;
+        assert!(
+            gate.check(guest, Some(&there)).is_ok(),
+            "one over, to evict the oldest"
+        );
+        gate.guests = MAX_GUESTS + 1;
+        assert!(gate.check(guest, Some(&there)).is_err());
+        assert!(gate.check(milan, Some(&here)).is_ok());
+        // IPv6 guests count per /64 network.
+        let v6a: Multiaddr = "/ip6/2001:db8:1:2::a/tcp/4001".parse().expect("addr");
+        let v6b: Multiaddr = "/ip6/2001:db8:1:2::b/tcp/4001".parse().expect("addr");
+        let v6c: Multiaddr = "/ip6/2001:db8:1:3::a/tcp/4001".parse().expect("addr");
+        assert_eq!(ip_of(&v6a), ip_of(&v6b));
+        assert_ne!(ip_of(&v6a), ip_of(&v6c));
+        // Bound invitations: only the cities they name, even when the open slots are full.
+        gate.admits = Admits {
+            named: HashSet::from([guest]),
+            anyone: false,
+        };
+        assert!(gate.check(guest, Some(&here)).is_ok());
+        assert!(gate.check(PeerId::random(), Some(&there)).is_err());
+    }
+
+    #[test]
+    fn half_open_connections_are_bounded_per_address() {
+        let mut gate = Gate::default();
+        let local: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().expect("addr");
+        let here: Multiaddr = "/ip4/192.0.2.1/tcp/5000".parse().expect("addr");
+        let there: Multiaddr = "/ip4/192.0.2.2/tcp/5000".parse().expect("addr");
+        let ids: Vec<ConnectionId> = (0..=MAX_PENDING_PER_IP)
+            .map(|_| ConnectionId::new_unchecked(rand_id()))
+            .collect();
+        for id in &ids[..MAX_PENDING_PER_IP] {
+            assert!(
+                gate.handle_pending_inbound_connection(*id, &local, &here)
+                    .is_ok()
+            );
+        }
+        let last = ids[MAX_PENDING_PER_IP];
+        assert!(
+            gate.handle_pending_inbound_connection(last, &local, &here)
+                .is_err()
+        );
+        // Another address is not affected.
+        let other = ConnectionId::new_unchecked(rand_id());
+        assert!(
+            gate.handle_pending_inbound_connection(other, &local, &there)
+                .is_ok()
+        );
+        // A handshake that ends frees its slot; a denied one (never counted) frees nothing.
+        gate.on_swarm_event(FromSwarm::ListenFailure(libp2p::swarm::ListenFailure {
+            local_addr: &local,
+            send_back_addr: &here,
+            error: &libp2p::swarm::ListenError::Aborted,
+            connection_id: last,
+            peer_id: None,
+        }));
+        assert!(
+            gate.handle_pending_inbound_connection(last, &local, &here)
+                .is_err()
+        );
+        let _ = gate.handle_established_inbound_connection(ids[0], PeerId::random(), &local, &here);
+        assert!(
+            gate.handle_pending_inbound_connection(last, &local, &here)
+                .is_ok()
+        );
+    }
+
+    fn rand_id() -> usize {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(1_000_000);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,105 @@
+//! A hostile roster city: entries that it signs correctly and forms badly, built from the
+//! `protocol` crate as a misbehaving peer would build them.
+
+use automerge::{ActorId, Change};
+use intercity_node::City;
+use intercity_protocol::doc;
+use intercity_protocol::entry::{DocId, FeedId, Hash32, Scope, sign_entry};
+use intercity_protocol::record::{Practice, Record};
+use intercity_protocol::sync::WireEntry;
+
+/// Reads an unsigned LEB128 number; returns it and its length in bytes.
+fn uleb(bytes: &[u8]) -> (usize, usize) {
+    let (mut value, mut shift) = (0usize, 0);
+    for (i, b) in bytes.iter().enumerate() {
+        value |= usize::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return (value, i + 1);
+        }
+        shift += 7;
+    }
+    panic!("truncated LEB128 number");
+}
+
+fn put_uleb(out: &mut Vec<u8>, mut value: usize) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// `chunk` (an uncompressed change chunk without other actors) with `extra` listed as an
+/// "other actor" that no operation uses, re-encoded with a valid checksum. Automerge decodes and
+/// applies such a change, and panics when it loads its bytes as a document.
+pub fn with_unused_actor(chunk: &[u8], extra: &[u8]) -> Vec<u8> {
+    // Header: magic (4), checksum (4), chunk type (1), body length (LEB128).
+    let (len, n) = uleb(&chunk[9..]);
+    let body = &chunk[9 + n..9 + n + len];
+    // Body: dependencies, actor, seq, start op, time, message, other actors, op columns.
+    let (deps, k) = uleb(body);
+    let mut at = k + 32 * deps;
+    let (actor_len, k) = uleb(&body[at..]);
+    at += k + actor_len;
+    for _ in 0..3 {
+        at += uleb(&body[at..]).1;
+    }
+    let (message_len, k) = uleb(&body[at..]);
+    at += k + message_len;
+    let (others, k) = uleb(&body[at..]);
+    assert_eq!(others, 0, "the chunk already lists other actors");
+    let mut new_body = body[..at].to_vec();
+    put_uleb(&mut new_body, 1);
+    put_uleb(&mut new_body, extra.len());
+    new_body.extend_from_slice(extra);
+    new_body.extend_from_slice(&body[at + k..]);
+    let mut out = chunk[..9].to_vec();
+    put_uleb(&mut out, new_body.len());
+    out.extend_from_slice(&new_body);
+    // Automerge computes the hash itself, whatever the checksum says.
+    let hash = Change::from_bytes(out.clone())
+        .expect("forged chunk decodes")
+        .hash();
+    out[4..8].copy_from_slice(&hash.0[..4]);
+    out
+}
+
+/// The next entry of `city`'s federation feed, signed by it, carrying `payload` for `doc`.
+pub fn next_entry(city: &City, doc: DocId, payload: Vec<u8>) -> WireEntry {
+    let feed = FeedId {
+        author: city.id(),
+        scope: Scope::Federation,
+    };
+    let head = city
+        .store()
+        .feeds()
+        .expect("feeds")
+        .into_iter()
+        .find(|(f, _)| *f == feed)
+        .map(|(_, h)| h);
+    let (seq, prev) = head.map_or((1, Hash32::default()), |h| (h.seq + 1, h.hash));
+    let entry = sign_entry(city.key(), Scope::Federation, seq, prev, doc, &payload, 0);
+    WireEntry {
+        entry: entry.encode().to_vec(),
+        payload,
+    }
+}
+
+/// A new practice of `city` whose genesis change lists an unused other actor: the poison of
+/// issue #10, scenario 1. Returns the entry (the next of `city`'s federation feed) and the
+/// document id it creates.
+pub fn poison_practice(city: &City, title: &str) -> (WireEntry, DocId) {
+    let mut actor = city.id().as_bytes().to_vec();
+    actor.extend_from_slice(&[0xee; 8]);
+    let record = Record::Practice(Practice::new(city.id().to_string(), title, "en"));
+    let change = doc::new_plain_change(ActorId::from(actor), &record, "create practice")
+        .expect("genesis change");
+    let poison = with_unused_actor(change.raw_bytes(), &[0xab; 16]);
+    let hash = Change::from_bytes(poison.clone()).expect("decodes").hash();
+    let id = DocId::for_genesis(&hash);
+    (next_entry(city, id, poison), id)
+}

@@ -1,0 +1,291 @@
+//! A member's bytes cannot take a node down (issue #10): hostile roster cities and outsiders
+//! against real nodes on 127.0.0.1.
+
+use std::time::Duration;
+
+use intercity_tests::{TestNode, eventually, hostile, practice, titles};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Scenario 1: a genesis change whose chunk lists an unused actor. Automerge applies it but
+/// panics loading its bytes; stored as the document, it used to kill the network task on the
+/// first read (and the CLI with it), and again after every restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_change_is_quarantined_and_the_node_keeps_syncing() {
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    let mallory = TestNode::spawn("Mallory", 3).await; // a roster city gone bad
+    milan.link(&brno).await;
+    mallory.link(&milan).await;
+    let pid = practice(&mallory.city, "Honest first");
+    assert!(eventually(WAIT, || milan.city.record(pid).is_ok()).await);
+
+    let (poison, id) = hostile::poison_practice(&mallory.city, "Poison");
+    mallory
+        .net()
+        .push_raw(&milan.id(), vec![poison])
+        .await
+        .expect("push");
+    assert!(
+        eventually(WAIT, || milan.city.history(id).is_ok_and(|h| !h.is_empty())).await,
+        "Milan did not keep the poison entry"
+    );
+    // Reading it is an answer, not a panic; if it was applied, the document loads.
+    let history = milan.city.history(id).expect("history");
+    assert_eq!(history.len(), 1);
+    let verdict = history[0].status.clone();
+    eprintln!("poison verdict: {verdict} ({:?})", history[0].reason);
+    assert!(
+        verdict == "quarantined" || verdict == "accepted",
+        "unexpected verdict {verdict}: {:?}",
+        history[0].reason
+    );
+    if verdict == "accepted" {
+        milan.city.record(id).expect("an accepted document loads");
+    } else {
+        assert!(milan.city.record(id).is_err());
+        let entries = milan.status().await.entries;
+        assert_eq!(entries.3, 1, "status counts the quarantined entry");
+    }
+
+    // The network task is alive: Brno's new practice still reaches Milan, and Milan's reaches
+    // Brno.
+    practice(&brno.city, "After the poison");
+    practice(&milan.city, "Milan after the poison");
+    assert!(
+        eventually(WAIT, || titles(&milan.city)
+            .contains(&"After the poison".to_string()))
+        .await,
+        "Milan stopped syncing"
+    );
+    assert!(
+        eventually(WAIT, || titles(&brno.city)
+            .contains(&"Milan after the poison".to_string()))
+        .await
+    );
+
+    // And it survives a restart with the entry stored.
+    let milan = milan.restart().await;
+    let _ = milan.city.record(id);
+    milan.dial(&brno).await;
+    practice(&brno.city, "After the restart");
+    assert!(
+        eventually(WAIT, || titles(&milan.city)
+            .contains(&"After the restart".to_string()))
+        .await,
+        "Milan stopped syncing after a restart"
+    );
+}
+
+/// Whether `node` shows `peer` connected within `limit`.
+async fn connects_within(node: &TestNode, peer: &TestNode, limit: Duration) -> bool {
+    let id = peer.id().to_string();
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if node
+            .status()
+            .await
+            .peers
+            .iter()
+            .any(|p| p.id == id && p.connected)
+        {
+            eprintln!("connected after {} ms", started.elapsed().as_millis());
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The TCP port a node listens on.
+fn port_of(node: &TestNode) -> u16 {
+    let addr = node.addr();
+    let port = addr
+        .rsplit_once("/tcp/")
+        .and_then(|(_, p)| p.split('/').next())
+        .expect("a TCP address");
+    port.parse().expect("a port")
+}
+
+/// Keeps `n` silent TCP connections open to `port` from 127.0.0.2 (a second host on the loopback
+/// network), each for 8 s and then replaced, until `stop` fires: the half-open sockets of an
+/// outsider.
+async fn hold_half_open(port: u16, n: usize, stop: tokio_util::sync::CancellationToken) {
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut held: Vec<(tokio::net::TcpStream, std::time::Instant)> = Vec::new();
+    while !stop.is_cancelled() {
+        held.retain(|(_, at)| at.elapsed() < Duration::from_secs(8));
+        while held.len() < n {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind(std::net::SocketAddr::from(([127, 0, 0, 2], 0)))
+                .expect("bind 127.0.0.2");
+            match tokio::time::timeout(Duration::from_secs(1), socket.connect(target)).await {
+                Ok(Ok(stream)) => held.push((stream, std::time::Instant::now())),
+                _ => break,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Scenario 5 (a): 40 half-open sockets from one host filled libp2p's 32 slots for connections
+/// in their handshake, and every inbound dial was refused, roster cities included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_sockets_from_one_host_do_not_keep_roster_cities_out() {
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    milan.trust(&brno).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let attack = tokio::spawn(hold_half_open(port_of(&milan), 40, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    brno.dial(&milan).await;
+    let connected = connects_within(&milan, &brno, Duration::from_secs(5)).await;
+    stop.cancel();
+    let _ = attack.await;
+    assert!(
+        connected,
+        "Brno could not connect to Milan within 5 s while an outsider held half-open sockets"
+    );
+}
+
+/// A request-response codec that sends frames claiming `FLOOD_FRAME` bytes and then sends them
+/// all: what a guest flooding `/intercity/sync/1` writes.
+#[derive(Clone, Default)]
+struct Flood;
+
+const FLOOD_FRAME: usize = 8 * 1024 * 1024;
+
+impl libp2p::request_response::Codec for Flood {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = ();
+    type Response = ();
+
+    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
+    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
+    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        (): (),
+    ) -> std::io::Result<()> {
+        use futures::AsyncWriteExt;
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        io.write_all(&(FLOOD_FRAME as u32 - 1).to_be_bytes())
+            .await?;
+        for _ in 0..FLOOD_FRAME / ZEROS.len() {
+            io.write_all(&ZEROS).await?;
+        }
+        io.close().await
+    }
+    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+        (): (),
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// This process's resident memory, in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+/// Scenario 5 (b): while an invitation is out, a guest opened sync streams and sent frames of
+/// 8 MiB, each read into a buffer allocated from the length it claimed (64 streams at once):
+/// half a gigabyte for a few seconds of loopback traffic. A guest now gets a handler that reads
+/// 16 KiB at most, and a roster city still connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_flooding_large_frames_costs_little_memory() {
+    use futures::StreamExt;
+    use libp2p::request_response::{self, ProtocolSupport};
+
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    milan.trust(&brno).await;
+    milan
+        .city
+        .invite(None, vec![milan.addr()], None, 1)
+        .expect("invite");
+    milan.net().roster_changed().await.expect("net");
+    let before = rss();
+
+    let mut guest = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                Flood,
+                [(
+                    libp2p::StreamProtocol::new("/intercity/sync/1"),
+                    ProtocolSupport::Outbound,
+                )],
+                request_response::Config::default()
+                    .with_max_concurrent_streams(128)
+                    .with_request_timeout(Duration::from_secs(30)),
+            )
+        })
+        .expect("behaviour")
+        .build();
+    let milan_peer: libp2p::PeerId = milan.id().to_string().parse().expect("peer id");
+    let addr: libp2p::Multiaddr = milan.addr().parse().expect("addr");
+    guest.add_peer_address(milan_peer, addr);
+    for _ in 0..128 {
+        guest.behaviour_mut().send_request(&milan_peer, ());
+    }
+    let mut peak = 0u64;
+    let mut done = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while done < 128 && tokio::time::Instant::now() < deadline {
+        if let Ok(libp2p::swarm::SwarmEvent::Behaviour(
+            request_response::Event::Message { .. }
+            | request_response::Event::OutboundFailure { .. },
+        )) = tokio::time::timeout(Duration::from_millis(100), guest.select_next_some()).await
+        {
+            done += 1;
+        }
+        peak = peak.max(rss());
+    }
+    // A roster city still connects.
+    brno.dial(&milan).await;
+    assert!(
+        connects_within(&milan, &brno, Duration::from_secs(5)).await,
+        "Brno could not connect during the flood"
+    );
+    let rise = peak.saturating_sub(before);
+    eprintln!(
+        "flood: {done} of 128 requests ended, RSS rose by {} KiB",
+        rise / 1024
+    );
+    assert!(
+        rise < 128 * 1024 * 1024,
+        "the node's memory rose by {} MiB while a guest flooded it",
+        rise / (1024 * 1024)
+    );
+}
