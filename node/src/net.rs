@@ -1173,9 +1173,11 @@ impl EventLoop {
                     have,
                     ..
                 })) => Outcome::Gap(FeedId { author, scope }, have),
-                Some(Err(IngestError::Frozen(..) | IngestError::PendingFull(_))) => {
-                    Outcome::Skipped
-                }
+                Some(Err(
+                    IngestError::Frozen(..)
+                    | IngestError::PendingFull(_)
+                    | IngestError::PendingQuota(_),
+                )) => Outcome::Skipped,
                 Some(Err(IngestError::Ledger(e))) => {
                     warn!(error = %e, "store error while ingesting");
                     Outcome::Skipped

@@ -10,7 +10,7 @@
 //! | `records` | doc id (16) | [`RecordSummary`] (JSON): the listing index |
 //! | `by_doc` | doc id (16) · feed (49) · seq (8) | empty: every entry of a document |
 //! | `changes` | Automerge change hash (32) | [`ChangeInfo`] encoding |
-//! | `pending` | doc id (16) · feed (49) · seq (8) | payload length, u64 BE |
+//! | `pending` | change hash waited for (32) · feed (49) · seq (8) | payload length, u64 BE |
 //! | `forks` | feed (49) · seq (8) | [`ForkProof`] encoding |
 //! | `roster` | city id (32) | [`crate::roster::RosterEntry`] (JSON) |
 //! | `units`, `facets`, `texts`, `postings` | see [`crate::catalog`] | the search and filter catalog |
@@ -22,8 +22,10 @@ use std::path::{Path, PathBuf};
 
 use automerge::{Automerge, ChangeHash};
 use intercity_protocol::entry::{DocId, EntryError, FeedId, Hash32};
+use intercity_protocol::identity::CityId;
 use intercity_protocol::ingest::{
-    ChangeInfo, Commit, FeedHead, ForkProof, Ledger, LedgerError, Status, StoredEntry,
+    ChangeInfo, Commit, FeedHead, ForkProof, Ledger, LedgerError, PendingTotals, Status,
+    StoredEntry,
 };
 use intercity_protocol::record::Kind;
 use rocksdb::{
@@ -40,7 +42,7 @@ pub type EntryAndPayload = (StoredEntry, Option<Vec<u8>>);
 
 /// The schema version this build writes and reads.
 /// Version 2 added the catalog; a version 1 store is upgraded (indexed) when opened.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 const CFS: &[&str] = &[
     "meta", "entries", "heads", "payloads", "docs", "records", "by_doc", "changes", "pending",
@@ -120,9 +122,36 @@ pub struct RecordSummary {
 pub struct Store {
     pub(crate) db: DB,
     path: PathBuf,
-    /// How many rows the `pending` column family holds, recounted after every write that
-    /// changes it: most of the time none, and then no acceptance scans for them.
-    pending_rows: std::sync::atomic::AtomicUsize,
+    /// Pending entries and bytes, in all and per author: counted once (when first needed),
+    /// then kept up to date by every write, so that no ingestion scans the `pending` rows.
+    pending: std::sync::Mutex<Option<PendingCounts>>,
+}
+
+/// Pending entries and their payload bytes, in all and per author.
+#[derive(Default)]
+struct PendingCounts {
+    total: (u64, u64),
+    by_author: std::collections::HashMap<CityId, (u64, u64)>,
+}
+
+impl PendingCounts {
+    fn count(&mut self, author: CityId, bytes: u64, added: bool) {
+        let step = |(n, b): &mut (u64, u64)| {
+            if added {
+                *n += 1;
+                *b += bytes;
+            } else {
+                *n = n.saturating_sub(1);
+                *b = b.saturating_sub(bytes);
+            }
+        };
+        step(&mut self.total);
+        let mine = self.by_author.entry(author).or_default();
+        step(mine);
+        if *mine == (0, 0) {
+            self.by_author.remove(&author);
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -190,6 +219,10 @@ impl Store {
             let units = store.reindex()?;
             tracing::info!(units, elapsed = ?started.elapsed(), "catalog rebuilt");
         }
+        if version < 3 {
+            let moved = store.migrate_pending()?;
+            tracing::info!(moved, "pending entries indexed by the change they wait for");
+        }
         if version < SCHEMA_VERSION {
             store.set_meta("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
         }
@@ -230,29 +263,68 @@ impl Store {
             db,
             path: path.to_path_buf(),
             // Counted when first needed: read-only commands never need it.
-            pending_rows: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            pending: std::sync::Mutex::new(None),
         }
     }
 
-    /// Counts the `pending` rows again (if that fails, the count stays unknown, and the next
-    /// acceptance scans and tries again).
-    fn recount_pending(&self) {
-        let n = self
-            .db
-            .iterator_cf(self.cf("pending"), IteratorMode::Start)
-            .try_fold(0usize, |n, row| row.map(|_| n + 1))
-            .unwrap_or(usize::MAX);
-        self.pending_rows
-            .store(n, std::sync::atomic::Ordering::Relaxed);
+    /// Runs `f` on the pending counts, counting the `pending` rows first if they were not.
+    fn pending_counts<T>(&self, f: impl FnOnce(&mut PendingCounts) -> T) -> Result<T, StoreError> {
+        let mut guard = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.is_none() {
+            let mut counts = PendingCounts::default();
+            for (k, v) in self.scan("pending", &[])? {
+                let (_, feed, _) =
+                    parse_pending_key(&k).ok_or_else(|| self.corrupt("pending key"))?;
+                counts.count(feed.author, u64_of(&v), true);
+            }
+            *guard = Some(counts);
+        }
+        Ok(f(guard.get_or_insert_with(PendingCounts::default)))
     }
 
-    /// Whether the `pending` column family is known to be empty.
-    fn nothing_pending(&self) -> bool {
-        let rows = || self.pending_rows.load(std::sync::atomic::Ordering::Relaxed);
-        if rows() == usize::MAX {
-            self.recount_pending();
+    /// Schema 2 kept pending entries by document; schema 3 by the change each waits for
+    /// (the first of its dependencies absent from its document). Rewrites the rows.
+    fn migrate_pending(&self) -> Result<usize, StoreError> {
+        let mut batch = WriteBatch::default();
+        let mut moved = 0;
+        for (k, v) in self.scan("pending", &[])? {
+            if k.len() != 16 + 49 + 8 {
+                continue;
+            }
+            batch.delete_cf(self.cf("pending"), &k);
+            let doc = DocId(
+                k[..16]
+                    .try_into()
+                    .map_err(|_| self.corrupt("pending key"))?,
+            );
+            let feed = FeedId::from_bytes(&k[16..65]).map_err(|e| self.corrupt(e))?;
+            let seq = u64_of(&k[65..73]);
+            let ledger = |e: LedgerError| self.corrupt(e.0);
+            let Some(stored) = self.entry(&feed, seq).map_err(ledger)? else {
+                continue;
+            };
+            let Some(payload) = self.payload(&stored.entry.hash()).map_err(ledger)? else {
+                continue;
+            };
+            let Ok(change) = intercity_protocol::ingest::decode_change(&feed.author, &payload)
+            else {
+                continue;
+            };
+            let doc = self.doc(&doc).map_err(ledger)?;
+            let absent = change.deps().iter().find(|d| {
+                doc.as_ref()
+                    .is_none_or(|doc| doc.get_change_meta_by_hash(d).is_none())
+            });
+            if let Some(dep) = absent {
+                batch.put_cf(self.cf("pending"), pending_key(dep, &feed, seq), &v);
+                moved += 1;
+            }
         }
-        rows() == 0
+        self.write(batch)?;
+        Ok(moved)
     }
 
     #[allow(clippy::expect_used)]
@@ -413,15 +485,15 @@ impl Store {
         for (hash, info) in &commit.changes {
             batch.put_cf(self.cf("changes"), hash.0, info.encode());
         }
-        for (doc, feed, seq, bytes) in &commit.pending_add {
+        for (dep, feed, seq, bytes) in &commit.pending_add {
             batch.put_cf(
                 self.cf("pending"),
-                pending_key(doc, feed, *seq),
+                pending_key(dep, feed, *seq),
                 bytes.to_be_bytes(),
             );
         }
-        for (doc, feed, seq) in &commit.pending_remove {
-            batch.delete_cf(self.cf("pending"), pending_key(doc, feed, *seq));
+        for (dep, feed, seq, _) in &commit.pending_remove {
+            batch.delete_cf(self.cf("pending"), pending_key(dep, feed, *seq));
         }
         let pending_changed = !commit.pending_add.is_empty() || !commit.pending_remove.is_empty();
         for fork in &commit.forks {
@@ -432,9 +504,22 @@ impl Store {
                 fork.encode(),
             );
         }
+        // Counted before the write lands: an ingestion reading the counts meanwhile sees at
+        // most the entries about to be added (callers hold the city's write lock anyway).
         let written = self.write_batch(batch, sync);
-        if pending_changed {
-            self.recount_pending();
+        if pending_changed && written.is_ok() {
+            let mut guard = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(counts) = guard.as_mut() {
+                for (_, feed, _, bytes) in &commit.pending_add {
+                    counts.count(feed.author, *bytes, true);
+                }
+                for (_, feed, _, bytes) in &commit.pending_remove {
+                    counts.count(feed.author, *bytes, false);
+                }
+            }
         }
         written
     }
@@ -660,8 +745,22 @@ fn feed_seq(feed: &[u8; 49], seq: u64) -> Vec<u8> {
     k
 }
 
-fn pending_key(doc: &DocId, feed: &FeedId, seq: u64) -> Vec<u8> {
-    let mut k = doc.0.to_vec();
+fn u64_of(b: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(b).map(u64::from_be_bytes).unwrap_or(0)
+}
+
+/// Parses a `pending` key: the change waited for, the feed and the seq.
+fn parse_pending_key(k: &[u8]) -> Option<(ChangeHash, FeedId, u64)> {
+    if k.len() != 32 + 49 + 8 {
+        return None;
+    }
+    let dep = ChangeHash(k[..32].try_into().ok()?);
+    let feed = FeedId::from_bytes(&k[32..81]).ok()?;
+    Some((dep, feed, u64_of(&k[81..])))
+}
+
+fn pending_key(dep: &ChangeHash, feed: &FeedId, seq: u64) -> Vec<u8> {
+    let mut k = dep.0.to_vec();
     k.extend_from_slice(&feed_seq(&feed.to_bytes(), seq));
     k
 }
@@ -704,41 +803,29 @@ impl Ledger for Store {
         }
     }
 
-    fn pending(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError> {
-        if self.nothing_pending() {
-            return Ok(Vec::new());
-        }
-        let rows = self.ledger(self.scan("pending", &doc.0))?;
+    fn waiting_for(&self, dep: &ChangeHash) -> Result<Vec<(FeedId, u64)>, LedgerError> {
+        let rows = self.ledger(self.scan("pending", &dep.0))?;
         rows.into_iter()
             .map(|(k, _)| {
-                let bad = || LedgerError(format!("corrupt pending key in {}", self.path.display()));
-                let feed = self.decode(
-                    FeedId::from_bytes(k.get(16..65).ok_or_else(bad)?),
-                    "pending key",
-                )?;
-                let seq: [u8; 8] = k
-                    .get(65..73)
-                    .and_then(|s| s.try_into().ok())
-                    .ok_or_else(bad)?;
-                Ok((feed, u64::from_be_bytes(seq)))
+                parse_pending_key(&k)
+                    .map(|(_, feed, seq)| (feed, seq))
+                    .ok_or_else(|| {
+                        LedgerError(format!("corrupt pending key in {}", self.path.display()))
+                    })
             })
             .collect()
     }
 
-    fn pending_totals(&self) -> Result<(u64, u64), LedgerError> {
-        if self.nothing_pending() {
-            return Ok((0, 0));
-        }
-        let rows = self.ledger(self.scan("pending", &[]))?;
-        let bytes = rows
-            .iter()
-            .map(|(_, v)| {
-                <[u8; 8]>::try_from(&v[..])
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(0)
-            })
-            .sum();
-        Ok((rows.len() as u64, bytes))
+    fn pending_totals(&self, author: &CityId) -> Result<PendingTotals, LedgerError> {
+        self.ledger(self.pending_counts(|c| {
+            let (author_count, author_bytes) = c.by_author.get(author).copied().unwrap_or_default();
+            PendingTotals {
+                count: c.total.0,
+                bytes: c.total.1,
+                author_count,
+                author_bytes,
+            }
+        }))
     }
 }
 

@@ -295,7 +295,8 @@ fn an_edit_from_an_older_version_keeps_the_changes_made_since() {
 }
 
 /// An entry whose dependencies sit in another city's feed waits as pending in RocksDB, across a
-/// restart, and is accepted when they arrive; a store with nothing pending skips the scans.
+/// restart (and a migration from schema 2, which kept it by document), and is accepted when
+/// they arrive.
 #[test]
 fn a_pending_entry_survives_a_restart_and_is_accepted_when_its_dependency_arrives() {
     let (a, b, c) = (
@@ -339,15 +340,39 @@ fn a_pending_entry_survives_a_restart_and_is_accepted_when_its_dependency_arrive
             ingest::Verdict::Stored(ingest::Status::Pending)
         );
         assert_eq!(warsaw.store().entry_counts().expect("counts"), (0, 0, 1, 0));
-        assert_eq!(warsaw.store().pending_totals().expect("totals").0, 1);
+        let totals = warsaw.store().pending_totals(&brno.id()).expect("totals");
+        assert_eq!((totals.count, totals.author_count), (1, 1));
+    }
+    // Written back as schema 2 kept it (by document): opening migrates the row.
+    {
+        let path = c.path().join("db");
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &path).expect("cfs");
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, &cfs).expect("open");
+        let pending = db.cf_handle("pending").expect("cf");
+        let mut rows = db.iterator_cf(pending, rocksdb::IteratorMode::Start);
+        let (key, value) = rows.next().expect("a pending row").expect("row");
+        assert!(rows.next().is_none(), "one pending row");
+        drop(rows);
+        assert_eq!(key.len(), 32 + 49 + 8, "keyed by the change waited for");
+        let mut old = id.0.to_vec();
+        old.extend_from_slice(&key[32..]);
+        db.delete_cf(pending, &key).expect("delete");
+        db.put_cf(pending, old, &value).expect("put");
+        let meta = db.cf_handle("meta").expect("cf");
+        db.put_cf(meta, b"schema_version", 2u32.to_be_bytes())
+            .expect("version");
     }
     let warsaw = City::open(c.path()).expect("reopen");
-    assert_eq!(warsaw.store().pending_totals().expect("totals").0, 1);
+    let totals = warsaw.store().pending_totals(&brno.id()).expect("totals");
+    assert_eq!((totals.count, totals.author_count), (1, 1));
     warsaw
         .ingest_remote(&genesis.0, &genesis.1)
         .expect("genesis");
     assert_eq!(warsaw.store().entry_counts().expect("counts"), (2, 0, 0, 0));
-    assert_eq!(warsaw.store().pending_totals().expect("totals"), (0, 0));
+    assert_eq!(
+        warsaw.store().pending_totals(&brno.id()).expect("totals"),
+        ingest::PendingTotals::default()
+    );
     match warsaw.record(id).expect("record") {
         Record::Practice(p) => assert_eq!(p.summary, "Edited in Brno"),
         other => panic!("not a practice: {other:?}"),

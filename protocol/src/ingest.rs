@@ -39,6 +39,11 @@ use crate::record::{Kind, Record, RecordError, Role};
 
 /// At most this many entries wait for missing dependencies on one node.
 pub const MAX_PENDING_ENTRIES: u64 = 10_000;
+/// At most this many entries of one author wait for missing dependencies on one node: one
+/// author cannot take the whole node's budget.
+pub const MAX_PENDING_PER_AUTHOR: u64 = 1_000;
+/// At most this many payload bytes of one author wait for missing dependencies on one node.
+pub const MAX_PENDING_BYTES_PER_AUTHOR: u64 = 8 * 1024 * 1024;
 /// Most operations in one change: 2^18. Automerge's run-length encoding lets a payload of a
 /// hundred bytes hold millions of operations, each of which costs memory to apply. The largest
 /// change an honest node makes replaces a whole practice body ([`crate::record::MAX_BODY_CHARS`]
@@ -259,10 +264,48 @@ pub trait Ledger {
     fn doc(&self, id: &DocId) -> Result<Option<Automerge>, LedgerError>;
     /// What is known of a change.
     fn change(&self, hash: &ChangeHash) -> Result<Option<ChangeInfo>, LedgerError>;
-    /// Entries waiting for dependencies in this document, as (feed, seq).
-    fn pending(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError>;
-    /// How many entries and payload bytes are pending on this node.
-    fn pending_totals(&self) -> Result<(u64, u64), LedgerError>;
+    /// The entries waiting for the change `dep`, as (feed, seq), in that order.
+    fn waiting_for(&self, dep: &ChangeHash) -> Result<Vec<(FeedId, u64)>, LedgerError>;
+    /// How many entries and payload bytes are pending, on this node and of `author`.
+    fn pending_totals(&self, author: &CityId) -> Result<PendingTotals, LedgerError>;
+}
+
+/// An entry waiting for a change: (the change it waits for, its feed, its seq, its payload
+/// bytes). A pending entry waits for one change at a time, the first of its dependencies
+/// missing when it was judged; when that change gets a verdict, the entry is judged again.
+pub type Waiting = (ChangeHash, FeedId, u64, u64);
+
+/// Pending entries and their payload bytes: on the node, and of one author.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingTotals {
+    /// Entries pending on the node.
+    pub count: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// Entries of the author pending on the node.
+    pub author_count: u64,
+    /// Their payload bytes.
+    pub author_bytes: u64,
+}
+
+impl PendingTotals {
+    /// Counts `waiting` in (`added`) or out; it counts for the author too if it is `author`'s.
+    pub fn count(&mut self, waiting: &Waiting, author: &CityId, added: bool) {
+        let (_, feed, _, bytes) = waiting;
+        let step = |x: &mut u64, by: u64| {
+            *x = if added {
+                x.saturating_add(by)
+            } else {
+                x.saturating_sub(by)
+            }
+        };
+        step(&mut self.count, 1);
+        step(&mut self.bytes, *bytes);
+        if feed.author == *author {
+            step(&mut self.author_count, 1);
+            step(&mut self.author_bytes, *bytes);
+        }
+    }
 }
 
 /// Why an entry was dropped at the feed level. Nothing was written.
@@ -305,6 +348,9 @@ pub enum IngestError {
     /// Too many entries wait for dependencies; try again later.
     #[error("too many pending entries on this node ({0}); retry after the missing entries arrive")]
     PendingFull(u64),
+    /// Too many entries of this author wait for dependencies; try again later.
+    #[error("too many pending entries of {0} on this node; retry after the missing entries arrive")]
+    PendingQuota(CityId),
     /// The ledger failed.
     #[error("store: {0}")]
     Ledger(#[from] LedgerError),
@@ -393,10 +439,11 @@ pub struct Commit {
     pub docs: BTreeMap<DocId, DocUpdate>,
     /// Change index updates.
     pub changes: Vec<(ChangeHash, ChangeInfo)>,
-    /// Entries that start waiting: (doc, feed, seq, payload bytes).
-    pub pending_add: Vec<(DocId, FeedId, u64, u64)>,
-    /// Entries that stop waiting.
-    pub pending_remove: Vec<(DocId, FeedId, u64)>,
+    /// Entries that start waiting for a change.
+    pub pending_add: Vec<Waiting>,
+    /// Entries that stop waiting for a change (applied after `pending_add`: an entry may
+    /// start and stop waiting for one change in the same commit).
+    pub pending_remove: Vec<Waiting>,
     /// Fork proofs found.
     pub forks: Vec<ForkProof>,
 }
@@ -562,6 +609,9 @@ fn pipeline(
         docs: HashMap::new(),
         changes: HashMap::new(),
         prebuilt,
+        waiting_on: None,
+        indexed: HashMap::new(),
+        unindexed: HashSet::new(),
     };
     work.commit.heads.push((
         feed,
@@ -572,22 +622,30 @@ fn pipeline(
         },
     ));
     work.commit.payloads.push((entry_hash, payload.to_vec()));
+    let change_hash = change.hash();
     let status = work.judge(&signed, change)?;
     if status == Status::Pending {
-        let (count, bytes) = ledger.pending_totals()?;
-        if count + 1 > MAX_PENDING_ENTRIES || bytes + payload.len() as u64 > MAX_PENDING_BYTES {
-            return Err(IngestError::PendingFull(count));
+        let dep = work.waiting_on.take().ok_or_else(|| {
+            LedgerError("an entry is pending without a missing dependency".into())
+        })?;
+        let n = payload.len() as u64;
+        let t = ledger.pending_totals(&feed.author)?;
+        if t.count + 1 > MAX_PENDING_ENTRIES || t.bytes + n > MAX_PENDING_BYTES {
+            return Err(IngestError::PendingFull(t.count));
         }
-        work.commit
-            .pending_add
-            .push((h.doc, feed, h.seq, payload.len() as u64));
+        if t.author_count + 1 > MAX_PENDING_PER_AUTHOR
+            || t.author_bytes + n > MAX_PENDING_BYTES_PER_AUTHOR
+        {
+            return Err(IngestError::PendingQuota(feed.author));
+        }
+        work.index((dep, feed, h.seq, n));
     }
     work.commit.entries.push(StoredEntry {
         entry: signed.clone(),
         status: status.clone(),
     });
     if status != Status::Pending {
-        work.resolve_pending(h.doc)?;
+        work.resolve_pending(change_hash)?;
     }
     Ok(Ingested {
         verdict: Verdict::Stored(status),
@@ -644,6 +702,12 @@ struct Work<'a, L: Ledger> {
     /// The author's document after the entry's change, and the record read from it if known
     /// (local entries only).
     prebuilt: Option<(Automerge, Option<Record>)>,
+    /// The missing dependency found by the last `judge` that gave `Pending`.
+    waiting_on: Option<ChangeHash>,
+    /// Entries that started waiting in this ingestion, by the change they wait for.
+    indexed: HashMap<ChangeHash, Vec<(FeedId, u64)>>,
+    /// Entries that stopped waiting for a change in this ingestion.
+    unindexed: HashSet<(ChangeHash, FeedId, u64)>,
 }
 
 impl<L: Ledger> Work<'_, L> {
@@ -723,13 +787,15 @@ impl<L: Ledger> Work<'_, L> {
             Automerge::new()
         } else {
             let Some(doc) = self.doc(h.doc)? else {
-                return self.missing_deps(signed, hash, &deps);
+                return self.missing_deps(signed, hash, &deps, deps.clone());
             };
-            if deps
+            let absent: Vec<ChangeHash> = deps
                 .iter()
-                .any(|d| doc.get_change_meta_by_hash(d).is_none())
-            {
-                return self.missing_deps(signed, hash, &deps);
+                .filter(|d| doc.get_change_meta_by_hash(d).is_none())
+                .copied()
+                .collect();
+            if !absent.is_empty() {
+                return self.missing_deps(signed, hash, &deps, absent);
             }
             doc.clone()
         };
@@ -783,11 +849,16 @@ impl<L: Ledger> Work<'_, L> {
         );
     }
 
+    /// The verdict on an entry whose document lacks `absent` (some of its `deps`): rejected
+    /// if one of its dependencies was rejected, or if every absent one has a verdict already
+    /// (it belongs to another document, so it never will be in this one); else pending on
+    /// the first absent one that this node has not seen.
     fn missing_deps(
         &mut self,
         signed: &SignedEntry,
         hash: ChangeHash,
         deps: &[ChangeHash],
+        absent: Vec<ChangeHash>,
     ) -> Result<Status, LedgerError> {
         for d in deps {
             if let Some(info) = self.change_info(d)?
@@ -801,45 +872,70 @@ impl<L: Ledger> Work<'_, L> {
                 return Ok(status);
             }
         }
-        Ok(Status::Pending)
+        for d in absent {
+            if self.change_info(&d)?.is_none() {
+                self.waiting_on = Some(d);
+                return Ok(Status::Pending);
+            }
+        }
+        let status = Status::Rejected("depends on a change of another document".into());
+        self.note(signed, hash, &status);
+        Ok(status)
     }
 
-    /// After a verdict in `doc`, re-judges the entries waiting there until nothing moves.
-    fn resolve_pending(&mut self, doc: DocId) -> Result<(), LedgerError> {
-        let mut waiting: Vec<(FeedId, u64)> = self.ledger.pending(&doc)?;
-        waiting.sort();
-        let mut done: HashSet<(FeedId, u64)> = HashSet::new();
-        loop {
-            let mut progressed = false;
-            for &(feed, seq) in &waiting {
-                if done.contains(&(feed, seq)) {
-                    continue;
-                }
+    /// Records that an entry starts waiting.
+    fn index(&mut self, waiting: Waiting) {
+        let (dep, feed, seq, _) = waiting;
+        self.indexed.entry(dep).or_default().push((feed, seq));
+        self.commit.pending_add.push(waiting);
+    }
+
+    /// The entries waiting for `dep`: the ledger's and this ingestion's, in (feed, seq) order.
+    fn waiters(&self, dep: ChangeHash) -> Result<Vec<(FeedId, u64)>, LedgerError> {
+        let mut out = self.ledger.waiting_for(&dep)?;
+        out.extend(self.indexed.get(&dep).into_iter().flatten().copied());
+        out.retain(|(feed, seq)| !self.unindexed.contains(&(dep, *feed, *seq)));
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// After a verdict on the change `done`, judges again the entries that waited for it, and
+    /// in turn those that waited for theirs. Each waiting entry is read and decoded once per
+    /// change it waited for, never because some other change of its document arrived.
+    fn resolve_pending(&mut self, done: ChangeHash) -> Result<(), LedgerError> {
+        let mut queue = vec![done];
+        while let Some(dep) = queue.pop() {
+            for (feed, seq) in self.waiters(dep)? {
                 let Some(stored) = self.ledger.entry(&feed, seq)? else {
                     continue;
                 };
-                let hash = stored.entry.hash();
-                let Some(payload) = self.ledger.payload(&hash)? else {
+                let Some(payload) = self.ledger.payload(&stored.entry.hash())? else {
                     continue;
                 };
                 let Ok(change) = decode_change(&feed.author, &payload) else {
                     continue;
                 };
+                let bytes = payload.len() as u64;
+                let change_hash = change.hash();
+                self.unindexed.insert((dep, feed, seq));
+                self.commit.pending_remove.push((dep, feed, seq, bytes));
                 let status = self.judge(&stored.entry, change)?;
-                if status != Status::Pending {
-                    done.insert((feed, seq));
-                    progressed = true;
-                    self.commit.pending_remove.push((doc, feed, seq));
+                if status == Status::Pending {
+                    let next = self.waiting_on.take().ok_or_else(|| {
+                        LedgerError("an entry is pending without a missing dependency".into())
+                    })?;
+                    self.index((next, feed, seq, bytes));
+                } else {
                     self.commit.entries.push(StoredEntry {
                         entry: stored.entry,
                         status,
                     });
+                    queue.push(change_hash);
                 }
             }
-            if !progressed {
-                return Ok(());
-            }
         }
+        Ok(())
     }
 }
 
@@ -1002,11 +1098,12 @@ pub struct Batch<'a, L: Ledger> {
     heads: HashMap<FeedId, FeedHead>,
     docs: BTreeMap<DocId, DocUpdate>,
     changes: HashMap<ChangeHash, ChangeInfo>,
-    /// Entries that started waiting in this batch, by doc: (feed, seq) -> payload bytes.
-    pending_added: BTreeMap<DocId, BTreeMap<(FeedId, u64), u64>>,
+    /// Entries that started waiting in this batch, by the change they wait for:
+    /// (feed, seq) -> payload bytes.
+    pending_added: BTreeMap<ChangeHash, BTreeMap<(FeedId, u64), u64>>,
     /// Entries of the ledger's pending set that stopped waiting in this batch, with their
     /// payload bytes.
-    pending_removed: HashMap<(DocId, FeedId, u64), u64>,
+    pending_removed: HashMap<(ChangeHash, FeedId, u64), u64>,
     forks: Vec<ForkProof>,
     count: usize,
 }
@@ -1062,15 +1159,6 @@ impl<'a, L: Ledger> Batch<'a, L> {
 
     fn absorb(&mut self, commit: Commit) {
         self.count += 1;
-        // A stored pending entry that stops waiting is among the commit's entries.
-        let bytes: HashMap<(FeedId, u64), u64> = commit
-            .entries
-            .iter()
-            .map(|e| {
-                let h = &e.entry.header;
-                ((h.feed(), h.seq), u64::from(h.payload_len))
-            })
-            .collect();
         for e in commit.entries {
             let h = &e.entry.header;
             self.entries.insert((h.feed(), h.seq), e);
@@ -1084,20 +1172,19 @@ impl<'a, L: Ledger> Batch<'a, L> {
             self.docs.insert(id, update);
         }
         self.changes.extend(commit.changes);
-        for (doc, feed, seq, bytes) in commit.pending_add {
+        for (dep, feed, seq, bytes) in commit.pending_add {
             self.pending_added
-                .entry(doc)
+                .entry(dep)
                 .or_default()
                 .insert((feed, seq), bytes);
         }
-        for (doc, feed, seq) in commit.pending_remove {
+        for (dep, feed, seq, bytes) in commit.pending_remove {
             let added = self
                 .pending_added
-                .get_mut(&doc)
+                .get_mut(&dep)
                 .and_then(|m| m.remove(&(feed, seq)));
             if added.is_none() {
-                let n = bytes.get(&(feed, seq)).copied().unwrap_or(0);
-                self.pending_removed.insert((doc, feed, seq), n);
+                self.pending_removed.insert((dep, feed, seq), bytes);
             }
         }
         self.forks.extend(commit.forks);
@@ -1114,12 +1201,16 @@ impl<'a, L: Ledger> Batch<'a, L> {
             pending_add: self
                 .pending_added
                 .into_iter()
-                .flat_map(|(doc, m)| {
+                .flat_map(|(dep, m)| {
                     m.into_iter()
-                        .map(move |((feed, seq), bytes)| (doc, feed, seq, bytes))
+                        .map(move |((feed, seq), bytes)| (dep, feed, seq, bytes))
                 })
                 .collect(),
-            pending_remove: self.pending_removed.into_keys().collect(),
+            pending_remove: self
+                .pending_removed
+                .into_iter()
+                .map(|((dep, feed, seq), bytes)| (dep, feed, seq, bytes))
+                .collect(),
             forks: self.forks,
         }
     }
@@ -1161,32 +1252,35 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
         }
     }
 
-    fn pending(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError> {
-        // An entry starts waiting only when it is first stored, so the two sets are disjoint.
-        Ok(self
+    fn waiting_for(&self, dep: &ChangeHash) -> Result<Vec<(FeedId, u64)>, LedgerError> {
+        let mut out: Vec<(FeedId, u64)> = self
             .ledger
-            .pending(doc)?
+            .waiting_for(dep)?
             .into_iter()
-            .filter(|(feed, seq)| !self.pending_removed.contains_key(&(*doc, *feed, *seq)))
+            .filter(|(feed, seq)| !self.pending_removed.contains_key(&(*dep, *feed, *seq)))
             .chain(
                 self.pending_added
-                    .get(doc)
+                    .get(dep)
                     .into_iter()
                     .flat_map(|m| m.keys().copied()),
             )
-            .collect())
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
-    fn pending_totals(&self) -> Result<(u64, u64), LedgerError> {
-        let (count, bytes) = self.ledger.pending_totals()?;
-        let added = self.pending_added.values().flat_map(|m| m.values());
-        let (n, b) = added.fold((0u64, 0u64), |(n, b), x| (n + 1, b + x));
-        let removed = self.pending_removed.values();
-        let (rn, rb) = removed.fold((0u64, 0u64), |(n, b), x| (n + 1, b + x));
-        Ok((
-            (count + n).saturating_sub(rn),
-            (bytes + b).saturating_sub(rb),
-        ))
+    fn pending_totals(&self, author: &CityId) -> Result<PendingTotals, LedgerError> {
+        let mut t = self.ledger.pending_totals(author)?;
+        for (dep, m) in &self.pending_added {
+            for ((feed, seq), bytes) in m {
+                t.count(&(*dep, *feed, *seq, *bytes), author, true);
+            }
+        }
+        for ((dep, feed, seq), bytes) in &self.pending_removed {
+            t.count(&(*dep, *feed, *seq, *bytes), author, false);
+        }
+        Ok(t)
     }
 }
 
@@ -1208,8 +1302,8 @@ pub mod memory {
         pub docs: BTreeMap<DocId, Automerge>,
         /// Change index.
         pub changes: HashMap<ChangeHash, ChangeInfo>,
-        /// Pending entries by doc.
-        pub pending: BTreeMap<DocId, BTreeMap<(FeedId, u64), u64>>,
+        /// Pending entries by the change they wait for: (feed, seq) -> payload bytes.
+        pub pending: BTreeMap<ChangeHash, BTreeMap<(FeedId, u64), u64>>,
         /// Fork proofs.
         pub forks: Vec<ForkProof>,
     }
@@ -1240,15 +1334,18 @@ pub mod memory {
                 }
             }
             self.changes.extend(commit.changes);
-            for (doc, feed, seq, bytes) in commit.pending_add {
+            for (dep, feed, seq, bytes) in commit.pending_add {
                 self.pending
-                    .entry(doc)
+                    .entry(dep)
                     .or_default()
                     .insert((feed, seq), bytes);
             }
-            for (doc, feed, seq) in commit.pending_remove {
-                if let Some(p) = self.pending.get_mut(&doc) {
+            for (dep, feed, seq, _) in commit.pending_remove {
+                if let Some(p) = self.pending.get_mut(&dep) {
                     p.remove(&(feed, seq));
+                    if p.is_empty() {
+                        self.pending.remove(&dep);
+                    }
                 }
             }
             self.forks.extend(commit.forks);
@@ -1271,21 +1368,21 @@ pub mod memory {
         fn change(&self, hash: &ChangeHash) -> Result<Option<ChangeInfo>, LedgerError> {
             Ok(self.changes.get(hash).copied())
         }
-        fn pending(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError> {
+        fn waiting_for(&self, dep: &ChangeHash) -> Result<Vec<(FeedId, u64)>, LedgerError> {
             Ok(self
                 .pending
-                .get(doc)
+                .get(dep)
                 .map(|p| p.keys().copied().collect())
                 .unwrap_or_default())
         }
-        fn pending_totals(&self) -> Result<(u64, u64), LedgerError> {
-            let mut count = 0;
-            let mut bytes = 0;
-            for p in self.pending.values() {
-                count += p.len() as u64;
-                bytes += p.values().sum::<u64>();
+        fn pending_totals(&self, author: &CityId) -> Result<PendingTotals, LedgerError> {
+            let mut t = PendingTotals::default();
+            for (dep, p) in &self.pending {
+                for ((feed, seq), bytes) in p {
+                    t.count(&(*dep, *feed, *seq, *bytes), author, true);
+                }
             }
-            Ok((count, bytes))
+            Ok(t)
         }
     }
 }

@@ -103,3 +103,49 @@ pub fn poison_practice(city: &City, title: &str) -> (WireEntry, DocId) {
     let id = DocId::for_genesis(&hash);
     (next_entry(city, id, poison), id)
 }
+
+/// `n` entries of a new federation feed of `key`, each a change to `doc` that depends on a
+/// change nobody has (so each waits as pending for ever): the pending flood of issue #10,
+/// scenario 3.
+pub fn pending_flood(
+    key: &intercity_protocol::identity::CityKey,
+    doc: DocId,
+    n: u64,
+) -> Vec<WireEntry> {
+    use automerge::legacy::{Key, ObjectId, Op, OpType, SortedVec};
+    let mut prev = Hash32::default();
+    (1..=n)
+        .map(|seq| {
+            let mut actor = key.id().as_bytes().to_vec();
+            actor.extend_from_slice(&seq.to_be_bytes());
+            let mut missing = [0u8; 32];
+            missing[..8].copy_from_slice(&seq.to_be_bytes());
+            missing[8..16].copy_from_slice(&key.id().as_bytes()[..8]);
+            let change = Change::from(automerge::ExpandedChange {
+                operations: vec![Op {
+                    action: OpType::Put(automerge::ScalarValue::Str("x".into())),
+                    obj: ObjectId::Root,
+                    key: Key::Map("title".into()),
+                    pred: SortedVec::new(),
+                    insert: false,
+                }],
+                actor_id: ActorId::from(actor),
+                hash: None,
+                seq: 1,
+                start_op: std::num::NonZeroU64::MIN,
+                time: 0,
+                message: None,
+                deps: vec![automerge::ChangeHash(missing)],
+                extra_bytes: Vec::new(),
+                author: None,
+            });
+            let payload = change.raw_bytes().to_vec();
+            let entry = sign_entry(key, Scope::Federation, seq, prev, doc, &payload, 0);
+            prev = entry.hash();
+            WireEntry {
+                entry: entry.encode().to_vec(),
+                payload,
+            }
+        })
+        .collect()
+}

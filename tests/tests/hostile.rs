@@ -289,3 +289,100 @@ async fn a_guest_flooding_large_frames_costs_little_memory() {
         rise / (1024 * 1024)
     );
 }
+
+/// Scenario 3: pending entries were kept per document, and every verdict on the document
+/// decoded and judged all of them again: 10,000 hostile pending entries on one document made
+/// each honest change to it cost seconds. They now wait for the change they miss, each author
+/// may keep at most `MAX_PENDING_PER_AUTHOR` of them, and an honest change reads none.
+#[test]
+fn hostile_pending_entries_do_not_slow_honest_changes_to_their_document() {
+    use intercity_protocol::ingest::{IngestError, MAX_PENDING_PER_AUTHOR, Status, Verdict};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let milan =
+        intercity_node::City::init_with_key(tmp.path(), "Milan", None, intercity_tests::key(1))
+            .expect("init");
+    let id = practice(&milan, "Makerspace");
+    // Ten hostile authors, a thousand pending entries each, all on Milan's practice.
+    for author in 0..10u8 {
+        let key = intercity_tests::key(100 + author);
+        let flood = hostile::pending_flood(&key, id, MAX_PENDING_PER_AUTHOR + 1);
+        let verdicts = milan
+            .ingest_remote_all(|batch| {
+                flood
+                    .iter()
+                    .map(|w| batch.ingest(&w.entry, &w.payload))
+                    .collect::<Vec<_>>()
+            })
+            .expect("store");
+        let pending = verdicts
+            .iter()
+            .filter(|v| matches!(v, Ok(Verdict::Stored(Status::Pending))))
+            .count() as u64;
+        assert_eq!(pending, MAX_PENDING_PER_AUTHOR, "author {author}");
+        // One more is over the author's quota (for the tenth author, the node's 10,000 too).
+        assert!(
+            matches!(
+                verdicts.last(),
+                Some(Err(
+                    IngestError::PendingQuota(_) | IngestError::PendingFull(_)
+                ))
+            ),
+            "the author's quota: {:?}",
+            verdicts.last()
+        );
+    }
+    assert_eq!(milan.store().entry_counts().expect("counts").2, 10_000);
+
+    // An honest change from another city arrives: judged without touching the 10,000.
+    let tmp2 = tempfile::tempdir().expect("tmp");
+    let brno =
+        intercity_node::City::init_with_key(tmp2.path(), "Brno", None, intercity_tests::key(2))
+            .expect("init");
+    for (stored, payload) in milan.store().doc_entries(&id).expect("entries") {
+        if stored.status == Status::Accepted {
+            brno.ingest_remote(&stored.entry.encode(), &payload.expect("payload"))
+                .expect("genesis");
+        }
+    }
+    milan
+        .edit(id, "add Brno as editor", |r| {
+            if let intercity_protocol::record::Record::Practice(p) = r {
+                p.editors.push(brno.id().to_string());
+            }
+            Ok(())
+        })
+        .expect("edit");
+    for (stored, payload) in milan.store().doc_entries(&id).expect("entries") {
+        if stored.status == Status::Accepted {
+            let _ = brno.ingest_remote(&stored.entry.encode(), &payload.expect("payload"));
+        }
+    }
+    brno.edit(id, "edit", |r| {
+        if let intercity_protocol::record::Record::Practice(p) = r {
+            p.summary = "Edited in Brno".into();
+        }
+        Ok(())
+    })
+    .expect("brno edits");
+    let (entry, payload) = brno
+        .store()
+        .doc_entries(&id)
+        .expect("entries")
+        .into_iter()
+        .find(|(e, _)| e.entry.header.author == brno.id())
+        .map(|(e, p)| (e.entry.encode().to_vec(), p.expect("payload")))
+        .expect("brno's entry");
+    let started = std::time::Instant::now();
+    let verdict = milan.ingest_remote(&entry, &payload).expect("honest edit");
+    let took = started.elapsed();
+    eprintln!("honest change judged in {took:?} beside 10,000 pending entries");
+    assert_eq!(verdict, Verdict::Stored(Status::Accepted));
+    assert!(
+        took < Duration::from_millis(50),
+        "an honest change took {took:?} beside 10,000 pending entries"
+    );
+    match milan.record(id).expect("record") {
+        intercity_protocol::record::Record::Practice(p) => assert_eq!(p.summary, "Edited in Brno"),
+        other => panic!("not a practice: {other:?}"),
+    }
+}
