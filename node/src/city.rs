@@ -290,6 +290,7 @@ impl City {
         if dir.join("city.key").exists() || dir.join("db").exists() {
             return Err(CityError::Exists(dir.to_path_buf()));
         }
+        let existed = fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
         #[cfg(unix)]
         {
             use std::os::unix::fs::DirBuilderExt;
@@ -301,7 +302,9 @@ impl City {
         }
         #[cfg(not(unix))]
         fs::create_dir_all(dir).map_err(io(dir))?;
-        secure_dir(dir)?;
+        // A directory that held other files before is the user's own choice (their home, say):
+        // checked, not changed.
+        secure_dir(dir, !existed)?;
         let key_path = dir.join("city.key");
         write_private(
             &key_path,
@@ -351,7 +354,7 @@ impl City {
         if !key_path.exists() {
             return Err(CityError::NoCity(dir.to_path_buf()));
         }
-        secure_dir(dir)?;
+        secure_dir(dir, true)?;
         let key = read_key(&key_path)?;
         let profile_path = dir.join("city.json");
         let text = fs::read(&profile_path).map_err(io(&profile_path))?;
@@ -1048,21 +1051,22 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CityError> {
     f.sync_all().map_err(io(path))
 }
 
-/// Keeps the data directory private: refuses one that other users may write to (they could
-/// replace the store, the key or the control socket), and makes one that they may read (as
-/// created with the umask by earlier versions) mode 0700.
-fn secure_dir(dir: &Path) -> Result<(), CityError> {
+/// Keeps the data directory private: refuses one that every user may write to (they could
+/// replace the store, the key or the control socket), and makes one that its group or others
+/// may read or write (as created with the umask by earlier versions: 0755, or 0775 under a
+/// umask of 002) mode 0700. `tighten: false` (a directory `init` did not create) only checks.
+fn secure_dir(dir: &Path, tighten: bool) -> Result<(), CityError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(dir).map_err(io(dir))?.permissions().mode() & 0o777;
-        if mode & 0o022 != 0 {
+        if mode & 0o002 != 0 {
             return Err(CityError::DirPermissions {
                 path: dir.to_path_buf(),
                 mode,
             });
         }
-        if mode & 0o077 != 0 {
+        if mode & 0o077 != 0 && tighten {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
             tracing::info!(dir = %dir.display(), "the data directory was readable by other users: now mode 700");
         }

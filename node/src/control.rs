@@ -256,7 +256,12 @@ pub async fn serve(
                 if !permitted(&stream, owner) {
                     continue;
                 }
-                let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                // Waiting for a free slot must not hold up a shutdown.
+                let permit = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    permit = slots.clone().acquire_owned() => permit,
+                };
+                let Ok(permit) = permit else { break };
                 let city = city.clone();
                 let net = net.clone();
                 tokio::spawn(async move {
@@ -481,7 +486,9 @@ impl ControlClient {
         let path = socket_path(dir);
         let (dir_meta, socket_meta) =
             (std::fs::metadata(dir).ok()?, std::fs::metadata(&path).ok()?);
-        if socket_meta.uid() != dir_meta.uid() || dir_meta.mode() & 0o022 != 0 {
+        // A daemon run by root on a user's data directory is the user's daemon too.
+        let owner_ok = socket_meta.uid() == dir_meta.uid() || socket_meta.uid() == 0;
+        if !owner_ok || dir_meta.mode() & 0o002 != 0 {
             warn!(socket = %path.display(), "the control socket is not the data directory owner's: not used");
             return None;
         }

@@ -77,6 +77,9 @@ pub const GUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a guest that did not join (timed out, or its invitation was refused) may not
 /// connect as a guest again.
 pub const GUEST_BAN: Duration = Duration::from_secs(600);
+/// How long the connection of a guest admitted by its `Join` stays open after the answer (it
+/// reconnects meanwhile to sync; this one keeps the guests' handler).
+const PROMOTED_GUEST_GRACE: Duration = Duration::from_secs(5);
 /// Most peers remembered as banned guests.
 const MAX_GUEST_BANS: usize = 1024;
 /// The gossipsub application score of a guest: below the graylist threshold (-80).
@@ -477,6 +480,7 @@ pub async fn spawn(
         reconnect: HashMap::new(),
         admitted_by: HashMap::new(),
         joining: None,
+        closing: Vec::new(),
     };
     event_loop.apply_roster();
     for addr in event_loop.cfg.dial.clone() {
@@ -512,10 +516,14 @@ struct EventLoop {
     admitted_by: HashMap<PeerId, String>,
     /// The guest being admitted by its `Join` right now (see `promote`).
     joining: Option<PeerId>,
+    /// Connections of promoted guests, closed at the given time.
+    closing: Vec<(libp2p::swarm::ConnectionId, Instant)>,
 }
 
 /// A connected guest.
 struct Guest {
+    /// Its connection.
+    connection: libp2p::swarm::ConnectionId,
     /// The IP address it connected from.
     ip: Option<std::net::IpAddr>,
     /// When it connected.
@@ -526,6 +534,9 @@ struct Guest {
     until: Instant,
     /// It presented an invitation on this connection already (once is all it may).
     presented: bool,
+    /// Its invitation was accepted, or waits for the operator's approval: it is not evicted
+    /// to make room for another guest.
+    admitted: bool,
 }
 
 impl EventLoop {
@@ -541,7 +552,9 @@ impl EventLoop {
                 Some(cmd) = self.cmd_rx.recv() => self.on_command(cmd),
                 Some(w) = self.outbox.recv() => self.publish(w),
                 _ = tick.tick() => self.anti_entropy(),
-                _ = guest_tick.tick(), if !self.guests.is_empty() => self.expire_guests(),
+                _ = guest_tick.tick(), if !self.guests.is_empty() || !self.closing.is_empty() => {
+                    self.expire_guests()
+                }
             }
         }
         self.city.set_outbox(None);
@@ -720,11 +733,15 @@ impl EventLoop {
     /// now reconnects by itself; one approved later is disconnected, and dialed again at the
     /// addresses it announced.
     fn promote(&mut self, peer: PeerId) {
-        if self.guests.remove(&peer).is_some() {
+        if let Some(guest) = self.guests.remove(&peer) {
             self.count_guests();
             info!(%peer, "guest joined: now a roster city");
-            if self.joining != Some(peer) {
-                let _ = self.swarm.disconnect_peer_id(peer);
+            if self.joining == Some(peer) {
+                // Time for the answer to leave; the city reconnects meanwhile.
+                self.closing
+                    .push((guest.connection, Instant::now() + PROMOTED_GUEST_GRACE));
+            } else {
+                self.swarm.close_connection(guest.connection);
             }
         }
     }
@@ -743,8 +760,9 @@ impl EventLoop {
     }
 
     /// With more guests in the open slots than [`MAX_GUESTS`] (the gate admits one more),
-    /// disconnects the one connected longest that has not presented an invitation: a city
-    /// that comes to join presents at once, so peers that only hold slots cannot starve it.
+    /// disconnects the one connected longest whose invitation was not accepted (it presented
+    /// none, or one refused): a city that comes to join presents at once and is admitted, so
+    /// peers that only hold slots cannot starve it.
     fn evict_idle_guest(&mut self) {
         let open = self.guests.values().filter(|g| !g.named).count();
         if open <= MAX_GUESTS {
@@ -753,7 +771,7 @@ impl EventLoop {
         let oldest = self
             .guests
             .iter()
-            .filter(|(_, g)| !g.named && !g.presented)
+            .filter(|(_, g)| !g.named && !g.admitted)
             .min_by_key(|(_, g)| g.since)
             .map(|(pid, _)| *pid);
         if let Some(pid) = oldest {
@@ -766,6 +784,11 @@ impl EventLoop {
     /// for a while).
     fn expire_guests(&mut self) {
         let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = self.closing.drain(..).partition(|(_, at)| *at <= now);
+        self.closing = later;
+        for (connection, _) in due {
+            self.swarm.close_connection(connection);
+        }
         let late: Vec<PeerId> = self
             .guests
             .iter()
@@ -919,6 +942,16 @@ impl EventLoop {
     }
 
     fn request(&mut self, peer: PeerId, req: Request, kind: Pending) {
+        // Only over a roster city's connection: a request to a peer connected only on a
+        // guest's connection would wait in request-response for ever (it cannot dial a peer
+        // that is connected), holding the feed it fetches.
+        if !self.swarm.behaviour().sync.members.is_connected(&peer) {
+            debug!(%peer, "no roster connection to this peer: request not sent");
+            if let (Pending::Range(feed), Some(p)) = (&kind, self.peers.get_mut(&peer)) {
+                p.inflight.remove(feed);
+            }
+            return;
+        }
         let size = req.encoded_len() as u64 + 4;
         self.peers.entry(peer).or_default().bytes_sent += size;
         let id = self
@@ -975,6 +1008,7 @@ impl EventLoop {
         match event {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 num_established,
                 endpoint,
                 ..
@@ -994,11 +1028,13 @@ impl EventLoop {
                         info!(peer = %peer_id, "a city outside the roster connected to present an invitation");
                         let named = self.swarm.behaviour().gate.admits.named.contains(&peer_id);
                         slot.insert(Guest {
+                            connection: connection_id,
                             ip: ip_of(endpoint.get_remote_address()),
                             since: Instant::now(),
                             named,
                             until: Instant::now() + GUEST_TIMEOUT,
                             presented: false,
+                            admitted: false,
                         });
                         self.count_guests();
                         self.evict_idle_guest();
@@ -1235,34 +1271,45 @@ impl EventLoop {
     /// A sync event; `guest`: from a guest's connection (answered through the guests' side).
     fn on_sync(&mut self, event: request_response::Event<Request, Response>, guest: bool) {
         match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    self.peers.entry(peer).or_default().bytes_received +=
-                        request.encoded_len() as u64 + 4;
-                    let response = self.answer(peer, request);
-                    self.peers.entry(peer).or_default().bytes_sent +=
-                        response.encoded_len() as u64 + 4;
-                    let sync = &mut self.swarm.behaviour_mut().sync;
-                    let side = if guest {
-                        &mut sync.guests
-                    } else {
-                        &mut sync.members
-                    };
-                    let _ = side.send_response(channel, response);
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    self.peers.entry(peer).or_default().bytes_received +=
-                        response.encoded_len() as u64 + 4;
-                    if let Some((_, kind)) = self.pending.remove(&request_id) {
-                        self.on_response(peer, kind, response);
+            request_response::Event::Message { peer, message, .. } => {
+                match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => {
+                        self.peers.entry(peer).or_default().bytes_received +=
+                            request.encoded_len() as u64 + 4;
+                        let response = if guest && !matches!(request, Request::Join { .. }) {
+                            // A guest's connection carries a `Join` and nothing else, even once its
+                            // city joined (it syncs on its next connection).
+                            Response::Error {
+                            code: 1,
+                            message: "present an invitation first; sync on a new connection once joined".into(),
+                        }
+                        } else {
+                            self.answer(peer, request)
+                        };
+                        self.peers.entry(peer).or_default().bytes_sent +=
+                            response.encoded_len() as u64 + 4;
+                        let sync = &mut self.swarm.behaviour_mut().sync;
+                        let side = if guest {
+                            &mut sync.guests
+                        } else {
+                            &mut sync.members
+                        };
+                        let _ = side.send_response(channel, response);
+                    }
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => {
+                        self.peers.entry(peer).or_default().bytes_received +=
+                            response.encoded_len() as u64 + 4;
+                        if let Some((_, kind)) = self.pending.remove(&request_id) {
+                            self.on_response(peer, kind, response);
+                        }
                     }
                 }
-            },
+            }
             request_response::Event::OutboundFailure {
                 peer,
                 request_id,
@@ -1386,6 +1433,9 @@ impl EventLoop {
         {
             Ok(JoinOutcome::Admitted(entry)) => {
                 info!(%peer, name = %entry.name, "a city joined by invitation");
+                if let Some(guest) = self.guests.get_mut(&peer) {
+                    guest.admitted = true;
+                }
                 // It reconnects once it has the answer: keep this connection until then.
                 self.joining = Some(peer);
                 self.apply_roster();
@@ -1393,6 +1443,9 @@ impl EventLoop {
                 Response::Joined { waiting: false }
             }
             Ok(JoinOutcome::Waiting) => {
+                if let Some(guest) = self.guests.get_mut(&peer) {
+                    guest.admitted = true;
+                }
                 info!(%peer, name, "a city presented an invitation; approve it with `intercity invite approve {peer}`");
                 Response::Joined { waiting: true }
             }

@@ -125,6 +125,26 @@ pub struct Store {
     /// Pending entries and bytes, in all and per author: counted once (when first needed),
     /// then kept up to date by every write, so that no ingestion scans the `pending` rows.
     pending: std::sync::Mutex<Option<PendingCounts>>,
+    /// Entries by status (see [`Store::entry_counts`]): counted once, when first needed, then
+    /// kept up to date by every write, so that `status` does not scan the entries.
+    entries: std::sync::Mutex<Option<EntryCounts>>,
+}
+
+/// Stored entries by status: accepted, rejected, pending, quarantined.
+type EntryCounts = (u64, u64, u64, u64);
+
+fn count_status(counts: &mut EntryCounts, status: &Status, added: bool) {
+    let slot = match status {
+        Status::Accepted => &mut counts.0,
+        Status::Rejected(_) => &mut counts.1,
+        Status::Pending => &mut counts.2,
+        Status::Quarantined(_) => &mut counts.3,
+    };
+    *slot = if added {
+        *slot + 1
+    } else {
+        slot.saturating_sub(1)
+    };
 }
 
 /// Pending entries and their payload bytes, in all and per author.
@@ -264,6 +284,7 @@ impl Store {
             path: path.to_path_buf(),
             // Counted when first needed: read-only commands never need it.
             pending: std::sync::Mutex::new(None),
+            entries: std::sync::Mutex::new(None),
         }
     }
 
@@ -495,7 +516,6 @@ impl Store {
         for (dep, feed, seq, _) in &commit.pending_remove {
             batch.delete_cf(self.cf("pending"), pending_key(dep, feed, *seq));
         }
-        let pending_changed = !commit.pending_add.is_empty() || !commit.pending_remove.is_empty();
         for fork in &commit.forks {
             let h = &fork.second.header;
             batch.put_cf(
@@ -504,24 +524,42 @@ impl Store {
                 fork.encode(),
             );
         }
-        // Counted before the write lands: an ingestion reading the counts meanwhile sees at
-        // most the entries about to be added (callers hold the city's write lock anyway).
-        let written = self.write_batch(batch, sync);
-        if pending_changed && written.is_ok() {
-            let mut guard = self
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(counts) = guard.as_mut() {
-                for (_, feed, _, bytes) in &commit.pending_add {
-                    counts.count(feed.author, *bytes, true);
+        // The counts are held across the write, so that one being counted for the first
+        // time (a scan) sees this write either in the scan or here, never in both.
+        let mut entry_counts = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pending_counts = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.write_batch(batch, sync)?;
+        if let Some(counts) = entry_counts.as_mut() {
+            // An entry leaving the pending index here was stored as pending before; any other
+            // entry of the commit is new.
+            let was_pending: std::collections::HashSet<(FeedId, u64)> = commit
+                .pending_remove
+                .iter()
+                .map(|(_, feed, seq, _)| (*feed, *seq))
+                .collect();
+            for e in &commit.entries {
+                let h = &e.entry.header;
+                if was_pending.contains(&(h.feed(), h.seq)) {
+                    count_status(counts, &Status::Pending, false);
                 }
-                for (_, feed, _, bytes) in &commit.pending_remove {
-                    counts.count(feed.author, *bytes, false);
-                }
+                count_status(counts, &e.status, true);
             }
         }
-        written
+        if let Some(counts) = pending_counts.as_mut() {
+            for (_, feed, _, bytes) in &commit.pending_add {
+                counts.count(feed.author, *bytes, true);
+            }
+            for (_, feed, _, bytes) in &commit.pending_remove {
+                counts.count(feed.author, *bytes, false);
+            }
+        }
+        Ok(())
     }
 
     /// Entries of `feed` from seq `from` on, with payloads, at most `max` entries and about
@@ -659,16 +697,23 @@ impl Store {
     }
 
     /// Counts of stored entries by status: (accepted, rejected, pending, quarantined).
-    pub fn entry_counts(&self) -> Result<(u64, u64, u64, u64), StoreError> {
-        let mut counts = (0, 0, 0, 0);
-        for (_, v) in self.scan("entries", &[])? {
-            match StoredEntry::decode(&v).map_err(|e| self.corrupt(e))?.status {
-                Status::Accepted => counts.0 += 1,
-                Status::Rejected(_) => counts.1 += 1,
-                Status::Pending => counts.2 += 1,
-                Status::Quarantined(_) => counts.3 += 1,
-            }
+    ///
+    /// The entries are scanned once, the first time; every write then keeps the counts.
+    pub fn entry_counts(&self) -> Result<EntryCounts, StoreError> {
+        let mut guard = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(counts) = *guard {
+            return Ok(counts);
         }
+        let mut counts = (0, 0, 0, 0);
+        for item in self.db.iterator_cf(self.cf("entries"), IteratorMode::Start) {
+            let (_, v) = item.map_err(|e| classify(&self.path, e))?;
+            let status = StoredEntry::decode(&v).map_err(|e| self.corrupt(e))?.status;
+            count_status(&mut counts, &status, true);
+        }
+        *guard = Some(counts);
         Ok(counts)
     }
 

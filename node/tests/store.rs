@@ -365,6 +365,8 @@ fn a_pending_entry_survives_a_restart_and_is_accepted_when_its_dependency_arrive
     let warsaw = City::open(c.path()).expect("reopen");
     let totals = warsaw.store().pending_totals(&brno.id()).expect("totals");
     assert_eq!((totals.count, totals.author_count), (1, 1));
+    // Counted once here; the ingestion below keeps the counts (pending -> accepted).
+    assert_eq!(warsaw.store().entry_counts().expect("counts"), (0, 0, 1, 0));
     warsaw
         .ingest_remote(&genesis.0, &genesis.1)
         .expect("genesis");

@@ -30,12 +30,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use automerge::{Automerge, Change, ChangeHash};
 
-use crate::doc;
 use crate::entry::{
     DocId, EntryError, FeedId, Hash32, MAX_PAYLOAD_BYTES, SIGNED_ENTRY_LEN, Scope, SignedEntry,
 };
 use crate::identity::CityId;
 use crate::record::{Kind, Record, RecordError, Role};
+use crate::{chunk, doc};
 
 /// At most this many entries wait for missing dependencies on one node.
 pub const MAX_PENDING_ENTRIES: u64 = 10_000;
@@ -50,10 +50,6 @@ pub const MAX_PENDING_BYTES_PER_AUTHOR: u64 = 8 * 1024 * 1024;
 /// = 100 000 characters, one operation each) with another: 100 000 deletions and 100 000
 /// insertions, plus the other fields of the record.
 pub const MAX_CHANGE_OPS: usize = 262_144;
-/// The chunk type byte of an uncompressed Automerge change.
-const CHANGE_CHUNK: u8 = 1;
-/// The chunk type byte of a DEFLATE-compressed Automerge change.
-const COMPRESSED_CHUNK: u8 = 2;
 /// At most this many payload bytes wait for missing dependencies on one node.
 pub const MAX_PENDING_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -656,24 +652,13 @@ fn pipeline(
 /// Decodes a payload as an Automerge change of at most [`MAX_CHANGE_OPS`] operations whose
 /// actor starts with `author`'s key.
 pub fn decode_change(author: &CityId, payload: &[u8]) -> Result<Change, IngestError> {
-    // Byte 8 of a chunk is its type. Automerge inflates a compressed change (type 2) with no
-    // bound before anything can be checked (256 KiB become ~256 MiB); Intercity nodes send
-    // uncompressed changes only (type 1), so anything else is refused before decoding.
-    match payload.get(8) {
-        Some(&CHANGE_CHUNK) => {}
-        Some(&COMPRESSED_CHUNK) => {
-            return Err(IngestError::BadChange(
-                "a compressed change; payloads are uncompressed change chunks".into(),
-            ));
-        }
-        _ => {
-            return Err(IngestError::BadChange(
-                "not an Automerge change chunk".into(),
-            ));
-        }
-    }
-    let change =
-        Change::from_bytes(payload.to_vec()).map_err(|e| IngestError::BadChange(e.to_string()))?;
+    // Automerge inflates a compressed change with no bound, and steps through every operation
+    // a chunk's run lengths claim before they can be counted: look first.
+    chunk::check_change(payload, MAX_CHANGE_OPS as u64)
+        .map_err(|e| IngestError::BadChange(e.to_string()))?;
+    let change = doc::isolate(|| Change::from_bytes(payload.to_vec()))
+        .map_err(|e| IngestError::BadChange(e.to_string()))?
+        .map_err(|e| IngestError::BadChange(e.to_string()))?;
     if change.len() > MAX_CHANGE_OPS {
         return Err(IngestError::BadChange(format!(
             "{} operations, limit {MAX_CHANGE_OPS}",

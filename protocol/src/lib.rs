@@ -8,6 +8,7 @@
 //!
 //! - [`identity`] — a city is an ed25519 keypair; its id is the libp2p `PeerId` of that key.
 //! - [`record`] — practice, project and working-group records, their fields and limits.
+//! - [`chunk`] — a first look at an Automerge change chunk, before Automerge reads it.
 //! - [`doc`] — records as Automerge documents, and how concurrent edits merge.
 //! - [`entry`] — signed feed entries: canonical header encoding, signatures, hashes.
 //! - [`ingest`] — the two-level acceptance pipeline, a pure function over a [`ingest::Ledger`].
@@ -15,6 +16,7 @@
 //! - [`sync`] — the `/intercity/sync/1` wire messages, size limits and reconciliation logic.
 #![warn(missing_docs)]
 
+pub mod chunk;
 pub mod doc;
 pub mod entry;
 pub mod identity;

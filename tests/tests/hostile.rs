@@ -302,6 +302,8 @@ fn hostile_pending_entries_do_not_slow_honest_changes_to_their_document() {
         intercity_node::City::init_with_key(tmp.path(), "Milan", None, intercity_tests::key(1))
             .expect("init");
     let id = practice(&milan, "Makerspace");
+    // Counted now, kept by every write from here on.
+    assert_eq!(milan.store().entry_counts().expect("counts"), (1, 0, 0, 0));
     // Ten hostile authors, a thousand pending entries each, all on Milan's practice.
     for author in 0..10u8 {
         let key = intercity_tests::key(100 + author);

@@ -94,7 +94,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let daemon = Daemon::start(&dir, cfg, shutdown.clone()).await?;
         let profile = daemon.city.profile().clone();
@@ -118,5 +118,8 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         eprintln!("intercity: shutting down");
         shutdown.cancel();
         Ok(run.await?)
-    })
+    });
+    // Blocking work still running (a control request) gets a few seconds, not for ever.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
 }

@@ -20,6 +20,10 @@ use super::{MAX_GUESTS, MAX_GUESTS_PER_IP};
 /// up to 10 s each: without this bound, a few half-open sockets per second from one host kept
 /// every other city, roster cities included, from connecting.
 pub const MAX_PENDING_PER_IP: usize = 4;
+/// Inbound QUIC connections in their handshake at once, of the 32 in all. libp2p's QUIC accepts
+/// a connection from an unverified (possibly spoofed) source address, so the per-address bound
+/// does not hold there: QUIC may not take the slots that TCP connections need.
+pub const MAX_PENDING_QUIC: usize = 16;
 
 /// The connection gate: admits roster cities, and guests while invitations are out.
 #[derive(Default)]
@@ -34,8 +38,11 @@ pub(super) struct Gate {
     /// event loop).
     pub(super) guests: usize,
     pub(super) guest_ips: HashMap<IpAddr, usize>,
-    /// Inbound connections in their handshake, with their address.
-    pending: HashMap<ConnectionId, IpAddr>,
+    /// Inbound connections in their handshake, with their address (an IPv6 address stands for
+    /// its /48) and whether they are QUIC.
+    pending: HashMap<ConnectionId, (IpAddr, bool)>,
+    /// How many of them are QUIC.
+    pending_quic: usize,
     /// Their count per address.
     pending_ips: HashMap<IpAddr, usize>,
 }
@@ -83,7 +90,7 @@ impl std::fmt::Display for TooManyPending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} already has {MAX_PENDING_PER_IP} connections in their handshake",
+            "too many connections in their handshake ({} may have {MAX_PENDING_PER_IP}, QUIC {MAX_PENDING_QUIC} in all)",
             self.0
         )
     }
@@ -118,9 +125,13 @@ impl Gate {
 impl Gate {
     /// Forgets a pending connection (established, or failed).
     fn settle(&mut self, id: ConnectionId) {
-        if let Some(ip) = self.pending.remove(&id)
-            && let Some(n) = self.pending_ips.get_mut(&ip)
-        {
+        let Some((ip, quic)) = self.pending.remove(&id) else {
+            return;
+        };
+        if quic {
+            self.pending_quic = self.pending_quic.saturating_sub(1);
+        }
+        if let Some(n) = self.pending_ips.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
                 self.pending_ips.remove(&ip);
@@ -139,15 +150,30 @@ impl NetworkBehaviour for Gate {
         _: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        let Some(ip) = ip_of(remote) else {
+        let Some(ip) = ip_of(remote).map(|ip| match ip {
+            // Hosts get a /64, and whoever holds a /48 holds 65 536 of them.
+            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 80) - 1),
+            )),
+            v4 => v4,
+        }) else {
             return Ok(());
         };
+        let quic = remote
+            .iter()
+            .any(|p| matches!(p, libp2p::multiaddr::Protocol::Udp(_)));
+        if quic && self.pending_quic >= MAX_PENDING_QUIC {
+            return Err(ConnectionDenied::new(TooManyPending(ip)));
+        }
         let n = self.pending_ips.entry(ip).or_default();
         if *n >= MAX_PENDING_PER_IP {
             return Err(ConnectionDenied::new(TooManyPending(ip)));
         }
         *n += 1;
-        self.pending.insert(id, ip);
+        if quic {
+            self.pending_quic += 1;
+        }
+        self.pending.insert(id, (ip, quic));
         Ok(())
     }
 
@@ -286,6 +312,48 @@ mod tests {
         assert!(
             gate.handle_pending_inbound_connection(last, &local, &here)
                 .is_ok()
+        );
+        // QUIC (from addresses that may be spoofed) gets at most half of the slots; TCP still
+        // gets in. IPv6 addresses count per /48.
+        let mut gate = Gate::default();
+        for n in 0..MAX_PENDING_QUIC {
+            let spoofed: Multiaddr = format!("/ip4/198.51.100.{n}/udp/5000/quic-v1")
+                .parse()
+                .expect("addr");
+            let id = ConnectionId::new_unchecked(rand_id());
+            assert!(
+                gate.handle_pending_inbound_connection(id, &local, &spoofed)
+                    .is_ok()
+            );
+        }
+        let quic: Multiaddr = "/ip4/198.51.100.200/udp/5000/quic-v1"
+            .parse()
+            .expect("addr");
+        let id = ConnectionId::new_unchecked(rand_id());
+        assert!(
+            gate.handle_pending_inbound_connection(id, &local, &quic)
+                .is_err()
+        );
+        let id = ConnectionId::new_unchecked(rand_id());
+        assert!(
+            gate.handle_pending_inbound_connection(id, &local, &there)
+                .is_ok()
+        );
+        for n in 0..MAX_PENDING_PER_IP {
+            let v6: Multiaddr = format!("/ip6/2001:db8:1:{n}::1/tcp/5000")
+                .parse()
+                .expect("addr");
+            let id = ConnectionId::new_unchecked(rand_id());
+            assert!(
+                gate.handle_pending_inbound_connection(id, &local, &v6)
+                    .is_ok()
+            );
+        }
+        let v6: Multiaddr = "/ip6/2001:db8:1:ff::1/tcp/5000".parse().expect("addr");
+        let id = ConnectionId::new_unchecked(rand_id());
+        assert!(
+            gate.handle_pending_inbound_connection(id, &local, &v6)
+                .is_err()
         );
     }
 

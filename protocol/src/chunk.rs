@@ -1,0 +1,427 @@
+//! A first look at an Automerge change chunk, before Automerge reads it.
+//!
+//! automerge 0.12 trusts parts of what it decodes, and some of its work grows with what a chunk
+//! *claims* rather than with its size: a compressed chunk is inflated with no bound, and
+//! `Change::from_bytes` steps through every operation that the run-length encoded columns
+//! describe before anyone can count them (a 127-byte chunk claiming 130 million operations took
+//! 12 s). [`check_change`] reads the chunk's header and the run lengths of its operation
+//! columns — cheap: one step per run, whatever the run's length — and refuses a chunk before
+//! Automerge sees it.
+//!
+//! Layout (automerge's binary format): magic (4), checksum (4), chunk type (1), body length
+//! (LEB128), body. A change body: dependencies (count, 32 bytes each), actor (length, bytes),
+//! seq, start op, time, message (length, bytes), other actors (count, each length and bytes),
+//! the column metadata (count, then spec and length of each), the columns' data in that order,
+//! extra bytes.
+
+/// The chunk type byte of an uncompressed change.
+pub const CHANGE_CHUNK: u8 = 1;
+/// The chunk type byte of a DEFLATE-compressed change.
+pub const COMPRESSED_CHUNK: u8 = 2;
+/// The id of the operation columns' action column: one value per operation.
+const ACTION_COLUMN: u32 = 4;
+/// Other columns may hold a few values per operation (predecessors): at most this many times
+/// the operation limit.
+const OTHER_COLUMN_FACTOR: u64 = 4;
+
+/// Why a payload is not a change chunk this node reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChunkError {
+    /// A compressed change: Automerge would inflate it with no bound.
+    #[error("a compressed change; payloads are uncompressed change chunks")]
+    Compressed,
+    /// Not an Automerge change chunk.
+    #[error("not an Automerge change chunk")]
+    NotAChange,
+    /// The chunk ends before a field it announces.
+    #[error("the change chunk ends inside its {0}")]
+    Truncated(&'static str),
+    /// A column is DEFLATE-compressed (Automerge refuses those in changes too).
+    #[error("a compressed column")]
+    CompressedColumn,
+    /// A column describes more values than the limit.
+    #[error("column {column} describes more than {max} values")]
+    TooManyValues {
+        /// The column's id.
+        column: u32,
+        /// The limit.
+        max: u64,
+    },
+}
+
+/// A cursor over a byte slice.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn uleb(&mut self, what: &'static str) -> Result<u64, ChunkError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self.bytes.get(self.at).ok_or(ChunkError::Truncated(what))?;
+            self.at += 1;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(ChunkError::Truncated(what))
+    }
+
+    fn sleb(&mut self, what: &'static str) -> Result<i64, ChunkError> {
+        let mut value = 0i64;
+        let mut shift = 0;
+        loop {
+            let b = *self.bytes.get(self.at).ok_or(ChunkError::Truncated(what))?;
+            self.at += 1;
+            if shift < 64 {
+                value |= i64::from(b & 0x7f) << shift;
+            }
+            shift += 7;
+            if b & 0x80 == 0 {
+                if shift < 64 && b & 0x40 != 0 {
+                    value |= -1i64 << shift;
+                }
+                return Ok(value);
+            }
+            if shift > 70 {
+                return Err(ChunkError::Truncated(what));
+            }
+        }
+    }
+
+    fn skip(&mut self, n: u64, what: &'static str) -> Result<&'a [u8], ChunkError> {
+        let n = usize::try_from(n).map_err(|_| ChunkError::Truncated(what))?;
+        let end = self.at.checked_add(n).ok_or(ChunkError::Truncated(what))?;
+        let out = self
+            .bytes
+            .get(self.at..end)
+            .ok_or(ChunkError::Truncated(what))?;
+        self.at = end;
+        Ok(out)
+    }
+
+    fn done(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+}
+
+/// Checks that `payload` is an uncompressed change chunk whose action column describes at most
+/// `max_ops` operations (and each other column at most four times that), without decoding it.
+pub fn check_change(payload: &[u8], max_ops: u64) -> Result<(), ChunkError> {
+    match payload.get(8) {
+        Some(&CHANGE_CHUNK) => {}
+        Some(&COMPRESSED_CHUNK) => return Err(ChunkError::Compressed),
+        _ => return Err(ChunkError::NotAChange),
+    }
+    if payload.get(..4) != Some(&[0x85, 0x6f, 0x4a, 0x83][..]) {
+        return Err(ChunkError::NotAChange);
+    }
+    let mut r = Reader {
+        bytes: payload,
+        at: 9,
+    };
+    let len = r.uleb("length")?;
+    let mut body = Reader {
+        bytes: r.skip(len, "body")?,
+        at: 0,
+    };
+    let deps = body.uleb("dependencies")?;
+    body.skip(deps.saturating_mul(32), "dependencies")?;
+    let actor = body.uleb("actor")?;
+    body.skip(actor, "actor")?;
+    body.uleb("seq")?;
+    body.uleb("start op")?;
+    body.sleb("time")?;
+    let message = body.uleb("message")?;
+    body.skip(message, "message")?;
+    let others = body.uleb("other actors")?;
+    for _ in 0..others {
+        let n = body.uleb("other actors")?;
+        body.skip(n, "other actors")?;
+    }
+    let columns = body.uleb("column metadata")?;
+    let mut specs = Vec::new();
+    for _ in 0..columns {
+        let spec = body.uleb("column metadata")?;
+        let len = body.uleb("column metadata")?;
+        specs.push((spec, len));
+    }
+    for (spec, len) in specs {
+        let data = body.skip(len, "column data")?;
+        if spec & 0b1000 != 0 {
+            return Err(ChunkError::CompressedColumn);
+        }
+        let column = u32::try_from(spec >> 4).unwrap_or(u32::MAX);
+        let max = if column == ACTION_COLUMN {
+            max_ops
+        } else {
+            max_ops.saturating_mul(OTHER_COLUMN_FACTOR)
+        };
+        if count_values(spec & 0b111, data, max).is_none() {
+            return Err(ChunkError::TooManyValues { column, max });
+        }
+    }
+    Ok(())
+}
+
+/// How many values a column of type `kind` describes, stopping (None) once past `max`.
+/// Run-length encoded columns (every type but booleans and raw values) are runs of a signed
+/// count: positive, that many copies of the one value that follows; negative, that many literal
+/// values; zero, a number of nulls. Booleans are alternating run lengths; raw values (type 7)
+/// are bytes whose count the value metadata column gives. A column that ends inside a run is
+/// counted as far as it goes (Automerge refuses it later).
+fn count_values(kind: u64, data: &[u8], max: u64) -> Option<u64> {
+    let mut r = Reader { bytes: data, at: 0 };
+    let mut total: u64 = 0;
+    // Skips one value of this column's type; false when the column ends inside it.
+    let value = |r: &mut Reader<'_>| -> bool {
+        match kind {
+            3 => r.sleb("value").is_ok(),
+            5 => r.uleb("value").and_then(|n| r.skip(n, "value")).is_ok(),
+            _ => r.uleb("value").is_ok(),
+        }
+    };
+    if kind == 7 {
+        return Some(0);
+    }
+    while !r.done() {
+        let run = if kind == 4 {
+            r.uleb("run").ok()
+        } else {
+            match r.sleb("run") {
+                Ok(0) => r.uleb("run").ok(),
+                Ok(count) => {
+                    let n = count.unsigned_abs();
+                    let complete = if count > 0 {
+                        value(&mut r)
+                    } else {
+                        (0..n).all(|_| value(&mut r))
+                    };
+                    complete.then_some(n)
+                }
+                Err(_) => None,
+            }
+        };
+        let Some(run) = run else { break };
+        total = total.saturating_add(run);
+        if total > max {
+            return None;
+        }
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::legacy::{Key, ObjectId, Op, OpType, SortedVec};
+    use automerge::{ActorId, Change, ScalarValue};
+
+    fn change_of(n: usize) -> Change {
+        let op = Op {
+            action: OpType::Put(ScalarValue::Null),
+            obj: ObjectId::Root,
+            key: Key::Map("k".into()),
+            pred: SortedVec::new(),
+            insert: false,
+        };
+        Change::from(automerge::ExpandedChange {
+            operations: vec![op; n],
+            actor_id: ActorId::from(vec![1u8; 32]),
+            hash: None,
+            seq: 1,
+            start_op: std::num::NonZeroU64::MIN,
+            time: 0,
+            message: Some("m".into()),
+            deps: vec![automerge::ChangeHash([9; 32])],
+            extra_bytes: Vec::new(),
+            author: None,
+        })
+    }
+
+    #[test]
+    fn run_lengths_are_counted_without_decoding() {
+        let small = change_of(3);
+        assert_eq!(check_change(small.raw_bytes(), 3), Ok(()));
+        assert!(matches!(
+            check_change(small.raw_bytes(), 2),
+            Err(ChunkError::TooManyValues { column: 4, .. })
+        ));
+        // Run-length encoding: 100,000 operations in a few dozen bytes.
+        let big = change_of(100_000);
+        assert!(
+            big.raw_bytes().len() < 200,
+            "{} bytes",
+            big.raw_bytes().len()
+        );
+        assert_eq!(check_change(big.raw_bytes(), 100_000), Ok(()));
+        assert!(check_change(big.raw_bytes(), 99_999).is_err());
+    }
+
+    #[test]
+    fn compressed_truncated_and_foreign_chunks_are_refused() {
+        let mut big = change_of(1);
+        let mut long = change_of(1).raw_bytes().to_vec();
+        long.truncate(long.len() - 3);
+        assert!(matches!(
+            check_change(&long, 10),
+            Err(ChunkError::Truncated(_))
+        ));
+        assert_eq!(
+            check_change(b"not a chunk at all", 10),
+            Err(ChunkError::NotAChange)
+        );
+        let compressed = {
+            // Automerge compresses a change of more than 256 bytes.
+            let mut c = Change::from(automerge::ExpandedChange {
+                message: Some("m".repeat(2_000)),
+                ..big.decode()
+            });
+            c.bytes().to_vec()
+        };
+        assert_eq!(check_change(&compressed, 10), Err(ChunkError::Compressed));
+        assert_eq!(check_change(big.bytes().as_ref(), 10), Ok(()));
+    }
+
+    fn put_uleb(out: &mut Vec<u8>, mut v: u64) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    fn put_sleb(out: &mut Vec<u8>, mut v: i64) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if (v == 0 && b & 0x40 == 0) || (v == -1 && b & 0x40 != 0) {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    /// `chunk` with every repeated run of its operation columns `k` times longer, re-encoded
+    /// with a valid checksum: what a hostile roster city signs to make Automerge step through
+    /// millions of operations that take a few bytes.
+    fn inflate_runs(chunk: &[u8], k: i64) -> Vec<u8> {
+        use sha2::Digest;
+        let mut r = Reader {
+            bytes: chunk,
+            at: 9,
+        };
+        let len = r.uleb("length").expect("length");
+        let body = r.skip(len, "body").expect("body");
+        let mut b = Reader { bytes: body, at: 0 };
+        let deps = b.uleb("deps").expect("deps");
+        b.skip(deps * 32, "deps").expect("deps");
+        let n = b.uleb("actor").expect("actor");
+        b.skip(n, "actor").expect("actor");
+        b.uleb("seq").expect("seq");
+        b.uleb("op").expect("op");
+        b.sleb("time").expect("time");
+        let n = b.uleb("message").expect("message");
+        b.skip(n, "message").expect("message");
+        let others = b.uleb("others").expect("others");
+        for _ in 0..others {
+            let n = b.uleb("other").expect("other");
+            b.skip(n, "other").expect("other");
+        }
+        let prefix = &body[..b.at];
+        let columns = b.uleb("columns").expect("columns");
+        let specs: Vec<(u64, u64)> = (0..columns)
+            .map(|_| (b.uleb("spec").expect("spec"), b.uleb("len").expect("len")))
+            .collect();
+        let mut meta = Vec::new();
+        let mut data = Vec::new();
+        put_uleb(&mut meta, columns);
+        for (spec, len) in specs {
+            let col = b.skip(len, "data").expect("data");
+            let mut c = Reader { bytes: col, at: 0 };
+            let mut out = Vec::new();
+            match spec & 7 {
+                7 => out.extend_from_slice(col),
+                4 => {
+                    while !c.done() {
+                        put_uleb(&mut out, c.uleb("run").expect("run") * k as u64);
+                    }
+                }
+                kind => {
+                    while !c.done() {
+                        let start = c.at;
+                        let count = c.sleb("run").expect("run");
+                        if count == 0 {
+                            out.push(0);
+                            put_uleb(&mut out, c.uleb("nulls").expect("nulls") * k as u64);
+                            continue;
+                        }
+                        let n = if count > 0 { 1 } else { count.unsigned_abs() };
+                        let value_start = c.at;
+                        for _ in 0..n {
+                            match kind {
+                                3 => drop(c.sleb("v")),
+                                5 => {
+                                    let l = c.uleb("v").expect("v");
+                                    c.skip(l, "v").expect("v");
+                                }
+                                _ => drop(c.uleb("v")),
+                            }
+                        }
+                        if count > 0 {
+                            put_sleb(&mut out, count * k);
+                            out.extend_from_slice(&col[value_start..c.at]);
+                        } else {
+                            out.extend_from_slice(&col[start..c.at]);
+                        }
+                    }
+                }
+            }
+            put_uleb(&mut meta, spec);
+            put_uleb(&mut meta, out.len() as u64);
+            data.extend(out);
+        }
+        let mut new_body = prefix.to_vec();
+        new_body.extend(meta);
+        new_body.extend(data);
+        new_body.extend_from_slice(&body[b.at..]);
+        let mut header = vec![CHANGE_CHUNK];
+        put_uleb(&mut header, new_body.len() as u64);
+        let hash = sha2::Sha256::new()
+            .chain_update(&header)
+            .chain_update(&new_body)
+            .finalize();
+        let mut out = chunk[..4].to_vec();
+        out.extend_from_slice(&hash[..4]);
+        out.extend(header);
+        out.extend(new_body);
+        out
+    }
+
+    /// Issue #10 (a review finding): `Change::from_bytes` stepped through every operation that
+    /// the run lengths claimed before the operation count was checked; a 130-byte chunk claiming
+    /// 130 million operations kept the network task busy for 12 s (release build).
+    #[test]
+    fn run_length_bombs_are_refused_before_automerge() {
+        let honest = change_of(1_000);
+        let bomb = inflate_runs(honest.raw_bytes(), 130_000);
+        assert!(bomb.len() < 200, "{} bytes", bomb.len());
+        assert!(matches!(
+            check_change(&bomb, 262_144),
+            Err(ChunkError::TooManyValues { .. })
+        ));
+        // The rewriting itself is faithful: a small factor gives a chunk Automerge reads, with
+        // that many operations.
+        let bigger = inflate_runs(honest.raw_bytes(), 3);
+        assert_eq!(check_change(&bigger, 3_000), Ok(()));
+        assert_eq!(Change::from_bytes(bigger).expect("decodes").len(), 3_000);
+    }
+}
