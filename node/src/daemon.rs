@@ -210,7 +210,7 @@ impl Daemon {
             .map_err(|e| CityError::Rejected(e.to_string()))?;
         info!(city = %city.id(), name = %city.profile().name, addrs = ?listening, "node running");
         let mut tasks = Supervisor::new(shutdown.clone());
-        tasks.spawn("network", async move { join.await.map_err(panic_message) });
+        tasks.spawn("network", async move { join.await.map_err(panic_message)? });
         let (c, n, s) = (city.clone(), net.clone(), shutdown);
         tasks.spawn("control socket", async move {
             crate::control::serve(c, Some(n), s)

@@ -51,10 +51,12 @@ use crate::city::{City, now_ms};
 use crate::roster::{Guests, JoinOutcome};
 
 mod gate;
+mod ingest;
 mod sync_protocol;
 
-pub use gate::MAX_PENDING_PER_IP;
 use gate::{Admits, Gate, ip_of};
+pub use gate::{MAX_PENDING_PER_IP, MAX_PENDING_QUIC};
+pub use ingest::MAX_QUEUED_JOBS_PER_PEER;
 pub use sync_protocol::{GUEST_STREAMS, MAX_GUEST_FRAME_BYTES, MEMBER_STREAMS};
 use sync_protocol::{SyncBehaviour, SyncEvent};
 
@@ -64,6 +66,9 @@ pub const MAX_INVALID_PER_PEER: u32 = 5;
 pub const BAN: Duration = Duration::from_secs(600);
 /// Bound of the command and outbox channels.
 pub const CHANNEL_BOUND: usize = 1024;
+/// Entries of one `Push` that are judged (the `Ack` counts those stored): honest nodes push
+/// their new entries one at a time, and a job of the ingest worker stays short.
+pub const MAX_PUSH_JUDGED: usize = 16;
 /// Range requests in flight per peer.
 pub const MAX_INFLIGHT_RANGES: usize = 32;
 /// The gossipsub topic of the federation scope.
@@ -185,6 +190,9 @@ pub struct NetStatus {
     pub entries: (u64, u64, u64, u64),
     /// Fork proofs held.
     pub forks: usize,
+    /// Jobs (gossip messages, pushes, range answers) waiting for the ingest worker.
+    #[serde(default)]
+    pub ingest_queue: usize,
 }
 
 enum Command {
@@ -338,7 +346,14 @@ pub async fn spawn(
     city: Arc<City>,
     cfg: NetConfig,
     shutdown: CancellationToken,
-) -> Result<(NetHandle, Vec<Multiaddr>, tokio::task::JoinHandle<()>), NetError> {
+) -> Result<
+    (
+        NetHandle,
+        Vec<Multiaddr>,
+        tokio::task::JoinHandle<Result<(), String>>,
+    ),
+    NetError,
+> {
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(city.key().secret_bytes())
         .map_err(|e| setup(&e))?;
@@ -463,7 +478,14 @@ pub async fn spawn(
     let (out_tx, outbox) = mpsc::channel(CHANNEL_BOUND);
     city.set_outbox(Some(out_tx));
     let banned = load_bans(&city);
+    let queue = ingest::Queue::default();
+    let (done_tx, ingested) = mpsc::channel(CHANNEL_BOUND);
+    let worker = ingest::spawn_worker(city.clone(), queue.clone(), done_tx)
+        .map_err(|e| NetError::Setup(format!("cannot start the ingest worker: {e}")))?;
     let mut event_loop = EventLoop {
+        queue,
+        ingested,
+        worker: Some(worker),
         swarm,
         city,
         cfg,
@@ -474,7 +496,7 @@ pub async fn spawn(
         pending: HashMap::new(),
         banned,
         listening: listening.clone(),
-        trusted: HashSet::new(),
+        trusted: Arc::new(HashSet::new()),
         guests: HashMap::new(),
         guest_bans: HashMap::new(),
         reconnect: HashMap::new(),
@@ -501,8 +523,15 @@ struct EventLoop {
     pending: HashMap<OutboundRequestId, (PeerId, Pending)>,
     banned: HashMap<PeerId, Instant>,
     listening: Vec<Multiaddr>,
-    /// This city and the unblocked roster cities, refreshed with the roster.
-    trusted: HashSet<CityId>,
+    /// This city and the unblocked roster cities, refreshed with the roster (shared with the
+    /// ingest worker's jobs).
+    trusted: Arc<HashSet<CityId>>,
+    /// Jobs for the ingest worker, one bounded queue per peer.
+    queue: ingest::Queue,
+    /// Jobs the worker finished.
+    ingested: mpsc::Receiver<ingest::Done>,
+    /// The worker thread, joined when the loop stops.
+    worker: Option<std::thread::JoinHandle<()>>,
     /// Connected guests.
     guests: HashMap<PeerId, Guest>,
     /// Peers that may not connect as guests until the given time.
@@ -540,7 +569,7 @@ struct Guest {
 }
 
 impl EventLoop {
-    async fn run(mut self, shutdown: CancellationToken) {
+    async fn run(mut self, shutdown: CancellationToken) -> Result<(), String> {
         let mut tick = tokio::time::interval(self.cfg.anti_entropy);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut guest_tick = tokio::time::interval(Duration::from_secs(1));
@@ -555,13 +584,30 @@ impl EventLoop {
                 _ = guest_tick.tick(), if !self.guests.is_empty() || !self.closing.is_empty() => {
                     self.expire_guests()
                 }
+                done = self.ingested.recv() => match done {
+                    Some(done) => self.on_ingested(done),
+                    None => {
+                        self.stop_worker().await;
+                        return Err("the ingest worker stopped".into());
+                    }
+                },
             }
         }
         self.city.set_outbox(None);
+        self.stop_worker().await;
         if let Err(e) = self.city.store().flush() {
             warn!(error = %e, "flushing the store on shutdown failed");
         }
         info!("network stopped");
+        Ok(())
+    }
+
+    /// Stops the ingest worker and waits for the job it is on.
+    async fn stop_worker(&mut self) {
+        self.queue.close();
+        if let Some(worker) = self.worker.take() {
+            let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+        }
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -592,8 +638,10 @@ impl EventLoop {
                 return;
             }
         };
-        self.trusted = roster.iter().filter(|e| !e.blocked).map(|e| e.id).collect();
-        self.trusted.insert(self.city.id());
+        let mut trusted: HashSet<CityId> =
+            roster.iter().filter(|e| !e.blocked).map(|e| e.id).collect();
+        trusted.insert(self.city.id());
+        self.trusted = Arc::new(trusted);
         let admits = match self.city.guests() {
             Ok(Guests { named, anyone }) => Admits {
                 named: named.iter().map(peer_id).collect(),
@@ -873,6 +921,7 @@ impl EventLoop {
             peers,
             entries: self.city.store().entry_counts().unwrap_or_default(),
             forks: self.city.store().forks().map(|f| f.len()).unwrap_or(0),
+            ingest_queue: self.queue.len(),
         }
     }
 
@@ -1132,15 +1181,15 @@ impl EventLoop {
             gossipsub::MessageAcceptance::Reject
         } else {
             let (entry, payload) = data.split_at(SIGNED_ENTRY_LEN);
-            match self.ingest(source, entry, payload) {
-                Outcome::New(..) | Outcome::Known => gossipsub::MessageAcceptance::Accept,
-                Outcome::Gap(feed, have) => {
-                    self.request_range(source, feed, have + 1);
-                    gossipsub::MessageAcceptance::Ignore
-                }
-                Outcome::Invalid(_) => gossipsub::MessageAcceptance::Reject,
-                Outcome::Skipped => gossipsub::MessageAcceptance::Ignore,
+            let w = WireEntry {
+                entry: entry.to_vec(),
+                payload: payload.to_vec(),
+            };
+            // Validated once the worker has judged it (`on_ingested`).
+            if self.submit(source, ingest::Origin::Gossip(id.clone()), vec![w]) {
+                return;
             }
+            gossipsub::MessageAcceptance::Ignore
         };
         self.swarm
             .behaviour_mut()
@@ -1148,52 +1197,137 @@ impl EventLoop {
             .report_message_validation_result(id, &source, acceptance);
     }
 
-    /// Runs one entry from `peer` through the acceptance pipeline.
-    fn ingest(&mut self, peer: PeerId, entry: &[u8], payload: &[u8]) -> Outcome {
-        let w = [(entry, payload)];
-        self.ingest_all(peer, &w, None)
-            .pop()
-            .unwrap_or(Outcome::Skipped)
+    /// Queues entries from `peer` for the ingest worker; false if that peer's queue is full
+    /// (the caller answers as if they were skipped).
+    fn submit(&mut self, peer: PeerId, origin: ingest::Origin, items: Vec<WireEntry>) -> bool {
+        let job = ingest::Job {
+            peer,
+            origin,
+            items,
+            trusted: self.trusted.clone(),
+            judged: Vec::new(),
+        };
+        match self.queue.push(job) {
+            Ok(()) => true,
+            Err(job) => {
+                debug!(%peer, "ingest queue of this peer full: entries dropped");
+                match job.origin {
+                    ingest::Origin::Push(channel) => {
+                        let _ = self.swarm.behaviour_mut().sync.members.send_response(
+                            channel,
+                            Response::Error {
+                                code: 4,
+                                message: "busy: too many entries from you waiting; retry later"
+                                    .into(),
+                            },
+                        );
+                    }
+                    ingest::Origin::Range { feed, .. } => {
+                        if let Some(p) = self.peers.get_mut(&peer) {
+                            p.inflight.remove(&feed);
+                        }
+                    }
+                    ingest::Origin::Gossip(_) => {}
+                }
+                false
+            }
+        }
     }
 
-    /// Runs entries from `peer` through the acceptance pipeline, written in one batch (see
-    /// [`City::ingest_remote_all`]). With `range: Some(feed)` (a range response of that feed),
-    /// the first entry that is not of that feed, or not stored or known, ends the batch (the
-    /// rest of the range cannot follow it): fewer outcomes than entries.
-    fn ingest_all(
-        &mut self,
-        peer: PeerId,
-        items: &[(&[u8], &[u8])],
-        range: Option<FeedId>,
-    ) -> Vec<Outcome> {
-        let trusted = &self.trusted;
-        let written = self.city.ingest_remote_all(|batch| {
-            let mut out = Vec::with_capacity(items.len());
-            for (entry, payload) in items {
-                // Entries by cities outside the roster are not ours to judge: dropped, not held
-                // against the peer that relayed them.
-                let decoded = SignedEntry::decode(entry).ok();
-                let r = match &decoded {
-                    Some(e) if !trusted.contains(&e.header.author) => None,
-                    _ => Some(batch.ingest(entry, payload)),
-                };
-                let in_range = range
-                    .is_none_or(|feed| decoded.as_ref().is_some_and(|e| e.header.feed() == feed));
-                let ok = matches!(r, Some(Ok(_)));
-                out.push((r, decoded));
-                if range.is_some() && !(ok && in_range) {
-                    break;
-                }
-            }
-            out
-        });
-        let results = match written {
-            Ok(results) => results,
+    /// The worker judged a job: count, penalize, and finish what the entries came with.
+    fn on_ingested(&mut self, done: ingest::Done) {
+        let ingest::Done {
+            peer,
+            origin,
+            items,
+            judged,
+        } = done;
+        let outcomes = match judged {
+            Ok(judged) => self.outcomes(peer, judged),
             Err(e) => {
                 warn!(error = %e, "store error while ingesting");
-                return items.iter().map(|_| Outcome::Skipped).collect();
+                items.iter().map(|_| Outcome::Skipped).collect()
             }
         };
+        match origin {
+            ingest::Origin::Gossip(id) => {
+                let acceptance = match outcomes.into_iter().next() {
+                    Some(Outcome::New(..) | Outcome::Known) => gossipsub::MessageAcceptance::Accept,
+                    Some(Outcome::Gap(feed, have)) => {
+                        self.request_range(peer, feed, have + 1);
+                        gossipsub::MessageAcceptance::Ignore
+                    }
+                    Some(Outcome::Invalid(_)) => gossipsub::MessageAcceptance::Reject,
+                    Some(Outcome::Skipped) | None => gossipsub::MessageAcceptance::Ignore,
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&id, &peer, acceptance);
+            }
+            ingest::Origin::Push(channel) => {
+                let mut stored = 0u32;
+                let mut forward = Vec::new();
+                for (w, outcome) in items.into_iter().zip(outcomes) {
+                    match outcome {
+                        Outcome::New(e, _) => {
+                            stored += 1;
+                            forward.push((e, w));
+                        }
+                        Outcome::Gap(feed, have) => self.request_range(peer, feed, have + 1),
+                        _ => {}
+                    }
+                }
+                for (e, w) in forward {
+                    self.push_to_members(e.header.scope, w, Some(peer));
+                }
+                let response = Response::Ack { stored };
+                self.peers.entry(peer).or_default().bytes_sent += response.encoded_len() as u64 + 4;
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .members
+                    .send_response(channel, response);
+            }
+            ingest::Origin::Range { feed, more } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.inflight.remove(&feed);
+                }
+                let mut next = None;
+                let mut fresh = false;
+                for (w, outcome) in items.iter().zip(outcomes) {
+                    let seq =
+                        SignedEntry::decode(&w.entry).map(|e| (e.header.feed(), e.header.seq));
+                    match (seq, outcome) {
+                        (Ok((f, s)), Outcome::New(..)) if f == feed => {
+                            fresh = true;
+                            next = Some(s + 1);
+                        }
+                        (Ok((f, s)), Outcome::Known) if f == feed => next = Some(s + 1),
+                        (_, Outcome::Gap(f, have)) if f == feed => {
+                            next = Some(have + 1);
+                            break;
+                        }
+                        _ => {
+                            next = None;
+                            break;
+                        }
+                    }
+                }
+                if fresh {
+                    self.nudge(peer);
+                }
+                if more && let Some(from) = next {
+                    self.request_range(peer, feed, from);
+                }
+            }
+        }
+    }
+
+    /// The outcomes of entries from `peer` the worker judged; counts them and penalizes the
+    /// peer for invalid ones.
+    fn outcomes(&mut self, peer: PeerId, results: Vec<ingest::Judged>) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(results.len());
         for (r, decoded) in results {
             let outcome = match r {
@@ -1278,6 +1412,16 @@ impl EventLoop {
                     } => {
                         self.peers.entry(peer).or_default().bytes_received +=
                             request.encoded_len() as u64 + 4;
+                        if !guest
+                            && self.is_trusted(&peer)
+                            && let Request::Push(mut entries) = request
+                        {
+                            // A node pushes its new entries one at a time; the rest of a
+                            // longer push is fetched by range if needed. One job stays short.
+                            entries.truncate(MAX_PUSH_JUDGED);
+                            self.submit(peer, ingest::Origin::Push(channel), entries);
+                            return;
+                        }
                         let response = if guest && !matches!(request, Request::Join { .. }) {
                             // A guest's connection carries a `Join` and nothing else, even once its
                             // city joined (it syncs on its next connection).
@@ -1387,24 +1531,11 @@ impl EventLoop {
                     },
                 }
             }
-            Request::Push(entries) => {
-                let mut stored = 0u32;
-                let mut forward = Vec::new();
-                for w in entries {
-                    match self.ingest(peer, &w.entry, &w.payload) {
-                        Outcome::New(e, _) => {
-                            stored += 1;
-                            forward.push((e, w));
-                        }
-                        Outcome::Gap(feed, have) => self.request_range(peer, feed, have + 1),
-                        _ => {}
-                    }
-                }
-                for (e, w) in forward {
-                    self.push_to_members(e.header.scope, w, Some(peer));
-                }
-                Response::Ack { stored }
-            }
+            // Answered by `on_sync` once the worker has judged them.
+            Request::Push(_) => Response::Error {
+                code: 4,
+                message: "internal: a push is answered after ingestion".into(),
+            },
         }
     }
 
@@ -1507,41 +1638,8 @@ impl EventLoop {
                 p.last_sync = Some(now_ms());
             }
             (Pending::Range(feed), Response::Entries { entries, more }) => {
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.inflight.remove(&feed);
-                }
-                let mut next = None;
-                let mut fresh = false;
-                let items: Vec<(&[u8], &[u8])> = entries
-                    .iter()
-                    .map(|w| (w.entry.as_slice(), w.payload.as_slice()))
-                    .collect();
-                let outcomes = self.ingest_all(peer, &items, Some(feed));
-                for (w, outcome) in entries.iter().zip(outcomes) {
-                    let seq =
-                        SignedEntry::decode(&w.entry).map(|e| (e.header.feed(), e.header.seq));
-                    match (seq, outcome) {
-                        (Ok((f, s)), Outcome::New(..)) if f == feed => {
-                            fresh = true;
-                            next = Some(s + 1);
-                        }
-                        (Ok((f, s)), Outcome::Known) if f == feed => next = Some(s + 1),
-                        (_, Outcome::Gap(f, have)) if f == feed => {
-                            next = Some(have + 1);
-                            break;
-                        }
-                        _ => {
-                            next = None;
-                            break;
-                        }
-                    }
-                }
-                if fresh {
-                    self.nudge(peer);
-                }
-                if more && let Some(from) = next {
-                    self.request_range(peer, feed, from);
-                }
+                // The fetch of this feed stays in flight until the worker has judged them.
+                self.submit(peer, ingest::Origin::Range { feed, more }, entries);
             }
             (Pending::Range(feed), other) => {
                 if let Some(p) = self.peers.get_mut(&peer) {

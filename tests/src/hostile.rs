@@ -149,3 +149,53 @@ pub fn pending_flood(
         })
         .collect()
 }
+
+/// `n` new practices of `city`, each with a body of `body_chars` characters (the heaviest valid
+/// entries: the most text to index), as the next entries of its federation feed.
+pub fn heavy_practices(city: &City, n: u64, body_chars: usize) -> Vec<WireEntry> {
+    let feed = FeedId {
+        author: city.id(),
+        scope: Scope::Federation,
+    };
+    let head = city
+        .store()
+        .feeds()
+        .expect("feeds")
+        .into_iter()
+        .find(|(f, _)| *f == feed)
+        .map(|(_, h)| h);
+    let (mut seq, mut prev) = head.map_or((1, Hash32::default()), |h| (h.seq + 1, h.hash));
+    let words = [
+        "cooperative ",
+        "makerspace ",
+        "inclusion ",
+        "neighbourhood ",
+        "youth ",
+    ];
+    let body: String = words
+        .iter()
+        .cycle()
+        .take(body_chars / 10)
+        .copied()
+        .collect();
+    let body: String = body.chars().take(body_chars).collect();
+    (0..n)
+        .map(|i| {
+            let mut actor = city.id().as_bytes().to_vec();
+            actor.extend_from_slice(&(seq + 1_000_000).to_be_bytes());
+            let mut p = Practice::new(city.id().to_string(), format!("Heavy {i}"), "en");
+            p.body = body.clone();
+            let change = doc::new_plain_change(ActorId::from(actor), &Record::Practice(p), "flood")
+                .expect("genesis change");
+            let id = DocId::for_genesis(&change.hash());
+            let payload = change.raw_bytes().to_vec();
+            let entry = sign_entry(city.key(), Scope::Federation, seq, prev, id, &payload, 0);
+            prev = entry.hash();
+            seq += 1;
+            WireEntry {
+                entry: entry.encode().to_vec(),
+                payload,
+            }
+        })
+        .collect()
+}

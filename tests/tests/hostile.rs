@@ -388,3 +388,74 @@ fn hostile_pending_entries_do_not_slow_honest_changes_to_their_document() {
         other => panic!("not a practice: {other:?}"),
     }
 }
+
+/// Scenario 4: received entries were judged and written in the task that owns the swarm, so a
+/// roster city pushing heavy entries at full rate delayed every other peer's entries (and
+/// `status`). They are now judged by a worker that serves the peers in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_peer_does_not_delay_another_peers_entries() {
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    let mallory = TestNode::spawn("Mallory", 3).await;
+    milan.link(&brno).await;
+    mallory.link(&milan).await;
+    practice(&brno.city, "Warm-up");
+    assert!(
+        eventually(WAIT, || titles(&milan.city)
+            .contains(&"Warm-up".to_string()))
+        .await,
+        "no sync before the flood"
+    );
+    assert!(connects_within(&milan, &mallory, WAIT).await);
+
+    let flood = hostile::heavy_practices(&mallory.city, 400, 60_000);
+    let net = mallory.net().clone();
+    let milan_id = milan.id();
+    let pusher = tokio::spawn(async move {
+        // Pushes of 16 entries (the most a node judges of one push), in order, faster than
+        // Milan can judge them.
+        for batch in flood.chunks(16) {
+            if net.push_raw(&milan_id, batch.to_vec()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    // Let the flood build up.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let _ = milan.status().await;
+        slowest = slowest.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = std::time::Instant::now();
+    practice(&brno.city, "During the flood");
+    let arrived = eventually(Duration::from_secs(10), || {
+        titles(&milan.city).contains(&"During the flood".to_string())
+    })
+    .await;
+    let took = started.elapsed();
+    let flooded = milan.status().await;
+    let from_mallory = flooded
+        .peers
+        .iter()
+        .find(|p| p.id == mallory.id().to_string())
+        .map_or(0, |p| p.accepted);
+    eprintln!(
+        "flood: status answered in {slowest:?} at worst; Brno's entry arrived in {took:?}; \
+         {from_mallory} heavy entries from Mallory accepted by then"
+    );
+    pusher.abort();
+    assert!(arrived, "Brno's entry never arrived during the flood");
+    assert!(from_mallory > 0, "the flood did not reach Milan");
+    assert!(
+        slowest < Duration::from_millis(200),
+        "status took {slowest:?} during the flood"
+    );
+    assert!(
+        took < Duration::from_millis(500),
+        "Brno's entry took {took:?} to reach Milan during the flood"
+    );
+}

@@ -41,6 +41,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             "peers": status.peers,
             "entries": status.entries,
             "forks": status.forks,
+            "ingest_queue": status.ingest_queue,
             "roster": roster,
             "invitations": invitations,
             "joins_waiting": waiting,
@@ -66,6 +67,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             ),
         ),
         ("fork proofs", status.forks.to_string()),
+        (
+            "ingest queue",
+            format!(
+                "{} batches of received entries waiting",
+                status.ingest_queue
+            ),
+        ),
         (
             "invitations",
             format!(

@@ -1,0 +1,313 @@
+//! Ingestion off the event loop: entries received from peers are judged and written by a
+//! worker thread, fed by one bounded queue per peer and served round-robin, so that the task
+//! that owns the swarm never waits on RocksDB, Automerge or the city's write lock, and one
+//! flooding peer cannot delay another's entries: a job runs for at most [`SLICE`] while other
+//! peers have jobs waiting, then the rest of it waits for its peer's next turn.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+
+use intercity_protocol::entry::{FeedId, SignedEntry};
+use intercity_protocol::identity::CityId;
+use intercity_protocol::ingest::{IngestError, Verdict};
+use intercity_protocol::sync::{Response, WireEntry};
+use libp2p::request_response::ResponseChannel;
+use libp2p::{PeerId, gossipsub};
+use tokio::sync::mpsc;
+
+use crate::city::City;
+
+/// Jobs (a gossip message, a push or a range response) waiting per peer; more are refused
+/// (gossip ignored, a push answered "busy", a range dropped and fetched again later).
+pub const MAX_QUEUED_JOBS_PER_PEER: usize = 64;
+/// How long one turn of the worker lasts at most while other peers wait (it ends after the
+/// entry that passes it).
+pub const SLICE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Where the entries of a job came from, and what to do once they are judged.
+pub(super) enum Origin {
+    /// A gossip message, to be validated.
+    Gossip(gossipsub::MessageId),
+    /// A `Push` request, to be answered.
+    Push(ResponseChannel<Response>),
+    /// An `Entries` answer to a `Range` request of this feed; `more` if the peer has more.
+    Range { feed: FeedId, more: bool },
+}
+
+/// Entries from one peer to judge.
+pub(super) struct Job {
+    pub peer: PeerId,
+    pub origin: Origin,
+    pub items: Vec<WireEntry>,
+    /// The cities whose entries are judged (this city and the unblocked roster cities).
+    pub trusted: Arc<HashSet<CityId>>,
+    /// Verdicts on the first entries, from earlier turns.
+    pub judged: Vec<Judged>,
+}
+
+/// The verdict on one entry: None if its author is not trusted (skipped); with the entry
+/// decoded, if it decodes.
+pub(super) type Judged = (Option<Result<Verdict, IngestError>>, Option<SignedEntry>);
+
+/// A job done.
+pub(super) struct Done {
+    pub peer: PeerId,
+    pub origin: Origin,
+    pub items: Vec<WireEntry>,
+    /// One verdict per entry judged (a range stops at the first entry that does not follow),
+    /// or the store's error, in which case nothing was written.
+    pub judged: Result<Vec<Judged>, String>,
+}
+
+#[derive(Default)]
+struct Queues {
+    per_peer: HashMap<PeerId, VecDeque<Job>>,
+    /// Peers with jobs, in the order they are served.
+    turn: VecDeque<PeerId>,
+    closed: bool,
+}
+
+/// The bounded per-peer queues between the event loop and the worker.
+#[derive(Clone, Default)]
+pub(super) struct Queue {
+    inner: Arc<(Mutex<Queues>, Condvar)>,
+}
+
+impl Queue {
+    /// Queues a job; gives it back if its peer has [`MAX_QUEUED_JOBS_PER_PEER`] waiting.
+    pub fn push(&self, job: Job) -> Result<(), Box<Job>> {
+        let (lock, ready) = &*self.inner;
+        let mut q = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let peer = job.peer;
+        let jobs = q.per_peer.entry(peer).or_default();
+        if jobs.len() >= MAX_QUEUED_JOBS_PER_PEER {
+            return Err(Box::new(job));
+        }
+        jobs.push_back(job);
+        if jobs.len() == 1 {
+            q.turn.push_back(peer);
+        }
+        ready.notify_one();
+        Ok(())
+    }
+
+    /// Puts the rest of a job back at the head of its peer's queue, for the peer's next turn.
+    fn resume(&self, job: Job) {
+        let (lock, ready) = &*self.inner;
+        let mut q = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let peer = job.peer;
+        q.per_peer.entry(peer).or_default().push_front(job);
+        // Its turn is over: after every peer now waiting.
+        q.turn.retain(|p| *p != peer);
+        q.turn.push_back(peer);
+        ready.notify_one();
+    }
+
+    /// Whether a peer other than `peer` has a job waiting.
+    fn others_waiting(&self, peer: &PeerId) -> bool {
+        let (lock, _) = &*self.inner;
+        let q = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        q.turn.iter().any(|p| p != peer)
+    }
+
+    /// The next job, round-robin across peers; None once closed.
+    fn pop(&self) -> Option<Job> {
+        let (lock, ready) = &*self.inner;
+        let mut q = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if q.closed {
+                return None;
+            }
+            if let Some(peer) = q.turn.pop_front() {
+                let jobs = q.per_peer.get_mut(&peer)?;
+                let job = jobs.pop_front();
+                if jobs.is_empty() {
+                    q.per_peer.remove(&peer);
+                } else {
+                    q.turn.push_back(peer);
+                }
+                if job.is_some() {
+                    return job;
+                }
+                continue;
+            }
+            q = ready
+                .wait(q)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Stops the worker (jobs still queued are dropped).
+    pub fn close(&self) {
+        let (lock, ready) = &*self.inner;
+        lock.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .closed = true;
+        ready.notify_all();
+    }
+
+    /// Jobs waiting, in all.
+    pub fn len(&self) -> usize {
+        let (lock, _) = &*self.inner;
+        lock.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .per_peer
+            .values()
+            .map(VecDeque::len)
+            .sum()
+    }
+}
+
+/// Starts the worker thread: it judges the jobs of `queue` and sends each back on `done`, until
+/// the queue is closed or `done`'s receiver is gone.
+pub(super) fn spawn_worker(
+    city: Arc<City>,
+    queue: Queue,
+    done: mpsc::Sender<Done>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("intercity-ingest".into())
+        .spawn(move || {
+            while let Some(mut job) = queue.pop() {
+                let range = match &job.origin {
+                    Origin::Range { feed, .. } => Some(*feed),
+                    _ => None,
+                };
+                let peer = job.peer;
+                let yield_now = || queue.others_waiting(&peer);
+                let from = job.judged.len();
+                let judged = match judge(&city, &job.items[from..], range, &job.trusted, yield_now)
+                {
+                    Ok((mut turn, finished)) => {
+                        job.judged.append(&mut turn);
+                        if !finished {
+                            queue.resume(job);
+                            continue;
+                        }
+                        Ok(std::mem::take(&mut job.judged))
+                    }
+                    Err(e) => Err(e),
+                };
+                let finished = Done {
+                    peer: job.peer,
+                    origin: job.origin,
+                    items: job.items,
+                    judged,
+                };
+                if done.blocking_send(finished).is_err() {
+                    return;
+                }
+            }
+        })
+}
+
+/// Runs entries through the acceptance pipeline, written in one batch (see
+/// [`City::ingest_remote_all`]). With `range: Some(feed)` (a range response of that feed), the
+/// first entry that is not of that feed, or not stored or known, ends the job (the rest of the
+/// range cannot follow it): fewer verdicts than entries. After [`SLICE`], if `yield_now` says
+/// other peers wait, the turn ends: returns the verdicts so far, and whether the job is done.
+fn judge(
+    city: &City,
+    items: &[WireEntry],
+    range: Option<FeedId>,
+    trusted: &HashSet<CityId>,
+    yield_now: impl Fn() -> bool,
+) -> Result<(Vec<Judged>, bool), String> {
+    let started = std::time::Instant::now();
+    let run = || {
+        city.ingest_remote_all(|batch| {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, w) in items.iter().enumerate() {
+                // Entries by cities outside the roster are not ours to judge: dropped, not
+                // held against the peer that relayed them.
+                let decoded = SignedEntry::decode(&w.entry).ok();
+                let r = match &decoded {
+                    Some(e) if !trusted.contains(&e.header.author) => None,
+                    _ => Some(batch.ingest(&w.entry, &w.payload)),
+                };
+                let in_range = range
+                    .is_none_or(|feed| decoded.as_ref().is_some_and(|e| e.header.feed() == feed));
+                let ok = matches!(r, Some(Ok(_)));
+                out.push((r, decoded));
+                if range.is_some() && !(ok && in_range) {
+                    return (out, true);
+                }
+                if i + 1 < items.len() && started.elapsed() >= SLICE && yield_now() {
+                    return (out, false);
+                }
+            }
+            (out, true)
+        })
+    };
+    // Automerge is isolated inside the pipeline; anything else that panics loses this job,
+    // not the worker.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(written) => written.map_err(|e| e.to_string()),
+        Err(_) => Err("the ingestion of these entries panicked".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(peer: PeerId, n: u8) -> Job {
+        Job {
+            peer,
+            origin: Origin::Gossip(gossipsub::MessageId::from(vec![n])),
+            items: Vec::new(),
+            trusted: Arc::new(HashSet::new()),
+            judged: Vec::new(),
+        }
+    }
+
+    fn id(job: &Job) -> u8 {
+        match &job.origin {
+            Origin::Gossip(m) => m.0[0],
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn peers_are_served_in_turn_and_each_queue_is_bounded() {
+        let q = Queue::default();
+        let (flood, quiet) = (PeerId::random(), PeerId::random());
+        for n in 0..MAX_QUEUED_JOBS_PER_PEER as u8 {
+            assert!(q.push(job(flood, n)).is_ok());
+        }
+        assert!(
+            q.push(job(flood, 255)).is_err(),
+            "the flooding peer's queue is full"
+        );
+        assert!(
+            q.push(job(quiet, 200)).is_ok(),
+            "another peer is not affected"
+        );
+        // The quiet peer's job comes second, not after the flood.
+        let first = q.pop().expect("job");
+        let second = q.pop().expect("job");
+        assert_eq!((first.peer, id(&first)), (flood, 0));
+        assert_eq!((second.peer, id(&second)), (quiet, 200));
+        assert_eq!(q.len(), MAX_QUEUED_JOBS_PER_PEER - 1);
+        // A job whose turn ended comes back first for its peer, after the other peers.
+        assert!(q.others_waiting(&quiet));
+        assert!(q.push(job(quiet, 201)).is_ok());
+        q.resume(first);
+        let next = q.pop().expect("job");
+        assert_eq!((next.peer, id(&next)), (quiet, 201), "the other peer first");
+        let next = q.pop().expect("job");
+        assert_eq!((next.peer, id(&next)), (flood, 0), "the resumed job next");
+        let next = q.pop().expect("job");
+        assert_eq!((next.peer, id(&next)), (flood, 1));
+        q.close();
+        assert!(q.pop().is_none());
+    }
+}
