@@ -68,20 +68,23 @@ pub fn with_unused_actor(chunk: &[u8], extra: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The next entry of `city`'s federation feed, signed by it, carrying `payload` for `doc`.
-pub fn next_entry(city: &City, doc: DocId, payload: Vec<u8>) -> WireEntry {
+/// The seq and the previous entry's hash of the next entry of `city`'s federation feed.
+fn next_link(city: &City) -> (u64, Hash32) {
     let feed = FeedId {
         author: city.id(),
         scope: Scope::Federation,
     };
-    let head = city
-        .store()
+    city.store()
         .feeds()
         .expect("feeds")
         .into_iter()
         .find(|(f, _)| *f == feed)
-        .map(|(_, h)| h);
-    let (seq, prev) = head.map_or((1, Hash32::default()), |h| (h.seq + 1, h.hash));
+        .map_or((1, Hash32::default()), |(_, h)| (h.seq + 1, h.hash))
+}
+
+/// The next entry of `city`'s federation feed, signed by it, carrying `payload` for `doc`.
+pub fn next_entry(city: &City, doc: DocId, payload: Vec<u8>) -> WireEntry {
+    let (seq, prev) = next_link(city);
     let entry = sign_entry(city.key(), Scope::Federation, seq, prev, doc, &payload, 0);
     WireEntry {
         entry: entry.encode().to_vec(),
@@ -153,18 +156,7 @@ pub fn pending_flood(
 /// `n` new practices of `city`, each with a body of `body_chars` characters (the heaviest valid
 /// entries: the most text to index), as the next entries of its federation feed.
 pub fn heavy_practices(city: &City, n: u64, body_chars: usize) -> Vec<WireEntry> {
-    let feed = FeedId {
-        author: city.id(),
-        scope: Scope::Federation,
-    };
-    let head = city
-        .store()
-        .feeds()
-        .expect("feeds")
-        .into_iter()
-        .find(|(f, _)| *f == feed)
-        .map(|(_, h)| h);
-    let (mut seq, mut prev) = head.map_or((1, Hash32::default()), |h| (h.seq + 1, h.hash));
+    let (mut seq, mut prev) = next_link(city);
     let words = [
         "cooperative ",
         "makerspace ",
