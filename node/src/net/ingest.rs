@@ -22,7 +22,7 @@ use crate::city::City;
 pub const MAX_QUEUED_JOBS_PER_PEER: usize = 64;
 /// How long one turn of the worker lasts at most while other peers wait (it ends after the
 /// entry that passes it).
-pub const SLICE: std::time::Duration = std::time::Duration::from_millis(10);
+pub const SLICE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Where the entries of a job came from, and what to do once they are judged.
 pub(super) enum Origin {
@@ -67,6 +67,28 @@ struct Queues {
     closed: bool,
 }
 
+/// Takes the first job of the peer whose turn it is; that peer waits for its next turn.
+fn next_job(q: &mut Queues) -> Option<Job> {
+    if q.closed {
+        return None;
+    }
+    while let Some(peer) = q.turn.pop_front() {
+        let Some(jobs) = q.per_peer.get_mut(&peer) else {
+            continue;
+        };
+        let job = jobs.pop_front();
+        if jobs.is_empty() {
+            q.per_peer.remove(&peer);
+        } else {
+            q.turn.push_back(peer);
+        }
+        if job.is_some() {
+            return job;
+        }
+    }
+    None
+}
+
 /// The bounded per-peer queues between the event loop and the worker.
 #[derive(Clone, Default)]
 pub(super) struct Queue {
@@ -107,6 +129,20 @@ impl Queue {
         ready.notify_one();
     }
 
+    /// Puts a job taken but not started back where it was: at the head of its peer's queue,
+    /// and its peer first in turn.
+    fn unpop(&self, job: Job) {
+        let (lock, ready) = &*self.inner;
+        let mut q = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let peer = job.peer;
+        q.per_peer.entry(peer).or_default().push_front(job);
+        q.turn.retain(|p| *p != peer);
+        q.turn.push_front(peer);
+        ready.notify_one();
+    }
+
     /// Whether a peer other than `peer` has a job waiting.
     fn others_waiting(&self, peer: &PeerId) -> bool {
         let (lock, _) = &*self.inner;
@@ -126,23 +162,22 @@ impl Queue {
             if q.closed {
                 return None;
             }
-            if let Some(peer) = q.turn.pop_front() {
-                let jobs = q.per_peer.get_mut(&peer)?;
-                let job = jobs.pop_front();
-                if jobs.is_empty() {
-                    q.per_peer.remove(&peer);
-                } else {
-                    q.turn.push_back(peer);
-                }
-                if job.is_some() {
-                    return job;
-                }
-                continue;
+            if let Some(job) = next_job(&mut q) {
+                return Some(job);
             }
             q = ready
                 .wait(q)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+    }
+
+    /// The next job, round-robin across peers, if one waits.
+    fn try_pop(&self) -> Option<Job> {
+        let (lock, _) = &*self.inner;
+        let mut q = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        next_job(&mut q)
     }
 
     /// Stops the worker (jobs still queued are dropped).
@@ -166,8 +201,68 @@ impl Queue {
     }
 }
 
+/// Jobs judged together in one round (one write to the store).
+const MAX_ROUND_JOBS: usize = 64;
+/// Entries judged together in one round, about.
+const MAX_ROUND_ENTRIES: usize = 1_024;
+/// Payload bytes judged together in one round, about: most of the cost of an entry is writing
+/// and indexing it, which happens when the round is written, so the round is bounded by what
+/// it will write as well as by [`SLICE`].
+pub const MAX_ROUND_BYTES: usize = 256 * 1024;
+
+/// Rounds judged at once in this process: as many as there are cores. A process runs one node
+/// (one worker), except the demo and the benchmarks, which run many: their workers take turns
+/// instead of crowding the cores.
+struct Slot;
+
+static SLOTS: Mutex<Option<usize>> = Mutex::new(None);
+static SLOT_FREED: Condvar = Condvar::new();
+
+impl Slot {
+    fn take() -> Slot {
+        let mut free = SLOTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            let n = free.get_or_insert_with(|| {
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+            });
+            if *n > 0 {
+                *n -= 1;
+                return Slot;
+            }
+            free = SLOT_FREED
+                .wait(free)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut free = SLOTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = free.as_mut() {
+            *n += 1;
+        }
+        SLOT_FREED.notify_one();
+    }
+}
+
+/// Payload bytes of a job's entries not judged yet.
+fn remaining_bytes(job: &Job) -> usize {
+    job.items[job.judged.len()..]
+        .iter()
+        .map(|w| w.payload.len())
+        .sum()
+}
+
 /// Starts the worker thread: it judges the jobs of `queue` and sends each back on `done`, until
-/// the queue is closed or `done`'s receiver is gone.
+/// the queue is closed or `done`'s receiver is gone. The jobs waiting when it wakes up are
+/// judged in one round, written as one batch (a burst of gossip costs one write, not one
+/// each), in the order the queue gives them; a round ends after [`SLICE`], and what it did not
+/// reach goes back to the head of its peer's queue.
 pub(super) fn spawn_worker(
     city: Arc<City>,
     queue: Queue,
@@ -176,78 +271,130 @@ pub(super) fn spawn_worker(
     std::thread::Builder::new()
         .name("intercity-ingest".into())
         .spawn(move || {
-            while let Some(mut job) = queue.pop() {
-                let range = match &job.origin {
-                    Origin::Range { feed, .. } => Some(*feed),
-                    _ => None,
-                };
-                let peer = job.peer;
-                let yield_now = || queue.others_waiting(&peer);
-                let from = job.judged.len();
-                let judged = match judge(&city, &job.items[from..], range, &job.trusted, yield_now)
+            while let Some(first) = queue.pop() {
+                let mut entries = first.items.len() - first.judged.len();
+                let mut bytes = remaining_bytes(&first);
+                let mut round = vec![first];
+                while round.len() < MAX_ROUND_JOBS
+                    && entries < MAX_ROUND_ENTRIES
+                    && bytes < MAX_ROUND_BYTES
                 {
-                    Ok((mut turn, finished)) => {
-                        job.judged.append(&mut turn);
-                        if !finished {
-                            queue.resume(job);
-                            continue;
+                    let Some(job) = queue.try_pop() else { break };
+                    entries += job.items.len() - job.judged.len();
+                    bytes += remaining_bytes(&job);
+                    round.push(job);
+                }
+                let turns = {
+                    let _slot = Slot::take();
+                    judge_round(&city, &round, |peer| queue.others_waiting(peer))
+                };
+                let mut finished = Vec::new();
+                let mut again = Vec::new();
+                let mut unreached = Vec::new();
+                match turns {
+                    Ok(turns) => {
+                        let reached = turns.len();
+                        for (mut job, (mut verdicts, complete)) in round.drain(..reached).zip(turns)
+                        {
+                            job.judged.append(&mut verdicts);
+                            if complete {
+                                let judged = Ok(std::mem::take(&mut job.judged));
+                                finished.push((job, judged));
+                            } else {
+                                again.push(job);
+                            }
                         }
-                        Ok(std::mem::take(&mut job.judged))
+                        unreached.extend(round);
                     }
-                    Err(e) => Err(e),
-                };
-                let finished = Done {
-                    peer: job.peer,
-                    origin: job.origin,
-                    items: job.items,
-                    judged,
-                };
-                if done.blocking_send(finished).is_err() {
-                    return;
+                    Err(e) => finished.extend(round.into_iter().map(|job| (job, Err(e.clone())))),
+                }
+                // Back to the head of their peers' queues, in their order: a job cut short after
+                // its peers' turn, a job not reached in its place.
+                for job in unreached.into_iter().rev() {
+                    queue.unpop(job);
+                }
+                for job in again.into_iter().rev() {
+                    queue.resume(job);
+                }
+                for (job, judged) in finished {
+                    let d = Done {
+                        peer: job.peer,
+                        origin: job.origin,
+                        items: job.items,
+                        judged,
+                    };
+                    if done.blocking_send(d).is_err() {
+                        return;
+                    }
                 }
             }
         })
 }
 
-/// Runs entries through the acceptance pipeline, written in one batch (see
-/// [`City::ingest_remote_all`]). With `range: Some(feed)` (a range response of that feed), the
-/// first entry that is not of that feed, or not stored or known, ends the job (the rest of the
-/// range cannot follow it): fewer verdicts than entries. After [`SLICE`], if `yield_now` says
-/// other peers wait, the turn ends: returns the verdicts so far, and whether the job is done.
-fn judge(
+/// Runs the jobs of a round through the acceptance pipeline, written in one batch (see
+/// [`City::ingest_remote_all`]), each from the first entry it has no verdict for. Returns, for
+/// the jobs reached (a prefix of `round`), the new verdicts and whether the job is complete.
+///
+/// Of a range response (`Origin::Range`), the first entry that is not of that feed, or not
+/// stored or known, ends the job (the rest of the range cannot follow it): fewer verdicts than
+/// entries. After [`SLICE`] or [`MAX_ROUND_BYTES`] the round ends before the next job (it is not
+/// reached), or within a job if `others_waiting` says other peers wait (the job is
+/// incomplete).
+fn judge_round(
     city: &City,
-    items: &[WireEntry],
-    range: Option<FeedId>,
-    trusted: &HashSet<CityId>,
-    yield_now: impl Fn() -> bool,
-) -> Result<(Vec<Judged>, bool), String> {
+    round: &[Job],
+    others_waiting: impl Fn(&PeerId) -> bool,
+) -> Result<Vec<(Vec<Judged>, bool)>, String> {
     let started = std::time::Instant::now();
+    let spent = |bytes: usize| started.elapsed() >= SLICE || bytes >= MAX_ROUND_BYTES;
     let run = || {
         city.ingest_remote_all(|batch| {
-            let mut out = Vec::with_capacity(items.len());
-            for (i, w) in items.iter().enumerate() {
-                // Entries by cities outside the roster are not ours to judge: dropped, not
-                // held against the peer that relayed them.
-                let decoded = SignedEntry::decode(&w.entry).ok();
-                let r = match &decoded {
-                    Some(e) if !trusted.contains(&e.header.author) => None,
-                    _ => Some(batch.ingest(&w.entry, &w.payload)),
-                };
-                let in_range = range
-                    .is_none_or(|feed| decoded.as_ref().is_some_and(|e| e.header.feed() == feed));
-                let ok = matches!(r, Some(Ok(_)));
-                out.push((r, decoded));
-                if range.is_some() && !(ok && in_range) {
-                    return (out, true);
+            let mut turns = Vec::with_capacity(round.len());
+            let mut bytes = 0usize;
+            for job in round {
+                // A round lasts one slice at most: the jobs not reached keep their place.
+                if !turns.is_empty() && spent(bytes) {
+                    break;
                 }
-                if i + 1 < items.len() && started.elapsed() >= SLICE && yield_now() {
-                    return (out, false);
+                let range = match &job.origin {
+                    Origin::Range { feed, .. } => Some(*feed),
+                    _ => None,
+                };
+                let items = &job.items[job.judged.len()..];
+                let mut out = Vec::with_capacity(items.len());
+                let mut complete = true;
+                for (i, w) in items.iter().enumerate() {
+                    // Entries by cities outside the roster are not ours to judge: dropped, not
+                    // held against the peer that relayed them.
+                    let decoded = SignedEntry::decode(&w.entry).ok();
+                    let r = match &decoded {
+                        Some(e) if !job.trusted.contains(&e.header.author) => None,
+                        _ => Some(batch.ingest(&w.entry, &w.payload)),
+                    };
+                    let in_range = range.is_none_or(|feed| {
+                        decoded.as_ref().is_some_and(|e| e.header.feed() == feed)
+                    });
+                    let ok = matches!(r, Some(Ok(_)));
+                    out.push((r, decoded));
+                    bytes += w.payload.len();
+                    if range.is_some() && !(ok && in_range) {
+                        break;
+                    }
+                    if i + 1 < items.len() && spent(bytes) && others_waiting(&job.peer) {
+                        complete = false;
+                        break;
+                    }
+                }
+                let stop = !complete;
+                turns.push((out, complete));
+                if stop {
+                    break;
                 }
             }
-            (out, true)
+            turns
         })
     };
-    // Automerge is isolated inside the pipeline; anything else that panics loses this job,
+    // Automerge is isolated inside the pipeline; anything else that panics loses this round,
     // not the worker.
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(written) => written.map_err(|e| e.to_string()),
