@@ -115,23 +115,10 @@ impl Queue {
         Ok(())
     }
 
-    /// Puts the rest of a job back at the head of its peer's queue, for the peer's next turn.
-    fn resume(&self, job: Job) {
-        let (lock, ready) = &*self.inner;
-        let mut q = lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let peer = job.peer;
-        q.per_peer.entry(peer).or_default().push_front(job);
-        // Its turn is over: after every peer now waiting.
-        q.turn.retain(|p| *p != peer);
-        q.turn.push_back(peer);
-        ready.notify_one();
-    }
-
-    /// Puts a job taken but not started back where it was: at the head of its peer's queue,
-    /// and its peer first in turn.
-    fn unpop(&self, job: Job) {
+    /// Puts a job back at the head of its peer's queue: the rest of a job cut short, for the
+    /// peer's next turn (after every peer now waiting), or a job taken but not started
+    /// (`started: false`), where it was (its peer first in turn).
+    fn put_back(&self, job: Job, started: bool) {
         let (lock, ready) = &*self.inner;
         let mut q = lock
             .lock()
@@ -139,7 +126,11 @@ impl Queue {
         let peer = job.peer;
         q.per_peer.entry(peer).or_default().push_front(job);
         q.turn.retain(|p| *p != peer);
-        q.turn.push_front(peer);
+        if started {
+            q.turn.push_back(peer);
+        } else {
+            q.turn.push_front(peer);
+        }
         ready.notify_one();
     }
 
@@ -311,10 +302,10 @@ pub(super) fn spawn_worker(
                 // Back to the head of their peers' queues, in their order: a job cut short after
                 // its peers' turn, a job not reached in its place.
                 for job in unreached.into_iter().rev() {
-                    queue.unpop(job);
+                    queue.put_back(job, false);
                 }
                 for job in again.into_iter().rev() {
-                    queue.resume(job);
+                    queue.put_back(job, true);
                 }
                 for (job, judged) in finished {
                     let d = Done {
@@ -447,7 +438,7 @@ mod tests {
         // A job whose turn ended comes back first for its peer, after the other peers.
         assert!(q.others_waiting(&quiet));
         assert!(q.push(job(quiet, 201)).is_ok());
-        q.resume(first);
+        q.put_back(first, true);
         let next = q.pop().expect("job");
         assert_eq!((next.peer, id(&next)), (quiet, 201), "the other peer first");
         let next = q.pop().expect("job");
