@@ -376,6 +376,10 @@ pub async fn spawn(
                     SIGNED_ENTRY_LEN + intercity_protocol::entry::MAX_PAYLOAD_BYTES + 1024,
                 )
                 .heartbeat_interval(Duration::from_millis(500))
+                // Messages wait for the ingest worker's verdict before they are forwarded, and
+                // gossipsub forgets unvalidated ones after `history_length` heartbeats: 10 s
+                // instead of 2.5 s.
+                .history_length(20)
                 // The mesh is topped up to 6 peers whenever it holds fewer than 4. With a low
                 // bound of 1, a node that joined the topic before its connections were up kept
                 // a one-peer mesh: new entries then crossed the rest of a sparse federation by
@@ -549,6 +553,13 @@ struct EventLoop {
     closing: Vec<(libp2p::swarm::ConnectionId, Instant)>,
 }
 
+impl Drop for EventLoop {
+    /// However the loop ends (a panic included), the worker stops and lets go of the city.
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
 /// A connected guest.
 struct Guest {
     /// Its connection.
@@ -605,6 +616,9 @@ impl EventLoop {
     /// Stops the ingest worker and waits for the job it is on.
     async fn stop_worker(&mut self) {
         self.queue.close();
+        // A worker blocked handing back a finished job must see that nobody will read it.
+        self.ingested.close();
+        while self.ingested.try_recv().is_ok() {}
         if let Some(worker) = self.worker.take() {
             let _ = tokio::task::spawn_blocking(move || worker.join()).await;
         }

@@ -20,6 +20,8 @@ use crate::city::City;
 /// Jobs (a gossip message, a push or a range response) waiting per peer; more are refused
 /// (gossip ignored, a push answered "busy", a range dropped and fetched again later).
 pub const MAX_QUEUED_JOBS_PER_PEER: usize = 64;
+/// Payload bytes waiting per peer; more are refused like jobs over the count.
+pub const MAX_QUEUED_BYTES_PER_PEER: usize = 16 * 1024 * 1024;
 /// How long one turn of the worker lasts at most while other peers wait (it ends after the
 /// entry that passes it).
 pub const SLICE: std::time::Duration = std::time::Duration::from_millis(200);
@@ -104,7 +106,10 @@ impl Queue {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let peer = job.peer;
         let jobs = q.per_peer.entry(peer).or_default();
-        if jobs.len() >= MAX_QUEUED_JOBS_PER_PEER {
+        let queued: usize = jobs.iter().map(remaining_bytes).sum();
+        if jobs.len() >= MAX_QUEUED_JOBS_PER_PEER
+            || queued + remaining_bytes(&job) > MAX_QUEUED_BYTES_PER_PEER
+        {
             return Err(Box::new(job));
         }
         jobs.push_back(job);
@@ -336,13 +341,18 @@ fn judge_round(
     round: &[Job],
     others_waiting: impl Fn(&PeerId) -> bool,
 ) -> Result<Vec<(Vec<Judged>, bool)>, String> {
-    let started = std::time::Instant::now();
-    let spent = |bytes: usize| started.elapsed() >= SLICE || bytes >= MAX_ROUND_BYTES;
     let run = || {
         city.ingest_remote_all(|batch| {
+            // Counted from when the city's write lock is held (an import may hold it first).
+            let started = std::time::Instant::now();
+            let spent = |bytes: usize| started.elapsed() >= SLICE || bytes >= MAX_ROUND_BYTES;
             let mut turns = Vec::with_capacity(round.len());
             let mut bytes = 0usize;
-            for job in round {
+            for (k, job) in round.iter().enumerate() {
+                // Another peer waits if it has a job queued, or one later in this round.
+                let waiting = || {
+                    round[k + 1..].iter().any(|j| j.peer != job.peer) || others_waiting(&job.peer)
+                };
                 // A round lasts one slice at most: the jobs not reached keep their place.
                 if !turns.is_empty() && spent(bytes) {
                     break;
@@ -371,7 +381,7 @@ fn judge_round(
                     if range.is_some() && !(ok && in_range) {
                         break;
                     }
-                    if i + 1 < items.len() && spent(bytes) && others_waiting(&job.peer) {
+                    if i + 1 < items.len() && spent(bytes) && waiting() {
                         complete = false;
                         break;
                     }
