@@ -69,6 +69,9 @@ pub const CHANNEL_BOUND: usize = 1024;
 /// Entries of one `Push` that are judged (the `Ack` counts those stored): honest nodes push
 /// their new entries one at a time, and a job of the ingest worker stays short.
 pub const MAX_PUSH_JUDGED: usize = 16;
+/// How long one peer's range fetch of a feed holds that feed (at most one anti-entropy period):
+/// after that, another peer may fetch it too.
+pub const RANGE_STALL: Duration = Duration::from_secs(5);
 /// Range requests in flight per peer.
 pub const MAX_INFLIGHT_RANGES: usize = 32;
 /// The gossipsub topic of the federation scope.
@@ -277,7 +280,8 @@ struct Peer {
     rejected: u64,
     invalid: u64,
     strikes: u32,
-    inflight: HashSet<FeedId>,
+    /// Range requests in flight to this peer: the seq asked from, and when.
+    inflight: HashMap<FeedId, (u64, Instant)>,
     /// An invitation was presented to it on the current connection.
     presented: bool,
     /// The address this node dialed for the current connection, if it dialed it.
@@ -1048,14 +1052,21 @@ impl EventLoop {
 
     fn request_range(&mut self, peer: PeerId, feed: FeedId, from: u64) {
         // One fetch per feed at a time across all peers: the same entries are not pulled twice.
-        if self.peers.values().any(|p| p.inflight.contains(&feed)) {
+        // A fetch that has waited longer than that no longer holds the feed: a peer answering
+        // just before the timeout cannot keep it from the others.
+        let stall = RANGE_STALL.min(self.cfg.anti_entropy);
+        if self.peers.iter().any(|(pid, p)| {
+            p.inflight
+                .get(&feed)
+                .is_some_and(|(_, at)| *pid == peer || at.elapsed() < stall)
+        }) {
             return;
         }
         let p = self.peers.entry(peer).or_default();
         if p.inflight.len() >= MAX_INFLIGHT_RANGES {
             return;
         }
-        p.inflight.insert(feed);
+        p.inflight.insert(feed, (from, Instant::now()));
         self.request(
             peer,
             Request::Range {
@@ -1652,6 +1663,42 @@ impl EventLoop {
                 p.last_sync = Some(now_ms());
             }
             (Pending::Range(feed), Response::Entries { entries, more }) => {
+                // An answer starts at the seq asked for (so each one makes progress, and a peer
+                // cannot loop `more` over entries already held), and a peer that claimed a feed
+                // serves it.
+                let asked = self
+                    .peers
+                    .get(&peer)
+                    .and_then(|p| p.inflight.get(&feed))
+                    .map(|(from, _)| *from);
+                let first = entries
+                    .first()
+                    .and_then(|w| SignedEntry::decode(&w.entry).ok())
+                    .map(|e| (e.header.feed(), e.header.seq));
+                let claimed = self.peers.get(&peer).and_then(|p| {
+                    p.last_heads
+                        .iter()
+                        .find(|(f, _)| *f == feed)
+                        .map(|(_, s)| *s)
+                });
+                let fault = match (asked, first) {
+                    (Some(from), Some((f, s))) if f != feed || s != from => {
+                        Some("a range answer that does not start where it was asked")
+                    }
+                    (Some(from), None) if claimed.is_some_and(|head| head >= from) => {
+                        Some("claimed entries it does not serve")
+                    }
+                    _ => None,
+                };
+                if fault.is_some() || entries.is_empty() {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.inflight.remove(&feed);
+                    }
+                    if let Some(reason) = fault {
+                        self.penalize(peer, reason);
+                    }
+                    return;
+                }
                 // The fetch of this feed stays in flight until the worker has judged them.
                 self.submit(peer, ingest::Origin::Range { feed, more }, entries);
             }

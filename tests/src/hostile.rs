@@ -191,3 +191,101 @@ pub fn heavy_practices(city: &City, n: u64, body_chars: usize) -> Vec<WireEntry>
         })
         .collect()
 }
+
+/// The `/intercity/sync/1` frame codec, for a hostile peer that answers as it likes.
+#[derive(Clone, Default)]
+pub struct RawSync;
+
+async fn read_frame<T: futures::AsyncRead + Unpin + Send>(io: &mut T) -> std::io::Result<Vec<u8>> {
+    use futures::AsyncReadExt;
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let mut buf = Vec::new();
+    io.take(u64::from(u32::from_be_bytes(len)))
+        .read_to_end(&mut buf)
+        .await?;
+    Ok(buf)
+}
+
+async fn write_frame<T: futures::AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    bytes: Vec<u8>,
+) -> std::io::Result<()> {
+    use futures::AsyncWriteExt;
+    io.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+    io.write_all(&bytes).await?;
+    io.close().await
+}
+
+fn invalid(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
+
+impl libp2p::request_response::Codec for RawSync {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = intercity_protocol::sync::Request;
+    type Response = intercity_protocol::sync::Response;
+
+    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+    ) -> std::io::Result<Self::Request> {
+        Self::Request::decode(&read_frame(io).await?).map_err(invalid)
+    }
+    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+    ) -> std::io::Result<Self::Response> {
+        Self::Response::decode(&read_frame(io).await?).map_err(invalid)
+    }
+    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        req: Self::Request,
+    ) -> std::io::Result<()> {
+        write_frame(io, req.encode()).await
+    }
+    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        res: Self::Response,
+    ) -> std::io::Result<()> {
+        write_frame(io, res.encode()).await
+    }
+}
+
+/// A swarm speaking only `/intercity/sync/1`, with the identity of the city whose key is `key`:
+/// a roster city that answers sync requests as its owner likes.
+pub fn sync_peer(
+    key: &intercity_protocol::identity::CityKey,
+) -> libp2p::Swarm<libp2p::request_response::Behaviour<RawSync>> {
+    use libp2p::request_response::{self, ProtocolSupport};
+    let keypair =
+        libp2p::identity::Keypair::ed25519_from_bytes(key.secret_bytes()).expect("an ed25519 key");
+    libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                RawSync,
+                [(
+                    libp2p::StreamProtocol::new(intercity_protocol::sync::PROTOCOL),
+                    ProtocolSupport::Full,
+                )],
+                request_response::Config::default()
+                    .with_request_timeout(std::time::Duration::from_secs(60)),
+            )
+        })
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(60)))
+        .build()
+}

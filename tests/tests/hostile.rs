@@ -459,3 +459,112 @@ async fn a_flooding_peer_does_not_delay_another_peers_entries() {
         "Brno's entry took {took:?} to reach Milan during the flood"
     );
 }
+
+/// Scenario 6: only one peer fetches a feed at a time, so a roster city that claims a feed at
+/// seq u64::MAX and answers each `Range` just before the timeout held that feed for everyone,
+/// and was never penalized. Now another peer may fetch the feed once a fetch has waited an
+/// anti-entropy period, an answer must start where it was asked, and a peer that claims entries
+/// it does not serve is struck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_holding_a_feed_hostage_is_bypassed_and_penalized() {
+    use futures::StreamExt;
+    use intercity_protocol::entry::{FeedId, Scope};
+    use intercity_protocol::sync::{Request, Response};
+    use libp2p::request_response;
+
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    for n in 0..30 {
+        practice(&brno.city, &format!("Brno practice {n}"));
+    }
+    let feed = FeedId {
+        author: brno.id(),
+        scope: Scope::Federation,
+    };
+    // Mallory, a roster city of Milan's, claims Brno's feed and stalls every range of it.
+    let mallory_key = intercity_tests::key(3);
+    milan
+        .city
+        .roster_add(mallory_key.id(), "Mallory", &[])
+        .expect("roster");
+    milan
+        .city
+        .roster_add(brno.id(), "Brno", &[])
+        .expect("roster");
+    milan.net().roster_changed().await.expect("net");
+    let mut mallory = hostile::sync_peer(&mallory_key);
+    mallory
+        .dial(milan.addr().parse::<libp2p::Multiaddr>().expect("addr"))
+        .expect("dial");
+    let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
+    let hostile = tokio::spawn(async move {
+        let mut stalled = Vec::new();
+        loop {
+            tokio::select! {
+                event = mallory.select_next_some() => {
+                    if let libp2p::swarm::SwarmEvent::Behaviour(request_response::Event::Message {
+                        message: request_response::Message::Request { request, channel, .. },
+                        ..
+                    }) = event
+                    {
+                        match request {
+                            Request::Heads(_) => {
+                                let _ = mallory
+                                    .behaviour_mut()
+                                    .send_response(channel, Response::Heads(vec![(feed, u64::MAX)]));
+                            }
+                            Request::Range { .. } => {
+                                let _ = asked_tx.send(());
+                                stalled.push((tokio::time::Instant::now(), channel));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            // Each range is answered, with nothing, just before Milan's 10 s timeout.
+            while stalled
+                .first()
+                .is_some_and(|(at, _)| at.elapsed() > Duration::from_millis(9_000))
+            {
+                let (_, channel) = stalled.remove(0);
+                let _ = mallory.behaviour_mut().send_response(
+                    channel,
+                    Response::Entries {
+                        entries: Vec::new(),
+                        more: true,
+                    },
+                );
+            }
+        }
+    });
+    tokio::time::timeout(WAIT, asked.recv())
+        .await
+        .expect("Milan asked Mallory for the feed");
+    // Brno connects now: Milan has the feed from it within a few anti-entropy periods (1 s).
+    let started = std::time::Instant::now();
+    brno.dial(&milan).await;
+    let complete = eventually(Duration::from_secs(5), || titles(&milan.city).len() == 30).await;
+    eprintln!(
+        "feed fetched from the honest peer in {:?} ({} of 30)",
+        started.elapsed(),
+        titles(&milan.city).len()
+    );
+    assert!(complete, "Mallory kept Brno's feed from Milan");
+    // Mallory's empty answer to a feed it claimed is a strike.
+    let mallory_id = mallory_key.id().to_string();
+    let mut struck = false;
+    let started = std::time::Instant::now();
+    while !struck && started.elapsed() < Duration::from_secs(15) {
+        struck = milan
+            .status()
+            .await
+            .peers
+            .iter()
+            .any(|p| p.id == mallory_id && p.invalid > 0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    hostile.abort();
+    assert!(struck, "Mallory was not penalized");
+}
