@@ -258,14 +258,16 @@ impl libp2p::request_response::Codec for RawSync {
     }
 }
 
-/// A swarm speaking only `/intercity/sync/1`, with the identity of the city whose key is `key`:
-/// a roster city that answers sync requests as its owner likes.
-pub fn sync_peer(
-    key: &intercity_protocol::identity::CityKey,
-) -> libp2p::Swarm<libp2p::request_response::Behaviour<RawSync>> {
-    use libp2p::request_response::{self, ProtocolSupport};
-    let keypair =
-        libp2p::identity::Keypair::ed25519_from_bytes(key.secret_bytes()).expect("an ed25519 key");
+/// A swarm whose only behaviour is request-response on `/intercity/sync/1` with `codec`: a
+/// peer that speaks the sync protocol as its owner likes.
+pub fn sync_swarm<C>(
+    keypair: libp2p::identity::Keypair,
+    codec: C,
+    support: libp2p::request_response::ProtocolSupport,
+) -> libp2p::Swarm<libp2p::request_response::Behaviour<C>>
+where
+    C: libp2p::request_response::Codec<Protocol = libp2p::StreamProtocol> + Clone + Send + 'static,
+{
     libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -275,17 +277,31 @@ pub fn sync_peer(
         )
         .expect("tcp")
         .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                RawSync,
+            libp2p::request_response::Behaviour::with_codec(
+                codec,
                 [(
                     libp2p::StreamProtocol::new(intercity_protocol::sync::PROTOCOL),
-                    ProtocolSupport::Full,
+                    support,
                 )],
-                request_response::Config::default()
+                libp2p::request_response::Config::default()
+                    .with_max_concurrent_streams(128)
                     .with_request_timeout(std::time::Duration::from_secs(60)),
             )
         })
         .expect("behaviour")
         .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(60)))
         .build()
+}
+
+/// A roster city (the city whose key is `key`) that answers sync requests as its owner likes.
+pub fn sync_peer(
+    key: &intercity_protocol::identity::CityKey,
+) -> libp2p::Swarm<libp2p::request_response::Behaviour<RawSync>> {
+    let keypair =
+        libp2p::identity::Keypair::ed25519_from_bytes(key.secret_bytes()).expect("an ed25519 key");
+    sync_swarm(
+        keypair,
+        RawSync,
+        libp2p::request_response::ProtocolSupport::Full,
+    )
 }

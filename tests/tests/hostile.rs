@@ -231,28 +231,11 @@ async fn a_guest_flooding_large_frames_costs_little_memory() {
     milan.net().roster_changed().await.expect("net");
     let before = rss();
 
-    let mut guest = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .expect("tcp")
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                Flood,
-                [(
-                    libp2p::StreamProtocol::new("/intercity/sync/1"),
-                    ProtocolSupport::Outbound,
-                )],
-                request_response::Config::default()
-                    .with_max_concurrent_streams(128)
-                    .with_request_timeout(Duration::from_secs(30)),
-            )
-        })
-        .expect("behaviour")
-        .build();
+    let mut guest = hostile::sync_swarm(
+        libp2p::identity::Keypair::generate_ed25519(),
+        Flood,
+        ProtocolSupport::Outbound,
+    );
     let milan_peer: libp2p::PeerId = milan.id().to_string().parse().expect("peer id");
     let addr: libp2p::Multiaddr = milan.addr().parse().expect("addr");
     guest.add_peer_address(milan_peer, addr);
