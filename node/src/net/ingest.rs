@@ -267,11 +267,17 @@ pub(super) fn spawn_worker(
     std::thread::Builder::new()
         .name("intercity-ingest".into())
         .spawn(move || {
+            // After a round failed to write, this many rounds of one job each: the job that
+            // fails is found, and fails alone.
+            let mut solo = 0usize;
             while let Some(first) = queue.pop() {
                 let mut entries = first.items.len() - first.judged.len();
                 let mut bytes = remaining_bytes(&first);
                 let mut round = vec![first];
-                while round.len() < MAX_ROUND_JOBS
+                let alone = solo > 0;
+                solo = solo.saturating_sub(1);
+                while !alone
+                    && round.len() < MAX_ROUND_JOBS
                     && entries < MAX_ROUND_ENTRIES
                     && bytes < MAX_ROUND_BYTES
                 {
@@ -302,7 +308,22 @@ pub(super) fn spawn_worker(
                         }
                         unreached.extend(round);
                     }
-                    Err(e) => finished.extend(round.into_iter().map(|job| (job, Err(e.clone())))),
+                    Err(_) if round.len() > 1 => {
+                        solo = round.len();
+                        unreached.extend(round);
+                    }
+                    Err(e) => {
+                        // Alone, this job fails: what earlier rounds wrote of it stands, the rest
+                        // of it is dropped (a range is asked for again later).
+                        for mut job in round {
+                            let judged = if job.judged.is_empty() {
+                                Err(e.clone())
+                            } else {
+                                Ok(std::mem::take(&mut job.judged))
+                            };
+                            finished.push((job, judged));
+                        }
+                    }
                 }
                 // Back to the head of their peers' queues, in their order: a job cut short after
                 // its peers' turn, a job not reached in its place.
