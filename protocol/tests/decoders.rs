@@ -151,6 +151,52 @@ fn edits() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
     prop::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..8)
 }
 
+/// A change chunk found by cargo-fuzz (`fuzz/`, target `change`) on which automerge 0.12 panics
+/// while applying it ("Obj ... Missing from Index", `op_set2/change/batch.rs:920`).
+const FUZZ_APPLY_PANIC: &str = concat!(
+    "856f4a83f423d63601ff020028ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c090909",
+    "090909090901010006637265617465000a010c020c11081312155c34064214561757747002000a230000017f0000010a",
+    "00000a230a00017f2e00010a35000b220000040900000a7e000b210100017f5400017e003108017604626f6479046369",
+    "747907656469746f7273046b696e64086c616e6775616765056c696e6b73086f7574636f6d6573056f776e6572087061",
+    "72746e6572730773756d6d61727900237f067468656d657300017f057469746c65000a0a230101010a7d040102020102",
+    "027d01020423017d0201040a017b00060086012602007f0602c60023167d009601000a167072616374696365656e3132",
+    "44334b6f6f5752617750627850745031655a614a70756d476e7957583244635579643352516e796472336541746f3441",
+    "7a374e657720637261667420613164206469676974617a374e657720637261667420616e64206469676974616c206d61",
+    "6e756673706163653a00",
+);
+
+/// That change, signed by its author, is quarantined: the panic is caught, the entry kept and
+/// never applied.
+#[test]
+fn a_change_that_panics_automerge_is_quarantined() {
+    use intercity_protocol::entry::DocId;
+    use intercity_protocol::ingest::{Status, Verdict};
+    let payload = hex::decode(FUZZ_APPLY_PANIC).expect("hex");
+    let k = key();
+    let change = decode_change(&k.id(), &payload).expect("it decodes");
+    let doc = if change.deps().is_empty() {
+        DocId::for_genesis(&change.hash())
+    } else {
+        DocId([5; 16])
+    };
+    let entry = sign_entry(
+        &k,
+        Scope::Federation,
+        1,
+        Hash32::default(),
+        doc,
+        &payload,
+        0,
+    );
+    let verdict = MemLedger::default()
+        .ingest(&entry.encode(), &payload)
+        .expect("stored");
+    assert!(
+        matches!(&verdict, Verdict::Stored(Status::Quarantined(r)) if r.contains("panicked")),
+        "{verdict:?}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
