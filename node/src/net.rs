@@ -1437,16 +1437,6 @@ impl EventLoop {
                     } => {
                         self.peers.entry(peer).or_default().bytes_received +=
                             request.encoded_len() as u64 + 4;
-                        if !guest
-                            && self.is_trusted(&peer)
-                            && let Request::Push(mut entries) = request
-                        {
-                            // A node pushes its new entries one at a time; the rest of a
-                            // longer push is fetched by range if needed. One job stays short.
-                            entries.truncate(MAX_PUSH_JUDGED);
-                            self.submit(peer, ingest::Origin::Push(channel), entries);
-                            return;
-                        }
                         let response = if guest && !matches!(request, Request::Join { .. }) {
                             // A guest's connection carries a `Join` and nothing else, even once its
                             // city joined (it syncs on its next connection).
@@ -1455,7 +1445,17 @@ impl EventLoop {
                             message: "present an invitation first; sync on a new connection once joined".into(),
                         }
                         } else {
-                            self.answer(peer, request)
+                            match self.answer(peer, request) {
+                                Ok(response) => response,
+                                Err(mut entries) => {
+                                    // A node pushes its new entries one at a time; the rest of
+                                    // a longer push is fetched by range if needed. One job
+                                    // stays short.
+                                    entries.truncate(MAX_PUSH_JUDGED);
+                                    self.submit(peer, ingest::Origin::Push(channel), entries);
+                                    return;
+                                }
+                            }
                         };
                         self.peers.entry(peer).or_default().bytes_sent +=
                             response.encoded_len() as u64 + 4;
@@ -1499,8 +1499,10 @@ impl EventLoop {
         }
     }
 
-    fn answer(&mut self, peer: PeerId, request: Request) -> Response {
-        match request {
+    /// The answer to a request, or (`Err`) the entries of a roster city's `Push`, answered once
+    /// the ingest worker has judged them.
+    fn answer(&mut self, peer: PeerId, request: Request) -> Result<Response, Vec<WireEntry>> {
+        Ok(match request {
             Request::Join { token, name, addrs } => self.on_join(peer, &token, &name, &addrs),
             _ if !self.is_trusted(&peer) => Response::Error {
                 code: 1,
@@ -1524,10 +1526,10 @@ impl EventLoop {
             }
             Request::Range { feed, from, max } => {
                 if !self.shared_scopes(&peer).contains(&feed.scope) {
-                    return Response::Error {
+                    return Ok(Response::Error {
                         code: 2,
                         message: format!("scope {} is not shared with you", feed.scope),
-                    };
+                    });
                 }
                 let max = (max as usize).clamp(1, MAX_BATCH_ENTRIES);
                 match self
@@ -1556,12 +1558,8 @@ impl EventLoop {
                     },
                 }
             }
-            // Answered by `on_sync` once the worker has judged them.
-            Request::Push(_) => Response::Error {
-                code: 4,
-                message: "internal: a push is answered after ingestion".into(),
-            },
-        }
+            Request::Push(entries) => return Err(entries),
+        })
     }
 
     /// A city presents an invitation of ours (see [`City::redeem`]).
