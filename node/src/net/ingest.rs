@@ -64,6 +64,8 @@ pub(super) struct Done {
 #[derive(Default)]
 struct Queues {
     per_peer: HashMap<PeerId, VecDeque<Job>>,
+    /// Payload bytes not judged yet of each peer's queued jobs.
+    bytes: HashMap<PeerId, usize>,
     /// Peers with jobs, in the order they are served.
     turn: VecDeque<PeerId>,
     closed: bool,
@@ -81,8 +83,12 @@ fn next_job(q: &mut Queues) -> Option<Job> {
         let job = jobs.pop_front();
         if jobs.is_empty() {
             q.per_peer.remove(&peer);
+            q.bytes.remove(&peer);
         } else {
             q.turn.push_back(peer);
+            if let (Some(job), Some(b)) = (&job, q.bytes.get_mut(&peer)) {
+                *b = b.saturating_sub(remaining_bytes(job));
+            }
         }
         if job.is_some() {
             return job;
@@ -105,15 +111,17 @@ impl Queue {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let peer = job.peer;
-        let jobs = q.per_peer.entry(peer).or_default();
-        let queued: usize = jobs.iter().map(remaining_bytes).sum();
-        if jobs.len() >= MAX_QUEUED_JOBS_PER_PEER
-            || queued + remaining_bytes(&job) > MAX_QUEUED_BYTES_PER_PEER
+        let bytes = remaining_bytes(&job);
+        let queued_jobs = q.per_peer.get(&peer).map_or(0, VecDeque::len);
+        let queued_bytes = q.bytes.get(&peer).copied().unwrap_or(0);
+        if queued_jobs >= MAX_QUEUED_JOBS_PER_PEER
+            || queued_bytes + bytes > MAX_QUEUED_BYTES_PER_PEER
         {
             return Err(Box::new(job));
         }
-        jobs.push_back(job);
-        if jobs.len() == 1 {
+        q.per_peer.entry(peer).or_default().push_back(job);
+        *q.bytes.entry(peer).or_default() += bytes;
+        if queued_jobs == 0 {
             q.turn.push_back(peer);
         }
         ready.notify_one();
@@ -129,6 +137,7 @@ impl Queue {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let peer = job.peer;
+        *q.bytes.entry(peer).or_default() += remaining_bytes(&job);
         q.per_peer.entry(peer).or_default().push_front(job);
         q.turn.retain(|p| *p != peer);
         if started {
@@ -476,6 +485,20 @@ mod tests {
         assert_eq!((next.peer, id(&next)), (flood, 0), "the resumed job next");
         let next = q.pop().expect("job");
         assert_eq!((next.peer, id(&next)), (flood, 1));
+        // Payload bytes are bounded too, and counted out again as jobs leave.
+        let heavy = |n: u8| {
+            let mut j = job(quiet, n);
+            j.items = vec![WireEntry {
+                entry: Vec::new(),
+                payload: vec![0; MAX_QUEUED_BYTES_PER_PEER / 2],
+            }];
+            j
+        };
+        assert!(q.push(heavy(1)).is_ok());
+        assert!(q.push(heavy(2)).is_ok());
+        assert!(q.push(heavy(3)).is_err(), "over the byte budget");
+        while q.try_pop().is_some_and(|j| j.peer != quiet || id(&j) != 2) {}
+        assert!(q.push(heavy(4)).is_ok(), "room again once jobs left");
         q.close();
         assert!(q.pop().is_none());
     }
