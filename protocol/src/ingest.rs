@@ -260,7 +260,7 @@ pub trait Ledger {
     fn doc(&self, id: &DocId) -> Result<Option<Automerge>, LedgerError>;
     /// What is known of a change.
     fn change(&self, hash: &ChangeHash) -> Result<Option<ChangeInfo>, LedgerError>;
-    /// The entries waiting for the change `dep`, as (feed, seq), in that order.
+    /// The entries waiting for the change `dep`, as (feed, seq), in any order.
     fn waiting_for(&self, dep: &ChangeHash) -> Result<Vec<(FeedId, u64)>, LedgerError>;
     /// How many entries and payload bytes are pending, on this node and of `author`.
     fn pending_totals(&self, author: &CityId) -> Result<PendingTotals, LedgerError>;
@@ -1238,7 +1238,7 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
     }
 
     fn waiting_for(&self, dep: &ChangeHash) -> Result<Vec<(FeedId, u64)>, LedgerError> {
-        let mut out: Vec<(FeedId, u64)> = self
+        Ok(self
             .ledger
             .waiting_for(dep)?
             .into_iter()
@@ -1249,10 +1249,7 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
                     .into_iter()
                     .flat_map(|m| m.keys().copied()),
             )
-            .collect();
-        out.sort();
-        out.dedup();
-        Ok(out)
+            .collect())
     }
 
     fn pending_totals(&self, author: &CityId) -> Result<PendingTotals, LedgerError> {
