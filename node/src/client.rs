@@ -210,6 +210,7 @@ impl Client {
             Client::Local(c) => Ok(NetStatus {
                 entries: c.store().entry_counts()?,
                 forks: c.store().forks()?.len(),
+                exhausted: c.store().exhausted_feeds()?,
                 ..NetStatus::default()
             }),
             Client::Daemon { control, .. } => Self::call(control, ControlRequest::Status),

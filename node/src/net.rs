@@ -193,6 +193,10 @@ pub struct NetStatus {
     pub entries: (u64, u64, u64, u64),
     /// Fork proofs held.
     pub forks: usize,
+    /// Feeds that used their rejection budget ("author in scope"): nothing more is taken from
+    /// them (docs/protocol.md §15.3).
+    #[serde(default)]
+    pub exhausted: Vec<String>,
     /// Jobs (gossip messages, pushes, range answers) waiting for the ingest worker.
     #[serde(default)]
     pub ingest_queue: usize,
@@ -939,11 +943,12 @@ impl EventLoop {
             peers,
             entries: self.city.store().entry_counts().unwrap_or_default(),
             forks: self.city.store().forks().map(|f| f.len()).unwrap_or(0),
+            exhausted: self.city.store().exhausted_feeds().unwrap_or_default(),
             ingest_queue: self.queue.len(),
         }
     }
 
-    /// Heads of every feed held; frozen feeds count as complete.
+    /// Heads of every feed held; closed feeds (frozen or exhausted) count as complete.
     fn my_heads(&self) -> BTreeMap<FeedId, u64> {
         self.city
             .store()
@@ -960,7 +965,7 @@ impl EventLoop {
             .feeds()
             .unwrap_or_default()
             .into_iter()
-            .filter(|(_, h)| h.frozen)
+            .filter(|(_, h)| h.closed())
             .map(|(f, _)| f)
             .collect()
     }
@@ -1370,6 +1375,8 @@ impl EventLoop {
                 })) => Outcome::Gap(FeedId { author, scope }, have),
                 Some(Err(
                     IngestError::Frozen(..)
+                    | IngestError::Exhausted(..)
+                    | IngestError::Undecided(..)
                     | IngestError::PendingFull(_)
                     | IngestError::PendingQuota(_),
                 )) => Outcome::Skipped,

@@ -41,8 +41,9 @@ type Rows = Vec<(Box<[u8]>, Box<[u8]>)>;
 pub type EntryAndPayload = (StoredEntry, Option<Vec<u8>>);
 
 /// The schema version this build writes and reads.
-/// Version 2 added the catalog; a version 1 store is upgraded (indexed) when opened.
-pub const SCHEMA_VERSION: u32 = 3;
+/// Version 2 added the catalog; version 3 keyed `pending` by the change waited for; version 4
+/// counts rejected and pending entries in each feed head. An older store is upgraded when opened.
+pub const SCHEMA_VERSION: u32 = 4;
 
 const CFS: &[&str] = &[
     "meta", "entries", "heads", "payloads", "docs", "records", "by_doc", "changes", "pending",
@@ -243,6 +244,13 @@ impl Store {
             let moved = store.migrate_pending()?;
             tracing::info!(moved, "pending entries indexed by the change they wait for");
         }
+        if version < 4 {
+            let feeds = store.count_feeds()?;
+            tracing::info!(
+                feeds,
+                "rejected and pending entries counted in each feed head"
+            );
+        }
         if version < SCHEMA_VERSION {
             store.set_meta("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
         }
@@ -304,6 +312,38 @@ impl Store {
             *guard = Some(counts);
         }
         Ok(f(guard.get_or_insert_with(PendingCounts::default)))
+    }
+
+    /// Schema 3 heads held no counts: counts every feed's rejected and pending entries (one
+    /// pass over the entries) and rewrites its head.
+    fn count_feeds(&self) -> Result<usize, StoreError> {
+        let mut heads: std::collections::BTreeMap<FeedId, FeedHead> = self
+            .feeds()?
+            .into_iter()
+            .map(|(feed, head)| {
+                let fresh = FeedHead {
+                    frozen: head.frozen,
+                    ..FeedHead::new(head.seq, head.hash)
+                };
+                (feed, fresh)
+            })
+            .collect();
+        for item in self.db.iterator_cf(self.cf("entries"), IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| classify(&self.path, e))?;
+            let feed = FeedId::from_bytes(k.get(..49).ok_or_else(|| self.corrupt("entry key"))?)
+                .map_err(|e| self.corrupt(e))?;
+            let stored = StoredEntry::decode(&v).map_err(|e| self.corrupt(e))?;
+            if let Some(head) = heads.get_mut(&feed) {
+                let bytes = u64::from(stored.entry.header.payload_len);
+                head.count(&stored.status, bytes, true);
+            }
+        }
+        let mut batch = WriteBatch::default();
+        for (feed, head) in &heads {
+            batch.put_cf(self.cf("heads"), feed.to_bytes(), head.encode());
+        }
+        self.write(batch)?;
+        Ok(heads.len())
     }
 
     /// Schema 2 kept pending entries by document; schema 3 by the change each waits for
@@ -450,6 +490,16 @@ impl Store {
     /// Applies an ingestion's writes in one synced batch.
     pub fn apply(&self, commit: Commit) -> Result<(), StoreError> {
         self.apply_with(commit, true)
+    }
+
+    /// Feeds that used their rejection budget, as "author in scope".
+    pub fn exhausted_feeds(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .feeds()?
+            .into_iter()
+            .filter(|(_, h)| h.exhausted())
+            .map(|(f, _)| format!("{} in {}", f.author, f.scope))
+            .collect())
     }
 
     /// Applies an ingestion's writes in one batch; `sync` waits for the disk. Entries from peers

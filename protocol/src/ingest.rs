@@ -52,6 +52,13 @@ pub const MAX_PENDING_BYTES_PER_AUTHOR: u64 = 8 * 1024 * 1024;
 pub const MAX_CHANGE_OPS: usize = 262_144;
 /// At most this many payload bytes wait for missing dependencies on one node.
 pub const MAX_PENDING_BYTES: u64 = 64 * 1024 * 1024;
+/// Rejected (or quarantined) entries one feed may hold: the entry after the one that reaches
+/// it is not taken ([`IngestError::Exhausted`]). Above [`MAX_PENDING_PER_AUTHOR`], so that the
+/// pending entries of a feed with no rejection never hold it back ([`FeedHead::undecided`]).
+pub const MAX_REJECTED_PER_FEED: u64 = 1_024;
+/// Rejected (or quarantined) payload bytes one feed may hold, likewise. Above
+/// [`MAX_PENDING_BYTES_PER_AUTHOR`].
+pub const MAX_REJECTED_BYTES_PER_FEED: u64 = 16 * 1024 * 1024;
 
 /// What became of an entry that passed the feed level.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,8 +143,9 @@ impl StoredEntry {
     }
 }
 
-/// The latest entry of a feed, and whether the feed is frozen by a fork.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The latest entry of a feed, whether the feed is frozen by a fork, and how many of its
+/// entries were rejected or are still pending (the rejection budget, see [`FeedHead::exhausted`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FeedHead {
     /// Seq of the latest entry.
     pub seq: u64,
@@ -145,29 +153,113 @@ pub struct FeedHead {
     pub hash: Hash32,
     /// True once a fork proof exists: nothing more is accepted from this feed.
     pub frozen: bool,
+    /// Entries of the feed judged rejected or quarantined.
+    pub rejected: u64,
+    /// Their payload bytes.
+    pub rejected_bytes: u64,
+    /// Entries of the feed still pending.
+    pub pending: u64,
+    /// Their payload bytes.
+    pub pending_bytes: u64,
 }
 
+/// Length of [`FeedHead::encode`].
+pub const FEED_HEAD_LEN: usize = 73;
+
 impl FeedHead {
-    /// 41-byte storage encoding.
-    pub fn encode(&self) -> [u8; 41] {
-        let mut b = [0u8; 41];
+    /// The head of a feed whose latest entry is `seq` with hash `hash`, nothing counted yet.
+    pub fn new(seq: u64, hash: Hash32) -> Self {
+        FeedHead {
+            seq,
+            hash,
+            ..FeedHead::default()
+        }
+    }
+
+    /// Whether the feed has used its rejection budget: [`MAX_REJECTED_PER_FEED`] entries or
+    /// [`MAX_REJECTED_BYTES_PER_FEED`] payload bytes rejected (or quarantined). Nothing after
+    /// the entry that used it up is taken from the feed.
+    pub fn exhausted(&self) -> bool {
+        self.rejected >= MAX_REJECTED_PER_FEED || self.rejected_bytes >= MAX_REJECTED_BYTES_PER_FEED
+    }
+
+    /// Whether the feed would have used its rejection budget if its pending entries were all
+    /// rejected: the next entry cannot be taken until they are judged.
+    pub fn undecided(&self) -> bool {
+        self.rejected.saturating_add(self.pending) >= MAX_REJECTED_PER_FEED
+            || self.rejected_bytes.saturating_add(self.pending_bytes) >= MAX_REJECTED_BYTES_PER_FEED
+    }
+
+    /// Whether nothing more is taken from the feed: frozen by a fork, or its budget used up.
+    pub fn closed(&self) -> bool {
+        self.frozen || self.exhausted()
+    }
+
+    /// 73-byte storage encoding.
+    pub fn encode(&self) -> [u8; FEED_HEAD_LEN] {
+        let mut b = [0u8; FEED_HEAD_LEN];
         b[..8].copy_from_slice(&self.seq.to_be_bytes());
         b[8..40].copy_from_slice(&self.hash.0);
         b[40] = u8::from(self.frozen);
+        for (i, n) in [
+            self.rejected,
+            self.rejected_bytes,
+            self.pending,
+            self.pending_bytes,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            b[41 + 8 * i..49 + 8 * i].copy_from_slice(&n.to_be_bytes());
+        }
         b
     }
-    /// Decodes [`FeedHead::encode`].
+
+    /// Decodes [`FeedHead::encode`]; a 41-byte head of schema 3 and earlier decodes with
+    /// nothing counted.
     pub fn decode(b: &[u8]) -> Result<Self, EntryError> {
-        let b: &[u8; 41] = b.try_into().map_err(|_| EntryError::Length(b.len()))?;
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(&b[..8]);
+        if b.len() != FEED_HEAD_LEN && b.len() != 41 {
+            return Err(EntryError::Length(b.len()));
+        }
+        let u64_at = |at: usize| {
+            let mut n = [0u8; 8];
+            n.copy_from_slice(&b[at..at + 8]);
+            u64::from_be_bytes(n)
+        };
         let mut hash = [0u8; 32];
         hash.copy_from_slice(&b[8..40]);
+        let counted = b.len() == FEED_HEAD_LEN;
+        let count = |i: usize| if counted { u64_at(41 + 8 * i) } else { 0 };
         Ok(FeedHead {
-            seq: u64::from_be_bytes(seq),
+            seq: u64_at(0),
             hash: Hash32(hash),
             frozen: b[40] != 0,
+            rejected: count(0),
+            rejected_bytes: count(1),
+            pending: count(2),
+            pending_bytes: count(3),
         })
+    }
+
+    /// Counts an entry of `bytes` payload bytes that got `status` (`added`), or that leaves
+    /// `status` (not `added`: a pending entry judged again).
+    pub fn count(&mut self, status: &Status, bytes: u64, added: bool) {
+        let step = |x: &mut u64, by: u64| {
+            *x = if added {
+                x.saturating_add(by)
+            } else {
+                x.saturating_sub(by)
+            }
+        };
+        let (n, b) = match status {
+            Status::Accepted => return,
+            Status::Rejected(_) | Status::Quarantined(_) => {
+                (&mut self.rejected, &mut self.rejected_bytes)
+            }
+            Status::Pending => (&mut self.pending, &mut self.pending_bytes),
+        };
+        step(n, 1);
+        step(b, bytes);
     }
 }
 
@@ -317,6 +409,18 @@ pub enum IngestError {
     /// The feed is frozen by a fork proof.
     #[error("feed {0} of {1} is frozen: its author signed two different entries at one position")]
     Frozen(Scope, CityId),
+    /// The feed has used its rejection budget ([`FeedHead::exhausted`]): nothing after it is
+    /// taken, on any node.
+    #[error(
+        "feed {0} of {1} has used its rejection budget ({MAX_REJECTED_PER_FEED} entries or {MAX_REJECTED_BYTES_PER_FEED} bytes rejected): nothing more is taken from it"
+    )]
+    Exhausted(Scope, CityId),
+    /// The feed could have used its rejection budget once its pending entries are judged
+    /// ([`FeedHead::undecided`]); try again after they are.
+    #[error(
+        "feed {0} of {1} is near its rejection budget with entries still pending; retry after they are judged"
+    )]
+    Undecided(Scope, CityId),
     /// The entry is not the next one of its feed.
     #[error("seq gap in feed {scope} of {author}: have up to {have}, got {got}")]
     SeqGap {
@@ -563,6 +667,16 @@ fn pipeline(
             commit,
         });
     }
+    // The rejection budget: decided from the entries before this one, whatever order they
+    // came in, so every node cuts the feed at the same seq.
+    if let Some(head) = head {
+        if head.exhausted() {
+            return Err(IngestError::Exhausted(feed.scope, feed.author));
+        }
+        if head.undecided() {
+            return Err(IngestError::Undecided(feed.scope, feed.author));
+        }
+    }
     if h.seq > have + 1 {
         return Err(IngestError::SeqGap {
             author: feed.author,
@@ -609,14 +723,6 @@ fn pipeline(
         indexed: HashMap::new(),
         unindexed: HashSet::new(),
     };
-    work.commit.heads.push((
-        feed,
-        FeedHead {
-            seq: h.seq,
-            hash: entry_hash,
-            frozen: false,
-        },
-    ));
     work.commit.payloads.push((entry_hash, payload.to_vec()));
     let change_hash = change.hash();
     let status = work.judge(&signed, change)?;
@@ -636,6 +742,14 @@ fn pipeline(
         }
         work.index((dep, feed, h.seq, n));
     }
+    let mut new_head = FeedHead {
+        seq: h.seq,
+        hash: entry_hash,
+        frozen: false,
+        ..head.unwrap_or_default()
+    };
+    new_head.count(&status, payload.len() as u64, true);
+    work.commit.heads.push((feed, new_head));
     work.commit.entries.push(StoredEntry {
         entry: signed.clone(),
         status: status.clone(),
@@ -885,6 +999,27 @@ impl<L: Ledger> Work<'_, L> {
         Ok(out)
     }
 
+    /// Updates the head of `feed` (as this ingestion left it) for a pending entry judged again.
+    fn tally(&mut self, feed: FeedId, f: impl FnOnce(&mut FeedHead)) -> Result<(), LedgerError> {
+        if let Some((_, head)) = self
+            .commit
+            .heads
+            .iter_mut()
+            .rev()
+            .find(|(fd, _)| *fd == feed)
+        {
+            f(head);
+            return Ok(());
+        }
+        let mut head = self
+            .ledger
+            .head(&feed)?
+            .ok_or_else(|| LedgerError(format!("a pending entry of {feed:?} but no head")))?;
+        f(&mut head);
+        self.commit.heads.push((feed, head));
+        Ok(())
+    }
+
     /// After a verdict on the change `done`, judges again the entries that waited for it, and
     /// in turn those that waited for theirs. Each waiting entry is read and decoded once per
     /// change it waited for, never because some other change of its document arrived.
@@ -912,6 +1047,10 @@ impl<L: Ledger> Work<'_, L> {
                     })?;
                     self.index((next, feed, seq, bytes));
                 } else {
+                    self.tally(feed, |head| {
+                        head.count(&Status::Pending, bytes, false);
+                        head.count(&status, bytes, true);
+                    })?;
                     self.commit.entries.push(StoredEntry {
                         entry: stored.entry,
                         status,

@@ -456,7 +456,8 @@ pub fn wants(mine: &BTreeMap<FeedId, u64>, theirs: &[(FeedId, u64)]) -> Vec<Want
         .iter()
         .filter_map(|&(feed, their)| {
             let have = mine.get(&feed).copied().unwrap_or(0);
-            (their > have).then_some(Want {
+            // `then`, not `then_some`: `have + 1` overflows for a feed held closed (u64::MAX).
+            (their > have).then(|| Want {
                 feed,
                 from: have + 1,
                 to: their,
@@ -607,6 +608,13 @@ mod tests {
             Request::decode(&ok),
             Err(WireError::Malformed("trailing bytes"))
         );
+    }
+
+    #[test]
+    fn a_feed_held_closed_is_never_wanted() {
+        // Closed (frozen or exhausted) feeds are passed as u64::MAX: no overflow, no want.
+        let mine: BTreeMap<_, _> = [(feed(1, None), u64::MAX)].into_iter().collect();
+        assert!(wants(&mine, &[(feed(1, None), 9), (feed(1, None), u64::MAX)]).is_empty());
     }
 
     #[test]

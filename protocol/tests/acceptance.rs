@@ -874,3 +874,182 @@ fn authored_entries_store_the_same_as_received_ones() {
     );
     assert!(err.is_err());
 }
+
+/// An Automerge change by `actor` (a fresh actor: seq 1) putting `ops` on the root, after
+/// `deps`, written without any check.
+fn raw_change(
+    actor: Vec<u8>,
+    deps: Vec<automerge::ChangeHash>,
+    ops: &[(&str, String)],
+) -> automerge::Change {
+    use automerge::legacy::{Key, ObjectId, Op, OpType, SortedVec};
+    automerge::Change::from(automerge::ExpandedChange {
+        operations: ops
+            .iter()
+            .map(|(k, v)| Op {
+                action: OpType::Put(automerge::ScalarValue::Str(v.as_str().into())),
+                obj: ObjectId::Root,
+                key: Key::Map((*k).into()),
+                pred: SortedVec::new(),
+                insert: false,
+            })
+            .collect(),
+        actor_id: ActorId::from(actor),
+        hash: None,
+        seq: 1,
+        start_op: std::num::NonZeroU64::MIN,
+        time: 0,
+        message: None,
+        deps,
+        extra_bytes: Vec::new(),
+        author: None,
+    })
+}
+
+/// Signs `changes` as consecutive entries of `key`'s federation feed, each on its document.
+fn feed_of(key: &CityKey, changes: Vec<(DocId, automerge::Change)>) -> Vec<Wire> {
+    let mut prev = Hash32::default();
+    changes
+        .into_iter()
+        .enumerate()
+        .map(|(i, (doc, change))| {
+            let payload = change.raw_bytes().to_vec();
+            let entry = sign_entry(key, Scope::Federation, i as u64 + 1, prev, doc, &payload, 0);
+            prev = entry.hash();
+            Wire {
+                entry: entry.encode().to_vec(),
+                payload,
+            }
+        })
+        .collect()
+}
+
+/// Delivers the feeds interleaved by `picks`, as sync does: an entry refused as `Undecided`
+/// (or over the pending quota) comes again later, and nothing after an `Exhausted` one is sent.
+fn deliver_until_settled(feeds: &[Vec<Wire>], picks: &[usize]) -> (MemLedger, usize) {
+    let mut l = MemLedger::default();
+    let mut pos = vec![0usize; feeds.len()];
+    let mut done = vec![false; feeds.len()];
+    let mut picks = picks.iter().cycle();
+    let (mut idle, mut refused) = (0, 0);
+    while done.iter().any(|d| !d) && idle < 4 * feeds.len() {
+        let live: Vec<usize> = (0..feeds.len()).filter(|&i| !done[i]).collect();
+        // After a refusal, the next feed in turn: the one refused waits for another.
+        let i = live[(picks.next().expect("cycle") + idle) % live.len()];
+        let w = &feeds[i][pos[i]];
+        match l.ingest(&w.entry, &w.payload) {
+            Ok(_) => {
+                idle = 0;
+                pos[i] += 1;
+                done[i] = pos[i] == feeds[i].len();
+            }
+            Err(IngestError::Undecided(..)) => {
+                idle += 1;
+                refused += 1;
+            }
+            Err(IngestError::PendingQuota(_)) => idle += 1,
+            Err(IngestError::Exhausted(..)) => done[i] = true,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(done.iter().all(|d| *d), "delivery stalled");
+    (l, refused)
+}
+
+/// A feed of `waiting` entries that wait for another feed's rejected change, `rejected`
+/// rejected ones and three valid practices, delivered in two orders: the same result, and the
+/// feed cut where its rejection budget is used up. Returns the refusals (`Undecided`) of each.
+fn cut_off_check(waiting: usize, rejected: usize, a: &[usize], b: &[usize]) -> (usize, usize) {
+    use intercity_protocol::ingest::MAX_REJECTED_BYTES_PER_FEED;
+    let (alice, bob) = (CityKey::from_secret([1; 32]), CityKey::from_secret([2; 32]));
+    let actor = |key: &CityKey, n: usize| {
+        let mut a = key.id().as_bytes().to_vec();
+        a.extend_from_slice(&(n as u64).to_be_bytes());
+        a
+    };
+    let genesis = |c: automerge::Change| (DocId::for_genesis(&c.hash()), c);
+    let pad = "p".repeat(250_000);
+    // Bob's feed: one change whose record is invalid (rejected).
+    let x = raw_change(actor(&bob, 0), vec![], &[("kind", "nonsense".into())]);
+    let (x_doc, x_hash) = (DocId::for_genesis(&x.hash()), x.hash());
+    let bob_feed = feed_of(&bob, vec![genesis(x)]);
+    // Alice's: `waiting` changes after Bob's (pending until it comes, then rejected),
+    // `rejected` invalid records, then three valid practices.
+    let mut changes = Vec::new();
+    for n in 0..waiting {
+        changes.push((
+            x_doc,
+            raw_change(actor(&alice, n), vec![x_hash], &[("padding", pad.clone())]),
+        ));
+    }
+    for n in 0..rejected {
+        let ops = [("kind", "nonsense".to_string()), ("padding", pad.clone())];
+        changes.push(genesis(raw_change(actor(&alice, 1_000 + n), vec![], &ops)));
+    }
+    for n in 0..3 {
+        let mut d = Automerge::new().with_actor(ActorId::from(actor(&alice, 2_000 + n)));
+        let mut tx = d.transaction();
+        let record = Record::Practice(Practice::new(alice.id().to_string(), format!("P{n}"), "en"));
+        doc::write_record(&mut tx, &record, doc::Texts::Merged).expect("write");
+        let (hash, _) = tx.commit_with(CommitOptions::default());
+        changes.push(genesis(
+            d.get_change_by_hash(&hash.expect("change"))
+                .expect("change")
+                .clone(),
+        ));
+    }
+    let alice_feed = feed_of(&alice, changes);
+    let feeds = [alice_feed.clone(), bob_feed];
+    let (x, refused_x) = deliver_until_settled(&feeds, a);
+    let (y, refused_y) = deliver_until_settled(&feeds, b);
+    assert_eq!(fingerprint(&x), fingerprint(&y));
+    let feed = FeedId {
+        author: alice.id(),
+        scope: Scope::Federation,
+    };
+    let (hx, hy) = (x.heads[&feed], y.heads[&feed]);
+    assert_eq!(hx, hy);
+    // Where the budget is used up: the first entry that brings the bytes to the limit.
+    let mut total = 0u64;
+    let cut = alice_feed[..waiting + rejected].iter().position(|w| {
+        total += w.payload.len() as u64;
+        total >= MAX_REJECTED_BYTES_PER_FEED
+    });
+    match cut {
+        Some(i) => {
+            assert_eq!(hx.seq, i as u64 + 1);
+            assert!(hx.exhausted());
+        }
+        None => {
+            assert_eq!(hx.seq, alice_feed.len() as u64);
+            assert_eq!(hx.rejected, (waiting + rejected) as u64);
+        }
+    }
+    assert_eq!(hx.pending, 0);
+    (refused_x, refused_y)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// A feed's rejection budget (MAX_REJECTED_BYTES_PER_FEED) is used up at the same seq on
+    /// every replica, whether its entries waiting for another feed were judged early or late.
+    #[test]
+    fn a_feed_is_cut_off_at_the_same_seq_whatever_the_arrival_order(
+        waiting in 0usize..40,
+        rejected in 0usize..60,
+        a in proptest::collection::vec(any::<usize>(), 1..16),
+        b in proptest::collection::vec(any::<usize>(), 1..16),
+    ) {
+        cut_off_check(waiting, rejected, &a, &b);
+    }
+}
+
+#[test]
+fn a_feed_near_its_budget_waits_for_its_pending_entries() {
+    // Alice's feed first (30 entries pending, then rejected ones until the budget would be
+    // used up if they were rejected: refused for now), or Bob's first: the same cut.
+    let (alice_first, bob_first) = cut_off_check(30, 50, &[0], &[1]);
+    assert!(alice_first > 0, "the undecided case was not exercised");
+    assert_eq!(bob_first, 0);
+}

@@ -107,6 +107,33 @@ pub fn poison_practice(city: &City, title: &str) -> (WireEntry, DocId) {
     (next_entry(city, id, poison), id)
 }
 
+/// A change by `actor` (its first: seq 1) putting the string `ops` on the document's root,
+/// after `deps`, built without any check.
+fn raw_change(actor: Vec<u8>, deps: Vec<automerge::ChangeHash>, ops: &[(&str, String)]) -> Change {
+    use automerge::legacy::{Key, ObjectId, Op, OpType, SortedVec};
+    Change::from(automerge::ExpandedChange {
+        operations: ops
+            .iter()
+            .map(|(k, v)| Op {
+                action: OpType::Put(automerge::ScalarValue::Str(v.as_str().into())),
+                obj: ObjectId::Root,
+                key: Key::Map((*k).into()),
+                pred: SortedVec::new(),
+                insert: false,
+            })
+            .collect(),
+        actor_id: ActorId::from(actor),
+        hash: None,
+        seq: 1,
+        start_op: std::num::NonZeroU64::MIN,
+        time: 0,
+        message: None,
+        deps,
+        extra_bytes: Vec::new(),
+        author: None,
+    })
+}
+
 /// `n` entries of a new federation feed of `key`, each a change to `doc` that depends on a
 /// change nobody has (so each waits as pending for ever): the pending flood of issue #10,
 /// scenario 3.
@@ -115,7 +142,6 @@ pub fn pending_flood(
     doc: DocId,
     n: u64,
 ) -> Vec<WireEntry> {
-    use automerge::legacy::{Key, ObjectId, Op, OpType, SortedVec};
     let mut prev = Hash32::default();
     (1..=n)
         .map(|seq| {
@@ -124,24 +150,8 @@ pub fn pending_flood(
             let mut missing = [0u8; 32];
             missing[..8].copy_from_slice(&seq.to_be_bytes());
             missing[8..16].copy_from_slice(&key.id().as_bytes()[..8]);
-            let change = Change::from(automerge::ExpandedChange {
-                operations: vec![Op {
-                    action: OpType::Put(automerge::ScalarValue::Str("x".into())),
-                    obj: ObjectId::Root,
-                    key: Key::Map("title".into()),
-                    pred: SortedVec::new(),
-                    insert: false,
-                }],
-                actor_id: ActorId::from(actor),
-                hash: None,
-                seq: 1,
-                start_op: std::num::NonZeroU64::MIN,
-                time: 0,
-                message: None,
-                deps: vec![automerge::ChangeHash(missing)],
-                extra_bytes: Vec::new(),
-                author: None,
-            });
+            let ops = [("title", "x".to_string())];
+            let change = raw_change(actor, vec![automerge::ChangeHash(missing)], &ops);
             let payload = change.raw_bytes().to_vec();
             let entry = sign_entry(key, Scope::Federation, seq, prev, doc, &payload, 0);
             prev = entry.hash();
@@ -304,4 +314,30 @@ pub fn sync_peer(
         RawSync,
         libp2p::request_response::ProtocolSupport::Full,
     )
+}
+
+/// `n` entries that continue `city`'s federation feed, each creating a document whose record
+/// is not valid (its kind is unknown), padded with `pad` bytes of text: every node rejects
+/// them all, and until issue #10's scenario 7 kept them all for ever.
+pub fn rejected_flood(city: &City, n: u64, pad: usize) -> Vec<WireEntry> {
+    let (first, mut prev) = next_link(city);
+    (first..first + n)
+        .map(|seq| {
+            let mut actor = city.id().as_bytes().to_vec();
+            actor.extend_from_slice(&seq.to_be_bytes());
+            let ops = [
+                ("kind", "nonsense".to_string()),
+                ("padding", "x".repeat(pad)),
+            ];
+            let change = raw_change(actor, Vec::new(), &ops);
+            let doc = DocId::for_genesis(&change.hash());
+            let payload = change.raw_bytes().to_vec();
+            let entry = sign_entry(city.key(), Scope::Federation, seq, prev, doc, &payload, 0);
+            prev = entry.hash();
+            WireEntry {
+                entry: entry.encode().to_vec(),
+                payload,
+            }
+        })
+        .collect()
 }

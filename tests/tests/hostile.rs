@@ -551,3 +551,79 @@ async fn a_peer_holding_a_feed_hostage_is_bypassed_and_penalized() {
     hostile.abort();
     assert!(struck, "Mallory was not penalized");
 }
+
+/// Scenario 7: a roster city signs entries that every node rejects. A node used to keep (and
+/// serve) every one of them for ever; now a feed holds at most `MAX_REJECTED_BYTES_PER_FEED`
+/// bytes of rejected payload, after which nothing more is taken from it, and every node stops
+/// at the same seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_of_rejected_entries_is_cut_off_at_its_budget() {
+    use intercity_protocol::ingest::MAX_REJECTED_BYTES_PER_FEED;
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    let mallory = TestNode::spawn("Mallory", 3).await;
+    milan.link(&brno).await;
+    mallory.link(&milan).await;
+    brno.trust(&mallory).await; // Brno takes Mallory's entries, fetched from Milan
+    let first = practice(&mallory.city, "Honest first");
+    assert!(eventually(WAIT, || milan.city.record(first).is_ok()).await);
+
+    let flood = hostile::rejected_flood(&mallory.city, 200, 100_000);
+    // The budget is used up by the entry that brings the rejected bytes to the limit.
+    let mut total = 0;
+    let budget = 1 + flood
+        .iter()
+        .position(|e| {
+            total += e.payload.len() as u64;
+            total >= MAX_REJECTED_BYTES_PER_FEED
+        })
+        .expect("the flood exceeds the budget") as u64;
+    for chunk in flood.chunks(8) {
+        mallory
+            .net()
+            .push_raw(&milan.id(), chunk.to_vec())
+            .await
+            .expect("push");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mallory_feed = |node: &TestNode| {
+        node.heads()
+            .into_iter()
+            .find(|(f, _)| f.author == mallory.id())
+            .map_or(0, |(_, seq)| seq)
+    };
+    // Everything Milan will take has arrived once its rejected count settles.
+    assert!(eventually(WAIT, || mallory_feed(&milan) > budget / 2).await);
+    let mut last = (0, 0);
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = (milan.status().await.entries.1, mallory_feed(&milan));
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let (rejected, head) = last;
+    eprintln!(
+        "Milan keeps {rejected} rejected entries (budget {budget}); Mallory's feed head at {head}"
+    );
+    assert_eq!(rejected, budget, "Milan kept more than the budget");
+    assert_eq!(
+        head,
+        1 + budget,
+        "the feed is cut off right after its budget"
+    );
+
+    // Brno, fetching Mallory's feed from Milan, stops at the same seq.
+    assert!(eventually(WAIT, || mallory_feed(&brno) == 1 + budget).await);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(mallory_feed(&brno), 1 + budget);
+    assert_eq!(brno.status().await.entries.1, budget);
+    // And honest sync goes on.
+    practice(&brno.city, "After the flood");
+    assert!(
+        eventually(WAIT, || titles(&milan.city)
+            .contains(&"After the flood".to_string()))
+        .await
+    );
+}

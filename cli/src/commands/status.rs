@@ -41,6 +41,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             "peers": status.peers,
             "entries": status.entries,
             "forks": status.forks,
+            "exhausted": status.exhausted,
             "ingest_queue": status.ingest_queue,
             "roster": roster,
             "invitations": invitations,
@@ -67,6 +68,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             ),
         ),
         ("fork proofs", status.forks.to_string()),
+        (
+            "feeds cut off",
+            if status.exhausted.is_empty() {
+                "none".into()
+            } else {
+                format!("{} (rejection budget used up)", status.exhausted.join(", "))
+            },
+        ),
         (
             "ingest queue",
             format!(
