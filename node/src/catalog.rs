@@ -1245,12 +1245,14 @@ impl Store {
         let new = units_of(*id, record, updated);
         let new_keys: HashSet<&[u8]> = new.iter().map(|e| e.key.as_slice()).collect();
         let mut old_texts: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut old_units: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         let old_rows = if new_doc {
             Vec::new()
         } else {
             self.scan("units", &id.0)?
         };
-        for (k, _) in old_rows {
+        for (k, v) in old_rows {
+            old_units.insert(k.to_vec(), v.to_vec());
             if let Some(t) = self.get("texts", &k)? {
                 old_texts.insert(k.to_vec(), t);
             }
@@ -1282,8 +1284,12 @@ impl Store {
             delta.terms -= i64::from(len);
         }
         for (e, texts) in new.iter().zip(new_texts) {
-            batch.put_cf(self.cf("units"), &e.key, encode_unit(&e.unit));
-            batch.put_cf(self.cf("facets"), &e.key, Facets::of(&e.unit).encode());
+            // A unit the edit left as it was is not written again (its facets derive from it).
+            let unit = encode_unit(&e.unit);
+            if old_units.get(&e.key) != Some(&unit) {
+                batch.put_cf(self.cf("units"), &e.key, unit);
+                batch.put_cf(self.cf("facets"), &e.key, Facets::of(&e.unit).encode());
+            }
             match old_texts.get(&e.key) {
                 Some(old) if *old == texts => continue,
                 Some(_) => {}

@@ -6,7 +6,8 @@
 //! | `entries` | feed (49) · seq (8 BE) | [`StoredEntry`] encoding |
 //! | `heads` | feed (49) | [`FeedHead`] encoding |
 //! | `payloads` | entry hash (32) | raw Automerge change |
-//! | `docs` | doc id (16) | Automerge document, saved |
+//! | `docs` | doc id (16) | Automerge document, saved (or its genesis change) |
+//! | `doc_tail` | doc id (16) · n (4 BE) | a change accepted since `docs` was written, in order |
 //! | `records` | doc id (16) | [`RecordSummary`] (JSON): the listing index |
 //! | `by_doc` | doc id (16) · feed (49) · seq (8) | empty: every entry of a document |
 //! | `changes` | Automerge change hash (32) | [`ChangeInfo`] encoding |
@@ -24,7 +25,7 @@ use automerge::{Automerge, ChangeHash};
 use intercity_protocol::entry::{DocId, EntryError, FeedId, Hash32};
 use intercity_protocol::identity::CityId;
 use intercity_protocol::ingest::{
-    ChangeInfo, Commit, FeedHead, ForkProof, Ledger, LedgerError, PendingTotals, Status,
+    ChangeInfo, Commit, DocState, FeedHead, ForkProof, Ledger, LedgerError, PendingTotals, Status,
     StoredEntry,
 };
 use intercity_protocol::record::Kind;
@@ -40,14 +41,28 @@ type Rows = Vec<(Box<[u8]>, Box<[u8]>)>;
 /// A stored entry and its payload (None if missing).
 pub type EntryAndPayload = (StoredEntry, Option<Vec<u8>>);
 
+/// A document's changes kept after it (`doc_tail`) before it is written whole again: at most
+/// this many, and at most half the document's bytes...
+const MAX_TAIL_CHANGES: usize = 64;
+/// ...and only after a document of at least this many bytes (a smaller one costs less to
+/// write whole than to load with changes to apply).
+const MIN_TAIL_BASE: usize = 64 * 1024;
+
+/// Large documents (of at least `MIN_TAIL_BASE` bytes) kept in memory after they are written,
+/// so that the next change to one does not load it again: at most this many...
+const MAX_CACHED_DOCS: usize = 8;
+/// ...of at most this many stored bytes in all.
+const MAX_CACHED_DOC_BYTES: usize = 16 * 1024 * 1024;
+
 /// The schema version this build writes and reads.
 /// Version 2 added the catalog; version 3 keyed `pending` by the change waited for; version 4
-/// counts rejected and pending entries in each feed head. An older store is upgraded when opened.
+/// counts rejected and pending entries in each feed head, and keeps the changes accepted since a
+/// large document was written after it (`doc_tail`). An older store is upgraded when opened.
 pub const SCHEMA_VERSION: u32 = 4;
 
 const CFS: &[&str] = &[
     "meta", "entries", "heads", "payloads", "docs", "records", "by_doc", "changes", "pending",
-    "forks", "roster", "units", "facets", "texts", "postings",
+    "forks", "roster", "units", "facets", "texts", "postings", "doc_tail",
 ];
 
 /// Errors opening or using the store.
@@ -129,6 +144,12 @@ pub struct Store {
     /// Entries by status (see [`Store::entry_counts`]): counted once, when first needed, then
     /// kept up to date by every write, so that `status` does not scan the entries.
     entries: std::sync::Mutex<Option<EntryCounts>>,
+    /// Bytes of the write batches written since the store was opened.
+    written: std::sync::atomic::AtomicU64,
+    /// The large documents written last, as written, most recent first (see
+    /// [`MAX_CACHED_DOCS`]). Only writes fill it, after they are written: a reader never puts
+    /// back a copy older than the store's.
+    doc_cache: std::sync::Mutex<Vec<(DocId, Automerge, usize)>>,
 }
 
 /// Stored entries by status: accepted, rejected, pending, quarantined.
@@ -293,6 +314,8 @@ impl Store {
             // Counted when first needed: read-only commands never need it.
             pending: std::sync::Mutex::new(None),
             entries: std::sync::Mutex::new(None),
+            written: std::sync::atomic::AtomicU64::new(0),
+            doc_cache: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -415,6 +438,10 @@ impl Store {
     pub(crate) fn write_batch(&self, batch: WriteBatch, sync: bool) -> Result<(), StoreError> {
         let mut w = WriteOptions::default();
         w.set_sync(sync);
+        self.written.fetch_add(
+            batch.size_in_bytes() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.db
             .write_opt(batch, &w)
             .map_err(|e| classify(&self.path, e))
@@ -492,6 +519,12 @@ impl Store {
         self.apply_with(commit, true)
     }
 
+    /// Bytes of the write batches written since the store was opened (keys, values and
+    /// RocksDB's framing; before the write-ahead log and compaction).
+    pub fn written_bytes(&self) -> u64 {
+        self.written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Feeds that used their rejection budget, as "author in scope".
     pub fn exhausted_feeds(&self) -> Result<Vec<String>, StoreError> {
         Ok(self
@@ -521,13 +554,9 @@ impl Store {
             batch.put_cf(self.cf("heads"), feed.to_bytes(), head.encode());
         }
         let mut delta = crate::catalog::CatalogDelta::default();
+        let mut stored_sizes = Vec::with_capacity(commit.docs.len());
         for (id, update) in &commit.docs {
-            // Uncompressed: DEFLATE costs more than it saves on documents of a few kilobytes.
-            let bytes = update.doc.to_bytes().map_err(|e| StoreError::Document {
-                id: id.to_string(),
-                detail: e.0,
-            })?;
-            batch.put_cf(self.cf("docs"), id.0, bytes);
+            stored_sizes.push(self.write_doc(&mut batch, id, update)?);
             if let Some(record) = &update.record {
                 let row = self.get("records", &id.0)?;
                 let new_doc = row.is_none();
@@ -609,7 +638,66 @@ impl Store {
                 counts.count(feed.author, *bytes, false);
             }
         }
+        drop((entry_counts, pending_counts));
+        // Large documents just written stay in memory, for the next change to them.
+        let mut cache = self
+            .doc_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for ((id, update), size) in commit.docs.into_iter().zip(stored_sizes) {
+            cache.retain(|(held, _, _)| *held != id);
+            if let (DocState::Built(doc), true) = (update.doc, size >= MIN_TAIL_BASE) {
+                cache.insert(0, (id, *doc, size));
+            }
+        }
+        let mut total = 0;
+        cache.retain(|(_, _, size)| {
+            total += size;
+            total <= MAX_CACHED_DOC_BYTES
+        });
+        cache.truncate(MAX_CACHED_DOCS);
         Ok(())
+    }
+
+    /// Writes a changed document: its new changes after the stored copy while they are few and
+    /// small beside it, else the whole document (and the changes are dropped). Returns the
+    /// bytes it takes in the store.
+    fn write_doc(
+        &self,
+        batch: &mut WriteBatch,
+        id: &DocId,
+        update: &intercity_protocol::ingest::DocUpdate,
+    ) -> Result<usize, StoreError> {
+        let tail = self.scan("doc_tail", &id.0)?;
+        if let Some(changes) = &update.appended {
+            let base = self
+                .db
+                .get_pinned_cf(self.cf("docs"), id.0)
+                .map_err(|e| classify(&self.path, e))?
+                .map_or(0, |v| v.len());
+            let count = tail.len() + changes.len();
+            let bytes: usize = tail.iter().map(|(_, v)| v.len()).sum::<usize>()
+                + changes.iter().map(Vec::len).sum::<usize>();
+            if base >= MIN_TAIL_BASE && count <= MAX_TAIL_CHANGES && bytes <= base / 2 {
+                for (n, change) in changes.iter().enumerate() {
+                    let mut key = id.0.to_vec();
+                    key.extend_from_slice(&((tail.len() + n) as u32).to_be_bytes());
+                    batch.put_cf(self.cf("doc_tail"), key, change);
+                }
+                return Ok(base + bytes);
+            }
+        }
+        // Uncompressed: DEFLATE costs more than it saves on documents of a few kilobytes.
+        let bytes = update.doc.to_bytes().map_err(|e| StoreError::Document {
+            id: id.to_string(),
+            detail: e.0,
+        })?;
+        let size = bytes.len();
+        batch.put_cf(self.cf("docs"), id.0, bytes);
+        for (key, _) in tail {
+            batch.delete_cf(self.cf("doc_tail"), key);
+        }
+        Ok(size)
     }
 
     /// Entries of `feed` from seq `from` on, with payloads, at most `max` entries and about
@@ -880,13 +968,28 @@ impl Ledger for Store {
     }
 
     fn doc(&self, id: &DocId) -> Result<Option<Automerge>, LedgerError> {
+        {
+            let cache = self
+                .doc_cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((_, doc, _)) = cache.iter().find(|(held, _, _)| held == id) {
+                return Ok(Some(doc.clone()));
+            }
+        }
         match self.ledger(self.get("docs", &id.0))? {
-            Some(v) => intercity_protocol::doc::load(&v).map(Some).map_err(|e| {
-                LedgerError(format!(
-                    "document {id} in {} cannot be read: {e}",
-                    self.path.display()
-                ))
-            }),
+            Some(mut v) => {
+                // The changes accepted since the document was written follow it as chunks.
+                for (_, change) in self.ledger(self.scan("doc_tail", &id.0))? {
+                    v.extend_from_slice(&change);
+                }
+                intercity_protocol::doc::load(&v).map(Some).map_err(|e| {
+                    LedgerError(format!(
+                        "document {id} in {} cannot be read: {e}",
+                        self.path.display()
+                    ))
+                })
+            }
             None => Ok(None),
         }
     }

@@ -4,7 +4,7 @@
 use intercity_node::{City, CityError, StoreError};
 use intercity_protocol::entry::{Hash32, Scope, SignedEntry, sign_entry};
 use intercity_protocol::ingest::{self, IngestError, Ledger};
-use intercity_protocol::record::{Practice, Record};
+use intercity_protocol::record::{Agenda, Group, Item, Practice, Record};
 
 fn milan(dir: &std::path::Path) -> City {
     City::init(dir, "Milan", Some("IT")).expect("init")
@@ -464,4 +464,77 @@ fn import_batches_creates_and_keeps_bad_ids_and_updates_apart() {
     assert_eq!(titles.len(), 301);
     assert!(titles.iter().any(|t| t == "Existing, renamed"));
     assert!(!titles.iter().any(|t| t == "Bad id"));
+}
+
+/// A large document keeps its later changes after it (`doc_tail`) and is written whole again
+/// when they grow; read back after a restart (no cache), on the author's node and on one that
+/// received the entries, it is the same record.
+#[test]
+fn a_large_document_is_saved_by_its_changes_and_reads_back_the_same() {
+    let (a, b) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let (id, expected) = {
+        let milan = milan(a.path());
+        let brno = City::init(b.path(), "Brno", Some("CZ")).expect("init");
+        // A working group with ten agendas of ten items, each with a page of notes.
+        let mut group = Group::new("Large", milan.id().to_string(), "Milan");
+        for a in 0..10 {
+            let mut agenda = Agenda::new(format!("Meeting {a}"), "2027-03-01");
+            for i in 0..10 {
+                let mut item = Item::new(format!("Item {i}"));
+                item.id = format!("a{a}i{i}");
+                item.notes = "Notes of the meeting, to be read before it. ".repeat(20);
+                agenda.items.push(item);
+            }
+            group.agendas.insert(format!("{a:016x}"), agenda);
+        }
+        let record = Record::Group(group);
+        let id = milan.create(&record, "create").expect("create");
+        let size = milan.load(id).expect("load").save_nocompress().len() as u64;
+        // Bytes each edit wrote: its change, or now and then the whole document again.
+        let mut written = Vec::new();
+        for n in 0..80 {
+            let before = milan.store().written_bytes();
+            milan
+                .edit(id, "agenda", |r| {
+                    if let Record::Group(g) = r {
+                        g.agendas.insert(
+                            format!("{:016x}", 100 + n),
+                            Agenda::new(format!("Meeting {n}"), "2027-04-01"),
+                        );
+                    }
+                    Ok(())
+                })
+                .expect("edit");
+            written.push(milan.store().written_bytes() - before);
+        }
+        let small = written.iter().filter(|w| **w < size / 4).count();
+        let whole = written.iter().filter(|w| **w >= size).count();
+        assert!(
+            small >= 60,
+            "{small} of 80 edits wrote less than the document: {written:?}"
+        );
+        assert!(
+            whole >= 1,
+            "the document was never written whole again: {written:?}"
+        );
+        for (e, p) in milan.store().doc_entries(&id).expect("entries") {
+            brno.ingest_remote(&e.entry.encode(), &p.expect("payload"))
+                .expect("ingest");
+        }
+        let expected = milan.record(id).expect("record");
+        assert_eq!(brno.record(id).expect("brno's record"), expected);
+        (id, expected)
+    };
+    for dir in [a.path(), b.path()] {
+        let city = City::open(dir).expect("reopen");
+        assert_eq!(city.record(id).expect("record"), expected);
+        assert_eq!(city.history(id).expect("history").len(), 81);
+        let Record::Group(g) = city.record(id).expect("record") else {
+            panic!("kind")
+        };
+        assert_eq!(g.agendas.len(), 90);
+    }
 }

@@ -518,6 +518,10 @@ fn load_genesis(change: &[u8]) -> Result<Automerge, LedgerError> {
 pub struct DocUpdate {
     /// The document.
     pub doc: DocState,
+    /// The changes applied, in order, to the document as the ledger holds it, that make
+    /// `doc`: the ledger may store just these. None when the ledger does not hold the document
+    /// yet (it stores `doc` whole).
+    pub appended: Option<Vec<Vec<u8>>>,
     /// Its record (None if the merged state does not read as a record).
     pub record: Option<Record>,
     /// Timestamp of the newest entry applied, ms.
@@ -871,6 +875,7 @@ impl<L: Ledger> Work<'_, L> {
                             h.doc,
                             DocUpdate {
                                 doc: DocState::Genesis(change.raw_bytes().to_vec()),
+                                appended: None,
                                 scope: scope_of(record.kind(), h.doc),
                                 record: Some(record),
                                 updated: h.timestamp,
@@ -901,6 +906,7 @@ impl<L: Ledger> Work<'_, L> {
         let prebuilt = self
             .prebuilt
             .take_if(|(d, _)| d.get_heads() == [hash] && doc::same_heads(&base.get_heads(), &deps));
+        let raw = change.raw_bytes().to_vec();
         let status = match evaluate(h, &base, change, genesis, prebuilt) {
             Ok((doc, record)) => {
                 let scope = scope_of(record.kind(), h.doc);
@@ -915,10 +921,24 @@ impl<L: Ledger> Work<'_, L> {
                 } else {
                     doc::read_record(&doc, None).ok()
                 };
+                // The changes since the ledger's copy: this one after those of earlier entries
+                // of this ingestion; all of the document if the ledger has none.
+                let appended = if genesis {
+                    None
+                } else {
+                    match self.commit.docs.get_mut(&h.doc) {
+                        Some(earlier) => earlier.appended.take().map(|mut a| {
+                            a.push(raw);
+                            a
+                        }),
+                        None => Some(vec![raw]),
+                    }
+                };
                 self.commit.docs.insert(
                     h.doc,
                     DocUpdate {
                         doc: DocState::Built(Box::new(doc)),
+                        appended,
                         record: merged.or(Some(record)),
                         updated,
                         scope,
@@ -1290,8 +1310,16 @@ impl<'a, L: Ledger> Batch<'a, L> {
         self.payloads.extend(commit.payloads);
         self.heads.extend(commit.heads);
         for (id, mut update) in commit.docs {
-            if let Some(old) = self.docs.get(&id) {
+            if let Some(old) = self.docs.get_mut(&id) {
                 update.updated = update.updated.max(old.updated);
+                // Judged against the batch's copy: the ledger's needs the batch's changes first.
+                update.appended = match (old.appended.take(), update.appended) {
+                    (Some(mut earlier), Some(later)) => {
+                        earlier.extend(later);
+                        Some(earlier)
+                    }
+                    _ => None,
+                };
             }
             self.docs.insert(id, update);
         }
@@ -1448,6 +1476,22 @@ pub mod memory {
             for (id, u) in commit.docs {
                 match u.doc.build() {
                     Ok(doc) => {
+                        // What a store that keeps only the appended changes would hold.
+                        if let (Some(changes), Some(held)) = (&u.appended, self.docs.get(&id)) {
+                            let mut rebuilt = held.clone();
+                            for c in changes {
+                                let c = Change::from_bytes(c.clone()).expect("appended change");
+                                rebuilt.apply_changes([c]).expect("appended change applies");
+                            }
+                            let (mut a, mut b) = (rebuilt.get_heads(), doc.get_heads());
+                            a.sort();
+                            b.sort();
+                            assert_eq!(a, b, "document {id}: held + appended != built");
+                        }
+                        assert!(
+                            u.appended.is_some() || !self.docs.contains_key(&id),
+                            "document {id} held but written whole"
+                        );
                         self.docs.insert(id, doc);
                     }
                     // A test ledger: a stored document that does not load is a bug to see.

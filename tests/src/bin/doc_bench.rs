@@ -3,8 +3,13 @@
 //! empty document, loading and saving the document, and reading the record back. Prints the
 //! numbers; asserts nothing.
 //!
+//! Then a working group's document through the store (real RocksDB in a temporary directory):
+//! its chair adds `--group-edits` agendas of ten items one edit at a time, and a member city
+//! receives each entry; it prints what an edit and a received entry cost as the document grows,
+//! and how many bytes the store wrote.
+//!
 //! ```text
-//! cargo run --release -p intercity-tests --bin doc_bench -- --iterations 3000
+//! cargo run --release -p intercity-tests --bin doc_bench -- --iterations 3000 --group-edits 300
 //! ```
 
 use std::hint::black_box;
@@ -25,15 +30,92 @@ fn time(what: &str, n: usize, mut f: impl FnMut()) {
     );
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let n = args
-        .iter()
-        .position(|a| a == "--iterations")
+fn arg(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3000usize)
-        .max(1);
+        .unwrap_or(default)
+}
+
+/// A group grown by its chair, `edits` agendas of ten items, and received by a member.
+fn group_bench(edits: usize) {
+    use intercity_node::City;
+    use intercity_protocol::record::{Agenda, Group, Item, Member, Role};
+    let (a, b) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let milan = City::init(a.path(), "Milan", Some("IT")).expect("init");
+    let brno = City::init(b.path(), "Brno", Some("CZ")).expect("init");
+    let mut g = Group::new("Smart Social Inclusion", milan.id().to_string(), "Milan");
+    g.members.insert(
+        brno.id().to_string(),
+        Member {
+            name: "Brno".into(),
+            role: Role::Member,
+        },
+    );
+    let id = milan.create(&Record::Group(g), "create").expect("group");
+    let forward = |from: &City, to: &City, n: usize| {
+        let entries = from.store().doc_entries(&id).expect("entries");
+        let start = std::time::Instant::now();
+        for (e, p) in &entries[entries.len() - n..] {
+            to.ingest_remote(&e.entry.encode(), p.as_deref().expect("payload"))
+                .expect("ingest");
+        }
+        start.elapsed()
+    };
+    forward(&milan, &brno, 1);
+    let written = |city: &City| city.store().written_bytes();
+    let notes = "Visit of the social housing project, with the neighbourhood association; \
+                 bring the translated summary. "
+        .repeat(3);
+    println!("\ngroup bench: {edits} edits, each a new agenda of ten items");
+    println!(
+        "{:>6} {:>12} {:>14} {:>12} {:>14}",
+        "edits", "doc bytes", "edit µs", "receive µs", "written/edit"
+    );
+    let window = (edits / 6).max(1);
+    let (mut edit_time, mut written_before) = (std::time::Duration::ZERO, written(&milan));
+    for i in 0..edits {
+        let start = std::time::Instant::now();
+        milan
+            .edit(id, "agenda", |r| {
+                let Record::Group(g) = r else { unreachable!() };
+                let mut agenda = Agenda::new(format!("Meeting {i}"), "2027-03-01");
+                for k in 0..10 {
+                    let mut item = Item::new(format!("Item {k} of meeting {i}"));
+                    item.id = format!("{i:x}i{k}");
+                    item.notes = notes.clone();
+                    agenda.items.push(item);
+                }
+                g.agendas.insert(format!("{i:016x}"), agenda);
+                Ok(())
+            })
+            .expect("edit");
+        edit_time += start.elapsed();
+        if (i + 1) % window == 0 {
+            let receive = forward(&milan, &brno, window);
+            let doc = milan.load(id).expect("load").save_nocompress().len();
+            let now = written(&milan);
+            println!(
+                "{:>6} {:>12} {:>14.0} {:>12.0} {:>14}",
+                i + 1,
+                doc,
+                edit_time.as_secs_f64() * 1e6 / window as f64,
+                receive.as_secs_f64() * 1e6 / window as f64,
+                (now - written_before) / window as u64
+            );
+            edit_time = std::time::Duration::ZERO;
+            written_before = now;
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n = arg(&args, "--iterations", 3000).max(1);
     let mut p = Practice::new(
         "owner".to_string(),
         "Practice 12 of City 3".to_string(),
@@ -83,4 +165,5 @@ fn main() {
         black_box(doc::new_plain_change(actor.clone(), &record, "create").ok());
     });
     black_box(plain);
+    group_bench(arg(&args, "--group-edits", 300));
 }
