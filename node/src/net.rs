@@ -31,7 +31,6 @@ use futures::StreamExt;
 use intercity_protocol::entry::{DocId, FeedId, SIGNED_ENTRY_LEN, Scope, SignedEntry};
 use intercity_protocol::identity::CityId;
 use intercity_protocol::ingest::{IngestError, Status, Verdict};
-use intercity_protocol::record::Record;
 use intercity_protocol::sync::{
     self, BATCH_TARGET_BYTES, MAX_BATCH_ENTRIES, Request, Response, WireEntry,
 };
@@ -977,39 +976,25 @@ impl EventLoop {
         let Some(city) = city_id(peer) else {
             return out;
         };
-        let who = city.to_string();
-        // The groups held are the group scopes of the feeds held (a handful), not a scan of
-        // every record.
-        let groups: HashSet<DocId> = self
-            .city
-            .store()
-            .feeds()
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(f, _)| match f.scope {
-                Scope::Group(id) => Some(id),
-                Scope::Federation => None,
-            })
-            .collect();
-        for id in groups {
-            if let Ok(Record::Group(g)) = self.city.record(id)
-                && g.members.contains_key(&who)
-            {
-                out.insert(Scope::Group(id));
-            }
+        // From the store's group index: no group document is loaded here.
+        match self.city.store().groups_of(&city.to_string()) {
+            Ok(groups) => out.extend(groups.into_iter().map(Scope::Group)),
+            Err(e) => warn!(error = %e, "reading the working groups"),
         }
         out
     }
 
     fn group_members(&self, group: DocId) -> HashSet<PeerId> {
-        match self.city.record(group) {
-            Ok(Record::Group(g)) => g
-                .members
-                .keys()
+        match self.city.store().group_members(&group) {
+            Ok(members) => members
+                .iter()
                 .filter_map(|k| k.parse::<CityId>().ok())
                 .map(|c| peer_id(&c))
                 .collect(),
-            _ => HashSet::new(),
+            Err(e) => {
+                warn!(error = %e, "reading a working group's members");
+                HashSet::new()
+            }
         }
     }
 

@@ -28,7 +28,7 @@ use intercity_protocol::ingest::{
     ChangeInfo, Commit, DocState, FeedHead, ForkProof, Ledger, LedgerError, PendingTotals, Status,
     StoredEntry,
 };
-use intercity_protocol::record::Kind;
+use intercity_protocol::record::{Kind, Record};
 use rocksdb::{
     ColumnFamilyDescriptor, DB, Direction, ErrorKind, IteratorMode, Options, WriteBatch,
     WriteOptions,
@@ -150,7 +150,14 @@ pub struct Store {
     /// [`MAX_CACHED_DOCS`]). Only writes fill it, after they are written: a reader never puts
     /// back a copy older than the store's.
     doc_cache: std::sync::Mutex<Vec<(DocId, Automerge, usize)>>,
+    /// Every working group's members (city ids): read from the group records once, when first
+    /// needed, then kept up to date by every write, so that the network task never loads a
+    /// group document to know who shares it.
+    groups: std::sync::Mutex<Option<GroupIndex>>,
 }
+
+/// Working group id -> its members' city ids.
+type GroupIndex = std::collections::HashMap<DocId, std::collections::BTreeSet<String>>;
 
 /// Stored entries by status: accepted, rejected, pending, quarantined.
 type EntryCounts = (u64, u64, u64, u64);
@@ -316,6 +323,7 @@ impl Store {
             entries: std::sync::Mutex::new(None),
             written: std::sync::atomic::AtomicU64::new(0),
             doc_cache: std::sync::Mutex::new(Vec::new()),
+            groups: std::sync::Mutex::new(None),
         }
     }
 
@@ -525,6 +533,50 @@ impl Store {
         self.written.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Runs `f` on the group index, reading every group record first if it was not.
+    fn group_index<T>(&self, f: impl FnOnce(&GroupIndex) -> T) -> Result<T, StoreError> {
+        let mut guard = self
+            .groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.is_none() {
+            let mut index = GroupIndex::new();
+            for summary in self.records(Some(Kind::Group))? {
+                let id: DocId = summary
+                    .id
+                    .parse()
+                    .map_err(|_| self.corrupt("records index: a group id"))?;
+                if let Some(Record::Group(g)) = self.record_at_head(&id)? {
+                    index.insert(id, g.members.keys().cloned().collect());
+                }
+            }
+            *guard = Some(index);
+        }
+        Ok(f(guard.get_or_insert_with(GroupIndex::new)))
+    }
+
+    /// The members (city ids) of the working group `id`, as its record now reads; empty if
+    /// this node does not hold it.
+    pub fn group_members(
+        &self,
+        id: &DocId,
+    ) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        self.group_index(|index| index.get(id).cloned().unwrap_or_default())
+    }
+
+    /// The working groups held here whose record names `city` as a member.
+    pub fn groups_of(&self, city: &str) -> Result<Vec<DocId>, StoreError> {
+        self.group_index(|index| {
+            let mut out: Vec<DocId> = index
+                .iter()
+                .filter(|(_, members)| members.contains(city))
+                .map(|(id, _)| *id)
+                .collect();
+            out.sort();
+            out
+        })
+    }
+
     /// Feeds that used their rejection budget, as "author in scope".
     pub fn exhausted_feeds(&self) -> Result<Vec<String>, StoreError> {
         Ok(self
@@ -613,7 +665,18 @@ impl Store {
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut groups = self
+            .groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.write_batch(batch, sync)?;
+        if let Some(index) = groups.as_mut() {
+            for (id, update) in &commit.docs {
+                if let Some(Record::Group(g)) = &update.record {
+                    index.insert(*id, g.members.keys().cloned().collect());
+                }
+            }
+        }
         if let Some(counts) = entry_counts.as_mut() {
             // An entry leaving the pending index here was stored as pending before; any other
             // entry of the commit is new.
@@ -638,7 +701,7 @@ impl Store {
                 counts.count(feed.author, *bytes, false);
             }
         }
-        drop((entry_counts, pending_counts));
+        drop((entry_counts, pending_counts, groups));
         // Large documents just written stay in memory, for the next change to them.
         let mut cache = self
             .doc_cache

@@ -538,3 +538,54 @@ fn a_large_document_is_saved_by_its_changes_and_reads_back_the_same() {
         assert_eq!(g.agendas.len(), 90);
     }
 }
+
+/// The working groups' members are known without loading their documents, and follow every
+/// write: who shares a group's scope with a peer is read from this index.
+#[test]
+fn group_members_follow_every_write_and_survive_a_restart() {
+    use intercity_protocol::record::{Member, Role};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let brno = intercity_protocol::identity::CityKey::from_secret([2; 32])
+        .id()
+        .to_string();
+    let id = {
+        let milan = milan(tmp.path());
+        let me = milan.id().to_string();
+        // Counted before the group exists: the index is then kept by the writes.
+        assert!(milan.store().groups_of(&me).expect("groups").is_empty());
+        let group = Group::new("Mobility", me.clone(), "Milan");
+        let id = milan
+            .create(&Record::Group(group), "create")
+            .expect("group");
+        assert_eq!(milan.store().groups_of(&me).expect("groups"), vec![id]);
+        assert!(milan.store().groups_of(&brno).expect("groups").is_empty());
+        milan
+            .edit(id, "add Brno", |r| {
+                if let Record::Group(g) = r {
+                    g.members.insert(
+                        brno.clone(),
+                        Member {
+                            name: "Brno".into(),
+                            role: Role::Member,
+                        },
+                    );
+                }
+                Ok(())
+            })
+            .expect("edit");
+        assert_eq!(milan.store().groups_of(&brno).expect("groups"), vec![id]);
+        id
+    };
+    let milan = City::open(tmp.path()).expect("reopen");
+    let members = milan.store().group_members(&id).expect("members");
+    assert!(members.contains(&brno) && members.contains(&milan.id().to_string()));
+    milan
+        .edit(id, "remove Brno", |r| {
+            if let Record::Group(g) = r {
+                g.members.remove(&brno);
+            }
+            Ok(())
+        })
+        .expect("edit");
+    assert!(milan.store().groups_of(&brno).expect("groups").is_empty());
+}
