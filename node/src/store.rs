@@ -51,14 +51,16 @@ const MIN_TAIL_BASE: usize = 64 * 1024;
 /// Large documents (of at least `MIN_TAIL_BASE` bytes) kept in memory after they are written,
 /// so that the next change to one does not load it again: at most this many...
 const MAX_CACHED_DOCS: usize = 8;
-/// ...of at most this many stored bytes in all.
-const MAX_CACHED_DOC_BYTES: usize = 16 * 1024 * 1024;
+/// ...of at most this many stored bytes in all (in memory, an Automerge document takes
+/// several times its stored size).
+const MAX_CACHED_DOC_BYTES: usize = 8 * 1024 * 1024;
 
 /// The schema version this build writes and reads.
 /// Version 2 added the catalog; version 3 keyed `pending` by the change waited for; version 4
-/// counts rejected and pending entries in each feed head, and keeps the changes accepted since a
-/// large document was written after it (`doc_tail`). An older store is upgraded when opened.
-pub const SCHEMA_VERSION: u32 = 4;
+/// counts rejected and pending entries in each feed head; version 5 keeps the changes accepted
+/// since a large document was written after it (`doc_tail`: an older build would not read
+/// them). An older store is upgraded when opened.
+pub const SCHEMA_VERSION: u32 = 5;
 
 const CFS: &[&str] = &[
     "meta", "entries", "heads", "payloads", "docs", "records", "by_doc", "changes", "pending",
@@ -149,7 +151,7 @@ pub struct Store {
     /// The large documents written last, as written, most recent first (see
     /// [`MAX_CACHED_DOCS`]). Only writes fill it, after they are written: a reader never puts
     /// back a copy older than the store's.
-    doc_cache: std::sync::Mutex<Vec<(DocId, Automerge, usize)>>,
+    doc_cache: std::sync::Mutex<Vec<(DocId, std::sync::Arc<Automerge>, usize)>>,
     /// Every working group's members (city ids): read from the group records once, when first
     /// needed, then kept up to date by every write, so that the network task never loads a
     /// group document to know who shares it.
@@ -669,6 +671,11 @@ impl Store {
             .groups
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Held across the write too: a reader never gets a cached copy older than the store's.
+        let mut cache = self
+            .doc_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.write_batch(batch, sync)?;
         if let Some(index) = groups.as_mut() {
             for (id, update) in &commit.docs {
@@ -703,14 +710,10 @@ impl Store {
         }
         drop((entry_counts, pending_counts, groups));
         // Large documents just written stay in memory, for the next change to them.
-        let mut cache = self
-            .doc_cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for ((id, update), size) in commit.docs.into_iter().zip(stored_sizes) {
             cache.retain(|(held, _, _)| *held != id);
             if let (DocState::Built(doc), true) = (update.doc, size >= MIN_TAIL_BASE) {
-                cache.insert(0, (id, *doc, size));
+                cache.insert(0, (id, std::sync::Arc::new(*doc), size));
             }
         }
         let mut total = 0;
@@ -1031,14 +1034,16 @@ impl Ledger for Store {
     }
 
     fn doc(&self, id: &DocId) -> Result<Option<Automerge>, LedgerError> {
-        {
-            let cache = self
-                .doc_cache
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((_, doc, _)) = cache.iter().find(|(held, _, _)| held == id) {
-                return Ok(Some(doc.clone()));
-            }
+        let cached = self
+            .doc_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(held, _, _)| held == id)
+            .map(|(_, doc, _)| std::sync::Arc::clone(doc));
+        if let Some(doc) = cached {
+            // Copied outside the lock.
+            return Ok(Some(Automerge::clone(&doc)));
         }
         match self.ledger(self.get("docs", &id.0))? {
             Some(mut v) => {

@@ -636,6 +636,20 @@ fn pipeline(
             commit: Commit::default(),
         });
     }
+    // The rejection budget (§15.3 of docs/protocol.md), before the signature is checked: it
+    // reads only this node's head of the feed, and a feed cut off (or waiting) is refused
+    // whoever signed the entry. Decided from the entries before this one, whatever order
+    // they came in, so every node cuts a feed at the same seq.
+    if let Some(hd) = head
+        && h.seq > hd.seq
+    {
+        if hd.exhausted() {
+            return Err(IngestError::Exhausted(feed.scope, feed.author));
+        }
+        if hd.undecided() {
+            return Err(IngestError::Undecided(feed.scope, feed.author));
+        }
+    }
     // 3. Signature (an authored entry was signed by this node, see `ingest_local`).
     if authored.is_none() {
         signed.verify()?;
@@ -670,16 +684,6 @@ fn pipeline(
             verdict: Verdict::Fork,
             commit,
         });
-    }
-    // The rejection budget: decided from the entries before this one, whatever order they
-    // came in, so every node cuts the feed at the same seq.
-    if let Some(head) = head {
-        if head.exhausted() {
-            return Err(IngestError::Exhausted(feed.scope, feed.author));
-        }
-        if head.undecided() {
-            return Err(IngestError::Undecided(feed.scope, feed.author));
-        }
     }
     if h.seq > have + 1 {
         return Err(IngestError::SeqGap {
@@ -758,7 +762,9 @@ fn pipeline(
         entry: signed.clone(),
         status: status.clone(),
     });
-    if status != Status::Pending {
+    // Entries wait for a change's verdict as noted; an entry rejected for not fitting its
+    // change (`Refusal::Entry`) leaves the change without one, and them waiting.
+    if work.changes.contains_key(&change_hash) {
         work.resolve_pending(change_hash)?;
     }
     Ok(Ingested {
@@ -855,11 +861,10 @@ impl<L: Ledger> Work<'_, L> {
         let genesis = deps.is_empty();
         let base = if genesis {
             if DocId::for_genesis(&hash) != h.doc {
-                let status = Status::Rejected(
+                // About the entry, not the change: not noted (see `Misfit`).
+                return Ok(Status::Rejected(
                     "a change without dependencies must create a new document whose id derives from it".into(),
-                );
-                self.note(signed, hash, &status);
-                return Ok(status);
+                ));
             }
             // Read the new record from the change itself, without building the document
             // (unless the author built it already).
@@ -867,7 +872,7 @@ impl<L: Ledger> Work<'_, L> {
                 && let Some(json) = doc::genesis_json(&change)
             {
                 let status = match Record::from_json(json)
-                    .map_err(|e| format!("invalid record after the change: {e}"))
+                    .map_err(|e| Refusal::Change(format!("invalid record after the change: {e}")))
                     .and_then(|after| check_after(h, None, after))
                 {
                     Ok(record) => {
@@ -883,7 +888,9 @@ impl<L: Ledger> Work<'_, L> {
                         );
                         Status::Accepted
                     }
-                    Err(reason) => Status::Rejected(reason),
+                    Err(Refusal::Change(reason)) => Status::Rejected(reason),
+                    Err(Refusal::Status(status)) => status,
+                    Err(Refusal::Entry(reason)) => return Ok(Status::Rejected(reason)),
                 };
                 self.note(signed, hash, &status);
                 return Ok(status);
@@ -908,6 +915,9 @@ impl<L: Ledger> Work<'_, L> {
             .take_if(|(d, _)| d.get_heads() == [hash] && doc::same_heads(&base.get_heads(), &deps));
         let raw = change.raw_bytes().to_vec();
         let status = match evaluate(h, &base, change, genesis, prebuilt) {
+            Err(Refusal::Entry(reason)) => return Ok(Status::Rejected(reason)),
+            Err(Refusal::Change(reason)) => Status::Rejected(reason),
+            Err(Refusal::Status(status)) => status,
             Ok((doc, record)) => {
                 let scope = scope_of(record.kind(), h.doc);
                 let updated = self
@@ -946,7 +956,6 @@ impl<L: Ledger> Work<'_, L> {
                 );
                 Status::Accepted
             }
-            Err(status) => status,
         };
         self.note(signed, hash, &status);
         Ok(status)
@@ -997,9 +1006,10 @@ impl<L: Ledger> Work<'_, L> {
                 return Ok(Status::Pending);
             }
         }
-        let status = Status::Rejected("depends on a change of another document".into());
-        self.note(signed, hash, &status);
-        Ok(status)
+        // About the entry (the document it names), not the change: not noted.
+        Ok(Status::Rejected(
+            "depends on a change of another document".into(),
+        ))
     }
 
     /// Records that an entry starts waiting.
@@ -1075,7 +1085,9 @@ impl<L: Ledger> Work<'_, L> {
                         entry: stored.entry,
                         status,
                     });
-                    queue.push(change_hash);
+                    if self.changes.contains_key(&change_hash) {
+                        queue.push(change_hash);
+                    }
                 }
             }
         }
@@ -1101,7 +1113,7 @@ fn evaluate(
     change: Change,
     genesis: bool,
     prebuilt: Option<(Automerge, Option<Record>)>,
-) -> Result<(Automerge, Record), Status> {
+) -> Result<(Automerge, Record), Refusal> {
     let hash = change.hash();
     let deps = change.deps().to_vec();
     // Reading at the current heads is cheaper than at a historical point: use it when equal.
@@ -1114,10 +1126,12 @@ fn evaluate(
     let before = if genesis {
         None
     } else {
-        Some(
-            at(base, &deps)
-                .map_err(|e| unreadable("document unreadable at the change's dependencies", e))?,
-        )
+        Some(at(base, &deps).map_err(|e| {
+            Refusal::Status(unreadable(
+                "document unreadable at the change's dependencies",
+                e,
+            ))
+        })?)
     };
     let (doc, read) = match prebuilt {
         Some(built) => built,
@@ -1127,30 +1141,41 @@ fn evaluate(
             // must not bring the node down: it is quarantined.
             doc::apply(&mut doc, vec![change]).map_err(|e| match e {
                 doc::AutomergeFailure::Panicked(_) => {
-                    Status::Quarantined(format!("applying the change: {e}"))
+                    Refusal::Status(Status::Quarantined(format!("applying the change: {e}")))
                 }
                 doc::AutomergeFailure::Refused(e) => {
-                    Status::Rejected(format!("Automerge refused the change: {e}"))
+                    Refusal::Change(format!("Automerge refused the change: {e}"))
                 }
             })?;
             (doc, None)
         }
     };
     if doc.get_change_meta_by_hash(&hash).is_none() {
-        return Err(Status::Rejected(
-            "Automerge did not apply the change".into(),
-        ));
+        return Err(Refusal::Change("Automerge did not apply the change".into()));
     }
     // A prebuilt document has the change as its only head: its current record is the one at
     // the change's heads.
     let after = match read {
         Some(record) => record,
-        None => at(&doc, &[hash]).map_err(|e| unreadable("invalid record after the change", e))?,
+        None => at(&doc, &[hash])
+            .map_err(|e| Refusal::Status(unreadable("invalid record after the change", e)))?,
     };
-    Ok((
-        doc,
-        check_after(h, before.as_ref(), after).map_err(Status::Rejected)?,
-    ))
+    Ok((doc, check_after(h, before.as_ref(), after)?))
+}
+
+/// Why a change was not accepted.
+enum Refusal {
+    /// Because of the change itself, wherever it is carried: the verdict is noted against the
+    /// change (the change index), so that a later carrier of it is "already carried" and the
+    /// changes that depend on it are rejected too.
+    Change(String),
+    /// Because of the entry carrying it (a scope or document id that does not fit the
+    /// change): the entry is rejected, the change is not noted, and an entry that fits may
+    /// still carry it. Noting it would make the change's verdict depend on which carrier a
+    /// node saw first.
+    Entry(String),
+    /// A verdict decided otherwise (quarantined, unreadable), noted like `Change`.
+    Status(Status),
 }
 
 /// The checks on the record a change leaves (`after`) against the one it was made on
@@ -1159,19 +1184,19 @@ fn check_after(
     h: &crate::entry::Header,
     before: Option<&Record>,
     after: Record,
-) -> Result<Record, String> {
+) -> Result<Record, Refusal> {
     after
         .validate()
-        .map_err(|e| format!("invalid record after the change: {e}"))?;
+        .map_err(|e| Refusal::Change(format!("invalid record after the change: {e}")))?;
     let expected = scope_of(after.kind(), h.doc);
     if h.scope != expected {
-        return Err(format!(
+        return Err(Refusal::Entry(format!(
             "a {} belongs in scope {expected}, not {}",
             after.kind(),
             h.scope
-        ));
+        )));
     }
-    authorize(&h.author, before, &after)?;
+    authorize(&h.author, before, &after).map_err(Refusal::Change)?;
     Ok(after)
 }
 

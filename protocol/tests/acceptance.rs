@@ -155,6 +155,70 @@ fn add_item(title: &str) -> impl FnOnce(&mut Record) {
     }
 }
 
+/// A hostile author copies one of its changes into entries that do not fit it (another scope,
+/// another document id): those entries are rejected, but the change keeps the verdict it has
+/// where it belongs, whichever entry a node sees first. Else an honest city's edits built on
+/// it were rejected on some nodes and not others (and counted against its rejection budget).
+#[test]
+fn a_change_copied_into_a_misfit_entry_keeps_its_verdict_whatever_the_order() {
+    let (mut bob, mut alice) = (City::new(2), City::new(1));
+    let mut rec = practice(&bob, "Shared");
+    if let Record::Practice(p) = &mut rec {
+        p.editors.push(alice.id());
+    }
+    let (d, g0) = bob.create(&rec);
+    let (_, other) = bob.create(&practice(&bob, "Other"));
+    let x = bob.edit(d, |r| {
+        if let Record::Practice(p) = r {
+            p.title = "Shared 2".into();
+        }
+    });
+    // Each copy is the first entry of a working-group feed of Bob's.
+    let copy = |group: u8, doc: DocId, payload: &[u8]| {
+        let scope = Scope::Group(DocId([group; 16]));
+        let e = sign_entry(&bob.key, scope, 1, Hash32::default(), doc, payload, 5);
+        Wire {
+            entry: e.encode().to_vec(),
+            payload: payload.to_vec(),
+        }
+    };
+    let misfits = [
+        copy(9, d, &x.payload),                // the edit, in the wrong scope
+        copy(10, DocId([7; 16]), &g0.payload), // the genesis, under the wrong document id
+        copy(11, other.signed().header.doc, &x.payload), // the edit, on another document
+    ];
+    alice.receive(&[g0.clone(), x.clone()]);
+    let edit = alice.edit(d, |r| {
+        if let Record::Practice(p) = r {
+            p.summary = "Alice was here".into();
+        }
+    });
+    let fitting = [g0, other, x, edit];
+    let mut first = MemLedger::default();
+    let mut last = MemLedger::default();
+    for w in fitting.iter().chain(&misfits) {
+        let _ = first.ingest(&w.entry, &w.payload);
+    }
+    for w in misfits.iter().chain(&fitting) {
+        let _ = last.ingest(&w.entry, &w.payload);
+    }
+    // The same documents and verdicts (a misfit entry may be rejected for either of two
+    // reasons, depending on what came first; it is rejected either way).
+    let verdicts = |l: &MemLedger| -> Vec<_> {
+        l.entries
+            .iter()
+            .map(|(k, e)| (*k, e.status.word()))
+            .collect()
+    };
+    assert_eq!(fingerprint(&first).0, fingerprint(&last).0);
+    assert_eq!(verdicts(&first), verdicts(&last));
+    let alice_edit = fitting[3].signed().header;
+    assert_eq!(
+        last.entries[&(alice_edit.feed(), alice_edit.seq)].status,
+        Status::Accepted
+    );
+}
+
 // ---------------------------------------------------------------- feed level
 
 fn fresh_with(wires: &[Wire]) -> MemLedger {
