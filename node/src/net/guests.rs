@@ -1,0 +1,209 @@
+//! Guests: cities outside the roster that connect to present an invitation (`Join`), their
+//! slots, timeouts and bans, and this city presenting its own invitation to an inviter.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use intercity_protocol::sync::{Request, Response};
+use libp2p::PeerId;
+use tracing::{debug, info, warn};
+
+use super::{
+    EventLoop, GUEST_BAN, Guest, MAX_GUEST_BANS, MAX_GUESTS, PROMOTED_GUEST_GRACE, Pending, city_id,
+};
+use crate::roster::JoinOutcome;
+
+impl EventLoop {
+    /// Sends `peer` the invitation of its own that this city accepted, if it holds one not yet
+    /// presented on this connection; true if it did.
+    pub(super) fn present_invitation(&mut self, peer: PeerId) -> bool {
+        if self.peers.get(&peer).is_none_or(|p| p.presented) {
+            return false;
+        }
+        let invitation = city_id(&peer)
+            .and_then(|c| self.city.roster_entry(&c).ok().flatten())
+            .and_then(|e| e.invitation);
+        let Some(token) = invitation else {
+            return false;
+        };
+        if self.admitted_by.get(&peer) == Some(&token) {
+            return false;
+        }
+        let addrs = self
+            .listening
+            .iter()
+            .filter(|a| {
+                !a.iter().any(|p| {
+                    matches!(p, libp2p::multiaddr::Protocol::Ip4(ip) if ip.is_unspecified())
+                        || matches!(p, libp2p::multiaddr::Protocol::Ip6(ip) if ip.is_unspecified())
+                })
+            })
+            .take(intercity_protocol::sync::MAX_JOIN_ADDRS)
+            .map(ToString::to_string)
+            .collect();
+        let name = self.city.profile().name.clone();
+        self.peers.entry(peer).or_default().presented = true;
+        self.request(
+            peer,
+            Request::Join {
+                token: token.clone(),
+                name,
+                addrs,
+            },
+            Pending::Join(token),
+        );
+        true
+    }
+
+    /// A guest joined (or was approved while connected).
+    ///
+    /// Its connection keeps the guests' sync handler (small frames, answers only), so the
+    /// session starts on a new connection: a city that joined by presenting its invitation
+    /// now reconnects by itself; one approved later is disconnected, and dialed again at the
+    /// addresses it announced.
+    pub(super) fn promote(&mut self, peer: PeerId) {
+        if let Some(guest) = self.guests.remove(&peer) {
+            self.count_guests();
+            info!(%peer, "guest joined: now a roster city");
+            if self.joining == Some(peer) {
+                // Time for the answer to leave; the city reconnects meanwhile.
+                self.closing
+                    .push((guest.connection, Instant::now() + PROMOTED_GUEST_GRACE));
+            } else {
+                self.swarm.close_connection(guest.connection);
+            }
+        }
+    }
+
+    /// Tells the gate how many guests are connected, in all and per IP address.
+    pub(super) fn count_guests(&mut self) {
+        let mut ips: HashMap<std::net::IpAddr, usize> = HashMap::new();
+        let open: Vec<&Guest> = self.guests.values().filter(|g| !g.named).collect();
+        for ip in open.iter().filter_map(|g| g.ip) {
+            *ips.entry(ip).or_default() += 1;
+        }
+        let count = open.len();
+        let gate = &mut self.swarm.behaviour_mut().gate;
+        gate.guests = count;
+        gate.guest_ips = ips;
+    }
+
+    /// With more guests in the open slots than [`MAX_GUESTS`] (the gate admits one more),
+    /// disconnects the one connected longest whose invitation was not accepted (it presented
+    /// none, or one refused): a city that comes to join presents at once and is admitted, so
+    /// peers that only hold slots cannot starve it.
+    pub(super) fn evict_idle_guest(&mut self) {
+        let open = self.guests.values().filter(|g| !g.named).count();
+        if open <= MAX_GUESTS {
+            return;
+        }
+        let oldest = self
+            .guests
+            .iter()
+            .filter(|(_, g)| !g.named && !g.admitted)
+            .min_by_key(|(_, g)| g.since)
+            .map(|(pid, _)| *pid);
+        if let Some(pid) = oldest {
+            debug!(peer = %pid, "guest slots full: the oldest idle guest is disconnected");
+            let _ = self.swarm.disconnect_peer_id(pid);
+        }
+    }
+
+    /// Disconnects guests that did not join in time (the closed connection bans them as guests
+    /// for a while).
+    pub(super) fn expire_guests(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = self.closing.drain(..).partition(|(_, at)| *at <= now);
+        self.closing = later;
+        for (connection, _) in due {
+            self.swarm.close_connection(connection);
+        }
+        let late: Vec<PeerId> = self
+            .guests
+            .iter()
+            .filter(|(_, g)| g.until <= now)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in late {
+            debug!(peer = %pid, "guest did not join in time: disconnected");
+            let _ = self.swarm.disconnect_peer_id(pid);
+        }
+    }
+
+    /// `peer` may not connect as a guest for [`GUEST_BAN`].
+    pub(super) fn ban_guest(&mut self, peer: PeerId) {
+        let now = Instant::now();
+        if self.guest_bans.len() >= MAX_GUEST_BANS {
+            self.guest_bans.retain(|_, until| *until > now);
+        }
+        if self.guest_bans.len() < MAX_GUEST_BANS {
+            self.guest_bans.insert(peer, now + GUEST_BAN);
+            self.swarm.behaviour_mut().gate.banned.insert(peer);
+        }
+    }
+
+    /// A city presents an invitation of ours (see [`City::redeem`]).
+    pub(super) fn on_join(
+        &mut self,
+        peer: PeerId,
+        token: &str,
+        name: &str,
+        addrs: &[String],
+    ) -> Response {
+        let Some(city) = city_id(&peer) else {
+            return Response::Error {
+                code: 3,
+                message: "not a city id".into(),
+            };
+        };
+        if let Some(guest) = self.guests.get_mut(&peer) {
+            if guest.presented {
+                // One invitation per guest connection: decoding a token is not free.
+                guest.until = Instant::now();
+                return Response::Error {
+                    code: 3,
+                    message: "one invitation per connection".into(),
+                };
+            }
+            guest.presented = true;
+        }
+        match self
+            .city
+            .redeem(city, token, name, addrs, self.cfg.approve_joins)
+        {
+            Ok(JoinOutcome::Admitted(entry)) => {
+                info!(%peer, name = %entry.name, "a city joined by invitation");
+                if let Some(guest) = self.guests.get_mut(&peer) {
+                    guest.admitted = true;
+                }
+                // It reconnects once it has the answer: keep this connection until then.
+                self.joining = Some(peer);
+                self.apply_roster();
+                self.joining = None;
+                Response::Joined { waiting: false }
+            }
+            Ok(JoinOutcome::Waiting) => {
+                if let Some(guest) = self.guests.get_mut(&peer) {
+                    guest.admitted = true;
+                }
+                info!(%peer, name, "a city presented an invitation; approve it with `intercity invite approve {peer}`");
+                Response::Joined { waiting: true }
+            }
+            Err(crate::CityError::Invitation(message)) => {
+                warn!(%peer, %message, "join refused");
+                if let Some(guest) = self.guests.get_mut(&peer) {
+                    // Time for the answer to leave, then the guest goes (and is banned).
+                    guest.until = Instant::now() + Duration::from_secs(2);
+                }
+                Response::Error { code: 5, message }
+            }
+            Err(e) => {
+                warn!(%peer, error = %e, "join failed");
+                Response::Error {
+                    code: 4,
+                    message: e.to_string(),
+                }
+            }
+        }
+    }
+}

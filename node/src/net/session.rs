@@ -1,0 +1,404 @@
+//! The sync session with a peer: heads, ranges, scope gating, requests and their answers.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+use intercity_protocol::entry::{DocId, FeedId, Scope, SignedEntry};
+use intercity_protocol::identity::CityId;
+use intercity_protocol::sync::{
+    self, BATCH_TARGET_BYTES, MAX_BATCH_ENTRIES, Request, Response, WireEntry,
+};
+use libp2p::PeerId;
+use libp2p::request_response;
+use tracing::{debug, info, warn};
+
+use super::ingest;
+use super::{
+    EventLoop, MAX_INFLIGHT_RANGES, MAX_PUSH_JUDGED, Pending, RANGE_STALL, city_id, peer_id,
+};
+use crate::city::now_ms;
+
+impl EventLoop {
+    /// A roster city is connected (or a guest just joined): it scores as any roster city, and
+    /// the sync session starts. It presents our invitation first if it has one to present.
+    pub(super) fn start_session(&mut self, peer: PeerId) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_application_score(&peer, 0.0);
+        let p = self.peers.entry(peer).or_default();
+        p.connected = true;
+        p.presented = false;
+        // Heads follow once the inviter has admitted this city.
+        if !self.present_invitation(peer) {
+            self.send_heads(peer);
+        }
+    }
+
+    /// Heads of every feed held; closed feeds (frozen or exhausted) count as complete.
+    pub(super) fn my_heads(&self) -> BTreeMap<FeedId, u64> {
+        self.city
+            .store()
+            .feeds()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(f, h)| (f, h.seq))
+            .collect()
+    }
+
+    pub(super) fn frozen(&self) -> HashSet<FeedId> {
+        self.city
+            .store()
+            .feeds()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, h)| h.closed())
+            .map(|(f, _)| f)
+            .collect()
+    }
+
+    /// The scopes this city shares with `peer`: the federation, and every working group whose
+    /// current member list (as this city holds it) names the peer.
+    pub(super) fn shared_scopes(&self, peer: &PeerId) -> HashSet<Scope> {
+        let mut out = HashSet::from([Scope::Federation]);
+        let Some(city) = city_id(peer) else {
+            return out;
+        };
+        // From the store's group index: no group document is loaded here.
+        match self.city.store().groups_of(&city.to_string()) {
+            Ok(groups) => out.extend(groups.into_iter().map(Scope::Group)),
+            Err(e) => warn!(error = %e, "reading the working groups"),
+        }
+        out
+    }
+
+    pub(super) fn group_members(&self, group: DocId) -> HashSet<PeerId> {
+        match self.city.store().group_members(&group) {
+            Ok(members) => members
+                .iter()
+                .filter_map(|k| k.parse::<CityId>().ok())
+                .map(|c| peer_id(&c))
+                .collect(),
+            Err(e) => {
+                warn!(error = %e, "reading a working group's members");
+                HashSet::new()
+            }
+        }
+    }
+
+    pub(super) fn request(&mut self, peer: PeerId, req: Request, kind: Pending) {
+        // Only over a roster city's connection: a request to a peer connected only on a
+        // guest's connection would wait in request-response for ever (it cannot dial a peer
+        // that is connected), holding the feed it fetches.
+        if !self.swarm.behaviour().sync.members.is_connected(&peer) {
+            debug!(%peer, "no roster connection to this peer: request not sent");
+            if let (Pending::Range(feed), Some(p)) = (&kind, self.peers.get_mut(&peer)) {
+                p.inflight.remove(feed);
+            }
+            return;
+        }
+        let size = req.encoded_len() as u64 + 4;
+        self.peers.entry(peer).or_default().bytes_sent += size;
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .members
+            .send_request(&peer, req);
+        self.pending.insert(id, (peer, kind));
+    }
+
+    pub(super) fn send_heads(&mut self, peer: PeerId) {
+        let shared = self.shared_scopes(&peer);
+        let heads: Vec<(FeedId, u64)> = self
+            .my_heads()
+            .into_iter()
+            .filter(|(f, _)| shared.contains(&f.scope))
+            .collect();
+        self.request(peer, Request::Heads(heads), Pending::Heads);
+    }
+
+    pub(super) fn fetch(&mut self, peer: PeerId, theirs: &[(FeedId, u64)]) {
+        let mut mine = self.my_heads();
+        for f in self.frozen() {
+            mine.insert(f, u64::MAX);
+        }
+        for want in sync::wants(&mine, theirs) {
+            self.request_range(peer, want.feed, want.from);
+        }
+    }
+
+    pub(super) fn request_range(&mut self, peer: PeerId, feed: FeedId, from: u64) {
+        // One fetch per feed at a time across all peers: the same entries are not pulled twice.
+        // A fetch that has waited longer than that no longer holds the feed: a peer answering
+        // just before the timeout cannot keep it from the others.
+        let stall = RANGE_STALL.min(self.cfg.anti_entropy);
+        if self.peers.iter().any(|(pid, p)| {
+            p.inflight
+                .get(&feed)
+                .is_some_and(|(_, at)| *pid == peer || at.elapsed() < stall)
+        }) {
+            return;
+        }
+        let p = self.peers.entry(peer).or_default();
+        if p.inflight.len() >= MAX_INFLIGHT_RANGES {
+            return;
+        }
+        p.inflight.insert(feed, (from, Instant::now()));
+        self.request(
+            peer,
+            Request::Range {
+                feed,
+                from,
+                max: MAX_BATCH_ENTRIES as u32,
+            },
+            Pending::Range(feed),
+        );
+    }
+
+    /// A sync event; `guest`: from a guest's connection (answered through the guests' side).
+    pub(super) fn on_sync(
+        &mut self,
+        event: request_response::Event<Request, Response>,
+        guest: bool,
+    ) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => {
+                match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => {
+                        self.peers.entry(peer).or_default().bytes_received +=
+                            request.encoded_len() as u64 + 4;
+                        let response = if guest && !matches!(request, Request::Join { .. }) {
+                            // A guest's connection carries a `Join` and nothing else, even once its
+                            // city joined (it syncs on its next connection).
+                            Response::Error {
+                            code: 1,
+                            message: "present an invitation first; sync on a new connection once joined".into(),
+                        }
+                        } else {
+                            match self.answer(peer, request) {
+                                Ok(response) => response,
+                                Err(mut entries) => {
+                                    // A node pushes its new entries one at a time; the rest of
+                                    // a longer push is fetched by range if needed. One job
+                                    // stays short.
+                                    entries.truncate(MAX_PUSH_JUDGED);
+                                    self.submit(peer, ingest::Origin::Push(channel), entries);
+                                    return;
+                                }
+                            }
+                        };
+                        self.peers.entry(peer).or_default().bytes_sent +=
+                            response.encoded_len() as u64 + 4;
+                        let sync = &mut self.swarm.behaviour_mut().sync;
+                        let side = if guest {
+                            &mut sync.guests
+                        } else {
+                            &mut sync.members
+                        };
+                        let _ = side.send_response(channel, response);
+                    }
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => {
+                        self.peers.entry(peer).or_default().bytes_received +=
+                            response.encoded_len() as u64 + 4;
+                        if let Some((_, kind)) = self.pending.remove(&request_id) {
+                            self.on_response(peer, kind, response);
+                        }
+                    }
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                debug!(%peer, %error, "sync request failed");
+                if let Some((_, Pending::Range(feed))) = self.pending.remove(&request_id)
+                    && let Some(p) = self.peers.get_mut(&peer)
+                {
+                    p.inflight.remove(&feed);
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "inbound sync request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// The answer to a request, or (`Err`) the entries of a roster city's `Push`, answered once
+    /// the ingest worker has judged them.
+    pub(super) fn answer(
+        &mut self,
+        peer: PeerId,
+        request: Request,
+    ) -> Result<Response, Vec<WireEntry>> {
+        Ok(match request {
+            Request::Join { token, name, addrs } => self.on_join(peer, &token, &name, &addrs),
+            _ if !self.is_trusted(&peer) => Response::Error {
+                code: 1,
+                message: "not in this city's roster; present an invitation first".into(),
+            },
+            Request::Heads(theirs) => {
+                // The requester offers the scopes it shares with us by its own view (a group may
+                // be new to us); its Range answers are gated by it. We answer for ours.
+                let shared = self.shared_scopes(&peer);
+                let mine: Vec<(FeedId, u64)> = self
+                    .my_heads()
+                    .into_iter()
+                    .filter(|(f, _)| shared.contains(&f.scope))
+                    .collect();
+                // Sync both ways in one round: fetch what the requester has and we lack.
+                self.fetch(peer, &theirs);
+                let p = self.peers.entry(peer).or_default();
+                p.last_heads = theirs;
+                p.last_sync = Some(now_ms());
+                Response::Heads(mine)
+            }
+            Request::Range { feed, from, max } => {
+                if !self.shared_scopes(&peer).contains(&feed.scope) {
+                    return Ok(Response::Error {
+                        code: 2,
+                        message: format!("scope {} is not shared with you", feed.scope),
+                    });
+                }
+                let max = (max as usize).clamp(1, MAX_BATCH_ENTRIES);
+                match self
+                    .city
+                    .store()
+                    .feed_range(&feed, from.max(1), max, BATCH_TARGET_BYTES)
+                {
+                    Ok(rows) => {
+                        let last = rows.last().map(|(e, _)| e.entry.header.seq);
+                        let head = self.my_heads().get(&feed).copied().unwrap_or(0);
+                        let entries = rows
+                            .into_iter()
+                            .map(|(e, payload)| WireEntry {
+                                entry: e.entry.encode().to_vec(),
+                                payload,
+                            })
+                            .collect();
+                        Response::Entries {
+                            entries,
+                            more: last.is_some_and(|l| l < head),
+                        }
+                    }
+                    Err(e) => Response::Error {
+                        code: 4,
+                        message: e.to_string(),
+                    },
+                }
+            }
+            Request::Push(entries) => return Err(entries),
+        })
+    }
+
+    pub(super) fn on_response(&mut self, peer: PeerId, kind: Pending, response: Response) {
+        match (kind, response) {
+            (Pending::Join(token), Response::Joined { waiting: false }) => {
+                if let Some(c) = city_id(&peer)
+                    && let Err(e) = self.city.joined(&c)
+                {
+                    warn!(error = %e, "recording a join failed");
+                }
+                info!(%peer, "joined: the inviting city admitted this city");
+                self.admitted_by.insert(peer, token);
+                // If this city dialed, it was a guest there, whose gossip was ignored: a fresh
+                // connection to the same address puts each side in the other's mesh. (If the
+                // inviter dialed, it trusted this city already.)
+                match self.peers.get(&peer).and_then(|p| p.dialed.clone()) {
+                    Some(addr) => {
+                        self.reconnect.insert(peer, addr);
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                    }
+                    None => self.send_heads(peer),
+                }
+            }
+            (Pending::Join(_), Response::Joined { waiting: true }) => {
+                info!(%peer, "the inviting city's operator has to approve this city's join");
+            }
+            (Pending::Join(_), Response::Error { code: 5, message }) => {
+                warn!(%peer, %message, "the inviting city refused the invitation; it is not presented again");
+                if let Some(c) = city_id(&peer) {
+                    let _ = self.city.joined(&c);
+                }
+            }
+            (Pending::Join(_), other) => {
+                debug!(%peer, ?other, "join not answered; presented again at the next connection");
+            }
+            (Pending::Heads, Response::Heads(theirs)) => {
+                self.fetch(peer, &theirs);
+                let p = self.peers.entry(peer).or_default();
+                p.last_heads = theirs;
+                p.last_sync = Some(now_ms());
+            }
+            (Pending::Range(feed), Response::Entries { entries, more }) => {
+                // An answer starts at the seq asked for (so each one makes progress, and a peer
+                // cannot loop `more` over entries already held), and a peer that claimed a feed
+                // serves it.
+                let asked = self
+                    .peers
+                    .get(&peer)
+                    .and_then(|p| p.inflight.get(&feed))
+                    .map(|(from, _)| *from);
+                let first = entries
+                    .first()
+                    .and_then(|w| SignedEntry::decode(&w.entry).ok())
+                    .map(|e| (e.header.feed(), e.header.seq));
+                let claimed = self.peers.get(&peer).and_then(|p| {
+                    p.last_heads
+                        .iter()
+                        .find(|(f, _)| *f == feed)
+                        .map(|(_, s)| *s)
+                });
+                let fault = match (asked, first) {
+                    (Some(from), Some((f, s))) if f != feed || s != from => {
+                        Some("a range answer that does not start where it was asked")
+                    }
+                    (Some(from), None) if claimed.is_some_and(|head| head >= from) => {
+                        Some("claimed entries it does not serve")
+                    }
+                    _ => None,
+                };
+                if fault.is_some() || entries.is_empty() {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.inflight.remove(&feed);
+                    }
+                    if let Some(reason) = fault {
+                        self.penalize(peer, reason);
+                    }
+                    return;
+                }
+                // The fetch of this feed stays in flight until the worker has judged them.
+                self.submit(peer, ingest::Origin::Range { feed, more }, entries);
+            }
+            (Pending::Range(feed), other) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.inflight.remove(&feed);
+                }
+                debug!(%peer, ?other, "range request refused");
+            }
+            (Pending::Push | Pending::Heads, _) => {}
+        }
+    }
+
+    /// New entries arrived by sync: start a heads exchange with every other connected peer, so
+    /// they spread through a sparse topology without waiting for anti-entropy.
+    pub(super) fn nudge(&mut self, except: PeerId) {
+        let others: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| p.connected && **id != except)
+            .map(|(id, _)| *id)
+            .collect();
+        for pid in others {
+            self.send_heads(pid);
+        }
+    }
+}
