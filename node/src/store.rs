@@ -667,23 +667,20 @@ impl Store {
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut groups = self
-            .groups
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Held across the write too: a reader never gets a cached copy older than the store's.
         let mut cache = self
             .doc_cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.write_batch(batch, sync)?;
-        if let Some(index) = groups.as_mut() {
-            for (id, update) in &commit.docs {
-                if let Some(Record::Group(g)) = &update.record {
-                    index.insert(*id, g.members.keys().cloned().collect());
-                }
-            }
-        }
+        let group_members: Vec<(DocId, std::collections::BTreeSet<String>)> = commit
+            .docs
+            .iter()
+            .filter_map(|(id, update)| match &update.record {
+                Some(Record::Group(g)) => Some((*id, g.members.keys().cloned().collect())),
+                _ => None,
+            })
+            .collect();
         if let Some(counts) = entry_counts.as_mut() {
             // An entry leaving the pending index here was stored as pending before; any other
             // entry of the commit is new.
@@ -708,7 +705,7 @@ impl Store {
                 counts.count(feed.author, *bytes, false);
             }
         }
-        drop((entry_counts, pending_counts, groups));
+        drop((entry_counts, pending_counts));
         // Large documents just written stay in memory, for the next change to them.
         for ((id, update), size) in commit.docs.into_iter().zip(stored_sizes) {
             cache.retain(|(held, _, _)| *held != id);
@@ -722,6 +719,19 @@ impl Store {
             total <= MAX_CACHED_DOC_BYTES
         });
         cache.truncate(MAX_CACHED_DOCS);
+        drop(cache);
+        // Taken after the write and the cache (building the index reads documents through the
+        // cache): an index being built meanwhile holds this lock, and setting a group's members
+        // again is harmless. The network task reads it, and does not wait for a write.
+        if !group_members.is_empty()
+            && let Some(index) = self
+                .groups
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_mut()
+        {
+            index.extend(group_members);
+        }
         Ok(())
     }
 
