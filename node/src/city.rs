@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use automerge::{ActorId, Automerge, ChangeHash};
 use intercity_protocol::doc::{self, DocError, Texts};
-use intercity_protocol::entry::{DocId, Hash32, SignedEntry, sign_entry};
+use intercity_protocol::entry::{DocId, Hash32, Scope, SignedEntry, sign_entry};
 use intercity_protocol::identity::{CityId, CityKey, IdentityError};
 use intercity_protocol::ingest::{
     self, Authored, Batch, IngestError, Ledger, LedgerError, Status, Verdict,
@@ -242,6 +242,9 @@ pub struct City {
     imported: std::sync::atomic::AtomicBool,
     /// Serializes changes to issued invitations and waiting joins (network and control socket).
     pub(crate) invitations: Mutex<()>,
+    /// The highest seq a peer reported for each of this city's own feeds, by scope (see
+    /// [`City::peer_reports_own`]).
+    own_reported: Mutex<std::collections::HashMap<Scope, u64>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CityError + '_ {
@@ -335,6 +338,7 @@ impl City {
             outbox: Mutex::new(None),
             imported: std::sync::atomic::AtomicBool::new(false),
             invitations: Mutex::new(()),
+            own_reported: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -418,13 +422,9 @@ impl City {
 
     /// Creates a record authored by this city; returns its id.
     pub fn create(&self, record: &Record, message: &str) -> Result<DocId, CityError> {
-        self.create_with(record, message, true)
-    }
-
-    fn create_with(&self, record: &Record, message: &str, sync: bool) -> Result<DocId, CityError> {
         let authored = self.prepare(record, message, Texts::Merged)?;
         let id = DocId::for_genesis(&authored.change.hash());
-        self.publish(id, record.kind(), authored, sync)?;
+        self.publish(id, record.kind(), authored)?;
         Ok(id)
     }
 
@@ -456,7 +456,7 @@ impl City {
         message: &str,
         f: impl FnOnce(&mut Record) -> Result<(), CityError>,
     ) -> Result<Record, CityError> {
-        self.edit_with(id, None, message, f, true)
+        self.edit_with(id, None, message, f)
     }
 
     /// Like [`City::edit`], but the change is made on the record as it was at `base` (heads the
@@ -469,7 +469,7 @@ impl City {
         message: &str,
         f: impl FnOnce(&mut Record) -> Result<(), CityError>,
     ) -> Result<Record, CityError> {
-        self.edit_with(id, Some(base), message, f, true)
+        self.edit_with(id, Some(base), message, f)
     }
 
     /// The current record and the heads of its document.
@@ -484,7 +484,6 @@ impl City {
         base: Option<&[ChangeHash]>,
         message: &str,
         f: impl FnOnce(&mut Record) -> Result<(), CityError>,
-        sync: bool,
     ) -> Result<Record, CityError> {
         let mut doc = self.load(id)?;
         let mut actor = self.actor();
@@ -511,7 +510,7 @@ impl City {
             doc: Some(doc),
             record: None,
         };
-        self.publish(id, record.kind(), authored, sync)?;
+        self.publish(id, record.kind(), authored)?;
         Ok(record)
     }
 
@@ -615,7 +614,7 @@ impl City {
         out
     }
 
-    /// Signs and writes a batch of imported new records (unsynced) and fills in their results.
+    /// Signs and writes a batch of imported new records and fills in their results.
     /// Returns whether anything was written.
     fn write_imported(
         &self,
@@ -630,7 +629,7 @@ impl City {
             .drain(..)
             .map(|(_, id, kind, authored)| (id, kind, authored))
             .collect();
-        let results = match self.publish_all(items, false) {
+        let results = match self.publish_all(items) {
             Ok(results) => results
                 .into_iter()
                 .map(|r| r.map_err(|e| e.to_string()))
@@ -747,7 +746,7 @@ impl City {
             }
             let authored = self.prepare(&record, &import_message(&record), Texts::Plain)?;
             let id = DocId::for_genesis(&authored.change.hash());
-            self.publish(id, record.kind(), authored, false)?;
+            self.publish(id, record.kind(), authored)?;
             return Ok((ImportOutcome::Created, Some(id.to_string())));
         };
         let current = self.record(id)?;
@@ -777,16 +776,10 @@ impl City {
             return Ok((ImportOutcome::WouldUpdate, Some(id.to_string())));
         }
         let message = format!("import: update {} '{}'", record.kind(), record.title());
-        match self.edit_with(
-            id,
-            None,
-            &message,
-            |r| {
-                *r = record;
-                Ok(())
-            },
-            false,
-        ) {
+        match self.edit_with(id, None, &message, |r| {
+            *r = record;
+            Ok(())
+        }) {
             Ok(_) => Ok((ImportOutcome::Updated, Some(id.to_string()))),
             Err(CityError::Unchanged) => Ok((ImportOutcome::Unchanged, Some(id.to_string()))),
             Err(e) => Err(e),
@@ -829,16 +822,15 @@ impl City {
     }
 
     /// Signs `authored` as the next entry of this city's feed for the doc's scope, runs it
-    /// through the acceptance pipeline and writes it (`sync`: wait for the disk). Nothing is
-    /// written if every node would reject it.
+    /// through the acceptance pipeline and writes it, synced. Nothing is written if every node
+    /// would reject it.
     fn publish(
         &self,
         doc: DocId,
         kind: Kind,
         authored: Authored,
-        sync: bool,
     ) -> Result<SignedEntry, CityError> {
-        self.publish_all(vec![(doc, kind, authored)], sync)?
+        self.publish_all(vec![(doc, kind, authored)])?
             .pop()
             .unwrap_or_else(|| Err(CityError::Rejected("nothing to publish".into())))
     }
@@ -849,7 +841,6 @@ impl City {
     fn publish_all(
         &self,
         items: Vec<(DocId, Kind, Authored)>,
-        sync: bool,
     ) -> Result<Vec<Result<SignedEntry, CityError>>, StoreError> {
         // The heads are read under the write lock: two concurrent edits must not both sign the
         // same sequence number (the second would look like a fork of our own feed).
@@ -862,8 +853,11 @@ impl City {
             .into_iter()
             .map(|(doc, kind, authored)| self.sign_into(&mut batch, doc, kind, authored))
             .collect();
+        // Synced, imports included: nothing of this city's own feed leaves the node (gossip, push,
+        // or a range answer) before it is on disk. An entry a peer holds and this node lost in
+        // a power cut would be signed again, differently: a fork of the city's own feed.
         if !batch.is_empty() {
-            self.store.apply_with(batch.into_commit(), sync)?;
+            self.store.apply_with(batch.into_commit(), true)?;
         }
         let outbox = self
             .outbox
@@ -883,6 +877,48 @@ impl City {
             .collect())
     }
 
+    /// Notes that a peer reported this city's own feed of `scope` at `seq` (sync heads): until
+    /// this node holds it up to there, local writes to that feed are refused.
+    pub fn peer_reports_own(&self, scope: Scope, seq: u64) {
+        let mut reported = self
+            .own_reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = reported.entry(scope).or_insert(0);
+        *at = (*at).max(seq);
+    }
+
+    fn reported_own(&self, scope: Scope) -> Option<u64> {
+        self.own_reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&scope)
+            .copied()
+    }
+
+    /// This city's own feeds that a peer reported ahead of this node's copy: (scope, held,
+    /// reported). Local writes to them are refused until the node has fetched them back.
+    pub fn own_feeds_behind(&self) -> Result<Vec<(Scope, u64, u64)>, CityError> {
+        let reported = self
+            .own_reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut out = Vec::new();
+        for (scope, theirs) in reported {
+            let feed = intercity_protocol::entry::FeedId {
+                author: self.id(),
+                scope,
+            };
+            let have = self.store.head(&feed)?.map_or(0, |h| h.seq);
+            if theirs > have {
+                out.push((scope, have, theirs));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Signs one authored change as the next entry of its feed and judges it into `batch`.
     fn sign_into(
         &self,
@@ -898,6 +934,17 @@ impl City {
         };
         let payload = authored.change.raw_bytes().to_vec();
         let head = batch.head(&feed).map_err(IngestError::Ledger)?;
+        let have = head.map_or(0, |h| h.seq);
+        if let Some(theirs) = self.reported_own(scope)
+            && theirs > have
+        {
+            return Err(CityError::Busy(format!(
+                "a peer holds this city's own {scope} entries up to seq {theirs}, and this node only up to seq {have} \
+                 (entries lost in a crash, or a store restored from a backup): a new entry now would sign seq {} again and fork \
+                 the feed. The node is fetching them back; try again when `intercity status` no longer shows its own feed behind",
+                have + 1
+            )));
+        }
         let (seq, prev) = head.map_or((1, Hash32::default()), |h| (h.seq + 1, h.hash));
         let entry = sign_entry(&self.key, scope, seq, prev, doc, &payload, now_ms());
         let encoded = entry.encode().to_vec();

@@ -212,6 +212,11 @@ pub struct NetStatus {
     /// them (docs/protocol.md §15.3).
     #[serde(default)]
     pub exhausted: Vec<String>,
+    /// This city's own feeds that a peer holds further than this node ("scope: held N, a peer
+    /// has M"): entries lost in a crash or by restoring a backup, being fetched back. Local
+    /// writes to them are refused meanwhile.
+    #[serde(default)]
+    pub own_behind: Vec<String>,
     /// Jobs (gossip messages, pushes, range answers) waiting for the ingest worker.
     #[serde(default)]
     pub ingest_queue: usize,
@@ -600,6 +605,13 @@ impl EventLoop {
             entries: self.city.store().entry_counts().unwrap_or_default(),
             forks: self.city.store().forks().map(|f| f.len()).unwrap_or(0),
             exhausted: self.city.store().exhausted_feeds().unwrap_or_default(),
+            own_behind: self
+                .city
+                .own_feeds_behind()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(scope, have, theirs)| format!("{scope}: held {have}, a peer has {theirs}"))
+                .collect(),
             ingest_queue: self.queue.len(),
         }
     }

@@ -42,6 +42,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             "entries": status.entries,
             "forks": status.forks,
             "exhausted": status.exhausted,
+            "own_behind": status.own_behind,
             "ingest_queue": status.ingest_queue,
             "roster": roster,
             "invitations": invitations,
@@ -68,6 +69,17 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             ),
         ),
         ("fork proofs", status.forks.to_string()),
+        (
+            "own feeds",
+            if status.own_behind.is_empty() {
+                "up to date with the peers heard from".into()
+            } else {
+                format!(
+                    "behind: {} (being fetched back; edits wait)",
+                    status.own_behind.join("; ")
+                )
+            },
+        ),
         (
             "feeds cut off",
             if status.exhausted.is_empty() {

@@ -255,6 +255,7 @@ impl EventLoop {
                     .filter(|(f, _)| shared.contains(&f.scope))
                     .collect();
                 // Sync both ways in one round: fetch what the requester has and we lack.
+                self.note_own_feeds(&theirs);
                 self.fetch(peer, &theirs);
                 let p = self.peers.entry(peer).or_default();
                 p.last_heads = theirs;
@@ -299,6 +300,16 @@ impl EventLoop {
         })
     }
 
+    /// A peer's heads name this city's own feeds: one ahead of this node's copy means entries
+    /// this node lost (a crash, a restored backup). Until they are fetched back, local writes
+    /// to that feed are refused (`City::peer_reports_own`).
+    fn note_own_feeds(&self, theirs: &[(FeedId, u64)]) {
+        let me = self.city.id();
+        for (feed, seq) in theirs.iter().filter(|(f, _)| f.author == me) {
+            self.city.peer_reports_own(feed.scope, *seq);
+        }
+    }
+
     pub(super) fn on_response(&mut self, peer: PeerId, kind: Pending, response: Response) {
         match (kind, response) {
             (Pending::Join(token), Response::Joined { waiting: false }) => {
@@ -333,6 +344,7 @@ impl EventLoop {
                 debug!(%peer, ?other, "join not answered; presented again at the next connection");
             }
             (Pending::Heads, Response::Heads(theirs)) => {
+                self.note_own_feeds(&theirs);
                 self.fetch(peer, &theirs);
                 let p = self.peers.entry(peer).or_default();
                 p.last_heads = theirs;
