@@ -325,6 +325,10 @@ enum Outcome {
     New(SignedEntry, Status),
     Known,
     Gap(FeedId, u64),
+    /// A signed entry that does not chain on this node's head of its feed (seq given): its
+    /// author signed two histories. Not the relay's fault: its copy of that seq is fetched, and
+    /// the fork is detected on it.
+    Diverged(FeedId, u64),
     Invalid(String),
     Skipped,
 }

@@ -434,8 +434,17 @@ pub enum IngestError {
         got: u64,
     },
     /// The backlink does not point at the previous entry.
-    #[error("broken backlink at seq {0}: prev does not match the previous entry's hash")]
-    Backlink(u64),
+    #[error(
+        "broken backlink at seq {seq} of feed {scope} of {author}: prev does not match the previous entry's hash (its author signed two histories)"
+    )]
+    Backlink {
+        /// Feed author.
+        author: CityId,
+        /// Feed scope.
+        scope: Scope,
+        /// Seq of the entry whose `prev` does not chain.
+        seq: u64,
+    },
     /// Payload length or hash differs from the header.
     #[error("payload does not match the header: {0}")]
     Payload(&'static str),
@@ -695,7 +704,11 @@ fn pipeline(
     }
     let expected_prev = head.map_or(Hash32::default(), |hd| hd.hash);
     if h.prev != expected_prev {
-        return Err(IngestError::Backlink(h.seq));
+        return Err(IngestError::Backlink {
+            author: feed.author,
+            scope: feed.scope,
+            seq: h.seq,
+        });
     }
     // 5. Payload.
     if payload.len() != h.payload_len as usize {

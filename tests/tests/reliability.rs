@@ -122,3 +122,97 @@ async fn a_city_behind_its_own_feed_refuses_edits_until_it_has_it_back() {
     assert_eq!(milan.status().await.forks, 0);
     peer.abort();
 }
+
+/// Scenario 1, different lengths: Mallory signs one history (seq 1-5) to Milan and another
+/// (the same 1-2, then a different 3-8) to Brno. Milan, fetching seq 6 from Brno, gets an
+/// entry that does not chain on its seq 5. That is Mallory's doing, not Brno's: Milan used to
+/// count it as a strike against Brno (and ban it after five) and never saw the fork. Now it
+/// fetches Brno's seq 5, which proves the fork, and freezes the feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_by_length_is_detected_and_the_relay_is_not_struck() {
+    use intercity_node::City;
+    use intercity_protocol::entry::{FeedId, Scope};
+
+    let key = || intercity_tests::key(3);
+    let (a, b) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let branch_a = City::init_with_key(a.path(), "Mallory", None, key()).expect("init");
+    let branch_b = City::init_with_key(b.path(), "Mallory", None, key()).expect("init");
+    let feed = FeedId {
+        author: branch_a.id(),
+        scope: Scope::Federation,
+    };
+    let entries = |city: &City| -> Vec<(Vec<u8>, Vec<u8>)> {
+        city.store()
+            .feed_range(&feed, 1, 64, usize::MAX)
+            .expect("range")
+            .into_iter()
+            .map(|(e, p)| (e.entry.encode().to_vec(), p))
+            .collect()
+    };
+    for n in 0..2 {
+        practice(&branch_a, &format!("Shared {n}"));
+    }
+    for (e, p) in entries(&branch_a) {
+        branch_b.ingest_remote(&e, &p).expect("the shared start");
+    }
+    for n in 2..5 {
+        practice(&branch_a, &format!("Branch A {n}"));
+    }
+    for n in 2..8 {
+        practice(&branch_b, &format!("Branch B {n}"));
+    }
+
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    for (node, branch) in [(&milan, &branch_a), (&brno, &branch_b)] {
+        node.city
+            .roster_add(branch.id(), "Mallory", &[])
+            .expect("roster");
+        for (e, p) in entries(branch) {
+            node.city.ingest_remote(&e, &p).expect("its branch");
+        }
+    }
+    milan.link(&brno).await;
+    assert!(
+        eventually(WAIT, || brno
+            .city
+            .store()
+            .forks()
+            .is_ok_and(|f| !f.is_empty())
+            || milan.city.store().forks().is_ok_and(|f| !f.is_empty()))
+        .await,
+        "nobody saw the fork"
+    );
+    // Milan saw it; and several anti-entropy rounds later, Brno was never struck for it.
+    assert!(
+        eventually(WAIT, || milan
+            .city
+            .store()
+            .forks()
+            .is_ok_and(|f| f.len() == 1))
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let brno_id = brno.id().to_string();
+    let struck: u64 = milan
+        .status()
+        .await
+        .peers
+        .iter()
+        .filter(|p| p.id == brno_id)
+        .map(|p| p.invalid)
+        .sum();
+    assert_eq!(
+        struck, 0,
+        "Brno relayed Mallory's entries and was struck for them"
+    );
+    practice(&brno.city, "Brno still syncs");
+    assert!(
+        eventually(WAIT, || titles(&milan.city)
+            .contains(&"Brno still syncs".to_string()))
+        .await
+    );
+}

@@ -99,6 +99,10 @@ impl EventLoop {
                         self.request_range(peer, feed, have + 1);
                         gossipsub::MessageAcceptance::Ignore
                     }
+                    Some(Outcome::Diverged(feed, at)) => {
+                        self.request_range(peer, feed, at);
+                        gossipsub::MessageAcceptance::Ignore
+                    }
                     Some(Outcome::Invalid(_)) => gossipsub::MessageAcceptance::Reject,
                     Some(Outcome::Skipped) | None => gossipsub::MessageAcceptance::Ignore,
                 };
@@ -117,6 +121,7 @@ impl EventLoop {
                             forward.push((e, w));
                         }
                         Outcome::Gap(feed, have) => self.request_range(peer, feed, have + 1),
+                        Outcome::Diverged(feed, at) => self.request_range(peer, feed, at),
                         _ => {}
                     }
                 }
@@ -149,6 +154,13 @@ impl EventLoop {
                         (Ok((f, s)), Outcome::Known) if f == feed => next = Some(s + 1),
                         (_, Outcome::Gap(f, have)) if f == feed => {
                             next = Some(have + 1);
+                            break;
+                        }
+                        (_, Outcome::Diverged(f, at)) if f == feed => {
+                            // Fetched whether or not the peer has more: its copy of `at` shows
+                            // the fork.
+                            self.request_range(peer, feed, at);
+                            next = None;
                             break;
                         }
                         _ => {
@@ -185,6 +197,9 @@ impl EventLoop {
                     have,
                     ..
                 })) => Outcome::Gap(FeedId { author, scope }, have),
+                Some(Err(IngestError::Backlink { author, scope, seq })) => {
+                    Outcome::Diverged(FeedId { author, scope }, seq.saturating_sub(1).max(1))
+                }
                 Some(Err(
                     IngestError::Frozen(..)
                     | IngestError::Exhausted(..)
