@@ -1,4 +1,4 @@
-//! `/intercity/sync/1` messages.
+//! `/intercity/sync/2` messages.
 #![no_main]
 
 use intercity_protocol::sync::{Request, Response};

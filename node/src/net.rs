@@ -1,5 +1,5 @@
 //! The network: a libp2p swarm (TCP and QUIC, Noise, Yamux, identify, ping, mDNS, gossipsub,
-//! and the `/intercity/sync/1` request-response protocol) driven by one event loop that owns it.
+//! and the `/intercity/sync/2` request-response protocol) driven by one event loop that owns it.
 //!
 //! - Only roster cities connect: a gate denies every other peer when the connection is
 //!   established, before any protocol stream opens. Connection counts are limited.
@@ -33,7 +33,7 @@
 //! | `net/guests.rs` | guests presenting invitations, and presenting ours |
 //! | `net/bans.rs` | strikes and stored bans |
 //! | `net/gate.rs` | the connection gate: pending connections per IP, roster and guests |
-//! | `net/sync_protocol.rs` | `/intercity/sync/1`: framing, members' and guests' handlers |
+//! | `net/sync_protocol.rs` | `/intercity/sync/2`: framing, members' and guests' handlers |
 //! | `net/ingest.rs` | the ingest worker thread and its per-peer queues |
 
 use std::collections::{HashMap, HashSet};
@@ -296,7 +296,7 @@ fn city_id(peer: &PeerId) -> Option<CityId> {
 struct Peer {
     name: String,
     connected: bool,
-    last_heads: Vec<(FeedId, u64)>,
+    last_heads: Vec<sync::Head>,
     last_sync: Option<i64>,
     bytes_sent: u64,
     bytes_received: u64,
@@ -575,7 +575,11 @@ impl EventLoop {
     }
 
     fn status(&self) -> NetStatus {
-        let mine = self.my_heads();
+        let mine: std::collections::BTreeMap<FeedId, u64> = self
+            .my_heads()
+            .into_iter()
+            .map(|(f, (seq, _))| (f, seq))
+            .collect();
         let mut peers: Vec<PeerStatus> = self
             .peers
             .iter()

@@ -13,7 +13,7 @@
 //! - [`entry`] — signed feed entries: canonical header encoding, signatures, hashes.
 //! - [`ingest`] — the two-level acceptance pipeline, a pure function over a [`ingest::Ledger`].
 //! - [`invite`] — signed invitation tokens that introduce one city to another.
-//! - [`sync`] — the `/intercity/sync/1` wire messages, size limits and reconciliation logic.
+//! - [`sync`] — the `/intercity/sync/2` wire messages, size limits and reconciliation logic.
 #![warn(missing_docs)]
 
 pub mod chunk;

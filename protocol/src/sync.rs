@@ -1,26 +1,33 @@
-//! The sync protocol `/intercity/sync/1`: wire messages, their byte encoding with hard size
+//! The sync protocol `/intercity/sync/2`: wire messages, their byte encoding with hard size
 //! limits, and the I/O-free reconciliation logic (which ranges to ask a peer for).
 //!
 //! Every message travels in one request-response stream as a frame: a u32 big-endian length
 //! followed by that many bytes (at most [`MAX_FRAME_BYTES`]). The byte layout of each message is
 //! in `docs/protocol.md`. A session is: exchange [`Request::Heads`] / [`Response::Heads`] for the
 //! feeds of every scope both cities share, then ask [`Request::Range`] for each feed where the
-//! peer is ahead, in bounded batches, in feed order. Live entries of working groups are pushed
+//! peer is ahead (or at the same seq with another hash: its author forked the feed), in bounded
+//! batches, in feed order. Live entries of working groups are pushed
 //! with [`Request::Push`].
 
 use std::collections::BTreeMap;
 
-use crate::entry::{FeedId, MAX_PAYLOAD_BYTES, SIGNED_ENTRY_LEN, Scope};
+use crate::entry::{FeedId, Hash32, MAX_PAYLOAD_BYTES, SIGNED_ENTRY_LEN, Scope};
 use crate::invite::MAX_TOKEN_CHARS;
 
-/// Protocol name for libp2p.
-pub const PROTOCOL: &str = "/intercity/sync/1";
+/// Protocol name for libp2p. Version 2: heads carry the head entry's hash.
+pub const PROTOCOL: &str = "/intercity/sync/2";
+
+/// A feed's head as heads messages carry it: the feed, the seq of its latest entry held, and
+/// that entry's hash (two nodes at one seq with different hashes hold a fork).
+pub type Head = (FeedId, u64, Hash32);
 /// The largest frame (one message) accepted, in bytes.
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 /// At most this many entries in one [`Response::Entries`] or [`Request::Push`].
 pub const MAX_BATCH_ENTRIES: usize = 512;
 /// Payload bytes a responder puts in one batch before it stops (it sets `more`).
 pub const BATCH_TARGET_BYTES: usize = 2 * 1024 * 1024;
+/// Bytes of one [`Head`] on the wire: feed id, seq, hash.
+pub const HEAD_LEN: usize = 49 + 8 + 32;
 /// At most this many feeds in one heads message.
 pub const MAX_HEADS: usize = 20_000;
 /// At most this many bytes of text in an error message.
@@ -61,7 +68,7 @@ pub struct WireEntry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     /// "These are my heads for the feeds of the scopes we share; what are yours?"
-    Heads(Vec<(FeedId, u64)>),
+    Heads(Vec<Head>),
     /// "Send me entries of `feed` from seq `from` on, at most `max` of them."
     Range {
         /// The feed.
@@ -88,7 +95,7 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
     /// The responder's heads for the scopes it shares with the requester.
-    Heads(Vec<(FeedId, u64)>),
+    Heads(Vec<Head>),
     /// Entries of a range, in feed order; `more` if the range was cut by a batch bound.
     Entries {
         /// The entries.
@@ -164,14 +171,17 @@ impl<'a> Reader<'a> {
             Err(WireError::Malformed("trailing bytes"))
         }
     }
-    fn heads(&mut self) -> Result<Vec<(FeedId, u64)>, WireError> {
+    fn heads(&mut self) -> Result<Vec<Head>, WireError> {
         let n = self.u32()? as usize;
         if n > MAX_HEADS {
             return Err(WireError::TooLarge(format!("{n} heads, limit {MAX_HEADS}")));
         }
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            out.push((self.feed()?, self.u64()?));
+            let (feed, seq) = (self.feed()?, self.u64()?);
+            let mut hash = [0u8; 32];
+            hash.copy_from_slice(self.take(32)?);
+            out.push((feed, seq, Hash32(hash)));
         }
         Ok(out)
     }
@@ -208,11 +218,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn put_heads(out: &mut Vec<u8>, heads: &[(FeedId, u64)]) {
+fn put_heads(out: &mut Vec<u8>, heads: &[Head]) {
     out.extend_from_slice(&(heads.len() as u32).to_be_bytes());
-    for (feed, seq) in heads {
+    for (feed, seq, hash) in heads {
         out.extend_from_slice(&feed.to_bytes());
         out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(&hash.0);
     }
 }
 
@@ -262,7 +273,7 @@ impl Request {
     /// Length of [`Request::encode`]'s output, without encoding.
     pub fn encoded_len(&self) -> usize {
         match self {
-            Request::Heads(h) => 1 + 4 + h.len() * 57,
+            Request::Heads(h) => 1 + 4 + h.len() * HEAD_LEN,
             Request::Range { .. } => 1 + 49 + 8 + 4,
             Request::Push(e) => 1 + entries_len(e),
             Request::Join { token, name, addrs } => {
@@ -350,7 +361,7 @@ impl Response {
     /// Length of [`Response::encode`]'s output, without encoding.
     pub fn encoded_len(&self) -> usize {
         match self {
-            Response::Heads(h) => 1 + 4 + h.len() * 57,
+            Response::Heads(h) => 1 + 4 + h.len() * HEAD_LEN,
             Response::Entries { entries, .. } => 2 + entries_len(entries),
             Response::Ack { .. } => 5,
             Response::Joined { .. } => 2,
@@ -449,17 +460,28 @@ pub struct Want {
     pub to: u64,
 }
 
-/// Compares heads: what to ask the peer for (feeds where it is ahead), in feed order. Feeds we
-/// hold frozen are skipped by the caller (it passes them as `u64::MAX`).
-pub fn wants(mine: &BTreeMap<FeedId, u64>, theirs: &[(FeedId, u64)]) -> Vec<Want> {
+/// Compares heads: what to ask the peer for, in feed order. Where it is ahead, the entries
+/// after ours; where it is at our seq with another hash (its author signed two entries at that
+/// seq), its entry at that seq, which proves the fork. Feeds we hold closed are skipped by the
+/// caller (it passes them as `u64::MAX`).
+pub fn wants(mine: &BTreeMap<FeedId, (u64, Hash32)>, theirs: &[Head]) -> Vec<Want> {
     let mut out: Vec<Want> = theirs
         .iter()
-        .filter_map(|&(feed, their)| {
-            let have = mine.get(&feed).copied().unwrap_or(0);
-            // `then`, not `then_some`: `have + 1` overflows for a feed held closed (u64::MAX).
-            (their > have).then(|| Want {
+        .filter_map(|&(feed, their, their_hash)| {
+            let (have, hash) = mine.get(&feed).copied().unwrap_or_default();
+            if have == u64::MAX {
+                return None;
+            }
+            if their > have {
+                return Some(Want {
+                    feed,
+                    from: have + 1,
+                    to: their,
+                });
+            }
+            (their == have && have > 0 && their_hash != hash).then_some(Want {
                 feed,
-                from: have + 1,
+                from: have,
                 to: their,
             })
         })
@@ -471,9 +493,9 @@ pub fn wants(mine: &BTreeMap<FeedId, u64>, theirs: &[(FeedId, u64)]) -> Vec<Want
 
 /// Per scope, how many entries we are behind (they have, we don't) and ahead (we have, they
 /// don't) of a peer: the numbers behind "am I up to date with Brno?".
-pub fn lag(mine: &BTreeMap<FeedId, u64>, theirs: &[(FeedId, u64)]) -> BTreeMap<Scope, (u64, u64)> {
+pub fn lag(mine: &BTreeMap<FeedId, u64>, theirs: &[Head]) -> BTreeMap<Scope, (u64, u64)> {
     let mut out: BTreeMap<Scope, (u64, u64)> = BTreeMap::new();
-    let theirs: BTreeMap<FeedId, u64> = theirs.iter().copied().collect();
+    let theirs: BTreeMap<FeedId, u64> = theirs.iter().map(|&(f, s, _)| (f, s)).collect();
     for (feed, &their) in &theirs {
         let have = mine.get(feed).copied().unwrap_or(0);
         let e = out.entry(feed.scope).or_default();
@@ -509,7 +531,10 @@ mod tests {
             payload: vec![1, 2, 3],
         };
         let reqs = [
-            Request::Heads(vec![(feed(1, None), 5), (feed(2, Some(9)), 1)]),
+            Request::Heads(vec![
+                (feed(1, None), 5, Hash32([1; 32])),
+                (feed(2, Some(9)), 1, Hash32([2; 32])),
+            ]),
             Request::Range {
                 feed: feed(3, None),
                 from: 4,
@@ -527,7 +552,7 @@ mod tests {
             assert_eq!(Request::decode(&r.encode()).expect("decodes"), r);
         }
         let resps = [
-            Response::Heads(vec![(feed(1, None), 5)]),
+            Response::Heads(vec![(feed(1, None), 5, Hash32([3; 32]))]),
             Response::Entries {
                 entries: vec![e],
                 more: true,
@@ -613,19 +638,36 @@ mod tests {
     #[test]
     fn a_feed_held_closed_is_never_wanted() {
         // Closed (frozen or exhausted) feeds are passed as u64::MAX: no overflow, no want.
-        let mine: BTreeMap<_, _> = [(feed(1, None), u64::MAX)].into_iter().collect();
-        assert!(wants(&mine, &[(feed(1, None), 9), (feed(1, None), u64::MAX)]).is_empty());
+        let mine: BTreeMap<_, _> = [(feed(1, None), (u64::MAX, Hash32::default()))]
+            .into_iter()
+            .collect();
+        let h = Hash32([1; 32]);
+        assert!(
+            wants(
+                &mine,
+                &[(feed(1, None), 9, h), (feed(1, None), u64::MAX, h)]
+            )
+            .is_empty()
+        );
     }
 
     #[test]
     fn wants_and_lag() {
-        let mine: BTreeMap<_, _> = [(feed(1, None), 5), (feed(2, None), 2)]
-            .into_iter()
-            .collect();
+        let (a, b) = (Hash32([1; 32]), Hash32([2; 32]));
+        let mine: BTreeMap<_, _> = [
+            (feed(1, None), (5, a)),
+            (feed(2, None), (2, a)),
+            (feed(4, None), (6, a)),
+            (feed(5, None), (6, a)),
+        ]
+        .into_iter()
+        .collect();
         let theirs = [
-            (feed(1, None), 3),
-            (feed(2, None), 7),
-            (feed(3, Some(1)), 2),
+            (feed(1, None), 3, b),
+            (feed(2, None), 7, b),
+            (feed(3, Some(1)), 2, b),
+            (feed(4, None), 6, a),
+            (feed(5, None), 6, b),
         ];
         let w = wants(&mine, &theirs);
         assert_eq!(
@@ -641,9 +683,16 @@ mod tests {
                     from: 1,
                     to: 2
                 },
+                // Same seq, another hash: its entry at that seq shows the fork.
+                Want {
+                    feed: feed(5, None),
+                    from: 6,
+                    to: 6
+                },
             ]
         );
-        let l = lag(&mine, &theirs);
+        let seqs: BTreeMap<_, _> = mine.iter().map(|(f, (s, _))| (*f, *s)).collect();
+        let l = lag(&seqs, &theirs);
         assert_eq!(l[&Scope::Federation], (5, 2));
         assert_eq!(l[&Scope::Group(DocId([1; 16]))], (2, 0));
     }

@@ -52,7 +52,7 @@ fn messages() -> Vec<Vec<u8>> {
         payload: b"payload".to_vec(),
     };
     vec![
-        Request::Heads(vec![(feed, 4)]).encode(),
+        Request::Heads(vec![(feed, 4, intercity_protocol::entry::Hash32([4; 32]))]).encode(),
         Request::Range {
             feed,
             from: 1,
@@ -66,7 +66,7 @@ fn messages() -> Vec<Vec<u8>> {
             addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
         }
         .encode(),
-        Response::Heads(vec![(feed, 9)]).encode(),
+        Response::Heads(vec![(feed, 9, intercity_protocol::entry::Hash32([9; 32]))]).encode(),
         Response::Entries {
             entries: vec![w],
             more: true,

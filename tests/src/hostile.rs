@@ -202,7 +202,7 @@ pub fn heavy_practices(city: &City, n: u64, body_chars: usize) -> Vec<WireEntry>
         .collect()
 }
 
-/// The `/intercity/sync/1` frame codec, for a hostile peer that answers as it likes.
+/// The `/intercity/sync/2` frame codec, for a hostile peer that answers as it likes.
 #[derive(Clone, Default)]
 pub struct RawSync;
 
@@ -268,7 +268,7 @@ impl libp2p::request_response::Codec for RawSync {
     }
 }
 
-/// A swarm whose only behaviour is request-response on `/intercity/sync/1` with `codec`: a
+/// A swarm whose only behaviour is request-response on `/intercity/sync/2` with `codec`: a
 /// peer that speaks the sync protocol as its owner likes.
 pub fn sync_swarm<C>(
     keypair: libp2p::identity::Keypair,

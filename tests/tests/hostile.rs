@@ -150,7 +150,7 @@ async fn half_open_sockets_from_one_host_do_not_keep_roster_cities_out() {
 }
 
 /// A request-response codec that sends frames claiming `FLOOD_FRAME` bytes and then sends them
-/// all: what a guest flooding `/intercity/sync/1` writes.
+/// all: what a guest flooding `/intercity/sync/2` writes.
 #[derive(Clone, Default)]
 struct Flood;
 
@@ -494,7 +494,7 @@ async fn a_peer_holding_a_feed_hostage_is_bypassed_and_penalized() {
                             Request::Heads(_) => {
                                 let _ = mallory
                                     .behaviour_mut()
-                                    .send_response(channel, Response::Heads(vec![(feed, u64::MAX)]));
+                                    .send_response(channel, Response::Heads(vec![(feed, u64::MAX, intercity_protocol::entry::Hash32::default())]));
                             }
                             Request::Range { .. } => {
                                 let _ = asked_tx.send(());

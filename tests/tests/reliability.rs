@@ -42,6 +42,10 @@ async fn a_city_behind_its_own_feed_refuses_edits_until_it_has_it_back() {
         })
         .collect();
     drop(first);
+    let head_hash =
+        intercity_protocol::entry::SignedEntry::decode(&held.last().expect("three entries").entry)
+            .expect("decodes")
+            .hash();
 
     // Milan again, from the same key and an empty store. Brno (a raw peer) reports Milan's
     // feed at 3 and answers the range only after a while.
@@ -70,7 +74,7 @@ async fn a_city_behind_its_own_feed_refuses_edits_until_it_has_it_back() {
                             Request::Heads(_) => {
                                 let _ = brno
                                     .behaviour_mut()
-                                    .send_response(channel, Response::Heads(vec![(feed, 3)]));
+                                    .send_response(channel, Response::Heads(vec![(feed, 3, head_hash)]));
                             }
                             Request::Range { .. } => {
                                 let _ = asked_tx.send(());
@@ -123,23 +127,24 @@ async fn a_city_behind_its_own_feed_refuses_edits_until_it_has_it_back() {
     peer.abort();
 }
 
-/// Scenario 1, different lengths: Mallory signs one history (seq 1-5) to Milan and another
-/// (the same 1-2, then a different 3-8) to Brno. Milan, fetching seq 6 from Brno, gets an
-/// entry that does not chain on its seq 5. That is Mallory's doing, not Brno's: Milan used to
-/// count it as a strike against Brno (and ban it after five) and never saw the fork. Now it
-/// fetches Brno's seq 5, which proves the fork, and freezes the feed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fork_by_length_is_detected_and_the_relay_is_not_struck() {
+/// One branch's entries as (entry, payload).
+type Branch = Vec<(Vec<u8>, Vec<u8>)>;
+/// Two branches of one feed, and its author.
+type Histories = (Branch, Branch, intercity_protocol::identity::CityId);
+
+/// Mallory's feed signed twice: `shared` practices both branches hold, then `a` on one branch
+/// and `b` on the other. Returns each branch's entries (entry, payload), and Mallory's id.
+fn two_histories(shared: usize, a: &[&str], b: &[&str]) -> Histories {
     use intercity_node::City;
     use intercity_protocol::entry::{FeedId, Scope};
-
-    let key = || intercity_tests::key(3);
-    let (a, b) = (
+    let (da, db) = (
         tempfile::tempdir().expect("tmp"),
         tempfile::tempdir().expect("tmp"),
     );
-    let branch_a = City::init_with_key(a.path(), "Mallory", None, key()).expect("init");
-    let branch_b = City::init_with_key(b.path(), "Mallory", None, key()).expect("init");
+    let branch_a =
+        City::init_with_key(da.path(), "Mallory", None, intercity_tests::key(3)).expect("init");
+    let branch_b =
+        City::init_with_key(db.path(), "Mallory", None, intercity_tests::key(3)).expect("init");
     let feed = FeedId {
         author: branch_a.id(),
         scope: Scope::Federation,
@@ -152,40 +157,54 @@ async fn a_fork_by_length_is_detected_and_the_relay_is_not_struck() {
             .map(|(e, p)| (e.entry.encode().to_vec(), p))
             .collect()
     };
-    for n in 0..2 {
+    for n in 0..shared {
         practice(&branch_a, &format!("Shared {n}"));
     }
     for (e, p) in entries(&branch_a) {
         branch_b.ingest_remote(&e, &p).expect("the shared start");
     }
-    for n in 2..5 {
-        practice(&branch_a, &format!("Branch A {n}"));
+    for title in a {
+        practice(&branch_a, title);
     }
-    for n in 2..8 {
-        practice(&branch_b, &format!("Branch B {n}"));
+    for title in b {
+        practice(&branch_b, title);
     }
+    (entries(&branch_a), entries(&branch_b), branch_a.id())
+}
 
+/// Milan holding one of Mallory's histories and Brno the other, linked.
+async fn holding((a, b, mallory): Histories) -> (TestNode, TestNode) {
     let milan = TestNode::spawn("Milan", 1).await;
     let brno = TestNode::spawn("Brno", 2).await;
-    for (node, branch) in [(&milan, &branch_a), (&brno, &branch_b)] {
+    for (node, branch) in [(&milan, a), (&brno, b)] {
         node.city
-            .roster_add(branch.id(), "Mallory", &[])
+            .roster_add(mallory, "Mallory", &[])
             .expect("roster");
-        for (e, p) in entries(branch) {
+        for (e, p) in branch {
             node.city.ingest_remote(&e, &p).expect("its branch");
         }
     }
     milan.link(&brno).await;
-    assert!(
-        eventually(WAIT, || brno
-            .city
-            .store()
-            .forks()
-            .is_ok_and(|f| !f.is_empty())
-            || milan.city.store().forks().is_ok_and(|f| !f.is_empty()))
-        .await,
-        "nobody saw the fork"
-    );
+    (milan, brno)
+}
+
+/// Scenario 1, different lengths: Mallory signs one history (seq 1-5) to Milan and another
+/// (the same 1-2, then a different 3-8) to Brno. Milan, fetching seq 6 from Brno, gets an
+/// entry that does not chain on its seq 5. That is Mallory's doing, not Brno's: Milan used to
+/// count it as a strike against Brno (and ban it after five) and never saw the fork. Now it
+/// fetches Brno's seq 5, which proves the fork, and freezes the feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_by_length_is_detected_and_the_relay_is_not_struck() {
+    let a = ["Branch A 2", "Branch A 3", "Branch A 4"];
+    let b = [
+        "Branch B 2",
+        "Branch B 3",
+        "Branch B 4",
+        "Branch B 5",
+        "Branch B 6",
+        "Branch B 7",
+    ];
+    let (milan, brno) = holding(two_histories(2, &a, &b)).await;
     // Milan saw it; and several anti-entropy rounds later, Brno was never struck for it.
     assert!(
         eventually(WAIT, || milan
@@ -193,7 +212,8 @@ async fn a_fork_by_length_is_detected_and_the_relay_is_not_struck() {
             .store()
             .forks()
             .is_ok_and(|f| f.len() == 1))
-        .await
+        .await,
+        "Milan did not see the fork"
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let brno_id = brno.id().to_string();
@@ -215,4 +235,27 @@ async fn a_fork_by_length_is_detected_and_the_relay_is_not_struck() {
             .contains(&"Brno still syncs".to_string()))
         .await
     );
+}
+
+/// Scenario 1, same length: Mallory signs a different seq 3 for Milan and for Brno. Heads used
+/// to carry only (feed, seq): both nodes showed different content under one record for ever
+/// and nobody noticed. Heads now carry the head's hash, and each node fetches the other's
+/// entry at that seq, which proves the fork.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_equivocation_at_the_same_seq_is_detected_by_both() {
+    let histories = two_histories(2, &["What Milan is told"], &["What Brno is told"]);
+    let (milan, brno) = holding(histories).await;
+    let forked = |node: &TestNode| node.city.store().forks().is_ok_and(|f| f.len() == 1);
+    assert!(
+        eventually(WAIT, || forked(&milan) && forked(&brno)).await,
+        "the equivocation went unnoticed (Milan {}, Brno {})",
+        forked(&milan),
+        forked(&brno)
+    );
+    for node in [&milan, &brno] {
+        assert!(
+            node.status().await.peers.iter().all(|p| p.invalid == 0),
+            "an honest peer was struck"
+        );
+    }
 }

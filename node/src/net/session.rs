@@ -3,10 +3,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
-use intercity_protocol::entry::{DocId, FeedId, Scope, SignedEntry};
+use intercity_protocol::entry::{DocId, FeedId, Hash32, Scope, SignedEntry};
 use intercity_protocol::identity::CityId;
 use intercity_protocol::sync::{
-    self, BATCH_TARGET_BYTES, MAX_BATCH_ENTRIES, Request, Response, WireEntry,
+    self, BATCH_TARGET_BYTES, Head, MAX_BATCH_ENTRIES, Request, Response, WireEntry,
 };
 use libp2p::PeerId;
 use libp2p::request_response;
@@ -35,14 +35,14 @@ impl EventLoop {
         }
     }
 
-    /// Heads of every feed held; closed feeds (frozen or exhausted) count as complete.
-    pub(super) fn my_heads(&self) -> BTreeMap<FeedId, u64> {
+    /// Heads of every feed held, with their hashes.
+    pub(super) fn my_heads(&self) -> BTreeMap<FeedId, (u64, Hash32)> {
         self.city
             .store()
             .feeds()
             .unwrap_or_default()
             .into_iter()
-            .map(|(f, h)| (f, h.seq))
+            .map(|(f, h)| (f, (h.seq, h.hash)))
             .collect()
     }
 
@@ -110,18 +110,21 @@ impl EventLoop {
 
     pub(super) fn send_heads(&mut self, peer: PeerId) {
         let shared = self.shared_scopes(&peer);
-        let heads: Vec<(FeedId, u64)> = self
+        let heads: Vec<Head> = self
             .my_heads()
             .into_iter()
             .filter(|(f, _)| shared.contains(&f.scope))
+            .map(|(f, (seq, hash))| (f, seq, hash))
             .collect();
         self.request(peer, Request::Heads(heads), Pending::Heads);
     }
 
-    pub(super) fn fetch(&mut self, peer: PeerId, theirs: &[(FeedId, u64)]) {
+    /// Asks `peer` for what its heads show this node lacks; closed feeds (frozen or exhausted)
+    /// count as complete.
+    pub(super) fn fetch(&mut self, peer: PeerId, theirs: &[Head]) {
         let mut mine = self.my_heads();
         for f in self.frozen() {
-            mine.insert(f, u64::MAX);
+            mine.insert(f, (u64::MAX, Hash32::default()));
         }
         for want in sync::wants(&mine, theirs) {
             self.request_range(peer, want.feed, want.from);
@@ -249,10 +252,11 @@ impl EventLoop {
                 // The requester offers the scopes it shares with us by its own view (a group may
                 // be new to us); its Range answers are gated by it. We answer for ours.
                 let shared = self.shared_scopes(&peer);
-                let mine: Vec<(FeedId, u64)> = self
+                let mine: Vec<Head> = self
                     .my_heads()
                     .into_iter()
                     .filter(|(f, _)| shared.contains(&f.scope))
+                    .map(|(f, (seq, hash))| (f, seq, hash))
                     .collect();
                 // Sync both ways in one round: fetch what the requester has and we lack.
                 self.note_own_feeds(&theirs);
@@ -277,7 +281,7 @@ impl EventLoop {
                 {
                     Ok(rows) => {
                         let last = rows.last().map(|(e, _)| e.entry.header.seq);
-                        let head = self.my_heads().get(&feed).copied().unwrap_or(0);
+                        let head = self.my_heads().get(&feed).map_or(0, |(seq, _)| *seq);
                         let entries = rows
                             .into_iter()
                             .map(|(e, payload)| WireEntry {
@@ -303,9 +307,9 @@ impl EventLoop {
     /// A peer's heads name this city's own feeds: one ahead of this node's copy means entries
     /// this node lost (a crash, a restored backup). Until they are fetched back, local writes
     /// to that feed are refused (`City::peer_reports_own`).
-    fn note_own_feeds(&self, theirs: &[(FeedId, u64)]) {
+    fn note_own_feeds(&self, theirs: &[Head]) {
         let me = self.city.id();
-        for (feed, seq) in theirs.iter().filter(|(f, _)| f.author == me) {
+        for (feed, seq, _) in theirs.iter().filter(|(f, _, _)| f.author == me) {
             self.city.peer_reports_own(feed.scope, *seq);
         }
     }
@@ -366,8 +370,8 @@ impl EventLoop {
                 let claimed = self.peers.get(&peer).and_then(|p| {
                     p.last_heads
                         .iter()
-                        .find(|(f, _)| *f == feed)
-                        .map(|(_, s)| *s)
+                        .find(|(f, _, _)| *f == feed)
+                        .map(|(_, s, _)| *s)
                 });
                 let fault = match (asked, first) {
                     (Some(from), Some((f, s))) if f != feed || s != from => {
