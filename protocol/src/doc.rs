@@ -68,6 +68,8 @@
 //! concurrently, one of the two lists would win; [`Record::to_json`] therefore always writes
 //! empty lists, maps and text fields.)
 
+use std::collections::{HashMap, HashSet};
+
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{
     ActorId, Automerge, AutomergeError, Change, ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc,
@@ -276,6 +278,63 @@ pub fn isolate<T>(f: impl FnOnce() -> T) -> Result<T, AutomergeFailure> {
             .unwrap_or_else(|| "no message".into());
         AutomergeFailure::Panicked(message)
     })
+}
+
+/// The first operation of `change` that refers to an operation outside the change's causal
+/// past: an object, a list element or a predecessor that is neither in `doc` at the change's
+/// dependencies nor earlier in the change itself. `doc` must hold the dependencies. Such a
+/// change targets something its author had not seen; whether Automerge can even apply it then
+/// depends on what else a node holds, so it is refused before it is applied (`Ok(Some(why))`).
+/// Panic-isolated: Automerge trusts some of a change's internals when it expands them.
+pub fn reference_outside_past(
+    doc: &Automerge,
+    change: &Change,
+) -> Result<Option<String>, AutomergeFailure> {
+    use automerge::legacy::{ElementId, Key, ObjectId, OpId};
+    // The causal past as a clock: for each actor, the last operation counter it reached.
+    let mut clock: HashMap<ActorId, u64> = HashMap::new();
+    let mut seen: HashSet<ChangeHash> = HashSet::new();
+    let mut stack: Vec<ChangeHash> = change.deps().to_vec();
+    while let Some(hash) = stack.pop() {
+        if !seen.insert(hash) {
+            continue;
+        }
+        let Some(meta) = doc.get_change_meta_by_hash(&hash) else {
+            return Ok(Some(format!(
+                "dependency {} is not in the document",
+                hex::encode(&hash.0[..6])
+            )));
+        };
+        let max = clock.entry(meta.actor.clone().into_owned()).or_insert(0);
+        *max = (*max).max(meta.max_op);
+        stack.extend(meta.deps.iter().copied());
+    }
+    let expanded = isolate(|| change.decode())?;
+    let actor = change.actor_id();
+    let start = change.start_op().get();
+    let known = |id: &OpId, index: u64| {
+        (id.1 == *actor && id.0 >= start && id.0 < start + index)
+            || clock
+                .get(&id.1)
+                .is_some_and(|max| id.0 >= 1 && id.0 <= *max)
+    };
+    for (index, op) in (0u64..).zip(&expanded.operations) {
+        let mut refs: Vec<&OpId> = op.pred.iter().collect();
+        if let ObjectId::Id(id) = &op.obj {
+            refs.push(id);
+        }
+        if let Key::Seq(ElementId::Id(id)) = &op.key {
+            refs.push(id);
+        }
+        if let Some(id) = refs.into_iter().find(|id| !known(id, index)) {
+            return Ok(Some(format!(
+                "operation {index} refers to operation {}@{} outside the change's causal past",
+                id.0,
+                hex::encode(&id.1.to_bytes()[..id.1.to_bytes().len().min(6)])
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Loads a document (saved bytes, or a change chunk) that came from a peer or from disk,

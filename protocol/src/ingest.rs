@@ -923,6 +923,23 @@ impl<L: Ledger> Work<'_, L> {
             }
             doc.clone()
         };
+        // Every operation must target something in the change's causal past (§7.2 of
+        // docs/protocol.md): what a node holds beyond it must not change the verdict.
+        match doc::reference_outside_past(&base, &change) {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                let status = Status::Rejected(reason);
+                self.note(signed, hash, &status);
+                return Ok(status);
+            }
+            Err(_) => {
+                // Automerge's message may name node-local indices: the reason is fixed, so that
+                // every node records the same verdict.
+                let status = Status::Quarantined("Automerge panicked expanding the change".into());
+                self.note(signed, hash, &status);
+                return Ok(status);
+            }
+        }
         let prebuilt = self
             .prebuilt
             .take_if(|(d, _)| d.get_heads() == [hash] && doc::same_heads(&base.get_heads(), &deps));
@@ -1112,7 +1129,9 @@ impl<L: Ledger> Work<'_, L> {
 /// document cannot be read at all), else a rejection.
 fn unreadable(what: &str, e: RecordError) -> Status {
     match e {
-        RecordError::Unreadable(_) => Status::Quarantined(format!("{what}: {e}")),
+        // Automerge's panic message may name node-local indices (its actor table's order): a
+        // fixed reason keeps every node's verdict the same.
+        RecordError::Unreadable(_) => Status::Quarantined(format!("{what}: Automerge panicked")),
         e => Status::Rejected(format!("{what}: {e}")),
     }
 }
@@ -1153,11 +1172,12 @@ fn evaluate(
             // Automerge trusts some of a change's internals (actor indices); a forged change
             // must not bring the node down: it is quarantined.
             doc::apply(&mut doc, vec![change]).map_err(|e| match e {
-                doc::AutomergeFailure::Panicked(_) => {
-                    Refusal::Status(Status::Quarantined(format!("applying the change: {e}")))
-                }
-                doc::AutomergeFailure::Refused(e) => {
-                    Refusal::Change(format!("Automerge refused the change: {e}"))
+                doc::AutomergeFailure::Panicked(_) => Refusal::Status(Status::Quarantined(
+                    "Automerge panicked applying the change".into(),
+                )),
+                // Its messages may name node-local indices: a fixed reason (see above).
+                doc::AutomergeFailure::Refused(_) => {
+                    Refusal::Change("Automerge refused to apply the change".into())
                 }
             })?;
             (doc, None)

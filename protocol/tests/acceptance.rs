@@ -525,6 +525,98 @@ fn only_chairs_change_members() {
     );
 }
 
+/// Issue #11, scenario 2: Brno, a plain member, signs a change on top of the group as it first
+/// was, promoting Warsaw, whom Milan (the chair) added in a change Brno had not seen: its one
+/// operation overwrites the role Milan wrote, on the member object Milan created. At its own
+/// dependencies that object does not exist, so authorization saw no change of members, and a
+/// node holding Milan's change accepted it (Warsaw became a chair); a node without it could not
+/// apply it. Refused before it is applied, the same everywhere.
+#[test]
+fn a_change_on_an_object_outside_its_causal_past_is_rejected_in_any_order() {
+    use automerge::legacy::{Key, ObjectId, Op, OpId, OpType, SortedVec};
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let warsaw = City::new(3);
+    let (id, genesis) = milan.create(&group(&milan, &[(&brno, Role::Member)]));
+    brno.receive(&[genesis.clone()]);
+    let add = milan.edit(id, |r| {
+        if let Record::Group(g) = r {
+            g.members.insert(
+                warsaw.id(),
+                Member {
+                    name: "Warsaw".into(),
+                    role: Role::Member,
+                },
+            );
+        }
+    });
+    // The role Milan wrote for Warsaw: the operation putting `role` in a new object.
+    let change = automerge::Change::from_bytes(add.payload.clone()).expect("change");
+    let expanded = change.decode();
+    let start = change.start_op().get();
+    let (index, role) = expanded
+        .operations
+        .iter()
+        .enumerate()
+        .find(|(_, op)| {
+            matches!(&op.key, Key::Map(k) if k == "role")
+                && matches!(&op.action, OpType::Put(automerge::ScalarValue::Str(v)) if v == "member")
+        })
+        .expect("Milan's change writes Warsaw's role");
+    let role_op = OpId(start + index as u64, change.actor_id().clone());
+    let mut actor = brno.key.id().as_bytes().to_vec();
+    actor.extend_from_slice(&[7; 8]);
+    let forged = automerge::Change::from(automerge::ExpandedChange {
+        operations: vec![Op {
+            action: OpType::Put(automerge::ScalarValue::Str("chair".into())),
+            obj: role.obj.clone(),
+            key: Key::Map("role".into()),
+            pred: SortedVec::from(vec![role_op]),
+            insert: false,
+        }],
+        actor_id: ActorId::from(actor),
+        hash: None,
+        seq: 1,
+        start_op: std::num::NonZeroU64::new(start + 1_000).expect("non-zero"),
+        time: 0,
+        message: None,
+        deps: genesis_deps(&genesis),
+        extra_bytes: Vec::new(),
+        author: None,
+    });
+    assert!(matches!(role.obj, ObjectId::Id(_)));
+    let promote = brno.sign(id, Scope::Group(id), forged.raw_bytes().to_vec());
+    let orders: [&[&Wire]; 2] = [&[&genesis, &add, &promote], &[&genesis, &promote, &add]];
+    let mut results = Vec::new();
+    for order in orders {
+        let mut l = MemLedger::default();
+        for w in order {
+            let _ = l.ingest(&w.entry, &w.payload);
+        }
+        let h = promote.signed().header;
+        let status = l.entries[&(h.feed(), h.seq)].status.clone();
+        assert!(
+            matches!(&status, Status::Rejected(r) if r.contains("causal past")),
+            "{status:?}"
+        );
+        let Ok(Record::Group(g)) = doc::read_record(&l.docs[&id], None) else {
+            panic!("a group")
+        };
+        assert_eq!(g.members[&warsaw.id()].role, Role::Member);
+        results.push(fingerprint(&l));
+    }
+    assert_eq!(results[0], results[1]);
+}
+
+/// The dependencies of a change that builds on `genesis` alone.
+fn genesis_deps(genesis: &Wire) -> Vec<automerge::ChangeHash> {
+    vec![
+        automerge::Change::from_bytes(genesis.payload.clone())
+            .expect("change")
+            .hash(),
+    ]
+}
+
 #[test]
 fn removed_member_keeps_concurrent_changes_but_not_later_ones() {
     let mut milan = City::new(1);
@@ -1116,4 +1208,96 @@ fn a_feed_near_its_budget_waits_for_its_pending_entries() {
     let (alice_first, bob_first) = cut_off_check(30, 50, &[0], &[1]);
     assert!(alice_first > 0, "the undecided case was not exercised");
     assert_eq!(bob_first, 0);
+}
+
+/// Forged changes by a member: each on top of one of the chair's changes (or the genesis),
+/// with operations aimed at operations picked from all of the chair's changes (and the root),
+/// some inside the forged change's causal past and some not.
+fn forged_references(picks: &[(u8, u8, u8, u8)]) -> Vec<Vec<Wire>> {
+    use automerge::legacy::{Key, ObjectId, Op, OpId, OpType, SortedVec};
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let (id, genesis) = milan.create(&group(&milan, &[(&brno, Role::Member)]));
+    let mut chair = vec![genesis];
+    for n in 0..4 {
+        chair.push(milan.edit(id, add_item(&format!("item {n}"))));
+    }
+    // Every operation of the chair's changes, with the change that made it.
+    let changes: Vec<automerge::Change> = chair
+        .iter()
+        .map(|w| automerge::Change::from_bytes(w.payload.clone()).expect("change"))
+        .collect();
+    let ops: Vec<(usize, OpId, Key)> = changes
+        .iter()
+        .enumerate()
+        .flat_map(|(c, ch)| {
+            let start = ch.start_op().get();
+            let actor = ch.actor_id().clone();
+            ch.decode()
+                .operations
+                .into_iter()
+                .enumerate()
+                .map(move |(i, op)| (c, OpId(start + i as u64, actor.clone()), op.key))
+        })
+        .collect();
+    let mut forged = Vec::new();
+    for (n, &(base, target, pred, value)) in picks.iter().enumerate() {
+        let base = usize::from(base) % changes.len();
+        let (_, target_id, target_key) = ops[usize::from(target) % ops.len()].clone();
+        let obj = if value % 3 == 0 {
+            ObjectId::Root
+        } else {
+            ObjectId::Id(target_id.clone())
+        };
+        let key = match (&obj, &target_key) {
+            (ObjectId::Root, _) => Key::Map("charter".into()),
+            (_, Key::Seq(_)) => target_key.clone(),
+            _ => Key::Map("title".into()),
+        };
+        let (_, pred_id, _) = ops[usize::from(pred) % ops.len()].clone();
+        let mut actor = brno.key.id().as_bytes().to_vec();
+        actor.extend_from_slice(&(n as u64).to_be_bytes());
+        let change = automerge::Change::from(automerge::ExpandedChange {
+            operations: vec![Op {
+                action: OpType::Put(automerge::ScalarValue::Str(format!("v{value}").into())),
+                obj,
+                key,
+                pred: if value % 2 == 0 {
+                    SortedVec::new()
+                } else {
+                    SortedVec::from(vec![pred_id])
+                },
+                insert: false,
+            }],
+            actor_id: ActorId::from(actor),
+            hash: None,
+            seq: 1,
+            start_op: std::num::NonZeroU64::new(1_000).expect("non-zero"),
+            time: 0,
+            message: None,
+            deps: vec![changes[base].hash()],
+            extra_bytes: Vec::new(),
+            author: None,
+        });
+        forged.push(brno.sign(id, Scope::Group(id), change.raw_bytes().to_vec()));
+    }
+    vec![chair, forged]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Changes whose operations aim at operations in or outside their causal past, delivered
+    /// in any order: the same verdicts and the same documents everywhere.
+    #[test]
+    fn adversarial_references_get_the_same_verdicts_in_any_order(
+        picks in proptest::collection::vec(any::<(u8, u8, u8, u8)>(), 1..8),
+        a in proptest::collection::vec((any::<usize>(), any::<bool>()), 1..16),
+        b in proptest::collection::vec((any::<usize>(), any::<bool>()), 1..16),
+    ) {
+        let feeds = forged_references(&picks);
+        let x = deliver(&feeds, &a);
+        let y = deliver(&feeds, &b);
+        prop_assert_eq!(fingerprint(&x), fingerprint(&y));
+    }
 }
