@@ -259,3 +259,125 @@ async fn an_equivocation_at_the_same_seq_is_detected_by_both() {
         );
     }
 }
+
+/// Five cities split 2 | 3 for a while; both sides edit the same agenda (items added on each
+/// side, the venue set on both); then the partition heals. Every city ends with the same
+/// record: every item once, one venue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_heals_with_nothing_lost_or_duplicated() {
+    use intercity_protocol::record::{Agenda, Group, Item, Member, Record, Role};
+    let names = ["Milan", "Brno", "Warsaw", "Utrecht", "Porto"];
+    let mut nodes = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        nodes.push(TestNode::spawn(name, i as u8 + 1).await);
+    }
+    for a in &nodes {
+        for b in &nodes {
+            if a.id() != b.id() {
+                a.city
+                    .roster_add(b.id(), &b.city.profile().name, &[])
+                    .expect("roster");
+            }
+        }
+    }
+    for i in 0..nodes.len() {
+        nodes[i].dial(&nodes[(i + 1) % nodes.len()]).await; // a ring
+    }
+    let chair = &nodes[0].city;
+    let mut g = Group::new("Mobility", chair.id().to_string(), "Milan");
+    for n in &nodes[1..] {
+        g.members.insert(
+            n.id().to_string(),
+            Member {
+                name: n.city.profile().name.clone(),
+                role: Role::Member,
+            },
+        );
+    }
+    let aid = "b0b0b0b0b0b0b0b0".to_string();
+    g.agendas
+        .insert(aid.clone(), Agenda::new("Meeting in Porto", "2027-05-10"));
+    let gid = chair.create(&Record::Group(g), "create").expect("group");
+    let agenda = |node: &TestNode| match node.city.record(gid) {
+        Ok(Record::Group(g)) => g.agendas.get(&aid).cloned(),
+        _ => None,
+    };
+    assert!(eventually(WAIT, || nodes.iter().all(|n| agenda(n).is_some())).await);
+
+    // The partition: {Milan, Brno} | {Warsaw, Utrecht, Porto}.
+    let (left, right) = nodes.split_at(2);
+    for (a, b) in left.iter().flat_map(|a| right.iter().map(move |b| (a, b))) {
+        a.city.roster_block(&b.id()).expect("block");
+        b.city.roster_block(&a.id()).expect("block");
+    }
+    for n in &nodes {
+        n.net().roster_changed().await.expect("net");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let edit = |node: &TestNode, title: String, venue: Option<String>| {
+        let aid = aid.clone();
+        node.city
+            .edit(gid, "edit", move |r| {
+                if let Record::Group(g) = r {
+                    let a = g.agendas.get_mut(&aid).expect("agenda");
+                    a.items.push(Item::new(title));
+                    if let Some(v) = venue {
+                        a.venue = v;
+                    }
+                }
+                Ok(())
+            })
+            .expect("edit");
+    };
+    for (i, node) in nodes.iter().enumerate() {
+        let venue = (i == 0 || i == 3).then(|| format!("Venue chosen in {}", names[i]));
+        edit(node, format!("Item from {}", names[i]), venue);
+    }
+    edit(&nodes[1], "Second item from Brno".into(), None);
+    edit(&nodes[4], "Second item from Porto".into(), None);
+    // While split, each side converges on its own edits only.
+    assert!(
+        eventually(WAIT, || agenda(&nodes[0])
+            .is_some_and(|a| a.items.len() == 3)
+            && agenda(&nodes[2]).is_some_and(|a| a.items.len() == 4))
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(agenda(&nodes[0]).map(|a| a.items.len()), Some(3));
+
+    // Heal.
+    for (a, b) in left.iter().flat_map(|a| right.iter().map(move |b| (a, b))) {
+        a.city
+            .roster_add(b.id(), &b.city.profile().name, &[b.addr()])
+            .expect("roster");
+        b.city
+            .roster_add(a.id(), &a.city.profile().name, &[])
+            .expect("roster");
+    }
+    for n in &nodes {
+        n.net().roster_changed().await.expect("net");
+    }
+    let converged = || {
+        let first = agenda(&nodes[0]);
+        first.as_ref().is_some_and(|a| a.items.len() == 7)
+            && nodes.iter().all(|n| agenda(n) == first)
+    };
+    assert!(
+        eventually(WAIT, converged).await,
+        "the sides did not converge"
+    );
+    let a = agenda(&nodes[0]).expect("agenda");
+    let mut titles: Vec<&str> = a.items.iter().map(|i| i.title.as_str()).collect();
+    titles.sort_unstable();
+    titles.dedup();
+    assert_eq!(
+        titles.len(),
+        7,
+        "an item was lost or duplicated: {:?}",
+        a.items
+    );
+    assert!(a.venue.starts_with("Venue chosen in "), "{}", a.venue);
+    for n in &nodes {
+        assert_eq!(n.status().await.forks, 0);
+    }
+}
