@@ -211,6 +211,7 @@ impl Client {
                 entries: c.store().entry_counts()?,
                 forks: c.store().forks()?.len(),
                 exhausted: c.store().exhausted_feeds()?,
+                forked: c.store().forked_feeds()?,
                 ..NetStatus::default()
             }),
             Client::Daemon { control, .. } => Self::call(control, ControlRequest::Status),

@@ -208,6 +208,9 @@ pub struct NetStatus {
     pub entries: (u64, u64, u64, u64),
     /// Fork proofs held.
     pub forks: usize,
+    /// The feeds they freeze, as "author in scope at seq N".
+    #[serde(default)]
+    pub forked: Vec<String>,
     /// Feeds that used their rejection budget ("author in scope"): nothing more is taken from
     /// them (docs/protocol.md §15.3).
     #[serde(default)]
@@ -613,6 +616,7 @@ impl EventLoop {
             entries: self.city.store().entry_counts().unwrap_or_default(),
             forks: self.city.store().forks().map(|f| f.len()).unwrap_or(0),
             exhausted: self.city.store().exhausted_feeds().unwrap_or_default(),
+            forked: self.city.store().forked_feeds().unwrap_or_default(),
             own_behind: self
                 .city
                 .own_feeds_behind()

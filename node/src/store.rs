@@ -579,6 +579,18 @@ impl Store {
         })
     }
 
+    /// The forked feeds, as "author in scope at seq N" (from the fork proofs held).
+    pub fn forked_feeds(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .forks()?
+            .into_iter()
+            .map(|p| {
+                let h = &p.first.header;
+                format!("{} in {} at seq {}", h.author, h.scope, h.seq)
+            })
+            .collect())
+    }
+
     /// Feeds that used their rejection budget, as "author in scope".
     pub fn exhausted_feeds(&self) -> Result<Vec<String>, StoreError> {
         Ok(self
@@ -651,6 +663,12 @@ impl Store {
         }
         for fork in &commit.forks {
             let h = &fork.second.header;
+            tracing::warn!(
+                city = %h.author,
+                scope = %h.scope,
+                seq = h.seq,
+                "a city signed two different entries at one position of its feed: fork proof stored, the feed is frozen"
+            );
             batch.put_cf(
                 self.cf("forks"),
                 feed_seq(&h.feed().to_bytes(), h.seq),

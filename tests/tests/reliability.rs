@@ -244,6 +244,7 @@ async fn a_fork_by_length_is_detected_and_the_relay_is_not_struck() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_equivocation_at_the_same_seq_is_detected_by_both() {
     let histories = two_histories(2, &["What Milan is told"], &["What Brno is told"]);
+    let mallory = histories.2;
     let (milan, brno) = holding(histories).await;
     let forked = |node: &TestNode| node.city.store().forks().is_ok_and(|f| f.len() == 1);
     assert!(
@@ -253,9 +254,15 @@ async fn an_equivocation_at_the_same_seq_is_detected_by_both() {
         forked(&brno)
     );
     for node in [&milan, &brno] {
+        let status = node.status().await;
         assert!(
-            node.status().await.peers.iter().all(|p| p.invalid == 0),
+            status.peers.iter().all(|p| p.invalid == 0),
             "an honest peer was struck"
+        );
+        // `status` names the forked city.
+        assert_eq!(
+            status.forked,
+            vec![format!("{mallory} in federation at seq 3")]
         );
     }
 }

@@ -41,6 +41,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             "peers": status.peers,
             "entries": status.entries,
             "forks": status.forks,
+            "forked": status.forked,
             "exhausted": status.exhausted,
             "own_behind": status.own_behind,
             "ingest_queue": status.ingest_queue,
@@ -68,7 +69,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
                 status.entries.0, status.entries.1, status.entries.2, status.entries.3
             ),
         ),
-        ("fork proofs", status.forks.to_string()),
+        (
+            "fork proofs",
+            if status.forked.is_empty() {
+                status.forks.to_string()
+            } else {
+                format!("{} ({}; frozen)", status.forks, status.forked.join(", "))
+            },
+        ),
         (
             "own feeds",
             if status.own_behind.is_empty() {
