@@ -319,6 +319,7 @@ enum Pending {
     Heads,
     Range(FeedId),
     Push,
+    Forks,
     /// The token presented.
     Join(String),
 }

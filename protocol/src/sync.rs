@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use crate::entry::{FeedId, Hash32, MAX_PAYLOAD_BYTES, SIGNED_ENTRY_LEN, Scope};
+use crate::ingest::ForkProof;
 use crate::invite::MAX_TOKEN_CHARS;
 
 /// Protocol name for libp2p. Version 2: heads carry the head entry's hash.
@@ -28,6 +29,10 @@ pub const MAX_BATCH_ENTRIES: usize = 512;
 pub const BATCH_TARGET_BYTES: usize = 2 * 1024 * 1024;
 /// Bytes of one [`Head`] on the wire: feed id, seq, hash.
 pub const HEAD_LEN: usize = 49 + 8 + 32;
+/// At most this many fork proofs in one [`Response::Forks`].
+pub const MAX_FORK_PROOFS: usize = 64;
+/// Bytes of one fork proof on the wire (its storage encoding: two signed entries).
+pub const FORK_PROOF_LEN: usize = 2 * SIGNED_ENTRY_LEN;
 /// At most this many feeds in one heads message.
 pub const MAX_HEADS: usize = 20_000;
 /// At most this many bytes of text in an error message.
@@ -80,6 +85,8 @@ pub enum Request {
     },
     /// "Here are new entries" (live delivery).
     Push(Vec<WireEntry>),
+    /// "Which fork proofs do you hold for the scopes we share?"
+    Forks,
     /// "I was invited: here is your invitation token, my name and where to reach me."
     Join {
         /// The invitation token (`ic1…`, at most [`crate::invite::MAX_TOKEN_CHARS`] bytes).
@@ -108,6 +115,9 @@ pub enum Response {
         /// Entries stored (accepted, rejected or pending).
         stored: u32,
     },
+    /// Fork proofs the responder holds for feeds of the scopes it shares with the requester,
+    /// at most [`MAX_FORK_PROOFS`], in feed order.
+    Forks(Vec<ForkProof>),
     /// A join was received: `waiting` if the inviter's operator must approve it first.
     Joined {
         /// True: queued for approval; false: the city is in the inviter's roster now.
@@ -127,10 +137,12 @@ const T_HEADS: u8 = 0x01;
 const T_RANGE: u8 = 0x02;
 const T_PUSH: u8 = 0x03;
 const T_JOIN: u8 = 0x04;
+const T_FORKS: u8 = 0x05;
 const T_R_HEADS: u8 = 0x81;
 const T_R_ENTRIES: u8 = 0x82;
 const T_R_ACK: u8 = 0x83;
 const T_R_JOINED: u8 = 0x84;
+const T_R_FORKS: u8 = 0x85;
 const T_R_ERROR: u8 = 0xff;
 
 struct Reader<'a>(&'a [u8]);
@@ -276,6 +288,7 @@ impl Request {
             Request::Heads(h) => 1 + 4 + h.len() * HEAD_LEN,
             Request::Range { .. } => 1 + 49 + 8 + 4,
             Request::Push(e) => 1 + entries_len(e),
+            Request::Forks => 1,
             Request::Join { token, name, addrs } => {
                 1 + 2
                     + clip(token, MAX_TOKEN_CHARS).len()
@@ -309,6 +322,7 @@ impl Request {
                 out.push(T_PUSH);
                 put_entries(&mut out, entries);
             }
+            Request::Forks => out.push(T_FORKS),
             Request::Join { token, name, addrs } => {
                 // Each field is cut to the decoder's limit: the message always decodes.
                 out.push(T_JOIN);
@@ -336,6 +350,7 @@ impl Request {
                 max: r.u32()?,
             },
             T_PUSH => Request::Push(r.entries()?),
+            T_FORKS => Request::Forks,
             T_JOIN => {
                 let token = r.text(MAX_TOKEN_CHARS, "token")?;
                 let name = r.text(MAX_JOIN_NAME, "name")?;
@@ -365,6 +380,7 @@ impl Response {
             Response::Entries { entries, .. } => 2 + entries_len(entries),
             Response::Ack { .. } => 5,
             Response::Joined { .. } => 2,
+            Response::Forks(p) => 1 + 4 + p.len() * FORK_PROOF_LEN,
             Response::Error { message, .. } => 5 + message.len().min(MAX_ERROR_TEXT),
         }
     }
@@ -389,6 +405,13 @@ impl Response {
             Response::Joined { waiting } => {
                 out.push(T_R_JOINED);
                 out.push(u8::from(*waiting));
+            }
+            Response::Forks(proofs) => {
+                out.push(T_R_FORKS);
+                out.extend_from_slice(&(proofs.len() as u32).to_be_bytes());
+                for p in proofs {
+                    out.extend_from_slice(&p.encode());
+                }
             }
             Response::Error { code, message } => {
                 out.push(T_R_ERROR);
@@ -426,6 +449,21 @@ impl Response {
                 }
             }
             T_R_ACK => Response::Ack { stored: r.u32()? },
+            T_R_FORKS => {
+                let n = r.u32()? as usize;
+                if n > MAX_FORK_PROOFS {
+                    return Err(WireError::TooLarge(format!(
+                        "{n} fork proofs, limit {MAX_FORK_PROOFS}"
+                    )));
+                }
+                let proofs = (0..n)
+                    .map(|_| {
+                        ForkProof::decode(r.take(FORK_PROOF_LEN)?)
+                            .map_err(|_| WireError::Malformed("bad fork proof"))
+                    })
+                    .collect::<Result<_, _>>()?;
+                Response::Forks(proofs)
+            }
             T_R_JOINED => Response::Joined {
                 waiting: match r.u8()? {
                     0 => false,
@@ -541,6 +579,7 @@ mod tests {
                 max: 100,
             },
             Request::Push(vec![e.clone(), e.clone()]),
+            Request::Forks,
             Request::Join {
                 token: "ic1abc".into(),
                 name: "Brno".into(),
@@ -558,6 +597,7 @@ mod tests {
                 more: true,
             },
             Response::Ack { stored: 3 },
+            Response::Forks(Vec::new()),
             Response::Joined { waiting: true },
             Response::Joined { waiting: false },
             Response::Error {

@@ -388,3 +388,35 @@ async fn a_partition_heals_with_nothing_lost_or_duplicated() {
         assert_eq!(n.status().await.forks, 0);
     }
 }
+
+/// Scenario 1, fork proofs travel: Warsaw holds the same branch as Milan and syncs only with
+/// Milan, so nothing in its own sync shows the fork. Milan, once it has found the fork (from
+/// Brno), hands Warsaw the proof; Warsaw checks it and freezes the feed too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_proof_reaches_a_node_that_never_saw_the_other_branch() {
+    let (a, b, mallory) = two_histories(2, &["What Milan is told"], &["What Brno is told"]);
+    let (milan, brno) = holding((a.clone(), b, mallory)).await;
+    let warsaw = TestNode::spawn("Warsaw", 4).await;
+    warsaw
+        .city
+        .roster_add(mallory, "Mallory", &[])
+        .expect("roster");
+    for (e, p) in &a {
+        warsaw.city.ingest_remote(e, p).expect("Milan's branch");
+    }
+    let forked = |node: &TestNode| node.city.store().forks().is_ok_and(|f| f.len() == 1);
+    assert!(eventually(WAIT, || forked(&milan) && forked(&brno)).await);
+    warsaw.link(&milan).await;
+    assert!(
+        eventually(WAIT, || forked(&warsaw)).await,
+        "Warsaw never learned of the fork"
+    );
+    assert_eq!(
+        warsaw.status().await.forked,
+        vec![format!("{mallory} in federation at seq 3")]
+    );
+    assert!(
+        milan.status().await.peers.iter().all(|p| p.invalid == 0)
+            && warsaw.status().await.peers.iter().all(|p| p.invalid == 0)
+    );
+}

@@ -69,7 +69,7 @@ impl EventLoop {
                             p.inflight.remove(&feed);
                         }
                     }
-                    ingest::Origin::Gossip(_) => {}
+                    ingest::Origin::Gossip(_) | ingest::Origin::Proof => {}
                 }
                 false
             }
@@ -84,8 +84,11 @@ impl EventLoop {
             items,
             judged,
         } = done;
+        // A fork proof's entries come without payloads: an entry of it that does not show the
+        // fork (the node is behind) fails on that, and is not the peer's fault.
+        let penalize = !matches!(origin, ingest::Origin::Proof);
         let outcomes = match judged {
-            Ok(judged) => self.outcomes(peer, judged),
+            Ok(judged) => self.outcomes(peer, judged, penalize),
             Err(e) => {
                 warn!(error = %e, "store error while ingesting");
                 items.iter().map(|_| Outcome::Skipped).collect()
@@ -137,6 +140,7 @@ impl EventLoop {
                     .members
                     .send_response(channel, response);
             }
+            ingest::Origin::Proof => {}
             ingest::Origin::Range { feed, more } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.inflight.remove(&feed);
@@ -181,7 +185,12 @@ impl EventLoop {
 
     /// The outcomes of entries from `peer` the worker judged; counts them and penalizes the
     /// peer for invalid ones.
-    pub(super) fn outcomes(&mut self, peer: PeerId, results: Vec<ingest::Judged>) -> Vec<Outcome> {
+    pub(super) fn outcomes(
+        &mut self,
+        peer: PeerId,
+        results: Vec<ingest::Judged>,
+        penalize: bool,
+    ) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(results.len());
         for (r, decoded) in results {
             let outcome = match r {
@@ -217,7 +226,7 @@ impl EventLoop {
             match &outcome {
                 Outcome::New(_, Status::Rejected(_)) => p.rejected += 1,
                 Outcome::New(..) => p.accepted += 1,
-                Outcome::Invalid(reason) => {
+                Outcome::Invalid(reason) if penalize => {
                     let reason = reason.clone();
                     self.penalize(peer, &reason);
                 }

@@ -34,6 +34,9 @@ pub(super) enum Origin {
     Push(ResponseChannel<Response>),
     /// An `Entries` answer to a `Range` request of this feed; `more` if the peer has more.
     Range { feed: FeedId, more: bool },
+    /// The two entries of a verified fork proof a peer handed over (without payloads: a
+    /// fork is found before the payload is read). Nothing about them counts against the peer.
+    Proof,
 }
 
 /// Entries from one peer to judge.

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use intercity_protocol::entry::{DocId, FeedId, Hash32, Scope, SignedEntry};
 use intercity_protocol::identity::CityId;
+use intercity_protocol::ingest::ForkProof;
 use intercity_protocol::sync::{
     self, BATCH_TARGET_BYTES, Head, MAX_BATCH_ENTRIES, Request, Response, WireEntry,
 };
@@ -301,7 +302,51 @@ impl EventLoop {
                 }
             }
             Request::Push(entries) => return Err(entries),
+            Request::Forks => {
+                let shared = self.shared_scopes(&peer);
+                let proofs = self
+                    .city
+                    .store()
+                    .forks()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|p| shared.contains(&p.first.header.scope))
+                    .take(sync::MAX_FORK_PROOFS)
+                    .collect();
+                Response::Forks(proofs)
+            }
         })
+    }
+
+    /// Fork proofs from a peer: each is checked, and the entries of a good one that this node
+    /// holds a feed position for (its head is at or past their seq, and the feed is not
+    /// frozen yet) go to the ingest worker: the one it holds is a duplicate, the other a fork.
+    /// A proof that does not verify is a strike: it is not what its author signed.
+    fn on_fork_proofs(&mut self, peer: PeerId, proofs: Vec<ForkProof>) {
+        let heads = self.city.store().feeds().unwrap_or_default();
+        let mut items = Vec::new();
+        for proof in proofs {
+            if !proof.verify() {
+                self.penalize(peer, "a fork proof that does not verify");
+                continue;
+            }
+            let feed = proof.first.header.feed();
+            let Some((_, head)) = heads.iter().find(|(f, _)| *f == feed) else {
+                continue;
+            };
+            if head.frozen || head.seq < proof.first.header.seq {
+                continue;
+            }
+            for entry in [&proof.first, &proof.second] {
+                items.push(WireEntry {
+                    entry: entry.encode().to_vec(),
+                    payload: Vec::new(),
+                });
+            }
+        }
+        if !items.is_empty() {
+            self.submit(peer, ingest::Origin::Proof, items);
+        }
     }
 
     /// A peer's heads name this city's own feeds: one ahead of this node's copy means entries
@@ -350,6 +395,7 @@ impl EventLoop {
             (Pending::Heads, Response::Heads(theirs)) => {
                 self.note_own_feeds(&theirs);
                 self.fetch(peer, &theirs);
+                self.request(peer, Request::Forks, Pending::Forks);
                 let p = self.peers.entry(peer).or_default();
                 p.last_heads = theirs;
                 p.last_sync = Some(now_ms());
@@ -400,7 +446,8 @@ impl EventLoop {
                 }
                 debug!(%peer, ?other, "range request refused");
             }
-            (Pending::Push | Pending::Heads, _) => {}
+            (Pending::Forks, Response::Forks(proofs)) => self.on_fork_proofs(peer, proofs),
+            (Pending::Push | Pending::Heads | Pending::Forks, _) => {}
         }
     }
 
