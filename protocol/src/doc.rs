@@ -281,7 +281,7 @@ pub fn isolate<T>(f: impl FnOnce() -> T) -> Result<T, AutomergeFailure> {
 }
 
 /// The first operation of `change` that refers to an operation outside the change's causal
-/// past: an object, a list element or a predecessor that is neither in `doc` at the change's
+/// past (or is a mark): an object, a list element or a predecessor that is neither in `doc` at the change's
 /// dependencies nor earlier in the change itself. `doc` must hold the dependencies. Such a
 /// change targets something its author had not seen; whether Automerge can even apply it then
 /// depends on what else a node holds, so it is refused before it is applied (`Ok(Some(why))`).
@@ -290,9 +290,11 @@ pub fn reference_outside_past(
     doc: &Automerge,
     change: &Change,
 ) -> Result<Option<String>, AutomergeFailure> {
-    use automerge::legacy::{ElementId, Key, ObjectId, OpId};
-    // The causal past as a clock: for each actor, the last operation counter it reached.
-    let mut clock: HashMap<ActorId, u64> = HashMap::new();
+    use automerge::legacy::{ElementId, Key, ObjectId, OpId, OpType};
+    // The causal past, for each actor: the counter ranges of its changes there. Counters have
+    // gaps (a change may start far above the actor's last one, and a concurrent change of the
+    // same actor may fill the gap), so "below the actor's highest counter" is not enough.
+    let mut past: HashMap<ActorId, Vec<(u64, u64)>> = HashMap::new();
     let mut seen: HashSet<ChangeHash> = HashSet::new();
     let mut stack: Vec<ChangeHash> = change.deps().to_vec();
     while let Some(hash) = stack.pop() {
@@ -305,20 +307,32 @@ pub fn reference_outside_past(
                 hex::encode(&hash.0[..6])
             )));
         };
-        let max = clock.entry(meta.actor.clone().into_owned()).or_insert(0);
-        *max = (*max).max(meta.max_op);
+        past.entry(meta.actor.clone().into_owned())
+            .or_default()
+            .push((meta.start_op, meta.max_op));
         stack.extend(meta.deps.iter().copied());
+    }
+    for ranges in past.values_mut() {
+        ranges.sort_unstable();
     }
     let expanded = isolate(|| change.decode())?;
     let actor = change.actor_id();
     let start = change.start_op().get();
     let known = |id: &OpId, index: u64| {
         (id.1 == *actor && id.0 >= start && id.0 < start + index)
-            || clock
-                .get(&id.1)
-                .is_some_and(|max| id.0 >= 1 && id.0 <= *max)
+            || past.get(&id.1).is_some_and(|ranges| {
+                // The last range starting at or below the counter must reach it.
+                let at = ranges.partition_point(|(first, _)| *first <= id.0);
+                at > 0 && id.0 <= ranges[at - 1].1
+            })
     };
     for (index, op) in (0u64..).zip(&expanded.operations) {
+        // Marks name the operation before them implicitly; records never use them.
+        if matches!(op.action, OpType::MarkBegin(_) | OpType::MarkEnd(_)) {
+            return Ok(Some(format!(
+                "operation {index} is a mark, which no record uses"
+            )));
+        }
         let mut refs: Vec<&OpId> = op.pred.iter().collect();
         if let ObjectId::Id(id) = &op.obj {
             refs.push(id);

@@ -537,12 +537,14 @@ pub fn lag(mine: &BTreeMap<FeedId, u64>, theirs: &[Head]) -> BTreeMap<Scope, (u6
     for (feed, &their) in &theirs {
         let have = mine.get(feed).copied().unwrap_or(0);
         let e = out.entry(feed.scope).or_default();
-        e.0 += their.saturating_sub(have);
-        e.1 += have.saturating_sub(their);
+        // Saturating: a peer may claim a feed at u64::MAX.
+        e.0 = e.0.saturating_add(their.saturating_sub(have));
+        e.1 = e.1.saturating_add(have.saturating_sub(their));
     }
     for (feed, &have) in mine {
         if !theirs.contains_key(feed) {
-            out.entry(feed.scope).or_default().1 += have;
+            let e = out.entry(feed.scope).or_default();
+            e.1 = e.1.saturating_add(have);
         }
     }
     out
@@ -689,6 +691,17 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn lag_saturates_on_claims_at_the_limit() {
+        let mine = BTreeMap::new();
+        let h = Hash32::default();
+        let l = lag(
+            &mine,
+            &[(feed(1, None), u64::MAX, h), (feed(2, None), u64::MAX, h)],
+        );
+        assert_eq!(l[&Scope::Federation], (u64::MAX, 0));
     }
 
     #[test]

@@ -1301,3 +1301,107 @@ proptest! {
         prop_assert_eq!(fingerprint(&x), fingerprint(&y));
     }
 }
+
+/// Operation counters have gaps: an actor's change may start far above its last one. A
+/// reference into such a gap is outside the causal past even though it is below the actor's
+/// highest counter there; another change of the same actor, concurrent, may fill the gap.
+/// Milan's editor Brno inserts after element 1500@X, where X's changes in Brno's past hold
+/// 1000 and 2000 only, and 1500 comes from X's third change, which Brno had not seen: accepted
+/// where that change came first, unappliable elsewhere. Rejected everywhere now.
+#[test]
+fn a_reference_into_a_gap_of_an_actors_counters_is_outside_the_past() {
+    use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
+    let mk = |actor: &ActorId, seq: u64, start: u64, deps, ops| {
+        automerge::Change::from(automerge::ExpandedChange {
+            operations: ops,
+            actor_id: actor.clone(),
+            hash: None,
+            seq,
+            start_op: std::num::NonZeroU64::new(start).expect("non-zero"),
+            time: 0,
+            message: None,
+            deps,
+            extra_bytes: Vec::new(),
+            author: None,
+        })
+    };
+    let (milan, brno) = (CityKey::from_secret([5; 32]), CityKey::from_secret([6; 32]));
+    let mut p = Practice::new(milan.id().to_string(), "Shared", "en");
+    p.editors = vec![brno.id().to_string()];
+    p.themes = vec!["a".into()];
+    let mut d = Automerge::new().with_actor(ActorId::from(milan.id().as_bytes().to_vec()));
+    let mut tx = d.transaction();
+    doc::write_record(&mut tx, &Record::from(p), doc::Texts::Merged).expect("write");
+    let (h, _) = tx.commit_with(CommitOptions::default());
+    let g = d
+        .get_change_by_hash(&h.expect("change"))
+        .expect("change")
+        .clone();
+    let id = DocId::for_genesis(&g.hash());
+    let index = g
+        .decode()
+        .operations
+        .iter()
+        .position(|op| matches!(&op.key, Key::Map(k) if k == "themes"))
+        .expect("themes");
+    let themes = OpId(g.start_op().get() + index as u64, g.actor_id().clone());
+    let mut x = milan.id().as_bytes().to_vec();
+    x.extend_from_slice(&[1; 8]);
+    let x = ActorId::from(x);
+    let insert = |v: &str, after: ElementId| Op {
+        action: OpType::Put(automerge::ScalarValue::Str(v.into())),
+        obj: ObjectId::Id(themes.clone()),
+        key: Key::Seq(after),
+        pred: SortedVec::new(),
+        insert: true,
+    };
+    let x1 = mk(
+        &x,
+        1,
+        1000,
+        vec![g.hash()],
+        vec![insert("x1", ElementId::Head)],
+    );
+    let x2 = mk(
+        &x,
+        2,
+        2000,
+        vec![x1.hash()],
+        vec![insert("x2", ElementId::Head)],
+    );
+    let x3 = mk(
+        &x,
+        3,
+        1500,
+        vec![g.hash()],
+        vec![insert("d", ElementId::Head)],
+    );
+    let brno_actor = ActorId::from(brno.id().as_bytes().to_vec());
+    let gap = ElementId::Id(OpId(1500, x.clone()));
+    let c = mk(
+        &brno_actor,
+        1,
+        3000,
+        vec![x2.hash()],
+        vec![insert("c", gap)],
+    );
+    let milans = feed_of(&milan, vec![(id, g), (id, x1), (id, x2), (id, x3)]);
+    let brnos = feed_of(&brno, vec![(id, c)]);
+    let first = [&milans[0], &milans[1], &milans[2], &milans[3], &brnos[0]];
+    let later = [&milans[0], &milans[1], &milans[2], &brnos[0], &milans[3]];
+    let mut results = Vec::new();
+    for order in [first, later] {
+        let mut l = MemLedger::default();
+        for w in order {
+            let _ = l.ingest(&w.entry, &w.payload);
+        }
+        let h = brnos[0].signed().header;
+        let status = l.entries[&(h.feed(), h.seq)].status.clone();
+        assert!(
+            matches!(&status, Status::Rejected(r) if r.contains("causal past")),
+            "{status:?}"
+        );
+        results.push(fingerprint(&l));
+    }
+    assert_eq!(results[0], results[1]);
+}
