@@ -227,6 +227,14 @@ pub struct HistoryItem {
     pub entry: String,
 }
 
+/// How long a peer's report of this city's own feed holds without being made again (each
+/// heads exchange makes it again while the peer still holds the entries).
+pub const OWN_CLAIM_TTL: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Peer -> scope -> (seq it reported of this city's own feed, when).
+type OwnClaims =
+    std::collections::HashMap<String, std::collections::HashMap<Scope, (u64, std::time::Instant)>>;
+
 /// A city node's local state: key, profile and store.
 #[derive(Debug)]
 pub struct City {
@@ -242,9 +250,9 @@ pub struct City {
     imported: std::sync::atomic::AtomicBool,
     /// Serializes changes to issued invitations and waiting joins (network and control socket).
     pub(crate) invitations: Mutex<()>,
-    /// The highest seq a peer reported for each of this city's own feeds, by scope (see
-    /// [`City::peer_reports_own`]).
-    own_reported: Mutex<std::collections::HashMap<Scope, u64>>,
+    /// What each peer reported of this city's own feeds: peer -> scope -> (seq, when). See
+    /// [`City::peer_reports_own`].
+    own_claims: Mutex<OwnClaims>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CityError + '_ {
@@ -338,7 +346,7 @@ impl City {
             outbox: Mutex::new(None),
             imported: std::sync::atomic::AtomicBool::new(false),
             invitations: Mutex::new(()),
-            own_reported: Mutex::new(std::collections::HashMap::new()),
+            own_claims: Mutex::new(OwnClaims::new()),
         }
     }
 
@@ -877,35 +885,56 @@ impl City {
             .collect())
     }
 
-    /// Notes that a peer reported this city's own feed of `scope` at `seq` (sync heads): until
-    /// this node holds it up to there, local writes to that feed are refused.
-    pub fn peer_reports_own(&self, scope: Scope, seq: u64) {
-        let mut reported = self
-            .own_reported
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let at = reported.entry(scope).or_insert(0);
-        *at = (*at).max(seq);
-    }
-
-    fn reported_own(&self, scope: Scope) -> Option<u64> {
-        self.own_reported
+    /// Notes that `peer` reported this city's own feed of `scope` at `seq` (its sync heads):
+    /// while this node holds less, and the claim holds (at most [`OWN_CLAIM_TTL`] since the
+    /// peer last made it, and until [`City::forget_own_claims`]), local writes to that feed
+    /// are refused. Only the latest report of each peer counts.
+    pub fn peer_reports_own(&self, peer: &str, scope: Scope, seq: u64) {
+        self.own_claims
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&scope)
-            .copied()
+            .entry(peer.to_string())
+            .or_default()
+            .insert(scope, (seq, std::time::Instant::now()));
+    }
+
+    /// Drops what `peer` claimed of this city's own feeds: it disconnected, was struck, or
+    /// would not serve what it claimed.
+    pub fn forget_own_claims(&self, peer: &str) {
+        self.own_claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(peer);
+    }
+
+    /// The highest seq of this city's own feed of `scope` that a peer currently claims.
+    fn reported_own(&self, scope: Scope) -> Option<u64> {
+        self.claimed_own().get(&scope).copied()
+    }
+
+    /// For each scope, the highest seq of this city's own feed that a peer currently claims.
+    fn claimed_own(&self) -> std::collections::HashMap<Scope, u64> {
+        let mut claims = self
+            .own_claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = std::collections::HashMap::new();
+        for by_scope in claims.values_mut() {
+            by_scope.retain(|_, (_, at)| at.elapsed() < OWN_CLAIM_TTL);
+            for (scope, (seq, _)) in by_scope.iter() {
+                let max = out.entry(*scope).or_insert(0);
+                *max = (*max).max(*seq);
+            }
+        }
+        claims.retain(|_, by_scope| !by_scope.is_empty());
+        out
     }
 
     /// This city's own feeds that a peer reported ahead of this node's copy: (scope, held,
     /// reported). Local writes to them are refused until the node has fetched them back.
     pub fn own_feeds_behind(&self) -> Result<Vec<(Scope, u64, u64)>, CityError> {
-        let reported = self
-            .own_reported
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
         let mut out = Vec::new();
-        for (scope, theirs) in reported {
+        for (scope, theirs) in self.claimed_own() {
             let feed = intercity_protocol::entry::FeedId {
                 author: self.id(),
                 scope,

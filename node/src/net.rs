@@ -309,6 +309,9 @@ struct Peer {
     strikes: u32,
     /// Range requests in flight to this peer: the seq asked from, and when.
     inflight: HashMap<FeedId, (u64, Instant)>,
+    /// Fork probes asked of this peer: feed -> the seq asked from, one this node holds,
+    /// because the peer's heads or an entry it sent showed another history there.
+    probes: HashMap<FeedId, u64>,
     /// An invitation was presented to it on the current connection.
     presented: bool,
     /// The address this node dialed for the current connection, if it dialed it.
@@ -328,6 +331,8 @@ enum Pending {
 enum Outcome {
     New(SignedEntry, Status),
     Known,
+    /// Held at that seq, but another entry: a fork (proof stored, feed frozen).
+    Fork,
     Gap(FeedId, u64),
     /// A signed entry that does not chain on this node's head of its feed (seq given): its
     /// author signed two histories. Not the relay's fault: its copy of that seq is fetched, and

@@ -341,3 +341,34 @@ pub fn rejected_flood(city: &City, n: u64, pad: usize) -> Vec<WireEntry> {
         })
         .collect()
 }
+
+/// A roster city (`key`) that dials `addr` and answers every sync request with `respond`, until
+/// the returned task is aborted.
+pub fn answering(
+    key: &intercity_protocol::identity::CityKey,
+    addr: &str,
+    mut respond: impl FnMut(intercity_protocol::sync::Request) -> intercity_protocol::sync::Response
+    + Send
+    + 'static,
+) -> tokio::task::JoinHandle<()> {
+    use futures::StreamExt;
+    use libp2p::request_response::{Event, Message};
+    let mut peer = sync_peer(key);
+    peer.dial(addr.parse::<libp2p::Multiaddr>().expect("addr"))
+        .expect("dial");
+    tokio::spawn(async move {
+        loop {
+            if let libp2p::swarm::SwarmEvent::Behaviour(Event::Message {
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            }) = peer.select_next_some().await
+            {
+                let response = respond(request);
+                let _ = peer.behaviour_mut().send_response(channel, response);
+            }
+        }
+    })
+}

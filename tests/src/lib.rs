@@ -145,6 +145,33 @@ impl TestNode {
         self.dial(other).await;
     }
 
+    /// Whether this node strikes `peer` (a city id) within `within`.
+    pub async fn strikes(&self, peer: &str, within: Duration) -> bool {
+        let started = std::time::Instant::now();
+        loop {
+            if self
+                .status()
+                .await
+                .peers
+                .iter()
+                .any(|p| p.id == peer && p.invalid > 0)
+            {
+                return true;
+            }
+            if started.elapsed() > within {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Adds the city whose key is `key` to this node's roster (no address) and tells the
+    /// running network.
+    pub async fn trust_key(&self, key: &CityKey, name: &str) {
+        self.city.roster_add(key.id(), name, &[]).expect("roster");
+        self.roster_changed().await;
+    }
+
     /// Every feed head held.
     pub fn heads(&self) -> Vec<(FeedId, u64)> {
         self.city
@@ -361,4 +388,17 @@ pub mod cli {
             .map(str_of)
             .collect()
     }
+}
+
+/// The entries of `feed` that `city` holds, as they travel.
+pub fn wire_entries(city: &City, feed: &FeedId) -> Vec<intercity_protocol::sync::WireEntry> {
+    city.store()
+        .feed_range(feed, 1, 512, usize::MAX)
+        .expect("range")
+        .into_iter()
+        .map(|(e, payload)| intercity_protocol::sync::WireEntry {
+            entry: e.entry.encode().to_vec(),
+            payload,
+        })
+        .collect()
 }

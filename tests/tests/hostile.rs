@@ -536,18 +536,9 @@ async fn a_peer_holding_a_feed_hostage_is_bypassed_and_penalized() {
     );
     assert!(complete, "Mallory kept Brno's feed from Milan");
     // Mallory's empty answer to a feed it claimed is a strike.
-    let mallory_id = mallory_key.id().to_string();
-    let mut struck = false;
-    let started = std::time::Instant::now();
-    while !struck && started.elapsed() < Duration::from_secs(15) {
-        struck = milan
-            .status()
-            .await
-            .peers
-            .iter()
-            .any(|p| p.id == mallory_id && p.invalid > 0);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let struck = milan
+        .strikes(&mallory_key.id().to_string(), Duration::from_secs(15))
+        .await;
     hostile.abort();
     assert!(struck, "Mallory was not penalized");
 }

@@ -16,7 +16,7 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn a_city_behind_its_own_feed_refuses_edits_until_it_has_it_back() {
     use futures::StreamExt;
     use intercity_protocol::entry::{FeedId, Scope};
-    use intercity_protocol::sync::{Request, Response, WireEntry};
+    use intercity_protocol::sync::{Request, Response};
     use libp2p::request_response;
 
     // Milan's first life: three practices, which Brno holds.
@@ -31,16 +31,7 @@ async fn a_city_behind_its_own_feed_refuses_edits_until_it_has_it_back() {
         author: first.id(),
         scope: Scope::Federation,
     };
-    let held: Vec<WireEntry> = first
-        .store()
-        .feed_range(&feed, 1, 16, usize::MAX)
-        .expect("range")
-        .into_iter()
-        .map(|(e, payload)| WireEntry {
-            entry: e.entry.encode().to_vec(),
-            payload,
-        })
-        .collect();
+    let held = intercity_tests::wire_entries(&first, &feed);
     drop(first);
     let head_hash =
         intercity_protocol::entry::SignedEntry::decode(&held.last().expect("three entries").entry)
@@ -419,4 +410,84 @@ async fn a_fork_proof_reaches_a_node_that_never_saw_the_other_branch() {
         milan.status().await.peers.iter().all(|p| p.invalid == 0)
             && warsaw.status().await.peers.iter().all(|p| p.invalid == 0)
     );
+}
+
+/// The other side of scenario 4: a hostile roster city claims this city's own feed at
+/// u64::MAX and serves nothing. The claim must not stop this city's edits for good: it holds
+/// only while the peer backs it, and a refused or empty answer ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_false_claim_on_a_citys_own_feed_does_not_block_it() {
+    use intercity_protocol::entry::{FeedId, Hash32, Scope};
+    use intercity_protocol::sync::{Request, Response};
+
+    let milan = TestNode::spawn("Milan", 1).await;
+    practice(&milan.city, "Before the claim");
+    let feed = FeedId {
+        author: milan.id(),
+        scope: Scope::Federation,
+    };
+    let mallory_key = intercity_tests::key(3);
+    milan.trust_key(&mallory_key, "Mallory").await;
+    let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
+    let peer = intercity_tests::hostile::answering(&mallory_key, &milan.addr(), move |request| {
+        match request {
+            Request::Heads(_) => Response::Heads(vec![(feed, u64::MAX, Hash32([9; 32]))]),
+            Request::Range { .. } => {
+                let _ = asked_tx.send(());
+                Response::Error {
+                    code: 4,
+                    message: "busy".into(),
+                }
+            }
+            _ => Response::Error {
+                code: 3,
+                message: "no".into(),
+            },
+        }
+    });
+    tokio::time::timeout(WAIT, asked.recv())
+        .await
+        .expect("Milan asked Mallory for its own feed");
+    let p = intercity_protocol::record::Practice::new(milan.id().to_string(), "After", "en");
+    let record = intercity_protocol::record::Record::from(p);
+    assert!(
+        eventually(WAIT, || milan.city.create(&record, "create").is_ok()).await,
+        "a false claim blocked Milan's edits"
+    );
+    peer.abort();
+}
+
+/// A peer whose heads show a feed at this node's seq with another hash gets a fork probe; one
+/// that then serves the very entry this node holds made the difference up. That is a strike
+/// (else it could make the node probe at every heads exchange for nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_made_up_head_hash_is_a_strike() {
+    use intercity_protocol::entry::{FeedId, Hash32, Scope};
+    use intercity_protocol::sync::{Request, Response};
+
+    let milan = TestNode::spawn("Milan", 1).await;
+    for n in 0..2 {
+        practice(&milan.city, &format!("Practice {n}"));
+    }
+    let feed = FeedId {
+        author: milan.id(),
+        scope: Scope::Federation,
+    };
+    let held = intercity_tests::wire_entries(&milan.city, &feed);
+    let mallory_key = intercity_tests::key(3);
+    milan.trust_key(&mallory_key, "Mallory").await;
+    let peer = intercity_tests::hostile::answering(&mallory_key, &milan.addr(), move |request| {
+        match request {
+            Request::Heads(_) => Response::Heads(vec![(feed, 2, Hash32([9; 32]))]),
+            Request::Range { from, .. } => Response::Entries {
+                entries: held.iter().skip(from as usize - 1).cloned().collect(),
+                more: false,
+            },
+            _ => Response::Forks(Vec::new()),
+        }
+    });
+    let struck = milan.strikes(&mallory_key.id().to_string(), WAIT).await;
+    peer.abort();
+    assert!(struck, "a made-up head hash cost Mallory nothing");
+    assert_eq!(milan.status().await.forks, 0);
 }

@@ -53,6 +53,7 @@ pub(super) fn load_bans(city: &City) -> HashMap<PeerId, Instant> {
 
 impl EventLoop {
     pub(super) fn penalize(&mut self, peer: PeerId, reason: &str) {
+        self.forget_claims(&peer);
         let p = self.peers.entry(peer).or_default();
         p.invalid += 1;
         p.strikes += 1;

@@ -97,13 +97,15 @@ impl EventLoop {
         match origin {
             ingest::Origin::Gossip(id) => {
                 let acceptance = match outcomes.into_iter().next() {
-                    Some(Outcome::New(..) | Outcome::Known) => gossipsub::MessageAcceptance::Accept,
+                    Some(Outcome::New(..) | Outcome::Known | Outcome::Fork) => {
+                        gossipsub::MessageAcceptance::Accept
+                    }
                     Some(Outcome::Gap(feed, have)) => {
                         self.request_range(peer, feed, have + 1);
                         gossipsub::MessageAcceptance::Ignore
                     }
                     Some(Outcome::Diverged(feed, at)) => {
-                        self.request_range(peer, feed, at);
+                        self.probe(peer, feed, at);
                         gossipsub::MessageAcceptance::Ignore
                     }
                     Some(Outcome::Invalid(_)) => gossipsub::MessageAcceptance::Reject,
@@ -124,7 +126,7 @@ impl EventLoop {
                             forward.push((e, w));
                         }
                         Outcome::Gap(feed, have) => self.request_range(peer, feed, have + 1),
-                        Outcome::Diverged(feed, at) => self.request_range(peer, feed, at),
+                        Outcome::Diverged(feed, at) => self.probe(peer, feed, at),
                         _ => {}
                     }
                 }
@@ -142,15 +144,30 @@ impl EventLoop {
             }
             ingest::Origin::Proof => {}
             ingest::Origin::Range { feed, more } => {
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.inflight.remove(&feed);
-                }
+                // A probe is the range asked from the seq the probe was for (a stale probe whose
+                // request never went out names a seq no later request asks from).
+                let probing = self.peers.get_mut(&peer).is_some_and(|p| {
+                    let asked = p.inflight.remove(&feed).map(|(from, _)| from);
+                    p.probes.remove(&feed).is_some_and(|at| Some(at) == asked)
+                });
                 let mut next = None;
                 let mut fresh = false;
-                for (w, outcome) in items.iter().zip(outcomes) {
+                for (i, (w, outcome)) in items.iter().zip(outcomes).enumerate() {
                     let seq =
                         SignedEntry::decode(&w.entry).map(|e| (e.header.feed(), e.header.seq));
                     match (seq, outcome) {
+                        // A probe answered with the very entry this node holds there: the
+                        // peer's heads, or the entry it sent, showed a history it does not
+                        // serve.
+                        (_, Outcome::Known) if probing && i == 0 => {
+                            self.penalize(peer, "a fork probe answered with the entry held here");
+                            next = None;
+                            break;
+                        }
+                        (Ok((f, _)), Outcome::Fork) if f == feed => {
+                            next = None;
+                            break;
+                        }
                         (Ok((f, s)), Outcome::New(..)) if f == feed => {
                             fresh = true;
                             next = Some(s + 1);
@@ -160,10 +177,17 @@ impl EventLoop {
                             next = Some(have + 1);
                             break;
                         }
+                        // After an entry of this answer that chained: the peer's own chain
+                        // breaks, which an honest relay never serves.
+                        (_, Outcome::Diverged(f, _)) if f == feed && i > 0 => {
+                            self.penalize(peer, "a range whose entries do not chain");
+                            next = None;
+                            break;
+                        }
                         (_, Outcome::Diverged(f, at)) if f == feed => {
                             // Fetched whether or not the peer has more: its copy of `at` shows
                             // the fork.
-                            self.request_range(peer, feed, at);
+                            self.probe(peer, feed, at);
                             next = None;
                             break;
                         }
@@ -199,7 +223,8 @@ impl EventLoop {
                     Some(e) => Outcome::New(e, status),
                     None => Outcome::Known,
                 },
-                Some(Ok(Verdict::Duplicate | Verdict::Fork)) => Outcome::Known,
+                Some(Ok(Verdict::Duplicate)) => Outcome::Known,
+                Some(Ok(Verdict::Fork)) => Outcome::Fork,
                 Some(Err(IngestError::SeqGap {
                     author,
                     scope,

@@ -128,8 +128,20 @@ impl EventLoop {
             mine.insert(f, (u64::MAX, Hash32::default()));
         }
         for want in sync::wants(&mine, theirs) {
-            self.request_range(peer, want.feed, want.from);
+            let held = mine.get(&want.feed).map_or(0, |(seq, _)| *seq);
+            if want.from <= held {
+                self.probe(peer, want.feed, want.from);
+            } else {
+                self.request_range(peer, want.feed, want.from);
+            }
         }
+    }
+
+    /// Asks `peer` for `feed` from `at`, a seq this node holds, to see the peer's entry there
+    /// (a fork probe); answered with the entry held here, it is a strike.
+    pub(super) fn probe(&mut self, peer: PeerId, feed: FeedId, at: u64) {
+        self.peers.entry(peer).or_default().probes.insert(feed, at);
+        self.request_range(peer, feed, at);
     }
 
     pub(super) fn request_range(&mut self, peer: PeerId, feed: FeedId, from: u64) {
@@ -223,10 +235,13 @@ impl EventLoop {
                 ..
             } => {
                 debug!(%peer, %error, "sync request failed");
-                if let Some((_, Pending::Range(feed))) = self.pending.remove(&request_id)
-                    && let Some(p) = self.peers.get_mut(&peer)
-                {
-                    p.inflight.remove(&feed);
+                if let Some((_, Pending::Range(feed))) = self.pending.remove(&request_id) {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.inflight.remove(&feed);
+                    }
+                    if feed.author == self.city.id() {
+                        self.forget_claims(&peer);
+                    }
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -260,7 +275,7 @@ impl EventLoop {
                     .map(|(f, (seq, hash))| (f, seq, hash))
                     .collect();
                 // Sync both ways in one round: fetch what the requester has and we lack.
-                self.note_own_feeds(&theirs);
+                self.note_own_feeds(peer, &theirs);
                 self.fetch(peer, &theirs);
                 let p = self.peers.entry(peer).or_default();
                 p.last_heads = theirs;
@@ -352,11 +367,23 @@ impl EventLoop {
     /// A peer's heads name this city's own feeds: one ahead of this node's copy means entries
     /// this node lost (a crash, a restored backup). Until they are fetched back, local writes
     /// to that feed are refused (`City::peer_reports_own`).
-    fn note_own_feeds(&self, theirs: &[Head]) {
+    /// Only scopes shared with the peer count (a bounded set), and only while the peer backs
+    /// its claim: one that will not serve it is forgotten (`forget_claims`).
+    fn note_own_feeds(&self, peer: PeerId, theirs: &[Head]) {
         let me = self.city.id();
-        for (feed, seq, _) in theirs.iter().filter(|(f, _, _)| f.author == me) {
-            self.city.peer_reports_own(feed.scope, *seq);
+        let shared = self.shared_scopes(&peer);
+        let who = peer.to_string();
+        for (feed, seq, _) in theirs
+            .iter()
+            .filter(|(f, _, _)| f.author == me && shared.contains(&f.scope))
+        {
+            self.city.peer_reports_own(&who, feed.scope, *seq);
         }
+    }
+
+    /// Forgets what `peer` claimed of this city's own feeds.
+    pub(super) fn forget_claims(&self, peer: &PeerId) {
+        self.city.forget_own_claims(&peer.to_string());
     }
 
     pub(super) fn on_response(&mut self, peer: PeerId, kind: Pending, response: Response) {
@@ -393,7 +420,7 @@ impl EventLoop {
                 debug!(%peer, ?other, "join not answered; presented again at the next connection");
             }
             (Pending::Heads, Response::Heads(theirs)) => {
-                self.note_own_feeds(&theirs);
+                self.note_own_feeds(peer, &theirs);
                 self.fetch(peer, &theirs);
                 self.request(peer, Request::Forks, Pending::Forks);
                 let p = self.peers.entry(peer).or_default();
@@ -432,6 +459,9 @@ impl EventLoop {
                     if let Some(p) = self.peers.get_mut(&peer) {
                         p.inflight.remove(&feed);
                     }
+                    if feed.author == self.city.id() {
+                        self.forget_claims(&peer);
+                    }
                     if let Some(reason) = fault {
                         self.penalize(peer, reason);
                     }
@@ -443,6 +473,11 @@ impl EventLoop {
             (Pending::Range(feed), other) => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.inflight.remove(&feed);
+                }
+                // A peer that claimed this city's own feed and will not serve it: its claim
+                // no longer holds edits back.
+                if feed.author == self.city.id() {
+                    self.forget_claims(&peer);
                 }
                 debug!(%peer, ?other, "range request refused");
             }

@@ -258,6 +258,7 @@ impl EventLoop {
                 } else if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.connected = false;
                     p.inflight.clear();
+                    self.city.forget_own_claims(&peer_id.to_string());
                 }
                 info!(peer = %peer_id, "disconnected");
                 if let Some(addr) = self.reconnect.remove(&peer_id) {
