@@ -4,7 +4,7 @@
 use automerge::{ActorId, Change};
 use intercity_node::City;
 use intercity_protocol::doc;
-use intercity_protocol::entry::{DocId, FeedId, Hash32, Scope, sign_entry};
+use intercity_protocol::entry::{DocId, Hash32, Scope, sign_entry};
 use intercity_protocol::record::{Practice, Record};
 use intercity_protocol::sync::WireEntry;
 
@@ -70,16 +70,7 @@ pub fn with_unused_actor(chunk: &[u8], extra: &[u8]) -> Vec<u8> {
 
 /// The seq and the previous entry's hash of the next entry of `city`'s federation feed.
 fn next_link(city: &City) -> (u64, Hash32) {
-    let feed = FeedId {
-        author: city.id(),
-        scope: Scope::Federation,
-    };
-    city.store()
-        .feeds()
-        .expect("feeds")
-        .into_iter()
-        .find(|(f, _)| *f == feed)
-        .map_or((1, Hash32::default()), |(_, h)| (h.seq + 1, h.hash))
+    crate::own_federation_head(city).map_or((1, Hash32::default()), |h| (h.seq + 1, h.hash))
 }
 
 /// The next entry of `city`'s federation feed, signed by it, carrying `payload` for `doc`.

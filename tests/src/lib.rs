@@ -236,9 +236,12 @@ pub fn intercity_bin() -> &'static Path {
             profile_dir.pop();
         }
         let bin = profile_dir.join(format!("intercity{}", std::env::consts::EXE_SUFFIX));
-        // `cargo test --workspace` builds the binary with the tests; build it only when a
-        // narrower invocation did not.
-        if !bin.exists()
+        // `cargo test --workspace` builds the binary with the tests; build it when a narrower
+        // invocation did not, or left one older than these tests (cargo makes that quick when
+        // it is up to date).
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let stale = !bin.exists() || modified(&bin) < modified(&exe);
+        if stale
             && let (Some(cargo), Some(target)) = (std::env::var_os("CARGO"), profile_dir.parent())
         {
             let mut build = std::process::Command::new(cargo);
@@ -401,4 +404,27 @@ pub fn wire_entries(city: &City, feed: &FeedId) -> Vec<intercity_protocol::sync:
             payload,
         })
         .collect()
+}
+
+/// The head of `city`'s own federation feed (None before its first entry).
+pub fn own_federation_head(city: &City) -> Option<intercity_protocol::ingest::FeedHead> {
+    let feed = FeedId {
+        author: city.id(),
+        scope: intercity_protocol::entry::Scope::Federation,
+    };
+    city.store()
+        .feeds()
+        .expect("feeds")
+        .into_iter()
+        .find(|(f, _)| *f == feed)
+        .map(|(_, h)| h)
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }

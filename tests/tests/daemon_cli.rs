@@ -5,6 +5,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use intercity_tests::free_port;
+
 fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(intercity_tests::intercity_bin())
         .arg("--data-dir")
@@ -17,14 +19,6 @@ fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 fn id_of(dir: &Path) -> String {
