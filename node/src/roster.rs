@@ -144,6 +144,18 @@ impl City {
         name: &str,
         addrs: &[String],
     ) -> Result<RosterEntry, CityError> {
+        let entry = self.roster_added(id, name, addrs)?;
+        self.put_roster(&entry)?;
+        Ok(entry)
+    }
+
+    /// The roster entry [`City::roster_add`] would write.
+    fn roster_added(
+        &self,
+        id: CityId,
+        name: &str,
+        addrs: &[String],
+    ) -> Result<RosterEntry, CityError> {
         if id == self.id() {
             return Err(CityError::Rejected(
                 "a city does not add itself to its roster".into(),
@@ -167,7 +179,6 @@ impl City {
             }
         }
         entry.addrs.truncate(16);
-        self.put_roster(&entry)?;
         Ok(entry)
     }
 
@@ -195,8 +206,9 @@ impl City {
     }
 
     fn put_roster(&self, entry: &RosterEntry) -> Result<(), CityError> {
-        let json = serde_json::to_vec(entry).map_err(|e| CityError::Rejected(e.to_string()))?;
-        Ok(self.store().roster_put(entry.id.as_bytes(), &json)?)
+        Ok(self
+            .store()
+            .roster_put(entry.id.as_bytes(), &json(entry)?)?)
     }
 
     /// Creates an invitation naming this city's `addrs` (at most [`MAX_TOKEN_ADDRS`]),
@@ -388,7 +400,13 @@ impl City {
         let entry = self.admit(&join)?;
         issued.uses -= 1;
         issued.joined.push(peer);
-        self.put_json(&key, &issued)?;
+        // The city enters the roster and the invitation loses its use in one write.
+        self.store().admit(
+            entry.id.as_bytes(),
+            &json(&entry)?,
+            &[(&key, json(&issued)?)],
+            &[],
+        )?;
         Ok(JoinOutcome::Admitted(entry))
     }
 
@@ -455,19 +473,27 @@ impl City {
                     "{id} is blocked; unblock it with `intercity peers add` first, or deny the join"
                 )));
             }
-            self.admit(&join)?;
+            let entry = self.admit(&join)?;
             issued.uses -= 1;
             issued.joined.push(*id);
+            // Roster, spent use and the join's removal: one write.
+            self.store().admit(
+                entry.id.as_bytes(),
+                &json(&entry)?,
+                &[(&key, json(&issued)?)],
+                &[&join_key(id)],
+            )?;
         } else {
             issued.denied.push(*id);
+            self.put_json(&key, &issued)?;
+            self.store().delete_meta(&join_key(id))?;
         }
-        self.put_json(&key, &issued)?;
-        self.store().delete_meta(&join_key(id))?;
         Ok(join)
     }
 
-    /// Puts a joining city in the roster (a city already there keeps the name it has), and in
-    /// the invitation's group.
+    /// Puts a joining city in the invitation's group, and returns its roster entry (a city
+    /// already there keeps the name it has), for the caller to write with the invitation's
+    /// spent use.
     fn admit(&self, join: &PendingJoin) -> Result<RosterEntry, CityError> {
         if let Some(g) = &join.group {
             let gid: DocId = g
@@ -496,7 +522,7 @@ impl City {
         }
         let known = self.roster_entry(&join.id)?.is_some();
         let name = if known { "" } else { join.name.as_str() };
-        self.roster_add(join.id, name, &join.addrs)
+        self.roster_added(join.id, name, &join.addrs)
     }
 
     /// The working group `gid`, if this city chairs it.
@@ -548,8 +574,7 @@ impl City {
     }
 
     fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<(), CityError> {
-        let json = serde_json::to_vec(value).map_err(|e| CityError::Rejected(e.to_string()))?;
-        Ok(self.store().set_meta(key, &json)?)
+        Ok(self.store().set_meta(key, &json(value)?)?)
     }
 
     fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CityError> {
@@ -605,6 +630,10 @@ fn clean_addrs(addrs: &[String]) -> Vec<String> {
         .take(16)
         .cloned()
         .collect()
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, CityError> {
+    serde_json::to_vec(value).map_err(|e| CityError::Rejected(e.to_string()))
 }
 
 #[cfg(test)]

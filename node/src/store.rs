@@ -838,6 +838,27 @@ impl Store {
         self.write(batch)
     }
 
+    /// Admits a city in one synced write: its roster entry, and the metadata that records the
+    /// admission (`puts`, then `deletes`): an invitation's spent use, a waiting join removed.
+    /// A crash leaves all of it or none.
+    pub fn admit(
+        &self,
+        id: &[u8; 32],
+        roster: &[u8],
+        puts: &[(&str, Vec<u8>)],
+        deletes: &[&str],
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf("roster"), id, roster);
+        for (key, value) in puts {
+            batch.put_cf(self.cf("meta"), key.as_bytes(), value);
+        }
+        for key in deletes {
+            batch.delete_cf(self.cf("meta"), key.as_bytes());
+        }
+        self.write(batch)
+    }
+
     /// Deletes a roster entry (synced).
     pub fn roster_delete(&self, id: &[u8; 32]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
