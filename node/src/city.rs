@@ -170,7 +170,7 @@ pub enum CityError {
     #[error("{message}")]
     Remote {
         /// Its category.
-        category: crate::control::Category,
+        category: Category,
         /// Its message.
         message: String,
     },
@@ -181,6 +181,52 @@ impl From<DocError> for CityError {
         match e {
             DocError::Record(r) => CityError::Record(r),
             e => CityError::Doc(e),
+        }
+    }
+}
+
+/// An error category, so the CLI can choose its exit code.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// Something named does not exist.
+    NotFound,
+    /// Invalid input.
+    Invalid,
+    /// The store or daemon is unavailable.
+    Unavailable,
+    /// The edit would be rejected by the network's rules.
+    Rejected,
+    /// Anything else.
+    Other,
+}
+
+impl CityError {
+    /// The category of this error.
+    pub fn category(&self) -> Category {
+        use crate::store::StoreError;
+        match self {
+            CityError::NotFound(_) | CityError::Missing(_) => Category::NotFound,
+            CityError::Record(_)
+            | CityError::Ambiguous { .. }
+            | CityError::Unchanged
+            | CityError::Exists(_)
+            | CityError::WrongKind { .. }
+            | CityError::Store(StoreError::Query(_))
+            | CityError::Identity(_) => Category::Invalid,
+            CityError::Store(
+                StoreError::Locked(_)
+                | StoreError::Corrupt { .. }
+                | StoreError::NewerVersion { .. }
+                | StoreError::Missing(_),
+            )
+            | CityError::NoCity(_)
+            | CityError::KeyPermissions { .. }
+            | CityError::DirPermissions { .. } => Category::Unavailable,
+            CityError::Rejected(_) | CityError::Invitation(_) => Category::Rejected,
+            CityError::Busy(_) => Category::Unavailable,
+            CityError::Remote { category, .. } => *category,
+            _ => Category::Other,
         }
     }
 }
