@@ -1,0 +1,192 @@
+//! Keeping the catalog in step with the store: the writes of each batch, statistics, reindex.
+
+use super::*;
+
+/// What the catalog writes of one store batch add up to: the change of the statistics (units,
+/// terms) and the postings to put. The postings are put last, all of the batch's in key order:
+/// the postings of one term from several records then go into the memtable side by side, each
+/// insert next to the one before.
+#[derive(Default)]
+pub(crate) struct CatalogDelta {
+    units: i64,
+    terms: i64,
+    postings: Vec<(Vec<u8>, [u8; 10])>,
+}
+
+impl Store {
+    pub(super) fn catalog_stats(&self) -> Result<(u64, u64), StoreError> {
+        let v = self.meta(STATS_KEY)?.unwrap_or_default();
+        Ok(match <[u8; 16]>::try_from(&v[..]) {
+            Ok(b) => (
+                u64::from_be_bytes(b[..8].try_into().unwrap_or_default()),
+                u64::from_be_bytes(b[8..].try_into().unwrap_or_default()),
+            ),
+            Err(_) => (0, 0),
+        })
+    }
+
+    /// Puts the postings and the new statistics into the batch (after every
+    /// [`Store::catalog_write`] of the batch).
+    pub(crate) fn catalog_finish(
+        &self,
+        batch: &mut WriteBatch,
+        delta: &mut CatalogDelta,
+    ) -> Result<(), StoreError> {
+        delta.postings.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (k, v) in delta.postings.drain(..) {
+            batch.put_cf(self.cf("postings"), k, v);
+        }
+        if delta.units == 0 && delta.terms == 0 {
+            return Ok(());
+        }
+        let (units, tokens) = self.catalog_stats()?;
+        let units = units.saturating_add_signed(delta.units);
+        let tokens = tokens.saturating_add_signed(delta.terms);
+        let mut v = units.to_be_bytes().to_vec();
+        v.extend_from_slice(&tokens.to_be_bytes());
+        batch.put_cf(self.cf("meta"), STATS_KEY.as_bytes(), v);
+        Ok(())
+    }
+
+    /// Puts the catalog rows of record `id` (as it now reads) into `batch`, replacing its old
+    /// units; unchanged texts keep their postings. `new_doc`: the record has no catalog rows
+    /// yet (its first accepted change), so there is nothing to read or replace.
+    pub(crate) fn catalog_write(
+        &self,
+        batch: &mut WriteBatch,
+        id: &DocId,
+        record: &Record,
+        updated: i64,
+        new_doc: bool,
+        delta: &mut CatalogDelta,
+    ) -> Result<(), StoreError> {
+        let new = units_of(*id, record, updated);
+        let new_keys: HashSet<&[u8]> = new.iter().map(|e| e.key.as_slice()).collect();
+        let mut old_texts: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut old_units: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let old_rows = if new_doc {
+            Vec::new()
+        } else {
+            self.scan("units", &id.0)?
+        };
+        for (k, v) in old_rows {
+            old_units.insert(k.to_vec(), v.to_vec());
+            if let Some(t) = self.get("texts", &k)? {
+                old_texts.insert(k.to_vec(), t);
+            }
+            if !new_keys.contains(&k[..]) {
+                batch.delete_cf(self.cf("units"), &k);
+                batch.delete_cf(self.cf("facets"), &k);
+                batch.delete_cf(self.cf("texts"), &k);
+                delta.units -= 1;
+            }
+        }
+        let new_texts = new
+            .iter()
+            .map(|e| serde_json::to_vec(&e.texts))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|x| self.corrupt(x))?;
+        for (key, old) in &old_texts {
+            let unchanged = new
+                .iter()
+                .zip(&new_texts)
+                .any(|(e, texts)| e.key == *key && texts == old);
+            if unchanged {
+                continue;
+            }
+            let texts: Vec<(u8, String)> = serde_json::from_slice(old).unwrap_or_default();
+            let (counts, len) = count_terms(&texts);
+            for (t, _) in &counts {
+                batch.delete_cf(self.cf("postings"), posting_key(t, key));
+            }
+            delta.terms -= i64::from(len);
+        }
+        for (e, texts) in new.iter().zip(new_texts) {
+            // A unit the edit left as it was is not written again (its facets derive from it).
+            let unit = encode_unit(&e.unit);
+            if old_units.get(&e.key) != Some(&unit) {
+                batch.put_cf(self.cf("units"), &e.key, unit);
+                batch.put_cf(self.cf("facets"), &e.key, Facets::of(&e.unit).encode());
+            }
+            match old_texts.get(&e.key) {
+                Some(old) if *old == texts => continue,
+                Some(_) => {}
+                None => delta.units += 1,
+            }
+            let (counts, len) = count_terms(&e.texts);
+            delta.postings.extend(
+                counts
+                    .iter()
+                    .map(|(t, c)| (posting_key(t, &e.key), encode_posting(*c, len))),
+            );
+            batch.put_cf(self.cf("texts"), &e.key, texts);
+            delta.terms += i64::from(len);
+        }
+        Ok(())
+    }
+
+    /// Compacts the facets into one sorted run, which filtered listings scan (after bulk
+    /// writes: a scan over many overlapping files merges them row by row).
+    pub(crate) fn compact_facets(&self) {
+        self.db
+            .compact_range_cf(self.cf("facets"), None::<&[u8]>, None::<&[u8]>);
+    }
+
+    /// Whether the catalog was built by this version (else [`Store::reindex`] is due).
+    pub(crate) fn catalog_current(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .meta(VERSION_KEY)?
+            .is_some_and(|v| v == CATALOG_VERSION.to_be_bytes()))
+    }
+
+    /// Marks an empty catalog as current (a new store).
+    pub(crate) fn catalog_mark_current(&self, batch: &mut WriteBatch) {
+        batch.put_cf(
+            self.cf("meta"),
+            VERSION_KEY.as_bytes(),
+            CATALOG_VERSION.to_be_bytes(),
+        );
+    }
+
+    /// Rebuilds the catalog from the documents; returns the number of units indexed. The caller
+    /// must keep other writers out (see `City::reindex`).
+    pub fn reindex(&self) -> Result<usize, StoreError> {
+        let mut clear = WriteBatch::default();
+        let end = [0xffu8; 64];
+        for cf in ["units", "facets", "texts", "postings"] {
+            clear.delete_range_cf(self.cf(cf), [0u8].as_slice(), end.as_slice());
+            // The empty key sorts before [0]; no catalog key is empty, but be thorough.
+            clear.delete_cf(self.cf(cf), []);
+        }
+        clear.delete_cf(self.cf("meta"), STATS_KEY.as_bytes());
+        self.write_batch(clear, true)?;
+        let mut units = 0;
+        let mut batch = WriteBatch::default();
+        let mut delta = CatalogDelta::default();
+        let mut in_batch = 0;
+        for summary in self.records(None)? {
+            let Ok(id) = summary.id.parse::<DocId>() else {
+                continue;
+            };
+            let Some(record) = self.record_at_head(&id)? else {
+                continue;
+            };
+            self.catalog_write(&mut batch, &id, &record, summary.updated, true, &mut delta)?;
+            units += units_of(id, &record, 0).len();
+            in_batch += 1;
+            if in_batch == 1000 {
+                self.catalog_finish(&mut batch, &mut delta)?;
+                self.write_batch(std::mem::take(&mut batch), false)?;
+                delta = CatalogDelta::default();
+                in_batch = 0;
+            }
+        }
+        self.catalog_finish(&mut batch, &mut delta)?;
+        self.catalog_mark_current(&mut batch);
+        self.write_batch(batch, true)?;
+        // Flushed so that the next process opening the store has no large log to replay.
+        self.flush()?;
+        self.compact_facets();
+        Ok(units)
+    }
+}

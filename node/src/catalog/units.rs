@@ -1,0 +1,179 @@
+//! The units of a record (a practice, a project, a group, each agenda) with their searchable texts.
+
+use super::*;
+
+/// A unit with its key and text fields, as written to the catalog.
+#[derive(Debug)]
+pub(super) struct Entry {
+    pub(super) key: Vec<u8>,
+    pub(super) unit: Unit,
+    pub(super) texts: Vec<(u8, String)>,
+}
+
+pub(super) fn sectors(partners: &[intercity_protocol::record::Partner]) -> Vec<Sector> {
+    let mut out: Vec<Sector> = partners.iter().map(|p| p.sector).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+pub(super) fn partner_names(partners: &[intercity_protocol::record::Partner]) -> String {
+    let names: Vec<&str> = partners.iter().map(|x| x.name.as_str()).collect();
+    names.join(", ")
+}
+
+pub(super) fn push(texts: &mut Vec<(u8, String)>, field: u8, text: &str) {
+    if !text.trim().is_empty() {
+        texts.push((field, text.to_string()));
+    }
+}
+
+/// The catalog units of record `id` (none for a withdrawn record).
+pub(super) fn units_of(id: DocId, record: &Record, updated: i64) -> Vec<Entry> {
+    if record.is_deleted() {
+        return Vec::new();
+    }
+    let hex = id.to_string();
+    let mut out = Vec::new();
+    match record {
+        Record::Practice(p) => {
+            let mut texts = Vec::new();
+            push(&mut texts, F_TITLE, &p.title);
+            push(&mut texts, F_SUMMARY, &p.summary);
+            push(&mut texts, F_BODY, &p.body);
+            push(&mut texts, F_THEMES, &p.themes.join(", "));
+            push(&mut texts, F_PARTNERS, &partner_names(&p.partners));
+            push(&mut texts, F_OUTCOMES, &p.outcomes.join("\n"));
+            push(&mut texts, F_PLACES, &p.city);
+            out.push(Entry {
+                key: id.0.to_vec(),
+                unit: Unit {
+                    city: p.city.clone(),
+                    country: p.country.clone().unwrap_or_default(),
+                    owner: p.owner.clone(),
+                    start: p.start.clone(),
+                    end: p.end.clone(),
+                    themes: p.themes.clone(),
+                    sectors: sectors(&p.partners),
+                    ..Unit::new(UnitKind::Practice, hex, &p.title, updated)
+                },
+                texts,
+            });
+        }
+        Record::Project(p) => {
+            let mut texts = Vec::new();
+            push(&mut texts, F_TITLE, &p.name);
+            push(&mut texts, F_BODY, &p.description);
+            push(&mut texts, F_THEMES, &p.themes.join(", "));
+            push(&mut texts, F_PARTNERS, &partner_names(&p.partners));
+            let outcomes: Vec<&str> = p.outcomes.iter().map(|f| f.label.as_str()).collect();
+            push(&mut texts, F_OUTCOMES, &outcomes.join("\n"));
+            let mut places = vec![p.lead_city.as_str()];
+            places.extend(p.partner_cities.iter().map(String::as_str));
+            push(&mut texts, F_PLACES, &places.join(", "));
+            push(
+                &mut texts,
+                F_NOTES,
+                p.funding.as_deref().unwrap_or_default(),
+            );
+            out.push(Entry {
+                key: id.0.to_vec(),
+                unit: Unit {
+                    city: p.lead_city.clone(),
+                    owner: p.owner.clone(),
+                    status: p.status.to_string(),
+                    start: p.start.clone(),
+                    end: p.end.clone(),
+                    themes: p.themes.clone(),
+                    sectors: sectors(&p.partners),
+                    ..Unit::new(UnitKind::Project, hex, &p.name, updated)
+                },
+                texts,
+            });
+        }
+        Record::Group(g) => {
+            let mut texts = Vec::new();
+            push(&mut texts, F_TITLE, &g.name);
+            push(&mut texts, F_BODY, &g.charter);
+            out.push(Entry {
+                key: id.0.to_vec(),
+                unit: Unit {
+                    group_name: g.name.clone(),
+                    items: u32::try_from(g.agendas.len()).unwrap_or(u32::MAX),
+                    ..Unit::new(UnitKind::Group, hex.clone(), &g.name, updated)
+                },
+                texts,
+            });
+            for (aid, a) in &g.agendas {
+                let mut texts = Vec::new();
+                push(&mut texts, F_TITLE, &a.title);
+                for item in &a.items {
+                    push(&mut texts, F_ITEM, &item.title);
+                    push(&mut texts, F_NOTES, &item.notes);
+                    push(&mut texts, F_NOTES, &item.presenters.join(", "));
+                }
+                push(&mut texts, F_NOTES, &a.decisions.join("\n"));
+                push(
+                    &mut texts,
+                    F_PLACES,
+                    &format!("{}, {}", a.venue, a.host_city),
+                );
+                let mut key = id.0.to_vec();
+                key.extend_from_slice(aid.as_bytes());
+                out.push(Entry {
+                    key,
+                    unit: Unit {
+                        group: Some(hex.clone()),
+                        city: a.host_city.clone(),
+                        status: a.status.to_string(),
+                        start: Some(a.start.clone()),
+                        end: a.end.clone(),
+                        group_name: g.name.clone(),
+                        venue: a.venue.clone(),
+                        items: u32::try_from(a.items.len()).unwrap_or(u32::MAX),
+                        ..Unit::new(UnitKind::Agenda, aid.clone(), &a.title, updated)
+                    },
+                    texts,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Term counts of a unit's texts by weight class (×4, ×2, ×1), in term order (the order of the
+/// posting keys), and the unit's length in terms.
+pub(super) fn count_terms(texts: &[(u8, String)]) -> (Vec<(String, [u16; 3])>, u32) {
+    let mut all: Vec<(String, usize)> = Vec::new();
+    for (field, text) in texts {
+        let class = match FIELDS.get(usize::from(*field)).map_or(1, |f| f.1) {
+            4 => 0,
+            2 => 1,
+            _ => 2,
+        };
+        all.extend(terms(text).map(|t| (t, class)));
+    }
+    let len = u32::try_from(all.len()).unwrap_or(u32::MAX);
+    // Sorting and counting runs is cheaper than hashing every occurrence.
+    all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut counts: Vec<(String, [u16; 3])> = Vec::new();
+    for (t, class) in all {
+        match counts.last_mut() {
+            Some((last, c)) if *last == t => c[class] = c[class].saturating_add(1),
+            _ => {
+                let mut c = [0u16; 3];
+                c[class] = 1;
+                counts.push((t, c));
+            }
+        }
+    }
+    (counts, len)
+}
+
+pub(super) fn posting_key(term: &str, unit_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(term.len() + 1 + unit_key.len());
+    k.extend_from_slice(term.as_bytes());
+    k.push(0);
+    k.extend_from_slice(unit_key);
+    k
+}
