@@ -309,9 +309,12 @@ struct Peer {
     strikes: u32,
     /// Range requests in flight to this peer: the seq asked from, and when.
     inflight: HashMap<FeedId, (u64, Instant)>,
-    /// Fork probes asked of this peer: feed -> the seq asked from, one this node holds,
-    /// because the peer's heads or an entry it sent showed another history there.
+    /// Fork probes asked of this peer because its own heads showed another hash at a seq this
+    /// node holds: feed -> that seq. (Probes after an entry it relayed are not kept here: a
+    /// relay answers for what it holds, not for what it forwarded.)
     probes: HashMap<FeedId, u64>,
+    /// Where the next `Forks` answer to this peer starts, when there are more proofs than fit.
+    forks_sent: usize,
     /// An invitation was presented to it on the current connection.
     presented: bool,
     /// The address this node dialed for the current connection, if it dialed it.

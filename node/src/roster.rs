@@ -462,6 +462,11 @@ impl City {
             .get_json(&key)?
             .ok_or_else(|| CityError::Missing(format!("invitation {}", join.code)))?;
         if admit {
+            if issued.denied.contains(id) {
+                return Err(CityError::Invitation(format!(
+                    "the join of {id} was denied already; it cannot be approved"
+                )));
+            }
             if issued.uses == 0 {
                 return Err(CityError::Invitation(
                     "the invitation was used up meanwhile; deny this join, or create a new invitation"
@@ -485,8 +490,9 @@ impl City {
             )?;
         } else {
             issued.denied.push(*id);
-            self.put_json(&key, &issued)?;
-            self.store().delete_meta(&join_key(id))?;
+            // The denial and the join's removal: one write.
+            self.store()
+                .set_meta_all(&[(&key, json(&issued)?)], &[&join_key(id)])?;
         }
         Ok(join)
     }

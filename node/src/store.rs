@@ -850,6 +850,24 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf("roster"), id, roster);
+        self.meta_changes(batch, puts, deletes)
+    }
+
+    /// Sets and deletes metadata values in one synced write.
+    pub fn set_meta_all(
+        &self,
+        puts: &[(&str, Vec<u8>)],
+        deletes: &[&str],
+    ) -> Result<(), StoreError> {
+        self.meta_changes(WriteBatch::default(), puts, deletes)
+    }
+
+    fn meta_changes(
+        &self,
+        mut batch: WriteBatch,
+        puts: &[(&str, Vec<u8>)],
+        deletes: &[&str],
+    ) -> Result<(), StoreError> {
         for (key, value) in puts {
             batch.put_cf(self.cf("meta"), key.as_bytes(), value);
         }

@@ -97,15 +97,16 @@ impl EventLoop {
         match origin {
             ingest::Origin::Gossip(id) => {
                 let acceptance = match outcomes.into_iter().next() {
-                    Some(Outcome::New(..) | Outcome::Known | Outcome::Fork) => {
-                        gossipsub::MessageAcceptance::Accept
-                    }
+                    Some(Outcome::New(..) | Outcome::Known) => gossipsub::MessageAcceptance::Accept,
+                    // Not forwarded: the other branch would set off probes at every receiver;
+                    // fork proofs travel by `Forks` instead.
+                    Some(Outcome::Fork) => gossipsub::MessageAcceptance::Ignore,
                     Some(Outcome::Gap(feed, have)) => {
                         self.request_range(peer, feed, have + 1);
                         gossipsub::MessageAcceptance::Ignore
                     }
                     Some(Outcome::Diverged(feed, at)) => {
-                        self.probe(peer, feed, at);
+                        self.request_range(peer, feed, at);
                         gossipsub::MessageAcceptance::Ignore
                     }
                     Some(Outcome::Invalid(_)) => gossipsub::MessageAcceptance::Reject,
@@ -126,7 +127,7 @@ impl EventLoop {
                             forward.push((e, w));
                         }
                         Outcome::Gap(feed, have) => self.request_range(peer, feed, have + 1),
-                        Outcome::Diverged(feed, at) => self.probe(peer, feed, at),
+                        Outcome::Diverged(feed, at) => self.request_range(peer, feed, at),
                         _ => {}
                     }
                 }
@@ -157,8 +158,7 @@ impl EventLoop {
                         SignedEntry::decode(&w.entry).map(|e| (e.header.feed(), e.header.seq));
                     match (seq, outcome) {
                         // A probe answered with the very entry this node holds there: the
-                        // peer's heads, or the entry it sent, showed a history it does not
-                        // serve.
+                        // peer's heads showed a history it does not serve.
                         (_, Outcome::Known) if probing && i == 0 => {
                             self.penalize(peer, "a fork probe answered with the entry held here");
                             next = None;
@@ -171,6 +171,11 @@ impl EventLoop {
                         (Ok((f, s)), Outcome::New(..)) if f == feed => {
                             fresh = true;
                             next = Some(s + 1);
+                            // An entry of this city's own feed that it lacked: only this city
+                            // can have signed it, so the peer's claim on the feed is real.
+                            if f.author == self.city.id() {
+                                self.city.own_claim_backed(&peer.to_string(), f.scope);
+                            }
                         }
                         (Ok((f, s)), Outcome::Known) if f == feed => next = Some(s + 1),
                         (_, Outcome::Gap(f, have)) if f == feed => {
@@ -187,7 +192,7 @@ impl EventLoop {
                         (_, Outcome::Diverged(f, at)) if f == feed => {
                             // Fetched whether or not the peer has more: its copy of `at` shows
                             // the fork.
-                            self.probe(peer, feed, at);
+                            self.request_range(peer, feed, at);
                             next = None;
                             break;
                         }

@@ -137,8 +137,8 @@ impl EventLoop {
         }
     }
 
-    /// Asks `peer` for `feed` from `at`, a seq this node holds, to see the peer's entry there
-    /// (a fork probe); answered with the entry held here, it is a strike.
+    /// Asks `peer` for `feed` from `at`, a seq this node holds, because the peer's heads show
+    /// another hash there (a fork probe); answered with the entry held here, it is a strike.
     pub(super) fn probe(&mut self, peer: PeerId, feed: FeedId, at: u64) {
         self.peers.entry(peer).or_default().probes.insert(feed, at);
         self.request_range(peer, feed, at);
@@ -319,16 +319,25 @@ impl EventLoop {
             Request::Push(entries) => return Err(entries),
             Request::Forks => {
                 let shared = self.shared_scopes(&peer);
-                let proofs = self
+                let proofs: Vec<ForkProof> = self
                     .city
                     .store()
                     .forks()
                     .unwrap_or_default()
                     .into_iter()
                     .filter(|p| shared.contains(&p.first.header.scope))
-                    .take(sync::MAX_FORK_PROOFS)
                     .collect();
-                Response::Forks(proofs)
+                // More than fit in one answer: each answer starts further on, so that none is
+                // starved by the ones first in feed order.
+                let start = if proofs.len() > sync::MAX_FORK_PROOFS {
+                    let p = self.peers.entry(peer).or_default();
+                    p.forks_sent = p.forks_sent.wrapping_add(sync::MAX_FORK_PROOFS);
+                    p.forks_sent % proofs.len()
+                } else {
+                    0
+                };
+                let n = proofs.len().min(sync::MAX_FORK_PROOFS);
+                Response::Forks(proofs.into_iter().cycle().skip(start).take(n).collect())
             }
         })
     }
@@ -338,18 +347,25 @@ impl EventLoop {
     /// frozen yet) go to the ingest worker: the one it holds is a duplicate, the other a fork.
     /// A proof that does not verify is a strike: it is not what its author signed.
     fn on_fork_proofs(&mut self, peer: PeerId, proofs: Vec<ForkProof>) {
-        let heads = self.city.store().feeds().unwrap_or_default();
+        let heads: std::collections::HashMap<FeedId, _> = self
+            .city
+            .store()
+            .feeds()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         let mut items = Vec::new();
         for proof in proofs {
-            if !proof.verify() {
-                self.penalize(peer, "a fork proof that does not verify");
-                continue;
-            }
+            // Feeds not held far enough, or frozen already, first: no signature to check.
             let feed = proof.first.header.feed();
-            let Some((_, head)) = heads.iter().find(|(f, _)| *f == feed) else {
+            let Some(head) = heads.get(&feed) else {
                 continue;
             };
             if head.frozen || head.seq < proof.first.header.seq {
+                continue;
+            }
+            if !proof.verify() {
+                self.penalize(peer, "a fork proof that does not verify");
                 continue;
             }
             for entry in [&proof.first, &proof.second] {
