@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! - [`catalog`] — search and filters: an inverted index kept with the documents.
-//! - [`store`] — RocksDB column families; one synced write batch per ingested entry.
+//! - [`store`] — RocksDB column families; one write batch per ingestion (synced for this
+//!   city's own entries, unsynced for entries from peers, which sync fetches again).
 //! - [`city`] — the local city: data directory, key, profile, record operations.
 //! - [`roster`] — the cities this node trusts; invitations.
 //! - [`net`] — the libp2p swarm and the sync engine, one event loop that owns the swarm.

@@ -16,7 +16,9 @@
 //! | `roster` | city id (32) | [`crate::roster::RosterEntry`] (JSON) |
 //! | `units`, `facets`, `texts`, `postings` | see [`crate::catalog`] | the search and filter catalog |
 //!
-//! Every ingestion is applied as one write batch, synced before it is acknowledged. Documents
+//! Every ingestion is applied as one write batch: synced for this city's own entries (before
+//! they leave the node), unsynced for entries from peers (a crash may lose the last few; sync
+//! fetches them again). Documents
 //! are loaded lazily, one at a time, when a query or an entry needs them.
 
 use std::path::{Path, PathBuf};
