@@ -764,7 +764,11 @@ impl Store {
         id: &DocId,
         update: &intercity_protocol::ingest::DocUpdate,
     ) -> Result<usize, StoreError> {
-        let tail = self.scan("doc_tail", &id.0)?;
+        // A document new to the store (nothing appended to a copy of it) has no tail rows.
+        let tail = match update.appended {
+            Some(_) => self.scan("doc_tail", &id.0)?,
+            None => Vec::new(),
+        };
         if let Some(changes) = &update.appended {
             let base = self
                 .db

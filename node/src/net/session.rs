@@ -47,17 +47,6 @@ impl EventLoop {
             .collect()
     }
 
-    pub(super) fn frozen(&self) -> HashSet<FeedId> {
-        self.city
-            .store()
-            .feeds()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(_, h)| h.closed())
-            .map(|(f, _)| f)
-            .collect()
-    }
-
     /// The scopes this city shares with `peer`: the federation, and every working group whose
     /// current member list (as this city holds it) names the peer.
     pub(super) fn shared_scopes(&self, peer: &PeerId) -> HashSet<Scope> {
@@ -123,10 +112,22 @@ impl EventLoop {
     /// Asks `peer` for what its heads show this node lacks; closed feeds (frozen or exhausted)
     /// count as complete.
     pub(super) fn fetch(&mut self, peer: PeerId, theirs: &[Head]) {
-        let mut mine = self.my_heads();
-        for f in self.frozen() {
-            mine.insert(f, (u64::MAX, Hash32::default()));
-        }
+        // One read of the heads: a closed feed is passed as complete (u64::MAX).
+        let mine: BTreeMap<FeedId, (u64, Hash32)> = self
+            .city
+            .store()
+            .feeds()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(f, h)| {
+                let head = if h.closed() {
+                    (u64::MAX, Hash32::default())
+                } else {
+                    (h.seq, h.hash)
+                };
+                (f, head)
+            })
+            .collect();
         for want in sync::wants(&mine, theirs) {
             let held = mine.get(&want.feed).map_or(0, |(seq, _)| *seq);
             if want.from <= held {
