@@ -566,24 +566,20 @@ fn a_change_on_an_object_outside_its_causal_past_is_rejected_in_any_order() {
     let role_op = OpId(start + index as u64, change.actor_id().clone());
     let mut actor = brno.key.id().as_bytes().to_vec();
     actor.extend_from_slice(&[7; 8]);
-    let forged = automerge::Change::from(automerge::ExpandedChange {
-        operations: vec![Op {
-            action: OpType::Put(automerge::ScalarValue::Str("chair".into())),
-            obj: role.obj.clone(),
-            key: Key::Map("role".into()),
-            pred: SortedVec::from(vec![role_op]),
-            insert: false,
-        }],
-        actor_id: ActorId::from(actor),
-        hash: None,
-        seq: 1,
-        start_op: std::num::NonZeroU64::new(start + 1_000).expect("non-zero"),
-        time: 0,
-        message: None,
-        deps: genesis_deps(&genesis),
-        extra_bytes: Vec::new(),
-        author: None,
-    });
+    let promote_op = Op {
+        action: OpType::Put(automerge::ScalarValue::Str("chair".into())),
+        obj: role.obj.clone(),
+        key: Key::Map("role".into()),
+        pred: SortedVec::from(vec![role_op]),
+        insert: false,
+    };
+    let forged = forged_change(
+        ActorId::from(actor),
+        1,
+        start + 1_000,
+        genesis_deps(&genesis),
+        vec![promote_op],
+    );
     assert!(matches!(role.obj, ObjectId::Id(_)));
     let promote = brno.sign(id, Scope::Group(id), forged.raw_bytes().to_vec());
     let orders: [&[&Wire]; 2] = [&[&genesis, &add, &promote], &[&genesis, &promote, &add]];
@@ -1031,6 +1027,29 @@ fn authored_entries_store_the_same_as_received_ones() {
     assert!(err.is_err());
 }
 
+/// The change `actor` would make as its change number `seq`, its operations numbered from
+/// `start_op`, after `deps`: written directly, without any check (as a hostile author can).
+fn forged_change(
+    actor: ActorId,
+    seq: u64,
+    start_op: u64,
+    deps: Vec<automerge::ChangeHash>,
+    operations: Vec<automerge::legacy::Op>,
+) -> automerge::Change {
+    automerge::Change::from(automerge::ExpandedChange {
+        operations,
+        actor_id: actor,
+        hash: None,
+        seq,
+        start_op: std::num::NonZeroU64::new(start_op).expect("non-zero"),
+        time: 0,
+        message: None,
+        deps,
+        extra_bytes: Vec::new(),
+        author: None,
+    })
+}
+
 /// An Automerge change by `actor` (a fresh actor: seq 1) putting `ops` on the root, after
 /// `deps`, written without any check.
 fn raw_change(
@@ -1039,27 +1058,17 @@ fn raw_change(
     ops: &[(&str, String)],
 ) -> automerge::Change {
     use automerge::legacy::{Key, ObjectId, Op, OpType, SortedVec};
-    automerge::Change::from(automerge::ExpandedChange {
-        operations: ops
-            .iter()
-            .map(|(k, v)| Op {
-                action: OpType::Put(automerge::ScalarValue::Str(v.as_str().into())),
-                obj: ObjectId::Root,
-                key: Key::Map((*k).into()),
-                pred: SortedVec::new(),
-                insert: false,
-            })
-            .collect(),
-        actor_id: ActorId::from(actor),
-        hash: None,
-        seq: 1,
-        start_op: std::num::NonZeroU64::MIN,
-        time: 0,
-        message: None,
-        deps,
-        extra_bytes: Vec::new(),
-        author: None,
-    })
+    let ops = ops
+        .iter()
+        .map(|(k, v)| Op {
+            action: OpType::Put(automerge::ScalarValue::Str(v.as_str().into())),
+            obj: ObjectId::Root,
+            key: Key::Map((*k).into()),
+            pred: SortedVec::new(),
+            insert: false,
+        })
+        .collect();
+    forged_change(ActorId::from(actor), 1, 1, deps, ops)
 }
 
 /// Signs `changes` as consecutive entries of `key`'s federation feed, each on its document.
@@ -1257,28 +1266,19 @@ fn forged_references(picks: &[(u8, u8, u8, u8)]) -> Vec<Vec<Wire>> {
         let (_, pred_id, _) = ops[usize::from(pred) % ops.len()].clone();
         let mut actor = brno.key.id().as_bytes().to_vec();
         actor.extend_from_slice(&(n as u64).to_be_bytes());
-        let change = automerge::Change::from(automerge::ExpandedChange {
-            operations: vec![Op {
-                action: OpType::Put(automerge::ScalarValue::Str(format!("v{value}").into())),
-                obj,
-                key,
-                pred: if value % 2 == 0 {
-                    SortedVec::new()
-                } else {
-                    SortedVec::from(vec![pred_id])
-                },
-                insert: false,
-            }],
-            actor_id: ActorId::from(actor),
-            hash: None,
-            seq: 1,
-            start_op: std::num::NonZeroU64::new(1_000).expect("non-zero"),
-            time: 0,
-            message: None,
-            deps: vec![changes[base].hash()],
-            extra_bytes: Vec::new(),
-            author: None,
-        });
+        let op = Op {
+            action: OpType::Put(automerge::ScalarValue::Str(format!("v{value}").into())),
+            obj,
+            key,
+            pred: if value % 2 == 0 {
+                SortedVec::new()
+            } else {
+                SortedVec::from(vec![pred_id])
+            },
+            insert: false,
+        };
+        let deps = vec![changes[base].hash()];
+        let change = forged_change(ActorId::from(actor), 1, 1_000, deps, vec![op]);
         forged.push(brno.sign(id, Scope::Group(id), change.raw_bytes().to_vec()));
     }
     vec![chair, forged]
@@ -1311,19 +1311,8 @@ proptest! {
 #[test]
 fn a_reference_into_a_gap_of_an_actors_counters_is_outside_the_past() {
     use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
-    let mk = |actor: &ActorId, seq: u64, start: u64, deps, ops| {
-        automerge::Change::from(automerge::ExpandedChange {
-            operations: ops,
-            actor_id: actor.clone(),
-            hash: None,
-            seq,
-            start_op: std::num::NonZeroU64::new(start).expect("non-zero"),
-            time: 0,
-            message: None,
-            deps,
-            extra_bytes: Vec::new(),
-            author: None,
-        })
+    let mk = |actor: &ActorId, seq, start, deps, ops| {
+        forged_change(actor.clone(), seq, start, deps, ops)
     };
     let (milan, brno) = (CityKey::from_secret([5; 32]), CityKey::from_secret([6; 32]));
     let mut p = Practice::new(milan.id().to_string(), "Shared", "en");
