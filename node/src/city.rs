@@ -53,6 +53,11 @@ pub enum ImportOutcome {
 /// How many imported new records are written in one batch (bounded memory: their documents and
 /// catalog rows are held until the write).
 const IMPORT_BATCH: usize = 256;
+/// How long a process that needs the store waits while another one holds it: a daemon starting
+/// while a CLI command runs, a CLI command while another one writes or a daemon stops.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often a process waiting for the store tries again.
+pub const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The result of importing one record.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -135,6 +140,17 @@ pub enum CityError {
     /// Refused for now; the same request may succeed later.
     #[error("{0}")]
     Busy(String),
+    /// Another daemon already serves this data directory.
+    #[error(
+        "a daemon already runs for {dir}{}; stop it first (one daemon per data directory)",
+        .pid.as_ref().map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    DaemonRunning {
+        /// The data directory.
+        dir: PathBuf,
+        /// The running daemon's process id, as it wrote it in `daemon.lock`.
+        pid: Option<String>,
+    },
     /// Several records match an id prefix.
     #[error("id prefix `{prefix}` matches {} records ({}); type more characters", .matches.len(), .matches.join(", "))]
     Ambiguous {
@@ -226,7 +242,7 @@ impl CityError {
             | CityError::KeyPermissions { .. }
             | CityError::DirPermissions { .. } => Category::Unavailable,
             CityError::Rejected(_) | CityError::Invitation(_) => Category::Rejected,
-            CityError::Busy(_) => Category::Unavailable,
+            CityError::Busy(_) | CityError::DaemonRunning { .. } => Category::Unavailable,
             CityError::Remote { category, .. } => *category,
             _ => Category::Other,
         }
@@ -427,6 +443,26 @@ impl City {
     /// Opens the city in `dir`.
     pub fn open(dir: &Path) -> Result<City, CityError> {
         Self::open_with(dir, false)
+    }
+
+    /// Opens the city in `dir`; while another process (a CLI command) holds the store, retries
+    /// for up to [`LOCK_WAIT`], calling `waiting` once when it starts to wait.
+    pub fn open_waiting(dir: &Path, waiting: impl FnOnce()) -> Result<City, CityError> {
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let mut waiting = Some(waiting);
+        loop {
+            match Self::open(dir) {
+                Err(CityError::Store(StoreError::Locked(_)))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    if let Some(w) = waiting.take() {
+                        w();
+                    }
+                    std::thread::sleep(LOCK_POLL);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Opens the city in `dir` for reading only (see [`Store::open_read_only`]); edits through

@@ -1,7 +1,10 @@
 //! [`Client`]: what the CLI talks to. It opens the store directly when no daemon runs, and goes
-//! through the daemon's control socket when one does (the daemon holds the store's lock).
+//! through the daemon's control socket when one does (the daemon holds the store's lock). A
+//! command never races a daemon for the store: one that is starting has its socket bound first
+//! and answers once it has the store, one that holds it waits for the command.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use intercity_protocol::entry::DocId;
 use intercity_protocol::identity::CityId;
@@ -9,12 +12,13 @@ use intercity_protocol::record::{Kind, Record};
 use serde::de::DeserializeOwned;
 
 use crate::catalog::{Found, Query};
-use crate::city::{City, CityError, HistoryItem, ImportResult, Profile};
+use crate::city::{City, CityError, HistoryItem, ImportResult, LOCK_POLL, LOCK_WAIT, Profile};
 use crate::control::{Category, ControlClient, ControlRequest};
 use crate::exchange::{Exported, Imported};
 use crate::net::NetStatus;
 use crate::roster::{IssuedInvitation, PendingJoin, RosterEntry};
-use crate::store::RecordSummary;
+use crate::store::{RecordSummary, StoreError};
+use tracing::{debug, info};
 
 /// The local city, opened directly or reached through the running daemon.
 #[derive(Debug)]
@@ -52,20 +56,50 @@ impl Client {
         Self::open_with(dir, true)
     }
 
+    /// Through the daemon if one serves `dir` (or is starting: it answers once it has the
+    /// store); else directly. While another process holds the store (a CLI command writing, a
+    /// daemon stopping), waits for up to [`LOCK_WAIT`] and looks again.
     fn open_with(dir: &Path, read_only: bool) -> Result<Client, CityError> {
-        if let Some(control) = ControlClient::connect(dir) {
-            let profile = parse(control.call(&ControlRequest::Profile)?)?;
-            return Ok(Client::Daemon {
-                control,
-                profile,
-                dir: dir.to_path_buf(),
-            });
+        let deadline = Instant::now() + LOCK_WAIT;
+        let mut told = false;
+        loop {
+            if let Some(control) = ControlClient::connect(dir) {
+                match control.call(&ControlRequest::Profile).and_then(parse) {
+                    Ok(profile) => {
+                        return Ok(Client::Daemon {
+                            control,
+                            profile,
+                            dir: dir.to_path_buf(),
+                        });
+                    }
+                    // The daemon stopped (or could not start) before answering: only its
+                    // profile was asked for, so look again.
+                    Err(e) if Instant::now() < deadline => {
+                        debug!(error = %e, "the daemon did not answer; looking again");
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                let opened = if read_only {
+                    City::open_read_only(dir)
+                } else {
+                    City::open(dir)
+                };
+                match opened {
+                    Err(CityError::Store(StoreError::Locked(_))) if Instant::now() < deadline => {
+                        if !told {
+                            info!(
+                                "the store is in use by another process; waiting for it (up to {} s)",
+                                LOCK_WAIT.as_secs()
+                            );
+                            told = true;
+                        }
+                    }
+                    other => return other.map(Client::Local),
+                }
+            }
+            std::thread::sleep(LOCK_POLL);
         }
-        Ok(Client::Local(if read_only {
-            City::open_read_only(dir)?
-        } else {
-            City::open(dir)?
-        }))
     }
 
     fn call<T: DeserializeOwned>(
@@ -207,13 +241,7 @@ impl Client {
     /// Network status (empty when no daemon runs).
     pub fn status(&self) -> Result<NetStatus, CityError> {
         match self {
-            Client::Local(c) => Ok(NetStatus {
-                entries: c.store().entry_counts()?,
-                forks: c.store().forks()?.len(),
-                exhausted: c.store().exhausted_feeds()?,
-                forked: c.store().forked_feeds()?,
-                ..NetStatus::default()
-            }),
+            Client::Local(c) => NetStatus::offline(c),
             Client::Daemon { control, .. } => Self::call(control, ControlRequest::Status),
         }
     }

@@ -2,8 +2,15 @@
 //! (`control.sock`, mode 0600), so every CLI command works while the daemon owns the store.
 //!
 //! Protocol: the client writes one JSON request on one line; the daemon answers with one JSON
-//! line, `{"ok": VALUE}` or `{"error": {"category": C, "message": M}}`, and closes. Requests
-//! are at most [`MAX_REQUEST_BYTES`]; each connection has [`CONTROL_TIMEOUT`] to complete.
+//! line, `{"ok": VALUE}` or `{"error": {"category": C, "message": M}}`. A CLI command keeps its
+//! one connection for all its requests and closes it when done. Requests are at most
+//! [`MAX_REQUEST_BYTES`]; each request has [`CONTROL_TIMEOUT`] to arrive and be answered.
+//!
+//! The daemon binds the socket before it opens the store (it may wait for a CLI command that
+//! holds it), so a command that connects meanwhile waits for the daemon instead of racing it
+//! for the lock. A stopping daemon stops accepting at once (the socket file goes), and serves
+//! the connections it has for up to [`SHUTDOWN_GRACE`]: a command in the middle of its
+//! requests completes.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -31,6 +38,8 @@ pub const MAX_REQUEST_BYTES: u64 = 16 * 1024 * 1024;
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Concurrent control connections served.
 pub const MAX_CONTROL_CONNECTIONS: usize = 32;
+/// How long a stopping daemon keeps serving the control connections it has.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The socket path in a data directory.
 pub fn socket_path(dir: &Path) -> PathBuf {
@@ -172,27 +181,60 @@ pub enum ControlRequest {
     },
 }
 
-/// Serves the control socket until `shutdown`.
+/// The daemon's control socket, bound and not yet served: a command that connects waits in
+/// its backlog. Dropping it closes the socket and removes the file (if it is still this one).
+#[derive(Debug)]
+pub struct ControlSocket {
+    listener: Option<UnixListener>,
+    path: PathBuf,
+    inode: u64,
+}
+
+impl ControlSocket {
+    /// Binds `<dir>/control.sock` (mode 0600), replacing a stale file. The caller makes sure no
+    /// other daemon serves `dir` (the daemon's lock file).
+    pub fn bind(dir: &Path) -> Result<ControlSocket, CityError> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let path = socket_path(dir);
+        let io = |source| CityError::Io {
+            path: path.clone(),
+            source,
+        };
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(io)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        let inode = std::fs::metadata(&path).map_err(io)?.ino();
+        Ok(ControlSocket {
+            listener: Some(listener),
+            path,
+            inode,
+        })
+    }
+
+    fn close(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        if self.listener.take().is_some()
+            && std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode)
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Serves the control socket until `shutdown`; then serves the open connections for up to
+/// [`SHUTDOWN_GRACE`].
 pub async fn serve(
+    mut socket: ControlSocket,
     city: Arc<City>,
     net: Option<NetHandle>,
     shutdown: CancellationToken,
 ) -> Result<(), CityError> {
-    let path = socket_path(city.dir());
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).map_err(|source| CityError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(
-            |source| CityError::Io {
-                path: path.clone(),
-                source,
-            },
-        )?;
-    }
     let owner = {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(city.dir())
@@ -202,10 +244,15 @@ pub async fn serve(
             })?
             .uid()
     };
+    let Some(listener) = socket.listener.as_ref() else {
+        return Ok(());
+    };
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONTROL_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 if !permitted(&stream, owner) {
@@ -219,16 +266,30 @@ pub async fn serve(
                 let Ok(permit) = permit else { break };
                 let city = city.clone();
                 let net = net.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let _permit = permit;
-                    if tokio::time::timeout(CONTROL_TIMEOUT, handle(stream, city, net)).await.is_err() {
-                        warn!("control request timed out");
-                    }
+                    connection(stream, city, net).await;
                 });
             }
         }
     }
-    let _ = std::fs::remove_file(&path);
+    // No new connections (those waiting in the backlog are refused, before they sent anything
+    // but their first request); the ones open finish their requests.
+    socket.close();
+    let open = connections.len();
+    if open > 0 {
+        debug!(open, "serving the open control connections before stopping");
+    }
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            open = connections.len(),
+            "control connections still open after the shutdown grace period: closed"
+        );
+    }
     Ok(())
 }
 
@@ -261,17 +322,47 @@ fn op_of(line: &str) -> String {
     serde_json::from_str::<Op>(line).map_or_else(|_| "?".into(), |o| o.op)
 }
 
-async fn handle(stream: tokio::net::UnixStream, city: Arc<City>, net: Option<NetHandle>) {
+/// Serves one connection: a request per line, each answered in turn, until the client closes
+/// it or is idle for [`CONTROL_TIMEOUT`].
+async fn connection(stream: tokio::net::UnixStream, city: Arc<City>, net: Option<NetHandle>) {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES));
-    if reader.read_line(&mut line).await.is_err() {
-        return;
+    let mut reader = tokio::io::BufReader::new(read);
+    loop {
+        let mut line = String::new();
+        let read = tokio::time::timeout(
+            CONTROL_TIMEOUT,
+            (&mut reader).take(MAX_REQUEST_BYTES).read_line(&mut line),
+        )
+        .await;
+        let Ok(Ok(n)) = read else { return };
+        if n == 0 {
+            return;
+        }
+        let too_long = !line.ends_with('\n') && n as u64 >= MAX_REQUEST_BYTES;
+        let reply = if too_long {
+            serde_json::json!({ "error": { "category": Category::Invalid, "message": format!("control request over {MAX_REQUEST_BYTES} bytes") } })
+        } else {
+            match tokio::time::timeout(CONTROL_TIMEOUT, answer(&line, &city, net.as_ref())).await {
+                Ok(reply) => reply,
+                Err(_) => {
+                    warn!(op = %op_of(&line), "control request timed out");
+                    return;
+                }
+            }
+        };
+        let mut bytes = reply.to_string().into_bytes();
+        bytes.push(b'\n');
+        if too_long || write.write_all(&bytes).await.is_err() {
+            return;
+        }
     }
-    let reply = match serde_json::from_str::<ControlRequest>(&line) {
+}
+
+async fn answer(line: &str, city: &Arc<City>, net: Option<&NetHandle>) -> Value {
+    match serde_json::from_str::<ControlRequest>(line) {
         Ok(req) => {
-            debug!(op = %op_of(&line), "control request");
-            match execute(req, &city, net.as_ref()).await {
+            debug!(op = %op_of(line), "control request");
+            match execute(req, city, net).await {
                 Ok(v) => serde_json::json!({ "ok": v }),
                 Err(e) => {
                     serde_json::json!({ "error": { "category": e.category(), "message": e.to_string() } })
@@ -281,11 +372,7 @@ async fn handle(stream: tokio::net::UnixStream, city: Arc<City>, net: Option<Net
         Err(e) => {
             serde_json::json!({ "error": { "category": Category::Invalid, "message": format!("bad control request: {e}") } })
         }
-    };
-    let mut bytes = reply.to_string().into_bytes();
-    bytes.push(b'\n');
-    let _ = write.write_all(&bytes).await;
-    let _ = write.shutdown().await;
+    }
 }
 
 fn json<T: Serialize>(v: T) -> Result<Value, CityError> {
@@ -302,13 +389,15 @@ async fn execute(
     net: Option<&NetHandle>,
 ) -> Result<Value, CityError> {
     if let ControlRequest::Status = req {
-        return match net {
-            Some(n) => json(
-                n.status()
-                    .await
-                    .map_err(|e| CityError::Rejected(e.to_string()))?,
-            ),
-            None => json(crate::net::NetStatus::default()),
+        // A stopping daemon (its network gone, its control socket serving the commands that
+        // were under way) answers with what its store holds.
+        let running = match net {
+            Some(n) => n.status().await.ok(),
+            None => None,
+        };
+        return match running {
+            Some(status) => json(status),
+            None => json(crate::net::NetStatus::offline(city)?),
         };
     }
     let roster_changed = matches!(
@@ -424,14 +513,17 @@ fn execute_blocking(
     }
 }
 
-/// A blocking client of a running daemon's control socket.
-#[derive(Debug, Clone)]
+/// A blocking client of a running daemon's control socket: one connection, kept for every
+/// request of the command.
+#[derive(Debug)]
 pub struct ControlClient {
     path: PathBuf,
+    conn: std::sync::Mutex<BufReader<UnixStream>>,
 }
 
 impl ControlClient {
-    /// Connects if a daemon serves `dir`; None if none does.
+    /// Connects if a daemon serves `dir` (or is starting: it answers once it has the store);
+    /// None if none does.
     ///
     /// A socket is only trusted when it belongs to the owner of the data directory and the
     /// directory is not writable by other users (else another user could stand in for the
@@ -447,9 +539,12 @@ impl ControlClient {
             warn!(socket = %path.display(), "the control socket is not the data directory owner's: not used");
             return None;
         }
-        UnixStream::connect(&path)
-            .ok()
-            .map(|_| ControlClient { path })
+        let stream = UnixStream::connect(&path).ok()?;
+        stream.set_read_timeout(Some(CONTROL_TIMEOUT)).ok()?;
+        Some(ControlClient {
+            path,
+            conn: std::sync::Mutex::new(BufReader::new(stream)),
+        })
     }
 
     /// Sends one request and returns the `ok` value.
@@ -461,17 +556,24 @@ impl ControlClient {
                 self.path.display()
             ),
         };
-        let mut stream = UnixStream::connect(&self.path).map_err(unavailable)?;
-        stream
-            .set_read_timeout(Some(CONTROL_TIMEOUT))
-            .map_err(unavailable)?;
         let mut line = serde_json::to_vec(req).map_err(|e| CityError::Rejected(e.to_string()))?;
         line.push(b'\n');
-        stream.write_all(&line).map_err(unavailable)?;
+        let mut conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        conn.get_mut().write_all(&line).map_err(unavailable)?;
         let mut reply = String::new();
-        BufReader::new(stream.take(MAX_REQUEST_BYTES * 4))
+        let n = (&mut *conn)
+            .take(MAX_REQUEST_BYTES * 4)
             .read_line(&mut reply)
             .map_err(unavailable)?;
+        if n == 0 {
+            return Err(unavailable(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the daemon closed the connection without answering (it stopped?)",
+            )));
+        }
         let reply: Value = serde_json::from_str(&reply).map_err(|e| CityError::Remote {
             category: Category::Unavailable,
             message: format!("bad answer from the daemon: {e}"),

@@ -1,5 +1,7 @@
-//! `intercity node run`: the daemon. Opens the city (taking the store's lock), starts the
-//! network and the control socket, and runs until the caller's shutdown token fires.
+//! `intercity node run`: the daemon. Takes the data directory's daemon lock (one daemon per
+//! directory), binds the control socket, opens the city (taking the store's lock, waiting for a
+//! CLI command that holds it), starts the network, serves the control socket, and runs until the
+//! caller's shutdown token fires.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::city::{City, CityError};
+use crate::control::ControlSocket;
 use crate::net::{self, NetConfig, NetHandle};
 
 /// The daemon's configuration file (`<data dir>/config.toml` or `--config FILE`). Every field
@@ -186,17 +189,71 @@ pub struct Daemon {
     /// Listen addresses.
     pub listening: Vec<Multiaddr>,
     tasks: Supervisor,
+    /// `daemon.lock`, locked while the daemon runs (None when started on an open city).
+    _lock: Option<std::fs::File>,
+}
+
+/// Takes `<dir>/daemon.lock` (an advisory lock the OS drops when the process ends, however it
+/// ends) and writes this process's id in it.
+fn daemon_lock(dir: &Path) -> Result<std::fs::File, CityError> {
+    use std::io::Write;
+    let path = dir.join("daemon.lock");
+    let io = |source| CityError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty());
+            return Err(CityError::DaemonRunning {
+                dir: dir.to_path_buf(),
+                pid,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
 }
 
 impl Daemon {
-    /// Starts the daemon for the city in `dir`.
+    /// Starts the daemon for the city in `dir`. Fails at once if another daemon serves `dir`;
+    /// waits (up to [`crate::city::LOCK_WAIT`], logged) while a CLI command holds the store,
+    /// with the control socket already bound so that new commands wait for this daemon.
     pub async fn start(
         dir: &Path,
         cfg: NetConfig,
         shutdown: CancellationToken,
     ) -> Result<Daemon, CityError> {
-        let city = Arc::new(City::open(dir)?);
-        Self::start_with(city, cfg, shutdown).await
+        if !dir.join("city.key").exists() {
+            return Err(CityError::NoCity(dir.to_path_buf()));
+        }
+        let lock = daemon_lock(dir)?;
+        let socket = ControlSocket::bind(dir)?;
+        let owned = dir.to_path_buf();
+        let city = tokio::task::spawn_blocking(move || {
+            City::open_waiting(&owned, || {
+                tracing::warn!(
+                    wait_s = crate::city::LOCK_WAIT.as_secs(),
+                    "the store is in use by another process (a CLI command?); waiting for it"
+                );
+            })
+        })
+        .await
+        .map_err(|e| CityError::Busy(format!("opening the store failed: {e}")))??;
+        Self::launch(Arc::new(city), cfg, shutdown, socket, Some(lock)).await
     }
 
     /// Starts the daemon for an open city.
@@ -204,6 +261,17 @@ impl Daemon {
         city: Arc<City>,
         cfg: NetConfig,
         shutdown: CancellationToken,
+    ) -> Result<Daemon, CityError> {
+        let socket = ControlSocket::bind(city.dir())?;
+        Self::launch(city, cfg, shutdown, socket, None).await
+    }
+
+    async fn launch(
+        city: Arc<City>,
+        cfg: NetConfig,
+        shutdown: CancellationToken,
+        socket: ControlSocket,
+        lock: Option<std::fs::File>,
     ) -> Result<Daemon, CityError> {
         let (net, listening, join) = net::spawn(city.clone(), cfg, shutdown.clone())
             .await
@@ -213,7 +281,7 @@ impl Daemon {
         tasks.spawn("network", async move { join.await.map_err(panic_message)? });
         let (c, n, s) = (city.clone(), net.clone(), shutdown);
         tasks.spawn("control socket", async move {
-            crate::control::serve(c, Some(n), s)
+            crate::control::serve(socket, c, Some(n), s)
                 .await
                 .map_err(|e| e.to_string())
         });
@@ -222,6 +290,7 @@ impl Daemon {
             net,
             listening,
             tasks,
+            _lock: lock,
         })
     }
 

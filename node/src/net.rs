@@ -55,7 +55,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::city::City;
+use crate::city::{City, CityError};
 use crate::roster::Guests;
 
 mod bans;
@@ -223,6 +223,20 @@ pub struct NetStatus {
     /// Jobs (gossip messages, pushes, range answers) waiting for the ingest worker.
     #[serde(default)]
     pub ingest_queue: usize,
+}
+
+impl NetStatus {
+    /// The status of a city whose network is not running: what its store holds.
+    pub fn offline(city: &City) -> Result<NetStatus, CityError> {
+        let store = city.store();
+        Ok(NetStatus {
+            entries: store.entry_counts()?,
+            forks: store.forks()?.len(),
+            exhausted: store.exhausted_feeds()?,
+            forked: store.forked_feeds()?,
+            ..NetStatus::default()
+        })
+    }
 }
 
 enum Command {

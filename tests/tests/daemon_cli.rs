@@ -72,6 +72,14 @@ fn run_daemon_with(dir: &Path, port: u16, extra: &[&str]) -> Daemon {
     Daemon(child)
 }
 
+/// Stops a daemon with SIGTERM, as systemd does, and waits for it.
+fn terminate(daemon: &mut Child) -> std::process::ExitStatus {
+    let pid = daemon.id().to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(kill.expect("kill").success());
+    daemon.wait().expect("wait")
+}
+
 #[test]
 fn a_record_added_through_one_daemon_is_listed_on_the_peer() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -176,15 +184,7 @@ fn a_record_added_through_one_daemon_is_listed_on_the_peer() {
     );
 
     // SIGTERM: a graceful shutdown, then the CLI opens the store directly again.
-    let pid = brno_daemon.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let status = brno_daemon.0.wait().expect("wait");
+    let status = terminate(&mut brno_daemon.0);
     assert!(status.success(), "daemon exit: {status}");
     let (ok, out, err) = cli(&brno, &["practice", "show", &id[..8], "--json"]);
     assert!(ok, "{err}");
@@ -287,4 +287,122 @@ fn a_city_joins_by_invitation_through_the_cli_after_approval() {
         |o| o.contains(&porto_id),
     );
     assert!(list.contains("\"uses\": 0"), "{list}");
+}
+
+/// Issue #17: `intercity node run` started and stopped 20 times while a script keeps running
+/// CLI reads and writes on the same data directory. The daemon comes up every time (it waits
+/// for a CLI command holding the store; CLI commands wait for a daemon that is starting or
+/// stopping), every command succeeds, and every write is in the store at the end.
+#[test]
+fn the_daemon_comes_up_every_time_while_cli_commands_hold_the_store() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let milan = tmp.path().join("milan");
+    assert!(cli(&milan, &["init", "--city", "Milan", "--country", "IT"]).0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let script = {
+        let (dir, stop) = (milan.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut written, mut failures) = (Vec::new(), Vec::new());
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let title = format!("Written {n}");
+                let (ok, _, err) = cli(&dir, &["practice", "add", "--title", &title]);
+                if ok {
+                    written.push(title);
+                } else {
+                    failures.push(format!("write {n}: {err}"));
+                }
+                let read: &[&str] = match n % 3 {
+                    0 => &["status", "--json"],
+                    1 => &["practice", "list", "--json"],
+                    _ => &["search", "written", "--json"],
+                };
+                let (ok, _, err) = cli(&dir, read);
+                if !ok {
+                    failures.push(format!("read {read:?}: {err}"));
+                }
+            }
+            (written, failures)
+        })
+    };
+    let port = free_port();
+    let (mut waited, started) = (0, Instant::now());
+    for round in 0..20 {
+        let mut child = Command::new(intercity_tests::intercity_bin())
+            .arg("--data-dir")
+            .arg(&milan)
+            .args(["node", "run", "--no-mdns", "--listen"])
+            .arg(format!("/ip4/127.0.0.1/tcp/{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn daemon");
+        // "running" on stderr once the daemon is up; its whole stderr if it exits instead.
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut seen = String::new();
+        let mut line = String::new();
+        while stderr.read_line(&mut line).expect("read") > 0 && !line.contains("running; listening")
+        {
+            seen.push_str(&line);
+            line.clear();
+        }
+        assert!(
+            line.contains("running; listening"),
+            "round {round}: the daemon did not come up: {seen}{:?}",
+            child.wait()
+        );
+        waited += usize::from(seen.contains("waiting for it"));
+        if round == 0 {
+            // A second daemon on the same directory is refused at once, naming the first.
+            let second = Command::new(intercity_tests::intercity_bin())
+                .arg("--data-dir")
+                .arg(&milan)
+                .args([
+                    "node",
+                    "run",
+                    "--no-mdns",
+                    "--listen",
+                    "/ip4/127.0.0.1/tcp/0",
+                ])
+                .output()
+                .expect("second daemon");
+            let err = String::from_utf8_lossy(&second.stderr);
+            assert!(!second.status.success(), "a second daemon ran: {err}");
+            assert!(
+                err.contains("a daemon already runs") && err.contains(&child.id().to_string()),
+                "{err}"
+            );
+        }
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        std::thread::sleep(Duration::from_millis(150 + 37 * (round % 5)));
+        let status = terminate(&mut child);
+        assert!(status.success(), "round {round}: daemon exit: {status}");
+        std::thread::sleep(Duration::from_millis(20 * (round % 4)));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (written, failures) = script.join().expect("script");
+    eprintln!(
+        "20 daemon runs in {:?}: {waited} waited for a CLI command; {} writes, {} failed",
+        started.elapsed(),
+        written.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "CLI commands failed: {failures:#?}");
+    assert!(
+        written.len() >= 20,
+        "the script wrote only {}",
+        written.len()
+    );
+    let (ok, out, err) = cli(&milan, &["practice", "list", "--limit", "0", "--json"]);
+    assert!(ok, "{err}");
+    let lost: Vec<_> = written
+        .iter()
+        .filter(|t| !out.contains(&format!("\"{t}\"")))
+        .collect();
+    assert!(lost.is_empty(), "writes lost: {lost:?}");
 }

@@ -13,7 +13,10 @@ use super::Ctx;
 /// Help epilogue.
 pub const HELP: &str = "\
 The daemon owns the store while it runs; every other command then goes through its control
-socket (<data dir>/control.sock). Stop it with Ctrl-C or SIGTERM: the store is flushed.
+socket (<data dir>/control.sock). One daemon per data directory (a second one is refused). If a
+CLI command holds the store when the daemon starts, the daemon waits for it (up to 60 s), and
+commands started meanwhile wait for the daemon. Stop it with Ctrl-C or SIGTERM: commands under
+way are finished (up to 10 s), then the store is flushed.
 Configuration: <data dir>/config.toml (or --config), then INTERCITY_* variables, then flags.
 
 Example:

@@ -21,7 +21,7 @@ Example:
 
 /// Runs `status`.
 pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
-    let client = ctx.open()?;
+    let client = ctx.open_read()?;
     let status = client.status()?;
     let roster = client.roster()?;
     let invitations = client.invitations()?;
