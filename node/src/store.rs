@@ -296,10 +296,15 @@ impl Store {
         if !path.join("CURRENT").exists() {
             return Err(StoreError::Missing(path.to_path_buf()));
         }
-        let read_only =
-            DB::open_cf_descriptors_read_only(&db_options(false), path, descriptors(), false)
-                .ok()
-                .map(|db| Store::with_db(db, path));
+        // Every table file is opened now, not when first read: a writer beside (a daemon, a
+        // CLI command) may compact and delete files this snapshot still reads, and an open
+        // file outlives its deletion. (A file deleted during the open itself fails the open:
+        // the read-write open below then finds the store locked, and the caller waits.)
+        let mut opts = db_options(false);
+        opts.set_max_open_files(-1);
+        let read_only = DB::open_cf_descriptors_read_only(&opts, path, descriptors(), false)
+            .ok()
+            .map(|db| Store::with_db(db, path));
         if let Some(store) = read_only {
             let version = store.meta("schema_version")?;
             let current = version.as_deref() == Some(&SCHEMA_VERSION.to_be_bytes()[..])
@@ -581,15 +586,18 @@ impl Store {
         })
     }
 
-    /// The forked feeds, as "author in scope at seq N" (from the fork proofs held).
+    /// The forked feeds, as "author in scope at seq N", N the lowest seq of a fork proof held
+    /// for the feed (its entries from there on are void).
     pub fn forked_feeds(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .forks()?
+        let mut lowest: std::collections::BTreeMap<FeedId, u64> = std::collections::BTreeMap::new();
+        for p in self.forks()? {
+            let h = &p.first.header;
+            let seq = lowest.entry(h.feed()).or_insert(h.seq);
+            *seq = (*seq).min(h.seq);
+        }
+        Ok(lowest
             .into_iter()
-            .map(|p| {
-                let h = &p.first.header;
-                format!("{} in {} at seq {}", h.author, h.scope, h.seq)
-            })
+            .map(|(feed, seq)| format!("{} in {} at seq {seq}", feed.author, feed.scope))
             .collect())
     }
 
@@ -646,8 +654,25 @@ impl Store {
                 };
                 let json = serde_json::to_vec(&summary).map_err(|e| self.corrupt(e))?;
                 batch.put_cf(self.cf("records"), id.0, json);
-                self.catalog_write(&mut batch, id, record, summary.updated, new_doc, &mut delta)?;
+                self.catalog_write(
+                    &mut batch,
+                    id,
+                    Some(record),
+                    summary.updated,
+                    new_doc,
+                    &mut delta,
+                )?;
             }
+        }
+        // Documents a fork's settlement emptied: gone, with their record and catalog rows (the
+        // entries stay, void).
+        for id in &commit.removed {
+            batch.delete_cf(self.cf("docs"), id.0);
+            for (key, _) in self.scan("doc_tail", &id.0)? {
+                batch.delete_cf(self.cf("doc_tail"), key);
+            }
+            batch.delete_cf(self.cf("records"), id.0);
+            self.catalog_write(&mut batch, id, None, 0, false, &mut delta)?;
         }
         self.catalog_finish(&mut batch, &mut delta)?;
         for (hash, info) in &commit.changes {
@@ -716,6 +741,9 @@ impl Store {
                 }
                 count_status(counts, &e.status, true);
             }
+            for (_, _, old) in &commit.revised {
+                count_status(counts, old, false);
+            }
         }
         if let Some(counts) = pending_counts.as_mut() {
             for (_, feed, _, bytes) in &commit.pending_add {
@@ -727,6 +755,7 @@ impl Store {
         }
         drop((entry_counts, pending_counts));
         // Large documents just written stay in memory, for the next change to them.
+        cache.retain(|(held, _, _)| !commit.removed.contains(held));
         for ((id, update), size) in commit.docs.into_iter().zip(stored_sizes) {
             cache.retain(|(held, _, _)| *held != id);
             if let (DocState::Built(doc), true) = (update.doc, size >= MIN_TAIL_BASE) {
@@ -743,7 +772,7 @@ impl Store {
         // Taken after the write and the cache (building the index reads documents through the
         // cache): an index being built meanwhile holds this lock, and setting a group's members
         // again is harmless. The network task reads it, and does not wait for a write.
-        if !group_members.is_empty()
+        if !(group_members.is_empty() && commit.removed.is_empty())
             && let Some(index) = self
                 .groups
                 .lock()
@@ -751,6 +780,9 @@ impl Store {
                 .as_mut()
         {
             index.extend(group_members);
+            for id in &commit.removed {
+                index.remove(id);
+            }
         }
         Ok(())
     }
@@ -764,10 +796,12 @@ impl Store {
         id: &DocId,
         update: &intercity_protocol::ingest::DocUpdate,
     ) -> Result<usize, StoreError> {
-        // A document new to the store (nothing appended to a copy of it) has no tail rows.
-        let tail = match update.appended {
-            Some(_) => self.scan("doc_tail", &id.0)?,
-            None => Vec::new(),
+        // A document new to the store (nothing appended to a copy of it, nothing replaced)
+        // has no tail rows.
+        let tail = if update.appended.is_some() || update.replace {
+            self.scan("doc_tail", &id.0)?
+        } else {
+            Vec::new()
         };
         if let Some(changes) = &update.appended {
             let base = self
@@ -1157,6 +1191,16 @@ impl Ledger for Store {
                     })
             })
             .collect()
+    }
+
+    fn fork_seq(&self, feed: &FeedId) -> Result<Option<u64>, LedgerError> {
+        // Keys are feed · seq (big-endian): the first is the lowest seq.
+        let rows = self.ledger(self.scan("forks", &feed.to_bytes()))?;
+        Ok(rows.first().and_then(|(k, _)| {
+            <[u8; 8]>::try_from(k.get(k.len().saturating_sub(8)..)?)
+                .ok()
+                .map(u64::from_be_bytes)
+        }))
     }
 
     fn pending_totals(&self, author: &CityId) -> Result<PendingTotals, LedgerError> {

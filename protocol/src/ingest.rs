@@ -26,7 +26,7 @@
 //! the removal (they do not depend on it, and at their causal past the author was a member);
 //! every change it makes after it has seen the removal is rejected.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use automerge::{Automerge, Change, ChangeHash};
 
@@ -356,6 +356,9 @@ pub trait Ledger {
     fn waiting_for(&self, dep: &ChangeHash) -> Result<Vec<(FeedId, u64)>, LedgerError>;
     /// How many entries and payload bytes are pending, on this node and of `author`.
     fn pending_totals(&self, author: &CityId) -> Result<PendingTotals, LedgerError>;
+    /// The lowest seq of a fork proof held for `feed` (the seq from which its entries are
+    /// void, §16 of docs/protocol.md).
+    fn fork_seq(&self, feed: &FeedId) -> Result<Option<u64>, LedgerError>;
 }
 
 /// An entry waiting for a change: (the change it waits for, its feed, its seq, its payload
@@ -531,6 +534,9 @@ pub struct DocUpdate {
     /// `doc`: the ledger may store just these. None when the ledger does not hold the document
     /// yet (it stores `doc` whole).
     pub appended: Option<Vec<Vec<u8>>>,
+    /// The ledger's copy holds changes `doc` does not (a fork's settlement took them out):
+    /// `doc` replaces it whole.
+    pub replace: bool,
     /// Its record (None if the merged state does not read as a record).
     pub record: Option<Record>,
     /// Timestamp of the newest entry applied, ms.
@@ -559,6 +565,12 @@ pub struct Commit {
     pub pending_remove: Vec<Waiting>,
     /// Fork proofs found.
     pub forks: Vec<ForkProof>,
+    /// Documents left without an accepted change (a fork's settlement voided them all): the
+    /// ledger drops the document and its record.
+    pub removed: Vec<DocId>,
+    /// Entries of `entries` that the ledger held with another verdict, and that verdict (a
+    /// fork's settlement voids accepted entries): for the ledger's counts.
+    pub revised: Vec<(FeedId, u64, Status)>,
 }
 
 /// The result of [`ingest`]: the verdict on the entry and the writes to apply.
@@ -664,13 +676,10 @@ fn pipeline(
         signed.verify()?;
     }
     // 4. Continuity.
-    if let Some(head) = head
-        && head.frozen
-    {
-        return Err(IngestError::Frozen(feed.scope, feed.author));
-    }
     let have = head.map_or(0, |hd| hd.seq);
-    if h.seq <= have {
+    if let Some(head) = head
+        && h.seq <= have
+    {
         let held = ledger.entry(&feed, h.seq)?.ok_or_else(|| {
             LedgerError(format!("feed head at {have} but entry {} missing", h.seq))
         })?;
@@ -680,19 +689,34 @@ fn pipeline(
                 commit: Commit::default(),
             });
         }
-        let mut commit = Commit::default();
-        if let Some(mut head) = head {
-            head.frozen = true;
-            commit.heads.push((feed, head));
+        // A second entry at a held position: a fork. Nothing new if a proof at this seq or
+        // below is held already; else the feed is settled from this seq (§16).
+        if ledger.fork_seq(&feed)?.is_some_and(|s| s <= h.seq) {
+            return Err(IngestError::Frozen(feed.scope, feed.author));
         }
-        commit.forks.push(ForkProof {
+        let at = h.seq;
+        let mut work = Work::new(ledger, None);
+        work.commit.heads.push((
+            feed,
+            FeedHead {
+                frozen: true,
+                ..head
+            },
+        ));
+        work.commit.forks.push(ForkProof {
             first: held.entry,
             second: signed,
         });
+        work.settle(feed, at)?;
         return Ok(Ingested {
             verdict: Verdict::Fork,
-            commit,
+            commit: work.commit,
         });
+    }
+    if let Some(head) = head
+        && head.frozen
+    {
+        return Err(IngestError::Frozen(feed.scope, feed.author));
     }
     if h.seq > have + 1 {
         return Err(IngestError::SeqGap {
@@ -734,16 +758,7 @@ fn pipeline(
 
     // Record level: the entry is a genuine link of the feed from here on.
     let entry_hash = signed.hash();
-    let mut work = Work {
-        ledger,
-        commit: Commit::default(),
-        docs: HashMap::new(),
-        changes: HashMap::new(),
-        prebuilt,
-        waiting_on: None,
-        indexed: HashMap::new(),
-        unindexed: HashSet::new(),
-    };
+    let mut work = Work::new(ledger, prebuilt);
     work.commit.payloads.push((entry_hash, payload.to_vec()));
     let change_hash = change.hash();
     let status = work.judge(&signed, change)?;
@@ -832,7 +847,179 @@ struct Work<'a, L: Ledger> {
     unindexed: HashSet<(ChangeHash, FeedId, u64)>,
 }
 
-impl<L: Ledger> Work<'_, L> {
+/// The verdict on the entries of a forked feed from the fork's seq on (§16).
+pub fn void_reason(fork_seq: u64) -> String {
+    format!("void: its author signed two entries at seq {fork_seq} of this feed")
+}
+
+/// The verdict on a change that depends on `dep`, a rejected change.
+fn rejected_dep_reason(dep: &ChangeHash) -> String {
+    format!(
+        "depends on change {} which was rejected",
+        hex::encode(&dep.0[..6])
+    )
+}
+
+impl<'a, L: Ledger> Work<'a, L> {
+    fn new(ledger: &'a L, prebuilt: Option<(Automerge, Option<Record>)>) -> Self {
+        Work {
+            ledger,
+            commit: Commit::default(),
+            docs: HashMap::new(),
+            changes: HashMap::new(),
+            prebuilt,
+            waiting_on: None,
+            indexed: HashMap::new(),
+            unindexed: HashSet::new(),
+        }
+    }
+
+    /// Settles `feed`, forked at `from`: every entry from `from` on that has a verdict is
+    /// void (rejected, with [`void_reason`]); the documents their changes were applied to
+    /// are built again without them, and without the changes that depend on them, whose
+    /// entries are rejected as depending on a rejected change. A document left without a
+    /// change is removed. Pending entries stay pending: when judged, they are void
+    /// ([`Work::judge`]).
+    fn settle(&mut self, feed: FeedId, from: u64) -> Result<(), LedgerError> {
+        let reason = void_reason(from);
+        let top = self.current_head(&feed)?.map_or(0, |h| h.seq);
+        let mut docs = BTreeSet::new();
+        for seq in from..=top {
+            let Some(stored) = self.ledger.entry(&feed, seq)? else {
+                continue;
+            };
+            match &stored.status {
+                Status::Pending => continue,
+                Status::Rejected(r) if *r == reason => continue,
+                Status::Accepted => {
+                    docs.insert(stored.entry.header.doc);
+                }
+                Status::Rejected(_) | Status::Quarantined(_) => {}
+            }
+            self.revise(stored, Status::Rejected(reason.clone()))?;
+        }
+        for id in docs {
+            self.rebuild(id, feed, from)?;
+        }
+        Ok(())
+    }
+
+    /// The head of `feed` as this ingestion leaves it so far.
+    fn current_head(&self, feed: &FeedId) -> Result<Option<FeedHead>, LedgerError> {
+        match self.commit.heads.iter().rev().find(|(f, _)| f == feed) {
+            Some((_, h)) => Ok(Some(*h)),
+            None => self.ledger.head(feed),
+        }
+    }
+
+    /// Gives a held entry a new verdict.
+    fn revise(&mut self, stored: StoredEntry, status: Status) -> Result<(), LedgerError> {
+        let h = &stored.entry.header;
+        let (feed, seq, bytes) = (h.feed(), h.seq, u64::from(h.payload_len));
+        let old = stored.status;
+        self.tally(feed, |head| {
+            head.count(&old, bytes, false);
+            head.count(&status, bytes, true);
+        })?;
+        self.commit.revised.push((feed, seq, old));
+        self.commit.entries.push(StoredEntry {
+            entry: stored.entry,
+            status,
+        });
+        Ok(())
+    }
+
+    /// Builds document `id` again without the changes of `feed` from seq `from` on, and
+    /// without the changes that depend on those; their verdicts are revised.
+    fn rebuild(&mut self, id: DocId, feed: FeedId, from: u64) -> Result<(), LedgerError> {
+        let Some(doc) = self.doc(id)? else {
+            return Ok(());
+        };
+        let changes = doc::isolate(|| doc.get_changes(&[])).map_err(|e| {
+            LedgerError(format!("document {id}: its changes cannot be listed: {e}"))
+        })?;
+        // Void: the feed's own changes from `from` on, then (to a fixed point, whatever order
+        // Automerge lists them in) every change that depends on a void one.
+        let mut void: HashSet<ChangeHash> = HashSet::new();
+        let mut infos = HashMap::new();
+        for c in &changes {
+            let info = self.change_info(&c.hash())?;
+            if info.is_some_and(|i| i.feed == feed && i.seq >= from) {
+                void.insert(c.hash());
+            }
+            infos.insert(c.hash(), info);
+        }
+        let mut cascade: Vec<(ChangeHash, ChangeHash)> = Vec::new();
+        loop {
+            let before = void.len();
+            for c in &changes {
+                if void.contains(&c.hash()) {
+                    continue;
+                }
+                if let Some(dep) = c.deps().iter().find(|d| void.contains(d)) {
+                    void.insert(c.hash());
+                    cascade.push((c.hash(), *dep));
+                }
+            }
+            if void.len() == before {
+                break;
+            }
+        }
+        for c in &changes {
+            if let Some(Some(info)) = infos.get(&c.hash())
+                && void.contains(&c.hash())
+            {
+                self.record_change(
+                    c.hash(),
+                    ChangeInfo {
+                        accepted: false,
+                        ..*info
+                    },
+                );
+            }
+        }
+        for (hash, dep) in cascade {
+            let Some(Some(info)) = infos.get(&hash) else {
+                continue;
+            };
+            if let Some(stored) = self.ledger.entry(&info.feed, info.seq)? {
+                let reason = rejected_dep_reason(&dep);
+                if stored.status != Status::Rejected(reason.clone()) {
+                    self.revise(stored, Status::Rejected(reason))?;
+                }
+            }
+        }
+        let kept: Vec<Change> = changes
+            .into_iter()
+            .filter(|c| !void.contains(&c.hash()))
+            .collect();
+        if kept.is_empty() {
+            self.commit.docs.remove(&id);
+            self.commit.removed.push(id);
+            self.docs.insert(id, None);
+            return Ok(());
+        }
+        let mut rebuilt = Automerge::new();
+        doc::apply(&mut rebuilt, kept)
+            .map_err(|e| LedgerError(format!("document {id} does not build again: {e}")))?;
+        let record = doc::read_record(&rebuilt, None).ok();
+        let scope = record
+            .as_ref()
+            .map_or(Scope::Federation, |r| scope_of(r.kind(), id));
+        self.commit.docs.insert(
+            id,
+            DocUpdate {
+                doc: DocState::Built(Box::new(rebuilt)),
+                appended: None,
+                replace: true,
+                record,
+                updated: 0,
+                scope,
+            },
+        );
+        Ok(())
+    }
+
     fn doc(&mut self, id: DocId) -> Result<Option<&Automerge>, LedgerError> {
         // A document changed earlier in this ingestion lives in the commit.
         if self.commit.docs.contains_key(&id) {
@@ -864,6 +1051,14 @@ impl<L: Ledger> Work<'_, L> {
     fn judge(&mut self, signed: &SignedEntry, change: Change) -> Result<Status, LedgerError> {
         let h = &signed.header;
         let hash = change.hash();
+        // A forked feed's entries from the fork's seq on are void (§16).
+        if let Some(from) = self.ledger.fork_seq(&h.feed())?
+            && h.seq >= from
+        {
+            let status = Status::Rejected(void_reason(from));
+            self.note(signed, hash, &status);
+            return Ok(status);
+        }
         if let Some(info) = self.change_info(&hash)? {
             return Ok(Status::Rejected(format!(
                 "change already carried by {} seq {}",
@@ -894,6 +1089,7 @@ impl<L: Ledger> Work<'_, L> {
                             DocUpdate {
                                 doc: DocState::Genesis(change.raw_bytes().to_vec()),
                                 appended: None,
+                                replace: false,
                                 scope: scope_of(record.kind(), h.doc),
                                 record: Some(record),
                                 updated: h.timestamp,
@@ -979,6 +1175,7 @@ impl<L: Ledger> Work<'_, L> {
                     DocUpdate {
                         doc: DocState::Built(Box::new(doc)),
                         appended,
+                        replace: false,
                         record: merged.or(Some(record)),
                         updated,
                         scope,
@@ -1022,10 +1219,7 @@ impl<L: Ledger> Work<'_, L> {
             if let Some(info) = self.change_info(d)?
                 && !info.accepted
             {
-                let status = Status::Rejected(format!(
-                    "depends on change {} which was rejected",
-                    hex::encode(&d.0[..6])
-                ));
+                let status = Status::Rejected(rejected_dep_reason(d));
                 self.note(signed, hash, &status);
                 return Ok(status);
             }
@@ -1307,6 +1501,9 @@ pub struct Batch<'a, L: Ledger> {
     /// payload bytes.
     pending_removed: HashMap<(ChangeHash, FeedId, u64), u64>,
     forks: Vec<ForkProof>,
+    removed: BTreeSet<DocId>,
+    /// Entries the ledger holds that the batch gave another verdict, with the ledger's.
+    revised: HashMap<(FeedId, u64), Status>,
     count: usize,
 }
 
@@ -1323,6 +1520,8 @@ impl<'a, L: Ledger> Batch<'a, L> {
             pending_added: BTreeMap::new(),
             pending_removed: HashMap::new(),
             forks: Vec::new(),
+            removed: BTreeSet::new(),
+            revised: HashMap::new(),
             count: 0,
         }
     }
@@ -1361,6 +1560,17 @@ impl<'a, L: Ledger> Batch<'a, L> {
 
     fn absorb(&mut self, commit: Commit) {
         self.count += 1;
+        // A verdict revised on an entry written earlier in the batch (new, or no longer
+        // pending) is simply that entry's verdict; only the ledger's own verdicts are revised.
+        for (feed, seq, old) in commit.revised {
+            if !self.entries.contains_key(&(feed, seq)) {
+                self.revised.entry((feed, seq)).or_insert(old);
+            }
+        }
+        for id in commit.removed {
+            self.docs.remove(&id);
+            self.removed.insert(id);
+        }
         for e in commit.entries {
             let h = &e.entry.header;
             self.entries.insert((h.feed(), h.seq), e);
@@ -1368,8 +1578,10 @@ impl<'a, L: Ledger> Batch<'a, L> {
         self.payloads.extend(commit.payloads);
         self.heads.extend(commit.heads);
         for (id, mut update) in commit.docs {
+            self.removed.remove(&id);
             if let Some(old) = self.docs.get_mut(&id) {
                 update.updated = update.updated.max(old.updated);
+                update.replace |= old.replace;
                 // Judged against the batch's copy: the ledger's needs the batch's changes first.
                 update.appended = match (old.appended.take(), update.appended) {
                     (Some(mut earlier), Some(later)) => {
@@ -1422,6 +1634,12 @@ impl<'a, L: Ledger> Batch<'a, L> {
                 .map(|((dep, feed, seq), bytes)| (dep, feed, seq, bytes))
                 .collect(),
             forks: self.forks,
+            removed: self.removed.into_iter().collect(),
+            revised: self
+                .revised
+                .into_iter()
+                .map(|((feed, seq), old)| (feed, seq, old))
+                .collect(),
         }
     }
 }
@@ -1451,6 +1669,7 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
     fn doc(&self, id: &DocId) -> Result<Option<Automerge>, LedgerError> {
         match self.docs.get(id) {
             Some(u) => u.doc.build().map(Some),
+            None if self.removed.contains(id) => Ok(None),
             None => self.ledger.doc(id),
         }
     }
@@ -1488,6 +1707,20 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
             t.count(&(*dep, *feed, *seq, *bytes), author, false);
         }
         Ok(t)
+    }
+
+    fn fork_seq(&self, feed: &FeedId) -> Result<Option<u64>, LedgerError> {
+        let here = self
+            .forks
+            .iter()
+            .map(|p| &p.first.header)
+            .filter(|h| h.feed() == *feed)
+            .map(|h| h.seq)
+            .min();
+        Ok(match (here, self.ledger.fork_seq(feed)?) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 }
 
@@ -1547,7 +1780,7 @@ pub mod memory {
                             assert_eq!(a, b, "document {id}: held + appended != built");
                         }
                         assert!(
-                            u.appended.is_some() || !self.docs.contains_key(&id),
+                            u.appended.is_some() || u.replace || !self.docs.contains_key(&id),
                             "document {id} held but written whole"
                         );
                         self.docs.insert(id, doc);
@@ -1572,6 +1805,9 @@ pub mod memory {
                 }
             }
             self.forks.extend(commit.forks);
+            for id in commit.removed {
+                self.docs.remove(&id);
+            }
         }
     }
 
@@ -1606,6 +1842,15 @@ pub mod memory {
                 }
             }
             Ok(t)
+        }
+        fn fork_seq(&self, feed: &FeedId) -> Result<Option<u64>, LedgerError> {
+            Ok(self
+                .forks
+                .iter()
+                .map(|p| &p.first.header)
+                .filter(|h| h.feed() == *feed)
+                .map(|h| h.seq)
+                .min())
         }
     }
 }

@@ -1394,3 +1394,103 @@ fn a_reference_into_a_gap_of_an_actors_counters_is_outside_the_past() {
     }
     assert_eq!(results[0], results[1]);
 }
+
+// ---------------------------------------------------------------- fork settlement (§16)
+
+/// Mallory, chair of a working group, signs two branches of its feed after the group's
+/// genesis: A (two items) and B (three). Brno, a member, adds one item on the shared start and
+/// one on top of branch A. Returns the feeds as they travel (each branch from seq 1) and the
+/// group's id.
+fn forked_group() -> (Vec<Vec<Wire>>, DocId) {
+    let mut mallory_a = City::new(3);
+    let mut brno = City::new(2);
+    let (id, genesis) = mallory_a.create(&group(&mallory_a, &[(&brno, Role::Member)]));
+    let mut mallory_b = City::new(3);
+    mallory_b.receive(&[genesis.clone()]);
+    brno.receive(&[genesis.clone()]);
+    let brno_shared = brno.edit(id, add_item("Brno on the shared start"));
+    let a1 = mallory_a.edit(id, add_item("A one"));
+    let a2 = mallory_a.edit(id, add_item("A two"));
+    brno.receive(&[a1.clone()]);
+    let brno_on_a = brno.edit(id, add_item("Brno on branch A"));
+    let b: Vec<Wire> = ["B one", "B two", "B three"]
+        .iter()
+        .map(|t| mallory_b.edit(id, add_item(t)))
+        .collect();
+    let mut branch_b = vec![genesis.clone()];
+    branch_b.extend(b);
+    (
+        vec![
+            vec![genesis, a1, a2],
+            branch_b,
+            vec![brno_shared, brno_on_a],
+        ],
+        id,
+    )
+}
+
+/// Delivers every entry twice over (a second round, as anti-entropy would), one at a time or
+/// in batches of `batch`; errors (a frozen feed, a gap) are what a node would get, and ignored.
+fn deliver_forked(feeds: &[Vec<Wire>], picks: &[(usize, bool)], batch: usize) -> MemLedger {
+    let mut l = MemLedger::default();
+    let all: Vec<&Wire> = arrivals(feeds, picks);
+    for _ in 0..2 {
+        for chunk in all.chunks(batch.max(1)) {
+            let mut b = Batch::new(&l);
+            for w in chunk {
+                let _ = b.ingest(&w.entry, &w.payload);
+            }
+            let commit = b.into_commit();
+            l.apply(commit);
+        }
+    }
+    l
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Issue #11, scenario 1: whatever order the branches arrive in, one at a time or in
+    /// batches, every replica settles Mallory's feed from seq 2 and ends with the same group:
+    /// the genesis and Brno's item on the shared start. Brno's item on branch A is void with
+    /// it (rejected, or still waiting where branch A never got in), and the verdicts of the
+    /// entries both replicas decided are the same.
+    #[test]
+    fn a_forked_feed_settles_the_same_whatever_the_arrival_order(
+        a in proptest::collection::vec((any::<usize>(), any::<bool>()), 1..12),
+        b in proptest::collection::vec((any::<usize>(), any::<bool>()), 1..12),
+        batch in 1usize..6,
+    ) {
+        let (feeds, id) = forked_group();
+        let mallory = FeedId { author: City::new(3).key.id(), scope: Scope::Group(id) };
+        let x = deliver_forked(&feeds, &a, 1);
+        let y = deliver_forked(&feeds, &b, batch);
+        for l in [&x, &y] {
+            prop_assert_eq!(l.fork_seq(&mallory).expect("mem"), Some(2));
+            let json = doc::to_json(l.docs.get(&id).expect("the group"), None).to_string();
+            prop_assert!(json.contains("Brno on the shared start"), "{}", json);
+            for gone in ["A one", "A two", "B one", "Brno on branch A"] {
+                prop_assert!(!json.contains(gone), "{} survived: {}", gone, json);
+            }
+            for ((feed, seq), e) in &l.entries {
+                if *feed == mallory && *seq >= 2 {
+                    prop_assert_eq!(
+                        &e.status,
+                        &Status::Rejected(intercity_protocol::ingest::void_reason(2))
+                    );
+                }
+            }
+        }
+        let (dx, sx) = fingerprint(&x);
+        let (dy, sy) = fingerprint(&y);
+        prop_assert_eq!(dx, dy, "different documents");
+        for (k, s) in &sx {
+            if let Some((_, t)) = sy.iter().find(|(l, _)| l == k)
+                && *s != Status::Pending
+                && *t != Status::Pending
+            {
+                prop_assert_eq!(s, t, "different verdicts on {:?}", k);
+            }
+        }
+    }
+}

@@ -491,3 +491,58 @@ async fn a_made_up_head_hash_is_a_strike() {
     assert!(struck, "a made-up head hash cost Mallory nothing");
     assert_eq!(milan.status().await.forks, 0);
 }
+
+/// Scenario 1, settled: Mallory's two branches reach three cities in different orders: Milan
+/// holds branch A, Brno branch B, Warsaw the shared start and the first entry of branch B, and
+/// each learns the rest from the others. Freezing the feed used to leave each node with the
+/// branch it saw first, for ever. Every node now settles a forked feed by the same rule: the
+/// entries from the fork's seq on are void, on every node, whatever order they came in. All
+/// three end with the same records (the shared ones), and nobody honest is struck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forked_feed_is_settled_the_same_everywhere() {
+    let (a, b, mallory) = two_histories(
+        2,
+        &["Branch A 3", "Branch A 4"],
+        &["Branch B 3", "Branch B 4", "Branch B 5"],
+    );
+    let (milan, brno) = holding((a, b.clone(), mallory)).await;
+    let warsaw = TestNode::spawn("Warsaw", 4).await;
+    warsaw
+        .city
+        .roster_add(mallory, "Mallory", &[])
+        .expect("roster");
+    for (e, p) in &b[..3] {
+        warsaw
+            .city
+            .ingest_remote(e, p)
+            .expect("the start of Brno's branch");
+    }
+    warsaw.link(&milan).await;
+    let shared = vec!["Shared 0".to_string(), "Shared 1".to_string()];
+    let settled = || {
+        [&milan, &brno, &warsaw]
+            .iter()
+            .all(|n| titles(&n.city) == shared)
+    };
+    assert!(
+        eventually(WAIT, settled).await,
+        "the nodes did not settle the fork the same way: Milan {:?}, Brno {:?}, Warsaw {:?}",
+        titles(&milan.city),
+        titles(&brno.city),
+        titles(&warsaw.city)
+    );
+    for node in [&milan, &brno, &warsaw] {
+        let status = node.status().await;
+        assert_eq!(
+            status.forked,
+            vec![format!("{mallory} in federation at seq 3")]
+        );
+        assert!(
+            status.peers.iter().all(|p| p.invalid == 0),
+            "an honest peer was struck"
+        );
+        // The void entries are kept, as rejected, with the rule's reason.
+        let history = node.city.store().entry_counts().expect("counts");
+        assert!(history.1 >= 1, "no entry was voided: {history:?}");
+    }
+}

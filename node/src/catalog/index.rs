@@ -48,19 +48,20 @@ impl Store {
         Ok(())
     }
 
-    /// Puts the catalog rows of record `id` (as it now reads) into `batch`, replacing its old
-    /// units; unchanged texts keep their postings. `new_doc`: the record has no catalog rows
-    /// yet (its first accepted change), so there is nothing to read or replace.
+    /// Puts the catalog rows of record `id` (as it now reads; None: it is gone) into
+    /// `batch`, replacing its old units; unchanged texts keep their postings. `new_doc`: the
+    /// record has no catalog rows yet (its first accepted change), so there is nothing to read
+    /// or replace.
     pub(crate) fn catalog_write(
         &self,
         batch: &mut WriteBatch,
         id: &DocId,
-        record: &Record,
+        record: Option<&Record>,
         updated: i64,
         new_doc: bool,
         delta: &mut CatalogDelta,
     ) -> Result<(), StoreError> {
-        let new = units_of(*id, record, updated);
+        let new = record.map_or_else(Vec::new, |r| units_of(*id, r, updated));
         let new_keys: HashSet<&[u8]> = new.iter().map(|e| e.key.as_slice()).collect();
         let mut old_texts: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         let mut old_units: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
@@ -171,7 +172,14 @@ impl Store {
             let Some(record) = self.record_at_head(&id)? else {
                 continue;
             };
-            self.catalog_write(&mut batch, &id, &record, summary.updated, true, &mut delta)?;
+            self.catalog_write(
+                &mut batch,
+                &id,
+                Some(&record),
+                summary.updated,
+                true,
+                &mut delta,
+            )?;
             units += units_of(id, &record, 0).len();
             in_batch += 1;
             if in_batch == 1000 {

@@ -344,8 +344,9 @@ impl EventLoop {
     }
 
     /// Fork proofs from a peer: each is checked, and the entries of a good one that this node
-    /// holds a feed position for (its head is at or past their seq, and the feed is not
-    /// frozen yet) go to the ingest worker: the one it holds is a duplicate, the other a fork.
+    /// holds a feed position for (its head is at or past their seq, and it holds no proof at
+    /// that seq or below) go to the ingest worker: the one it holds is a duplicate, the other
+    /// a fork, which settles the feed from that seq.
     /// A proof that does not verify is a strike: it is not what its author signed.
     fn on_fork_proofs(&mut self, peer: PeerId, proofs: Vec<ForkProof>) {
         let heads: std::collections::HashMap<FeedId, _> = self
@@ -362,7 +363,14 @@ impl EventLoop {
             let Some(head) = heads.get(&feed) else {
                 continue;
             };
-            if head.frozen || head.seq < proof.first.header.seq {
+            // Nothing new: a proof at this seq or below is held (the feed is settled from
+            // there), or this node holds nothing at that seq.
+            let seq = proof.first.header.seq;
+            let settled = intercity_protocol::ingest::Ledger::fork_seq(self.city.store(), &feed)
+                .ok()
+                .flatten()
+                .is_some_and(|s| s <= seq);
+            if settled || head.seq < seq {
                 continue;
             }
             if !proof.verify() {
