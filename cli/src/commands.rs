@@ -194,12 +194,12 @@ pub fn run(cli: Cli, color: ColorChoice) -> anyhow::Result<()> {
 
 /// The record overlaid with the keys of a `--from-file` JSON object (when given), parsed back.
 /// The result must be of the same kind as `base`.
-pub fn overlay_file(base: &Record, file: Option<&Path>) -> anyhow::Result<Record> {
-    let Some(file) = file else {
+pub fn overlay_file(base: &Record, file: Option<&Overlay>) -> anyhow::Result<Record> {
+    let Some((file, overlay)) = file else {
         return Ok(base.clone());
     };
     let mut json = base.to_json();
-    let overlay = crate::input::read_object(file)?;
+    let overlay = overlay.clone();
     if let Some(map) = json.as_object_mut() {
         map.extend(overlay);
     }
@@ -214,6 +214,16 @@ pub fn overlay_file(base: &Record, file: Option<&Path>) -> anyhow::Result<Record
         .into());
     }
     Ok(record)
+}
+
+/// A `--from-file` read: the file's name and its JSON object.
+pub type Overlay = (PathBuf, serde_json::Map<String, serde_json::Value>);
+
+/// Reads a `--from-file` (`-`: stdin) before the store is opened: a command must not hold the
+/// store (or a daemon connection) while it waits for its input.
+pub fn read_overlay(file: Option<&Path>) -> anyhow::Result<Option<Overlay>> {
+    file.map(|f| Ok((f.to_path_buf(), crate::input::read_object(f)?)))
+        .transpose()
 }
 
 /// Names of the top-level fields that differ between two records, for commit messages.

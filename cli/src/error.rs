@@ -114,7 +114,8 @@ fn city_code(e: &CityError) -> u8 {
         | CityError::KeyPermissions { .. }
         | CityError::DirPermissions { .. }
         | CityError::BadFile { .. }
-        | CityError::Busy(_) => STORE,
+        | CityError::Busy(_)
+        | CityError::DaemonRunning { .. } => STORE,
         CityError::Rejected(_) | CityError::Invitation(_) => REJECTED,
         CityError::Remote { category, .. } => match category {
             intercity_node::control::Category::NotFound => FAILURE,

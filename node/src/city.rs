@@ -142,7 +142,7 @@ pub enum CityError {
     Busy(String),
     /// Another daemon already serves this data directory.
     #[error(
-        "a daemon already runs for {dir}{}; stop it first (one daemon per data directory)",
+        "a daemon already runs for {dir}{} (or is stopping); stop it first (one daemon per data directory)",
         .pid.as_ref().map(|p| format!(" (pid {p})")).unwrap_or_default()
     )]
     DaemonRunning {

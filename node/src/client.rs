@@ -18,7 +18,7 @@ use crate::exchange::{Exported, Imported};
 use crate::net::NetStatus;
 use crate::roster::{IssuedInvitation, PendingJoin, RosterEntry};
 use crate::store::{RecordSummary, StoreError};
-use tracing::{debug, info};
+use tracing::{debug, warn};
 
 /// The local city, opened directly or reached through the running daemon.
 #[derive(Debug)]
@@ -66,6 +66,7 @@ impl Client {
             if let Some(control) = ControlClient::connect(dir) {
                 match control.call(&ControlRequest::Profile).and_then(parse) {
                     Ok(profile) => {
+                        control.started();
                         return Ok(Client::Daemon {
                             control,
                             profile,
@@ -74,7 +75,9 @@ impl Client {
                     }
                     // The daemon stopped (or could not start) before answering: only its
                     // profile was asked for, so look again.
-                    Err(e) if Instant::now() < deadline => {
+                    Err(e)
+                        if Instant::now() < deadline && e.category() == Category::Unavailable =>
+                    {
                         debug!(error = %e, "the daemon did not answer; looking again");
                     }
                     Err(e) => return Err(e),
@@ -88,7 +91,7 @@ impl Client {
                 match opened {
                     Err(CityError::Store(StoreError::Locked(_))) if Instant::now() < deadline => {
                         if !told {
-                            info!(
+                            warn!(
                                 "the store is in use by another process; waiting for it (up to {} s)",
                                 LOCK_WAIT.as_secs()
                             );

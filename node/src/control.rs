@@ -8,9 +8,9 @@
 //!
 //! The daemon binds the socket before it opens the store (it may wait for a CLI command that
 //! holds it), so a command that connects meanwhile waits for the daemon instead of racing it
-//! for the lock. A stopping daemon stops accepting at once (the socket file goes), and serves
-//! the connections it has for up to [`SHUTDOWN_GRACE`]: a command in the middle of its
-//! requests completes.
+//! for the lock. A stopping daemon stops accepting at once (the socket file goes), answers the
+//! requests under way, and serves each open connection until it is idle for [`SHUTDOWN_IDLE`]:
+//! a command in the middle of its requests completes, an idle one does not hold up the stop.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -38,8 +38,12 @@ pub const MAX_REQUEST_BYTES: u64 = 16 * 1024 * 1024;
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Concurrent control connections served.
 pub const MAX_CONTROL_CONNECTIONS: usize = 32;
-/// How long a stopping daemon keeps serving the control connections it has.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a stopping daemon waits for the next request on an open control connection (a CLI
+/// command sends its next one within milliseconds).
+pub const SHUTDOWN_IDLE: Duration = Duration::from_millis(500);
+/// How long a client waits for a starting daemon's first answer: the daemon may wait
+/// [`crate::city::LOCK_WAIT`] for the store, then start its network.
+pub const STARTUP_WAIT: Duration = Duration::from_secs(90);
 
 /// The socket path in a data directory.
 pub fn socket_path(dir: &Path) -> PathBuf {
@@ -191,8 +195,8 @@ pub struct ControlSocket {
 }
 
 impl ControlSocket {
-    /// Binds `<dir>/control.sock` (mode 0600), replacing a stale file. The caller makes sure no
-    /// other daemon serves `dir` (the daemon's lock file).
+    /// Binds `<dir>/control.sock` (mode 0600), replacing a stale file; refused if a process
+    /// answers on it (another daemon).
     pub fn bind(dir: &Path) -> Result<ControlSocket, CityError> {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let path = socket_path(dir);
@@ -200,6 +204,12 @@ impl ControlSocket {
             path: path.clone(),
             source,
         };
+        if UnixStream::connect(&path).is_ok() {
+            return Err(CityError::DaemonRunning {
+                dir: dir.to_path_buf(),
+                pid: None,
+            });
+        }
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).map_err(io)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
@@ -227,8 +237,8 @@ impl Drop for ControlSocket {
     }
 }
 
-/// Serves the control socket until `shutdown`; then serves the open connections for up to
-/// [`SHUTDOWN_GRACE`].
+/// Serves the control socket until `shutdown`; then answers the requests under way and closes
+/// each connection once it is idle for [`SHUTDOWN_IDLE`] (at most [`CONTROL_TIMEOUT`] in all).
 pub async fn serve(
     mut socket: ControlSocket,
     city: Arc<City>,
@@ -266,9 +276,10 @@ pub async fn serve(
                 let Ok(permit) = permit else { break };
                 let city = city.clone();
                 let net = net.clone();
+                let stopping = shutdown.clone();
                 connections.spawn(async move {
                     let _permit = permit;
-                    connection(stream, city, net).await;
+                    connection(stream, city, net, stopping).await;
                 });
             }
         }
@@ -280,14 +291,17 @@ pub async fn serve(
     if open > 0 {
         debug!(open, "serving the open control connections before stopping");
     }
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+    // Each connection ends once idle (SHUTDOWN_IDLE) or its request is answered (bounded by
+    // CONTROL_TIMEOUT): this bound is only reached by a client that keeps sending requests.
+    let drained = tokio::time::timeout(CONTROL_TIMEOUT + SHUTDOWN_IDLE, async {
         while connections.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
         warn!(
             open = connections.len(),
-            "control connections still open after the shutdown grace period: closed"
+            "control connections still busy {} s after the shutdown: closed",
+            CONTROL_TIMEOUT.as_secs()
         );
     }
     Ok(())
@@ -323,17 +337,34 @@ fn op_of(line: &str) -> String {
 }
 
 /// Serves one connection: a request per line, each answered in turn, until the client closes
-/// it or is idle for [`CONTROL_TIMEOUT`].
-async fn connection(stream: tokio::net::UnixStream, city: Arc<City>, net: Option<NetHandle>) {
+/// it or is idle for [`CONTROL_TIMEOUT`] ([`SHUTDOWN_IDLE`] once the daemon is stopping).
+async fn connection(
+    stream: tokio::net::UnixStream,
+    city: Arc<City>,
+    net: Option<NetHandle>,
+    stopping: CancellationToken,
+) {
     let (read, mut write) = stream.into_split();
     let mut reader = tokio::io::BufReader::new(read);
     loop {
         let mut line = String::new();
-        let read = tokio::time::timeout(
-            CONTROL_TIMEOUT,
-            (&mut reader).take(MAX_REQUEST_BYTES).read_line(&mut line),
-        )
-        .await;
+        let read = {
+            let mut limited = (&mut reader).take(MAX_REQUEST_BYTES);
+            let next = limited.read_line(&mut line);
+            tokio::pin!(next);
+            let first = tokio::time::timeout(CONTROL_TIMEOUT, async {
+                tokio::select! {
+                    got = &mut next => Some(got),
+                    () = stopping.cancelled() => None,
+                }
+            })
+            .await;
+            match first {
+                Ok(Some(got)) => Ok(got),
+                Ok(None) => tokio::time::timeout(SHUTDOWN_IDLE, &mut next).await,
+                Err(e) => Err(e),
+            }
+        };
         let Ok(Ok(n)) = read else { return };
         if n == 0 {
             return;
@@ -540,11 +571,22 @@ impl ControlClient {
             return None;
         }
         let stream = UnixStream::connect(&path).ok()?;
-        stream.set_read_timeout(Some(CONTROL_TIMEOUT)).ok()?;
+        // The first answer may come from a daemon that is starting (see `STARTUP_WAIT`);
+        // `Client` sets `CONTROL_TIMEOUT` once it has it.
+        stream.set_read_timeout(Some(STARTUP_WAIT)).ok()?;
         Some(ControlClient {
             path,
             conn: std::sync::Mutex::new(BufReader::new(stream)),
         })
+    }
+
+    /// From now on, waits at most [`CONTROL_TIMEOUT`] for each answer.
+    pub fn started(&self) {
+        let conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = conn.get_ref().set_read_timeout(Some(CONTROL_TIMEOUT));
     }
 
     /// Sends one request and returns the `ok` value.
@@ -571,7 +613,7 @@ impl ControlClient {
         if n == 0 {
             return Err(unavailable(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                "the daemon closed the connection without answering (it stopped?)",
+                "the daemon closed the connection without answering (it stopped?); if this was an edit, check whether it was made before repeating it",
             )));
         }
         let reply: Value = serde_json::from_str(&reply).map_err(|e| CityError::Remote {

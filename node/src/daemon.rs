@@ -190,12 +190,22 @@ pub struct Daemon {
     pub listening: Vec<Multiaddr>,
     tasks: Supervisor,
     /// `daemon.lock`, locked while the daemon runs (None when started on an open city).
-    _lock: Option<std::fs::File>,
+    _lock: Option<DaemonLock>,
 }
 
-/// Takes `<dir>/daemon.lock` (an advisory lock the OS drops when the process ends, however it
-/// ends) and writes this process's id in it.
-fn daemon_lock(dir: &Path) -> Result<std::fs::File, CityError> {
+/// `<dir>/daemon.lock`, locked (an advisory lock the OS drops when the process ends, however
+/// it ends) and holding this process's id while the daemon runs; emptied when it stops.
+#[derive(Debug)]
+struct DaemonLock(std::fs::File);
+
+impl Drop for DaemonLock {
+    fn drop(&mut self) {
+        let _ = self.0.set_len(0);
+    }
+}
+
+/// Takes `<dir>/daemon.lock` and writes this process's id in it.
+fn daemon_lock(dir: &Path) -> Result<DaemonLock, CityError> {
     use std::io::Write;
     let path = dir.join("daemon.lock");
     let io = |source| CityError::Io {
@@ -225,7 +235,7 @@ fn daemon_lock(dir: &Path) -> Result<std::fs::File, CityError> {
     }
     file.set_len(0).map_err(io)?;
     writeln!(file, "{}", std::process::id()).map_err(io)?;
-    Ok(file)
+    Ok(DaemonLock(file))
 }
 
 impl Daemon {
@@ -252,7 +262,16 @@ impl Daemon {
             })
         })
         .await
-        .map_err(|e| CityError::Busy(format!("opening the store failed: {e}")))??;
+        .map_err(|e| CityError::Busy(format!("opening the store failed: {e}")))?
+        .map_err(|e| match e {
+            CityError::Store(crate::store::StoreError::Locked(path)) => CityError::Busy(format!(
+                "the store at {} was held by another process for {} s (a long CLI command, or \
+                 a process of another user?); the daemon gives up",
+                path.display(),
+                crate::city::LOCK_WAIT.as_secs()
+            )),
+            e => e,
+        })?;
         Self::launch(Arc::new(city), cfg, shutdown, socket, Some(lock)).await
     }
 
@@ -271,7 +290,7 @@ impl Daemon {
         cfg: NetConfig,
         shutdown: CancellationToken,
         socket: ControlSocket,
-        lock: Option<std::fs::File>,
+        lock: Option<DaemonLock>,
     ) -> Result<Daemon, CityError> {
         let (net, listening, join) = net::spawn(city.clone(), cfg, shutdown.clone())
             .await

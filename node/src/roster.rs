@@ -223,6 +223,7 @@ impl City {
         uses: u32,
     ) -> Result<String, CityError> {
         let _guard = self.invitation_lock();
+        self.prune_expired()?;
         if invitee == Some(self.id()) {
             return Err(CityError::Invitation(
                 "a city does not invite itself".into(),
@@ -255,8 +256,8 @@ impl City {
         Ok(inv.to_token(self.key()))
     }
 
-    /// The invitations this city issued that have not expired, newest first. Expired ones are
-    /// deleted.
+    /// The invitations this city issued that have not expired, newest first. Reads only (a
+    /// read-only store lists them too); expired ones are deleted when the next one is made.
     pub fn invitations(&self) -> Result<Vec<IssuedInvitation>, CityError> {
         let now = now_ms();
         let mut out = Vec::new();
@@ -264,14 +265,39 @@ impl City {
             let Ok(inv) = serde_json::from_slice::<IssuedInvitation>(&raw) else {
                 continue;
             };
-            if inv.expires < now {
-                self.store().delete_meta(&invitation_key(&inv.code))?;
-            } else {
+            if inv.expires >= now {
                 out.push(inv);
             }
         }
         out.sort_by(|a, b| b.created.cmp(&a.created).then(a.code.cmp(&b.code)));
         Ok(out)
+    }
+
+    /// Deletes the expired invitations and the joins that waited with them.
+    fn prune_expired(&self) -> Result<(), CityError> {
+        let now = now_ms();
+        for raw in self.store().meta_with_prefix(INVITATION_KEY)? {
+            if let Ok(inv) = serde_json::from_slice::<IssuedInvitation>(&raw)
+                && inv.expires < now
+            {
+                self.store().delete_meta(&invitation_key(&inv.code))?;
+            }
+        }
+        for raw in self.store().meta_with_prefix(JOIN_KEY)? {
+            if let Ok(join) = serde_json::from_slice::<PendingJoin>(&raw)
+                && !self.join_held(&join)?
+            {
+                self.store().delete_meta(&join_key(&join.id))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a waiting join's invitation is still held and unexpired.
+    fn join_held(&self, join: &PendingJoin) -> Result<bool, CityError> {
+        Ok(self
+            .get_json::<IssuedInvitation>(&invitation_key(&join.code))?
+            .is_some_and(|i| i.expires >= now_ms()))
     }
 
     /// Revokes the issued invitation whose code starts with `prefix` (at least 4 characters);
@@ -418,13 +444,8 @@ impl City {
             let Ok(join) = serde_json::from_slice::<PendingJoin>(&raw) else {
                 continue;
             };
-            let held = self
-                .get_json::<IssuedInvitation>(&invitation_key(&join.code))?
-                .is_some_and(|i| i.expires >= now_ms());
-            if held {
+            if self.join_held(&join)? {
                 out.push(join);
-            } else {
-                self.store().delete_meta(&join_key(&join.id))?;
             }
         }
         out.sort_by_key(|j| j.requested);
@@ -658,6 +679,44 @@ mod tests {
             City::init_with_key(dirs[i].path(), names[i], None, key).expect("init")
         });
         (dirs, cities)
+    }
+
+    /// Listing invitations only reads: a read-only store (the CLI without a daemon) lists
+    /// them even when one has expired (it used to fail: "Not supported operation in read only
+    /// mode", deleting it). The next invitation made deletes the expired one.
+    #[test]
+    fn expired_invitations_are_hidden_by_readers_and_pruned_by_the_next_invite() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let milan = City::init_with_key(dir.path(), "Milan", None, CityKey::from_secret([1; 32]))
+            .expect("init");
+        milan.invite(None, Vec::new(), None, 1).expect("invite");
+        let mut old = milan.invitations().expect("list").remove(0);
+        old.expires = now_ms() - 1;
+        milan
+            .put_json(&invitation_key(&old.code), &old)
+            .expect("age it");
+        drop(milan);
+        let reader = City::open_read_only(dir.path()).expect("read-only");
+        assert!(
+            reader
+                .invitations()
+                .expect("a read-only listing")
+                .is_empty()
+        );
+        assert!(
+            reader
+                .pending_joins()
+                .expect("a read-only listing")
+                .is_empty()
+        );
+        drop(reader);
+        let milan = City::open(dir.path()).expect("open");
+        milan.invite(None, Vec::new(), None, 1).expect("invite");
+        let held = milan
+            .store()
+            .meta_with_prefix(INVITATION_KEY)
+            .expect("rows");
+        assert_eq!(held.len(), 1, "the expired invitation was not pruned");
     }
 
     #[test]

@@ -102,6 +102,14 @@ pub enum StoreError {
     /// Any other RocksDB failure.
     #[error("store I/O error: {0}")]
     Db(#[from] rocksdb::Error),
+    /// The store's lock file could not be opened or locked.
+    #[error("{path}: {detail}")]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// The I/O error.
+        detail: String,
+    },
     /// A catalog query is not acceptable.
     #[error("{0}")]
     Query(String),
@@ -158,6 +166,11 @@ pub struct Store {
     /// needed, then kept up to date by every write, so that the network task never loads a
     /// group document to know who shares it.
     groups: std::sync::Mutex<Option<GroupIndex>>,
+    /// `<store>.lock` (beside the store's directory), locked while a writer has the store
+    /// open: taken before RocksDB opens, so that a process waiting for the store tries an
+    /// advisory lock, not a RocksDB open (which rotates RocksDB's log each time). Last, so that
+    /// it is released after the database is closed.
+    _lock: Option<std::fs::File>,
 }
 
 /// Working group id -> its members' city ids.
@@ -215,13 +228,17 @@ impl std::fmt::Debug for Store {
 
 fn classify(path: &Path, e: rocksdb::Error) -> StoreError {
     let msg = e.to_string();
-    if msg.contains("lock") || msg.contains("Resource temporarily unavailable") {
-        StoreError::Locked(path.to_path_buf())
-    } else if e.kind() == ErrorKind::Corruption || msg.contains("Corruption") {
+    // Corruption first: "block checksum mismatch" contains "lock".
+    if e.kind() == ErrorKind::Corruption || msg.contains("Corruption") {
         StoreError::Corrupt {
             path: path.to_path_buf(),
             detail: msg,
         }
+    } else if msg.contains("While lock file")
+        || msg.contains("lock hold by current process")
+        || msg.contains("/LOCK: Resource temporarily unavailable")
+    {
+        StoreError::Locked(path.to_path_buf())
     } else {
         StoreError::Db(e)
     }
@@ -317,10 +334,34 @@ impl Store {
     }
 
     fn open_inner(path: &Path, create: bool) -> Result<Store, StoreError> {
+        let lock = Self::writer_lock(path)?;
         let opts = db_options(create);
         let db =
             DB::open_cf_descriptors(&opts, path, descriptors()).map_err(|e| classify(path, e))?;
-        Ok(Store::with_db(db, path))
+        Ok(Store {
+            _lock: Some(lock),
+            ..Store::with_db(db, path)
+        })
+    }
+
+    /// Takes the writer's advisory lock of the store at `path` (see `Store::_lock`).
+    fn writer_lock(path: &Path) -> Result<std::fs::File, StoreError> {
+        let lock_path = path.with_extension("lock");
+        let io = |e: std::io::Error| StoreError::Io {
+            path: lock_path.clone(),
+            detail: e.to_string(),
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(path.to_path_buf())),
+            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+        }
     }
 
     fn with_db(db: DB, path: &Path) -> Store {
@@ -333,6 +374,7 @@ impl Store {
             written: std::sync::atomic::AtomicU64::new(0),
             doc_cache: std::sync::Mutex::new(Vec::new()),
             groups: std::sync::Mutex::new(None),
+            _lock: None,
         }
     }
 

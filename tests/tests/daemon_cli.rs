@@ -380,8 +380,29 @@ fn the_daemon_comes_up_every_time_while_cli_commands_hold_the_store() {
         }
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
         std::thread::sleep(Duration::from_millis(150 + 37 * (round % 5)));
+        // A client idle on its connection (a script, a suspended command) does not hold up
+        // the stop: once stopping, the daemon closes connections idle for half a second.
+        let idle = (round == 1).then(|| {
+            use std::io::Write;
+            let mut conn = std::os::unix::net::UnixStream::connect(milan.join("control.sock"))
+                .expect("connect");
+            conn.write_all(b"{\"op\":\"profile\"}\n").expect("send");
+            let mut answer = String::new();
+            BufReader::new(&conn)
+                .read_line(&mut answer)
+                .expect("answer");
+            assert!(answer.contains("\"ok\""), "{answer}");
+            conn
+        });
+        let stopping = Instant::now();
         let status = terminate(&mut child);
         assert!(status.success(), "round {round}: daemon exit: {status}");
+        assert!(
+            stopping.elapsed() < Duration::from_secs(5),
+            "round {round}: the stop took {:?}",
+            stopping.elapsed()
+        );
+        drop(idle);
         std::thread::sleep(Duration::from_millis(20 * (round % 4)));
     }
     stop.store(true, Ordering::Relaxed);

@@ -86,7 +86,7 @@ pub enum Command {
 
 /// Runs `invite`.
 pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
-    let client = ctx.open()?;
+    let client = ctx.open_for(matches!(cmd, Command::List | Command::Pending))?;
     match cmd {
         Command::Create {
             invitee,

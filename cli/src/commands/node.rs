@@ -16,7 +16,7 @@ The daemon owns the store while it runs; every other command then goes through i
 socket (<data dir>/control.sock). One daemon per data directory (a second one is refused). If a
 CLI command holds the store when the daemon starts, the daemon waits for it (up to 60 s), and
 commands started meanwhile wait for the daemon. Stop it with Ctrl-C or SIGTERM: commands under
-way are finished (up to 10 s), then the store is flushed.
+way are finished, then the store is flushed.
 Configuration: <data dir>/config.toml (or --config), then INTERCITY_* variables, then flags.
 
 Example:
@@ -99,7 +99,14 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         .build()?;
     let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        let daemon = Daemon::start(&dir, cfg, shutdown.clone()).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // A signal while the daemon starts (it may wait up to a minute for the store) stops it
+        // cleanly too: the start is dropped, which removes the control socket.
+        let daemon = tokio::select! {
+            started = Daemon::start(&dir, cfg, shutdown.clone()) => started?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = term.recv() => return Ok(()),
+        };
         let profile = daemon.city.profile().clone();
         eprintln!(
             "intercity: {} ({}) running; listening on:",
@@ -108,7 +115,6 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         for a in &daemon.listening {
             eprintln!("  {a}/p2p/{}", profile.id);
         }
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         // The daemon runs until a signal, or until one of its tasks stops on its own: then it
         // exits non-zero, so that the service manager restarts it.
         let run = daemon.run();

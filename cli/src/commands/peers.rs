@@ -45,7 +45,7 @@ pub enum Command {
 
 /// Runs `peers`.
 pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
-    let client = ctx.open()?;
+    let client = ctx.open_for(matches!(cmd, Command::List))?;
     match cmd {
         Command::List => {
             let roster = client.roster()?;

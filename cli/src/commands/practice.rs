@@ -158,15 +158,18 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         }
         other => other,
     };
+    // Input first: the store is not held while stdin is read.
+    let overlay = super::read_overlay(match &cmd {
+        Command::Add(a) => a.fields.from_file.as_deref(),
+        Command::Edit(a) => a.fields.from_file.as_deref(),
+        _ => None,
+    })?;
     let city = ctx.open_for(matches!(cmd, Command::Show(_)))?;
     match cmd {
         Command::Add(args) => {
             let mut base = Practice::new(city.id().to_string(), "", "en");
             base.city = city.profile().name.clone();
-            let mut p = practice(overlay_file(
-                &Record::from(base),
-                args.fields.from_file.as_deref(),
-            )?)?;
+            let mut p = practice(overlay_file(&Record::from(base), overlay.as_ref())?)?;
             args.fields.apply(&mut p);
             p.owner = city.id().to_string();
             let title = p.title.clone();
@@ -178,7 +181,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         Command::Edit(args) => {
             let id = city.resolve_kind(&args.id, Kind::Practice)?;
             let before = city.record(id)?;
-            let mut p = practice(overlay_file(&before, args.fields.from_file.as_deref())?)?;
+            let mut p = practice(overlay_file(&before, overlay.as_ref())?)?;
             args.fields.apply(&mut p);
             let changed = commit_edit(&city, id, &before, Record::from(p), "edit practice")?;
             done(

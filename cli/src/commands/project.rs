@@ -170,15 +170,18 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         }
         other => other,
     };
+    // Input first: the store is not held while stdin is read.
+    let overlay = super::read_overlay(match &cmd {
+        Command::Add(a) => a.fields.from_file.as_deref(),
+        Command::Edit(a) => a.fields.from_file.as_deref(),
+        _ => None,
+    })?;
     let city = ctx.open_for(matches!(cmd, Command::Show(_)))?;
     match cmd {
         Command::Add(args) => {
             let mut base = Project::new(city.id().to_string(), "");
             base.lead_city = city.profile().name.clone();
-            let mut p = project(overlay_file(
-                &Record::from(base),
-                args.fields.from_file.as_deref(),
-            )?)?;
+            let mut p = project(overlay_file(&Record::from(base), overlay.as_ref())?)?;
             args.fields.apply(&city, &mut p)?;
             p.owner = city.id().to_string();
             let name = p.name.clone();
@@ -190,7 +193,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         Command::Edit(args) => {
             let id = city.resolve_kind(&args.id, Kind::Project)?;
             let before = city.record(id)?;
-            let mut p = project(overlay_file(&before, args.fields.from_file.as_deref())?)?;
+            let mut p = project(overlay_file(&before, overlay.as_ref())?)?;
             args.fields.apply(&city, &mut p)?;
             let changed = commit_edit(&city, id, &before, Record::from(p), "edit project")?;
             done(
