@@ -604,7 +604,13 @@ impl City {
         f: impl FnOnce(&mut Record) -> Result<(), CityError>,
     ) -> Result<Record, CityError> {
         let mut doc = self.load(id)?;
-        let mut actor = self.actor();
+        // A document a fork's settlement rebuilt may lack changes of this city's actor: a new
+        // one with that actor could repeat their (actor, seq).
+        let mut actor = if self.store.rebuilt(&id)? {
+            self.fresh_actor()?
+        } else {
+            self.actor()
+        };
         if let Some(base) = base
             && !doc::same_heads(base, &doc.get_heads())
         {

@@ -38,7 +38,9 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 
 /// Raw (key, value) rows of a scan.
-type Rows = Vec<(Box<[u8]>, Box<[u8]>)>;
+/// One row: key and value.
+type Row = (Box<[u8]>, Box<[u8]>);
+type Rows = Vec<Row>;
 
 /// A stored entry and its payload (None if missing).
 pub type EntryAndPayload = (StoredEntry, Option<Vec<u8>>);
@@ -530,6 +532,20 @@ impl Store {
     }
 
     /// All (key, value) pairs of `cf` whose key starts with `prefix`.
+    /// The first row whose key starts with `prefix`.
+    fn first(&self, cf: &str, prefix: &[u8]) -> Result<Option<Row>, StoreError> {
+        let mut rows = self
+            .db
+            .iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward));
+        match rows.next() {
+            Some(item) => {
+                let (k, v) = item.map_err(|e| classify(&self.path, e))?;
+                Ok(k.starts_with(prefix).then_some((k, v)))
+            }
+            None => Ok(None),
+        }
+    }
+
     pub(crate) fn scan(&self, cf: &str, prefix: &[u8]) -> Result<Rows, StoreError> {
         let mut out = Vec::new();
         for item in self
@@ -628,6 +644,13 @@ impl Store {
         })
     }
 
+    /// Whether a fork's settlement took changes out of document `id` (a change made again with
+    /// the same actor could take the (actor, seq) of one taken out, which nodes that still
+    /// hold that one would refuse).
+    pub fn rebuilt(&self, id: &DocId) -> Result<bool, StoreError> {
+        Ok(self.meta(&rebuilt_key(id))?.is_some())
+    }
+
     /// The forked feeds, as "author in scope at seq N", N the lowest seq of a fork proof held
     /// for the feed (its entries from there on are void).
     pub fn forked_feeds(&self) -> Result<Vec<String>, StoreError> {
@@ -675,6 +698,11 @@ impl Store {
         let mut stored_sizes = Vec::with_capacity(commit.docs.len());
         for (id, update) in &commit.docs {
             stored_sizes.push(self.write_doc(&mut batch, id, update)?);
+            if update.replace {
+                // Changes were taken out of it: this city's next edit of it takes a fresh actor
+                // (`Store::rebuilt`).
+                batch.put_cf(self.cf("meta"), rebuilt_key(id).as_bytes(), []);
+            }
             if let Some(record) = &update.record {
                 let row = self.get("records", &id.0)?;
                 let new_doc = row.is_none();
@@ -1237,8 +1265,8 @@ impl Ledger for Store {
 
     fn fork_seq(&self, feed: &FeedId) -> Result<Option<u64>, LedgerError> {
         // Keys are feed · seq (big-endian): the first is the lowest seq.
-        let rows = self.ledger(self.scan("forks", &feed.to_bytes()))?;
-        Ok(rows.first().and_then(|(k, _)| {
+        let row = self.ledger(self.first("forks", &feed.to_bytes()))?;
+        Ok(row.as_ref().and_then(|(k, _)| {
             <[u8; 8]>::try_from(k.get(k.len().saturating_sub(8)..)?)
                 .ok()
                 .map(u64::from_be_bytes)
@@ -1256,6 +1284,10 @@ impl Ledger for Store {
             }
         }))
     }
+}
+
+fn rebuilt_key(id: &DocId) -> String {
+    format!("rebuilt/{id}")
 }
 
 fn city_name(record: &intercity_protocol::record::Record) -> String {

@@ -297,6 +297,7 @@ pub fn reference_outside_past(
     let mut past: HashMap<ActorId, Vec<(u64, u64)>> = HashMap::new();
     let mut seen: HashSet<ChangeHash> = HashSet::new();
     let mut stack: Vec<ChangeHash> = change.deps().to_vec();
+    let mut own_last = 0u64;
     while let Some(hash) = stack.pop() {
         if !seen.insert(hash) {
             continue;
@@ -307,10 +308,23 @@ pub fn reference_outside_past(
                 hex::encode(&hash.0[..6])
             )));
         };
+        if meta.actor.as_ref() == change.actor_id() {
+            own_last = own_last.max(meta.seq);
+        }
         past.entry(meta.actor.clone().into_owned())
             .or_default()
             .push((meta.start_op, meta.max_op));
         stack.extend(meta.deps.iter().copied());
+    }
+    // An actor numbers its changes 1, 2, 3, … each on top of the one before: a change must
+    // follow its actor's last change in its causal past. Else two changes could hold one
+    // (actor, seq), and Automerge applies the first it gets and refuses the other; or a gap
+    // would leave a later change unappliable once an earlier one is void (§15.4).
+    if change.seq() != own_last + 1 {
+        return Ok(Some(format!(
+            "its actor's change number {} does not follow the actor's last change in its causal past ({own_last})",
+            change.seq()
+        )));
     }
     for ranges in past.values_mut() {
         ranges.sort_unstable();

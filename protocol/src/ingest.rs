@@ -60,6 +60,9 @@ pub const MAX_REJECTED_PER_FEED: u64 = 1_024;
 /// [`MAX_PENDING_BYTES_PER_AUTHOR`].
 pub const MAX_REJECTED_BYTES_PER_FEED: u64 = 16 * 1024 * 1024;
 
+/// How every void verdict's reason starts (§15.4).
+pub const VOID_PREFIX: &str = "void: ";
+
 /// What became of an entry that passed the feed level.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -84,6 +87,13 @@ impl Status {
             Status::Pending => "pending",
             Status::Quarantined(_) => "quarantined",
         }
+    }
+
+    /// Whether this is a void verdict (§15.4: an entry of a forked feed from the fork's seq
+    /// on, or one that depends on a void change): a rejection that does not count towards its
+    /// feed's rejection budget.
+    pub fn is_void(&self) -> bool {
+        matches!(self, Status::Rejected(r) if r.starts_with(VOID_PREFIX))
     }
 
     /// The reason of a rejection or a quarantine.
@@ -251,6 +261,9 @@ impl FeedHead {
                 x.saturating_sub(by)
             }
         };
+        if status.is_void() {
+            return;
+        }
         let (n, b) = match status {
             Status::Accepted => return,
             Status::Rejected(_) | Status::Quarantined(_) => {
@@ -272,6 +285,8 @@ pub struct ChangeInfo {
     pub seq: u64,
     /// True if applied, false if rejected.
     pub accepted: bool,
+    /// Rejected as void (§15.4): the changes that depend on it are void too.
+    pub void: bool,
 }
 
 impl ChangeInfo {
@@ -280,7 +295,14 @@ impl ChangeInfo {
         let mut b = [0u8; 58];
         b[..49].copy_from_slice(&self.feed.to_bytes());
         b[49..57].copy_from_slice(&self.seq.to_be_bytes());
-        b[57] = u8::from(self.accepted);
+        // 0 rejected, 1 accepted, 2 void.
+        b[57] = if self.accepted {
+            1
+        } else if self.void {
+            2
+        } else {
+            0
+        };
         b
     }
     /// Decodes [`ChangeInfo::encode`].
@@ -293,7 +315,8 @@ impl ChangeInfo {
         Ok(ChangeInfo {
             feed: FeedId::from_bytes(&b[..49])?,
             seq: u64::from_be_bytes(seq),
-            accepted: b[57] != 0,
+            accepted: b[57] == 1,
+            void: b[57] == 2,
         })
     }
 }
@@ -357,7 +380,7 @@ pub trait Ledger {
     /// How many entries and payload bytes are pending, on this node and of `author`.
     fn pending_totals(&self, author: &CityId) -> Result<PendingTotals, LedgerError>;
     /// The lowest seq of a fork proof held for `feed` (the seq from which its entries are
-    /// void, §16 of docs/protocol.md).
+    /// void, §15.4 of docs/protocol.md).
     fn fork_seq(&self, feed: &FeedId) -> Result<Option<u64>, LedgerError>;
 }
 
@@ -690,7 +713,7 @@ fn pipeline(
             });
         }
         // A second entry at a held position: a fork. Nothing new if a proof at this seq or
-        // below is held already; else the feed is settled from this seq (§16).
+        // below is held already; else the feed is settled from this seq (§15.4).
         if ledger.fork_seq(&feed)?.is_some_and(|s| s <= h.seq) {
             return Err(IngestError::Frozen(feed.scope, feed.author));
         }
@@ -847,12 +870,18 @@ struct Work<'a, L: Ledger> {
     unindexed: HashSet<(ChangeHash, FeedId, u64)>,
 }
 
-/// The verdict on the entries of a forked feed from the fork's seq on (§16).
-pub fn void_reason(fork_seq: u64) -> String {
-    format!("void: its author signed two entries at seq {fork_seq} of this feed")
+/// The verdict on the entries of a forked feed from the fork's seq on (§15.4). It does not
+/// name the seq: lowering it later leaves the entries already void as they are.
+pub fn void_reason() -> String {
+    format!("{VOID_PREFIX}its author signed two different entries at one seq of this feed")
 }
 
-/// The verdict on a change that depends on `dep`, a rejected change.
+/// The verdict on a change that depends on a void change (§15.4).
+fn void_dep_reason() -> String {
+    format!("{VOID_PREFIX}it depends on a void change")
+}
+
+/// The verdict on a change that depends on `dep`, a rejected change (not void).
 fn rejected_dep_reason(dep: &ChangeHash) -> String {
     format!(
         "depends on change {} which was rejected",
@@ -881,8 +910,12 @@ impl<'a, L: Ledger> Work<'a, L> {
     /// change is removed. Pending entries stay pending: when judged, they are void
     /// ([`Work::judge`]).
     fn settle(&mut self, feed: FeedId, from: u64) -> Result<(), LedgerError> {
-        let reason = void_reason(from);
-        let top = self.current_head(&feed)?.map_or(0, |h| h.seq);
+        let reason = void_reason();
+        // Entries from an earlier (higher) fork seq on are void already.
+        let top = match self.ledger.fork_seq(&feed)? {
+            Some(earlier) => earlier.saturating_sub(1),
+            None => self.current_head(&feed)?.map_or(0, |h| h.seq),
+        };
         let mut docs = BTreeSet::new();
         for seq in from..=top {
             let Some(stored) = self.ledger.entry(&feed, seq)? else {
@@ -949,16 +982,13 @@ impl<'a, L: Ledger> Work<'a, L> {
             }
             infos.insert(c.hash(), info);
         }
-        let mut cascade: Vec<(ChangeHash, ChangeHash)> = Vec::new();
+        let mut cascade: Vec<ChangeHash> = Vec::new();
         loop {
             let before = void.len();
             for c in &changes {
-                if void.contains(&c.hash()) {
-                    continue;
-                }
-                if let Some(dep) = c.deps().iter().find(|d| void.contains(d)) {
+                if !void.contains(&c.hash()) && c.deps().iter().any(|d| void.contains(d)) {
                     void.insert(c.hash());
-                    cascade.push((c.hash(), *dep));
+                    cascade.push(c.hash());
                 }
             }
             if void.len() == before {
@@ -973,17 +1003,18 @@ impl<'a, L: Ledger> Work<'a, L> {
                     c.hash(),
                     ChangeInfo {
                         accepted: false,
+                        void: true,
                         ..*info
                     },
                 );
             }
         }
-        for (hash, dep) in cascade {
+        for hash in cascade {
             let Some(Some(info)) = infos.get(&hash) else {
                 continue;
             };
             if let Some(stored) = self.ledger.entry(&info.feed, info.seq)? {
-                let reason = rejected_dep_reason(&dep);
+                let reason = void_dep_reason();
                 if stored.status != Status::Rejected(reason.clone()) {
                     self.revise(stored, Status::Rejected(reason))?;
                 }
@@ -1051,12 +1082,15 @@ impl<'a, L: Ledger> Work<'a, L> {
     fn judge(&mut self, signed: &SignedEntry, change: Change) -> Result<Status, LedgerError> {
         let h = &signed.header;
         let hash = change.hash();
-        // A forked feed's entries from the fork's seq on are void (§16).
+        // A forked feed's entries from the fork's seq on are void (§15.4). A change carried
+        // by an earlier entry keeps that entry's verdict in the change index.
         if let Some(from) = self.ledger.fork_seq(&h.feed())?
             && h.seq >= from
         {
-            let status = Status::Rejected(void_reason(from));
-            self.note(signed, hash, &status);
+            let status = Status::Rejected(void_reason());
+            if self.change_info(&hash)?.is_none() {
+                self.note(signed, hash, &status);
+            }
             return Ok(status);
         }
         if let Some(info) = self.change_info(&hash)? {
@@ -1200,6 +1234,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                 feed: signed.header.feed(),
                 seq: signed.header.seq,
                 accepted,
+                void: status.is_void(),
             },
         );
     }
@@ -1219,7 +1254,11 @@ impl<'a, L: Ledger> Work<'a, L> {
             if let Some(info) = self.change_info(d)?
                 && !info.accepted
             {
-                let status = Status::Rejected(rejected_dep_reason(d));
+                let status = Status::Rejected(if info.void {
+                    void_dep_reason()
+                } else {
+                    rejected_dep_reason(d)
+                });
                 self.note(signed, hash, &status);
                 return Ok(status);
             }

@@ -1476,7 +1476,7 @@ proptest! {
                 if *feed == mallory && *seq >= 2 {
                     prop_assert_eq!(
                         &e.status,
-                        &Status::Rejected(intercity_protocol::ingest::void_reason(2))
+                        &Status::Rejected(intercity_protocol::ingest::void_reason())
                     );
                 }
             }
@@ -1490,6 +1490,447 @@ proptest! {
                 && *t != Status::Pending
             {
                 prop_assert_eq!(s, t, "different verdicts on {:?}", k);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- fork settlement, hostile (review of a1890a1)
+
+/// A second, different entry at `seq` of `key`'s feed: all a fork needs (no payload check).
+fn fork_entry(key: &CityKey, scope: Scope, seq: u64, prev: Hash32, doc: DocId) -> Wire {
+    let payload = format!("the other branch at {seq}").into_bytes();
+    let e = sign_entry(key, scope, seq, prev, doc, &payload, 7);
+    Wire {
+        entry: e.encode().to_vec(),
+        payload,
+    }
+}
+
+fn ingest_all(l: &mut MemLedger, ws: &[&Wire]) -> Vec<String> {
+    ws.iter()
+        .map(|w| match l.ingest(&w.entry, &w.payload) {
+            Ok(v) => format!("{v:?}"),
+            Err(e) => format!("error: {e}"),
+        })
+        .collect()
+}
+
+fn status_of(l: &MemLedger, w: &Wire) -> Option<Status> {
+    let h = w.signed().header;
+    l.entries.get(&(h.feed(), h.seq)).map(|e| e.status.clone())
+}
+
+fn practice_with_editor(owner: &City, editor: &City, title: &str) -> Record {
+    let mut r = practice(owner, title);
+    if let Record::Practice(p) = &mut r {
+        p.editors.push(editor.id());
+    }
+    r
+}
+
+fn summary(s: &str) -> impl FnOnce(&mut Record) {
+    let s = s.to_string();
+    move |r| {
+        if let Record::Practice(p) = r {
+            p.summary.push_str(&s)
+        }
+    }
+}
+
+/// The change `actor` makes with `f` on `doc` (no checks).
+fn change_on(doc: &Automerge, actor: ActorId, f: impl FnOnce(&mut Record)) -> automerge::Change {
+    let mut d = doc.clone();
+    d.set_actor(actor);
+    let mut record = doc::read_record(&d, None).expect("readable");
+    f(&mut record);
+    let mut tx = d.transaction();
+    doc::write_record(&mut tx, &record, doc::Texts::Merged).expect("write");
+    let (hash, _) = tx.commit_with(CommitOptions::default().with_message("edit"));
+    d.get_change_by_hash(&hash.expect("a change"))
+        .expect("change")
+        .clone()
+}
+
+/// Mallory carries one change C twice (seq 2 and 5), both waiting for Brno's D. On Y, the
+/// seq-5 copy is judged void after the fork at 4 and `note` overwrites C's change-index row
+/// (seq 2, accepted) with (seq 5, rejected) although C is in the document; a fork at 3 then
+/// voids C on Y (its row says seq 5 >= 3) but not on X (row says seq 2).
+#[test]
+fn a_void_copy_of_an_accepted_change_leaves_its_index_row_alone() {
+    let mut mallory = City::new(3);
+    let mut brno = City::new(2);
+    let (pid, g) = mallory.create(&practice_with_editor(&mallory, &brno, "P"));
+    brno.receive(&[g.clone()]);
+    let d = brno.edit(pid, summary(" D"));
+    mallory.receive(&[d.clone()]);
+    let c = mallory.edit(pid, summary(" C")); // seq 2, deps [D]
+    // seq 3 and 4: independent of C (another actor of Mallory's, on the genesis only).
+    let g_doc = doc::load(&g.payload).expect("genesis");
+    let mut actor = mallory.key.id().as_bytes().to_vec();
+    actor.push(1);
+    let m3 = change_on(&g_doc, ActorId::from(actor.clone()), |r| {
+        if let Record::Practice(p) = r {
+            p.city = "Three".into()
+        }
+    });
+    let m3w = mallory.sign(pid, Scope::Federation, m3.raw_bytes().to_vec());
+    let mut d3 = g_doc.clone();
+    d3.apply_changes([m3.clone()]).expect("m3");
+    let m4 = change_on(&d3, ActorId::from(actor), |r| {
+        if let Record::Practice(p) = r {
+            p.city = "Four".into()
+        }
+    });
+    let m4w = mallory.sign(pid, Scope::Federation, m4.raw_bytes().to_vec());
+    let c5 = mallory.sign(pid, Scope::Federation, c.payload.clone()); // C again, seq 5
+    let f4 = fork_entry(&mallory.key, Scope::Federation, 4, m3w.signed().hash(), pid);
+    let f3 = fork_entry(&mallory.key, Scope::Federation, 3, c.signed().hash(), pid);
+
+    let mut x = MemLedger::default();
+    let vx = ingest_all(&mut x, &[&g, &d, &c, &m3w, &m4w, &c5, &f4, &f3]);
+    let mut y = MemLedger::default();
+    let vy = ingest_all(&mut y, &[&g, &c, &m3w, &m4w, &c5, &f4, &d, &f3]);
+    println!("x: {vx:?}\ny: {vy:?}");
+    let ch = automerge::Change::from_bytes(c.payload.clone())
+        .expect("c")
+        .hash();
+    println!(
+        "C in x: {:?}\nC in y: {:?}",
+        x.changes.get(&ch),
+        y.changes.get(&ch)
+    );
+    println!(
+        "c (seq 2): x {:?} / y {:?}",
+        status_of(&x, &c),
+        status_of(&y, &c)
+    );
+    let (dx, sx) = fingerprint(&x);
+    let (dy, sy) = fingerprint(&y);
+    assert_eq!(sx, sy, "different verdicts");
+    assert_eq!(dx, dy, "different documents");
+}
+
+/// A crafted change Y (Mallory's actor seq 3, deps [D] only: not on X, Mallory's actor
+/// seq 2) waits at feed seq 2 and is applied after X (feed seq 3). A fork at 3 voids X; the
+/// rebuild applies Y without X: Automerge asserts on the seq gap (caught) and the ingestion
+/// fails with a store error: the fork cannot be settled on this node, ever.
+#[test]
+fn a_crafted_actor_seq_gap_cannot_stop_a_settlement() {
+    let mut mallory = City::new(3);
+    let mut brno = City::new(2);
+    let (pid, g) = mallory.create(&practice_with_editor(&mallory, &brno, "P"));
+    brno.receive(&[g.clone()]);
+    let d = brno.edit(pid, summary(" D"));
+    let g_doc = doc::load(&g.payload).expect("genesis");
+    let m = ActorId::from(mallory.key.id().as_bytes().to_vec());
+    let xc = change_on(&g_doc, m.clone(), summary(" X")); // actor seq 2, deps [G]
+    let mut full = g_doc.clone();
+    full.apply_changes([
+        xc.clone(),
+        automerge::Change::from_bytes(d.payload.clone()).expect("d"),
+    ])
+    .expect("x, d");
+    let y_real = change_on(&full, m, |r| {
+        if let Record::Practice(p) = r {
+            p.city = "Y".into()
+        }
+    }); // actor seq 3, deps [X, D]
+    let mut e = y_real.decode();
+    let dh = automerge::Change::from_bytes(d.payload.clone())
+        .expect("d")
+        .hash();
+    e.deps = vec![dh];
+    e.hash = None;
+    let yc = automerge::Change::from(e);
+    let yw = mallory.sign(pid, Scope::Federation, yc.raw_bytes().to_vec()); // seq 2
+    let xw = mallory.sign(pid, Scope::Federation, xc.raw_bytes().to_vec()); // seq 3
+    let f3 = fork_entry(&mallory.key, Scope::Federation, 3, yw.signed().hash(), pid);
+
+    let mut b = MemLedger::default();
+    let vb = ingest_all(&mut b, &[&g, &yw, &xw, &d, &f3]);
+    println!("b: {vb:?}");
+    let mut a = MemLedger::default();
+    let va = ingest_all(&mut a, &[&g, &yw, &xw, &f3, &d]);
+    println!("a: {va:?}");
+    println!(
+        "Y on a: {:?}; on b: {:?}",
+        status_of(&a, &yw),
+        status_of(&b, &yw)
+    );
+    assert!(
+        !vb[4].starts_with("error"),
+        "the fork could not be settled: {}",
+        vb[4]
+    );
+}
+
+/// Brno, an editor of Mallory's practice, edits it 1 024 times (its federation feed);
+/// Mallory signs one more entry at seq 1. Every edit of Brno's is void, counts against Brno's
+/// federation feed, and Brno's feed is cut off: its next entry, on its own record, is refused.
+#[test]
+fn a_fork_does_not_use_up_an_honest_feeds_rejection_budget() {
+    use intercity_protocol::ingest::MAX_REJECTED_PER_FEED;
+    let mut mallory = City::new(3);
+    let mut brno = City::new(2);
+    let (pid, g) = mallory.create(&practice_with_editor(&mallory, &brno, "P"));
+    brno.receive(&[g.clone()]);
+    let edits: Vec<Wire> = (0..MAX_REJECTED_PER_FEED)
+        .map(|n| {
+            brno.edit(pid, move |r| {
+                if let Record::Practice(p) = r {
+                    p.summary = format!("edit {n}")
+                }
+            })
+        })
+        .collect();
+    let mut node = MemLedger::default();
+    node.ingest(&g.entry, &g.payload).expect("g");
+    for w in &edits {
+        assert_eq!(
+            node.ingest(&w.entry, &w.payload).expect("edit"),
+            Verdict::Stored(Status::Accepted)
+        );
+    }
+    let fork = fork_entry(&mallory.key, Scope::Federation, 1, Hash32::default(), pid);
+    assert_eq!(
+        node.ingest(&fork.entry, &fork.payload).expect("fork"),
+        Verdict::Fork
+    );
+    let bf = edits[0].signed().header.feed();
+    println!(
+        "Brno's federation head after the fork: {:?}",
+        node.heads[&bf]
+    );
+    let (_, own) = brno.create(&practice(&brno, "Brno's own practice"));
+    let r = node.ingest(&own.entry, &own.payload);
+    println!("Brno's own new practice: {r:?}");
+    assert!(r.is_ok(), "an honest city was cut off by another's fork");
+}
+
+/// Cost: a feed of N entries on one practice, then forks at N, N-1, ..., 2 one at a time.
+#[test]
+fn lowering_a_fork_one_seq_at_a_time_rewrites_each_entry_once() {
+    let n: u64 = std::env::var("R7_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let mut mallory = City::new(3);
+    let (pid, g) = mallory.create(&practice(&mallory, "P"));
+    let mut feed = vec![g];
+    for k in 1..n {
+        feed.push(mallory.edit(pid, summary(&format!(" {k}"))));
+    }
+    let mut node = MemLedger::default();
+    for w in &feed {
+        node.ingest(&w.entry, &w.payload).expect("feed");
+    }
+    let (mut written, mut rebuilt) = (0usize, 0usize);
+    let t = std::time::Instant::now();
+    for seq in (2..=n).rev() {
+        let prev = feed[(seq - 2) as usize].signed().hash();
+        let f = fork_entry(&mallory.key, Scope::Federation, seq, prev, pid);
+        let r = intercity_protocol::ingest::ingest(&node, &f.entry, &f.payload).expect("fork");
+        written += r.commit.entries.len();
+        rebuilt += r.commit.docs.len();
+        node.apply(r.commit);
+    }
+    println!(
+        "N={n}: {} forks, {written} entry rewrites, {rebuilt} document rebuilds, {:?}",
+        n - 1,
+        t.elapsed()
+    );
+    // Each entry is made void once (it used to be rewritten at every lower fork: N²/2).
+    assert!(
+        written < 2 * n as usize,
+        "{written} rewrites for {n} entries"
+    );
+}
+
+/// The store's in-memory entry counts (node/src/store.rs apply_with), replayed on a commit.
+fn count_like_the_store(counts: &mut [i64; 4], commit: &intercity_protocol::ingest::Commit) {
+    let slot = |s: &Status| match s {
+        Status::Accepted => 0,
+        Status::Rejected(_) => 1,
+        Status::Pending => 2,
+        Status::Quarantined(_) => 3,
+    };
+    let was_pending: std::collections::HashSet<(FeedId, u64)> = commit
+        .pending_remove
+        .iter()
+        .map(|(_, f, s, _)| (*f, *s))
+        .collect();
+    for e in &commit.entries {
+        let h = &e.entry.header;
+        if was_pending.contains(&(h.feed(), h.seq)) {
+            counts[2] -= 1;
+        }
+        counts[slot(&e.status)] += 1;
+    }
+    for (_, _, old) in &commit.revised {
+        counts[slot(old)] -= 1;
+    }
+}
+
+fn recount(l: &MemLedger) -> ([i64; 4], Vec<(FeedId, u64, u64)>) {
+    let mut c = [0i64; 4];
+    let mut per_feed: std::collections::BTreeMap<FeedId, (u64, u64)> = Default::default();
+    for ((f, _), e) in &l.entries {
+        let i = match e.status {
+            Status::Accepted => 0,
+            Status::Rejected(_) => 1,
+            Status::Pending => 2,
+            Status::Quarantined(_) => 3,
+        };
+        c[i] += 1;
+        let pf = per_feed.entry(*f).or_default();
+        match e.status {
+            // Void verdicts do not count towards the rejection budget (§15.4).
+            Status::Rejected(_) if e.status.is_void() => {}
+            Status::Rejected(_) | Status::Quarantined(_) => pf.0 += 1,
+            Status::Pending => pf.1 += 1,
+            Status::Accepted => {}
+        }
+    }
+    (
+        c,
+        per_feed.into_iter().map(|(f, (r, p))| (f, r, p)).collect(),
+    )
+}
+
+/// Delivers `feeds` (plus, with `lower`, a third branch forking at the genesis: the fork seq
+/// goes down to 1) twice over in batches, and checks the counters: the store's running entry
+/// counts, every feed head's rejected and pending counts, and the pending index, against a
+/// recount of the entries.
+fn check_counts(
+    (mut feeds, id): (Vec<Vec<Wire>>, DocId),
+    picks: &[(usize, bool)],
+    batch: usize,
+    lower: bool,
+) -> Result<(), TestCaseError> {
+    if lower {
+        let m = City::new(3);
+        feeds.push(vec![fork_entry(
+            &m.key,
+            Scope::Group(id),
+            1,
+            Hash32::default(),
+            id,
+        )]);
+    }
+    let all = arrivals(&feeds, picks);
+    let mut l = MemLedger::default();
+    let mut counts = [0i64; 4];
+    for _ in 0..2 {
+        for chunk in all.chunks(batch) {
+            let mut b = Batch::new(&l);
+            for w in chunk {
+                let _ = b.ingest(&w.entry, &w.payload);
+            }
+            let commit = b.into_commit();
+            count_like_the_store(&mut counts, &commit);
+            l.apply(commit);
+        }
+    }
+    let (truth, per_feed) = recount(&l);
+    prop_assert_eq!(counts, truth, "store counts drift");
+    for (f, r, p) in per_feed {
+        let h = l.heads[&f];
+        prop_assert_eq!(
+            (h.rejected, h.pending),
+            (r, p),
+            "feed head counts drift for {:?}",
+            f
+        );
+    }
+    let waiting: usize = l.pending.values().map(|m| m.len()).sum();
+    prop_assert_eq!(waiting as i64, truth[2], "pending index vs pending entries");
+    Ok(())
+}
+
+/// Like `forked_group`, with entries that wait: Mallory's a2 waits for Brno's item, Brno's
+/// last item builds on a3 (a node frozen before a3 never gets it).
+fn forked_group_waiting() -> (Vec<Vec<Wire>>, DocId) {
+    let mut mallory_a = City::new(3);
+    let mut brno = City::new(2);
+    let (id, genesis) = mallory_a.create(&group(&mallory_a, &[(&brno, Role::Member)]));
+    let mut mallory_b = City::new(3);
+    mallory_b.receive(&[genesis.clone()]);
+    brno.receive(&[genesis.clone()]);
+    let a1 = mallory_a.edit(id, add_item("A one"));
+    let brno_shared = brno.edit(id, add_item("Brno on the shared start"));
+    mallory_a.receive(&[brno_shared.clone()]);
+    let a2 = mallory_a.edit(id, add_item("A two"));
+    let a3 = mallory_a.edit(id, add_item("A three"));
+    brno.receive(&[a1.clone(), a2.clone(), a3.clone()]);
+    let brno_on_a3 = brno.edit(id, add_item("Brno on A three"));
+    let b: Vec<Wire> = ["B one", "B two"]
+        .iter()
+        .map(|t| mallory_b.edit(id, add_item(t)))
+        .collect();
+    let mut branch_b = vec![genesis.clone()];
+    branch_b.extend(b);
+    (
+        vec![
+            vec![genesis, a1, a2, a3],
+            branch_b,
+            vec![brno_shared, brno_on_a3],
+        ],
+        id,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Counters after a settlement, in any order and batching: the store's running entry
+    /// counts and every feed head's rejected/pending counts match a recount of the entries.
+    #[test]
+    fn counts_stay_true_through_a_settlement(
+        picks in proptest::collection::vec((any::<usize>(), any::<bool>()), 1..12),
+        batch in 1usize..7,
+        lower in any::<bool>(),
+    ) {
+        check_counts(forked_group(), &picks, batch, lower)?;
+    }
+
+    /// The same, with entries that wait for others.
+    #[test]
+    fn counts_stay_true_with_waiting_entries(
+        picks in proptest::collection::vec((any::<usize>(), any::<bool>()), 1..12),
+        batch in 1usize..7,
+        lower in any::<bool>(),
+    ) {
+        check_counts(forked_group_waiting(), &picks, batch, lower)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_settlement_with_waiting_entries_converges(
+        a in proptest::collection::vec((any::<usize>(), any::<bool>()), 1..12),
+        b in proptest::collection::vec((any::<usize>(), any::<bool>()), 1..12),
+        batch in 1usize..6,
+        lower in any::<bool>(),
+    ) {
+        let (mut feeds, id) = forked_group_waiting();
+        if lower {
+            let m = City::new(3);
+            feeds.push(vec![fork_entry(&m.key, Scope::Group(id), 1, Hash32::default(), id)]);
+        }
+        let x = deliver_forked(&feeds, &a, 1);
+        let y = deliver_forked(&feeds, &b, batch);
+        let (dx, sx) = fingerprint(&x);
+        let (dy, sy) = fingerprint(&y);
+        prop_assert_eq!(dx, dy, "different documents");
+        for (k, s) in &sx {
+            if let Some((_, t)) = sy.iter().find(|(l, _)| l == k)
+                && *s != Status::Pending
+                && *t != Status::Pending
+            {
+                prop_assert_eq!(s.word(), t.word(), "different verdicts on {:?}", k);
             }
         }
     }

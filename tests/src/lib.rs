@@ -216,6 +216,16 @@ pub async fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bo
     done()
 }
 
+/// A benchmark's numeric command-line option `name VALUE`, or `default`.
+pub fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The `intercity` binary. It belongs to another package (`intercity-cli`), so cargo does not
 /// set `CARGO_BIN_EXE_intercity` here; we build it (a no-op when it is fresh) and take it from
 /// the target directory this test runs from.

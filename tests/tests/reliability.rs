@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use intercity_protocol::entry::{FeedId, Scope};
+use intercity_protocol::record::Record;
 use intercity_tests::{TestNode, eventually, practice, titles};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -545,4 +547,119 @@ async fn a_forked_feed_is_settled_the_same_everywhere() {
         let history = node.city.store().entry_counts().expect("counts");
         assert!(history.1 >= 1, "no entry was voided: {history:?}");
     }
+}
+
+/// Scenario 1, settled, for an honest member: Brno edits a group on top of Mallory's branch A;
+/// the fork reaches it and its document is built again without those changes (its own edit
+/// included). Its next edit must not reuse the (actor, seq) of its void edit: Warsaw, which
+/// still holds the void edit when the new one comes, would refuse it (Automerge keeps one
+/// change per actor and seq), while a node that settled first takes it. Brno now edits a
+/// rebuilt document with a fresh actor, and both nodes end the same.
+#[test]
+fn an_edit_after_a_settlement_is_taken_everywhere() {
+    use intercity_node::City;
+    use intercity_protocol::record::{Group, Item, Member, Role};
+    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let init = |i: usize, name: &str, seed: u8| {
+        City::init_with_key(dirs[i].path(), name, None, intercity_tests::key(seed)).expect("init")
+    };
+    let (mallory_a, mallory_b, brno) = (
+        init(0, "Mallory", 3),
+        init(1, "Mallory", 3),
+        init(2, "Brno", 2),
+    );
+    let (warsaw, riga) = (init(3, "Warsaw", 4), init(4, "Riga", 5));
+    let mut g = Group::new(
+        "Smart Social Inclusion",
+        mallory_a.id().to_string(),
+        "Milan",
+    );
+    g.members.insert(
+        brno.id().to_string(),
+        Member {
+            name: "Brno".into(),
+            role: Role::Member,
+        },
+    );
+    let id = mallory_a
+        .create(&Record::Group(g), "create")
+        .expect("group");
+    let entries = |city: &City| {
+        intercity_tests::wire_entries(
+            city,
+            &FeedId {
+                author: mallory_a.id(),
+                scope: Scope::Group(id),
+            },
+        )
+    };
+    let genesis = entries(&mallory_a);
+    for city in [&mallory_b, &brno, &warsaw, &riga] {
+        for w in &genesis {
+            city.ingest_remote(&w.entry, &w.payload).expect("genesis");
+        }
+    }
+    let add = |city: &City, title: &str| {
+        let title = title.to_string();
+        city.edit(id, "add", move |r| {
+            if let Record::Group(g) = r {
+                let agenda = g
+                    .agendas
+                    .entry("a1a1a1a1a1a1a1a1".into())
+                    .or_insert_with(|| {
+                        intercity_protocol::record::Agenda::new("Study visit", "2027-02-23")
+                    });
+                let mut item = Item::new(title.clone());
+                item.id = format!("{:016x}", title.len() as u64 * 7919);
+                agenda.items.push(item);
+            }
+            Ok(())
+        })
+        .expect("edit");
+    };
+    add(&mallory_a, "A one");
+    add(&mallory_b, "B one");
+    let (a, b) = (entries(&mallory_a), entries(&mallory_b));
+    brno.ingest_remote(&a[1].entry, &a[1].payload)
+        .expect("branch A");
+    add(&brno, "Brno on branch A");
+    let brno_feed = FeedId {
+        author: brno.id(),
+        scope: Scope::Group(id),
+    };
+    let void_edit = intercity_tests::wire_entries(&brno, &brno_feed);
+    assert_eq!(
+        brno.ingest_remote(&b[1].entry, &b[1].payload)
+            .expect("the fork"),
+        intercity_protocol::ingest::Verdict::Fork
+    );
+    add(&brno, "Brno after the settlement");
+    let brno_entries = intercity_tests::wire_entries(&brno, &brno_feed);
+    // Warsaw: branch A, Brno's void edit and its new one, then the fork. Riga: the fork first.
+    for w in [&a[1]].into_iter().chain(&brno_entries).chain([&b[1]]) {
+        let _ = warsaw.ingest_remote(&w.entry, &w.payload);
+    }
+    for w in [&a[1], &b[1]].into_iter().chain(&brno_entries) {
+        let _ = riga.ingest_remote(&w.entry, &w.payload);
+    }
+    assert_eq!(void_edit.len(), 1);
+    let last = brno_entries.last().expect("the new edit");
+    let status = |city: &City| {
+        let seq = intercity_protocol::entry::SignedEntry::decode(&last.entry)
+            .expect("entry")
+            .header
+            .seq;
+        intercity_protocol::ingest::Ledger::entry(city.store(), &brno_feed, seq)
+            .expect("entry")
+            .expect("held")
+            .status
+    };
+    assert_eq!(
+        status(&warsaw),
+        intercity_protocol::ingest::Status::Accepted
+    );
+    assert_eq!(status(&riga), intercity_protocol::ingest::Status::Accepted);
+    let json = |city: &City| city.record(id).expect("record").to_json();
+    assert_eq!(json(&warsaw), json(&riga));
+    assert_eq!(json(&warsaw), json(&brno));
 }

@@ -12,16 +12,7 @@ use std::time::{Duration, Instant};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use intercity_protocol::record::{Practice, Record};
-use intercity_tests::{TestNode, eventually};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use intercity_tests::{TestNode, arg, eventually};
 
 fn total_entries(n: &TestNode) -> u64 {
     n.heads().iter().map(|(_, s)| *s).sum()
