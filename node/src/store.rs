@@ -64,7 +64,7 @@ const MAX_CACHED_DOC_BYTES: usize = 8 * 1024 * 1024;
 /// counts rejected and pending entries in each feed head; version 5 keeps the changes accepted
 /// since a large document was written after it (`doc_tail`: an older build would not read
 /// them). An older store is upgraded when opened.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 const CFS: &[&str] = &[
     "meta", "entries", "heads", "payloads", "docs", "records", "by_doc", "changes", "pending",
@@ -302,6 +302,10 @@ impl Store {
                 "rejected and pending entries counted in each feed head"
             );
         }
+        if version < 6 {
+            let rows = store.index_actor_seqs()?;
+            tracing::info!(rows, "actors' change numbers indexed along each feed");
+        }
         if version < SCHEMA_VERSION {
             store.set_meta("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
         }
@@ -428,6 +432,33 @@ impl Store {
         }
         self.write(batch)?;
         Ok(heads.len())
+    }
+
+    /// Schema 6 indexes, for each feed, document and Automerge actor, the highest change number
+    /// the feed's entries carry (`Ledger::actor_seq`): built from every stored entry.
+    fn index_actor_seqs(&self) -> Result<usize, StoreError> {
+        let mut highest: std::collections::HashMap<Vec<u8>, u64> = std::collections::HashMap::new();
+        for item in self.db.iterator_cf(self.cf("entries"), IteratorMode::Start) {
+            let (_, v) = item.map_err(|e| classify(&self.path, e))?;
+            let stored = StoredEntry::decode(&v).map_err(|e| self.corrupt(e))?;
+            let h = &stored.entry.header;
+            let Some(payload) = self.get("payloads", &stored.entry.hash().0)? else {
+                continue;
+            };
+            // Stored entries passed the feed level: their payloads decode.
+            let Ok(change) = intercity_protocol::ingest::decode_change(&h.author, &payload) else {
+                continue;
+            };
+            let key = actor_seq_key(&h.feed(), &h.doc, change.actor_id());
+            let seq = highest.entry(key).or_insert(0);
+            *seq = (*seq).max(change.seq());
+        }
+        let mut batch = WriteBatch::default();
+        for (key, seq) in &highest {
+            batch.put_cf(self.cf("meta"), key, seq.to_be_bytes());
+        }
+        self.write(batch)?;
+        Ok(highest.len())
     }
 
     /// Schema 2 kept pending entries by document; schema 3 by the change each waits for
@@ -757,6 +788,13 @@ impl Store {
         }
         for (dep, feed, seq, _) in &commit.pending_remove {
             batch.delete_cf(self.cf("pending"), pending_key(dep, feed, *seq));
+        }
+        for (feed, doc, actor, seq) in &commit.actor_seqs {
+            batch.put_cf(
+                self.cf("meta"),
+                actor_seq_key(feed, doc, actor),
+                seq.to_be_bytes(),
+            );
         }
         for fork in &commit.forks {
             let h = &fork.second.header;
@@ -1273,6 +1311,16 @@ impl Ledger for Store {
         }))
     }
 
+    fn actor_seq(
+        &self,
+        feed: &FeedId,
+        doc: &DocId,
+        actor: &automerge::ActorId,
+    ) -> Result<Option<u64>, LedgerError> {
+        let row = self.ledger(self.get("meta", &actor_seq_key(feed, doc, actor)))?;
+        Ok(row.and_then(|v| <[u8; 8]>::try_from(&v[..]).ok().map(u64::from_be_bytes)))
+    }
+
     fn pending_totals(&self, author: &CityId) -> Result<PendingTotals, LedgerError> {
         self.ledger(self.pending_counts(|c| {
             let (author_count, author_bytes) = c.by_author.get(author).copied().unwrap_or_default();
@@ -1286,6 +1334,15 @@ impl Ledger for Store {
     }
 }
 
+/// `aseq/` · feed (49) · document (16) · actor: the actor-seq index row in `meta`.
+fn actor_seq_key(feed: &FeedId, doc: &DocId, actor: &automerge::ActorId) -> Vec<u8> {
+    let mut key = b"aseq/".to_vec();
+    key.extend_from_slice(&feed.to_bytes());
+    key.extend_from_slice(&doc.0);
+    key.extend_from_slice(actor.to_bytes());
+    key
+}
+
 fn rebuilt_key(id: &DocId) -> String {
     format!("rebuilt/{id}")
 }
@@ -1296,5 +1353,60 @@ fn city_name(record: &intercity_protocol::record::Record) -> String {
         Record::Practice(p) => p.city.clone(),
         Record::Project(p) => p.lead_city.clone(),
         Record::Group(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use intercity_protocol::ingest::Ledger;
+
+    /// A store written before schema 6 has no actor-seq index: opening it builds the index
+    /// from the stored entries.
+    #[test]
+    fn an_older_store_gets_its_actor_seq_index_on_open() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = intercity_protocol::identity::CityKey::from_secret([7; 32]);
+        let city = crate::City::init_with_key(dir.path(), "Milan", None, key).expect("init");
+        let record = intercity_protocol::record::Practice::new(city.id().to_string(), "A", "en");
+        let id = city
+            .create(&Record::Practice(record), "create")
+            .expect("create");
+        city.edit(id, "edit", |r| {
+            if let Record::Practice(p) = r {
+                p.summary = "edited".into();
+            }
+            Ok(())
+        })
+        .expect("edit");
+        let feed = FeedId {
+            author: city.id(),
+            scope: intercity_protocol::entry::Scope::Federation,
+        };
+        let actor = automerge::ActorId::from(city.id().as_bytes().to_vec());
+        let indexed = city.store().actor_seq(&feed, &id, &actor).expect("read");
+        assert!(indexed.is_some(), "the edit is not indexed");
+        // Back to schema 5: no index rows.
+        let store = city.store();
+        let mut batch = WriteBatch::default();
+        for (k, _) in store.scan("meta", b"aseq/").expect("scan") {
+            batch.delete_cf(store.cf("meta"), k);
+        }
+        batch.put_cf(store.cf("meta"), b"schema_version", 5u32.to_be_bytes());
+        store.write(batch).expect("write");
+        assert_eq!(store.actor_seq(&feed, &id, &actor).expect("read"), None);
+        drop(city);
+        let reopened = crate::City::open(dir.path()).expect("reopen");
+        assert_eq!(
+            reopened
+                .store()
+                .actor_seq(&feed, &id, &actor)
+                .expect("read"),
+            indexed
+        );
+        assert_eq!(
+            reopened.store().meta("schema_version").expect("meta"),
+            Some(SCHEMA_VERSION.to_be_bytes().to_vec())
+        );
     }
 }

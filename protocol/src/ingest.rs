@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use automerge::{Automerge, Change, ChangeHash};
+use automerge::{ActorId, Automerge, Change, ChangeHash};
 
 use crate::entry::{
     DocId, EntryError, FeedId, Hash32, MAX_PAYLOAD_BYTES, SIGNED_ENTRY_LEN, Scope, SignedEntry,
@@ -382,7 +382,19 @@ pub trait Ledger {
     /// The lowest seq of a fork proof held for `feed` (the seq from which its entries are
     /// void, §15.4 of docs/protocol.md).
     fn fork_seq(&self, feed: &FeedId) -> Result<Option<u64>, LedgerError>;
+    /// The highest Automerge seq of `actor` among the changes carried by the held entries of
+    /// `feed` that name document `doc` (§5, an actor's changes along its author's feed).
+    fn actor_seq(
+        &self,
+        feed: &FeedId,
+        doc: &DocId,
+        actor: &ActorId,
+    ) -> Result<Option<u64>, LedgerError>;
 }
+
+/// A row of the actor-seq index (see [`Ledger::actor_seq`]): feed, document, actor, highest
+/// Automerge seq.
+pub type ActorSeq = (FeedId, DocId, ActorId, u64);
 
 /// An entry waiting for a change: (the change it waits for, its feed, its seq, its payload
 /// bytes). A pending entry waits for one change at a time, the first of its dependencies
@@ -594,6 +606,8 @@ pub struct Commit {
     /// Entries of `entries` that the ledger held with another verdict, and that verdict (a
     /// fork's settlement voids accepted entries): for the ledger's counts.
     pub revised: Vec<(FeedId, u64, Status)>,
+    /// Actor-seq index updates (see [`Ledger::actor_seq`]).
+    pub actor_seqs: Vec<ActorSeq>,
 }
 
 /// The result of [`ingest`]: the verdict on the entry and the writes to apply.
@@ -784,7 +798,24 @@ fn pipeline(
     let mut work = Work::new(ledger, prebuilt);
     work.commit.payloads.push((entry_hash, payload.to_vec()));
     let change_hash = change.hash();
-    let status = work.judge(&signed, change)?;
+    // An actor's changes along its author's feed, for one document, take growing numbers
+    // (§5): decided here, at the entry's place in its feed, from the entries before it.
+    let (actor, number) = (change.actor_id().clone(), change.seq());
+    let used = ledger.actor_seq(&feed, &h.doc, &actor)?;
+    work.commit
+        .actor_seqs
+        .push((feed, h.doc, actor, used.map_or(number, |u| u.max(number))));
+    // A void entry (§15.4) is judged void, whatever its number: nodes hold different branches.
+    let void = ledger.fork_seq(&feed)?.is_some_and(|f| h.seq >= f);
+    let status = match used {
+        // About the entry's place, not the change: not noted (an earlier entry of the feed may
+        // carry the same change and be waiting, see `Refusal::Entry`). No node applies such a
+        // change, so nothing honest depends on it.
+        Some(u) if u >= number && !void => Status::Rejected(format!(
+            "its actor's change number {number} is not above the {u} of an earlier entry of this feed"
+        )),
+        _ => work.judge(&signed, change)?,
+    };
     if status == Status::Pending {
         let dep = work.waiting_on.take().ok_or_else(|| {
             LedgerError("an entry is pending without a missing dependency".into())
@@ -1543,6 +1574,7 @@ pub struct Batch<'a, L: Ledger> {
     removed: BTreeSet<DocId>,
     /// Entries the ledger holds that the batch gave another verdict, with the ledger's.
     revised: HashMap<(FeedId, u64), Status>,
+    actor_seqs: HashMap<(FeedId, DocId, ActorId), u64>,
     count: usize,
 }
 
@@ -1561,6 +1593,7 @@ impl<'a, L: Ledger> Batch<'a, L> {
             forks: Vec::new(),
             removed: BTreeSet::new(),
             revised: HashMap::new(),
+            actor_seqs: HashMap::new(),
             count: 0,
         }
     }
@@ -1609,6 +1642,10 @@ impl<'a, L: Ledger> Batch<'a, L> {
         for id in commit.removed {
             self.docs.remove(&id);
             self.removed.insert(id);
+        }
+        for (feed, doc, actor, seq) in commit.actor_seqs {
+            let held = self.actor_seqs.entry((feed, doc, actor)).or_insert(seq);
+            *held = (*held).max(seq);
         }
         for e in commit.entries {
             let h = &e.entry.header;
@@ -1678,6 +1715,11 @@ impl<'a, L: Ledger> Batch<'a, L> {
                 .revised
                 .into_iter()
                 .map(|((feed, seq), old)| (feed, seq, old))
+                .collect(),
+            actor_seqs: self
+                .actor_seqs
+                .into_iter()
+                .map(|((feed, doc, actor), seq)| (feed, doc, actor, seq))
                 .collect(),
         }
     }
@@ -1761,6 +1803,16 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
             (a, b) => a.or(b),
         })
     }
+
+    fn actor_seq(
+        &self,
+        feed: &FeedId,
+        doc: &DocId,
+        actor: &ActorId,
+    ) -> Result<Option<u64>, LedgerError> {
+        let here = self.actor_seqs.get(&(*feed, *doc, actor.clone())).copied();
+        Ok(here.max(self.ledger.actor_seq(feed, doc, actor)?))
+    }
 }
 
 pub mod memory {
@@ -1785,6 +1837,8 @@ pub mod memory {
         pub pending: BTreeMap<ChangeHash, BTreeMap<(FeedId, u64), u64>>,
         /// Fork proofs.
         pub forks: Vec<ForkProof>,
+        /// The actor-seq index.
+        pub actor_seqs: BTreeMap<(FeedId, DocId, ActorId), u64>,
     }
 
     impl MemLedger {
@@ -1847,6 +1901,10 @@ pub mod memory {
             for id in commit.removed {
                 self.docs.remove(&id);
             }
+            for (feed, doc, actor, seq) in commit.actor_seqs {
+                let held = self.actor_seqs.entry((feed, doc, actor)).or_insert(seq);
+                *held = (*held).max(seq);
+            }
         }
     }
 
@@ -1890,6 +1948,14 @@ pub mod memory {
                 .filter(|h| h.feed() == *feed)
                 .map(|h| h.seq)
                 .min())
+        }
+        fn actor_seq(
+            &self,
+            feed: &FeedId,
+            doc: &DocId,
+            actor: &ActorId,
+        ) -> Result<Option<u64>, LedgerError> {
+            Ok(self.actor_seqs.get(&(*feed, *doc, actor.clone())).copied())
         }
     }
 }

@@ -30,6 +30,8 @@ impl Wire {
 struct City {
     key: CityKey,
     ledger: MemLedger,
+    /// Bytes after the key in this city's Automerge actor (see `City::new_actor`).
+    actor_suffix: Vec<u8>,
 }
 
 impl City {
@@ -37,6 +39,7 @@ impl City {
         City {
             key: CityKey::from_secret([seed; 32]),
             ledger: MemLedger::default(),
+            actor_suffix: Vec::new(),
         }
     }
 
@@ -45,7 +48,15 @@ impl City {
     }
 
     fn actor(&self) -> ActorId {
-        ActorId::from(self.key.id().as_bytes().to_vec())
+        let mut bytes = self.key.id().as_bytes().to_vec();
+        bytes.extend_from_slice(&self.actor_suffix);
+        ActorId::from(bytes)
+    }
+
+    /// Edits from now on with a new actor, as a node does after one of its changes was not
+    /// applied (its next change would repeat that one's number).
+    fn new_actor(&mut self) {
+        self.actor_suffix.push(1);
     }
 
     fn sign(&mut self, doc: DocId, scope: Scope, payload: Vec<u8>) -> Wire {
@@ -465,6 +476,8 @@ fn non_editor_on_a_practice_is_rejected_kept_and_the_author_continues() {
         }
     });
     brno.receive(&[w2.clone()]);
+    // (Its rejected edit holds its actor's number 1 in its feed: a new actor.)
+    brno.new_actor();
     let good = brno.edit(id, |r| {
         if let Record::Practice(p) = r {
             p.summary = "by Brno".into()
@@ -1934,4 +1947,75 @@ proptest! {
             }
         }
     }
+}
+
+/// Brno edits on branch A; it learns of the fork, its replica is rebuilt without its own void
+/// change, and (a naive client: a node uses a fresh actor there) it edits again with the same
+/// actor: the new change has the same actor number as the void one. A node that still held
+/// the void change refused it (Automerge keeps one change per actor and number), a node that
+/// settled first took it. Now the number is checked along Brno's feed: refused on both.
+#[test]
+fn an_actor_number_used_again_in_a_feed_is_rejected_whatever_the_order() {
+    let mut mallory_a = City::new(3);
+    let mut brno = City::new(2);
+    let (id, genesis) = mallory_a.create(&group(&mallory_a, &[(&brno, Role::Member)]));
+    let mut mallory_b = City::new(3);
+    mallory_b.receive(&[genesis.clone()]);
+    brno.receive(&[genesis.clone()]);
+    let a1 = mallory_a.edit(id, add_item("A one"));
+    brno.receive(&[a1.clone()]);
+    let brno_on_a = brno.edit(id, add_item("Brno on branch A"));
+    let b1 = mallory_b.edit(id, add_item("B one"));
+    brno.receive(&[b1.clone()]);
+    let brno_after = brno.edit(id, add_item("Brno after the settlement"));
+
+    let mut x = MemLedger::default(); // the fork reaches it last
+    let vx = ingest_all(&mut x, &[&genesis, &a1, &brno_on_a, &brno_after, &b1]);
+    let mut y = MemLedger::default(); // the fork reaches it first
+    let vy = ingest_all(&mut y, &[&genesis, &a1, &b1, &brno_on_a, &brno_after]);
+    println!("x: {vx:?}\ny: {vy:?}");
+    println!(
+        "brno_after: x {:?}, y {:?}",
+        status_of(&x, &brno_after),
+        status_of(&y, &brno_after)
+    );
+    assert_eq!(
+        status_of(&x, &brno_after),
+        status_of(&y, &brno_after),
+        "different verdicts on Brno's honest edit"
+    );
+    assert_eq!(fingerprint(&x).0, fingerprint(&y).0, "different documents");
+}
+
+/// Two changes of one actor with one number, in one feed, the first waiting for another
+/// feed's change: Automerge used to take whichever it got first. The later entry of the feed
+/// is refused everywhere (§5).
+#[test]
+fn two_changes_with_one_actor_number_get_the_same_verdicts_in_any_order() {
+    let mut mallory = City::new(3);
+    let mut brno = City::new(2);
+    let (pid, g) = mallory.create(&practice_with_editor(&mallory, &brno, "P"));
+    brno.receive(&[g.clone()]);
+    let d = brno.edit(pid, summary(" D"));
+    let g_doc = doc::load(&g.payload).expect("genesis");
+    let mut gd = g_doc.clone();
+    gd.apply_changes([automerge::Change::from_bytes(d.payload.clone()).expect("change")])
+        .expect("change");
+    let m = ActorId::from(mallory.key.id().as_bytes().to_vec());
+    let c1 = change_on(&gd, m.clone(), summary(" C1")); // seq 2, deps [D]
+    let c2 = change_on(&g_doc, m, summary(" C2")); // seq 2, deps [G]
+    let w1 = mallory.sign(pid, Scope::Federation, c1.raw_bytes().to_vec());
+    let w2 = mallory.sign(pid, Scope::Federation, c2.raw_bytes().to_vec());
+    let mut x = MemLedger::default();
+    let vx = ingest_all(&mut x, &[&g, &d, &w1, &w2]);
+    let mut y = MemLedger::default();
+    let vy = ingest_all(&mut y, &[&g, &w1, &w2, &d]);
+    println!(
+        "x {vx:?}\n  {:?} {:?}\ny {vy:?}\n  {:?} {:?}",
+        status_of(&x, &w1),
+        status_of(&x, &w2),
+        status_of(&y, &w1),
+        status_of(&y, &w2)
+    );
+    assert_eq!(fingerprint(&x), fingerprint(&y));
 }
