@@ -449,6 +449,10 @@ impl Store {
             let Ok(change) = intercity_protocol::ingest::decode_change(&h.author, &payload) else {
                 continue;
             };
+            // Genesis changes have no row (see `ingest`).
+            if change.deps().is_empty() {
+                continue;
+            }
             let key = actor_seq_key(&h.feed(), &h.doc, change.actor_id());
             let seq = highest.entry(key).or_insert(0);
             *seq = (*seq).max(change.seq());

@@ -799,12 +799,19 @@ fn pipeline(
     work.commit.payloads.push((entry_hash, payload.to_vec()));
     let change_hash = change.hash();
     // An actor's changes along its author's feed, for one document, take growing numbers
-    // (§5): decided here, at the entry's place in its feed, from the entries before it.
+    // (§7.2): decided here, at the entry's place in its feed, from the entries before it. A
+    // genesis change needs no row: every other change of its document descends from it, so
+    // the causal-past rule keeps its actor's later numbers above it.
     let (actor, number) = (change.actor_id().clone(), change.seq());
-    let used = ledger.actor_seq(&feed, &h.doc, &actor)?;
-    work.commit
-        .actor_seqs
-        .push((feed, h.doc, actor, used.map_or(number, |u| u.max(number))));
+    let used = if change.deps().is_empty() {
+        None
+    } else {
+        let used = ledger.actor_seq(&feed, &h.doc, &actor)?;
+        work.commit
+            .actor_seqs
+            .push((feed, h.doc, actor, used.map_or(number, |u| u.max(number))));
+        used
+    };
     // A void entry (§15.4) is judged void, whatever its number: nodes hold different branches.
     let void = ledger.fork_seq(&feed)?.is_some_and(|f| h.seq >= f);
     let status = match used {
