@@ -379,6 +379,11 @@ struct EventLoop {
     ingested: mpsc::Receiver<ingest::Done>,
     /// The worker thread, joined when the loop stops.
     worker: Option<std::thread::JoinHandle<()>>,
+    /// Answers read from the store off the loop (`Range`, `Forks`), to send.
+    answered_tx: mpsc::Sender<session::Answered>,
+    answered: mpsc::Receiver<session::Answered>,
+    /// Store reads for answers running at once.
+    readers: Arc<tokio::sync::Semaphore>,
     /// Connected guests.
     guests: HashMap<PeerId, Guest>,
     /// Peers that may not connect as guests until the given time.
@@ -438,6 +443,7 @@ impl EventLoop {
                 _ = guest_tick.tick(), if !self.guests.is_empty() || !self.closing.is_empty() => {
                     self.expire_guests()
                 }
+                Some(answered) = self.answered.recv() => self.send_answer(answered),
                 done = self.ingested.recv() => match done {
                     Some(done) => self.on_ingested(done),
                     None => {

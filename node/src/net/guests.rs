@@ -8,6 +8,7 @@ use intercity_protocol::sync::{Request, Response};
 use libp2p::PeerId;
 use tracing::{debug, info, warn};
 
+use super::session::{Answer, Reply};
 use super::{
     EventLoop, GUEST_BAN, Guest, MAX_GUEST_BANS, MAX_GUESTS, PROMOTED_GUEST_GRACE, Pending, city_id,
 };
@@ -142,35 +143,47 @@ impl EventLoop {
         }
     }
 
-    /// A city presents an invitation of ours (see [`City::redeem`]).
+    /// A city presents an invitation of ours: judged by [`City::redeem`] off the loop (it
+    /// writes the store), then [`EventLoop::joined`] on it.
     pub(super) fn on_join(
         &mut self,
         peer: PeerId,
-        token: &str,
-        name: &str,
-        addrs: &[String],
-    ) -> Response {
+        token: String,
+        name: String,
+        addrs: Vec<String>,
+    ) -> Answer {
         let Some(city) = city_id(&peer) else {
-            return Response::Error {
+            return Answer::Now(Response::Error {
                 code: 3,
                 message: "not a city id".into(),
-            };
+            });
         };
         if let Some(guest) = self.guests.get_mut(&peer) {
             if guest.presented {
                 // One invitation per guest connection: decoding a token is not free.
                 guest.until = Instant::now();
-                return Response::Error {
+                return Answer::Now(Response::Error {
                     code: 3,
                     message: "one invitation per connection".into(),
-                };
+                });
             }
             guest.presented = true;
         }
-        match self
-            .city
-            .redeem(city, token, name, addrs, self.cfg.approve_joins)
-        {
+        let approve = self.cfg.approve_joins;
+        Answer::Later(Box::new(move |c: &crate::City| {
+            let outcome = c.redeem(city, &token, &name, &addrs, approve);
+            Reply::Join { name, outcome }
+        }))
+    }
+
+    /// What became of a city's `Join`: the answer, and the guest's fate.
+    pub(super) fn joined(
+        &mut self,
+        peer: PeerId,
+        name: &str,
+        outcome: Result<JoinOutcome, crate::CityError>,
+    ) -> Response {
+        match outcome {
             Ok(JoinOutcome::Admitted(entry)) => {
                 info!(%peer, name = %entry.name, "a city joined by invitation");
                 if let Some(guest) = self.guests.get_mut(&peer) {

@@ -17,7 +17,73 @@ use super::ingest;
 use super::{
     EventLoop, MAX_INFLIGHT_RANGES, MAX_PUSH_JUDGED, Pending, RANGE_STALL, city_id, peer_id,
 };
-use crate::city::now_ms;
+use crate::city::{City, now_ms};
+
+/// Store reads for answers (`Range`, `Forks`) running at once, off the loop.
+pub(super) const MAX_STORE_READERS: usize = 4;
+
+/// A store read that makes an answer, run on a blocking thread.
+pub(super) type Read = Box<dyn FnOnce(&City) -> Reply + Send>;
+
+/// What a store read gives.
+pub(super) enum Reply {
+    /// The answer.
+    Response(Response),
+    /// A `Join` redeemed (or not): the loop makes the answer (`EventLoop::joined`).
+    Join {
+        name: String,
+        outcome: Result<crate::roster::JoinOutcome, crate::CityError>,
+    },
+}
+
+/// What to do with a request.
+pub(super) enum Answer {
+    /// Answer this now.
+    Now(Response),
+    /// Answer with what this read gives, off the loop.
+    Later(Read),
+    /// A roster city's `Push`: answered once the ingest worker has judged its entries.
+    Push(Vec<WireEntry>),
+}
+
+/// An answer ready to send.
+pub(super) struct Answered {
+    pub peer: PeerId,
+    /// Through the guests' side.
+    pub guest: bool,
+    pub channel: request_response::ResponseChannel<Response>,
+    pub reply: Reply,
+}
+
+/// The answer to a `Range` request: entries of `feed` from seq `from` on, at most `max` and
+/// about [`BATCH_TARGET_BYTES`]; `more` if the store holds entries after the last one sent.
+fn range_answer(city: &City, feed: FeedId, from: u64, max: usize) -> Response {
+    let store = city.store();
+    match store.feed_range(&feed, from, max, BATCH_TARGET_BYTES) {
+        Ok(rows) => {
+            let last = rows.last().map(|(e, _)| e.entry.header.seq);
+            let head = intercity_protocol::ingest::Ledger::head(store, &feed)
+                .ok()
+                .flatten()
+                .map_or(0, |h| h.seq);
+            let entries = rows
+                .into_iter()
+                .map(|(e, payload)| WireEntry {
+                    entry: e.entry.encode().to_vec(),
+                    payload,
+                })
+                .collect();
+            Response::Entries {
+                entries,
+                more: last.is_some_and(|l| l < head),
+            }
+        }
+        Err(e) => Response::Error {
+            code: 4,
+            message: e.to_string(),
+        },
+    }
+}
 
 impl EventLoop {
     /// A roster city is connected (or a guest just joined): it scores as any roster city, and
@@ -196,8 +262,8 @@ impl EventLoop {
                         }
                         } else {
                             match self.answer(peer, request) {
-                                Ok(response) => response,
-                                Err(mut entries) => {
+                                Answer::Now(response) => response,
+                                Answer::Push(mut entries) => {
                                     // A node pushes its new entries one at a time; the rest of
                                     // a longer push is fetched by range if needed. One job
                                     // stays short.
@@ -205,17 +271,18 @@ impl EventLoop {
                                     self.submit(peer, ingest::Origin::Push(channel), entries);
                                     return;
                                 }
+                                Answer::Later(read) => {
+                                    self.read_later(peer, guest, channel, read);
+                                    return;
+                                }
                             }
                         };
-                        self.peers.entry(peer).or_default().bytes_sent +=
-                            response.encoded_len() as u64 + 4;
-                        let sync = &mut self.swarm.behaviour_mut().sync;
-                        let side = if guest {
-                            &mut sync.guests
-                        } else {
-                            &mut sync.members
-                        };
-                        let _ = side.send_response(channel, response);
+                        self.send_answer(Answered {
+                            peer,
+                            guest,
+                            channel,
+                            reply: Reply::Response(response),
+                        });
                     }
                     request_response::Message::Response {
                         request_id,
@@ -252,15 +319,61 @@ impl EventLoop {
         }
     }
 
-    /// The answer to a request, or (`Err`) the entries of a roster city's `Push`, answered once
-    /// the ingest worker has judged them.
-    pub(super) fn answer(
+    /// Sends an answer to a request.
+    pub(super) fn send_answer(&mut self, a: Answered) {
+        let response = match a.reply {
+            Reply::Response(r) => r,
+            Reply::Join { name, outcome } => self.joined(a.peer, &name, outcome),
+        };
+        self.peers.entry(a.peer).or_default().bytes_sent += response.encoded_len() as u64 + 4;
+        let sync = &mut self.swarm.behaviour_mut().sync;
+        let side = if a.guest {
+            &mut sync.guests
+        } else {
+            &mut sync.members
+        };
+        let _ = side.send_response(a.channel, response);
+    }
+
+    /// Reads an answer from the store on a blocking thread (at most [`MAX_STORE_READERS`] at
+    /// once), and hands it back to the loop to send: the loop does not wait on RocksDB for it.
+    fn read_later(
         &mut self,
         peer: PeerId,
-        request: Request,
-    ) -> Result<Response, Vec<WireEntry>> {
-        Ok(match request {
-            Request::Join { token, name, addrs } => self.on_join(peer, &token, &name, &addrs),
+        guest: bool,
+        channel: request_response::ResponseChannel<Response>,
+        read: Read,
+    ) {
+        let (city, readers, tx) = (
+            self.city.clone(),
+            self.readers.clone(),
+            self.answered_tx.clone(),
+        );
+        tokio::spawn(async move {
+            let Ok(_permit) = readers.acquire_owned().await else {
+                return;
+            };
+            match tokio::task::spawn_blocking(move || read(&city)).await {
+                Ok(reply) => {
+                    let _ = tx
+                        .send(Answered {
+                            peer,
+                            guest,
+                            channel,
+                            reply,
+                        })
+                        .await;
+                }
+                Err(e) => warn!(%peer, error = %e, "reading an answer from the store failed"),
+            }
+        });
+    }
+
+    /// The answer to a request: now, later (read from the store off the loop), or, for a
+    /// roster city's `Push`, once the ingest worker has judged its entries.
+    pub(super) fn answer(&mut self, peer: PeerId, request: Request) -> Answer {
+        Answer::Now(match request {
+            Request::Join { token, name, addrs } => return self.on_join(peer, token, name, addrs),
             _ if !self.is_trusted(&peer) => Response::Error {
                 code: 1,
                 message: "not in this city's roster; present an invitation first".into(),
@@ -285,60 +398,42 @@ impl EventLoop {
             }
             Request::Range { feed, from, max } => {
                 if !self.shared_scopes(&peer).contains(&feed.scope) {
-                    return Ok(Response::Error {
+                    return Answer::Now(Response::Error {
                         code: 2,
                         message: format!("scope {} is not shared with you", feed.scope),
                     });
                 }
                 let max = (max as usize).clamp(1, MAX_BATCH_ENTRIES);
-                match self
-                    .city
-                    .store()
-                    .feed_range(&feed, from.max(1), max, BATCH_TARGET_BYTES)
-                {
-                    Ok(rows) => {
-                        let last = rows.last().map(|(e, _)| e.entry.header.seq);
-                        let head = self.my_heads().get(&feed).map_or(0, |(seq, _)| *seq);
-                        let entries = rows
-                            .into_iter()
-                            .map(|(e, payload)| WireEntry {
-                                entry: e.entry.encode().to_vec(),
-                                payload,
-                            })
-                            .collect();
-                        Response::Entries {
-                            entries,
-                            more: last.is_some_and(|l| l < head),
-                        }
-                    }
-                    Err(e) => Response::Error {
-                        code: 4,
-                        message: e.to_string(),
-                    },
-                }
+                return Answer::Later(Box::new(move |city: &City| {
+                    Reply::Response(range_answer(city, feed, from.max(1), max))
+                }));
             }
-            Request::Push(entries) => return Err(entries),
+            Request::Push(entries) => return Answer::Push(entries),
             Request::Forks => {
                 let shared = self.shared_scopes(&peer);
-                let proofs: Vec<ForkProof> = self
-                    .city
-                    .store()
-                    .forks()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|p| shared.contains(&p.first.header.scope))
-                    .collect();
-                // More than fit in one answer: each answer starts further on, so that none is
-                // starved by the ones first in feed order.
-                let start = if proofs.len() > sync::MAX_FORK_PROOFS {
-                    let p = self.peers.entry(peer).or_default();
-                    p.forks_sent = p.forks_sent.wrapping_add(sync::MAX_FORK_PROOFS);
-                    p.forks_sent % proofs.len()
-                } else {
-                    0
-                };
-                let n = proofs.len().min(sync::MAX_FORK_PROOFS);
-                Response::Forks(proofs.into_iter().cycle().skip(start).take(n).collect())
+                // With more than fit in one answer, each answer starts further on, so that none
+                // is starved by the ones first in feed order.
+                let p = self.peers.entry(peer).or_default();
+                p.forks_sent = p.forks_sent.wrapping_add(sync::MAX_FORK_PROOFS);
+                let sent = p.forks_sent;
+                return Answer::Later(Box::new(move |city: &City| {
+                    let proofs: Vec<ForkProof> = city
+                        .store()
+                        .forks()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|p| shared.contains(&p.first.header.scope))
+                        .collect();
+                    let start = if proofs.len() > sync::MAX_FORK_PROOFS {
+                        sent % proofs.len()
+                    } else {
+                        0
+                    };
+                    let n = proofs.len().min(sync::MAX_FORK_PROOFS);
+                    Reply::Response(Response::Forks(
+                        proofs.into_iter().cycle().skip(start).take(n).collect(),
+                    ))
+                }));
             }
         })
     }

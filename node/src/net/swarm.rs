@@ -169,12 +169,18 @@ pub async fn spawn(
     let banned = load_bans(&city);
     let queue = ingest::Queue::default();
     let (done_tx, ingested) = mpsc::channel(CHANNEL_BOUND);
+    let (answered_tx, answered) = mpsc::channel(CHANNEL_BOUND);
     let worker = ingest::spawn_worker(city.clone(), queue.clone(), done_tx)
         .map_err(|e| NetError::Setup(format!("cannot start the ingest worker: {e}")))?;
     let mut event_loop = EventLoop {
         queue,
         ingested,
         worker: Some(worker),
+        answered_tx,
+        answered,
+        readers: Arc::new(tokio::sync::Semaphore::new(
+            super::session::MAX_STORE_READERS,
+        )),
         swarm,
         city,
         cfg,
