@@ -604,13 +604,7 @@ impl City {
         f: impl FnOnce(&mut Record) -> Result<(), CityError>,
     ) -> Result<Record, CityError> {
         let mut doc = self.load(id)?;
-        // A document a fork's settlement rebuilt may lack changes of this city's actor: a new
-        // one with that actor could repeat their (actor, seq).
-        let mut actor = if self.store.rebuilt(&id)? {
-            self.fresh_actor()?
-        } else {
-            self.actor()
-        };
+        let mut actor = self.actor();
         if let Some(base) = base
             && !doc::same_heads(base, &doc.get_heads())
         {
@@ -626,9 +620,27 @@ impl City {
         }
         let mut record = doc::read_record(&doc, None)?;
         f(&mut record)?;
+        let before = doc.get_heads();
         // `edit_document` validates the record first (an invalid one is `CityError::Record`).
-        let change =
+        let mut change =
             doc::edit_document(&mut doc, actor, &record, message)?.ok_or(CityError::Unchanged)?;
+        // This city's feed may carry a change of this actor with that number already, one that
+        // is not in the document (void by a fork's settlement, or waiting): every node would
+        // refuse a second one (docs/protocol.md §7.2). Then the edit takes a fresh actor.
+        let feed = intercity_protocol::entry::FeedId {
+            author: self.id(),
+            scope: intercity_protocol::ingest::scope_of(record.kind(), id),
+        };
+        if self
+            .store
+            .actor_number(&feed, &id, change.actor_id())?
+            .is_some_and(|used| used >= change.seq())
+        {
+            doc = doc::fork_at(&doc, &before)
+                .map_err(|e| CityError::Record(RecordError::Unreadable(e.to_string())))?;
+            change = doc::edit_document(&mut doc, self.fresh_actor()?, &record, message)?
+                .ok_or(CityError::Unchanged)?;
+        }
         let authored = Authored {
             change,
             doc: Some(doc),

@@ -679,11 +679,16 @@ impl Store {
         })
     }
 
-    /// Whether a fork's settlement took changes out of document `id` (a change made again with
-    /// the same actor could take the (actor, seq) of one taken out, which nodes that still
-    /// hold that one would refuse).
-    pub fn rebuilt(&self, id: &DocId) -> Result<bool, StoreError> {
-        Ok(self.meta(&rebuilt_key(id))?.is_some())
+    /// The highest Automerge change number of `actor` among the changes carried by the entries
+    /// of `feed` for document `doc` (genesis changes aside): see `Ledger::actor_seq`.
+    pub fn actor_number(
+        &self,
+        feed: &FeedId,
+        doc: &DocId,
+        actor: &automerge::ActorId,
+    ) -> Result<Option<u64>, StoreError> {
+        let row = self.get("meta", &actor_seq_key(feed, doc, actor))?;
+        Ok(row.and_then(|v| <[u8; 8]>::try_from(&v[..]).ok().map(u64::from_be_bytes)))
     }
 
     /// The forked feeds, as "author in scope at seq N", N the lowest seq of a fork proof held
@@ -733,11 +738,7 @@ impl Store {
         let mut stored_sizes = Vec::with_capacity(commit.docs.len());
         for (id, update) in &commit.docs {
             stored_sizes.push(self.write_doc(&mut batch, id, update)?);
-            if update.replace {
-                // Changes were taken out of it: this city's next edit of it takes a fresh actor
-                // (`Store::rebuilt`).
-                batch.put_cf(self.cf("meta"), rebuilt_key(id).as_bytes(), []);
-            }
+
             if let Some(record) = &update.record {
                 let row = self.get("records", &id.0)?;
                 let new_doc = row.is_none();
@@ -1321,8 +1322,7 @@ impl Ledger for Store {
         doc: &DocId,
         actor: &automerge::ActorId,
     ) -> Result<Option<u64>, LedgerError> {
-        let row = self.ledger(self.get("meta", &actor_seq_key(feed, doc, actor)))?;
-        Ok(row.and_then(|v| <[u8; 8]>::try_from(&v[..]).ok().map(u64::from_be_bytes)))
+        self.ledger(self.actor_number(feed, doc, actor))
     }
 
     fn pending_totals(&self, author: &CityId) -> Result<PendingTotals, LedgerError> {
@@ -1345,10 +1345,6 @@ fn actor_seq_key(feed: &FeedId, doc: &DocId, actor: &automerge::ActorId) -> Vec<
     key.extend_from_slice(&doc.0);
     key.extend_from_slice(actor.to_bytes());
     key
-}
-
-fn rebuilt_key(id: &DocId) -> String {
-    format!("rebuilt/{id}")
 }
 
 fn city_name(record: &intercity_protocol::record::Record) -> String {
@@ -1412,5 +1408,92 @@ mod tests {
             reopened.store().meta("schema_version").expect("meta"),
             Some(SCHEMA_VERSION.to_be_bytes().to_vec())
         );
+    }
+}
+
+#[cfg(test)]
+mod fork_tests {
+    use automerge::transaction::CommitOptions;
+    use automerge::{ActorId, Automerge, Change, ReadDoc};
+    use intercity_protocol::doc;
+    use intercity_protocol::entry::{DocId, Hash32, Scope, SignedEntry, sign_entry};
+    use intercity_protocol::identity::CityKey;
+    use intercity_protocol::record::{Practice, Record};
+
+    fn commit(d: &mut Automerge, actor: ActorId, record: &Record) -> Change {
+        d.set_actor(actor);
+        let mut tx = d.transaction();
+        doc::write_record(&mut tx, record, doc::Texts::Merged).expect("write");
+        let (h, _) = tx.commit_with(CommitOptions::default().with_message("m"));
+        d.get_change_by_hash(&h.expect("change"))
+            .expect("change")
+            .clone()
+    }
+
+    fn signed(key: &CityKey, seq: u64, prev: Hash32, doc: DocId, c: &Change) -> SignedEntry {
+        sign_entry(
+            key,
+            Scope::Federation,
+            seq,
+            prev,
+            doc,
+            c.raw_bytes(),
+            1_000 * seq as i64,
+        )
+    }
+
+    /// Brno's node, restored (or set up again with its key), gets Mallory's branch B first, then
+    /// the fork, then its own edit on branch A back from a peer (waiting for ever there: a1 is
+    /// not held). Its plain actor's next number in the document is the number of that edit,
+    /// which its feed carries already: every edit used to be refused. The edit now takes a
+    /// fresh actor.
+    #[test]
+    fn an_honest_city_edits_after_its_own_void_change_came_back() {
+        let mallory = CityKey::from_secret([3; 32]);
+        let brno_key = CityKey::from_secret([2; 32]);
+        let m = ActorId::from(mallory.id().as_bytes().to_vec());
+        let b = ActorId::from(brno_key.id().as_bytes().to_vec());
+        let mut p = Practice::new(mallory.id().to_string(), "P", "en");
+        p.city = "Milan".into();
+        p.editors.push(brno_key.id().to_string());
+        let mut rec = Record::Practice(p.clone());
+        let mut d = Automerge::new();
+        let gc = commit(&mut d, m.clone(), &rec);
+        let pid = DocId::for_genesis(&gc.hash());
+        let g = signed(&mallory, 1, Hash32::default(), pid, &gc);
+        if let Record::Practice(p) = &mut rec {
+            p.summary = "A".into();
+        }
+        let ac = commit(&mut d, m.clone(), &rec);
+        let a1 = signed(&mallory, 2, g.hash(), pid, &ac);
+        if let Record::Practice(p) = &mut rec {
+            p.summary = "A, Brno".into();
+        }
+        let bc = commit(&mut d, b, &rec);
+        let brno_on_a = signed(&brno_key, 1, Hash32::default(), pid, &bc);
+        let mut q = Practice::new(mallory.id().to_string(), "Q", "en");
+        q.city = "Milan".into();
+        let mut mq = mallory.id().as_bytes().to_vec();
+        mq.push(1);
+        let qc = commit(
+            &mut Automerge::new(),
+            ActorId::from(mq),
+            &Record::Practice(q),
+        );
+        let b1 = signed(&mallory, 2, g.hash(), DocId::for_genesis(&qc.hash()), &qc);
+
+        let dir = tempfile::tempdir().expect("tmp");
+        let city = crate::City::init_with_key(dir.path(), "Brno", None, brno_key).expect("init");
+        for (e, c) in [(&g, &gc), (&b1, &qc), (&a1, &ac), (&brno_on_a, &bc)] {
+            let v = city.ingest_remote(&e.encode(), c.raw_bytes());
+            assert!(v.is_ok(), "{v:?}");
+        }
+        let r = city.edit(pid, "edit", |r| {
+            if let Record::Practice(p) = r {
+                p.summary = "Brno again".into();
+            }
+            Ok(())
+        });
+        assert!(r.is_ok(), "an honest edit is refused: {r:?}");
     }
 }

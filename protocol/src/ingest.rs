@@ -90,8 +90,7 @@ impl Status {
     }
 
     /// Whether this is a void verdict (§15.4: an entry of a forked feed from the fork's seq
-    /// on, or one that depends on a void change): a rejection that does not count towards its
-    /// feed's rejection budget.
+    /// on, or one that depends on a void change).
     pub fn is_void(&self) -> bool {
         matches!(self, Status::Rejected(r) if r.starts_with(VOID_PREFIX))
     }
@@ -261,9 +260,6 @@ impl FeedHead {
                 x.saturating_sub(by)
             }
         };
-        if status.is_void() {
-            return;
-        }
         let (n, b) = match status {
             Status::Accepted => return,
             Status::Rejected(_) | Status::Quarantined(_) => {
