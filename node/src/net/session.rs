@@ -336,7 +336,8 @@ impl EventLoop {
     }
 
     /// Reads an answer from the store on a blocking thread (at most [`MAX_STORE_READERS`] at
-    /// once), and hands it back to the loop to send: the loop does not wait on RocksDB for it.
+    /// once; past that, on the loop), and hands it back to the loop to send: the loop does not
+    /// wait on RocksDB for it.
     fn read_later(
         &mut self,
         peer: PeerId,
@@ -344,28 +345,27 @@ impl EventLoop {
         channel: request_response::ResponseChannel<Response>,
         read: Read,
     ) {
-        let (city, readers, tx) = (
-            self.city.clone(),
-            self.readers.clone(),
-            self.answered_tx.clone(),
-        );
-        tokio::spawn(async move {
-            let Ok(_permit) = readers.acquire_owned().await else {
-                return;
-            };
-            match tokio::task::spawn_blocking(move || read(&city)).await {
-                Ok(reply) => {
-                    let _ = tx
-                        .send(Answered {
-                            peer,
-                            guest,
-                            channel,
-                            reply,
-                        })
-                        .await;
-                }
-                Err(e) => warn!(%peer, error = %e, "reading an answer from the store failed"),
-            }
+        // At most MAX_STORE_READERS reads at once; past that, this one is read here.
+        let Ok(permit) = self.readers.clone().try_acquire_owned() else {
+            let reply = read(&self.city);
+            self.send_answer(Answered {
+                peer,
+                guest,
+                channel,
+                reply,
+            });
+            return;
+        };
+        let (city, tx) = (self.city.clone(), self.answered_tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let reply = read(&city);
+            let _ = tx.blocking_send(Answered {
+                peer,
+                guest,
+                channel,
+                reply,
+            });
         });
     }
 
