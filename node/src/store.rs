@@ -168,6 +168,10 @@ pub struct Store {
     /// needed, then kept up to date by every write, so that the network task never loads a
     /// group document to know who shares it.
     groups: std::sync::Mutex<Option<GroupIndex>>,
+    /// Every feed's head, as the `heads` rows hold them: read when the store is opened, then
+    /// kept up to date by every write, so that heads exchanges and the pipeline read memory,
+    /// not RocksDB.
+    heads: std::sync::Mutex<Option<std::collections::BTreeMap<FeedId, FeedHead>>>,
     /// `<store>.lock` (beside the store's directory), locked while a writer has the store
     /// open: taken before RocksDB opens, so that a process waiting for the store tries an
     /// advisory lock, not a RocksDB open (which rotates RocksDB's log each time). Last, so that
@@ -258,6 +262,7 @@ impl Store {
         );
         store.catalog_mark_current(&mut batch);
         store.write(batch)?;
+        store.load_heads()?;
         Ok(store)
     }
 
@@ -309,6 +314,7 @@ impl Store {
         if version < SCHEMA_VERSION {
             store.set_meta("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
         }
+        store.load_heads()?;
         Ok(store)
     }
 
@@ -333,6 +339,7 @@ impl Store {
             let current = version.as_deref() == Some(&SCHEMA_VERSION.to_be_bytes()[..])
                 && store.catalog_current()?;
             if current {
+                store.load_heads()?;
                 return Ok(store);
             }
         }
@@ -380,8 +387,30 @@ impl Store {
             written: std::sync::atomic::AtomicU64::new(0),
             doc_cache: std::sync::Mutex::new(Vec::new()),
             groups: std::sync::Mutex::new(None),
+            heads: std::sync::Mutex::new(None),
             _lock: None,
         }
+    }
+
+    /// Reads every feed head into memory (see `Store::heads`).
+    fn load_heads(&self) -> Result<(), StoreError> {
+        let heads = self.scan_heads()?.into_iter().collect();
+        *self
+            .heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(heads);
+        Ok(())
+    }
+
+    fn scan_heads(&self) -> Result<Vec<(FeedId, FeedHead)>, StoreError> {
+        self.scan("heads", &[])?
+            .into_iter()
+            .map(|(k, v)| {
+                let feed = FeedId::from_bytes(&k).map_err(|e| self.corrupt(e))?;
+                let head = FeedHead::decode(&v).map_err(|e| self.corrupt(e))?;
+                Ok((feed, head))
+            })
+            .collect()
     }
 
     /// Runs `f` on the pending counts, counting the `pending` rows first if they were not.
@@ -831,6 +860,14 @@ impl Store {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.write_batch(batch, sync)?;
+        if let Some(heads) = self
+            .heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            heads.extend(commit.heads.iter().copied());
+        }
         let group_members: Vec<(DocId, std::collections::BTreeSet<String>)> = commit
             .docs
             .iter()
@@ -1102,14 +1139,16 @@ impl Store {
 
     /// Every feed this store holds, with its head.
     pub fn feeds(&self) -> Result<Vec<(FeedId, FeedHead)>, StoreError> {
-        self.scan("heads", &[])?
-            .into_iter()
-            .map(|(k, v)| {
-                let feed = FeedId::from_bytes(&k).map_err(|e| self.corrupt(e))?;
-                let head = FeedHead::decode(&v).map_err(|e| self.corrupt(e))?;
-                Ok((feed, head))
-            })
-            .collect()
+        let cached = self
+            .heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|h| h.iter().map(|(f, h)| (*f, *h)).collect());
+        match cached {
+            Some(heads) => Ok(heads),
+            None => self.scan_heads(),
+        }
     }
 
     /// Every fork proof held.
@@ -1236,6 +1275,14 @@ fn pending_key(dep: &ChangeHash, feed: &FeedId, seq: u64) -> Vec<u8> {
 
 impl Ledger for Store {
     fn head(&self, feed: &FeedId) -> Result<Option<FeedHead>, LedgerError> {
+        if let Some(heads) = self
+            .heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            return Ok(heads.get(feed).copied());
+        }
         match self.ledger(self.get("heads", &feed.to_bytes()))? {
             Some(v) => Ok(Some(self.decode(FeedHead::decode(&v), "feed head")?)),
             None => Ok(None),
