@@ -231,7 +231,7 @@ impl NetStatus {
         let store = city.store();
         Ok(NetStatus {
             entries: store.entry_counts()?,
-            forks: store.forks()?.len(),
+            forks: store.fork_count()?,
             exhausted: store.exhausted_feeds()?,
             forked: store.forked_feeds()?,
             ..NetStatus::default()
@@ -643,7 +643,7 @@ impl EventLoop {
             listen: self.listening.iter().map(ToString::to_string).collect(),
             peers,
             entries: self.city.store().entry_counts().unwrap_or_default(),
-            forks: self.city.store().forks().map(|f| f.len()).unwrap_or(0),
+            forks: self.city.store().fork_count().unwrap_or(0),
             exhausted: self.city.store().exhausted_feeds().unwrap_or_default(),
             forked: self.city.store().forked_feeds().unwrap_or_default(),
             own_behind: self

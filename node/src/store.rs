@@ -172,12 +172,18 @@ pub struct Store {
     /// kept up to date by every write, so that heads exchanges and the pipeline read memory,
     /// not RocksDB.
     heads: std::sync::Mutex<Option<std::collections::BTreeMap<FeedId, FeedHead>>>,
+    /// The fork proofs held: how many, and each forked feed's lowest fork seq. Read when the
+    /// store is opened, kept up to date by every write.
+    fork_index: std::sync::Mutex<Option<ForkIndex>>,
     /// `<store>.lock` (beside the store's directory), locked while a writer has the store
     /// open: taken before RocksDB opens, so that a process waiting for the store tries an
     /// advisory lock, not a RocksDB open (which rotates RocksDB's log each time). Last, so that
     /// it is released after the database is closed.
     _lock: Option<std::fs::File>,
 }
+
+/// The fork proofs held: their number, and each forked feed's lowest fork seq.
+type ForkIndex = (usize, std::collections::BTreeMap<FeedId, u64>);
 
 /// Working group id -> its members' city ids.
 type GroupIndex = std::collections::HashMap<DocId, std::collections::BTreeSet<String>>;
@@ -388,18 +394,41 @@ impl Store {
             doc_cache: std::sync::Mutex::new(Vec::new()),
             groups: std::sync::Mutex::new(None),
             heads: std::sync::Mutex::new(None),
+            fork_index: std::sync::Mutex::new(None),
             _lock: None,
         }
     }
 
-    /// Reads every feed head into memory (see `Store::heads`).
+    /// Reads every feed head, and the fork proofs' index, into memory (see `Store::heads`,
+    /// `Store::fork_index`).
     fn load_heads(&self) -> Result<(), StoreError> {
         let heads = self.scan_heads()?.into_iter().collect();
         *self
             .heads
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(heads);
+        let mut index: ForkIndex = (0, std::collections::BTreeMap::new());
+        for p in self.forks()? {
+            note_fork(&mut index, &p);
+        }
+        *self
+            .fork_index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(index);
         Ok(())
+    }
+
+    /// How many fork proofs the store holds.
+    pub fn fork_count(&self) -> Result<usize, StoreError> {
+        if let Some((n, _)) = self
+            .fork_index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            return Ok(*n);
+        }
+        Ok(self.forks()?.len())
     }
 
     fn scan_heads(&self) -> Result<Vec<(FeedId, FeedHead)>, StoreError> {
@@ -723,12 +752,22 @@ impl Store {
     /// The forked feeds, as "author in scope at seq N", N the lowest seq of a fork proof held
     /// for the feed (its entries from there on are void).
     pub fn forked_feeds(&self) -> Result<Vec<String>, StoreError> {
-        let mut lowest: std::collections::BTreeMap<FeedId, u64> = std::collections::BTreeMap::new();
-        for p in self.forks()? {
-            let h = &p.first.header;
-            let seq = lowest.entry(h.feed()).or_insert(h.seq);
-            *seq = (*seq).min(h.seq);
-        }
+        let cached = self
+            .fork_index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|(_, lowest)| lowest.clone());
+        let lowest = match cached {
+            Some(lowest) => lowest,
+            None => {
+                let mut index: ForkIndex = (0, std::collections::BTreeMap::new());
+                for p in self.forks()? {
+                    note_fork(&mut index, &p);
+                }
+                index.1
+            }
+        };
         Ok(lowest
             .into_iter()
             .map(|(feed, seq)| format!("{} in {} at seq {seq}", feed.author, feed.scope))
@@ -867,6 +906,16 @@ impl Store {
             .as_mut()
         {
             heads.extend(commit.heads.iter().copied());
+        }
+        if let Some(index) = self
+            .fork_index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            for p in &commit.forks {
+                note_fork(index, p);
+            }
         }
         let group_members: Vec<(DocId, std::collections::BTreeSet<String>)> = commit
             .docs
@@ -1354,6 +1403,14 @@ impl Ledger for Store {
     }
 
     fn fork_seq(&self, feed: &FeedId) -> Result<Option<u64>, LedgerError> {
+        if let Some((_, lowest)) = self
+            .fork_index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            return Ok(lowest.get(feed).copied());
+        }
         // Keys are feed · seq (big-endian): the first is the lowest seq.
         let row = self.ledger(self.first("forks", &feed.to_bytes()))?;
         Ok(row.as_ref().and_then(|(k, _)| {
@@ -1383,6 +1440,14 @@ impl Ledger for Store {
             }
         }))
     }
+}
+
+/// Counts a fork proof into the index (a proof is stored once per feed and seq).
+fn note_fork(index: &mut ForkIndex, p: &ForkProof) {
+    let h = &p.first.header;
+    index.0 += 1;
+    let seq = index.1.entry(h.feed()).or_insert(h.seq);
+    *seq = (*seq).min(h.seq);
 }
 
 /// `aseq/` · feed (49) · document (16) · actor: the actor-seq index row in `meta`.
