@@ -455,6 +455,13 @@ impl EventLoop {
         }
         self.city.set_outbox(None);
         self.stop_worker().await;
+        // The reads and redemptions under way end before the store is flushed and let go of
+        // (their answers are not sent any more).
+        self.answered.close();
+        let _ = self
+            .readers
+            .acquire_many(session::MAX_STORE_READERS as u32)
+            .await;
         if let Err(e) = self.city.store().flush() {
             warn!(error = %e, "flushing the store on shutdown failed");
         }

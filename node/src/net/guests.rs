@@ -101,7 +101,9 @@ impl EventLoop {
         let oldest = self
             .guests
             .iter()
-            .filter(|(_, g)| !g.named && !g.admitted)
+            // A guest that presented its invitation is being judged (or leaves within 2 s,
+            // refused): not idle.
+            .filter(|(_, g)| !g.named && !g.admitted && !g.presented)
             .min_by_key(|(_, g)| g.since)
             .map(|(pid, _)| *pid);
         if let Some(pid) = oldest {
@@ -180,13 +182,18 @@ impl EventLoop {
     pub(super) fn joined(
         &mut self,
         peer: PeerId,
+        connection: libp2p::swarm::ConnectionId,
         name: &str,
         outcome: Result<JoinOutcome, crate::CityError>,
     ) -> Response {
         match outcome {
             Ok(JoinOutcome::Admitted(entry)) => {
                 info!(%peer, name = %entry.name, "a city joined by invitation");
-                if let Some(guest) = self.guests.get_mut(&peer) {
+                if let Some(guest) = self
+                    .guests
+                    .get_mut(&peer)
+                    .filter(|g| g.connection == connection)
+                {
                     guest.admitted = true;
                 }
                 // It reconnects once it has the answer: keep this connection until then.
@@ -196,7 +203,11 @@ impl EventLoop {
                 Response::Joined { waiting: false }
             }
             Ok(JoinOutcome::Waiting) => {
-                if let Some(guest) = self.guests.get_mut(&peer) {
+                if let Some(guest) = self
+                    .guests
+                    .get_mut(&peer)
+                    .filter(|g| g.connection == connection)
+                {
                     guest.admitted = true;
                 }
                 info!(%peer, name, "a city presented an invitation; approve it with `intercity invite approve {peer}`");
@@ -204,7 +215,11 @@ impl EventLoop {
             }
             Err(crate::CityError::Invitation(message)) => {
                 warn!(%peer, %message, "join refused");
-                if let Some(guest) = self.guests.get_mut(&peer) {
+                if let Some(guest) = self
+                    .guests
+                    .get_mut(&peer)
+                    .filter(|g| g.connection == connection)
+                {
                     // Time for the answer to leave, then the guest goes (and is banned).
                     guest.until = Instant::now() + Duration::from_secs(2);
                 }

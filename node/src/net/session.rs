@@ -49,6 +49,8 @@ pub(super) enum Answer {
 /// An answer ready to send.
 pub(super) struct Answered {
     pub peer: PeerId,
+    /// The connection the request came on.
+    pub connection: libp2p::swarm::ConnectionId,
     /// Through the guests' side.
     pub guest: bool,
     pub channel: request_response::ResponseChannel<Response>,
@@ -246,7 +248,11 @@ impl EventLoop {
         guest: bool,
     ) {
         match event {
-            request_response::Event::Message { peer, message, .. } => {
+            request_response::Event::Message {
+                peer,
+                message,
+                connection_id,
+            } => {
                 match message {
                     request_response::Message::Request {
                         request, channel, ..
@@ -272,13 +278,14 @@ impl EventLoop {
                                     return;
                                 }
                                 Answer::Later(read) => {
-                                    self.read_later(peer, guest, channel, read);
+                                    self.read_later(peer, connection_id, guest, channel, read);
                                     return;
                                 }
                             }
                         };
                         self.send_answer(Answered {
                             peer,
+                            connection: connection_id,
                             guest,
                             channel,
                             reply: Reply::Response(response),
@@ -323,9 +330,12 @@ impl EventLoop {
     pub(super) fn send_answer(&mut self, a: Answered) {
         let response = match a.reply {
             Reply::Response(r) => r,
-            Reply::Join { name, outcome } => self.joined(a.peer, &name, outcome),
+            Reply::Join { name, outcome } => self.joined(a.peer, a.connection, &name, outcome),
         };
-        self.peers.entry(a.peer).or_default().bytes_sent += response.encoded_len() as u64 + 4;
+        // A peer gone meanwhile is not brought back into the table.
+        if let Some(p) = self.peers.get_mut(&a.peer) {
+            p.bytes_sent += response.encoded_len() as u64 + 4;
+        }
         let sync = &mut self.swarm.behaviour_mut().sync;
         let side = if a.guest {
             &mut sync.guests
@@ -341,6 +351,7 @@ impl EventLoop {
     fn read_later(
         &mut self,
         peer: PeerId,
+        connection: libp2p::swarm::ConnectionId,
         guest: bool,
         channel: request_response::ResponseChannel<Response>,
         read: Read,
@@ -350,6 +361,7 @@ impl EventLoop {
             let reply = read(&self.city);
             self.send_answer(Answered {
                 peer,
+                connection,
                 guest,
                 channel,
                 reply,
@@ -362,6 +374,7 @@ impl EventLoop {
             let reply = read(&city);
             let _ = tx.blocking_send(Answered {
                 peer,
+                connection,
                 guest,
                 channel,
                 reply,
