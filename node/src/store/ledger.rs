@@ -1,0 +1,123 @@
+//! The store as the acceptance pipeline's [`Ledger`] (moves only, issue #12 step 1).
+
+use super::*;
+
+impl Ledger for Store {
+    fn head(&self, feed: &FeedId) -> Result<Option<FeedHead>, LedgerError> {
+        if let Some(heads) = self
+            .heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            return Ok(heads.get(feed).copied());
+        }
+        match self.ledger(self.get("heads", &feed.to_bytes()))? {
+            Some(v) => Ok(Some(self.decode(FeedHead::decode(&v), "feed head")?)),
+            None => Ok(None),
+        }
+    }
+
+    fn entry(&self, feed: &FeedId, seq: u64) -> Result<Option<StoredEntry>, LedgerError> {
+        match self.ledger(self.get("entries", &feed_seq(&feed.to_bytes(), seq)))? {
+            Some(v) => Ok(Some(self.decode(StoredEntry::decode(&v), "entry")?)),
+            None => Ok(None),
+        }
+    }
+
+    fn payload(&self, entry_hash: &Hash32) -> Result<Option<Vec<u8>>, LedgerError> {
+        self.ledger(self.get("payloads", &entry_hash.0))
+    }
+
+    fn doc(&self, id: &DocId) -> Result<Option<Automerge>, LedgerError> {
+        let cached = self
+            .doc_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(held, _, _)| held == id)
+            .map(|(_, doc, _)| std::sync::Arc::clone(doc));
+        if let Some(doc) = cached {
+            // Copied outside the lock.
+            return Ok(Some(Automerge::clone(&doc)));
+        }
+        match self.ledger(self.get("docs", &id.0))? {
+            Some(mut v) => {
+                // The changes accepted since the document was written follow it as chunks.
+                for (_, change) in self.ledger(self.scan("doc_tail", &id.0))? {
+                    v.extend_from_slice(&change);
+                }
+                intercity_protocol::doc::load(&v).map(Some).map_err(|e| {
+                    LedgerError(format!(
+                        "document {id} in {} cannot be read: {e}",
+                        self.path.display()
+                    ))
+                })
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn change(&self, hash: &ChangeHash) -> Result<Option<ChangeInfo>, LedgerError> {
+        match self.ledger(self.get("changes", &hash.0))? {
+            Some(v) => Ok(Some(self.decode(ChangeInfo::decode(&v), "change index")?)),
+            None => Ok(None),
+        }
+    }
+
+    fn waiting_for(&self, dep: &ChangeHash) -> Result<Vec<(FeedId, u64)>, LedgerError> {
+        // Most of the time nothing waits at all: no scan then.
+        if self.ledger(self.pending_counts(|c| c.total.0 == 0))? {
+            return Ok(Vec::new());
+        }
+        let rows = self.ledger(self.scan("pending", &dep.0))?;
+        rows.into_iter()
+            .map(|(k, _)| {
+                parse_pending_key(&k)
+                    .map(|(_, feed, seq)| (feed, seq))
+                    .ok_or_else(|| {
+                        LedgerError(format!("corrupt pending key in {}", self.path.display()))
+                    })
+            })
+            .collect()
+    }
+
+    fn fork_seq(&self, feed: &FeedId) -> Result<Option<u64>, LedgerError> {
+        if let Some((_, lowest)) = self
+            .fork_index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            return Ok(lowest.get(feed).copied());
+        }
+        // Keys are feed · seq (big-endian): the first is the lowest seq.
+        let row = self.ledger(self.first("forks", &feed.to_bytes()))?;
+        Ok(row.as_ref().and_then(|(k, _)| {
+            <[u8; 8]>::try_from(k.get(k.len().saturating_sub(8)..)?)
+                .ok()
+                .map(u64::from_be_bytes)
+        }))
+    }
+
+    fn actor_seq(
+        &self,
+        feed: &FeedId,
+        doc: &DocId,
+        actor: &automerge::ActorId,
+    ) -> Result<Option<u64>, LedgerError> {
+        self.ledger(self.actor_number(feed, doc, actor))
+    }
+
+    fn pending_totals(&self, author: &CityId) -> Result<PendingTotals, LedgerError> {
+        self.ledger(self.pending_counts(|c| {
+            let (author_count, author_bytes) = c.by_author.get(author).copied().unwrap_or_default();
+            PendingTotals {
+                count: c.total.0,
+                bytes: c.total.1,
+                author_count,
+                author_bytes,
+            }
+        }))
+    }
+}
