@@ -98,33 +98,16 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     FAILURE
 }
 
+/// One table for both paths: an error made in this process and one the daemon sent back
+/// (`CityError::Remote`) exit with the code of their category (issue #12).
 fn city_code(e: &CityError) -> u8 {
-    match e {
-        CityError::NotFound(_) | CityError::Missing(_) | CityError::WrongKind { .. } => FAILURE,
-        // A stored document Automerge cannot read: the store's problem, not the user's input.
-        CityError::Record(RecordError::Unreadable(_)) => STORE,
-        CityError::Record(_)
-        | CityError::Ambiguous { .. }
-        | CityError::Unchanged
-        | CityError::Exists(_) => USAGE,
-        CityError::Identity(IdentityError::BadCityId(_))
-        | CityError::Store(StoreError::Query(_)) => USAGE,
-        CityError::Store(_)
-        | CityError::NoCity(_)
-        | CityError::KeyPermissions { .. }
-        | CityError::DirPermissions { .. }
-        | CityError::BadFile { .. }
-        | CityError::Busy(_)
-        | CityError::DaemonRunning { .. } => STORE,
-        CityError::Rejected(_) | CityError::Invitation(_) => REJECTED,
-        CityError::Remote { category, .. } => match category {
-            intercity_node::control::Category::NotFound => FAILURE,
-            intercity_node::control::Category::Invalid => USAGE,
-            intercity_node::control::Category::Unavailable => STORE,
-            intercity_node::control::Category::Rejected => REJECTED,
-            _ => FAILURE,
-        },
-        _ => FAILURE,
+    use intercity_node::control::Category;
+    match e.category() {
+        Category::NotFound => FAILURE,
+        Category::Invalid => USAGE,
+        Category::Unavailable => STORE,
+        Category::Rejected => REJECTED,
+        Category::Other => FAILURE,
     }
 }
 

@@ -120,6 +120,21 @@ fn a_record_added_through_one_daemon_is_listed_on_the_peer() {
         .expect("id")
         .to_string();
 
+    // One exit-code table for both paths (issue #12): the wrong kind of record is "not found"
+    // (1) through the daemon as without one (it used to be 2 through the daemon).
+    let wrong_kind = Command::new(intercity_tests::intercity_bin())
+        .arg("--data-dir")
+        .arg(&milan)
+        .args(["project", "show", &id[..8]])
+        .output()
+        .expect("run intercity");
+    assert_eq!(
+        wrong_kind.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&wrong_kind.stderr)
+    );
+
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (ok, out, _) = cli(&brno, &["practice", "list", "--json"]);

@@ -153,23 +153,22 @@ impl CityError {
     pub fn category(&self) -> Category {
         use crate::store::StoreError;
         match self {
-            CityError::NotFound(_) | CityError::Missing(_) => Category::NotFound,
+            CityError::NotFound(_) | CityError::Missing(_) | CityError::WrongKind { .. } => {
+                Category::NotFound
+            }
+            // A stored document Automerge cannot read: the store's problem, not the user's.
+            CityError::Record(RecordError::Unreadable(_)) => Category::Unavailable,
             CityError::Record(_)
             | CityError::Ambiguous { .. }
             | CityError::Unchanged
             | CityError::Exists(_)
-            | CityError::WrongKind { .. }
             | CityError::Store(StoreError::Query(_))
-            | CityError::Identity(_) => Category::Invalid,
-            CityError::Store(
-                StoreError::Locked(_)
-                | StoreError::Corrupt { .. }
-                | StoreError::NewerVersion { .. }
-                | StoreError::Missing(_),
-            )
+            | CityError::Identity(IdentityError::BadCityId(_)) => Category::Invalid,
+            CityError::Store(_)
             | CityError::NoCity(_)
             | CityError::KeyPermissions { .. }
-            | CityError::DirPermissions { .. } => Category::Unavailable,
+            | CityError::DirPermissions { .. }
+            | CityError::BadFile { .. } => Category::Unavailable,
             CityError::Rejected(_) | CityError::Invitation(_) => Category::Rejected,
             CityError::Busy(_) | CityError::DaemonRunning { .. } => Category::Unavailable,
             CityError::Remote { category, .. } => *category,
