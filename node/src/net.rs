@@ -402,9 +402,18 @@ struct EventLoop {
 }
 
 impl Drop for EventLoop {
-    /// However the loop ends (a panic included), the worker stops and lets go of the city.
+    /// However the loop ends (a panic included, or its task dropped with the runtime), the
+    /// worker stops and lets go of the city before the loop is gone: a worker still holding the
+    /// store while the process exits makes RocksDB abort ("pthread lock: Invalid argument",
+    /// seen once at the end of a test run).
     fn drop(&mut self) {
         self.queue.close();
+        // A worker blocked handing back a finished job must see that nobody will read it.
+        self.ingested.close();
+        while self.ingested.try_recv().is_ok() {}
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
     }
 }
 
