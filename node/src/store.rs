@@ -271,7 +271,7 @@ impl Store {
         );
         store.catalog_mark_current(&mut batch);
         store.write(batch)?;
-        store.load_heads()?;
+        store.load_memory_indexes()?;
         Ok(store)
     }
 
@@ -323,7 +323,7 @@ impl Store {
         if version < SCHEMA_VERSION {
             store.set_meta("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
         }
-        store.load_heads()?;
+        store.load_memory_indexes()?;
         Ok(store)
     }
 
@@ -348,7 +348,7 @@ impl Store {
             let current = version.as_deref() == Some(&SCHEMA_VERSION.to_be_bytes()[..])
                 && store.catalog_current()?;
             if current {
-                store.load_heads()?;
+                store.load_memory_indexes()?;
                 return Ok(store);
             }
         }
@@ -404,7 +404,7 @@ impl Store {
 
     /// Reads every feed head, and the fork proofs' index, into memory (see `Store::heads`,
     /// `Store::fork_index`).
-    fn load_heads(&self) -> Result<(), StoreError> {
+    fn load_memory_indexes(&self) -> Result<(), StoreError> {
         let heads = self.scan_heads()?.into_iter().collect();
         *self
             .heads

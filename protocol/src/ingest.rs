@@ -392,6 +392,27 @@ pub trait Ledger {
 /// Automerge seq.
 pub type ActorSeq = (FeedId, DocId, ActorId, u64);
 
+/// The actor-seq index held in memory (a [`Batch`]'s writes, a [`memory::MemLedger`]).
+pub type ActorSeqs = BTreeMap<(FeedId, DocId, ActorId), u64>;
+
+/// Adds index rows, keeping the highest number of each (feed, document, actor).
+fn merge_actor_seqs(into: &mut ActorSeqs, rows: Vec<ActorSeq>) {
+    for (feed, doc, actor, seq) in rows {
+        let held = into.entry((feed, doc, actor)).or_insert(seq);
+        *held = (*held).max(seq);
+    }
+}
+
+/// The lowest seq among the fork proofs of `feed` in `proofs`.
+fn lowest_fork_seq(proofs: &[ForkProof], feed: &FeedId) -> Option<u64> {
+    proofs
+        .iter()
+        .map(|p| &p.first.header)
+        .filter(|h| h.feed() == *feed)
+        .map(|h| h.seq)
+        .min()
+}
+
 /// An entry waiting for a change: (the change it waits for, its feed, its seq, its payload
 /// bytes). A pending entry waits for one change at a time, the first of its dependencies
 /// missing when it was judged; when that change gets a verdict, the entry is judged again.
@@ -1577,7 +1598,7 @@ pub struct Batch<'a, L: Ledger> {
     removed: BTreeSet<DocId>,
     /// Entries the ledger holds that the batch gave another verdict, with the ledger's.
     revised: HashMap<(FeedId, u64), Status>,
-    actor_seqs: HashMap<(FeedId, DocId, ActorId), u64>,
+    actor_seqs: ActorSeqs,
     count: usize,
 }
 
@@ -1596,7 +1617,7 @@ impl<'a, L: Ledger> Batch<'a, L> {
             forks: Vec::new(),
             removed: BTreeSet::new(),
             revised: HashMap::new(),
-            actor_seqs: HashMap::new(),
+            actor_seqs: BTreeMap::new(),
             count: 0,
         }
     }
@@ -1646,10 +1667,7 @@ impl<'a, L: Ledger> Batch<'a, L> {
             self.docs.remove(&id);
             self.removed.insert(id);
         }
-        for (feed, doc, actor, seq) in commit.actor_seqs {
-            let held = self.actor_seqs.entry((feed, doc, actor)).or_insert(seq);
-            *held = (*held).max(seq);
-        }
+        merge_actor_seqs(&mut self.actor_seqs, commit.actor_seqs);
         for e in commit.entries {
             let h = &e.entry.header;
             self.entries.insert((h.feed(), h.seq), e);
@@ -1794,17 +1812,15 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
     }
 
     fn fork_seq(&self, feed: &FeedId) -> Result<Option<u64>, LedgerError> {
-        let here = self
-            .forks
-            .iter()
-            .map(|p| &p.first.header)
-            .filter(|h| h.feed() == *feed)
-            .map(|h| h.seq)
-            .min();
-        Ok(match (here, self.ledger.fork_seq(feed)?) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        Ok(
+            match (
+                lowest_fork_seq(&self.forks, feed),
+                self.ledger.fork_seq(feed)?,
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        )
     }
 
     fn actor_seq(
@@ -1841,7 +1857,7 @@ pub mod memory {
         /// Fork proofs.
         pub forks: Vec<ForkProof>,
         /// The actor-seq index.
-        pub actor_seqs: BTreeMap<(FeedId, DocId, ActorId), u64>,
+        pub actor_seqs: ActorSeqs,
     }
 
     impl MemLedger {
@@ -1904,10 +1920,7 @@ pub mod memory {
             for id in commit.removed {
                 self.docs.remove(&id);
             }
-            for (feed, doc, actor, seq) in commit.actor_seqs {
-                let held = self.actor_seqs.entry((feed, doc, actor)).or_insert(seq);
-                *held = (*held).max(seq);
-            }
+            merge_actor_seqs(&mut self.actor_seqs, commit.actor_seqs);
         }
     }
 
@@ -1944,13 +1957,7 @@ pub mod memory {
             Ok(t)
         }
         fn fork_seq(&self, feed: &FeedId) -> Result<Option<u64>, LedgerError> {
-            Ok(self
-                .forks
-                .iter()
-                .map(|p| &p.first.header)
-                .filter(|h| h.feed() == *feed)
-                .map(|h| h.seq)
-                .min())
+            Ok(lowest_fork_seq(&self.forks, feed))
         }
         fn actor_seq(
             &self,

@@ -216,6 +216,16 @@ pub async fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bo
     done()
 }
 
+/// Runs `intercity --data-dir DIR ARGS…` to the end.
+pub fn run_cli(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(intercity_bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run intercity")
+}
+
 /// A benchmark's numeric command-line option `name VALUE`, or `default`.
 pub fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();

@@ -15,14 +15,7 @@ use intercity_node::City;
 use intercity_node::catalog::Query;
 use intercity_tests::TestNode;
 
-fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(intercity_tests::intercity_bin())
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run intercity")
-}
+use intercity_tests::run_cli as cli;
 
 /// Starts `intercity node run` on `dir`; returns once its control socket is open.
 fn daemon(dir: &Path, port: u16) -> std::process::Child {

@@ -8,12 +8,7 @@ use std::time::{Duration, Instant};
 use intercity_tests::free_port;
 
 fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(intercity_tests::intercity_bin())
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run intercity");
+    let out = intercity_tests::run_cli(dir, args);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -122,12 +117,7 @@ fn a_record_added_through_one_daemon_is_listed_on_the_peer() {
 
     // One exit-code table for both paths (issue #12): the wrong kind of record is "not found"
     // (1) through the daemon as without one (it used to be 2 through the daemon).
-    let wrong_kind = Command::new(intercity_tests::intercity_bin())
-        .arg("--data-dir")
-        .arg(&milan)
-        .args(["project", "show", &id[..8]])
-        .output()
-        .expect("run intercity");
+    let wrong_kind = intercity_tests::run_cli(&milan, &["project", "show", &id[..8]]);
     assert_eq!(
         wrong_kind.status.code(),
         Some(1),
@@ -374,18 +364,16 @@ fn the_daemon_comes_up_every_time_while_cli_commands_hold_the_store() {
         waited += usize::from(seen.contains("waiting for it"));
         if round == 0 {
             // A second daemon on the same directory is refused at once, naming the first.
-            let second = Command::new(intercity_tests::intercity_bin())
-                .arg("--data-dir")
-                .arg(&milan)
-                .args([
+            let second = intercity_tests::run_cli(
+                &milan,
+                &[
                     "node",
                     "run",
                     "--no-mdns",
                     "--listen",
                     "/ip4/127.0.0.1/tcp/0",
-                ])
-                .output()
-                .expect("second daemon");
+                ],
+            );
             let err = String::from_utf8_lossy(&second.stderr);
             assert!(!second.status.success(), "a second daemon ran: {err}");
             assert!(

@@ -18,12 +18,7 @@ use intercity_protocol::record::{Practice, Record};
 use intercity_tests::{TestNode, arg};
 
 fn cli(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(intercity_tests::intercity_bin())
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run intercity");
+    let out = intercity_tests::run_cli(dir, args);
     assert!(
         out.status.success(),
         "intercity {args:?}: {}",
@@ -117,12 +112,7 @@ async fn main() {
     let mut last = (Instant::now(), 0u64);
     let held = loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let out = Command::new(intercity_tests::intercity_bin())
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["status", "--json"])
-            .output()
-            .expect("status");
+        let out = intercity_tests::run_cli(&dir, &["status", "--json"]);
         let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         let held = status["entries"][0].as_u64().unwrap_or(0);
         if held >= entries as u64 {
