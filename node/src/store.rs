@@ -3,6 +3,7 @@
 //! | column family | key | value |
 //! |---|---|---|
 //! | `meta` | `schema_version` | u32 BE |
+//! | `meta` | `cuts/` · doc id (16) | the removals that stand in the document ([`Cut`] list) |
 //! | `entries` | feed (49) · seq (8 BE) | [`StoredEntry`] encoding |
 //! | `heads` | feed (49) | [`FeedHead`] encoding |
 //! | `payloads` | entry hash (32) | raw Automerge change |
@@ -27,8 +28,8 @@ use automerge::{Automerge, ChangeHash};
 use intercity_protocol::entry::{DocId, EntryError, FeedId, Hash32};
 use intercity_protocol::identity::CityId;
 use intercity_protocol::ingest::{
-    ChangeInfo, Commit, DocState, FeedHead, ForkProof, Ledger, LedgerError, PendingTotals, Status,
-    StoredEntry,
+    ChangeInfo, Commit, Cut, DocState, FeedHead, ForkProof, Ledger, LedgerError, PendingTotals,
+    Status, StoredEntry,
 };
 use intercity_protocol::record::{Kind, Record};
 use rocksdb::{
@@ -760,6 +761,13 @@ impl Store {
         for (dep, feed, seq, _) in &commit.pending_remove {
             batch.delete_cf(self.cf("pending"), pending_key(dep, feed, *seq));
         }
+        for (doc, cuts) in &commit.cuts {
+            if cuts.is_empty() {
+                batch.delete_cf(self.cf("meta"), cuts_key(doc));
+            } else {
+                batch.put_cf(self.cf("meta"), cuts_key(doc), Cut::encode_all(cuts));
+            }
+        }
         for (feed, doc, actor, seq) in &commit.actor_seqs {
             batch.put_cf(
                 self.cf("meta"),
@@ -1229,6 +1237,13 @@ fn note_fork(index: &mut ForkIndex, p: &ForkProof) {
 }
 
 /// `aseq/` · feed (49) · document (16) · actor: the actor-seq index row in `meta`.
+/// The key of a document's standing removals (§15.5) in `meta`.
+fn cuts_key(doc: &DocId) -> Vec<u8> {
+    let mut key = b"cuts/".to_vec();
+    key.extend_from_slice(&doc.0);
+    key
+}
+
 fn actor_seq_key(feed: &FeedId, doc: &DocId, actor: &automerge::ActorId) -> Vec<u8> {
     let mut key = b"aseq/".to_vec();
     key.extend_from_slice(&feed.to_bytes());

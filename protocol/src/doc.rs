@@ -365,6 +365,21 @@ pub fn reference_outside_past(
     Ok(None)
 }
 
+/// Whether `change` could lower a city's rights in a record (§15.5): it deletes something,
+/// overwrites a list element, or writes a key named `role`, `members` or `editors`. A change
+/// without any of these only adds. Conservative: true when the change does not decode.
+pub fn may_lower(change: &Change) -> bool {
+    use automerge::legacy::{Key, OpType};
+    let Ok(expanded) = isolate(|| change.decode()) else {
+        return true;
+    };
+    expanded.operations.iter().any(|op| {
+        matches!(op.action, OpType::Delete)
+            || matches!(&op.key, Key::Map(k) if matches!(k.as_str(), "role" | "members" | "editors"))
+            || (matches!(op.key, Key::Seq(_)) && !op.insert && !op.pred.is_empty())
+    })
+}
+
 /// Loads a document (saved bytes, or a change chunk) that came from a peer or from disk,
 /// panic-isolated.
 pub fn load(bytes: &[u8]) -> Result<Automerge, AutomergeFailure> {

@@ -37,6 +37,9 @@ use crate::identity::CityId;
 use crate::record::{Kind, Record, RecordError, Role};
 use crate::{chunk, doc};
 
+mod removal;
+pub use removal::{Cut, Lowered, removed_reason};
+
 /// At most this many entries wait for missing dependencies on one node.
 pub const MAX_PENDING_ENTRIES: u64 = 10_000;
 /// At most this many entries of one author wait for missing dependencies on one node: one
@@ -283,6 +286,8 @@ pub struct ChangeInfo {
     pub accepted: bool,
     /// Rejected as void (§15.4): the changes that depend on it are void too.
     pub void: bool,
+    /// Applied, and it lowers some city's rights in its record (a removal, §15.5).
+    pub reduces: bool,
 }
 
 impl ChangeInfo {
@@ -291,8 +296,10 @@ impl ChangeInfo {
         let mut b = [0u8; 58];
         b[..49].copy_from_slice(&self.feed.to_bytes());
         b[49..57].copy_from_slice(&self.seq.to_be_bytes());
-        // 0 rejected, 1 accepted, 2 void.
-        b[57] = if self.accepted {
+        // 0 rejected, 1 accepted, 2 void, 3 accepted and lowers rights.
+        b[57] = if self.accepted && self.reduces {
+            3
+        } else if self.accepted {
             1
         } else if self.void {
             2
@@ -311,8 +318,9 @@ impl ChangeInfo {
         Ok(ChangeInfo {
             feed: FeedId::from_bytes(&b[..49])?,
             seq: u64::from_be_bytes(seq),
-            accepted: b[57] == 1,
+            accepted: b[57] == 1 || b[57] == 3,
             void: b[57] == 2,
+            reduces: b[57] == 3,
         })
     }
 }
@@ -386,6 +394,11 @@ pub trait Ledger {
         doc: &DocId,
         actor: &ActorId,
     ) -> Result<Option<u64>, LedgerError>;
+    /// The removals that stand in document `doc` (§15.5 of docs/protocol.md), as the last
+    /// replay of it left them; empty if it has none.
+    fn cuts(&self, doc: &DocId) -> Result<Vec<Cut>, LedgerError>;
+    /// Every held entry that names document `doc`, as (feed, seq), in any order.
+    fn doc_entries(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError>;
 }
 
 /// A row of the actor-seq index (see [`Ledger::actor_seq`]): feed, document, actor, highest
@@ -625,6 +638,9 @@ pub struct Commit {
     pub revised: Vec<(FeedId, u64, Status)>,
     /// Actor-seq index updates (see [`Ledger::actor_seq`]).
     pub actor_seqs: Vec<ActorSeq>,
+    /// The removals that stand in a document after a replay of it (§15.5): they replace the
+    /// ledger's (an empty list deletes them).
+    pub cuts: Vec<(DocId, Vec<Cut>)>,
 }
 
 /// The result of [`ingest`]: the verdict on the entry and the writes to apply.
@@ -762,6 +778,7 @@ fn pipeline(
             second: signed,
         });
         work.settle(feed, at)?;
+        work.finish()?;
         return Ok(Ingested {
             verdict: Verdict::Fork,
             commit: work.commit,
@@ -873,6 +890,15 @@ fn pipeline(
     if work.changes.contains_key(&change_hash) {
         work.resolve_pending(change_hash)?;
     }
+    work.finish()?;
+    // A replay may have given the entry another verdict.
+    let status = work
+        .commit
+        .entries
+        .iter()
+        .rev()
+        .find(|e| e.entry.header.feed() == feed && e.entry.header.seq == h.seq)
+        .map_or(status, |e| e.status.clone());
     Ok(Ingested {
         verdict: Verdict::Stored(status),
         commit: work.commit,
@@ -923,6 +949,9 @@ struct Work<'a, L: Ledger> {
     indexed: HashMap<ChangeHash, Vec<(FeedId, u64)>>,
     /// Entries that stopped waiting for a change in this ingestion.
     unindexed: HashSet<(ChangeHash, FeedId, u64)>,
+    /// Documents to replay before the commit is complete (§15.5): a change lowered some
+    /// city's rights in them, or a settlement touched their removals.
+    replay: BTreeSet<DocId>,
 }
 
 /// The verdict on the entries of a forked feed from the fork's seq on (§15.4). It does not
@@ -955,6 +984,7 @@ impl<'a, L: Ledger> Work<'a, L> {
             waiting_on: None,
             indexed: HashMap::new(),
             unindexed: HashSet::new(),
+            replay: BTreeSet::new(),
         }
     }
 
@@ -987,7 +1017,13 @@ impl<'a, L: Ledger> Work<'a, L> {
             self.revise(stored, Status::Rejected(reason.clone()))?;
         }
         for id in docs {
-            self.rebuild(id, feed, from)?;
+            // A document with removals that stand is replayed whole (§15.5): voiding a
+            // removal may give back what it voided.
+            if self.cuts_now(&id)?.is_empty() {
+                self.rebuild(id, feed, from)?;
+            } else {
+                self.replay.insert(id);
+            }
         }
         Ok(())
     }
@@ -1009,6 +1045,18 @@ impl<'a, L: Ledger> Work<'a, L> {
             head.count(&old, bytes, false);
             head.count(&status, bytes, true);
         })?;
+        // An entry this ingestion wrote already (new, judged again, or revised once) takes
+        // its new verdict in place: the ledger's own verdict was noted the first time.
+        if let Some(e) = self
+            .commit
+            .entries
+            .iter_mut()
+            .rev()
+            .find(|e| e.entry.header.feed() == feed && e.entry.header.seq == seq)
+        {
+            e.status = status;
+            return Ok(());
+        }
         self.commit.revised.push((feed, seq, old));
         self.commit.entries.push(StoredEntry {
             entry: stored.entry,
@@ -1059,6 +1107,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                     ChangeInfo {
                         accepted: false,
                         void: true,
+                        reduces: false,
                         ..*info
                     },
                 );
@@ -1170,9 +1219,9 @@ impl<'a, L: Ledger> Work<'a, L> {
             {
                 let status = match Record::from_json(json)
                     .map_err(|e| Refusal::Change(format!("invalid record after the change: {e}")))
-                    .and_then(|after| check_after(h, None, after))
+                    .and_then(|after| check_after(h, None, after, &[]))
                 {
-                    Ok(record) => {
+                    Ok((record, _)) => {
                         self.commit.docs.insert(
                             h.doc,
                             DocUpdate {
@@ -1188,6 +1237,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                     }
                     Err(Refusal::Change(reason)) => Status::Rejected(reason),
                     Err(Refusal::Status(status)) => status,
+                    Err(Refusal::Cut(_)) => Status::Rejected(removed_reason()),
                     Err(Refusal::Entry(reason)) => return Ok(Status::Rejected(reason)),
                 };
                 self.note(signed, hash, &status);
@@ -1204,7 +1254,16 @@ impl<'a, L: Ledger> Work<'a, L> {
                 .copied()
                 .collect();
             if !absent.is_empty() {
-                return self.missing_deps(signed, hash, &deps, absent);
+                let status = self.missing_deps(signed, hash, &deps, absent)?;
+                // Void only because removals void what it builds on? If it is a removal
+                // itself, the replay weighs it against those (§15.5).
+                if status.is_void()
+                    && !self.cuts_now(&h.doc)?.is_empty()
+                    && self.might_lower(h, &change)?
+                {
+                    self.replay.insert(h.doc);
+                }
+                return Ok(status);
             }
             doc.clone()
         };
@@ -1225,15 +1284,33 @@ impl<'a, L: Ledger> Work<'a, L> {
                 return Ok(status);
             }
         }
+        let cuts = if genesis {
+            Vec::new()
+        } else {
+            self.applicable_cuts(h, &base, &deps)?
+        };
         let prebuilt = self
             .prebuilt
             .take_if(|(d, _)| d.get_heads() == [hash] && doc::same_heads(&base.get_heads(), &deps));
         let raw = change.raw_bytes().to_vec();
-        let status = match evaluate(h, &base, change, genesis, prebuilt) {
+        let mut reduces = false;
+        let status = match evaluate(h, &base, change, genesis, prebuilt, &cuts) {
             Err(Refusal::Entry(reason)) => return Ok(Status::Rejected(reason)),
             Err(Refusal::Change(reason)) => Status::Rejected(reason),
             Err(Refusal::Status(status)) => status,
-            Ok((doc, record)) => {
+            Err(Refusal::Cut(lowers)) => {
+                // Void for now; a removal weighed against the others by a replay.
+                if lowers {
+                    self.replay.insert(h.doc);
+                }
+                Status::Rejected(removed_reason())
+            }
+            Ok((doc, record, lowered)) => {
+                // A removal: the document is replayed once this ingestion is judged (§15.5).
+                if !lowered.is_empty() {
+                    reduces = true;
+                    self.replay.insert(h.doc);
+                }
                 let scope = scope_of(record.kind(), h.doc);
                 let updated = self
                     .commit
@@ -1273,11 +1350,22 @@ impl<'a, L: Ledger> Work<'a, L> {
                 Status::Accepted
             }
         };
-        self.note(signed, hash, &status);
+        self.note_with(signed, hash, &status, reduces);
         Ok(status)
     }
 
     fn note(&mut self, signed: &SignedEntry, hash: ChangeHash, status: &Status) {
+        self.note_with(signed, hash, status, false);
+    }
+
+    /// Notes the verdict on a change; `reduces`: it was applied and lowers some city's rights.
+    fn note_with(
+        &mut self,
+        signed: &SignedEntry,
+        hash: ChangeHash,
+        status: &Status,
+        reduces: bool,
+    ) {
         let accepted = match status {
             Status::Accepted => true,
             Status::Rejected(_) | Status::Quarantined(_) => false,
@@ -1290,14 +1378,17 @@ impl<'a, L: Ledger> Work<'a, L> {
                 seq: signed.header.seq,
                 accepted,
                 void: status.is_void(),
+                reduces: accepted && reduces,
             },
         );
     }
 
-    /// The verdict on an entry whose document lacks `absent` (some of its `deps`): rejected
-    /// if one of its dependencies was rejected, or if every absent one has a verdict already
-    /// (it belongs to another document, so it never will be in this one); else pending on
-    /// the first absent one that this node has not seen.
+    /// The verdict on an entry whose document lacks `absent` (some of its `deps`): pending on
+    /// the first absent one that this node has not seen; else rejected, as depending on the
+    /// first of its dependencies that was not applied (void if that one is void), or as
+    /// belonging to another document. Waiting first for every dependency keeps the verdict
+    /// the same on a node that learns a dependency's verdict later, and lets a replay
+    /// (§15.5) judge the entry again with all its dependencies known.
     fn missing_deps(
         &mut self,
         signed: &SignedEntry,
@@ -1305,6 +1396,12 @@ impl<'a, L: Ledger> Work<'a, L> {
         deps: &[ChangeHash],
         absent: Vec<ChangeHash>,
     ) -> Result<Status, LedgerError> {
+        for d in absent {
+            if self.change_info(&d)?.is_none() {
+                self.waiting_on = Some(d);
+                return Ok(Status::Pending);
+            }
+        }
         for d in deps {
             if let Some(info) = self.change_info(d)?
                 && !info.accepted
@@ -1316,12 +1413,6 @@ impl<'a, L: Ledger> Work<'a, L> {
                 });
                 self.note(signed, hash, &status);
                 return Ok(status);
-            }
-        }
-        for d in absent {
-            if self.change_info(&d)?.is_none() {
-                self.waiting_on = Some(d);
-                return Ok(Status::Pending);
             }
         }
         // About the entry (the document it names), not the change: not noted.
@@ -1433,7 +1524,8 @@ fn evaluate(
     change: Change,
     genesis: bool,
     prebuilt: Option<(Automerge, Option<Record>)>,
-) -> Result<(Automerge, Record), Refusal> {
+    cuts: &[Cut],
+) -> Result<(Automerge, Record, Lowered), Refusal> {
     let hash = change.hash();
     let deps = change.deps().to_vec();
     // Reading at the current heads is cheaper than at a historical point: use it when equal.
@@ -1481,7 +1573,8 @@ fn evaluate(
         None => at(&doc, &[hash])
             .map_err(|e| Refusal::Status(unreadable("invalid record after the change", e)))?,
     };
-    Ok((doc, check_after(h, before.as_ref(), after)?))
+    let (after, lowered) = check_after(h, before.as_ref(), after, cuts)?;
+    Ok((doc, after, lowered))
 }
 
 /// Why a change was not accepted.
@@ -1497,15 +1590,22 @@ enum Refusal {
     Entry(String),
     /// A verdict decided otherwise (quarantined, unreadable), noted like `Change`.
     Status(Status),
+    /// Void: its author made it with rights a removal it had not seen took away (§15.5).
+    /// True if the change itself lowers some city's rights (so that it may stand in the
+    /// document's replay, in which removals are weighed against each other).
+    Cut(bool),
 }
 
 /// The checks on the record a change leaves (`after`) against the one it was made on
-/// (`before`): valid, in the right scope, authorized. Returns `after`, or the rejection reason.
+/// (`before`): valid, in the right scope, authorized, within what the removals in `cuts`
+/// (those that apply to the change, §15.5) leave its author. Returns `after` and the cities
+/// whose rights the change lowers, or the rejection reason.
 fn check_after(
     h: &crate::entry::Header,
     before: Option<&Record>,
     after: Record,
-) -> Result<Record, Refusal> {
+    cuts: &[Cut],
+) -> Result<(Record, Lowered), Refusal> {
     after
         .validate()
         .map_err(|e| Refusal::Change(format!("invalid record after the change: {e}")))?;
@@ -1518,7 +1618,14 @@ fn check_after(
         )));
     }
     authorize(&h.author, before, &after).map_err(Refusal::Change)?;
-    Ok(after)
+    let Some(before) = before else {
+        return Ok((after, Vec::new()));
+    };
+    let lowered = removal::lowered(before, &after);
+    if !removal::within_cuts(&h.author, before, &after, &lowered, cuts) {
+        return Err(Refusal::Cut(!lowered.is_empty()));
+    }
+    Ok((after, lowered))
 }
 
 /// The authorization rule, evaluated on the record at the change's dependencies (`before`,
@@ -1552,6 +1659,9 @@ pub fn authorize(author: &CityId, before: Option<&Record>, after: &Record) -> Re
             };
             if a.members != b.members && member.role != Role::Chair {
                 return Err(format!("only a chair changes the members of `{}`", b.name));
+            }
+            if removal::rights(after, &me) > removal::rights(before, &me) {
+                return Err(format!("a city cannot raise its own role in `{}`", b.name));
             }
             Ok(())
         }
@@ -1599,6 +1709,7 @@ pub struct Batch<'a, L: Ledger> {
     /// Entries the ledger holds that the batch gave another verdict, with the ledger's.
     revised: HashMap<(FeedId, u64), Status>,
     actor_seqs: ActorSeqs,
+    cuts: BTreeMap<DocId, Vec<Cut>>,
     count: usize,
 }
 
@@ -1618,6 +1729,7 @@ impl<'a, L: Ledger> Batch<'a, L> {
             removed: BTreeSet::new(),
             revised: HashMap::new(),
             actor_seqs: BTreeMap::new(),
+            cuts: BTreeMap::new(),
             count: 0,
         }
     }
@@ -1707,6 +1819,7 @@ impl<'a, L: Ledger> Batch<'a, L> {
             }
         }
         self.forks.extend(commit.forks);
+        self.cuts.extend(commit.cuts);
     }
 
     /// The writes of every entry judged, to apply atomically.
@@ -1742,6 +1855,7 @@ impl<'a, L: Ledger> Batch<'a, L> {
                 .into_iter()
                 .map(|((feed, doc, actor), seq)| (feed, doc, actor, seq))
                 .collect(),
+            cuts: self.cuts.into_iter().collect(),
         }
     }
 }
@@ -1832,6 +1946,26 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
         let here = self.actor_seqs.get(&(*feed, *doc, actor.clone())).copied();
         Ok(here.max(self.ledger.actor_seq(feed, doc, actor)?))
     }
+
+    fn cuts(&self, doc: &DocId) -> Result<Vec<Cut>, LedgerError> {
+        match self.cuts.get(doc) {
+            Some(c) => Ok(c.clone()),
+            None => self.ledger.cuts(doc),
+        }
+    }
+
+    fn doc_entries(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError> {
+        let mut out = self.ledger.doc_entries(doc)?;
+        out.extend(
+            self.entries
+                .iter()
+                .filter(|(_, e)| e.entry.header.doc == *doc)
+                .map(|(k, _)| *k),
+        );
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
 }
 
 pub mod memory {
@@ -1858,6 +1992,8 @@ pub mod memory {
         pub forks: Vec<ForkProof>,
         /// The actor-seq index.
         pub actor_seqs: ActorSeqs,
+        /// The removals that stand, by document.
+        pub cuts: BTreeMap<DocId, Vec<Cut>>,
     }
 
     impl MemLedger {
@@ -1921,6 +2057,13 @@ pub mod memory {
                 self.docs.remove(&id);
             }
             merge_actor_seqs(&mut self.actor_seqs, commit.actor_seqs);
+            for (id, cuts) in commit.cuts {
+                if cuts.is_empty() {
+                    self.cuts.remove(&id);
+                } else {
+                    self.cuts.insert(id, cuts);
+                }
+            }
         }
     }
 
@@ -1966,6 +2109,17 @@ pub mod memory {
             actor: &ActorId,
         ) -> Result<Option<u64>, LedgerError> {
             Ok(self.actor_seqs.get(&(*feed, *doc, actor.clone())).copied())
+        }
+        fn cuts(&self, doc: &DocId) -> Result<Vec<Cut>, LedgerError> {
+            Ok(self.cuts.get(doc).cloned().unwrap_or_default())
+        }
+        fn doc_entries(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError> {
+            Ok(self
+                .entries
+                .iter()
+                .filter(|(_, e)| e.entry.header.doc == *doc)
+                .map(|(k, _)| *k)
+                .collect())
         }
     }
 }

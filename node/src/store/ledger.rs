@@ -109,6 +109,29 @@ impl Ledger for Store {
         self.ledger(self.actor_number(feed, doc, actor))
     }
 
+    fn cuts(&self, doc: &DocId) -> Result<Vec<Cut>, LedgerError> {
+        match self.ledger(self.get("meta", &cuts_key(doc)))? {
+            Some(v) => self.decode(Cut::decode_all(&v), "removals"),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn doc_entries(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError> {
+        let rows = self.ledger(self.scan("by_doc", &doc.0))?;
+        rows.into_iter()
+            .map(|(k, _)| {
+                let feed = k.get(16..65).and_then(|f| FeedId::from_bytes(f).ok());
+                let seq = k
+                    .get(65..73)
+                    .and_then(|s| <[u8; 8]>::try_from(s).ok())
+                    .map(u64::from_be_bytes);
+                feed.zip(seq).ok_or_else(|| {
+                    LedgerError(format!("corrupt by_doc key in {}", self.path.display()))
+                })
+            })
+            .collect()
+    }
+
     fn pending_totals(&self, author: &CityId) -> Result<PendingTotals, LedgerError> {
         self.ledger(self.pending_counts(|c| {
             let (author_count, author_bytes) = c.by_author.get(author).copied().unwrap_or_default();
