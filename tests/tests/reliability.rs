@@ -663,3 +663,128 @@ fn an_edit_after_a_settlement_is_taken_everywhere() {
     assert_eq!(json(&warsaw), json(&riga));
     assert_eq!(json(&warsaw), json(&brno));
 }
+
+/// Removal is final (issue #11, scenario 3), between real nodes. Milan chairs a group with Brno
+/// and Warsaw. While Milan is apart, it removes Brno; Brno, not having seen that, adds an item,
+/// and Warsaw builds on Brno's item. Then the three connect. On the old code Brno's item stayed
+/// (a change made without seeing the removal was judged at its own dependencies, where Brno was
+/// a member). Now Milan and Warsaw void Brno's item and Warsaw's change built on it, and show
+/// the same group, without Brno. (Brno is not served the group any more, §12.7: its own node
+/// does not learn of the removal from them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_s_unseen_edits_are_void_on_every_node() {
+    use intercity_protocol::entry::{FeedId, Scope};
+    use intercity_protocol::record::{Agenda, Group, Item, Member, Role};
+
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    let warsaw = TestNode::spawn("Warsaw", 4).await;
+    let mut g = Group::new("Smart Social Inclusion", milan.id().to_string(), "Milan");
+    for (node, name) in [(&brno, "Brno"), (&warsaw, "Warsaw")] {
+        g.members.insert(
+            node.id().to_string(),
+            Member {
+                name: name.into(),
+                role: Role::Member,
+            },
+        );
+    }
+    g.agendas.insert(
+        "a1a1a1a1a1a1a1a1".into(),
+        Agenda::new("Study visit", "2027-02-23"),
+    );
+    let id = milan
+        .city
+        .create(&Record::Group(g), "create")
+        .expect("group");
+    let feed_of = |node: &TestNode| FeedId {
+        author: node.id(),
+        scope: Scope::Group(id),
+    };
+    let hand = |from: &TestNode, to: &TestNode| {
+        for w in intercity_tests::wire_entries(&from.city, &feed_of(from)) {
+            let _ = to.city.ingest_remote(&w.entry, &w.payload);
+        }
+    };
+    hand(&milan, &brno);
+    hand(&milan, &warsaw);
+    let add = |node: &TestNode, title: &str| {
+        let title = title.to_string();
+        node.city
+            .edit(id, "add an item", move |r| {
+                if let Record::Group(g) = r {
+                    let mut item = Item::new(title.clone());
+                    item.id = format!("{:016x}", title.len() as u64 * 7919);
+                    g.agendas
+                        .get_mut("a1a1a1a1a1a1a1a1")
+                        .expect("agenda")
+                        .items
+                        .push(item);
+                }
+                Ok(())
+            })
+            .expect("edit");
+    };
+    let brno_id = brno.id().to_string();
+    milan
+        .city
+        .edit(id, "remove Brno", move |r| {
+            if let Record::Group(g) = r {
+                g.members.remove(&brno_id);
+            }
+            Ok(())
+        })
+        .expect("removal");
+    add(&brno, "Brno's item");
+    hand(&brno, &warsaw);
+    add(&warsaw, "Warsaw's item on Brno's");
+    // Everyone meets.
+    milan.link(&brno).await;
+    milan.link(&warsaw).await;
+    brno.link(&warsaw).await;
+    let heads = |node: &TestNode| {
+        [&milan, &brno, &warsaw]
+            .iter()
+            .map(|n| {
+                intercity_protocol::ingest::Ledger::head(node.city.store(), &feed_of(n))
+                    .expect("head")
+                    .map(|h| h.seq)
+            })
+            .collect::<Vec<_>>()
+    };
+    let expected = vec![Some(2), Some(1), Some(1)];
+    assert!(
+        eventually(WAIT, || [&milan, &warsaw]
+            .iter()
+            .all(|n| heads(n) == expected))
+        .await,
+        "the entries did not spread: Milan {:?}, Brno {:?}, Warsaw {:?}",
+        heads(&milan),
+        heads(&brno),
+        heads(&warsaw)
+    );
+    for node in [&milan, &warsaw] {
+        for (author, why) in [
+            (&brno, "its author had lost this right"),
+            (&warsaw, "depends on a void change"),
+        ] {
+            let status =
+                intercity_protocol::ingest::Ledger::entry(node.city.store(), &feed_of(author), 1)
+                    .expect("entry")
+                    .expect("held")
+                    .status;
+            assert!(
+                status.is_void() && status.reason().is_some_and(|r| r.contains(why)),
+                "{}: {status:?}",
+                node.city.profile().name
+            );
+        }
+        let Record::Group(g) = node.city.record(id).expect("record") else {
+            panic!("a group")
+        };
+        assert!(g.agendas["a1a1a1a1a1a1a1a1"].items.is_empty());
+        assert!(!g.members.contains_key(&brno.id().to_string()));
+    }
+    let json = |node: &TestNode| node.city.record(id).expect("record").to_json();
+    assert_eq!(json(&milan), json(&warsaw));
+}
