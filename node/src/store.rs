@@ -65,7 +65,7 @@ const MAX_CACHED_DOC_BYTES: usize = 8 * 1024 * 1024;
 /// counts rejected and pending entries in each feed head; version 5 keeps the changes accepted
 /// since a large document was written after it (`doc_tail`: an older build would not read
 /// them). An older store is upgraded when opened.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 const CFS: &[&str] = &[
     "meta", "entries", "heads", "payloads", "docs", "records", "by_doc", "changes", "pending",
@@ -320,6 +320,10 @@ impl Store {
         if version < 6 {
             let rows = store.index_actor_seqs()?;
             tracing::info!(rows, "actors' change numbers indexed along each feed");
+        }
+        if version < 7 {
+            let docs = store.replay_removals()?;
+            tracing::info!(docs, "documents with removals replayed (removal is final)");
         }
         if version < SCHEMA_VERSION {
             store.set_meta("schema_version", &SCHEMA_VERSION.to_be_bytes())?;

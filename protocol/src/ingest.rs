@@ -38,7 +38,7 @@ use crate::record::{Kind, Record, RecordError, Role};
 use crate::{chunk, doc};
 
 mod removal;
-pub use removal::{Cut, Lowered, removed_reason};
+pub use removal::{Cut, Lowered, MAX_REPLAY_PASSES, removed_reason};
 
 /// At most this many entries wait for missing dependencies on one node.
 pub const MAX_PENDING_ENTRIES: u64 = 10_000;
@@ -96,6 +96,11 @@ impl Status {
     /// on, or one that depends on a void change).
     pub fn is_void(&self) -> bool {
         matches!(self, Status::Rejected(r) if r.starts_with(VOID_PREFIX))
+    }
+
+    /// Whether this is a void verdict of a removal (§15.5 of docs/protocol.md).
+    pub fn is_removal_void(&self) -> bool {
+        matches!(self, Status::Rejected(r) if removal::is_removal_reason(r))
     }
 
     /// The reason of a rejection or a quarantine.
@@ -265,6 +270,9 @@ impl FeedHead {
         };
         let (n, b) = match status {
             Status::Accepted => return,
+            // Void by a removal: a replay may give it back, and the budget must not depend on
+            // when a node learned of the removal (§15.5).
+            s if s.is_removal_void() => return,
             Status::Rejected(_) | Status::Quarantined(_) => {
                 (&mut self.rejected, &mut self.rejected_bytes)
             }
@@ -286,8 +294,9 @@ pub struct ChangeInfo {
     pub accepted: bool,
     /// Rejected as void (§15.4): the changes that depend on it are void too.
     pub void: bool,
-    /// Applied, and it lowers some city's rights in its record (a removal, §15.5).
-    pub reduces: bool,
+    /// Void by a removal (§15.5), or by depending on a change void by one: not counted
+    /// towards its feed's rejection budget, and its dependents are void the same way.
+    pub removal: bool,
 }
 
 impl ChangeInfo {
@@ -296,11 +305,11 @@ impl ChangeInfo {
         let mut b = [0u8; 58];
         b[..49].copy_from_slice(&self.feed.to_bytes());
         b[49..57].copy_from_slice(&self.seq.to_be_bytes());
-        // 0 rejected, 1 accepted, 2 void, 3 accepted and lowers rights.
-        b[57] = if self.accepted && self.reduces {
-            3
-        } else if self.accepted {
+        // 0 rejected, 1 accepted, 2 void, 3 void by a removal.
+        b[57] = if self.accepted {
             1
+        } else if self.void && self.removal {
+            3
         } else if self.void {
             2
         } else {
@@ -318,9 +327,9 @@ impl ChangeInfo {
         Ok(ChangeInfo {
             feed: FeedId::from_bytes(&b[..49])?,
             seq: u64::from_be_bytes(seq),
-            accepted: b[57] == 1 || b[57] == 3,
-            void: b[57] == 2,
-            reduces: b[57] == 3,
+            accepted: b[57] == 1,
+            void: b[57] == 2 || b[57] == 3,
+            removal: b[57] == 3,
         })
     }
 }
@@ -905,6 +914,15 @@ fn pipeline(
     })
 }
 
+/// Replays document `doc` as a removal would (§15.5 of docs/protocol.md): every verdict a
+/// removal can change is decided again. For a store that judged entries before the rule.
+pub fn replay(ledger: &impl Ledger, doc: DocId) -> Result<Commit, LedgerError> {
+    let mut work = Work::new(ledger, None);
+    work.replay.insert(doc);
+    work.finish()?;
+    Ok(work.commit)
+}
+
 /// Decodes a payload as an Automerge change of at most [`MAX_CHANGE_OPS`] operations whose
 /// actor starts with `author`'s key.
 pub fn decode_change(author: &CityId, payload: &[u8]) -> Result<Change, IngestError> {
@@ -1107,7 +1125,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                     ChangeInfo {
                         accepted: false,
                         void: true,
-                        reduces: false,
+                        removal: false,
                         ..*info
                     },
                 );
@@ -1267,6 +1285,18 @@ impl<'a, L: Ledger> Work<'a, L> {
             }
             doc.clone()
         };
+        // The removals its author had not seen (§15.5). One that left it nothing voids a change
+        // that lowers nobody before it is read any further.
+        let cuts = if genesis {
+            Vec::new()
+        } else {
+            self.applicable_cuts(h, &base, &deps)?
+        };
+        if removal::stripped(&cuts) && !doc::may_lower(&change) {
+            let status = Status::Rejected(removed_reason());
+            self.note(signed, hash, &status);
+            return Ok(status);
+        }
         // Every operation must target something in the change's causal past (§7.2 of
         // docs/protocol.md): what a node holds beyond it must not change the verdict.
         match doc::reference_outside_past(&base, &change) {
@@ -1284,16 +1314,10 @@ impl<'a, L: Ledger> Work<'a, L> {
                 return Ok(status);
             }
         }
-        let cuts = if genesis {
-            Vec::new()
-        } else {
-            self.applicable_cuts(h, &base, &deps)?
-        };
         let prebuilt = self
             .prebuilt
             .take_if(|(d, _)| d.get_heads() == [hash] && doc::same_heads(&base.get_heads(), &deps));
         let raw = change.raw_bytes().to_vec();
-        let mut reduces = false;
         let status = match evaluate(h, &base, change, genesis, prebuilt, &cuts) {
             Err(Refusal::Entry(reason)) => return Ok(Status::Rejected(reason)),
             Err(Refusal::Change(reason)) => Status::Rejected(reason),
@@ -1308,7 +1332,6 @@ impl<'a, L: Ledger> Work<'a, L> {
             Ok((doc, record, lowered)) => {
                 // A removal: the document is replayed once this ingestion is judged (§15.5).
                 if !lowered.is_empty() {
-                    reduces = true;
                     self.replay.insert(h.doc);
                 }
                 let scope = scope_of(record.kind(), h.doc);
@@ -1350,22 +1373,11 @@ impl<'a, L: Ledger> Work<'a, L> {
                 Status::Accepted
             }
         };
-        self.note_with(signed, hash, &status, reduces);
+        self.note(signed, hash, &status);
         Ok(status)
     }
 
     fn note(&mut self, signed: &SignedEntry, hash: ChangeHash, status: &Status) {
-        self.note_with(signed, hash, status, false);
-    }
-
-    /// Notes the verdict on a change; `reduces`: it was applied and lowers some city's rights.
-    fn note_with(
-        &mut self,
-        signed: &SignedEntry,
-        hash: ChangeHash,
-        status: &Status,
-        reduces: bool,
-    ) {
         let accepted = match status {
             Status::Accepted => true,
             Status::Rejected(_) | Status::Quarantined(_) => false,
@@ -1378,7 +1390,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                 seq: signed.header.seq,
                 accepted,
                 void: status.is_void(),
-                reduces: accepted && reduces,
+                removal: status.is_removal_void(),
             },
         );
     }
@@ -1406,11 +1418,7 @@ impl<'a, L: Ledger> Work<'a, L> {
             if let Some(info) = self.change_info(d)?
                 && !info.accepted
             {
-                let status = Status::Rejected(if info.void {
-                    void_dep_reason()
-                } else {
-                    rejected_dep_reason(d)
-                });
+                let status = removal::dep_verdict(&info, d);
                 self.note(signed, hash, &status);
                 return Ok(status);
             }

@@ -850,6 +850,134 @@ fn a_removed_chair_stays_out_in_any_order() {
     );
 }
 
+fn add_chair(c: &City) -> impl FnOnce(&mut Record) {
+    let id = c.id();
+    move |r| {
+        if let Record::Group(g) = r {
+            g.members.insert(
+                id,
+                Member {
+                    name: "ally".into(),
+                    role: Role::Chair,
+                },
+            );
+        }
+    }
+}
+
+/// Found by review: a removed chair that has seen its removal signs, on the heads from before
+/// it, one change that removes its remover (allowed: a counter-removal), and also another chair,
+/// and makes an ally a chair. Only the counter-removal is free of the removal: the rest is
+/// judged with what the removal left it (nothing), so the whole change is void.
+#[test]
+fn a_counter_removal_carries_nothing_else() {
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let porto = City::new(3);
+    let zed = City::new(4);
+    let members = [(&brno, Role::Chair), (&porto, Role::Chair)];
+    let (id, w1) = milan.create(&group(&milan, &members));
+    brno.receive(&[w1.clone()]);
+    let old = brno.ledger.docs[&id].clone();
+    let removal = milan.edit(id, remove_member(&brno));
+    brno.receive(&[removal.clone()]);
+    brno.new_actor();
+    let (m, p, z) = (milan.id(), porto.id(), zed.id());
+    let change = change_on(&old, brno.actor(), move |r| {
+        if let Record::Group(g) = r {
+            g.members.remove(&m);
+            g.members.remove(&p);
+            g.members.insert(
+                z,
+                Member {
+                    name: "ally".into(),
+                    role: Role::Chair,
+                },
+            );
+        }
+    });
+    let revenge = brno.sign(id, Scope::Group(id), change.raw_bytes().to_vec());
+    let l = same_in_every_order(&[w1, removal, revenge.clone()]);
+    assert!(
+        verdict_of(&l, &revenge).is_void(),
+        "{:?}",
+        verdict_of(&l, &revenge)
+    );
+    let g = group_of(&l, id);
+    let mut left: Vec<String> = g.members.keys().cloned().collect();
+    left.sort();
+    let mut expected = vec![milan.id(), porto.id()];
+    expected.sort();
+    assert_eq!(left, expected);
+}
+
+/// Found by review: a removed chair's change that was still waiting when the removal was made
+/// (it builds on an accomplice's change, withheld), at a seq below one the remover saw, must not
+/// land with full rights when it stops waiting: it is concurrent with the removal, so limited.
+#[test]
+fn a_waiting_change_of_a_removed_chair_is_limited_when_it_lands() {
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let mut zed = City::new(4);
+    let mut eve = City::new(5);
+    let members = [(&brno, Role::Chair), (&zed, Role::Member)];
+    let (id, w1) = milan.create(&group(&milan, &members));
+    brno.receive(&[w1.clone()]);
+    zed.receive(&[w1.clone()]);
+    let old = brno.ledger.docs[&id].clone();
+    let withheld = zed.edit(id, add_item("withheld"));
+    brno.receive(&[withheld.clone()]);
+    let bomb = brno.edit(id, add_chair(&eve));
+    brno.new_actor();
+    let c2 = change_on(&old, brno.actor(), add_item("innocuous"));
+    let s2 = brno.sign(id, Scope::Group(id), c2.raw_bytes().to_vec());
+    milan.receive(&[bomb.clone(), s2.clone()]);
+    assert_eq!(verdict_of(&milan.ledger, &bomb), Status::Pending);
+    let removal = milan.edit(id, remove_member(&brno));
+    let all = [w1, withheld, bomb.clone(), s2, removal];
+    let l = same_in_every_order(&all);
+    assert!(
+        verdict_of(&l, &bomb).is_void(),
+        "{:?}",
+        verdict_of(&l, &bomb)
+    );
+    let g = group_of(&l, id);
+    assert!(!g.members.contains_key(&eve.id()), "{:?}", g.members);
+    assert!(!g.members.contains_key(&brno.id()), "{:?}", g.members);
+    let _ = &mut eve;
+}
+
+/// Found by review: the rejection budget must not depend on whether a node learned of a
+/// removal before or after the removed city's edits: void by a removal does not count. A
+/// member removed while apart signs more edits than the budget; every node keeps them all.
+#[test]
+fn the_budget_does_not_depend_on_when_a_removal_came() {
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let (id, w1) = milan.create(&group(&milan, &[(&brno, Role::Member)]));
+    brno.receive(&[w1.clone()]);
+    let removal = milan.edit(id, remove_member(&brno));
+    let n = intercity_protocol::ingest::MAX_REJECTED_PER_FEED as usize + 6;
+    let edits: Vec<Wire> = (0..n)
+        .map(|k| brno.edit(id, move |r| agenda_mut(r).venue = format!("v{k}")))
+        .collect();
+    let mut a = MemLedger::default();
+    for w in std::iter::once(&w1)
+        .chain(&edits)
+        .chain(std::iter::once(&removal))
+    {
+        a.ingest(&w.entry, &w.payload).expect("taken");
+    }
+    let mut b = MemLedger::default();
+    for w in [&w1, &removal].into_iter().chain(&edits) {
+        b.ingest(&w.entry, &w.payload).expect("taken");
+    }
+    assert_eq!(a.entries.len(), n + 2);
+    assert_eq!(fingerprint(&a), fingerprint(&b));
+    assert_eq!(a.heads, b.heads);
+    assert!(edits.iter().all(|w| verdict_of(&a, w).is_void()));
+}
+
 /// No city raises its own role: a member cannot make itself a chair.
 #[test]
 fn no_city_raises_its_own_role() {

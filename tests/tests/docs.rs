@@ -35,6 +35,7 @@ fn constants() -> BTreeMap<&'static str, u64> {
             "MAX_REJECTED_BYTES_PER_FEED",
             ingest::MAX_REJECTED_BYTES_PER_FEED,
         ),
+        ("MAX_REPLAY_PASSES", n(ingest::MAX_REPLAY_PASSES)),
         ("MAX_INVALID_PER_PEER", u64::from(net::MAX_INVALID_PER_PEER)),
         ("MAX_INFLIGHT_RANGES", n(net::MAX_INFLIGHT_RANGES)),
         ("MAX_PUSH_JUDGED", n(net::MAX_PUSH_JUDGED)),

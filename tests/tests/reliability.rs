@@ -766,7 +766,7 @@ async fn a_removed_member_s_unseen_edits_are_void_on_every_node() {
     for node in [&milan, &warsaw] {
         for (author, why) in [
             (&brno, "its author had lost this right"),
-            (&warsaw, "depends on a void change"),
+            (&warsaw, "depends on a change void by a removal"),
         ] {
             let status =
                 intercity_protocol::ingest::Ledger::entry(node.city.store(), &feed_of(author), 1)

@@ -108,4 +108,36 @@ impl Store {
         self.write(batch)?;
         Ok(moved)
     }
+
+    /// Schema 7 makes removals final (§15.5 of docs/protocol.md): every document with a change
+    /// that could lower someone's rights is replayed, so that the verdicts are those a node
+    /// syncing afresh gives. Returns how many were replayed.
+    pub(super) fn replay_removals(&self) -> Result<usize, StoreError> {
+        let mut ids = Vec::new();
+        for item in self.db.iterator_cf(self.cf("docs"), IteratorMode::Start) {
+            let (k, _) = item.map_err(|e| classify(&self.path, e))?;
+            let id: [u8; 16] = k[..].try_into().map_err(|_| self.corrupt("document key"))?;
+            ids.push(DocId(id));
+        }
+        let mut replayed = 0;
+        for id in ids {
+            let Some(doc) = Ledger::doc(self, &id).map_err(|e| self.corrupt(e))? else {
+                continue;
+            };
+            let lowers = intercity_protocol::doc::isolate(|| {
+                doc.get_changes(&[])
+                    .iter()
+                    .any(intercity_protocol::doc::may_lower)
+            })
+            .unwrap_or(true);
+            if !lowers {
+                continue;
+            }
+            let commit =
+                intercity_protocol::ingest::replay(self, id).map_err(|e| self.corrupt(e))?;
+            self.apply_with(commit, true)?;
+            replayed += 1;
+        }
+        Ok(replayed)
+    }
 }

@@ -52,6 +52,111 @@ fn an_older_store_gets_its_actor_seq_index_on_open() {
     );
 }
 
+/// A store written before schema 7 judged removals weakly: a removed member's change made
+/// without seeing its removal stayed accepted. Opening it replays the documents with removals,
+/// so that it holds what a node syncing afresh holds (issue #11, scenario 3).
+#[test]
+fn an_older_store_replays_its_removals_on_open() {
+    use intercity_protocol::record::{Group, Member, Role};
+    let init = |seed: u8, name: &str| {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = intercity_protocol::identity::CityKey::from_secret([seed; 32]);
+        let city = crate::City::init_with_key(dir.path(), name, None, key).expect("init");
+        (dir, city)
+    };
+    let ((dir, milan), (_b, brno)) = (init(1, "Milan"), init(2, "Brno"));
+    let mut g = Group::new("Smart Social Inclusion", milan.id().to_string(), "Milan");
+    g.members.insert(
+        brno.id().to_string(),
+        Member {
+            name: "Brno".into(),
+            role: Role::Member,
+        },
+    );
+    let id = milan.create(&Record::Group(g), "create").expect("group");
+    let feed = |city: &crate::City| FeedId {
+        author: city.id(),
+        scope: intercity_protocol::entry::Scope::Group(id),
+    };
+    let held = |city: &crate::City, f: &FeedId| {
+        city.store()
+            .feed_range(f, 1, 16, usize::MAX)
+            .expect("range")
+    };
+    for (e, p) in held(&milan, &feed(&milan)) {
+        brno.ingest_remote(&e.entry.encode(), &p).expect("genesis");
+    }
+    brno.edit(id, "concurrent", |r| {
+        if let Record::Group(g) = r {
+            g.charter = "Brno's charter".into();
+        }
+        Ok(())
+    })
+    .expect("edit");
+    let brno_id = brno.id().to_string();
+    milan
+        .edit(id, "remove Brno", move |r| {
+            if let Record::Group(g) = r {
+                g.members.remove(&brno_id);
+            }
+            Ok(())
+        })
+        .expect("removal");
+    let (concurrent, payload) = held(&brno, &feed(&brno)).remove(0);
+    milan
+        .ingest_remote(&concurrent.entry.encode(), &payload)
+        .expect("taken");
+    let store = milan.store();
+    let status = |store: &Store| {
+        store
+            .entry(&feed(&brno), 1)
+            .expect("read")
+            .expect("held")
+            .status
+    };
+    assert!(status(store).is_void(), "{:?}", status(store));
+    let voided = store.doc(&id).expect("doc").expect("held");
+    // Back to what schema 6 held: Brno's change accepted and in the document, no removals.
+    let change = intercity_protocol::ingest::decode_change(&brno.id(), &payload).expect("change");
+    let mut old = voided.clone();
+    old.apply_changes([change.clone()]).expect("applies");
+    let mut batch = WriteBatch::default();
+    let mut entry = store.entry(&feed(&brno), 1).expect("read").expect("held");
+    entry.status = Status::Accepted;
+    batch.put_cf(
+        store.cf("entries"),
+        feed_seq(&feed(&brno).to_bytes(), 1),
+        entry.encode(),
+    );
+    let mut info = store.change(&change.hash()).expect("read").expect("noted");
+    (info.accepted, info.void, info.removal) = (true, false, false);
+    batch.put_cf(store.cf("changes"), change.hash().0, info.encode());
+    batch.put_cf(store.cf("docs"), id.0, old.save());
+    for (k, _) in store.scan("doc_tail", &id.0).expect("scan") {
+        batch.delete_cf(store.cf("doc_tail"), k);
+    }
+    batch.delete_cf(store.cf("meta"), cuts_key(&id));
+    batch.put_cf(store.cf("meta"), b"schema_version", 6u32.to_be_bytes());
+    store.write(batch).expect("write");
+    store.doc_cache.lock().expect("cache").clear();
+    assert_eq!(status(store), Status::Accepted);
+    drop(milan);
+    let reopened = crate::City::open(dir.path()).expect("reopen");
+    assert!(
+        status(reopened.store()).is_void(),
+        "{:?}",
+        status(reopened.store())
+    );
+    let Record::Group(g) = reopened.record(id).expect("record") else {
+        panic!("a group")
+    };
+    assert_ne!(g.charter, "Brno's charter");
+    assert_eq!(
+        reopened.store().meta("schema_version").expect("meta"),
+        Some(SCHEMA_VERSION.to_be_bytes().to_vec())
+    );
+}
+
 mod fork_tests {
     use automerge::transaction::CommitOptions;
     use automerge::{ActorId, Automerge, Change, ReadDoc};

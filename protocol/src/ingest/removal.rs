@@ -39,15 +39,16 @@ pub struct Cut {
     pub by: String,
     /// The city it lowered.
     pub city: String,
-    /// The highest seq, in the city's feed, among the city's changes in the removal's causal
-    /// past (0 if none).
-    pub after: u64,
     /// The rights the removal left the city: 0 none, 1 member or editor.
     pub cap: u8,
 }
 
 /// The cities whose rights a change lowers, with the rights it leaves them.
 pub type Lowered = Vec<(String, u8)>;
+
+/// The most passes a replay makes over a document (§15.5); past it, the removals still
+/// undecided are void.
+pub const MAX_REPLAY_PASSES: usize = 8;
 
 /// How many void changes [`Work::might_lower`] gathers from a change's causal past before it
 /// gives up and answers "maybe".
@@ -69,9 +70,45 @@ fn overruled_reason() -> String {
     )
 }
 
+/// The verdict on a change that depends on a change void by a removal.
+fn removal_dep_reason() -> String {
+    format!(
+        "{}it depends on a change void by a removal",
+        super::VOID_PREFIX
+    )
+}
+
+/// Whether `reason` is one of the void verdicts of §15.5.
+pub(super) fn is_removal_reason(reason: &str) -> bool {
+    reason.starts_with(super::VOID_PREFIX)
+        && (reason == removed_reason()
+            || reason == overruled_reason()
+            || reason == removal_dep_reason())
+}
+
+/// The verdict on a change whose dependency `dep`, as `info` tells, was not applied.
+pub(super) fn dep_verdict(info: &ChangeInfo, dep: &ChangeHash) -> Status {
+    dep_verdict_of(info.void, info.removal, dep)
+}
+
+fn dep_verdict_of(void: bool, removal: bool, dep: &ChangeHash) -> Status {
+    Status::Rejected(if removal {
+        removal_dep_reason()
+    } else if void {
+        void_dep_reason()
+    } else {
+        rejected_dep_reason(dep)
+    })
+}
+
+/// Whether the removals in `cuts` leave their city nothing.
+pub(super) fn stripped(cuts: &[Cut]) -> bool {
+    cuts.iter().any(|c| c.cap == 0)
+}
+
 impl Cut {
     /// Storage encoding of a document's cuts: a u16 count, then per cut: reduction (32),
-    /// `by` and `city` (each a u16 length and UTF-8), after (u64), cap (u8). Big-endian.
+    /// `by` and `city` (each a u16 length and UTF-8), cap (u8). Big-endian.
     pub fn encode_all(cuts: &[Cut]) -> Vec<u8> {
         let mut b = Vec::with_capacity(2 + cuts.len() * 160);
         b.extend_from_slice(&(cuts.len().min(u16::MAX as usize) as u16).to_be_bytes());
@@ -82,7 +119,6 @@ impl Cut {
                 b.extend_from_slice(&(s.len() as u16).to_be_bytes());
                 b.extend_from_slice(s);
             }
-            b.extend_from_slice(&c.after.to_be_bytes());
             b.push(c.cap);
         }
         b
@@ -106,13 +142,11 @@ impl Cut {
                 String::from_utf8(take(usize::from(n))?.to_vec()).map_err(|_| bad())
             };
             let (by, city) = (text()?, text()?);
-            let after = u64::from_be_bytes(take(8)?.try_into().map_err(|_| bad())?);
             let cap = take(1)?[0];
             out.push(Cut {
                 reduction,
                 by,
                 city,
-                after,
                 cap,
             });
         }
@@ -178,9 +212,9 @@ fn capped(record: &Record, city: &str, cap: u8) -> Record {
 }
 
 /// Whether the change from `before` to `after` by `author` is within what the removals in
-/// `cuts` (those that apply to it) left its author; a removal of a removal's own author (a
-/// concurrent counter-removal) is not limited by that removal. `lowered`: whom the change
-/// lowers.
+/// `cuts` (those that apply to it) left its author. `lowered`: whom the change lowers. Lowering
+/// a removal's own author (a counter-removal, made without having seen that removal) is allowed
+/// whatever the removals left; everything else the change does must be within them.
 pub(super) fn within_cuts(
     author: &CityId,
     before: &Record,
@@ -188,20 +222,33 @@ pub(super) fn within_cuts(
     lowered: &Lowered,
     cuts: &[Cut],
 ) -> bool {
-    let Some(cap) = cuts
-        .iter()
-        .filter(|c| !lowered.iter().any(|(x, _)| *x == c.by))
-        .map(|c| c.cap)
-        .min()
-    else {
+    let Some(cap) = cuts.iter().map(|c| c.cap).min() else {
         return true;
     };
     let me = author.to_string();
-    rights(before, &me) <= cap
+    if rights(before, &me) <= cap {
+        return true;
+    }
+    let counter: Vec<&str> = cuts
+        .iter()
+        .map(|c| c.by.as_str())
+        .filter(|by| lowered.iter().any(|(x, _)| x == by))
+        .collect();
+    // The change without its counter-removals.
+    let mut rest = after.clone();
+    if let (Record::Group(r), Record::Group(b)) = (&mut rest, before) {
+        for city in &counter {
+            match b.members.get(*city) {
+                Some(m) => r.members.insert((*city).to_string(), m.clone()),
+                None => r.members.remove(*city),
+            };
+        }
+    }
+    (!counter.is_empty() && rest == *before)
         || authorize(
             author,
             Some(&capped(before, &me, cap)),
-            &capped(after, &me, cap),
+            &capped(&rest, &me, cap),
         )
         .is_ok()
 }
@@ -214,8 +261,8 @@ struct Node {
     author: String,
     /// The verdict the node holds now.
     status: Status,
-    /// Held as a change that lowers rights.
-    reduces: bool,
+    /// It could lower someone's rights ([`doc::may_lower`]).
+    may_lower: bool,
     /// Its dependencies among the replayed changes (indices).
     deps: Vec<usize>,
     /// All its dependencies in the change's order: replayed (index), or not (void by a fork,
@@ -226,10 +273,9 @@ struct Node {
 /// A removal taken as standing in a pass.
 #[derive(Clone)]
 struct Standing {
-    node: usize,
     cuts: Vec<Cut>,
-    /// The changes that have it in their causal past (itself included).
-    future: Vec<bool>,
+    /// The changes concurrent with it: in neither its causal past nor its future.
+    concurrent: Vec<bool>,
 }
 
 /// The verdicts of one pass over a document's changes, and the document they build.
@@ -237,15 +283,6 @@ struct Pass {
     status: Vec<Status>,
     lowered: Vec<Lowered>,
     doc: Automerge,
-}
-
-/// The verdict on a change whose dependency `dep` was not applied.
-fn dep_verdict(void: bool, dep: &ChangeHash) -> Status {
-    Status::Rejected(if void {
-        void_dep_reason()
-    } else {
-        rejected_dep_reason(dep)
-    })
 }
 
 impl<'a, L: Ledger> Work<'a, L> {
@@ -265,9 +302,9 @@ impl<'a, L: Ledger> Work<'a, L> {
         }
     }
 
-    /// The cuts that limit a change by `h.author` at `h.seq` whose dependencies are `deps`, in
-    /// the document `base` (which holds every standing removal): those of its author below
-    /// its seq whose removal is not in its causal past.
+    /// The cuts that limit a change by `h.author` whose dependencies are `deps`, in the
+    /// document `base` (which holds every standing removal): those of its author whose removal
+    /// is not in its causal past (a new change cannot be in a held removal's past).
     pub(super) fn applicable_cuts(
         &self,
         h: &Header,
@@ -278,7 +315,7 @@ impl<'a, L: Ledger> Work<'a, L> {
         let mut cuts: Vec<Cut> = self
             .cuts_now(&h.doc)?
             .into_iter()
-            .filter(|c| c.city == me && h.seq > c.after)
+            .filter(|c| c.city == me)
             .collect();
         if !cuts.is_empty() {
             let since: HashSet<ChangeHash> = doc::isolate(|| {
@@ -412,13 +449,13 @@ impl<'a, L: Ledger> Work<'a, L> {
             }
             // A forked feed's changes from its fork on are void for good (§15.4).
             if self.fork_seq_now(&feed)?.is_some_and(|f| seq >= f) {
-                if info.accepted || !info.void {
+                if info.accepted || !info.void || info.removal {
                     self.record_change(
                         hash,
                         ChangeInfo {
                             accepted: false,
                             void: true,
-                            reduces: false,
+                            removal: false,
                             ..info
                         },
                     );
@@ -428,10 +465,10 @@ impl<'a, L: Ledger> Work<'a, L> {
             nodes.push(Node {
                 hash,
                 author: feed.author.to_string(),
+                may_lower: doc::may_lower(&change),
                 change,
                 entry: stored.entry,
                 status: stored.status,
-                reduces: info.reduces,
                 deps: Vec::new(),
                 all_deps: Vec::new(),
             });
@@ -454,7 +491,10 @@ impl<'a, L: Ledger> Work<'a, L> {
             .ok_or_else(|| LedgerError(format!("document {id}: its changes form a cycle")))?;
 
         let none = BTreeSet::new();
-        let base = self.pass(id, &nodes, &order, &[], &none)?;
+        // The candidates: the changes that lower someone when no removal stands, and when every
+        // change that cannot lower anyone is taken as applied (without reading it: the
+        // candidates only need to include every removal that can stand).
+        let base = self.pass(id, &nodes, &order, &[], &none, true)?;
         let candidates: Vec<usize> = order
             .iter()
             .copied()
@@ -471,14 +511,25 @@ impl<'a, L: Ledger> Work<'a, L> {
         // (then it is void).
         let (mut held, mut undecided, mut overruled) = (Vec::new(), candidates, BTreeSet::new());
         let mut last = base;
+        // Whether `last` judged every change (the first pass did not).
+        let mut real = false;
+        let mut passes = 1;
         loop {
             undecided.retain(|&i| last.status[i] == Status::Accepted);
             if undecided.is_empty() {
                 break;
             }
+            real = true;
+            // Bounded work: past the limit, the removals still undecided are void.
+            if passes + 3 > MAX_REPLAY_PASSES {
+                overruled.extend(undecided.drain(..));
+                last = self.pass(id, &nodes, &order, &of(&held), &overruled, false)?;
+                break;
+            }
             let mut most = held.clone();
             most.extend(undecided.iter().copied());
-            let with_most = self.pass(id, &nodes, &order, &of(&most), &overruled)?;
+            let with_most = self.pass(id, &nodes, &order, &of(&most), &overruled, false)?;
+            passes += 1;
             let sure: Vec<usize> = undecided
                 .iter()
                 .copied()
@@ -496,14 +547,19 @@ impl<'a, L: Ledger> Work<'a, L> {
                 let first = undecided.remove(0);
                 let mut trial = held.clone();
                 trial.push(first);
-                let tried = self.pass(id, &nodes, &order, &of(&trial), &overruled)?;
+                let tried = self.pass(id, &nodes, &order, &of(&trial), &overruled, false)?;
+                passes += 1;
                 if trial.iter().all(|&i| tried.status[i] == Status::Accepted) {
                     held = trial;
                 } else {
                     overruled.insert(first);
                 }
             }
-            last = self.pass(id, &nodes, &order, &of(&held), &overruled)?;
+            last = self.pass(id, &nodes, &order, &of(&held), &overruled, false)?;
+            passes += 1;
+        }
+        if !real {
+            last = self.pass(id, &nodes, &order, &[], &overruled, false)?;
         }
         let position: HashMap<usize, usize> =
             order.iter().enumerate().map(|(p, &i)| (i, p)).collect();
@@ -514,7 +570,6 @@ impl<'a, L: Ledger> Work<'a, L> {
         let mut changed = false;
         for (i, n) in nodes.iter().enumerate() {
             let status = last.status[i].clone();
-            let reduces = status == Status::Accepted && !last.lowered[i].is_empty();
             let h = &n.entry.header;
             if status != n.status {
                 changed = true;
@@ -526,7 +581,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                     status.clone(),
                 )?;
             }
-            if status != n.status || reduces != n.reduces {
+            if status != n.status {
                 self.record_change(
                     n.hash,
                     ChangeInfo {
@@ -534,7 +589,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                         seq: h.seq,
                         accepted: status == Status::Accepted,
                         void: status.is_void(),
-                        reduces,
+                        removal: status.is_removal_void(),
                     },
                 );
             }
@@ -572,7 +627,8 @@ impl<'a, L: Ledger> Work<'a, L> {
     }
 
     /// Judges every change of `nodes` in `order`, with the removals of `standing` limiting
-    /// the changes they apply to and the changes in `overruled` void.
+    /// the changes they apply to and the changes in `overruled` void. `candidates`: only to
+    /// find the changes that lower someone; every change that cannot is applied unread.
     fn pass(
         &self,
         id: DocId,
@@ -580,6 +636,7 @@ impl<'a, L: Ledger> Work<'a, L> {
         order: &[usize],
         standing: &[Standing],
         overruled: &BTreeSet<usize>,
+        candidates: bool,
     ) -> Result<Pass, LedgerError> {
         let unbuilt = |e: doc::AutomergeFailure| {
             LedgerError(format!("document {id} does not build again: {e}"))
@@ -597,14 +654,18 @@ impl<'a, L: Ledger> Work<'a, L> {
                     Ok(d) => match &status[*d] {
                         Some(Status::Accepted) => {}
                         Some(s) => {
-                            verdict = Some(dep_verdict(s.is_void(), &nodes[*d].hash));
+                            verdict = Some(dep_verdict_of(
+                                s.is_void(),
+                                s.is_removal_void(),
+                                &nodes[*d].hash,
+                            ));
                             break;
                         }
                         None => return Err(LedgerError(format!("document {id}: order broken"))),
                     },
                     Err(d) => match self.change_info(d)? {
                         Some(info) if !info.accepted => {
-                            verdict = Some(dep_verdict(info.void, d));
+                            verdict = Some(dep_verdict(&info, d));
                             break;
                         }
                         // Judged before every dependency had to be known (an older store):
@@ -629,22 +690,36 @@ impl<'a, L: Ledger> Work<'a, L> {
                 status[i] = Some(v);
                 continue;
             }
+            if candidates && !node.may_lower {
+                queued.push(node.change.clone());
+                status[i] = Some(Status::Accepted);
+                continue;
+            }
+            let cuts: Vec<Cut> = standing
+                .iter()
+                .filter(|s| s.concurrent[i])
+                .flat_map(|s| s.cuts.iter())
+                .filter(|c| c.city == node.author)
+                .cloned()
+                .collect();
+            // As on arrival: a city a removal left nothing, making a change that lowers nobody.
+            if stripped(&cuts) && !node.may_lower {
+                status[i] = Some(Status::Rejected(removed_reason()));
+                continue;
+            }
             // Refused for what it is (not for a removal, nor for what it builds on): the same
-            // again, since its causal past is the same.
-            if !(node.status == Status::Accepted || node.status.is_void()) {
+            // again, since its causal past is the same. (Not in the first pass, which must not
+            // depend on what a node held: there some of the causal past is applied unread.)
+            let refused = !(node.status == Status::Accepted || node.status.is_void());
+            if refused && !candidates {
                 status[i] = Some(node.status.clone());
                 continue;
             }
-            let seq = node.entry.header.seq;
-            let cuts: Vec<Cut> = standing
-                .iter()
-                .filter(|s| s.node != i && !s.future[i])
-                .flat_map(|s| s.cuts.iter())
-                .filter(|c| c.city == node.author && seq > c.after)
-                .cloned()
-                .collect();
-            // Applied before, and nothing it did can have changed: applied again as it is.
-            if node.status == Status::Accepted && !node.reduces && cuts.is_empty() {
+            // Applied before, and no removal limits it: applied again as it is (the same causal
+            // past gives the same verdict). The first pass reads the changes that may lower
+            // someone, to know whom.
+            if node.status == Status::Accepted && cuts.is_empty() && !(candidates && node.may_lower)
+            {
                 queued.push(node.change.clone());
                 status[i] = Some(Status::Accepted);
                 continue;
@@ -721,27 +796,27 @@ fn topological(nodes: &[Node]) -> Option<Vec<usize>> {
     (order.len() == nodes.len()).then_some(order)
 }
 
-/// Node `i`, a change that lowers the cities of `lowered`, as a standing removal: for each
-/// city, the highest seq of that city's changes in its causal past.
+/// Node `i`, a change that lowers the cities of `lowered`, as a standing removal: it limits
+/// their changes concurrent with it.
 fn standing(nodes: &[Node], i: usize, lowered: &Lowered) -> Standing {
-    let mut past = vec![false; nodes.len()];
-    let mut stack = vec![i];
-    while let Some(j) = stack.pop() {
-        if !std::mem::replace(&mut past[j], true) {
-            stack.extend(nodes[j].deps.iter().copied());
-        }
-    }
     let mut children = vec![Vec::new(); nodes.len()];
     for (j, n) in nodes.iter().enumerate() {
         for &d in &n.deps {
             children[d].push(j);
         }
     }
-    let mut future = vec![false; nodes.len()];
-    let mut stack = vec![i];
-    while let Some(j) = stack.pop() {
-        if !std::mem::replace(&mut future[j], true) {
-            stack.extend(children[j].iter().copied());
+    let mut related = vec![false; nodes.len()];
+    for next in [&|j: usize| nodes[j].deps.clone(), &|j: usize| {
+        children[j].clone()
+    }] as [&dyn Fn(usize) -> Vec<usize>; 2]
+    {
+        let mut seen = vec![false; nodes.len()];
+        let mut stack = vec![i];
+        while let Some(j) = stack.pop() {
+            if !std::mem::replace(&mut seen[j], true) {
+                related[j] = true;
+                stack.extend(next(j));
+            }
         }
     }
     let cuts = lowered
@@ -750,19 +825,11 @@ fn standing(nodes: &[Node], i: usize, lowered: &Lowered) -> Standing {
             reduction: nodes[i].hash,
             by: nodes[i].author.clone(),
             city: city.clone(),
-            after: nodes
-                .iter()
-                .enumerate()
-                .filter(|(j, n)| past[*j] && n.author == *city)
-                .map(|(_, n)| n.entry.header.seq)
-                .max()
-                .unwrap_or(0),
             cap: *cap,
         })
         .collect();
     Standing {
-        node: i,
         cuts,
-        future,
+        concurrent: related.into_iter().map(|r| !r).collect(),
     }
 }
