@@ -230,7 +230,7 @@ pub fn bullets(items: &[String]) -> String {
 
 /// A timestamp (ms since the epoch) in UTC ISO 8601, e.g. `2017-02-23T09:30:00Z`.
 pub fn iso8601(ms: i64) -> String {
-    intercity_node::exchange::iso8601(ms)
+    intercity_node::time::iso8601(ms)
 }
 
 /// The shortest prefix length (at least `min`) at which every id in `ids` is distinct.

@@ -482,7 +482,7 @@ impl City {
             created_by: first.map(|h| h.author.to_string()).unwrap_or_default(),
             last_change_by: last.map(|h| h.author.to_string()).unwrap_or_default(),
             updated: last
-                .map(|h| crate::exchange::iso8601(h.timestamp))
+                .map(|h| crate::time::iso8601(h.timestamp))
                 .unwrap_or_default(),
             last_entry: last.map(|h| h.entry.clone()).unwrap_or_default(),
             changes: accepted.len(),

@@ -12,6 +12,7 @@
 //! - [`client`] — what the CLI uses: the city directly, or the daemon through its socket.
 //! - [`daemon`] — `intercity node run`: config file, network and control socket together.
 //! - [`exchange`] — export and import formats: JSON, JSON Lines, CSV, iCalendar.
+//! - [`time`] — calendar dates and UTC timestamps as text.
 //! - [`demo`] — the local multi-city federation demo.
 //!
 //! The library carries the logic; the `intercity` binary in `cli/` is a thin client.
@@ -26,6 +27,7 @@ pub mod exchange;
 pub mod net;
 pub mod roster;
 pub mod store;
+pub mod time;
 
 pub use city::{City, CityError, HistoryItem, ImportOutcome, ImportResult, Profile};
 pub use client::Client;

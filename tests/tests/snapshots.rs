@@ -102,7 +102,7 @@ fn tables_and_search_results() {
         "--end",
         "2018-12-31",
     ]);
-    let today = &intercity_node::exchange::today(intercity_node::city::now_ms());
+    let today = &intercity_node::time::today(intercity_node::city::now_ms());
     let normalize = |s: String| {
         s.replace(&a[..8], "xxxxxxxx")
             .replace(&b[..8], "yyyyyyyy")

@@ -312,9 +312,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         Command::Next(args) => {
             let filters = super::query::FilterArgs {
                 group: args.group,
-                since: Some(intercity_node::exchange::today(
-                    intercity_node::city::now_ms(),
-                )),
+                since: Some(intercity_node::time::today(intercity_node::city::now_ms())),
                 sort: Some(intercity_node::catalog::Sort::Date),
                 limit: Some(args.limit),
                 ..Default::default()

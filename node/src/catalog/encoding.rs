@@ -77,7 +77,7 @@ pub(super) fn status_code(status: &str) -> u8 {
 
 /// Days since 1970-01-01 of a `YYYY-MM-DD` date.
 pub(super) fn day_number(date: &str) -> Option<i32> {
-    crate::exchange::days_from_civil(date).and_then(|d| i32::try_from(d).ok())
+    crate::time::days_from_civil(date).and_then(|d| i32::try_from(d).ok())
 }
 
 /// What filters and orders need of a unit, fixed-size: the `facets` row.
