@@ -365,9 +365,23 @@ pub fn reference_outside_past(
     Ok(None)
 }
 
+/// The kind of record a document holds, from its root `kind` key alone (no record is read).
+/// None if the key is missing or not a known kind. A record's kind never changes (§15).
+pub fn kind_of(doc: &Automerge) -> Option<crate::record::Kind> {
+    let value = isolate(|| doc.get(automerge::ROOT, "kind")).ok()?.ok()??;
+    match value {
+        (automerge::Value::Scalar(s), _) => match s.as_ref() {
+            automerge::ScalarValue::Str(t) => t.parse().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Whether `change` could lower a city's rights in a record (§15.5): it deletes something,
-/// overwrites a list element, or writes a key named `role`, `members` or `editors`. A change
-/// without any of these only adds. Conservative: true when the change does not decode.
+/// replaces an object, overwrites a list element, or writes a key named `role`, `members` or
+/// `editors` or a key that is a city id (a member's entry). A change without any of these
+/// cannot lower anyone. Conservative: true when the change does not decode.
 pub fn may_lower(change: &Change) -> bool {
     use automerge::legacy::{Key, OpType};
     let Ok(expanded) = isolate(|| change.decode()) else {
@@ -375,7 +389,10 @@ pub fn may_lower(change: &Change) -> bool {
     };
     expanded.operations.iter().any(|op| {
         matches!(op.action, OpType::Delete)
-            || matches!(&op.key, Key::Map(k) if matches!(k.as_str(), "role" | "members" | "editors"))
+            // Replacing an object (a member's, say, by one without a role).
+            || (matches!(op.action, OpType::Make(_)) && !op.pred.is_empty())
+            || matches!(&op.key, Key::Map(k) if matches!(k.as_str(), "role" | "members" | "editors")
+                || k.parse::<crate::identity::CityId>().is_ok())
             || (matches!(op.key, Key::Seq(_)) && !op.insert && !op.pred.is_empty())
     })
 }

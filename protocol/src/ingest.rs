@@ -1027,22 +1027,17 @@ impl<'a, L: Ledger> Work<'a, L> {
             match &stored.status {
                 Status::Pending => continue,
                 Status::Rejected(r) if *r == reason => continue,
-                Status::Accepted => {
+                // Its document is replayed: what was built on it becomes void, whatever
+                // verdict it had (the one a node that learned of the fork first gives).
+                Status::Accepted | Status::Rejected(_) | Status::Quarantined(_) => {
                     docs.insert(stored.entry.header.doc);
                 }
-                Status::Rejected(_) | Status::Quarantined(_) => {}
             }
             self.revise(stored, Status::Rejected(reason.clone()))?;
         }
-        for id in docs {
-            // A document with removals that stand is replayed whole (§15.5): voiding a
-            // removal may give back what it voided.
-            if self.cuts_now(&id)?.is_empty() {
-                self.rebuild(id, feed, from)?;
-            } else {
-                self.replay.insert(id);
-            }
-        }
+        // The documents are replayed (§15.5): built again without the void changes and those
+        // built on them, every verdict a removal or a void dependency can change decided again.
+        self.replay.extend(docs);
         Ok(())
     }
 
@@ -1083,96 +1078,6 @@ impl<'a, L: Ledger> Work<'a, L> {
         Ok(())
     }
 
-    /// Builds document `id` again without the changes of `feed` from seq `from` on, and
-    /// without the changes that depend on those; their verdicts are revised.
-    fn rebuild(&mut self, id: DocId, feed: FeedId, from: u64) -> Result<(), LedgerError> {
-        let Some(doc) = self.doc(id)? else {
-            return Ok(());
-        };
-        let changes = doc::isolate(|| doc.get_changes(&[])).map_err(|e| {
-            LedgerError(format!("document {id}: its changes cannot be listed: {e}"))
-        })?;
-        // Void: the feed's own changes from `from` on, then (to a fixed point, whatever order
-        // Automerge lists them in) every change that depends on a void one.
-        let mut void: HashSet<ChangeHash> = HashSet::new();
-        let mut infos = HashMap::new();
-        for c in &changes {
-            let info = self.change_info(&c.hash())?;
-            if info.is_some_and(|i| i.feed == feed && i.seq >= from) {
-                void.insert(c.hash());
-            }
-            infos.insert(c.hash(), info);
-        }
-        let mut cascade: Vec<ChangeHash> = Vec::new();
-        loop {
-            let before = void.len();
-            for c in &changes {
-                if !void.contains(&c.hash()) && c.deps().iter().any(|d| void.contains(d)) {
-                    void.insert(c.hash());
-                    cascade.push(c.hash());
-                }
-            }
-            if void.len() == before {
-                break;
-            }
-        }
-        for c in &changes {
-            if let Some(Some(info)) = infos.get(&c.hash())
-                && void.contains(&c.hash())
-            {
-                self.record_change(
-                    c.hash(),
-                    ChangeInfo {
-                        accepted: false,
-                        void: true,
-                        removal: false,
-                        ..*info
-                    },
-                );
-            }
-        }
-        for hash in cascade {
-            let Some(Some(info)) = infos.get(&hash) else {
-                continue;
-            };
-            if let Some(stored) = self.ledger.entry(&info.feed, info.seq)? {
-                let reason = void_dep_reason();
-                if stored.status != Status::Rejected(reason.clone()) {
-                    self.revise(stored, Status::Rejected(reason))?;
-                }
-            }
-        }
-        let kept: Vec<Change> = changes
-            .into_iter()
-            .filter(|c| !void.contains(&c.hash()))
-            .collect();
-        if kept.is_empty() {
-            self.commit.docs.remove(&id);
-            self.commit.removed.push(id);
-            self.docs.insert(id, None);
-            return Ok(());
-        }
-        let mut rebuilt = Automerge::new();
-        doc::apply(&mut rebuilt, kept)
-            .map_err(|e| LedgerError(format!("document {id} does not build again: {e}")))?;
-        let record = doc::read_record(&rebuilt, None).ok();
-        let scope = record
-            .as_ref()
-            .map_or(Scope::Federation, |r| scope_of(r.kind(), id));
-        self.commit.docs.insert(
-            id,
-            DocUpdate {
-                doc: DocState::Built(Box::new(rebuilt)),
-                appended: None,
-                replace: true,
-                record,
-                updated: 0,
-                scope,
-            },
-        );
-        Ok(())
-    }
-
     fn doc(&mut self, id: DocId) -> Result<Option<&Automerge>, LedgerError> {
         // A document changed earlier in this ingestion lives in the commit.
         if self.commit.docs.contains_key(&id) {
@@ -1186,6 +1091,32 @@ impl<'a, L: Ledger> Work<'a, L> {
             self.docs.insert(id, loaded);
         }
         Ok(self.docs.get(&id).and_then(Option::as_ref))
+    }
+
+    /// Why an entry's scope cannot be its document's, if it cannot: a group's scope names
+    /// its own document, and a held document's kind decides its scope.
+    fn misfit(
+        &mut self,
+        h: &crate::entry::Header,
+        genesis: bool,
+    ) -> Result<Option<String>, LedgerError> {
+        if let Scope::Group(g) = h.scope
+            && g != h.doc
+        {
+            return Ok(Some(format!(
+                "an entry in scope {} must name that group's document, not {}",
+                h.scope, h.doc
+            )));
+        }
+        if genesis {
+            return Ok(None);
+        }
+        let Some(kind) = self.doc(h.doc)?.and_then(doc::kind_of) else {
+            return Ok(None);
+        };
+        let expected = scope_of(kind, h.doc);
+        Ok((h.scope != expected)
+            .then(|| format!("a {kind} belongs in scope {expected}, not {}", h.scope)))
     }
 
     fn change_info(&self, hash: &ChangeHash) -> Result<Option<ChangeInfo>, LedgerError> {
@@ -1215,14 +1146,20 @@ impl<'a, L: Ledger> Work<'a, L> {
             }
             return Ok(status);
         }
+        let deps: Vec<ChangeHash> = change.deps().to_vec();
+        let genesis = deps.is_empty();
+        // An entry whose scope cannot be its document's (§15.5): about the entry, not the
+        // change, and decided before anything else is read (a misfit carrier must never note
+        // its change, whatever else a node holds).
+        if let Some(reason) = self.misfit(h, genesis)? {
+            return Ok(Status::Rejected(reason));
+        }
         if let Some(info) = self.change_info(&hash)? {
             return Ok(Status::Rejected(format!(
                 "change already carried by {} seq {}",
                 info.feed.author, info.seq
             )));
         }
-        let deps: Vec<ChangeHash> = change.deps().to_vec();
-        let genesis = deps.is_empty();
         let base = if genesis {
             if DocId::for_genesis(&hash) != h.doc {
                 // About the entry, not the change: not noted (see `Misfit`).

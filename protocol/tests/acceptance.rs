@@ -2344,3 +2344,441 @@ fn two_changes_with_one_actor_number_get_the_same_verdicts_in_any_order() {
     );
     assert_eq!(fingerprint(&x), fingerprint(&y));
 }
+
+// ---------------------------------------------------------------- found by review (removal, second round)
+
+/// The entries of `l` and their verdicts, the docs, and the heads: everything two replicas
+/// holding the same entries must agree on.
+fn full_state(l: &MemLedger) -> (Fingerprint, Vec<(FeedId, String)>) {
+    let mut heads: Vec<(FeedId, String)> = l
+        .heads
+        .iter()
+        .map(|(f, h)| (*f, format!("{h:?}")))
+        .collect();
+    heads.sort_by_key(|(f, _)| format!("{f:?}"));
+    (fingerprint(l), heads)
+}
+
+/// Brno (member) forges a change putting `name` on the member object Milan creates for Warsaw
+/// in a concurrent change: rejected ("outside its causal past"), and it cannot lower anyone by
+/// may_lower's test. A replay's first pass applies it unread, possibly before Milan's change.
+#[test]
+fn a_rejected_change_cannot_break_a_replay() {
+    use automerge::legacy::{Key, Op, OpId, OpType, SortedVec};
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let porto = City::new(3);
+    let warsaw = City::new(4);
+    let (id, genesis) = milan.create(&group(
+        &milan,
+        &[(&brno, Role::Member), (&porto, Role::Member)],
+    ));
+    brno.receive(&[genesis.clone()]);
+    let wid = warsaw.id();
+    let add = milan.edit(id, move |r| {
+        if let Record::Group(g) = r {
+            g.members.insert(
+                wid,
+                Member {
+                    name: "Warsaw".into(),
+                    role: Role::Member,
+                },
+            );
+        }
+    });
+    let change = automerge::Change::from_bytes(add.payload.clone()).expect("change");
+    let add_hash = change.hash();
+    let expanded = change.decode();
+    let start = change.start_op().get();
+    let (index, name) = expanded
+        .operations
+        .iter()
+        .enumerate()
+        .find(|(_, op)| {
+            matches!(&op.key, Key::Map(k) if k == "name")
+                && matches!(&op.action, OpType::Put(automerge::ScalarValue::Str(v)) if v == "Warsaw")
+        })
+        .expect("Milan's change writes Warsaw's name");
+    let name_op = OpId(start + index as u64, change.actor_id().clone());
+    let mut actor = brno.key.id().as_bytes().to_vec();
+    actor.extend_from_slice(&[7; 8]);
+    // Grind for a hash below Milan's change, so it comes first in the canonical order.
+    let mut forged = None;
+    for k in 0..200u64 {
+        let op = Op {
+            action: OpType::Put(automerge::ScalarValue::Str(format!("renamed {k}").into())),
+            obj: name.obj.clone(),
+            key: Key::Map("name".into()),
+            pred: SortedVec::from(vec![name_op.clone()]),
+            insert: false,
+        };
+        let c = forged_change(
+            ActorId::from(actor.clone()),
+            1,
+            start + 1_000,
+            genesis_deps(&genesis),
+            vec![op],
+        );
+        if c.hash() < add_hash {
+            forged = Some(c);
+            break;
+        }
+    }
+    let forged = forged.expect("ground");
+    assert!(!doc::may_lower(&forged));
+    let rename = brno.sign(id, Scope::Group(id), forged.raw_bytes().to_vec());
+    // Milan removes Brno, the attacker (built on its doc with Milan's own change, unsigned).
+    let c = change_on(&milan.ledger.docs[&id], milan.actor(), remove_member(&brno));
+    let payload = c.raw_bytes().to_vec();
+    let head = milan
+        .ledger
+        .head(&FeedId {
+            author: milan.key.id(),
+            scope: Scope::Group(id),
+        })
+        .expect("held")
+        .expect("held");
+    let e = sign_entry(
+        &milan.key,
+        Scope::Group(id),
+        head.seq + 1,
+        head.hash,
+        id,
+        &payload,
+        9_000,
+    );
+    let removal = Wire {
+        entry: e.encode().to_vec(),
+        payload,
+    };
+    for order in feed_orders(&[
+        genesis.clone(),
+        add.clone(),
+        rename.clone(),
+        removal.clone(),
+    ]) {
+        let mut l = MemLedger::default();
+        let mut errors = Vec::new();
+        for w in &order {
+            if let Err(e) = l.ingest(&w.entry, &w.payload) {
+                errors.push(format!("{e:?}"));
+            }
+        }
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(!group_of(&l, id).members.contains_key(&brno.id()));
+    }
+}
+
+/// Brno (member) signs two concurrent changes with one actor and number: one in the group's
+/// feed, the other in another scope's feed (the per-feed actor check does not see it). The
+/// misfit copy's verdict depends on the order; where it is noted ("Automerge refused"), a
+/// replay's first pass applies it unread next to the other, and fails.
+#[test]
+fn one_actor_number_in_two_feeds_gets_one_verdict() {
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let porto = City::new(3);
+    let (id, genesis) = milan.create(&group(
+        &milan,
+        &[(&brno, Role::Member), (&porto, Role::Member)],
+    ));
+    brno.receive(&[genesis.clone()]);
+    let g_doc = doc::load(&genesis.payload).expect("genesis");
+    let a = brno.actor();
+    let c1 = change_on(&g_doc, a.clone(), |r| agenda_mut(r).venue = "one".into());
+    let c2 = change_on(&g_doc, a, |r| agenda_mut(r).venue = "two".into());
+    assert!(!doc::may_lower(&c2));
+    let w1 = brno.sign(id, Scope::Group(id), c1.raw_bytes().to_vec());
+    let other = Scope::Group(DocId([9; 16]));
+    let e = sign_entry(
+        &brno.key,
+        other,
+        1,
+        Hash32::default(),
+        id,
+        c2.raw_bytes(),
+        5,
+    );
+    let w2 = Wire {
+        entry: e.encode().to_vec(),
+        payload: c2.raw_bytes().to_vec(),
+    };
+    let doc_now = {
+        let mut d = g_doc.clone();
+        d.apply_changes([c1.clone()]).expect("held");
+        d
+    };
+    let rc = change_on(&doc_now, milan.actor(), remove_member(&porto));
+    let head = milan
+        .ledger
+        .head(&FeedId {
+            author: milan.key.id(),
+            scope: Scope::Group(id),
+        })
+        .expect("held")
+        .expect("held");
+    let e = sign_entry(
+        &milan.key,
+        Scope::Group(id),
+        head.seq + 1,
+        head.hash,
+        id,
+        rc.raw_bytes(),
+        9_000,
+    );
+    let removal = Wire {
+        entry: e.encode().to_vec(),
+        payload: rc.raw_bytes().to_vec(),
+    };
+    let mut outcomes = Vec::new();
+    for order in [
+        [&genesis, &w1, &w2, &removal],
+        [&genesis, &w2, &w1, &removal],
+    ] {
+        let mut l = MemLedger::default();
+        let mut errs = Vec::new();
+        for w in order {
+            if let Err(e) = l.ingest(&w.entry, &w.payload) {
+                errs.push(format!("{e:?}"));
+            }
+        }
+        outcomes.push((errs, status_of(&l, &w2), status_of(&l, &removal)));
+    }
+    assert!(outcomes.iter().all(|o| o.0.is_empty()), "{outcomes:#?}");
+    assert_eq!(outcomes[0], outcomes[1]);
+}
+
+/// Rule 3 voids a change before the scope check, so a change carried by a misfit entry (wrong
+/// scope) is noted as void by a removal against that entry; its fitting carrier is then
+/// "already carried". When the removal stops standing, the replay reads the misfit carrier
+/// and rejects it for its scope: the change is lost on that node, kept on the other.
+/// The same with the second carrier in Brno's federation feed: only the group document's kind
+/// tells that it does not fit.
+#[test]
+fn one_actor_number_in_the_federation_feed_gets_one_verdict() {
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let porto = City::new(3);
+    let (id, genesis) = milan.create(&group(
+        &milan,
+        &[(&brno, Role::Member), (&porto, Role::Member)],
+    ));
+    brno.receive(&[genesis.clone()]);
+    let g_doc = doc::load(&genesis.payload).expect("genesis");
+    let a = brno.actor();
+    let c1 = change_on(&g_doc, a.clone(), |r| agenda_mut(r).venue = "one".into());
+    let c2 = change_on(&g_doc, a, |r| agenda_mut(r).venue = "two".into());
+    assert!(!doc::may_lower(&c2));
+    let w1 = brno.sign(id, Scope::Group(id), c1.raw_bytes().to_vec());
+    let other = Scope::Federation;
+    let e = sign_entry(
+        &brno.key,
+        other,
+        1,
+        Hash32::default(),
+        id,
+        c2.raw_bytes(),
+        5,
+    );
+    let w2 = Wire {
+        entry: e.encode().to_vec(),
+        payload: c2.raw_bytes().to_vec(),
+    };
+    let doc_now = {
+        let mut d = g_doc.clone();
+        d.apply_changes([c1.clone()]).expect("held");
+        d
+    };
+    let rc = change_on(&doc_now, milan.actor(), remove_member(&porto));
+    let head = milan
+        .ledger
+        .head(&FeedId {
+            author: milan.key.id(),
+            scope: Scope::Group(id),
+        })
+        .expect("held")
+        .expect("held");
+    let e = sign_entry(
+        &milan.key,
+        Scope::Group(id),
+        head.seq + 1,
+        head.hash,
+        id,
+        rc.raw_bytes(),
+        9_000,
+    );
+    let removal = Wire {
+        entry: e.encode().to_vec(),
+        payload: rc.raw_bytes().to_vec(),
+    };
+    let mut outcomes = Vec::new();
+    for order in [
+        [&genesis, &w1, &w2, &removal],
+        [&genesis, &w2, &w1, &removal],
+    ] {
+        let mut l = MemLedger::default();
+        let mut errs = Vec::new();
+        for w in order {
+            if let Err(e) = l.ingest(&w.entry, &w.payload) {
+                errs.push(format!("{e:?}"));
+            }
+        }
+        outcomes.push((errs, status_of(&l, &w2), status_of(&l, &removal)));
+    }
+    assert!(outcomes.iter().all(|o| o.0.is_empty()), "{outcomes:#?}");
+    assert_eq!(outcomes[0], outcomes[1]);
+}
+
+/// Rule 3 voids a change before the scope check, so a change carried by a misfit entry (wrong
+/// scope) is noted as void by a removal against that entry; its fitting carrier is then
+/// "already carried". When the removal stops standing, the replay reads the misfit carrier
+/// and rejects it for its scope: the change is lost on that node, kept on the other.
+#[test]
+fn a_misfit_carrier_never_notes_its_change() {
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let mut porto = City::new(3);
+    let members = [(&brno, Role::Member), (&porto, Role::Chair)];
+    let (id, genesis) = milan.create(&group(&milan, &members));
+    brno.receive(&[genesis.clone()]);
+    porto.receive(&[genesis.clone()]);
+    let r1 = milan.edit(id, remove_member(&brno));
+    let r2 = porto.edit(id, remove_member(&milan));
+    let c = change_on(&brno.ledger.docs[&id], brno.actor(), |r| {
+        agenda_mut(r).venue = "Brno's venue".into()
+    });
+    let good = brno.sign(id, Scope::Group(id), c.raw_bytes().to_vec());
+    let e = sign_entry(
+        &brno.key,
+        Scope::Group(DocId([9; 16])),
+        1,
+        Hash32::default(),
+        id,
+        c.raw_bytes(),
+        5,
+    );
+    let bad = Wire {
+        entry: e.encode().to_vec(),
+        payload: c.raw_bytes().to_vec(),
+    };
+    let mut results = Vec::new();
+    for order in [
+        [&genesis, &r1, &bad, &good, &r2],
+        [&genesis, &r2, &r1, &good, &bad],
+        [&genesis, &r1, &good, &bad, &r2],
+    ] {
+        let mut l = MemLedger::default();
+        for w in order {
+            l.ingest(&w.entry, &w.payload).expect("taken");
+        }
+        let venue = group_of(&l, id).agendas["a1a1a1a1a1a1a1a1"].venue.clone();
+        results.push((
+            venue,
+            status_of(&l, &good),
+            status_of(&l, &bad),
+            full_state(&l).1,
+        ));
+    }
+    assert_eq!(results[0], results[1]);
+    assert_eq!(results[1], results[2]);
+}
+
+/// Every feed order, one at a time and in batches of each size: the same verdicts, docs and
+/// heads everywhere. Returns how many runs.
+fn every_way(wires: &[Wire]) -> usize {
+    let mut first: Option<_> = None;
+    let mut runs = 0;
+    for order in feed_orders(wires) {
+        for size in 1..=order.len() {
+            let mut l = MemLedger::default();
+            for chunk in order.chunks(size) {
+                let mut batch = Batch::new(&l);
+                for w in chunk {
+                    batch
+                        .ingest(&w.entry, &w.payload)
+                        .unwrap_or_else(|e| panic!("size {size}: {e:?}"));
+                }
+                let c = batch.into_commit();
+                l.apply(c);
+            }
+            let f = full_state(&l);
+            runs += 1;
+            match &first {
+                None => first = Some(f),
+                Some(held) => assert_eq!(
+                    &f,
+                    held,
+                    "order {:?} size {size}",
+                    order
+                        .iter()
+                        .map(|w| (
+                            w.signed().header.author.to_string()[8..12].to_string(),
+                            w.signed().header.seq
+                        ))
+                        .collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+    runs
+}
+
+/// A removed chair's waiting change, a counter-removal and a re-add, batched in every way.
+#[test]
+fn removals_judge_the_same_batched_every_way() {
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let mut zed = City::new(4);
+    let eve = City::new(5);
+    let members = [(&brno, Role::Chair), (&zed, Role::Member)];
+    let (id, w1) = milan.create(&group(&milan, &members));
+    brno.receive(&[w1.clone()]);
+    zed.receive(&[w1.clone()]);
+    let withheld = zed.edit(id, add_item("withheld"));
+    brno.receive(&[withheld.clone()]);
+    let bomb = brno.edit(id, add_chair(&eve));
+    let counter = brno.edit(id, remove_member(&milan));
+    milan.receive(&[withheld.clone()]);
+    let removal = milan.edit(id, remove_member(&brno));
+    let readd = milan.edit(id, add_item("after"));
+    let n = every_way(&[w1, withheld, bomb, counter, removal, readd]);
+    assert!(n > 0);
+}
+
+/// The same, without the second removal: which feed's budget is charged depends on the order.
+#[test]
+fn a_misfit_carrier_does_not_move_the_budget() {
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let (id, genesis) = milan.create(&group(&milan, &[(&brno, Role::Member)]));
+    brno.receive(&[genesis.clone()]);
+    let r1 = milan.edit(id, remove_member(&brno));
+    let c = change_on(&brno.ledger.docs[&id], brno.actor(), |r| {
+        agenda_mut(r).venue = "x".into()
+    });
+    let good = brno.sign(id, Scope::Group(id), c.raw_bytes().to_vec());
+    let e = sign_entry(
+        &brno.key,
+        Scope::Group(DocId([9; 16])),
+        1,
+        Hash32::default(),
+        id,
+        c.raw_bytes(),
+        5,
+    );
+    let bad = Wire {
+        entry: e.encode().to_vec(),
+        payload: c.raw_bytes().to_vec(),
+    };
+    let run = |order: [&Wire; 4]| {
+        let mut l = MemLedger::default();
+        for w in order {
+            l.ingest(&w.entry, &w.payload).expect("taken");
+        }
+        full_state(&l)
+    };
+    assert_eq!(
+        run([&genesis, &r1, &bad, &good]),
+        run([&genesis, &r1, &good, &bad])
+    );
+}

@@ -426,7 +426,7 @@ impl<'a, L: Ledger> Work<'a, L> {
         );
         keys.sort();
         keys.dedup();
-        let mut nodes = Vec::new();
+        let (mut nodes, mut dropped) = (Vec::new(), false);
         for (feed, seq) in keys {
             let Some(stored) = self.entry_now(&feed, seq)? else {
                 continue;
@@ -447,8 +447,10 @@ impl<'a, L: Ledger> Work<'a, L> {
             if info.feed != feed || info.seq != seq {
                 continue;
             }
-            // A forked feed's changes from its fork on are void for good (§15.4).
+            // A forked feed's changes from its fork on are void for good (§15.4); one the
+            // document held leaves it.
             if self.fork_seq_now(&feed)?.is_some_and(|f| seq >= f) {
+                dropped |= info.accepted;
                 if info.accepted || !info.void || info.removal {
                     self.record_change(
                         hash,
@@ -491,10 +493,16 @@ impl<'a, L: Ledger> Work<'a, L> {
             .ok_or_else(|| LedgerError(format!("document {id}: its changes form a cycle")))?;
 
         let none = BTreeSet::new();
-        // The candidates: the changes that lower someone when no removal stands, and when every
-        // change that cannot lower anyone is taken as applied (without reading it: the
-        // candidates only need to include every removal that can stand).
-        let base = self.pass(id, &nodes, &order, &[], &none, true)?;
+        // The candidates: the changes that lower someone when no removal stands. Only the
+        // changes that could lower someone and their causal pasts need judging for that.
+        let mut relevant = vec![false; nodes.len()];
+        let mut stack: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].may_lower).collect();
+        while let Some(j) = stack.pop() {
+            if !std::mem::replace(&mut relevant[j], true) {
+                stack.extend(nodes[j].deps.iter().copied());
+            }
+        }
+        let base = self.pass(id, &nodes, &order, &[], &none, Some(&relevant))?;
         let candidates: Vec<usize> = order
             .iter()
             .copied()
@@ -523,12 +531,12 @@ impl<'a, L: Ledger> Work<'a, L> {
             // Bounded work: past the limit, the removals still undecided are void.
             if passes + 3 > MAX_REPLAY_PASSES {
                 overruled.extend(undecided.drain(..));
-                last = self.pass(id, &nodes, &order, &of(&held), &overruled, false)?;
+                last = self.pass(id, &nodes, &order, &of(&held), &overruled, None)?;
                 break;
             }
             let mut most = held.clone();
             most.extend(undecided.iter().copied());
-            let with_most = self.pass(id, &nodes, &order, &of(&most), &overruled, false)?;
+            let with_most = self.pass(id, &nodes, &order, &of(&most), &overruled, None)?;
             passes += 1;
             let sure: Vec<usize> = undecided
                 .iter()
@@ -547,7 +555,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                 let first = undecided.remove(0);
                 let mut trial = held.clone();
                 trial.push(first);
-                let tried = self.pass(id, &nodes, &order, &of(&trial), &overruled, false)?;
+                let tried = self.pass(id, &nodes, &order, &of(&trial), &overruled, None)?;
                 passes += 1;
                 if trial.iter().all(|&i| tried.status[i] == Status::Accepted) {
                     held = trial;
@@ -555,11 +563,11 @@ impl<'a, L: Ledger> Work<'a, L> {
                     overruled.insert(first);
                 }
             }
-            last = self.pass(id, &nodes, &order, &of(&held), &overruled, false)?;
+            last = self.pass(id, &nodes, &order, &of(&held), &overruled, None)?;
             passes += 1;
         }
         if !real {
-            last = self.pass(id, &nodes, &order, &[], &overruled, false)?;
+            last = self.pass(id, &nodes, &order, &[], &overruled, None)?;
         }
         let position: HashMap<usize, usize> =
             order.iter().enumerate().map(|(p, &i)| (i, p)).collect();
@@ -567,7 +575,7 @@ impl<'a, L: Ledger> Work<'a, L> {
         let standing = of(&held);
 
         // Write back what changed.
-        let mut changed = false;
+        let mut changed = dropped;
         for (i, n) in nodes.iter().enumerate() {
             let status = last.status[i].clone();
             let h = &n.entry.header;
@@ -627,8 +635,9 @@ impl<'a, L: Ledger> Work<'a, L> {
     }
 
     /// Judges every change of `nodes` in `order`, with the removals of `standing` limiting
-    /// the changes they apply to and the changes in `overruled` void. `candidates`: only to
-    /// find the changes that lower someone; every change that cannot is applied unread.
+    /// the changes they apply to and the changes in `overruled` void. `only`: judge only the
+    /// changes marked (a causally closed set), to find the candidates; the others are left
+    /// unjudged (not applied).
     fn pass(
         &self,
         id: DocId,
@@ -636,8 +645,9 @@ impl<'a, L: Ledger> Work<'a, L> {
         order: &[usize],
         standing: &[Standing],
         overruled: &BTreeSet<usize>,
-        candidates: bool,
+        only: Option<&[bool]>,
     ) -> Result<Pass, LedgerError> {
+        let candidates = only.is_some();
         let unbuilt = |e: doc::AutomergeFailure| {
             LedgerError(format!("document {id} does not build again: {e}"))
         };
@@ -647,6 +657,10 @@ impl<'a, L: Ledger> Work<'a, L> {
         let mut queued: Vec<Change> = Vec::new();
         for &i in order {
             let node = &nodes[i];
+            if only.is_some_and(|o| !o[i]) {
+                status[i] = Some(Status::Rejected("not judged".into()));
+                continue;
+            }
             // The first dependency not applied decides, as when the change arrived.
             let mut verdict = None;
             for d in &node.all_deps {
@@ -690,11 +704,6 @@ impl<'a, L: Ledger> Work<'a, L> {
                 status[i] = Some(v);
                 continue;
             }
-            if candidates && !node.may_lower {
-                queued.push(node.change.clone());
-                status[i] = Some(Status::Accepted);
-                continue;
-            }
             let cuts: Vec<Cut> = standing
                 .iter()
                 .filter(|s| s.concurrent[i])
@@ -708,10 +717,8 @@ impl<'a, L: Ledger> Work<'a, L> {
                 continue;
             }
             // Refused for what it is (not for a removal, nor for what it builds on): the same
-            // again, since its causal past is the same. (Not in the first pass, which must not
-            // depend on what a node held: there some of the causal past is applied unread.)
-            let refused = !(node.status == Status::Accepted || node.status.is_void());
-            if refused && !candidates {
+            // again, since its causal past is the same.
+            if !(node.status == Status::Accepted || node.status.is_void()) {
                 status[i] = Some(node.status.clone());
                 continue;
             }
