@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `meta` | `schema_version` | u32 BE |
 //! | `meta` | `cuts/` · doc id (16) | the removals that stand in the document ([`Cut`] list) |
+//! | `meta` | `kind/` · doc id (16) | the kind the document's genesis created (`practice`, …) |
 //! | `entries` | feed (49) · seq (8 BE) | [`StoredEntry`] encoding |
 //! | `heads` | feed (49) | [`FeedHead`] encoding |
 //! | `payloads` | entry hash (32) | raw Automerge change |
@@ -765,6 +766,9 @@ impl Store {
         for (dep, feed, seq, _) in &commit.pending_remove {
             batch.delete_cf(self.cf("pending"), pending_key(dep, feed, *seq));
         }
+        for (doc, kind) in &commit.kinds {
+            batch.put_cf(self.cf("meta"), kind_key(doc), kind.as_str());
+        }
         for (doc, cuts) in &commit.cuts {
             if cuts.is_empty() {
                 batch.delete_cf(self.cf("meta"), cuts_key(doc));
@@ -1241,6 +1245,13 @@ fn note_fork(index: &mut ForkIndex, p: &ForkProof) {
 }
 
 /// `aseq/` · feed (49) · document (16) · actor: the actor-seq index row in `meta`.
+/// The key of a document's kind (the kind its genesis created) in `meta`.
+fn kind_key(doc: &DocId) -> Vec<u8> {
+    let mut key = b"kind/".to_vec();
+    key.extend_from_slice(&doc.0);
+    key
+}
+
 /// The key of a document's standing removals (§15.5) in `meta`.
 fn cuts_key(doc: &DocId) -> Vec<u8> {
     let mut key = b"cuts/".to_vec();

@@ -297,6 +297,8 @@ pub struct ChangeInfo {
     /// Void by a removal (§15.5), or by depending on a change void by one: not counted
     /// towards its feed's rejection budget, and its dependents are void the same way.
     pub removal: bool,
+    /// Applied, and it lowers some city's rights (a removal, §15.5).
+    pub lowers: bool,
 }
 
 impl ChangeInfo {
@@ -305,8 +307,10 @@ impl ChangeInfo {
         let mut b = [0u8; 58];
         b[..49].copy_from_slice(&self.feed.to_bytes());
         b[49..57].copy_from_slice(&self.seq.to_be_bytes());
-        // 0 rejected, 1 accepted, 2 void, 3 void by a removal.
-        b[57] = if self.accepted {
+        // 0 rejected, 1 accepted, 2 void, 3 void by a removal, 4 accepted and lowers rights.
+        b[57] = if self.accepted && self.lowers {
+            4
+        } else if self.accepted {
             1
         } else if self.void && self.removal {
             3
@@ -327,9 +331,10 @@ impl ChangeInfo {
         Ok(ChangeInfo {
             feed: FeedId::from_bytes(&b[..49])?,
             seq: u64::from_be_bytes(seq),
-            accepted: b[57] == 1,
+            accepted: b[57] == 1 || b[57] == 4,
             void: b[57] == 2 || b[57] == 3,
             removal: b[57] == 3,
+            lowers: b[57] == 4,
         })
     }
 }
@@ -408,6 +413,9 @@ pub trait Ledger {
     fn cuts(&self, doc: &DocId) -> Result<Vec<Cut>, LedgerError>;
     /// Every held entry that names document `doc`, as (feed, seq), in any order.
     fn doc_entries(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError>;
+    /// The kind of record document `doc` was created as (read from its genesis change, kept
+    /// when the document is not), if a genesis of it was read.
+    fn doc_kind(&self, doc: &DocId) -> Result<Option<Kind>, LedgerError>;
 }
 
 /// A row of the actor-seq index (see [`Ledger::actor_seq`]): feed, document, actor, highest
@@ -650,6 +658,8 @@ pub struct Commit {
     /// The removals that stand in a document after a replay of it (§15.5): they replace the
     /// ledger's (an empty list deletes them).
     pub cuts: Vec<(DocId, Vec<Cut>)>,
+    /// Documents' kinds, from their genesis changes (see [`Ledger::doc_kind`]).
+    pub kinds: Vec<(DocId, Kind)>,
 }
 
 /// The result of [`ingest`]: the verdict on the entry and the writes to apply.
@@ -1094,12 +1104,9 @@ impl<'a, L: Ledger> Work<'a, L> {
     }
 
     /// Why an entry's scope cannot be its document's, if it cannot: a group's scope names
-    /// its own document, and a held document's kind decides its scope.
-    fn misfit(
-        &mut self,
-        h: &crate::entry::Header,
-        genesis: bool,
-    ) -> Result<Option<String>, LedgerError> {
+    /// its own document, and the kind its genesis created (kept even when the document is
+    /// not) decides its scope.
+    fn misfit(&mut self, h: &crate::entry::Header) -> Result<Option<String>, LedgerError> {
         if let Scope::Group(g) = h.scope
             && g != h.doc
         {
@@ -1108,10 +1115,11 @@ impl<'a, L: Ledger> Work<'a, L> {
                 h.scope, h.doc
             )));
         }
-        if genesis {
-            return Ok(None);
-        }
-        let Some(kind) = self.doc(h.doc)?.and_then(doc::kind_of) else {
+        let kind = match self.commit.kinds.iter().rev().find(|(d, _)| *d == h.doc) {
+            Some((_, k)) => Some(*k),
+            None => self.ledger.doc_kind(&h.doc)?,
+        };
+        let Some(kind) = kind else {
             return Ok(None);
         };
         let expected = scope_of(kind, h.doc);
@@ -1151,7 +1159,7 @@ impl<'a, L: Ledger> Work<'a, L> {
         // An entry whose scope cannot be its document's (§15.5): about the entry, not the
         // change, and decided before anything else is read (a misfit carrier must never note
         // its change, whatever else a node holds).
-        if let Some(reason) = self.misfit(h, genesis)? {
+        if let Some(reason) = self.misfit(h)? {
             return Ok(Status::Rejected(reason));
         }
         if let Some(info) = self.change_info(&hash)? {
@@ -1172,10 +1180,12 @@ impl<'a, L: Ledger> Work<'a, L> {
             if self.prebuilt.is_none()
                 && let Some(json) = doc::genesis_json(&change)
             {
-                let status = match Record::from_json(json)
-                    .map_err(|e| Refusal::Change(format!("invalid record after the change: {e}")))
-                    .and_then(|after| check_after(h, None, after, &[]))
-                {
+                let parsed = Record::from_json(json)
+                    .map_err(|e| Refusal::Change(format!("invalid record after the change: {e}")));
+                if let Ok(record) = &parsed {
+                    self.commit.kinds.push((h.doc, record.kind()));
+                }
+                let status = match parsed.and_then(|after| check_after(h, None, after, &[])) {
                     Ok((record, _)) => {
                         self.commit.docs.insert(
                             h.doc,
@@ -1255,6 +1265,7 @@ impl<'a, L: Ledger> Work<'a, L> {
             .prebuilt
             .take_if(|(d, _)| d.get_heads() == [hash] && doc::same_heads(&base.get_heads(), &deps));
         let raw = change.raw_bytes().to_vec();
+        let mut lowers = false;
         let status = match evaluate(h, &base, change, genesis, prebuilt, &cuts) {
             Err(Refusal::Entry(reason)) => return Ok(Status::Rejected(reason)),
             Err(Refusal::Change(reason)) => Status::Rejected(reason),
@@ -1267,8 +1278,12 @@ impl<'a, L: Ledger> Work<'a, L> {
                 Status::Rejected(removed_reason())
             }
             Ok((doc, record, lowered)) => {
+                if genesis {
+                    self.commit.kinds.push((h.doc, record.kind()));
+                }
                 // A removal: the document is replayed once this ingestion is judged (§15.5).
                 if !lowered.is_empty() {
+                    lowers = true;
                     self.replay.insert(h.doc);
                 }
                 let scope = scope_of(record.kind(), h.doc);
@@ -1310,11 +1325,22 @@ impl<'a, L: Ledger> Work<'a, L> {
                 Status::Accepted
             }
         };
-        self.note(signed, hash, &status);
+        self.note_lowering(signed, hash, &status, lowers);
         Ok(status)
     }
 
     fn note(&mut self, signed: &SignedEntry, hash: ChangeHash, status: &Status) {
+        self.note_lowering(signed, hash, status, false);
+    }
+
+    /// [`Work::note`], for a change that, if applied, lowers someone's rights (`lowers`).
+    fn note_lowering(
+        &mut self,
+        signed: &SignedEntry,
+        hash: ChangeHash,
+        status: &Status,
+        lowers: bool,
+    ) {
         let accepted = match status {
             Status::Accepted => true,
             Status::Rejected(_) | Status::Quarantined(_) => false,
@@ -1328,6 +1354,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                 accepted,
                 void: status.is_void(),
                 removal: status.is_removal_void(),
+                lowers: accepted && lowers,
             },
         );
     }
@@ -1655,6 +1682,7 @@ pub struct Batch<'a, L: Ledger> {
     revised: HashMap<(FeedId, u64), Status>,
     actor_seqs: ActorSeqs,
     cuts: BTreeMap<DocId, Vec<Cut>>,
+    kinds: BTreeMap<DocId, Kind>,
     count: usize,
 }
 
@@ -1675,6 +1703,7 @@ impl<'a, L: Ledger> Batch<'a, L> {
             revised: HashMap::new(),
             actor_seqs: BTreeMap::new(),
             cuts: BTreeMap::new(),
+            kinds: BTreeMap::new(),
             count: 0,
         }
     }
@@ -1765,6 +1794,7 @@ impl<'a, L: Ledger> Batch<'a, L> {
         }
         self.forks.extend(commit.forks);
         self.cuts.extend(commit.cuts);
+        self.kinds.extend(commit.kinds);
     }
 
     /// The writes of every entry judged, to apply atomically.
@@ -1801,6 +1831,7 @@ impl<'a, L: Ledger> Batch<'a, L> {
                 .map(|((feed, doc, actor), seq)| (feed, doc, actor, seq))
                 .collect(),
             cuts: self.cuts.into_iter().collect(),
+            kinds: self.kinds.into_iter().collect(),
         }
     }
 }
@@ -1899,6 +1930,13 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
         }
     }
 
+    fn doc_kind(&self, doc: &DocId) -> Result<Option<Kind>, LedgerError> {
+        match self.kinds.get(doc) {
+            Some(k) => Ok(Some(*k)),
+            None => self.ledger.doc_kind(doc),
+        }
+    }
+
     fn doc_entries(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError> {
         let mut out = self.ledger.doc_entries(doc)?;
         out.extend(
@@ -1939,6 +1977,8 @@ pub mod memory {
         pub actor_seqs: ActorSeqs,
         /// The removals that stand, by document.
         pub cuts: BTreeMap<DocId, Vec<Cut>>,
+        /// Documents' kinds.
+        pub kinds: BTreeMap<DocId, Kind>,
     }
 
     impl MemLedger {
@@ -2002,6 +2042,7 @@ pub mod memory {
                 self.docs.remove(&id);
             }
             merge_actor_seqs(&mut self.actor_seqs, commit.actor_seqs);
+            self.kinds.extend(commit.kinds);
             for (id, cuts) in commit.cuts {
                 if cuts.is_empty() {
                     self.cuts.remove(&id);
@@ -2057,6 +2098,9 @@ pub mod memory {
         }
         fn cuts(&self, doc: &DocId) -> Result<Vec<Cut>, LedgerError> {
             Ok(self.cuts.get(doc).cloned().unwrap_or_default())
+        }
+        fn doc_kind(&self, doc: &DocId) -> Result<Option<Kind>, LedgerError> {
+            Ok(self.kinds.get(doc).copied())
         }
         fn doc_entries(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError> {
             Ok(self

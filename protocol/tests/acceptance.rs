@@ -2711,3 +2711,231 @@ fn a_misfit_carrier_does_not_move_the_budget() {
         run([&genesis, &r1, &good, &bad])
     );
 }
+
+// ---------------------------------------------------------------- found by review (third round)
+
+fn wire_at(
+    key: &CityKey,
+    scope: Scope,
+    seq: u64,
+    prev: Hash32,
+    doc: DocId,
+    c: &automerge::Change,
+) -> Wire {
+    let payload = c.raw_bytes().to_vec();
+    let e = sign_entry(key, scope, seq, prev, doc, &payload, 1_000 * seq as i64);
+    Wire {
+        entry: e.encode().to_vec(),
+        payload,
+    }
+}
+
+/// A misfit carrier (a group's change in its author's federation feed) is refused by the kind
+/// check; once a fork voids the group's genesis the document is gone, but its kind is kept, so
+/// the entry is refused the same way before and after the fork (it was judged by its
+/// dependencies after, and its change noted: a change built on it rejected on one node,
+/// pending for ever on another).
+#[test]
+fn a_misfit_is_judged_the_same_before_and_after_a_fork() {
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let (id, genesis) = milan.create(&group(&milan, &[(&brno, Role::Member)]));
+    brno.receive(&[genesis.clone()]);
+    let g_doc = doc::load(&genesis.payload).expect("genesis");
+    let c = change_on(&g_doc, milan.actor(), |r| {
+        agenda_mut(r).venue = "misfit".into()
+    });
+    let misfit = wire_at(&milan.key, Scope::Federation, 1, Hash32::default(), id, &c);
+    let mut d = g_doc.clone();
+    d.apply_changes([c.clone()]).expect("applies");
+    let c2 = change_on(&d, brno.actor(), |r| agenda_mut(r).venue = "on top".into());
+    let dependent = wire_at(&brno.key, Scope::Group(id), 1, Hash32::default(), id, &c2);
+    let fork = fork_entry(&milan.key, Scope::Group(id), 1, Hash32::default(), id);
+    let run = |order: &[&Wire]| {
+        let mut l = MemLedger::default();
+        for w in order {
+            l.ingest(&w.entry, &w.payload).expect("taken");
+        }
+        (
+            status_of(&l, &misfit),
+            status_of(&l, &dependent),
+            full_state(&l),
+        )
+    };
+    let x = run(&[&genesis, &misfit, &fork, &dependent]);
+    let y = run(&[&genesis, &fork, &misfit, &dependent]);
+    assert_eq!(x.2, y.2);
+}
+
+/// The same with every_way.
+#[test]
+fn a_misfit_and_a_fork_judge_the_same_every_way() {
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let (id, genesis) = milan.create(&group(&milan, &[(&brno, Role::Member)]));
+    brno.receive(&[genesis.clone()]);
+    let g_doc = doc::load(&genesis.payload).expect("genesis");
+    let c = change_on(&g_doc, milan.actor(), |r| {
+        agenda_mut(r).venue = "misfit".into()
+    });
+    let misfit = wire_at(&milan.key, Scope::Federation, 1, Hash32::default(), id, &c);
+    let mut d = g_doc.clone();
+    d.apply_changes([c.clone()]).expect("applies");
+    let c2 = change_on(&d, brno.actor(), |r| agenda_mut(r).venue = "on top".into());
+    let dependent = wire_at(&brno.key, Scope::Group(id), 1, Hash32::default(), id, &c2);
+    let fork = fork_entry(&milan.key, Scope::Group(id), 1, Hash32::default(), id);
+    every_way(&[genesis, fork, misfit, dependent]);
+}
+
+/// A group genesis whose root `kind` is a Text object holding "group": it reads as a group
+/// (to_json turns text into a string), but `kind_of` gives None.
+fn text_kind_group(chair: &mut City, members: &[(&City, Role)]) -> (DocId, Wire, Automerge) {
+    use automerge::transaction::Transactable;
+    let mut d = Automerge::new().with_actor(chair.actor());
+    let mut tx = d.transaction();
+    doc::write_record(&mut tx, &group(chair, members), doc::Texts::Merged).expect("write");
+    let t = tx
+        .put_object(automerge::ROOT, "kind", automerge::ObjType::Text)
+        .expect("text");
+    tx.splice_text(&t, 0, 0, "group").expect("splice");
+    let (hash, _) = tx.commit_with(CommitOptions::default().with_message("create"));
+    let hash = hash.expect("a change");
+    let change = d.get_change_by_hash(&hash).expect("change").clone();
+    let id = DocId::for_genesis(&hash);
+    let wire = chair.sign(id, Scope::Group(id), change.raw_bytes().to_vec());
+    assert!(doc::kind_of(&d).is_none());
+    (id, wire, d)
+}
+
+/// A venue edit that leaves `kind` alone.
+fn venue_edit(d: &Automerge, actor: ActorId, venue: &str) -> automerge::Change {
+    use automerge::transaction::Transactable;
+    let mut d = d.clone();
+    d.set_actor(actor);
+    let agendas = match d.get(automerge::ROOT, "agendas").expect("ok") {
+        Some((_, id)) => id,
+        None => panic!("agendas"),
+    };
+    let a = match d.get(&agendas, "a1a1a1a1a1a1a1a1").expect("ok") {
+        Some((_, id)) => id,
+        None => panic!("agenda"),
+    };
+    let mut tx = d.transaction();
+    tx.put(&a, "venue", venue).expect("put");
+    let (h, _) = tx.commit_with(CommitOptions::default().with_message("venue"));
+    d.get_change_by_hash(&h.expect("change"))
+        .expect("change")
+        .clone()
+}
+
+/// A group created with its root `kind` as a text object holding "group": the kind check must
+/// still apply (the kind comes from the genesis, not from the current root key).
+#[test]
+fn a_text_kind_does_not_skip_the_misfit_check() {
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let porto = City::new(3);
+    let (id, genesis, g_doc) =
+        text_kind_group(&mut milan, &[(&brno, Role::Member), (&porto, Role::Member)]);
+    brno.receive(&[genesis.clone()]);
+    {
+        let mut l = MemLedger::default();
+        l.ingest(&genesis.entry, &genesis.payload).expect("ok");
+        assert_eq!(verdict_of(&l, &genesis), Status::Accepted);
+    }
+    let a = brno.actor();
+    let c1 = venue_edit(&g_doc, a.clone(), "one");
+    let c2 = venue_edit(&g_doc, a, "two");
+    let w1 = wire_at(&brno.key, Scope::Group(id), 1, Hash32::default(), id, &c1);
+    let w2 = wire_at(&brno.key, Scope::Federation, 1, Hash32::default(), id, &c2);
+    // Porto builds on c2 (Porto's own group feed: it fits).
+    let mut d2 = g_doc.clone();
+    d2.apply_changes([c2.clone()]).expect("ok");
+    let c3 = venue_edit(&d2, porto.actor(), "three");
+    let w3 = wire_at(&porto.key, Scope::Group(id), 1, Hash32::default(), id, &c3);
+    let run = |order: &[&Wire]| {
+        let mut l = MemLedger::default();
+        for w in order {
+            l.ingest(&w.entry, &w.payload).expect("taken");
+        }
+        (status_of(&l, &w2), status_of(&l, &w3), full_state(&l))
+    };
+    let x = run(&[&genesis, &w1, &w2, &w3]);
+    let y = run(&[&genesis, &w2, &w1, &w3]);
+    assert_eq!(x.2, y.2);
+}
+
+/// An editor id held as a text object: the owner removes Brno by inserting one character into
+/// it (no delete, no key named editors: may_lower says no). The removal is noted as one when
+/// applied, so the replay reads it and it stands: Brno's concurrent edit is void.
+#[test]
+fn a_removal_by_a_text_insert_is_final() {
+    use automerge::transaction::Transactable;
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let mut d = Automerge::new().with_actor(milan.actor());
+    let mut tx = d.transaction();
+    doc::write_record(&mut tx, &practice(&milan, "P"), doc::Texts::Merged).expect("write");
+    let eds = match tx.get(automerge::ROOT, "editors").expect("ok") {
+        Some((_, id)) => id,
+        None => tx
+            .put_object(automerge::ROOT, "editors", automerge::ObjType::List)
+            .expect("ok"),
+    };
+    let t = tx
+        .insert_object(&eds, 0, automerge::ObjType::Text)
+        .expect("ok");
+    tx.splice_text(&t, 0, 0, &brno.id()).expect("ok");
+    let (h, _) = tx.commit_with(CommitOptions::default().with_message("create"));
+    let h = h.expect("ok");
+    let id = DocId::for_genesis(&h);
+    let genesis = milan.sign(
+        id,
+        Scope::Federation,
+        d.get_change_by_hash(&h).expect("ok").raw_bytes().to_vec(),
+    );
+    brno.receive(&[genesis.clone()]);
+    assert_eq!(verdict_of(&brno.ledger, &genesis), Status::Accepted);
+    // Milan removes Brno: "x" appended to its id.
+    let mut dm = d.clone();
+    let mut tx = dm.transaction();
+    tx.splice_text(&t, brno.id().len(), 0, "x").expect("ok");
+    let (rh, _) = tx.commit_with(CommitOptions::default().with_message("remove"));
+    let rc = dm.get_change_by_hash(&rh.expect("ok")).expect("ok").clone();
+    assert!(!doc::may_lower(&rc));
+    let removal = milan.sign(id, Scope::Federation, rc.raw_bytes().to_vec());
+    assert_eq!(verdict_of(&milan.ledger, &removal), Status::Accepted);
+    assert!(
+        milan
+            .ledger
+            .docs
+            .get(&id)
+            .map(|d| !doc::read_record(d, None).expect("ok").editors().is_empty())
+            .expect("ok")
+    );
+    let ec = {
+        let mut db = brno.ledger.docs[&id].clone();
+        db.set_actor(brno.actor());
+        let mut tx = db.transaction();
+        tx.put(automerge::ROOT, "summary", "by Brno, unseen removal")
+            .expect("ok");
+        let (eh, _) = tx.commit_with(CommitOptions::default());
+        db.get_change_by_hash(&eh.expect("ok")).expect("ok").clone()
+    };
+    assert!(!doc::may_lower(&ec));
+    let edit = brno.sign(id, Scope::Federation, ec.raw_bytes().to_vec());
+    let removal2 = removal.clone();
+    let l = same_in_every_order(&[genesis, removal, edit.clone()]);
+    let r = doc::read_record(&l.docs[&id], None).expect("ok");
+    println!(
+        "editors after: {:?}; removal: {:?}; Brno's concurrent edit: {:?}; cuts {:?}",
+        r.editors(),
+        verdict_of(&l, &removal2),
+        verdict_of(&l, &edit),
+        l.cuts(&id)
+    );
+    assert!(
+        verdict_of(&l, &edit).is_removal_void(),
+        "a removal limits its city's unseen changes"
+    );
+}

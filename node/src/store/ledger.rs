@@ -116,6 +116,13 @@ impl Ledger for Store {
         }
     }
 
+    fn doc_kind(&self, doc: &DocId) -> Result<Option<Kind>, LedgerError> {
+        match self.ledger(self.get("meta", &kind_key(doc)))? {
+            Some(v) => Ok(std::str::from_utf8(&v).ok().and_then(|k| k.parse().ok())),
+            None => Ok(None),
+        }
+    }
+
     fn doc_entries(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError> {
         let rows = self.ledger(self.scan("by_doc", &doc.0))?;
         rows.into_iter()

@@ -111,7 +111,8 @@ impl Store {
 
     /// Schema 7 makes removals final (§15.5 of docs/protocol.md): every document with a change
     /// that could lower someone's rights is replayed, so that the verdicts are those a node
-    /// syncing afresh gives. Returns how many were replayed.
+    /// syncing afresh gives; and every document's kind is noted. Returns how many were
+    /// replayed.
     pub(super) fn replay_removals(&self) -> Result<usize, StoreError> {
         let mut ids = Vec::new();
         for item in self.db.iterator_cf(self.cf("docs"), IteratorMode::Start) {
@@ -124,6 +125,12 @@ impl Store {
             let Some(doc) = Ledger::doc(self, &id).map_err(|e| self.corrupt(e))? else {
                 continue;
             };
+            // The kind the document was created as, for the scope check (§15.5).
+            if let Some(kind) = intercity_protocol::doc::kind_of(&doc) {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(self.cf("meta"), kind_key(&id), kind.as_str());
+                self.write(batch)?;
+            }
             let lowers = intercity_protocol::doc::isolate(|| {
                 doc.get_changes(&[])
                     .iter()

@@ -261,7 +261,8 @@ struct Node {
     author: String,
     /// The verdict the node holds now.
     status: Status,
-    /// It could lower someone's rights ([`doc::may_lower`]).
+    /// It could lower someone's rights ([`doc::may_lower`]), or was applied as lowering
+    /// someone's (noted as such).
     may_lower: bool,
     /// Its dependencies among the replayed changes (indices).
     deps: Vec<usize>,
@@ -451,13 +452,14 @@ impl<'a, L: Ledger> Work<'a, L> {
             // document held leaves it.
             if self.fork_seq_now(&feed)?.is_some_and(|f| seq >= f) {
                 dropped |= info.accepted;
-                if info.accepted || !info.void || info.removal {
+                if info.accepted || !info.void || info.removal || info.lowers {
                     self.record_change(
                         hash,
                         ChangeInfo {
                             accepted: false,
                             void: true,
                             removal: false,
+                            lowers: false,
                             ..info
                         },
                     );
@@ -467,7 +469,7 @@ impl<'a, L: Ledger> Work<'a, L> {
             nodes.push(Node {
                 hash,
                 author: feed.author.to_string(),
-                may_lower: doc::may_lower(&change),
+                may_lower: info.lowers || doc::may_lower(&change),
                 change,
                 entry: stored.entry,
                 status: stored.status,
@@ -598,6 +600,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                         accepted: status == Status::Accepted,
                         void: status.is_void(),
                         removal: status.is_removal_void(),
+                        lowers: status == Status::Accepted && !last.lowered[i].is_empty(),
                     },
                 );
             }
