@@ -1180,11 +1180,16 @@ impl<'a, L: Ledger> Work<'a, L> {
             if self.prebuilt.is_none()
                 && let Some(json) = doc::genesis_json(&change)
             {
+                // The kind it creates, even if the record is not valid (§15.5, the scope check).
+                if let Some(kind) = json
+                    .get("kind")
+                    .and_then(|k| k.as_str())
+                    .and_then(|k| k.parse::<Kind>().ok())
+                {
+                    self.commit.kinds.push((h.doc, kind));
+                }
                 let parsed = Record::from_json(json)
                     .map_err(|e| Refusal::Change(format!("invalid record after the change: {e}")));
-                if let Ok(record) = &parsed {
-                    self.commit.kinds.push((h.doc, record.kind()));
-                }
                 let status = match parsed.and_then(|after| check_after(h, None, after, &[])) {
                     Ok((record, _)) => {
                         self.commit.docs.insert(

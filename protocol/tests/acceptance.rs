@@ -2921,3 +2921,40 @@ fn a_removal_by_a_text_insert_is_final() {
         "a removal limits its city's unseen changes"
     );
 }
+
+/// A genesis whose record does not even read (a field of the wrong type) is rejected, but the
+/// kind it names is kept: a change built on it, carried by a fitting entry and by a misfit one,
+/// gets the same verdicts in every order (the misfit was noted first on some nodes).
+#[test]
+fn a_misfit_on_an_unreadable_genesis_is_judged_the_same_every_way() {
+    use automerge::transaction::Transactable;
+    let mut milan = City::new(1);
+    let brno = City::new(2);
+    let mut d = Automerge::new().with_actor(milan.actor());
+    let mut tx = d.transaction();
+    tx.put(automerge::ROOT, "kind", "group").expect("put");
+    tx.put(automerge::ROOT, "name", 5_u64).expect("put");
+    let (h, _) = tx.commit_with(CommitOptions::default().with_message("create"));
+    let h = h.expect("a change");
+    let id = DocId::for_genesis(&h);
+    let genesis = milan.sign(
+        id,
+        Scope::Group(id),
+        d.get_change_by_hash(&h)
+            .expect("change")
+            .raw_bytes()
+            .to_vec(),
+    );
+    assert!(verdict_of(&milan.ledger, &genesis) != Status::Accepted);
+    d.set_actor(brno.actor());
+    let mut tx = d.transaction();
+    tx.put(automerge::ROOT, "charter", "Brno's").expect("put");
+    let (h2, _) = tx.commit_with(CommitOptions::default().with_message("edit"));
+    let c = d
+        .get_change_by_hash(&h2.expect("a change"))
+        .expect("change")
+        .clone();
+    let good = wire_at(&brno.key, Scope::Group(id), 1, Hash32::default(), id, &c);
+    let misfit = wire_at(&brno.key, Scope::Federation, 1, Hash32::default(), id, &c);
+    every_way(&[genesis, good, misfit]);
+}
