@@ -2958,3 +2958,110 @@ fn a_misfit_on_an_unreadable_genesis_is_judged_the_same_every_way() {
     let misfit = wire_at(&brno.key, Scope::Federation, 1, Hash32::default(), id, &c);
     every_way(&[genesis, good, misfit]);
 }
+
+// ---------------------------------------------------------------- found by review (fourth round)
+
+fn actor_n(c: &City, n: u8) -> ActorId {
+    let mut b = c.key.id().as_bytes().to_vec();
+    b.extend_from_slice(&[0xA0, n]);
+    ActorId::from(b)
+}
+
+fn commit_on(
+    base: &Automerge,
+    actor: ActorId,
+    f: impl FnOnce(&mut automerge::transaction::Transaction<'_>),
+) -> automerge::Change {
+    let mut d = base.clone();
+    d.set_actor(actor);
+    let mut tx = d.transaction();
+    f(&mut tx);
+    let (h, _) = tx.commit_with(CommitOptions::default().with_message("r4"));
+    d.get_change_by_hash(&h.expect("a change"))
+        .expect("held")
+        .clone()
+}
+
+fn with(base: &Automerge, cs: &[&automerge::Change]) -> Automerge {
+    let mut d = base.clone();
+    d.apply_changes(cs.iter().map(|c| (*c).clone()))
+        .expect("applies");
+    d
+}
+
+/// The owner's removal C of editor Felix (an insert into Felix's id held as text, not
+/// may_lower) depends on Emil's edit D, void by the owner's removal R of Emil until R2 makes R
+/// void (R depends on Erna's D2, which R2 voids). Where C was void when judged (noted without
+/// `lowers`), the replay that gives C back does not make it a candidate: Felix's concurrent
+/// edit X stays accepted; where C was applied when judged, it stands and X is void.
+fn lowers_flag_scenario() -> Vec<Wire> {
+    use automerge::transaction::Transactable;
+    let owner = City::new(1);
+    let emil = City::new(2);
+    let erna = City::new(3);
+    let felix = City::new(4);
+    let mut g = Automerge::new().with_actor(actor_n(&owner, 0));
+    let mut tx = g.transaction();
+    doc::write_record(&mut tx, &practice(&owner, "P"), doc::Texts::Merged).expect("write");
+    let eds = match tx.get(automerge::ROOT, "editors").expect("ok") {
+        Some((_, id)) => id,
+        None => tx
+            .put_object(automerge::ROOT, "editors", automerge::ObjType::List)
+            .expect("ok"),
+    };
+    tx.insert(&eds, 0, emil.id()).expect("ok");
+    tx.insert(&eds, 1, erna.id()).expect("ok");
+    let t = tx
+        .insert_object(&eds, 2, automerge::ObjType::Text)
+        .expect("ok");
+    tx.splice_text(&t, 0, 0, &felix.id()).expect("ok");
+    let (h, _) = tx.commit_with(CommitOptions::default().with_message("create"));
+    let gc = g.get_change_by_hash(&h.expect("ok")).expect("ok").clone();
+    let id = DocId::for_genesis(&gc.hash());
+    let r = doc::read_record(&g, None).expect("reads");
+    assert_eq!(r.editors().len(), 3, "{r:?}");
+
+    let d2 = commit_on(&g, actor_n(&erna, 0), |tx| {
+        tx.put(automerge::ROOT, "summary", "by Erna").expect("ok");
+    });
+    let d = commit_on(&g, actor_n(&emil, 0), |tx| {
+        tx.put(automerge::ROOT, "city", "Emil's city").expect("ok");
+    });
+    let x = commit_on(&g, actor_n(&felix, 0), |tx| {
+        tx.put(automerge::ROOT, "title", "Felix's title")
+            .expect("ok");
+    });
+    // R: the owner removes Emil, having seen D2.
+    let rm = commit_on(&with(&g, &[&d2]), actor_n(&owner, 1), |tx| {
+        tx.delete(&eds, 0).expect("ok");
+    });
+    // C: the owner lowers Felix by an insert, having seen D (not R).
+    let c = commit_on(&with(&g, &[&d]), actor_n(&owner, 2), |tx| {
+        tx.splice_text(&t, felix.id().len(), 0, "x").expect("ok");
+    });
+    assert!(!doc::may_lower(&c));
+    // R2: the owner removes Erna, not having seen D2.
+    let r2 = commit_on(&g, actor_n(&owner, 3), |tx| {
+        tx.delete(&eds, 1).expect("ok");
+    });
+    let fed = Scope::Federation;
+    let mut prev = Hash32::default();
+    let mut owner_feed = Vec::new();
+    for (seq, ch) in [(1, &gc), (2, &rm), (3, &c), (4, &r2)] {
+        let w = wire_at(&owner.key, fed, seq, prev, id, ch);
+        prev = w.signed().hash();
+        owner_feed.push(w);
+    }
+    let wd2 = wire_at(&erna.key, fed, 1, Hash32::default(), id, &d2);
+    let wd = wire_at(&emil.key, fed, 1, Hash32::default(), id, &d);
+    let wx = wire_at(&felix.key, fed, 1, Hash32::default(), id, &x);
+    owner_feed.extend([wd2, wd, wx]);
+    owner_feed
+}
+
+/// Where C was void when judged and a later replay gave it back, it did not stand (it was not
+/// read as a candidate): Felix's concurrent edit stayed. Every order and batching agree now.
+#[test]
+fn a_removal_given_back_by_a_replay_stands_in_any_order() {
+    every_way(&lowers_flag_scenario());
+}

@@ -125,8 +125,21 @@ impl Store {
             let Some(doc) = Ledger::doc(self, &id).map_err(|e| self.corrupt(e))? else {
                 continue;
             };
-            // The kind the document was created as, for the scope check (§15.5).
-            if let Some(kind) = intercity_protocol::doc::kind_of(&doc) {
+            // The kind the document was created as, from its genesis change (the root key can
+            // have been rewritten since), for the scope check (§15.5).
+            let kind = intercity_protocol::doc::isolate(|| {
+                let changes = doc.get_changes(&[]);
+                let genesis = changes.iter().find(|c| c.deps().is_empty())?;
+                match intercity_protocol::doc::genesis_json(genesis) {
+                    Some(json) => json.get("kind")?.as_str()?.parse::<Kind>().ok(),
+                    None => intercity_protocol::doc::read_record(&doc, Some(&[genesis.hash()]))
+                        .ok()
+                        .map(|r| r.kind()),
+                }
+            })
+            .ok()
+            .flatten();
+            if let Some(kind) = kind {
                 let mut batch = WriteBatch::default();
                 batch.put_cf(self.cf("meta"), kind_key(&id), kind.as_str());
                 self.write(batch)?;

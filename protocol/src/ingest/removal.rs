@@ -261,8 +261,8 @@ struct Node {
     author: String,
     /// The verdict the node holds now.
     status: Status,
-    /// It could lower someone's rights ([`doc::may_lower`]), or was applied as lowering
-    /// someone's (noted as such).
+    /// It could lower someone's rights ([`doc::may_lower`]), was applied as lowering someone's
+    /// (noted as such), or is the owner's and was not applied.
     may_lower: bool,
     /// Its dependencies among the replayed changes (indices).
     deps: Vec<usize>,
@@ -427,6 +427,15 @@ impl<'a, L: Ledger> Work<'a, L> {
         );
         keys.sort();
         keys.dedup();
+        // A change the syntactic test passes can still lower someone in one way: a practice's or
+        // project's owner changing an editor id held as text. Its flag (`lowers`) is set when it
+        // is applied; one of the owner's that was not applied is read in the first pass.
+        let owner: Option<String> = match self.doc(id)? {
+            Some(d) => doc::read_record(d, None)
+                .ok()
+                .and_then(|r| r.owner().map(str::to_string)),
+            None => None,
+        };
         let (mut nodes, mut dropped) = (Vec::new(), false);
         for (feed, seq) in keys {
             let Some(stored) = self.entry_now(&feed, seq)? else {
@@ -466,10 +475,12 @@ impl<'a, L: Ledger> Work<'a, L> {
                 }
                 continue;
             }
+            let unread_owner = stored.status != Status::Accepted
+                && owner.as_deref() == Some(feed.author.to_string().as_str());
             nodes.push(Node {
                 hash,
                 author: feed.author.to_string(),
-                may_lower: info.lowers || doc::may_lower(&change),
+                may_lower: info.lowers || unread_owner || doc::may_lower(&change),
                 change,
                 entry: stored.entry,
                 status: stored.status,
