@@ -335,8 +335,25 @@ impl<'a, L: Ledger> Work<'a, L> {
     /// removal in force, would lower some city's rights: then a replay weighs it against the
     /// removals that void what it builds on (§15.5). True when in doubt.
     pub(super) fn might_lower(&mut self, h: &Header, change: &Change) -> Result<bool, LedgerError> {
+        // The one lowering the syntactic test misses is a practice's or project's owner's
+        // (§15.5, rule 5): groups have no owner.
         if !doc::may_lower(change) {
-            return Ok(false);
+            let kind = match self.commit.kinds.iter().rev().find(|(d, _)| *d == h.doc) {
+                Some((_, k)) => Some(*k),
+                None => self.ledger.doc_kind(&h.doc)?,
+            };
+            if kind == Some(crate::record::Kind::Group) {
+                return Ok(false);
+            }
+            let owner = match self.doc(h.doc)? {
+                Some(held) => doc::read_record(held, None)
+                    .ok()
+                    .and_then(|r| r.owner().map(str::to_string)),
+                None => None,
+            };
+            if owner != Some(h.author.to_string()) {
+                return Ok(false);
+            }
         }
         let Some(held) = self.doc(h.doc)? else {
             return Ok(true);
