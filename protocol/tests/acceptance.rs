@@ -2989,6 +2989,43 @@ fn with(base: &Automerge, cs: &[&automerge::Change]) -> Automerge {
     d
 }
 
+/// A practice of `owner` whose editors are `plain` (ids as strings) and then `texted` (its id
+/// held as a text object): the genesis document, its change, its id, the editors list and the
+/// text object.
+fn practice_with_text_editor(
+    owner: &City,
+    plain: &[&City],
+    texted: &City,
+) -> (
+    Automerge,
+    automerge::Change,
+    DocId,
+    automerge::ObjId,
+    automerge::ObjId,
+) {
+    use automerge::transaction::Transactable;
+    let mut g = Automerge::new().with_actor(actor_n(owner, 0));
+    let mut tx = g.transaction();
+    doc::write_record(&mut tx, &practice(owner, "P"), doc::Texts::Merged).expect("write");
+    let eds = match tx.get(automerge::ROOT, "editors").expect("ok") {
+        Some((_, id)) => id,
+        None => tx
+            .put_object(automerge::ROOT, "editors", automerge::ObjType::List)
+            .expect("ok"),
+    };
+    for (i, c) in plain.iter().enumerate() {
+        tx.insert(&eds, i, c.id()).expect("ok");
+    }
+    let t = tx
+        .insert_object(&eds, plain.len(), automerge::ObjType::Text)
+        .expect("ok");
+    tx.splice_text(&t, 0, 0, &texted.id()).expect("ok");
+    let (h, _) = tx.commit_with(CommitOptions::default().with_message("create"));
+    let gc = g.get_change_by_hash(&h.expect("ok")).expect("ok").clone();
+    let id = DocId::for_genesis(&gc.hash());
+    (g, gc, id, eds, t)
+}
+
 /// The owner's removal C of editor Felix (an insert into Felix's id held as text, not
 /// may_lower) depends on Emil's edit D, void by the owner's removal R of Emil until R2 makes R
 /// void (R depends on Erna's D2, which R2 voids). Where C was void when judged (noted without
@@ -3000,24 +3037,7 @@ fn lowers_flag_scenario() -> Vec<Wire> {
     let emil = City::new(2);
     let erna = City::new(3);
     let felix = City::new(4);
-    let mut g = Automerge::new().with_actor(actor_n(&owner, 0));
-    let mut tx = g.transaction();
-    doc::write_record(&mut tx, &practice(&owner, "P"), doc::Texts::Merged).expect("write");
-    let eds = match tx.get(automerge::ROOT, "editors").expect("ok") {
-        Some((_, id)) => id,
-        None => tx
-            .put_object(automerge::ROOT, "editors", automerge::ObjType::List)
-            .expect("ok"),
-    };
-    tx.insert(&eds, 0, emil.id()).expect("ok");
-    tx.insert(&eds, 1, erna.id()).expect("ok");
-    let t = tx
-        .insert_object(&eds, 2, automerge::ObjType::Text)
-        .expect("ok");
-    tx.splice_text(&t, 0, 0, &felix.id()).expect("ok");
-    let (h, _) = tx.commit_with(CommitOptions::default().with_message("create"));
-    let gc = g.get_change_by_hash(&h.expect("ok")).expect("ok").clone();
-    let id = DocId::for_genesis(&gc.hash());
+    let (g, gc, id, eds, t) = practice_with_text_editor(&owner, &[&emil, &erna], &felix);
     let r = doc::read_record(&g, None).expect("reads");
     assert_eq!(r.editors().len(), 3, "{r:?}");
 
@@ -3077,23 +3097,7 @@ fn text_cycle_scenario(n: u8) -> Option<Vec<Wire>> {
     let owner = City::new(1);
     let emil = City::new(2);
     let felix = City::new(4);
-    let mut g = Automerge::new().with_actor(actor_n(&owner, 0));
-    let mut tx = g.transaction();
-    doc::write_record(&mut tx, &practice(&owner, "P"), doc::Texts::Merged).expect("write");
-    let eds = match tx.get(automerge::ROOT, "editors").expect("ok") {
-        Some((_, id)) => id,
-        None => tx
-            .put_object(automerge::ROOT, "editors", automerge::ObjType::List)
-            .expect("ok"),
-    };
-    tx.insert(&eds, 0, emil.id()).expect("ok");
-    let t = tx
-        .insert_object(&eds, 1, automerge::ObjType::Text)
-        .expect("ok");
-    tx.splice_text(&t, 0, 0, &felix.id()).expect("ok");
-    let (h, _) = tx.commit_with(CommitOptions::default().with_message("create"));
-    let gc = g.get_change_by_hash(&h.expect("ok")).expect("ok").clone();
-    let id = DocId::for_genesis(&gc.hash());
+    let (g, gc, id, eds, t) = practice_with_text_editor(&owner, &[&emil], &felix);
     let f = commit_on(&g, actor_n(&felix, 0), |tx| {
         tx.put(automerge::ROOT, "title", "Felix's title")
             .expect("ok");
