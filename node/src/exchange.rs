@@ -588,15 +588,8 @@ fn ics_day_after(date: &str) -> Option<String> {
 
 /// A UTC timestamp (ms) as iCalendar DATE-TIME `YYYYMMDDTHHMMSSZ`.
 pub fn ics_timestamp(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let (y, m, d, hh, mm, ss) = crate::time::utc_parts(ms);
+    format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z")
 }
 
 /// Escapes a TEXT value (RFC 5545 §3.3.11).

@@ -433,6 +433,14 @@ fn merge_actor_seqs(into: &mut ActorSeqs, rows: Vec<ActorSeq>) {
     }
 }
 
+/// The lower of two optional seqs (either may be missing).
+fn lower(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// The lowest seq among the fork proofs of `feed` in `proofs`.
 fn lowest_fork_seq(proofs: &[ForkProof], feed: &FeedId) -> Option<u64> {
     proofs
@@ -1115,11 +1123,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                 h.scope, h.doc
             )));
         }
-        let kind = match self.commit.kinds.iter().rev().find(|(d, _)| *d == h.doc) {
-            Some((_, k)) => Some(*k),
-            None => self.ledger.doc_kind(&h.doc)?,
-        };
-        let Some(kind) = kind else {
+        let Some(kind) = self.doc_kind_now(&h.doc)? else {
             return Ok(None);
         };
         let expected = scope_of(kind, h.doc);
@@ -1907,15 +1911,10 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
     }
 
     fn fork_seq(&self, feed: &FeedId) -> Result<Option<u64>, LedgerError> {
-        Ok(
-            match (
-                lowest_fork_seq(&self.forks, feed),
-                self.ledger.fork_seq(feed)?,
-            ) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
-        )
+        Ok(lower(
+            lowest_fork_seq(&self.forks, feed),
+            self.ledger.fork_seq(feed)?,
+        ))
     }
 
     fn actor_seq(

@@ -22,13 +22,13 @@ use automerge::{Automerge, Change, ChangeHash};
 
 use super::{
     ChangeInfo, DocState, DocUpdate, Ledger, LedgerError, Refusal, Status, StoredEntry, Work,
-    authorize, decode_change, evaluate, lowest_fork_seq, rejected_dep_reason, scope_of,
+    authorize, decode_change, evaluate, lower, lowest_fork_seq, rejected_dep_reason, scope_of,
     void_dep_reason,
 };
 use crate::doc;
 use crate::entry::{DocId, EntryError, FeedId, Hash32, Header, Scope, SignedEntry};
 use crate::identity::CityId;
-use crate::record::{Record, Role};
+use crate::record::{Kind, Record, Role};
 
 /// A removal that stands, for one city it lowered (§15.5).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -337,23 +337,11 @@ impl<'a, L: Ledger> Work<'a, L> {
     pub(super) fn might_lower(&mut self, h: &Header, change: &Change) -> Result<bool, LedgerError> {
         // The one lowering the syntactic test misses is a practice's or project's owner's
         // (§15.5, rule 5): groups have no owner.
-        if !doc::may_lower(change) {
-            let kind = match self.commit.kinds.iter().rev().find(|(d, _)| *d == h.doc) {
-                Some((_, k)) => Some(*k),
-                None => self.ledger.doc_kind(&h.doc)?,
-            };
-            if kind == Some(crate::record::Kind::Group) {
-                return Ok(false);
-            }
-            let owner = match self.doc(h.doc)? {
-                Some(held) => doc::read_record(held, None)
-                    .ok()
-                    .and_then(|r| r.owner().map(str::to_string)),
-                None => None,
-            };
-            if owner != Some(h.author.to_string()) {
-                return Ok(false);
-            }
+        if !doc::may_lower(change)
+            && (self.doc_kind_now(&h.doc)? == Some(Kind::Group)
+                || self.owner_of(h.doc)? != Some(h.author.to_string()))
+        {
+            return Ok(false);
         }
         let Some(held) = self.doc(h.doc)? else {
             return Ok(true);
@@ -418,15 +406,29 @@ impl<'a, L: Ledger> Work<'a, L> {
     }
 
     fn fork_seq_now(&self, feed: &FeedId) -> Result<Option<u64>, LedgerError> {
-        Ok(
-            match (
-                lowest_fork_seq(&self.commit.forks, feed),
-                self.ledger.fork_seq(feed)?,
-            ) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
-        )
+        Ok(lower(
+            lowest_fork_seq(&self.commit.forks, feed),
+            self.ledger.fork_seq(feed)?,
+        ))
+    }
+
+    /// The kind document `doc` was created as, as this ingestion leaves it so far.
+    pub(super) fn doc_kind_now(&self, doc: &DocId) -> Result<Option<Kind>, LedgerError> {
+        match self.commit.kinds.iter().rev().find(|(d, _)| d == doc) {
+            Some((_, k)) => Ok(Some(*k)),
+            None => self.ledger.doc_kind(doc),
+        }
+    }
+
+    /// The owner of the practice or project in document `id` (None for a group, or a
+    /// document not held or not readable).
+    fn owner_of(&mut self, id: DocId) -> Result<Option<String>, LedgerError> {
+        Ok(match self.doc(id)? {
+            Some(d) => doc::read_record(d, None)
+                .ok()
+                .and_then(|r| r.owner().map(str::to_string)),
+            None => None,
+        })
     }
 
     /// Decides again every verdict of document `id` that a removal can change (§15.5): of
@@ -447,12 +449,7 @@ impl<'a, L: Ledger> Work<'a, L> {
         // A change the syntactic test passes can still lower someone in one way: a practice's or
         // project's owner changing an editor id held as text. Its flag (`lowers`) is set when it
         // is applied; one of the owner's that was not applied is read in the first pass.
-        let owner: Option<String> = match self.doc(id)? {
-            Some(d) => doc::read_record(d, None)
-                .ok()
-                .and_then(|r| r.owner().map(str::to_string)),
-            None => None,
-        };
+        let owner = self.owner_of(id)?;
         let (mut nodes, mut dropped) = (Vec::new(), false);
         for (feed, seq) in keys {
             let Some(stored) = self.entry_now(&feed, seq)? else {
@@ -519,7 +516,13 @@ impl<'a, L: Ledger> Work<'a, L> {
                 }
             }
         }
-        let order = topological(&nodes)
+        let mut children = vec![Vec::new(); nodes.len()];
+        for (i, n) in nodes.iter().enumerate() {
+            for &d in &n.deps {
+                children[d].push(i);
+            }
+        }
+        let order = topological(&nodes, &children)
             .ok_or_else(|| LedgerError(format!("document {id}: its changes form a cycle")))?;
 
         let none = BTreeSet::new();
@@ -540,7 +543,7 @@ impl<'a, L: Ledger> Work<'a, L> {
             .collect();
         let all: HashMap<usize, Standing> = candidates
             .iter()
-            .map(|&i| (i, standing(&nodes, i, &base.lowered[i])))
+            .map(|&i| (i, standing(&nodes, &children, i, &base.lowered[i])))
             .collect();
         let of = |set: &[usize]| -> Vec<Standing> { set.iter().map(|i| all[i].clone()).collect() };
         // Which removals stand (§15.5): one that no removal still undecided can void stands;
@@ -807,14 +810,8 @@ impl<'a, L: Ledger> Work<'a, L> {
 
 /// The canonical order of a document's changes: dependencies first, and among the changes
 /// ready at one time the lowest hash first. None if the dependencies form a cycle.
-fn topological(nodes: &[Node]) -> Option<Vec<usize>> {
+fn topological(nodes: &[Node], children: &[Vec<usize>]) -> Option<Vec<usize>> {
     let mut waiting: Vec<usize> = nodes.iter().map(|n| n.deps.len()).collect();
-    let mut children = vec![Vec::new(); nodes.len()];
-    for (i, n) in nodes.iter().enumerate() {
-        for &d in &n.deps {
-            children[d].push(i);
-        }
-    }
     let mut ready: BinaryHeap<Reverse<(ChangeHash, usize)>> = nodes
         .iter()
         .enumerate()
@@ -836,13 +833,7 @@ fn topological(nodes: &[Node]) -> Option<Vec<usize>> {
 
 /// Node `i`, a change that lowers the cities of `lowered`, as a standing removal: it limits
 /// their changes concurrent with it.
-fn standing(nodes: &[Node], i: usize, lowered: &Lowered) -> Standing {
-    let mut children = vec![Vec::new(); nodes.len()];
-    for (j, n) in nodes.iter().enumerate() {
-        for &d in &n.deps {
-            children[d].push(j);
-        }
-    }
+fn standing(nodes: &[Node], children: &[Vec<usize>], i: usize, lowered: &Lowered) -> Standing {
     let mut related = vec![false; nodes.len()];
     for next in [&|j: usize| nodes[j].deps.clone(), &|j: usize| {
         children[j].clone()
