@@ -2429,7 +2429,6 @@ fn a_rejected_change_cannot_break_a_replay() {
     let rename = brno.sign(id, Scope::Group(id), forged.raw_bytes().to_vec());
     // Milan removes Brno, the attacker (built on its doc with Milan's own change, unsigned).
     let c = change_on(&milan.ledger.docs[&id], milan.actor(), remove_member(&brno));
-    let payload = c.raw_bytes().to_vec();
     let head = milan
         .ledger
         .head(&FeedId {
@@ -2438,19 +2437,14 @@ fn a_rejected_change_cannot_break_a_replay() {
         })
         .expect("held")
         .expect("held");
-    let e = sign_entry(
+    let removal = wire_at(
         &milan.key,
         Scope::Group(id),
         head.seq + 1,
         head.hash,
         id,
-        &payload,
-        9_000,
+        &c,
     );
-    let removal = Wire {
-        entry: e.encode().to_vec(),
-        payload,
-    };
     for order in feed_orders(&[
         genesis.clone(),
         add.clone(),
@@ -2488,19 +2482,7 @@ fn one_actor_number_in_two_feeds(other: Scope) {
     let c2 = change_on(&g_doc, a, |r| agenda_mut(r).venue = "two".into());
     assert!(!doc::may_lower(&c2));
     let w1 = brno.sign(id, Scope::Group(id), c1.raw_bytes().to_vec());
-    let e = sign_entry(
-        &brno.key,
-        other,
-        1,
-        Hash32::default(),
-        id,
-        c2.raw_bytes(),
-        5,
-    );
-    let w2 = Wire {
-        entry: e.encode().to_vec(),
-        payload: c2.raw_bytes().to_vec(),
-    };
+    let w2 = wire_at(&brno.key, other, 1, Hash32::default(), id, &c2);
     let doc_now = {
         let mut d = g_doc.clone();
         d.apply_changes([c1.clone()]).expect("held");
@@ -2515,19 +2497,14 @@ fn one_actor_number_in_two_feeds(other: Scope) {
         })
         .expect("held")
         .expect("held");
-    let e = sign_entry(
+    let removal = wire_at(
         &milan.key,
         Scope::Group(id),
         head.seq + 1,
         head.hash,
         id,
-        rc.raw_bytes(),
-        9_000,
+        &rc,
     );
-    let removal = Wire {
-        entry: e.encode().to_vec(),
-        payload: rc.raw_bytes().to_vec(),
-    };
     let mut outcomes = Vec::new();
     for order in [
         [&genesis, &w1, &w2, &removal],
@@ -2577,19 +2554,14 @@ fn a_misfit_carrier_never_notes_its_change() {
         agenda_mut(r).venue = "Brno's venue".into()
     });
     let good = brno.sign(id, Scope::Group(id), c.raw_bytes().to_vec());
-    let e = sign_entry(
+    let bad = wire_at(
         &brno.key,
         Scope::Group(DocId([9; 16])),
         1,
         Hash32::default(),
         id,
-        c.raw_bytes(),
-        5,
+        &c,
     );
-    let bad = Wire {
-        entry: e.encode().to_vec(),
-        payload: c.raw_bytes().to_vec(),
-    };
     let mut results = Vec::new();
     for order in [
         [&genesis, &r1, &bad, &good, &r2],
@@ -2686,19 +2658,14 @@ fn a_misfit_carrier_does_not_move_the_budget() {
         agenda_mut(r).venue = "x".into()
     });
     let good = brno.sign(id, Scope::Group(id), c.raw_bytes().to_vec());
-    let e = sign_entry(
+    let bad = wire_at(
         &brno.key,
         Scope::Group(DocId([9; 16])),
         1,
         Hash32::default(),
         id,
-        c.raw_bytes(),
-        5,
+        &c,
     );
-    let bad = Wire {
-        entry: e.encode().to_vec(),
-        payload: c.raw_bytes().to_vec(),
-    };
     let run = |order: [&Wire; 4]| {
         let mut l = MemLedger::default();
         for w in order {
