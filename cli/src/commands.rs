@@ -8,6 +8,7 @@ pub mod group;
 pub mod history;
 pub mod init;
 pub mod invite;
+pub mod key;
 pub mod man;
 pub mod node;
 pub mod peers;
@@ -105,6 +106,9 @@ pub enum Command {
     /// Invitations: introduce two cities to each other
     #[command(subcommand, after_help = invite::HELP)]
     Invite(invite::Command),
+    /// This city's key: show it, or pass the city's signing right to a new one
+    #[command(subcommand, after_help = key::HELP)]
+    Key(key::Command),
     /// Run the local multi-city federation demo
     #[command(after_help = demo::HELP)]
     Demo(demo::Args),
@@ -181,6 +185,7 @@ pub fn run(cli: Cli, color: ColorChoice) -> anyhow::Result<()> {
         Command::Status => status::run(&ctx),
         Command::Peers(cmd) => peers::run(&ctx, cmd),
         Command::Invite(cmd) => invite::run(&ctx, cmd),
+        Command::Key(cmd) => key::run(&ctx, cmd),
         Command::Demo(args) => demo::run(&ctx, args),
         Command::Completions(args) => completions::run(args),
         Command::Search(args) => query::search(&ctx, args),

@@ -32,9 +32,12 @@ use crate::store::{RecordSummary, Store, StoreError};
 
 mod error;
 mod import;
+mod keys;
 mod own_feed;
 
 pub use error::{Category, CityError};
+pub use keys::{KeyInfo, Rotated};
+use keys::{NEXT_KEY_FILE, own_fed, sync_dir};
 use own_feed::OwnClaims;
 pub use own_feed::{OWN_CLAIM_TTL, UNBACKED_CLAIM_TTL};
 
@@ -120,7 +123,10 @@ pub struct HistoryItem {
 #[derive(Debug)]
 pub struct City {
     dir: PathBuf,
+    /// The key this city signs and connects with (its root key, or a successor, §15.6).
     key: CityKey,
+    /// The city's id for ever: its first key (records, rosters and groups name it).
+    root: CityId,
     profile: Profile,
     store: Store,
     /// Serializes ingestion: one entry at a time is judged and applied.
@@ -218,9 +224,11 @@ impl City {
     }
 
     fn assemble(dir: &Path, key: CityKey, profile: Profile, store: Store) -> City {
+        let root = profile.id;
         City {
             dir: dir.to_path_buf(),
             key,
+            root,
             profile,
             store,
             write: Mutex::new(()),
@@ -268,29 +276,57 @@ impl City {
             return Err(CityError::NoCity(dir.to_path_buf()));
         }
         secure_dir(dir, true)?;
-        let key = read_key(&key_path)?;
+        let mut key = read_key(&key_path)?;
         let profile_path = dir.join("city.json");
         let text = fs::read(&profile_path).map_err(io(&profile_path))?;
         let profile: Profile = serde_json::from_slice(&text).map_err(|e| CityError::BadFile {
             path: profile_path.clone(),
             detail: e.to_string(),
         })?;
-        if profile.id != key.id() {
-            return Err(CityError::BadFile {
-                path: profile_path,
-                detail: "its id does not match city.key".into(),
-            });
-        }
         let store = if read_only {
             Store::open_read_only(&dir.join("db"))?
         } else {
             Store::open(&dir.join("db"))?
         };
+        // A rotation that stopped between its statement and the key file's swap (§15.6).
+        let next_path = dir.join(NEXT_KEY_FILE);
+        if next_path.exists() {
+            let next = read_key(&next_path)?;
+            let done = store
+                .feed_city(&own_fed(&next))
+                .map_err(|e| CityError::Rejected(e.to_string()))?
+                .is_some_and(|fc| fc.old == key.id());
+            if done && !read_only {
+                fs::rename(&next_path, &key_path).map_err(io(&key_path))?;
+                sync_dir(dir)?;
+                key = next;
+            } else if done {
+                key = next;
+            } else if !read_only {
+                fs::remove_file(&next_path).map_err(io(&next_path))?;
+            }
+        }
+        let root = store
+            .feed_city(&own_fed(&key))
+            .map_err(|e| CityError::Rejected(e.to_string()))?
+            .map_or(key.id(), |fc| fc.city);
+        if profile.id != root {
+            return Err(CityError::BadFile {
+                path: profile_path,
+                detail: "its id does not match city.key".into(),
+            });
+        }
         Ok(City::assemble(dir, key, profile, store))
     }
 
-    /// This city's id.
+    /// This city's id (its root id: the same for ever, whatever key it signs with).
     pub fn id(&self) -> CityId {
+        self.root
+    }
+
+    /// The key this city signs and connects with now (its id, unless it passed its first key
+    /// on, §15.6 of docs/protocol.md).
+    pub fn key_id(&self) -> CityId {
         self.key.id()
     }
 
@@ -419,7 +455,7 @@ impl City {
         // is not in the document (void by a fork's settlement, or waiting): every node would
         // refuse a second one (docs/protocol.md §7.2). Then the edit takes a fresh actor.
         let feed = intercity_protocol::entry::FeedId {
-            author: self.id(),
+            author: self.key_id(),
             scope: intercity_protocol::ingest::scope_of(record.kind(), id),
         };
         if self
@@ -556,7 +592,7 @@ impl City {
     ) -> Result<(SignedEntry, WireEntry), CityError> {
         let scope = ingest::scope_of(kind, doc);
         let feed = intercity_protocol::entry::FeedId {
-            author: self.id(),
+            author: self.key_id(),
             scope,
         };
         let payload = authored.change.raw_bytes().to_vec();
@@ -572,7 +608,10 @@ impl City {
                 have + 1
             )));
         }
-        let (seq, prev) = head.map_or((1, Hash32::default()), |h| (h.seq + 1, h.hash));
+        let (seq, prev) = match head {
+            Some(h) => (h.seq + 1, h.hash),
+            None => (1, self.first_prev(scope)?),
+        };
         let entry = sign_entry(&self.key, scope, seq, prev, doc, &payload, now_ms());
         let encoded = entry.encode().to_vec();
         match batch.ingest_local(&encoded, &payload, authored)? {

@@ -122,6 +122,27 @@ impl Client {
         self.profile().id
     }
 
+    /// This city's keys: its id, the key it signs and connects with, the keys before it.
+    pub fn key_info(&self) -> Result<crate::city::KeyInfo, CityError> {
+        match self {
+            Client::Local(c) => c.key_info(),
+            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Keys),
+        }
+    }
+
+    /// Passes this city's signing right to a new key (§15.6 of docs/protocol.md). Refused while
+    /// a daemon runs: the node's network identity is its key, so the node is stopped first.
+    pub fn rotate_key(&self) -> Result<crate::city::Rotated, CityError> {
+        match self {
+            Client::Local(c) => c.rotate_key(),
+            Client::Daemon { dir, .. } => Err(CityError::Busy(format!(
+                "the node runs for {}: its network identity is the key. Stop it (`systemctl stop intercity`, \
+                 or Ctrl-C on `intercity node run`), rotate, then start it again",
+                dir.display()
+            ))),
+        }
+    }
+
     /// This city's profile.
     pub fn profile(&self) -> &Profile {
         match self {

@@ -56,6 +56,8 @@ pub fn socket_path(dir: &Path) -> PathBuf {
 pub enum ControlRequest {
     /// The city profile.
     Profile,
+    /// The city's keys (`intercity key show`).
+    Keys,
     /// A record's JSON.
     Record {
         /// Record id (full).
@@ -466,6 +468,7 @@ fn execute_blocking(
 ) -> Result<Value, CityError> {
     match req {
         ControlRequest::Profile => json(city.profile()),
+        ControlRequest::Keys => json(city.key_info()?),
         ControlRequest::Record { id } => Ok(city.record(doc_id(&id)?)?.to_json()),
         ControlRequest::Base { id } => {
             let (record, heads) = city.record_and_heads(doc_id(&id)?)?;

@@ -331,6 +331,8 @@ struct Peer {
     forks_sent: usize,
     /// An invitation was presented to it on the current connection.
     presented: bool,
+    /// This city's succession statements were presented to it on the current connection.
+    presented_keys: bool,
     /// The address this node dialed for the current connection, if it dialed it.
     dialed: Option<Multiaddr>,
 }
@@ -342,6 +344,8 @@ enum Pending {
     Forks,
     /// The token presented.
     Join(String),
+    /// This city's succession statements presented (§15.6).
+    Succession,
 }
 
 /// What became of one entry from a peer.
@@ -370,9 +374,14 @@ struct EventLoop {
     pending: HashMap<OutboundRequestId, (PeerId, Pending)>,
     banned: HashMap<PeerId, Instant>,
     listening: Vec<Multiaddr>,
-    /// This city and the unblocked roster cities, refreshed with the roster (shared with the
-    /// ingest worker's jobs).
+    /// Every key of this city and of the unblocked roster cities (their root ids and their
+    /// successors, §15.6), refreshed with the roster (shared with the ingest worker's jobs).
     trusted: Arc<HashSet<CityId>>,
+    /// This city and the unblocked roster cities (root ids): a succession statement of one of
+    /// them is judged whoever's key carries it.
+    cities: Arc<HashSet<CityId>>,
+    /// Which keys belong to which city, refreshed with the roster.
+    keys: crate::store::KeyBook,
     /// Jobs for the ingest worker, one bounded queue per peer.
     queue: ingest::Queue,
     /// Jobs the worker finished.
@@ -517,14 +526,23 @@ impl EventLoop {
                 return;
             }
         };
-        let mut trusted: HashSet<CityId> =
-            roster.iter().filter(|e| !e.blocked).map(|e| e.id).collect();
-        trusted.insert(self.city.id());
+        match self.city.store().key_book() {
+            Ok(book) => self.keys = book,
+            Err(e) => warn!(error = %e, "reading the succession statements failed"),
+        }
+        // A roster entry may name any key of its city: its city is what counts.
+        let cities: HashSet<CityId> = roster
+            .iter()
+            .filter(|e| !e.blocked)
+            .map(|e| self.keys.city_of(&e.id))
+            .chain([self.city.id()])
+            .collect();
+        let trusted: HashSet<CityId> = cities.iter().flat_map(|c| self.keys.keys_of(c)).collect();
         self.trusted = Arc::new(trusted);
+        self.cities = Arc::new(cities);
         let admits = match self.city.guests() {
-            Ok(Guests { named, anyone }) => Admits {
+            Ok(Guests { named, .. }) => Admits {
                 named: named.iter().map(peer_id).collect(),
-                anyone,
             },
             Err(e) => {
                 warn!(error = %e, "reading the invitations out failed");
@@ -533,9 +551,12 @@ impl EventLoop {
         };
         let now = Instant::now();
         self.guest_bans.retain(|_, until| *until > now);
+        // A city connects with its current key only (§15.6): a retired key is nobody's.
         let mut allowed = HashSet::new();
         for e in &roster {
-            let pid = peer_id(&e.id);
+            let Some(pid) = self.peer_of(&e.id) else {
+                continue;
+            };
             self.peers.entry(pid).or_default().name.clone_from(&e.name);
             if !e.blocked && !self.banned.contains_key(&pid) {
                 allowed.insert(pid);
@@ -549,7 +570,13 @@ impl EventLoop {
             .keys()
             .chain(self.guest_bans.keys())
             .copied()
-            .chain(roster.iter().filter(|e| e.blocked).map(|e| peer_id(&e.id)))
+            .chain(
+                roster
+                    .iter()
+                    .filter(|e| e.blocked)
+                    .flat_map(|e| self.keys.keys_of(&self.keys.city_of(&e.id)))
+                    .map(|k| peer_id(&k)),
+            )
             .collect();
         gate.admits = admits;
         let connected: Vec<PeerId> = self
@@ -574,7 +601,9 @@ impl EventLoop {
             self.promote(pid);
         }
         for e in &roster {
-            let pid = peer_id(&e.id);
+            let Some(pid) = self.peer_of(&e.id) else {
+                continue;
+            };
             if e.invitation.is_some() && self.peers.get(&pid).is_some_and(|p| p.connected) {
                 // Accepted while already connected to the inviter.
                 self.present_invitation(pid);
@@ -594,6 +623,18 @@ impl EventLoop {
 
     fn is_trusted(&self, peer: &PeerId) -> bool {
         self.swarm.behaviour().gate.trusted.contains(peer)
+    }
+
+    /// The peer id `city` (any of its keys) connects with now, if any key speaks for it.
+    fn peer_of(&self, city: &CityId) -> Option<PeerId> {
+        self.keys
+            .current(&self.keys.city_of(city))
+            .map(|k| peer_id(&k))
+    }
+
+    /// The city a peer's key belongs to.
+    fn city_of_peer(&self, peer: &PeerId) -> Option<CityId> {
+        city_id(peer).map(|k| self.keys.city_of(&k))
     }
 
     fn anti_entropy(&mut self) {

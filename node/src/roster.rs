@@ -234,7 +234,8 @@ impl City {
         }
         addrs.truncate(MAX_TOKEN_ADDRS);
         let inv = Invitation {
-            inviter: self.id(),
+            // The key it connects with (a peer dials it by it); its city is found from it.
+            inviter: self.key_id(),
             name: self.profile().name.clone(),
             addrs,
             invitee,
@@ -367,7 +368,12 @@ impl City {
         let _guard = self.invitation_lock();
         let refuse = |why: &str| Err(CityError::Invitation(format!("invitation refused: {why}")));
         let inv = match Invitation::verified(token) {
-            Ok(inv) if inv.inviter == self.id() => inv,
+            Ok(inv)
+                if inv.inviter == self.key_id()
+                    || self.store().key_book()?.city_of(&inv.inviter) == self.id() =>
+            {
+                inv
+            }
             Ok(_) => return refuse("it was issued by another city"),
             Err(e) => return refuse(&e.to_string()),
         };

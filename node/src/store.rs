@@ -5,6 +5,8 @@
 //! | `meta` | `schema_version` | u32 BE |
 //! | `meta` | `cuts/` · doc id (16) | the removals that stand in the document ([`Cut`] list) |
 //! | `meta` | `kind/` · doc id (16) | the kind the document's genesis created (`practice`, …) |
+//! | `meta` | `succ/` · old key (32) · entry hash (32) | a succession statement held, unsigned form |
+//! | `meta` | `fcity/` · feed (49) | the city a successor key's feed writes for ([`FeedCity`]) |
 //! | `entries` | feed (49) · seq (8 BE) | [`StoredEntry`] encoding |
 //! | `heads` | feed (49) | [`FeedHead`] encoding |
 //! | `payloads` | entry hash (32) | raw Automerge change |
@@ -29,10 +31,11 @@ use automerge::{Automerge, ChangeHash};
 use intercity_protocol::entry::{DocId, EntryError, FeedId, Hash32};
 use intercity_protocol::identity::CityId;
 use intercity_protocol::ingest::{
-    ChangeInfo, Commit, Cut, DocState, FeedHead, ForkProof, Ledger, LedgerError, PendingTotals,
-    Status, StoredEntry,
+    ChangeInfo, Commit, Cut, DocState, FeedCity, FeedHead, ForkProof, Ledger, LedgerError,
+    PendingTotals, Status, StoredEntry,
 };
 use intercity_protocol::record::{Kind, Record};
+use intercity_protocol::succession::Statement;
 use rocksdb::{
     ColumnFamilyDescriptor, DB, Direction, ErrorKind, IteratorMode, Options, WriteBatch,
     WriteOptions,
@@ -177,6 +180,9 @@ pub struct Store {
     /// The fork proofs held: how many, and each forked feed's lowest fork seq. Read when the
     /// store is opened, kept up to date by every write.
     fork_index: std::sync::Mutex<Option<ForkIndex>>,
+    /// The succession statements and successor feeds held (§15.6 of docs/protocol.md): read
+    /// when the store is opened, kept up to date by every write.
+    succession: std::sync::Mutex<Option<Succession>>,
     /// `<store>.lock` (beside the store's directory), locked while a writer has the store
     /// open: taken before RocksDB opens, so that a process waiting for the store tries an
     /// advisory lock, not a RocksDB open (which rotates RocksDB's log each time). Last, so that
@@ -186,6 +192,74 @@ pub struct Store {
 
 /// The fork proofs held: their number, and each forked feed's lowest fork seq.
 type ForkIndex = (usize, std::collections::BTreeMap<FeedId, u64>);
+
+/// Which keys belong to which city (§15.6 of docs/protocol.md): a city is named by its root id
+/// for ever; it signs, and connects, with its current key.
+#[derive(Clone, Debug, Default)]
+pub struct KeyBook {
+    /// Every key a succession statement names (old or new), with its city.
+    city_of: std::collections::HashMap<CityId, CityId>,
+    /// A city's key whose succession stands and that has not passed its right on.
+    current: std::collections::HashMap<CityId, CityId>,
+    /// Keys that signed a succession statement: they no longer speak for their city.
+    retired: std::collections::HashSet<CityId>,
+}
+
+impl KeyBook {
+    /// The city `key` belongs to (itself when no statement names it).
+    pub fn city_of(&self, key: &CityId) -> CityId {
+        self.city_of.get(key).copied().unwrap_or(*key)
+    }
+
+    /// The key `city` signs and connects with now: its newest key whose succession stands,
+    /// or its root id if it never passed it on; None while its succession is contested or
+    /// void (until it recovers, nothing speaks for it).
+    pub fn current(&self, city: &CityId) -> Option<CityId> {
+        match self.current.get(city) {
+            Some(k) => Some(*k),
+            None if self.retired.contains(city) => None,
+            None => Some(*city),
+        }
+    }
+
+    /// Every key known of `city`, its root id first.
+    pub fn keys_of(&self, city: &CityId) -> Vec<CityId> {
+        let mut out = vec![*city];
+        let mut more: Vec<CityId> = self
+            .city_of
+            .iter()
+            .filter(|(k, c)| *c == city && *k != city)
+            .map(|(k, _)| *k)
+            .collect();
+        more.sort();
+        out.extend(more);
+        out
+    }
+
+    /// Whether `key` passed its right on.
+    pub fn is_retired(&self, key: &CityId) -> bool {
+        self.retired.contains(key)
+    }
+}
+
+/// Succession statements by old key, and successor feeds' cities.
+#[derive(Default, Clone)]
+pub(crate) struct Succession {
+    pub(crate) statements: std::collections::BTreeMap<CityId, Vec<(Hash32, Statement)>>,
+    pub(crate) feed_cities: std::collections::BTreeMap<FeedId, FeedCity>,
+}
+
+impl Succession {
+    fn note(&mut self, commit: &Commit) {
+        for (hash, st) in &commit.statements {
+            let held = self.statements.entry(st.old).or_default();
+            if !held.iter().any(|(h, _)| h == hash) {
+                held.push((*hash, st.clone()));
+            }
+        }
+        self.feed_cities.extend(commit.feed_cities.iter().copied());
+    }
+}
 
 mod ledger;
 mod migrate;
@@ -404,6 +478,7 @@ impl Store {
             groups: std::sync::Mutex::new(None),
             heads: std::sync::Mutex::new(None),
             fork_index: std::sync::Mutex::new(None),
+            succession: std::sync::Mutex::new(None),
             _lock: None,
         }
     }
@@ -424,7 +499,88 @@ impl Store {
             .fork_index
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(index);
+        let succession = self.read_succession()?;
+        *self
+            .succession
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(succession);
         Ok(())
+    }
+
+    /// Reads the succession rows (see `Store::succession`).
+    fn read_succession(&self) -> Result<Succession, StoreError> {
+        let mut out = Succession::default();
+        for (k, v) in self.scan("meta", b"succ/")? {
+            let hash = k
+                .get(37..69)
+                .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                .ok_or_else(|| self.corrupt("a succession key"))?;
+            let st = Statement::decode_held(&v).map_err(|e| self.corrupt(e))?;
+            out.statements
+                .entry(st.old)
+                .or_default()
+                .push((Hash32(hash), st));
+        }
+        for (k, v) in self.scan("meta", b"fcity/")? {
+            let feed = k
+                .get(6..)
+                .and_then(|f| FeedId::from_bytes(f).ok())
+                .ok_or_else(|| self.corrupt("a successor feed key"))?;
+            out.feed_cities
+                .insert(feed, FeedCity::decode(&v).map_err(|e| self.corrupt(e))?);
+        }
+        Ok(out)
+    }
+
+    /// Which keys belong to which city, from the succession statements held (§15.6 of
+    /// docs/protocol.md).
+    pub fn key_book(&self) -> Result<KeyBook, StoreError> {
+        let rows: Vec<(FeedId, FeedCity)> = self.with_succession(|s| {
+            s.feed_cities
+                .iter()
+                .filter(|(f, _)| f.scope == intercity_protocol::entry::Scope::Federation)
+                .map(|(f, c)| (*f, *c))
+                .collect()
+        })?;
+        let mut book = KeyBook::default();
+        let mut standing = Vec::new();
+        for (feed, fc) in rows {
+            book.city_of.insert(feed.author, fc.city);
+            book.city_of.insert(fc.old, fc.city);
+            book.retired.insert(fc.old);
+            let accepted = self
+                .entry(&feed, 1)
+                .map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail: e.0,
+                })?
+                .is_some_and(|e| e.status == Status::Accepted);
+            if accepted {
+                standing.push((fc.city, feed.author));
+            }
+        }
+        for (city, key) in standing {
+            if !book.retired.contains(&key) {
+                book.current.insert(city, key);
+            }
+        }
+        Ok(book)
+    }
+
+    /// Runs `f` on the succession rows without copying them when they are in memory.
+    pub(crate) fn with_succession<T>(
+        &self,
+        f: impl FnOnce(&Succession) -> T,
+    ) -> Result<T, StoreError> {
+        if let Some(s) = self
+            .succession
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            return Ok(f(s));
+        }
+        Ok(f(&self.read_succession()?))
     }
 
     /// How many fork proofs the store holds.
@@ -769,6 +925,17 @@ impl Store {
         for (doc, kind) in &commit.kinds {
             batch.put_cf(self.cf("meta"), kind_key(doc), kind.as_str());
         }
+        for (hash, st) in &commit.statements {
+            let mut key = b"succ/".to_vec();
+            key.extend_from_slice(st.old.as_bytes());
+            key.extend_from_slice(&hash.0);
+            batch.put_cf(self.cf("meta"), key, st.encode_held());
+        }
+        for (feed, city) in &commit.feed_cities {
+            let mut key = b"fcity/".to_vec();
+            key.extend_from_slice(&feed.to_bytes());
+            batch.put_cf(self.cf("meta"), key, city.encode());
+        }
         for (doc, cuts) in &commit.cuts {
             if cuts.is_empty() {
                 batch.delete_cf(self.cf("meta"), cuts_key(doc));
@@ -830,6 +997,14 @@ impl Store {
             for p in &commit.forks {
                 note_fork(index, p);
             }
+        }
+        if let Some(succession) = self
+            .succession
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            succession.note(&commit);
         }
         let group_members: Vec<(DocId, std::collections::BTreeSet<String>)> = commit
             .docs

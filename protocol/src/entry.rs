@@ -213,7 +213,8 @@ pub struct Header {
     pub scope: Scope,
     /// Position in the feed, starting at 1.
     pub seq: u64,
-    /// Hash of the previous entry of the feed; zero for seq 1.
+    /// Hash of the previous entry of the feed. For seq 1: zero, or, in a working-group feed
+    /// of a successor key, the hash of the succession statement that made it one (§15.6).
     pub prev: Hash32,
     /// The document the change belongs to.
     pub doc: DocId,
@@ -281,9 +282,6 @@ impl Header {
         };
         if header.seq == 0 {
             return Err(EntryError::Seq("seq starts at 1"));
-        }
-        if header.seq == 1 && !header.prev.is_zero() {
-            return Err(EntryError::Seq("the first entry has no previous entry"));
         }
         if header.seq > 1 && header.prev.is_zero() {
             return Err(EntryError::Seq("missing backlink"));

@@ -35,10 +35,13 @@ use crate::entry::{
 };
 use crate::identity::CityId;
 use crate::record::{Kind, Record, RecordError, Role};
+use crate::succession::{SUCCESSION_DOC, Statement};
 use crate::{chunk, doc};
 
 mod removal;
+mod successor;
 pub use removal::{Cut, Lowered, MAX_REPLAY_PASSES, removed_reason};
+pub use successor::{FeedCity, no_succession_reason, retired_reason};
 
 /// At most this many entries wait for missing dependencies on one node.
 pub const MAX_PENDING_ENTRIES: u64 = 10_000;
@@ -416,6 +419,13 @@ pub trait Ledger {
     /// The kind of record document `doc` was created as (read from its genesis change, kept
     /// when the document is not), if a genesis of it was read.
     fn doc_kind(&self, doc: &DocId) -> Result<Option<Kind>, LedgerError>;
+    /// The succession statements held whose old key is `old` (§15.6), with their entries'
+    /// hashes, accepted or void.
+    fn statements_by(&self, old: &CityId) -> Result<Vec<(Hash32, Statement)>, LedgerError>;
+    /// The city a successor key's feed writes for (§15.6); None for a feed of a root key.
+    fn feed_city(&self, feed: &FeedId) -> Result<Option<FeedCity>, LedgerError>;
+    /// The feeds of `author` that hold an entry.
+    fn feeds_of(&self, author: &CityId) -> Result<Vec<FeedId>, LedgerError>;
 }
 
 /// A row of the actor-seq index (see [`Ledger::actor_seq`]): feed, document, actor, highest
@@ -499,6 +509,11 @@ pub enum IngestError {
     /// The header does not decode or the signature does not verify.
     #[error(transparent)]
     Entry(#[from] EntryError),
+    /// A successor key's feed whose succession statement (§15.6) this node does not hold, or
+    /// whose first entry names something else. Not a fault of whoever relayed it: retry once
+    /// the statement arrives.
+    #[error("{0}")]
+    Successor(String),
     /// The feed is frozen by a fork proof.
     #[error("feed {0} of {1} is frozen: its author signed two different entries at one position")]
     Frozen(Scope, CityId),
@@ -668,6 +683,10 @@ pub struct Commit {
     pub cuts: Vec<(DocId, Vec<Cut>)>,
     /// Documents' kinds, from their genesis changes (see [`Ledger::doc_kind`]).
     pub kinds: Vec<(DocId, Kind)>,
+    /// Succession statements stored, by their entries' hashes (§15.6).
+    pub statements: Vec<(Hash32, Statement)>,
+    /// Successor feeds started, with the city they write for (§15.6).
+    pub feed_cities: Vec<(FeedId, FeedCity)>,
 }
 
 /// The result of [`ingest`]: the verdict on the entry and the writes to apply.
@@ -791,8 +810,17 @@ fn pipeline(
         if ledger.fork_seq(&feed)?.is_some_and(|s| s <= h.seq) {
             return Err(IngestError::Frozen(feed.scope, feed.author));
         }
-        let at = h.seq;
         let mut work = Work::new(ledger, None);
+        // A fork of a successor's first entry, its statement, also moves its successors' cuts.
+        let mut affected = vec![feed];
+        if h.seq == 1 && feed.scope == Scope::Federation {
+            affected.extend(work.successor_closure(feed.author)?);
+            affected.extend(work.feeds_now(&feed.author)?);
+        }
+        let mut before = Vec::with_capacity(affected.len());
+        for f in affected {
+            before.push((f, work.cut_of(&f)?));
+        }
         work.commit.heads.push((
             feed,
             FeedHead {
@@ -804,7 +832,9 @@ fn pipeline(
             first: held.entry,
             second: signed,
         });
-        work.settle(feed, at)?;
+        for (f, b) in before {
+            work.settle(f, b)?;
+        }
         work.finish()?;
         return Ok(Ingested {
             verdict: Verdict::Fork,
@@ -825,19 +855,27 @@ fn pipeline(
         });
     }
     let expected_prev = head.map_or(Hash32::default(), |hd| hd.hash);
-    if h.prev != expected_prev {
+    // The first entry of a successor key's group feed names its succession statement (§15.6).
+    let successor_city = if h.prev != expected_prev && h.seq == 1 && h.scope != Scope::Federation {
+        Some(successor::feed_city_named(ledger, &feed, &h.prev)?)
+    } else if h.prev != expected_prev {
         return Err(IngestError::Backlink {
             author: feed.author,
             scope: feed.scope,
             seq: h.seq,
         });
-    }
+    } else {
+        None
+    };
     // 5. Payload.
     if payload.len() != h.payload_len as usize {
         return Err(IngestError::Payload("length differs"));
     }
     if Hash32::of(payload) != h.payload_hash {
         return Err(IngestError::Payload("hash differs"));
+    }
+    if h.doc == SUCCESSION_DOC {
+        return successor::statement(ledger, &signed, head, payload);
     }
     let (change, prebuilt) = match authored {
         Some(a) => {
@@ -858,6 +896,9 @@ fn pipeline(
     let entry_hash = signed.hash();
     let mut work = Work::new(ledger, prebuilt);
     work.commit.payloads.push((entry_hash, payload.to_vec()));
+    if let Some(city) = successor_city {
+        work.commit.feed_cities.push((feed, city));
+    }
     let change_hash = change.hash();
     // An actor's changes along its author's feed, for one document, take growing numbers
     // (§7.2): decided here, at the entry's place in its feed, from the entries before it. A
@@ -874,7 +915,7 @@ fn pipeline(
         used
     };
     // A void entry (§15.4) is judged void, whatever its number: nodes hold different branches.
-    let void = ledger.fork_seq(&feed)?.is_some_and(|f| h.seq >= f);
+    let void = work.cut_of(&feed)?.is_some_and(|(f, _)| h.seq >= f);
     let status = match used {
         // About the entry's place, not the change: not noted (an earlier entry of the feed may
         // carry the same change and be waiting, see `Refusal::Entry`). No node applies such a
@@ -900,18 +941,7 @@ fn pipeline(
         }
         work.index((dep, feed, h.seq, n));
     }
-    let mut new_head = FeedHead {
-        seq: h.seq,
-        hash: entry_hash,
-        frozen: false,
-        ..head.unwrap_or_default()
-    };
-    new_head.count(&status, payload.len() as u64, true);
-    work.commit.heads.push((feed, new_head));
-    work.commit.entries.push(StoredEntry {
-        entry: signed.clone(),
-        status: status.clone(),
-    });
+    work.append(&signed, head, &status, payload.len());
     // Entries wait for a change's verdict as noted; an entry rejected for not fitting its
     // change (`Refusal::Entry`) leaves the change without one, and them waiting.
     if work.changes.contains_key(&change_hash) {
@@ -1024,39 +1054,68 @@ impl<'a, L: Ledger> Work<'a, L> {
         }
     }
 
-    /// Settles `feed`, forked at `from`: every entry from `from` on that has a verdict is
-    /// void (rejected, with [`void_reason`]); the documents their changes were applied to
-    /// are built again without them, and without the changes that depend on them, whose
-    /// entries are rejected as depending on a rejected change. A document left without a
-    /// change is removed. Pending entries stay pending: when judged, they are void
-    /// ([`Work::judge`]).
-    fn settle(&mut self, feed: FeedId, from: u64) -> Result<(), LedgerError> {
-        let reason = void_reason();
-        // Entries from an earlier (higher) fork seq on are void already.
-        let top = match self.ledger.fork_seq(&feed)? {
-            Some(earlier) => earlier.saturating_sub(1),
-            None => self.current_head(&feed)?.map_or(0, |h| h.seq),
+    /// Settles `feed` after its cut (§15.4, §15.6) was lowered from `before`: every entry from
+    /// the cut on that has a verdict is void, with the cut's reason; the documents their
+    /// changes were applied to are replayed, which builds them again without those changes
+    /// and voids what depends on them. A document left without a change is removed. Pending
+    /// entries stay pending: when judged, they are void ([`Work::judge`]).
+    fn settle(&mut self, feed: FeedId, before: Option<(u64, String)>) -> Result<(), LedgerError> {
+        let Some((from, reason)) = self.cut_of(&feed)? else {
+            return Ok(());
+        };
+        let head = self.current_head(&feed)?.map_or(0, |h| h.seq);
+        // Entries from an earlier (higher) cut on are void already, with the same reason if
+        // the cut kept its reason.
+        let top = match before {
+            Some((b, r)) if b == from && r == reason => return Ok(()),
+            Some((b, r)) if r == reason => b.saturating_sub(1).min(head),
+            _ => head,
         };
         let mut docs = BTreeSet::new();
         for seq in from..=top {
-            let Some(stored) = self.ledger.entry(&feed, seq)? else {
+            let Some(stored) = self.entry_now(&feed, seq)? else {
                 continue;
             };
             match &stored.status {
                 Status::Pending => continue,
                 Status::Rejected(r) if *r == reason => continue,
+                // Void by a cut before: nothing was applied.
+                Status::Rejected(r) if successor::is_cut_reason(r) => {}
                 // Its document is replayed: what was built on it becomes void, whatever
-                // verdict it had (the one a node that learned of the fork first gives).
+                // verdict it had (the one a node that learned of the cut first gives).
                 Status::Accepted | Status::Rejected(_) | Status::Quarantined(_) => {
                     docs.insert(stored.entry.header.doc);
                 }
             }
             self.revise(stored, Status::Rejected(reason.clone()))?;
         }
+        docs.remove(&SUCCESSION_DOC);
         // The documents are replayed (§15.5): built again without the void changes and those
         // built on them, every verdict a removal or a void dependency can change decided again.
         self.replay.extend(docs);
         Ok(())
+    }
+
+    /// Takes `signed`, the next entry of its feed (whose head was `head`), with `status`.
+    fn append(
+        &mut self,
+        signed: &SignedEntry,
+        head: Option<FeedHead>,
+        status: &Status,
+        bytes: usize,
+    ) {
+        let mut new_head = FeedHead {
+            seq: signed.header.seq,
+            hash: signed.hash(),
+            frozen: false,
+            ..head.unwrap_or_default()
+        };
+        new_head.count(status, bytes as u64, true);
+        self.commit.heads.push((signed.header.feed(), new_head));
+        self.commit.entries.push(StoredEntry {
+            entry: signed.clone(),
+            status: status.clone(),
+        });
     }
 
     /// The head of `feed` as this ingestion leaves it so far.
@@ -1147,12 +1206,13 @@ impl<'a, L: Ledger> Work<'a, L> {
     fn judge(&mut self, signed: &SignedEntry, change: Change) -> Result<Status, LedgerError> {
         let h = &signed.header;
         let hash = change.hash();
-        // A forked feed's entries from the fork's seq on are void (§15.4). A change carried
-        // by an earlier entry keeps that entry's verdict in the change index.
-        if let Some(from) = self.ledger.fork_seq(&h.feed())?
+        // A forked feed's entries from the fork's seq on are void (§15.4), and so are a
+        // retired key's past its cap or a successor's whose succession does not stand (§15.6). A
+        // change carried by an earlier entry keeps that entry's verdict in the change index.
+        if let Some((from, reason)) = self.cut_of(&h.feed())?
             && h.seq >= from
         {
-            let status = Status::Rejected(void_reason());
+            let status = Status::Rejected(reason);
             if self.change_info(&hash)?.is_none() {
                 self.note(signed, hash, &status);
             }
@@ -1194,7 +1254,9 @@ impl<'a, L: Ledger> Work<'a, L> {
                 }
                 let parsed = Record::from_json(json)
                     .map_err(|e| Refusal::Change(format!("invalid record after the change: {e}")));
-                let status = match parsed.and_then(|after| check_after(h, None, after, &[])) {
+                let city = self.city_of(&h.feed())?;
+                let status = match parsed.and_then(|after| check_after(h, &city, None, after, &[]))
+                {
                     Ok((record, _)) => {
                         self.commit.docs.insert(
                             h.doc,
@@ -1275,7 +1337,8 @@ impl<'a, L: Ledger> Work<'a, L> {
             .take_if(|(d, _)| d.get_heads() == [hash] && doc::same_heads(&base.get_heads(), &deps));
         let raw = change.raw_bytes().to_vec();
         let mut lowers = false;
-        let status = match evaluate(h, &base, change, genesis, prebuilt, &cuts) {
+        let city = self.city_of(&h.feed())?;
+        let status = match evaluate(h, &city, &base, change, genesis, prebuilt, &cuts) {
             Err(Refusal::Entry(reason)) => return Ok(Status::Rejected(reason)),
             Err(Refusal::Change(reason)) => Status::Rejected(reason),
             Err(Refusal::Status(status)) => status,
@@ -1501,6 +1564,7 @@ fn unreadable(what: &str, e: RecordError) -> Status {
 /// change's own heads, or the verdict ([`Status::Rejected`] or [`Status::Quarantined`]).
 fn evaluate(
     h: &crate::entry::Header,
+    city: &CityId,
     base: &Automerge,
     change: Change,
     genesis: bool,
@@ -1554,7 +1618,7 @@ fn evaluate(
         None => at(&doc, &[hash])
             .map_err(|e| Refusal::Status(unreadable("invalid record after the change", e)))?,
     };
-    let (after, lowered) = check_after(h, before.as_ref(), after, cuts)?;
+    let (after, lowered) = check_after(h, city, before.as_ref(), after, cuts)?;
     Ok((doc, after, lowered))
 }
 
@@ -1583,6 +1647,7 @@ enum Refusal {
 /// whose rights the change lowers, or the rejection reason.
 fn check_after(
     h: &crate::entry::Header,
+    city: &CityId,
     before: Option<&Record>,
     after: Record,
     cuts: &[Cut],
@@ -1598,12 +1663,12 @@ fn check_after(
             h.scope
         )));
     }
-    authorize(&h.author, before, &after).map_err(Refusal::Change)?;
+    authorize(city, before, &after).map_err(Refusal::Change)?;
     let Some(before) = before else {
         return Ok((after, Vec::new()));
     };
     let lowered = removal::lowered(before, &after);
-    if !removal::within_cuts(&h.author, before, &after, &lowered, cuts) {
+    if !removal::within_cuts(city, before, &after, &lowered, cuts) {
         return Err(Refusal::Cut(!lowered.is_empty()));
     }
     Ok((after, lowered))
@@ -1692,6 +1757,8 @@ pub struct Batch<'a, L: Ledger> {
     actor_seqs: ActorSeqs,
     cuts: BTreeMap<DocId, Vec<Cut>>,
     kinds: BTreeMap<DocId, Kind>,
+    statements: Vec<(Hash32, Statement)>,
+    feed_cities: BTreeMap<FeedId, FeedCity>,
     count: usize,
 }
 
@@ -1713,6 +1780,8 @@ impl<'a, L: Ledger> Batch<'a, L> {
             actor_seqs: BTreeMap::new(),
             cuts: BTreeMap::new(),
             kinds: BTreeMap::new(),
+            statements: Vec::new(),
+            feed_cities: BTreeMap::new(),
             count: 0,
         }
     }
@@ -1804,6 +1873,8 @@ impl<'a, L: Ledger> Batch<'a, L> {
         self.forks.extend(commit.forks);
         self.cuts.extend(commit.cuts);
         self.kinds.extend(commit.kinds);
+        self.statements.extend(commit.statements);
+        self.feed_cities.extend(commit.feed_cities);
     }
 
     /// The writes of every entry judged, to apply atomically.
@@ -1841,6 +1912,8 @@ impl<'a, L: Ledger> Batch<'a, L> {
                 .collect(),
             cuts: self.cuts.into_iter().collect(),
             kinds: self.kinds.into_iter().collect(),
+            statements: self.statements,
+            feed_cities: self.feed_cities.into_iter().collect(),
         }
     }
 }
@@ -1941,6 +2014,32 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
         }
     }
 
+    fn statements_by(&self, old: &CityId) -> Result<Vec<(Hash32, Statement)>, LedgerError> {
+        let mut out = self.ledger.statements_by(old)?;
+        out.extend(
+            self.statements
+                .iter()
+                .filter(|(_, s)| s.old == *old)
+                .cloned(),
+        );
+        Ok(out)
+    }
+
+    fn feed_city(&self, feed: &FeedId) -> Result<Option<FeedCity>, LedgerError> {
+        match self.feed_cities.get(feed) {
+            Some(c) => Ok(Some(*c)),
+            None => self.ledger.feed_city(feed),
+        }
+    }
+
+    fn feeds_of(&self, author: &CityId) -> Result<Vec<FeedId>, LedgerError> {
+        let mut out = self.ledger.feeds_of(author)?;
+        out.extend(self.heads.keys().filter(|f| f.author == *author));
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     fn doc_entries(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError> {
         let mut out = self.ledger.doc_entries(doc)?;
         out.extend(
@@ -1983,6 +2082,10 @@ pub mod memory {
         pub cuts: BTreeMap<DocId, Vec<Cut>>,
         /// Documents' kinds.
         pub kinds: BTreeMap<DocId, Kind>,
+        /// Succession statements, by entry hash.
+        pub statements: BTreeMap<Hash32, Statement>,
+        /// Successor feeds' cities.
+        pub feed_cities: BTreeMap<FeedId, FeedCity>,
     }
 
     impl MemLedger {
@@ -2047,6 +2150,8 @@ pub mod memory {
             }
             merge_actor_seqs(&mut self.actor_seqs, commit.actor_seqs);
             self.kinds.extend(commit.kinds);
+            self.statements.extend(commit.statements);
+            self.feed_cities.extend(commit.feed_cities);
             for (id, cuts) in commit.cuts {
                 if cuts.is_empty() {
                     self.cuts.remove(&id);
@@ -2105,6 +2210,25 @@ pub mod memory {
         }
         fn doc_kind(&self, doc: &DocId) -> Result<Option<Kind>, LedgerError> {
             Ok(self.kinds.get(doc).copied())
+        }
+        fn statements_by(&self, old: &CityId) -> Result<Vec<(Hash32, Statement)>, LedgerError> {
+            Ok(self
+                .statements
+                .iter()
+                .filter(|(_, s)| s.old == *old)
+                .map(|(h, s)| (*h, s.clone()))
+                .collect())
+        }
+        fn feed_city(&self, feed: &FeedId) -> Result<Option<FeedCity>, LedgerError> {
+            Ok(self.feed_cities.get(feed).copied())
+        }
+        fn feeds_of(&self, author: &CityId) -> Result<Vec<FeedId>, LedgerError> {
+            Ok(self
+                .heads
+                .keys()
+                .filter(|f| f.author == *author)
+                .copied()
+                .collect())
         }
         fn doc_entries(&self, doc: &DocId) -> Result<Vec<(FeedId, u64)>, LedgerError> {
             Ok(self

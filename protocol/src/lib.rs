@@ -13,6 +13,7 @@
 //! - [`entry`] — signed feed entries: canonical header encoding, signatures, hashes.
 //! - [`ingest`] — the two-level acceptance pipeline, a pure function over a [`ingest::Ledger`].
 //! - [`invite`] — signed invitation tokens that introduce one city to another.
+//! - [`succession`] — a city passes its signing right from one key to the next.
 //! - [`sync`] — the `/intercity/sync/2` wire messages, size limits and reconciliation logic.
 #![warn(missing_docs)]
 
@@ -23,4 +24,5 @@ pub mod identity;
 pub mod ingest;
 pub mod invite;
 pub mod record;
+pub mod succession;
 pub mod sync;

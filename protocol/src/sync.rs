@@ -96,6 +96,9 @@ pub enum Request {
         /// Multiaddresses where the joining city listens.
         addrs: Vec<String>,
     },
+    /// "My key is new to you: here are the succession statements that made it my city's,
+    /// oldest first" (§15.6 of docs/protocol.md; a guest may send it, once per connection).
+    Succession(Vec<WireEntry>),
 }
 
 /// A response.
@@ -138,6 +141,7 @@ const T_RANGE: u8 = 0x02;
 const T_PUSH: u8 = 0x03;
 const T_JOIN: u8 = 0x04;
 const T_FORKS: u8 = 0x05;
+const T_SUCCESSION: u8 = 0x06;
 const T_R_HEADS: u8 = 0x81;
 const T_R_ENTRIES: u8 = 0x82;
 const T_R_ACK: u8 = 0x83;
@@ -287,7 +291,7 @@ impl Request {
         match self {
             Request::Heads(h) => 1 + 4 + h.len() * HEAD_LEN,
             Request::Range { .. } => 1 + 49 + 8 + 4,
-            Request::Push(e) => 1 + entries_len(e),
+            Request::Push(e) | Request::Succession(e) => 1 + entries_len(e),
             Request::Forks => 1,
             Request::Join { token, name, addrs } => {
                 1 + 2
@@ -323,6 +327,10 @@ impl Request {
                 put_entries(&mut out, entries);
             }
             Request::Forks => out.push(T_FORKS),
+            Request::Succession(entries) => {
+                out.push(T_SUCCESSION);
+                put_entries(&mut out, entries);
+            }
             Request::Join { token, name, addrs } => {
                 // Each field is cut to the decoder's limit: the message always decodes.
                 out.push(T_JOIN);
@@ -351,6 +359,7 @@ impl Request {
             },
             T_PUSH => Request::Push(r.entries()?),
             T_FORKS => Request::Forks,
+            T_SUCCESSION => Request::Succession(r.entries()?),
             T_JOIN => {
                 let token = r.text(MAX_TOKEN_CHARS, "token")?;
                 let name = r.text(MAX_JOIN_NAME, "name")?;
@@ -582,6 +591,7 @@ mod tests {
             },
             Request::Push(vec![e.clone(), e.clone()]),
             Request::Forks,
+            Request::Succession(vec![e.clone()]),
             Request::Join {
                 token: "ic1abc".into(),
                 name: "Brno".into(),

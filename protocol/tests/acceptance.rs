@@ -1770,7 +1770,7 @@ fn a_reference_into_a_gap_of_an_actors_counters_is_outside_the_past() {
     assert_eq!(results[0], results[1]);
 }
 
-// ---------------------------------------------------------------- fork settlement (§16)
+// ---------------------------------------------------------------- fork settlement (§15.4)
 
 /// Mallory, chair of a working group, signs two branches of its feed after the group's
 /// genesis: A (two items) and B (three). Brno, a member, adds one item on the shared start and

@@ -65,6 +65,15 @@ impl TestNode {
         Self::start(city, dir, cfg).await
     }
 
+    /// Starts a node for a city opened by the test on `dir` (after a key rotation, say).
+    pub async fn start_with(
+        city: Arc<City>,
+        dir: Arc<tempfile::TempDir>,
+        cfg: NetConfig,
+    ) -> TestNode {
+        Self::start(city, dir, cfg).await
+    }
+
     async fn start(city: Arc<City>, dir: Arc<tempfile::TempDir>, cfg: NetConfig) -> TestNode {
         let shutdown = CancellationToken::new();
         let daemon = Daemon::start_with(city.clone(), cfg.clone(), shutdown.clone())

@@ -135,7 +135,7 @@ impl City {
         let mut out = Vec::new();
         for (scope, theirs) in self.claimed_own() {
             let feed = intercity_protocol::entry::FeedId {
-                author: self.id(),
+                author: self.key_id(),
                 scope,
             };
             let have = self.store.head(&feed)?.map_or(0, |h| h.seq);

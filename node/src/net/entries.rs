@@ -47,6 +47,7 @@ impl EventLoop {
             origin,
             items,
             trusted: self.trusted.clone(),
+            cities: self.cities.clone(),
             judged: Vec::new(),
         };
         match self.queue.push(job) {
@@ -173,7 +174,7 @@ impl EventLoop {
                             next = Some(s + 1);
                             // An entry of this city's own feed that it lacked: only this city
                             // can have signed it, so the peer's claim on the feed is real.
-                            if f.author == self.city.id() {
+                            if f.author == self.city.key_id() {
                                 self.city.own_claim_backed(&peer.to_string(), f.scope);
                             }
                         }
@@ -244,7 +245,8 @@ impl EventLoop {
                     | IngestError::Exhausted(..)
                     | IngestError::Undecided(..)
                     | IngestError::PendingFull(_)
-                    | IngestError::PendingQuota(_),
+                    | IngestError::PendingQuota(_)
+                    | IngestError::Successor(_),
                 )) => Outcome::Skipped,
                 Some(Err(IngestError::Ledger(e))) => {
                     warn!(error = %e, "store error while ingesting");
@@ -263,6 +265,13 @@ impl EventLoop {
                 _ => {}
             }
             outcomes.push(outcome);
+        }
+        // A succession statement stored: a key may have joined or left a city (§15.6).
+        if outcomes.iter().any(|o| {
+            matches!(o, Outcome::New(e, _)
+                if e.header.doc == intercity_protocol::succession::SUCCESSION_DOC)
+        }) {
+            self.apply_roster();
         }
         outcomes
     }

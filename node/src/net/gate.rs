@@ -25,7 +25,8 @@ pub const MAX_PENDING_PER_IP: usize = 4;
 /// does not hold there: QUIC may not take the slots that TCP connections need.
 pub const MAX_PENDING_QUIC: usize = 16;
 
-/// The connection gate: admits roster cities, and guests while invitations are out.
+/// The connection gate: admits roster cities, and guests (to present an invitation, or a
+/// roster city's new key).
 #[derive(Default)]
 pub(super) struct Gate {
     /// Unblocked, unbanned roster cities.
@@ -51,10 +52,8 @@ pub(super) struct Gate {
 #[derive(Default)]
 pub(super) struct Admits {
     /// Named by a bound invitation (or waiting for approval): always admitted, outside the
-    /// open slots.
+    /// open slots. Any other peer takes an open slot.
     pub(super) named: HashSet<PeerId>,
-    /// Any peer, in the open slots: an invitation that anyone may redeem is out.
-    pub(super) anyone: bool,
 }
 
 /// The IP address of a multiaddress, if it starts with one; an IPv6 address stands for its
@@ -112,7 +111,9 @@ impl Gate {
         // One more than the open slots: the event loop then disconnects the oldest guest that
         // has not presented an invitation, so that peers holding every slot cannot starve one
         // that comes to join.
-        let open = self.admits.anyone && self.guests <= MAX_GUESTS && room_at_ip;
+        // The open slots take any peer: one may be a roster city with a new key, which only
+        // its `Succession` can show (§15.6), as well as a city with an invitation for anyone.
+        let open = self.guests <= MAX_GUESTS && room_at_ip;
         let guest = remote.is_some() && (named || open) && !self.banned.contains(&peer);
         if self.trusted.contains(&peer) || guest {
             Ok(dummy::ConnectionHandler)
@@ -234,12 +235,10 @@ mod tests {
             banned: HashSet::from([banned]),
             ..Gate::default()
         };
-        // No invitation out: roster cities only, both ways.
+        // Roster cities both ways; guests (to present an invitation or a new key), inbound
+        // only, never banned ones, a few per address.
         assert!(gate.check(milan, Some(&here)).is_ok());
         assert!(gate.check(milan, None).is_ok());
-        assert!(gate.check(guest, Some(&here)).is_err());
-        // An open invitation: guests, inbound only, never banned ones, a few per address.
-        gate.admits.anyone = true;
         assert!(gate.check(guest, Some(&here)).is_ok());
         assert!(gate.check(guest, None).is_err());
         assert!(gate.check(banned, Some(&here)).is_err());
@@ -261,10 +260,9 @@ mod tests {
         let v6c: Multiaddr = "/ip6/2001:db8:1:3::a/tcp/4001".parse().expect("addr");
         assert_eq!(ip_of(&v6a), ip_of(&v6b));
         assert_ne!(ip_of(&v6a), ip_of(&v6c));
-        // Bound invitations: only the cities they name, even when the open slots are full.
+        // Bound invitations: the cities they name, even when the open slots are full.
         gate.admits = Admits {
             named: HashSet::from([guest]),
-            anyone: false,
         };
         assert!(gate.check(guest, Some(&here)).is_ok());
         assert!(gate.check(PeerId::random(), Some(&there)).is_err());

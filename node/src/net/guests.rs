@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use intercity_protocol::sync::{Request, Response};
+use intercity_protocol::sync::{Request, Response, WireEntry};
 use libp2p::PeerId;
 use tracing::{debug, info, warn};
 
@@ -178,6 +178,22 @@ impl EventLoop {
         }))
     }
 
+    /// A guest is in the roster now (it joined, or showed its city's new key): it is
+    /// promoted, and reconnects once it has the answer (this connection is kept until then).
+    fn admit_guest(&mut self, peer: PeerId, connection: libp2p::swarm::ConnectionId) -> Response {
+        if let Some(guest) = self
+            .guests
+            .get_mut(&peer)
+            .filter(|g| g.connection == connection)
+        {
+            guest.admitted = true;
+        }
+        self.joining = Some(peer);
+        self.apply_roster();
+        self.joining = None;
+        Response::Joined { waiting: false }
+    }
+
     /// What became of a city's `Join`: the answer, and the guest's fate.
     pub(super) fn joined(
         &mut self,
@@ -189,18 +205,7 @@ impl EventLoop {
         match outcome {
             Ok(JoinOutcome::Admitted(entry)) => {
                 info!(%peer, name = %entry.name, "a city joined by invitation");
-                if let Some(guest) = self
-                    .guests
-                    .get_mut(&peer)
-                    .filter(|g| g.connection == connection)
-                {
-                    guest.admitted = true;
-                }
-                // It reconnects once it has the answer: keep this connection until then.
-                self.joining = Some(peer);
-                self.apply_roster();
-                self.joining = None;
-                Response::Joined { waiting: false }
+                self.admit_guest(peer, connection)
             }
             Ok(JoinOutcome::Waiting) => {
                 if let Some(guest) = self
@@ -231,6 +236,112 @@ impl EventLoop {
                     code: 4,
                     message: e.to_string(),
                 }
+            }
+        }
+    }
+}
+
+impl EventLoop {
+    /// Sends `peer` the statements that made this city's key its own, if it has a successor
+    /// key and did not send them on this connection; true if it did. A peer that knows the
+    /// key answers at once; one that does not has taken this city as a guest, and admits it.
+    pub(super) fn present_succession(&mut self, peer: PeerId) -> bool {
+        if self.city.key_id() == self.city.id()
+            || self.peers.get(&peer).is_none_or(|p| p.presented_keys)
+        {
+            return false;
+        }
+        let entries = match self.city.succession_entries() {
+            Ok(entries) if !entries.is_empty() => entries,
+            Ok(_) => return false,
+            Err(e) => {
+                warn!(error = %e, "reading this city's succession statements failed");
+                return false;
+            }
+        };
+        self.peers.entry(peer).or_default().presented_keys = true;
+        self.request(peer, Request::Succession(entries), Pending::Succession);
+        true
+    }
+
+    /// What `peer` answered to this city's `Succession`.
+    pub(super) fn succession_answered(&mut self, peer: PeerId, response: Response) {
+        match response {
+            // It admitted this city's key while this city was its guest: a fresh connection
+            // puts each side in the other's gossip mesh.
+            Response::Joined { waiting: false } => {
+                info!(%peer, "the peer took this city's new key");
+                match self.peers.get(&peer).and_then(|p| p.dialed.clone()) {
+                    Some(addr) => {
+                        self.reconnect.insert(peer, addr);
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                    }
+                    None => self.send_heads(peer),
+                }
+            }
+            Response::Ack { .. } => self.send_heads(peer),
+            other => {
+                warn!(%peer, ?other, "the peer did not take this city's new key");
+                self.send_heads(peer);
+            }
+        }
+    }
+
+    /// A peer presents the statements that made its key a roster city's (§15.6): judged off the
+    /// loop by [`crate::City::accept_succession`], then [`EventLoop::succession_judged`].
+    pub(super) fn on_succession(&mut self, peer: PeerId, entries: Vec<WireEntry>) -> Answer {
+        if self.is_trusted(&peer) {
+            return Answer::Now(Response::Ack { stored: 0 });
+        }
+        let Some(key) = city_id(&peer) else {
+            return Answer::Now(Response::Error {
+                code: 3,
+                message: "not a city id".into(),
+            });
+        };
+        match self.guests.get_mut(&peer) {
+            Some(guest) if !guest.presented => guest.presented = true,
+            _ => {
+                if let Some(guest) = self.guests.get_mut(&peer) {
+                    guest.until = Instant::now();
+                }
+                return Answer::Now(Response::Error {
+                    code: 3,
+                    message: "one presentation per guest connection".into(),
+                });
+            }
+        }
+        Answer::Later(Box::new(move |c: &crate::City| {
+            Reply::Succession(c.accept_succession(&key, &entries))
+        }))
+    }
+
+    /// What became of a guest's `Succession`: the answer, and the guest's fate.
+    pub(super) fn succession_judged(
+        &mut self,
+        peer: PeerId,
+        connection: libp2p::swarm::ConnectionId,
+        outcome: Result<bool, crate::CityError>,
+    ) -> Response {
+        match outcome {
+            Ok(true) => {
+                info!(%peer, "a roster city presented its new key");
+                self.admit_guest(peer, connection)
+            }
+            other => {
+                let message = match other {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "that key does not speak for a city of this roster".into(),
+                };
+                warn!(%peer, %message, "succession refused");
+                if let Some(guest) = self
+                    .guests
+                    .get_mut(&peer)
+                    .filter(|g| g.connection == connection)
+                {
+                    guest.until = Instant::now() + Duration::from_secs(2);
+                }
+                Response::Error { code: 5, message }
             }
         }
     }

@@ -44,8 +44,12 @@ pub(super) struct Job {
     pub peer: PeerId,
     pub origin: Origin,
     pub items: Vec<WireEntry>,
-    /// The cities whose entries are judged (this city and the unblocked roster cities).
+    /// The keys whose entries are judged (every key of this city and of the unblocked
+    /// roster cities).
     pub trusted: Arc<HashSet<CityId>>,
+    /// This city and the unblocked roster cities: a succession statement of one of them is
+    /// judged whatever key carries it (it is how that key becomes theirs, §15.6).
+    pub cities: Arc<HashSet<CityId>>,
     /// Verdicts on the first entries, from earlier turns.
     pub judged: Vec<Judged>,
 }
@@ -402,7 +406,12 @@ fn judge_round(
                     // held against the peer that relayed them.
                     let decoded = SignedEntry::decode(&w.entry).ok();
                     let r = match &decoded {
-                        Some(e) if !job.trusted.contains(&e.header.author) => None,
+                        Some(e)
+                            if !job.trusted.contains(&e.header.author)
+                                && !statement_of(e, &w.payload, &job.cities) =>
+                        {
+                            None
+                        }
                         _ => Some(batch.ingest(&w.entry, &w.payload)),
                     };
                     let in_range = range.is_none_or(|feed| {
@@ -436,6 +445,16 @@ fn judge_round(
     }
 }
 
+/// Whether `e` is a succession statement (§15.6 of docs/protocol.md) of one of `cities`: the
+/// first entry of a new key's federation feed, which is how that key becomes the city's. Its
+/// signatures are checked here and again by the pipeline.
+fn statement_of(e: &SignedEntry, payload: &[u8], cities: &HashSet<CityId>) -> bool {
+    use intercity_protocol::succession::{SUCCESSION_DOC, Statement};
+    e.header.doc == SUCCESSION_DOC
+        && e.header.seq == 1
+        && Statement::decode(payload).is_ok_and(|s| cities.contains(&s.city))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,6 +465,7 @@ mod tests {
             origin: Origin::Gossip(gossipsub::MessageId::from(vec![n])),
             items: Vec::new(),
             trusted: Arc::new(HashSet::new()),
+            cities: Arc::new(HashSet::new()),
             judged: Vec::new(),
         }
     }

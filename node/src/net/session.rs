@@ -14,9 +14,7 @@ use libp2p::request_response;
 use tracing::{debug, info, warn};
 
 use super::ingest;
-use super::{
-    EventLoop, MAX_INFLIGHT_RANGES, MAX_PUSH_JUDGED, Pending, RANGE_STALL, city_id, peer_id,
-};
+use super::{EventLoop, MAX_INFLIGHT_RANGES, MAX_PUSH_JUDGED, Pending, RANGE_STALL, city_id};
 use crate::city::{City, now_ms};
 
 /// Store reads for answers (`Range`, `Forks`) running at once, off the loop.
@@ -34,6 +32,8 @@ pub(super) enum Reply {
         name: String,
         outcome: Result<crate::roster::JoinOutcome, crate::CityError>,
     },
+    /// A `Succession` judged: the loop makes the answer (`EventLoop::succession_judged`).
+    Succession(Result<bool, crate::CityError>),
 }
 
 /// What to do with a request.
@@ -98,8 +98,9 @@ impl EventLoop {
         let p = self.peers.entry(peer).or_default();
         p.connected = true;
         p.presented = false;
-        // Heads follow once the inviter has admitted this city.
-        if !self.present_invitation(peer) {
+        p.presented_keys = false;
+        // Heads follow once the inviter has admitted this city (or its new key).
+        if !self.present_invitation(peer) && !self.present_succession(peer) {
             self.send_heads(peer);
         }
     }
@@ -119,7 +120,7 @@ impl EventLoop {
     /// current member list (as this city holds it) names the peer.
     pub(super) fn shared_scopes(&self, peer: &PeerId) -> HashSet<Scope> {
         let mut out = HashSet::from([Scope::Federation]);
-        let Some(city) = city_id(peer) else {
+        let Some(city) = self.city_of_peer(peer) else {
             return out;
         };
         // From the store's group index: no group document is loaded here.
@@ -135,7 +136,7 @@ impl EventLoop {
             Ok(members) => members
                 .iter()
                 .filter_map(|k| k.parse::<CityId>().ok())
-                .map(|c| peer_id(&c))
+                .filter_map(|c| self.peer_of(&c))
                 .collect(),
             Err(e) => {
                 warn!(error = %e, "reading a working group's members");
@@ -259,7 +260,9 @@ impl EventLoop {
                     } => {
                         self.peers.entry(peer).or_default().bytes_received +=
                             request.encoded_len() as u64 + 4;
-                        let response = if guest && !matches!(request, Request::Join { .. }) {
+                        let response = if guest
+                            && !matches!(request, Request::Join { .. } | Request::Succession(_))
+                        {
                             // A guest's connection carries a `Join` and nothing else, even once its
                             // city joined (it syncs on its next connection).
                             Response::Error {
@@ -314,7 +317,7 @@ impl EventLoop {
                     if let Some(p) = self.peers.get_mut(&peer) {
                         p.inflight.remove(&feed);
                     }
-                    if feed.author == self.city.id() {
+                    if feed.author == self.city.key_id() {
                         self.forget_claims(&peer);
                     }
                 }
@@ -331,6 +334,7 @@ impl EventLoop {
         let response = match a.reply {
             Reply::Response(r) => r,
             Reply::Join { name, outcome } => self.joined(a.peer, a.connection, &name, outcome),
+            Reply::Succession(outcome) => self.succession_judged(a.peer, a.connection, outcome),
         };
         // A peer gone meanwhile is not brought back into the table.
         if let Some(p) = self.peers.get_mut(&a.peer) {
@@ -387,6 +391,7 @@ impl EventLoop {
     pub(super) fn answer(&mut self, peer: PeerId, request: Request) -> Answer {
         Answer::Now(match request {
             Request::Join { token, name, addrs } => return self.on_join(peer, token, name, addrs),
+            Request::Succession(entries) => return self.on_succession(peer, entries),
             _ if !self.is_trusted(&peer) => Response::Error {
                 code: 1,
                 message: "not in this city's roster; present an invitation first".into(),
@@ -503,7 +508,7 @@ impl EventLoop {
     /// Only scopes shared with the peer count (a bounded set), and only while the peer backs
     /// its claim: one that will not serve it is forgotten (`forget_claims`).
     fn note_own_feeds(&self, peer: PeerId, theirs: &[Head]) {
-        let me = self.city.id();
+        let me = self.city.key_id();
         let shared = self.shared_scopes(&peer);
         let who = peer.to_string();
         for (feed, seq, _) in theirs
@@ -592,7 +597,7 @@ impl EventLoop {
                     if let Some(p) = self.peers.get_mut(&peer) {
                         p.inflight.remove(&feed);
                     }
-                    if feed.author == self.city.id() {
+                    if feed.author == self.city.key_id() {
                         self.forget_claims(&peer);
                     }
                     if let Some(reason) = fault {
@@ -609,12 +614,13 @@ impl EventLoop {
                 }
                 // A peer that claimed this city's own feed and will not serve it: its claim
                 // no longer holds edits back.
-                if feed.author == self.city.id() {
+                if feed.author == self.city.key_id() {
                     self.forget_claims(&peer);
                 }
                 debug!(%peer, ?other, "range request refused");
             }
             (Pending::Forks, Response::Forks(proofs)) => self.on_fork_proofs(peer, proofs),
+            (Pending::Succession, response) => self.succession_answered(peer, response),
             (Pending::Push | Pending::Heads | Pending::Forks, _) => {}
         }
     }

@@ -22,7 +22,7 @@ use super::ingest;
 use super::sync_protocol::{SyncBehaviour, SyncEvent};
 use super::{
     Behaviour, BehaviourEvent, CHANNEL_BOUND, EventLoop, FEDERATION_TOPIC, GUEST_SCORE,
-    GUEST_TIMEOUT, Guest, NetConfig, NetError, NetHandle, city_id,
+    GUEST_TIMEOUT, Guest, NetConfig, NetError, NetHandle,
 };
 use crate::city::City;
 
@@ -192,6 +192,8 @@ pub async fn spawn(
         banned,
         listening: listening.clone(),
         trusted: Arc::new(HashSet::new()),
+        cities: Arc::new(HashSet::new()),
+        keys: crate::store::KeyBook::default(),
         guests: HashMap::new(),
         guest_bans: HashMap::new(),
         reconnect: HashMap::new(),
@@ -287,8 +289,9 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (pid, addr) in found {
-                    let trusted = city_id(&pid).is_some_and(|c| self.trusted.contains(&c));
-                    if trusted && !self.swarm.is_connected(&pid) && !self.banned.contains_key(&pid)
+                    if self.is_trusted(&pid)
+                        && !self.swarm.is_connected(&pid)
+                        && !self.banned.contains_key(&pid)
                     {
                         let opts = DialOpts::peer_id(pid)
                             .addresses(vec![addr])

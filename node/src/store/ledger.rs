@@ -139,6 +139,47 @@ impl Ledger for Store {
             .collect()
     }
 
+    fn statements_by(
+        &self,
+        old: &CityId,
+    ) -> Result<Vec<(Hash32, intercity_protocol::succession::Statement)>, LedgerError> {
+        self.ledger(self.with_succession(|s| s.statements.get(old).cloned().unwrap_or_default()))
+    }
+
+    fn feed_city(
+        &self,
+        feed: &FeedId,
+    ) -> Result<Option<intercity_protocol::ingest::FeedCity>, LedgerError> {
+        self.ledger(self.with_succession(|s| s.feed_cities.get(feed).copied()))
+    }
+
+    fn feeds_of(&self, author: &CityId) -> Result<Vec<FeedId>, LedgerError> {
+        if let Some(heads) = self
+            .heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            let first = FeedId {
+                author: *author,
+                scope: intercity_protocol::entry::Scope::Federation,
+            };
+            return Ok(heads
+                .range(first..)
+                .map(|(f, _)| *f)
+                .take_while(|f| f.author == *author)
+                .collect());
+        }
+        let rows = self.ledger(self.scan("heads", author.as_bytes()))?;
+        rows.into_iter()
+            .map(|(k, _)| {
+                FeedId::from_bytes(&k).map_err(|_| {
+                    LedgerError(format!("corrupt heads key in {}", self.path.display()))
+                })
+            })
+            .collect()
+    }
+
     fn pending_totals(&self, author: &CityId) -> Result<PendingTotals, LedgerError> {
         self.ledger(self.pending_counts(|c| {
             let (author_count, author_bytes) = c.by_author.get(author).copied().unwrap_or_default();

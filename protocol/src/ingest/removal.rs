@@ -258,7 +258,9 @@ struct Node {
     hash: ChangeHash,
     change: Change,
     entry: SignedEntry,
+    /// The city that wrote it (its feed's, §15.6), as text and as an id.
     author: String,
+    city: CityId,
     /// The verdict the node holds now.
     status: Status,
     /// It could lower someone's rights ([`doc::may_lower`]), was applied as lowering someone's
@@ -312,7 +314,7 @@ impl<'a, L: Ledger> Work<'a, L> {
         base: &Automerge,
         deps: &[ChangeHash],
     ) -> Result<Vec<Cut>, LedgerError> {
-        let me = h.author.to_string();
+        let me = self.city_of(&h.feed())?.to_string();
         let mut cuts: Vec<Cut> = self
             .cuts_now(&h.doc)?
             .into_iter()
@@ -339,7 +341,7 @@ impl<'a, L: Ledger> Work<'a, L> {
         // (§15.5, rule 5): groups have no owner.
         if !doc::may_lower(change)
             && (self.doc_kind_now(&h.doc)? == Some(Kind::Group)
-                || self.owner_of(h.doc)? != Some(h.author.to_string()))
+                || self.owner_of(h.doc)? != Some(self.city_of(&h.feed())?.to_string()))
         {
             return Ok(false);
         }
@@ -377,7 +379,15 @@ impl<'a, L: Ledger> Work<'a, L> {
         Ok(match doc::reference_outside_past(&doc, change) {
             Ok(Some(_)) => false,
             Err(_) => true,
-            Ok(None) => match evaluate(h, &doc, change.clone(), false, None, &[]) {
+            Ok(None) => match evaluate(
+                h,
+                &self.city_of(&h.feed())?,
+                &doc,
+                change.clone(),
+                false,
+                None,
+                &[],
+            ) {
                 Ok((_, _, lowered)) => !lowered.is_empty(),
                 Err(Refusal::Cut(lowers)) => lowers,
                 Err(_) => false,
@@ -385,7 +395,11 @@ impl<'a, L: Ledger> Work<'a, L> {
         })
     }
 
-    fn entry_now(&self, feed: &FeedId, seq: u64) -> Result<Option<StoredEntry>, LedgerError> {
+    pub(super) fn entry_now(
+        &self,
+        feed: &FeedId,
+        seq: u64,
+    ) -> Result<Option<StoredEntry>, LedgerError> {
         match self
             .commit
             .entries
@@ -405,7 +419,7 @@ impl<'a, L: Ledger> Work<'a, L> {
         }
     }
 
-    fn fork_seq_now(&self, feed: &FeedId) -> Result<Option<u64>, LedgerError> {
+    pub(super) fn fork_seq_now(&self, feed: &FeedId) -> Result<Option<u64>, LedgerError> {
         Ok(lower(
             lowest_fork_seq(&self.commit.forks, feed),
             self.ledger.fork_seq(feed)?,
@@ -471,9 +485,9 @@ impl<'a, L: Ledger> Work<'a, L> {
             if info.feed != feed || info.seq != seq {
                 continue;
             }
-            // A forked feed's changes from its fork on are void for good (§15.4); one the
-            // document held leaves it.
-            if self.fork_seq_now(&feed)?.is_some_and(|f| seq >= f) {
+            // A forked feed's changes from its fork on are void for good (§15.4), and so are
+            // those a succession cuts (§15.6); one the document held leaves it.
+            if self.cut_of(&feed)?.is_some_and(|(f, _)| seq >= f) {
                 dropped |= info.accepted;
                 if info.accepted || !info.void || info.removal || info.lowers {
                     self.record_change(
@@ -489,11 +503,13 @@ impl<'a, L: Ledger> Work<'a, L> {
                 }
                 continue;
             }
+            let city = self.city_of(&feed)?;
             let unread_owner = stored.status != Status::Accepted
-                && owner.as_deref() == Some(feed.author.to_string().as_str());
+                && owner.as_deref() == Some(city.to_string().as_str());
             nodes.push(Node {
                 hash,
-                author: feed.author.to_string(),
+                author: city.to_string(),
+                city,
                 may_lower: info.lowers || unread_owner || doc::may_lower(&change),
                 change,
                 entry: stored.entry,
@@ -775,6 +791,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                 Ok(None) => {
                     match evaluate(
                         &node.entry.header,
+                        &node.city,
                         &doc,
                         node.change.clone(),
                         genesis,

@@ -1,0 +1,591 @@
+//! Key succession (§15.6 of docs/protocol.md) through the acceptance pipeline: a city keeps its
+//! records under a new key, the old key's later entries are void, a contested or forked
+//! succession stands nowhere, and every arrival order ends the same.
+
+use std::collections::BTreeMap;
+
+use automerge::transaction::CommitOptions;
+use automerge::{ActorId, Automerge, ReadDoc};
+use intercity_protocol::doc;
+use intercity_protocol::entry::{DocId, FeedId, Hash32, Scope, SignedEntry, sign_entry};
+use intercity_protocol::identity::{CityId, CityKey};
+use intercity_protocol::ingest::memory::MemLedger;
+use intercity_protocol::ingest::{
+    IngestError, Ledger, Status, no_succession_reason, retired_reason, scope_of,
+};
+use intercity_protocol::record::{Agenda, Group, Item, Member, Practice, Record, Role};
+use intercity_protocol::succession::{SUCCESSION_DOC, Statement};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+struct Wire {
+    entry: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl Wire {
+    fn header(&self) -> intercity_protocol::entry::Header {
+        SignedEntry::decode(&self.entry)
+            .expect("test entries decode")
+            .header
+    }
+}
+
+/// A city with its own replica, signing with its newest key (or any it still holds).
+struct Town {
+    root: CityId,
+    keys: Vec<CityKey>,
+    ledger: MemLedger,
+    /// The statement that made each key a successor: its entry's hash.
+    statements: BTreeMap<CityId, Hash32>,
+}
+
+impl Town {
+    fn new(seed: u8) -> Town {
+        let key = CityKey::from_secret([seed; 32]);
+        Town {
+            root: key.id(),
+            keys: vec![key],
+            ledger: MemLedger::default(),
+            statements: BTreeMap::new(),
+        }
+    }
+
+    fn id(&self) -> String {
+        self.root.to_string()
+    }
+
+    /// Signs with key number `k` (0 = the root key) on its own replica.
+    fn sign_with(&mut self, k: usize, doc: DocId, scope: Scope, payload: Vec<u8>) -> Wire {
+        let key = self.keys[k].clone();
+        let feed = FeedId {
+            author: key.id(),
+            scope,
+        };
+        let head = self.ledger.head(&feed).expect("mem ledger");
+        let (seq, prev) = match head {
+            Some(h) => (h.seq + 1, h.hash),
+            // A successor's group feed starts from its statement.
+            None if scope != Scope::Federation => (
+                1,
+                self.statements.get(&key.id()).copied().unwrap_or_default(),
+            ),
+            None => (1, Hash32::default()),
+        };
+        let entry = sign_entry(&key, scope, seq, prev, doc, &payload, 1_000 * seq as i64);
+        let wire = Wire {
+            entry: entry.encode().to_vec(),
+            payload,
+        };
+        let _ = self.ledger.ingest(&wire.entry, &wire.payload);
+        wire
+    }
+
+    fn change(&self, k: usize, d: &mut Automerge, record: &Record) -> automerge::Change {
+        d.set_actor(ActorId::from(self.keys[k].id().as_bytes().to_vec()));
+        let mut tx = d.transaction();
+        doc::write_record(&mut tx, record, doc::Texts::Merged).expect("write");
+        let (hash, _) = tx.commit_with(CommitOptions::default().with_message("edit"));
+        d.get_change_by_hash(&hash.expect("a change"))
+            .expect("change")
+            .clone()
+    }
+
+    fn create(&mut self, record: &Record) -> (DocId, Wire) {
+        let mut d = Automerge::new();
+        let change = self.change(self.keys.len() - 1, &mut d, record);
+        let id = DocId::for_genesis(&change.hash());
+        let k = self.keys.len() - 1;
+        let wire = self.sign_with(
+            k,
+            id,
+            scope_of(record.kind(), id),
+            change.raw_bytes().to_vec(),
+        );
+        (id, wire)
+    }
+
+    /// Edits the replica's state of `id` with `f`, signed by key `k` (no checks).
+    fn edit_with(&mut self, k: usize, id: DocId, f: impl FnOnce(&mut Record)) -> Wire {
+        let mut d = self.ledger.docs.get(&id).cloned().expect("doc held");
+        let mut record = doc::read_record(&d, None).expect("readable");
+        f(&mut record);
+        let change = self.change(k, &mut d, &record);
+        self.sign_with(
+            k,
+            id,
+            scope_of(record.kind(), id),
+            change.raw_bytes().to_vec(),
+        )
+    }
+
+    fn edit(&mut self, id: DocId, f: impl FnOnce(&mut Record)) -> Wire {
+        self.edit_with(self.keys.len() - 1, id, f)
+    }
+
+    /// Passes the signing right from key `from` to a new key made from `seed`: the statement
+    /// caps every feed of the old key at its head on this replica.
+    fn rotate_from(&mut self, from: usize, seed: u8) -> Wire {
+        let old = self.keys[from].clone();
+        let new = CityKey::from_secret([seed; 32]);
+        let caps: Vec<(Scope, u64)> = self
+            .ledger
+            .heads
+            .iter()
+            .filter(|(f, _)| f.author == old.id())
+            .map(|(f, h)| (f.scope, h.seq))
+            .collect();
+        let payload = Statement::sign(self.root, &old, new.id(), caps);
+        let entry = sign_entry(
+            &new,
+            Scope::Federation,
+            1,
+            Hash32::default(),
+            SUCCESSION_DOC,
+            &payload,
+            99,
+        );
+        let wire = Wire {
+            entry: entry.encode().to_vec(),
+            payload,
+        };
+        self.statements.insert(new.id(), entry.hash());
+        self.keys.push(new);
+        let v = self.ledger.ingest(&wire.entry, &wire.payload);
+        assert!(v.is_ok(), "own statement: {v:?}");
+        wire
+    }
+
+    fn rotate(&mut self, seed: u8) -> Wire {
+        self.rotate_from(self.keys.len() - 1, seed)
+    }
+
+    fn receive(&mut self, wires: &[Wire]) {
+        for w in wires {
+            let _ = self.ledger.ingest(&w.entry, &w.payload);
+        }
+    }
+}
+
+fn practice(owner: &Town, title: &str) -> Record {
+    let mut p = Practice::new(owner.id(), title, "en");
+    p.city = "Milan".into();
+    p.into()
+}
+
+fn group(chair: &Town, members: &[&Town]) -> Record {
+    let mut g = Group::new("Smart Social Inclusion", chair.id(), "Milan");
+    for c in members {
+        g.members.insert(
+            c.id(),
+            Member {
+                name: "member".into(),
+                role: Role::Member,
+            },
+        );
+    }
+    g.agendas.insert(
+        "a1a1a1a1a1a1a1a1".into(),
+        Agenda::new("Study visit Milan", "2017-02-23"),
+    );
+    g.into()
+}
+
+fn summary(s: &str) -> impl FnOnce(&mut Record) {
+    let s = s.to_string();
+    move |r| match r {
+        Record::Practice(p) => p.summary = s,
+        _ => panic!("not a practice"),
+    }
+}
+
+fn add_item(title: &str) -> impl FnOnce(&mut Record) {
+    let title = title.to_string();
+    move |r| match r {
+        Record::Group(g) => {
+            let mut item = Item::new(title.clone());
+            item.id = format!("{:x}", title.len() * 7919);
+            g.agendas
+                .get_mut("a1a1a1a1a1a1a1a1")
+                .expect("agenda")
+                .items
+                .push(item);
+        }
+        _ => panic!("not a group"),
+    }
+}
+
+/// Delivers `order` as sync would: an entry refused for now (a gap, a statement not held yet)
+/// comes again after the others, until nothing more can be taken.
+fn deliver(order: &[Wire]) -> MemLedger {
+    let mut l = MemLedger::default();
+    let mut rest: Vec<Wire> = order.to_vec();
+    loop {
+        let before = rest.len();
+        rest.retain(|w| l.ingest(&w.entry, &w.payload).is_err());
+        if rest.is_empty() || rest.len() == before {
+            return l;
+        }
+    }
+}
+
+type Fingerprint = (
+    BTreeMap<DocId, serde_json::Value>,
+    BTreeMap<(FeedId, u64), Status>,
+);
+
+fn fingerprint(l: &MemLedger) -> Fingerprint {
+    (
+        l.docs
+            .iter()
+            .map(|(id, d)| (*id, doc::to_json(d, None)))
+            .collect(),
+        l.entries
+            .iter()
+            .map(|(k, e)| (*k, e.status.clone()))
+            .collect(),
+    )
+}
+
+/// Every order of `wires` made by `n` pseudo-random shuffles (feed order is not kept: the
+/// delivery retries what comes too early), plus the given order and its reverse.
+fn orders(wires: &[Wire], n: u64) -> Vec<Vec<Wire>> {
+    let mut out = vec![wires.to_vec(), wires.iter().rev().cloned().collect()];
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for _ in 0..n {
+        let mut v = wires.to_vec();
+        for i in (1..v.len()).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            v.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        out.push(v);
+    }
+    out
+}
+
+fn same_in_every_order(wires: &[Wire]) -> MemLedger {
+    let mut first: Option<(MemLedger, Fingerprint)> = None;
+    for order in orders(wires, 40) {
+        let l = deliver(&order);
+        let f = fingerprint(&l);
+        assert_eq!(
+            l.entries.len(),
+            wires.len(),
+            "every entry is taken in the end"
+        );
+        match &first {
+            None => first = Some((l, f)),
+            Some((_, held)) => assert_eq!(&f, held, "another order, another outcome"),
+        }
+    }
+    first.expect("one order").0
+}
+
+fn status(l: &MemLedger, w: &Wire) -> Status {
+    let h = w.header();
+    l.entries[&(h.feed(), h.seq)].status.clone()
+}
+
+fn read(l: &MemLedger, id: DocId) -> Record {
+    doc::read_record(&l.docs[&id], None).expect("readable")
+}
+
+/// The case the issue names: a city's new key keeps its records editable (on the old code
+/// there was no way: the new key was "neither the owner nor an editor").
+#[test]
+fn a_city_keeps_its_records_under_a_new_key_in_any_order() {
+    let (mut milan, mut brno) = (Town::new(1), Town::new(2));
+    let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let (g, w2) = milan.create(&group(&milan, &[&brno]));
+    brno.receive(&[w1.clone(), w2.clone()]);
+    let w3 = brno.edit(g, add_item("Brno's item"));
+    milan.receive(std::slice::from_ref(&w3));
+    let w4 = milan.edit(g, add_item("before"));
+    let s = milan.rotate(11);
+    let w5 = milan.edit(p, summary("edited under the new key"));
+    let w6 = milan.edit(g, add_item("after the rotation"));
+    // A new record under the new key is still Milan's.
+    let (q, w7) = milan.create(&practice(&milan, "Urban gardens"));
+    let all = [
+        w1,
+        w2,
+        w3,
+        w4,
+        s.clone(),
+        w5.clone(),
+        w6.clone(),
+        w7.clone(),
+    ];
+    let l = same_in_every_order(&all);
+    for w in [&s, &w5, &w6, &w7] {
+        assert_eq!(status(&l, w), Status::Accepted, "{:?}", w.header());
+    }
+    match read(&l, p) {
+        Record::Practice(pr) => {
+            assert_eq!(pr.summary, "edited under the new key");
+            assert_eq!(pr.owner, milan.id());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(read(&l, q).owner(), Some(milan.id().as_str()));
+    match read(&l, g) {
+        Record::Group(gr) => {
+            let items: Vec<_> = gr.agendas["a1a1a1a1a1a1a1a1"]
+                .items
+                .iter()
+                .map(|i| i.title.clone())
+                .collect();
+            assert!(
+                items.contains(&"after the rotation".to_string()),
+                "{items:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The old key, stolen, keeps signing: in its federation feed, in a group feed past the cap,
+/// and in a group where it never wrote. All of it is void on every node, whatever the order.
+#[test]
+fn a_retired_key_s_later_entries_are_void_in_any_order() {
+    let (mut milan, mut brno) = (Town::new(1), Town::new(2));
+    let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let (g, w2) = milan.create(&group(&milan, &[&brno]));
+    let (g2, w3) = brno.create(&group(&brno, &[&milan]));
+    milan.receive(std::slice::from_ref(&w3));
+    let s = milan.rotate(11);
+    // The thief, with key 0.
+    let t1 = milan.edit_with(0, p, summary("stolen"));
+    let t2 = milan.edit_with(0, g, add_item("stolen item"));
+    let t3 = milan.edit_with(0, g2, add_item("stolen item in Brno's group"));
+    let w4 = milan.edit(p, summary("the city's own"));
+    let all = [
+        w1,
+        w2,
+        w3,
+        s,
+        t1.clone(),
+        t2.clone(),
+        t3.clone(),
+        w4.clone(),
+    ];
+    let l = same_in_every_order(&all);
+    for t in [&t1, &t2, &t3] {
+        assert_eq!(status(&l, t), Status::Rejected(retired_reason()));
+    }
+    assert_eq!(status(&l, &w4), Status::Accepted);
+    match read(&l, p) {
+        Record::Practice(pr) => assert_eq!(pr.summary, "the city's own"),
+        other => panic!("{other:?}"),
+    }
+    for id in [g, g2] {
+        match read(&l, id) {
+            Record::Group(gr) => assert!(gr.agendas["a1a1a1a1a1a1a1a1"].items.is_empty()),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// The thief names a successor of its own: two successors of one key, so neither stands, and
+/// the entries of both are void everywhere (the city recovers with its guardians, §15.6).
+#[test]
+fn a_contested_succession_stands_nowhere_in_any_order() {
+    let mut milan = Town::new(1);
+    let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let s1 = milan.rotate_from(0, 11);
+    let w2 = milan.edit(p, summary("the city's"));
+    let s2 = milan.rotate_from(0, 12);
+    let w3 = milan.edit(p, summary("the thief's"));
+    let all = [w1, s1.clone(), w2.clone(), s2.clone(), w3.clone()];
+    let l = same_in_every_order(&all);
+    for w in [&s1, &w2, &s2, &w3] {
+        assert_eq!(status(&l, w), Status::Rejected(no_succession_reason()));
+    }
+    match read(&l, p) {
+        Record::Practice(pr) => assert_eq!(pr.summary, ""),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A key passes twice: the third key writes for the city too, and the second's later
+/// entries are void.
+#[test]
+fn a_chain_of_successions_keeps_the_city_in_any_order() {
+    let mut milan = Town::new(1);
+    let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let s1 = milan.rotate(11);
+    let w2 = milan.edit(p, summary("second key"));
+    let s2 = milan.rotate(12);
+    let w3 = milan.edit(p, summary("third key"));
+    let t = milan.edit_with(1, p, summary("second key, stolen"));
+    let all = [w1, s1, w2.clone(), s2, w3.clone(), t.clone()];
+    let l = same_in_every_order(&all);
+    assert_eq!(status(&l, &w2), Status::Accepted);
+    assert_eq!(status(&l, &w3), Status::Accepted);
+    assert_eq!(status(&l, &t), Status::Rejected(retired_reason()));
+    match read(&l, p) {
+        Record::Practice(pr) => assert_eq!(pr.summary, "third key"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A successor's group feed waits, unstored, for its statement; so does a statement whose old
+/// key is itself a successor not yet known.
+#[test]
+fn successor_feeds_wait_for_their_statement() {
+    let (mut milan, brno) = (Town::new(1), Town::new(2));
+    let (g, w1) = milan.create(&group(&milan, &[&brno]));
+    let s1 = milan.rotate(11);
+    let w2 = milan.edit(g, add_item("new key"));
+    let s2 = milan.rotate(12);
+    let mut l = MemLedger::default();
+    l.ingest(&w1.entry, &w1.payload).expect("genesis");
+    for w in [&w2, &s2] {
+        match l.ingest(&w.entry, &w.payload) {
+            Err(IngestError::Successor(_)) => {}
+            other => panic!("expected to wait for the statement: {other:?}"),
+        }
+    }
+    assert_eq!(l.entries.len(), 1, "nothing stored");
+    for w in [&s1, &w2, &s2] {
+        l.ingest(&w.entry, &w.payload).expect("taken now");
+    }
+    assert_eq!(status(&l, &w2), Status::Accepted);
+}
+
+/// Statements that do not hold: signed by another key than the old one, carried by a key it
+/// does not name, or not first in their feed. Kept, rejected, and they change nothing.
+#[test]
+fn a_statement_must_be_the_old_and_new_keys_consent() {
+    let mut milan = Town::new(1);
+    let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let thief = CityKey::from_secret([66; 32]);
+    let new = CityKey::from_secret([11; 32]);
+    let carry = |key: &CityKey, payload: Vec<u8>| {
+        let e = sign_entry(
+            key,
+            Scope::Federation,
+            1,
+            Hash32::default(),
+            SUCCESSION_DOC,
+            &payload,
+            5,
+        );
+        Wire {
+            entry: e.encode().to_vec(),
+            payload,
+        }
+    };
+    // The thief signs as the old key: the signature does not verify.
+    let mut forged = Statement::sign(milan.root, &thief, new.id(), vec![]);
+    forged[33..65].copy_from_slice(milan.root.as_bytes());
+    let bad_sig = carry(&new, forged);
+    // A real statement, carried by a key it does not name.
+    let real = Statement::sign(milan.root, &milan.keys[0], new.id(), vec![]);
+    let wrong_carrier = carry(&thief, real);
+    let mut l = MemLedger::default();
+    for w in [&w1, &bad_sig, &wrong_carrier] {
+        l.ingest(&w.entry, &w.payload).expect("feed level");
+    }
+    for w in [&bad_sig, &wrong_carrier] {
+        assert!(
+            matches!(status(&l, w), Status::Rejected(r) if !r.starts_with("void")),
+            "{:?}",
+            status(&l, w)
+        );
+    }
+    assert!(l.statements.is_empty());
+    // Milan's old key still writes.
+    let w2 = milan.edit(p, summary("still the root key"));
+    l.ingest(&w2.entry, &w2.payload).expect("feed level");
+    assert_eq!(status(&l, &w2), Status::Accepted);
+}
+
+/// The new key signs two different first entries (its statement forked): its succession does
+/// not stand, on every node, whichever branch it holds; the old key stays capped.
+#[test]
+fn a_forked_statement_voids_the_successor() {
+    let mut milan = Town::new(1);
+    let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let s1 = milan.rotate(11);
+    let w2 = milan.edit(p, summary("new key"));
+    let other = {
+        // A valid first entry of another kind: a record of its own.
+        let mut d = Automerge::new();
+        let change = milan.change(1, &mut d, &practice(&milan, "the other branch"));
+        let payload = change.raw_bytes().to_vec();
+        let e = sign_entry(
+            &milan.keys[1],
+            Scope::Federation,
+            1,
+            Hash32::default(),
+            DocId::for_genesis(&change.hash()),
+            &payload,
+            3,
+        );
+        Wire {
+            entry: e.encode().to_vec(),
+            payload,
+        }
+    };
+    for order in [
+        vec![&w1, &s1, &w2, &other],
+        vec![&w1, &s1, &other, &w2],
+        vec![&w1, &other, &s1, &w2],
+    ] {
+        let mut l = MemLedger::default();
+        for w in order {
+            let _ = l.ingest(&w.entry, &w.payload);
+        }
+        if let Some(e) = l.entries.get(&(w2.header().feed(), w2.header().seq)) {
+            assert!(e.status.is_void(), "{:?}", e.status);
+        }
+        match read(&l, p) {
+            Record::Practice(pr) => assert_eq!(pr.summary, ""),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Rotations, a thief's entries with old keys, a contested succession and edits of a
+    /// second city, delivered in any order: every replica ends the same.
+    #[test]
+    fn successions_judge_the_same_in_any_order(
+        steps in proptest::collection::vec(0u8..6, 1..10),
+        seed in any::<u64>(),
+    ) {
+        let (mut milan, mut brno) = (Town::new(1), Town::new(2));
+        let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+        let (g, w2) = milan.create(&group(&milan, &[&brno]));
+        brno.receive(&[w1.clone(), w2.clone()]);
+        let mut all = vec![w1, w2];
+        let mut next_seed = 20u8;
+        for (i, step) in steps.iter().enumerate() {
+            let w = match step {
+                0 => { next_seed += 1; milan.rotate(next_seed) }
+                1 => milan.edit(p, summary(&format!("edit {i}"))),
+                2 => milan.edit(g, add_item(&format!("item {i}"))),
+                3 => milan.edit_with(0, p, summary(&format!("old key {i}"))),
+                4 => { next_seed += 1; milan.rotate_from(0, next_seed) }
+                _ => {
+                    brno.receive(&all);
+                    brno.edit(g, add_item(&format!("brno {i}")))
+                }
+            };
+            all.push(w);
+        }
+        let mut first: Option<Fingerprint> = None;
+        for order in orders(&all, 6 + seed % 4) {
+            let f = fingerprint(&deliver(&order));
+            match &first {
+                None => first = Some(f),
+                Some(held) => prop_assert_eq!(&f, held),
+            }
+        }
+    }
+}

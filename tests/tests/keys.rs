@@ -1,0 +1,240 @@
+//! Key rotation (issue #11, scenario 5; docs/protocol.md §15.6) between real nodes on 127.0.0.1:
+//! a city passes its signing right to a new key, its peers take the new key when it shows
+//! them its statement, its records stay editable, and its old key speaks for nobody.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use intercity_node::City;
+use intercity_protocol::entry::{FeedId, Scope, sign_entry};
+use intercity_protocol::ingest::{Ledger, Status, Verdict, retired_reason};
+use intercity_protocol::record::{Agenda, Group, Item, Member, Record, Role};
+use intercity_tests::{TestNode, eventually, practice};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn summary_of(city: &City, id: intercity_protocol::entry::DocId) -> Option<String> {
+    match city.record(id).ok()? {
+        Record::Practice(p) => Some(p.summary),
+        _ => None,
+    }
+}
+
+fn items_of(city: &City, id: intercity_protocol::entry::DocId) -> Vec<String> {
+    match city.record(id) {
+        Ok(Record::Group(g)) => g.agendas["a1a1a1a1a1a1a1a1"]
+            .items
+            .iter()
+            .map(|i| i.title.clone())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn add_item(city: &City, id: intercity_protocol::entry::DocId, title: &str) {
+    let title = title.to_string();
+    city.edit(id, "add an item", move |r| {
+        if let Record::Group(g) = r {
+            let mut item = Item::new(title.clone());
+            item.id = format!("{:016x}", title.len() as u64 * 7919 + 1);
+            g.agendas
+                .get_mut("a1a1a1a1a1a1a1a1")
+                .expect("agenda")
+                .items
+                .push(item);
+        }
+        Ok(())
+    })
+    .expect("edit");
+}
+
+/// Milan rotates its key while stopped. Brno (Milan's peer) takes the new key when Milan shows
+/// it the statement, Warsaw learns it from Brno; Milan's practice and group stay its own, and
+/// edits under the new key reach everyone. The old key can no longer connect, and what it
+/// signs is void.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_city_rotates_its_key_and_every_node_follows() {
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    let warsaw = TestNode::spawn("Warsaw", 3).await;
+    milan.link(&brno).await;
+    brno.link(&warsaw).await;
+    warsaw.trust(&milan).await;
+    milan.trust(&warsaw).await;
+    let p = practice(&milan.city, "Housing first");
+    let mut g = Group::new("Smart Social Inclusion", milan.id().to_string(), "Milan");
+    g.members.insert(
+        brno.id().to_string(),
+        Member {
+            name: "Brno".into(),
+            role: Role::Member,
+        },
+    );
+    g.agendas.insert(
+        "a1a1a1a1a1a1a1a1".into(),
+        Agenda::new("Study visit", "2027-02-23"),
+    );
+    let gid = milan
+        .city
+        .create(&Record::Group(g), "create")
+        .expect("group");
+    assert!(
+        eventually(WAIT, || summary_of(&warsaw.city, p).is_some()
+            && brno.city.record(gid).is_ok())
+        .await,
+        "the first records did not spread"
+    );
+
+    // Milan stops, rotates, starts again.
+    let old_key = intercity_tests::key(1);
+    let root = milan.id();
+    let (dir, cfg) = (milan.dir.clone(), milan.cfg.clone());
+    let mut milan = milan;
+    milan.stop().await;
+    drop(milan);
+    let rotated = {
+        let city = City::open(dir.path()).expect("reopen");
+        city.rotate_key().expect("rotate")
+    };
+    assert_eq!(rotated.city, root);
+    assert_eq!(rotated.old, old_key.id());
+    let city = Arc::new(City::open(dir.path()).expect("reopen after rotation"));
+    assert_eq!(city.id(), root, "the city keeps its id");
+    assert_eq!(city.key_id(), rotated.new);
+    let milan = TestNode::start_with(city, dir, cfg).await;
+    // Brno holds Milan's address under its roster entry's id: Milan dials Brno.
+    milan.dial(&brno).await;
+
+    // Edits under the new key, of a record made under the old one.
+    milan
+        .city
+        .edit(p, "edit", |r| {
+            if let Record::Practice(pr) = r {
+                pr.summary = "under the new key".into();
+            }
+            Ok(())
+        })
+        .expect("edit with the new key");
+    add_item(&milan.city, gid, "new key's item");
+    assert!(
+        eventually(WAIT, || {
+            [&brno, &warsaw]
+                .iter()
+                .all(|n| summary_of(&n.city, p).as_deref() == Some("under the new key"))
+                && items_of(&brno.city, gid) == ["new key's item"]
+        })
+        .await,
+        "the new key's edits did not reach Brno and Warsaw: Brno {:?} {:?}, Warsaw {:?}",
+        summary_of(&brno.city, p),
+        items_of(&brno.city, gid),
+        summary_of(&warsaw.city, p)
+    );
+    for n in [&brno, &warsaw] {
+        match n.city.record(p).expect("practice") {
+            Record::Practice(pr) => assert_eq!(pr.owner, root.to_string()),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Brno shows Milan connected under the new key.
+    let status = brno.status().await;
+    assert!(
+        status
+            .peers
+            .iter()
+            .any(|peer| peer.id == rotated.new.to_string() && peer.connected),
+        "Brno is not connected to Milan's new key: {:?}",
+        status.peers
+    );
+
+    // The old key, stolen: its next federation entry is void on Brno.
+    let fed = FeedId {
+        author: old_key.id(),
+        scope: Scope::Federation,
+    };
+    let head = brno.city.store().head(&fed).expect("head").expect("held");
+    let payload = b"not even a change".to_vec();
+    let stolen = sign_entry(
+        &old_key,
+        Scope::Federation,
+        head.seq + 1,
+        head.hash,
+        intercity_protocol::entry::DocId([9; 16]),
+        &payload,
+        1,
+    );
+    let verdict = brno.city.ingest_remote(&stolen.encode(), &payload);
+    assert!(
+        matches!(&verdict, Ok(Verdict::Stored(Status::Rejected(r))) if *r == retired_reason())
+            || verdict.is_err(),
+        "{verdict:?}"
+    );
+
+    // And it cannot connect: a node with the old key is refused by Brno.
+    let thief = TestNode::spawn("Thief", 1).await;
+    thief.dial(&brno).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = brno.status().await;
+    assert!(
+        !status
+            .peers
+            .iter()
+            .any(|peer| peer.id == old_key.id().to_string() && peer.connected),
+        "Brno took the retired key's connection"
+    );
+}
+
+/// A key rotation leaves the data directory consistent at every step: a rotation that stopped
+/// before its statement was written is undone, one that stopped after it is finished.
+#[test]
+fn a_rotation_stopped_half_way_is_finished_or_undone() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let city =
+        City::init_with_key(dir.path(), "Milan", None, intercity_tests::key(1)).expect("init");
+    practice(&city, "Housing first");
+    let root = city.id();
+    drop(city);
+    // A leftover new key with no statement: undone.
+    let stray = intercity_tests::key(9);
+    write_key(&dir.path().join("city.key.next"), &stray);
+    let city = City::open(dir.path()).expect("open");
+    assert_eq!(city.key_id(), root);
+    assert!(!dir.path().join("city.key.next").exists());
+    // A full rotation, then the old key file put back beside the new one, as if the swap had
+    // not happened: finished on the next open.
+    let rotated = city.rotate_key().expect("rotate");
+    drop(city);
+    std::fs::rename(
+        dir.path().join("city.key"),
+        dir.path().join("city.key.next"),
+    )
+    .expect("mv");
+    write_key(&dir.path().join("city.key"), &intercity_tests::key(1));
+    let city = City::open(dir.path()).expect("open");
+    assert_eq!(city.key_id(), rotated.new);
+    assert_eq!(city.id(), root);
+    assert!(!dir.path().join("city.key.next").exists());
+    // The city writes under the new key.
+    practice(&city, "After the rotation");
+    let info = city.key_info().expect("keys");
+    assert_eq!(info.retired, vec![root]);
+}
+
+fn write_key(path: &std::path::Path, key: &intercity_protocol::identity::CityKey) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("key file");
+    std::io::Write::write_all(
+        &mut f,
+        key.secret_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .as_bytes(),
+    )
+    .expect("write");
+}
