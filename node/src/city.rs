@@ -36,8 +36,8 @@ mod keys;
 mod own_feed;
 
 pub use error::{Category, CityError};
-pub use keys::{KeyInfo, Rotated};
-use keys::{NEXT_KEY_FILE, own_fed, sync_dir};
+pub use keys::{KeyInfo, RECOVERY_TOKEN_PREFIX, RecoveryInfo, Rotated};
+use keys::{NEXT_KEY_FILE, RECOVERY_KEY_FILE, own_fed, sync_dir};
 use own_feed::OwnClaims;
 pub use own_feed::{OWN_CLAIM_TTL, UNBACKED_CLAIM_TTL};
 
@@ -272,6 +272,9 @@ impl City {
 
     fn open_with(dir: &Path, read_only: bool) -> Result<City, CityError> {
         let key_path = dir.join("city.key");
+        if !read_only {
+            Self::finish_recovery(dir)?;
+        }
         if !key_path.exists() {
             return Err(CityError::NoCity(dir.to_path_buf()));
         }
@@ -317,6 +320,32 @@ impl City {
             });
         }
         Ok(City::assemble(dir, key, profile, store))
+    }
+
+    /// A recovery stopped after its statement was stored and before the key file was
+    /// replaced (§15.6): the replacement is made now.
+    fn finish_recovery(dir: &Path) -> Result<(), CityError> {
+        let path = dir.join(RECOVERY_KEY_FILE);
+        if !path.exists() || !dir.join("db").exists() {
+            return Ok(());
+        }
+        let next = read_key(&path)?;
+        let done = {
+            let store = match Store::open(&dir.join("db")) {
+                Ok(store) => store,
+                Err(StoreError::Locked(_)) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            store
+                .feed_city(&own_fed(&next))
+                .map_err(|e| CityError::Rejected(e.to_string()))?
+                .is_some()
+        };
+        if done {
+            fs::rename(&path, dir.join("city.key")).map_err(io(&path))?;
+            sync_dir(dir)?;
+        }
+        Ok(())
     }
 
     /// This city's id (its root id: the same for ever, whatever key it signs with).

@@ -12,12 +12,15 @@ use intercity_protocol::record::{Kind, Record};
 use serde::de::DeserializeOwned;
 
 use crate::catalog::{Found, Query};
-use crate::city::{City, CityError, HistoryItem, ImportResult, LOCK_POLL, LOCK_WAIT, Profile};
+use crate::city::{
+    City, CityError, HistoryItem, ImportResult, LOCK_POLL, LOCK_WAIT, Profile, RecoveryInfo,
+};
 use crate::control::{Category, ControlClient, ControlRequest};
 use crate::exchange::{Exported, Imported};
 use crate::net::NetStatus;
 use crate::roster::{IssuedInvitation, PendingJoin, RosterEntry};
 use crate::store::{RecordSummary, StoreError};
+use intercity_protocol::succession::Guardians;
 use tracing::{debug, warn};
 
 /// The local city, opened directly or reached through the running daemon.
@@ -140,6 +143,60 @@ impl Client {
                  or Ctrl-C on `intercity node run`), rotate, then start it again",
                 dir.display()
             ))),
+        }
+    }
+
+    /// This city's guardians, as its current key named them last.
+    pub fn guardians(&self) -> Result<Option<Guardians>, CityError> {
+        match self {
+            Client::Local(c) => c.guardians(),
+            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Guardians),
+        }
+    }
+
+    /// Names this city's guardians (§15.6 of docs/protocol.md).
+    pub fn designate_guardians(
+        &self,
+        threshold: u8,
+        guardians: Vec<CityId>,
+    ) -> Result<Guardians, CityError> {
+        match self {
+            Client::Local(c) => c.designate_guardians(threshold, guardians),
+            Client::Daemon { control, .. } => Self::call(
+                control,
+                ControlRequest::Designate {
+                    threshold,
+                    guardians,
+                },
+            ),
+        }
+    }
+
+    /// As a guardian, starts the recovery of `city` to its new key `new`.
+    pub fn recovery_start(
+        &self,
+        city: CityId,
+        new: CityId,
+        old: Option<CityId>,
+    ) -> Result<RecoveryInfo, CityError> {
+        match self {
+            Client::Local(c) => c.recovery_start(city, new, old),
+            Client::Daemon { control, .. } => {
+                Self::call(control, ControlRequest::RecoveryStart { city, new, old })
+            }
+        }
+    }
+
+    /// As a guardian, vouches for a recovery.
+    pub fn recovery_vouch(&self, token: &str) -> Result<RecoveryInfo, CityError> {
+        match self {
+            Client::Local(c) => c.recovery_vouch(token),
+            Client::Daemon { control, .. } => Self::call(
+                control,
+                ControlRequest::RecoveryVouch {
+                    token: token.to_string(),
+                },
+            ),
         }
     }
 

@@ -58,6 +58,29 @@ pub enum ControlRequest {
     Profile,
     /// The city's keys (`intercity key show`).
     Keys,
+    /// The city's guardians, as its current key named them last.
+    Guardians,
+    /// Names the city's guardians.
+    Designate {
+        /// How many must vouch.
+        threshold: u8,
+        /// The guardians (city ids).
+        guardians: Vec<CityId>,
+    },
+    /// A guardian starts a recovery of another city.
+    RecoveryStart {
+        /// The city recovered.
+        city: CityId,
+        /// Its new key.
+        new: CityId,
+        /// The key recovered (default: the city's current key).
+        old: Option<CityId>,
+    },
+    /// A guardian vouches for a recovery.
+    RecoveryVouch {
+        /// The recovery token.
+        token: String,
+    },
     /// A record's JSON.
     Record {
         /// Record id (full).
@@ -469,6 +492,15 @@ fn execute_blocking(
     match req {
         ControlRequest::Profile => json(city.profile()),
         ControlRequest::Keys => json(city.key_info()?),
+        ControlRequest::Guardians => json(city.guardians()?),
+        ControlRequest::Designate {
+            threshold,
+            guardians,
+        } => json(city.designate_guardians(threshold, guardians)?),
+        ControlRequest::RecoveryStart { city: c, new, old } => {
+            json(city.recovery_start(c, new, old)?)
+        }
+        ControlRequest::RecoveryVouch { token } => json(city.recovery_vouch(&token)?),
         ControlRequest::Record { id } => Ok(city.record(doc_id(&id)?)?.to_json()),
         ControlRequest::Base { id } => {
             let (record, heads) = city.record_and_heads(doc_id(&id)?)?;

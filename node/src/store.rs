@@ -1275,6 +1275,27 @@ impl Store {
         Ok(out)
     }
 
+    /// The entries of document `doc` in `feed`, with their payloads (in seq order).
+    pub fn doc_entries_of(
+        &self,
+        doc: &DocId,
+        feed: &FeedId,
+    ) -> Result<Vec<EntryAndPayload>, StoreError> {
+        let mut prefix = doc.0.to_vec();
+        prefix.extend_from_slice(&feed.to_bytes());
+        let mut out = Vec::new();
+        for (k, _) in self.scan("by_doc", &prefix)? {
+            let Some(v) = self.get("entries", k.get(16..).unwrap_or_default())? else {
+                continue;
+            };
+            let stored =
+                StoredEntry::decode(&v).map_err(|e| self.corrupt(format!("entry: {e}")))?;
+            let payload = self.get("payloads", &stored.entry.hash().0)?;
+            out.push((stored, payload));
+        }
+        Ok(out)
+    }
+
     /// Every feed this store holds, with its head.
     pub fn feeds(&self) -> Result<Vec<(FeedId, FeedHead)>, StoreError> {
         let cached = self

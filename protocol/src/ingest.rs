@@ -35,7 +35,7 @@ use crate::entry::{
 };
 use crate::identity::CityId;
 use crate::record::{Kind, Record, RecordError, Role};
-use crate::succession::{SUCCESSION_DOC, Statement};
+use crate::succession::{GUARDIANS_DOC, SUCCESSION_DOC, Statement};
 use crate::{chunk, doc};
 
 mod removal;
@@ -811,11 +811,14 @@ fn pipeline(
             return Err(IngestError::Frozen(feed.scope, feed.author));
         }
         let mut work = Work::new(ledger, None);
-        // A fork of a successor's first entry, its statement, also moves its successors' cuts.
+        // A fork of a federation feed may void a succession (§15.6): of its statement (its
+        // first entry), or of a recovery resting on a designation past the fork.
         let mut affected = vec![feed];
-        if h.seq == 1 && feed.scope == Scope::Federation {
+        if feed.scope == Scope::Federation {
             affected.extend(work.successor_closure(feed.author)?);
-            affected.extend(work.feeds_now(&feed.author)?);
+            if h.seq == 1 {
+                affected.extend(work.feeds_now(&feed.author)?);
+            }
         }
         let mut before = Vec::with_capacity(affected.len());
         for f in affected {
@@ -876,6 +879,9 @@ fn pipeline(
     }
     if h.doc == SUCCESSION_DOC {
         return successor::statement(ledger, &signed, head, payload);
+    }
+    if h.doc == GUARDIANS_DOC {
+        return successor::designation(ledger, &signed, head, payload);
     }
     let (change, prebuilt) = match authored {
         Some(a) => {
@@ -1090,6 +1096,7 @@ impl<'a, L: Ledger> Work<'a, L> {
             self.revise(stored, Status::Rejected(reason.clone()))?;
         }
         docs.remove(&SUCCESSION_DOC);
+        docs.remove(&GUARDIANS_DOC);
         // The documents are replayed (§15.5): built again without the void changes and those
         // built on them, every verdict a removal or a void dependency can change decided again.
         self.replay.extend(docs);

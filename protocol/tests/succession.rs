@@ -14,7 +14,7 @@ use intercity_protocol::ingest::{
     IngestError, Ledger, Status, no_succession_reason, retired_reason, scope_of,
 };
 use intercity_protocol::record::{Agenda, Group, Item, Member, Practice, Record, Role};
-use intercity_protocol::succession::{SUCCESSION_DOC, Statement};
+use intercity_protocol::succession::{GUARDIANS_DOC, Guardians, SUCCESSION_DOC, Statement};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -153,6 +153,87 @@ impl Town {
         self.keys.push(new);
         let v = self.ledger.ingest(&wire.entry, &wire.payload);
         assert!(v.is_ok(), "own statement: {v:?}");
+        wire
+    }
+
+    /// Key `k` names `guardians` (their root ids), `threshold` of whom must vouch.
+    fn designate(&mut self, k: usize, threshold: u8, guardians: &[&Town]) -> Wire {
+        let payload = Guardians {
+            city: self.root,
+            threshold,
+            guardians: guardians.iter().map(|g| g.root).collect(),
+        }
+        .encode();
+        self.sign_with(k, GUARDIANS_DOC, Scope::Federation, payload)
+    }
+
+    /// Recovers the right of key `from` (lost) to a new key made from `seed`, with the vouches
+    /// of `vouchers` (each signing with its newest key), resting on the latest designation of
+    /// that key on this replica.
+    fn recover_from(&mut self, from: usize, seed: u8, vouchers: &[&Town]) -> Wire {
+        let old = self.keys[from].id();
+        let new = CityKey::from_secret([seed; 32]);
+        let caps: Vec<(Scope, u64)> = self
+            .ledger
+            .heads
+            .iter()
+            .filter(|(f, _)| f.author == old && !self.ledger.entries.is_empty())
+            .map(|(f, h)| (f.scope, h.seq))
+            .collect();
+        let fed = FeedId {
+            author: old,
+            scope: Scope::Federation,
+        };
+        let (designation, payload) = self
+            .ledger
+            .entries
+            .range((fed, 0)..=(fed, u64::MAX))
+            .rev()
+            .find(|(_, e)| e.entry.header.doc == GUARDIANS_DOC)
+            .map(|(_, e)| {
+                (
+                    e.entry.clone(),
+                    self.ledger.payloads[&e.entry.hash()].clone(),
+                )
+            })
+            .expect("a designation");
+        let guardians = Guardians::decode(&payload).expect("designation").guardians;
+        let body = Statement::recovery_body(self.root, old, new.id(), caps);
+        let vouches: Vec<(u8, CityId, [u8; 64])> = vouchers
+            .iter()
+            .map(|g| {
+                let key = g.keys.last().expect("a key");
+                let i = guardians.iter().position(|c| *c == g.root).unwrap_or(99) as u8;
+                (
+                    i,
+                    key.id(),
+                    Statement::vouch(&body, &designation.hash(), key),
+                )
+            })
+            .collect();
+        let payload =
+            Statement::assemble_recovery(&body, &designation.encode(), &payload, &vouches);
+        self.carry(new, payload)
+    }
+
+    /// Carries a statement's payload as the first entry of `new`'s federation feed.
+    fn carry(&mut self, new: CityKey, payload: Vec<u8>) -> Wire {
+        let entry = sign_entry(
+            &new,
+            Scope::Federation,
+            1,
+            Hash32::default(),
+            SUCCESSION_DOC,
+            &payload,
+            99,
+        );
+        let wire = Wire {
+            entry: entry.encode().to_vec(),
+            payload,
+        };
+        self.statements.insert(new.id(), entry.hash());
+        self.keys.push(new);
+        let _ = self.ledger.ingest(&wire.entry, &wire.payload);
         wire
     }
 
@@ -556,7 +637,7 @@ proptest! {
     /// second city, delivered in any order: every replica ends the same.
     #[test]
     fn successions_judge_the_same_in_any_order(
-        steps in proptest::collection::vec(0u8..6, 1..10),
+        steps in proptest::collection::vec(0u8..8, 1..10),
         seed in any::<u64>(),
     ) {
         let (mut milan, mut brno) = (Town::new(1), Town::new(2));
@@ -572,6 +653,15 @@ proptest! {
                 2 => milan.edit(g, add_item(&format!("item {i}"))),
                 3 => milan.edit_with(0, p, summary(&format!("old key {i}"))),
                 4 => { next_seed += 1; milan.rotate_from(0, next_seed) }
+                6 => milan.designate(0, 1, &[&brno]),
+                7 => {
+                    next_seed += 1;
+                    if milan.ledger.entries.values().any(|e| e.entry.header.doc == GUARDIANS_DOC) {
+                        milan.recover_from(0, next_seed, &[&brno])
+                    } else {
+                        milan.edit(p, summary(&format!("no guardians yet {i}")))
+                    }
+                }
                 _ => {
                     brno.receive(&all);
                     brno.edit(g, add_item(&format!("brno {i}")))
@@ -586,6 +676,144 @@ proptest! {
                 None => first = Some(f),
                 Some(held) => prop_assert_eq!(&f, held),
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- recovery by guardians
+
+fn three() -> (Town, Town, Town) {
+    (Town::new(1), Town::new(2), Town::new(3))
+}
+
+fn summary_of(l: &MemLedger, id: DocId) -> String {
+    match read(l, id) {
+        Record::Practice(pr) => pr.summary,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Milan names Brno and Warsaw its guardians (both needed), then loses its key: with their
+/// vouches it moves to a new key and edits its practice, on every node, in any order.
+#[test]
+fn a_lost_key_is_recovered_by_its_guardians_in_any_order() {
+    let (mut milan, brno, warsaw) = three();
+    let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let d = milan.designate(0, 2, &[&brno, &warsaw]);
+    let r = milan.recover_from(0, 11, &[&brno, &warsaw]);
+    let w2 = milan.edit(p, summary("recovered"));
+    let l = same_in_every_order(&[w1, d.clone(), r.clone(), w2.clone()]);
+    assert_eq!(status(&l, &d), Status::Accepted);
+    assert_eq!(status(&l, &r), Status::Accepted);
+    assert_eq!(status(&l, &w2), Status::Accepted);
+    assert_eq!(summary_of(&l, p), "recovered");
+}
+
+/// One vouch where two are needed: the statement is kept and does nothing; the new key is
+/// nobody's (its edit of Milan's practice is refused as any stranger's).
+#[test]
+fn too_few_vouches_recover_nothing() {
+    let (mut milan, brno, warsaw) = three();
+    let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let d = milan.designate(0, 2, &[&brno, &warsaw]);
+    let r = milan.recover_from(0, 11, &[&brno]);
+    let w2 = milan.edit(p, summary("not recovered"));
+    let l = same_in_every_order(&[w1, d, r.clone(), w2.clone()]);
+    assert!(
+        matches!(status(&l, &r), Status::Rejected(ref why) if why.contains("guardians")),
+        "{:?}",
+        status(&l, &r)
+    );
+    assert!(!status(&l, &w2).is_void() && status(&l, &w2) != Status::Accepted);
+    assert_eq!(summary_of(&l, p), "");
+    // Milan's old key is not retired by a recovery that did not hold.
+    let w3 = milan.edit_with(0, p, summary("the old key still writes"));
+    let mut l = l;
+    l.ingest(&w3.entry, &w3.payload).expect("feed level");
+    assert_eq!(status(&l, &w3), Status::Accepted);
+}
+
+/// The thief holding Milan's old key moves it to a key of its own; Milan's guardians recover
+/// it to Milan's new key. The recovery wins on every node, whatever came first: the thief's
+/// edits are void, Milan's stand.
+#[test]
+fn a_recovery_beats_a_thief_s_statement_in_any_order() {
+    let (mut milan, brno, warsaw) = three();
+    let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let d = milan.designate(0, 1, &[&brno, &warsaw]);
+    let mut thief = Town {
+        root: milan.root,
+        keys: vec![milan.keys[0].clone()],
+        ledger: milan.ledger.clone(),
+        statements: BTreeMap::new(),
+    };
+    let t1 = thief.rotate(66);
+    let t2 = thief.edit(p, summary("the thief's"));
+    let r = milan.recover_from(0, 11, &[&warsaw]);
+    let w2 = milan.edit(p, summary("Milan's"));
+    let l = same_in_every_order(&[w1, d, t1.clone(), t2.clone(), r.clone(), w2.clone()]);
+    assert_eq!(status(&l, &t1), Status::Rejected(no_succession_reason()));
+    assert_eq!(status(&l, &t2), Status::Rejected(no_succession_reason()));
+    assert_eq!(status(&l, &r), Status::Accepted);
+    assert_eq!(status(&l, &w2), Status::Accepted);
+    assert_eq!(summary_of(&l, p), "Milan's");
+}
+
+/// The thief names guardians of its own (a later designation) and recovers with them: the
+/// recovery resting on Milan's earlier designation wins everywhere.
+#[test]
+fn a_thief_s_later_designation_loses_in_any_order() {
+    let (mut milan, brno, warsaw) = three();
+    let puppet = Town::new(77);
+    let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let d = milan.designate(0, 1, &[&brno, &warsaw]);
+    let mut thief = Town {
+        root: milan.root,
+        keys: vec![milan.keys[0].clone()],
+        ledger: milan.ledger.clone(),
+        statements: BTreeMap::new(),
+    };
+    let td = thief.designate(0, 1, &[&puppet]);
+    let tr = thief.recover_from(0, 66, &[&puppet]);
+    let t2 = thief.edit(p, summary("the thief's"));
+    let r = milan.recover_from(0, 11, &[&brno]);
+    let w2 = milan.edit(p, summary("Milan's"));
+    let all = [w1, d, td, tr.clone(), t2.clone(), r.clone(), w2.clone()];
+    let l = same_in_every_order(&all);
+    assert_eq!(status(&l, &tr), Status::Rejected(no_succession_reason()));
+    assert_eq!(status(&l, &t2), Status::Rejected(no_succession_reason()));
+    assert_eq!(status(&l, &r), Status::Accepted);
+    assert_eq!(summary_of(&l, p), "Milan's");
+}
+
+/// The thief forks Milan's federation feed below the designation: no recovery resting on it
+/// stands (the thief stalls the recovery; it never takes the city), on every node.
+#[test]
+fn a_fork_below_the_designation_stalls_the_recovery() {
+    let (mut milan, brno, warsaw) = three();
+    let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let d = milan.designate(0, 1, &[&brno, &warsaw]);
+    let r = milan.recover_from(0, 11, &[&brno]);
+    let w2 = milan.edit(p, summary("Milan's"));
+    // The thief signs another first entry in Milan's old federation feed: a record of its own.
+    let mut thief = Town::new(1);
+    let (_, fork) = thief.create(&practice(&thief, "the thief's branch"));
+    for order in [
+        vec![&w1, &d, &r, &w2, &fork],
+        vec![&fork, &w1, &d, &r, &w2],
+        vec![&w1, &d, &fork, &r, &w2],
+    ] {
+        let mut l = MemLedger::default();
+        for w in order {
+            let _ = l.ingest(&w.entry, &w.payload);
+        }
+        let stood = l
+            .entries
+            .get(&(r.header().feed(), 1))
+            .is_some_and(|e| e.status == Status::Accepted);
+        assert!(!stood, "a recovery resting on a forked designation stood");
+        if let Some(e) = l.entries.get(&(w2.header().feed(), w2.header().seq)) {
+            assert_ne!(e.status, Status::Accepted);
         }
     }
 }

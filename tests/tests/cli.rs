@@ -1013,3 +1013,37 @@ fn invitations_are_created_listed_accepted_and_revoked() {
     milan.fails(&["invite", "create", "--anyone", "--group", "Nope"], 1);
     milan.fails(&["invite", "create", "--anyone", "--uses", "0"], 2);
 }
+
+/// `key show`, `key rotate` and `key guardians` through the binary: the city keeps its id, signs
+/// with the new key, and names its guardians; a bad recovery token is refused with a clear
+/// message.
+#[test]
+fn the_key_commands_rotate_and_name_guardians() {
+    let milan = City::init("Milan", "IT");
+    let brno = City::init("Brno", "CZ");
+    let before = milan.json(&["key", "show"]);
+    assert_eq!(before["city"], before["key"]);
+    milan.add(&["practice", "add", "--title", "Housing first"]);
+    let rotated = milan.json(&["key", "rotate"]);
+    let after = milan.json(&["key", "show"]);
+    assert_eq!(after["city"], before["city"], "the city keeps its id");
+    assert_eq!(after["key"], rotated["new"]);
+    assert_eq!(after["retired"][0], before["key"]);
+    // Records made after the rotation are the city's (owner = its id).
+    let id = milan.add(&["practice", "add", "--title", "Urban gardens"]);
+    let shown = milan.json(&["practice", "show", &id]);
+    assert_eq!(shown["owner"], before["city"]);
+    // Guardians, by id; then shown.
+    let brno_id = brno.id();
+    milan.ok(&["key", "guardians", "set", "--threshold", "1", &brno_id]);
+    let g = milan.json(&["key", "guardians", "show"]);
+    assert_eq!(g["threshold"], 1);
+    assert_eq!(g["guardians"][0].as_str(), Some(brno_id.as_str()));
+    let err = milan.fails(
+        &["key", "guardians", "set", "--threshold", "1", "Nowhere"],
+        2,
+    );
+    assert!(err.contains("neither a city id nor a name"), "{err}");
+    let err = milan.fails(&["key", "recovery", "show", "icr1zz"], 4);
+    assert!(err.contains("not a valid recovery token"), "{err}");
+}

@@ -238,3 +238,79 @@ fn write_key(path: &std::path::Path, key: &intercity_protocol::identity::CityKey
     )
     .expect("write");
 }
+
+/// Milan names Brno and Warsaw its guardians, both needed, then loses its key file. Brno starts
+/// the recovery, Warsaw vouches, Milan finishes it: Milan's node starts with the new key, its
+/// peers take it, and Milan edits its practice again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_city_that_lost_its_key_is_recovered_by_its_guardians() {
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    let warsaw = TestNode::spawn("Warsaw", 3).await;
+    milan.link(&brno).await;
+    milan.link(&warsaw).await;
+    brno.link(&warsaw).await;
+    let p = practice(&milan.city, "Housing first");
+    milan
+        .city
+        .designate_guardians(2, vec![brno.id(), warsaw.id()])
+        .expect("guardians");
+    let root = milan.id();
+    assert!(
+        eventually(WAIT, || [&brno, &warsaw].iter().all(|n| n
+            .city
+            .designation_of(&root)
+            .ok()
+            .flatten()
+            .is_some()
+            && summary_of(&n.city, p).is_some()))
+        .await,
+        "the designation did not spread"
+    );
+
+    // Milan's key is lost.
+    let (dir, cfg) = (milan.dir.clone(), milan.cfg.clone());
+    let mut milan = milan;
+    milan.stop().await;
+    drop(milan);
+    std::fs::remove_file(dir.path().join("city.key")).expect("lose the key");
+    assert!(City::open(dir.path()).is_err(), "no key, no city");
+    let new = City::recovery_new_key(dir.path()).expect("new key");
+    assert_eq!(City::recovery_new_key(dir.path()).expect("again"), new);
+
+    // One vouch is not enough.
+    let started = brno.city.recovery_start(root, new, None).expect("start");
+    assert_eq!(started.vouched, vec![brno.id()]);
+    assert!(City::recovery_finish(dir.path(), &started.token).is_err());
+    assert!(brno.city.recovery_vouch(&started.token).is_err(), "twice");
+    let vouched = warsaw.city.recovery_vouch(&started.token).expect("vouch");
+    assert_eq!(vouched.vouched.len(), 2);
+    let done = City::recovery_finish(dir.path(), &vouched.token).expect("finish");
+    assert_eq!((done.city, done.old, done.new), (root, root, new));
+
+    let city = Arc::new(City::open(dir.path()).expect("open after the recovery"));
+    assert_eq!((city.id(), city.key_id()), (root, new));
+    let milan = TestNode::start_with(city, dir, cfg).await;
+    milan.dial(&brno).await;
+    milan.dial(&warsaw).await;
+    milan
+        .city
+        .edit(p, "edit", |r| {
+            if let Record::Practice(pr) = r {
+                pr.summary = "recovered".into();
+            }
+            Ok(())
+        })
+        .expect("edit with the recovered key");
+    assert!(
+        eventually(WAIT, || [&brno, &warsaw].iter().all(|n| summary_of(
+            &n.city, p
+        )
+        .as_deref()
+            == Some("recovered")))
+        .await,
+        "the recovered key's edit did not spread: Brno {:?}, Warsaw {:?}",
+        summary_of(&brno.city, p),
+        summary_of(&warsaw.city, p)
+    );
+}

@@ -1,8 +1,11 @@
 //! `intercity key`: the key this city signs and connects with, and passing it on.
 
 use clap::Subcommand;
+use intercity_node::Client;
+use intercity_protocol::identity::CityId;
 
 use super::Ctx;
+use crate::error::CliError;
 
 /// Help epilogue.
 pub const HELP: &str = "\
@@ -24,6 +27,138 @@ pub enum Command {
     Show,
     /// Make a new key and pass this city's signing right to it (the node must be stopped)
     Rotate,
+    /// The cities that can vouch for a new key of this city if its key is lost
+    #[command(subcommand)]
+    Guardians(GuardiansCommand),
+    /// Recover a city's key with its guardians' vouches
+    #[command(subcommand, after_help = RECOVERY_HELP)]
+    Recovery(RecoveryCommand),
+}
+
+/// `key guardians` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum GuardiansCommand {
+    /// Show this city's guardians
+    Show,
+    /// Name this city's guardians (roster names or city ids) and how many must vouch
+    Set {
+        /// How many guardians must vouch for a new key
+        #[arg(long)]
+        threshold: u8,
+        /// The guardians: roster names or city ids (1 to 16)
+        #[arg(required = true)]
+        guardians: Vec<String>,
+    },
+}
+
+/// Help epilogue of `key recovery`.
+pub const RECOVERY_HELP: &str = "\
+When a city has lost its key (or a thief holds it), its guardians move the city to a new key:
+
+  1. the city, on its node (stopped):   intercity key recovery new-key
+     (prints the new key's id; tell it to a guardian)
+  2. one guardian:                       intercity key recovery start --city Milan --new-key 12D3KooW...
+     (prints a token with its vouch; pass it on)
+  3. each further guardian:             intercity key recovery vouch <token>
+  4. the city, with enough vouches:     intercity key recovery finish <token>
+     then start the node: it shows its peers the recovery.
+
+A guardian checks before it vouches: the token names the city, the new key and the last entry
+the lost key keeps in each feed. A recovery resting on the city's earliest designation wins over
+any other, and over any statement signed with the lost key (docs/protocol.md §15.6).";
+
+/// `key recovery` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum RecoveryCommand {
+    /// The city: make the new key (kept apart until the recovery is finished) and print its id
+    NewKey,
+    /// A guardian: start the recovery of a city to its new key, with this city's vouch
+    Start {
+        /// The city (roster name or city id)
+        #[arg(long)]
+        city: String,
+        /// The new key's id, as `key recovery new-key` printed it
+        #[arg(long)]
+        new_key: CityId,
+        /// The key to recover (default: the city's current key)
+        #[arg(long)]
+        key: Option<CityId>,
+    },
+    /// A guardian: add this city's vouch to a recovery token
+    Vouch {
+        /// The token
+        token: String,
+    },
+    /// Anyone: show what a recovery token says
+    Show {
+        /// The token
+        token: String,
+    },
+    /// The city: finish the recovery with a token enough guardians vouched for
+    Finish {
+        /// The token
+        token: String,
+    },
+}
+
+/// A roster name or a city id.
+fn city_arg(client: &Client, text: &str) -> anyhow::Result<CityId> {
+    if let Ok(id) = text.parse::<CityId>() {
+        return Ok(id);
+    }
+    let roster = client.roster()?;
+    let found: Vec<_> = roster
+        .iter()
+        .filter(|e| e.name.eq_ignore_ascii_case(text.trim()))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.id),
+        [] => Err(CliError::Invalid(format!(
+            "`{text}` is neither a city id nor a name in the roster (intercity peers list)"
+        ))
+        .into()),
+        many => Err(CliError::Invalid(format!(
+            "`{text}` names {} roster cities ({}); give the id",
+            many.len(),
+            many.iter()
+                .map(|e| e.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into()),
+    }
+}
+
+fn print_recovery(ctx: &Ctx, info: &intercity_node::city::RecoveryInfo) -> anyhow::Result<()> {
+    if ctx.ui.is_json() {
+        return Ok(ctx.ui.json(info)?);
+    }
+    let list = |v: &[CityId]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    ctx.ui.fields(&[
+        ("city", info.city.to_string()),
+        ("lost key", info.old.to_string()),
+        ("new key", info.new.to_string()),
+        (
+            "kept of the lost key",
+            info.caps
+                .iter()
+                .map(|(s, n)| format!("{s} up to seq {n}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        (
+            "vouches",
+            format!("{} of {} needed", info.vouched.len(), info.threshold),
+        ),
+        ("guardians", list(&info.guardians)),
+        ("vouched", list(&info.vouched)),
+    ])?;
+    Ok(ctx.ui.line(&info.token)?)
 }
 
 /// Runs `key`.
@@ -62,6 +197,88 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ));
+            }
+        }
+        Command::Guardians(GuardiansCommand::Show) => {
+            let g = ctx.open_read()?.guardians()?;
+            if ctx.ui.is_json() {
+                ctx.ui.json(&g)?;
+            } else if let Some(g) = g {
+                ctx.ui.fields(&[
+                    ("threshold", g.threshold.to_string()),
+                    (
+                        "guardians",
+                        g.guardians
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                    ),
+                ])?;
+            } else {
+                ctx.ui.note("No guardians named: `intercity key guardians set --threshold 2 Brno Warsaw Utrecht`");
+            }
+        }
+        Command::Guardians(GuardiansCommand::Set {
+            threshold,
+            guardians,
+        }) => {
+            let client = ctx.open()?;
+            let ids = guardians
+                .iter()
+                .map(|g| city_arg(&client, g))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let g = client.designate_guardians(threshold, ids)?;
+            if ctx.ui.is_json() {
+                ctx.ui.json(&g)?;
+            } else {
+                ctx.ui.note(format!(
+                    "{} guardians named; {} of them can vouch for a new key of this city",
+                    g.guardians.len(),
+                    g.threshold
+                ));
+            }
+        }
+        Command::Recovery(RecoveryCommand::NewKey) => {
+            let id = intercity_node::City::recovery_new_key(ctx.data_dir()?)?;
+            if ctx.ui.is_json() {
+                ctx.ui
+                    .json(&serde_json::json!({ "new_key": id.to_string() }))?;
+            } else {
+                ctx.ui.line(id.to_string())?;
+                ctx.ui.note("Give this id to one of your guardians: `intercity key recovery start --city <this city> --new-key <id>`");
+            }
+        }
+        Command::Recovery(RecoveryCommand::Start { city, new_key, key }) => {
+            let client = ctx.open()?;
+            let city = city_arg(&client, &city)?;
+            print_recovery(ctx, &client.recovery_start(city, new_key, key)?)?;
+        }
+        Command::Recovery(RecoveryCommand::Vouch { token }) => {
+            print_recovery(ctx, &ctx.open()?.recovery_vouch(&token)?)?;
+        }
+        Command::Recovery(RecoveryCommand::Show { token }) => {
+            print_recovery(ctx, &intercity_node::City::recovery_read(&token)?)?;
+        }
+        Command::Recovery(RecoveryCommand::Finish { token }) => {
+            let dir = ctx.data_dir()?;
+            if intercity_node::control::ControlClient::connect(dir).is_some() {
+                return Err(CliError::Invalid(
+                    "the node runs: stop it first, finish the recovery, then start it again".into(),
+                )
+                .into());
+            }
+            let done = intercity_node::City::recovery_finish(dir, &token)?;
+            if ctx.ui.is_json() {
+                ctx.ui.json(&done)?;
+            } else {
+                ctx.ui.fields(&[
+                    ("city", done.city.to_string()),
+                    ("new key", done.new.to_string()),
+                    ("lost key", done.old.to_string()),
+                ])?;
+                ctx.ui
+                    .note("Recovered. Start the node: it shows its peers the recovery.");
             }
         }
     }

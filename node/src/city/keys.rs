@@ -13,7 +13,9 @@
 
 use super::*;
 use intercity_protocol::entry::FeedId;
-use intercity_protocol::succession::{MAX_KEYS_PER_CITY, SUCCESSION_DOC, Statement};
+use intercity_protocol::succession::{
+    GUARDIANS_DOC, Guardians, MAX_KEYS_PER_CITY, SUCCESSION_DOC, Statement,
+};
 
 /// The new key during a rotation (see the module documentation).
 pub(super) const NEXT_KEY_FILE: &str = "city.key.next";
@@ -281,5 +283,357 @@ impl City {
         }
         let book = self.store.key_book()?;
         Ok(city.is_some_and(|c| book.city_of(peer) == c && book.current(&c) == Some(*peer)))
+    }
+}
+
+/// The prefix of a recovery token: a recovery statement being vouched for (§15.6).
+pub const RECOVERY_TOKEN_PREFIX: &str = "icr1";
+/// The new key of a city recovering its right, until its recovery is finished.
+pub(super) const RECOVERY_KEY_FILE: &str = "city.key.recovery";
+
+/// A recovery token taken apart and checked, for the guardians and the city to read.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecoveryInfo {
+    /// The token (with every vouch so far).
+    pub token: String,
+    /// The city recovered.
+    pub city: CityId,
+    /// The key whose right passes on.
+    pub old: CityId,
+    /// The key that receives it.
+    pub new: CityId,
+    /// The last seq the old key keeps in each feed: (scope, seq).
+    pub caps: Vec<(String, u64)>,
+    /// How many guardians must vouch.
+    pub threshold: u8,
+    /// The guardians named.
+    pub guardians: Vec<CityId>,
+    /// Those that vouched.
+    pub vouched: Vec<CityId>,
+}
+
+fn recovery_token(payload: &[u8]) -> String {
+    format!("{RECOVERY_TOKEN_PREFIX}{}", hex::encode(payload))
+}
+
+/// Reads and checks a recovery token: its designation and every vouch's signature.
+fn read_recovery(token: &str) -> Result<(Vec<u8>, Statement, RecoveryInfo), CityError> {
+    let bad = |why: String| CityError::Invitation(format!("not a valid recovery token: {why}"));
+    let hex_part = token
+        .trim()
+        .strip_prefix(RECOVERY_TOKEN_PREFIX)
+        .ok_or_else(|| bad(format!("it does not start with {RECOVERY_TOKEN_PREFIX}")))?;
+    let payload = hex::decode(hex_part).map_err(|e| bad(e.to_string()))?;
+    let statement = Statement::decode(&payload).map_err(|e| bad(e.to_string()))?;
+    let Some(recovery) = statement.recovery.clone() else {
+        return Err(bad("it is not a recovery".into()));
+    };
+    let (_, _, designation, _) =
+        Statement::recovery_parts(&payload).map_err(|e| bad(e.to_string()))?;
+    let guardians = Guardians::decode(&designation).map_err(|e| bad(e.to_string()))?;
+    let info = RecoveryInfo {
+        token: recovery_token(&payload),
+        city: statement.city,
+        old: statement.old,
+        new: statement.new,
+        caps: statement
+            .caps
+            .iter()
+            .map(|(s, n)| (s.to_string(), *n))
+            .collect(),
+        threshold: recovery.threshold,
+        guardians: guardians.guardians,
+        vouched: recovery.vouches.iter().map(|(g, _)| *g).collect(),
+    };
+    Ok((payload, statement, info))
+}
+
+impl City {
+    /// The latest accepted designation of guardians by `key` held here: its entry, payload and
+    /// content.
+    pub fn designation_of(
+        &self,
+        key: &CityId,
+    ) -> Result<Option<(SignedEntry, Vec<u8>, Guardians)>, CityError> {
+        let fed = FeedId {
+            author: *key,
+            scope: Scope::Federation,
+        };
+        let mut held = self
+            .store
+            .doc_entries_of(&GUARDIANS_DOC, &fed)
+            .map_err(|e| CityError::Rejected(e.to_string()))?;
+        held.sort_by_key(|(e, _)| std::cmp::Reverse(e.entry.header.seq));
+        for (stored, payload) in held {
+            if stored.status != Status::Accepted {
+                continue;
+            }
+            if let Some(payload) = payload
+                && let Ok(g) = Guardians::decode(&payload)
+            {
+                return Ok(Some((stored.entry, payload, g)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// This city's guardians, as its current key named them last (None: none named).
+    pub fn guardians(&self) -> Result<Option<Guardians>, CityError> {
+        Ok(self.designation_of(&self.key_id())?.map(|(_, _, g)| g))
+    }
+
+    /// Names the cities that may vouch for a new key of this city if its key is lost, and
+    /// how many must (§15.6): an entry of this city's federation feed, published to peers.
+    pub fn designate_guardians(
+        &self,
+        threshold: u8,
+        guardians: Vec<CityId>,
+    ) -> Result<Guardians, CityError> {
+        let designation = Guardians {
+            city: self.root,
+            threshold,
+            guardians,
+        };
+        let payload = designation.encode();
+        let checked =
+            Guardians::decode(&payload).map_err(|e| CityError::Invitation(e.to_string()))?;
+        self.sign_raw(GUARDIANS_DOC, payload)?;
+        Ok(checked)
+    }
+
+    /// Signs `payload` as the next entry of this city's federation feed (a statement that is
+    /// not an Automerge change), judges it, stores it synced and publishes it.
+    fn sign_raw(&self, doc: DocId, payload: Vec<u8>) -> Result<(), CityError> {
+        let _guard = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let feed = own_fed(&self.key);
+        if let Some((scope, have, theirs)) = self
+            .own_feeds_behind()?
+            .into_iter()
+            .find(|(s, _, _)| *s == Scope::Federation)
+        {
+            return Err(CityError::Busy(format!(
+                "a peer holds this city's own {scope} entries up to seq {theirs}, and this node only up to seq {have}; try again once it has them back"
+            )));
+        }
+        let head = self.store.head(&feed).map_err(IngestError::Ledger)?;
+        let (seq, prev) = head.map_or((1, Hash32::default()), |h| (h.seq + 1, h.hash));
+        let entry = sign_entry(
+            &self.key,
+            Scope::Federation,
+            seq,
+            prev,
+            doc,
+            &payload,
+            now_ms(),
+        );
+        let encoded = entry.encode().to_vec();
+        let mut batch = Batch::new(&self.store);
+        match batch.ingest(&encoded, &payload)? {
+            Verdict::Stored(Status::Accepted) => {}
+            Verdict::Stored(Status::Rejected(reason)) => return Err(CityError::Rejected(reason)),
+            other => return Err(CityError::Rejected(format!("unexpected verdict {other:?}"))),
+        }
+        self.store.apply(batch.into_commit())?;
+        if let Some(tx) = self
+            .outbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            let _ = tx.try_send(WireEntry {
+                entry: encoded,
+                payload,
+            });
+        }
+        Ok(())
+    }
+
+    /// A guardian starts the recovery of `city` (which lost its key) to `new`, the key the city
+    /// made for it (`intercity key recovery new-key`): the recovery of the city's key `old`
+    /// (default: its current key), resting on that key's latest designation held here, with
+    /// caps at what this node holds of that key's feeds, and this city's vouch.
+    pub fn recovery_start(
+        &self,
+        city: CityId,
+        new: CityId,
+        old: Option<CityId>,
+    ) -> Result<RecoveryInfo, CityError> {
+        let book = self.store.key_book()?;
+        let city = book.city_of(&city);
+        let old = match old {
+            Some(k) => k,
+            None => book.current(&city).ok_or_else(|| {
+                CityError::Invitation(format!(
+                    "city {city} has no key that stands (its succession is contested): name the key to recover with --key; its keys are {}",
+                    book.keys_of(&city)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?,
+        };
+        if book.city_of(&old) != city {
+            return Err(CityError::Invitation(format!(
+                "key {old} is not a key of city {city} here"
+            )));
+        }
+        let (designation, designation_payload, _) =
+            self.designation_of(&old)?.ok_or_else(|| {
+                CityError::Invitation(format!(
+                    "this node holds no designation of guardians by key {old} of city {city}: without one, nobody can vouch"
+                ))
+            })?;
+        let caps: Vec<(Scope, u64)> = self
+            .store
+            .feeds_of(&old)
+            .map_err(|e| CityError::Rejected(e.to_string()))?
+            .into_iter()
+            .filter_map(|f| self.store.head(&f).ok().flatten().map(|h| (f.scope, h.seq)))
+            .collect();
+        let body = Statement::recovery_body(city, old, new, caps);
+        let payload =
+            Statement::assemble_recovery(&body, &designation.encode(), &designation_payload, &[]);
+        let token = recovery_token(&payload);
+        match self.recovery_vouch(&token) {
+            Ok(info) => Ok(info),
+            // Not a guardian itself: the token goes to the guardians as it is.
+            Err(CityError::Missing(_)) => Ok(read_recovery(&token)?.2),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A guardian adds its vouch to a recovery token, after checking that the designation it
+    /// rests on is one this node holds, accepted, of that city's key.
+    pub fn recovery_vouch(&self, token: &str) -> Result<RecoveryInfo, CityError> {
+        let (payload, statement, info) = read_recovery(token)?;
+        let (body, designation, designation_payload, mut vouches) =
+            Statement::recovery_parts(&payload)
+                .map_err(|e| CityError::Invitation(e.to_string()))?;
+        let Some(index) = info.guardians.iter().position(|g| *g == self.root) else {
+            return Err(CityError::Missing(format!(
+                "this city is not among the guardians of {} that the recovery names",
+                info.city
+            )));
+        };
+        if info.vouched.contains(&self.root) {
+            return Err(CityError::Invitation(
+                "this city vouched for this recovery already".into(),
+            ));
+        }
+        let entry =
+            SignedEntry::decode(&designation).map_err(|e| CityError::Invitation(e.to_string()))?;
+        let held = self
+            .store
+            .entry(&entry.header.feed(), entry.header.seq)
+            .map_err(|e| CityError::Rejected(e.to_string()))?;
+        if !held.is_some_and(|h| h.entry == entry && h.status == Status::Accepted) {
+            return Err(CityError::Invitation(format!(
+                "the designation of guardians the recovery rests on (seq {} of key {}) is not one this node holds as accepted: sync first, or refuse",
+                entry.header.seq, statement.old
+            )));
+        }
+        let recovery = statement.recovery.as_ref().map(|r| r.designation);
+        let Some(designation_hash) = recovery else {
+            return Err(CityError::Invitation("not a recovery".into()));
+        };
+        vouches.push((
+            index as u8,
+            self.key_id(),
+            Statement::vouch(&body, &designation_hash, &self.key),
+        ));
+        let payload =
+            Statement::assemble_recovery(&body, &designation, &designation_payload, &vouches);
+        Ok(read_recovery(&recovery_token(&payload))?.2)
+    }
+
+    /// A recovery token checked, for reading.
+    pub fn recovery_read(token: &str) -> Result<RecoveryInfo, CityError> {
+        Ok(read_recovery(token)?.2)
+    }
+
+    /// The city that lost its key makes the new one (kept as `city.key.recovery` until the
+    /// recovery is finished) and returns its id, for its guardians. Again: the same key.
+    pub fn recovery_new_key(dir: &Path) -> Result<CityId, CityError> {
+        let path = dir.join(RECOVERY_KEY_FILE);
+        if path.exists() {
+            return Ok(read_key(&path)?.id());
+        }
+        if !dir.join("city.json").exists() {
+            return Err(CityError::NoCity(dir.to_path_buf()));
+        }
+        let key = CityKey::generate()?;
+        write_private(
+            &path,
+            format!("{}\n", hex::encode(key.secret_bytes())).as_bytes(),
+        )?;
+        sync_dir(dir)?;
+        Ok(key.id())
+    }
+
+    /// The city finishes its recovery with a token its guardians vouched for: the recovery is
+    /// carried by the new key, stored (it must be accepted here), and the new key becomes the
+    /// city's key file. No daemon may run.
+    pub fn recovery_finish(dir: &Path, token: &str) -> Result<Rotated, CityError> {
+        let key_path = dir.join(RECOVERY_KEY_FILE);
+        if !key_path.exists() {
+            return Err(CityError::Invitation(
+                "no recovery key here: make one first with `intercity key recovery new-key`".into(),
+            ));
+        }
+        let new = read_key(&key_path)?;
+        let profile_path = dir.join("city.json");
+        let text = fs::read(&profile_path).map_err(io(&profile_path))?;
+        let profile: Profile = serde_json::from_slice(&text).map_err(|e| CityError::BadFile {
+            path: profile_path.clone(),
+            detail: e.to_string(),
+        })?;
+        let (payload, statement, _) = read_recovery(token)?;
+        if statement.new != new.id() || statement.city != profile.id {
+            return Err(CityError::Invitation(format!(
+                "this recovery is of city {} to key {}, not of this city ({}) to its recovery key ({})",
+                statement.city,
+                statement.new,
+                profile.id,
+                new.id()
+            )));
+        }
+        let store = Store::open(&dir.join("db"))?;
+        let entry = sign_entry(
+            &new,
+            Scope::Federation,
+            1,
+            Hash32::default(),
+            SUCCESSION_DOC,
+            &payload,
+            now_ms(),
+        );
+        let mut batch = Batch::new(&store);
+        match batch.ingest(&entry.encode(), &payload)? {
+            Verdict::Stored(Status::Accepted) => store.apply(batch.into_commit())?,
+            other => {
+                return Err(CityError::Rejected(format!(
+                    "the recovery is not accepted here: {other:?}"
+                )));
+            }
+        }
+        drop(store);
+        fs::rename(&key_path, dir.join("city.key")).map_err(io(&key_path))?;
+        sync_dir(dir)?;
+        tracing::info!(city = %profile.id, new = %new.id(), "the city's key was recovered");
+        Ok(Rotated {
+            city: profile.id,
+            old: statement.old,
+            new: new.id(),
+            caps: statement
+                .caps
+                .iter()
+                .map(|(s, n)| (s.to_string(), *n))
+                .collect(),
+            statement: hex::encode(entry.hash().0),
+        })
     }
 }

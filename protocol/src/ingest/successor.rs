@@ -21,7 +21,7 @@ use super::{
 };
 use crate::entry::{EntryError, FeedId, Scope, SignedEntry};
 use crate::identity::CityId;
-use crate::succession::{MAX_KEYS_PER_CITY, Statement};
+use crate::succession::{Guardians, MAX_KEYS_PER_CITY, Statement};
 
 /// The city a successor key's feed writes for, and the statement that made it so.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +157,41 @@ pub(super) fn statement(
     })
 }
 
+/// Ingests a designation of guardians (document [`crate::succession::GUARDIANS_DOC`]): kept,
+/// accepted when it is a valid designation of its feed's city in a federation feed, and read
+/// only when a recovery carries it.
+pub(super) fn designation(
+    ledger: &impl Ledger,
+    signed: &SignedEntry,
+    head: Option<FeedHead>,
+    payload: &[u8],
+) -> Result<Ingested, IngestError> {
+    let h = &signed.header;
+    let feed = h.feed();
+    let mut work = Work::new(ledger, None);
+    work.commit.payloads.push((signed.hash(), payload.to_vec()));
+    let cut = work.cut_of(&feed)?.filter(|(from, _)| h.seq >= *from);
+    let status = match (cut, Guardians::decode(payload)) {
+        (Some((_, reason)), _) => Status::Rejected(reason),
+        (None, Err(e)) => Status::Rejected(e.to_string()),
+        (None, Ok(_)) if h.scope != Scope::Federation => Status::Rejected(
+            "a designation of guardians belongs in its city's federation feed".into(),
+        ),
+        (None, Ok(g)) if g.city != work.city_of(&feed)? => Status::Rejected(format!(
+            "a designation of guardians of {} in a feed of {}",
+            g.city,
+            work.city_of(&feed)?
+        )),
+        (None, Ok(_)) => Status::Accepted,
+    };
+    work.append(signed, head, &status, payload.len());
+    work.finish()?;
+    Ok(Ingested {
+        verdict: Verdict::Stored(status),
+        commit: work.commit,
+    })
+}
+
 impl<L: Ledger> Work<'_, L> {
     /// The statement an entry carries, or why it carries none (a rejection: the entry is kept
     /// and changes nothing).
@@ -181,46 +216,58 @@ impl<L: Ledger> Work<'_, L> {
                 "a succession statement must be carried by the key it names".into(),
             ));
         }
-        if statement.city == statement.old {
-            return Ok(Ok(statement));
+        // The old key must be the city's (its root id, or a successor whose statement is held).
+        if let Err(reason) = self.key_of(statement.old, statement.city)? {
+            return Ok(Err(reason));
         }
-        // The old key must itself be a successor of the city: its own statement first.
-        let (mut key, mut length) = (statement.old, 1);
+        // A recovery: enough of the designated guardians vouched, each with a key of its own.
+        if let Some(r) = &statement.recovery {
+            let mut counted = BTreeSet::new();
+            for (guardian, key) in &r.vouches {
+                if self.key_of(*key, *guardian)?.is_ok() {
+                    counted.insert(*guardian);
+                }
+            }
+            if counted.len() < usize::from(r.threshold) {
+                return Ok(Err(format!(
+                    "a recovery needs {} of its city's guardians to vouch; {} did",
+                    r.threshold,
+                    counted.len()
+                )));
+            }
+        }
+        Ok(Ok(statement))
+    }
+
+    /// Whether `key` is a key of `city`: its root id, or a successor whose statement (and
+    /// those before it) this node holds. Not known yet (a statement not held): refused for now.
+    fn key_of(&self, key: CityId, city: CityId) -> Result<Result<(), String>, IngestError> {
+        let (mut key, mut length) = (key, 1);
         loop {
+            if key == city {
+                return Ok(Ok(()));
+            }
             let fed = FeedId {
                 author: key,
                 scope: Scope::Federation,
             };
             match self.feed_city_now(&fed)? {
-                Some(fc) if fc.city == statement.city => {
+                Some(fc) if fc.city == city => {
                     length += 1;
                     if length >= MAX_KEYS_PER_CITY {
                         return Ok(Err(format!(
-                            "city {} would have more than {MAX_KEYS_PER_CITY} keys",
-                            statement.city
+                            "city {city} would have more than {MAX_KEYS_PER_CITY} keys"
                         )));
-                    }
-                    if fc.old == fc.city {
-                        return Ok(Ok(statement));
                     }
                     key = fc.old;
                 }
-                Some(_) => {
-                    return Ok(Err(format!(
-                        "key {key} is not a key of city {}",
-                        statement.city
-                    )));
-                }
+                Some(_) => return Ok(Err(format!("key {key} is not a key of city {city}"))),
                 None if self.entry_now(&fed, 1)?.is_some() => {
-                    return Ok(Err(format!(
-                        "key {key} is not a key of city {}",
-                        statement.city
-                    )));
+                    return Ok(Err(format!("key {key} is not a key of city {city}")));
                 }
                 None => {
                     return Err(IngestError::Successor(format!(
-                        "the succession statement of {} names key {key}, whose own succession this node does not hold; retry once it has it",
-                        h.author
+                        "a succession statement names key {key} of city {city}, whose own succession this node does not hold; retry once it has it"
                     )));
                 }
             }
@@ -245,19 +292,14 @@ impl<L: Ledger> Work<'_, L> {
         }
     }
 
-    fn statements_now(&self, old: &CityId) -> Result<Vec<Statement>, LedgerError> {
-        let mut out: Vec<Statement> = self
-            .ledger
-            .statements_by(old)?
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect();
+    fn statements_now(&self, old: &CityId) -> Result<Vec<(Hash32, Statement)>, LedgerError> {
+        let mut out = self.ledger.statements_by(old)?;
         out.extend(
             self.commit
                 .statements
                 .iter()
                 .filter(|(_, s)| s.old == *old)
-                .map(|(_, s)| s.clone()),
+                .cloned(),
         );
         Ok(out)
     }
@@ -282,7 +324,7 @@ impl<L: Ledger> Work<'_, L> {
             if !seen.insert(k) || seen.len() > MAX_KEYS_PER_CITY {
                 continue;
             }
-            for s in self.statements_now(&k)? {
+            for (_, s) in self.statements_now(&k)? {
                 todo.push(s.new);
                 out.extend(self.feeds_now(&s.new)?);
             }
@@ -302,7 +344,7 @@ impl<L: Ledger> Work<'_, L> {
                 best = Some((seq, rank));
             }
         };
-        for s in self.statements_now(&feed.author)? {
+        for (_, s) in self.statements_now(&feed.author)? {
             consider(s.cap(&feed.scope).saturating_add(1), 1);
         }
         if let Some(fc) = self.feed_city_now(feed)?
@@ -331,7 +373,35 @@ impl<L: Ledger> Work<'_, L> {
             if self.fork_seq_now(&fed)?.is_some_and(|f| f <= 1) {
                 return Ok(false);
             }
-            if self.statements_now(&fc.old)?.iter().any(|s| s.new != key) {
+            let all = self.statements_now(&fc.old)?;
+            let Some((_, this)) = all.iter().find(|(h, _)| *h == fc.statement) else {
+                return Ok(false);
+            };
+            let others = || all.iter().filter(|(h, _)| *h != fc.statement);
+            let beaten = match &this.recovery {
+                // A statement of the old key: by any other of its statements naming another key,
+                // and by any recovery.
+                None => others().any(|(_, s)| s.new != key || s.recovery.is_some()),
+                // A recovery: if its designation is at or past a fork of the old key's
+                // federation feed, or by a recovery resting on an earlier designation (at one
+                // designation, the lowest statement hash goes first).
+                Some(r) => {
+                    let old_fed = FeedId {
+                        author: fc.old,
+                        scope: Scope::Federation,
+                    };
+                    self.fork_seq_now(&old_fed)?
+                        .is_some_and(|f| f <= r.designation_seq)
+                        || others().any(|(h, s)| {
+                            s.new != key
+                                && s.recovery.as_ref().is_some_and(|o| {
+                                    (o.designation_seq, o.designation, *h)
+                                        < (r.designation_seq, r.designation, fc.statement)
+                                })
+                        })
+                }
+            };
+            if beaten {
                 return Ok(false);
             }
             if fc.old == fc.city {
