@@ -530,11 +530,17 @@ impl EventLoop {
             Ok(book) => self.keys = book,
             Err(e) => warn!(error = %e, "reading the succession statements failed"),
         }
-        // A roster entry may name any key of its city: its city is what counts.
+        // A roster entry may name any key of its city: its city is what counts, and a city
+        // blocked under any of its keys is blocked under all of them.
+        let blocked: HashSet<CityId> = roster
+            .iter()
+            .filter(|e| e.blocked)
+            .map(|e| self.keys.city_of(&e.id))
+            .collect();
         let cities: HashSet<CityId> = roster
             .iter()
-            .filter(|e| !e.blocked)
             .map(|e| self.keys.city_of(&e.id))
+            .filter(|c| !blocked.contains(c))
             .chain([self.city.id()])
             .collect();
         let trusted: HashSet<CityId> = cities.iter().flat_map(|c| self.keys.keys_of(c)).collect();
@@ -558,7 +564,7 @@ impl EventLoop {
                 continue;
             };
             self.peers.entry(pid).or_default().name.clone_from(&e.name);
-            if !e.blocked && !self.banned.contains_key(&pid) {
+            if !blocked.contains(&self.keys.city_of(&e.id)) && !self.banned.contains_key(&pid) {
                 allowed.insert(pid);
             }
         }
@@ -571,10 +577,9 @@ impl EventLoop {
             .chain(self.guest_bans.keys())
             .copied()
             .chain(
-                roster
+                blocked
                     .iter()
-                    .filter(|e| e.blocked)
-                    .flat_map(|e| self.keys.keys_of(&self.keys.city_of(&e.id)))
+                    .flat_map(|c| self.keys.keys_of(c))
                     .map(|k| peer_id(&k)),
             )
             .collect();

@@ -5,7 +5,7 @@
 //! | `meta` | `schema_version` | u32 BE |
 //! | `meta` | `cuts/` · doc id (16) | the removals that stand in the document ([`Cut`] list) |
 //! | `meta` | `kind/` · doc id (16) | the kind the document's genesis created (`practice`, …) |
-//! | `meta` | `succ/` · old key (32) · entry hash (32) | a succession statement held, unsigned form |
+//! | `meta` | `succ/` · old key (32) | what the succession statements of that key decide ([`KeyPassed`]) |
 //! | `meta` | `fcity/` · feed (49) | the city a successor key's feed writes for ([`FeedCity`]) |
 //! | `entries` | feed (49) · seq (8 BE) | [`StoredEntry`] encoding |
 //! | `heads` | feed (49) | [`FeedHead`] encoding |
@@ -31,11 +31,10 @@ use automerge::{Automerge, ChangeHash};
 use intercity_protocol::entry::{DocId, EntryError, FeedId, Hash32};
 use intercity_protocol::identity::CityId;
 use intercity_protocol::ingest::{
-    ChangeInfo, Commit, Cut, DocState, FeedCity, FeedHead, ForkProof, Ledger, LedgerError,
-    PendingTotals, Status, StoredEntry,
+    ChangeInfo, Commit, Cut, DocState, FeedCity, FeedHead, ForkProof, KeyPassed, Ledger,
+    LedgerError, PendingTotals, Status, StoredEntry,
 };
 use intercity_protocol::record::{Kind, Record};
-use intercity_protocol::succession::Statement;
 use rocksdb::{
     ColumnFamilyDescriptor, DB, Direction, ErrorKind, IteratorMode, Options, WriteBatch,
     WriteOptions,
@@ -242,22 +241,44 @@ impl KeyBook {
     }
 }
 
-/// Succession statements by old key, and successor feeds' cities.
+/// Succession rows to write: summaries by old key, and successor feeds' cities.
+type SuccessionRows = (Vec<(CityId, KeyPassed)>, Vec<(FeedId, FeedCity)>);
+
+/// What each old key's statements decide, and successor feeds' cities.
 #[derive(Default, Clone)]
 pub(crate) struct Succession {
-    pub(crate) statements: std::collections::BTreeMap<CityId, Vec<(Hash32, Statement)>>,
+    pub(crate) passed: std::collections::BTreeMap<CityId, KeyPassed>,
     pub(crate) feed_cities: std::collections::BTreeMap<FeedId, FeedCity>,
 }
 
 impl Succession {
-    fn note(&mut self, commit: &Commit) {
+    /// The rows a commit changes: merged summaries and new feed cities (the first one given
+    /// for a feed stays).
+    fn apply(&mut self, commit: &Commit) -> SuccessionRows {
+        let mut passed: Vec<(CityId, KeyPassed)> = Vec::new();
         for (hash, st) in &commit.statements {
-            let held = self.statements.entry(st.old).or_default();
-            if !held.iter().any(|(h, _)| h == hash) {
-                held.push((*hash, st.clone()));
+            let merged = match self.passed.get_mut(&st.old) {
+                Some(k) => {
+                    k.add(*hash, st);
+                    k.clone()
+                }
+                None => {
+                    let k = KeyPassed::of(*hash, st);
+                    self.passed.insert(st.old, k.clone());
+                    k
+                }
+            };
+            passed.retain(|(old, _)| *old != st.old);
+            passed.push((st.old, merged));
+        }
+        let mut cities = Vec::new();
+        for (feed, city) in &commit.feed_cities {
+            if !self.feed_cities.contains_key(feed) {
+                self.feed_cities.insert(*feed, *city);
+                cities.push((*feed, *city));
             }
         }
-        self.feed_cities.extend(commit.feed_cities.iter().copied());
+        (passed, cities)
     }
 }
 
@@ -511,15 +532,14 @@ impl Store {
     fn read_succession(&self) -> Result<Succession, StoreError> {
         let mut out = Succession::default();
         for (k, v) in self.scan("meta", b"succ/")? {
-            let hash = k
-                .get(37..69)
+            let old = k
+                .get(5..37)
                 .and_then(|h| <[u8; 32]>::try_from(h).ok())
                 .ok_or_else(|| self.corrupt("a succession key"))?;
-            let st = Statement::decode_held(&v).map_err(|e| self.corrupt(e))?;
-            out.statements
-                .entry(st.old)
-                .or_default()
-                .push((Hash32(hash), st));
+            out.passed.insert(
+                CityId::from_bytes(old),
+                KeyPassed::decode(&v).map_err(|e| self.corrupt(e))?,
+            );
         }
         for (k, v) in self.scan("meta", b"fcity/")? {
             let feed = k
@@ -530,6 +550,19 @@ impl Store {
                 .insert(feed, FeedCity::decode(&v).map_err(|e| self.corrupt(e))?);
         }
         Ok(out)
+    }
+
+    /// The succession rows (a copy).
+    fn succession(&self) -> Result<Succession, StoreError> {
+        if let Some(s) = self
+            .succession
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            return Ok(s.clone());
+        }
+        self.read_succession()
     }
 
     /// Which keys belong to which city, from the succession statements held (§15.6 of
@@ -925,13 +958,23 @@ impl Store {
         for (doc, kind) in &commit.kinds {
             batch.put_cf(self.cf("meta"), kind_key(doc), kind.as_str());
         }
-        for (hash, st) in &commit.statements {
+        // The succession rows merge with what is held: worked out on a copy, kept if written.
+        let touched = !commit.statements.is_empty() || !commit.feed_cities.is_empty();
+        let mut succession = if touched {
+            Some(self.succession()?)
+        } else {
+            None
+        };
+        let (passed, cities) = succession
+            .as_mut()
+            .map(|s| s.apply(&commit))
+            .unwrap_or_default();
+        for (old, k) in &passed {
             let mut key = b"succ/".to_vec();
-            key.extend_from_slice(st.old.as_bytes());
-            key.extend_from_slice(&hash.0);
-            batch.put_cf(self.cf("meta"), key, st.encode_held());
+            key.extend_from_slice(old.as_bytes());
+            batch.put_cf(self.cf("meta"), key, k.encode());
         }
-        for (feed, city) in &commit.feed_cities {
+        for (feed, city) in &cities {
             let mut key = b"fcity/".to_vec();
             key.extend_from_slice(&feed.to_bytes());
             batch.put_cf(self.cf("meta"), key, city.encode());
@@ -998,13 +1041,14 @@ impl Store {
                 note_fork(index, p);
             }
         }
-        if let Some(succession) = self
-            .succession
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_mut()
+        if let Some(updated) = succession
+            && let Some(held) = self
+                .succession
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_mut()
         {
-            succession.note(&commit);
+            *held = updated;
         }
         let group_members: Vec<(DocId, std::collections::BTreeSet<String>)> = commit
             .docs

@@ -41,7 +41,7 @@ use crate::{chunk, doc};
 mod removal;
 mod successor;
 pub use removal::{Cut, Lowered, MAX_REPLAY_PASSES, removed_reason};
-pub use successor::{FeedCity, no_succession_reason, retired_reason};
+pub use successor::{FeedCity, KeyPassed, no_succession_reason, retired_reason};
 
 /// At most this many entries wait for missing dependencies on one node.
 pub const MAX_PENDING_ENTRIES: u64 = 10_000;
@@ -419,9 +419,9 @@ pub trait Ledger {
     /// The kind of record document `doc` was created as (read from its genesis change, kept
     /// when the document is not), if a genesis of it was read.
     fn doc_kind(&self, doc: &DocId) -> Result<Option<Kind>, LedgerError>;
-    /// The succession statements held whose old key is `old` (§15.6), with their entries'
-    /// hashes, accepted or void.
-    fn statements_by(&self, old: &CityId) -> Result<Vec<(Hash32, Statement)>, LedgerError>;
+    /// What the succession statements held whose old key is `old` decide (§15.6); None if
+    /// none is held.
+    fn key_passed(&self, old: &CityId) -> Result<Option<KeyPassed>, LedgerError>;
     /// The city a successor key's feed writes for (§15.6); None for a feed of a root key.
     fn feed_city(&self, feed: &FeedId) -> Result<Option<FeedCity>, LedgerError>;
     /// The feeds of `author` that hold an entry.
@@ -509,6 +509,10 @@ pub enum IngestError {
     /// The header does not decode or the signature does not verify.
     #[error(transparent)]
     Entry(#[from] EntryError),
+    /// An entry of the succession document that is not a valid statement (§15.6): never
+    /// stored; whoever sent it is to blame.
+    #[error("not a valid succession statement: {0}")]
+    BadStatement(String),
     /// A successor key's feed whose succession statement (§15.6) this node does not hold, or
     /// whose first entry names something else. Not a fault of whoever relayed it: retry once
     /// the statement arrives.
@@ -685,7 +689,8 @@ pub struct Commit {
     pub kinds: Vec<(DocId, Kind)>,
     /// Succession statements stored, by their entries' hashes (§15.6).
     pub statements: Vec<(Hash32, Statement)>,
-    /// Successor feeds started, with the city they write for (§15.6).
+    /// Successor feeds started, with the city they write for (§15.6). A ledger keeps the first
+    /// it is given for a feed.
     pub feed_cities: Vec<(FeedId, FeedCity)>,
 }
 
@@ -808,7 +813,17 @@ fn pipeline(
         // A second entry at a held position: a fork. Nothing new if a proof at this seq or
         // below is held already; else the feed is settled from this seq (§15.4).
         if ledger.fork_seq(&feed)?.is_some_and(|s| s <= h.seq) {
-            return Err(IngestError::Frozen(feed.scope, feed.author));
+            // The other branch's first entry, a statement this node has not held yet (§15.6).
+            let mut work = Work::new(ledger, None);
+            successor::forked_statement(&mut work, &signed, payload)?;
+            if work.commit.statements.is_empty() {
+                return Err(IngestError::Frozen(feed.scope, feed.author));
+            }
+            work.finish()?;
+            return Ok(Ingested {
+                verdict: Verdict::Fork,
+                commit: work.commit,
+            });
         }
         let mut work = Work::new(ledger, None);
         // A fork of a federation feed may void a succession (§15.6): of its statement (its
@@ -833,11 +848,13 @@ fn pipeline(
         ));
         work.commit.forks.push(ForkProof {
             first: held.entry,
-            second: signed,
+            second: signed.clone(),
         });
         for (f, b) in before {
             work.settle(f, b)?;
         }
+        // The other branch's first entry may be a statement: held all the same (§15.6).
+        successor::forked_statement(&mut work, &signed, payload)?;
         work.finish()?;
         return Ok(Ingested {
             verdict: Verdict::Fork,
@@ -1881,7 +1898,9 @@ impl<'a, L: Ledger> Batch<'a, L> {
         self.cuts.extend(commit.cuts);
         self.kinds.extend(commit.kinds);
         self.statements.extend(commit.statements);
-        self.feed_cities.extend(commit.feed_cities);
+        for (feed, city) in commit.feed_cities {
+            self.feed_cities.entry(feed).or_insert(city);
+        }
     }
 
     /// The writes of every entry judged, to apply atomically.
@@ -2021,14 +2040,14 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
         }
     }
 
-    fn statements_by(&self, old: &CityId) -> Result<Vec<(Hash32, Statement)>, LedgerError> {
-        let mut out = self.ledger.statements_by(old)?;
-        out.extend(
-            self.statements
-                .iter()
-                .filter(|(_, s)| s.old == *old)
-                .cloned(),
-        );
+    fn key_passed(&self, old: &CityId) -> Result<Option<KeyPassed>, LedgerError> {
+        let mut out = self.ledger.key_passed(old)?;
+        for (hash, st) in self.statements.iter().filter(|(_, s)| s.old == *old) {
+            match &mut out {
+                Some(k) => k.add(*hash, st),
+                None => out = Some(KeyPassed::of(*hash, st)),
+            }
+        }
         Ok(out)
     }
 
@@ -2089,8 +2108,8 @@ pub mod memory {
         pub cuts: BTreeMap<DocId, Vec<Cut>>,
         /// Documents' kinds.
         pub kinds: BTreeMap<DocId, Kind>,
-        /// Succession statements, by entry hash.
-        pub statements: BTreeMap<Hash32, Statement>,
+        /// What the succession statements decide, by old key.
+        pub passed: BTreeMap<CityId, KeyPassed>,
         /// Successor feeds' cities.
         pub feed_cities: BTreeMap<FeedId, FeedCity>,
     }
@@ -2157,8 +2176,17 @@ pub mod memory {
             }
             merge_actor_seqs(&mut self.actor_seqs, commit.actor_seqs);
             self.kinds.extend(commit.kinds);
-            self.statements.extend(commit.statements);
-            self.feed_cities.extend(commit.feed_cities);
+            for (hash, st) in commit.statements {
+                match self.passed.get_mut(&st.old) {
+                    Some(k) => k.add(hash, &st),
+                    None => {
+                        self.passed.insert(st.old, KeyPassed::of(hash, &st));
+                    }
+                }
+            }
+            for (feed, city) in commit.feed_cities {
+                self.feed_cities.entry(feed).or_insert(city);
+            }
             for (id, cuts) in commit.cuts {
                 if cuts.is_empty() {
                     self.cuts.remove(&id);
@@ -2218,13 +2246,8 @@ pub mod memory {
         fn doc_kind(&self, doc: &DocId) -> Result<Option<Kind>, LedgerError> {
             Ok(self.kinds.get(doc).copied())
         }
-        fn statements_by(&self, old: &CityId) -> Result<Vec<(Hash32, Statement)>, LedgerError> {
-            Ok(self
-                .statements
-                .iter()
-                .filter(|(_, s)| s.old == *old)
-                .map(|(h, s)| (*h, s.clone()))
-                .collect())
+        fn key_passed(&self, old: &CityId) -> Result<Option<KeyPassed>, LedgerError> {
+            Ok(self.passed.get(old).cloned())
         }
         fn feed_city(&self, feed: &FeedId) -> Result<Option<FeedCity>, LedgerError> {
             Ok(self.feed_cities.get(feed).copied())

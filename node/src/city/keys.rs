@@ -164,9 +164,9 @@ impl City {
         let old = self.key.clone();
         let held = self
             .store
-            .statements_by(&old.id())
+            .key_passed(&old.id())
             .map_err(|e| CityError::Rejected(e.to_string()))?;
-        if !held.is_empty() {
+        if held.is_some() {
             return Err(CityError::Rejected(format!(
                 "key {} has passed its right on already; the data directory's key file is not the newest",
                 old.id()
@@ -246,6 +246,16 @@ impl City {
                 entries.len()
             ));
         }
+        // A city counts if a roster entry names one of its keys, and none is blocked.
+        let book = self.store.key_book()?;
+        let roster = self.roster()?;
+        let in_roster = |c: &CityId| {
+            let of_city: Vec<_> = roster
+                .iter()
+                .filter(|e| book.city_of(&e.id) == *c || e.id == *c)
+                .collect();
+            !of_city.is_empty() && of_city.iter().all(|e| !e.blocked)
+        };
         let mut city = None;
         for w in entries {
             let Ok(e) = SignedEntry::decode(&w.entry) else {
@@ -259,7 +269,7 @@ impl City {
                 Ok(st) => st,
                 Err(e) => return refuse(e.to_string()),
             };
-            if self.roster_entry(&st.city)?.is_none_or(|r| r.blocked) {
+            if !in_roster(&st.city) {
                 return refuse(format!("{} is not a city of this roster", st.city));
             }
             if city.is_some_and(|c| c != st.city) {

@@ -139,11 +139,11 @@ impl Ledger for Store {
             .collect()
     }
 
-    fn statements_by(
+    fn key_passed(
         &self,
         old: &CityId,
-    ) -> Result<Vec<(Hash32, intercity_protocol::succession::Statement)>, LedgerError> {
-        self.ledger(self.with_succession(|s| s.statements.get(old).cloned().unwrap_or_default()))
+    ) -> Result<Option<intercity_protocol::ingest::KeyPassed>, LedgerError> {
+        self.ledger(self.with_succession(|s| s.passed.get(old).cloned()))
     }
 
     fn feed_city(

@@ -1,10 +1,14 @@
 //! Key succession in the pipeline (§15.6 of docs/protocol.md): a statement entry, the city a
 //! successor's feed writes for, and the cuts succession puts on feeds.
 //!
-//! - A **statement** is the first entry of the new key's federation feed. Once stored (accepted
-//!   or void), it caps every feed of its old key: an entry past its feed's cap is void
-//!   ([`retired_reason`]). The caps of every statement an old key signed hold together (the
-//!   lowest wins), so that what a node decides depends only on the statements it holds.
+//! - A **statement** is the first entry of the new key's federation feed. One that is not a
+//!   valid statement is refused, never stored. Once held (accepted or void, or seen as the
+//!   other branch of a fork of that first entry), it caps every feed of its old key: an entry
+//!   past its feed's cap is void ([`retired_reason`]). The caps of every statement an old key
+//!   signed hold together (the lowest wins). A ledger keeps, per old key, only what decides
+//!   ([`KeyPassed`]): the caps, two of the keys it named itself, and the recovery that goes
+//!   first; so that any number of statements costs the same, and what a node decides depends
+//!   only on the statements it holds, not on their order.
 //! - A **successor feed** is a feed of the new key: its federation feed (whose first entry is
 //!   the statement) and every group feed whose first entry names the statement in `prev`.
 //!   Such a feed writes for the statement's city: authorization reads that city, not the key.
@@ -13,7 +17,7 @@
 //!   successor) stands. A successor feed whose succession does not stand is void from its
 //!   first entry ([`no_succession_reason`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     FeedHead, Hash32, IngestError, Ingested, Ledger, LedgerError, Status, Verdict, Work,
@@ -32,32 +36,228 @@ pub struct FeedCity {
     pub old: CityId,
     /// The hash of the statement's entry (the first of the new key's federation feed).
     pub statement: Hash32,
+    /// For a recovery: the seq and hash of the designation it rests on.
+    pub recovery: Option<(u64, Hash32)>,
+}
+
+fn id32(b: &[u8]) -> [u8; 32] {
+    let mut a = [0u8; 32];
+    a.copy_from_slice(&b[..32]);
+    a
 }
 
 impl FeedCity {
-    /// 96 bytes: city, old key, statement hash.
-    pub fn encode(&self) -> [u8; 96] {
-        let mut b = [0u8; 96];
-        b[..32].copy_from_slice(self.city.as_bytes());
-        b[32..64].copy_from_slice(self.old.as_bytes());
-        b[64..].copy_from_slice(&self.statement.0);
+    /// 97 or 137 bytes: city, old key, statement hash, then `00`, or `01` with the
+    /// designation's seq (u64) and hash.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(137);
+        b.extend_from_slice(self.city.as_bytes());
+        b.extend_from_slice(self.old.as_bytes());
+        b.extend_from_slice(&self.statement.0);
+        match self.recovery {
+            None => b.push(0),
+            Some((seq, hash)) => {
+                b.push(1);
+                b.extend_from_slice(&seq.to_be_bytes());
+                b.extend_from_slice(&hash.0);
+            }
+        }
         b
     }
 
     /// Decodes [`FeedCity::encode`].
     pub fn decode(b: &[u8]) -> Result<Self, EntryError> {
-        if b.len() != 96 {
-            return Err(EntryError::Length(b.len()));
-        }
-        let part = |r: std::ops::Range<usize>| {
-            let mut a = [0u8; 32];
-            a.copy_from_slice(&b[r]);
-            a
+        let recovery = match (b.len(), b.get(96)) {
+            (97, Some(0)) => None,
+            (137, Some(1)) => {
+                let mut seq = [0u8; 8];
+                seq.copy_from_slice(&b[97..105]);
+                Some((u64::from_be_bytes(seq), Hash32(id32(&b[105..]))))
+            }
+            _ => return Err(EntryError::Length(b.len())),
         };
         Ok(FeedCity {
-            city: CityId::from_bytes(part(0..32)),
-            old: CityId::from_bytes(part(32..64)),
-            statement: Hash32(part(64..96)),
+            city: CityId::from_bytes(id32(&b[0..])),
+            old: CityId::from_bytes(id32(&b[32..])),
+            statement: Hash32(id32(&b[64..])),
+            recovery,
+        })
+    }
+}
+
+/// What decides, of every statement an old key's right passed by (§15.6): a ledger keeps this
+/// per old key, merged from the statements as they come (in any order, to the same effect).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPassed {
+    /// The last seq the old key keeps in each feed: the lowest of every statement's caps (a
+    /// scope some statement does not list keeps nothing, and is absent here).
+    pub caps: BTreeMap<Scope, u64>,
+    /// Keys the old key named itself (planned statements), at most two: one is a succession,
+    /// two a contest (neither stands), and more change nothing.
+    pub planned: Vec<CityId>,
+    /// The recovery that goes first: its designation's seq and hash, its statement's hash, the
+    /// key it names.
+    pub recovery: Option<(u64, Hash32, Hash32, CityId)>,
+}
+
+impl KeyPassed {
+    /// What one statement (its entry's hash given) decides.
+    pub fn of(hash: Hash32, st: &Statement) -> Self {
+        let mut k = KeyPassed {
+            caps: st.caps.iter().copied().collect(),
+            planned: Vec::new(),
+            recovery: None,
+        };
+        k.note(hash, st);
+        k
+    }
+
+    /// Merges another statement of the same old key.
+    pub fn add(&mut self, hash: Hash32, st: &Statement) {
+        let listed: BTreeMap<Scope, u64> = st.caps.iter().copied().collect();
+        self.caps.retain(|scope, cap| match listed.get(scope) {
+            Some(c) => {
+                *cap = (*cap).min(*c);
+                true
+            }
+            None => false,
+        });
+        self.note(hash, st);
+    }
+
+    /// Merges what another ledger's summary decided (the same old key).
+    pub fn merge(&mut self, other: &KeyPassed) {
+        self.caps.retain(|scope, cap| match other.caps.get(scope) {
+            Some(c) => {
+                *cap = (*cap).min(*c);
+                true
+            }
+            None => false,
+        });
+        for k in &other.planned {
+            self.name(*k);
+        }
+        if let Some(r) = other.recovery {
+            self.recover(r);
+        }
+    }
+
+    fn note(&mut self, hash: Hash32, st: &Statement) {
+        match &st.recovery {
+            None => self.name(st.new),
+            Some(r) => self.recover((r.designation_seq, r.designation, hash, st.new)),
+        }
+    }
+
+    fn name(&mut self, key: CityId) {
+        if self.planned.len() < 2 && !self.planned.contains(&key) {
+            self.planned.push(key);
+        }
+    }
+
+    fn recover(&mut self, r: (u64, Hash32, Hash32, CityId)) {
+        if self
+            .recovery
+            .is_none_or(|b| (r.0, r.1, r.2) < (b.0, b.1, b.2))
+        {
+            self.recovery = Some(r);
+        }
+    }
+
+    /// The last seq the old key keeps in its feed of `scope` (0: none).
+    pub fn cap(&self, scope: &Scope) -> u64 {
+        self.caps.get(scope).copied().unwrap_or(0)
+    }
+
+    /// The keys named (planned, and the first recovery's).
+    pub fn named(&self) -> Vec<CityId> {
+        let mut out = self.planned.clone();
+        out.extend(self.recovery.map(|r| r.3));
+        out
+    }
+
+    /// The stored encoding: caps (u16 count, then scope and seq each), planned keys (u8 count,
+    /// then the keys), recovery (`00`, or `01` then designation seq, designation hash,
+    /// statement hash, key).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(2 + 25 * self.caps.len() + 1 + 64 + 105);
+        b.extend_from_slice(
+            &u16::try_from(self.caps.len())
+                .unwrap_or(u16::MAX)
+                .to_be_bytes(),
+        );
+        for (scope, seq) in &self.caps {
+            b.extend_from_slice(&scope.to_bytes());
+            b.extend_from_slice(&seq.to_be_bytes());
+        }
+        b.push(self.planned.len() as u8);
+        for k in &self.planned {
+            b.extend_from_slice(k.as_bytes());
+        }
+        match self.recovery {
+            None => b.push(0),
+            Some((seq, d, h, k)) => {
+                b.push(1);
+                b.extend_from_slice(&seq.to_be_bytes());
+                b.extend_from_slice(&d.0);
+                b.extend_from_slice(&h.0);
+                b.extend_from_slice(k.as_bytes());
+            }
+        }
+        b
+    }
+
+    /// Decodes [`KeyPassed::encode`].
+    pub fn decode(b: &[u8]) -> Result<Self, EntryError> {
+        let bad = || EntryError::Length(b.len());
+        let n = usize::from(u16::from_be_bytes([
+            *b.first().ok_or_else(bad)?,
+            *b.get(1).ok_or_else(bad)?,
+        ]));
+        let mut at = 2;
+        let mut caps = BTreeMap::new();
+        for _ in 0..n {
+            let s: [u8; 17] = b
+                .get(at..at + 17)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?;
+            let q: [u8; 8] = b
+                .get(at + 17..at + 25)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?;
+            caps.insert(Scope::from_bytes(&s)?, u64::from_be_bytes(q));
+            at += 25;
+        }
+        let m = usize::from(*b.get(at).ok_or_else(bad)?);
+        at += 1;
+        let mut planned = Vec::with_capacity(m);
+        for _ in 0..m.min(2) {
+            planned.push(CityId::from_bytes(id32(
+                b.get(at..at + 32).ok_or_else(bad)?,
+            )));
+            at += 32;
+        }
+        let recovery = match b.get(at) {
+            Some(0) if b.len() == at + 1 => None,
+            Some(1) if b.len() == at + 1 + 104 => {
+                let r = &b[at + 1..];
+                let mut seq = [0u8; 8];
+                seq.copy_from_slice(&r[..8]);
+                Some((
+                    u64::from_be_bytes(seq),
+                    Hash32(id32(&r[8..])),
+                    Hash32(id32(&r[40..])),
+                    CityId::from_bytes(id32(&r[72..])),
+                ))
+            }
+            _ => return Err(bad()),
+        };
+        Ok(KeyPassed {
+            caps,
+            planned,
+            recovery,
         })
     }
 }
@@ -120,34 +320,13 @@ pub(super) fn statement(
     let hash = signed.hash();
     let mut work = Work::new(ledger, None);
     work.commit.payloads.push((hash, payload.to_vec()));
-    let status = match work.weigh_statement(signed, payload)? {
-        Err(reason) => Status::Rejected(reason),
-        Ok(statement) => {
-            // Every feed whose cut this statement may lower: its old key's (caps), and those of
-            // the keys that succeeded the old key before (a second successor voids them all).
-            let mut affected = work.feeds_now(&statement.old)?;
-            affected.extend(work.successor_closure(statement.old)?);
-            let mut before = Vec::with_capacity(affected.len());
-            for f in affected {
-                before.push((f, work.cut_of(&f)?));
-            }
-            work.commit.feed_cities.push((
-                feed,
-                FeedCity {
-                    city: statement.city,
-                    old: statement.old,
-                    statement: hash,
-                },
-            ));
-            work.commit.statements.push((hash, statement));
-            for (f, b) in before {
-                work.settle(f, b)?;
-            }
-            match work.cut_of(&feed)? {
-                Some((_, reason)) => Status::Rejected(reason),
-                None => Status::Accepted,
-            }
-        }
+    let statement = work
+        .weigh_statement(signed, payload)?
+        .map_err(IngestError::BadStatement)?;
+    work.hold_statement(hash, statement, true)?;
+    let status = match work.cut_of(&feed)? {
+        Some((_, reason)) => Status::Rejected(reason),
+        None => Status::Accepted,
     };
     work.append(signed, head, &status, payload.len());
     work.finish()?;
@@ -192,7 +371,83 @@ pub(super) fn designation(
     })
 }
 
+/// A second first entry of a federation feed, which is a statement (§15.6): the fork is
+/// settled by the pipeline; here the statement is held, whichever branch this node keeps, so
+/// that its caps and its city hold on every node. Nothing if it is not a valid statement, or
+/// held already.
+pub(super) fn forked_statement<L: Ledger>(
+    work: &mut Work<'_, L>,
+    signed: &SignedEntry,
+    payload: &[u8],
+) -> Result<(), IngestError> {
+    let h = &signed.header;
+    if h.seq != 1
+        || h.scope != Scope::Federation
+        || h.doc != crate::succession::SUCCESSION_DOC
+        || payload.len() != h.payload_len as usize
+        || Hash32::of(payload) != h.payload_hash
+    {
+        return Ok(());
+    }
+    let hash = signed.hash();
+    if work
+        .feed_city_now(&h.feed())?
+        .is_some_and(|fc| fc.statement == hash)
+    {
+        return Ok(());
+    }
+    match work.weigh_statement(signed, payload) {
+        Ok(Ok(statement)) => {
+            let known = work.feed_city_now(&h.feed())?.is_some();
+            Ok(work.hold_statement(hash, statement, !known)?)
+        }
+        // Not a statement, or one judged later (it comes again with the other branch).
+        Ok(Err(_)) | Err(IngestError::Successor(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl<L: Ledger> Work<'_, L> {
+    /// Holds a valid statement (its entry's hash given): the old key's caps, and, with
+    /// `city`, the city of the new key's federation feed; then settles every feed whose cut
+    /// that may lower: the old key's (caps), and those of the keys that succeeded it before.
+    fn hold_statement(
+        &mut self,
+        hash: Hash32,
+        statement: Statement,
+        city: bool,
+    ) -> Result<(), LedgerError> {
+        let mut affected = self.feeds_now(&statement.old)?;
+        affected.extend(self.successor_closure(statement.old)?);
+        let mut before = Vec::with_capacity(affected.len());
+        for f in affected {
+            before.push((f, self.cut_of(&f)?));
+        }
+        if city {
+            let feed = FeedId {
+                author: statement.new,
+                scope: Scope::Federation,
+            };
+            self.commit.feed_cities.push((
+                feed,
+                FeedCity {
+                    city: statement.city,
+                    old: statement.old,
+                    statement: hash,
+                    recovery: statement
+                        .recovery
+                        .as_ref()
+                        .map(|r| (r.designation_seq, r.designation)),
+                },
+            ));
+        }
+        self.commit.statements.push((hash, statement));
+        for (f, b) in before {
+            self.settle(f, b)?;
+        }
+        Ok(())
+    }
+
     /// The statement an entry carries, or why it carries none (a rejection: the entry is kept
     /// and changes nothing).
     fn weigh_statement(
@@ -262,7 +517,11 @@ impl<L: Ledger> Work<'_, L> {
                     key = fc.old;
                 }
                 Some(_) => return Ok(Err(format!("key {key} is not a key of city {city}"))),
-                None if self.entry_now(&fed, 1)?.is_some() => {
+                // Its first entry is held and is no statement: unless another first entry
+                // (a fork) may be one, still to come.
+                None if self.entry_now(&fed, 1)?.is_some()
+                    && self.fork_seq_now(&fed)?.is_none_or(|f| f > 1) =>
+                {
                     return Ok(Err(format!("key {key} is not a key of city {city}")));
                 }
                 None => {
@@ -292,15 +551,15 @@ impl<L: Ledger> Work<'_, L> {
         }
     }
 
-    fn statements_now(&self, old: &CityId) -> Result<Vec<(Hash32, Statement)>, LedgerError> {
-        let mut out = self.ledger.statements_by(old)?;
-        out.extend(
-            self.commit
-                .statements
-                .iter()
-                .filter(|(_, s)| s.old == *old)
-                .cloned(),
-        );
+    /// What the statements of `old` decide, as this ingestion leaves them.
+    fn passed_now(&self, old: &CityId) -> Result<Option<KeyPassed>, LedgerError> {
+        let mut out = self.ledger.key_passed(old)?;
+        for (hash, st) in self.commit.statements.iter().filter(|(_, s)| s.old == *old) {
+            match &mut out {
+                Some(k) => k.add(*hash, st),
+                None => out = Some(KeyPassed::of(*hash, st)),
+            }
+        }
         Ok(out)
     }
 
@@ -324,9 +583,9 @@ impl<L: Ledger> Work<'_, L> {
             if !seen.insert(k) || seen.len() > MAX_KEYS_PER_CITY {
                 continue;
             }
-            for (_, s) in self.statements_now(&k)? {
-                todo.push(s.new);
-                out.extend(self.feeds_now(&s.new)?);
+            for new in self.passed_now(&k)?.map(|p| p.named()).unwrap_or_default() {
+                todo.push(new);
+                out.extend(self.feeds_now(&new)?);
             }
         }
         out.sort();
@@ -344,8 +603,8 @@ impl<L: Ledger> Work<'_, L> {
                 best = Some((seq, rank));
             }
         };
-        for (_, s) in self.statements_now(&feed.author)? {
-            consider(s.cap(&feed.scope).saturating_add(1), 1);
+        if let Some(p) = self.passed_now(&feed.author)? {
+            consider(p.cap(&feed.scope).saturating_add(1), 1);
         }
         if let Some(fc) = self.feed_city_now(feed)?
             && !self.standing(feed.author, fc)?
@@ -373,31 +632,23 @@ impl<L: Ledger> Work<'_, L> {
             if self.fork_seq_now(&fed)?.is_some_and(|f| f <= 1) {
                 return Ok(false);
             }
-            let all = self.statements_now(&fc.old)?;
-            let Some((_, this)) = all.iter().find(|(h, _)| *h == fc.statement) else {
+            let Some(passed) = self.passed_now(&fc.old)? else {
                 return Ok(false);
             };
-            let others = || all.iter().filter(|(h, _)| *h != fc.statement);
-            let beaten = match &this.recovery {
-                // A statement of the old key: by any other of its statements naming another key,
-                // and by any recovery.
-                None => others().any(|(_, s)| s.new != key || s.recovery.is_some()),
+            let beaten = match fc.recovery {
+                // A statement of the old key: by another key it named, or by any recovery.
+                None => passed.recovery.is_some() || passed.planned.iter().any(|k| *k != key),
                 // A recovery: if its designation is at or past a fork of the old key's
                 // federation feed, or by a recovery resting on an earlier designation (at one
                 // designation, the lowest statement hash goes first).
-                Some(r) => {
+                Some((seq, designation)) => {
                     let old_fed = FeedId {
                         author: fc.old,
                         scope: Scope::Federation,
                     };
-                    self.fork_seq_now(&old_fed)?
-                        .is_some_and(|f| f <= r.designation_seq)
-                        || others().any(|(h, s)| {
-                            s.new != key
-                                && s.recovery.as_ref().is_some_and(|o| {
-                                    (o.designation_seq, o.designation, *h)
-                                        < (r.designation_seq, r.designation, fc.statement)
-                                })
+                    self.fork_seq_now(&old_fed)?.is_some_and(|f| f <= seq)
+                        || passed.recovery.is_some_and(|(s, d, h, k)| {
+                            k != key && (s, d, h) < (seq, designation, fc.statement)
                         })
                 }
             };
