@@ -36,6 +36,15 @@ fn constants() -> BTreeMap<&'static str, u64> {
             ingest::MAX_REJECTED_BYTES_PER_FEED,
         ),
         ("MAX_REPLAY_PASSES", n(ingest::MAX_REPLAY_PASSES)),
+        ("MAX_CAPS", n(intercity_protocol::succession::MAX_CAPS)),
+        (
+            "MAX_KEYS_PER_CITY",
+            n(intercity_protocol::succession::MAX_KEYS_PER_CITY),
+        ),
+        (
+            "MAX_GUARDIANS",
+            n(intercity_protocol::succession::MAX_GUARDIANS),
+        ),
         ("MAX_INVALID_PER_PEER", u64::from(net::MAX_INVALID_PER_PEER)),
         ("MAX_INFLIGHT_RANGES", n(net::MAX_INFLIGHT_RANGES)),
         ("MAX_PUSH_JUDGED", n(net::MAX_PUSH_JUDGED)),
