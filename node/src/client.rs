@@ -187,6 +187,19 @@ impl Client {
         }
     }
 
+    /// A recovery token, with what this node holds beside it.
+    pub fn recovery_check(&self, token: &str) -> Result<RecoveryInfo, CityError> {
+        match self {
+            Client::Local(c) => c.recovery_check(token),
+            Client::Daemon { control, .. } => Self::call(
+                control,
+                ControlRequest::RecoveryCheck {
+                    token: token.to_string(),
+                },
+            ),
+        }
+    }
+
     /// As a guardian, vouches for a recovery.
     pub fn recovery_vouch(&self, token: &str) -> Result<RecoveryInfo, CityError> {
         match self {

@@ -76,6 +76,11 @@ pub enum ControlRequest {
         /// The key recovered (default: the city's current key).
         old: Option<CityId>,
     },
+    /// A recovery token, with what this node holds beside it.
+    RecoveryCheck {
+        /// The recovery token.
+        token: String,
+    },
     /// A guardian vouches for a recovery.
     RecoveryVouch {
         /// The recovery token.
@@ -501,6 +506,7 @@ fn execute_blocking(
             json(city.recovery_start(c, new, old)?)
         }
         ControlRequest::RecoveryVouch { token } => json(city.recovery_vouch(&token)?),
+        ControlRequest::RecoveryCheck { token } => json(city.recovery_check(&token)?),
         ControlRequest::Record { id } => Ok(city.record(doc_id(&id)?)?.to_json()),
         ControlRequest::Base { id } => {
             let (record, heads) = city.record_and_heads(doc_id(&id)?)?;

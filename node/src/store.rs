@@ -274,8 +274,8 @@ impl Succession {
         let mut cities = Vec::new();
         for (feed, city) in &commit.feed_cities {
             if !self.feed_cities.contains_key(feed) {
-                self.feed_cities.insert(*feed, *city);
-                cities.push((*feed, *city));
+                self.feed_cities.insert(*feed, city.clone());
+                cities.push((*feed, city.clone()));
             }
         }
         (passed, cities)
@@ -568,19 +568,24 @@ impl Store {
     /// Which keys belong to which city, from the succession statements held (§15.6 of
     /// docs/protocol.md).
     pub fn key_book(&self) -> Result<KeyBook, StoreError> {
-        let rows: Vec<(FeedId, FeedCity)> = self.with_succession(|s| {
-            s.feed_cities
-                .iter()
-                .filter(|(f, _)| f.scope == intercity_protocol::entry::Scope::Federation)
-                .map(|(f, c)| (*f, *c))
-                .collect()
-        })?;
+        let (rows, retired): (Vec<(FeedId, FeedCity)>, Vec<CityId>) =
+            self.with_succession(|s| {
+                (
+                    s.feed_cities
+                        .iter()
+                        .filter(|(f, _)| f.scope == intercity_protocol::entry::Scope::Federation)
+                        .map(|(f, c)| (*f, c.clone()))
+                        .collect(),
+                    // Every key a held statement passed on (either branch of a fork included).
+                    s.passed.keys().copied().collect(),
+                )
+            })?;
         let mut book = KeyBook::default();
+        book.retired.extend(retired);
         let mut standing = Vec::new();
         for (feed, fc) in rows {
             book.city_of.insert(feed.author, fc.city);
             book.city_of.insert(fc.old, fc.city);
-            book.retired.insert(fc.old);
             let accepted = self
                 .entry(&feed, 1)
                 .map_err(|e| StoreError::Corrupt {

@@ -2053,7 +2053,7 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
 
     fn feed_city(&self, feed: &FeedId) -> Result<Option<FeedCity>, LedgerError> {
         match self.feed_cities.get(feed) {
-            Some(c) => Ok(Some(*c)),
+            Some(c) => Ok(Some(c.clone())),
             None => self.ledger.feed_city(feed),
         }
     }
@@ -2250,7 +2250,7 @@ pub mod memory {
             Ok(self.passed.get(old).cloned())
         }
         fn feed_city(&self, feed: &FeedId) -> Result<Option<FeedCity>, LedgerError> {
-            Ok(self.feed_cities.get(feed).copied())
+            Ok(self.feed_cities.get(feed).cloned())
         }
         fn feeds_of(&self, author: &CityId) -> Result<Vec<FeedId>, LedgerError> {
             Ok(self

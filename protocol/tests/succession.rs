@@ -1107,3 +1107,305 @@ fn a_contested_successor_s_removal_is_void_in_any_order() {
     assert!(status(&l, &r).is_void());
     assert_eq!(status(&l, &x), Status::Accepted);
 }
+
+// ---------------------------------------------------------------- second attacker review (the recovery path)
+
+/// A recovery built by hand: `old_key` signs a designation entry at `seq` (with `prev`) naming
+/// `guardians` (threshold 1), never published; `voucher` vouches as guardian `index`; `new`
+/// carries it.
+#[allow(clippy::too_many_arguments)]
+fn forged_recovery(
+    city: CityId,
+    old_key: &CityKey,
+    seq: u64,
+    prev: Hash32,
+    guardians: &[CityId],
+    voucher: &CityKey,
+    index: u8,
+    new: &CityKey,
+    caps: Vec<(Scope, u64)>,
+) -> (Wire, Wire) {
+    let gpayload = Guardians {
+        city,
+        threshold: 1,
+        guardians: guardians.to_vec(),
+    }
+    .encode();
+    let designation = wire_raw(
+        old_key,
+        Scope::Federation,
+        seq,
+        prev,
+        GUARDIANS_DOC,
+        gpayload.clone(),
+    );
+    let dhash = hash_of(&designation);
+    let body = Statement::recovery_body(city, old_key.id(), new.id(), caps);
+    let vouch = Statement::vouch(&body, &dhash, voucher);
+    let payload = Statement::assemble_recovery(
+        &body,
+        &designation.entry,
+        &gpayload,
+        &[(index, voucher.id(), vouch)],
+    );
+    (
+        designation,
+        wire_raw(
+            new,
+            Scope::Federation,
+            1,
+            Hash32::default(),
+            SUCCESSION_DOC,
+            payload,
+        ),
+    )
+}
+
+/// Review 2 (authority). The thief holding only Milan's key signs a designation at seq 1 of the
+/// old key's federation feed (naming a puppet), never publishes it, and carries it in a
+/// recovery. Before the fix the carried designation was never compared with the entry held at
+/// that seq: no fork was seen, and the thief's "earlier" designation beat Milan's real one
+/// (seq 2), so the thief took the city on every node. Now the carried designation proves a fork
+/// of Milan's old federation feed at seq 1: no recovery resting at or past it stands (the
+/// thief stalls the recovery, §15.6), and the thief never takes the city, in any order.
+#[test]
+fn an_unpublished_designation_at_a_lower_seq_does_not_beat_the_real_one() {
+    let (mut milan, brno, warsaw) = three();
+    let puppet = CityKey::from_secret([77; 32]);
+    let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let d = milan.designate(0, 1, &[&brno, &warsaw]);
+    let r = milan.recover_from(0, 11, &[&brno]);
+    let w2 = milan.edit(p, summary("Milan's"));
+    let thief_new = CityKey::from_secret([66; 32]);
+    let (_, tr) = forged_recovery(
+        milan.root,
+        &milan.keys[0],
+        1,
+        Hash32::default(),
+        &[puppet.id()],
+        &puppet,
+        0,
+        &thief_new,
+        vec![(Scope::Federation, 2)],
+    );
+    let all = [w1, d, r.clone(), w2.clone(), tr.clone()];
+    let mut seen = None;
+    for order in orders(&all, 40) {
+        let l = deliver(&order);
+        let outcome = (
+            status_opt(&l, &r),
+            status_opt(&l, &w2),
+            status_opt(&l, &tr),
+            l.docs.contains_key(&p),
+        );
+        assert!(
+            outcome.2.as_ref().is_some_and(Status::is_void),
+            "the thief's recovery: {:?}",
+            outcome.2
+        );
+        assert!(
+            outcome.0.as_ref().is_some_and(Status::is_void),
+            "a recovery on a forked feed: {:?}",
+            outcome.0
+        );
+        // The fork at seq 1 voids Milan's practice itself (§15.4): the thief can destroy what
+        // the key signed, as any key's holder can, but takes nothing.
+        assert!(
+            !outcome.3,
+            "the practice of a feed forked at its first entry"
+        );
+        match &seen {
+            None => seen = Some(outcome),
+            Some(held) => assert_eq!(held, &outcome, "another order, another outcome"),
+        }
+    }
+}
+
+/// Review 2 (authority). Milan rotates K1 -> K2 (planned) and later K1 leaks. The thief signs a
+/// designation with K1 *past its cap* (void as an entry), names a puppet, and recovers K1 to
+/// a key of its own: a recovery beats any planned statement, so K2 and everything after it
+/// are void and the thief's key is Milan's, on every node. A retired key keeps the power to
+/// take the city for ever.
+#[test]
+fn a_retired_key_cannot_take_the_city_with_a_designation_past_its_cap() {
+    let mut milan = Town::new(1);
+    let puppet = CityKey::from_secret([77; 32]);
+    let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let s = milan.rotate(11);
+    let w2 = milan.edit(p, summary("K2's"));
+    let thief_new = CityKey::from_secret([66; 32]);
+    let (td, tr) = forged_recovery(
+        milan.root,
+        &milan.keys[0],
+        2,
+        hash_of(&w1),
+        &[puppet.id()],
+        &puppet,
+        0,
+        &thief_new,
+        vec![(Scope::Federation, 1)],
+    );
+    // Unpublished, it is waited for; published (void, past the cap), it does not count.
+    let mut l = MemLedger::default();
+    for w in [&w1, &s, &w2] {
+        l.ingest(&w.entry, &w.payload).expect("taken");
+    }
+    assert!(matches!(
+        l.ingest(&tr.entry, &tr.payload),
+        Err(IngestError::Successor(_))
+    ));
+    let l = same_in_every_order(&[w1, s.clone(), w2.clone(), td, tr.clone()]);
+    assert_eq!(status(&l, &s), Status::Accepted, "Milan's planned rotation");
+    assert_eq!(status(&l, &w2), Status::Accepted, "Milan's edit under K2");
+    assert_ne!(
+        status(&l, &tr),
+        Status::Accepted,
+        "the leaked retired key's recovery"
+    );
+}
+
+/// Two statements carried by one key X at seq 1 (a fork): S1 from Brno's root (city Brno),
+/// S2 from Evil's root (city Evil). A node keeps the feed city of whichever came first.
+fn forked_carrier() -> (Town, Town, Town, CityKey, Wire, Wire) {
+    let (milan, brno, evil) = (Town::new(1), Town::new(2), Town::new(9));
+    let x = CityKey::from_secret([55; 32]);
+    let s1 = wire_raw(
+        &x,
+        Scope::Federation,
+        1,
+        Hash32::default(),
+        SUCCESSION_DOC,
+        Statement::sign(brno.root, &brno.keys[0], x.id(), vec![]),
+    );
+    let s2 = wire_raw(
+        &x,
+        Scope::Federation,
+        1,
+        Hash32::default(),
+        SUCCESSION_DOC,
+        Statement::sign(evil.root, &evil.keys[0], x.id(), vec![]),
+    );
+    (milan, brno, evil, x, s1, s2)
+}
+
+/// Review 2 (determinism). Milan names Brno its guardian; Brno's vouch is signed with X, a key
+/// carried by two forked statements (Brno's and Evil's). A node that held Brno's branch
+/// first counts the vouch (`key_of` reads the first feed city, and ignores that X's
+/// succession does not stand); one that held Evil's branch first refuses the recovery as a
+/// BadStatement, for ever, and blames the peer. Milan's new key is Milan on one node, a
+/// stranger on the other.
+#[test]
+fn a_vouch_by_a_forked_key_counts_the_same_in_any_order() {
+    let (mut milan, brno, _evil, x, s1, s2) = forked_carrier();
+    let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let d = milan.designate(0, 1, &[&brno]);
+    let fake_brno = Town {
+        root: brno.root,
+        keys: vec![x.clone()],
+        ledger: MemLedger::default(),
+        statements: BTreeMap::new(),
+    };
+    milan.receive(std::slice::from_ref(&s1));
+    let r = milan.recover_from(0, 11, &[&fake_brno]);
+    let w2 = milan.edit(p, summary("recovered"));
+    let a = ingest_in(&[&w1, &d, &s1, &s2, &r, &w2]);
+    let b = ingest_in(&[&w1, &d, &s2, &s1, &r, &w2]);
+    assert_eq!(status_opt(&a, &r), status_opt(&b, &r), "the recovery");
+    assert_eq!(fingerprint(&a), fingerprint(&b), "verdicts and documents");
+}
+
+/// Review 2 (determinism, held entries). X's group feed starts from S2 (the other branch): a node
+/// that held S1 first refuses it for ever ("names a statement its author did not make"), a
+/// node that held S2 first stores it.
+#[test]
+fn a_group_feed_naming_the_other_branch_is_taken_the_same_in_any_order() {
+    let (milan, _brno, _evil, x, s1, s2) = forked_carrier();
+    let mut d = Automerge::new();
+    d.set_actor(ActorId::from(x.id().as_bytes().to_vec()));
+    let rec = group(&milan, &[]);
+    let mut tx = d.transaction();
+    doc::write_record(&mut tx, &rec, doc::Texts::Merged).expect("write");
+    let (hash, _) = tx.commit_with(CommitOptions::default().with_message("g"));
+    let change = d.get_change_by_hash(&hash.expect("c")).expect("c").clone();
+    let id = DocId::for_genesis(&change.hash());
+    let g1 = wire_raw(
+        &x,
+        Scope::Group(id),
+        1,
+        hash_of(&s2),
+        id,
+        change.raw_bytes().to_vec(),
+    );
+    let a = deliver(&[s1.clone(), s2.clone(), g1.clone()]);
+    let b = deliver(&[s2.clone(), s1.clone(), g1.clone()]);
+    assert_eq!(status_opt(&a, &g1), status_opt(&b, &g1), "the group entry");
+}
+
+/// Review 2. The recovery scenarios batched judge as single entries do.
+#[test]
+fn recoveries_batched_judge_as_single_entries() {
+    let (mut milan, brno, warsaw) = three();
+    let puppet = Town::new(77);
+    let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let d = milan.designate(0, 1, &[&brno, &warsaw]);
+    let mut thief = Town {
+        root: milan.root,
+        keys: vec![milan.keys[0].clone()],
+        ledger: milan.ledger.clone(),
+        statements: BTreeMap::new(),
+    };
+    let t1 = thief.rotate(66);
+    let t2 = thief.edit(p, summary("thief"));
+    let mut thief2 = Town {
+        root: milan.root,
+        keys: vec![milan.keys[0].clone()],
+        ledger: milan.ledger.clone(),
+        statements: BTreeMap::new(),
+    };
+    let td = thief2.designate(0, 1, &[&puppet]);
+    let tr = thief2.recover_from(0, 67, &[&puppet]);
+    let t3 = thief2.edit(p, summary("thief2"));
+    let r = milan.recover_from(0, 11, &[&warsaw]);
+    let w2 = milan.edit(p, summary("Milan's"));
+    let r2 = milan.recover_from(0, 12, &[&brno]);
+    let w3 = milan.edit(p, summary("Milan's second"));
+    let all = vec![w1, d, t1, t2, td, tr, t3, r, w2, r2, w3];
+    for order in orders(&all, 10) {
+        let single = fingerprint(&deliver(&order));
+        for size in [2, 3, 5, all.len()] {
+            let batched = fingerprint(&deliver_batched(&order, size));
+            assert_eq!(batched, single, "batch size {size}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// Review 2. Hostile bytes: no decoder panics.
+    #[test]
+    fn succession_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
+        use intercity_protocol::ingest::{FeedCity, KeyPassed};
+        let _ = Statement::decode(&bytes);
+        let _ = Statement::decode_held(&bytes);
+        let _ = Statement::recovery_parts(&bytes);
+        let _ = Guardians::decode(&bytes);
+        let _ = KeyPassed::decode(&bytes);
+        let _ = FeedCity::decode(&bytes);
+    }
+
+    /// Review 2. A valid recovery with bytes changed: no decoder panics.
+    #[test]
+    fn a_mutated_recovery_never_panics(edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..6), cut in any::<u16>()) {
+        let (milan, brno) = (Town::new(1), Town::new(2));
+        let new = CityKey::from_secret([11; 32]);
+        let (_, w) = forged_recovery(milan.root, &milan.keys[0], 1, Hash32::default(), &[brno.root], &brno.keys[0], 0, &new, vec![(Scope::Federation, 3)]);
+        let mut b = w.payload.clone();
+        for (at, v) in edits { let i = at as usize % b.len(); b[i] = v; }
+        let _ = Statement::decode(&b);
+        let _ = Statement::recovery_parts(&b);
+        b.truncate(cut as usize % (b.len() + 1));
+        let _ = Statement::decode(&b);
+        let _ = Statement::recovery_parts(&b);
+    }
+}

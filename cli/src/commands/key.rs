@@ -60,6 +60,7 @@ When a city has lost its key (or a thief holds it), its guardians move the city 
   2. one guardian:                       intercity key recovery start --city Milan --new-key 12D3KooW...
      (prints a token with its vouch; pass it on)
   3. each further guardian:             intercity key recovery vouch <token>
+     (shows it beside what its node holds; then again with --yes to vouch)
   4. the city, with enough vouches:     intercity key recovery finish <token>
      then start the node: it shows its peers the recovery.
 
@@ -84,10 +85,14 @@ pub enum RecoveryCommand {
         #[arg(long)]
         key: Option<CityId>,
     },
-    /// A guardian: add this city's vouch to a recovery token
+    /// A guardian: show a recovery token beside what this node holds, then (with --yes) add
+    /// this city's vouch
     Vouch {
         /// The token
         token: String,
+        /// Vouch: you checked the new key's id with the city, and what stays valid
+        #[arg(long)]
+        yes: bool,
     },
     /// Anyone: show what a recovery token says
     Show {
@@ -157,6 +162,19 @@ fn print_recovery(ctx: &Ctx, info: &intercity_node::city::RecoveryInfo) -> anyho
         ),
         ("guardians", list(&info.guardians)),
         ("vouched", list(&info.vouched)),
+        (
+            "held here of the lost key",
+            info.held_here
+                .iter()
+                .map(|(s, n)| format!("{s} up to seq {n}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        (
+            "current key here",
+            info.current_here
+                .map_or_else(|| "none stands".to_string(), |k| k.to_string()),
+        ),
     ])?;
     Ok(ctx.ui.line(&info.token)?)
 }
@@ -254,11 +272,22 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             let city = city_arg(&client, &city)?;
             print_recovery(ctx, &client.recovery_start(city, new_key, key)?)?;
         }
-        Command::Recovery(RecoveryCommand::Vouch { token }) => {
+        Command::Recovery(RecoveryCommand::Vouch { token, yes: false }) => {
+            print_recovery(ctx, &ctx.open_read()?.recovery_check(&token)?)?;
+            ctx.ui.note(
+                "Not vouched yet. Check the new key's id with the city (call someone you know \
+                 there) and what stays valid of the lost key; then run again with --yes.",
+            );
+        }
+        Command::Recovery(RecoveryCommand::Vouch { token, yes: true }) => {
             print_recovery(ctx, &ctx.open()?.recovery_vouch(&token)?)?;
         }
         Command::Recovery(RecoveryCommand::Show { token }) => {
-            print_recovery(ctx, &intercity_node::City::recovery_read(&token)?)?;
+            let info = match ctx.open_read() {
+                Ok(client) => client.recovery_check(&token)?,
+                Err(_) => intercity_node::City::recovery_read(&token)?,
+            };
+            print_recovery(ctx, &info)?;
         }
         Command::Recovery(RecoveryCommand::Finish { token }) => {
             let dir = ctx.data_dir()?;

@@ -320,6 +320,14 @@ pub struct RecoveryInfo {
     pub guardians: Vec<CityId>,
     /// Those that vouched.
     pub vouched: Vec<CityId>,
+    /// What this node holds of the lost key's feeds (scope, last seq): entries past the caps
+    /// are void once the recovery stands. Empty when not read on a node.
+    #[serde(default)]
+    pub held_here: Vec<(String, u64)>,
+    /// The city's current key as this node knows it (None: no key stands for it here). A
+    /// recovery of another key overrides that key's rotation.
+    #[serde(default)]
+    pub current_here: Option<CityId>,
 }
 
 fn recovery_token(payload: &[u8]) -> String {
@@ -354,6 +362,8 @@ fn read_recovery(token: &str) -> Result<(Vec<u8>, Statement, RecoveryInfo), City
         threshold: recovery.threshold,
         guardians: guardians.guardians,
         vouched: recovery.vouches.iter().map(|(g, _)| *g).collect(),
+        held_here: Vec::new(),
+        current_here: None,
     };
     Ok((payload, statement, info))
 }
@@ -557,12 +567,40 @@ impl City {
         ));
         let payload =
             Statement::assemble_recovery(&body, &designation, &designation_payload, &vouches);
-        Ok(read_recovery(&recovery_token(&payload))?.2)
+        let mut info = read_recovery(&recovery_token(&payload))?.2;
+        self.note_here(&mut info)?;
+        Ok(info)
     }
 
     /// A recovery token checked, for reading.
     pub fn recovery_read(token: &str) -> Result<RecoveryInfo, CityError> {
         Ok(read_recovery(token)?.2)
+    }
+
+    /// A recovery token checked, with what this node holds beside it: the lost key's feeds
+    /// and the city's current key here.
+    pub fn recovery_check(&self, token: &str) -> Result<RecoveryInfo, CityError> {
+        let mut info = read_recovery(token)?.2;
+        self.note_here(&mut info)?;
+        Ok(info)
+    }
+
+    fn note_here(&self, info: &mut RecoveryInfo) -> Result<(), CityError> {
+        info.held_here = self
+            .store
+            .feeds_of(&info.old)
+            .map_err(|e| CityError::Rejected(e.to_string()))?
+            .into_iter()
+            .filter_map(|f| {
+                self.store
+                    .head(&f)
+                    .ok()
+                    .flatten()
+                    .map(|h| (f.scope.to_string(), h.seq))
+            })
+            .collect();
+        info.current_here = self.store.key_book()?.current(&info.city);
+        Ok(())
     }
 
     /// The city that lost its key makes the new one (kept as `city.key.recovery` until the

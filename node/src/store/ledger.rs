@@ -150,7 +150,7 @@ impl Ledger for Store {
         &self,
         feed: &FeedId,
     ) -> Result<Option<intercity_protocol::ingest::FeedCity>, LedgerError> {
-        self.ledger(self.with_succession(|s| s.feed_cities.get(feed).copied()))
+        self.ledger(self.with_succession(|s| s.feed_cities.get(feed).cloned()))
     }
 
     fn feeds_of(&self, author: &CityId) -> Result<Vec<FeedId>, LedgerError> {

@@ -20,15 +20,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    FeedHead, Hash32, IngestError, Ingested, Ledger, LedgerError, Status, Verdict, Work,
+    FeedHead, ForkProof, Hash32, IngestError, Ingested, Ledger, LedgerError, Status, Verdict, Work,
     void_reason,
 };
 use crate::entry::{EntryError, FeedId, Scope, SignedEntry};
 use crate::identity::CityId;
 use crate::succession::{Guardians, MAX_KEYS_PER_CITY, Statement};
 
+/// How deep the standing of a recovery reads the standing of the keys that vouched for it.
+const MAX_VOUCH_DEPTH: usize = 4;
+
 /// The city a successor key's feed writes for, and the statement that made it so.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedCity {
     /// The city (root id).
     pub city: CityId,
@@ -36,8 +39,21 @@ pub struct FeedCity {
     pub old: CityId,
     /// The hash of the statement's entry (the first of the new key's federation feed).
     pub statement: Hash32,
-    /// For a recovery: the seq and hash of the designation it rests on.
-    pub recovery: Option<(u64, Hash32)>,
+    /// For a recovery: what its standing reads.
+    pub recovery: Option<RecoveryRef>,
+}
+
+/// What the standing of a recovery reads (§15.6, rule 5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveryRef {
+    /// The seq of the designation it rests on, in the old key's federation feed.
+    pub designation_seq: u64,
+    /// That designation's entry hash.
+    pub designation: Hash32,
+    /// How many guardians must vouch.
+    pub threshold: u8,
+    /// The vouches: (guardian city, the key it signed with).
+    pub vouches: Vec<(CityId, CityId)>,
 }
 
 fn id32(b: &[u8]) -> [u8; 32] {
@@ -47,19 +63,26 @@ fn id32(b: &[u8]) -> [u8; 32] {
 }
 
 impl FeedCity {
-    /// 97 or 137 bytes: city, old key, statement hash, then `00`, or `01` with the
-    /// designation's seq (u64) and hash.
+    /// City (32), old key (32), statement hash (32), then `00`, or `01` with the recovery's
+    /// designation seq (u64), designation hash (32), threshold (u8), vouch count (u8) and the
+    /// vouches (guardian, key: 64 each).
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(137);
+        let mut b = Vec::with_capacity(97);
         b.extend_from_slice(self.city.as_bytes());
         b.extend_from_slice(self.old.as_bytes());
         b.extend_from_slice(&self.statement.0);
-        match self.recovery {
+        match &self.recovery {
             None => b.push(0),
-            Some((seq, hash)) => {
+            Some(r) => {
                 b.push(1);
-                b.extend_from_slice(&seq.to_be_bytes());
-                b.extend_from_slice(&hash.0);
+                b.extend_from_slice(&r.designation_seq.to_be_bytes());
+                b.extend_from_slice(&r.designation.0);
+                b.push(r.threshold);
+                b.push(u8::try_from(r.vouches.len()).unwrap_or(u8::MAX));
+                for (g, k) in &r.vouches {
+                    b.extend_from_slice(g.as_bytes());
+                    b.extend_from_slice(k.as_bytes());
+                }
             }
         }
         b
@@ -67,14 +90,35 @@ impl FeedCity {
 
     /// Decodes [`FeedCity::encode`].
     pub fn decode(b: &[u8]) -> Result<Self, EntryError> {
-        let recovery = match (b.len(), b.get(96)) {
-            (97, Some(0)) => None,
-            (137, Some(1)) => {
+        let bad = || EntryError::Length(b.len());
+        if b.len() < 97 {
+            return Err(bad());
+        }
+        let recovery = match b[96] {
+            0 if b.len() == 97 => None,
+            1 if b.len() >= 139 => {
                 let mut seq = [0u8; 8];
                 seq.copy_from_slice(&b[97..105]);
-                Some((u64::from_be_bytes(seq), Hash32(id32(&b[105..]))))
+                let m = usize::from(b[138]);
+                if b.len() != 139 + 64 * m {
+                    return Err(bad());
+                }
+                Some(RecoveryRef {
+                    designation_seq: u64::from_be_bytes(seq),
+                    designation: Hash32(id32(&b[105..])),
+                    threshold: b[137],
+                    vouches: (0..m)
+                        .map(|i| {
+                            let at = 139 + 64 * i;
+                            (
+                                CityId::from_bytes(id32(&b[at..])),
+                                CityId::from_bytes(id32(&b[at + 32..])),
+                            )
+                        })
+                        .collect(),
+                })
             }
-            _ => return Err(EntryError::Length(b.len())),
+            _ => return Err(bad()),
         };
         Ok(FeedCity {
             city: CityId::from_bytes(id32(&b[0..])),
@@ -84,6 +128,9 @@ impl FeedCity {
         })
     }
 }
+
+/// A valid statement, and the fork its recovery's designation proves, if any.
+type Weighed = (Statement, Option<ForkProof>);
 
 /// What decides, of every statement an old key's right passed by (§15.6): a ledger keeps this
 /// per old key, merged from the statements as they come (in any order, to the same effect).
@@ -98,6 +145,9 @@ pub struct KeyPassed {
     /// The recovery that goes first: its designation's seq and hash, its statement's hash, the
     /// key it names.
     pub recovery: Option<(u64, Hash32, Hash32, CityId)>,
+    /// The lowest federation cap of the statements the old key signed itself: a designation
+    /// past it was made after the key passed its right on, and no recovery rests on it.
+    pub planned_fed_cap: Option<u64>,
 }
 
 impl KeyPassed {
@@ -107,6 +157,7 @@ impl KeyPassed {
             caps: st.caps.iter().copied().collect(),
             planned: Vec::new(),
             recovery: None,
+            planned_fed_cap: None,
         };
         k.note(hash, st);
         k
@@ -137,6 +188,9 @@ impl KeyPassed {
         for k in &other.planned {
             self.name(*k);
         }
+        if let Some(c) = other.planned_fed_cap {
+            self.planned_cap(c);
+        }
         if let Some(r) = other.recovery {
             self.recover(r);
         }
@@ -144,9 +198,16 @@ impl KeyPassed {
 
     fn note(&mut self, hash: Hash32, st: &Statement) {
         match &st.recovery {
-            None => self.name(st.new),
+            None => {
+                self.name(st.new);
+                self.planned_cap(st.cap(&Scope::Federation));
+            }
             Some(r) => self.recover((r.designation_seq, r.designation, hash, st.new)),
         }
+    }
+
+    fn planned_cap(&mut self, cap: u64) {
+        self.planned_fed_cap = Some(self.planned_fed_cap.map_or(cap, |c| c.min(cap)));
     }
 
     fn name(&mut self, key: CityId) {
@@ -204,6 +265,13 @@ impl KeyPassed {
                 b.extend_from_slice(k.as_bytes());
             }
         }
+        match self.planned_fed_cap {
+            None => b.push(0),
+            Some(c) => {
+                b.push(1);
+                b.extend_from_slice(&c.to_be_bytes());
+            }
+        }
         b
     }
 
@@ -240,11 +308,15 @@ impl KeyPassed {
             at += 32;
         }
         let recovery = match b.get(at) {
-            Some(0) if b.len() == at + 1 => None,
-            Some(1) if b.len() == at + 1 + 104 => {
+            Some(0) => {
+                at += 1;
+                None
+            }
+            Some(1) if b.len() >= at + 1 + 104 => {
                 let r = &b[at + 1..];
                 let mut seq = [0u8; 8];
                 seq.copy_from_slice(&r[..8]);
+                at += 105;
                 Some((
                     u64::from_be_bytes(seq),
                     Hash32(id32(&r[8..])),
@@ -254,10 +326,20 @@ impl KeyPassed {
             }
             _ => return Err(bad()),
         };
+        let planned_fed_cap = match b.get(at) {
+            Some(0) if b.len() == at + 1 => None,
+            Some(1) if b.len() == at + 9 => {
+                let mut c = [0u8; 8];
+                c.copy_from_slice(&b[at + 1..]);
+                Some(u64::from_be_bytes(c))
+            }
+            _ => return Err(bad()),
+        };
         Ok(KeyPassed {
             caps,
             planned,
             recovery,
+            planned_fed_cap,
         })
     }
 }
@@ -294,8 +376,12 @@ pub(super) fn feed_city_named(
         author: feed.author,
         scope: Scope::Federation,
     };
+    let forked = ledger.fork_seq(&fed)?.is_some_and(|f| f <= 1);
     match ledger.feed_city(&fed)? {
         Some(city) if city.statement == *prev => Ok(city),
+        // Its author signed two first entries (two statements, maybe): whichever one this
+        // feed names, it is void from its first entry (rule 5), on every node alike.
+        Some(city) if forked => Ok(city),
         Some(_) => Err(IngestError::Successor(format!(
             "the first entry of feed {} of {} names a succession statement its author did not make",
             feed.scope, feed.author
@@ -320,10 +406,10 @@ pub(super) fn statement(
     let hash = signed.hash();
     let mut work = Work::new(ledger, None);
     work.commit.payloads.push((hash, payload.to_vec()));
-    let statement = work
+    let (statement, fork) = work
         .weigh_statement(signed, payload)?
         .map_err(IngestError::BadStatement)?;
-    work.hold_statement(hash, statement, true)?;
+    work.hold_statement(hash, statement, true, fork)?;
     let status = match work.cut_of(&feed)? {
         Some((_, reason)) => Status::Rejected(reason),
         None => Status::Accepted,
@@ -397,9 +483,9 @@ pub(super) fn forked_statement<L: Ledger>(
         return Ok(());
     }
     match work.weigh_statement(signed, payload) {
-        Ok(Ok(statement)) => {
+        Ok(Ok((statement, fork))) => {
             let known = work.feed_city_now(&h.feed())?.is_some();
-            Ok(work.hold_statement(hash, statement, !known)?)
+            Ok(work.hold_statement(hash, statement, !known, fork)?)
         }
         // Not a statement, or one judged later (it comes again with the other branch).
         Ok(Err(_)) | Err(IngestError::Successor(_)) => Ok(()),
@@ -416,12 +502,28 @@ impl<L: Ledger> Work<'_, L> {
         hash: Hash32,
         statement: Statement,
         city: bool,
+        fork: Option<ForkProof>,
     ) -> Result<(), LedgerError> {
         let mut affected = self.feeds_now(&statement.old)?;
         affected.extend(self.successor_closure(statement.old)?);
         let mut before = Vec::with_capacity(affected.len());
         for f in affected {
             before.push((f, self.cut_of(&f)?));
+        }
+        // A recovery's designation that differs from the held one proves a fork of the old
+        // key's federation feed (§15.4): its head is frozen, as for any fork.
+        if let Some(proof) = fork {
+            let feed = proof.first.header.feed();
+            if let Some(head) = self.current_head(&feed)? {
+                self.commit.heads.push((
+                    feed,
+                    FeedHead {
+                        frozen: true,
+                        ..head
+                    },
+                ));
+            }
+            self.commit.forks.push(proof);
         }
         if city {
             let feed = FeedId {
@@ -434,10 +536,12 @@ impl<L: Ledger> Work<'_, L> {
                     city: statement.city,
                     old: statement.old,
                     statement: hash,
-                    recovery: statement
-                        .recovery
-                        .as_ref()
-                        .map(|r| (r.designation_seq, r.designation)),
+                    recovery: statement.recovery.as_ref().map(|r| RecoveryRef {
+                        designation_seq: r.designation_seq,
+                        designation: r.designation,
+                        threshold: r.threshold,
+                        vouches: r.vouches.clone(),
+                    }),
                 },
             ));
         }
@@ -454,7 +558,7 @@ impl<L: Ledger> Work<'_, L> {
         &self,
         signed: &SignedEntry,
         payload: &[u8],
-    ) -> Result<Result<Statement, String>, IngestError> {
+    ) -> Result<Result<Weighed, String>, IngestError> {
         let h = &signed.header;
         if h.scope != Scope::Federation || h.seq != 1 {
             return Ok(Err(
@@ -475,23 +579,65 @@ impl<L: Ledger> Work<'_, L> {
         if let Err(reason) = self.key_of(statement.old, statement.city)? {
             return Ok(Err(reason));
         }
-        // A recovery: enough of the designated guardians vouched, each with a key of its own.
-        if let Some(r) = &statement.recovery {
-            let mut counted = BTreeSet::new();
-            for (guardian, key) in &r.vouches {
-                if self.key_of(*key, *guardian)?.is_ok() {
-                    counted.insert(*guardian);
-                }
-            }
-            if counted.len() < usize::from(r.threshold) {
-                return Ok(Err(format!(
-                    "a recovery needs {} of its city's guardians to vouch; {} did",
-                    r.threshold,
-                    counted.len()
+        let Some(r) = &statement.recovery else {
+            return Ok(Ok((statement, None)));
+        };
+        // A recovery: enough of the designated guardians vouched (which of them count, by the
+        // keys they signed with, is for its standing: rule 5). Each vouching key that is not a
+        // guardian's root id must be known here, as a successor or as no statement at all.
+        if r.vouches.len() < usize::from(r.threshold) {
+            return Ok(Err(format!(
+                "a recovery needs {} of its city's guardians to vouch; {} did",
+                r.threshold,
+                r.vouches.len()
+            )));
+        }
+        for (guardian, key) in &r.vouches {
+            let fed = FeedId {
+                author: *key,
+                scope: Scope::Federation,
+            };
+            if key != guardian
+                && self.feed_city_now(&fed)?.is_none()
+                && self.entry_now(&fed, 1)?.is_none()
+            {
+                return Err(IngestError::Successor(format!(
+                    "a guardian of {} vouched with key {key}, whose first entry this node does not hold; retry once it has it",
+                    statement.city
                 )));
             }
         }
-        Ok(Ok(statement))
+        // The designation it rests on must be the one the old key's feed holds at its seq: a
+        // different one is a fork of that feed (both are the old key's), held as such.
+        let old_fed = FeedId {
+            author: statement.old,
+            scope: Scope::Federation,
+        };
+        let forked_below = self
+            .fork_seq_now(&old_fed)?
+            .is_some_and(|f| f <= r.designation_seq);
+        let fork = match self.entry_now(&old_fed, r.designation_seq)? {
+            Some(held) if held.entry.hash() == r.designation => None,
+            Some(held) => {
+                let (_, carried, _, _) = Statement::recovery_parts(payload)
+                    .map_err(|e| IngestError::BadStatement(e.to_string()))?;
+                let carried = SignedEntry::decode(&carried)
+                    .map_err(|e| IngestError::BadStatement(e.to_string()))?;
+                (!forked_below).then_some(ForkProof {
+                    first: held.entry,
+                    second: carried,
+                })
+            }
+            // Not held: on a branch this node refused (then it cannot stand), or not yet.
+            None if forked_below => None,
+            None => {
+                return Err(IngestError::Successor(format!(
+                    "the recovery of {} rests on seq {} of key {}, which this node does not hold yet; retry once it has it",
+                    statement.city, r.designation_seq, statement.old
+                )));
+            }
+        };
+        Ok(Ok((statement, fork)))
     }
 
     /// Whether `key` is a key of `city`: its root id, or a successor whose statement (and
@@ -546,7 +692,7 @@ impl<L: Ledger> Work<'_, L> {
             .rev()
             .find(|(f, _)| f == feed)
         {
-            Some((_, c)) => Ok(Some(*c)),
+            Some((_, c)) => Ok(Some(c.clone())),
             None => self.ledger.feed_city(feed),
         }
     }
@@ -623,6 +769,17 @@ impl<L: Ledger> Work<'_, L> {
 
     /// Whether the succession that made `key` a key of `fc.city` stands.
     fn standing(&self, key: CityId, fc: FeedCity) -> Result<bool, LedgerError> {
+        self.standing_within(key, fc, MAX_VOUCH_DEPTH)
+    }
+
+    /// [`Work::standing`], reading the standing of vouching keys at most `depth` deep (a key
+    /// of one city vouching for a recovery of another, whose key vouched for the first...).
+    fn standing_within(
+        &self,
+        key: CityId,
+        fc: FeedCity,
+        depth: usize,
+    ) -> Result<bool, LedgerError> {
         let (mut key, mut fc) = (key, fc);
         for _ in 0..MAX_KEYS_PER_CITY {
             let fed = FeedId {
@@ -635,21 +792,35 @@ impl<L: Ledger> Work<'_, L> {
             let Some(passed) = self.passed_now(&fc.old)? else {
                 return Ok(false);
             };
-            let beaten = match fc.recovery {
-                // A statement of the old key: by another key it named, or by any recovery.
-                None => passed.recovery.is_some() || passed.planned.iter().any(|k| *k != key),
+            let beaten = match &fc.recovery {
+                // A statement of the old key: by another key it named, or by a recovery that
+                // rests on a designation the old key made before it passed its right on (the
+                // first recovery rests on the earliest designation).
+                None => {
+                    passed.planned.iter().any(|k| *k != key)
+                        || passed.recovery.is_some_and(|(s, _, _, _)| {
+                            passed.planned_fed_cap.is_none_or(|c| s <= c)
+                        })
+                }
                 // A recovery: if its designation is at or past a fork of the old key's
-                // federation feed, or by a recovery resting on an earlier designation (at one
-                // designation, the lowest statement hash goes first).
-                Some((seq, designation)) => {
+                // federation feed, or past the cap the old key set itself; if fewer than the
+                // threshold of its guardians vouched with a key that speaks for them now; or by
+                // a recovery resting on an earlier designation (at one designation, the lowest
+                // statement hash goes first).
+                Some(r) => {
                     let old_fed = FeedId {
                         author: fc.old,
                         scope: Scope::Federation,
                     };
-                    self.fork_seq_now(&old_fed)?.is_some_and(|f| f <= seq)
+                    self.fork_seq_now(&old_fed)?
+                        .is_some_and(|f| f <= r.designation_seq)
+                        || passed
+                            .planned_fed_cap
+                            .is_some_and(|c| r.designation_seq > c)
                         || passed.recovery.is_some_and(|(s, d, h, k)| {
-                            k != key && (s, d, h) < (seq, designation, fc.statement)
+                            k != key && (s, d, h) < (r.designation_seq, r.designation, fc.statement)
                         })
+                        || self.vouches_counted(r, depth)? < usize::from(r.threshold)
                 }
             };
             if beaten {
@@ -668,5 +839,37 @@ impl<L: Ledger> Work<'_, L> {
             }
         }
         Ok(false)
+    }
+
+    /// How many distinct guardians of a recovery vouched with a key that speaks for them now:
+    /// their root id, not passed on, or a successor of theirs whose succession stands and that
+    /// has not passed on.
+    fn vouches_counted(&self, r: &RecoveryRef, depth: usize) -> Result<usize, LedgerError> {
+        let mut counted = BTreeSet::new();
+        for (guardian, key) in &r.vouches {
+            if counted.contains(guardian) || self.passed_now(key)?.is_some() {
+                continue;
+            }
+            let speaks = if key == guardian {
+                true
+            } else if depth == 0 {
+                false
+            } else {
+                let fed = FeedId {
+                    author: *key,
+                    scope: Scope::Federation,
+                };
+                match self.feed_city_now(&fed)? {
+                    Some(fc) if fc.city == *guardian => {
+                        self.standing_within(*key, fc, depth - 1)?
+                    }
+                    _ => false,
+                }
+            };
+            if speaks {
+                counted.insert(*guardian);
+            }
+        }
+        Ok(counted.len())
     }
 }
