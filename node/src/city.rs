@@ -98,8 +98,11 @@ pub struct Profile {
 /// One change in a record's history.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HistoryItem {
-    /// The city that signed it.
+    /// The city that signed it (its id, whatever key it signed with).
     pub author: CityId,
+    /// The key it signed with, when that is not the city's id (a successor key, §15.6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<CityId>,
     /// Its feed scope.
     pub scope: String,
     /// Position in the author's feed.
@@ -754,8 +757,14 @@ impl City {
                 .unwrap_or_default();
             let status = stored.status.word().to_string();
             let reason = stored.status.reason().map(str::to_string);
+            let city = self
+                .store
+                .feed_city(&h.feed())
+                .map_err(|e| CityError::Rejected(e.to_string()))?
+                .map_or(h.author, |fc| fc.city);
             out.push(HistoryItem {
-                author: h.author,
+                author: city,
+                key: (city != h.author).then_some(h.author),
                 scope: h.scope.to_string(),
                 seq: h.seq,
                 timestamp: h.timestamp,

@@ -135,6 +135,14 @@ async fn a_city_rotates_its_key_and_every_node_follows() {
             other => panic!("{other:?}"),
         }
     }
+    // History shows both: the city, and the key each change was signed with.
+    let history = brno.city.history(p).expect("history");
+    assert!(
+        history.iter().any(|h| h.author == root && h.key.is_none()),
+        "the change under the first key"
+    );
+    let last = history.last().expect("the new key's edit");
+    assert_eq!((last.author, last.key), (root, Some(rotated.new)));
     // Brno shows Milan connected under the new key.
     let status = brno.status().await;
     assert!(

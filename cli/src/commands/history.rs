@@ -63,10 +63,13 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
     ]);
     for h in &items {
         let author = h.author.to_string();
-        let who = match names.get(&author) {
+        let mut who = match names.get(&author) {
             Some(name) => format!("{name} {}", h.author.short()),
             None => h.author.short(),
         };
+        if let Some(key) = h.key {
+            who.push_str(&format!("\nkey {}", key.short()));
+        }
         let status = match h.status.as_str() {
             "accepted" => ctx.ui.cell(&h.status, Color::Green),
             "rejected" => ctx.ui.cell(&h.status, Color::Red),
