@@ -41,7 +41,7 @@ use crate::{chunk, doc};
 mod removal;
 mod successor;
 pub use removal::{Cut, Lowered, MAX_REPLAY_PASSES, removed_reason};
-pub use successor::{FeedCity, KeyPassed, no_succession_reason, retired_reason};
+pub use successor::{FeedCity, KeyPassed, RecoveryRef, no_succession_reason, retired_reason};
 
 /// At most this many entries wait for missing dependencies on one node.
 pub const MAX_PENDING_ENTRIES: u64 = 10_000;

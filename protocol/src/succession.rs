@@ -127,7 +127,8 @@ pub struct Recovery {
 ///
 /// ```text
 /// version (1) · city (32) · threshold t (1) · n (1) · n guardian city ids (32 each, strictly
-/// increasing, none the city itself); 1 ≤ t ≤ n ≤ MAX_GUARDIANS
+/// increasing, none the city itself); 1 ≤ t ≤ n ≤ MAX_GUARDIANS, or t = n = 0 (the key names
+/// nobody: it cannot be recovered)
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Guardians {
@@ -163,8 +164,11 @@ impl Guardians {
             return Err(bad("too short or an unknown version"));
         }
         let (t, n) = (b[33], usize::from(b[34]));
-        if n == 0 || n > MAX_GUARDIANS || t == 0 || usize::from(t) > n {
-            return Err(bad("the threshold must be 1 to n, and n 1 to 16"));
+        // n = t = 0: the key names nobody (it cannot be recovered, §15.6).
+        if n > MAX_GUARDIANS || (t == 0) != (n == 0) || usize::from(t) > n {
+            return Err(bad(
+                "the threshold must be 1 to n, and n 1 to 16 (or both 0)",
+            ));
         }
         if b.len() != 35 + 32 * n {
             return Err(bad("length does not match the guardians"));

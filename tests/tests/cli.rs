@@ -1040,6 +1040,11 @@ fn the_key_commands_rotate_and_name_guardians() {
     assert_eq!(g["threshold"], 1);
     assert_eq!(g["guardians"][0].as_str(), Some(brno_id.as_str()));
     let err = milan.fails(
+        &["key", "guardians", "set", "--threshold", "1", &brno_id],
+        4,
+    );
+    assert!(err.contains("named its guardians already"), "{err}");
+    let err = milan.fails(
         &["key", "guardians", "set", "--threshold", "1", "Nowhere"],
         2,
     );

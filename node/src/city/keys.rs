@@ -151,6 +151,22 @@ impl City {
     /// module documentation. The node must not be running (its network identity is the key):
     /// the CLI runs this without a daemon only.
     pub fn rotate_key(&self) -> Result<Rotated, CityError> {
+        // A key that named no guardians names nobody before it passes on: so that whoever may
+        // hold it later cannot name guardians of its own, and recover the city with them.
+        let fed = own_fed(&self.key);
+        let designated = !self
+            .store
+            .doc_entries_of(&GUARDIANS_DOC, &fed)
+            .map_err(|e| CityError::Rejected(e.to_string()))?
+            .is_empty();
+        if !designated {
+            let nobody = Guardians {
+                city: self.root,
+                threshold: 0,
+                guardians: Vec::new(),
+            };
+            self.sign_raw(GUARDIANS_DOC, nobody.encode())?;
+        }
         let _guard = self
             .write
             .lock()
@@ -379,25 +395,24 @@ impl City {
             author: *key,
             scope: Scope::Federation,
         };
-        let mut held = self
+        // A key's first designation is the one that counts (§15.6).
+        let held = self
             .store
             .doc_entries_of(&GUARDIANS_DOC, &fed)
             .map_err(|e| CityError::Rejected(e.to_string()))?;
-        held.sort_by_key(|(e, _)| std::cmp::Reverse(e.entry.header.seq));
-        for (stored, payload) in held {
-            if stored.status != Status::Accepted {
-                continue;
-            }
-            if let Some(payload) = payload
-                && let Ok(g) = Guardians::decode(&payload)
-            {
-                return Ok(Some((stored.entry, payload, g)));
-            }
+        let Some((stored, payload)) = held.into_iter().min_by_key(|(e, _)| e.entry.header.seq)
+        else {
+            return Ok(None);
+        };
+        match (stored.status, payload) {
+            (Status::Accepted, Some(payload)) => Ok(Guardians::decode(&payload)
+                .ok()
+                .map(|g| (stored.entry, payload, g))),
+            _ => Ok(None),
         }
-        Ok(None)
     }
 
-    /// This city's guardians, as its current key named them last (None: none named).
+    /// This city's guardians, as its current key named them (None: none named).
     pub fn guardians(&self) -> Result<Option<Guardians>, CityError> {
         Ok(self.designation_of(&self.key_id())?.map(|(_, _, g)| g))
     }
@@ -409,6 +424,15 @@ impl City {
         threshold: u8,
         guardians: Vec<CityId>,
     ) -> Result<Guardians, CityError> {
+        if let Some(g) = self.guardians()? {
+            return Err(CityError::Invitation(format!(
+                "this city's key named its guardians already ({} of {}): a key names them once, so \
+                 that nobody holding it later can name others. To name others, rotate the key \
+                 (`intercity key rotate`), then name them under the new key",
+                g.threshold,
+                g.guardians.len()
+            )));
+        }
         let designation = Guardians {
             city: self.root,
             threshold,
@@ -417,6 +441,11 @@ impl City {
         let payload = designation.encode();
         let checked =
             Guardians::decode(&payload).map_err(|e| CityError::Invitation(e.to_string()))?;
+        if checked.threshold == 0 {
+            return Err(CityError::Invitation(
+                "name at least one guardian, and a threshold of at least 1".into(),
+            ));
+        }
         self.sign_raw(GUARDIANS_DOC, payload)?;
         Ok(checked)
     }
@@ -533,6 +562,13 @@ impl City {
         let (body, designation, designation_payload, mut vouches) =
             Statement::recovery_parts(&payload)
                 .map_err(|e| CityError::Invitation(e.to_string()))?;
+        if self.key_id() != self.root {
+            return Err(CityError::Invitation(
+                "a guardian vouches with its city's first key (its city id's), and this node passed \
+                 it on (a key rotation): this city cannot vouch"
+                    .into(),
+            ));
+        }
         let Some(index) = info.guardians.iter().position(|g| *g == self.root) else {
             return Err(CityError::Missing(format!(
                 "this city is not among the guardians of {} that the recovery names",

@@ -27,8 +27,8 @@ use crate::entry::{EntryError, FeedId, Scope, SignedEntry};
 use crate::identity::CityId;
 use crate::succession::{Guardians, MAX_KEYS_PER_CITY, Statement};
 
-/// How deep the standing of a recovery reads the standing of the keys that vouched for it.
-const MAX_VOUCH_DEPTH: usize = 4;
+/// The most keys a change in one key's succession reaches (its successors, theirs, and so on).
+const MAX_DEPENDENT_KEYS: usize = 4096;
 
 /// The city a successor key's feed writes for, and the statement that made it so.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,17 +43,13 @@ pub struct FeedCity {
     pub recovery: Option<RecoveryRef>,
 }
 
-/// What the standing of a recovery reads (§15.6, rule 5).
+/// What the standing of a recovery reads (§15.6, rule 5): the designation it rests on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecoveryRef {
-    /// The seq of the designation it rests on, in the old key's federation feed.
+    /// The seq of the designation, in the old key's federation feed.
     pub designation_seq: u64,
     /// That designation's entry hash.
     pub designation: Hash32,
-    /// How many guardians must vouch.
-    pub threshold: u8,
-    /// The vouches: (guardian city, the key it signed with).
-    pub vouches: Vec<(CityId, CityId)>,
 }
 
 fn id32(b: &[u8]) -> [u8; 32] {
@@ -64,10 +60,9 @@ fn id32(b: &[u8]) -> [u8; 32] {
 
 impl FeedCity {
     /// City (32), old key (32), statement hash (32), then `00`, or `01` with the recovery's
-    /// designation seq (u64), designation hash (32), threshold (u8), vouch count (u8) and the
-    /// vouches (guardian, key: 64 each).
+    /// designation seq (u64) and hash (32).
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(97);
+        let mut b = Vec::with_capacity(137);
         b.extend_from_slice(self.city.as_bytes());
         b.extend_from_slice(self.old.as_bytes());
         b.extend_from_slice(&self.statement.0);
@@ -77,12 +72,6 @@ impl FeedCity {
                 b.push(1);
                 b.extend_from_slice(&r.designation_seq.to_be_bytes());
                 b.extend_from_slice(&r.designation.0);
-                b.push(r.threshold);
-                b.push(u8::try_from(r.vouches.len()).unwrap_or(u8::MAX));
-                for (g, k) in &r.vouches {
-                    b.extend_from_slice(g.as_bytes());
-                    b.extend_from_slice(k.as_bytes());
-                }
             }
         }
         b
@@ -90,35 +79,17 @@ impl FeedCity {
 
     /// Decodes [`FeedCity::encode`].
     pub fn decode(b: &[u8]) -> Result<Self, EntryError> {
-        let bad = || EntryError::Length(b.len());
-        if b.len() < 97 {
-            return Err(bad());
-        }
-        let recovery = match b[96] {
-            0 if b.len() == 97 => None,
-            1 if b.len() >= 139 => {
+        let recovery = match (b.len(), b.get(96)) {
+            (97, Some(0)) => None,
+            (137, Some(1)) => {
                 let mut seq = [0u8; 8];
                 seq.copy_from_slice(&b[97..105]);
-                let m = usize::from(b[138]);
-                if b.len() != 139 + 64 * m {
-                    return Err(bad());
-                }
                 Some(RecoveryRef {
                     designation_seq: u64::from_be_bytes(seq),
                     designation: Hash32(id32(&b[105..])),
-                    threshold: b[137],
-                    vouches: (0..m)
-                        .map(|i| {
-                            let at = 139 + 64 * i;
-                            (
-                                CityId::from_bytes(id32(&b[at..])),
-                                CityId::from_bytes(id32(&b[at + 32..])),
-                            )
-                        })
-                        .collect(),
                 })
             }
-            _ => return Err(bad()),
+            _ => return Err(EntryError::Length(b.len())),
         };
         Ok(FeedCity {
             city: CityId::from_bytes(id32(&b[0..])),
@@ -145,9 +116,6 @@ pub struct KeyPassed {
     /// The recovery that goes first: its designation's seq and hash, its statement's hash, the
     /// key it names.
     pub recovery: Option<(u64, Hash32, Hash32, CityId)>,
-    /// The lowest federation cap of the statements the old key signed itself: a designation
-    /// past it was made after the key passed its right on, and no recovery rests on it.
-    pub planned_fed_cap: Option<u64>,
 }
 
 impl KeyPassed {
@@ -157,7 +125,6 @@ impl KeyPassed {
             caps: st.caps.iter().copied().collect(),
             planned: Vec::new(),
             recovery: None,
-            planned_fed_cap: None,
         };
         k.note(hash, st);
         k
@@ -188,9 +155,6 @@ impl KeyPassed {
         for k in &other.planned {
             self.name(*k);
         }
-        if let Some(c) = other.planned_fed_cap {
-            self.planned_cap(c);
-        }
         if let Some(r) = other.recovery {
             self.recover(r);
         }
@@ -198,16 +162,9 @@ impl KeyPassed {
 
     fn note(&mut self, hash: Hash32, st: &Statement) {
         match &st.recovery {
-            None => {
-                self.name(st.new);
-                self.planned_cap(st.cap(&Scope::Federation));
-            }
+            None => self.name(st.new),
             Some(r) => self.recover((r.designation_seq, r.designation, hash, st.new)),
         }
-    }
-
-    fn planned_cap(&mut self, cap: u64) {
-        self.planned_fed_cap = Some(self.planned_fed_cap.map_or(cap, |c| c.min(cap)));
     }
 
     fn name(&mut self, key: CityId) {
@@ -265,13 +222,6 @@ impl KeyPassed {
                 b.extend_from_slice(k.as_bytes());
             }
         }
-        match self.planned_fed_cap {
-            None => b.push(0),
-            Some(c) => {
-                b.push(1);
-                b.extend_from_slice(&c.to_be_bytes());
-            }
-        }
         b
     }
 
@@ -308,15 +258,11 @@ impl KeyPassed {
             at += 32;
         }
         let recovery = match b.get(at) {
-            Some(0) => {
-                at += 1;
-                None
-            }
-            Some(1) if b.len() >= at + 1 + 104 => {
+            Some(0) if b.len() == at + 1 => None,
+            Some(1) if b.len() == at + 1 + 104 => {
                 let r = &b[at + 1..];
                 let mut seq = [0u8; 8];
                 seq.copy_from_slice(&r[..8]);
-                at += 105;
                 Some((
                     u64::from_be_bytes(seq),
                     Hash32(id32(&r[8..])),
@@ -326,20 +272,10 @@ impl KeyPassed {
             }
             _ => return Err(bad()),
         };
-        let planned_fed_cap = match b.get(at) {
-            Some(0) if b.len() == at + 1 => None,
-            Some(1) if b.len() == at + 9 => {
-                let mut c = [0u8; 8];
-                c.copy_from_slice(&b[at + 1..]);
-                Some(u64::from_be_bytes(c))
-            }
-            _ => return Err(bad()),
-        };
         Ok(KeyPassed {
             caps,
             planned,
             recovery,
-            planned_fed_cap,
         })
     }
 }
@@ -460,7 +396,7 @@ pub(super) fn designation(
 /// A second first entry of a federation feed, which is a statement (§15.6): the fork is
 /// settled by the pipeline; here the statement is held, whichever branch this node keeps, so
 /// that its caps and its city hold on every node. Nothing if it is not a valid statement, or
-/// held already.
+/// held already; `Successor` (nothing written) if it cannot be judged yet.
 pub(super) fn forked_statement<L: Ledger>(
     work: &mut Work<'_, L>,
     signed: &SignedEntry,
@@ -487,8 +423,10 @@ pub(super) fn forked_statement<L: Ledger>(
             let known = work.feed_city_now(&h.feed())?.is_some();
             Ok(work.hold_statement(hash, statement, !known, fork)?)
         }
-        // Not a statement, or one judged later (it comes again with the other branch).
-        Ok(Err(_)) | Err(IngestError::Successor(_)) => Ok(()),
+        // Not a statement: the fork alone.
+        Ok(Err(_)) => Ok(()),
+        // A statement this node cannot judge yet: the entry is refused for now (`Successor`),
+        // fork and all, and taken when it comes again.
         Err(e) => Err(e),
     }
 }
@@ -539,8 +477,6 @@ impl<L: Ledger> Work<'_, L> {
                     recovery: statement.recovery.as_ref().map(|r| RecoveryRef {
                         designation_seq: r.designation_seq,
                         designation: r.designation,
-                        threshold: r.threshold,
-                        vouches: r.vouches.clone(),
                     }),
                 },
             ));
@@ -582,30 +518,25 @@ impl<L: Ledger> Work<'_, L> {
         let Some(r) = &statement.recovery else {
             return Ok(Ok((statement, None)));
         };
-        // A recovery: enough of the designated guardians vouched (which of them count, by the
-        // keys they signed with, is for its standing: rule 5). Each vouching key that is not a
-        // guardian's root id must be known here, as a successor or as no statement at all.
-        if r.vouches.len() < usize::from(r.threshold) {
-            return Ok(Err(format!(
-                "a recovery needs {} of its city's guardians to vouch; {} did",
-                r.threshold,
-                r.vouches.len()
-            )));
+        // A recovery: at least the threshold of the designated guardians vouched, each with its
+        // city id's key (what counts is fixed by the statement alone, in any order).
+        if r.threshold == 0 {
+            return Ok(Err(
+                "the lost key named no guardians: it cannot be recovered".into(),
+            ));
         }
-        for (guardian, key) in &r.vouches {
-            let fed = FeedId {
-                author: *key,
-                scope: Scope::Federation,
-            };
-            if key != guardian
-                && self.feed_city_now(&fed)?.is_none()
-                && self.entry_now(&fed, 1)?.is_none()
-            {
-                return Err(IngestError::Successor(format!(
-                    "a guardian of {} vouched with key {key}, whose first entry this node does not hold; retry once it has it",
-                    statement.city
-                )));
-            }
+        let counted: BTreeSet<CityId> = r
+            .vouches
+            .iter()
+            .filter(|(guardian, key)| key == guardian)
+            .map(|(guardian, _)| *guardian)
+            .collect();
+        if counted.len() < usize::from(r.threshold) {
+            return Ok(Err(format!(
+                "a recovery needs {} of its city's guardians to vouch with their city's own key; {} did",
+                r.threshold,
+                counted.len()
+            )));
         }
         // The designation it rests on must be the one the old key's feed holds at its seq: a
         // different one is a fork of that feed (both are the old key's), held as such.
@@ -617,6 +548,17 @@ impl<L: Ledger> Work<'_, L> {
             .fork_seq_now(&old_fed)?
             .is_some_and(|f| f <= r.designation_seq);
         let fork = match self.entry_now(&old_fed, r.designation_seq)? {
+            // It must be the old key's first designation (a later one, by whoever holds the key
+            // then, names nobody), unless the feed is forked below it: no recovery resting on
+            // it stands then anyway.
+            Some(_)
+                if !forked_below && self.earlier_designation(&old_fed, r.designation_seq)? =>
+            {
+                return Ok(Err(format!(
+                    "a recovery rests on the key's first designation of guardians; seq {} of key {} is not",
+                    r.designation_seq, statement.old
+                )));
+            }
             Some(held) if held.entry.hash() == r.designation => None,
             Some(held) => {
                 let (_, carried, _, _) = Statement::recovery_parts(payload)
@@ -638,6 +580,23 @@ impl<L: Ledger> Work<'_, L> {
             }
         };
         Ok(Ok((statement, fork)))
+    }
+
+    /// Whether the federation feed `fed` holds a designation of guardians below `seq`.
+    fn earlier_designation(&self, fed: &FeedId, seq: u64) -> Result<bool, LedgerError> {
+        let designation = crate::succession::GUARDIANS_DOC;
+        if self
+            .ledger
+            .doc_entries(&designation)?
+            .iter()
+            .any(|(f, s)| f == fed && *s < seq)
+        {
+            return Ok(true);
+        }
+        Ok(self.commit.entries.iter().any(|e| {
+            let h = &e.entry.header;
+            h.doc == designation && h.feed() == *fed && h.seq < seq
+        }))
     }
 
     /// Whether `key` is a key of `city`: its root id, or a successor whose statement (and
@@ -721,12 +680,13 @@ impl<L: Ledger> Work<'_, L> {
         Ok(out.into_iter().collect())
     }
 
-    /// The feeds of every key that succeeded `key`, directly or not: those whose cut a change
-    /// in `key`'s succession can lower.
+    /// The feeds whose cut a change in `key`'s succession (a statement of it, a fork of its
+    /// federation feed) can lower: those of every key that succeeded it, directly or not. Not
+    /// `key`'s own feeds.
     pub(super) fn successor_closure(&self, key: CityId) -> Result<Vec<FeedId>, LedgerError> {
         let (mut out, mut seen, mut todo) = (Vec::new(), BTreeSet::new(), vec![key]);
         while let Some(k) = todo.pop() {
-            if !seen.insert(k) || seen.len() > MAX_KEYS_PER_CITY {
+            if !seen.insert(k) || seen.len() > MAX_DEPENDENT_KEYS {
                 continue;
             }
             for new in self.passed_now(&k)?.map(|p| p.named()).unwrap_or_default() {
@@ -769,17 +729,6 @@ impl<L: Ledger> Work<'_, L> {
 
     /// Whether the succession that made `key` a key of `fc.city` stands.
     fn standing(&self, key: CityId, fc: FeedCity) -> Result<bool, LedgerError> {
-        self.standing_within(key, fc, MAX_VOUCH_DEPTH)
-    }
-
-    /// [`Work::standing`], reading the standing of vouching keys at most `depth` deep (a key
-    /// of one city vouching for a recovery of another, whose key vouched for the first...).
-    fn standing_within(
-        &self,
-        key: CityId,
-        fc: FeedCity,
-        depth: usize,
-    ) -> Result<bool, LedgerError> {
         let (mut key, mut fc) = (key, fc);
         for _ in 0..MAX_KEYS_PER_CITY {
             let fed = FeedId {
@@ -793,20 +742,12 @@ impl<L: Ledger> Work<'_, L> {
                 return Ok(false);
             };
             let beaten = match &fc.recovery {
-                // A statement of the old key: by another key it named, or by a recovery that
-                // rests on a designation the old key made before it passed its right on (the
-                // first recovery rests on the earliest designation).
-                None => {
-                    passed.planned.iter().any(|k| *k != key)
-                        || passed.recovery.is_some_and(|(s, _, _, _)| {
-                            passed.planned_fed_cap.is_none_or(|c| s <= c)
-                        })
-                }
-                // A recovery: if its designation is at or past a fork of the old key's
-                // federation feed, or past the cap the old key set itself; if fewer than the
-                // threshold of its guardians vouched with a key that speaks for them now; or by
-                // a recovery resting on an earlier designation (at one designation, the lowest
-                // statement hash goes first).
+                // A statement of the old key: by another key it named, or by any recovery.
+                None => passed.recovery.is_some() || passed.planned.iter().any(|k| *k != key),
+                // A recovery: if the old key's federation feed is forked at or below its
+                // designation, or by a recovery that goes first (lowest designation seq,
+                // designation hash, statement hash: all rest on the key's first designation,
+                // so in effect the lowest statement hash).
                 Some(r) => {
                     let old_fed = FeedId {
                         author: fc.old,
@@ -814,13 +755,9 @@ impl<L: Ledger> Work<'_, L> {
                     };
                     self.fork_seq_now(&old_fed)?
                         .is_some_and(|f| f <= r.designation_seq)
-                        || passed
-                            .planned_fed_cap
-                            .is_some_and(|c| r.designation_seq > c)
                         || passed.recovery.is_some_and(|(s, d, h, k)| {
                             k != key && (s, d, h) < (r.designation_seq, r.designation, fc.statement)
                         })
-                        || self.vouches_counted(r, depth)? < usize::from(r.threshold)
                 }
             };
             if beaten {
@@ -839,37 +776,5 @@ impl<L: Ledger> Work<'_, L> {
             }
         }
         Ok(false)
-    }
-
-    /// How many distinct guardians of a recovery vouched with a key that speaks for them now:
-    /// their root id, not passed on, or a successor of theirs whose succession stands and that
-    /// has not passed on.
-    fn vouches_counted(&self, r: &RecoveryRef, depth: usize) -> Result<usize, LedgerError> {
-        let mut counted = BTreeSet::new();
-        for (guardian, key) in &r.vouches {
-            if counted.contains(guardian) || self.passed_now(key)?.is_some() {
-                continue;
-            }
-            let speaks = if key == guardian {
-                true
-            } else if depth == 0 {
-                false
-            } else {
-                let fed = FeedId {
-                    author: *key,
-                    scope: Scope::Federation,
-                };
-                match self.feed_city_now(&fed)? {
-                    Some(fc) if fc.city == *guardian => {
-                        self.standing_within(*key, fc, depth - 1)?
-                    }
-                    _ => false,
-                }
-            };
-            if speaks {
-                counted.insert(*guardian);
-            }
-        }
-        Ok(counted.len())
     }
 }
