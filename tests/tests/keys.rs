@@ -286,9 +286,18 @@ async fn a_city_that_lost_its_key_is_recovered_by_its_guardians() {
     let new = City::recovery_new_key(dir.path()).expect("new key");
     assert_eq!(City::recovery_new_key(dir.path()).expect("again"), new);
 
+    // A guardian can start the recovery from its own node...
+    let by_brno = brno.city.recovery_start(root, new, None).expect("start");
+    assert_eq!(by_brno.vouched, vec![brno.id()]);
+    // ...but the city proposes it from its own store, which holds all its feeds.
+    let proposed = City::recovery_propose(dir.path()).expect("propose");
+    assert_eq!(
+        (proposed.city, proposed.old, proposed.new),
+        (root, root, new)
+    );
+    assert!(proposed.vouched.is_empty());
+    let started = brno.city.recovery_vouch(&proposed.token).expect("vouch");
     // One vouch is not enough.
-    let started = brno.city.recovery_start(root, new, None).expect("start");
-    assert_eq!(started.vouched, vec![brno.id()]);
     assert!(City::recovery_finish(dir.path(), &started.token).is_err());
     assert!(brno.city.recovery_vouch(&started.token).is_err(), "twice");
     let vouched = warsaw.city.recovery_vouch(&started.token).expect("vouch");

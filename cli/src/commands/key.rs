@@ -56,12 +56,12 @@ pub const RECOVERY_HELP: &str = "\
 When a city has lost its key (or a thief holds it), its guardians move the city to a new key:
 
   1. the city, on its node (stopped):   intercity key recovery new-key
-     (prints the new key's id; tell it to a guardian)
-  2. one guardian:                       intercity key recovery start --city Milan --new-key 12D3KooW...
-     (prints a token with its vouch; pass it on)
-  3. each further guardian:             intercity key recovery vouch <token>
+     (proposes the recovery from its own store: a token for the guardians. Without a store it
+     prints the new key's id, and one guardian starts it from its node:
+     intercity key recovery start --city Milan --new-key 12D3KooW...)
+  2. each guardian:                      intercity key recovery vouch <token>
      (shows it beside what its node holds; then again with --yes to vouch)
-  4. the city, with enough vouches:     intercity key recovery finish <token>
+  3. the city, with enough vouches:     intercity key recovery finish <token>
      then start the node: it shows its peers the recovery.
 
 A guardian checks before it vouches: the token names the city, the new key and the last entry
@@ -71,7 +71,8 @@ any other, and over any statement signed with the lost key (docs/protocol.md §1
 /// `key recovery` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum RecoveryCommand {
-    /// The city: make the new key (kept apart until the recovery is finished) and print its id
+    /// The city: make the new key (kept apart until the recovery is finished) and propose the
+    /// recovery from this city's store (a token for the guardians)
     NewKey,
     /// A guardian: start the recovery of a city to its new key, with this city's vouch
     Start {
@@ -258,13 +259,28 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             }
         }
         Command::Recovery(RecoveryCommand::NewKey) => {
-            let id = intercity_node::City::recovery_new_key(ctx.data_dir()?)?;
-            if ctx.ui.is_json() {
-                ctx.ui
-                    .json(&serde_json::json!({ "new_key": id.to_string() }))?;
-            } else {
-                ctx.ui.line(id.to_string())?;
-                ctx.ui.note("Give this id to one of your guardians: `intercity key recovery start --city <this city> --new-key <id>`");
+            let dir = ctx.data_dir()?;
+            let id = intercity_node::City::recovery_new_key(dir)?;
+            match intercity_node::City::recovery_propose(dir) {
+                Ok(info) => {
+                    print_recovery(ctx, &info)?;
+                    ctx.ui.note(
+                        "Send this token to your guardians: each runs `intercity key recovery vouch <token>`, \
+                         then passes the token on; finish with `intercity key recovery finish <token>`.",
+                    );
+                }
+                Err(e) => {
+                    if ctx.ui.is_json() {
+                        ctx.ui
+                            .json(&serde_json::json!({ "new_key": id.to_string() }))?;
+                    } else {
+                        ctx.ui.line(id.to_string())?;
+                        ctx.ui.note(format!(
+                            "No recovery could be proposed from this data directory ({e}). Give this id to one of \
+                             your guardians: `intercity key recovery start --city <this city> --new-key <id>`"
+                        ));
+                    }
+                }
             }
         }
         Command::Recovery(RecoveryCommand::Start { city, new_key, key }) => {

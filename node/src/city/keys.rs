@@ -312,6 +312,26 @@ impl City {
     }
 }
 
+/// A key's first designation of guardians held in `store` (the one that counts, §15.6), with
+/// its payload, whatever its verdict (a thief's rotation may have capped it; a recovery
+/// resting on it still counts).
+fn first_designation(
+    store: &Store,
+    fed: &FeedId,
+) -> Result<Option<(SignedEntry, Vec<u8>, Guardians)>, CityError> {
+    let held = store
+        .doc_entries_of(&GUARDIANS_DOC, fed)
+        .map_err(|e| CityError::Rejected(e.to_string()))?;
+    let Some((stored, payload)) = held.into_iter().min_by_key(|(e, _)| e.entry.header.seq) else {
+        return Ok(None);
+    };
+    Ok(payload.and_then(|payload| {
+        Guardians::decode(&payload)
+            .ok()
+            .map(|g| (stored.entry, payload, g))
+    }))
+}
+
 /// The prefix of a recovery token: a recovery statement being vouched for (§15.6).
 pub const RECOVERY_TOKEN_PREFIX: &str = "icr1";
 /// The new key of a city recovering its right, until its recovery is finished.
@@ -395,21 +415,7 @@ impl City {
             author: *key,
             scope: Scope::Federation,
         };
-        // A key's first designation is the one that counts (§15.6).
-        let held = self
-            .store
-            .doc_entries_of(&GUARDIANS_DOC, &fed)
-            .map_err(|e| CityError::Rejected(e.to_string()))?;
-        let Some((stored, payload)) = held.into_iter().min_by_key(|(e, _)| e.entry.header.seq)
-        else {
-            return Ok(None);
-        };
-        match (stored.status, payload) {
-            (Status::Accepted, Some(payload)) => Ok(Guardians::decode(&payload)
-                .ok()
-                .map(|g| (stored.entry, payload, g))),
-            _ => Ok(None),
-        }
+        first_designation(&self.store, &fed)
     }
 
     /// This city's guardians, as its current key named them (None: none named).
@@ -427,8 +433,8 @@ impl City {
         if let Some(g) = self.guardians()? {
             return Err(CityError::Invitation(format!(
                 "this city's key named its guardians already ({} of {}): a key names them once, so \
-                 that nobody holding it later can name others. To name others, rotate the key \
-                 (`intercity key rotate`), then name them under the new key",
+                 that nobody holding it later can name others. A new key (`intercity key rotate`) \
+                 names its own, but the old key's guardians can still recover the old key",
                 g.threshold,
                 g.guardians.len()
             )));
@@ -582,13 +588,10 @@ impl City {
         }
         let entry =
             SignedEntry::decode(&designation).map_err(|e| CityError::Invitation(e.to_string()))?;
-        let held = self
-            .store
-            .entry(&entry.header.feed(), entry.header.seq)
-            .map_err(|e| CityError::Rejected(e.to_string()))?;
-        if !held.is_some_and(|h| h.entry == entry && h.status == Status::Accepted) {
+        let first = self.designation_of(&statement.old)?;
+        if !first.is_some_and(|(held, _, _)| held == entry) {
             return Err(CityError::Invitation(format!(
-                "the designation of guardians the recovery rests on (seq {} of key {}) is not one this node holds as accepted: sync first, or refuse",
+                "the recovery rests on seq {} of key {}, which is not that key's first designation of guardians as this node holds it: sync first, or refuse",
                 entry.header.seq, statement.old
             )));
         }
@@ -639,6 +642,54 @@ impl City {
         Ok(())
     }
 
+    /// The city that lost its key proposes its recovery from its own store, which holds every
+    /// feed of its lost key (a guardian's may not hold the city's groups: their feeds would be
+    /// capped at nothing): the lost key is its current key there, the caps its heads of that
+    /// key's feeds, the designation that key's first. Makes the new key if need be. The token
+    /// goes to the guardians, who vouch (`key recovery vouch`).
+    pub fn recovery_propose(dir: &Path) -> Result<RecoveryInfo, CityError> {
+        let new = Self::recovery_new_key(dir)?;
+        let profile_path = dir.join("city.json");
+        let text = fs::read(&profile_path).map_err(io(&profile_path))?;
+        let profile: Profile = serde_json::from_slice(&text).map_err(|e| CityError::BadFile {
+            path: profile_path.clone(),
+            detail: e.to_string(),
+        })?;
+        let store = Store::open_read_only(&dir.join("db"))?;
+        let book = store.key_book()?;
+        let city = profile.id;
+        let old = book.current(&city).ok_or_else(|| {
+            CityError::Invitation(format!(
+                "no key of this city stands in this store (its succession is contested); a guardian starts the recovery of the key to recover (`key recovery start --key`); its keys are {}",
+                book.keys_of(&city)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        let fed = FeedId {
+            author: old,
+            scope: Scope::Federation,
+        };
+        let (designation, designation_payload, _) =
+            first_designation(&store, &fed)?.ok_or_else(|| {
+                CityError::Invitation(format!(
+                    "key {old} named no guardians in this store: it cannot be recovered"
+                ))
+            })?;
+        let caps: Vec<(Scope, u64)> = store
+            .feeds_of(&old)
+            .map_err(|e| CityError::Rejected(e.to_string()))?
+            .into_iter()
+            .filter_map(|f| store.head(&f).ok().flatten().map(|h| (f.scope, h.seq)))
+            .collect();
+        let body = Statement::recovery_body(city, old, new, caps);
+        let payload =
+            Statement::assemble_recovery(&body, &designation.encode(), &designation_payload, &[]);
+        read_recovery(&recovery_token(&payload)).map(|(_, _, info)| info)
+    }
+
     /// The city that lost its key makes the new one (kept as `city.key.recovery` until the
     /// recovery is finished) and returns its id, for its guardians. Again: the same key.
     pub fn recovery_new_key(dir: &Path) -> Result<CityId, CityError> {
@@ -686,6 +737,21 @@ impl City {
             )));
         }
         let store = Store::open(&dir.join("db"))?;
+        // A feed of the lost key that this city holds and the recovery does not list would
+        // keep nothing: its whole history void, for good.
+        let missing: Vec<String> = store
+            .feeds_of(&statement.old)
+            .map_err(|e| CityError::Rejected(e.to_string()))?
+            .into_iter()
+            .filter(|f| !statement.caps.iter().any(|(s, _)| *s == f.scope))
+            .map(|f| f.scope.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(CityError::Invitation(format!(
+                "the recovery keeps nothing of the lost key's feeds in {}, which this city holds: it would void them for good. Propose the recovery from this city's store instead (`intercity key recovery new-key`) and have the guardians vouch for that",
+                missing.join(", ")
+            )));
+        }
         let entry = sign_entry(
             &new,
             Scope::Federation,
