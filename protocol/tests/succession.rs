@@ -1647,3 +1647,77 @@ fn a_thief_s_rotation_with_a_low_cap_does_not_beat_the_recovery() {
     assert_eq!(status(&l, &w2), Status::Accepted);
     assert_ne!(status(&l, &t1), Status::Accepted, "the thief's rotation");
 }
+
+// ---------------------------------------------------------------- fifth attacker review (of 9c673c1)
+
+/// Review 5. A thief forks Milan's old federation feed: branch A (published to node A) is a
+/// record at seq 1 and the real designation D at seq 2; branch B (published to node B) is a
+/// designation naming a puppet at seq 1 and any entry Y at seq 2. The city's recovery R rests
+/// on D. R itself proves a fork at seq 2 on node B (D != Y, both signed by the old key), just
+/// as it does on node B2 whose seq 1 is not a designation. But node B checks
+/// `earlier_designation` before comparing the carried designation with the one it holds, and
+/// refuses R as BadStatement (never stored, the sender struck), learning no fork; node B2
+/// holds R with the fork proof. Whether a statement is "invalid" depends on the branch held.
+#[test]
+fn a_recovery_proving_a_fork_is_not_refused_for_the_other_branch_s_designation() {
+    let (mut milan, brno, warsaw) = three();
+    let puppet = CityKey::from_secret([77; 32]);
+    let (_p, _w1) = milan.create(&practice(&milan, "Housing first"));
+    let _d = milan.designate(0, 1, &[&brno, &warsaw]);
+    let r = milan.recover_from(0, 11, &[&brno]);
+    let k = milan.keys[0].clone();
+    // Branch B, node B: a designation at seq 1, anything at seq 2.
+    let db = wire_raw(
+        &k,
+        Scope::Federation,
+        1,
+        Hash32::default(),
+        GUARDIANS_DOC,
+        Guardians {
+            city: milan.root,
+            threshold: 1,
+            guardians: vec![puppet.id()],
+        }
+        .encode(),
+    );
+    let y = wire_raw(
+        &k,
+        Scope::Federation,
+        2,
+        hash_of(&db),
+        GUARDIANS_DOC,
+        Guardians {
+            city: milan.root,
+            threshold: 0,
+            guardians: vec![],
+        }
+        .encode(),
+    );
+    let mut b = ingest_in(&[&db, &y]);
+    // Branch B2, node B2: a record at seq 1, the same kind of entry at seq 2.
+    let mut thief = Town::new(1);
+    let (_, x) = thief.create(&practice(&thief, "the thief's branch"));
+    let y2 = wire_raw(
+        &k,
+        Scope::Federation,
+        2,
+        hash_of(&x),
+        GUARDIANS_DOC,
+        Guardians {
+            city: milan.root,
+            threshold: 0,
+            guardians: vec![],
+        }
+        .encode(),
+    );
+    let mut b2 = ingest_in(&[&x, &y2]);
+    let on_b2 = b2.ingest(&r.entry, &r.payload);
+    assert!(on_b2.is_ok(), "node B2 holds the recovery: {on_b2:?}");
+    assert!(!b2.forks.is_empty(), "node B2 learns the fork from it");
+    let on_b = b.ingest(&r.entry, &r.payload);
+    assert!(
+        on_b.is_ok() && !b.forks.is_empty(),
+        "node B refuses the recovery that proves a fork of its own branch at seq 2 \
+         (the sender is struck, and no fork is learnt): {on_b:?}"
+    );
+}

@@ -290,7 +290,7 @@ async fn a_city_that_lost_its_key_is_recovered_by_its_guardians() {
     let by_brno = brno.city.recovery_start(root, new, None).expect("start");
     assert_eq!(by_brno.vouched, vec![brno.id()]);
     // ...but the city proposes it from its own store, which holds all its feeds.
-    let proposed = City::recovery_propose(dir.path()).expect("propose");
+    let proposed = City::recovery_propose(dir.path(), None).expect("propose");
     assert_eq!(
         (proposed.city, proposed.old, proposed.new),
         (root, root, new)

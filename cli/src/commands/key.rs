@@ -73,7 +73,12 @@ any other, and over any statement signed with the lost key (docs/protocol.md §1
 pub enum RecoveryCommand {
     /// The city: make the new key (kept apart until the recovery is finished) and propose the
     /// recovery from this city's store (a token for the guardians)
-    NewKey,
+    NewKey {
+        /// The key to recover (default: the city's current key in this store; name the lost
+        /// one when a thief's rotation made another key current)
+        #[arg(long)]
+        key: Option<CityId>,
+    },
     /// A guardian: start the recovery of a city to its new key, with this city's vouch
     Start {
         /// The city (roster name or city id)
@@ -258,10 +263,10 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                 ));
             }
         }
-        Command::Recovery(RecoveryCommand::NewKey) => {
+        Command::Recovery(RecoveryCommand::NewKey { key }) => {
             let dir = ctx.data_dir()?;
             let id = intercity_node::City::recovery_new_key(dir)?;
-            match intercity_node::City::recovery_propose(dir) {
+            match intercity_node::City::recovery_propose(dir, key) {
                 Ok(info) => {
                     print_recovery(ctx, &info)?;
                     ctx.ui.note(

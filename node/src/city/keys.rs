@@ -397,7 +397,13 @@ fn read_recovery(token: &str) -> Result<(Vec<u8>, Statement, RecoveryInfo), City
             .collect(),
         threshold: recovery.threshold,
         guardians: guardians.guardians,
-        vouched: recovery.vouches.iter().map(|(g, _)| *g).collect(),
+        // Only a vouch signed with the guardian's city key counts (§15.6).
+        vouched: recovery
+            .vouches
+            .iter()
+            .filter(|(g, k)| g == k)
+            .map(|(g, _)| *g)
+            .collect(),
         held_here: Vec::new(),
         current_here: None,
     };
@@ -599,6 +605,8 @@ impl City {
         let Some(designation_hash) = recovery else {
             return Err(CityError::Invitation("not a recovery".into()));
         };
+        // A vouch at this city's place signed with another key counts for nothing: replaced.
+        vouches.retain(|(i, _, _)| usize::from(*i) != index);
         vouches.push((
             index as u8,
             self.key_id(),
@@ -647,7 +655,7 @@ impl City {
     /// capped at nothing): the lost key is its current key there, the caps its heads of that
     /// key's feeds, the designation that key's first. Makes the new key if need be. The token
     /// goes to the guardians, who vouch (`key recovery vouch`).
-    pub fn recovery_propose(dir: &Path) -> Result<RecoveryInfo, CityError> {
+    pub fn recovery_propose(dir: &Path, key: Option<CityId>) -> Result<RecoveryInfo, CityError> {
         let new = Self::recovery_new_key(dir)?;
         let profile_path = dir.join("city.json");
         let text = fs::read(&profile_path).map_err(io(&profile_path))?;
@@ -658,9 +666,9 @@ impl City {
         let store = Store::open_read_only(&dir.join("db"))?;
         let book = store.key_book()?;
         let city = profile.id;
-        let old = book.current(&city).ok_or_else(|| {
+        let old = key.or_else(|| book.current(&city)).ok_or_else(|| {
             CityError::Invitation(format!(
-                "no key of this city stands in this store (its succession is contested); a guardian starts the recovery of the key to recover (`key recovery start --key`); its keys are {}",
+                "no key of this city stands in this store (its succession is contested): name the key to recover with --key; its keys are {}",
                 book.keys_of(&city)
                     .iter()
                     .map(ToString::to_string)
@@ -668,6 +676,11 @@ impl City {
                     .join(", ")
             ))
         })?;
+        if book.city_of(&old) != city {
+            return Err(CityError::Invitation(format!(
+                "key {old} is not a key of this city in this store"
+            )));
+        }
         let fed = FeedId {
             author: old,
             scope: Scope::Federation,

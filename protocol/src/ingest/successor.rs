@@ -547,12 +547,20 @@ impl<L: Ledger> Work<'_, L> {
         let forked_below = self
             .fork_seq_now(&old_fed)?
             .is_some_and(|f| f <= r.designation_seq);
-        let fork = match self.entry_now(&old_fed, r.designation_seq)? {
+        let held = self.entry_now(&old_fed, r.designation_seq)?;
+        // Another entry held there: a fork at or below the designation, which this recovery
+        // proves (then no recovery resting on it stands, whatever the earlier entries).
+        let differs = held
+            .as_ref()
+            .is_some_and(|h| h.entry.hash() != r.designation);
+        let fork = match held {
             // It must be the old key's first designation (a later one, by whoever holds the key
             // then, names nobody), unless the feed is forked below it: no recovery resting on
             // it stands then anyway.
             Some(_)
-                if !forked_below && self.earlier_designation(&old_fed, r.designation_seq)? =>
+                if !forked_below
+                    && !differs
+                    && self.earlier_designation(&old_fed, r.designation_seq)? =>
             {
                 return Ok(Err(format!(
                     "a recovery rests on the key's first designation of guardians; seq {} of key {} is not",
