@@ -331,3 +331,87 @@ async fn a_city_that_lost_its_key_is_recovered_by_its_guardians() {
         summary_of(&warsaw.city, p)
     );
 }
+
+/// A thief holding Milan's key rotates it to a key of its own, with a cap below Milan's
+/// designation (which that makes void). Milan's key file is lost. Milan proposes the recovery of
+/// its lost key (named: the thief's key is the current one in Milan's store), its guardian
+/// vouches, Milan finishes: the recovery beats the thief's rotation, and Milan's new key is its
+/// current key everywhere the entries went.
+#[test]
+fn a_city_recovers_its_key_from_a_thief_s_rotation() {
+    use intercity_protocol::succession::{SUCCESSION_DOC, Statement};
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let milan =
+        City::init_with_key(dirs[0].path(), "Milan", None, intercity_tests::key(1)).expect("init");
+    let brno =
+        City::init_with_key(dirs[1].path(), "Brno", None, intercity_tests::key(2)).expect("init");
+    let warsaw =
+        City::init_with_key(dirs[2].path(), "Warsaw", None, intercity_tests::key(3)).expect("init");
+    let root = milan.id();
+    practice(&milan, "Housing first");
+    milan
+        .designate_guardians(1, vec![brno.id(), warsaw.id()])
+        .expect("guardians");
+    let fed = FeedId {
+        author: root,
+        scope: Scope::Federation,
+    };
+    let mut all = intercity_tests::wire_entries(&milan, &fed);
+    // The thief's rotation, capping Milan's federation feed at 1 (the designation is at 2).
+    let thief = intercity_protocol::identity::CityKey::from_secret([66; 32]);
+    let payload = Statement::sign(
+        root,
+        &intercity_tests::key(1),
+        thief.id(),
+        vec![(Scope::Federation, 1)],
+    );
+    let entry = sign_entry(
+        &thief,
+        Scope::Federation,
+        1,
+        intercity_protocol::entry::Hash32::default(),
+        SUCCESSION_DOC,
+        &payload,
+        5,
+    );
+    all.push(intercity_protocol::sync::WireEntry {
+        entry: entry.encode().to_vec(),
+        payload,
+    });
+    for city in [&milan, &brno, &warsaw] {
+        for w in &all {
+            let _ = city.ingest_remote(&w.entry, &w.payload);
+        }
+    }
+    assert_eq!(
+        brno.store().key_book().expect("keys").current(&root),
+        Some(thief.id()),
+        "the thief's key is Milan's before the recovery"
+    );
+    drop(milan);
+    std::fs::remove_file(dirs[0].path().join("city.key")).expect("lose the key");
+    // The current key in Milan's store is the thief's: Milan names the lost one.
+    assert!(City::recovery_propose(dirs[0].path(), None).is_err());
+    let proposed = City::recovery_propose(dirs[0].path(), Some(root)).expect("propose");
+    let vouched = brno.recovery_vouch(&proposed.token).expect("vouch");
+    let done = City::recovery_finish(dirs[0].path(), &vouched.token).expect("finish");
+    let milan = City::open(dirs[0].path()).expect("open");
+    assert_eq!((milan.id(), milan.key_id()), (root, done.new));
+    // The recovery reaches Brno and Warsaw: Milan's new key is current there, the thief's not.
+    let statement = intercity_tests::wire_entries(
+        &milan,
+        &FeedId {
+            author: done.new,
+            scope: Scope::Federation,
+        },
+    );
+    for city in [&brno, &warsaw] {
+        for w in &statement {
+            city.ingest_remote(&w.entry, &w.payload).expect("taken");
+        }
+        assert_eq!(
+            city.store().key_book().expect("keys").current(&root),
+            Some(done.new)
+        );
+    }
+}
