@@ -283,12 +283,7 @@ impl City {
         }
         secure_dir(dir, true)?;
         let mut key = read_key(&key_path)?;
-        let profile_path = dir.join("city.json");
-        let text = fs::read(&profile_path).map_err(io(&profile_path))?;
-        let profile: Profile = serde_json::from_slice(&text).map_err(|e| CityError::BadFile {
-            path: profile_path.clone(),
-            detail: e.to_string(),
-        })?;
+        let profile = read_profile(dir)?;
         let store = if read_only {
             Store::open_read_only(&dir.join("db"))?
         } else {
@@ -318,7 +313,7 @@ impl City {
             .map_or(key.id(), |fc| fc.city);
         if profile.id != root {
             return Err(CityError::BadFile {
-                path: profile_path,
+                path: dir.join("city.json"),
                 detail: "its id does not match city.key".into(),
             });
         }
@@ -818,6 +813,16 @@ fn secure_dir(dir: &Path, tighten: bool) -> Result<(), CityError> {
         }
     }
     Ok(())
+}
+
+/// The profile in `dir` (`city.json`).
+fn read_profile(dir: &Path) -> Result<Profile, CityError> {
+    let path = dir.join("city.json");
+    let text = fs::read(&path).map_err(io(&path))?;
+    serde_json::from_slice(&text).map_err(|e| CityError::BadFile {
+        path,
+        detail: e.to_string(),
+    })
 }
 
 fn read_key(path: &Path) -> Result<CityKey, CityError> {

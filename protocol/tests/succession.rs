@@ -128,32 +128,18 @@ impl Town {
     fn rotate_from(&mut self, from: usize, seed: u8) -> Wire {
         let old = self.keys[from].clone();
         let new = CityKey::from_secret([seed; 32]);
-        let caps: Vec<(Scope, u64)> = self
-            .ledger
+        let payload = Statement::sign(self.root, &old, new.id(), self.heads_of(&old.id()));
+        self.carry(new, payload)
+    }
+
+    /// This replica's heads of every feed of `key`.
+    fn heads_of(&self, key: &CityId) -> Vec<(Scope, u64)> {
+        self.ledger
             .heads
             .iter()
-            .filter(|(f, _)| f.author == old.id())
+            .filter(|(f, _)| f.author == *key)
             .map(|(f, h)| (f.scope, h.seq))
-            .collect();
-        let payload = Statement::sign(self.root, &old, new.id(), caps);
-        let entry = sign_entry(
-            &new,
-            Scope::Federation,
-            1,
-            Hash32::default(),
-            SUCCESSION_DOC,
-            &payload,
-            99,
-        );
-        let wire = Wire {
-            entry: entry.encode().to_vec(),
-            payload,
-        };
-        self.statements.insert(new.id(), entry.hash());
-        self.keys.push(new);
-        // Its own replica may not take it (a chain it does not hold): delivery decides.
-        let _ = self.ledger.ingest(&wire.entry, &wire.payload);
-        wire
+            .collect()
     }
 
     /// Key `k` names `guardians` (their root ids), `threshold` of whom must vouch.
@@ -172,30 +158,52 @@ impl Town {
     /// designation of that key on this replica.
     fn recover_from(&mut self, from: usize, seed: u8, vouchers: &[&Town]) -> Wire {
         let old = self.keys[from].id();
-        let new = CityKey::from_secret([seed; 32]);
-        let caps: Vec<(Scope, u64)> = self
-            .ledger
-            .heads
-            .iter()
-            .filter(|(f, _)| f.author == old && !self.ledger.entries.is_empty())
-            .map(|(f, h)| (f.scope, h.seq))
-            .collect();
         let fed = FeedId {
             author: old,
             scope: Scope::Federation,
         };
-        let (designation, payload) = self
+        let seq = self
             .ledger
             .entries
             .range((fed, 0)..=(fed, u64::MAX))
             .find(|(_, e)| e.entry.header.doc == GUARDIANS_DOC)
-            .map(|(_, e)| {
-                (
-                    e.entry.clone(),
-                    self.ledger.payloads[&e.entry.hash()].clone(),
-                )
-            })
+            .map(|((_, seq), _)| *seq)
             .expect("a designation");
+        let caps = self.heads_of(&old);
+        self.recover_on(from, seed, vouchers, seq, caps)
+    }
+
+    /// [`Town::recover_from`], resting on the designation at `seq` of that key's feed, with
+    /// no caps.
+    fn recover_from_designation(
+        &mut self,
+        from: usize,
+        seed: u8,
+        vouchers: &[&Town],
+        seq: u64,
+    ) -> Wire {
+        self.recover_on(from, seed, vouchers, seq, vec![])
+    }
+
+    /// A recovery of key `from` to a new key made from `seed`, resting on the designation at
+    /// `seq` of that key's federation feed, with `caps` and the vouches of `vouchers` (each
+    /// signing with its first key).
+    fn recover_on(
+        &mut self,
+        from: usize,
+        seed: u8,
+        vouchers: &[&Town],
+        seq: u64,
+        caps: Vec<(Scope, u64)>,
+    ) -> Wire {
+        let old = self.keys[from].id();
+        let fed = FeedId {
+            author: old,
+            scope: Scope::Federation,
+        };
+        let designation = self.ledger.entries[&(fed, seq)].entry.clone();
+        let payload = self.ledger.payloads[&designation.hash()].clone();
+        let new = CityKey::from_secret([seed; 32]);
         let guardians = Guardians::decode(&payload).expect("designation").guardians;
         let body = Statement::recovery_body(self.root, old, new.id(), caps);
         let vouches: Vec<(u8, CityId, [u8; 64])> = vouchers
@@ -212,35 +220,6 @@ impl Town {
             .collect();
         let payload =
             Statement::assemble_recovery(&body, &designation.encode(), &payload, &vouches);
-        self.carry(new, payload)
-    }
-
-    /// [`Town::recover_from`], resting on the designation at `seq` of that key's feed.
-    fn recover_from_designation(
-        &mut self,
-        from: usize,
-        seed: u8,
-        vouchers: &[&Town],
-        seq: u64,
-    ) -> Wire {
-        let old = self.keys[from].id();
-        let fed = FeedId {
-            author: old,
-            scope: Scope::Federation,
-        };
-        let e = self.ledger.entries[&(fed, seq)].entry.clone();
-        let payload = self.ledger.payloads[&e.hash()].clone();
-        let new = CityKey::from_secret([seed; 32]);
-        let guardians = Guardians::decode(&payload).expect("designation").guardians;
-        let body = Statement::recovery_body(self.root, old, new.id(), vec![]);
-        let vouches: Vec<(u8, CityId, [u8; 64])> = vouchers
-            .iter()
-            .map(|g| {
-                let i = guardians.iter().position(|c| *c == g.root).unwrap_or(99) as u8;
-                (i, g.root, Statement::vouch(&body, &e.hash(), &g.keys[0]))
-            })
-            .collect();
-        let payload = Statement::assemble_recovery(&body, &e.encode(), &payload, &vouches);
         self.carry(new, payload)
     }
 
@@ -261,6 +240,7 @@ impl Town {
         };
         self.statements.insert(new.id(), entry.hash());
         self.keys.push(new);
+        // Its own replica may not take it (a chain it does not hold): delivery decides.
         let _ = self.ledger.ingest(&wire.entry, &wire.payload);
         wire
     }

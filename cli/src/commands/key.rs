@@ -140,6 +140,14 @@ fn city_arg(client: &Client, text: &str) -> anyhow::Result<CityId> {
     }
 }
 
+/// Feeds and seqs, a line each.
+fn seqs(v: &[(String, u64)]) -> String {
+    v.iter()
+        .map(|(s, n)| format!("{s} up to seq {n}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn print_recovery(ctx: &Ctx, info: &intercity_node::city::RecoveryInfo) -> anyhow::Result<()> {
     if ctx.ui.is_json() {
         return Ok(ctx.ui.json(info)?);
@@ -154,28 +162,14 @@ fn print_recovery(ctx: &Ctx, info: &intercity_node::city::RecoveryInfo) -> anyho
         ("city", info.city.to_string()),
         ("lost key", info.old.to_string()),
         ("new key", info.new.to_string()),
-        (
-            "kept of the lost key",
-            info.caps
-                .iter()
-                .map(|(s, n)| format!("{s} up to seq {n}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ),
+        ("kept of the lost key", seqs(&info.caps)),
         (
             "vouches",
             format!("{} of {} needed", info.vouched.len(), info.threshold),
         ),
         ("guardians", list(&info.guardians)),
         ("vouched", list(&info.vouched)),
-        (
-            "held here of the lost key",
-            info.held_here
-                .iter()
-                .map(|(s, n)| format!("{s} up to seq {n}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ),
+        ("held here of the lost key", seqs(&info.held_here)),
         (
             "current key here",
             info.current_here

@@ -39,6 +39,34 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), CityError> {
     Ok(())
 }
 
+/// The heads `store` holds of every feed of `key`: what a statement caps them at.
+fn heads_of(store: &Store, key: &CityId) -> Result<Vec<(Scope, u64)>, CityError> {
+    Ok(store
+        .feeds_of(key)
+        .map_err(|e| CityError::Rejected(e.to_string()))?
+        .into_iter()
+        .filter_map(|f| store.head(&f).ok().flatten().map(|h| (f.scope, h.seq)))
+        .collect())
+}
+
+/// (scope, seq) pairs as they are shown.
+fn shown(caps: &[(Scope, u64)]) -> Vec<(String, u64)> {
+    caps.iter().map(|(s, n)| (s.to_string(), *n)).collect()
+}
+
+/// The entry that carries a statement: the first of the new key's federation feed (§15.6).
+fn carry(new: &CityKey, payload: &[u8]) -> SignedEntry {
+    sign_entry(
+        new,
+        Scope::Federation,
+        1,
+        Hash32::default(),
+        SUCCESSION_DOC,
+        payload,
+        now_ms(),
+    )
+}
+
 /// What a rotation did.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Rotated {
@@ -189,23 +217,9 @@ impl City {
             )));
         }
         let new = CityKey::generate()?;
-        let caps: Vec<(Scope, u64)> = self
-            .store
-            .feeds_of(&old.id())
-            .map_err(|e| CityError::Rejected(e.to_string()))?
-            .into_iter()
-            .filter_map(|f| self.store.head(&f).ok().flatten().map(|h| (f.scope, h.seq)))
-            .collect();
+        let caps = heads_of(&self.store, &old.id())?;
         let payload = Statement::sign(self.root, &old, new.id(), caps.clone());
-        let entry = sign_entry(
-            &new,
-            Scope::Federation,
-            1,
-            Hash32::default(),
-            SUCCESSION_DOC,
-            &payload,
-            now_ms(),
-        );
+        let entry = carry(&new, &payload);
         // 1. The new key, durable, beside the old one.
         let next_path = self.dir.join(NEXT_KEY_FILE);
         if next_path.exists() {
@@ -240,7 +254,7 @@ impl City {
             city: self.root,
             old: old.id(),
             new: new.id(),
-            caps: caps.into_iter().map(|(s, n)| (s.to_string(), n)).collect(),
+            caps: shown(&caps),
             statement: hex::encode(entry.hash().0),
         })
     }
@@ -390,11 +404,7 @@ fn read_recovery(token: &str) -> Result<(Vec<u8>, Statement, RecoveryInfo), City
         city: statement.city,
         old: statement.old,
         new: statement.new,
-        caps: statement
-            .caps
-            .iter()
-            .map(|(s, n)| (s.to_string(), *n))
-            .collect(),
+        caps: shown(&statement.caps),
         threshold: recovery.threshold,
         guardians: guardians.guardians,
         // Only a vouch signed with the guardian's city key counts (§15.6).
@@ -548,14 +558,7 @@ impl City {
                     "this node holds no designation of guardians by key {old} of city {city}: without one, nobody can vouch"
                 ))
             })?;
-        let caps: Vec<(Scope, u64)> = self
-            .store
-            .feeds_of(&old)
-            .map_err(|e| CityError::Rejected(e.to_string()))?
-            .into_iter()
-            .filter_map(|f| self.store.head(&f).ok().flatten().map(|h| (f.scope, h.seq)))
-            .collect();
-        let body = Statement::recovery_body(city, old, new, caps);
+        let body = Statement::recovery_body(city, old, new, heads_of(&self.store, &old)?);
         let payload =
             Statement::assemble_recovery(&body, &designation.encode(), &designation_payload, &[]);
         let token = recovery_token(&payload);
@@ -633,19 +636,7 @@ impl City {
     }
 
     fn note_here(&self, info: &mut RecoveryInfo) -> Result<(), CityError> {
-        info.held_here = self
-            .store
-            .feeds_of(&info.old)
-            .map_err(|e| CityError::Rejected(e.to_string()))?
-            .into_iter()
-            .filter_map(|f| {
-                self.store
-                    .head(&f)
-                    .ok()
-                    .flatten()
-                    .map(|h| (f.scope.to_string(), h.seq))
-            })
-            .collect();
+        info.held_here = shown(&heads_of(&self.store, &info.old)?);
         info.current_here = self.store.key_book()?.current(&info.city);
         Ok(())
     }
@@ -657,12 +648,7 @@ impl City {
     /// goes to the guardians, who vouch (`key recovery vouch`).
     pub fn recovery_propose(dir: &Path, key: Option<CityId>) -> Result<RecoveryInfo, CityError> {
         let new = Self::recovery_new_key(dir)?;
-        let profile_path = dir.join("city.json");
-        let text = fs::read(&profile_path).map_err(io(&profile_path))?;
-        let profile: Profile = serde_json::from_slice(&text).map_err(|e| CityError::BadFile {
-            path: profile_path.clone(),
-            detail: e.to_string(),
-        })?;
+        let profile = read_profile(dir)?;
         let store = Store::open_read_only(&dir.join("db"))?;
         let book = store.key_book()?;
         let city = profile.id;
@@ -691,13 +677,7 @@ impl City {
                     "key {old} named no guardians in this store: it cannot be recovered"
                 ))
             })?;
-        let caps: Vec<(Scope, u64)> = store
-            .feeds_of(&old)
-            .map_err(|e| CityError::Rejected(e.to_string()))?
-            .into_iter()
-            .filter_map(|f| store.head(&f).ok().flatten().map(|h| (f.scope, h.seq)))
-            .collect();
-        let body = Statement::recovery_body(city, old, new, caps);
+        let body = Statement::recovery_body(city, old, new, heads_of(&store, &old)?);
         let payload =
             Statement::assemble_recovery(&body, &designation.encode(), &designation_payload, &[]);
         read_recovery(&recovery_token(&payload)).map(|(_, _, info)| info)
@@ -733,12 +713,7 @@ impl City {
             ));
         }
         let new = read_key(&key_path)?;
-        let profile_path = dir.join("city.json");
-        let text = fs::read(&profile_path).map_err(io(&profile_path))?;
-        let profile: Profile = serde_json::from_slice(&text).map_err(|e| CityError::BadFile {
-            path: profile_path.clone(),
-            detail: e.to_string(),
-        })?;
+        let profile = read_profile(dir)?;
         let (payload, statement, _) = read_recovery(token)?;
         if statement.new != new.id() || statement.city != profile.id {
             return Err(CityError::Invitation(format!(
@@ -765,15 +740,7 @@ impl City {
                 missing.join(", ")
             )));
         }
-        let entry = sign_entry(
-            &new,
-            Scope::Federation,
-            1,
-            Hash32::default(),
-            SUCCESSION_DOC,
-            &payload,
-            now_ms(),
-        );
+        let entry = carry(&new, &payload);
         let mut batch = Batch::new(&store);
         match batch.ingest(&entry.encode(), &payload)? {
             Verdict::Stored(Status::Accepted) => store.apply(batch.into_commit())?,
@@ -791,11 +758,7 @@ impl City {
             city: profile.id,
             old: statement.old,
             new: new.id(),
-            caps: statement
-                .caps
-                .iter()
-                .map(|(s, n)| (s.to_string(), *n))
-                .collect(),
+            caps: shown(&statement.caps),
             statement: hex::encode(entry.hash().0),
         })
     }

@@ -194,6 +194,24 @@ impl EventLoop {
         Response::Joined { waiting: false }
     }
 
+    /// A guest's presentation was refused: code 5, and the guest goes once the answer has had
+    /// time to leave (and is banned).
+    fn refuse_guest(
+        &mut self,
+        peer: PeerId,
+        connection: libp2p::swarm::ConnectionId,
+        message: String,
+    ) -> Response {
+        if let Some(guest) = self
+            .guests
+            .get_mut(&peer)
+            .filter(|g| g.connection == connection)
+        {
+            guest.until = Instant::now() + Duration::from_secs(2);
+        }
+        Response::Error { code: 5, message }
+    }
+
     /// What became of a city's `Join`: the answer, and the guest's fate.
     pub(super) fn joined(
         &mut self,
@@ -220,15 +238,7 @@ impl EventLoop {
             }
             Err(crate::CityError::Invitation(message)) => {
                 warn!(%peer, %message, "join refused");
-                if let Some(guest) = self
-                    .guests
-                    .get_mut(&peer)
-                    .filter(|g| g.connection == connection)
-                {
-                    // Time for the answer to leave, then the guest goes (and is banned).
-                    guest.until = Instant::now() + Duration::from_secs(2);
-                }
-                Response::Error { code: 5, message }
+                self.refuse_guest(peer, connection, message)
             }
             Err(e) => {
                 warn!(%peer, error = %e, "join failed");
@@ -334,14 +344,7 @@ impl EventLoop {
                     Ok(_) => "that key does not speak for a city of this roster".into(),
                 };
                 warn!(%peer, %message, "succession refused");
-                if let Some(guest) = self
-                    .guests
-                    .get_mut(&peer)
-                    .filter(|g| g.connection == connection)
-                {
-                    guest.until = Instant::now() + Duration::from_secs(2);
-                }
-                Response::Error { code: 5, message }
+                self.refuse_guest(peer, connection, message)
             }
         }
     }

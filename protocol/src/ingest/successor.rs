@@ -143,23 +143,6 @@ impl KeyPassed {
         self.note(hash, st);
     }
 
-    /// Merges what another ledger's summary decided (the same old key).
-    pub fn merge(&mut self, other: &KeyPassed) {
-        self.caps.retain(|scope, cap| match other.caps.get(scope) {
-            Some(c) => {
-                *cap = (*cap).min(*c);
-                true
-            }
-            None => false,
-        });
-        for k in &other.planned {
-            self.name(*k);
-        }
-        if let Some(r) = other.recovery {
-            self.recover(r);
-        }
-    }
-
     fn note(&mut self, hash: Hash32, st: &Statement) {
         match &st.recovery {
             None => self.name(st.new),
