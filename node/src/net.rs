@@ -28,7 +28,7 @@
 //! | file | job |
 //! |---|---|
 //! | `net/swarm.rs` | building the swarm and [`spawn`]ing the loop; dispatching swarm events |
-//! | `net/session.rs` | the sync session: heads, ranges, scope gating, requests and answers |
+//! | `net/session.rs` | drives the sync session (`intercity_protocol::session`, a state machine with no I/O) over libp2p; answers requests |
 //! | `net/entries.rs` | entries in (gossip, pushes, ingest outcomes) and out (publish, push) |
 //! | `net/guests.rs` | guests presenting invitations, and presenting ours |
 //! | `net/bans.rs` | strikes and stored bans |
@@ -41,9 +41,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use intercity_protocol::entry::{FeedId, SignedEntry};
+use intercity_protocol::entry::FeedId;
 use intercity_protocol::identity::CityId;
-use intercity_protocol::ingest::Status;
+use intercity_protocol::session::{Event, ReqId, Session};
 use intercity_protocol::sync::{self, Request, WireEntry};
 use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::NetworkBehaviour;
@@ -71,6 +71,7 @@ use bans::BAN_KEY;
 use gate::{Admits, Gate};
 pub use gate::{MAX_PENDING_PER_IP, MAX_PENDING_QUIC};
 pub use ingest::MAX_QUEUED_JOBS_PER_PEER;
+pub use intercity_protocol::session::{MAX_INFLIGHT_RANGES, RANGE_STALL};
 pub use swarm::spawn;
 use sync_protocol::SyncBehaviour;
 pub use sync_protocol::{GUEST_STREAMS, MAX_GUEST_FRAME_BYTES, MEMBER_STREAMS};
@@ -84,11 +85,6 @@ pub const CHANNEL_BOUND: usize = 1024;
 /// Entries of one `Push` that are judged (the `Ack` counts those stored): honest nodes push
 /// their new entries one at a time, and a job of the ingest worker stays short.
 pub const MAX_PUSH_JUDGED: usize = 16;
-/// How long one peer's range fetch of a feed holds that feed (at most one anti-entropy period):
-/// after that, another peer may fetch it too.
-pub const RANGE_STALL: Duration = Duration::from_secs(5);
-/// Range requests in flight per peer.
-pub const MAX_INFLIGHT_RANGES: usize = 32;
 /// The gossipsub topic of the federation scope.
 pub const FEDERATION_TOPIC: &str = "/intercity/1/federation";
 /// Cities outside the roster connected at once to present an invitation.
@@ -313,7 +309,6 @@ fn city_id(peer: &PeerId) -> Option<CityId> {
 struct Peer {
     name: String,
     connected: bool,
-    last_heads: Vec<sync::Head>,
     last_sync: Option<i64>,
     bytes_sent: u64,
     bytes_received: u64,
@@ -321,12 +316,6 @@ struct Peer {
     rejected: u64,
     invalid: u64,
     strikes: u32,
-    /// Range requests in flight to this peer: the seq asked from, and when.
-    inflight: HashMap<FeedId, (u64, Instant)>,
-    /// Fork probes asked of this peer because its own heads showed another hash at a seq this
-    /// node holds: feed -> that seq. (Probes after an entry it relayed are not kept here: a
-    /// relay answers for what it holds, not for what it forwarded.)
-    probes: HashMap<FeedId, u64>,
     /// Where the next `Forks` answer to this peer starts, when there are more proofs than fit.
     forks_sent: usize,
     /// An invitation was presented to it on the current connection.
@@ -338,29 +327,13 @@ struct Peer {
 }
 
 enum Pending {
-    Heads,
-    Range(FeedId),
+    /// A request of the sync session.
+    Sync(ReqId),
     Push,
-    Forks,
     /// The token presented.
     Join(String),
     /// This city's succession statements presented (§15.6).
     Succession,
-}
-
-/// What became of one entry from a peer.
-enum Outcome {
-    New(SignedEntry, Status),
-    Known,
-    /// Held at that seq, but another entry: a fork (proof stored, feed frozen).
-    Fork,
-    Gap(FeedId, u64),
-    /// A signed entry that does not chain on this node's head of its feed (seq given): its
-    /// author signed two histories. Not the relay's fault: its copy of that seq is fetched, and
-    /// the fork is detected on it.
-    Diverged(FeedId, u64),
-    Invalid(String),
-    Skipped,
 }
 
 struct EventLoop {
@@ -372,6 +345,12 @@ struct EventLoop {
     topic: gossipsub::IdentTopic,
     peers: HashMap<PeerId, Peer>,
     pending: HashMap<OutboundRequestId, (PeerId, Pending)>,
+    /// The sync session with every peer (heads, ranges, probes, fork proofs).
+    sync: Session<PeerId>,
+    /// The origin of the session's clock.
+    started: Instant,
+    /// The answer the session gave to the heads exchange being handled.
+    heads_answer: Option<sync::Response>,
     banned: HashMap<PeerId, Instant>,
     listening: Vec<Multiaddr>,
     /// Every key of this city and of the unblocked roster cities (their root ids and their
@@ -505,7 +484,7 @@ impl EventLoop {
             }
             Command::Roster => self.apply_roster(),
             Command::Push(peer, entries) => {
-                self.request(peer, Request::Push(entries), Pending::Push)
+                self.request(peer, Request::Push(entries), Pending::Push);
             }
             Command::Dial(addr) => {
                 if let Err(e) = self.swarm.dial(addr.clone()) {
@@ -637,11 +616,6 @@ impl EventLoop {
             .map(|k| peer_id(&k))
     }
 
-    /// The city a peer's key belongs to.
-    fn city_of_peer(&self, peer: &PeerId) -> Option<CityId> {
-        city_id(peer).map(|k| self.keys.city_of(&k))
-    }
-
     fn anti_entropy(&mut self) {
         let now = Instant::now();
         let lifted: Vec<PeerId> = self
@@ -657,15 +631,7 @@ impl EventLoop {
             }
         }
         self.apply_roster();
-        let connected: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.connected)
-            .map(|(id, _)| *id)
-            .collect();
-        for pid in connected {
-            self.send_heads(pid);
-        }
+        self.drive(Event::Tick);
     }
 
     fn status(&self) -> NetStatus {
@@ -678,7 +644,7 @@ impl EventLoop {
             .peers
             .iter()
             .map(|(pid, p)| {
-                let lag = sync::lag(&mine, &p.last_heads);
+                let lag = sync::lag(&mine, self.sync.last_heads(pid));
                 PeerStatus {
                     id: pid.to_base58(),
                     name: p.name.clone(),

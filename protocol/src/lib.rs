@@ -15,6 +15,8 @@
 //! - [`invite`] — signed invitation tokens that introduce one city to another.
 //! - [`succession`] — a city passes its signing right from one key to the next.
 //! - [`sync`] — the `/intercity/sync/2` wire messages, size limits and reconciliation logic.
+//! - [`session`] — the sync session as a state machine: events in, actions out, no I/O.
+//! - [`sim`] — a seeded simulator: many nodes' sessions over a simulated network.
 #![warn(missing_docs)]
 
 pub mod chunk;
@@ -24,5 +26,7 @@ pub mod identity;
 pub mod ingest;
 pub mod invite;
 pub mod record;
+pub mod session;
+pub mod sim;
 pub mod succession;
 pub mod sync;

@@ -1,11 +1,14 @@
-//! The sync session with a peer: heads, ranges, scope gating, requests and their answers.
+//! The sync session over libp2p: the loop drives `intercity_protocol::session::Session` (the
+//! state machine that decides what to ask of each peer and what to make of the answers) and
+//! carries out its actions; and it answers peers' requests (scope gating, store reads off the
+//! loop).
 
-use std::collections::{BTreeMap, HashSet};
-use std::time::Instant;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
-use intercity_protocol::entry::{DocId, FeedId, Hash32, Scope, SignedEntry};
+use intercity_protocol::entry::{DocId, FeedId, Hash32, Scope};
 use intercity_protocol::identity::CityId;
-use intercity_protocol::ingest::ForkProof;
+use intercity_protocol::ingest::{FeedHead, ForkProof, Ledger};
+use intercity_protocol::session::{Action, Event, Source, View};
 use intercity_protocol::sync::{
     self, BATCH_TARGET_BYTES, Head, MAX_BATCH_ENTRIES, Request, Response, WireEntry,
 };
@@ -14,8 +17,9 @@ use libp2p::request_response;
 use tracing::{debug, info, warn};
 
 use super::ingest;
-use super::{EventLoop, MAX_INFLIGHT_RANGES, MAX_PUSH_JUDGED, Pending, RANGE_STALL, city_id};
+use super::{EventLoop, MAX_PUSH_JUDGED, Pending, city_id};
 use crate::city::{City, now_ms};
+use crate::store::KeyBook;
 
 /// Store reads for answers (`Range`, `Forks`) running at once, off the loop.
 pub(super) const MAX_STORE_READERS: usize = 4;
@@ -87,6 +91,47 @@ fn range_answer(city: &City, feed: FeedId, from: u64, max: usize) -> Response {
     }
 }
 
+/// What the sync session reads of this node: the store's feed heads and fork index (both in
+/// memory), and the scopes shared with a peer (the store's group index).
+struct NodeView<'a> {
+    city: &'a City,
+    keys: &'a KeyBook,
+}
+
+impl View<PeerId> for NodeView<'_> {
+    fn heads(&self) -> BTreeMap<FeedId, FeedHead> {
+        self.city
+            .store()
+            .feeds()
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
+    }
+
+    fn shared_scopes(&self, peer: &PeerId) -> HashSet<Scope> {
+        shared_scopes(self.city, self.keys, peer)
+    }
+
+    fn fork_seq(&self, feed: &FeedId) -> Option<u64> {
+        Ledger::fork_seq(self.city.store(), feed).ok().flatten()
+    }
+}
+
+/// The scopes this city shares with `peer`: the federation, and every working group whose
+/// current member list (as this city holds it) names the peer's city.
+fn shared_scopes(city: &City, keys: &KeyBook, peer: &PeerId) -> HashSet<Scope> {
+    let mut out = HashSet::from([Scope::Federation]);
+    let Some(member) = city_id(peer).map(|k| keys.city_of(&k)) else {
+        return out;
+    };
+    // From the store's group index: no group document is loaded here.
+    match city.store().groups_of(&member.to_string()) {
+        Ok(groups) => out.extend(groups.into_iter().map(Scope::Group)),
+        Err(e) => warn!(error = %e, "reading the working groups"),
+    }
+    out
+}
+
 impl EventLoop {
     /// A roster city is connected (or a guest just joined): it scores as any roster city, and
     /// the sync session starts. It presents our invitation first if it has one to present.
@@ -99,10 +144,66 @@ impl EventLoop {
         p.connected = true;
         p.presented = false;
         p.presented_keys = false;
+        self.drive(Event::Connected(peer));
         // Heads follow once the inviter has admitted this city (or its new key).
         if !self.present_invitation(peer) && !self.present_succession(peer) {
             self.send_heads(peer);
         }
+    }
+
+    /// Hands an event to the sync session and carries out its actions (and those of the
+    /// events they lead to).
+    pub(super) fn drive(&mut self, event: Event<PeerId>) {
+        let mut events = VecDeque::from([event]);
+        while let Some(event) = events.pop_front() {
+            let view = NodeView {
+                city: &self.city,
+                keys: &self.keys,
+            };
+            let now = self.started.elapsed();
+            for action in self.sync.handle(event, now, &view) {
+                events.extend(self.act(action));
+            }
+        }
+    }
+
+    /// Carries out one action of the sync session; gives the event it leads to at once.
+    fn act(&mut self, action: Action<PeerId>) -> Option<Event<PeerId>> {
+        match action {
+            Action::Send { peer, id, request } => {
+                if !self.request(peer, request, Pending::Sync(id)) {
+                    return Some(Event::Failed(peer, id));
+                }
+            }
+            Action::Respond(_, response) => self.heads_answer = Some(response),
+            Action::Judge {
+                peer,
+                source,
+                entries,
+            } => {
+                let origin = match source {
+                    Source::Range { feed, more } => ingest::Origin::Range { feed, more },
+                    Source::Proof | Source::Relayed => ingest::Origin::Proof,
+                };
+                if !self.submit(peer, origin, entries) {
+                    return Some(Event::Dropped(peer, source));
+                }
+            }
+            Action::Penalize(peer, reason) => self.penalize(peer, &reason),
+            Action::OwnClaim(peer, scope, seq) => {
+                self.city.peer_reports_own(&peer.to_string(), scope, seq);
+            }
+            Action::ForgetClaims(peer) => self.forget_claims(&peer),
+            Action::ClaimBacked(peer, scope) => {
+                self.city.own_claim_backed(&peer.to_string(), scope);
+            }
+        }
+        None
+    }
+
+    /// Starts a heads exchange with `peer`.
+    pub(super) fn send_heads(&mut self, peer: PeerId) {
+        self.drive(Event::Exchange(peer));
     }
 
     /// Heads of every feed held, with their hashes.
@@ -116,19 +217,9 @@ impl EventLoop {
             .collect()
     }
 
-    /// The scopes this city shares with `peer`: the federation, and every working group whose
-    /// current member list (as this city holds it) names the peer.
+    /// The scopes this city shares with `peer`.
     pub(super) fn shared_scopes(&self, peer: &PeerId) -> HashSet<Scope> {
-        let mut out = HashSet::from([Scope::Federation]);
-        let Some(city) = self.city_of_peer(peer) else {
-            return out;
-        };
-        // From the store's group index: no group document is loaded here.
-        match self.city.store().groups_of(&city.to_string()) {
-            Ok(groups) => out.extend(groups.into_iter().map(Scope::Group)),
-            Err(e) => warn!(error = %e, "reading the working groups"),
-        }
-        out
+        shared_scopes(&self.city, &self.keys, peer)
     }
 
     pub(super) fn group_members(&self, group: DocId) -> HashSet<PeerId> {
@@ -145,16 +236,14 @@ impl EventLoop {
         }
     }
 
-    pub(super) fn request(&mut self, peer: PeerId, req: Request, kind: Pending) {
+    /// Sends a request over a roster city's connection; false if there is none.
+    pub(super) fn request(&mut self, peer: PeerId, req: Request, kind: Pending) -> bool {
         // Only over a roster city's connection: a request to a peer connected only on a
         // guest's connection would wait in request-response for ever (it cannot dial a peer
         // that is connected), holding the feed it fetches.
         if !self.swarm.behaviour().sync.members.is_connected(&peer) {
             debug!(%peer, "no roster connection to this peer: request not sent");
-            if let (Pending::Range(feed), Some(p)) = (&kind, self.peers.get_mut(&peer)) {
-                p.inflight.remove(feed);
-            }
-            return;
+            return false;
         }
         let size = req.encoded_len() as u64 + 4;
         self.peers.entry(peer).or_default().bytes_sent += size;
@@ -165,81 +254,7 @@ impl EventLoop {
             .members
             .send_request(&peer, req);
         self.pending.insert(id, (peer, kind));
-    }
-
-    pub(super) fn send_heads(&mut self, peer: PeerId) {
-        let shared = self.shared_scopes(&peer);
-        let heads: Vec<Head> = self
-            .my_heads()
-            .into_iter()
-            .filter(|(f, _)| shared.contains(&f.scope))
-            .map(|(f, (seq, hash))| (f, seq, hash))
-            .collect();
-        self.request(peer, Request::Heads(heads), Pending::Heads);
-    }
-
-    /// Asks `peer` for what its heads show this node lacks; closed feeds (frozen or exhausted)
-    /// count as complete.
-    pub(super) fn fetch(&mut self, peer: PeerId, theirs: &[Head]) {
-        // One read of the heads: a closed feed is passed as complete (u64::MAX).
-        let mine: BTreeMap<FeedId, (u64, Hash32)> = self
-            .city
-            .store()
-            .feeds()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(f, h)| {
-                let head = if h.closed() {
-                    (u64::MAX, Hash32::default())
-                } else {
-                    (h.seq, h.hash)
-                };
-                (f, head)
-            })
-            .collect();
-        for want in sync::wants(&mine, theirs) {
-            let held = mine.get(&want.feed).map_or(0, |(seq, _)| *seq);
-            if want.from <= held {
-                self.probe(peer, want.feed, want.from);
-            } else {
-                self.request_range(peer, want.feed, want.from);
-            }
-        }
-    }
-
-    /// Asks `peer` for `feed` from `at`, a seq this node holds, because the peer's heads show
-    /// another hash there (a fork probe); answered with the entry held here, it is a strike.
-    pub(super) fn probe(&mut self, peer: PeerId, feed: FeedId, at: u64) {
-        self.peers.entry(peer).or_default().probes.insert(feed, at);
-        self.request_range(peer, feed, at);
-    }
-
-    pub(super) fn request_range(&mut self, peer: PeerId, feed: FeedId, from: u64) {
-        // One fetch per feed at a time across all peers: the same entries are not pulled twice.
-        // A fetch that has waited longer than that no longer holds the feed: a peer answering
-        // just before the timeout cannot keep it from the others.
-        let stall = RANGE_STALL.min(self.cfg.anti_entropy);
-        if self.peers.iter().any(|(pid, p)| {
-            p.inflight
-                .get(&feed)
-                .is_some_and(|(_, at)| *pid == peer || at.elapsed() < stall)
-        }) {
-            return;
-        }
-        let p = self.peers.entry(peer).or_default();
-        if p.inflight.len() >= MAX_INFLIGHT_RANGES {
-            return;
-        }
-        p.inflight.insert(feed, (from, Instant::now()));
-        self.request(
-            peer,
-            Request::Range {
-                feed,
-                from,
-                max: MAX_BATCH_ENTRIES as u32,
-            },
-            Pending::Range(feed),
-        );
+        true
     }
 
     /// A sync event; `guest`: from a guest's connection (answered through the guests' side).
@@ -313,13 +328,8 @@ impl EventLoop {
                 ..
             } => {
                 debug!(%peer, %error, "sync request failed");
-                if let Some((_, Pending::Range(feed))) = self.pending.remove(&request_id) {
-                    if let Some(p) = self.peers.get_mut(&peer) {
-                        p.inflight.remove(&feed);
-                    }
-                    if feed.author == self.city.key_id() {
-                        self.forget_claims(&peer);
-                    }
+                if let Some((_, Pending::Sync(id))) = self.pending.remove(&request_id) {
+                    self.drive(Event::Failed(peer, id));
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -397,22 +407,13 @@ impl EventLoop {
                 message: "not in this city's roster; present an invitation first".into(),
             },
             Request::Heads(theirs) => {
-                // The requester offers the scopes it shares with us by its own view (a group may
-                // be new to us); its Range answers are gated by it. We answer for ours.
-                let shared = self.shared_scopes(&peer);
-                let mine: Vec<Head> = self
-                    .my_heads()
-                    .into_iter()
-                    .filter(|(f, _)| shared.contains(&f.scope))
-                    .map(|(f, (seq, hash))| (f, seq, hash))
-                    .collect();
-                // Sync both ways in one round: fetch what the requester has and we lack.
-                self.note_own_feeds(peer, &theirs);
-                self.fetch(peer, &theirs);
-                let p = self.peers.entry(peer).or_default();
-                p.last_heads = theirs;
-                p.last_sync = Some(now_ms());
-                Response::Heads(mine)
+                // The session answers with our heads of the scopes shared with the requester,
+                // and fetches what it has and we lack: sync both ways in one round.
+                self.drive(Event::HeadsAsked(peer, theirs));
+                self.peers.entry(peer).or_default().last_sync = Some(now_ms());
+                self.heads_answer
+                    .take()
+                    .unwrap_or(Response::Heads(Vec::<Head>::new()))
             }
             Request::Range { feed, from, max } => {
                 if !self.shared_scopes(&peer).contains(&feed.scope) {
@@ -456,69 +457,6 @@ impl EventLoop {
         })
     }
 
-    /// Fork proofs from a peer: each is checked, and the entries of a good one that this node
-    /// holds a feed position for (its head is at or past their seq, and it holds no proof at
-    /// that seq or below) go to the ingest worker: the one it holds is a duplicate, the other
-    /// a fork, which settles the feed from that seq.
-    /// A proof that does not verify is a strike: it is not what its author signed.
-    fn on_fork_proofs(&mut self, peer: PeerId, proofs: Vec<ForkProof>) {
-        let heads: std::collections::HashMap<FeedId, _> = self
-            .city
-            .store()
-            .feeds()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        let mut items = Vec::new();
-        for proof in proofs {
-            // Feeds not held far enough, or frozen already, first: no signature to check.
-            let feed = proof.first.header.feed();
-            let Some(head) = heads.get(&feed) else {
-                continue;
-            };
-            // Nothing new: a proof at this seq or below is held (the feed is settled from
-            // there), or this node holds nothing at that seq.
-            let seq = proof.first.header.seq;
-            let settled = intercity_protocol::ingest::Ledger::fork_seq(self.city.store(), &feed)
-                .ok()
-                .flatten()
-                .is_some_and(|s| s <= seq);
-            if settled || head.seq < seq {
-                continue;
-            }
-            if !proof.verify() {
-                self.penalize(peer, "a fork proof that does not verify");
-                continue;
-            }
-            for entry in [&proof.first, &proof.second] {
-                items.push(WireEntry {
-                    entry: entry.encode().to_vec(),
-                    payload: Vec::new(),
-                });
-            }
-        }
-        if !items.is_empty() {
-            self.submit(peer, ingest::Origin::Proof, items);
-        }
-    }
-
-    /// A peer's heads name this city's own feeds: one ahead of this node's copy means entries
-    /// this node lost (a crash, a restored backup). Until they are fetched back, local writes
-    /// to that feed are refused (`City::peer_reports_own`).
-    /// Only scopes shared with the peer count (a bounded set), and only while the peer backs
-    /// its claim: one that will not serve it is forgotten (`forget_claims`).
-    fn note_own_feeds(&self, peer: PeerId, theirs: &[Head]) {
-        let me = self.city.key_id();
-        let shared = self.shared_scopes(&peer);
-        let who = peer.to_string();
-        for (feed, seq, _) in theirs
-            .iter()
-            .filter(|(f, _, _)| f.author == me && shared.contains(&f.scope))
-        {
-            self.city.peer_reports_own(&who, feed.scope, *seq);
-        }
-    }
-
     /// Forgets what `peer` claimed of this city's own feeds.
     pub(super) fn forget_claims(&self, peer: &PeerId) {
         self.city.forget_own_claims(&peer.to_string());
@@ -557,85 +495,14 @@ impl EventLoop {
             (Pending::Join(_), other) => {
                 debug!(%peer, ?other, "join not answered; presented again at the next connection");
             }
-            (Pending::Heads, Response::Heads(theirs)) => {
-                self.note_own_feeds(peer, &theirs);
-                self.fetch(peer, &theirs);
-                self.request(peer, Request::Forks, Pending::Forks);
-                let p = self.peers.entry(peer).or_default();
-                p.last_heads = theirs;
-                p.last_sync = Some(now_ms());
-            }
-            (Pending::Range(feed), Response::Entries { entries, more }) => {
-                // An answer starts at the seq asked for (so each one makes progress, and a peer
-                // cannot loop `more` over entries already held), and a peer that claimed a feed
-                // serves it.
-                let asked = self
-                    .peers
-                    .get(&peer)
-                    .and_then(|p| p.inflight.get(&feed))
-                    .map(|(from, _)| *from);
-                let first = entries
-                    .first()
-                    .and_then(|w| SignedEntry::decode(&w.entry).ok())
-                    .map(|e| (e.header.feed(), e.header.seq));
-                let claimed = self.peers.get(&peer).and_then(|p| {
-                    p.last_heads
-                        .iter()
-                        .find(|(f, _, _)| *f == feed)
-                        .map(|(_, s, _)| *s)
-                });
-                let fault = match (asked, first) {
-                    (Some(from), Some((f, s))) if f != feed || s != from => {
-                        Some("a range answer that does not start where it was asked")
-                    }
-                    (Some(from), None) if claimed.is_some_and(|head| head >= from) => {
-                        Some("claimed entries it does not serve")
-                    }
-                    _ => None,
-                };
-                if fault.is_some() || entries.is_empty() {
-                    if let Some(p) = self.peers.get_mut(&peer) {
-                        p.inflight.remove(&feed);
-                    }
-                    if feed.author == self.city.key_id() {
-                        self.forget_claims(&peer);
-                    }
-                    if let Some(reason) = fault {
-                        self.penalize(peer, reason);
-                    }
-                    return;
+            (Pending::Sync(id), response) => {
+                if matches!(response, Response::Heads(_)) {
+                    self.peers.entry(peer).or_default().last_sync = Some(now_ms());
                 }
-                // The fetch of this feed stays in flight until the worker has judged them.
-                self.submit(peer, ingest::Origin::Range { feed, more }, entries);
+                self.drive(Event::Answered(peer, id, response));
             }
-            (Pending::Range(feed), other) => {
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.inflight.remove(&feed);
-                }
-                // A peer that claimed this city's own feed and will not serve it: its claim
-                // no longer holds edits back.
-                if feed.author == self.city.key_id() {
-                    self.forget_claims(&peer);
-                }
-                debug!(%peer, ?other, "range request refused");
-            }
-            (Pending::Forks, Response::Forks(proofs)) => self.on_fork_proofs(peer, proofs),
             (Pending::Succession, response) => self.succession_answered(peer, response),
-            (Pending::Push | Pending::Heads | Pending::Forks, _) => {}
-        }
-    }
-
-    /// New entries arrived by sync: start a heads exchange with every other connected peer, so
-    /// they spread through a sparse topology without waiting for anti-entropy.
-    pub(super) fn nudge(&mut self, except: PeerId) {
-        let others: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(id, p)| p.connected && **id != except)
-            .map(|(id, _)| *id)
-            .collect();
-        for pid in others {
-            self.send_heads(pid);
+            (Pending::Push, _) => {}
         }
     }
 }

@@ -25,6 +25,7 @@ use super::{
     GUEST_TIMEOUT, Guest, NetConfig, NetError, NetHandle,
 };
 use crate::city::City;
+use intercity_protocol::session::{Event, Session};
 
 /// Starts the network for `city`; returns once it listens. The event loop runs until `shutdown`.
 pub async fn spawn(
@@ -172,6 +173,10 @@ pub async fn spawn(
     let (answered_tx, answered) = mpsc::channel(CHANNEL_BOUND);
     let worker = ingest::spawn_worker(city.clone(), queue.clone(), done_tx)
         .map_err(|e| NetError::Setup(format!("cannot start the ingest worker: {e}")))?;
+    let sync = Session::new(
+        city.key_id(),
+        intercity_protocol::session::RANGE_STALL.min(cfg.anti_entropy),
+    );
     let mut event_loop = EventLoop {
         queue,
         ingested,
@@ -189,6 +194,9 @@ pub async fn spawn(
         topic,
         peers: HashMap::new(),
         pending: HashMap::new(),
+        sync,
+        started: Instant::now(),
+        heads_answer: None,
         banned,
         listening: listening.clone(),
         trusted: Arc::new(HashSet::new()),
@@ -263,9 +271,10 @@ impl EventLoop {
                     self.ban_guest(peer_id);
                     self.count_guests();
                     self.peers.remove(&peer_id);
+                    self.sync.forget(&peer_id);
                 } else if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.connected = false;
-                    p.inflight.clear();
+                    self.drive(Event::Disconnected(peer_id));
                     self.city.forget_own_claims(&peer_id.to_string());
                 }
                 info!(peer = %peer_id, "disconnected");

@@ -1,0 +1,674 @@
+//! The sync session as a state machine, with no I/O: what a node asks of its peers, when, and
+//! what it makes of their answers (docs/protocol.md §11).
+//!
+//! A [`Session`] is driven by [`Event`]s (a peer connected, a heads exchange asked of us, an
+//! answer, a judged batch, a timer tick) given with the current time, and answers each with
+//! [`Action`]s for its driver to carry out: send a request, answer the heads exchange being
+//! handled, have entries judged, strike a peer, note a peer's claims on this city's own feeds.
+//! What the node holds is read through a [`View`]. The node's network task drives one over
+//! libp2p; `sim` drives many over a simulated network, with the same code.
+//!
+//! The session owns the pull side of sync:
+//! - heads exchanges (on connection, every anti-entropy tick, and with up to
+//!   [`NUDGE_FANOUT`] other peers in turn when new entries arrived by sync, so they spread
+//!   without waiting for the tick);
+//! - range fetches: one fetch per feed at a time across all peers, at most
+//!   [`MAX_INFLIGHT_RANGES`] per peer, and a fetch that stalled for the range stall no longer
+//!   holds its feed;
+//! - fork probes (a peer's head at our seq with another hash) and fork proofs (`Forks`);
+//! - the checks that strike a peer: a range that does not start where asked, a claimed feed
+//!   not served, a probe answered with the entry held here, a range that does not chain, a fork
+//!   proof that does not verify, an entry that fails the feed level.
+//!
+//! It does not answer `Range` or `Forks` (they are store reads, done by the driver), gossip,
+//! push, or admit guests.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use crate::entry::{FeedId, Hash32, Scope, SignedEntry};
+use crate::identity::CityId;
+use crate::ingest::{FeedHead, ForkProof, IngestError, Status, Verdict};
+use crate::sync::{self, Head, MAX_BATCH_ENTRIES, Request, Response, WireEntry};
+
+/// Range requests in flight to one peer at once.
+pub const MAX_INFLIGHT_RANGES: usize = 32;
+
+/// A range fetch unanswered for this long no longer keeps other peers from fetching its feed.
+pub const RANGE_STALL: Duration = Duration::from_secs(5);
+
+/// Peers a heads exchange is started with when new entries arrived by sync (see
+/// [`Session`]'s nudges).
+pub const NUDGE_FANOUT: usize = 6;
+
+/// What the session reads of the node it runs for.
+pub trait View<P> {
+    /// The head of every feed held.
+    fn heads(&self) -> BTreeMap<FeedId, FeedHead>;
+    /// The scopes shared with `peer`: the federation, and the working groups it is a member of.
+    fn shared_scopes(&self, peer: &P) -> HashSet<Scope>;
+    /// The lowest seq of `feed` a fork proof is held at, if any.
+    fn fork_seq(&self, feed: &FeedId) -> Option<u64>;
+}
+
+/// The id of a request the session sent, to match its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReqId(pub u64);
+
+/// Where entries to judge came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A range this session fetched; `more` if the peer holds entries after it.
+    Range {
+        /// The feed.
+        feed: FeedId,
+        /// The peer holds more.
+        more: bool,
+    },
+    /// The two entries of a fork proof (no payloads): an entry of it that fails is not the
+    /// peer's fault.
+    Proof,
+    /// Gossip or a push: a new entry as it spreads.
+    Relayed,
+}
+
+/// What became of one entry from a peer, once judged.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// Stored here for the first time, with its verdict.
+    New(SignedEntry, Status),
+    /// Held already.
+    Known,
+    /// Held at that seq, but another entry: a fork (proof stored, feed frozen).
+    Fork,
+    /// Its seq is past the head held here (given).
+    Gap(FeedId, u64),
+    /// A signed entry that does not chain on this node's head of its feed (seq given): its
+    /// author signed two histories. Not the relay's fault: its copy of that seq is fetched, and
+    /// the fork is detected on it.
+    Diverged(FeedId, u64),
+    /// It failed the feed level (the relay's fault).
+    Invalid(String),
+    /// Not judged, or refused for now (a closed feed, full quotas, a store error).
+    Skipped,
+}
+
+impl Outcome {
+    /// The outcome of a judged entry: `judged` is the pipeline's answer (None: not judged),
+    /// `decoded` the entry if it decoded.
+    pub fn of(judged: Option<Result<Verdict, IngestError>>, decoded: Option<SignedEntry>) -> Self {
+        match judged {
+            None => Outcome::Skipped,
+            Some(Ok(Verdict::Stored(status))) => match decoded {
+                Some(e) => Outcome::New(e, status),
+                None => Outcome::Known,
+            },
+            Some(Ok(Verdict::Duplicate)) => Outcome::Known,
+            Some(Ok(Verdict::Fork)) => Outcome::Fork,
+            Some(Err(IngestError::SeqGap {
+                author,
+                scope,
+                have,
+                ..
+            })) => Outcome::Gap(FeedId { author, scope }, have),
+            Some(Err(IngestError::Backlink { author, scope, seq })) => {
+                Outcome::Diverged(FeedId { author, scope }, seq.saturating_sub(1).max(1))
+            }
+            Some(Err(
+                IngestError::Frozen(..)
+                | IngestError::Exhausted(..)
+                | IngestError::Undecided(..)
+                | IngestError::PendingFull(_)
+                | IngestError::PendingQuota(_)
+                | IngestError::Successor(_)
+                | IngestError::Ledger(_),
+            )) => Outcome::Skipped,
+            Some(Err(e)) => Outcome::Invalid(e.to_string()),
+        }
+    }
+}
+
+/// What happens to the session.
+#[derive(Debug)]
+pub enum Event<P> {
+    /// A peer is connected; nothing is sent yet (see [`Event::Exchange`]).
+    Connected(P),
+    /// Start a heads exchange with a connected peer.
+    Exchange(P),
+    /// A peer's connection closed: its fetches no longer hold their feeds.
+    Disconnected(P),
+    /// The anti-entropy timer: a heads exchange with every connected peer.
+    Tick,
+    /// A peer started a heads exchange with these heads: answered with [`Action::Respond`].
+    HeadsAsked(P, Vec<Head>),
+    /// The answer to a request this session sent.
+    Answered(P, ReqId, Response),
+    /// A request this session sent will not be answered (timeout, closed connection, or the
+    /// driver could not send it).
+    Failed(P, ReqId),
+    /// Entries handed out by [`Action::Judge`] (or received by gossip or push) were judged;
+    /// `entries` as given, `outcomes` in their order (shorter if judging stopped early).
+    Judged {
+        /// The peer they came from.
+        peer: P,
+        /// Where they came from.
+        source: Source,
+        /// The entries.
+        entries: Vec<WireEntry>,
+        /// Their outcomes.
+        outcomes: Vec<Outcome>,
+    },
+    /// Entries of an [`Action::Judge`] were dropped unjudged (the peer's queue was full).
+    Dropped(P, Source),
+}
+
+/// What the driver does.
+#[derive(Debug, PartialEq)]
+pub enum Action<P> {
+    /// Send a request; its answer comes back as [`Event::Answered`] or [`Event::Failed`].
+    Send {
+        /// To whom.
+        peer: P,
+        /// Its id.
+        id: ReqId,
+        /// The request.
+        request: Request,
+    },
+    /// Answer the [`Event::HeadsAsked`] being handled.
+    Respond(P, Response),
+    /// Judge these entries, then report with [`Event::Judged`] (or [`Event::Dropped`]).
+    Judge {
+        /// The peer they came from.
+        peer: P,
+        /// Where they came from.
+        source: Source,
+        /// The entries, in order.
+        entries: Vec<WireEntry>,
+    },
+    /// The peer misbehaved (the reason says how).
+    Penalize(P, String),
+    /// The peer's heads show this city's own feed in `scope` at `seq`.
+    OwnClaim(P, Scope, u64),
+    /// The peer did not serve a claim on this city's own feeds: its claims are forgotten.
+    ForgetClaims(P),
+    /// The peer served an entry of this city's own feed in `scope`: its claim there is real.
+    ClaimBacked(P, Scope),
+}
+
+/// What the session keeps of one peer.
+#[derive(Debug, Default)]
+struct PeerSync {
+    connected: bool,
+    last_heads: Vec<Head>,
+    /// Range requests in flight: the seq asked from, and when.
+    inflight: BTreeMap<FeedId, (u64, Duration)>,
+    /// Fork probes asked of this peer because its own heads showed another hash at a seq this
+    /// node holds: feed -> that seq. (Probes after an entry it relayed are not kept here: a
+    /// relay answers for what it holds, not for what it forwarded.)
+    probes: BTreeMap<FeedId, u64>,
+}
+
+/// What a request asked.
+#[derive(Debug)]
+enum Asked {
+    Heads,
+    Range(FeedId),
+    Forks,
+}
+
+/// The sync session of one node with all its peers.
+#[derive(Debug)]
+pub struct Session<P> {
+    /// This node's signing key (its own feeds are those of this author).
+    me: CityId,
+    /// The range stall.
+    stall: Duration,
+    peers: BTreeMap<P, PeerSync>,
+    asked: BTreeMap<ReqId, (P, Asked)>,
+    next_id: u64,
+    /// Where the next nudge starts among the peers behind.
+    nudges: usize,
+    now: Duration,
+    out: Vec<Action<P>>,
+}
+
+impl<P: Ord + Clone> Session<P> {
+    /// A session for the node whose signing key is `me`; a stalled range fetch lets go of its
+    /// feed after `stall`.
+    pub fn new(me: CityId, stall: Duration) -> Self {
+        Session {
+            me,
+            stall,
+            peers: BTreeMap::new(),
+            asked: BTreeMap::new(),
+            next_id: 0,
+            nudges: 0,
+            now: Duration::ZERO,
+            out: Vec::new(),
+        }
+    }
+
+    /// The heads `peer` showed last.
+    pub fn last_heads(&self, peer: &P) -> &[Head] {
+        self.peers.get(peer).map_or(&[], |p| &p.last_heads)
+    }
+
+    /// Requests sent and not answered yet.
+    pub fn requests_open(&self) -> usize {
+        self.asked.len()
+    }
+
+    /// Forgets a peer (it left the roster, or was banned).
+    pub fn forget(&mut self, peer: &P) {
+        self.peers.remove(peer);
+        self.asked.retain(|_, (p, _)| p != peer);
+    }
+
+    /// Handles one event at time `now` (monotonic, from any origin) and gives what to do.
+    pub fn handle(
+        &mut self,
+        event: Event<P>,
+        now: Duration,
+        view: &impl View<P>,
+    ) -> Vec<Action<P>> {
+        self.now = now;
+        match event {
+            Event::Connected(peer) => self.peers.entry(peer).or_default().connected = true,
+            Event::Exchange(peer) => self.send_heads(peer, view),
+            Event::Disconnected(peer) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.connected = false;
+                    p.inflight.clear();
+                }
+            }
+            Event::Tick => {
+                for peer in self.connected() {
+                    self.send_heads(peer, view);
+                }
+            }
+            Event::HeadsAsked(peer, theirs) => {
+                // The requester offers the scopes it shares with us by its own view (a group
+                // may be new to us); its Range answers are gated by it. We answer for ours.
+                let mine = self.heads_for(&peer, view);
+                // Sync both ways in one round: fetch what the requester has and we lack.
+                self.note_own_feeds(&peer, &theirs, view);
+                self.fetch(&peer, &theirs, view);
+                self.peers.entry(peer.clone()).or_default().last_heads = theirs;
+                self.out.push(Action::Respond(peer, Response::Heads(mine)));
+            }
+            Event::Answered(peer, id, response) => {
+                if let Some((_, asked)) = self.asked.remove(&id) {
+                    self.on_response(peer, asked, response, view);
+                }
+            }
+            Event::Failed(peer, id) => {
+                if let Some((_, Asked::Range(feed))) = self.asked.remove(&id) {
+                    self.let_go(&peer, feed);
+                }
+            }
+            Event::Judged {
+                peer,
+                source,
+                entries,
+                outcomes,
+            } => self.on_judged(peer, source, &entries, outcomes, view),
+            Event::Dropped(peer, source) => {
+                if let Source::Range { feed, .. } = source
+                    && let Some(p) = self.peers.get_mut(&peer)
+                {
+                    p.inflight.remove(&feed);
+                }
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn connected(&self) -> Vec<P> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.connected)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn request(&mut self, peer: P, request: Request, asked: Asked) {
+        let id = ReqId(self.next_id);
+        self.next_id += 1;
+        self.asked.insert(id, (peer.clone(), asked));
+        self.out.push(Action::Send { peer, id, request });
+    }
+
+    /// The heads of the feeds in the scopes shared with `peer`.
+    fn heads_for(&self, peer: &P, view: &impl View<P>) -> Vec<Head> {
+        let shared = view.shared_scopes(peer);
+        view.heads()
+            .into_iter()
+            .filter(|(f, _)| shared.contains(&f.scope))
+            .map(|(f, h)| (f, h.seq, h.hash))
+            .collect()
+    }
+
+    fn send_heads(&mut self, peer: P, view: &impl View<P>) {
+        let heads = self.heads_for(&peer, view);
+        self.request(peer, Request::Heads(heads), Asked::Heads);
+    }
+
+    /// A range fetch of `feed` from `peer` ended without entries: the feed is free, and a claim
+    /// on this city's own feed is not backed.
+    fn let_go(&mut self, peer: &P, feed: FeedId) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.inflight.remove(&feed);
+        }
+        if feed.author == self.me {
+            self.out.push(Action::ForgetClaims(peer.clone()));
+        }
+    }
+
+    /// A peer's heads name this city's own feeds: one ahead of this node's copy means entries
+    /// this node lost (a crash, a restored backup). Only scopes shared with the peer count (a
+    /// bounded set).
+    fn note_own_feeds(&mut self, peer: &P, theirs: &[Head], view: &impl View<P>) {
+        let shared = view.shared_scopes(peer);
+        for (feed, seq, _) in theirs
+            .iter()
+            .filter(|(f, _, _)| f.author == self.me && shared.contains(&f.scope))
+        {
+            self.out
+                .push(Action::OwnClaim(peer.clone(), feed.scope, *seq));
+        }
+    }
+
+    /// Asks `peer` for what its heads show this node lacks; closed feeds (frozen or exhausted)
+    /// count as complete.
+    fn fetch(&mut self, peer: &P, theirs: &[Head], view: &impl View<P>) {
+        let mine: BTreeMap<FeedId, (u64, Hash32)> = view
+            .heads()
+            .into_iter()
+            .map(|(f, h)| {
+                let head = if h.closed() {
+                    (u64::MAX, Hash32::default())
+                } else {
+                    (h.seq, h.hash)
+                };
+                (f, head)
+            })
+            .collect();
+        for want in sync::wants(&mine, theirs) {
+            let held = mine.get(&want.feed).map_or(0, |(seq, _)| *seq);
+            if want.from <= held {
+                // A fork probe: the peer's heads show another hash at a seq held here.
+                self.peers
+                    .entry(peer.clone())
+                    .or_default()
+                    .probes
+                    .insert(want.feed, want.from);
+            }
+            self.request_range(peer, want.feed, want.from);
+        }
+    }
+
+    fn request_range(&mut self, peer: &P, feed: FeedId, from: u64) {
+        // One fetch per feed at a time across all peers: the same entries are not pulled
+        // twice. A fetch that has waited longer than the stall no longer holds the feed: a peer
+        // answering just before the timeout cannot keep it from the others.
+        let now = self.now;
+        if self.peers.iter().any(|(pid, p)| {
+            p.inflight
+                .get(&feed)
+                .is_some_and(|(_, at)| pid == peer || now.saturating_sub(*at) < self.stall)
+        }) {
+            return;
+        }
+        let p = self.peers.entry(peer.clone()).or_default();
+        if p.inflight.len() >= MAX_INFLIGHT_RANGES {
+            return;
+        }
+        p.inflight.insert(feed, (from, now));
+        self.request(
+            peer.clone(),
+            Request::Range {
+                feed,
+                from,
+                max: MAX_BATCH_ENTRIES as u32,
+            },
+            Asked::Range(feed),
+        );
+    }
+
+    fn on_response(&mut self, peer: P, asked: Asked, response: Response, view: &impl View<P>) {
+        match (asked, response) {
+            (Asked::Heads, Response::Heads(theirs)) => {
+                self.note_own_feeds(&peer, &theirs, view);
+                self.fetch(&peer, &theirs, view);
+                self.request(peer.clone(), Request::Forks, Asked::Forks);
+                self.peers.entry(peer).or_default().last_heads = theirs;
+            }
+            (Asked::Range(feed), Response::Entries { entries, more }) => {
+                self.on_range(peer, feed, entries, more);
+            }
+            (Asked::Range(feed), _) => self.let_go(&peer, feed),
+            (Asked::Forks, Response::Forks(proofs)) => self.on_fork_proofs(peer, proofs, view),
+            (Asked::Heads | Asked::Forks, _) => {}
+        }
+    }
+
+    fn on_range(&mut self, peer: P, feed: FeedId, entries: Vec<WireEntry>, more: bool) {
+        // An answer starts at the seq asked for (so each one makes progress, and a peer cannot
+        // loop `more` over entries already held), and a peer that claimed a feed serves it.
+        let p = self.peers.get(&peer);
+        let asked = p.and_then(|p| p.inflight.get(&feed)).map(|(from, _)| *from);
+        let claimed = p.and_then(|p| {
+            p.last_heads
+                .iter()
+                .find(|(f, _, _)| *f == feed)
+                .map(|(_, s, _)| *s)
+        });
+        let first = entries
+            .first()
+            .and_then(|w| SignedEntry::decode(&w.entry).ok())
+            .map(|e| (e.header.feed(), e.header.seq));
+        let fault = match (asked, first) {
+            (Some(from), Some((f, s))) if f != feed || s != from => {
+                Some("a range answer that does not start where it was asked")
+            }
+            (Some(from), None) if claimed.is_some_and(|head| head >= from) => {
+                Some("claimed entries it does not serve")
+            }
+            _ => None,
+        };
+        if fault.is_some() || entries.is_empty() {
+            self.let_go(&peer, feed);
+            if let Some(reason) = fault {
+                self.out.push(Action::Penalize(peer, reason.into()));
+            }
+            return;
+        }
+        // The fetch of this feed stays in flight until its entries are judged.
+        self.out.push(Action::Judge {
+            peer,
+            source: Source::Range { feed, more },
+            entries,
+        });
+    }
+
+    /// Fork proofs from a peer: each is checked, and the entries of a good one that this node
+    /// holds a feed position for (its head is at or past their seq, and it holds no proof at
+    /// that seq or below) are judged: the one it holds is a duplicate, the other a fork, which
+    /// settles the feed from that seq. A proof that does not verify is a strike.
+    fn on_fork_proofs(&mut self, peer: P, proofs: Vec<ForkProof>, view: &impl View<P>) {
+        let heads = view.heads();
+        let mut entries = Vec::new();
+        for proof in proofs {
+            // Feeds not held far enough, or settled already, first: no signature to check.
+            let feed = proof.first.header.feed();
+            let seq = proof.first.header.seq;
+            let Some(head) = heads.get(&feed) else {
+                continue;
+            };
+            if head.seq < seq || view.fork_seq(&feed).is_some_and(|s| s <= seq) {
+                continue;
+            }
+            if !proof.verify() {
+                self.out.push(Action::Penalize(
+                    peer.clone(),
+                    "a fork proof that does not verify".into(),
+                ));
+                continue;
+            }
+            for entry in [&proof.first, &proof.second] {
+                entries.push(WireEntry {
+                    entry: entry.encode().to_vec(),
+                    payload: Vec::new(),
+                });
+            }
+        }
+        if !entries.is_empty() {
+            self.out.push(Action::Judge {
+                peer,
+                source: Source::Proof,
+                entries,
+            });
+        }
+    }
+
+    fn on_judged(
+        &mut self,
+        peer: P,
+        source: Source,
+        entries: &[WireEntry],
+        outcomes: Vec<Outcome>,
+        view: &impl View<P>,
+    ) {
+        for outcome in &outcomes {
+            // A fork proof's entries come without payloads: one that fails on that (the node is
+            // behind) is not the peer's fault.
+            if let Outcome::Invalid(reason) = outcome
+                && source != Source::Proof
+            {
+                self.out
+                    .push(Action::Penalize(peer.clone(), reason.clone()));
+            }
+        }
+        match source {
+            Source::Proof => {}
+            Source::Relayed => {
+                for outcome in &outcomes {
+                    match outcome {
+                        Outcome::Gap(feed, have) => self.request_range(&peer, *feed, have + 1),
+                        Outcome::Diverged(feed, at) => self.request_range(&peer, *feed, *at),
+                        _ => {}
+                    }
+                }
+            }
+            Source::Range { feed, more } => {
+                self.range_judged(peer, feed, more, entries, outcomes, view);
+            }
+        }
+    }
+
+    /// New entries arrived by sync from `from`: a heads exchange with up to [`NUDGE_FANOUT`]
+    /// other connected peers, so that entries spread through a sparse topology without
+    /// waiting for the tick (each exchange also fetches what that peer holds and this node
+    /// lacks). Each nudge starts at the next peer in turn, so that all are reached over
+    /// several arrivals.
+    fn nudge(&mut self, from: &P, view: &impl View<P>) {
+        let others: Vec<P> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| p.connected && *id != from)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        let n = others.len();
+        let start = self.nudges % n;
+        self.nudges = self.nudges.wrapping_add(NUDGE_FANOUT);
+        for other in others
+            .into_iter()
+            .cycle()
+            .skip(start)
+            .take(NUDGE_FANOUT.min(n))
+        {
+            self.send_heads(other, view);
+        }
+    }
+
+    fn range_judged(
+        &mut self,
+        peer: P,
+        feed: FeedId,
+        more: bool,
+        entries: &[WireEntry],
+        outcomes: Vec<Outcome>,
+        view: &impl View<P>,
+    ) {
+        // A probe is the range asked from the seq the probe was for (a stale probe whose
+        // request never went out names a seq no later request asks from).
+        let probing = self.peers.get_mut(&peer).is_some_and(|p| {
+            let asked = p.inflight.remove(&feed).map(|(from, _)| from);
+            p.probes.remove(&feed).is_some_and(|at| Some(at) == asked)
+        });
+        let mut next = None;
+        let mut fresh = false;
+        for (i, (w, outcome)) in entries.iter().zip(outcomes).enumerate() {
+            let seq = SignedEntry::decode(&w.entry).map(|e| (e.header.feed(), e.header.seq));
+            match (seq, outcome) {
+                // A probe answered with the very entry this node holds there: the peer's heads
+                // showed a history it does not serve.
+                (_, Outcome::Known) if probing && i == 0 => {
+                    self.out.push(Action::Penalize(
+                        peer.clone(),
+                        "a fork probe answered with the entry held here".into(),
+                    ));
+                    next = None;
+                    break;
+                }
+                (Ok((f, _)), Outcome::Fork) if f == feed => {
+                    next = None;
+                    break;
+                }
+                (Ok((f, s)), Outcome::New(..)) if f == feed => {
+                    fresh = true;
+                    next = Some(s + 1);
+                    // An entry of this city's own feed that it lacked: only this city can have
+                    // signed it, so the peer's claim on the feed is real.
+                    if f.author == self.me {
+                        self.out.push(Action::ClaimBacked(peer.clone(), f.scope));
+                    }
+                }
+                (Ok((f, s)), Outcome::Known) if f == feed => next = Some(s + 1),
+                (_, Outcome::Gap(f, have)) if f == feed => {
+                    next = Some(have + 1);
+                    break;
+                }
+                // After an entry of this answer that chained: the peer's own chain breaks,
+                // which an honest relay never serves.
+                (_, Outcome::Diverged(f, _)) if f == feed && i > 0 => {
+                    self.out.push(Action::Penalize(
+                        peer.clone(),
+                        "a range whose entries do not chain".into(),
+                    ));
+                    next = None;
+                    break;
+                }
+                (_, Outcome::Diverged(f, at)) if f == feed => {
+                    // Fetched whether or not the peer has more: its copy of `at` shows the fork.
+                    self.request_range(&peer, feed, at);
+                    next = None;
+                    break;
+                }
+                _ => {
+                    next = None;
+                    break;
+                }
+            }
+        }
+        if fresh {
+            self.nudge(&peer, view);
+        }
+        if more && let Some(from) = next {
+            self.request_range(&peer, feed, from);
+        }
+    }
+}
