@@ -13,9 +13,10 @@ use serde::de::DeserializeOwned;
 
 use crate::catalog::{Found, Query};
 use crate::city::{
-    City, CityError, HistoryItem, ImportResult, LOCK_POLL, LOCK_WAIT, Profile, RecoveryInfo,
+    City, CityError, HistoryItem, ImportResult, KeyInfo, LOCK_POLL, LOCK_WAIT, Profile,
+    RecoveryInfo,
 };
-use crate::control::{Category, ControlClient, ControlRequest};
+use crate::control::{Category, Context, ControlClient, Operation, ops};
 use crate::exchange::{Exported, Imported};
 use crate::net::NetStatus;
 use crate::roster::{IssuedInvitation, PendingJoin, RosterEntry};
@@ -67,7 +68,7 @@ impl Client {
         let mut told = false;
         loop {
             if let Some(control) = ControlClient::connect(dir) {
-                match control.call(&ControlRequest::Profile).and_then(parse) {
+                match control.call(&ops::Profile {}.into()).and_then(parse) {
                     Ok(profile) => {
                         control.started();
                         return Ok(Client::Daemon {
@@ -108,11 +109,13 @@ impl Client {
         }
     }
 
-    fn call<T: DeserializeOwned>(
-        control: &ControlClient,
-        req: ControlRequest,
-    ) -> Result<T, CityError> {
-        parse(control.call(&req)?)
+    /// Runs an operation: on the city opened here, or through the daemon, which runs the same
+    /// [`Operation::run`].
+    pub fn call<O: Operation>(&self, op: O) -> Result<O::Reply, CityError> {
+        match self {
+            Client::Local(c) => op.run(c, &Context::default()),
+            Client::Daemon { control, .. } => parse(control.call(&op.into())?),
+        }
     }
 
     /// True when a daemon serves the requests.
@@ -126,11 +129,8 @@ impl Client {
     }
 
     /// This city's keys: its id, the key it signs and connects with, the keys before it.
-    pub fn key_info(&self) -> Result<crate::city::KeyInfo, CityError> {
-        match self {
-            Client::Local(c) => c.key_info(),
-            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Keys),
-        }
+    pub fn key_info(&self) -> Result<KeyInfo, CityError> {
+        self.call(ops::Keys {})
     }
 
     /// Passes this city's signing right to a new key (§15.6 of docs/protocol.md). Refused while
@@ -148,10 +148,7 @@ impl Client {
 
     /// This city's guardians, as its current key named them last.
     pub fn guardians(&self) -> Result<Option<Guardians>, CityError> {
-        match self {
-            Client::Local(c) => c.guardians(),
-            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Guardians),
-        }
+        self.call(ops::GuardiansOf {})
     }
 
     /// Names this city's guardians (§15.6 of docs/protocol.md).
@@ -160,16 +157,10 @@ impl Client {
         threshold: u8,
         guardians: Vec<CityId>,
     ) -> Result<Guardians, CityError> {
-        match self {
-            Client::Local(c) => c.designate_guardians(threshold, guardians),
-            Client::Daemon { control, .. } => Self::call(
-                control,
-                ControlRequest::Designate {
-                    threshold,
-                    guardians,
-                },
-            ),
-        }
+        self.call(ops::Designate {
+            threshold,
+            guardians,
+        })
     }
 
     /// As a guardian, starts the recovery of `city` to its new key `new`.
@@ -179,38 +170,21 @@ impl Client {
         new: CityId,
         old: Option<CityId>,
     ) -> Result<RecoveryInfo, CityError> {
-        match self {
-            Client::Local(c) => c.recovery_start(city, new, old),
-            Client::Daemon { control, .. } => {
-                Self::call(control, ControlRequest::RecoveryStart { city, new, old })
-            }
-        }
+        self.call(ops::RecoveryStart { city, new, old })
     }
 
     /// A recovery token, with what this node holds beside it.
     pub fn recovery_check(&self, token: &str) -> Result<RecoveryInfo, CityError> {
-        match self {
-            Client::Local(c) => c.recovery_check(token),
-            Client::Daemon { control, .. } => Self::call(
-                control,
-                ControlRequest::RecoveryCheck {
-                    token: token.to_string(),
-                },
-            ),
-        }
+        self.call(ops::RecoveryCheck {
+            token: token.to_string(),
+        })
     }
 
     /// As a guardian, vouches for a recovery.
     pub fn recovery_vouch(&self, token: &str) -> Result<RecoveryInfo, CityError> {
-        match self {
-            Client::Local(c) => c.recovery_vouch(token),
-            Client::Daemon { control, .. } => Self::call(
-                control,
-                ControlRequest::RecoveryVouch {
-                    token: token.to_string(),
-                },
-            ),
-        }
+        self.call(ops::RecoveryVouch {
+            token: token.to_string(),
+        })
     }
 
     /// This city's profile.
@@ -231,76 +205,41 @@ impl Client {
 
     /// A record.
     pub fn record(&self, id: DocId) -> Result<Record, CityError> {
-        match self {
-            Client::Local(c) => c.record(id),
-            Client::Daemon { control, .. } => Ok(Record::from_json(
-                control.call(&ControlRequest::Record { id: id.to_string() })?,
-            )?),
-        }
+        self.call(ops::Get { id })
     }
 
     /// Resolves an id prefix.
     pub fn resolve(&self, prefix: &str) -> Result<DocId, CityError> {
-        self.resolve_inner(prefix, None)
+        self.call(ops::Resolve {
+            prefix: prefix.to_string(),
+            kind: None,
+        })
     }
 
     /// Resolves an id prefix and checks the kind.
     pub fn resolve_kind(&self, prefix: &str, kind: Kind) -> Result<DocId, CityError> {
-        self.resolve_inner(prefix, Some(kind))
-    }
-
-    fn resolve_inner(&self, prefix: &str, kind: Option<Kind>) -> Result<DocId, CityError> {
-        match self {
-            Client::Local(c) => match kind {
-                Some(k) => c.resolve_kind(prefix, k),
-                None => c.resolve(prefix),
-            },
-            Client::Daemon { control, .. } => {
-                let id: String = Self::call(
-                    control,
-                    ControlRequest::Resolve {
-                        prefix: prefix.to_string(),
-                        kind,
-                    },
-                )?;
-                id.parse().map_err(|_| CityError::NotFound(id))
-            }
-        }
+        self.call(ops::Resolve {
+            prefix: prefix.to_string(),
+            kind: Some(kind),
+        })
     }
 
     /// The listing index.
     pub fn list(&self, kind: Option<Kind>) -> Result<Vec<RecordSummary>, CityError> {
-        match self {
-            Client::Local(c) => c.list(kind),
-            Client::Daemon { control, .. } => Self::call(control, ControlRequest::List { kind }),
-        }
+        self.call(ops::List { kind })
     }
 
     /// A record's history.
     pub fn history(&self, id: DocId) -> Result<Vec<HistoryItem>, CityError> {
-        match self {
-            Client::Local(c) => c.history(id),
-            Client::Daemon { control, .. } => {
-                Self::call(control, ControlRequest::History { id: id.to_string() })
-            }
-        }
+        self.call(ops::History { id })
     }
 
     /// Creates a record.
     pub fn create(&self, record: &Record, message: &str) -> Result<DocId, CityError> {
-        match self {
-            Client::Local(c) => c.create(record, message),
-            Client::Daemon { control, .. } => {
-                let id: String = Self::call(
-                    control,
-                    ControlRequest::Create {
-                        record: record.to_json(),
-                        message: message.to_string(),
-                    },
-                )?;
-                id.parse().map_err(|_| CityError::NotFound(id))
-            }
-        }
+        self.call(ops::Create {
+            record: record.clone(),
+            message: message.to_string(),
+        })
     }
 
     /// Edits a record: `f` changes a copy; the difference becomes one signed change.
@@ -312,40 +251,30 @@ impl Client {
     ) -> Result<Record, CityError> {
         match self {
             Client::Local(c) => c.edit(id, message, f),
-            Client::Daemon { control, .. } => {
+            Client::Daemon { .. } => {
                 // The edit is made on the version read here; the daemon builds the change on
                 // it, so a peer's change arriving meanwhile is merged, not reverted.
-                let base = control.call(&ControlRequest::Base { id: id.to_string() })?;
-                let mut record =
-                    Record::from_json(base.get("record").cloned().unwrap_or_default())?;
-                let heads: Vec<String> = parse(base.get("heads").cloned().unwrap_or_default())?;
+                let (mut record, base) = self.call(ops::Base { id })?;
                 f(&mut record)?;
                 record.validate()?;
-                let json = control.call(&ControlRequest::Edit {
-                    id: id.to_string(),
-                    record: record.to_json(),
+                self.call(ops::Edit {
+                    id,
+                    record,
                     message: message.to_string(),
-                    base: heads,
-                })?;
-                Ok(Record::from_json(json)?)
+                    base,
+                })
             }
         }
     }
 
-    /// Network status (empty when no daemon runs).
+    /// Network status (what the store holds when no daemon runs).
     pub fn status(&self) -> Result<NetStatus, CityError> {
-        match self {
-            Client::Local(c) => NetStatus::offline(c),
-            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Status),
-        }
+        self.call(ops::Status {})
     }
 
     /// The roster.
     pub fn roster(&self) -> Result<Vec<RosterEntry>, CityError> {
-        match self {
-            Client::Local(c) => c.roster(),
-            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Roster),
-        }
+        self.call(ops::Roster {})
     }
 
     /// Adds a roster city.
@@ -355,37 +284,21 @@ impl Client {
         name: &str,
         addrs: &[String],
     ) -> Result<RosterEntry, CityError> {
-        match self {
-            Client::Local(c) => c.roster_add(id, name, addrs),
-            Client::Daemon { control, .. } => Self::call(
-                control,
-                ControlRequest::RosterAdd {
-                    id,
-                    name: name.to_string(),
-                    addrs: addrs.to_vec(),
-                },
-            ),
-        }
+        self.call(ops::RosterAdd {
+            id,
+            name: name.to_string(),
+            addrs: addrs.to_vec(),
+        })
     }
 
     /// Removes a roster city.
     pub fn roster_remove(&self, id: CityId) -> Result<(), CityError> {
-        match self {
-            Client::Local(c) => c.roster_remove(&id),
-            Client::Daemon { control, .. } => {
-                Self::call(control, ControlRequest::RosterRemove { id })
-            }
-        }
+        self.call(ops::RosterRemove { id })
     }
 
     /// Blocks a city.
     pub fn roster_block(&self, id: CityId) -> Result<RosterEntry, CityError> {
-        match self {
-            Client::Local(c) => c.roster_block(&id),
-            Client::Daemon { control, .. } => {
-                Self::call(control, ControlRequest::RosterBlock { id })
-            }
-        }
+        self.call(ops::RosterBlock { id })
     }
 
     /// Creates an invitation carrying `addrs` (through the daemon, none given: its listen
@@ -397,97 +310,58 @@ impl Client {
         addrs: Vec<String>,
         uses: u32,
     ) -> Result<String, CityError> {
-        match self {
-            Client::Local(c) => c.invite(invitee, addrs, group, uses),
-            Client::Daemon { control, .. } => Self::call(
-                control,
-                ControlRequest::Invite {
-                    invitee,
-                    group: group.map(|g| g.to_string()),
-                    addrs,
-                    uses,
-                },
-            ),
-        }
+        self.call(ops::Invite {
+            invitee,
+            group,
+            addrs,
+            uses,
+        })
     }
 
     /// The invitations out.
     pub fn invitations(&self) -> Result<Vec<IssuedInvitation>, CityError> {
-        match self {
-            Client::Local(c) => c.invitations(),
-            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Invitations),
-        }
+        self.call(ops::Invitations {})
     }
 
     /// Revokes an invitation by code prefix.
     pub fn revoke(&self, code: &str) -> Result<IssuedInvitation, CityError> {
-        match self {
-            Client::Local(c) => c.revoke_invitation(code),
-            Client::Daemon { control, .. } => Self::call(
-                control,
-                ControlRequest::Revoke {
-                    code: code.to_string(),
-                },
-            ),
-        }
+        self.call(ops::Revoke {
+            code: code.to_string(),
+        })
     }
 
     /// The joins waiting for approval.
     pub fn pending_joins(&self) -> Result<Vec<PendingJoin>, CityError> {
-        match self {
-            Client::Local(c) => c.pending_joins(),
-            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Joins),
-        }
+        self.call(ops::Joins {})
     }
 
     /// Approves a waiting join.
     pub fn approve_join(&self, id: CityId) -> Result<RosterEntry, CityError> {
-        match self {
-            Client::Local(c) => c.approve_join(&id),
-            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Approve { id }),
-        }
+        self.call(ops::Approve { id })
     }
 
     /// Denies a waiting join.
     pub fn deny_join(&self, id: CityId) -> Result<PendingJoin, CityError> {
-        match self {
-            Client::Local(c) => c.deny_join(&id),
-            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Deny { id }),
-        }
+        self.call(ops::Deny { id })
     }
 
     /// Accepts an invitation.
     pub fn accept(&self, token: &str) -> Result<RosterEntry, CityError> {
-        match self {
-            Client::Local(c) => c.accept_invitation(token),
-            Client::Daemon { control, .. } => Self::call(
-                control,
-                ControlRequest::Accept {
-                    token: token.to_string(),
-                },
-            ),
-        }
+        self.call(ops::Accept {
+            token: token.to_string(),
+        })
     }
 
     /// Answers a catalog query.
     pub fn query(&self, query: &Query) -> Result<Found, CityError> {
-        match self {
-            Client::Local(c) => c.query(query),
-            Client::Daemon { control, .. } => Self::call(
-                control,
-                ControlRequest::Query {
-                    query: query.clone(),
-                },
-            ),
-        }
+        self.call(ops::Search {
+            query: query.clone(),
+        })
     }
 
     /// Rebuilds the catalog; returns the number of units indexed.
     pub fn reindex(&self) -> Result<usize, CityError> {
-        match self {
-            Client::Local(c) => c.reindex(),
-            Client::Daemon { control, .. } => Self::call(control, ControlRequest::Reindex),
-        }
+        self.call(ops::Reindex {})
     }
 
     /// Imports records (see [`City::import`]).
@@ -496,29 +370,16 @@ impl Client {
         items: Vec<Imported>,
         dry_run: bool,
     ) -> Result<Vec<ImportResult>, CityError> {
-        match self {
-            Client::Local(c) => Ok(c.import(items, dry_run)),
-            Client::Daemon { control, .. } => {
-                Self::call(control, ControlRequest::Import { items, dry_run })
-            }
-        }
+        self.call(ops::Import { items, dry_run })
     }
 
     /// Ends a bulk import (see [`City::finish_import`]).
     pub fn finish_import(&self) -> Result<(), CityError> {
-        match self {
-            Client::Local(c) => c.finish_import(),
-            Client::Daemon { control, .. } => Self::call(control, ControlRequest::FinishImport),
-        }
+        self.call(ops::FinishImport {})
     }
 
     /// Records with their provenance.
     pub fn export(&self, ids: &[String]) -> Result<Vec<Exported>, CityError> {
-        match self {
-            Client::Local(c) => c.export(ids),
-            Client::Daemon { control, .. } => {
-                Self::call(control, ControlRequest::Export { ids: ids.to_vec() })
-            }
-        }
+        self.call(ops::Export { ids: ids.to_vec() })
     }
 }

@@ -15,22 +15,21 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use intercity_protocol::entry::DocId;
-use intercity_protocol::identity::CityId;
-use intercity_protocol::record::{Kind, Record};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixListener;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::warn;
 
 pub use crate::city::Category;
 use crate::city::{City, CityError};
-use crate::net::NetHandle;
+use crate::net::NetStatus;
+
+pub mod ops;
+mod server;
+
+pub use server::{ControlSocket, serve};
 
 /// Largest control request, in bytes.
 pub const MAX_REQUEST_BYTES: u64 = 16 * 1024 * 1024;
@@ -50,539 +49,111 @@ pub fn socket_path(dir: &Path) -> PathBuf {
     dir.join("control.sock")
 }
 
-/// One control request.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum ControlRequest {
-    /// The city profile.
+/// What an operation runs with besides the city.
+#[derive(Debug, Default)]
+pub struct Context {
+    /// The daemon's network status, for the operations that need it ([`Operation::NET`]);
+    /// None without a daemon (or with its network stopped).
+    pub status: Option<NetStatus>,
+}
+
+/// One operation of the control API, declared once in [`ops`]: its request, its reply, and
+/// what it does. The daemon runs it for a CLI command; without a daemon, the command runs it
+/// itself ([`crate::Client::call`]).
+pub trait Operation: Serialize + DeserializeOwned + Into<ControlRequest> {
+    /// What it gives.
+    type Reply: Serialize + DeserializeOwned;
+    /// It changes the roster or the invitations: the daemon's network applies them after.
+    const ROSTER: bool = false;
+    /// It reads the network's status ([`Context::status`]).
+    const NET: bool = false;
+    /// Runs it on `city`.
+    fn run(self, city: &City, ctx: &Context) -> Result<Self::Reply, CityError>;
+}
+
+/// The control requests: one variant per operation of [`ops`], named in `op` on the wire.
+macro_rules! requests {
+    ($($name:ident),* $(,)?) => {
+        /// One control request: an operation of [`ops`], its name in `op`.
+        #[derive(Debug, Serialize, Deserialize)]
+        #[serde(tag = "op", rename_all = "snake_case")]
+        pub enum ControlRequest {
+            $(
+                #[doc = concat!("[`ops::", stringify!($name), "`]")]
+                $name(ops::$name),
+            )*
+        }
+
+        $(
+            impl From<ops::$name> for ControlRequest {
+                fn from(op: ops::$name) -> Self {
+                    ControlRequest::$name(op)
+                }
+            }
+        )*
+
+        impl ControlRequest {
+            /// It changes the roster or the invitations ([`Operation::ROSTER`]).
+            pub fn changes_roster(&self) -> bool {
+                match self {
+                    $(ControlRequest::$name(_) => <ops::$name as Operation>::ROSTER,)*
+                }
+            }
+
+            /// It reads the network's status ([`Operation::NET`]).
+            pub fn reads_network(&self) -> bool {
+                match self {
+                    $(ControlRequest::$name(_) => <ops::$name as Operation>::NET,)*
+                }
+            }
+
+            /// Runs it on `city`: its reply, as JSON.
+            pub fn run(self, city: &City, ctx: &Context) -> Result<Value, CityError> {
+                match self {
+                    $(ControlRequest::$name(op) => reply(op.run(city, ctx)?),)*
+                }
+            }
+        }
+    };
+}
+
+requests!(
     Profile,
-    /// The city's keys (`intercity key show`).
     Keys,
-    /// The city's guardians, as its current key named them last.
-    Guardians,
-    /// Names the city's guardians.
-    Designate {
-        /// How many must vouch.
-        threshold: u8,
-        /// The guardians (city ids).
-        guardians: Vec<CityId>,
-    },
-    /// A guardian starts a recovery of another city.
-    RecoveryStart {
-        /// The city recovered.
-        city: CityId,
-        /// Its new key.
-        new: CityId,
-        /// The key recovered (default: the city's current key).
-        old: Option<CityId>,
-    },
-    /// A recovery token, with what this node holds beside it.
-    RecoveryCheck {
-        /// The recovery token.
-        token: String,
-    },
-    /// A guardian vouches for a recovery.
-    RecoveryVouch {
-        /// The recovery token.
-        token: String,
-    },
-    /// A record's JSON.
-    Record {
-        /// Record id (full).
-        id: String,
-    },
-    /// A record's JSON and the heads of its document (the base of a later `Edit`).
-    Base {
-        /// Record id (full).
-        id: String,
-    },
-    /// Resolve an id prefix.
-    Resolve {
-        /// The prefix.
-        prefix: String,
-        /// Expected kind.
-        kind: Option<Kind>,
-    },
-    /// The listing index.
-    List {
-        /// Kind filter.
-        kind: Option<Kind>,
-    },
-    /// A record's history.
-    History {
-        /// Record id.
-        id: String,
-    },
-    /// Create a record.
-    Create {
-        /// The record JSON.
-        record: Value,
-        /// Change message.
-        message: String,
-    },
-    /// Replace a record's content with this (reconciled into one change).
-    Edit {
-        /// Record id.
-        id: String,
-        /// The target record JSON.
-        record: Value,
-        /// Change message.
-        message: String,
-        /// Heads (hex) of the version the target was made from: the change is built on it, so
-        /// changes that arrived since are kept. Empty: the current version.
-        #[serde(default)]
-        base: Vec<String>,
-    },
-    /// Network status.
+    GuardiansOf,
+    Designate,
+    RecoveryStart,
+    RecoveryCheck,
+    RecoveryVouch,
+    Get,
+    Base,
+    Resolve,
+    List,
+    History,
+    Create,
+    Edit,
     Status,
-    /// Roster listing.
     Roster,
-    /// Add a roster city.
-    RosterAdd {
-        /// City id.
-        id: CityId,
-        /// Display name.
-        name: String,
-        /// Addresses.
-        addrs: Vec<String>,
-    },
-    /// Remove a roster city.
-    RosterRemove {
-        /// City id.
-        id: CityId,
-    },
-    /// Block a city.
-    RosterBlock {
-        /// City id.
-        id: CityId,
-    },
-    /// Create an invitation.
-    Invite {
-        /// The one city that may redeem it.
-        invitee: Option<CityId>,
-        /// Group (record id) a joining city becomes a member of.
-        group: Option<String>,
-        /// Addresses to put in the token; empty: the daemon's own listen addresses.
-        #[serde(default)]
-        addrs: Vec<String>,
-        /// Joins it admits.
-        uses: u32,
-    },
-    /// The invitations out.
+    RosterAdd,
+    RosterRemove,
+    RosterBlock,
+    Invite,
     Invitations,
-    /// Revoke an invitation.
-    Revoke {
-        /// Its code, or a prefix of it.
-        code: String,
-    },
-    /// The joins waiting for approval.
+    Revoke,
     Joins,
-    /// Approve a waiting join.
-    Approve {
-        /// The joining city.
-        id: CityId,
-    },
-    /// Deny a waiting join.
-    Deny {
-        /// The joining city.
-        id: CityId,
-    },
-    /// Accept an invitation.
-    Accept {
-        /// The token.
-        token: String,
-    },
-    /// A catalog query (search or filtered listing).
-    Query {
-        /// The query.
-        query: crate::catalog::Query,
-    },
-    /// Rebuild the catalog.
+    Approve,
+    Deny,
+    Accept,
+    Search,
     Reindex,
-    /// Import records.
-    Import {
-        /// The records.
-        items: Vec<crate::exchange::Imported>,
-        /// Check only.
-        dry_run: bool,
-    },
-    /// End a bulk import (flush, compact).
+    Import,
     FinishImport,
-    /// Records with provenance.
-    Export {
-        /// Record ids.
-        ids: Vec<String>,
-    },
-}
+    Export,
+);
 
-/// The daemon's control socket, bound and not yet served: a command that connects waits in
-/// its backlog. Dropping it closes the socket and removes the file (if it is still this one).
-#[derive(Debug)]
-pub struct ControlSocket {
-    listener: Option<UnixListener>,
-    path: PathBuf,
-    inode: u64,
-}
-
-impl ControlSocket {
-    /// Binds `<dir>/control.sock` (mode 0600), replacing a stale file; refused if a process
-    /// answers on it (another daemon).
-    pub fn bind(dir: &Path) -> Result<ControlSocket, CityError> {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let path = socket_path(dir);
-        let io = |source| CityError::Io {
-            path: path.clone(),
-            source,
-        };
-        if UnixStream::connect(&path).is_ok() {
-            return Err(CityError::DaemonRunning {
-                dir: dir.to_path_buf(),
-                pid: None,
-            });
-        }
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).map_err(io)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-        let inode = std::fs::metadata(&path).map_err(io)?.ino();
-        Ok(ControlSocket {
-            listener: Some(listener),
-            path,
-            inode,
-        })
-    }
-
-    fn close(&mut self) {
-        use std::os::unix::fs::MetadataExt;
-        if self.listener.take().is_some()
-            && std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode)
-        {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-impl Drop for ControlSocket {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-/// Serves the control socket until `shutdown`; then answers the requests under way and closes
-/// each connection once it is idle for [`SHUTDOWN_IDLE`] (at most [`CONTROL_TIMEOUT`] in all).
-pub async fn serve(
-    mut socket: ControlSocket,
-    city: Arc<City>,
-    net: Option<NetHandle>,
-    shutdown: CancellationToken,
-) -> Result<(), CityError> {
-    let owner = {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(city.dir())
-            .map_err(|source| CityError::Io {
-                path: city.dir().to_path_buf(),
-                source,
-            })?
-            .uid()
-    };
-    let Some(listener) = socket.listener.as_ref() else {
-        return Ok(());
-    };
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONTROL_CONNECTIONS));
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                if !permitted(&stream, owner) {
-                    continue;
-                }
-                // Waiting for a free slot must not hold up a shutdown.
-                let permit = tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    permit = slots.clone().acquire_owned() => permit,
-                };
-                let Ok(permit) = permit else { break };
-                let city = city.clone();
-                let net = net.clone();
-                let stopping = shutdown.clone();
-                connections.spawn(async move {
-                    let _permit = permit;
-                    connection(stream, city, net, stopping).await;
-                });
-            }
-        }
-    }
-    // No new connections (those waiting in the backlog are refused, before they sent anything
-    // but their first request); the ones open finish their requests.
-    socket.close();
-    let open = connections.len();
-    if open > 0 {
-        debug!(open, "serving the open control connections before stopping");
-    }
-    // Each connection ends once idle (SHUTDOWN_IDLE) or its request is answered (bounded by
-    // CONTROL_TIMEOUT): this bound is only reached by a client that keeps sending requests.
-    let drained = tokio::time::timeout(CONTROL_TIMEOUT + SHUTDOWN_IDLE, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        warn!(
-            open = connections.len(),
-            "control connections still busy {} s after the shutdown: closed",
-            CONTROL_TIMEOUT.as_secs()
-        );
-    }
-    Ok(())
-}
-
-/// Whether the process at the other end of `stream` may use the control socket: it runs as the
-/// owner of the data directory (`owner`), or as root (checked with `SO_PEERCRED`).
-fn permitted(stream: &tokio::net::UnixStream, owner: u32) -> bool {
-    match stream.peer_cred() {
-        Ok(cred) if cred.uid() == owner || cred.uid() == 0 => true,
-        Ok(cred) => {
-            warn!(
-                uid = cred.uid(),
-                owner, "control connection from another user refused"
-            );
-            false
-        }
-        Err(e) => {
-            warn!(error = %e, "control connection without credentials refused");
-            false
-        }
-    }
-}
-
-/// The operation a control request line names (for the log: never the request itself, which
-/// may hold an invitation token or a file being imported).
-fn op_of(line: &str) -> String {
-    #[derive(Deserialize)]
-    struct Op {
-        op: String,
-    }
-    serde_json::from_str::<Op>(line).map_or_else(|_| "?".into(), |o| o.op)
-}
-
-/// Serves one connection: a request per line, each answered in turn, until the client closes
-/// it or is idle for [`CONTROL_TIMEOUT`] ([`SHUTDOWN_IDLE`] once the daemon is stopping).
-async fn connection(
-    stream: tokio::net::UnixStream,
-    city: Arc<City>,
-    net: Option<NetHandle>,
-    stopping: CancellationToken,
-) {
-    let (read, mut write) = stream.into_split();
-    let mut reader = tokio::io::BufReader::new(read);
-    loop {
-        let mut line = String::new();
-        let read = {
-            let mut limited = (&mut reader).take(MAX_REQUEST_BYTES);
-            let next = limited.read_line(&mut line);
-            tokio::pin!(next);
-            let first = tokio::time::timeout(CONTROL_TIMEOUT, async {
-                tokio::select! {
-                    got = &mut next => Some(got),
-                    () = stopping.cancelled() => None,
-                }
-            })
-            .await;
-            match first {
-                Ok(Some(got)) => Ok(got),
-                Ok(None) => tokio::time::timeout(SHUTDOWN_IDLE, &mut next).await,
-                Err(e) => Err(e),
-            }
-        };
-        let Ok(Ok(n)) = read else { return };
-        if n == 0 {
-            return;
-        }
-        let too_long = !line.ends_with('\n') && n as u64 >= MAX_REQUEST_BYTES;
-        let reply = if too_long {
-            serde_json::json!({ "error": { "category": Category::Invalid, "message": format!("control request over {MAX_REQUEST_BYTES} bytes") } })
-        } else {
-            match tokio::time::timeout(CONTROL_TIMEOUT, answer(&line, &city, net.as_ref())).await {
-                Ok(reply) => reply,
-                Err(_) => {
-                    warn!(op = %op_of(&line), "control request timed out");
-                    return;
-                }
-            }
-        };
-        let mut bytes = reply.to_string().into_bytes();
-        bytes.push(b'\n');
-        if too_long || write.write_all(&bytes).await.is_err() {
-            return;
-        }
-    }
-}
-
-async fn answer(line: &str, city: &Arc<City>, net: Option<&NetHandle>) -> Value {
-    match serde_json::from_str::<ControlRequest>(line) {
-        Ok(req) => {
-            debug!(op = %op_of(line), "control request");
-            match execute(req, city, net).await {
-                Ok(v) => serde_json::json!({ "ok": v }),
-                Err(e) => {
-                    serde_json::json!({ "error": { "category": e.category(), "message": e.to_string() } })
-                }
-            }
-        }
-        Err(e) => {
-            serde_json::json!({ "error": { "category": Category::Invalid, "message": format!("bad control request: {e}") } })
-        }
-    }
-}
-
-fn json<T: Serialize>(v: T) -> Result<Value, CityError> {
+/// A reply as JSON.
+fn reply<T: Serialize>(v: T) -> Result<Value, CityError> {
     serde_json::to_value(v).map_err(|e| CityError::Rejected(e.to_string()))
-}
-
-fn doc_id(s: &str) -> Result<DocId, CityError> {
-    s.parse().map_err(|_| CityError::NotFound(s.to_string()))
-}
-
-async fn execute(
-    req: ControlRequest,
-    city: &Arc<City>,
-    net: Option<&NetHandle>,
-) -> Result<Value, CityError> {
-    if let ControlRequest::Status = req {
-        // A stopping daemon (its network gone, its control socket serving the commands that
-        // were under way) answers with what its store holds.
-        let running = match net {
-            Some(n) => n.status().await.ok(),
-            None => None,
-        };
-        return match running {
-            Some(status) => json(status),
-            None => json(crate::net::NetStatus::offline(city)?),
-        };
-    }
-    let roster_changed = matches!(
-        req,
-        ControlRequest::RosterAdd { .. }
-            | ControlRequest::RosterRemove { .. }
-            | ControlRequest::RosterBlock { .. }
-            | ControlRequest::Accept { .. }
-            | ControlRequest::Invite { .. }
-            | ControlRequest::Revoke { .. }
-            | ControlRequest::Approve { .. }
-            | ControlRequest::Deny { .. }
-    );
-    let listen = match (net, &req) {
-        (Some(n), ControlRequest::Invite { .. }) => {
-            n.status().await.map(|s| s.listen).unwrap_or_default()
-        }
-        _ => Vec::new(),
-    };
-    let city2 = city.clone();
-    // Store work is blocking: run it off the async threads.
-    let result = tokio::task::spawn_blocking(move || execute_blocking(req, &city2, listen))
-        .await
-        .map_err(|e| CityError::Rejected(format!("control task failed: {e}")))?;
-    if roster_changed && let Some(n) = net {
-        let _ = n.roster_changed().await;
-    }
-    result
-}
-
-fn execute_blocking(
-    req: ControlRequest,
-    city: &City,
-    listen: Vec<String>,
-) -> Result<Value, CityError> {
-    match req {
-        ControlRequest::Profile => json(city.profile()),
-        ControlRequest::Keys => json(city.key_info()?),
-        ControlRequest::Guardians => json(city.guardians()?),
-        ControlRequest::Designate {
-            threshold,
-            guardians,
-        } => json(city.designate_guardians(threshold, guardians)?),
-        ControlRequest::RecoveryStart { city: c, new, old } => {
-            json(city.recovery_start(c, new, old)?)
-        }
-        ControlRequest::RecoveryVouch { token } => json(city.recovery_vouch(&token)?),
-        ControlRequest::RecoveryCheck { token } => json(city.recovery_check(&token)?),
-        ControlRequest::Record { id } => Ok(city.record(doc_id(&id)?)?.to_json()),
-        ControlRequest::Base { id } => {
-            let (record, heads) = city.record_and_heads(doc_id(&id)?)?;
-            let heads: Vec<String> = heads.iter().map(ToString::to_string).collect();
-            Ok(serde_json::json!({ "record": record.to_json(), "heads": heads }))
-        }
-        ControlRequest::Resolve { prefix, kind } => {
-            let id = match kind {
-                Some(k) => city.resolve_kind(&prefix, k)?,
-                None => city.resolve(&prefix)?,
-            };
-            json(id.to_string())
-        }
-        ControlRequest::List { kind } => json(city.list(kind)?),
-        ControlRequest::History { id } => json(city.history(doc_id(&id)?)?),
-        ControlRequest::Create { record, message } => {
-            let record = Record::from_json(record)?;
-            json(city.create(&record, &message)?.to_string())
-        }
-        ControlRequest::Edit {
-            id,
-            record,
-            message,
-            base,
-        } => {
-            let target = Record::from_json(record)?;
-            let replace = |r: &mut Record| {
-                *r = target;
-                Ok(())
-            };
-            let record = if base.is_empty() {
-                city.edit(doc_id(&id)?, &message, replace)?
-            } else {
-                let base = base
-                    .iter()
-                    .map(|h| h.parse::<automerge::ChangeHash>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| CityError::Rejected(format!("bad base heads: {e}")))?;
-                city.edit_from(doc_id(&id)?, &base, &message, replace)?
-            };
-            Ok(record.to_json())
-        }
-        ControlRequest::Status => json(crate::net::NetStatus::default()),
-        ControlRequest::Roster => json(city.roster()?),
-        ControlRequest::RosterAdd { id, name, addrs } => json(city.roster_add(id, &name, &addrs)?),
-        ControlRequest::RosterRemove { id } => json(city.roster_remove(&id)?),
-        ControlRequest::RosterBlock { id } => json(city.roster_block(&id)?),
-        ControlRequest::Invite {
-            invitee,
-            group,
-            addrs,
-            uses,
-        } => {
-            let group = group.map(|g| doc_id(&g)).transpose()?;
-            let addrs = if addrs.is_empty() {
-                listen
-                    .into_iter()
-                    .filter(|a| !a.contains("/0.0.0.0/"))
-                    .collect()
-            } else {
-                addrs
-            };
-            json(city.invite(invitee, addrs, group, uses)?)
-        }
-        ControlRequest::Invitations => json(city.invitations()?),
-        ControlRequest::Revoke { code } => json(city.revoke_invitation(&code)?),
-        ControlRequest::Joins => json(city.pending_joins()?),
-        ControlRequest::Approve { id } => json(city.approve_join(&id)?),
-        ControlRequest::Deny { id } => json(city.deny_join(&id)?),
-        ControlRequest::Accept { token } => json(city.accept_invitation(&token)?),
-        ControlRequest::Query { query } => json(city.query(&query)?),
-        ControlRequest::Reindex => json(city.reindex()?),
-        ControlRequest::Import { items, dry_run } => json(city.import(items, dry_run)),
-        ControlRequest::FinishImport => json(city.finish_import()?),
-        ControlRequest::Export { ids } => json(city.export(&ids)?),
-    }
 }
 
 /// A blocking client of a running daemon's control socket: one connection, kept for every

@@ -488,6 +488,14 @@ impl Serialize for Record {
     }
 }
 
+/// Through [`Record::from_json`] (the shape is checked, not the content).
+impl<'de> Deserialize<'de> for Record {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        Record::from_json(value).map_err(serde::de::Error::custom)
+    }
+}
+
 impl Record {
     /// Parses a record from JSON, dispatching on its `"kind"` field.
     ///
