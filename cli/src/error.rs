@@ -127,7 +127,11 @@ fn has_hint(err: &anyhow::Error) -> bool {
         || err.downcast_ref::<CityError>().is_some_and(|e| {
             !matches!(
                 e,
-                CityError::Record(_) | CityError::Rejected(_) | CityError::Doc(_)
+                CityError::Record(_)
+                    | CityError::Rejected(_)
+                    | CityError::Refused(_)
+                    | CityError::Invalid(_)
+                    | CityError::Doc(_)
             )
         })
 }

@@ -294,8 +294,7 @@ impl City {
         if next_path.exists() {
             let next = read_key(&next_path)?;
             let done = store
-                .feed_city(&own_fed(&next))
-                .map_err(|e| CityError::Rejected(e.to_string()))?
+                .feed_city(&own_fed(&next))?
                 .is_some_and(|fc| fc.old == key.id());
             if done && !read_only {
                 fs::rename(&next_path, &key_path).map_err(io(&key_path))?;
@@ -308,8 +307,7 @@ impl City {
             }
         }
         let root = store
-            .feed_city(&own_fed(&key))
-            .map_err(|e| CityError::Rejected(e.to_string()))?
+            .feed_city(&own_fed(&key))?
             .map_or(key.id(), |fc| fc.city);
         if profile.id != root {
             return Err(CityError::BadFile {
@@ -334,10 +332,7 @@ impl City {
                 Err(StoreError::Locked(_)) => return Ok(()),
                 Err(e) => return Err(e.into()),
             };
-            store
-                .feed_city(&own_fed(&next))
-                .map_err(|e| CityError::Rejected(e.to_string()))?
-                .is_some()
+            store.feed_city(&own_fed(&next))?.is_some()
         };
         if done {
             fs::rename(&path, dir.join("city.key")).map_err(io(&path))?;
@@ -387,7 +382,7 @@ impl City {
     fn fresh_actor(&self) -> Result<ActorId, CityError> {
         let mut bytes = self.key.id().as_bytes().to_vec();
         let suffix = intercity_protocol::record::try_new_id(8)
-            .map_err(|e| CityError::Rejected(format!("no random numbers for a new actor: {e}")))?;
+            .map_err(|e| CityError::Internal(format!("no random numbers for a new actor: {e}")))?;
         bytes.extend_from_slice(suffix.as_bytes());
         Ok(ActorId::from(bytes))
     }
@@ -463,7 +458,7 @@ impl City {
             && !doc::same_heads(base, &doc.get_heads())
         {
             doc = doc::fork_at(&doc, base).map_err(|e| {
-                CityError::Rejected(format!(
+                CityError::Busy(format!(
                     "the record's version you edited is unknown here ({e}); show it again and retry"
                 ))
             })?;
@@ -564,7 +559,7 @@ impl City {
     ) -> Result<SignedEntry, CityError> {
         self.publish_all(vec![(doc, kind, authored)])?
             .pop()
-            .unwrap_or_else(|| Err(CityError::Rejected("nothing to publish".into())))
+            .unwrap_or_else(|| Err(CityError::Internal("nothing to publish".into())))
     }
 
     /// [`City::publish`] for several entries, written in one batch: each is signed and judged
@@ -650,7 +645,7 @@ impl City {
                 },
             )),
             Verdict::Stored(Status::Rejected(reason)) => Err(CityError::Rejected(reason)),
-            other => Err(CityError::Rejected(format!("unexpected verdict {other:?}"))),
+            other => Err(CityError::Internal(format!("unexpected verdict {other:?}"))),
         }
     }
 
@@ -754,8 +749,7 @@ impl City {
             let reason = stored.status.reason().map(str::to_string);
             let city = self
                 .store
-                .feed_city(&h.feed())
-                .map_err(|e| CityError::Rejected(e.to_string()))?
+                .feed_city(&h.feed())?
                 .map_or(h.author, |fc| fc.city);
             out.push(HistoryItem {
                 author: city,

@@ -153,7 +153,7 @@ requests!(
 
 /// A reply as JSON.
 fn reply<T: Serialize>(v: T) -> Result<Value, CityError> {
-    serde_json::to_value(v).map_err(|e| CityError::Rejected(e.to_string()))
+    serde_json::to_value(v).map_err(|e| CityError::Internal(e.to_string()))
 }
 
 /// A blocking client of a running daemon's control socket: one connection, kept for every
@@ -210,7 +210,7 @@ impl ControlClient {
                 self.path.display()
             ),
         };
-        let mut line = serde_json::to_vec(req).map_err(|e| CityError::Rejected(e.to_string()))?;
+        let mut line = serde_json::to_vec(req).map_err(|e| CityError::Internal(e.to_string()))?;
         line.push(b'\n');
         let mut conn = self
             .conn

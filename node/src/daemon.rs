@@ -294,7 +294,7 @@ impl Daemon {
     ) -> Result<Daemon, CityError> {
         let (net, listening, join) = net::spawn(city.clone(), cfg, shutdown.clone())
             .await
-            .map_err(|e| CityError::Rejected(e.to_string()))?;
+            .map_err(|e| CityError::Network(e.to_string()))?;
         info!(city = %city.id(), name = %city.profile().name, addrs = ?listening, "node running");
         let mut tasks = Supervisor::new(shutdown.clone());
         tasks.spawn("network", async move { join.await.map_err(panic_message)? });

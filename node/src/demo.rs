@@ -158,7 +158,7 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(String)) -> Result<DemoR
         listen: vec![
             "/ip4/127.0.0.1/tcp/0"
                 .parse()
-                .map_err(|e| CityError::Rejected(format!("{e}")))?,
+                .map_err(|e| CityError::Internal(format!("{e}")))?,
         ],
         dial: Vec::new(),
         mdns: false,
@@ -195,7 +195,7 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(String)) -> Result<DemoR
             .net
             .roster_changed()
             .await
-            .map_err(|e| CityError::Rejected(e.to_string()))?;
+            .map_err(|e| CityError::Network(e.to_string()))?;
     }
     say(format!(
         "{n} nodes listening on 127.0.0.1; {links} links (each city dials the next two around a ring)"
@@ -204,12 +204,12 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(String)) -> Result<DemoR
         .net
         .roster_changed()
         .await
-        .map_err(|e| CityError::Rejected(e.to_string()))?;
+        .map_err(|e| CityError::Network(e.to_string()))?;
     let newcomer_name = cities[n - 1].profile().name.clone();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cities[0].trusts(&newcomer)? {
         if Instant::now() > deadline {
-            return Err(CityError::Rejected(format!(
+            return Err(CityError::Internal(format!(
                 "{newcomer_name} did not join Milan by invitation within 30 s"
             )));
         }

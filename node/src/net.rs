@@ -327,8 +327,8 @@ struct Peer {
 }
 
 enum Pending {
-    /// A request of the sync session.
-    Sync(ReqId),
+    /// A request of the sync session; `true` for a heads exchange.
+    Sync(ReqId, bool),
     Push,
     /// The token presented.
     Join(String),
@@ -573,6 +573,7 @@ impl EventLoop {
             if !allowed.contains(&pid) {
                 info!(peer = %pid, "no longer in the roster: disconnected");
                 let _ = self.swarm.disconnect_peer_id(pid);
+                self.sync.forget(&pid);
             }
         }
         let promoted: Vec<PeerId> = self

@@ -157,7 +157,7 @@ impl City {
         addrs: &[String],
     ) -> Result<RosterEntry, CityError> {
         if id == self.id() {
-            return Err(CityError::Rejected(
+            return Err(CityError::Invalid(
                 "a city does not add itself to its roster".into(),
             ));
         }
@@ -666,7 +666,7 @@ fn clean_addrs(addrs: &[String]) -> Vec<String> {
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, CityError> {
-    serde_json::to_vec(value).map_err(|e| CityError::Rejected(e.to_string()))
+    serde_json::to_vec(value).map_err(|e| CityError::Internal(e.to_string()))
 }
 
 #[cfg(test)]

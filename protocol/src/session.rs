@@ -143,9 +143,10 @@ pub enum Event<P> {
     HeadsAsked(P, Vec<Head>),
     /// The answer to a request this session sent.
     Answered(P, ReqId, Response),
-    /// A request this session sent will not be answered (timeout, closed connection, or the
-    /// driver could not send it).
+    /// A request this session sent will not be answered (a timeout, a closed connection).
     Failed(P, ReqId),
+    /// A request this session gave was not sent (no connection to send it on).
+    Unsent(P, ReqId),
     /// Entries handed out by [`Action::Judge`] (or received by gossip or push) were judged;
     /// `entries` as given, `outcomes` in their order (shorter if judging stopped early).
     Judged {
@@ -165,7 +166,8 @@ pub enum Event<P> {
 /// What the driver does.
 #[derive(Debug, PartialEq)]
 pub enum Action<P> {
-    /// Send a request; its answer comes back as [`Event::Answered`] or [`Event::Failed`].
+    /// Send a request; its answer comes back as [`Event::Answered`] or [`Event::Failed`]
+    /// ([`Event::Unsent`] if it could not be sent).
     Send {
         /// To whom.
         peer: P,
@@ -189,7 +191,8 @@ pub enum Action<P> {
     Penalize(P, String),
     /// The peer's heads show this city's own feed in `scope` at `seq`.
     OwnClaim(P, Scope, u64),
-    /// The peer did not serve a claim on this city's own feeds: its claims are forgotten.
+    /// The peer did not serve a claim on this city's own feeds: its claims that it never
+    /// backed with an entry are not believed any more.
     ForgetClaims(P),
     /// The peer served an entry of this city's own feed in `scope`: its claim there is real.
     ClaimBacked(P, Scope),
@@ -304,6 +307,13 @@ impl<P: Ord + Clone> Session<P> {
             Event::Failed(peer, id) => {
                 if let Some((_, Asked::Range(feed))) = self.asked.remove(&id) {
                     self.let_go(&peer, feed);
+                }
+            }
+            Event::Unsent(peer, id) => {
+                if let Some((_, Asked::Range(feed))) = self.asked.remove(&id)
+                    && let Some(p) = self.peers.get_mut(&peer)
+                {
+                    p.inflight.remove(&feed);
                 }
             }
             Event::Judged {
@@ -446,7 +456,13 @@ impl<P: Ord + Clone> Session<P> {
             (Asked::Range(feed), Response::Entries { entries, more }) => {
                 self.on_range(peer, feed, entries, more);
             }
-            (Asked::Range(feed), _) => self.let_go(&peer, feed),
+            // A scope the peer no longer shares with us (its view of a group changed): not
+            // its fault.
+            (Asked::Range(feed), Response::Error { code: 2, .. }) => self.let_go(&peer, feed),
+            // Any other refusal is an empty answer: a strike if the peer claimed the feed
+            // there (else a peer could claim a feed, refuse it just before the stall, and
+            // claim it again, keeping it from the peers that hold it).
+            (Asked::Range(feed), _) => self.on_range(peer, feed, Vec::new(), false),
             (Asked::Forks, Response::Forks(proofs)) => self.on_fork_proofs(peer, proofs, view),
             (Asked::Heads | Asked::Forks, _) => {}
         }

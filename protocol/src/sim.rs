@@ -433,6 +433,12 @@ impl Sim {
                     self.event(node, Event::Failed(peer, id));
                 }
             }
+            // A link cut (a partition, a ban) while the message travelled loses it.
+            Due::Response { from, to, .. } | Due::Request { from, to, .. }
+                if !self.linked(from, to) =>
+            {
+                self.report.lost += 1;
+            }
             Due::Response {
                 from,
                 to,
@@ -455,15 +461,16 @@ impl Sim {
     /// Hands an event to node `n`'s session and carries out what it gives (and what those
     /// give in turn).
     fn event(&mut self, n: usize, event: Event<usize>) {
-        let mut events = vec![event];
-        while let Some(event) = events.pop() {
+        // In order, as the node's driver does.
+        let mut events = std::collections::VecDeque::from([event]);
+        while let Some(event) = events.pop_front() {
             let node = &mut self.nodes[n];
             let actions = node
                 .session
                 .handle(event, self.now, &LedgerView(&node.ledger));
             for action in actions {
                 if let Some(next) = self.act(n, action) {
-                    events.push(next);
+                    events.push_back(next);
                 }
             }
         }

@@ -95,7 +95,11 @@ fn a_partition_heals_with_nothing_lost_or_duplicated() {
     for n in 0..8 {
         assert_eq!(entries_held(&sim, n), 16);
     }
-    assert_eq!(sim.report().delivered, 16 * 7, "no entry stored twice");
+    assert_eq!(
+        sim.report().delivered,
+        16 * 7,
+        "each entry reached the 7 other nodes"
+    );
 }
 
 #[test]

@@ -107,6 +107,21 @@ pub enum CityError {
     /// The edit would be rejected by every node (not authorized, invalid).
     #[error("this edit would be rejected: {0}")]
     Rejected(String),
+    /// An operation the protocol's rules refuse (a key that passed on, a statement or a
+    /// recovery not accepted): the message says why.
+    #[error("{0}")]
+    Refused(String),
+    /// A request that cannot be carried out as given (the message says what is wrong).
+    #[error("{0}")]
+    Invalid(String),
+    /// The network could not start or be reached.
+    #[error(
+        "the network failed: {0}; check the listen addresses (`listen` in the config) and that no other program holds them"
+    )]
+    Network(String),
+    /// Something that should not happen did (a bug).
+    #[error("{0}; this is a bug in intercity: please report it")]
+    Internal(String),
     /// The pipeline refused the entry.
     #[error(transparent)]
     Ingest(#[from] IngestError),
@@ -169,8 +184,15 @@ impl CityError {
             | CityError::KeyPermissions { .. }
             | CityError::DirPermissions { .. }
             | CityError::BadFile { .. } => Category::Unavailable,
-            CityError::Rejected(_) | CityError::Invitation(_) => Category::Rejected,
-            CityError::Busy(_) | CityError::DaemonRunning { .. } => Category::Unavailable,
+            CityError::Rejected(_) | CityError::Refused(_) | CityError::Invitation(_) => {
+                Category::Rejected
+            }
+            CityError::Invalid(_) => Category::Invalid,
+            // A store read in the pipeline failed.
+            CityError::Ingest(IngestError::Ledger(_)) => Category::Unavailable,
+            CityError::Busy(_) | CityError::DaemonRunning { .. } | CityError::Network(_) => {
+                Category::Unavailable
+            }
             CityError::Remote { category, .. } => *category,
             _ => Category::Other,
         }

@@ -188,7 +188,7 @@ impl City {
                 }
             }
             Record::Group(_) => {
-                return Err(CityError::Rejected(
+                return Err(CityError::Invalid(
                     "groups cannot be imported; create one with `intercity group create`".into(),
                 ));
             }

@@ -42,8 +42,7 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), CityError> {
 /// The heads `store` holds of every feed of `key`: what a statement caps them at.
 fn heads_of(store: &Store, key: &CityId) -> Result<Vec<(Scope, u64)>, CityError> {
     Ok(store
-        .feeds_of(key)
-        .map_err(|e| CityError::Rejected(e.to_string()))?
+        .feeds_of(key)?
         .into_iter()
         .filter_map(|f| store.head(&f).ok().flatten().map(|h| (f.scope, h.seq)))
         .collect())
@@ -103,8 +102,7 @@ impl City {
         }
         Ok(self
             .store
-            .feed_city(&own_fed(&self.key))
-            .map_err(|e| CityError::Rejected(e.to_string()))?
+            .feed_city(&own_fed(&self.key))?
             .map_or(Hash32::default(), |fc| fc.statement))
     }
 
@@ -118,23 +116,18 @@ impl City {
                 author: key,
                 scope: Scope::Federation,
             };
-            let Some(fc) = self
-                .store
-                .feed_city(&feed)
-                .map_err(|e| CityError::Rejected(e.to_string()))?
-            else {
+            let Some(fc) = self.store.feed_city(&feed)? else {
                 break;
             };
-            let missing = || CityError::Rejected(format!("the statement of key {key} is missing"));
-            let stored = self
-                .store
-                .entry(&feed, 1)
-                .map_err(|e| CityError::Rejected(e.to_string()))?
-                .ok_or_else(missing)?;
+            let missing = || {
+                CityError::Missing(format!(
+                    "the succession statement of key {key} is missing from the store"
+                ))
+            };
+            let stored = self.store.entry(&feed, 1)?.ok_or_else(missing)?;
             let payload = self
                 .store
-                .payload(&stored.entry.hash())
-                .map_err(|e| CityError::Rejected(e.to_string()))?
+                .payload(&stored.entry.hash())?
                 .ok_or_else(missing)?;
             out.push(WireEntry {
                 entry: stored.entry.encode().to_vec(),
@@ -155,11 +148,7 @@ impl City {
                 author: key,
                 scope: Scope::Federation,
             };
-            match self
-                .store
-                .feed_city(&feed)
-                .map_err(|e| CityError::Rejected(e.to_string()))?
-            {
+            match self.store.feed_city(&feed)? {
                 Some(fc) => {
                     retired.push(fc.old);
                     key = fc.old;
@@ -182,11 +171,7 @@ impl City {
         // A key that named no guardians names nobody before it passes on: so that whoever may
         // hold it later cannot name guardians of its own, and recover the city with them.
         let fed = own_fed(&self.key);
-        let designated = !self
-            .store
-            .doc_entries_of(&GUARDIANS_DOC, &fed)
-            .map_err(|e| CityError::Rejected(e.to_string()))?
-            .is_empty();
+        let designated = !self.store.doc_entries_of(&GUARDIANS_DOC, &fed)?.is_empty();
         if !designated {
             let nobody = Guardians {
                 city: self.root,
@@ -206,12 +191,9 @@ impl City {
             )));
         }
         let old = self.key.clone();
-        let held = self
-            .store
-            .key_passed(&old.id())
-            .map_err(|e| CityError::Rejected(e.to_string()))?;
+        let held = self.store.key_passed(&old.id())?;
         if held.is_some() {
-            return Err(CityError::Rejected(format!(
+            return Err(CityError::Refused(format!(
                 "key {} has passed its right on already; the data directory's key file is not the newest",
                 old.id()
             )));
@@ -240,7 +222,7 @@ impl City {
             }
             other => {
                 let _ = fs::remove_file(&next_path);
-                return Err(CityError::Rejected(format!(
+                return Err(CityError::Internal(format!(
                     "the succession statement was not accepted: {other:?}"
                 )));
             }
@@ -269,7 +251,7 @@ impl City {
         peer: &CityId,
         entries: &[WireEntry],
     ) -> Result<bool, CityError> {
-        let refuse = |why: String| Err(CityError::Rejected(format!("succession refused: {why}")));
+        let refuse = |why: String| Err(CityError::Refused(format!("succession refused: {why}")));
         if entries.is_empty() || entries.len() > MAX_KEYS_PER_CITY {
             return refuse(format!(
                 "{} statements (1 to {MAX_KEYS_PER_CITY})",
@@ -308,7 +290,7 @@ impl City {
             city = Some(st.city);
         }
         let last = SignedEntry::decode(&entries[entries.len() - 1].entry)
-            .map_err(|e| CityError::Rejected(e.to_string()))?;
+            .map_err(|e| CityError::Refused(format!("succession refused: {e}")))?;
         if last.header.author != *peer {
             return refuse("the last statement does not name the key presenting it".into());
         }
@@ -333,9 +315,7 @@ fn first_designation(
     store: &Store,
     fed: &FeedId,
 ) -> Result<Option<(SignedEntry, Vec<u8>, Guardians)>, CityError> {
-    let held = store
-        .doc_entries_of(&GUARDIANS_DOC, fed)
-        .map_err(|e| CityError::Rejected(e.to_string()))?;
+    let held = store.doc_entries_of(&GUARDIANS_DOC, fed)?;
     let Some((stored, payload)) = held.into_iter().min_by_key(|(e, _)| e.entry.header.seq) else {
         return Ok(None);
     };
@@ -505,7 +485,7 @@ impl City {
         match batch.ingest(&encoded, &payload)? {
             Verdict::Stored(Status::Accepted) => {}
             Verdict::Stored(Status::Rejected(reason)) => return Err(CityError::Rejected(reason)),
-            other => return Err(CityError::Rejected(format!("unexpected verdict {other:?}"))),
+            other => return Err(CityError::Internal(format!("unexpected verdict {other:?}"))),
         }
         self.store.apply(batch.into_commit())?;
         if let Some(tx) = self
@@ -728,8 +708,7 @@ impl City {
         // A feed of the lost key that this city holds and the recovery does not list would
         // keep nothing: its whole history void, for good.
         let missing: Vec<String> = store
-            .feeds_of(&statement.old)
-            .map_err(|e| CityError::Rejected(e.to_string()))?
+            .feeds_of(&statement.old)?
             .into_iter()
             .filter(|f| !statement.caps.iter().any(|(s, _)| *s == f.scope))
             .map(|f| f.scope.to_string())
@@ -745,7 +724,7 @@ impl City {
         match batch.ingest(&entry.encode(), &payload)? {
             Verdict::Stored(Status::Accepted) => store.apply(batch.into_commit())?,
             other => {
-                return Err(CityError::Rejected(format!(
+                return Err(CityError::Refused(format!(
                     "the recovery is not accepted here: {other:?}"
                 )));
             }

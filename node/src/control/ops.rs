@@ -180,7 +180,7 @@ op!(
                 .iter()
                 .map(|h| h.parse::<automerge::ChangeHash>())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| CityError::Rejected(format!("bad base heads: {e}")))?;
+                .map_err(|e| CityError::Invalid(format!("bad base heads: {e}")))?;
             city.edit_from(op.id, &base, &op.message, replace)
         }
     }

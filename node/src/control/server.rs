@@ -258,7 +258,7 @@ async fn execute(
     let city2 = city.clone();
     let result = tokio::task::spawn_blocking(move || req.run(&city2, &ctx))
         .await
-        .map_err(|e| CityError::Rejected(format!("control task failed: {e}")))?;
+        .map_err(|e| CityError::Internal(format!("control task failed: {e}")))?;
     if roster_changed && let Some(n) = net {
         let _ = n.roster_changed().await;
     }

@@ -62,6 +62,7 @@ impl EventLoop {
             p.strikes = 0;
             warn!(%peer, "peer sent too many invalid entries: disconnected and banned for {} s", BAN.as_secs());
             self.banned.insert(peer, Instant::now() + BAN);
+            self.sync.forget(&peer);
             // Kept across restarts: a restart must not readmit a peer that just misbehaved.
             let ban = StoredBan {
                 peer: peer.to_base58(),

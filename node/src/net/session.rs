@@ -171,8 +171,9 @@ impl EventLoop {
     fn act(&mut self, action: Action<PeerId>) -> Option<Event<PeerId>> {
         match action {
             Action::Send { peer, id, request } => {
-                if !self.request(peer, request, Pending::Sync(id)) {
-                    return Some(Event::Failed(peer, id));
+                let heads = matches!(request, Request::Heads(_));
+                if !self.request(peer, request, Pending::Sync(id, heads)) {
+                    return Some(Event::Unsent(peer, id));
                 }
             }
             Action::Respond(_, response) => self.heads_answer = Some(response),
@@ -183,7 +184,9 @@ impl EventLoop {
             } => {
                 let origin = match source {
                     Source::Range { feed, more } => ingest::Origin::Range { feed, more },
-                    Source::Proof | Source::Relayed => ingest::Origin::Proof,
+                    Source::Proof => ingest::Origin::Proof,
+                    // Gossip and pushes are judged where they arrive, never handed back.
+                    Source::Relayed => return Some(Event::Dropped(peer, source)),
                 };
                 if !self.submit(peer, origin, entries) {
                     return Some(Event::Dropped(peer, source));
@@ -328,7 +331,7 @@ impl EventLoop {
                 ..
             } => {
                 debug!(%peer, %error, "sync request failed");
-                if let Some((_, Pending::Sync(id))) = self.pending.remove(&request_id) {
+                if let Some((_, Pending::Sync(id, _))) = self.pending.remove(&request_id) {
                     self.drive(Event::Failed(peer, id));
                 }
             }
@@ -457,9 +460,10 @@ impl EventLoop {
         })
     }
 
-    /// Forgets what `peer` claimed of this city's own feeds.
+    /// `peer` did not serve (or misbehaved): what it claimed of this city's own feeds and
+    /// never backed with an entry is not believed again.
     pub(super) fn forget_claims(&self, peer: &PeerId) {
-        self.city.forget_own_claims(&peer.to_string());
+        self.city.refute_own_claims(&peer.to_string());
     }
 
     pub(super) fn on_response(&mut self, peer: PeerId, kind: Pending, response: Response) {
@@ -495,8 +499,8 @@ impl EventLoop {
             (Pending::Join(_), other) => {
                 debug!(%peer, ?other, "join not answered; presented again at the next connection");
             }
-            (Pending::Sync(id), response) => {
-                if matches!(response, Response::Heads(_)) {
+            (Pending::Sync(id, heads), response) => {
+                if heads && matches!(response, Response::Heads(_)) {
                     self.peers.entry(peer).or_default().last_sync = Some(now_ms());
                 }
                 self.drive(Event::Answered(peer, id, response));

@@ -235,6 +235,7 @@ impl EventLoop {
                         .set_application_score(&peer_id, GUEST_SCORE);
                     if let Some(p) = self.peers.get_mut(&peer_id) {
                         p.connected = false;
+                        self.drive(Event::Disconnected(peer_id));
                     }
                     if let std::collections::hash_map::Entry::Vacant(slot) =
                         self.guests.entry(peer_id)
