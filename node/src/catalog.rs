@@ -25,19 +25,17 @@
 //! Layout: this file holds the public types (units, queries, filters, results) and the tests;
 //! `catalog/analyze.rs` turns text into terms and queries, `catalog/units.rs` a record into
 //! units, `catalog/encoding.rs` units, facets and postings into bytes (and filters on them),
-//! `catalog/index.rs` keeps the column families in step with each store write and rebuilds
-//! them, and `catalog/search.rs` answers queries.
+//! `catalog/rank.rs` orders results. The catalog reads and writes no rows itself: the store
+//! does, calling it (`store/catalog.rs` keeps the column families in step with each write and
+//! rebuilds them, `store/search.rs` answers queries), so the store depends on the catalog and
+//! not the other way round.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
 use intercity_protocol::entry::DocId;
 use intercity_protocol::record::{Record, Sector};
-use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
-
-use crate::store::{Store, StoreError};
 
 /// Version of the catalog's layout; a store with another version is reindexed when opened.
 pub const CATALOG_VERSION: u32 = 2;
@@ -46,8 +44,8 @@ pub const MAX_TERM_CHARS: usize = 32;
 /// Longest search query, in characters.
 pub const MAX_QUERY_CHARS: usize = 500;
 
-const STATS_KEY: &str = "catalog_stats";
-const VERSION_KEY: &str = "catalog_version";
+pub(crate) const STATS_KEY: &str = "catalog_stats";
+pub(crate) const VERSION_KEY: &str = "catalog_version";
 
 /// What a catalog unit is.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -243,7 +241,7 @@ pub struct Filter {
 
 impl Filter {
     /// Whether the unit passes every filter.
-    fn matches(&self, unit: &UnitView<'_>) -> bool {
+    pub(crate) fn matches(&self, unit: &UnitView<'_>) -> bool {
         if !self.kinds.is_empty() && !self.kinds.contains(&unit.kind) {
             return false;
         }
@@ -307,7 +305,7 @@ impl Filter {
     }
 
     /// Whether no filter is set.
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.kinds.is_empty()
             && self.cities.is_empty()
             && self.tags.is_empty()
@@ -386,20 +384,22 @@ pub enum QueryError {
     /// The search text is too long.
     #[error("the search text is {0} characters long; at most {MAX_QUERY_CHARS} are allowed")]
     TooLong(usize),
+    /// The group filter is not a record id.
+    #[error("the group filter is not a record id: {0}")]
+    BadGroup(String),
 }
 
 mod analyze;
 mod encoding;
-mod index;
-mod search;
+mod rank;
 mod units;
 
 pub use analyze::terms;
-use analyze::*;
+pub(crate) use analyze::*;
 pub use encoding::STATUSES;
-use encoding::*;
-pub(crate) use index::CatalogDelta;
-use units::*;
+pub(crate) use encoding::*;
+pub(crate) use rank::*;
+pub(crate) use units::*;
 
 #[cfg(test)]
 mod tests {

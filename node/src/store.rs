@@ -282,8 +282,10 @@ impl Succession {
     }
 }
 
+mod catalog;
 mod ledger;
 mod migrate;
+mod search;
 
 /// Working group id -> its members' city ids.
 type GroupIndex = std::collections::HashMap<DocId, std::collections::BTreeSet<String>>;
@@ -329,6 +331,12 @@ impl PendingCounts {
         if *mine == (0, 0) {
             self.by_author.remove(&author);
         }
+    }
+}
+
+impl From<crate::catalog::QueryError> for StoreError {
+    fn from(e: crate::catalog::QueryError) -> Self {
+        StoreError::Query(e.to_string())
     }
 }
 
@@ -900,7 +908,7 @@ impl Store {
         for (feed, head) in &commit.heads {
             batch.put_cf(self.cf("heads"), feed.to_bytes(), head.encode());
         }
-        let mut delta = crate::catalog::CatalogDelta::default();
+        let mut delta = catalog::CatalogDelta::default();
         let mut stored_sizes = Vec::with_capacity(commit.docs.len());
         for (id, update) in &commit.docs {
             stored_sizes.push(self.write_doc(&mut batch, id, update)?);

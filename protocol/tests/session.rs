@@ -7,7 +7,7 @@ use intercity_protocol::entry::{FeedId, Hash32, Scope};
 use intercity_protocol::identity::CityKey;
 use intercity_protocol::ingest::FeedHead;
 use intercity_protocol::session::{Action, Event, RANGE_STALL, ReqId, Session, View};
-use intercity_protocol::sync::{Request, Response};
+use intercity_protocol::sync::{Head, Request, Response};
 
 /// A node that holds nothing.
 struct Empty;
@@ -44,6 +44,17 @@ fn refused() -> Response {
         code: 4,
         message: "busy".into(),
     }
+}
+
+/// A session of city 0, and a claim of its own federation feed at seq 10.
+fn own_feed_claimed() -> (Session<u32>, FeedId, Vec<Head>) {
+    let me = key(0);
+    let own = FeedId {
+        author: me.id(),
+        scope: Scope::Federation,
+    };
+    let claim = vec![(own, 10, Hash32([7; 32]))];
+    (Session::new(me.id(), RANGE_STALL), own, claim)
 }
 
 const HOSTILE: u32 = 1;
@@ -105,13 +116,7 @@ fn a_claimer_that_refuses_and_claims_again_is_struck() {
 /// the city's writes back round after round.
 #[test]
 fn a_claimer_of_our_own_feed_that_refuses_is_struck() {
-    let me = key(0);
-    let own = FeedId {
-        author: me.id(),
-        scope: Scope::Federation,
-    };
-    let claim = vec![(own, 10, Hash32([7; 32]))];
-    let mut s: Session<u32> = Session::new(me.id(), RANGE_STALL);
+    let (mut s, own, claim) = own_feed_claimed();
     let v = Empty;
     s.handle(Event::Connected(HOSTILE), Duration::ZERO, &v);
     let (mut claims, mut forgets, mut strikes) = (0, 0, 0);
@@ -144,13 +149,7 @@ fn a_claimer_of_our_own_feed_that_refuses_is_struck() {
 /// peer's claims on this city's own feeds (it was never asked).
 #[test]
 fn an_unsent_range_frees_its_feed_and_keeps_the_claims() {
-    let me = key(0);
-    let own = FeedId {
-        author: me.id(),
-        scope: Scope::Federation,
-    };
-    let claim = vec![(own, 10, Hash32([7; 32]))];
-    let mut s: Session<u32> = Session::new(me.id(), RANGE_STALL);
+    let (mut s, own, claim) = own_feed_claimed();
     let v = Empty;
     s.handle(Event::Connected(HONEST), Duration::ZERO, &v);
     let out = s.handle(Event::HeadsAsked(HONEST, claim.clone()), Duration::ZERO, &v);

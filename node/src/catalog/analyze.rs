@@ -3,7 +3,7 @@
 use super::*;
 
 /// Text fields of a unit: (id, name, weight).
-pub(super) const FIELDS: &[(&str, u8)] = &[
+pub(crate) const FIELDS: &[(&str, u8)] = &[
     ("title", 4),
     ("summary", 2),
     ("body", 1),
@@ -14,22 +14,22 @@ pub(super) const FIELDS: &[(&str, u8)] = &[
     ("item", 2),
     ("notes", 1),
 ];
-pub(super) const F_TITLE: u8 = 0;
-pub(super) const F_SUMMARY: u8 = 1;
-pub(super) const F_BODY: u8 = 2;
-pub(super) const F_THEMES: u8 = 3;
-pub(super) const F_PARTNERS: u8 = 4;
-pub(super) const F_OUTCOMES: u8 = 5;
-pub(super) const F_PLACES: u8 = 6;
-pub(super) const F_ITEM: u8 = 7;
-pub(super) const F_NOTES: u8 = 8;
+pub(crate) const F_TITLE: u8 = 0;
+pub(crate) const F_SUMMARY: u8 = 1;
+pub(crate) const F_BODY: u8 = 2;
+pub(crate) const F_THEMES: u8 = 3;
+pub(crate) const F_PARTNERS: u8 = 4;
+pub(crate) const F_OUTCOMES: u8 = 5;
+pub(crate) const F_PLACES: u8 = 6;
+pub(crate) const F_ITEM: u8 = 7;
+pub(crate) const F_NOTES: u8 = 8;
 
-pub(super) const STOP_WORDS: &[&str] = &[
+pub(crate) const STOP_WORDS: &[&str] = &[
     "an", "and", "are", "as", "at", "be", "by", "for", "from", "in", "into", "is", "it", "its",
     "of", "on", "or", "that", "the", "their", "this", "to", "was", "were", "with",
 ];
 
-pub(super) fn fold_char(c: char, out: &mut String) {
+pub(crate) fn fold_char(c: char, out: &mut String) {
     let folded = match c {
         'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' | 'ă' | 'ą' => "a",
         'ç' | 'ć' | 'č' | 'ĉ' | 'ċ' => "c",
@@ -59,7 +59,7 @@ pub(super) fn fold_char(c: char, out: &mut String) {
 }
 
 /// Lowercases and folds the diacritics of one word (no plural folding).
-pub(super) fn fold(word: &str) -> String {
+pub(crate) fn fold(word: &str) -> String {
     let mut out = String::with_capacity(word.len());
     for c in word.chars().flat_map(char::to_lowercase) {
         fold_char(c, &mut out);
@@ -69,7 +69,7 @@ pub(super) fn fold(word: &str) -> String {
 
 /// The term of one word: folded, cut to [`MAX_TERM_CHARS`], English plural folded; None for
 /// stop words and single letters.
-pub(super) fn term(word: &str) -> Option<String> {
+pub(crate) fn term(word: &str) -> Option<String> {
     let mut t = fold(word);
     if let Some((i, _)) = t.char_indices().nth(MAX_TERM_CHARS) {
         t.truncate(i);
@@ -95,7 +95,7 @@ pub(super) fn term(word: &str) -> Option<String> {
 }
 
 /// Words of `text` with their byte ranges: maximal runs of letters and digits.
-pub(super) fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
+pub(crate) fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
     let mut rest = text.char_indices().peekable();
     std::iter::from_fn(move || {
         while let Some(&(_, c)) = rest.peek() {
@@ -124,7 +124,7 @@ pub fn terms(text: &str) -> impl Iterator<Item = String> + '_ {
 
 /// One word of a query.
 #[derive(Clone, Debug, PartialEq)]
-pub(super) enum QueryTerm {
+pub(crate) enum QueryTerm {
     /// The exact term.
     Exact(String),
     /// Any term starting with this (folded, not plural-folded).
@@ -132,7 +132,7 @@ pub(super) enum QueryTerm {
 }
 
 impl QueryTerm {
-    pub(super) fn matches(&self, t: &str) -> bool {
+    pub(crate) fn matches(&self, t: &str) -> bool {
         match self {
             QueryTerm::Exact(e) => t == e,
             QueryTerm::Prefix(p) => t.starts_with(p.as_str()),
@@ -140,7 +140,7 @@ impl QueryTerm {
     }
 }
 
-pub(super) fn parse_query(text: &str) -> Result<Vec<QueryTerm>, QueryError> {
+pub(crate) fn parse_query(text: &str) -> Result<Vec<QueryTerm>, QueryError> {
     let n = text.chars().count();
     if n > MAX_QUERY_CHARS {
         return Err(QueryError::TooLong(n));
@@ -170,7 +170,7 @@ pub(super) fn parse_query(text: &str) -> Result<Vec<QueryTerm>, QueryError> {
 
 /// An excerpt of `text` around the first word matching one of `query` (or its beginning),
 /// about `width` characters, with the byte ranges of every matching word in it.
-pub(super) fn snippet(
+pub(crate) fn snippet(
     text: &str,
     query: &[QueryTerm],
     width: usize,

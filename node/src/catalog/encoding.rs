@@ -2,13 +2,13 @@
 
 use super::*;
 
-pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&s.as_bytes()[..len as usize]);
 }
 
-pub(super) fn encode_unit(u: &Unit) -> Vec<u8> {
+pub(crate) fn encode_unit(u: &Unit) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     out.push(u.kind.code());
     out.extend_from_slice(&u.updated.to_be_bytes());
@@ -39,20 +39,20 @@ pub(super) fn encode_unit(u: &Unit) -> Vec<u8> {
     out
 }
 
-pub(super) fn sector_bit(s: Sector) -> u8 {
+pub(crate) fn sector_bit(s: Sector) -> u8 {
     1 << Sector::ALL.iter().position(|x| *x == s).unwrap_or(7)
 }
 
 /// FNV-1a of the ASCII-lowercased, trimmed text: how cities and themes are compared in facets
 /// (a match is then checked on the unit, so a collision costs only a read).
-pub(super) fn fold_hash(text: &str) -> u32 {
+pub(crate) fn fold_hash(text: &str) -> u32 {
     text.trim().bytes().fold(0x811c_9dc5, |h: u32, b| {
         (h ^ u32::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0193)
     })
 }
 
 /// FNV-1a of the exact text.
-pub(super) fn exact_hash(text: &str) -> u32 {
+pub(crate) fn exact_hash(text: &str) -> u32 {
     text.bytes().fold(0x811c_9dc5, |h: u32, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     })
@@ -68,7 +68,7 @@ pub const STATUSES: &[&str] = &[
     "held",
 ];
 
-pub(super) fn status_code(status: &str) -> u8 {
+pub(crate) fn status_code(status: &str) -> u8 {
     STATUSES
         .iter()
         .position(|s| s.eq_ignore_ascii_case(status))
@@ -76,33 +76,33 @@ pub(super) fn status_code(status: &str) -> u8 {
 }
 
 /// Days since 1970-01-01 of a `YYYY-MM-DD` date.
-pub(super) fn day_number(date: &str) -> Option<i32> {
+pub(crate) fn day_number(date: &str) -> Option<i32> {
     crate::time::days_from_civil(date).and_then(|d| i32::try_from(d).ok())
 }
 
 /// What filters and orders need of a unit, fixed-size: the `facets` row.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct Facets<'a> {
-    pub(super) kind: UnitKind,
-    pub(super) sectors: u8,
-    pub(super) status: u8,
-    pub(super) updated: i64,
+pub(crate) struct Facets<'a> {
+    pub(crate) kind: UnitKind,
+    pub(crate) sectors: u8,
+    pub(crate) status: u8,
+    pub(crate) updated: i64,
     /// (first, last) day numbers.
-    pub(super) span: Option<(i32, i32)>,
-    pub(super) city: u32,
-    pub(super) owner: u32,
+    pub(crate) span: Option<(i32, i32)>,
+    pub(crate) city: u32,
+    pub(crate) owner: u32,
     /// Theme hashes, u32 big-endian each (read in place when decoded).
-    pub(super) themes: std::borrow::Cow<'a, [u8]>,
+    pub(crate) themes: std::borrow::Cow<'a, [u8]>,
 }
 
 impl Facets<'_> {
-    pub(super) fn has_theme(&self, hash: u32) -> bool {
+    pub(crate) fn has_theme(&self, hash: u32) -> bool {
         self.themes
             .chunks_exact(4)
             .any(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) == hash)
     }
 
-    pub(super) fn of(u: &Unit) -> Facets<'static> {
+    pub(crate) fn of(u: &Unit) -> Facets<'static> {
         let span = u
             .span()
             .and_then(|(first, last)| Some((day_number(first)?, day_number(last)?)));
@@ -124,7 +124,7 @@ impl Facets<'_> {
         }
     }
 
-    pub(super) fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32 + self.themes.len());
         out.extend_from_slice(&[self.kind.code(), self.sectors, self.status]);
         out.extend_from_slice(&self.updated.to_be_bytes());
@@ -137,7 +137,7 @@ impl Facets<'_> {
         out
     }
 
-    pub(super) fn decode(v: &[u8]) -> Option<Facets<'_>> {
+    pub(crate) fn decode(v: &[u8]) -> Option<Facets<'_>> {
         let mut r = Reader(v);
         let [kind, sectors, status] = r.array::<3>()?;
         let updated = i64::from_be_bytes(r.array()?);
@@ -164,19 +164,19 @@ impl Facets<'_> {
 
 /// A filter compiled for facets: exact on kind, sector, status, dates and group; by hash on
 /// city and tags (those matches are then checked on the unit).
-pub(super) struct FacetFilter<'a> {
-    pub(super) filter: &'a Filter,
-    pub(super) statuses: Vec<u8>,
-    pub(super) since: Option<i32>,
-    pub(super) until: Option<i32>,
-    pub(super) cities: Vec<(u32, u32)>,
-    pub(super) tags: Vec<u32>,
-    pub(super) group: Option<[u8; 16]>,
+pub(crate) struct FacetFilter<'a> {
+    pub(crate) filter: &'a Filter,
+    pub(crate) statuses: Vec<u8>,
+    pub(crate) since: Option<i32>,
+    pub(crate) until: Option<i32>,
+    pub(crate) cities: Vec<(u32, u32)>,
+    pub(crate) tags: Vec<u32>,
+    pub(crate) group: Option<[u8; 16]>,
 }
 
 /// The verdict of the facets on a unit.
 #[derive(PartialEq, Eq, Debug)]
-pub(super) enum FacetVerdict {
+pub(crate) enum FacetVerdict {
     No,
     Yes,
     /// A city or tag matched by hash: check the unit.
@@ -184,11 +184,11 @@ pub(super) enum FacetVerdict {
 }
 
 impl<'a> FacetFilter<'a> {
-    pub(super) fn new(filter: &'a Filter) -> Result<FacetFilter<'a>, StoreError> {
+    pub(crate) fn new(filter: &'a Filter) -> Result<FacetFilter<'a>, QueryError> {
         let group = match &filter.group {
             Some(g) => Some(
                 g.parse::<DocId>()
-                    .map_err(|e| StoreError::Query(e.to_string()))?
+                    .map_err(|e| QueryError::BadGroup(e.to_string()))?
                     .0,
             ),
             None => None,
@@ -208,7 +208,7 @@ impl<'a> FacetFilter<'a> {
         })
     }
 
-    pub(super) fn check(&self, key: &[u8], f: &Facets) -> FacetVerdict {
+    pub(crate) fn check(&self, key: &[u8], f: &Facets) -> FacetVerdict {
         let filter = self.filter;
         if !filter.kinds.is_empty() && !filter.kinds.contains(&f.kind) {
             return FacetVerdict::No;
@@ -261,10 +261,10 @@ impl<'a> FacetFilter<'a> {
     }
 }
 
-pub(super) struct Reader<'a>(pub(super) &'a [u8]);
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -272,10 +272,10 @@ impl<'a> Reader<'a> {
         self.0 = b;
         Some(a)
     }
-    pub(super) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N)?.try_into().ok()
     }
-    pub(super) fn str(&mut self) -> Option<&'a str> {
+    pub(crate) fn str(&mut self) -> Option<&'a str> {
         let len = u32::from_be_bytes(self.array()?) as usize;
         std::str::from_utf8(self.take(len)?).ok()
     }
@@ -283,28 +283,28 @@ impl<'a> Reader<'a> {
 
 /// A unit read in place from its stored bytes (no allocation), for filtering and ordering.
 #[derive(Debug, Clone)]
-pub(super) struct UnitView<'a> {
-    pub(super) kind: UnitKind,
-    pub(super) updated: i64,
-    pub(super) items: u32,
-    pub(super) sectors: u8,
-    pub(super) id: &'a str,
-    pub(super) group: &'a str,
-    pub(super) title: &'a str,
-    pub(super) city: &'a str,
-    pub(super) country: &'a str,
-    pub(super) owner: &'a str,
-    pub(super) status: &'a str,
-    pub(super) start: &'a str,
-    pub(super) end: &'a str,
-    pub(super) group_name: &'a str,
-    pub(super) venue: &'a str,
+pub(crate) struct UnitView<'a> {
+    pub(crate) kind: UnitKind,
+    pub(crate) updated: i64,
+    pub(crate) items: u32,
+    pub(crate) sectors: u8,
+    pub(crate) id: &'a str,
+    pub(crate) group: &'a str,
+    pub(crate) title: &'a str,
+    pub(crate) city: &'a str,
+    pub(crate) country: &'a str,
+    pub(crate) owner: &'a str,
+    pub(crate) status: &'a str,
+    pub(crate) start: &'a str,
+    pub(crate) end: &'a str,
+    pub(crate) group_name: &'a str,
+    pub(crate) venue: &'a str,
     /// The encoded themes (count, then strings), read on demand.
-    pub(super) themes: &'a [u8],
+    pub(crate) themes: &'a [u8],
 }
 
 impl<'a> UnitView<'a> {
-    pub(super) fn parse(bytes: &'a [u8]) -> Option<UnitView<'a>> {
+    pub(crate) fn parse(bytes: &'a [u8]) -> Option<UnitView<'a>> {
         let mut r = Reader(bytes);
         let kind = UnitKind::from_code(r.array::<1>()?[0])?;
         let updated = i64::from_be_bytes(r.array()?);
@@ -337,20 +337,20 @@ impl<'a> UnitView<'a> {
         t.0.is_empty().then_some(v)
     }
 
-    pub(super) fn themes(&self) -> impl Iterator<Item = &'a str> + 'a {
+    pub(crate) fn themes(&self) -> impl Iterator<Item = &'a str> + 'a {
         let mut r = Reader(self.themes);
         let n = r.array::<2>().map_or(0, u16::from_be_bytes);
         (0..n).map_while(move |_| r.str())
     }
 
-    pub(super) fn span(&self) -> Option<(&'a str, &'a str)> {
+    pub(crate) fn span(&self) -> Option<(&'a str, &'a str)> {
         let opt = |s: &'a str| Some(s).filter(|s| !s.is_empty());
         let first = opt(self.start).or(opt(self.end))?;
         let last = opt(self.end).unwrap_or(first);
         Some((first, last))
     }
 
-    pub(super) fn to_unit(&self) -> Unit {
+    pub(crate) fn to_unit(&self) -> Unit {
         let opt = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
         Unit {
             id: self.id.to_string(),
@@ -378,11 +378,11 @@ impl<'a> UnitView<'a> {
 }
 
 #[cfg(test)]
-pub(super) fn decode_unit(bytes: &[u8]) -> Option<Unit> {
+pub(crate) fn decode_unit(bytes: &[u8]) -> Option<Unit> {
     UnitView::parse(bytes).map(|v| v.to_unit())
 }
 
-pub(super) fn encode_posting(counts: [u16; 3], len: u32) -> [u8; 10] {
+pub(crate) fn encode_posting(counts: [u16; 3], len: u32) -> [u8; 10] {
     let mut v = [0u8; 10];
     v[0..2].copy_from_slice(&counts[0].to_be_bytes());
     v[2..4].copy_from_slice(&counts[1].to_be_bytes());
@@ -392,7 +392,7 @@ pub(super) fn encode_posting(counts: [u16; 3], len: u32) -> [u8; 10] {
 }
 
 /// (field-weighted term frequency, unit length) of a posting value.
-pub(super) fn decode_posting(v: &[u8]) -> Option<(f64, f64)> {
+pub(crate) fn decode_posting(v: &[u8]) -> Option<(f64, f64)> {
     let v: &[u8; 10] = v.try_into().ok()?;
     let c = |i: usize| f64::from(u16::from_be_bytes([v[i], v[i + 1]]));
     let len = u32::from_be_bytes([v[6], v[7], v[8], v[9]]);

@@ -4,32 +4,32 @@ use super::*;
 
 /// A unit with its key and text fields, as written to the catalog.
 #[derive(Debug)]
-pub(super) struct Entry {
-    pub(super) key: Vec<u8>,
-    pub(super) unit: Unit,
-    pub(super) texts: Vec<(u8, String)>,
+pub(crate) struct Entry {
+    pub(crate) key: Vec<u8>,
+    pub(crate) unit: Unit,
+    pub(crate) texts: Vec<(u8, String)>,
 }
 
-pub(super) fn sectors(partners: &[intercity_protocol::record::Partner]) -> Vec<Sector> {
+pub(crate) fn sectors(partners: &[intercity_protocol::record::Partner]) -> Vec<Sector> {
     let mut out: Vec<Sector> = partners.iter().map(|p| p.sector).collect();
     out.sort();
     out.dedup();
     out
 }
 
-pub(super) fn partner_names(partners: &[intercity_protocol::record::Partner]) -> String {
+pub(crate) fn partner_names(partners: &[intercity_protocol::record::Partner]) -> String {
     let names: Vec<&str> = partners.iter().map(|x| x.name.as_str()).collect();
     names.join(", ")
 }
 
-pub(super) fn push(texts: &mut Vec<(u8, String)>, field: u8, text: &str) {
+pub(crate) fn push(texts: &mut Vec<(u8, String)>, field: u8, text: &str) {
     if !text.trim().is_empty() {
         texts.push((field, text.to_string()));
     }
 }
 
 /// The catalog units of record `id` (none for a withdrawn record).
-pub(super) fn units_of(id: DocId, record: &Record, updated: i64) -> Vec<Entry> {
+pub(crate) fn units_of(id: DocId, record: &Record, updated: i64) -> Vec<Entry> {
     if record.is_deleted() {
         return Vec::new();
     }
@@ -143,7 +143,7 @@ pub(super) fn units_of(id: DocId, record: &Record, updated: i64) -> Vec<Entry> {
 
 /// Term counts of a unit's texts by weight class (×4, ×2, ×1), in term order (the order of the
 /// posting keys), and the unit's length in terms.
-pub(super) fn count_terms(texts: &[(u8, String)]) -> (Vec<(String, [u16; 3])>, u32) {
+pub(crate) fn count_terms(texts: &[(u8, String)]) -> (Vec<(String, [u16; 3])>, u32) {
     let mut all: Vec<(String, usize)> = Vec::new();
     for (field, text) in texts {
         let class = match FIELDS.get(usize::from(*field)).map_or(1, |f| f.1) {
@@ -170,7 +170,7 @@ pub(super) fn count_terms(texts: &[(u8, String)]) -> (Vec<(String, [u16; 3])>, u
     (counts, len)
 }
 
-pub(super) fn posting_key(term: &str, unit_key: &[u8]) -> Vec<u8> {
+pub(crate) fn posting_key(term: &str, unit_key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(term.len() + 1 + unit_key.len());
     k.extend_from_slice(term.as_bytes());
     k.push(0);

@@ -1,6 +1,10 @@
-//! Keeping the catalog in step with the store: the writes of each batch, statistics, reindex.
+//! Keeping the catalog's rows in step with the store: the writes of each batch, statistics,
+//! reindex (what the rows hold: [`crate::catalog`]).
+
+use std::collections::{HashMap, HashSet};
 
 use super::*;
+use crate::catalog::*;
 
 /// What the catalog writes of one store batch add up to: the change of the statistics (units,
 /// terms) and the postings to put. The postings are put last, all of the batch's in key order:
