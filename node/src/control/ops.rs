@@ -1,6 +1,6 @@
 //! The operations of the control API, each declared once: its request (the struct, sent as JSON
 //! with its name in `op`), its reply type, and what it does to the city ([`Operation::run`]).
-//! The daemon runs them for the CLI over its socket ([`super::server`]); without a daemon the
+//! The daemon runs them for the CLI over its socket (`control/server.rs`); without a daemon the
 //! CLI runs the same `run` on the city it opened ([`crate::Client::call`]).
 
 use intercity_protocol::entry::DocId;

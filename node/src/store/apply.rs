@@ -1,0 +1,296 @@
+//! The write path: a [`Commit`] of the acceptance pipeline applied as one RocksDB write batch
+//! (entries, payloads, heads, documents, indexes, catalog rows), and the in-memory indexes kept
+//! in step with it.
+
+use super::*;
+
+impl Store {
+    /// Applies an ingestion's writes in one batch; `sync` waits for the disk. Entries from peers
+    /// are written unsynced: a crash can lose the last few, and sync fetches them again.
+    pub fn apply_with(&self, commit: Commit, sync: bool) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for e in &commit.entries {
+            let h = &e.entry.header;
+            let feed = h.feed().to_bytes();
+            batch.put_cf(self.cf("entries"), feed_seq(&feed, h.seq), e.encode());
+            let mut k = h.doc.0.to_vec();
+            k.extend_from_slice(&feed_seq(&feed, h.seq));
+            batch.put_cf(self.cf("by_doc"), k, []);
+        }
+        for (hash, payload) in &commit.payloads {
+            batch.put_cf(self.cf("payloads"), hash.0, payload);
+        }
+        for (feed, head) in &commit.heads {
+            batch.put_cf(self.cf("heads"), feed.to_bytes(), head.encode());
+        }
+        let mut delta = catalog::CatalogDelta::default();
+        let mut stored_sizes = Vec::with_capacity(commit.docs.len());
+        for (id, update) in &commit.docs {
+            stored_sizes.push(self.write_doc(&mut batch, id, update)?);
+
+            if let Some(record) = &update.record {
+                let row = self.get("records", &id.0)?;
+                let new_doc = row.is_none();
+                let previous = match row {
+                    Some(v) => serde_json::from_slice::<RecordSummary>(&v)
+                        .map(|s| s.updated)
+                        .unwrap_or(0),
+                    None => 0,
+                };
+                let summary = RecordSummary {
+                    id: id.to_string(),
+                    kind: record.kind(),
+                    title: record.title().to_string(),
+                    city: city_name(record),
+                    owner: record.owner().unwrap_or_default().to_string(),
+                    scope: update.scope.to_string(),
+                    updated: update.updated.max(previous),
+                    deleted: record.is_deleted(),
+                };
+                let json = serde_json::to_vec(&summary).map_err(|e| self.corrupt(e))?;
+                batch.put_cf(self.cf("records"), id.0, json);
+                self.catalog_write(
+                    &mut batch,
+                    id,
+                    Some(record),
+                    summary.updated,
+                    new_doc,
+                    &mut delta,
+                )?;
+            }
+        }
+        // Documents a fork's settlement emptied: gone, with their record and catalog rows (the
+        // entries stay, void).
+        for id in &commit.removed {
+            batch.delete_cf(self.cf("docs"), id.0);
+            for (key, _) in self.scan("doc_tail", &id.0)? {
+                batch.delete_cf(self.cf("doc_tail"), key);
+            }
+            batch.delete_cf(self.cf("records"), id.0);
+            self.catalog_write(&mut batch, id, None, 0, false, &mut delta)?;
+        }
+        self.catalog_finish(&mut batch, &mut delta)?;
+        for (hash, info) in &commit.changes {
+            batch.put_cf(self.cf("changes"), hash.0, info.encode());
+        }
+        for (dep, feed, seq, bytes) in &commit.pending_add {
+            batch.put_cf(
+                self.cf("pending"),
+                pending_key(dep, feed, *seq),
+                bytes.to_be_bytes(),
+            );
+        }
+        for (dep, feed, seq, _) in &commit.pending_remove {
+            batch.delete_cf(self.cf("pending"), pending_key(dep, feed, *seq));
+        }
+        for (doc, kind) in &commit.kinds {
+            batch.put_cf(self.cf("meta"), kind_key(doc), kind.as_str());
+        }
+        // The succession rows merge with what is held: worked out on a copy, kept if written.
+        let touched = !commit.statements.is_empty() || !commit.feed_cities.is_empty();
+        let mut succession = if touched {
+            Some(self.succession()?)
+        } else {
+            None
+        };
+        let (passed, cities) = succession
+            .as_mut()
+            .map(|s| s.apply(&commit))
+            .unwrap_or_default();
+        for (old, k) in &passed {
+            let mut key = b"succ/".to_vec();
+            key.extend_from_slice(old.as_bytes());
+            batch.put_cf(self.cf("meta"), key, k.encode());
+        }
+        for (feed, city) in &cities {
+            let mut key = b"fcity/".to_vec();
+            key.extend_from_slice(&feed.to_bytes());
+            batch.put_cf(self.cf("meta"), key, city.encode());
+        }
+        for (doc, cuts) in &commit.cuts {
+            if cuts.is_empty() {
+                batch.delete_cf(self.cf("meta"), cuts_key(doc));
+            } else {
+                batch.put_cf(self.cf("meta"), cuts_key(doc), Cut::encode_all(cuts));
+            }
+        }
+        for (feed, doc, actor, seq) in &commit.actor_seqs {
+            batch.put_cf(
+                self.cf("meta"),
+                actor_seq_key(feed, doc, actor),
+                seq.to_be_bytes(),
+            );
+        }
+        for fork in &commit.forks {
+            let h = &fork.second.header;
+            tracing::warn!(
+                city = %h.author,
+                scope = %h.scope,
+                seq = h.seq,
+                "a city signed two different entries at one position of its feed: fork proof stored, the feed is frozen"
+            );
+            batch.put_cf(
+                self.cf("forks"),
+                feed_seq(&h.feed().to_bytes(), h.seq),
+                fork.encode(),
+            );
+        }
+        // The counts are held across the write, so that one being counted for the first
+        // time (a scan) sees this write either in the scan or here, never in both.
+        let mut entry_counts = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pending_counts = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Held across the write too: a reader never gets a cached copy older than the store's.
+        let mut cache = self
+            .doc_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.write_batch(batch, sync)?;
+        if let Some(heads) = self
+            .heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            heads.extend(commit.heads.iter().copied());
+        }
+        if let Some(index) = self
+            .fork_index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            for p in &commit.forks {
+                note_fork(index, p);
+            }
+        }
+        if let Some(updated) = succession
+            && let Some(held) = self
+                .succession
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_mut()
+        {
+            *held = updated;
+        }
+        let group_members: Vec<(DocId, std::collections::BTreeSet<String>)> = commit
+            .docs
+            .iter()
+            .filter_map(|(id, update)| match &update.record {
+                Some(Record::Group(g)) => Some((*id, g.members.keys().cloned().collect())),
+                _ => None,
+            })
+            .collect();
+        if let Some(counts) = entry_counts.as_mut() {
+            // An entry leaving the pending index here was stored as pending before; any other
+            // entry of the commit is new.
+            let was_pending: std::collections::HashSet<(FeedId, u64)> = commit
+                .pending_remove
+                .iter()
+                .map(|(_, feed, seq, _)| (*feed, *seq))
+                .collect();
+            for e in &commit.entries {
+                let h = &e.entry.header;
+                if was_pending.contains(&(h.feed(), h.seq)) {
+                    count_status(counts, &Status::Pending, false);
+                }
+                count_status(counts, &e.status, true);
+            }
+            for (_, _, old) in &commit.revised {
+                count_status(counts, old, false);
+            }
+        }
+        if let Some(counts) = pending_counts.as_mut() {
+            for (_, feed, _, bytes) in &commit.pending_add {
+                counts.count(feed.author, *bytes, true);
+            }
+            for (_, feed, _, bytes) in &commit.pending_remove {
+                counts.count(feed.author, *bytes, false);
+            }
+        }
+        drop((entry_counts, pending_counts));
+        // Large documents just written stay in memory, for the next change to them.
+        cache.retain(|(held, _, _)| !commit.removed.contains(held));
+        for ((id, update), size) in commit.docs.into_iter().zip(stored_sizes) {
+            cache.retain(|(held, _, _)| *held != id);
+            if let (DocState::Built(doc), true) = (update.doc, size >= MIN_TAIL_BASE) {
+                cache.insert(0, (id, std::sync::Arc::new(*doc), size));
+            }
+        }
+        let mut total = 0;
+        cache.retain(|(_, _, size)| {
+            total += size;
+            total <= MAX_CACHED_DOC_BYTES
+        });
+        cache.truncate(MAX_CACHED_DOCS);
+        drop(cache);
+        // Taken after the write and the cache (building the index reads documents through the
+        // cache): an index being built meanwhile holds this lock, and setting a group's members
+        // again is harmless. The network task reads it, and does not wait for a write.
+        if !(group_members.is_empty() && commit.removed.is_empty())
+            && let Some(index) = self
+                .groups
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_mut()
+        {
+            index.extend(group_members);
+            for id in &commit.removed {
+                index.remove(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a changed document: its new changes after the stored copy while they are few and
+    /// small beside it, else the whole document (and the changes are dropped). Returns the
+    /// bytes it takes in the store.
+    pub(super) fn write_doc(
+        &self,
+        batch: &mut WriteBatch,
+        id: &DocId,
+        update: &intercity_protocol::ingest::DocUpdate,
+    ) -> Result<usize, StoreError> {
+        // A document new to the store (nothing appended to a copy of it, nothing replaced)
+        // has no tail rows.
+        let tail = if update.appended.is_some() || update.replace {
+            self.scan("doc_tail", &id.0)?
+        } else {
+            Vec::new()
+        };
+        if let Some(changes) = &update.appended {
+            let base = self
+                .db
+                .get_pinned_cf(self.cf("docs"), id.0)
+                .map_err(|e| classify(&self.path, e))?
+                .map_or(0, |v| v.len());
+            let count = tail.len() + changes.len();
+            let bytes: usize = tail.iter().map(|(_, v)| v.len()).sum::<usize>()
+                + changes.iter().map(Vec::len).sum::<usize>();
+            if base >= MIN_TAIL_BASE && count <= MAX_TAIL_CHANGES && bytes <= base / 2 {
+                for (n, change) in changes.iter().enumerate() {
+                    let mut key = id.0.to_vec();
+                    key.extend_from_slice(&((tail.len() + n) as u32).to_be_bytes());
+                    batch.put_cf(self.cf("doc_tail"), key, change);
+                }
+                return Ok(base + bytes);
+            }
+        }
+        // Uncompressed: DEFLATE costs more than it saves on documents of a few kilobytes.
+        let bytes = update.doc.to_bytes().map_err(|e| StoreError::Document {
+            id: id.to_string(),
+            detail: e.0,
+        })?;
+        let size = bytes.len();
+        batch.put_cf(self.cf("docs"), id.0, bytes);
+        for (key, _) in tail {
+            batch.delete_cf(self.cf("doc_tail"), key);
+        }
+        Ok(size)
+    }
+}

@@ -1,0 +1,233 @@
+//! Reads the rest of the node makes: feed ranges to serve, the roster, records, a document's
+//! entries, feed heads and fork proofs, entry counts.
+
+use super::*;
+
+impl Store {
+    /// Entries of `feed` from seq `from` on, with payloads, at most `max` entries and about
+    /// `budget` payload bytes (at least one entry is returned if any exists).
+    pub fn feed_range(
+        &self,
+        feed: &FeedId,
+        from: u64,
+        max: usize,
+        budget: usize,
+    ) -> Result<Vec<(StoredEntry, Vec<u8>)>, StoreError> {
+        let start = feed_seq(&feed.to_bytes(), from);
+        let prefix = feed.to_bytes();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for item in self.db.iterator_cf(
+            self.cf("entries"),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            let (k, v) = item.map_err(|e| classify(&self.path, e))?;
+            if !k.starts_with(&prefix) || out.len() >= max || (bytes >= budget && !out.is_empty()) {
+                break;
+            }
+            let stored =
+                StoredEntry::decode(&v).map_err(|e| self.corrupt(format!("entry: {e}")))?;
+            let payload = self
+                .get("payloads", &stored.entry.hash().0)?
+                .unwrap_or_default();
+            bytes += payload.len();
+            out.push((stored, payload));
+        }
+        Ok(out)
+    }
+
+    /// A roster entry.
+    pub fn roster_get(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get("roster", id)
+    }
+
+    /// Writes a roster entry (synced).
+    pub fn roster_put(&self, id: &[u8; 32], value: &[u8]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf("roster"), id, value);
+        self.write(batch)
+    }
+
+    /// Admits a city in one synced write: its roster entry, and the metadata that records the
+    /// admission (`puts`, then `deletes`): an invitation's spent use, a waiting join removed.
+    /// A crash leaves all of it or none.
+    pub fn admit(
+        &self,
+        id: &[u8; 32],
+        roster: &[u8],
+        puts: &[(&str, Vec<u8>)],
+        deletes: &[&str],
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf("roster"), id, roster);
+        self.meta_changes(batch, puts, deletes)
+    }
+
+    /// Sets and deletes metadata values in one synced write.
+    pub fn set_meta_all(
+        &self,
+        puts: &[(&str, Vec<u8>)],
+        deletes: &[&str],
+    ) -> Result<(), StoreError> {
+        self.meta_changes(WriteBatch::default(), puts, deletes)
+    }
+
+    pub(super) fn meta_changes(
+        &self,
+        mut batch: WriteBatch,
+        puts: &[(&str, Vec<u8>)],
+        deletes: &[&str],
+    ) -> Result<(), StoreError> {
+        for (key, value) in puts {
+            batch.put_cf(self.cf("meta"), key.as_bytes(), value);
+        }
+        for key in deletes {
+            batch.delete_cf(self.cf("meta"), key.as_bytes());
+        }
+        self.write(batch)
+    }
+
+    /// Deletes a roster entry (synced).
+    pub fn roster_delete(&self, id: &[u8; 32]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf("roster"), id);
+        self.write(batch)
+    }
+
+    /// Every roster entry's raw value.
+    pub fn roster_all(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self
+            .scan("roster", &[])?
+            .into_iter()
+            .map(|(_, v)| v.to_vec())
+            .collect())
+    }
+
+    /// The listing index, optionally of one kind, newest first.
+    pub fn records(&self, kind: Option<Kind>) -> Result<Vec<RecordSummary>, StoreError> {
+        let mut out = Vec::new();
+        for (_, v) in self.scan("records", &[])? {
+            let s: RecordSummary = serde_json::from_slice(&v)
+                .map_err(|e| self.corrupt(format!("records index: {e}")))?;
+            if kind.is_none_or(|k| k == s.kind) {
+                out.push(s);
+            }
+        }
+        out.sort_by(|a, b| b.updated.cmp(&a.updated).then_with(|| a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// The ids of documents whose hex id starts with `prefix`.
+    pub fn doc_ids_with_prefix(&self, prefix: &str) -> Result<Vec<DocId>, StoreError> {
+        let mut out = Vec::new();
+        for (k, _) in self.scan("records", &[])? {
+            let Ok(arr) = <[u8; 16]>::try_from(&k[..]) else {
+                continue;
+            };
+            let id = DocId(arr);
+            if id.to_string().starts_with(prefix) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the store holds a document (without loading it).
+    pub fn has_doc(&self, id: &DocId) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf("docs"), id.0)
+            .map_err(|e| classify(&self.path, e))?
+            .is_some())
+    }
+
+    /// Every stored entry of one document, with its payload (None if erased or missing).
+    pub fn doc_entries(&self, doc: &DocId) -> Result<Vec<EntryAndPayload>, StoreError> {
+        let mut out = Vec::new();
+        for (k, _) in self.scan("by_doc", &doc.0)? {
+            let Some(v) = self.get("entries", k.get(16..).unwrap_or_default())? else {
+                continue;
+            };
+            let stored =
+                StoredEntry::decode(&v).map_err(|e| self.corrupt(format!("entry: {e}")))?;
+            let payload = self.get("payloads", &stored.entry.hash().0)?;
+            out.push((stored, payload));
+        }
+        out.sort_by_key(|(e, _)| (e.entry.header.timestamp, e.entry.header.seq));
+        Ok(out)
+    }
+
+    /// The entries of document `doc` in `feed`, with their payloads (in seq order).
+    pub fn doc_entries_of(
+        &self,
+        doc: &DocId,
+        feed: &FeedId,
+    ) -> Result<Vec<EntryAndPayload>, StoreError> {
+        let mut prefix = doc.0.to_vec();
+        prefix.extend_from_slice(&feed.to_bytes());
+        let mut out = Vec::new();
+        for (k, _) in self.scan("by_doc", &prefix)? {
+            let Some(v) = self.get("entries", k.get(16..).unwrap_or_default())? else {
+                continue;
+            };
+            let stored =
+                StoredEntry::decode(&v).map_err(|e| self.corrupt(format!("entry: {e}")))?;
+            let payload = self.get("payloads", &stored.entry.hash().0)?;
+            out.push((stored, payload));
+        }
+        Ok(out)
+    }
+
+    /// Every feed this store holds, with its head.
+    pub fn feeds(&self) -> Result<Vec<(FeedId, FeedHead)>, StoreError> {
+        let cached = self
+            .heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|h| h.iter().map(|(f, h)| (*f, *h)).collect());
+        match cached {
+            Some(heads) => Ok(heads),
+            None => self.scan_heads(),
+        }
+    }
+
+    /// Every fork proof held.
+    pub fn forks(&self) -> Result<Vec<ForkProof>, StoreError> {
+        self.scan("forks", &[])?
+            .into_iter()
+            .map(|(_, v)| ForkProof::decode(&v).map_err(|e| self.corrupt(e)))
+            .collect()
+    }
+
+    /// Counts of stored entries by status: (accepted, rejected, pending, quarantined).
+    ///
+    /// The entries are scanned once, the first time; every write then keeps the counts.
+    pub fn entry_counts(&self) -> Result<EntryCounts, StoreError> {
+        let mut guard = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(counts) = *guard {
+            return Ok(counts);
+        }
+        let mut counts = (0, 0, 0, 0);
+        for item in self.db.iterator_cf(self.cf("entries"), IteratorMode::Start) {
+            let (_, v) = item.map_err(|e| classify(&self.path, e))?;
+            let status = StoredEntry::decode(&v).map_err(|e| self.corrupt(e))?.status;
+            count_status(&mut counts, &status, true);
+        }
+        *guard = Some(counts);
+        Ok(counts)
+    }
+
+    /// Flushes memtables to disk (on shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        for name in CFS {
+            self.db
+                .flush_cf(self.cf(name))
+                .map_err(|e| classify(&self.path, e))?;
+        }
+        Ok(())
+    }
+}
