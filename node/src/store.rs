@@ -30,7 +30,8 @@
 //! [`Commit`] as one batch), `store/reads.rs` the reads the rest of the node makes,
 //! `store/ledger.rs` the pipeline's [`Ledger`] view, `store/succession.rs` which keys belong to
 //! which city, `store/catalog.rs` and `store/search.rs` the catalog's rows and queries (the
-//! catalog itself is [`crate::catalog`]), `store/migrate.rs` the schema upgrades.
+//! catalog itself is [`crate::catalog`]), `store/keys.rs` how rows are keyed, `store/migrate.rs`
+//! the schema upgrades.
 
 use std::path::{Path, PathBuf};
 
@@ -201,12 +202,14 @@ type ForkIndex = (usize, std::collections::BTreeMap<FeedId, u64>);
 
 mod apply;
 mod catalog;
+mod keys;
 mod ledger;
 mod migrate;
 mod reads;
 mod search;
 mod succession;
 
+use keys::*;
 pub use succession::KeyBook;
 use succession::Succession;
 
@@ -775,72 +778,6 @@ fn cf_options(name: &str) -> Options {
         o.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
     }
     o
-}
-
-fn feed_seq(feed: &[u8; 49], seq: u64) -> Vec<u8> {
-    let mut k = feed.to_vec();
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-fn u64_of(b: &[u8]) -> u64 {
-    <[u8; 8]>::try_from(b).map(u64::from_be_bytes).unwrap_or(0)
-}
-
-/// Parses a `pending` key: the change waited for, the feed and the seq.
-fn parse_pending_key(k: &[u8]) -> Option<(ChangeHash, FeedId, u64)> {
-    if k.len() != 32 + 49 + 8 {
-        return None;
-    }
-    let dep = ChangeHash(k[..32].try_into().ok()?);
-    let feed = FeedId::from_bytes(&k[32..81]).ok()?;
-    Some((dep, feed, u64_of(&k[81..])))
-}
-
-fn pending_key(dep: &ChangeHash, feed: &FeedId, seq: u64) -> Vec<u8> {
-    let mut k = dep.0.to_vec();
-    k.extend_from_slice(&feed_seq(&feed.to_bytes(), seq));
-    k
-}
-
-/// Counts a fork proof into the index (a proof is stored once per feed and seq).
-fn note_fork(index: &mut ForkIndex, p: &ForkProof) {
-    let h = &p.first.header;
-    index.0 += 1;
-    let seq = index.1.entry(h.feed()).or_insert(h.seq);
-    *seq = (*seq).min(h.seq);
-}
-
-/// `aseq/` · feed (49) · document (16) · actor: the actor-seq index row in `meta`.
-/// The key of a document's kind (the kind its genesis created) in `meta`.
-fn kind_key(doc: &DocId) -> Vec<u8> {
-    let mut key = b"kind/".to_vec();
-    key.extend_from_slice(&doc.0);
-    key
-}
-
-/// The key of a document's standing removals (§15.5) in `meta`.
-fn cuts_key(doc: &DocId) -> Vec<u8> {
-    let mut key = b"cuts/".to_vec();
-    key.extend_from_slice(&doc.0);
-    key
-}
-
-fn actor_seq_key(feed: &FeedId, doc: &DocId, actor: &automerge::ActorId) -> Vec<u8> {
-    let mut key = b"aseq/".to_vec();
-    key.extend_from_slice(&feed.to_bytes());
-    key.extend_from_slice(&doc.0);
-    key.extend_from_slice(actor.to_bytes());
-    key
-}
-
-fn city_name(record: &intercity_protocol::record::Record) -> String {
-    use intercity_protocol::record::Record;
-    match record {
-        Record::Practice(p) => p.city.clone(),
-        Record::Project(p) => p.lead_city.clone(),
-        Record::Group(_) => String::new(),
-    }
 }
 
 #[cfg(test)]
