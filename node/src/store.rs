@@ -59,17 +59,17 @@ pub type EntryAndPayload = (StoredEntry, Option<Vec<u8>>);
 
 /// A document's changes kept after it (`doc_tail`) before it is written whole again: at most
 /// this many, and at most half the document's bytes...
-const MAX_TAIL_CHANGES: usize = 64;
+pub const MAX_TAIL_CHANGES: usize = 64;
 /// ...and only after a document of at least this many bytes (a smaller one costs less to
 /// write whole than to load with changes to apply).
-const MIN_TAIL_BASE: usize = 64 * 1024;
+pub const MIN_TAIL_BASE: usize = 64 * 1024;
 
 /// Large documents (of at least `MIN_TAIL_BASE` bytes) kept in memory after they are written,
 /// so that the next change to one does not load it again: at most this many...
-const MAX_CACHED_DOCS: usize = 8;
+pub const MAX_CACHED_DOCS: usize = 8;
 /// ...of at most this many stored bytes in all (in memory, an Automerge document takes
 /// several times its stored size).
-const MAX_CACHED_DOC_BYTES: usize = 8 * 1024 * 1024;
+pub const MAX_CACHED_DOC_BYTES: usize = 8 * 1024 * 1024;
 
 /// The schema version this build writes and reads.
 /// Version 2 added the catalog; version 3 keyed `pending` by the change waited for; version 4

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 fn constants() -> BTreeMap<&'static str, u64> {
-    use intercity_node::net;
+    use intercity_node::{control, net, store};
     use intercity_protocol::{entry, ingest, invite, sync};
     let n = |v: usize| v as u64;
     BTreeMap::from([
@@ -57,6 +57,16 @@ fn constants() -> BTreeMap<&'static str, u64> {
         ("GUEST_STREAMS", n(net::GUEST_STREAMS)),
         ("MEMBER_STREAMS", n(net::MEMBER_STREAMS)),
         ("MAX_QUEUED_JOBS_PER_PEER", n(net::MAX_QUEUED_JOBS_PER_PEER)),
+        ("SCHEMA_VERSION", u64::from(store::SCHEMA_VERSION)),
+        ("MIN_TAIL_BASE", n(store::MIN_TAIL_BASE)),
+        ("MAX_TAIL_CHANGES", n(store::MAX_TAIL_CHANGES)),
+        ("MAX_CACHED_DOCS", n(store::MAX_CACHED_DOCS)),
+        ("MAX_CACHED_DOC_BYTES", n(store::MAX_CACHED_DOC_BYTES)),
+        ("MAX_REQUEST_BYTES", control::MAX_REQUEST_BYTES),
+        (
+            "MAX_CONTROL_CONNECTIONS",
+            n(control::MAX_CONTROL_CONNECTIONS),
+        ),
     ])
 }
 
