@@ -23,7 +23,7 @@ pub const OK: u8 = 0;
 pub const FAILURE: u8 = 1;
 /// Usage error or invalid input.
 pub const USAGE: u8 = 2;
-/// Store unavailable.
+/// The store, the daemon or the network unavailable.
 pub const STORE: u8 = 3;
 /// Edit rejected.
 pub const REJECTED: u8 = 4;
@@ -35,9 +35,10 @@ Exit codes:
   1  not found, or an operational failure
   2  usage error or invalid input (bad value, invalid record, ambiguous id prefix,
      nothing to change, city already initialised)
-  3  store unavailable (no city, locked by a running node, corrupt, newer version,
-     key file readable by others)
-  4  edit rejected: this city is not authorized to make it
+  3  unavailable: the store (no city, locked by a running node, corrupt, newer
+     version, key file readable by others), the daemon, or the network
+  4  rejected: this city is not authorized to make the edit, or the protocol's
+     rules refuse the operation
 
 Ids may be abbreviated to any unique prefix. Set RUST_LOG=debug for logs on stderr;
 NO_COLOR=1 or --color never turns colours off.";

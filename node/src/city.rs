@@ -288,7 +288,7 @@ impl City {
             && !doc::same_heads(base, &doc.get_heads())
         {
             doc = doc::fork_at(&doc, base).map_err(|e| {
-                CityError::Busy(format!(
+                CityError::Refused(format!(
                     "the record's version you edited is unknown here ({e}); show it again and retry"
                 ))
             })?;

@@ -209,7 +209,7 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(String)) -> Result<DemoR
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cities[0].trusts(&newcomer)? {
         if Instant::now() > deadline {
-            return Err(CityError::Internal(format!(
+            return Err(CityError::Network(format!(
                 "{newcomer_name} did not join Milan by invitation within 30 s"
             )));
         }

@@ -26,7 +26,7 @@
 //! are loaded lazily, one at a time, when a query or an entry needs them.
 //!
 //! Layout: this file opens the store (schema, options, the writer's lock, the indexes kept in
-//! memory) and holds its small row helpers; `store/apply.rs` is the write path (a pipeline
+//! memory) and reads and writes single rows; `store/apply.rs` is the write path (a pipeline
 //! [`Commit`] as one batch), `store/reads.rs` the reads the rest of the node makes,
 //! `store/ledger.rs` the pipeline's [`Ledger`] view, `store/succession.rs` which keys belong to
 //! which city, `store/catalog.rs` and `store/search.rs` the catalog's rows and queries (the

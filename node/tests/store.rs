@@ -290,7 +290,7 @@ fn an_edit_from_an_older_version_keeps_the_changes_made_since() {
     let bogus = [automerge::ChangeHash([7; 32])];
     assert!(matches!(
         city.edit_from(id, &bogus, "x", |_| Ok(())),
-        Err(CityError::Busy(_))
+        Err(CityError::Refused(_))
     ));
 }
 

@@ -191,8 +191,7 @@ pub enum Action<P> {
     Penalize(P, String),
     /// The peer's heads show this city's own feed in `scope` at `seq`.
     OwnClaim(P, Scope, u64),
-    /// The peer did not serve a claim on this city's own feeds: its claims that it never
-    /// backed with an entry are not believed any more.
+    /// The peer did not serve a claim on this city's own feeds: its claims are forgotten.
     ForgetClaims(P),
     /// The peer served an entry of this city's own feed in `scope`: its claim there is real.
     ClaimBacked(P, Scope),
@@ -456,9 +455,13 @@ impl<P: Ord + Clone> Session<P> {
             (Asked::Range(feed), Response::Entries { entries, more }) => {
                 self.on_range(peer, feed, entries, more);
             }
-            // A scope the peer no longer shares with us (its view of a group changed): not
-            // its fault.
-            (Asked::Range(feed), Response::Error { code: 2, .. }) => self.let_go(&peer, feed),
+            // A group the peer no longer shares with us (its view of the group changed since
+            // its heads): not its fault. (Every peer shares the federation.)
+            (Asked::Range(feed), Response::Error { code: 2, .. })
+                if feed.scope != Scope::Federation =>
+            {
+                self.let_go(&peer, feed);
+            }
             // Any other refusal is an empty answer: a strike if the peer claimed the feed
             // there (else a peer could claim a feed, refuse it just before the stall, and
             // claim it again, keeping it from the peers that hold it).

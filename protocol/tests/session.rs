@@ -166,3 +166,34 @@ fn an_unsent_range_frees_its_feed_and_keeps_the_claims() {
         "the feed is free again"
     );
 }
+
+/// "Scope not shared" (code 2) excuses a refused group feed (the peer's view of the group
+/// changed), never a federation feed: every peer shares the federation.
+#[test]
+fn scope_not_shared_excuses_a_group_feed_only() {
+    let struck = |scope: Scope| {
+        let f = FeedId {
+            author: key(3).id(),
+            scope,
+        };
+        let mut s: Session<u32> = Session::new(key(0).id(), RANGE_STALL);
+        let v = Empty;
+        s.handle(Event::Connected(HOSTILE), Duration::ZERO, &v);
+        let out = s.handle(
+            Event::HeadsAsked(HOSTILE, vec![(f, 10, Hash32([7; 32]))]),
+            Duration::ZERO,
+            &v,
+        );
+        let id = range_to(&out, HOSTILE, f).expect("asked");
+        let not_shared = Response::Error {
+            code: 2,
+            message: "scope not shared".into(),
+        };
+        let out = s.handle(Event::Answered(HOSTILE, id, not_shared), Duration::ZERO, &v);
+        out.iter().any(|a| matches!(a, Action::Penalize(..)))
+    };
+    assert!(struck(Scope::Federation));
+    assert!(!struck(Scope::Group(intercity_protocol::entry::DocId(
+        [9; 16]
+    ))));
+}

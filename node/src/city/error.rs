@@ -115,9 +115,7 @@ pub enum CityError {
     #[error("{0}")]
     Invalid(String),
     /// The network could not start or be reached.
-    #[error(
-        "the network failed: {0}; check the listen addresses (`listen` in the config) and that no other program holds them"
-    )]
+    #[error("the network failed: {0}")]
     Network(String),
     /// Something that should not happen did (a bug).
     #[error("{0}; this is a bug in intercity: please report it")]

@@ -120,9 +120,10 @@ impl City {
                 break;
             };
             let missing = || {
-                CityError::Missing(format!(
-                    "the succession statement of key {key} is missing from the store"
-                ))
+                CityError::Store(
+                    self.store
+                        .corrupt(format!("the succession statement of key {key} is missing")),
+                )
             };
             let stored = self.store.entry(&feed, 1)?.ok_or_else(missing)?;
             let payload = self
@@ -220,7 +221,11 @@ impl City {
             Ok(Verdict::Stored(Status::Accepted)) => {
                 self.store.apply(batch.into_commit())?;
             }
-            other => {
+            Err(e) => {
+                let _ = fs::remove_file(&next_path);
+                return Err(e.into());
+            }
+            Ok(other) => {
                 let _ = fs::remove_file(&next_path);
                 return Err(CityError::Internal(format!(
                     "the succession statement was not accepted: {other:?}"

@@ -92,36 +92,13 @@ impl City {
         }
     }
 
-    /// Drops what `peer` claimed of this city's own feeds when it disconnects; a claim it
-    /// failed to back stays failed (not believed again from that peer).
+    /// Drops what `peer` claimed of this city's own feeds: it disconnected, was struck, or
+    /// would not serve what it claimed.
     pub fn forget_own_claims(&self, peer: &str) {
-        let mut claims = self
-            .own_claims
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(by_scope) = claims.get_mut(peer) {
-            by_scope.retain(|_, c| c.failed);
-            if by_scope.is_empty() {
-                claims.remove(peer);
-            }
-        }
-    }
-
-    /// `peer` would not serve what it claimed of this city's own feeds (or was struck): each
-    /// claim it never backed with an entry fails, and is not believed again from that peer. A
-    /// backed claim stays until it lapses (the entries are real: writing past them would fork
-    /// the city's own feed).
-    pub fn refute_own_claims(&self, peer: &str) {
-        if let Some(by_scope) = self
-            .own_claims
+        self.own_claims
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_mut(peer)
-        {
-            for claim in by_scope.values_mut().filter(|c| !c.backed) {
-                claim.failed = true;
-            }
-        }
+            .remove(peer);
     }
 
     /// The highest seq of this city's own feed of `scope` that a peer currently claims.

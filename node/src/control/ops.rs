@@ -165,6 +165,7 @@ op!(
         /// The change message.
         message: String,
         /// The version edited.
+        #[serde(default)]
         base: Vec<String>,
     } => Record; |op, city, ctx| {
         let target = op.record;
@@ -236,6 +237,7 @@ op!(
         /// A working group the joining city becomes a member of.
         group: Option<DocId>,
         /// Addresses to put in the token.
+        #[serde(default)]
         addrs: Vec<String>,
         /// Joins it admits.
         uses: u32,

@@ -460,10 +460,10 @@ impl EventLoop {
         })
     }
 
-    /// `peer` did not serve (or misbehaved): what it claimed of this city's own feeds and
-    /// never backed with an entry is not believed again.
+    /// Forgets what `peer` claimed of this city's own feeds (it did not serve them, or
+    /// misbehaved).
     pub(super) fn forget_claims(&self, peer: &PeerId) {
-        self.city.refute_own_claims(&peer.to_string());
+        self.city.forget_own_claims(&peer.to_string());
     }
 
     pub(super) fn on_response(&mut self, peer: PeerId, kind: Pending, response: Response) {

@@ -1,4 +1,5 @@
-//! How rows are keyed: feed and seq, pending and meta keys, and the small decoders beside them.
+//! How rows are keyed (feed and seq, pending and meta keys) and the small helpers of the write
+//! path beside them (the fork index, a record's city).
 
 use super::*;
 
@@ -36,7 +37,6 @@ pub(super) fn note_fork(index: &mut ForkIndex, p: &ForkProof) {
     *seq = (*seq).min(h.seq);
 }
 
-/// `aseq/` · feed (49) · document (16) · actor: the actor-seq index row in `meta`.
 /// The key of a document's kind (the kind its genesis created) in `meta`.
 pub(super) fn kind_key(doc: &DocId) -> Vec<u8> {
     let mut key = b"kind/".to_vec();
@@ -51,6 +51,7 @@ pub(super) fn cuts_key(doc: &DocId) -> Vec<u8> {
     key
 }
 
+/// `aseq/` · feed (49) · document (16) · actor: the actor-seq index row in `meta`.
 pub(super) fn actor_seq_key(feed: &FeedId, doc: &DocId, actor: &automerge::ActorId) -> Vec<u8> {
     let mut key = b"aseq/".to_vec();
     key.extend_from_slice(&feed.to_bytes());
@@ -59,6 +60,7 @@ pub(super) fn actor_seq_key(feed: &FeedId, doc: &DocId, actor: &automerge::Actor
     key
 }
 
+/// The city a record names (a practice's city, a project's lead city), for the listing index.
 pub(super) fn city_name(record: &intercity_protocol::record::Record) -> String {
     use intercity_protocol::record::Record;
     match record {
