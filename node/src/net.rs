@@ -367,6 +367,16 @@ struct EventLoop {
     ingested: mpsc::Receiver<ingest::Done>,
     /// The worker thread, joined when the loop stops.
     worker: Option<std::thread::JoinHandle<()>>,
+    /// Invitations this city accepted, by the inviter's peer id (presented at connection).
+    invitations: HashMap<PeerId, String>,
+    /// The statements that made this city's key its own (presented at connection).
+    succession: Vec<WireEntry>,
+    /// Roster reads asked (each one's generation), and the newest applied.
+    roster_asked: u64,
+    roster_applied: u64,
+    /// Roster reads done off the loop, to apply.
+    roster_tx: mpsc::Sender<RosterView>,
+    roster_rx: mpsc::Receiver<RosterView>,
     /// Answers read from the store off the loop (`Range`, `Forks`), to send.
     answered_tx: mpsc::Sender<session::Answered>,
     answered: mpsc::Receiver<session::Answered>,
@@ -402,6 +412,48 @@ impl Drop for EventLoop {
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
         }
+    }
+}
+
+/// What the network needs of the roster, read off the loop: the roster, which keys are whose
+/// (§15.6), and the invitations out. `generation` orders the reads.
+pub(super) struct RosterView {
+    generation: u64,
+    roster: Vec<crate::roster::RosterEntry>,
+    book: Option<crate::store::KeyBook>,
+    guests: Option<Guests>,
+    /// The statements that made this city's key its own (empty for a root key).
+    succession: Vec<WireEntry>,
+}
+
+impl RosterView {
+    /// Reads it (a blocking store read); None if the roster cannot be read (the gate is then
+    /// kept as it is rather than everyone disconnected).
+    pub(super) fn read(city: &City, generation: u64) -> Option<RosterView> {
+        let roster = city
+            .roster()
+            .map_err(|e| warn!(error = %e, "reading the roster failed"))
+            .ok()?;
+        let book = city
+            .store()
+            .key_book()
+            .map_err(|e| warn!(error = %e, "reading the succession statements failed"))
+            .ok();
+        let guests = city
+            .guests()
+            .map_err(|e| warn!(error = %e, "reading the invitations out failed"))
+            .ok();
+        let succession = city
+            .succession_entries()
+            .map_err(|e| warn!(error = %e, "reading this city's succession statements failed"))
+            .unwrap_or_default();
+        Some(RosterView {
+            generation,
+            roster,
+            book,
+            guests,
+            succession,
+        })
     }
 }
 
@@ -441,6 +493,7 @@ impl EventLoop {
                     self.expire_guests()
                 }
                 Some(answered) = self.answered.recv() => self.send_answer(answered),
+                Some(view) = self.roster_rx.recv() => self.apply_roster(view),
                 done = self.ingested.recv() => match done {
                     Some(done) => self.on_ingested(done),
                     None => {
@@ -459,6 +512,8 @@ impl EventLoop {
             .readers
             .acquire_many(session::MAX_STORE_READERS as u32)
             .await;
+        // Work still waiting for a permit is dropped.
+        self.readers.close();
         if let Err(e) = self.city.store().flush() {
             warn!(error = %e, "flushing the store on shutdown failed");
         }
@@ -482,7 +537,7 @@ impl EventLoop {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
-            Command::Roster => self.apply_roster(),
+            Command::Roster => self.refresh_roster(),
             Command::Push(peer, entries) => {
                 self.request(peer, Request::Push(entries), Pending::Push);
             }
@@ -494,21 +549,59 @@ impl EventLoop {
         }
     }
 
+    /// Reads the roster again off the loop (at most [`session::MAX_STORE_READERS`] store
+    /// reads run at once) and applies it when it comes back ([`EventLoop::apply_roster`]).
+    fn refresh_roster(&mut self) {
+        self.roster_asked += 1;
+        let generation = self.roster_asked;
+        let tx = self.roster_tx.clone();
+        self.store_later(move |city| {
+            if let Some(view) = RosterView::read(city, generation) {
+                let _ = tx.blocking_send(view);
+            }
+        });
+    }
+
+    /// Runs store work on a blocking thread once one of the [`session::MAX_STORE_READERS`]
+    /// permits is free: the loop does not wait on RocksDB for it. Shutdown waits for it.
+    pub(super) fn store_later(&self, work: impl FnOnce(&City) + Send + 'static) {
+        let (city, readers) = (self.city.clone(), self.readers.clone());
+        tokio::spawn(async move {
+            // Closed at shutdown: the work is dropped.
+            let Ok(permit) = readers.acquire_owned().await else {
+                return;
+            };
+            let _ = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                work(&city);
+            })
+            .await;
+        });
+    }
+
     /// Syncs the gate with the roster (and the invitations out), disconnects cities that left
     /// it, promotes guests that entered it, and dials roster cities we are not connected to.
-    fn apply_roster(&mut self) {
-        let roster = match self.city.roster() {
-            Ok(roster) => roster,
-            Err(e) => {
-                // Keep the gate as it is rather than disconnect everyone.
-                warn!(error = %e, "reading the roster failed");
-                return;
-            }
-        };
-        match self.city.store().key_book() {
-            Ok(book) => self.keys = book,
-            Err(e) => warn!(error = %e, "reading the succession statements failed"),
+    fn apply_roster(&mut self, view: RosterView) {
+        // A read asked earlier that came back later than a newer one is stale.
+        if view.generation < self.roster_applied {
+            return;
         }
+        self.roster_applied = view.generation;
+        let RosterView {
+            roster,
+            book,
+            guests,
+            succession,
+            ..
+        } = view;
+        if let Some(book) = book {
+            self.keys = book;
+        }
+        self.succession = succession;
+        self.invitations = roster
+            .iter()
+            .filter_map(|e| Some((peer_id(&e.id), e.invitation.clone()?)))
+            .collect();
         // A roster entry may name any key of its city: its city is what counts, and a city
         // blocked under any of its keys is blocked under all of them.
         let blocked: HashSet<CityId> = roster
@@ -525,14 +618,11 @@ impl EventLoop {
         let trusted: HashSet<CityId> = cities.iter().flat_map(|c| self.keys.keys_of(c)).collect();
         self.trusted = Arc::new(trusted);
         self.cities = Arc::new(cities);
-        let admits = match self.city.guests() {
-            Ok(Guests { named, .. }) => Admits {
+        let admits = match guests {
+            Some(Guests { named, .. }) => Admits {
                 named: named.iter().map(peer_id).collect(),
             },
-            Err(e) => {
-                warn!(error = %e, "reading the invitations out failed");
-                Admits::default()
-            }
+            None => Admits::default(),
         };
         let now = Instant::now();
         self.guest_bans.retain(|_, until| *until > now);
@@ -627,11 +717,13 @@ impl EventLoop {
             .collect();
         for pid in lifted {
             self.banned.remove(&pid);
-            if let Err(e) = self.city.store().delete_meta(&format!("{BAN_KEY}{pid}")) {
-                warn!(error = %e, "forgetting a lifted ban failed");
-            }
+            self.store_later(move |city| {
+                if let Err(e) = city.store().delete_meta(&format!("{BAN_KEY}{pid}")) {
+                    warn!(error = %e, "forgetting a lifted ban failed");
+                }
+            });
         }
-        self.apply_roster();
+        self.refresh_roster();
         self.drive(Event::Tick);
     }
 

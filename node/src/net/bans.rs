@@ -68,17 +68,18 @@ impl EventLoop {
                 peer: peer.to_base58(),
                 until: now_ms() + BAN.as_millis() as i64,
             };
-            let saved = serde_json::to_vec(&ban)
-                .map_err(|e| e.to_string())
-                .and_then(|v| {
-                    self.city
-                        .store()
-                        .set_meta(&format!("{BAN_KEY}{peer}"), &v)
-                        .map_err(|e| e.to_string())
-                });
-            if let Err(e) = saved {
-                warn!(error = %e, "saving a ban failed: it lasts until a restart");
-            }
+            self.store_later(move |city| {
+                let saved = serde_json::to_vec(&ban)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| {
+                        city.store()
+                            .set_meta(&format!("{BAN_KEY}{peer}"), &v)
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(e) = saved {
+                    warn!(error = %e, "saving a ban failed: it lasts until a restart");
+                }
+            });
             self.swarm.behaviour_mut().sync.trusted.remove(&peer);
             let gate = &mut self.swarm.behaviour_mut().gate;
             gate.trusted.remove(&peer);

@@ -21,10 +21,7 @@ impl EventLoop {
         if self.peers.get(&peer).is_none_or(|p| p.presented) {
             return false;
         }
-        let invitation = city_id(&peer)
-            .and_then(|c| self.city.roster_entry(&c).ok().flatten())
-            .and_then(|e| e.invitation);
-        let Some(token) = invitation else {
+        let Some(token) = self.invitations.get(&peer).cloned() else {
             return false;
         };
         if self.admitted_by.get(&peer) == Some(&token) {
@@ -172,15 +169,28 @@ impl EventLoop {
             guest.presented = true;
         }
         let approve = self.cfg.approve_joins;
+        self.roster_asked += 1;
+        let generation = self.roster_asked;
         Answer::Later(Box::new(move |c: &crate::City| {
             let outcome = c.redeem(city, &token, &name, &addrs, approve);
-            Reply::Join { name, outcome }
+            // Read after the redemption wrote: the roster that admits the guest.
+            let roster = super::RosterView::read(c, generation);
+            Reply::Join {
+                name,
+                outcome,
+                roster,
+            }
         }))
     }
 
     /// A guest is in the roster now (it joined, or showed its city's new key): it is
     /// promoted, and reconnects once it has the answer (this connection is kept until then).
-    fn admit_guest(&mut self, peer: PeerId, connection: libp2p::swarm::ConnectionId) -> Response {
+    fn admit_guest(
+        &mut self,
+        peer: PeerId,
+        connection: libp2p::swarm::ConnectionId,
+        roster: Option<super::RosterView>,
+    ) -> Response {
         if let Some(guest) = self
             .guests
             .get_mut(&peer)
@@ -189,7 +199,9 @@ impl EventLoop {
             guest.admitted = true;
         }
         self.joining = Some(peer);
-        self.apply_roster();
+        if let Some(view) = roster {
+            self.apply_roster(view);
+        }
         self.joining = None;
         Response::Joined { waiting: false }
     }
@@ -219,11 +231,12 @@ impl EventLoop {
         connection: libp2p::swarm::ConnectionId,
         name: &str,
         outcome: Result<JoinOutcome, crate::CityError>,
+        roster: Option<super::RosterView>,
     ) -> Response {
         match outcome {
             Ok(JoinOutcome::Admitted(entry)) => {
                 info!(%peer, name = %entry.name, "a city joined by invitation");
-                self.admit_guest(peer, connection)
+                self.admit_guest(peer, connection, roster)
             }
             Ok(JoinOutcome::Waiting) => {
                 if let Some(guest) = self
@@ -261,14 +274,10 @@ impl EventLoop {
         {
             return false;
         }
-        let entries = match self.city.succession_entries() {
-            Ok(entries) if !entries.is_empty() => entries,
-            Ok(_) => return false,
-            Err(e) => {
-                warn!(error = %e, "reading this city's succession statements failed");
-                return false;
-            }
-        };
+        if self.succession.is_empty() {
+            return false;
+        }
+        let entries = self.succession.clone();
         self.peers.entry(peer).or_default().presented_keys = true;
         self.request(peer, Request::Succession(entries), Pending::Succession);
         true
@@ -321,8 +330,12 @@ impl EventLoop {
                 });
             }
         }
+        self.roster_asked += 1;
+        let generation = self.roster_asked;
         Answer::Later(Box::new(move |c: &crate::City| {
-            Reply::Succession(c.accept_succession(&key, &entries))
+            let outcome = c.accept_succession(&key, &entries);
+            let roster = super::RosterView::read(c, generation);
+            Reply::Succession(outcome, roster)
         }))
     }
 
@@ -332,11 +345,12 @@ impl EventLoop {
         peer: PeerId,
         connection: libp2p::swarm::ConnectionId,
         outcome: Result<bool, crate::CityError>,
+        roster: Option<super::RosterView>,
     ) -> Response {
         match outcome {
             Ok(true) => {
                 info!(%peer, "a roster city presented its new key");
-                self.admit_guest(peer, connection)
+                self.admit_guest(peer, connection, roster)
             }
             other => {
                 let message = match other {

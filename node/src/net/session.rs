@@ -31,13 +31,16 @@ pub(super) type Read = Box<dyn FnOnce(&City) -> Reply + Send>;
 pub(super) enum Reply {
     /// The answer.
     Response(Response),
-    /// A `Join` redeemed (or not): the loop makes the answer (`EventLoop::joined`).
+    /// A `Join` redeemed (or not), and the roster read after it: the loop makes the answer
+    /// (`EventLoop::joined`).
     Join {
         name: String,
         outcome: Result<crate::roster::JoinOutcome, crate::CityError>,
+        roster: Option<super::RosterView>,
     },
-    /// A `Succession` judged: the loop makes the answer (`EventLoop::succession_judged`).
-    Succession(Result<bool, crate::CityError>),
+    /// A `Succession` judged, and the roster read after it: the loop makes the answer
+    /// (`EventLoop::succession_judged`).
+    Succession(Result<bool, crate::CityError>, Option<super::RosterView>),
 }
 
 /// What to do with a request.
@@ -346,8 +349,14 @@ impl EventLoop {
     pub(super) fn send_answer(&mut self, a: Answered) {
         let response = match a.reply {
             Reply::Response(r) => r,
-            Reply::Join { name, outcome } => self.joined(a.peer, a.connection, &name, outcome),
-            Reply::Succession(outcome) => self.succession_judged(a.peer, a.connection, outcome),
+            Reply::Join {
+                name,
+                outcome,
+                roster,
+            } => self.joined(a.peer, a.connection, &name, outcome, roster),
+            Reply::Succession(outcome, roster) => {
+                self.succession_judged(a.peer, a.connection, outcome, roster)
+            }
         };
         // A peer gone meanwhile is not brought back into the table.
         if let Some(p) = self.peers.get_mut(&a.peer) {
@@ -363,8 +372,8 @@ impl EventLoop {
     }
 
     /// Reads an answer from the store on a blocking thread (at most [`MAX_STORE_READERS`] at
-    /// once; past that, on the loop), and hands it back to the loop to send: the loop does not
-    /// wait on RocksDB for it.
+    /// once; past that, when one is free), and hands it back to the loop to send: the loop
+    /// does not wait on RocksDB for it.
     fn read_later(
         &mut self,
         peer: PeerId,
@@ -373,22 +382,11 @@ impl EventLoop {
         channel: request_response::ResponseChannel<Response>,
         read: Read,
     ) {
-        // At most MAX_STORE_READERS reads at once; past that, this one is read here.
-        let Ok(permit) = self.readers.clone().try_acquire_owned() else {
-            let reply = read(&self.city);
-            self.send_answer(Answered {
-                peer,
-                connection,
-                guest,
-                channel,
-                reply,
-            });
-            return;
-        };
-        let (city, tx) = (self.city.clone(), self.answered_tx.clone());
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let reply = read(&city);
+        // At most MAX_STORE_READERS reads at once; past that, it waits for a free one (the
+        // requests waiting are bounded by the inbound streams per connection).
+        let tx = self.answered_tx.clone();
+        self.store_later(move |city| {
+            let reply = read(city);
             let _ = tx.blocking_send(Answered {
                 peer,
                 connection,
@@ -469,10 +467,12 @@ impl EventLoop {
     pub(super) fn on_response(&mut self, peer: PeerId, kind: Pending, response: Response) {
         match (kind, response) {
             (Pending::Join(token), Response::Joined { waiting: false }) => {
-                if let Some(c) = city_id(&peer)
-                    && let Err(e) = self.city.joined(&c)
-                {
-                    warn!(error = %e, "recording a join failed");
+                if let Some(c) = city_id(&peer) {
+                    self.store_later(move |city| {
+                        if let Err(e) = city.joined(&c) {
+                            warn!(error = %e, "recording a join failed");
+                        }
+                    });
                 }
                 info!(%peer, "joined: the inviting city admitted this city");
                 self.admitted_by.insert(peer, token);
@@ -492,8 +492,11 @@ impl EventLoop {
             }
             (Pending::Join(_), Response::Error { code: 5, message }) => {
                 warn!(%peer, %message, "the inviting city refused the invitation; it is not presented again");
+                self.invitations.remove(&peer);
                 if let Some(c) = city_id(&peer) {
-                    let _ = self.city.joined(&c);
+                    self.store_later(move |city| {
+                        let _ = city.joined(&c);
+                    });
                 }
             }
             (Pending::Join(_), other) => {

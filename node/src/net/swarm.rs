@@ -171,6 +171,7 @@ pub async fn spawn(
     let queue = ingest::Queue::default();
     let (done_tx, ingested) = mpsc::channel(CHANNEL_BOUND);
     let (answered_tx, answered) = mpsc::channel(CHANNEL_BOUND);
+    let (roster_tx, roster_rx) = mpsc::channel(16);
     let worker = ingest::spawn_worker(city.clone(), queue.clone(), done_tx)
         .map_err(|e| NetError::Setup(format!("cannot start the ingest worker: {e}")))?;
     let sync = Session::new(
@@ -183,6 +184,12 @@ pub async fn spawn(
         worker: Some(worker),
         answered_tx,
         answered,
+        invitations: HashMap::new(),
+        succession: Vec::new(),
+        roster_asked: 0,
+        roster_applied: 0,
+        roster_tx,
+        roster_rx,
         readers: Arc::new(tokio::sync::Semaphore::new(
             super::session::MAX_STORE_READERS,
         )),
@@ -209,7 +216,14 @@ pub async fn spawn(
         joining: None,
         closing: Vec::new(),
     };
-    event_loop.apply_roster();
+    // What the loop reads of the store is in memory; the indexes built on first use (entry
+    // counts, group members) are built here, before the loop runs, so that it never waits on
+    // RocksDB for them.
+    let _ = event_loop.city.store().entry_counts();
+    let _ = event_loop.city.store().groups_of("");
+    if let Some(view) = super::RosterView::read(&event_loop.city, 0) {
+        event_loop.apply_roster(view);
+    }
     for addr in event_loop.cfg.dial.clone() {
         let _ = event_loop.swarm.dial(addr);
     }
