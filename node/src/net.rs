@@ -35,6 +35,7 @@
 //! | `net/gate.rs` | the connection gate: pending connections per IP, roster and guests |
 //! | `net/sync_protocol.rs` | `/intercity/sync/2`: framing, members' and guests' handlers |
 //! | `net/ingest.rs` | the ingest worker thread and its per-peer queues |
+//! | `net/roster.rs` | the roster read off the loop, the lanes of store work, and applying the roster to the gate, dials and guests |
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -63,6 +64,7 @@ mod entries;
 mod gate;
 mod guests;
 mod ingest;
+mod roster;
 mod session;
 mod swarm;
 mod sync_protocol;
@@ -72,6 +74,7 @@ use gate::{Admits, Gate};
 pub use gate::{MAX_PENDING_PER_IP, MAX_PENDING_QUIC};
 pub use ingest::MAX_QUEUED_JOBS_PER_PEER;
 pub use intercity_protocol::session::{MAX_INFLIGHT_RANGES, RANGE_STALL};
+use roster::{Lane, RosterView};
 pub use swarm::spawn;
 use sync_protocol::SyncBehaviour;
 pub use sync_protocol::{GUEST_STREAMS, MAX_GUEST_FRAME_BYTES, MEMBER_STREAMS};
@@ -237,7 +240,8 @@ impl NetStatus {
 
 enum Command {
     Status(oneshot::Sender<NetStatus>),
-    Roster,
+    /// The roster changed: read it again, and tell when it is applied.
+    Roster(oneshot::Sender<()>),
     Dial(Multiaddr),
     Push(PeerId, Vec<WireEntry>),
 }
@@ -259,12 +263,17 @@ impl NetHandle {
         rx.await.map_err(|_| NetError::Stopped)
     }
 
-    /// Tells the network the roster changed (allow list, dials).
+    /// Tells the network the roster changed (allow list, dials); returns once it is applied.
     pub async fn roster_changed(&self) -> Result<(), NetError> {
+        let (done, applied) = oneshot::channel();
         self.tx
-            .send(Command::Roster)
+            .send(Command::Roster(done))
             .await
-            .map_err(|_| NetError::Stopped)
+            .map_err(|_| NetError::Stopped)?;
+        // Dropped unanswered if the read failed or the network is stopping: nothing to wait
+        // for.
+        let _ = applied.await;
+        Ok(())
     }
 
     /// Pushes entries to a connected peer as they are, without checking them (the demo and the
@@ -371,9 +380,16 @@ struct EventLoop {
     invitations: HashMap<PeerId, String>,
     /// The statements that made this city's key its own (presented at connection).
     succession: Vec<WireEntry>,
-    /// Roster reads asked (each one's generation), and the newest applied.
-    roster_asked: u64,
+    /// The generations of roster reads (each read takes the next before it reads), and the
+    /// newest applied.
+    roster_reads: Arc<std::sync::atomic::AtomicU64>,
     roster_applied: u64,
+    /// The roster's own lane of store work (one at a time, in order).
+    roster_lane: Arc<tokio::sync::Semaphore>,
+    /// Set when the loop stops: store work not started is dropped.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Answers being read for each peer (at most [`sync_protocol::MEMBER_STREAMS`]).
+    reading: HashMap<PeerId, usize>,
     /// Roster reads done off the loop, to apply.
     roster_tx: mpsc::Sender<RosterView>,
     roster_rx: mpsc::Receiver<RosterView>,
@@ -415,48 +431,6 @@ impl Drop for EventLoop {
     }
 }
 
-/// What the network needs of the roster, read off the loop: the roster, which keys are whose
-/// (§15.6), and the invitations out. `generation` orders the reads.
-pub(super) struct RosterView {
-    generation: u64,
-    roster: Vec<crate::roster::RosterEntry>,
-    book: Option<crate::store::KeyBook>,
-    guests: Option<Guests>,
-    /// The statements that made this city's key its own (empty for a root key).
-    succession: Vec<WireEntry>,
-}
-
-impl RosterView {
-    /// Reads it (a blocking store read); None if the roster cannot be read (the gate is then
-    /// kept as it is rather than everyone disconnected).
-    pub(super) fn read(city: &City, generation: u64) -> Option<RosterView> {
-        let roster = city
-            .roster()
-            .map_err(|e| warn!(error = %e, "reading the roster failed"))
-            .ok()?;
-        let book = city
-            .store()
-            .key_book()
-            .map_err(|e| warn!(error = %e, "reading the succession statements failed"))
-            .ok();
-        let guests = city
-            .guests()
-            .map_err(|e| warn!(error = %e, "reading the invitations out failed"))
-            .ok();
-        let succession = city
-            .succession_entries()
-            .map_err(|e| warn!(error = %e, "reading this city's succession statements failed"))
-            .unwrap_or_default();
-        Some(RosterView {
-            generation,
-            roster,
-            book,
-            guests,
-            succession,
-        })
-    }
-}
-
 /// A connected guest.
 struct Guest {
     /// Its connection.
@@ -492,7 +466,7 @@ impl EventLoop {
                 _ = guest_tick.tick(), if !self.guests.is_empty() || !self.closing.is_empty() => {
                     self.expire_guests()
                 }
-                Some(answered) = self.answered.recv() => self.send_answer(answered),
+                Some(answered) = self.answered.recv() => self.answered(answered),
                 Some(view) = self.roster_rx.recv() => self.apply_roster(view),
                 done = self.ingested.recv() => match done {
                     Some(done) => self.on_ingested(done),
@@ -508,12 +482,18 @@ impl EventLoop {
         // The reads and redemptions under way end before the store is flushed and let go of
         // (their answers are not sent any more).
         self.answered.close();
+        // Work not started yet is dropped (roster writes excepted), and roster reads are not
+        // applied any more; the work under way ends before the store is flushed.
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.roster_rx.close();
         let _ = self
             .readers
             .acquire_many(session::MAX_STORE_READERS as u32)
             .await;
-        // Work still waiting for a permit is dropped.
+        let _ = self.roster_lane.acquire().await;
         self.readers.close();
+        self.roster_lane.close();
         if let Err(e) = self.city.store().flush() {
             warn!(error = %e, "flushing the store on shutdown failed");
         }
@@ -537,160 +517,13 @@ impl EventLoop {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
-            Command::Roster => self.refresh_roster(),
+            Command::Roster(done) => self.refresh_roster(Some(done)),
             Command::Push(peer, entries) => {
                 self.request(peer, Request::Push(entries), Pending::Push);
             }
             Command::Dial(addr) => {
                 if let Err(e) = self.swarm.dial(addr.clone()) {
                     warn!(%addr, error = %e, "dial failed");
-                }
-            }
-        }
-    }
-
-    /// Reads the roster again off the loop (at most [`session::MAX_STORE_READERS`] store
-    /// reads run at once) and applies it when it comes back ([`EventLoop::apply_roster`]).
-    fn refresh_roster(&mut self) {
-        self.roster_asked += 1;
-        let generation = self.roster_asked;
-        let tx = self.roster_tx.clone();
-        self.store_later(move |city| {
-            if let Some(view) = RosterView::read(city, generation) {
-                let _ = tx.blocking_send(view);
-            }
-        });
-    }
-
-    /// Runs store work on a blocking thread once one of the [`session::MAX_STORE_READERS`]
-    /// permits is free: the loop does not wait on RocksDB for it. Shutdown waits for it.
-    pub(super) fn store_later(&self, work: impl FnOnce(&City) + Send + 'static) {
-        let (city, readers) = (self.city.clone(), self.readers.clone());
-        tokio::spawn(async move {
-            // Closed at shutdown: the work is dropped.
-            let Ok(permit) = readers.acquire_owned().await else {
-                return;
-            };
-            let _ = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                work(&city);
-            })
-            .await;
-        });
-    }
-
-    /// Syncs the gate with the roster (and the invitations out), disconnects cities that left
-    /// it, promotes guests that entered it, and dials roster cities we are not connected to.
-    fn apply_roster(&mut self, view: RosterView) {
-        // A read asked earlier that came back later than a newer one is stale.
-        if view.generation < self.roster_applied {
-            return;
-        }
-        self.roster_applied = view.generation;
-        let RosterView {
-            roster,
-            book,
-            guests,
-            succession,
-            ..
-        } = view;
-        if let Some(book) = book {
-            self.keys = book;
-        }
-        self.succession = succession;
-        self.invitations = roster
-            .iter()
-            .filter_map(|e| Some((peer_id(&e.id), e.invitation.clone()?)))
-            .collect();
-        // A roster entry may name any key of its city: its city is what counts, and a city
-        // blocked under any of its keys is blocked under all of them.
-        let blocked: HashSet<CityId> = roster
-            .iter()
-            .filter(|e| e.blocked)
-            .map(|e| self.keys.city_of(&e.id))
-            .collect();
-        let cities: HashSet<CityId> = roster
-            .iter()
-            .map(|e| self.keys.city_of(&e.id))
-            .filter(|c| !blocked.contains(c))
-            .chain([self.city.id()])
-            .collect();
-        let trusted: HashSet<CityId> = cities.iter().flat_map(|c| self.keys.keys_of(c)).collect();
-        self.trusted = Arc::new(trusted);
-        self.cities = Arc::new(cities);
-        let admits = match guests {
-            Some(Guests { named, .. }) => Admits {
-                named: named.iter().map(peer_id).collect(),
-            },
-            None => Admits::default(),
-        };
-        let now = Instant::now();
-        self.guest_bans.retain(|_, until| *until > now);
-        // A city connects with its current key only (§15.6): a retired key is nobody's.
-        let mut allowed = HashSet::new();
-        for e in &roster {
-            let Some(pid) = self.peer_of(&e.id) else {
-                continue;
-            };
-            self.peers.entry(pid).or_default().name.clone_from(&e.name);
-            if !blocked.contains(&self.keys.city_of(&e.id)) && !self.banned.contains_key(&pid) {
-                allowed.insert(pid);
-            }
-        }
-        self.swarm.behaviour_mut().sync.trusted.clone_from(&allowed);
-        let gate = &mut self.swarm.behaviour_mut().gate;
-        gate.trusted.clone_from(&allowed);
-        gate.banned = self
-            .banned
-            .keys()
-            .chain(self.guest_bans.keys())
-            .copied()
-            .chain(
-                blocked
-                    .iter()
-                    .flat_map(|c| self.keys.keys_of(c))
-                    .map(|k| peer_id(&k)),
-            )
-            .collect();
-        gate.admits = admits;
-        let connected: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.connected)
-            .map(|(pid, _)| *pid)
-            .collect();
-        for pid in connected {
-            if !allowed.contains(&pid) {
-                info!(peer = %pid, "no longer in the roster: disconnected");
-                let _ = self.swarm.disconnect_peer_id(pid);
-                self.sync.forget(&pid);
-            }
-        }
-        let promoted: Vec<PeerId> = self
-            .guests
-            .keys()
-            .filter(|pid| allowed.contains(pid))
-            .copied()
-            .collect();
-        for pid in promoted {
-            self.promote(pid);
-        }
-        for e in &roster {
-            let Some(pid) = self.peer_of(&e.id) else {
-                continue;
-            };
-            if e.invitation.is_some() && self.peers.get(&pid).is_some_and(|p| p.connected) {
-                // Accepted while already connected to the inviter.
-                self.present_invitation(pid);
-            }
-            if allowed.contains(&pid) && !self.swarm.is_connected(&pid) {
-                let addrs: Vec<Multiaddr> = e.addrs.iter().filter_map(|a| a.parse().ok()).collect();
-                if !addrs.is_empty() {
-                    let opts = DialOpts::peer_id(pid)
-                        .addresses(addrs)
-                        .condition(PeerCondition::DisconnectedAndNotDialing)
-                        .build();
-                    let _ = self.swarm.dial(opts);
                 }
             }
         }
@@ -717,13 +550,13 @@ impl EventLoop {
             .collect();
         for pid in lifted {
             self.banned.remove(&pid);
-            self.store_later(move |city| {
+            self.store_later(Lane::RosterWrite, move |city| {
                 if let Err(e) = city.store().delete_meta(&format!("{BAN_KEY}{pid}")) {
                     warn!(error = %e, "forgetting a lifted ban failed");
                 }
             });
         }
-        self.refresh_roster();
+        self.refresh_roster(None);
         self.drive(Event::Tick);
     }
 

@@ -68,7 +68,7 @@ impl EventLoop {
                 peer: peer.to_base58(),
                 until: now_ms() + BAN.as_millis() as i64,
             };
-            self.store_later(move |city| {
+            self.store_later(super::Lane::RosterWrite, move |city| {
                 let saved = serde_json::to_vec(&ban)
                     .map_err(|e| e.to_string())
                     .and_then(|v| {

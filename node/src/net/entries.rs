@@ -160,7 +160,7 @@ impl EventLoop {
             matches!(o, Outcome::New(e, _)
                 if e.header.doc == intercity_protocol::succession::SUCCESSION_DOC)
         }) {
-            self.refresh_roster();
+            self.refresh_roster(None);
         }
         outcomes
     }

@@ -169,12 +169,13 @@ impl EventLoop {
             guest.presented = true;
         }
         let approve = self.cfg.approve_joins;
-        self.roster_asked += 1;
-        let generation = self.roster_asked;
+        let generations = self.roster_reads.clone();
         Answer::Later(Box::new(move |c: &crate::City| {
             let outcome = c.redeem(city, &token, &name, &addrs, approve);
             // Read after the redemption wrote: the roster that admits the guest.
-            let roster = super::RosterView::read(c, generation);
+            let roster = matches!(outcome, Ok(JoinOutcome::Admitted(_)))
+                .then(|| super::RosterView::read(c, &generations))
+                .flatten();
             Reply::Join {
                 name,
                 outcome,
@@ -330,11 +331,12 @@ impl EventLoop {
                 });
             }
         }
-        self.roster_asked += 1;
-        let generation = self.roster_asked;
+        let generations = self.roster_reads.clone();
         Answer::Later(Box::new(move |c: &crate::City| {
             let outcome = c.accept_succession(&key, &entries);
-            let roster = super::RosterView::read(c, generation);
+            let roster = matches!(outcome, Ok(true))
+                .then(|| super::RosterView::read(c, &generations))
+                .flatten();
             Reply::Succession(outcome, roster)
         }))
     }

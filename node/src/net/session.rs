@@ -345,6 +345,17 @@ impl EventLoop {
         }
     }
 
+    /// An answer read off the loop came back: sent, and no longer waiting.
+    pub(super) fn answered(&mut self, a: Answered) {
+        if let Some(n) = self.reading.get_mut(&a.peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.reading.remove(&a.peer);
+            }
+        }
+        self.send_answer(a);
+    }
+
     /// Sends an answer to a request.
     pub(super) fn send_answer(&mut self, a: Answered) {
         let response = match a.reply {
@@ -382,11 +393,39 @@ impl EventLoop {
         channel: request_response::ResponseChannel<Response>,
         read: Read,
     ) {
-        // At most MAX_STORE_READERS reads at once; past that, it waits for a free one (the
-        // requests waiting are bounded by the inbound streams per connection).
+        // At most MAX_STORE_READERS reads at once; past that, it waits for a free one. A peer
+        // has at most as many answers waiting as it may have requests open on a connection:
+        // one that sent more and let them go (it closed the connection) is told it is busy.
+        let waiting = self.reading.entry(peer).or_default();
+        if *waiting >= super::MEMBER_STREAMS {
+            let sync = &mut self.swarm.behaviour_mut().sync;
+            let side = if guest {
+                &mut sync.guests
+            } else {
+                &mut sync.members
+            };
+            let _ = side.send_response(
+                channel,
+                Response::Error {
+                    code: 4,
+                    message: "busy: too many of your requests waiting; retry later".into(),
+                },
+            );
+            return;
+        }
+        *waiting += 1;
         let tx = self.answered_tx.clone();
-        self.store_later(move |city| {
-            let reply = read(city);
+        self.store_later(super::Lane::Answer, move |city| {
+            // A request its peer gave up on (timed out, closed) is not read for. A guest's
+            // `Join` is redeemed all the same.
+            let reply = if channel.is_open() || guest {
+                read(city)
+            } else {
+                Reply::Response(Response::Error {
+                    code: 4,
+                    message: "the request was given up".into(),
+                })
+            };
             let _ = tx.blocking_send(Answered {
                 peer,
                 connection,
@@ -468,7 +507,7 @@ impl EventLoop {
         match (kind, response) {
             (Pending::Join(token), Response::Joined { waiting: false }) => {
                 if let Some(c) = city_id(&peer) {
-                    self.store_later(move |city| {
+                    self.store_later(super::Lane::RosterWrite, move |city| {
                         if let Err(e) = city.joined(&c) {
                             warn!(error = %e, "recording a join failed");
                         }
@@ -494,7 +533,7 @@ impl EventLoop {
                 warn!(%peer, %message, "the inviting city refused the invitation; it is not presented again");
                 self.invitations.remove(&peer);
                 if let Some(c) = city_id(&peer) {
-                    self.store_later(move |city| {
+                    self.store_later(super::Lane::RosterWrite, move |city| {
                         let _ = city.joined(&c);
                     });
                 }

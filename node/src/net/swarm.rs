@@ -186,8 +186,11 @@ pub async fn spawn(
         answered,
         invitations: HashMap::new(),
         succession: Vec::new(),
-        roster_asked: 0,
+        roster_reads: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         roster_applied: 0,
+        roster_lane: Arc::new(tokio::sync::Semaphore::new(1)),
+        stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        reading: HashMap::new(),
         roster_tx,
         roster_rx,
         readers: Arc::new(tokio::sync::Semaphore::new(
@@ -221,7 +224,7 @@ pub async fn spawn(
     // RocksDB for them.
     let _ = event_loop.city.store().entry_counts();
     let _ = event_loop.city.store().groups_of("");
-    if let Some(view) = super::RosterView::read(&event_loop.city, 0) {
+    if let Some(view) = super::RosterView::read(&event_loop.city, &event_loop.roster_reads) {
         event_loop.apply_roster(view);
     }
     for addr in event_loop.cfg.dial.clone() {
