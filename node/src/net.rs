@@ -75,6 +75,7 @@ pub use gate::{MAX_PENDING_PER_IP, MAX_PENDING_QUIC};
 pub use ingest::MAX_QUEUED_JOBS_PER_PEER;
 pub use intercity_protocol::session::{MAX_INFLIGHT_RANGES, RANGE_STALL};
 use roster::{Lane, RosterView};
+pub use session::MAX_STORE_READERS;
 pub use swarm::spawn;
 use sync_protocol::SyncBehaviour;
 pub use sync_protocol::{GUEST_STREAMS, MAX_GUEST_FRAME_BYTES, MEMBER_STREAMS};

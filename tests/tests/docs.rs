@@ -57,6 +57,7 @@ fn constants() -> BTreeMap<&'static str, u64> {
         ("GUEST_STREAMS", n(net::GUEST_STREAMS)),
         ("MEMBER_STREAMS", n(net::MEMBER_STREAMS)),
         ("MAX_QUEUED_JOBS_PER_PEER", n(net::MAX_QUEUED_JOBS_PER_PEER)),
+        ("MAX_STORE_READERS", n(net::MAX_STORE_READERS)),
         ("SCHEMA_VERSION", u64::from(store::SCHEMA_VERSION)),
         ("MIN_TAIL_BASE", n(store::MIN_TAIL_BASE)),
         ("MAX_TAIL_CHANGES", n(store::MAX_TAIL_CHANGES)),

@@ -22,7 +22,7 @@ use crate::city::{City, now_ms};
 use crate::store::KeyBook;
 
 /// Store reads for answers (`Range`, `Forks`) running at once, off the loop.
-pub(super) const MAX_STORE_READERS: usize = 4;
+pub const MAX_STORE_READERS: usize = 4;
 
 /// A store read that makes an answer, run on a blocking thread.
 pub(super) type Read = Box<dyn FnOnce(&City) -> Reply + Send>;
