@@ -291,11 +291,10 @@ impl<P: Ord + Clone> Session<P> {
             Event::HeadsAsked(peer, theirs) => {
                 // The requester offers the scopes it shares with us by its own view (a group
                 // may be new to us); its Range answers are gated by it. We answer for ours.
-                let mine = self.heads_for(&peer, view);
+                let (held, shared) = (view.heads(), view.shared_scopes(&peer));
+                let mine = heads_in(&held, &shared);
                 // Sync both ways in one round: fetch what the requester has and we lack.
-                self.note_own_feeds(&peer, &theirs, view);
-                self.fetch(&peer, &theirs, view);
-                self.peers.entry(peer.clone()).or_default().last_heads = theirs;
+                self.on_heads(&peer, theirs, &held, &shared);
                 self.out.push(Action::Respond(peer, Response::Heads(mine)));
             }
             Event::Answered(peer, id, response) => {
@@ -348,17 +347,8 @@ impl<P: Ord + Clone> Session<P> {
     }
 
     /// The heads of the feeds in the scopes shared with `peer`.
-    fn heads_for(&self, peer: &P, view: &impl View<P>) -> Vec<Head> {
-        let shared = view.shared_scopes(peer);
-        view.heads()
-            .into_iter()
-            .filter(|(f, _)| shared.contains(&f.scope))
-            .map(|(f, h)| (f, h.seq, h.hash))
-            .collect()
-    }
-
     fn send_heads(&mut self, peer: P, view: &impl View<P>) {
-        let heads = self.heads_for(&peer, view);
+        let heads = heads_in(&view.heads(), &view.shared_scopes(&peer));
         self.request(peer, Request::Heads(heads), Asked::Heads);
     }
 
@@ -376,8 +366,7 @@ impl<P: Ord + Clone> Session<P> {
     /// A peer's heads name this city's own feeds: one ahead of this node's copy means entries
     /// this node lost (a crash, a restored backup). Only scopes shared with the peer count (a
     /// bounded set).
-    fn note_own_feeds(&mut self, peer: &P, theirs: &[Head], view: &impl View<P>) {
-        let shared = view.shared_scopes(peer);
+    fn note_own_feeds(&mut self, peer: &P, theirs: &[Head], shared: &HashSet<Scope>) {
         for (feed, seq, _) in theirs
             .iter()
             .filter(|(f, _, _)| f.author == self.me && shared.contains(&f.scope))
@@ -387,13 +376,26 @@ impl<P: Ord + Clone> Session<P> {
         }
     }
 
+    /// A peer's heads, asked or answered: its claims on this city's own feeds are noted, what
+    /// it holds and this node lacks is fetched, and the heads are kept.
+    fn on_heads(
+        &mut self,
+        peer: &P,
+        theirs: Vec<Head>,
+        held: &BTreeMap<FeedId, FeedHead>,
+        shared: &HashSet<Scope>,
+    ) {
+        self.note_own_feeds(peer, &theirs, shared);
+        self.fetch(peer, &theirs, held);
+        self.peers.entry(peer.clone()).or_default().last_heads = theirs;
+    }
+
     /// Asks `peer` for what its heads show this node lacks; closed feeds (frozen or exhausted)
     /// count as complete.
-    fn fetch(&mut self, peer: &P, theirs: &[Head], view: &impl View<P>) {
-        let mine: BTreeMap<FeedId, (u64, Hash32)> = view
-            .heads()
-            .into_iter()
-            .map(|(f, h)| {
+    fn fetch(&mut self, peer: &P, theirs: &[Head], held: &BTreeMap<FeedId, FeedHead>) {
+        let mine: BTreeMap<FeedId, (u64, Hash32)> = held
+            .iter()
+            .map(|(&f, h)| {
                 let head = if h.closed() {
                     (u64::MAX, Hash32::default())
                 } else {
@@ -447,10 +449,8 @@ impl<P: Ord + Clone> Session<P> {
     fn on_response(&mut self, peer: P, asked: Asked, response: Response, view: &impl View<P>) {
         match (asked, response) {
             (Asked::Heads, Response::Heads(theirs)) => {
-                self.note_own_feeds(&peer, &theirs, view);
-                self.fetch(&peer, &theirs, view);
-                self.request(peer.clone(), Request::Forks, Asked::Forks);
-                self.peers.entry(peer).or_default().last_heads = theirs;
+                self.on_heads(&peer, theirs, &view.heads(), &view.shared_scopes(&peer));
+                self.request(peer, Request::Forks, Asked::Forks);
             }
             (Asked::Range(feed), Response::Entries { entries, more }) => {
                 self.on_range(peer, feed, entries, more);
@@ -690,4 +690,12 @@ impl<P: Ord + Clone> Session<P> {
             self.request_range(&peer, feed, from);
         }
     }
+}
+
+/// The heads (seq and hash) of the feeds held in the scopes `shared`.
+fn heads_in(held: &BTreeMap<FeedId, FeedHead>, shared: &HashSet<Scope>) -> Vec<Head> {
+    held.iter()
+        .filter(|(f, _)| shared.contains(&f.scope))
+        .map(|(&f, h)| (f, h.seq, h.hash))
+        .collect()
 }

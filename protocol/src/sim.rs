@@ -737,7 +737,7 @@ fn range(ledger: &MemLedger, feed: FeedId, from: u64, max: usize) -> Response {
     let head = ledger.heads.get(&feed).map_or(0, |h| h.seq);
     let mut entries = Vec::new();
     let mut bytes = 0;
-    for ((_, seq), stored) in ledger.entries.range((feed, from.max(1))..=(feed, u64::MAX)) {
+    for (_, stored) in ledger.entries.range((feed, from.max(1))..=(feed, u64::MAX)) {
         if entries.len() >= max || (bytes >= BATCH_TARGET_BYTES && !entries.is_empty()) {
             break;
         }
@@ -751,7 +751,6 @@ fn range(ledger: &MemLedger, feed: FeedId, from: u64, max: usize) -> Response {
             entry: stored.entry.encode().to_vec(),
             payload,
         });
-        let _ = seq;
     }
     let last = entries
         .last()

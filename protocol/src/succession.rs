@@ -326,36 +326,18 @@ impl Statement {
             return Err(SuccessionError::Malformed("not a recovery"));
         }
         let rest = &b[len..];
-        if rest.len() < SIGNED_ENTRY_LEN + 2 {
+        if rest.len() < DESIGNATION_AT {
             return Err(SuccessionError::BadDesignation("missing"));
         }
-        let l = usize::from(u16::from_be_bytes([
-            rest[SIGNED_ENTRY_LEN],
-            rest[SIGNED_ENTRY_LEN + 1],
-        ]));
-        let at = SIGNED_ENTRY_LEN + 2;
-        if rest.len() < at + l + 1 {
-            return Err(SuccessionError::Malformed("truncated"));
-        }
-        let m = usize::from(rest[at + l]);
-        let vouches = &rest[at + l + 1..];
-        if vouches.len() != m * VOUCH_LEN {
-            return Err(SuccessionError::Malformed(
-                "length does not match the vouches",
-            ));
-        }
-        let vouches = vouches
+        let l = designation_len(rest)?;
+        let vouches = vouches_after(rest, DESIGNATION_AT + l)?
             .chunks_exact(VOUCH_LEN)
-            .map(|v| {
-                let mut sig = [0u8; 64];
-                sig.copy_from_slice(&v[33..97]);
-                (v[0], id_at(v, 1), sig)
-            })
+            .map(vouch_of)
             .collect();
         Ok((
             b[..len].to_vec(),
             rest[..SIGNED_ENTRY_LEN].to_vec(),
-            rest[at..at + l].to_vec(),
+            rest[DESIGNATION_AT..DESIGNATION_AT + l].to_vec(),
             vouches,
         ))
     }
@@ -382,7 +364,7 @@ impl Statement {
         }
         let bad = SuccessionError::BadDesignation;
         let rest = &b[len..];
-        if rest.len() < SIGNED_ENTRY_LEN + 2 {
+        if rest.len() < DESIGNATION_AT {
             return Err(bad("missing"));
         }
         let entry = SignedEntry::decode(&rest[..SIGNED_ENTRY_LEN])
@@ -394,15 +376,8 @@ impl Statement {
         if h.author != statement.old || h.scope != Scope::Federation || h.doc != GUARDIANS_DOC {
             return Err(bad("it is not a designation by the old key"));
         }
-        let l = usize::from(u16::from_be_bytes([
-            rest[SIGNED_ENTRY_LEN],
-            rest[SIGNED_ENTRY_LEN + 1],
-        ]));
-        let at = SIGNED_ENTRY_LEN + 2;
-        if rest.len() < at + l + 1 {
-            return Err(SuccessionError::Malformed("truncated"));
-        }
-        let payload = &rest[at..at + l];
+        let l = designation_len(rest)?;
+        let payload = &rest[DESIGNATION_AT..DESIGNATION_AT + l];
         if payload.len() != h.payload_len as usize || Hash32::of(payload) != h.payload_hash {
             return Err(bad("its payload is not the one its entry signs"));
         }
@@ -410,13 +385,8 @@ impl Statement {
         if guardians.city != statement.city {
             return Err(bad("it designates guardians of another city"));
         }
-        let m = usize::from(rest[at + l]);
-        let vouches = &rest[at + l + 1..];
-        if vouches.len() != m * VOUCH_LEN {
-            return Err(SuccessionError::Malformed(
-                "length does not match the vouches",
-            ));
-        }
+        let vouches = vouches_after(rest, DESIGNATION_AT + l)?;
+        let m = vouches.len() / VOUCH_LEN;
         let designation = entry.hash();
         let message = tagged(RECOVERY_TAG, body, Some(&designation));
         let mut seen = Vec::with_capacity(m);
@@ -430,9 +400,7 @@ impl Statement {
                 return Err(SuccessionError::Malformed("two vouches of one guardian"));
             }
             seen.push(index);
-            let key = id_at(v, 1);
-            let mut sig = [0u8; 64];
-            sig.copy_from_slice(&v[33..97]);
+            let (_, key, sig) = vouch_of(v);
             if !key.verify(&message, &Signature::from_bytes(&sig)) {
                 return Err(SuccessionError::BadVouch);
             }
@@ -506,6 +474,42 @@ fn tagged(tag: &[u8], body: &[u8], designation: Option<&Hash32>) -> Vec<u8> {
 }
 
 const _: () = assert!(HEADER_LEN + 64 == SIGNED_ENTRY_LEN);
+
+/// Where a recovery's designation payload starts, after the statement body: the designation
+/// entry, then its payload's length (u16 BE).
+const DESIGNATION_AT: usize = SIGNED_ENTRY_LEN + 2;
+
+/// The length of a recovery's designation payload (`rest`: the payload after the body, at
+/// least [`DESIGNATION_AT`] long); checks that the payload and the vouch count follow.
+fn designation_len(rest: &[u8]) -> Result<usize, SuccessionError> {
+    let l = usize::from(u16::from_be_bytes([
+        rest[SIGNED_ENTRY_LEN],
+        rest[SIGNED_ENTRY_LEN + 1],
+    ]));
+    if rest.len() < DESIGNATION_AT + l + 1 {
+        return Err(SuccessionError::Malformed("truncated"));
+    }
+    Ok(l)
+}
+
+/// A recovery's vouches: the count at `at`, then that many vouches, to the end.
+fn vouches_after(rest: &[u8], at: usize) -> Result<&[u8], SuccessionError> {
+    let m = usize::from(rest[at]);
+    let vouches = &rest[at + 1..];
+    if vouches.len() != m * VOUCH_LEN {
+        return Err(SuccessionError::Malformed(
+            "length does not match the vouches",
+        ));
+    }
+    Ok(vouches)
+}
+
+/// One vouch: the guardian's index, the vouching key, the signature.
+fn vouch_of(v: &[u8]) -> (u8, CityId, [u8; 64]) {
+    let mut sig = [0u8; 64];
+    sig.copy_from_slice(&v[33..97]);
+    (v[0], id_at(v, 1), sig)
+}
 
 #[cfg(test)]
 mod tests {

@@ -398,19 +398,16 @@ impl EventLoop {
         // one that sent more and let them go (it closed the connection) is told it is busy.
         let waiting = self.reading.entry(peer).or_default();
         if *waiting >= super::MEMBER_STREAMS {
-            let sync = &mut self.swarm.behaviour_mut().sync;
-            let side = if guest {
-                &mut sync.guests
-            } else {
-                &mut sync.members
-            };
-            let _ = side.send_response(
+            self.send_answer(Answered {
+                peer,
+                connection,
+                guest,
                 channel,
-                Response::Error {
+                reply: Reply::Response(Response::Error {
                     code: 4,
                     message: "busy: too many of your requests waiting; retry later".into(),
-                },
-            );
+                }),
+            });
             return;
         }
         *waiting += 1;

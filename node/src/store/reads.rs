@@ -143,16 +143,7 @@ impl Store {
 
     /// Every stored entry of one document, with its payload (None if erased or missing).
     pub fn doc_entries(&self, doc: &DocId) -> Result<Vec<EntryAndPayload>, StoreError> {
-        let mut out = Vec::new();
-        for (k, _) in self.scan("by_doc", &doc.0)? {
-            let Some(v) = self.get("entries", k.get(16..).unwrap_or_default())? else {
-                continue;
-            };
-            let stored =
-                StoredEntry::decode(&v).map_err(|e| self.corrupt(format!("entry: {e}")))?;
-            let payload = self.get("payloads", &stored.entry.hash().0)?;
-            out.push((stored, payload));
-        }
+        let mut out = self.by_doc(&doc.0)?;
         out.sort_by_key(|(e, _)| (e.entry.header.timestamp, e.entry.header.seq));
         Ok(out)
     }
@@ -165,8 +156,13 @@ impl Store {
     ) -> Result<Vec<EntryAndPayload>, StoreError> {
         let mut prefix = doc.0.to_vec();
         prefix.extend_from_slice(&feed.to_bytes());
+        self.by_doc(&prefix)
+    }
+
+    /// The entries (with payloads) whose `by_doc` rows start with `prefix`, in key order.
+    fn by_doc(&self, prefix: &[u8]) -> Result<Vec<EntryAndPayload>, StoreError> {
         let mut out = Vec::new();
-        for (k, _) in self.scan("by_doc", &prefix)? {
+        for (k, _) in self.scan("by_doc", prefix)? {
             let Some(v) = self.get("entries", k.get(16..).unwrap_or_default())? else {
                 continue;
             };
