@@ -4,6 +4,7 @@ pub mod agenda;
 pub mod completions;
 pub mod demo;
 pub mod exchange;
+pub mod federation;
 pub mod group;
 pub mod history;
 pub mod init;
@@ -100,7 +101,10 @@ pub enum Command {
     /// This city, its peers, and whether it is up to date with each
     #[command(after_help = status::HELP)]
     Status,
-    /// The roster: cities this node trusts
+    /// The federation: its members, stewards and address book
+    #[command(subcommand, after_help = federation::HELP)]
+    Federation(federation::Command),
+    /// The roster: cities this node trusts, and why
     #[command(subcommand, after_help = peers::HELP)]
     Peers(peers::Command),
     /// Invitations: introduce two cities to each other
@@ -183,6 +187,7 @@ pub fn run(cli: Cli, color: ColorChoice) -> anyhow::Result<()> {
         Command::History(args) => history::run(&ctx, args),
         Command::Node(cmd) => node::run(&ctx, cmd),
         Command::Status => status::run(&ctx),
+        Command::Federation(cmd) => federation::run(&ctx, cmd),
         Command::Peers(cmd) => peers::run(&ctx, cmd),
         Command::Invite(cmd) => invite::run(&ctx, cmd),
         Command::Key(cmd) => key::run(&ctx, cmd),

@@ -272,9 +272,14 @@ impl Client {
         self.call(ops::Status {})
     }
 
-    /// The roster.
-    pub fn roster(&self) -> Result<Vec<RosterEntry>, CityError> {
+    /// The roster and the federation's members, with why each is trusted.
+    pub fn roster(&self) -> Result<Vec<crate::roster::Peer>, CityError> {
         self.call(ops::Roster {})
+    }
+
+    /// The federation this city follows.
+    pub fn federation(&self) -> Result<Option<crate::roster::Federation>, CityError> {
+        self.call(ops::FederationShow {})
     }
 
     /// Adds a roster city.

@@ -1,6 +1,7 @@
 //! The federation demo (`intercity demo`): the working group "Smart Social Inclusion" as real
 //! city nodes on this machine — real libp2p on 127.0.0.1, real RocksDB in a temporary
-//! directory, a sparse topology — publishing, co-editing, rejecting a forgery, converging.
+//! directory, a federation formed by invitations — publishing, co-editing, rejecting a forgery,
+//! converging.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -142,18 +143,6 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(String)) -> Result<DemoR
             key_for(opts.seed, i),
         )?));
     }
-    // Every city trusts every other (the federation roster); addresses come after start. The
-    // last city is the exception: it joins by Milan's invitation, and Milan learns it when it
-    // first connects.
-    let newcomer = cities[n - 1].id();
-    for a in &cities {
-        for b in &cities {
-            let invited = a.id() == cities[0].id() && b.id() == newcomer;
-            if a.id() != b.id() && !invited {
-                a.roster_add(b.id(), &b.profile().name, &[])?;
-            }
-        }
-    }
     let cfg = NetConfig {
         listen: vec![
             "/ip4/127.0.0.1/tcp/0"
@@ -171,54 +160,70 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(String)) -> Result<DemoR
     for c in &cities {
         daemons.push(Daemon::start_with(c.clone(), cfg.clone(), shutdown.clone()).await?);
     }
-    // Sparse topology: each city dials the next two around a ring. The newcomer reaches Milan
-    // through the invitation it accepted instead.
-    let token = cities[0].invite(
-        Some(cities[n - 1].id()),
-        vec![daemons[0].listening[0].to_string()],
-        None,
-        1,
-    )?;
-    let mut links = 0;
-    for i in 0..n {
-        for step in 1..=2.min(n - 1) {
-            let j = (i + step) % n;
-            links += 1;
-            if i == n - 1 && j == 0 {
-                cities[i].accept_invitation(&token)?;
-                continue;
-            }
-            let addr = daemons[j].listening[0].to_string();
-            cities[i].roster_add(cities[j].id(), &cities[j].profile().name, &[addr])?;
+    let net_err = |e: crate::net::NetError| CityError::Network(e.to_string());
+    // The federation: Milan starts it, the others join by Milan's invitations (none of them
+    // knows another: they find each other in the federation's address book). The last city
+    // joins last, once the others formed the federation.
+    let fid = cities[0].federation_create("EUROCITIES", "Cities sharing what works")?;
+    let milan_addr = daemons[0].listening[0].to_string();
+    let invite =
+        |i: usize| cities[0].invite(Some(cities[i].id()), vec![milan_addr.clone()], None, 1);
+    for (i, city) in cities.iter().enumerate().take(n - 1).skip(1) {
+        city.accept_invitation(&invite(i)?)?;
+    }
+    daemons[0].net.roster_changed().await.map_err(net_err)?;
+    for d in &daemons[1..n - 1] {
+        d.net.roster_changed().await.map_err(net_err)?;
+    }
+    let formed = |c: &City| -> bool {
+        matches!(c.record(fid), Ok(Record::Group(g)) if g.members.len() >= n - 1 && g.addresses.len() >= n - 1)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cities[..n - 1].iter().all(|c| formed(c)) {
+        if Instant::now() > deadline {
+            return Err(CityError::Network(
+                "the cities did not form the federation within 60 s".into(),
+            ));
         }
-        daemons[i]
-            .net
-            .roster_changed()
-            .await
-            .map_err(|e| CityError::Network(e.to_string()))?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     say(format!(
-        "{n} nodes listening on 127.0.0.1; {links} links (each city dials the next two around a ring)"
+        "{n} nodes listening on 127.0.0.1; Milan started the federation EUROCITIES and {} cities joined by its invitations, finding each other in its address book",
+        n - 2
     ));
-    daemons[0]
-        .net
-        .roster_changed()
-        .await
-        .map_err(|e| CityError::Network(e.to_string()))?;
+    // The newcomer: one invitation from Milan, and every member reaches it.
+    let joined = Instant::now();
+    let token = invite(n - 1)?;
+    daemons[0].net.roster_changed().await.map_err(net_err)?;
+    cities[n - 1].accept_invitation(&token)?;
+    daemons[n - 1].net.roster_changed().await.map_err(net_err)?;
+    let newcomer = cities[n - 1].id().to_string();
     let newcomer_name = cities[n - 1].profile().name.clone();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !cities[0].trusts(&newcomer)? {
+    loop {
+        let mut reached = 0;
+        for d in &daemons[..n - 1] {
+            let status = d.net.status().await.map_err(net_err)?;
+            if status.peers.iter().any(|p| p.id == newcomer && p.connected) {
+                reached += 1;
+            }
+        }
+        if reached == n - 1 {
+            break;
+        }
         if Instant::now() > deadline {
             return Err(CityError::Network(format!(
-                "{newcomer_name} did not join Milan by invitation within 30 s"
+                "{newcomer_name} joined by Milan's invitation, but only {reached} of {} cities reached it within 30 s",
+                n - 1
             )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     say(format!(
-        "{newcomer_name} accepted Milan's invitation and joined: Milan learned it on first contact"
+        "{newcomer_name} accepted Milan's invitation and joined: all {} cities reached it in {:.1} s, with no operator action",
+        n - 1,
+        joined.elapsed().as_secs_f64()
     ));
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let started = Instant::now();
     let milan = &cities[0];

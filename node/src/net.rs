@@ -371,6 +371,10 @@ struct EventLoop {
     cities: Arc<HashSet<CityId>>,
     /// Which keys belong to which city, refreshed with the roster.
     keys: crate::store::KeyBook,
+    /// The federation's record, if this city follows one (refreshed with the roster).
+    federation: Option<intercity_protocol::entry::DocId>,
+    /// The addresses last published in the federation's address book (or tried).
+    published: Arc<std::sync::Mutex<Option<Vec<String>>>>,
     /// Jobs for the ingest worker, one bounded queue per peer.
     queue: ingest::Queue,
     /// Jobs the worker finished.

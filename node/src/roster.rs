@@ -30,6 +30,15 @@ pub struct RosterEntry {
     /// presents it on first contact, then forgets it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invitation: Option<String>,
+    /// In the roster for the federation's sake (it joined, or invited this city, through the
+    /// federation): trusted while it is a member of the federation (and, before this node
+    /// holds the federation's record, as the inviter that brings it), not on its own.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub federation: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// An invitation this city issued, kept until it expires.
@@ -43,6 +52,9 @@ pub struct IssuedInvitation {
     /// The working group a joining city becomes a member of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The federation (its record's id) a joining city becomes a member of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federation: Option<String>,
     /// Joins it still admits.
     pub uses: u32,
     /// Expiry, ms since the epoch.
@@ -71,6 +83,9 @@ pub struct PendingJoin {
     /// The invitation's working group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The invitation's federation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federation: Option<String>,
     /// When it asked, ms since the epoch.
     pub requested: i64,
 }
@@ -129,12 +144,16 @@ impl City {
         }
     }
 
-    /// True if `id` is this city or an unblocked roster city.
+    /// True if `id` is this city, an unblocked roster city or an unblocked member of the
+    /// federation ([`City::peers`] says why).
     pub fn trusts(&self, id: &CityId) -> Result<bool, CityError> {
         if *id == self.id() {
             return Ok(true);
         }
-        Ok(self.roster_entry(id)?.is_some_and(|e| !e.blocked))
+        Ok(self
+            .trusted_roster()?
+            .iter()
+            .any(|e| e.id == *id && !e.blocked))
     }
 
     /// Adds (or updates) a city; addresses are merged.
@@ -168,11 +187,14 @@ impl City {
             blocked: false,
             added: now_ms(),
             invitation: None,
+            federation: false,
         });
         if !name.is_empty() {
             entry.name = name.to_string();
         }
+        // Added by the operator: trusted on its own now, federation or not.
         entry.blocked = false;
+        entry.federation = false;
         for a in addrs {
             if !entry.addrs.contains(a) {
                 entry.addrs.push(a.clone());
@@ -199,6 +221,7 @@ impl City {
             blocked: true,
             added: now_ms(),
             invitation: None,
+            federation: false,
         });
         entry.blocked = true;
         self.put_roster(&entry)?;
@@ -213,8 +236,10 @@ impl City {
 
     /// Creates an invitation naming this city's `addrs` (at most [`MAX_TOKEN_ADDRS`]),
     /// redeemable `uses` times (by `invitee` only, if given) until it expires. With `group`, each
-    /// city that joins becomes a member of that working group, which this city must chair. The
-    /// code is kept so that the joining city is recognised on first contact ([`City::redeem`]).
+    /// city that joins becomes a member of that working group, which this city must chair. In a
+    /// federation, each city that joins becomes a member of the federation: only a steward
+    /// invites then. The code is kept so that the joining city is recognised on first contact
+    /// ([`City::redeem`]).
     pub fn invite(
         &self,
         invitee: Option<CityId>,
@@ -232,6 +257,10 @@ impl City {
         if let Some(gid) = group {
             self.chaired_group(gid)?;
         }
+        let federation = match self.federation_id()? {
+            Some(_) => Some(self.stewarded()?.0.to_string()),
+            None => None,
+        };
         addrs.truncate(MAX_TOKEN_ADDRS);
         let inv = Invitation {
             // The key it connects with (a peer dials it by it); its city is found from it.
@@ -240,6 +269,7 @@ impl City {
             addrs,
             invitee,
             group: group.map(|g| g.to_string()),
+            federation: federation.clone(),
             code: Invitation::new_code().map_err(|e| CityError::Invitation(e.to_string()))?,
             expires: now_ms() + INVITATION_TTL_MS,
         };
@@ -247,6 +277,7 @@ impl City {
             code: inv.code.clone(),
             invitee,
             group: inv.group.clone(),
+            federation,
             uses: uses.clamp(1, MAX_INVITATION_USES),
             expires: inv.expires,
             created: now_ms(),
@@ -409,6 +440,7 @@ impl City {
             addrs: clean_addrs(addrs),
             code: issued.code.clone(),
             group: issued.group.clone(),
+            federation: issued.federation.clone(),
             requested: now_ms(),
         };
         if approve {
@@ -524,10 +556,22 @@ impl City {
         Ok(join)
     }
 
-    /// Puts a joining city in the invitation's group, and returns its roster entry (a city
-    /// already there keeps the name it has), for the caller to write with the invitation's
-    /// spent use.
+    /// Puts a joining city in the invitation's federation and group, and returns its roster
+    /// entry (a city already there keeps the name it has), for the caller to write with the
+    /// invitation's spent use.
     fn admit(&self, join: &PendingJoin) -> Result<RosterEntry, CityError> {
+        let known = self.roster_entry(&join.id)?;
+        if let Some(f) = &join.federation {
+            let (fid, g) = self.stewarded()?;
+            if f != &fid.to_string() {
+                return Err(CityError::Invitation(
+                    "the invitation is into another federation than this city's".into(),
+                ));
+            }
+            if !g.members.contains_key(&join.id.to_string()) {
+                self.federation_set(join.id, &join.name, Role::Member)?;
+            }
+        }
         if let Some(g) = &join.group {
             let gid: DocId = g
                 .parse()
@@ -553,9 +597,15 @@ impl City {
                 )?;
             }
         }
-        let known = self.roster_entry(&join.id)?.is_some();
-        let name = if known { "" } else { join.name.as_str() };
-        self.roster_added(join.id, name, &join.addrs)
+        let name = if known.is_some() {
+            ""
+        } else {
+            join.name.as_str()
+        };
+        let mut entry = self.roster_added(join.id, name, &join.addrs)?;
+        // Through the federation: trusted as a member, not on its own (unless it was already).
+        entry.federation = join.federation.is_some() && known.is_none_or(|k| k.federation);
+        Ok(entry)
     }
 
     /// The working group `gid`, if this city chairs it.
@@ -579,12 +629,21 @@ impl City {
     }
 
     /// Accepts an invitation: verifies it and adds the inviter to the roster, with the token to
-    /// present on first contact.
+    /// present on first contact. An invitation into a federation makes this city follow it
+    /// (refused if it follows another); the inviter is then trusted as a member of it.
     pub fn accept_invitation(&self, token: &str) -> Result<RosterEntry, CityError> {
         let inv = Invitation::from_token(token, &self.id(), now_ms())
             .map_err(|e| CityError::Invitation(e.to_string()))?;
-        let mut entry = self.roster_add(inv.inviter, &inv.name, &inv.addrs)?;
+        let known = self.roster_entry(&inv.inviter)?;
+        if let Some(f) = &inv.federation {
+            let fid: DocId = f.parse().map_err(|_| {
+                CityError::Invitation(format!("bad federation id {f} in the invitation"))
+            })?;
+            self.follow(fid)?;
+        }
+        let mut entry = self.roster_added(inv.inviter, &inv.name, &inv.addrs)?;
         entry.invitation = Some(token.trim().to_string());
+        entry.federation = inv.federation.is_some() && known.is_none_or(|k| k.federation);
         self.put_roster(&entry)?;
         Ok(entry)
     }
@@ -668,6 +727,9 @@ fn clean_addrs(addrs: &[String]) -> Vec<String> {
 fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, CityError> {
     serde_json::to_vec(value).map_err(|e| CityError::Internal(e.to_string()))
 }
+
+mod federation;
+pub use federation::{Federation, Peer, Standing, steward_word, stewards};
 
 #[cfg(test)]
 mod tests;

@@ -1733,6 +1733,18 @@ pub fn authorize(author: &CityId, before: Option<&Record>, after: &Record) -> Re
             if removal::rights(after, &me) > removal::rights(before, &me) {
                 return Err(format!("a city cannot raise its own role in `{}`", b.name));
             }
+            // The address book: each city writes its own entry only.
+            if let Some(other) = a
+                .addresses
+                .keys()
+                .chain(b.addresses.keys())
+                .find(|k| **k != me && a.addresses.get(*k) != b.addresses.get(*k))
+            {
+                return Err(format!(
+                    "only {other} changes its own entry of `addresses` in `{}`",
+                    b.name
+                ));
+            }
             Ok(())
         }
         _ => {

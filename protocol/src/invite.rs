@@ -57,6 +57,11 @@ pub struct Invitation {
     /// A working group the joining city becomes a member of (record id, hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The federation the joining city becomes a member of (the id, hex, of the federation's
+    /// record, a working-group record whose chairs are its stewards). The invited city follows
+    /// it: it trusts the federation's members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federation: Option<String>,
     /// The secret that redeems the invitation: 16 random bytes, hex ([`Invitation::new_code`]).
     pub code: String,
     /// Expiry, ms since the epoch.
@@ -144,6 +149,7 @@ mod tests {
             addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
             invitee: Some(brno),
             group: None,
+            federation: None,
             code: Invitation::new_code().expect("code"),
             expires: 2_000,
         };
@@ -186,6 +192,7 @@ mod tests {
             addrs: Vec::new(),
             invitee: None,
             group: Some("ab".repeat(32)),
+            federation: Some("cd".repeat(16)),
             code: Invitation::new_code().expect("code"),
             expires: 2_000,
         };

@@ -379,6 +379,25 @@ pub struct Member {
     pub role: Role,
 }
 
+/// Where a city can be reached, as it publishes itself in a group's `addresses` (the
+/// federation's address book): only that city changes its own entry.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    /// The city's display name, as it calls itself.
+    #[serde(default)]
+    pub name: String,
+    /// ISO 3166-1 alpha-2 country code (e.g. `IT`), or empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub country: String,
+    /// Multiaddresses to dial it at, e.g. `/ip4/192.0.2.7/tcp/4001`.
+    #[serde(default)]
+    pub addrs: Vec<String>,
+}
+
+/// Most multiaddresses in one [`Address`].
+pub const MAX_ADDRS: usize = 16;
+
 /// One item of a meeting agenda.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -447,6 +466,10 @@ pub struct Group {
     /// Agendas by agenda id (see [`new_agenda_id`]).
     #[serde(default)]
     pub agendas: BTreeMap<String, Agenda>,
+    /// Where members can be reached, by city id: each city writes its own entry only. A
+    /// federation's record is its address book.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub addresses: BTreeMap<String, Address>,
 }
 
 /// Any record.
@@ -745,6 +768,7 @@ impl Group {
             charter: String::new(),
             members,
             agendas: BTreeMap::new(),
+            addresses: BTreeMap::new(),
         }
     }
 
@@ -763,6 +787,28 @@ impl Group {
                 field: "members".to_string(),
                 reason: "a group needs at least one member with role `chair`".to_string(),
             });
+        }
+        check_count("addresses", self.addresses.len(), MAX_MEMBERS)?;
+        for (id, address) in &self.addresses {
+            let field = format!("addresses.{id}");
+            check_city_id(&field, id)?;
+            check_short(&format!("{field}.name"), &address.name, MAX_SHORT_CHARS)?;
+            if !address.country.is_empty() {
+                check_country(&format!("{field}.country"), &address.country)?;
+            }
+            check_count(&format!("{field}.addrs"), address.addrs.len(), MAX_ADDRS)?;
+            for (i, a) in address.addrs.iter().enumerate() {
+                let f = format!("{field}.addrs[{i}]");
+                check_short(&f, a, MAX_SHORT_CHARS)?;
+                if !a.starts_with('/') || a.chars().any(char::is_whitespace) {
+                    return Err(RecordError::Invalid {
+                        field: f,
+                        reason: format!(
+                            "a multiaddress starts with `/` and has no spaces (e.g. `/ip4/192.0.2.7/tcp/4001`), got `{a}`"
+                        ),
+                    });
+                }
+            }
         }
         check_count("agendas", self.agendas.len(), MAX_AGENDAS)?;
         for (id, agenda) in &self.agendas {

@@ -999,6 +999,62 @@ fn no_city_raises_its_own_role() {
     );
 }
 
+/// The address book (a group's `addresses`): each member writes its own entry, never another
+/// city's, and a chair is held to it too.
+#[test]
+fn only_a_city_writes_its_own_address() {
+    use intercity_protocol::record::Address;
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let (id, w1) = milan.create(&group(&milan, &[(&brno, Role::Member)]));
+    brno.receive(&[w1.clone()]);
+    let (brno_id, milan_id) = (brno.id(), milan.id());
+    let address = |addr: &str| Address {
+        name: "Brno".into(),
+        country: "CZ".into(),
+        addrs: vec![addr.to_string()],
+    };
+    let (own, theirs) = (
+        address("/ip4/192.0.2.7/tcp/4001"),
+        address("/ip4/192.0.2.9/tcp/1"),
+    );
+    let publish = brno.edit(id, move |r| {
+        if let Record::Group(g) = r {
+            g.addresses.insert(brno_id.clone(), own);
+        }
+    });
+    let forged = brno.edit(id, move |r| {
+        if let Record::Group(g) = r {
+            g.addresses.insert(milan_id.clone(), theirs);
+        }
+    });
+    milan.receive(&[publish.clone()]);
+    let brno_id = brno.id();
+    let overwrite = milan.edit(id, move |r| {
+        if let Record::Group(g) = r {
+            g.addresses
+                .get_mut(&brno_id)
+                .expect("published")
+                .addrs
+                .clear();
+        }
+    });
+    let l = same_in_every_order(&[w1, publish.clone(), forged.clone(), overwrite.clone()]);
+    assert_eq!(verdict_of(&l, &publish), Status::Accepted);
+    for w in [&forged, &overwrite] {
+        assert!(
+            matches!(verdict_of(&l, w), Status::Rejected(ref r) if r.contains("its own entry of `addresses`")),
+            "{:?}",
+            verdict_of(&l, w)
+        );
+    }
+    let Record::Group(g) = doc::read_record(&l.docs[&id], None).expect("group") else {
+        panic!("not a group");
+    };
+    assert_eq!(g.addresses[&brno.id()].addrs, ["/ip4/192.0.2.7/tcp/4001"]);
+    assert_eq!(g.addresses.len(), 1);
+}
+
 #[test]
 fn an_invalid_record_after_apply_is_rejected() {
     let mut milan = City::new(1);

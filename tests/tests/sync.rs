@@ -539,3 +539,49 @@ async fn a_signed_but_unauthorized_edit_is_rejected_identically_everywhere() {
         assert_eq!(c.record(pid).expect("record").title(), "FabriQ");
     }
 }
+
+/// A city added to a working group while it was not connected receives the group at its next
+/// contact with any member, from the heads exchange alone: no member edits the group again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_city_added_to_a_group_receives_it_at_the_next_contact_without_a_new_edit() {
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    let porto = TestNode::spawn("Porto", 3).await;
+    milan.link(&brno).await;
+    let (gid, aid) = group(&milan.city, &[&brno.city]);
+    add_item(&milan.city, gid, &aid, "Makerspace visit");
+    // Porto, not connected to anyone, is added by the chair.
+    let porto_id = porto.id().to_string();
+    milan
+        .city
+        .edit(gid, "add member Porto", move |r| {
+            if let Record::Group(g) = r {
+                g.members.insert(
+                    porto_id,
+                    Member {
+                        name: "Porto".into(),
+                        role: Role::Member,
+                    },
+                );
+            }
+            Ok(())
+        })
+        .expect("add porto");
+    let porto_key = porto.id().to_string();
+    assert!(
+        eventually(WAIT, || match brno.city.record(gid) {
+            Ok(Record::Group(g)) => g.members.contains_key(&porto_key),
+            _ => false,
+        })
+        .await
+    );
+    // Porto meets Brno only (it trusts Milan as an author, but never connects to it).
+    porto.trust(&milan).await;
+    brno.link(&porto).await;
+    assert!(
+        eventually(Duration::from_secs(10), || items(&porto.city, gid, &aid)
+            == ["Makerspace visit"])
+        .await,
+        "Porto did not receive the group within 10 s"
+    );
+}

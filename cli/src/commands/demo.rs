@@ -13,8 +13,9 @@ use crate::error::CliError;
 pub const HELP: &str = "\
 Starts the working group \"Smart Social Inclusion\" on this machine as city nodes (Milan hosting;
 Bialystok, Brno, Katowice, Madrid, Nantes, Porto, Riga, Utrecht, Warsaw) with real libp2p on
-127.0.0.1 and real RocksDB, each city dialing only the next two around a ring. The last city
-joins by Milan's invitation (Milan learns it when it first connects). Milan publishes
+127.0.0.1 and real RocksDB. Milan starts the federation EUROCITIES and invites the others; they
+find each other in its address book. The last city joins by one invitation from Milan and is
+reached by all the others with no operator action. Milan publishes
 practices, projects and the 23-24 February 2017 study-visit agenda; Brno, Warsaw and Porto add
 agenda items concurrently; a forged entry and an unauthorized edit are rejected. Exits 0 only
 when every city converged.

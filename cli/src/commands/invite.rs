@@ -15,6 +15,10 @@ its roster (and to the working group, with --group) and they sync. A daemon run 
 --approve-joins (or `approve_joins = true` in config.toml) queues the join for its operator
 instead: `invite pending`, then `invite approve` or `invite deny`.
 
+In a federation (`intercity federation show`), only a steward invites, and the city that joins
+becomes a member of the federation: every member node trusts, dials and serves it from then on,
+with no operator action.
+
 A token is for one city: the new city runs `intercity init` and sends its id (`intercity
 whoami`), and the inviter names it with `--for CITY_ID`; only that city can redeem the token,
 for 7 days. `--anyone` makes a token that whoever holds it can redeem (once, or --uses times):
@@ -108,6 +112,12 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                 );
             }
             let token = client.invite(invitee, group, addrs, uses)?;
+            if let Some(f) = client.federation()? {
+                let name = f.record.map(|g| g.name).unwrap_or_else(|| f.id.to_string());
+                ctx.ui.note(format!(
+                    "the city that joins with it becomes a member of the federation {name}"
+                ));
+            }
             if ctx.ui.is_json() {
                 ctx.ui.json(&serde_json::json!({ "token": token }))?;
             } else {

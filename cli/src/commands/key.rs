@@ -120,6 +120,7 @@ fn city_arg(client: &Client, text: &str) -> anyhow::Result<CityId> {
     let roster = client.roster()?;
     let found: Vec<_> = roster
         .iter()
+        .map(|p| &p.entry)
         .filter(|e| e.name.eq_ignore_ascii_case(text.trim()))
         .collect();
     match found.as_slice() {

@@ -1,6 +1,7 @@
 //! `intercity peers`: the roster of trusted cities.
 
 use clap::Subcommand;
+use intercity_node::roster::{Standing, steward_word};
 use intercity_protocol::identity::CityId;
 
 use super::Ctx;
@@ -8,7 +9,9 @@ use crate::ui;
 
 /// Help epilogue.
 pub const HELP: &str = "\
-Only roster cities may connect to this node, and only their entries are accepted.
+Only trusted cities may connect to this node, and only their entries are accepted: the
+members of its federation (`intercity federation members`) and the cities added here by hand
+(a private link outside the federation). A block always wins here.
 
 Example:
   intercity peers list
@@ -55,17 +58,42 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             }
             let mut table = ctx
                 .ui
-                .table(&["name", "id", "addresses", "blocked", "added"]);
-            for e in &roster {
+                .table(&["name", "id", "addresses", "trusted as", "added"]);
+            for p in &roster {
+                let e = &p.entry;
+                let (why, color) = match (p.standing, p.role) {
+                    (Standing::Federation, role) => (
+                        format!("federation {}", steward_word(role.unwrap_or_default())),
+                        comfy_table::Color::Reset,
+                    ),
+                    (Standing::Local, Some(role)) => (
+                        format!("local addition; federation {}", steward_word(role)),
+                        comfy_table::Color::Reset,
+                    ),
+                    (Standing::Local, None) => ("local addition".into(), comfy_table::Color::Reset),
+                    (Standing::Inviter, _) => (
+                        "inviter (until the federation's record arrives)".into(),
+                        comfy_table::Color::Reset,
+                    ),
+                    (Standing::Blocked, _) => ("blocked".into(), comfy_table::Color::Red),
+                    (Standing::Former, _) => (
+                        "not trusted: left the federation".into(),
+                        comfy_table::Color::Red,
+                    ),
+                };
                 table.add_row(vec![
                     ctx.ui.cell(&e.name, comfy_table::Color::Reset),
                     ctx.ui.cell(e.id, comfy_table::Color::Reset),
                     ctx.ui.cell(e.addrs.join("\n"), comfy_table::Color::Reset),
+                    ctx.ui.cell(why, color),
                     ctx.ui.cell(
-                        if e.blocked { "blocked" } else { "" },
-                        comfy_table::Color::Red,
+                        if e.added > 0 {
+                            ui::iso8601(e.added)
+                        } else {
+                            "-".into()
+                        },
+                        comfy_table::Color::Reset,
                     ),
-                    ctx.ui.cell(ui::iso8601(e.added), comfy_table::Color::Reset),
                 ]);
             }
             ctx.ui.print_table(&table)?;
@@ -78,6 +106,15 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         Command::Remove { id } => {
             client.roster_remove(id)?;
             ctx.ui.note(format!("removed {id} from the roster"));
+            if client
+                .roster()?
+                .iter()
+                .any(|p| p.entry.id == id && p.standing == Standing::Federation)
+            {
+                ctx.ui.note(format!(
+                    "{id} stays trusted as a member of the federation: `intercity peers block {id}` keeps it out of this node"
+                ));
+            }
         }
         Command::Block { id } => {
             let e = client.roster_block(id)?;

@@ -28,9 +28,25 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let waiting = client.pending_joins()?;
     let joining: Vec<&str> = roster
         .iter()
-        .filter(|e| e.invitation.is_some())
-        .map(|e| e.name.as_str())
+        .filter(|p| p.entry.invitation.is_some())
+        .map(|p| p.entry.name.as_str())
         .collect();
+    // Federation members this node has not reached while its daemon runs.
+    let members: Vec<&intercity_node::roster::Peer> = roster
+        .iter()
+        .filter(|p| p.role.is_some() && p.standing != intercity_node::roster::Standing::Blocked)
+        .collect();
+    let never: Vec<&str> = members
+        .iter()
+        .filter(|p| {
+            !status
+                .peers
+                .iter()
+                .any(|s| s.id == p.entry.id.to_string() && (s.connected || s.last_sync.is_some()))
+        })
+        .map(|p| p.entry.name.as_str())
+        .collect();
+    let federation = client.federation()?;
     let p = client.profile();
     if ctx.ui.is_json() {
         ctx.ui.json(&serde_json::json!({
@@ -46,6 +62,12 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             "own_behind": status.own_behind,
             "ingest_queue": status.ingest_queue,
             "roster": roster,
+            "federation": federation.as_ref().map(|f| serde_json::json!({
+                "id": f.id.to_string(),
+                "name": f.record.as_ref().map(|g| g.name.clone()),
+                "members": members.len() + usize::from(f.role_of(&p.id).is_some()),
+                "never_reached": never,
+            })),
             "invitations": invitations,
             "joins_waiting": waiting,
         }))?;
@@ -115,6 +137,36 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
                     " (`intercity invite pending`)"
                 }
             ),
+        ),
+        (
+            "federation",
+            match &federation {
+                None => {
+                    "none (`intercity federation create`, or an invitation from a steward)".into()
+                }
+                Some(f) => match &f.record {
+                    None => format!(
+                        "{} (its record comes at the first contact with a member)",
+                        f.id
+                    ),
+                    Some(g) if !client.via_daemon() => format!(
+                        "{}: {} members ({} other)",
+                        g.name,
+                        g.members.len(),
+                        members.len()
+                    ),
+                    Some(g) => format!(
+                        "{}: {} members; never reached: {}",
+                        g.name,
+                        g.members.len(),
+                        if never.is_empty() {
+                            "none".into()
+                        } else {
+                            never.join(", ")
+                        }
+                    ),
+                },
+            },
         ),
         (
             "joining",

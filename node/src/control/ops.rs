@@ -5,7 +5,7 @@
 
 use intercity_protocol::entry::DocId;
 use intercity_protocol::identity::CityId;
-use intercity_protocol::record::{Kind, Record};
+use intercity_protocol::record::{Kind, Member, Record, Role};
 use intercity_protocol::succession::Guardians;
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +14,7 @@ use crate::catalog::{Found, Query};
 use crate::city::{City, CityError, HistoryItem, ImportResult, KeyInfo, RecoveryInfo};
 use crate::exchange::{Exported, Imported};
 use crate::net::NetStatus;
-use crate::roster::{IssuedInvitation, PendingJoin, RosterEntry};
+use crate::roster::{Federation, IssuedInvitation, Peer, PendingJoin, RosterEntry};
 use crate::store::RecordSummary;
 
 /// Declares an operation: `op!(Name { fields } => Reply [, roster = true] [, net = true];
@@ -196,8 +196,49 @@ op!(
 );
 
 op!(
-    /// The roster.
-    Roster {} => Vec<RosterEntry>; |op, city, ctx| city.roster()
+    /// The roster and the federation's members, with why each is trusted.
+    Roster {} => Vec<Peer>; |op, city, ctx| city.peers()
+);
+
+op!(
+    /// The federation this city follows, with its record if held.
+    FederationShow {} => Option<Federation>; |op, city, ctx| city.federation()
+);
+
+op!(
+    /// Starts a federation with this city as its first steward.
+    FederationCreate {
+        /// Its name.
+        name: String,
+        /// What it is for.
+        charter: String,
+    } => DocId, roster = true; |op, city, ctx| city.federation_create(&op.name, &op.charter)
+);
+
+op!(
+    /// Admits a city into the federation, or changes its name or role (stewards only).
+    FederationSet {
+        /// The city: its id, or its name in the federation or the roster.
+        city: String,
+        /// Its display name (empty: keep the one it has).
+        name: String,
+        /// Its role.
+        role: Role,
+    } => (CityId, Member), roster = true; |op, city, ctx| {
+        let id = city.federation_city(&op.city)?;
+        Ok((id, city.federation_set(id, &op.name, op.role)?))
+    }
+);
+
+op!(
+    /// Removes a city from the federation (stewards only).
+    FederationRemove {
+        /// The city: its id, or its name.
+        city: String,
+    } => (CityId, Member), roster = true; |op, city, ctx| {
+        let id = city.federation_city(&op.city)?;
+        Ok((id, city.federation_remove(&id)?))
+    }
 );
 
 op!(

@@ -49,6 +49,7 @@ impl EventLoop {
             items,
             trusted: self.trusted.clone(),
             cities: self.cities.clone(),
+            open: self.federation.map(Scope::Group),
             judged: Vec::new(),
         };
         match self.queue.push(job) {
@@ -155,10 +156,12 @@ impl EventLoop {
             }
             outcomes.push(outcome);
         }
-        // A succession statement stored: a key may have joined or left a city (§15.6).
+        // A succession statement stored: a key may have joined or left a city (§15.6). A
+        // change of the federation's record: a city may have joined or left it, or moved.
         if outcomes.iter().any(|o| {
             matches!(o, Outcome::New(e, _)
-                if e.header.doc == intercity_protocol::succession::SUCCESSION_DOC)
+                if e.header.doc == intercity_protocol::succession::SUCCESSION_DOC
+                    || Some(e.header.doc) == self.federation)
         }) {
             self.refresh_roster(None);
         }

@@ -50,6 +50,9 @@ pub(super) struct Job {
     /// This city and the unblocked roster cities: a succession statement of one of them is
     /// judged whatever key carries it (it is how that key becomes theirs, §15.6).
     pub cities: Arc<HashSet<CityId>>,
+    /// The federation's scope: its entries are judged whoever signed them (the record's own
+    /// rules decide, and a new member needs the whole history, former members' changes too).
+    pub open: Option<intercity_protocol::entry::Scope>,
     /// Verdicts on the first entries, from earlier turns.
     pub judged: Vec<Judged>,
 }
@@ -408,6 +411,7 @@ fn judge_round(
                     let r = match &decoded {
                         Some(e)
                             if !job.trusted.contains(&e.header.author)
+                                && job.open != Some(e.header.scope)
                                 && !statement_of(e, &w.payload, &job.cities) =>
                         {
                             None
@@ -465,6 +469,7 @@ mod tests {
             origin: Origin::Gossip(gossipsub::MessageId::from(vec![n])),
             items: Vec::new(),
             trusted: Arc::new(HashSet::new()),
+            open: None,
             cities: Arc::new(HashSet::new()),
             judged: Vec::new(),
         }

@@ -1,6 +1,8 @@
 //! The roster as the network sees it: read off the loop ([`RosterView`]), in its own lane of
 //! store work ([`Lane`]), and applied to the gate, the dials and the guests.
 
+use intercity_protocol::entry::DocId;
+
 use super::*;
 
 /// What the network needs of the roster, read off the loop: the roster, which keys are whose
@@ -13,6 +15,9 @@ pub(super) struct RosterView {
     /// The statements that made this city's key its own (empty for a root key; None if they
     /// could not be read).
     succession: Option<Vec<WireEntry>>,
+    /// The federation's record id, if this city follows one: its entries are judged whoever
+    /// signed them (the record's own rules decide).
+    federation: Option<DocId>,
     /// Told once the view is applied (an operator's command waits for it).
     done: Option<oneshot::Sender<()>>,
 }
@@ -26,10 +31,13 @@ impl RosterView {
         generations: &std::sync::atomic::AtomicU64,
     ) -> Option<RosterView> {
         let generation = generations.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        // The roster with the federation's members (the gate, the dials and the trusted
+        // authors follow it).
         let roster = city
-            .roster()
+            .trusted_roster()
             .map_err(|e| warn!(error = %e, "reading the roster failed"))
             .ok()?;
+        let federation = city.federation_id().ok().flatten();
         let book = city
             .store()
             .key_book()
@@ -49,8 +57,35 @@ impl RosterView {
             book,
             guests,
             succession,
+            federation,
             done: None,
         })
+    }
+}
+
+/// Publishes this city's addresses in the federation's address book when they changed (a
+/// blocking store write); `last` keeps what was published or tried, so a failure is not
+/// tried again at every tick.
+fn publish_address(city: &City, addrs: &[String], last: &std::sync::Mutex<Option<Vec<String>>>) {
+    let mut last = last
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if last.as_deref() == Some(addrs) {
+        return;
+    }
+    match city.publish_address(addrs) {
+        Ok(true) => {
+            info!(
+                ?addrs,
+                "published this city's addresses in the federation's address book"
+            );
+            *last = Some(addrs.to_vec());
+        }
+        Ok(false) => {}
+        Err(e) => {
+            warn!(error = %e, "publishing this city's addresses failed");
+            *last = Some(addrs.to_vec());
+        }
     }
 }
 
@@ -70,7 +105,10 @@ impl EventLoop {
     /// reads run at once) and applies it when it comes back ([`EventLoop::apply_roster`]).
     pub(super) fn refresh_roster(&mut self, done: Option<oneshot::Sender<()>>) {
         let (tx, generations) = (self.roster_tx.clone(), self.roster_reads.clone());
+        let addrs: Vec<String> = self.listening.iter().map(ToString::to_string).collect();
+        let published = self.published.clone();
         self.store_later(Lane::Roster, move |city| {
+            publish_address(city, &addrs, &published);
             // Dropped if the loop has enough to apply: a later refresh reads again.
             if let Some(mut view) = RosterView::read(city, &generations) {
                 view.done = done;
@@ -130,8 +168,10 @@ impl EventLoop {
             book,
             guests,
             succession,
+            federation,
             ..
         } = view;
+        self.federation = federation;
         if let Some(book) = book {
             self.keys = book;
         }

@@ -212,6 +212,8 @@ pub async fn spawn(
         trusted: Arc::new(HashSet::new()),
         cities: Arc::new(HashSet::new()),
         keys: crate::store::KeyBook::default(),
+        federation: None,
+        published: Arc::new(std::sync::Mutex::new(None)),
         guests: HashMap::new(),
         guest_bans: HashMap::new(),
         reconnect: HashMap::new(),
