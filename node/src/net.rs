@@ -72,7 +72,7 @@ mod sync_protocol;
 use bans::BAN_KEY;
 use gate::{Admits, Gate};
 pub use gate::{MAX_PENDING_PER_IP, MAX_PENDING_QUIC};
-pub use ingest::MAX_QUEUED_JOBS_PER_PEER;
+pub use ingest::{MAX_FOREIGN_AUTHORS, MAX_QUEUED_JOBS_PER_PEER};
 pub use intercity_protocol::session::{MAX_INFLIGHT_RANGES, RANGE_STALL};
 use roster::{Lane, RosterView};
 pub use session::MAX_STORE_READERS;

@@ -224,3 +224,44 @@ async fn a_federation_admits_reaches_and_removes_cities_with_no_operator_action(
         n.stop().await;
     }
 }
+
+/// A member relaying entries signed by keys nobody trusts into the federation's scope (judged
+/// whoever signed them, §18) gets at most `MAX_FOREIGN_AUTHORS` such feeds stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cannot_fill_the_federation_s_scope_with_puppet_feeds() {
+    use intercity_protocol::entry::Scope;
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    let fid = milan
+        .city
+        .federation_create("EUROCITIES", "")
+        .expect("create");
+    join(&milan, &brno).await;
+    assert!(eventually(WAIT, || record(&brno, fid).is_some()).await);
+    let puppets = intercity_tests::hostile::puppet_entries(fid, 100);
+    for chunk in puppets.chunks(10) {
+        brno.net()
+            .push_raw(&milan.id(), chunk.to_vec())
+            .await
+            .expect("push");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let foreign = || {
+        milan
+            .heads()
+            .iter()
+            .filter(|(f, _)| {
+                f.scope == Scope::Group(fid) && f.author != milan.id() && f.author != brno.id()
+            })
+            .count()
+    };
+    assert!(
+        eventually(WAIT, || foreign()
+            >= intercity_node::net::MAX_FOREIGN_AUTHORS)
+        .await,
+        "the first puppets' feeds were not judged: {}",
+        foreign()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(foreign(), intercity_node::net::MAX_FOREIGN_AUTHORS);
+}

@@ -143,16 +143,23 @@ async fn a_city_rotates_its_key_and_every_node_follows() {
     );
     let last = history.last().expect("the new key's edit");
     assert_eq!((last.author, last.key), (root, Some(rotated.new)));
-    // Brno shows Milan connected under the new key.
-    let status = brno.status().await;
-    assert!(
-        status
-            .peers
-            .iter()
-            .any(|peer| peer.id == rotated.new.to_string() && peer.connected),
-        "Brno is not connected to Milan's new key: {:?}",
-        status.peers
-    );
+    // Brno shows Milan connected under the new key (the edits may have come through Warsaw
+    // before Milan's own connection to Brno was up).
+    let started = std::time::Instant::now();
+    let mut status = brno.status().await;
+    while !status
+        .peers
+        .iter()
+        .any(|peer| peer.id == rotated.new.to_string() && peer.connected)
+    {
+        assert!(
+            started.elapsed() < WAIT,
+            "Brno is not connected to Milan's new key: {:?}",
+            status.peers
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = brno.status().await;
+    }
 
     // The old key, stolen: its next federation entry is void on Brno.
     let fed = FeedId {

@@ -367,6 +367,41 @@ pub(super) fn spawn_worker(
         })
 }
 
+/// Most authors outside the trusted cities whose feeds a node holds in the federation's scope
+/// (docs/protocol.md §18): former members' changes are part of the record's history, but
+/// entries by any key a member relays must not multiply without bound.
+pub const MAX_FOREIGN_AUTHORS: usize = 64;
+
+/// Whether an entry of the federation's scope by an untrusted author is judged: its feed is
+/// held already, or fewer than [`MAX_FOREIGN_AUTHORS`] untrusted authors have one.
+fn open_room(
+    city: &City,
+    batch: &intercity_protocol::ingest::Batch<'_, crate::store::Store>,
+    job: &Job,
+    e: &SignedEntry,
+    foreign: &mut Option<HashSet<CityId>>,
+) -> bool {
+    use intercity_protocol::ingest::Ledger;
+    if batch.head(&e.header.feed()).ok().flatten().is_some() {
+        return true;
+    }
+    let scope = e.header.scope;
+    let held = foreign.get_or_insert_with(|| {
+        city.store()
+            .feeds()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(f, _)| f.scope == scope && !job.trusted.contains(&f.author))
+            .map(|(f, _)| f.author)
+            .collect()
+    });
+    if held.contains(&e.header.author) || held.len() < MAX_FOREIGN_AUTHORS {
+        held.insert(e.header.author);
+        return true;
+    }
+    false
+}
+
 /// Runs the jobs of a round through the acceptance pipeline, written in one batch (see
 /// [`City::ingest_remote_all`]), each from the first entry it has no verdict for. Returns, for
 /// the jobs reached (a prefix of `round`), the new verdicts and whether the job is complete.
@@ -388,6 +423,8 @@ fn judge_round(
             let spent = |bytes: usize| started.elapsed() >= SLICE || bytes >= MAX_ROUND_BYTES;
             let mut turns = Vec::with_capacity(round.len());
             let mut bytes = 0usize;
+            // The untrusted authors of the federation's scope held (read when first needed).
+            let mut foreign: Option<HashSet<CityId>> = None;
             for (k, job) in round.iter().enumerate() {
                 // Another peer waits if it has a job queued, or one later in this round.
                 let waiting = || {
@@ -408,16 +445,13 @@ fn judge_round(
                     // Entries by cities outside the roster are not ours to judge: dropped, not
                     // held against the peer that relayed them.
                     let decoded = SignedEntry::decode(&w.entry).ok();
-                    let r = match &decoded {
-                        Some(e)
-                            if !job.trusted.contains(&e.header.author)
-                                && job.open != Some(e.header.scope)
-                                && !statement_of(e, &w.payload, &job.cities) =>
-                        {
-                            None
-                        }
-                        _ => Some(batch.ingest(&w.entry, &w.payload)),
-                    };
+                    let taken = decoded.as_ref().is_none_or(|e| {
+                        job.trusted.contains(&e.header.author)
+                            || statement_of(e, &w.payload, &job.cities)
+                            || (job.open == Some(e.header.scope)
+                                && open_room(city, batch, job, e, &mut foreign))
+                    });
+                    let r = taken.then(|| batch.ingest(&w.entry, &w.payload));
                     let in_range = range.is_none_or(|feed| {
                         decoded.as_ref().is_some_and(|e| e.header.feed() == feed)
                     });
