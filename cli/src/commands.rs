@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use intercity_node::Client;
+use intercity_protocol::identity::CityId;
 use intercity_protocol::record::Record;
 
 use crate::error::{CliError, EXIT_CODES_HELP};
@@ -335,5 +336,34 @@ pub fn city_label(city: &Client, id: &str) -> String {
         format!("{id} (this city)")
     } else {
         id.to_string()
+    }
+}
+
+/// A city id, or the name of a city in the roster or the federation (`intercity peers list`).
+pub fn city_arg(client: &Client, text: &str) -> anyhow::Result<CityId> {
+    if let Ok(id) = text.parse::<CityId>() {
+        return Ok(id);
+    }
+    let roster = client.roster()?;
+    let found: Vec<_> = roster
+        .iter()
+        .map(|p| &p.entry)
+        .filter(|e| e.name.eq_ignore_ascii_case(text.trim()))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.id),
+        [] => Err(CliError::Invalid(format!(
+            "`{text}` is neither a city id nor a name this node knows (intercity peers list)"
+        ))
+        .into()),
+        many => Err(CliError::Invalid(format!(
+            "`{text}` names {} cities ({}); give the id",
+            many.len(),
+            many.iter()
+                .map(|e| e.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into()),
     }
 }

@@ -1058,3 +1058,72 @@ fn the_key_commands_rotate_and_name_guardians() {
     let err = milan.fails(&["key", "recovery", "show", "icr1zz"], 4);
     assert!(err.contains("not a valid recovery token"), "{err}");
 }
+
+/// `intercity federation`: a city starts a federation, admits a city by its id, makes it a
+/// steward by name and removes it; `peers list` says why each city is trusted.
+#[test]
+fn a_steward_runs_its_federation_from_the_cli() {
+    let milan = City::init("Milan", "IT");
+    let brno = City::init("Brno", "CZ");
+    let none = milan.fails(&["federation", "members"], 2);
+    assert!(none.contains("in no federation"), "{none}");
+    let fid = milan.add(&["federation", "create", "--name", "EUROCITIES"]);
+    let again = milan.fails(&["federation", "create", "--name", "Other"], 2);
+    assert!(again.contains("one federation"), "{again}");
+    let show = milan.ok(&["federation", "show"]);
+    assert!(
+        show.contains("EUROCITIES") && show.contains("steward"),
+        "{show}"
+    );
+    assert_eq!(str_of(&milan.json(&["federation", "show"])["id"]), fid);
+
+    let brno_id = brno.id();
+    milan.ok(&["federation", "admit", &brno_id, "--name", "Brno"]);
+    let members = milan.json(&["federation", "members"]);
+    let roles: Vec<(String, String)> = members
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| (str_of(&m["name"]), str_of(&m["role"])))
+        .collect();
+    assert_eq!(
+        roles
+            .iter()
+            .map(|(n, r)| format!("{n}:{r}"))
+            .collect::<Vec<_>>()
+            .len(),
+        2
+    );
+    assert!(
+        roles.contains(&("Brno".into(), "member".into())),
+        "{roles:?}"
+    );
+    assert!(
+        roles.contains(&("Milan".into(), "steward".into())),
+        "{roles:?}"
+    );
+    // Names where ids are: the role by name.
+    milan.ok(&["federation", "role", "brno", "steward"]);
+    let peers = milan.json(&["peers", "list"]);
+    let brno_row = peers
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|p| str_of(&p["id"]) == brno_id)
+        .expect("Brno listed")
+        .clone();
+    assert_eq!(str_of(&brno_row["standing"]), "federation");
+    assert_eq!(str_of(&brno_row["role"]), "chair");
+    let table = milan.ok(&["peers", "list"]);
+    assert!(table.contains("federation steward"), "{table}");
+    // An unknown role is a usage error; an unknown city is not found.
+    milan.fails(&["federation", "role", "Brno", "mayor"], 2);
+    milan.fails(&["federation", "remove", "Riga"], 1);
+    milan.ok(&["federation", "remove", "Brno"]);
+    let members = milan.json(&["federation", "members"]);
+    assert_eq!(members.as_array().expect("array").len(), 1);
+    // A city in no federation cannot admit anyone.
+    let milan_id = milan.id();
+    let refused = brno.fails(&["federation", "admit", &milan_id, "--name", "X"], 1);
+    assert!(refused.contains("in no federation"), "{refused}");
+}

@@ -91,9 +91,8 @@ pub struct MemberAddArgs {
 pub struct MemberRemoveArgs {
     /// The group's id (or a unique prefix)
     group: String,
-    /// The member city's id
-    #[arg(value_parser = input::city_id)]
-    city_id: String,
+    /// The member city's id, or its name in the group
+    city: String,
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -151,15 +150,34 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         }
         Command::Member(MemberCommand::Remove(args)) => {
             let (id, mut g) = load(&city, &args.group)?;
-            let Some(member) = g.members.remove(&args.city_id) else {
+            let named: Vec<String> = g
+                .members
+                .iter()
+                .filter(|(_, m)| m.name.eq_ignore_ascii_case(args.city.trim()))
+                .map(|(k, _)| k.clone())
+                .collect();
+            let key = match named.as_slice() {
+                [one] => one.clone(),
+                [] => args.city.trim().to_string(),
+                many => {
+                    return Err(CliError::Invalid(format!(
+                        "`{}` names {} members ({}); give the id",
+                        args.city,
+                        many.len(),
+                        many.join(", ")
+                    ))
+                    .into());
+                }
+            };
+            let Some(member) = g.members.remove(&key) else {
                 return Err(CliError::NotFound {
                     what: "member",
-                    prefix: args.city_id,
+                    prefix: args.city,
                     hint: format!("`intercity group show {id}` lists the members"),
                 }
                 .into());
             };
-            let message = format!("remove member {} ({})", member.name, args.city_id);
+            let message = format!("remove member {} ({key})", member.name);
             save(&city, id, g, &message)?;
             done(
                 ctx,

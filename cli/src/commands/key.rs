@@ -1,7 +1,7 @@
 //! `intercity key`: the key this city signs and connects with, and passing it on.
 
 use clap::Subcommand;
-use intercity_node::Client;
+
 use intercity_protocol::identity::CityId;
 
 use super::Ctx;
@@ -112,35 +112,6 @@ pub enum RecoveryCommand {
     },
 }
 
-/// A roster name or a city id.
-fn city_arg(client: &Client, text: &str) -> anyhow::Result<CityId> {
-    if let Ok(id) = text.parse::<CityId>() {
-        return Ok(id);
-    }
-    let roster = client.roster()?;
-    let found: Vec<_> = roster
-        .iter()
-        .map(|p| &p.entry)
-        .filter(|e| e.name.eq_ignore_ascii_case(text.trim()))
-        .collect();
-    match found.as_slice() {
-        [one] => Ok(one.id),
-        [] => Err(CliError::Invalid(format!(
-            "`{text}` is neither a city id nor a name in the roster (intercity peers list)"
-        ))
-        .into()),
-        many => Err(CliError::Invalid(format!(
-            "`{text}` names {} roster cities ({}); give the id",
-            many.len(),
-            many.iter()
-                .map(|e| e.id.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .into()),
-    }
-}
-
 /// Feeds and seqs, a line each.
 fn seqs(v: &[(String, u64)]) -> String {
     v.iter()
@@ -245,7 +216,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             let client = ctx.open()?;
             let ids = guardians
                 .iter()
-                .map(|g| city_arg(&client, g))
+                .map(|g| super::city_arg(&client, g))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let g = client.designate_guardians(threshold, ids)?;
             if ctx.ui.is_json() {
@@ -285,7 +256,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         }
         Command::Recovery(RecoveryCommand::Start { city, new_key, key }) => {
             let client = ctx.open()?;
-            let city = city_arg(&client, &city)?;
+            let city = super::city_arg(&client, &city)?;
             print_recovery(ctx, &client.recovery_start(city, new_key, key)?)?;
         }
         Command::Recovery(RecoveryCommand::Vouch { token, yes: false }) => {

@@ -36,13 +36,13 @@ pub enum Command {
     },
     /// Remove a city from the roster
     Remove {
-        /// The city id
-        id: CityId,
+        /// The city's id or name
+        city: String,
     },
-    /// Block a city: never connect, drop its entries
+    /// Block a city: never connect, drop its entries (wins over the federation)
     Block {
-        /// The city id
-        id: CityId,
+        /// The city's id or name
+        city: String,
     },
 }
 
@@ -103,7 +103,8 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             let e = client.roster_add(id, &name, &addrs)?;
             report(ctx, &e, "added")?;
         }
-        Command::Remove { id } => {
+        Command::Remove { city } => {
+            let id = super::city_arg(&client, &city)?;
             client.roster_remove(id)?;
             ctx.ui.note(format!("removed {id} from the roster"));
             if client
@@ -116,7 +117,8 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                 ));
             }
         }
-        Command::Block { id } => {
+        Command::Block { city } => {
+            let id = super::city_arg(&client, &city)?;
             let e = client.roster_block(id)?;
             report(ctx, &e, "blocked")?;
         }

@@ -225,6 +225,7 @@ op!(
         /// Its role.
         role: Role,
     } => (CityId, Member), roster = true; |op, city, ctx| {
+        city.stewarded()?;
         let id = city.federation_city(&op.city)?;
         Ok((id, city.federation_set(id, &op.name, op.role)?))
     }
@@ -236,6 +237,7 @@ op!(
         /// The city: its id, or its name.
         city: String,
     } => (CityId, Member), roster = true; |op, city, ctx| {
+        city.stewarded()?;
         let id = city.federation_city(&op.city)?;
         Ok((id, city.federation_remove(&id)?))
     }

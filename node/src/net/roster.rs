@@ -104,10 +104,20 @@ impl EventLoop {
     /// Reads the roster again off the loop (at most [`session::MAX_STORE_READERS`] store
     /// reads run at once) and applies it when it comes back ([`EventLoop::apply_roster`]).
     pub(super) fn refresh_roster(&mut self, done: Option<oneshot::Sender<()>>) {
+        use std::sync::atomic::Ordering;
+        // A read that has not started yet will see whatever changed since it was asked for:
+        // at most one waits (a stream of changes to the federation's record, or of
+        // succession statements, costs one read at a time). An operator's command, which
+        // waits for its own read, always asks one.
+        if done.is_none() && self.roster_queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let queued = self.roster_queued.clone();
         let (tx, generations) = (self.roster_tx.clone(), self.roster_reads.clone());
         let addrs: Vec<String> = self.listening.iter().map(ToString::to_string).collect();
         let published = self.published.clone();
         self.store_later(Lane::Roster, move |city| {
+            queued.store(false, Ordering::Release);
             publish_address(city, &addrs, &published);
             // Dropped if the loop has enough to apply: a later refresh reads again.
             if let Some(mut view) = RosterView::read(city, &generations) {

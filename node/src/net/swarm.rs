@@ -213,6 +213,7 @@ pub async fn spawn(
         cities: Arc::new(HashSet::new()),
         keys: crate::store::KeyBook::default(),
         federation: None,
+        roster_queued: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         published: Arc::new(std::sync::Mutex::new(None)),
         guests: HashMap::new(),
         guest_bans: HashMap::new(),

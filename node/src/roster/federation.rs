@@ -150,7 +150,7 @@ impl City {
     }
 
     /// Checks that this city is a steward of the federation; gives its record.
-    pub(super) fn stewarded(&self) -> Result<(DocId, Group), CityError> {
+    pub fn stewarded(&self) -> Result<(DocId, Group), CityError> {
         let (id, g) = self.federation_record()?;
         if g.members
             .get(&self.id().to_string())
