@@ -373,6 +373,8 @@ struct EventLoop {
     keys: crate::store::KeyBook,
     /// The federation's record, if this city follows one (refreshed with the roster).
     federation: Option<intercity_protocol::entry::DocId>,
+    /// The peers of the federation's stewards (see `RosterView`).
+    stewards: HashSet<PeerId>,
     /// A roster read is asked for and has not started (see `refresh_roster`).
     roster_queued: Arc<std::sync::atomic::AtomicBool>,
     /// The addresses last published in the federation's address book (or tried).

@@ -413,6 +413,16 @@ impl City {
             return refuse("unknown, revoked or expired invitation");
         };
         let blocked = self.roster_entry(&peer)?.map(|e| e.blocked);
+        // A city that joined through the federation and was removed from it since: its old
+        // token, or another one, does not bring it back (a steward admits it again by hand).
+        if issued.federation.is_some()
+            && self
+                .peers()?
+                .iter()
+                .any(|p| p.entry.id == peer && p.standing == Standing::Former)
+        {
+            return refuse("this city was removed from the federation");
+        }
         if issued.joined.contains(&peer) {
             return match blocked {
                 Some(false) => Ok(JoinOutcome::Admitted(
@@ -702,7 +712,7 @@ fn clean_name(name: &str) -> String {
 
 /// Addresses from the network: at most 16 multiaddresses that a node could dial — an IP
 /// address (not unspecified, multicast or broadcast) or a DNS name, then TCP or UDP.
-fn clean_addrs(addrs: &[String]) -> Vec<String> {
+pub(crate) fn clean_addrs(addrs: &[String]) -> Vec<String> {
     use libp2p::multiaddr::Protocol;
     let dialable = |a: &libp2p::Multiaddr| {
         let mut parts = a.iter();

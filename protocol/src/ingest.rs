@@ -1705,7 +1705,13 @@ pub fn authorize(author: &CityId, before: Option<&Record>, after: &Record) -> Re
     let Some(before) = before else {
         return match after {
             Record::Group(g) => match g.members.get(&me) {
-                Some(m) if m.role == Role::Chair => Ok(()),
+                Some(m) if m.role == Role::Chair => match g.addresses.keys().find(|k| **k != me) {
+                    Some(other) => Err(format!(
+                        "only {other} changes its own entry of `addresses` in `{}`",
+                        g.name
+                    )),
+                    None => Ok(()),
+                },
                 _ => Err("the city creating a working group must be one of its chairs".into()),
             },
             _ if after.owner() == Some(me.as_str()) => Ok(()),
@@ -1733,13 +1739,14 @@ pub fn authorize(author: &CityId, before: Option<&Record>, after: &Record) -> Re
             if removal::rights(after, &me) > removal::rights(before, &me) {
                 return Err(format!("a city cannot raise its own role in `{}`", b.name));
             }
-            // The address book: each city writes its own entry only.
-            if let Some(other) = a
-                .addresses
-                .keys()
-                .chain(b.addresses.keys())
-                .find(|k| **k != me && a.addresses.get(*k) != b.addresses.get(*k))
-            {
+            // The address book: each city writes its own entry only; a chair may delete the
+            // entry of a city that is no longer a member.
+            let chair = member.role == Role::Chair;
+            if let Some(other) = a.addresses.keys().chain(b.addresses.keys()).find(|k| {
+                **k != me
+                    && a.addresses.get(*k) != b.addresses.get(*k)
+                    && !(chair && !a.addresses.contains_key(*k) && !a.members.contains_key(*k))
+            }) {
                 return Err(format!(
                     "only {other} changes its own entry of `addresses` in `{}`",
                     b.name

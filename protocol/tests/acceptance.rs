@@ -1039,8 +1039,57 @@ fn only_a_city_writes_its_own_address() {
                 .clear();
         }
     });
-    let l = same_in_every_order(&[w1, publish.clone(), forged.clone(), overwrite.clone()]);
+    // A chair deletes the entry of a member: refused; of a city no longer a member: taken.
+    milan.receive(&[overwrite.clone()]);
+    // Milan's refused changes took actor numbers: a fresh actor for each new change.
+    milan.new_actor();
+    let brno_id = brno.id();
+    let drop_member = milan.edit(id, move |r| {
+        if let Record::Group(g) = r {
+            g.addresses.remove(&brno_id);
+        }
+    });
+    milan.new_actor();
+    let brno_id = brno.id();
+    let remove_and_drop = milan.edit(id, move |r| {
+        if let Record::Group(g) = r {
+            g.members.remove(&brno_id);
+            g.addresses.remove(&brno_id);
+        }
+    });
+    let l = same_in_every_order(&[
+        w1.clone(),
+        publish.clone(),
+        forged.clone(),
+        overwrite.clone(),
+    ]);
     assert_eq!(verdict_of(&l, &publish), Status::Accepted);
+    let later = same_in_every_order(&[
+        w1.clone(),
+        publish.clone(),
+        overwrite.clone(),
+        drop_member.clone(),
+        remove_and_drop.clone(),
+    ]);
+    assert!(
+        matches!(verdict_of(&later, &drop_member), Status::Rejected(ref r) if r.contains("its own entry")),
+        "{:?}",
+        verdict_of(&later, &drop_member)
+    );
+    assert_eq!(verdict_of(&later, &remove_and_drop), Status::Accepted);
+    // A group created with another city's address: refused.
+    let mut milan2 = City::new(1);
+    let mut g = group(&milan2, &[(&brno, Role::Member)]);
+    if let Record::Group(g) = &mut g {
+        g.addresses.insert(brno.id(), Address::default());
+    }
+    let (_, genesis) = milan2.create(&g);
+    let l2 = same_in_every_order(&[genesis.clone()]);
+    assert!(
+        matches!(verdict_of(&l2, &genesis), Status::Rejected(ref r) if r.contains("its own entry")),
+        "{:?}",
+        verdict_of(&l2, &genesis)
+    );
     for w in [&forged, &overwrite] {
         assert!(
             matches!(verdict_of(&l, w), Status::Rejected(ref r) if r.contains("its own entry of `addresses`")),

@@ -365,16 +365,17 @@ pub fn answering(
 }
 
 /// The first entry of `n` feeds of the scope `group:<doc>`, each signed by a key of its own
-/// (puppets nobody trusts: seeds 100 and up), each a change to `doc` with no dependencies: what
+/// (puppets nobody trusts), each a change to `doc` with no dependencies: what
 /// a member could relay into a federation's scope, whose entries are judged whoever signed
 /// them (docs/protocol.md §18).
-pub fn puppet_entries(doc: DocId, n: u8) -> Vec<WireEntry> {
+pub fn puppet_entries(doc: DocId, n: u16) -> Vec<WireEntry> {
     (0..n)
         .map(|k| {
-            let key =
-                intercity_protocol::identity::CityKey::from_secret([100u8.wrapping_add(k); 32]);
+            let mut secret = [0xa5u8; 32];
+            secret[..2].copy_from_slice(&k.to_be_bytes());
+            let key = intercity_protocol::identity::CityKey::from_secret(secret);
             let mut actor = key.id().as_bytes().to_vec();
-            actor.extend_from_slice(&[k; 8]);
+            actor.extend_from_slice(&[0x5a; 8]);
             let change = raw_change(actor, Vec::new(), &[("name", format!("puppet {k}"))]);
             let payload = change.raw_bytes().to_vec();
             let entry = sign_entry(

@@ -49,7 +49,12 @@ impl EventLoop {
             items,
             trusted: self.trusted.clone(),
             cities: self.cities.clone(),
-            open: self.federation.map(Scope::Group),
+            // Entries of the federation's scope by untrusted authors (former members) are
+            // judged when a steward relays them, or the inviter bringing the record.
+            open: self
+                .federation
+                .filter(|_| self.stewards.contains(&peer))
+                .map(Scope::Group),
             judged: Vec::new(),
         };
         match self.queue.push(job) {
@@ -158,10 +163,12 @@ impl EventLoop {
         }
         // A succession statement stored: a key may have joined or left a city (§15.6). A
         // change of the federation's record: a city may have joined or left it, or moved.
-        if outcomes.iter().any(|o| {
-            matches!(o, Outcome::New(e, _)
-                if e.header.doc == intercity_protocol::succession::SUCCESSION_DOC
-                    || Some(e.header.doc) == self.federation)
+        if outcomes.iter().any(|o| match o {
+            Outcome::New(e, status) => {
+                e.header.doc == intercity_protocol::succession::SUCCESSION_DOC
+                    || (Some(e.header.doc) == self.federation && *status == Status::Accepted)
+            }
+            _ => false,
         }) {
             self.refresh_roster(None);
         }

@@ -369,8 +369,8 @@ pub(super) fn spawn_worker(
 
 /// Most authors outside the trusted cities whose feeds a node holds in the federation's scope
 /// (docs/protocol.md §18): former members' changes are part of the record's history, but
-/// entries by any key a member relays must not multiply without bound.
-pub const MAX_FOREIGN_AUTHORS: usize = 64;
+/// entries by any key a steward relays must not multiply without bound.
+pub const MAX_FOREIGN_AUTHORS: usize = 1_024;
 
 /// Whether an entry of the federation's scope by an untrusted author is judged: its feed is
 /// held already, or fewer than [`MAX_FOREIGN_AUTHORS`] untrusted authors have one.

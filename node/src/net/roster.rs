@@ -16,8 +16,10 @@ pub(super) struct RosterView {
     /// could not be read).
     succession: Option<Vec<WireEntry>>,
     /// The federation's record id, if this city follows one: its entries are judged whoever
-    /// signed them (the record's own rules decide).
+    /// signed them (the record's own rules decide) when a steward relays them.
     federation: Option<DocId>,
+    /// The federation's stewards (and, before the record is held, the inviter bringing it).
+    stewards: HashSet<CityId>,
     /// Told once the view is applied (an operator's command waits for it).
     done: Option<oneshot::Sender<()>>,
 }
@@ -33,11 +35,22 @@ impl RosterView {
         let generation = generations.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
         // The roster with the federation's members (the gate, the dials and the trusted
         // authors follow it).
-        let roster = city
-            .trusted_roster()
+        let peers = city
+            .trusted_peers()
             .map_err(|e| warn!(error = %e, "reading the roster failed"))
             .ok()?;
         let federation = city.federation_id().ok().flatten();
+        // The peers whose relays of the federation's scope are judged whoever signed them.
+        let stewards = peers
+            .iter()
+            .filter(|p| {
+                p.standing == crate::roster::Standing::Inviter
+                    || (p.standing == crate::roster::Standing::Federation
+                        && p.role == Some(intercity_protocol::record::Role::Chair))
+            })
+            .map(|p| p.entry.id)
+            .collect();
+        let roster: Vec<crate::roster::RosterEntry> = peers.into_iter().map(|p| p.entry).collect();
         let book = city
             .store()
             .key_book()
@@ -58,6 +71,7 @@ impl RosterView {
             guests,
             succession,
             federation,
+            stewards,
             done: None,
         })
     }
@@ -179,9 +193,11 @@ impl EventLoop {
             guests,
             succession,
             federation,
+            stewards,
             ..
         } = view;
         self.federation = federation;
+        self.stewards = stewards.iter().filter_map(|c| self.peer_of(c)).collect();
         if let Some(book) = book {
             self.keys = book;
         }

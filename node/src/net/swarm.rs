@@ -213,6 +213,7 @@ pub async fn spawn(
         cities: Arc::new(HashSet::new()),
         keys: crate::store::KeyBook::default(),
         federation: None,
+        stewards: HashSet::new(),
         roster_queued: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         published: Arc::new(std::sync::Mutex::new(None)),
         guests: HashMap::new(),
@@ -274,7 +275,12 @@ impl EventLoop {
                         self.count_guests();
                         self.evict_idle_guest();
                     }
-                } else if num_established.get() == 1 {
+                } else if num_established.get() == 1
+                    || !self.peers.get(&peer_id).is_some_and(|p| p.connected)
+                {
+                    // The first connection of a trusted city, or its first since it was a
+                    // guest: a city that joined reconnects while its guest connection may still
+                    // be open, and the session must start on this one.
                     info!(peer = %peer_id, "connected");
                     self.peers.entry(peer_id).or_default().dialed = endpoint
                         .is_dialer()

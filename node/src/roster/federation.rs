@@ -303,14 +303,31 @@ impl City {
     }
 
     /// Every city this node knows of, with why it is trusted: the roster's entries and the
-    /// federation's members (with the addresses they publish), by name.
+    /// federation's members (with the addresses they publish), by name. A federation record
+    /// that cannot be read is left out (with a warning): this is a listing.
     pub fn peers(&self) -> Result<Vec<Peer>, CityError> {
         let federation = self
             .federation()
             .map_err(|e| tracing::warn!(error = %e, "reading the federation's record"))
             .ok()
             .flatten();
-        let record = federation.as_ref().and_then(|f| f.record.as_ref());
+        self.peers_of(federation.as_ref())
+    }
+
+    /// The cities trusted now (and the blocked ones, marked), as the network uses them: a
+    /// federation record that cannot be read is an error here, so that the network keeps what
+    /// it has rather than dropping every member.
+    pub fn trusted_peers(&self) -> Result<Vec<Peer>, CityError> {
+        let federation = self.federation()?;
+        Ok(self
+            .peers_of(federation.as_ref())?
+            .into_iter()
+            .filter(|p| p.standing != Standing::Former)
+            .collect())
+    }
+
+    fn peers_of(&self, federation: Option<&Federation>) -> Result<Vec<Peer>, CityError> {
+        let record = federation.and_then(|f| f.record.as_ref());
         let me = self.id().to_string();
         let mut out: HashMap<CityId, Peer> = HashMap::new();
         for entry in self.roster()? {
@@ -343,7 +360,12 @@ impl City {
                 if *key == me {
                     continue;
                 }
-                let published = g.addresses.get(key).map(|a| a.addrs.as_slice());
+                // Only addresses a node could dial (as for a joining city's announced ones).
+                let published = g
+                    .addresses
+                    .get(key)
+                    .map(|a| super::clean_addrs(&a.addrs))
+                    .unwrap_or_default();
                 let peer = out.entry(id).or_insert_with(|| Peer {
                     entry: RosterEntry {
                         id,
@@ -357,11 +379,14 @@ impl City {
                     standing: Standing::Federation,
                     role: Some(member.role),
                 });
-                for a in published.unwrap_or_default() {
-                    if !peer.entry.addrs.contains(a) {
-                        peer.entry.addrs.push(a.clone());
+                for a in published {
+                    if !peer.entry.addrs.contains(&a) {
+                        peer.entry.addrs.push(a);
                     }
                 }
+                peer.entry
+                    .addrs
+                    .truncate(2 * intercity_protocol::record::MAX_ADDRS);
             }
         }
         let mut out: Vec<Peer> = out.into_values().collect();
@@ -375,14 +400,9 @@ impl City {
     }
 
     /// The roster as the network uses it: the cities trusted (and the blocked ones, marked),
-    /// with every address known for them.
+    /// with every address known for them ([`City::trusted_peers`]).
     pub fn trusted_roster(&self) -> Result<Vec<RosterEntry>, CityError> {
-        Ok(self
-            .peers()?
-            .into_iter()
-            .filter(|p| p.standing != Standing::Former)
-            .map(|p| p.entry)
-            .collect())
+        Ok(self.trusted_peers()?.into_iter().map(|p| p.entry).collect())
     }
 }
 
