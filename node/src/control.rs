@@ -138,6 +138,7 @@ requests!(
     FederationCreate,
     FederationSet,
     FederationRemove,
+    FederationLeave,
     RosterAdd,
     RosterRemove,
     RosterBlock,

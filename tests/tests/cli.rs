@@ -1122,6 +1122,11 @@ fn a_steward_runs_its_federation_from_the_cli() {
     milan.ok(&["federation", "remove", "Brno"]);
     let members = milan.json(&["federation", "members"]);
     assert_eq!(members.as_array().expect("array").len(), 1);
+    // Leaving: no federation any more, and another can be started.
+    milan.ok(&["federation", "leave"]);
+    milan.fails(&["federation", "show"], 2);
+    milan.fails(&["federation", "leave"], 1);
+    milan.add(&["federation", "create", "--name", "Other"]);
     // A city in no federation cannot admit anyone.
     let milan_id = milan.id();
     let refused = brno.fails(&["federation", "admit", &milan_id, "--name", "X"], 1);

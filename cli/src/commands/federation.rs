@@ -63,6 +63,10 @@ pub enum Command {
         /// The city's name or id
         city: String,
     },
+    /// Stop following the federation: this node no longer trusts its members (but for those
+    /// added with `peers add`); the stewards remove this city from the record
+    #[command(after_help = "Example:\n  intercity federation leave")]
+    Leave,
     /// Make a member a steward, or a steward a member (stewards only)
     #[command(after_help = "Example:\n  intercity federation role Brno steward")]
     Role {
@@ -111,6 +115,17 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             set(ctx, &client, city, name, role, "admitted")
         }
         Command::Role { city, role } => set(ctx, &client, city, String::new(), role, "set"),
+        Command::Leave => {
+            let id = client.call(ops::FederationLeave {})?;
+            super::done(
+                ctx,
+                &id.to_string(),
+                &format!(
+                    "This node no longer follows federation {id}: its members are not trusted here any more; ask a steward to remove this city from it"
+                ),
+                false,
+            )
+        }
         Command::Remove { city } => {
             let (id, m) = client.call(ops::FederationRemove { city })?;
             if ctx.ui.is_json() {

@@ -40,13 +40,10 @@ Example:
 pub enum Command {
     /// Create an invitation token (print it and send it to the new city)
     Create {
-        /// Only this city may redeem the token (its id, from `intercity whoami`)
-        #[arg(
-            long = "for",
-            value_name = "CITY_ID",
-            required_unless_present = "anyone"
-        )]
-        invitee: Option<CityId>,
+        /// Only this city may redeem the token (its id, from `intercity whoami`, or the name
+        /// of a city this node knows)
+        #[arg(long = "for", value_name = "CITY", required_unless_present = "anyone")]
+        invitee: Option<String>,
         /// Any city holding the token may redeem it (instead of --for)
         #[arg(long, conflicts_with = "invitee")]
         anyone: bool,
@@ -100,6 +97,10 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             uses,
         } => {
             intercity_node::daemon::parse_addrs(&addrs)?;
+            let invitee = match invitee {
+                Some(c) => Some(super::city_arg(&client, &c)?),
+                None => None,
+            };
             let group = match group {
                 Some(g) => Some(super::query::resolve_group(&client, &g)?.parse()?),
                 None => None,

@@ -216,6 +216,11 @@ op!(
 );
 
 op!(
+    /// Stops following the federation.
+    FederationLeave {} => DocId, roster = true; |op, city, ctx| city.federation_leave()
+);
+
+op!(
     /// Admits a city into the federation, or changes its name or role (stewards only).
     FederationSet {
         /// The city: its id, or its name in the federation or the roster.

@@ -119,6 +119,17 @@ impl City {
         Ok(id)
     }
 
+    /// Stops following the federation: its members are no longer trusted here (but for those
+    /// the operator added by hand), and this city may join another. Its membership in the
+    /// record is the stewards' to remove. Gives the federation's id.
+    pub fn federation_leave(&self) -> Result<DocId, CityError> {
+        let Some(id) = self.federation_id()? else {
+            return Err(CityError::Missing("this city is in no federation".into()));
+        };
+        self.store().delete_meta(FEDERATION_KEY)?;
+        Ok(id)
+    }
+
     /// Follows the federation whose record is `id` (from an invitation into it).
     pub(super) fn follow(&self, id: DocId) -> Result<(), CityError> {
         match self.federation_id()? {
