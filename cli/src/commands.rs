@@ -1,6 +1,7 @@
 //! The command tree (clap derive) and its dispatch. One module per command group, as in jj.
 
 pub mod agenda;
+pub mod backup;
 pub mod completions;
 pub mod demo;
 pub mod exchange;
@@ -90,6 +91,12 @@ pub enum Command {
     /// Import practices and projects from JSON Lines or CSV, signed by this city
     #[command(after_help = exchange::IMPORT_HELP)]
     Import(exchange::ImportArgs),
+    /// Back the city up while its node runs: store checkpoint, key, profile, config
+    #[command(after_help = backup::BACKUP_HELP)]
+    Backup(backup::BackupArgs),
+    /// Restore a backup into the data directory; it signs again once caught up with its feeds
+    #[command(after_help = backup::RESTORE_HELP)]
+    Restore(backup::RestoreArgs),
     /// Rebuild the search catalog from the stored records
     #[command(after_help = "Example:\n  intercity reindex")]
     Reindex,
@@ -199,6 +206,8 @@ pub fn run(cli: Cli, color: ColorChoice) -> anyhow::Result<()> {
         Command::Export(args) => exchange::export(&ctx, args),
         Command::Import(args) => exchange::import(&ctx, args),
         Command::Reindex => query::reindex(&ctx),
+        Command::Backup(args) => backup::backup(&ctx, args),
+        Command::Restore(args) => backup::restore(&ctx, args),
         Command::Man(args) => man::run(args),
     }
 }

@@ -37,6 +37,8 @@ use crate::catalog::{Found, Query};
 use crate::exchange::{Exported, Imported, Provenance};
 use crate::store::{RecordSummary, Store, StoreError};
 
+mod backup;
+pub use backup::BackupInfo;
 mod error;
 mod files;
 mod import;
@@ -447,6 +449,7 @@ impl City {
             author: self.key_id(),
             scope,
         };
+        self.check_not_restored()?;
         let payload = authored.change.raw_bytes().to_vec();
         let head = batch.head(&feed).map_err(IngestError::Ledger)?;
         let have = head.map_or(0, |h| h.seq);

@@ -139,6 +139,7 @@ requests!(
     FederationSet,
     FederationRemove,
     FederationLeave,
+    Backup,
     RosterAdd,
     RosterRemove,
     RosterBlock,

@@ -375,6 +375,8 @@ struct EventLoop {
     federation: Option<intercity_protocol::entry::DocId>,
     /// The peers of the federation's stewards (see `RosterView`).
     stewards: HashSet<PeerId>,
+    /// The city was restored from a backup and has not caught up with its own feeds yet.
+    restored: Arc<std::sync::atomic::AtomicBool>,
     /// A roster read is asked for and has not started (see `refresh_roster`).
     roster_queued: Arc<std::sync::atomic::AtomicBool>,
     /// The addresses last published in the federation's address book (or tried).
@@ -566,7 +568,46 @@ impl EventLoop {
             });
         }
         self.refresh_roster(None);
+        self.end_restore();
         self.drive(Event::Tick);
+    }
+
+    /// A city restored from a backup signs again once peers have exchanged heads with it and
+    /// it holds every entry of its own feeds that their heads show (docs/operations.md §6).
+    fn end_restore(&mut self) {
+        use std::sync::atomic::Ordering;
+        if !self.restored.load(Ordering::Acquire) {
+            return;
+        }
+        let me = self.city.key_id();
+        let mut heard = false;
+        let mut claimed: HashMap<intercity_protocol::entry::Scope, u64> = HashMap::new();
+        for (pid, p) in &self.peers {
+            if !(p.connected && p.last_sync.is_some()) {
+                continue;
+            }
+            heard = true;
+            for (feed, seq, _) in self.sync.last_heads(pid) {
+                if feed.author == me {
+                    let max = claimed.entry(feed.scope).or_default();
+                    *max = (*max).max(*seq);
+                }
+            }
+        }
+        if !heard {
+            return;
+        }
+        let restored = self.restored.clone();
+        self.store_later(Lane::RosterWrite, move |city| {
+            match city.caught_up_after_restore(&claimed) {
+                Ok(true) => {
+                    restored.store(false, Ordering::Release);
+                    info!("caught up with this city's own feeds after the restore: it signs again");
+                }
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "checking the restore"),
+            }
+        });
     }
 
     fn status(&self) -> NetStatus {

@@ -306,6 +306,16 @@ impl Store {
         Ok(store)
     }
 
+    /// A consistent copy of the store at one point in time, in the new directory `dir` (hard
+    /// links where the file system allows, copies otherwise), taken while it is in use.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StoreError> {
+        let checkpoint =
+            rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| classify(&self.path, e))?;
+        checkpoint
+            .create_checkpoint(dir)
+            .map_err(|e| classify(dir, e))
+    }
+
     /// Opens an existing store, checking its schema version.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if !path.join("CURRENT").exists() {

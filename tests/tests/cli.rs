@@ -1132,3 +1132,28 @@ fn a_steward_runs_its_federation_from_the_cli() {
     let refused = brno.fails(&["federation", "admit", &milan_id, "--name", "X"], 1);
     assert!(refused.contains("in no federation"), "{refused}");
 }
+
+/// `intercity backup` and `intercity restore`: the restored city holds what the backup held, and
+/// signs nothing until its node has caught up with its own feeds (exit code 3).
+#[test]
+fn a_backup_restores_into_a_city_that_waits_before_it_signs() {
+    let milan = City::init("Milan", "IT");
+    milan.add(&["practice", "add", "--title", "FabriQ"]);
+    let backups = tempfile::tempdir().expect("tempdir");
+    let dir = backups.path().join("milan-backup");
+    let dir = dir.to_str().expect("utf-8");
+    let info = milan.json(&["backup", dir]);
+    assert_eq!(str_of(&info["id"]), milan.id());
+    let err = milan.fails(&["backup", dir], 2);
+    assert!(err.contains("not empty"), "{err}");
+    let restored = City::empty();
+    restored.ok(&["restore", dir]);
+    let list = restored.ok(&["practice", "list"]);
+    assert!(list.contains("FabriQ"), "{list}");
+    let err = restored.fails(&["practice", "add", "--title", "Too early"], 3);
+    assert!(err.contains("restored from a backup"), "{err}");
+    let err = milan.fails(&["restore", dir], 2);
+    assert!(err.contains("already"), "{err}");
+    let err = City::empty().fails(&["restore", "/nonexistent/backup"], 2);
+    assert!(err.contains("not an Intercity backup"), "{err}");
+}

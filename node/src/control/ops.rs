@@ -354,6 +354,14 @@ op!(
 );
 
 op!(
+    /// Backs the city up into a new directory (see [`City::backup`]).
+    Backup {
+        /// The directory (absolute: the daemon writes it).
+        dir: std::path::PathBuf,
+    } => crate::city::BackupInfo; |op, city, ctx| city.backup(&op.dir)
+);
+
+op!(
     /// Rebuilds the catalog; gives the number of units indexed.
     Reindex {} => usize; |op, city, ctx| city.reindex()
 );

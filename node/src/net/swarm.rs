@@ -178,6 +178,7 @@ pub async fn spawn(
         city.key_id(),
         intercity_protocol::session::RANGE_STALL.min(cfg.anti_entropy),
     );
+    let restored = city.restored().ok().flatten().is_some();
     let mut event_loop = EventLoop {
         queue,
         ingested,
@@ -214,6 +215,7 @@ pub async fn spawn(
         keys: crate::store::KeyBook::default(),
         federation: None,
         stewards: HashSet::new(),
+        restored: Arc::new(std::sync::atomic::AtomicBool::new(restored)),
         roster_queued: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         published: Arc::new(std::sync::Mutex::new(None)),
         guests: HashMap::new(),
