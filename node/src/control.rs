@@ -143,6 +143,7 @@ requests!(
     RosterAdd,
     RosterRemove,
     RosterBlock,
+    RosterUnblock,
     Invite,
     Invitations,
     Revoke,

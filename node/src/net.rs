@@ -379,7 +379,7 @@ struct EventLoop {
     restored: Arc<std::sync::atomic::AtomicBool>,
     /// A roster read is asked for and has not started (see `refresh_roster`).
     roster_queued: Arc<std::sync::atomic::AtomicBool>,
-    /// The addresses last published in the federation's address book (or tried).
+    /// The addresses whose publication in the federation's address book failed last.
     published: Arc<std::sync::Mutex<Option<Vec<String>>>>,
     /// Jobs for the ingest worker, one bounded queue per peer.
     queue: ingest::Queue,

@@ -221,9 +221,23 @@ impl City {
             blocked: true,
             added: now_ms(),
             invitation: None,
-            federation: false,
+            // Blocked only: unblocking it does not make it trusted on its own.
+            federation: true,
         });
         entry.blocked = true;
+        self.put_roster(&entry)?;
+        Ok(entry)
+    }
+
+    /// Unblocks a city: trusted again as it was before the block (on its own if it was added
+    /// here, else as a federation member, or not at all).
+    pub fn roster_unblock(&self, id: &CityId) -> Result<RosterEntry, CityError> {
+        let Some(mut entry) = self.roster_entry(id)?.filter(|e| e.blocked) else {
+            return Err(CityError::Missing(format!(
+                "{id} is not blocked here; `intercity peers list` shows the blocked cities"
+            )));
+        };
+        entry.blocked = false;
         self.put_roster(&entry)?;
         Ok(entry)
     }

@@ -16,7 +16,8 @@ members of its federation (`intercity federation members`) and the cities added 
 Example:
   intercity peers list
   intercity peers add 12D3KooW... --name Brno --addr /ip4/192.0.2.7/tcp/4001
-  intercity peers block 12D3KooW...";
+  intercity peers block Brno
+  intercity peers unblock Brno";
 
 /// `peers` subcommands.
 #[derive(Subcommand, Debug)]
@@ -41,6 +42,12 @@ pub enum Command {
     },
     /// Block a city: never connect, drop its entries (wins over the federation)
     Block {
+        /// The city's id or name
+        city: String,
+    },
+    /// Unblock a city: trusted again as before the block (added here, or as a federation
+    /// member)
+    Unblock {
         /// The city's id or name
         city: String,
     },
@@ -121,6 +128,11 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             let id = super::city_arg(&client, &city)?;
             let e = client.roster_block(id)?;
             report(ctx, &e, "blocked")?;
+        }
+        Command::Unblock { city } => {
+            let id = super::city_arg(&client, &city)?;
+            let e = client.call(intercity_node::control::ops::RosterUnblock { id })?;
+            report(ctx, &e, "unblocked")?;
         }
     }
     Ok(())

@@ -277,6 +277,14 @@ op!(
 );
 
 op!(
+    /// Unblocks a city.
+    RosterUnblock {
+        /// The city.
+        id: CityId,
+    } => RosterEntry, roster = true; |op, city, ctx| city.roster_unblock(&op.id)
+);
+
+op!(
     /// Creates an invitation; with no addresses given, through the daemon, it carries the
     /// daemon's listen addresses (but the unspecified ones).
     Invite {

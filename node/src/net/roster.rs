@@ -77,14 +77,15 @@ impl RosterView {
     }
 }
 
-/// Publishes this city's addresses in the federation's address book when they changed (a
-/// blocking store write); `last` keeps what was published or tried, so a failure is not
-/// tried again at every tick.
-fn publish_address(city: &City, addrs: &[String], last: &std::sync::Mutex<Option<Vec<String>>>) {
-    let mut last = last
+/// Publishes this city's addresses in the federation's address book when its entry says
+/// otherwise (a blocking store write, checked at every roster read); `failed` keeps the
+/// addresses whose publication failed, so that a failure is not tried again at every tick
+/// (it is when the addresses change).
+fn publish_address(city: &City, addrs: &[String], failed: &std::sync::Mutex<Option<Vec<String>>>) {
+    let mut failed = failed
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if last.as_deref() == Some(addrs) {
+    if failed.as_deref() == Some(addrs) {
         return;
     }
     match city.publish_address(addrs) {
@@ -93,12 +94,12 @@ fn publish_address(city: &City, addrs: &[String], last: &std::sync::Mutex<Option
                 ?addrs,
                 "published this city's addresses in the federation's address book"
             );
-            *last = Some(addrs.to_vec());
+            *failed = None;
         }
-        Ok(false) => {}
+        Ok(false) => *failed = None,
         Err(e) => {
             warn!(error = %e, "publishing this city's addresses failed");
-            *last = Some(addrs.to_vec());
+            *failed = Some(addrs.to_vec());
         }
     }
 }
@@ -197,10 +198,10 @@ impl EventLoop {
             ..
         } = view;
         self.federation = federation;
-        self.stewards = stewards.iter().filter_map(|c| self.peer_of(c)).collect();
         if let Some(book) = book {
             self.keys = book;
         }
+        self.stewards = stewards.iter().filter_map(|c| self.peer_of(c)).collect();
         if let Some(succession) = succession {
             self.succession = succession;
         }
@@ -269,6 +270,12 @@ impl EventLoop {
             if !allowed.contains(&pid) {
                 info!(peer = %pid, "no longer in the roster: disconnected");
                 let _ = self.swarm.disconnect_peer_id(pid);
+                // Not connected from now on: a new connection, should the city be trusted
+                // again before these close, starts a session of its own.
+                if let Some(p) = self.peers.get_mut(&pid) {
+                    p.connected = false;
+                }
+                self.drive(Event::Disconnected(pid));
                 self.sync.forget(&pid);
             }
         }

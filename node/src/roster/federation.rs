@@ -91,10 +91,11 @@ impl City {
         };
         let record = match self.record(id) {
             Ok(Record::Group(g)) => Some(g),
+            // An invitation may name any record: one that is not a group is no federation's,
+            // and lists nobody (`federation leave` forgets it).
             Ok(_) => {
-                return Err(CityError::Invalid(format!(
-                    "the federation's record {id} is not a group record"
-                )));
+                tracing::warn!(%id, "the federation's record is not a group record");
+                None
             }
             Err(CityError::NotFound(_)) => None,
             Err(e) => return Err(e),
@@ -126,6 +127,13 @@ impl City {
         let Some(id) = self.federation_id()? else {
             return Err(CityError::Missing("this city is in no federation".into()));
         };
+        // The cities in the roster for that federation's sake only (its inviter, the cities
+        // that joined through this one) go with it; blocked ones stay blocked.
+        for entry in self.roster()? {
+            if entry.federation && !entry.blocked {
+                self.store().roster_delete(entry.id.as_bytes())?;
+            }
+        }
         self.store().delete_meta(FEDERATION_KEY)?;
         Ok(id)
     }
@@ -340,6 +348,10 @@ impl City {
     fn peers_of(&self, federation: Option<&Federation>) -> Result<Vec<Peer>, CityError> {
         let record = federation.and_then(|f| f.record.as_ref());
         let me = self.id().to_string();
+        // Until the record (as far as it has come) lists this city, the inviter that brings it
+        // stays trusted: a part of a large record may not show the inviter's role yet.
+        let bootstrapping =
+            federation.is_some() && !record.is_some_and(|g| g.members.contains_key(&me));
         let mut out: HashMap<CityId, Peer> = HashMap::new();
         for entry in self.roster()? {
             let role = record.and_then(|g| g.members.get(&entry.id.to_string()).map(|m| m.role));
@@ -349,7 +361,7 @@ impl City {
                 Standing::Local
             } else if role.is_some() {
                 Standing::Federation
-            } else if federation.is_some() && record.is_none() {
+            } else if bootstrapping {
                 Standing::Inviter
             } else {
                 Standing::Former

@@ -199,3 +199,84 @@ fn a_join_waits_for_approval_when_configured() {
     assert!(milan.pending_joins().expect("pending").is_empty());
     assert_eq!(milan.guests().expect("guests"), Guests::default());
 }
+
+/// `federation leave` forgets the cities that were in the roster for the federation's sake
+/// (they were trusted again as "inviter" once another federation was followed), and keeps the
+/// cities the operator added.
+#[test]
+fn leaving_a_federation_forgets_the_cities_it_brought() {
+    let (_dirs, [milan, brno, riga, _]) = four_cities();
+    milan
+        .federation_create("EUROCITIES", "")
+        .expect("federation");
+    let token = milan
+        .invite(Some(brno.id()), Vec::new(), None, 1)
+        .expect("invite");
+    brno.accept_invitation(&token).expect("accept");
+    let standing = |c: &City, id: CityId| {
+        c.peers()
+            .expect("peers")
+            .into_iter()
+            .find(|p| p.entry.id == id)
+            .map(|p| p.standing)
+    };
+    // Before Brno holds the record, Milan brings it.
+    assert_eq!(standing(&brno, milan.id()), Some(Standing::Inviter));
+    assert!(brno.trusts(&milan.id()).expect("trusts"));
+    brno.roster_add(riga.id(), "Riga", &[]).expect("add");
+    brno.federation_leave().expect("leave");
+    assert!(brno.federation().expect("federation").is_none());
+    assert!(!brno.trusts(&milan.id()).expect("trusts"));
+    assert!(brno.roster_entry(&milan.id()).expect("roster").is_none());
+    assert!(brno.trusts(&riga.id()).expect("trusts"));
+    assert!(matches!(
+        brno.federation_leave(),
+        Err(CityError::Missing(_))
+    ));
+}
+
+/// A token may name any record as its federation: one that is not a group lists nobody, and
+/// the roster still reads (it used to fail every read, freezing the gate).
+#[test]
+fn a_federation_that_is_not_a_group_breaks_nothing() {
+    let (_dirs, [milan, brno, _, _]) = four_cities();
+    let mut practice =
+        intercity_protocol::record::Practice::new(brno.id().to_string(), "FabriQ", "en");
+    practice.city = "Brno".into();
+    let pid = brno
+        .create(&Record::Practice(practice), "create practice")
+        .expect("practice");
+    let inv = Invitation {
+        inviter: milan.key_id(),
+        name: "Milan".into(),
+        addrs: Vec::new(),
+        invitee: Some(brno.id()),
+        group: None,
+        federation: Some(pid.to_string()),
+        code: Invitation::new_code().expect("code"),
+        expires: now_ms() + 60_000,
+    };
+    brno.accept_invitation(&inv.to_token(milan.key()))
+        .expect("accept");
+    let federation = brno.federation().expect("reads").expect("followed");
+    assert_eq!((federation.id, federation.record), (pid, None));
+    assert!(brno.trusted_roster().expect("the roster reads").len() == 1);
+}
+
+/// A city blocked without having been added is not trusted on its own once unblocked.
+#[test]
+fn unblocking_gives_back_the_trust_there_was() {
+    let (_dirs, [milan, brno, riga, _]) = four_cities();
+    milan.roster_add(brno.id(), "Brno", &[]).expect("add");
+    milan.roster_block(&brno.id()).expect("block");
+    milan.roster_block(&riga.id()).expect("block");
+    assert!(!milan.trusts(&brno.id()).expect("trusts"));
+    milan.roster_unblock(&brno.id()).expect("unblock");
+    milan.roster_unblock(&riga.id()).expect("unblock");
+    assert!(milan.trusts(&brno.id()).expect("trusts"));
+    assert!(!milan.trusts(&riga.id()).expect("trusts"));
+    assert!(matches!(
+        milan.roster_unblock(&riga.id()),
+        Err(CityError::Missing(_))
+    ));
+}
