@@ -106,6 +106,9 @@ pub enum Command {
     /// Run this city's node (the daemon that syncs with peers)
     #[command(subcommand)]
     Node(node::Command),
+    /// The daemon's configuration: what it would run with, and from where
+    #[command(subcommand, after_help = node::CONFIG_HELP)]
+    Config(node::ConfigCommand),
     /// This city, its peers, and whether it is up to date with each
     #[command(after_help = status::HELP)]
     Status,
@@ -194,6 +197,7 @@ pub fn run(cli: Cli, color: ColorChoice) -> anyhow::Result<()> {
         Command::Agenda(cmd) => agenda::run(&ctx, cmd),
         Command::History(args) => history::run(&ctx, args),
         Command::Node(cmd) => node::run(&ctx, cmd),
+        Command::Config(cmd) => node::config(&ctx, cmd),
         Command::Status => status::run(&ctx),
         Command::Federation(cmd) => federation::run(&ctx, cmd),
         Command::Peers(cmd) => peers::run(&ctx, cmd),

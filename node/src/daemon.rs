@@ -76,6 +76,173 @@ impl ConfigFile {
     }
 }
 
+/// Settings given on top of the config file, by flags or `INTERCITY_*` variables (None: not
+/// given), with where they came from.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// Where these came from, as shown by `config show` (e.g. "flag or environment").
+    pub origin: String,
+    /// Listen addresses.
+    pub listen: Option<Vec<String>>,
+    /// Addresses to dial at start.
+    pub dial: Option<Vec<String>>,
+    /// mDNS on or off.
+    pub mdns: Option<bool>,
+    /// Anti-entropy period in seconds.
+    pub anti_entropy_secs: Option<u64>,
+    /// Joins wait for approval.
+    pub approve_joins: Option<bool>,
+}
+
+impl Overrides {
+    /// The `INTERCITY_*` variables of the environment `var` (`config show`'s view: the
+    /// daemon's flags are not known there).
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Overrides, CityError> {
+        let list = |name: &str| {
+            var(name).map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let flag = |name: &str| -> Result<Option<bool>, CityError> {
+            match var(name).as_deref().map(str::trim) {
+                None => Ok(None),
+                Some("" | "1" | "true" | "yes" | "on") => Ok(Some(true)),
+                Some("0" | "false" | "no" | "off") => Ok(Some(false)),
+                Some(other) => Err(CityError::Invalid(format!(
+                    "{name}={other}: expected true or false"
+                ))),
+            }
+        };
+        let mdns = match (flag("INTERCITY_MDNS")?, flag("INTERCITY_NO_MDNS")?) {
+            (_, Some(true)) => Some(false),
+            (on, _) => on,
+        };
+        let anti_entropy_secs = match var("INTERCITY_ANTI_ENTROPY_SECS") {
+            Some(v) => Some(v.trim().parse().map_err(|_| {
+                CityError::Invalid(format!("INTERCITY_ANTI_ENTROPY_SECS={v}: expected seconds"))
+            })?),
+            None => None,
+        };
+        Ok(Overrides {
+            origin: "environment (INTERCITY_*)".into(),
+            listen: list("INTERCITY_LISTEN"),
+            dial: list("INTERCITY_DIAL"),
+            mdns,
+            anti_entropy_secs,
+            approve_joins: flag("INTERCITY_APPROVE_JOINS")?,
+        })
+    }
+}
+
+/// One setting of the effective configuration, and where its value came from.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Setting {
+    /// Its name, as in config.toml.
+    pub key: &'static str,
+    /// Its value, as text.
+    pub value: String,
+    /// "default", the config file's path, or the overrides' origin.
+    pub source: String,
+}
+
+/// The daemon's effective network configuration: the defaults, then the config file
+/// (`config`, or `<dir>/config.toml` if it exists), then `overrides`; with where each value
+/// came from.
+pub fn resolve(
+    dir: &Path,
+    config: Option<PathBuf>,
+    overrides: &Overrides,
+) -> Result<(NetConfig, Vec<Setting>), CityError> {
+    let mut cfg = NetConfig::default();
+    let path = config.or_else(|| Some(dir.join("config.toml")).filter(|p| p.exists()));
+    let file = match &path {
+        Some(p) => ConfigFile::load(p)?,
+        None => ConfigFile::default(),
+    };
+    file.apply(&mut cfg)?;
+    let file_source = path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let source = |in_file: bool, overridden: bool| {
+        if overridden {
+            overrides.origin.clone()
+        } else if in_file {
+            file_source.clone()
+        } else {
+            "default".to_string()
+        }
+    };
+    if let Some(l) = &overrides.listen {
+        cfg.listen = parse_addrs(l)?;
+    }
+    if let Some(d) = &overrides.dial {
+        cfg.dial = parse_addrs(d)?;
+    }
+    if let Some(m) = overrides.mdns {
+        cfg.mdns = m;
+    }
+    if let Some(s) = overrides.anti_entropy_secs {
+        cfg.anti_entropy = std::time::Duration::from_secs(s.max(1));
+    }
+    if let Some(a) = overrides.approve_joins {
+        cfg.approve_joins = a;
+    }
+    let join = |v: &[Multiaddr]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let settings = vec![
+        Setting {
+            key: "listen",
+            value: join(&cfg.listen),
+            source: source(file.listen.is_some(), overrides.listen.is_some()),
+        },
+        Setting {
+            key: "dial",
+            value: join(&cfg.dial),
+            source: source(file.dial.is_some(), overrides.dial.is_some()),
+        },
+        Setting {
+            key: "mdns",
+            value: cfg.mdns.to_string(),
+            source: source(file.mdns.is_some(), overrides.mdns.is_some()),
+        },
+        Setting {
+            key: "anti_entropy_secs",
+            value: cfg.anti_entropy.as_secs().to_string(),
+            source: source(
+                file.anti_entropy_secs.is_some(),
+                overrides.anti_entropy_secs.is_some(),
+            ),
+        },
+        Setting {
+            key: "request_timeout_secs",
+            value: cfg.request_timeout.as_secs().to_string(),
+            source: source(file.request_timeout_secs.is_some(), false),
+        },
+        Setting {
+            key: "max_connections",
+            value: cfg.max_connections.to_string(),
+            source: source(file.max_connections.is_some(), false),
+        },
+        Setting {
+            key: "approve_joins",
+            value: cfg.approve_joins.to_string(),
+            source: source(
+                file.approve_joins.is_some(),
+                overrides.approve_joins.is_some(),
+            ),
+        },
+    ];
+    Ok((cfg, settings))
+}
+
 /// Parses multiaddresses, naming the bad one.
 pub fn parse_addrs(addrs: &[String]) -> Result<Vec<Multiaddr>, CityError> {
     addrs

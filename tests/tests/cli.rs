@@ -1157,3 +1157,57 @@ fn a_backup_restores_into_a_city_that_waits_before_it_signs() {
     let err = City::empty().fails(&["restore", "/nonexistent/backup"], 2);
     assert!(err.contains("not an Intercity backup"), "{err}");
 }
+
+/// `intercity config show`: each setting's value and where it comes from (default, the config
+/// file, an INTERCITY_* variable); boolean flags of `node run` can be set both ways.
+#[test]
+fn config_show_says_where_each_value_comes_from() {
+    let milan = City::init("Milan", "IT");
+    std::fs::write(
+        milan.path().join("config.toml"),
+        "mdns = false\nanti_entropy_secs = 10\n",
+    )
+    .expect("config");
+    let out = milan
+        .cmd(&["config", "show", "--json"])
+        .env("INTERCITY_ANTI_ENTROPY_SECS", "5")
+        .env_remove("INTERCITY_MDNS")
+        .env_remove("INTERCITY_NO_MDNS")
+        .env_remove("INTERCITY_CONFIG")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let settings: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let get = |key: &str| {
+        settings
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|s| s["key"] == key)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {key}"))
+    };
+    assert_eq!(get("anti_entropy_secs")["value"], "5");
+    assert!(str_of(&get("anti_entropy_secs")["source"]).contains("environment"));
+    assert_eq!(get("mdns")["value"], "false");
+    assert!(str_of(&get("mdns")["source"]).ends_with("config.toml"));
+    assert_eq!(get("listen")["source"], "default");
+    let table = milan.ok(&["config", "show"]);
+    assert!(
+        table.contains("anti_entropy_secs") && table.contains("default"),
+        "{table}"
+    );
+    // Both ways, but not both at once.
+    let err = milan.fails(&["node", "run", "--mdns", "--no-mdns"], 2);
+    assert!(err.contains("cannot be used with"), "{err}");
+    let bad = milan
+        .cmd(&["config", "show"])
+        .env("INTERCITY_ANTI_ENTROPY_SECS", "soon")
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -4,8 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args as ClapArgs;
-use intercity_node::daemon::{ConfigFile, Daemon, parse_addrs};
-use intercity_node::net::NetConfig;
+use intercity_node::daemon::{Daemon, Overrides, resolve};
 use tokio_util::sync::CancellationToken;
 
 use super::Ctx;
@@ -53,15 +52,26 @@ pub struct RunArgs {
     )]
     pub dial: Vec<String>,
     /// Switch off LAN discovery (mDNS)
-    #[arg(long, env = "INTERCITY_NO_MDNS")]
+    #[arg(long, env = "INTERCITY_NO_MDNS", conflicts_with = "mdns")]
     pub no_mdns: bool,
+    /// Switch on LAN discovery (mDNS), whatever config.toml says
+    #[arg(long, env = "INTERCITY_MDNS")]
+    pub mdns: bool,
     /// Seconds between anti-entropy rounds with each connected peer
     #[arg(long, value_name = "SECS", env = "INTERCITY_ANTI_ENTROPY_SECS")]
     pub anti_entropy_secs: Option<u64>,
     /// A city presenting one of this city's invitations waits for approval (`intercity invite
     /// approve`) instead of joining at once
-    #[arg(long, env = "INTERCITY_APPROVE_JOINS")]
+    #[arg(
+        long,
+        env = "INTERCITY_APPROVE_JOINS",
+        conflicts_with = "no_approve_joins"
+    )]
     pub approve_joins: bool,
+    /// A city presenting one of this city's invitations joins at once, whatever config.toml
+    /// says
+    #[arg(long, env = "INTERCITY_NO_APPROVE_JOINS")]
+    pub no_approve_joins: bool,
     /// TOML config file [default: <data dir>/config.toml if it exists]
     #[arg(long, value_name = "FILE", env = "INTERCITY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -71,29 +81,20 @@ pub struct RunArgs {
 pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
     let Command::Run(args) = cmd;
     let dir = ctx.data_dir()?.to_path_buf();
-    let mut cfg = NetConfig::default();
-    let file = args
-        .config
-        .clone()
-        .or_else(|| Some(dir.join("config.toml")).filter(|p| p.exists()));
-    if let Some(path) = file {
-        ConfigFile::load(&path)?.apply(&mut cfg)?;
-    }
-    if !args.listen.is_empty() {
-        cfg.listen = parse_addrs(&args.listen)?;
-    }
-    if !args.dial.is_empty() {
-        cfg.dial = parse_addrs(&args.dial)?;
-    }
-    if args.no_mdns {
-        cfg.mdns = false;
-    }
-    if args.approve_joins {
-        cfg.approve_joins = true;
-    }
-    if let Some(s) = args.anti_entropy_secs {
-        cfg.anti_entropy = Duration::from_secs(s.max(1));
-    }
+    let both = |on: bool, off: bool| match (on, off) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    let overrides = Overrides {
+        origin: "flag or environment".into(),
+        listen: Some(args.listen).filter(|l| !l.is_empty()),
+        dial: Some(args.dial).filter(|d| !d.is_empty()),
+        mdns: both(args.mdns, args.no_mdns),
+        anti_entropy_secs: args.anti_entropy_secs,
+        approve_joins: both(args.approve_joins, args.no_approve_joins),
+    };
+    let (cfg, _) = resolve(&dir, args.config, &overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -131,4 +132,44 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
     // Blocking work still running (a control request) gets a few seconds, not for ever.
     runtime.shutdown_timeout(Duration::from_secs(5));
     result
+}
+
+/// Help epilogue of `config`.
+pub const CONFIG_HELP: &str = "\
+Shows the configuration a daemon started now would run with: each setting, its value, and
+where the value comes from (the default, the config file, or an INTERCITY_* variable). Flags
+given to `intercity node run` come on top of this.
+
+Example:
+  intercity config show
+  INTERCITY_NO_MDNS=true intercity config show --json";
+
+/// `config` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// The effective configuration and where each value comes from
+    #[command(after_help = CONFIG_HELP)]
+    Show {
+        /// TOML config file [default: <data dir>/config.toml if it exists]
+        #[arg(long, value_name = "FILE", env = "INTERCITY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Runs `config`.
+pub fn config(ctx: &Ctx, cmd: ConfigCommand) -> anyhow::Result<()> {
+    let ConfigCommand::Show { config } = cmd;
+    let dir = ctx.data_dir()?.to_path_buf();
+    let overrides = Overrides::from_env(|name| std::env::var(name).ok())?;
+    let (_, settings) = resolve(&dir, config, &overrides)?;
+    if ctx.ui.is_json() {
+        ctx.ui.json(&settings)?;
+        return Ok(());
+    }
+    let mut table = ctx.ui.table(&["SETTING", "VALUE", "FROM"]);
+    for s in &settings {
+        table.add_row(vec![s.key.to_string(), s.value.clone(), s.source.clone()]);
+    }
+    ctx.ui.print_table(&table)?;
+    Ok(())
 }
