@@ -15,6 +15,8 @@ use crate::city::{City, CityError};
 use crate::control::ControlSocket;
 use crate::net::{self, NetConfig, NetHandle};
 
+pub mod systemd;
+
 /// The daemon's configuration file (`<data dir>/config.toml` or `--config FILE`). Every field
 /// is optional; flags and `INTERCITY_*` variables override it.
 #[derive(Debug, Default, Deserialize, PartialEq)]

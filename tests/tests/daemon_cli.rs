@@ -430,3 +430,58 @@ fn the_daemon_comes_up_every_time_while_cli_commands_hold_the_store() {
         .collect();
     assert!(lost.is_empty(), "writes lost: {lost:?}");
 }
+
+/// systemd's `Type=notify` and `WatchdogSec=`: the daemon says READY=1 once it serves, feeds
+/// the watchdog while its network loop answers, and says STOPPING=1 on SIGTERM.
+#[test]
+fn the_daemon_notifies_systemd_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("milan");
+    let (ok, _, err) = cli(&dir, &["init", "--city", "Milan"]);
+    assert!(ok, "{err}");
+    let socket_path = tmp.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut child = Command::new(intercity_tests::intercity_bin())
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["node", "run", "--no-mdns", "--listen"])
+        .arg(format!("/ip4/127.0.0.1/tcp/{}", free_port()))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env_remove("WATCHDOG_PID")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn daemon");
+    let mut buf = [0u8; 1024];
+    let mut next = || {
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next();
+    assert!(ready.starts_with("READY=1"), "{ready}");
+    assert!(
+        dir.join("control.sock").exists(),
+        "ready before the control socket"
+    );
+    let mut fed = 0;
+    while fed < 2 {
+        let msg = next();
+        assert_eq!(msg, "WATCHDOG=1");
+        fed += 1;
+    }
+    let status = terminate(&mut child);
+    assert!(status.success(), "{status:?}");
+    let mut stopping = false;
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    while let Ok(n) = socket.recv(&mut buf) {
+        stopping |= String::from_utf8_lossy(&buf[..n]) == "STOPPING=1";
+    }
+    assert!(stopping, "no STOPPING=1");
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args as ClapArgs;
-use intercity_node::daemon::{Daemon, Overrides, resolve};
+use intercity_node::daemon::{Daemon, Overrides, resolve, systemd};
 use tokio_util::sync::CancellationToken;
 
 use super::Ctx;
@@ -116,6 +116,29 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         for a in &daemon.listening {
             eprintln!("  {a}/p2p/{}", profile.id);
         }
+        // Ready for systemd (Type=notify): the store is open, the network listens and the
+        // control socket serves. The watchdog is fed only while the network loop answers.
+        if let Err(e) = systemd::notify(&format!(
+            "READY=1\nSTATUS={} syncing\nMAINPID={}",
+            profile.name,
+            std::process::id()
+        )) {
+            tracing::warn!(error = %e, "telling systemd the daemon is ready failed");
+        }
+        if let Some(period) = systemd::watchdog_period() {
+            let net = daemon.net.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period / 2);
+                loop {
+                    tick.tick().await;
+                    if let Ok(Ok(_)) = tokio::time::timeout(period / 4, net.status()).await {
+                        let _ = systemd::notify("WATCHDOG=1");
+                    } else {
+                        tracing::warn!("the network loop did not answer: the watchdog is not fed");
+                    }
+                }
+            });
+        }
         // The daemon runs until a signal, or until one of its tasks stops on its own: then it
         // exits non-zero, so that the service manager restarts it.
         let run = daemon.run();
@@ -126,6 +149,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             result = &mut run => return Ok(result?),
         }
         eprintln!("intercity: shutting down");
+        let _ = systemd::notify("STOPPING=1");
         shutdown.cancel();
         Ok(run.await?)
     });
