@@ -15,6 +15,7 @@ use crate::city::{City, CityError};
 use crate::control::ControlSocket;
 use crate::net::{self, NetConfig, NetHandle};
 
+pub mod metrics;
 pub mod systemd;
 
 /// The daemon's configuration file (`<data dir>/config.toml` or `--config FILE`). Every field
@@ -36,6 +37,8 @@ pub struct ConfigFile {
     pub max_connections: Option<u32>,
     /// Joins by invitation wait for the operator's approval.
     pub approve_joins: Option<bool>,
+    /// Address to serve metrics and health on over HTTP (`GET /metrics`, `GET /health`).
+    pub metrics: Option<String>,
 }
 
 impl ConfigFile {
@@ -94,6 +97,8 @@ pub struct Overrides {
     pub anti_entropy_secs: Option<u64>,
     /// Joins wait for approval.
     pub approve_joins: Option<bool>,
+    /// The metrics address.
+    pub metrics: Option<String>,
 }
 
 impl Overrides {
@@ -135,6 +140,7 @@ impl Overrides {
             mdns,
             anti_entropy_secs,
             approve_joins: flag("INTERCITY_APPROVE_JOINS")?,
+            metrics: var("INTERCITY_METRICS").filter(|v| !v.trim().is_empty()),
         })
     }
 }
@@ -150,14 +156,24 @@ pub struct Setting {
     pub source: String,
 }
 
-/// The daemon's effective network configuration: the defaults, then the config file
-/// (`config`, or `<dir>/config.toml` if it exists), then `overrides`; with where each value
-/// came from.
+/// The daemon's effective configuration ([`resolve`]).
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The network's.
+    pub net: NetConfig,
+    /// Where to serve metrics and health (off by default).
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Every setting, with where its value came from.
+    pub settings: Vec<Setting>,
+}
+
+/// The daemon's effective configuration: the defaults, then the config file (`config`, or
+/// `<dir>/config.toml` if it exists), then `overrides`; with where each value came from.
 pub fn resolve(
     dir: &Path,
     config: Option<PathBuf>,
     overrides: &Overrides,
-) -> Result<(NetConfig, Vec<Setting>), CityError> {
+) -> Result<Resolved, CityError> {
     let mut cfg = NetConfig::default();
     let path = config.or_else(|| Some(dir.join("config.toml")).filter(|p| p.exists()));
     let file = match &path {
@@ -198,6 +214,15 @@ pub fn resolve(
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ")
+    };
+    let metrics_text = overrides.metrics.clone().or(file.metrics.clone());
+    let metrics = match &metrics_text {
+        Some(m) => Some(m.trim().parse::<std::net::SocketAddr>().map_err(|e| {
+            CityError::Invalid(format!(
+                "metrics address `{m}` is not an IP address and port (e.g. 127.0.0.1:9464): {e}"
+            ))
+        })?),
+        None => None,
     };
     let settings = vec![
         Setting {
@@ -241,8 +266,17 @@ pub fn resolve(
                 overrides.approve_joins.is_some(),
             ),
         },
+        Setting {
+            key: "metrics",
+            value: metrics.map_or_else(|| "off".to_string(), |m| m.to_string()),
+            source: source(file.metrics.is_some(), overrides.metrics.is_some()),
+        },
     ];
-    Ok((cfg, settings))
+    Ok(Resolved {
+        net: cfg,
+        metrics,
+        settings,
+    })
 }
 
 /// Parses multiaddresses, naming the bad one.

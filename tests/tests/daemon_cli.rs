@@ -485,3 +485,53 @@ fn the_daemon_notifies_systemd_ready_watchdog_and_stopping() {
     }
     assert!(stopping, "no STOPPING=1");
 }
+
+/// `node run --metrics ADDR`: GET /metrics in the Prometheus text format, GET /health for a
+/// load balancer; anything else is refused.
+#[test]
+fn the_daemon_serves_metrics_and_health_when_asked() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("milan");
+    let (ok, _, err) = cli(&dir, &["init", "--city", "Milan"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&dir, &["practice", "add", "--title", "FabriQ"]);
+    assert!(ok, "{err}");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let _daemon = run_daemon_with(&dir, free_port(), &["--metrics", &metrics]);
+    let get = |request: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(&metrics) {
+                s.write_all(request.as_bytes()).expect("write");
+                let mut out = String::new();
+                s.read_to_string(&mut out).expect("read");
+                return out;
+            }
+            assert!(Instant::now() < deadline, "no metrics server on {metrics}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let health = get("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
+        "{health}"
+    );
+    let body = get("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("text/plain; version=0.0.4"), "{body}");
+    assert!(body.contains("# TYPE intercity_entries gauge"), "{body}");
+    assert!(
+        body.contains("intercity_entries{status=\"accepted\"} 1"),
+        "{body}"
+    );
+    assert!(body.contains("intercity_peers_connected 0"), "{body}");
+    assert!(get("POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    assert!(get("GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    // Off by default: config show says so.
+    let (ok, out, _) = cli(&dir, &["config", "show"]);
+    assert!(
+        ok && out.contains("metrics") && out.contains("off"),
+        "{out}"
+    );
+}

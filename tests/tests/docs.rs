@@ -50,6 +50,10 @@ fn constants() -> BTreeMap<&'static str, u64> {
         ("NUDGE_FANOUT", n(intercity_protocol::session::NUDGE_FANOUT)),
         ("MAX_ADDRS", n(intercity_protocol::record::MAX_ADDRS)),
         ("MAX_FOREIGN_AUTHORS", n(net::MAX_FOREIGN_AUTHORS)),
+        (
+            "MAX_METRICS_CONNECTIONS",
+            n(intercity_node::daemon::metrics::MAX_METRICS_CONNECTIONS),
+        ),
         ("MAX_PUSH_JUDGED", n(net::MAX_PUSH_JUDGED)),
         ("MAX_GUESTS", n(net::MAX_GUESTS)),
         ("MAX_GUESTS_PER_IP", n(net::MAX_GUESTS_PER_IP)),

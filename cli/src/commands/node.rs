@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// TOML config file [default: <data dir>/config.toml if it exists]
     #[arg(long, value_name = "FILE", env = "INTERCITY_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Serve metrics (GET /metrics, Prometheus text format) and health (GET /health) over
+    /// HTTP on this address, e.g. 127.0.0.1:9464 [default: off]
+    #[arg(long, value_name = "ADDR", env = "INTERCITY_METRICS")]
+    pub metrics: Option<String>,
 }
 
 /// Runs `node`.
@@ -93,8 +97,10 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         mdns: both(args.mdns, args.no_mdns),
         anti_entropy_secs: args.anti_entropy_secs,
         approve_joins: both(args.approve_joins, args.no_approve_joins),
+        metrics: args.metrics,
     };
-    let (cfg, _) = resolve(&dir, args.config, &overrides)?;
+    let resolved = resolve(&dir, args.config, &overrides)?;
+    let (cfg, metrics) = (resolved.net, resolved.metrics);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -124,6 +130,18 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             std::process::id()
         )) {
             tracing::warn!(error = %e, "telling systemd the daemon is ready failed");
+        }
+        if let Some(addr) = metrics {
+            // Bound before the service counts as ready: a port in use is an error at start.
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+            eprintln!("  metrics and health: http://{addr}/metrics, http://{addr}/health");
+            tokio::spawn(intercity_node::daemon::metrics::serve(
+                listener,
+                daemon.net.clone(),
+                shutdown.clone(),
+            ));
         }
         if let Some(period) = systemd::watchdog_period() {
             let net = daemon.net.clone();
@@ -185,7 +203,7 @@ pub fn config(ctx: &Ctx, cmd: ConfigCommand) -> anyhow::Result<()> {
     let ConfigCommand::Show { config } = cmd;
     let dir = ctx.data_dir()?.to_path_buf();
     let overrides = Overrides::from_env(|name| std::env::var(name).ok())?;
-    let (_, settings) = resolve(&dir, config, &overrides)?;
+    let settings = resolve(&dir, config, &overrides)?.settings;
     if ctx.ui.is_json() {
         ctx.ui.json(&settings)?;
         return Ok(());
