@@ -29,7 +29,7 @@ use intercity_protocol::identity::CityId;
 use intercity_protocol::record::Record;
 
 use crate::error::{CliError, EXIT_CODES_HELP};
-use crate::ui::{ColorArg, ColorChoice, Ui};
+use crate::ui::{ColorArg, ColorChoice, LogFormat, Ui};
 
 /// Share good practices, projects and working-group agendas between cities, peer to peer.
 #[derive(Parser, Debug)]
@@ -56,6 +56,10 @@ pub struct GlobalArgs {
     /// When to use colours (NO_COLOR is respected by `auto`)
     #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorArg::Auto)]
     pub color: ColorArg,
+    /// Log lines on stderr as text, or as one JSON object per line (for a log collector;
+    /// RUST_LOG chooses what is logged)
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", env = "INTERCITY_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// The commands.
@@ -140,6 +144,8 @@ pub enum Command {
 pub struct Ctx {
     /// The output channel.
     pub ui: Ui,
+    /// Logs are JSON lines: the daemon says what it says on stderr as log events then.
+    pub log_json: bool,
     data_dir: Option<PathBuf>,
 }
 
@@ -186,6 +192,7 @@ pub fn run(cli: Cli, color: ColorChoice) -> anyhow::Result<()> {
     });
     let ctx = Ctx {
         ui: Ui::new(cli.global.json, color),
+        log_json: cli.global.log_format == LogFormat::Json,
         data_dir,
     };
     match cli.command {

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     // clap prints usage errors itself and exits with code 2.
     let cli = commands::Cli::parse();
     let color = ui::ColorChoice::resolve(cli.global.color);
-    ui::init_logging(color.stderr);
+    ui::init_logging(color.stderr, cli.global.log_format);
     match commands::run(cli, color) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => error::report(&err, color.stderr),

@@ -23,6 +23,16 @@ pub enum ColorArg {
     Never,
 }
 
+/// `--log-format` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields), for a log collector.
+    Json,
+}
+
 /// Whether stdout and stderr get colours.
 #[derive(Clone, Copy, Debug)]
 pub struct ColorChoice {
@@ -54,14 +64,25 @@ impl ColorChoice {
 }
 
 /// Installs the `RUST_LOG` subscriber (stderr; default `warn`).
-pub fn init_logging(color: bool) {
+pub fn init_logging(color: bool, format: LogFormat) {
+    // With JSON logs, the daemon's own lines (target `intercity`) are log events: kept.
+    let default = match format {
+        LogFormat::Text => "warn",
+        LogFormat::Json => "warn,intercity=info",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(color)
-        .try_init();
+        .with_writer(io::stderr);
+    let _ = match format {
+        LogFormat::Text => logs.with_ansi(color).try_init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// The output channel of a command.

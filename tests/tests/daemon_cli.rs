@@ -535,3 +535,55 @@ fn the_daemon_serves_metrics_and_health_when_asked() {
         "{out}"
     );
 }
+
+/// `--log-format json`: every line the daemon writes on stderr is one JSON object.
+#[test]
+fn the_daemon_logs_json_lines_when_asked() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("milan");
+    let (ok, _, err) = cli(&dir, &["init", "--city", "Milan"]);
+    assert!(ok, "{err}");
+    let mut child = Command::new(intercity_tests::intercity_bin())
+        .arg("--data-dir")
+        .arg(&dir)
+        .args([
+            "--log-format",
+            "json",
+            "node",
+            "run",
+            "--no-mdns",
+            "--listen",
+        ])
+        .arg(format!("/ip4/127.0.0.1/tcp/{}", free_port()))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn daemon");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.join("control.sock").exists() {
+        assert!(Instant::now() < deadline, "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(terminate(&mut child).success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["fields"].is_object())
+    );
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("running; listening on"))),
+        "{stderr}"
+    );
+}

@@ -140,12 +140,14 @@ async fn half_open_sockets_from_one_host_do_not_keep_roster_cities_out() {
     let attack = tokio::spawn(hold_half_open(port_of(&milan), 40, stop.clone()));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     brno.dial(&milan).await;
-    let connected = connects_within(&milan, &brno, Duration::from_secs(5)).await;
+    // About 50 ms alone; the bound is wide because the other tests of this file (floods) run
+    // beside it in CI and it failed twice at 5 s there. Before the fix it never connected.
+    let connected = connects_within(&milan, &brno, Duration::from_secs(15)).await;
     stop.cancel();
     let _ = attack.await;
     assert!(
         connected,
-        "Brno could not connect to Milan within 5 s while an outsider held half-open sockets"
+        "Brno could not connect to Milan within 15 s while an outsider held half-open sockets"
     );
 }
 

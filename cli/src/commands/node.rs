@@ -104,6 +104,16 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let log_json = ctx.log_json;
+    // What the daemon tells its operator on stderr: plain lines, or log events when the logs
+    // are JSON (a collector reads every stderr line as JSON then).
+    let say = move |text: String| {
+        if log_json {
+            tracing::info!(target: "intercity", "{text}");
+        } else {
+            eprintln!("{text}");
+        }
+    };
     let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -115,12 +125,12 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             _ = term.recv() => return Ok(()),
         };
         let profile = daemon.city.profile().clone();
-        eprintln!(
+        say(format!(
             "intercity: {} ({}) running; listening on:",
             profile.name, profile.id
-        );
+        ));
         for a in &daemon.listening {
-            eprintln!("  {a}/p2p/{}", profile.id);
+            say(format!("  {a}/p2p/{}", profile.id));
         }
         // Ready for systemd (Type=notify): the store is open, the network listens and the
         // control socket serves. The watchdog is fed only while the network loop answers.
@@ -136,7 +146,9 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
-            eprintln!("  metrics and health: http://{addr}/metrics, http://{addr}/health");
+            say(format!(
+                "  metrics and health: http://{addr}/metrics, http://{addr}/health"
+            ));
             tokio::spawn(intercity_node::daemon::metrics::serve(
                 listener,
                 daemon.net.clone(),
@@ -166,7 +178,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             _ = term.recv() => {}
             result = &mut run => return Ok(result?),
         }
-        eprintln!("intercity: shutting down");
+        say("intercity: shutting down".into());
         let _ = systemd::notify("STOPPING=1");
         shutdown.cancel();
         Ok(run.await?)
