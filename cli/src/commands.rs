@@ -146,6 +146,8 @@ pub struct Ctx {
     pub ui: Ui,
     /// Logs are JSON lines: the daemon says what it says on stderr as log events then.
     pub log_json: bool,
+    /// The data directory was given (`--data-dir` or `INTERCITY_DATA_DIR`), not the default.
+    pub explicit_dir: bool,
     data_dir: Option<PathBuf>,
 }
 
@@ -186,6 +188,7 @@ impl Ctx {
 
 /// Runs the command.
 pub fn run(cli: Cli, color: ColorChoice) -> anyhow::Result<()> {
+    let explicit_dir = cli.global.data_dir.is_some();
     let data_dir = cli.global.data_dir.or_else(|| {
         directories::ProjectDirs::from("eu", "Intercity", "intercity")
             .map(|p| p.data_dir().to_path_buf())
@@ -193,6 +196,7 @@ pub fn run(cli: Cli, color: ColorChoice) -> anyhow::Result<()> {
     let ctx = Ctx {
         ui: Ui::new(cli.global.json, color),
         log_json: cli.global.log_format == LogFormat::Json,
+        explicit_dir,
         data_dir,
     };
     match cli.command {

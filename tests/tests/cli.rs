@@ -1211,3 +1211,46 @@ fn config_show_says_where_each_value_comes_from() {
         .expect("run");
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// `intercity init` with the default data directory, on a machine whose node runs as a service
+/// (a city in the system data directory): refused, with what to do; with --data-dir, made.
+#[test]
+fn init_does_not_make_a_second_city_beside_the_service_s() {
+    let service = City::init("Milan", "IT");
+    let home = tempfile::tempdir().expect("home");
+    let init = |system: &std::path::Path, explicit: Option<&std::path::Path>| {
+        let mut cmd = Command::new(bin());
+        if let Some(dir) = explicit {
+            cmd.arg("--data-dir").arg(dir);
+        }
+        cmd.args(["init", "--city", "Milan"])
+            .env("HOME", home.path())
+            .env("XDG_DATA_HOME", home.path().join("data"))
+            .env("INTERCITY_SYSTEM_DATA_DIR", system)
+            .env_remove("INTERCITY_DATA_DIR")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run")
+    };
+    let out = init(service.path(), None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("second city") && err.contains("sudo -u intercity"),
+        "{err}"
+    );
+    assert!(
+        !home
+            .path()
+            .join("data")
+            .join("intercity")
+            .join("city.key")
+            .exists()
+    );
+    // Given a directory, the operator means it.
+    let own = home.path().join("separate");
+    assert!(init(service.path(), Some(&own)).status.success());
+    // No city in the system directory: nothing to protect.
+    let empty = tempfile::tempdir().expect("empty");
+    assert!(init(empty.path(), None).status.success());
+}

@@ -23,9 +23,43 @@ pub struct Args {
     pub country: Option<String>,
 }
 
+/// Where a city's node runs as a service (docs/operations.md §3.4); `INTERCITY_SYSTEM_DATA_DIR`
+/// names another.
+const SYSTEM_DATA_DIR: &str = "/var/lib/intercity";
+
+/// Refuses to create a second city on a machine whose node runs as a service, unless the data
+/// directory was given: a city has one identity, and a staff member's `init` in their own home
+/// directory would make another.
+fn check_no_system_node(ctx: &Ctx, dir: &std::path::Path) -> anyhow::Result<()> {
+    if ctx.explicit_dir {
+        return Ok(());
+    }
+    let system = std::env::var_os("INTERCITY_SYSTEM_DATA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| SYSTEM_DATA_DIR.into());
+    if system == dir || !system.is_dir() {
+        return Ok(());
+    }
+    // Its directory is the service user's (mode 0700): unreadable from here means another
+    // user's node; readable, it holds a city or it does not.
+    let city = match std::fs::read_dir(&system) {
+        Ok(_) => system.join("city.key").exists(),
+        Err(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
+    };
+    if !city {
+        return Ok(());
+    }
+    Err(crate::error::CliError::Invalid(format!(
+        "this machine's city node runs from {sys}: `init` here would create a second city, with another identity.          To use that node, run commands as its user (e.g. `sudo -u intercity intercity --data-dir {sys} status`);          to create a separate city anyway, give its directory with --data-dir",
+        sys = system.display()
+    ))
+    .into())
+}
+
 /// Runs `init`.
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
     let dir = ctx.data_dir()?;
+    check_no_system_node(ctx, dir)?;
     let city = City::init(dir, &args.city, args.country.as_deref())?;
     let name = city.profile().name.clone();
     super::whoami::print(ctx, &intercity_node::Client::Local(city))?;

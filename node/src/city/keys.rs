@@ -169,6 +169,9 @@ impl City {
     /// module documentation. The node must not be running (its network identity is the key):
     /// the CLI runs this without a daemon only.
     pub fn rotate_key(&self) -> Result<Rotated, CityError> {
+        // A restored store may lack entries the old key signed: its statement would cap its
+        // feeds below them.
+        self.check_not_restored()?;
         // A key that named no guardians names nobody before it passes on: so that whoever may
         // hold it later cannot name guardians of its own, and recover the city with them.
         let fed = own_fed(&self.key);
@@ -465,6 +468,7 @@ impl City {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let feed = own_fed(&self.key);
+        self.check_not_restored()?;
         if let Some((scope, have, theirs)) = self
             .own_feeds_behind()?
             .into_iter()
