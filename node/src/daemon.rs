@@ -113,20 +113,27 @@ impl Overrides {
                     .collect::<Vec<_>>()
             })
         };
-        let flag = |name: &str| -> Result<Option<bool>, CityError> {
+        // As `node run` reads them: `true` sets the flag, `false` leaves it unset.
+        let flag = |name: &str| -> Result<bool, CityError> {
             match var(name).as_deref().map(str::trim) {
-                None => Ok(None),
-                Some("" | "1" | "true" | "yes" | "on") => Ok(Some(true)),
-                Some("0" | "false" | "no" | "off") => Ok(Some(false)),
+                None | Some("false") => Ok(false),
+                Some("true") => Ok(true),
                 Some(other) => Err(CityError::Invalid(format!(
                     "{name}={other}: expected true or false"
                 ))),
             }
         };
-        let mdns = match (flag("INTERCITY_MDNS")?, flag("INTERCITY_NO_MDNS")?) {
-            (_, Some(true)) => Some(false),
-            (on, _) => on,
+        let both = |on: &str, off: &str| -> Result<Option<bool>, CityError> {
+            match (flag(on)?, flag(off)?) {
+                (true, true) => Err(CityError::Invalid(format!(
+                    "{on} and {off} are both set: choose one"
+                ))),
+                (true, false) => Ok(Some(true)),
+                (false, true) => Ok(Some(false)),
+                (false, false) => Ok(None),
+            }
         };
+        let mdns = both("INTERCITY_MDNS", "INTERCITY_NO_MDNS")?;
         let anti_entropy_secs = match var("INTERCITY_ANTI_ENTROPY_SECS") {
             Some(v) => Some(v.trim().parse().map_err(|_| {
                 CityError::Invalid(format!("INTERCITY_ANTI_ENTROPY_SECS={v}: expected seconds"))
@@ -139,7 +146,7 @@ impl Overrides {
             dial: list("INTERCITY_DIAL"),
             mdns,
             anti_entropy_secs,
-            approve_joins: flag("INTERCITY_APPROVE_JOINS")?,
+            approve_joins: both("INTERCITY_APPROVE_JOINS", "INTERCITY_NO_APPROVE_JOINS")?,
             metrics: var("INTERCITY_METRICS").filter(|v| !v.trim().is_empty()),
         })
     }

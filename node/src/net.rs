@@ -241,6 +241,8 @@ impl NetStatus {
 
 enum Command {
     Status(oneshot::Sender<NetStatus>),
+    /// Answered at once: the loop is alive (health checks, the systemd watchdog).
+    Ping(oneshot::Sender<()>),
     /// The roster changed: read it again, and tell when it is applied.
     Roster(oneshot::Sender<()>),
     Dial(Multiaddr),
@@ -259,6 +261,17 @@ impl NetHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Command::Status(tx))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Returns once the network's loop has answered: it is alive (cheaper than
+    /// [`NetHandle::status`]).
+    pub async fn ping(&self) -> Result<(), NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Ping(tx))
             .await
             .map_err(|_| NetError::Stopped)?;
         rx.await.map_err(|_| NetError::Stopped)
@@ -525,6 +538,9 @@ impl EventLoop {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
+            Command::Ping(reply) => {
+                let _ = reply.send(());
+            }
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }

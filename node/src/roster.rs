@@ -238,7 +238,13 @@ impl City {
             )));
         };
         entry.blocked = false;
-        self.put_roster(&entry)?;
+        if entry.federation && entry.addrs.is_empty() && entry.invitation.is_none() {
+            // A bare block of a city never added here: nothing to keep once it is lifted (a
+            // member of the federation is trusted through the record).
+            self.store().roster_delete(id.as_bytes())?;
+        } else {
+            self.put_roster(&entry)?;
+        }
         Ok(entry)
     }
 

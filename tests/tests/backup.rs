@@ -44,6 +44,19 @@ async fn a_restored_city_catches_up_with_its_own_feed_before_it_signs() {
         city.create(&Record::Practice(p.clone()), "create practice"),
         Err(CityError::Busy(_))
     ));
+    // Nor statements: naming guardians signs the federation feed too.
+    assert!(matches!(
+        city.designate_guardians(1, vec![brno.id()]),
+        Err(CityError::Busy(_))
+    ));
+    // The restore is not over while no peer has shown this city's own federation feed (a peer
+    // sharing no scope with it, or one whose heads leave it out, does not end it).
+    assert!(
+        !city
+            .caught_up_after_restore(&std::collections::HashMap::new())
+            .expect("check")
+    );
+    assert!(city.restored().expect("restored").is_some());
     let restored = TestNode::start_with(Arc::new(city), dir, milan.cfg.clone()).await;
     assert!(
         eventually(WAIT, || titles(&restored.city).len() == 3

@@ -1145,7 +1145,7 @@ fn a_backup_restores_into_a_city_that_waits_before_it_signs() {
     let info = milan.json(&["backup", dir]);
     assert_eq!(str_of(&info["id"]), milan.id());
     let err = milan.fails(&["backup", dir], 2);
-    assert!(err.contains("not empty"), "{err}");
+    assert!(err.contains("exists"), "{err}");
     let restored = City::empty();
     restored.ok(&["restore", dir]);
     let list = restored.ok(&["practice", "list"]);

@@ -10,7 +10,7 @@ use super::Ctx;
 
 /// Help epilogue of `backup`.
 pub const BACKUP_HELP: &str = "\
-Copies the city into DIR (a new or empty directory) while the daemon runs or not: a RocksDB
+Copies the city into DIR (a new directory: it must not exist) while the daemon runs or not: a RocksDB
 checkpoint of the store (one consistent point in time), city.key (mode 0600: the backup holds
 the city's secret, keep it safe), city.json and config.toml. With the daemon running, it is
 the daemon that writes DIR (give a directory its service user can write).
@@ -33,7 +33,7 @@ Example:
 /// `backup` arguments.
 #[derive(clap::Args, Debug)]
 pub struct BackupArgs {
-    /// The directory to write the backup to (new, or empty)
+    /// The directory to write the backup to (new: it must not exist)
     pub dir: PathBuf,
 }
 

@@ -132,15 +132,6 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         for a in &daemon.listening {
             say(format!("  {a}/p2p/{}", profile.id));
         }
-        // Ready for systemd (Type=notify): the store is open, the network listens and the
-        // control socket serves. The watchdog is fed only while the network loop answers.
-        if let Err(e) = systemd::notify(&format!(
-            "READY=1\nSTATUS={} syncing\nMAINPID={}",
-            profile.name,
-            std::process::id()
-        )) {
-            tracing::warn!(error = %e, "telling systemd the daemon is ready failed");
-        }
         if let Some(addr) = metrics {
             // Bound before the service counts as ready: a port in use is an error at start.
             let listener = tokio::net::TcpListener::bind(addr)
@@ -155,13 +146,22 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                 shutdown.clone(),
             ));
         }
+        // Ready for systemd (Type=notify): the store is open, the network listens, the
+        // control socket serves (and the metrics, when asked for). The watchdog is fed only while the network loop answers.
+        if let Err(e) = systemd::notify(&format!(
+            "READY=1\nSTATUS={} syncing\nMAINPID={}",
+            profile.name,
+            std::process::id()
+        )) {
+            tracing::warn!(error = %e, "telling systemd the daemon is ready failed");
+        }
         if let Some(period) = systemd::watchdog_period() {
             let net = daemon.net.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(period / 2);
                 loop {
                     tick.tick().await;
-                    if let Ok(Ok(_)) = tokio::time::timeout(period / 4, net.status()).await {
+                    if let Ok(Ok(())) = tokio::time::timeout(period / 4, net.ping()).await {
                         let _ = systemd::notify("WATCHDOG=1");
                     } else {
                         tracing::warn!("the network loop did not answer: the watchdog is not fed");

@@ -28,33 +28,34 @@ pub struct BackupInfo {
 }
 
 impl City {
-    /// Backs this city up into `dir` (a new or empty directory), while it runs: a RocksDB
-    /// checkpoint of the store (consistent: one point in time, every synced write in it), the
-    /// key (mode 0600), `city.json`, `config.toml` if there is one, and `backup.json`.
+    /// Backs this city up into `dir` (a new directory, given as an absolute path), while it
+    /// runs: a RocksDB checkpoint of the store (consistent: one point in time, every synced
+    /// write in it), the key (mode 0600), `city.json`, `config.toml` if there is one, and
+    /// `backup.json` last (a backup without it is incomplete). Files are created new (never
+    /// through an existing file or link) and synced.
     pub fn backup(&self, dir: &Path) -> Result<BackupInfo, CityError> {
-        if dir.exists() && fs::read_dir(dir).map_err(io(dir))?.next().is_some() {
+        if !dir.is_absolute() {
             return Err(CityError::Invalid(format!(
-                "{} is not empty: back up into a new directory",
+                "{}: give the backup's directory as an absolute path",
                 dir.display()
             )));
         }
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if fs::symlink_metadata(dir).is_ok() {
+            return Err(CityError::Invalid(format!(
+                "{} exists: back up into a new directory",
+                dir.display()
+            )));
+        }
+        if let Some(parent) = dir.parent() {
             fs::create_dir_all(parent).map_err(io(parent))?;
         }
-        // The checkpoint makes the directory itself.
-        if dir.exists() {
-            fs::remove_dir(dir).map_err(io(dir))?;
-        }
-        fs::create_dir(dir).map_err(io(dir))?;
-        restrict(dir, 0o700)?;
+        create_private_dir(dir)?;
         self.store().checkpoint(&dir.join("db"))?;
-        let key = dir.join("city.key");
-        copy(&self.dir().join("city.key"), &key)?;
-        restrict(&key, 0o600)?;
-        copy(&self.dir().join("city.json"), &dir.join("city.json"))?;
+        copy_new(&self.dir().join("city.key"), &dir.join("city.key"))?;
+        copy_new(&self.dir().join("city.json"), &dir.join("city.json"))?;
         let config = self.dir().join("config.toml");
         if config.exists() {
-            copy(&config, &dir.join("config.toml"))?;
+            copy_new(&config, &dir.join("config.toml"))?;
         }
         let mut info = BackupInfo {
             dir: dir.to_path_buf(),
@@ -65,7 +66,7 @@ impl City {
         };
         let json =
             serde_json::to_vec_pretty(&info).map_err(|e| CityError::Internal(e.to_string()))?;
-        fs::write(dir.join("backup.json"), json).map_err(io(dir))?;
+        write_new(&dir.join("backup.json"), &json)?;
         info.bytes = size_of(dir)?;
         Ok(info)
     }
@@ -74,7 +75,7 @@ impl City {
     /// city). The restored city signs nothing until a peer has confirmed its own feeds
     /// ([`City::restored`]).
     pub fn restore(backup: &Path, dir: &Path) -> Result<City, CityError> {
-        for needed in ["city.key", "city.json", "db"] {
+        for needed in ["city.key", "city.json", "db", "backup.json"] {
             if !backup.join(needed).exists() {
                 return Err(CityError::Invalid(format!(
                     "{} is not an Intercity backup: it has no {needed} (`intercity backup DIR` makes one)",
@@ -85,27 +86,29 @@ impl City {
         if dir.join("city.key").exists() || dir.join("db").exists() {
             return Err(CityError::Exists(dir.to_path_buf()));
         }
-        fs::create_dir_all(dir).map_err(io(dir))?;
-        restrict(dir, 0o700)?;
+        if !dir.exists() {
+            create_private_dir(dir)?;
+        }
         let db = dir.join("db");
-        fs::create_dir(&db).map_err(io(&db))?;
+        create_private_dir(&db)?;
         for file in fs::read_dir(backup.join("db")).map_err(io(backup))? {
             let file = file.map_err(io(backup))?.path();
-            if let Some(name) = file.file_name() {
-                copy(&file, &db.join(name))?;
+            // A checkpoint holds regular files only: anything else is not copied.
+            let regular = fs::symlink_metadata(&file).is_ok_and(|m| m.file_type().is_file());
+            if let (true, Some(name)) = (regular, file.file_name()) {
+                copy_new(&file, &db.join(name))?;
             }
         }
-        let key = dir.join("city.key");
-        copy(&backup.join("city.key"), &key)?;
-        restrict(&key, 0o600)?;
-        copy(&backup.join("city.json"), &dir.join("city.json"))?;
+        // The mark first, the key last: a restore stopped half-way is no city, or a city that
+        // does not sign (a crash between the key and the mark would leave one that signs at
+        // seqs already published).
+        Store::open(&db)?.set_meta(RESTORED_KEY, now_ms().to_string().as_bytes())?;
+        copy_new(&backup.join("city.json"), &dir.join("city.json"))?;
         if backup.join("config.toml").exists() {
-            copy(&backup.join("config.toml"), &dir.join("config.toml"))?;
+            copy_new(&backup.join("config.toml"), &dir.join("config.toml"))?;
         }
-        let city = City::open(dir)?;
-        city.store()
-            .set_meta(RESTORED_KEY, now_ms().to_string().as_bytes())?;
-        Ok(city)
+        copy_new(&backup.join("city.key"), &dir.join("city.key"))?;
+        City::open(dir)
     }
 
     /// When this city was restored from a backup, while it has not caught up with its own
@@ -118,22 +121,27 @@ impl City {
             .map(|v| String::from_utf8_lossy(&v).parse().unwrap_or(0)))
     }
 
-    /// Peers have exchanged heads with this node, and `claimed` (the highest seq of this
-    /// city's own feed in each scope that their heads show) is held here: the restore is over,
-    /// and the city signs again. True if it was restored and is not any more.
+    /// Whether the restore is over: every own feed this node holds was shown by a peer's
+    /// heads (`shown`: the highest seq of this city's own feed per scope in the heads of the
+    /// connected peers), and no peer's report of an own feed ahead of this node still holds
+    /// ([`City::own_feeds_behind`]: reports a peer does not back with entries lapse). Then the
+    /// mark is removed and the city signs again; true if it was restored and is not any more.
     pub fn caught_up_after_restore(
         &self,
-        claimed: &std::collections::HashMap<Scope, u64>,
+        shown: &std::collections::HashMap<Scope, u64>,
     ) -> Result<bool, CityError> {
         if self.restored()?.is_none() || !self.own_feeds_behind()?.is_empty() {
             return Ok(false);
         }
-        for (scope, seq) in claimed {
-            let feed = intercity_protocol::entry::FeedId {
-                author: self.key_id(),
-                scope: *scope,
-            };
-            if self.store().head(&feed)?.map_or(0, |h| h.seq) < *seq {
+        use intercity_protocol::ingest::Ledger;
+        for feed in self
+            .store()
+            .feeds_of(&self.key_id())
+            .map_err(IngestError::Ledger)?
+        {
+            // A peer that shares the scope showed the feed (what it shows beyond this node's
+            // copy is a report: `own_feeds_behind` above, until it lapses unbacked).
+            if !shown.contains_key(&feed.scope) {
                 return Ok(false);
             }
         }
@@ -154,20 +162,31 @@ impl City {
     }
 }
 
-fn copy(from: &Path, to: &Path) -> Result<(), CityError> {
-    fs::copy(from, to).map_err(io(from))?;
-    Ok(())
+/// Copies `from` into the new file `to` (mode 0600, never through an existing file or link),
+/// synced.
+fn copy_new(from: &Path, to: &Path) -> Result<(), CityError> {
+    let bytes = fs::read(from).map_err(io(from))?;
+    write_new(to, &bytes)
 }
 
-#[cfg(unix)]
-fn restrict(path: &Path, mode: u32) -> Result<(), CityError> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io(path))
+/// Writes the new file `path` (mode 0600, created exclusively), synced.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), CityError> {
+    use std::io::Write as _;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(io(path))?;
+    file.write_all(bytes).map_err(io(path))?;
+    file.sync_all().map_err(io(path))
 }
 
-#[cfg(not(unix))]
-fn restrict(_: &Path, _: u32) -> Result<(), CityError> {
-    Ok(())
+/// Creates the new directory `path`, mode 0700.
+fn create_private_dir(path: &Path) -> Result<(), CityError> {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path).map_err(io(path))
 }
 
 /// Bytes in the files under `dir`.

@@ -97,6 +97,8 @@ fn publish_address(city: &City, addrs: &[String], failed: &std::sync::Mutex<Opti
             *failed = None;
         }
         Ok(false) => *failed = None,
+        // Refused for now (a restored city before it caught up): tried again at the next read.
+        Err(CityError::Busy(_)) => {}
         Err(e) => {
             warn!(error = %e, "publishing this city's addresses failed");
             *failed = Some(addrs.to_vec());

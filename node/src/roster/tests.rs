@@ -275,6 +275,8 @@ fn unblocking_gives_back_the_trust_there_was() {
     milan.roster_unblock(&riga.id()).expect("unblock");
     assert!(milan.trusts(&brno.id()).expect("trusts"));
     assert!(!milan.trusts(&riga.id()).expect("trusts"));
+    // A bare block leaves nothing behind once lifted (so it cannot stand as an inviter).
+    assert!(milan.roster_entry(&riga.id()).expect("roster").is_none());
     assert!(matches!(
         milan.roster_unblock(&riga.id()),
         Err(CityError::Missing(_))
