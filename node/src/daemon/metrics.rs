@@ -85,47 +85,39 @@ async fn answer(mut stream: TcpStream, net: &NetHandle) -> std::io::Result<()> {
         )
         .await;
     }
-    if path == "/health" {
+    let reply = match path {
         // A ping, not a status: a flood of health checks costs the loop next to nothing.
-        return match tokio::time::timeout(TIMEOUT, net.ping()).await {
-            Ok(Ok(())) => respond(&mut stream, "200 OK", "text/plain", "ok\n").await,
-            _ => {
-                respond(
-                    &mut stream,
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "the network loop does not answer\n",
-                )
-                .await
-            }
-        };
-    }
-    let status = tokio::time::timeout(TIMEOUT, net.status()).await;
-    match (path, status) {
-        ("/metrics", Ok(Ok(status))) => {
-            respond(
+        "/health" => match tokio::time::timeout(TIMEOUT, net.ping()).await {
+            Ok(Ok(())) => Some("ok\n".to_string()),
+            _ => None,
+        },
+        "/metrics" => match tokio::time::timeout(TIMEOUT, net.status()).await {
+            Ok(Ok(status)) => Some(render(&status)),
+            _ => None,
+        },
+        _ => {
+            return respond(
                 &mut stream,
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                &render(&status),
+                "404 Not Found",
+                "text/plain",
+                "/metrics or /health\n",
             )
-            .await
+            .await;
         }
-        ("/health" | "/metrics", _) => {
+    };
+    let kind = if path == "/metrics" {
+        "text/plain; version=0.0.4; charset=utf-8"
+    } else {
+        "text/plain"
+    };
+    match reply {
+        Some(body) => respond(&mut stream, "200 OK", kind, &body).await,
+        None => {
             respond(
                 &mut stream,
                 "503 Service Unavailable",
                 "text/plain",
                 "the network loop does not answer\n",
-            )
-            .await
-        }
-        _ => {
-            respond(
-                &mut stream,
-                "404 Not Found",
-                "text/plain",
-                "/metrics or /health\n",
             )
             .await
         }
