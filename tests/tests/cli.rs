@@ -1102,8 +1102,16 @@ fn a_steward_runs_its_federation_from_the_cli() {
         roles.contains(&("Milan".into(), "steward".into())),
         "{roles:?}"
     );
-    // Names where ids are: the role by name.
+    // Names where ids are: the role by name, a working group's member by the name this node
+    // knows (from the federation), with that name.
     milan.ok(&["federation", "role", "brno", "steward"]);
+    let gid = milan.add(&["group", "create", "--name", "Smart Social Inclusion"]);
+    milan.ok(&["group", "member", "add", &gid, "Brno"]);
+    let group = milan.json(&["group", "show", &gid]);
+    assert_eq!(str_of(&group["members"][&brno_id]["name"]), "Brno");
+    let err = milan.fails(&["group", "member", "add", &gid, "Atlantis"], 2);
+    assert!(err.contains("neither a city id nor a name"), "{err}");
+    milan.ok(&["group", "member", "remove", &gid, "brno"]);
     let peers = milan.json(&["peers", "list"]);
     let brno_row = peers
         .as_array()

@@ -8,7 +8,6 @@ use intercity_protocol::record::{Group, Kind, Member, Record, Role};
 
 use super::{Ctx, done, with_id};
 use crate::error::CliError;
-use crate::input;
 use crate::ui::{iso8601, short};
 
 /// Help epilogue.
@@ -44,7 +43,7 @@ pub enum Command {
 pub enum MemberCommand {
     /// Add a member city, or change its name or role
     #[command(
-        after_help = "Example:\n  intercity group member add 7be0 12D3KooWBrno... --name Brno --role member"
+        after_help = "Examples:\n  intercity group member add 7be0 12D3KooWBrno... --name Brno --role member\n  intercity group member add 7be0 Brno          # a city this node knows (federation, roster)"
     )]
     Add(MemberAddArgs),
     /// Remove a member city
@@ -75,14 +74,20 @@ pub struct ShowArgs {
 pub struct MemberAddArgs {
     /// The group's id (or a unique prefix)
     group: String,
-    /// The member city's id
-    #[arg(value_parser = input::city_id)]
-    city_id: String,
-    /// The city's display name, e.g. Brno
+    /// The member city's id, or the name of a city this node knows (`intercity peers list`)
+    city: String,
+    /// The city's display name, e.g. Brno [default: the name this node knows it by]
     #[arg(long)]
-    name: String,
+    name: Option<String>,
     /// Its role: chair or member
     #[arg(long, default_value = "member", value_parser = parse_role)]
+    role: Role,
+}
+
+/// `group member add`, resolved.
+struct MemberAdd {
+    city_id: String,
+    name: String,
     role: Role,
 }
 
@@ -123,6 +128,25 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         Command::List => list(ctx, &city),
         Command::Member(MemberCommand::Add(args)) => {
             let (id, mut g) = load(&city, &args.group)?;
+            let city_id = super::city_arg(&city, &args.city)?.to_string();
+            let name = match args.name {
+                Some(n) => n,
+                None => city
+                    .roster()?
+                    .into_iter()
+                    .find(|p| p.entry.id.to_string() == city_id && !p.entry.name.is_empty())
+                    .map(|p| p.entry.name)
+                    .ok_or_else(|| {
+                        CliError::Invalid(format!(
+                            "this node knows no name for {city_id}: give one with --name"
+                        ))
+                    })?,
+            };
+            let args = MemberAdd {
+                city_id,
+                name,
+                role: args.role,
+            };
             let member = Member {
                 name: args.name.clone(),
                 role: args.role,

@@ -75,13 +75,13 @@ pub enum Command {
     Pending,
     /// Admit a city that waits for approval
     Approve {
-        /// The city id
-        id: CityId,
+        /// The city id, or the name it announced (`invite pending` lists them)
+        city: String,
     },
     /// Refuse a city that waits for approval (its token is refused to it from then on)
     Deny {
-        /// The city id
-        id: CityId,
+        /// The city id, or the name it announced
+        city: String,
     },
 }
 
@@ -201,7 +201,8 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             }
             ctx.ui.print_table(&table)?;
         }
-        Command::Approve { id } => {
+        Command::Approve { city } => {
+            let id = waiting(&client, &city)?;
             let e = client.approve_join(id)?;
             if ctx.ui.is_json() {
                 ctx.ui.json(&e)?;
@@ -210,7 +211,8 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                     .line(format!("admitted {} ({}) to the roster", e.name, e.id))?;
             }
         }
-        Command::Deny { id } => {
+        Command::Deny { city } => {
+            let id = waiting(&client, &city)?;
             let j = client.deny_join(id)?;
             if ctx.ui.is_json() {
                 ctx.ui.json(&j)?;
@@ -220,4 +222,32 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A city waiting for approval, by id or by the name it announced.
+fn waiting(client: &intercity_node::Client, text: &str) -> anyhow::Result<CityId> {
+    if let Ok(id) = text.parse::<CityId>() {
+        return Ok(id);
+    }
+    let joins = client.pending_joins()?;
+    let found: Vec<_> = joins
+        .iter()
+        .filter(|j| j.name.eq_ignore_ascii_case(text.trim()))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.id),
+        [] => Err(crate::error::CliError::Invalid(format!(
+            "no city named `{text}` waits for approval (`intercity invite pending` lists them)"
+        ))
+        .into()),
+        many => Err(crate::error::CliError::Invalid(format!(
+            "`{text}` names {} waiting cities ({}); give the id",
+            many.len(),
+            many.iter()
+                .map(|j| j.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into()),
+    }
 }
