@@ -155,6 +155,8 @@ pub struct City {
     /// What each peer reported of this city's own feeds: peer -> scope -> (seq, when). See
     /// [`City::peer_reports_own`].
     own_claims: Mutex<OwnClaims>,
+    /// Restored from a backup and not caught up yet: it signs nothing ([`City::restored`]).
+    restored: std::sync::atomic::AtomicBool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CityError + '_ {

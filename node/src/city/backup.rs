@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::*;
 
 /// The meta key set by a restore: while it is there, this city signs nothing.
-const RESTORED_KEY: &str = "restored";
+pub(super) const RESTORED_KEY: &str = "restored";
 
 /// What `intercity backup` made.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -146,14 +146,17 @@ impl City {
             }
         }
         self.store().delete_meta(RESTORED_KEY)?;
+        self.restored
+            .store(false, std::sync::atomic::Ordering::Release);
         Ok(true)
     }
 
     /// The refusal of a write while the city is restored.
     pub(super) fn check_not_restored(&self) -> Result<(), CityError> {
-        match self.restored()? {
-            None => Ok(()),
-            Some(_) => Err(CityError::Busy(
+        // The flag read at open, cleared with the mark: no store read per signed entry.
+        match self.restored.load(std::sync::atomic::Ordering::Acquire) {
+            false => Ok(()),
+            true => Err(CityError::Busy(
                 "this city was restored from a backup: it signs again once its node has synced its own feeds with a peer \
                  (start the daemon, `intercity node run`, and watch `intercity status`)"
                     .into(),

@@ -71,7 +71,14 @@ impl City {
 
     pub(super) fn assemble(dir: &Path, key: CityKey, profile: Profile, store: Store) -> City {
         let root = profile.id;
+        // Read once: a restore marks the store before the city is opened.
+        let restored = store
+            .meta(super::backup::RESTORED_KEY)
+            .ok()
+            .flatten()
+            .is_some();
         City {
+            restored: std::sync::atomic::AtomicBool::new(restored),
             dir: dir.to_path_buf(),
             key,
             root,
