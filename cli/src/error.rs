@@ -138,7 +138,7 @@ fn has_hint(err: &anyhow::Error) -> bool {
 }
 
 /// Prints `error: <message>` (and `hint: ...`) to stderr and returns the exit code.
-pub fn report(err: &anyhow::Error, color: bool) -> ExitCode {
+pub fn report(err: &anyhow::Error, color: bool, json: bool) -> ExitCode {
     if is_broken_pipe(err) {
         return ExitCode::from(OK);
     }
@@ -148,6 +148,18 @@ pub fn report(err: &anyhow::Error, color: bool) -> ExitCode {
         Some((m, h)) if has_hint(err) => (m.to_string(), Some(h.to_string())),
         _ => (message, None),
     };
+    if json {
+        // With JSON logs, the final error is a log line too (a collector reads every line).
+        let causes: Vec<String> = err.chain().skip(1).map(ToString::to_string).collect();
+        tracing::error!(
+            target: "intercity",
+            exit_code = code,
+            hint = hint.as_deref().unwrap_or(""),
+            causes = causes.join("; "),
+            "{message}"
+        );
+        return ExitCode::from(code);
+    }
     let (red, yellow, reset) = if color {
         ("\x1b[1;31m", "\x1b[1;33m", "\x1b[0m")
     } else {

@@ -30,8 +30,9 @@ fn main() -> ExitCode {
     let cli = commands::Cli::parse();
     let color = ui::ColorChoice::resolve(cli.global.color);
     ui::init_logging(color.stderr, cli.global.log_format);
+    let json_logs = cli.global.log_format == ui::LogFormat::Json;
     match commands::run(cli, color) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => error::report(&err, color.stderr),
+        Err(err) => error::report(&err, color.stderr, json_logs),
     }
 }

@@ -1262,3 +1262,34 @@ fn init_does_not_make_a_second_city_beside_the_service_s() {
     let empty = tempfile::tempdir().expect("empty");
     assert!(init(empty.path(), None).status.success());
 }
+
+/// With `--log-format json`, a failing command's error is a JSON log line too, and its exit
+/// code is kept.
+#[test]
+fn with_json_logs_an_error_is_a_json_line() {
+    let nobody = City::empty();
+    let out = nobody
+        .cmd(&["--log-format", "json", "whoami"])
+        .output()
+        .expect("run");
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let error = lines
+        .iter()
+        .find(|l| l["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(
+        error["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    assert_eq!(
+        error["fields"]["exit_code"].as_u64(),
+        out.status.code().map(|c| c as u64)
+    );
+}
