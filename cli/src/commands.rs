@@ -368,23 +368,39 @@ pub fn city_arg(client: &Client, text: &str) -> anyhow::Result<CityId> {
     if let Ok(id) = text.parse::<CityId>() {
         return Ok(id);
     }
-    let roster = client.roster()?;
-    let found: Vec<_> = roster
-        .iter()
-        .map(|p| &p.entry)
-        .filter(|e| e.name.eq_ignore_ascii_case(text.trim()))
+    let named = client
+        .roster()?
+        .into_iter()
+        .map(|p| (p.entry.name, p.entry.id));
+    one_named(
+        text,
+        named,
+        "cities",
+        format!("`{text}` is neither a city id nor a name this node knows (intercity peers list)"),
+    )
+}
+
+/// The one city of `candidates` (name, id) named `text` (ASCII case ignored): `none` is the
+/// error when there is none, and several give an error listing their ids (`what` names them).
+pub fn one_named(
+    text: &str,
+    candidates: impl IntoIterator<Item = (String, CityId)>,
+    what: &str,
+    none: String,
+) -> anyhow::Result<CityId> {
+    let found: Vec<CityId> = candidates
+        .into_iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(text.trim()))
+        .map(|(_, id)| id)
         .collect();
     match found.as_slice() {
-        [one] => Ok(one.id),
-        [] => Err(CliError::Invalid(format!(
-            "`{text}` is neither a city id nor a name this node knows (intercity peers list)"
-        ))
-        .into()),
+        [one] => Ok(*one),
+        [] => Err(CliError::Invalid(none).into()),
         many => Err(CliError::Invalid(format!(
-            "`{text}` names {} cities ({}); give the id",
+            "`{text}` names {} {what} ({}); give the id",
             many.len(),
             many.iter()
-                .map(|e| e.id.to_string())
+                .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(", ")
         ))

@@ -201,21 +201,16 @@ pub fn resolve(
             "default".to_string()
         }
     };
-    if let Some(l) = &overrides.listen {
-        cfg.listen = parse_addrs(l)?;
+    // The overrides apply as a second config file over the first.
+    ConfigFile {
+        listen: overrides.listen.clone(),
+        dial: overrides.dial.clone(),
+        mdns: overrides.mdns,
+        anti_entropy_secs: overrides.anti_entropy_secs,
+        approve_joins: overrides.approve_joins,
+        ..ConfigFile::default()
     }
-    if let Some(d) = &overrides.dial {
-        cfg.dial = parse_addrs(d)?;
-    }
-    if let Some(m) = overrides.mdns {
-        cfg.mdns = m;
-    }
-    if let Some(s) = overrides.anti_entropy_secs {
-        cfg.anti_entropy = std::time::Duration::from_secs(s.max(1));
-    }
-    if let Some(a) = overrides.approve_joins {
-        cfg.approve_joins = a;
-    }
+    .apply(&mut cfg)?;
     let join = |v: &[Multiaddr]| {
         v.iter()
             .map(ToString::to_string)

@@ -393,7 +393,7 @@ struct EventLoop {
     /// A roster read is asked for and has not started (see `refresh_roster`).
     roster_queued: Arc<std::sync::atomic::AtomicBool>,
     /// The addresses whose publication in the federation's address book failed last.
-    published: Arc<std::sync::Mutex<Option<Vec<String>>>>,
+    published: Arc<roster::FailedPublish>,
     /// Jobs for the ingest worker, one bounded queue per peer.
     queue: ingest::Queue,
     /// Jobs the worker finished.

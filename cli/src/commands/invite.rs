@@ -229,25 +229,13 @@ fn waiting(client: &intercity_node::Client, text: &str) -> anyhow::Result<CityId
     if let Ok(id) = text.parse::<CityId>() {
         return Ok(id);
     }
-    let joins = client.pending_joins()?;
-    let found: Vec<_> = joins
-        .iter()
-        .filter(|j| j.name.eq_ignore_ascii_case(text.trim()))
-        .collect();
-    match found.as_slice() {
-        [one] => Ok(one.id),
-        [] => Err(crate::error::CliError::Invalid(format!(
+    let named = client.pending_joins()?.into_iter().map(|j| (j.name, j.id));
+    super::one_named(
+        text,
+        named,
+        "waiting cities",
+        format!(
             "no city named `{text}` waits for approval (`intercity invite pending` lists them)"
-        ))
-        .into()),
-        many => Err(crate::error::CliError::Invalid(format!(
-            "`{text}` names {} waiting cities ({}); give the id",
-            many.len(),
-            many.iter()
-                .map(|j| j.id.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .into()),
-    }
+        ),
+    )
 }

@@ -174,7 +174,7 @@ impl EventLoop {
             let outcome = c.redeem(city, &token, &name, &addrs, approve);
             // Read after the redemption wrote: the roster that admits the guest.
             let roster = matches!(outcome, Ok(JoinOutcome::Admitted(_)))
-                .then(|| super::RosterView::read(c, &generations))
+                .then(|| super::RosterView::read(c, &generations, None))
                 .flatten();
             Reply::Join {
                 name,
@@ -335,7 +335,7 @@ impl EventLoop {
         Answer::Later(Box::new(move |c: &crate::City| {
             let outcome = c.accept_succession(&key, &entries);
             let roster = matches!(outcome, Ok(true))
-                .then(|| super::RosterView::read(c, &generations))
+                .then(|| super::RosterView::read(c, &generations, None))
                 .flatten();
             Reply::Succession(outcome, roster)
         }))

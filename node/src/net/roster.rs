@@ -28,18 +28,29 @@ impl RosterView {
     /// Reads it (a blocking store read), taking the next generation first; None if the
     /// roster cannot be read (the gate is then kept as it is rather than everyone
     /// disconnected).
+    /// The federation's record is read once: for the trusted cities and, with `publish`
+    /// (this node's listen addresses and the failed-publication cache), for this city's
+    /// address-book entry, published here when it says otherwise ([`publish_address`]).
     pub(super) fn read(
         city: &City,
         generations: &std::sync::atomic::AtomicU64,
+        publish: Option<(&[String], &FailedPublish)>,
     ) -> Option<RosterView> {
         let generation = generations.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        let read = city
+            .federation()
+            .map_err(|e| warn!(error = %e, "reading the federation's record failed"))
+            .ok()?;
+        if let Some((addrs, failed)) = publish {
+            publish_address(city, read.as_ref(), addrs, failed);
+        }
         // The roster with the federation's members (the gate, the dials and the trusted
         // authors follow it).
         let peers = city
-            .trusted_peers()
+            .trusted_peers_of(read.as_ref())
             .map_err(|e| warn!(error = %e, "reading the roster failed"))
             .ok()?;
-        let federation = city.federation_id().ok().flatten();
+        let federation = read.map(|f| f.id);
         // The peers whose relays of the federation's scope are judged whoever signed them.
         let stewards = peers
             .iter()
@@ -81,14 +92,19 @@ impl RosterView {
 /// otherwise (a blocking store write, checked at every roster read); `failed` keeps the
 /// addresses whose publication failed, so that a failure is not tried again at every tick
 /// (it is when the addresses change).
-fn publish_address(city: &City, addrs: &[String], failed: &std::sync::Mutex<Option<Vec<String>>>) {
+fn publish_address(
+    city: &City,
+    federation: Option<&crate::roster::Federation>,
+    addrs: &[String],
+    failed: &FailedPublish,
+) {
     let mut failed = failed
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if failed.as_deref() == Some(addrs) {
         return;
     }
-    match city.publish_address(addrs) {
+    match city.publish_address(federation, addrs) {
         Ok(true) => {
             info!(
                 ?addrs,
@@ -105,6 +121,9 @@ fn publish_address(city: &City, addrs: &[String], failed: &std::sync::Mutex<Opti
         }
     }
 }
+
+/// The addresses whose publication in the federation's address book failed last.
+pub(super) type FailedPublish = std::sync::Mutex<Option<Vec<String>>>;
 
 /// A lane of store work off the loop ([`EventLoop::store_later`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -135,9 +154,9 @@ impl EventLoop {
         let published = self.published.clone();
         self.store_later(Lane::Roster, move |city| {
             queued.store(false, Ordering::Release);
-            publish_address(city, &addrs, &published);
             // Dropped if the loop has enough to apply: a later refresh reads again.
-            if let Some(mut view) = RosterView::read(city, &generations) {
+            if let Some(mut view) = RosterView::read(city, &generations, Some((&addrs, &published)))
+            {
                 view.done = done;
                 let _ = tx.try_send(view);
             }

@@ -230,7 +230,7 @@ pub async fn spawn(
     // RocksDB for them.
     let _ = event_loop.city.store().entry_counts();
     let _ = event_loop.city.store().groups_of("");
-    if let Some(view) = super::RosterView::read(&event_loop.city, &event_loop.roster_reads) {
+    if let Some(view) = super::RosterView::read(&event_loop.city, &event_loop.roster_reads, None) {
         event_loop.apply_roster(view);
     }
     for addr in event_loop.cfg.dial.clone() {

@@ -278,16 +278,22 @@ impl City {
         }
     }
 
-    /// Publishes where this city can be reached in the federation's address book, if it is a
-    /// member and its entry says otherwise; true if it signed a change.
-    pub fn publish_address(&self, addrs: &[String]) -> Result<bool, CityError> {
+    /// Publishes where this city can be reached in the address book of `federation` (as read
+    /// by the caller), if it is a member and its entry says otherwise; true if it signed a
+    /// change.
+    pub fn publish_address(
+        &self,
+        federation: Option<&Federation>,
+        addrs: &[String],
+    ) -> Result<bool, CityError> {
         let Some(Federation {
             id,
             record: Some(g),
-        }) = self.federation()?
+        }) = federation
         else {
             return Ok(false);
         };
+        let id = *id;
         let me = self.id().to_string();
         if !g.members.contains_key(&me) {
             return Ok(false);
@@ -337,9 +343,16 @@ impl City {
     /// federation record that cannot be read is an error here, so that the network keeps what
     /// it has rather than dropping every member.
     pub fn trusted_peers(&self) -> Result<Vec<Peer>, CityError> {
-        let federation = self.federation()?;
+        self.trusted_peers_of(self.federation()?.as_ref())
+    }
+
+    /// [`City::trusted_peers`] with the federation as read already.
+    pub fn trusted_peers_of(
+        &self,
+        federation: Option<&Federation>,
+    ) -> Result<Vec<Peer>, CityError> {
         Ok(self
-            .peers_of(federation.as_ref())?
+            .peers_of(federation)?
             .into_iter()
             .filter(|p| p.standing != Standing::Former)
             .collect())
