@@ -38,7 +38,7 @@ use intercity_protocol::record::{Record, Sector};
 use serde::{Deserialize, Serialize};
 
 /// Version of the catalog's layout; a store with another version is reindexed when opened.
-pub const CATALOG_VERSION: u32 = 2;
+pub const CATALOG_VERSION: u32 = 3;
 /// Longest term indexed, in characters (longer words are cut).
 pub const MAX_TERM_CHARS: usize = 32;
 /// Longest search query, in characters.
@@ -253,7 +253,15 @@ impl Filter {
         {
             return false;
         }
-        let has_tag = |t: &String| unit.themes().any(|x| x.eq_ignore_ascii_case(t.trim()));
+        let themes = if self.tags.is_empty() {
+            Vec::new()
+        } else {
+            encoding::theme_terms(unit.themes())
+        };
+        let has_tag = |t: &String| {
+            let mut terms = analyze::terms(t).peekable();
+            terms.peek().is_some() && terms.all(|w| themes.contains(&w))
+        };
         let has_sector = |s: &Sector| unit.sectors & sector_bit(*s) != 0;
         if self.all {
             if !self.tags.iter().all(has_tag) || !self.sectors.iter().all(has_sector) {
@@ -492,15 +500,16 @@ mod tests {
         assert_eq!(day_number("2017-02-23"), Some(17_220));
         assert_eq!(day_number("2000-03-01"), Some(11_017));
         let mut u = Unit::new(UnitKind::Project, "01".into(), "Youth", 5);
-        u.themes = vec!["Youth".into(), "Employment".into()];
+        u.themes = vec!["Youth employment".into()];
         u.start = Some("2016-01-01".into());
         u.status = "running".into();
         let f = Facets::of(&u);
         assert_eq!(Facets::decode(&f.encode()), Some(f.clone()));
         assert_eq!(f.span, Some((16_801, 16_801)));
+        assert!(f.has_theme(fold_hash("youth")), "the themes' terms");
         assert!(
-            f.has_theme(fold_hash(" youth ")),
-            "hashes ignore case and spaces"
+            !f.has_theme(fold_hash("youth employment")),
+            "words, not whole themes"
         );
         assert_eq!(Facets::decode(&f.encode()[..5]), None);
     }
@@ -543,6 +552,24 @@ mod tests {
             })
             .matches_unit(&u)
         );
+        // A tag matches when each of its words is among the themes' words.
+        u.themes = vec!["Youth employment".into(), "social-innovation".into()];
+        let tags = |tags: &[&str], all: bool| {
+            f(&|f| {
+                f.tags = tags.iter().map(|t| (*t).to_string()).collect();
+                f.all = all;
+            })
+            .matches_unit(&u)
+        };
+        assert!(tags(&["youth", "employment"], true));
+        assert!(tags(&["Employment"], false));
+        assert!(tags(&["social innovation"], false));
+        assert!(tags(&["Social-Innovation", "youth"], true));
+        assert!(!tags(&["youth", "housing"], true));
+        assert!(tags(&["youth", "housing"], false));
+        assert!(!tags(&["social housing"], false));
+        assert!(!tags(&["the"], false), "a tag of no words matches nothing");
+        u.themes = vec!["Youth".into()];
         let all3 = |f: &mut Filter| {
             f.sectors = vec![Sector::Private, Sector::Ngo, Sector::University];
             f.all = true;

@@ -28,12 +28,14 @@
 //! | `owner` | city id | city id | — |
 //! | `updated`, `created_by`, `last_change_by`, `changes`, `verified` | provenance (ignored on import) |||
 
-use crate::time::{civil_from_days, days_from_civil};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod ics;
+pub use ics::{Meeting, ics, ics_timestamp, meeting_uid};
+
 use intercity_protocol::record::{
-    Agenda, Figure, Group, Partner, Practice, Project, ProjectStatus, Record, Sector,
+    Figure, Group, Partner, Practice, Project, ProjectStatus, Record, Sector,
 };
 
 /// Where a record comes from, as this node verified it.
@@ -128,15 +130,6 @@ impl std::fmt::Display for LineError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "line {}: {}", self.line, self.message)
     }
-}
-
-/// Import file formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// One JSON object per line.
-    Jsonl,
-    /// CSV with a header row.
-    Csv,
 }
 
 /// The CSV header, in order.
@@ -344,55 +337,93 @@ pub fn parse_jsonl(text: &str) -> (Vec<Imported>, Vec<LineError>) {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
         if line.trim().is_empty() {
             continue;
         }
-        let value: Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(e) => {
-                bad.push(LineError {
-                    line: line_no,
-                    message: format!("not JSON: {e}"),
-                });
-                continue;
-            }
-        };
-        let Value::Object(mut map) = value else {
-            bad.push(LineError {
-                line: line_no,
-                message: "not a JSON object".into(),
-            });
-            continue;
-        };
-        map.remove("provenance");
-        // The importing city becomes the owner; the file need not name one.
-        map.entry("owner")
-            .or_insert_with(|| Value::String(String::new()));
-        let id = match map.remove("id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s),
-            Some(_) => {
-                bad.push(LineError {
-                    line: line_no,
-                    message: "field `id` must be a string".into(),
-                });
-                continue;
-            }
-        };
-        match Record::from_json(Value::Object(map)) {
-            Ok(record) => ok.push(Imported {
-                line: line_no,
-                id,
-                record,
-            }),
+        match serde_json::from_str::<Value>(line) {
+            Ok(value) => object(value, i + 1, &mut ok, &mut bad),
             Err(e) => bad.push(LineError {
-                line: line_no,
-                message: e.to_string(),
+                line: i + 1,
+                message: format!("not JSON: {e}"),
             }),
         }
     }
     (ok, bad)
+}
+
+/// Parses a JSON import file: one array of record objects, as `export --format json` writes
+/// it, or else JSON Lines ([`parse_jsonl`]) when the text does not start with `[`. An error
+/// names the line on which the bad record starts.
+pub fn parse_json(text: &str) -> (Vec<Imported>, Vec<LineError>) {
+    if !text.trim_start().starts_with('[') {
+        return parse_jsonl(text);
+    }
+    let elements: Vec<&serde_json::value::RawValue> = match serde_json::from_str(text) {
+        Ok(elements) => elements,
+        Err(e) => {
+            let error = LineError {
+                line: e.line(),
+                message: format!("not a JSON array of records: {e}"),
+            };
+            return (Vec::new(), vec![error]);
+        }
+    };
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    // Each element borrows from `text`, in order: its line is counted from the previous one's.
+    let (mut counted, mut line) = (0, 1);
+    for raw in elements {
+        let at = (raw.get().as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+        let at = at.clamp(counted, text.len());
+        line += text.as_bytes()[counted..at]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        counted = at;
+        match serde_json::from_str::<Value>(raw.get()) {
+            Ok(value) => object(value, line, &mut ok, &mut bad),
+            Err(e) => bad.push(LineError {
+                line,
+                message: format!("not JSON: {e}"),
+            }),
+        }
+    }
+    (ok, bad)
+}
+
+/// One record object of a JSON or JSON Lines file, found at `line`.
+fn object(value: Value, line: usize, ok: &mut Vec<Imported>, bad: &mut Vec<LineError>) {
+    let Value::Object(mut map) = value else {
+        bad.push(LineError {
+            line,
+            message: "not a JSON object".into(),
+        });
+        return;
+    };
+    map.remove("provenance");
+    // The importing city becomes the owner; the file need not name one. (A group has none.)
+    if map.get("kind").and_then(Value::as_str) != Some("group") {
+        map.entry("owner")
+            .or_insert_with(|| Value::String(String::new()));
+    }
+    let id = match map.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => {
+            bad.push(LineError {
+                line,
+                message: "field `id` must be a string".into(),
+            });
+            return;
+        }
+    };
+    match Record::from_json(Value::Object(map)) {
+        Ok(record) => ok.push(Imported { line, id, record }),
+        Err(e) => bad.push(LineError {
+            line,
+            message: e.to_string(),
+        }),
+    }
 }
 
 /// Parses a CSV file with a header row of [`CSV_COLUMNS`] (any order; `kind` and `title`
@@ -551,9 +582,11 @@ fn record_from_cells(cell: &dyn Fn(&str) -> String) -> Result<Record, String> {
             p.editors = split_lines(&cell("editors"));
             Ok(Record::Project(p))
         }
-        "group" => {
-            Err("groups cannot be imported; create one with `intercity group create`".to_string())
-        }
+        // Read so that the importer can say it skips it: a group is not imported.
+        "group" => Ok(Record::Group(Group {
+            charter: cell("body"),
+            ..Group::new(cell("title"), "", "")
+        })),
         "" => Err("field `kind` is empty; use practice or project".to_string()),
         other => Err(format!(
             "field `kind`: `{other}` is not practice or project"
@@ -561,178 +594,9 @@ fn record_from_cells(cell: &dyn Fn(&str) -> String) -> Result<Record, String> {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// iCalendar
-// ---------------------------------------------------------------------------------------------
-
-/// One meeting for the calendar: a group's agenda.
-#[derive(Clone, Debug)]
-pub struct Meeting<'a> {
-    /// The group's record id.
-    pub group_id: &'a str,
-    /// The group.
-    pub group: &'a Group,
-    /// The agenda id.
-    pub agenda_id: &'a str,
-    /// The agenda.
-    pub agenda: &'a Agenda,
-    /// Newest change of the group, ms since the epoch.
-    pub updated: i64,
-}
-
-/// The day after a `YYYY-MM-DD` date, as `YYYYMMDD` (iCalendar's exclusive DTEND).
-fn ics_day_after(date: &str) -> Option<String> {
-    let (y, m, d) = civil_from_days(days_from_civil(date)? + 1);
-    Some(format!("{y:04}{m:02}{d:02}"))
-}
-
-/// A UTC timestamp (ms) as iCalendar DATE-TIME `YYYYMMDDTHHMMSSZ`.
-pub fn ics_timestamp(ms: i64) -> String {
-    let (y, m, d, hh, mm, ss) = crate::time::utc_parts(ms);
-    format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z")
-}
-
-/// Escapes a TEXT value (RFC 5545 §3.3.11).
-fn ics_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            ';' => out.push_str("\\;"),
-            ',' => out.push_str("\\,"),
-            '\n' => out.push_str("\\n"),
-            '\r' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Appends a content line folded at 75 octets (RFC 5545 §3.1), ending in CRLF.
-fn ics_line(out: &mut String, line: &str) {
-    let mut width = 0;
-    for c in line.chars() {
-        let n = c.len_utf8();
-        if width + n > 75 {
-            out.push_str("\r\n ");
-            width = 1;
-        }
-        out.push(c);
-        width += n;
-    }
-    out.push_str("\r\n");
-}
-
-/// The stable UID of a meeting: the same agenda always has the same UID, so calendars update
-/// the event when the file is imported again.
-pub fn meeting_uid(group_id: &str, agenda_id: &str) -> String {
-    format!("{agenda_id}-{group_id}@intercity")
-}
-
-/// An iCalendar (RFC 5545) document with one all-day `VEVENT` per meeting.
-pub fn ics(meetings: &[Meeting<'_>], stamp_ms: i64) -> String {
-    let mut out = String::new();
-    for l in [
-        "BEGIN:VCALENDAR",
-        "VERSION:2.0",
-        concat!(
-            "PRODID:-//Intercity//intercity ",
-            env!("CARGO_PKG_VERSION"),
-            "//EN"
-        ),
-        "CALSCALE:GREGORIAN",
-        "METHOD:PUBLISH",
-    ] {
-        ics_line(&mut out, l);
-    }
-    for m in meetings {
-        let a = m.agenda;
-        let start = a.start.replace('-', "");
-        let last = a.end.as_deref().unwrap_or(&a.start);
-        let Some(end) = ics_day_after(last) else {
-            continue;
-        };
-        let mut description = vec![format!("Working group: {}", m.group.name)];
-        if !a.host_city.is_empty() {
-            description.push(format!("Host: {}", a.host_city));
-        }
-        description.push(format!("Status: {}", a.status));
-        if !a.items.is_empty() {
-            description.push(String::new());
-            description.push("Agenda:".into());
-        }
-        for (i, item) in a.items.iter().enumerate() {
-            let mut line = format!("{}. ", i + 1);
-            if !item.slot.is_empty() {
-                line.push_str(&format!("{} ", item.slot));
-            }
-            line.push_str(&item.title);
-            if !item.presenters.is_empty() {
-                line.push_str(&format!(" ({})", item.presenters.join(", ")));
-            }
-            description.push(line);
-        }
-        let location: Vec<&str> = [a.venue.as_str(), a.host_city.as_str()]
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .collect();
-        let status = match a.status {
-            intercity_protocol::record::AgendaStatus::Draft => "TENTATIVE",
-            _ => "CONFIRMED",
-        };
-        ics_line(&mut out, "BEGIN:VEVENT");
-        ics_line(
-            &mut out,
-            &format!("UID:{}", meeting_uid(m.group_id, m.agenda_id)),
-        );
-        ics_line(&mut out, &format!("DTSTAMP:{}", ics_timestamp(stamp_ms)));
-        ics_line(
-            &mut out,
-            &format!("LAST-MODIFIED:{}", ics_timestamp(m.updated)),
-        );
-        ics_line(&mut out, &format!("DTSTART;VALUE=DATE:{start}"));
-        ics_line(&mut out, &format!("DTEND;VALUE=DATE:{end}"));
-        ics_line(&mut out, &format!("SUMMARY:{}", ics_text(&a.title)));
-        if !location.is_empty() {
-            ics_line(
-                &mut out,
-                &format!("LOCATION:{}", ics_text(&location.join(", "))),
-            );
-        }
-        ics_line(
-            &mut out,
-            &format!("DESCRIPTION:{}", ics_text(&description.join("\n"))),
-        );
-        ics_line(&mut out, &format!("CATEGORIES:{}", ics_text(&m.group.name)));
-        ics_line(&mut out, &format!("STATUS:{status}"));
-        ics_line(&mut out, &format!("X-INTERCITY-GROUP:{}", m.group_id));
-        ics_line(&mut out, "END:VEVENT");
-    }
-    ics_line(&mut out, "END:VCALENDAR");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(ics_day_after("2017-02-23").as_deref(), Some("20170224"));
-        assert_eq!(ics_day_after("2016-02-28").as_deref(), Some("20160229"));
-        assert_eq!(ics_day_after("2017-12-31").as_deref(), Some("20180101"));
-        assert_eq!(ics_timestamp(1_487_842_200_000), "20170223T093000Z");
-    }
-
-    #[test]
-    fn folding_and_escaping() {
-        let mut out = String::new();
-        ics_line(&mut out, &format!("SUMMARY:{}", "é".repeat(60)));
-        for l in out.split("\r\n") {
-            assert!(l.len() <= 75, "{l}");
-        }
-        assert_eq!(ics_text("a,b;c\\d\ne"), "a\\,b\\;c\\\\d\\ne");
-    }
 
     #[test]
     fn figures_and_partners() {
@@ -757,6 +621,51 @@ mod tests {
         let lines: Vec<usize> = bad.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![3, 4, 5]);
         assert!(bad[1].message.contains("colour"), "{}", bad[1].message);
+    }
+
+    #[test]
+    fn json_arrays_read_what_the_export_writes_and_name_the_line_of_a_bad_record() {
+        let good = Exported {
+            id: "r1".into(),
+            record: Practice::new("", "Civic crowdfunding", "it").into(),
+            provenance: Provenance {
+                created_by: "c".into(),
+                last_change_by: "c".into(),
+                updated: "2026-11-30T20:00:00Z".into(),
+                last_entry: "00".into(),
+                changes: 1,
+                verified: true,
+            },
+        };
+        let text =
+            serde_json::to_string_pretty(&vec![good.to_json(), good.to_json()]).expect("json");
+        let (ok, bad) = parse_json(&text);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[0].id.as_deref(), Some("r1"));
+        assert_eq!(ok[0].record, good.record);
+        assert_eq!(ok[0].line, 2);
+        assert!(ok[1].line > ok[0].line, "{}", ok[1].line);
+
+        let (ok, bad) = parse_json(
+            "[\n  {\"kind\": \"practice\", \"title\": \"A\", \"language\": \"en\"},\n  {\"kind\": \"practice\", \"colour\": 1},\n  3\n]\n",
+        );
+        assert_eq!(ok.len(), 1);
+        let lines: Vec<usize> = bad.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![3, 4]);
+        assert!(bad[0].message.contains("colour"), "{}", bad[0].message);
+
+        let (ok, bad) = parse_json("[{\"kind\": \"practice\"},\n");
+        assert!(ok.is_empty());
+        assert_eq!(bad.len(), 1);
+        assert!(
+            bad[0].message.contains("not a JSON array"),
+            "{}",
+            bad[0].message
+        );
+        // JSON Lines still read as such.
+        let (ok, _) = parse_json("{\"kind\":\"practice\",\"title\":\"A\",\"language\":\"en\"}\n");
+        assert_eq!(ok.len(), 1);
     }
 
     #[test]

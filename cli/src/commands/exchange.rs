@@ -27,20 +27,24 @@ An agenda matched by the filters exports its whole group in JSON, JSON Lines and
 
 Examples:
   intercity export --format csv --kind project -o projects.csv
+  intercity export --format csv --bom -o for-excel.csv
   intercity export --format jsonl -o milan.jsonl --city Milan
   intercity export --format ics --group \"Smart Social Inclusion\" -o meetings.ics
   intercity export --format json --tag youth | jq '.[].title'";
 
 /// Help epilogue of `import`.
 pub const IMPORT_HELP: &str = "\
-Each line (JSON Lines) or row (CSV, the columns of `export --format csv`) becomes a practice
-or project of this city, signed by it and sent to peers. A line with the `id` of a record
-this city may edit updates that record instead. Every line is checked first: if any is bad,
-each bad line is reported with its line number and field, and nothing is written (unless
---skip-invalid). A file exported by this city imports again without duplicates.
+Each record of the file becomes a practice or project of this city, signed by it and sent to
+peers: an element of a JSON array (.json, what `export --format json` writes), a line (JSON
+Lines, .jsonl) or a row (CSV, .csv, the columns of `export --format csv`). A record with the
+`id` of a record this city may edit updates that record instead. Every record is checked
+first: if any is bad, each bad one is reported with its line number and field, and nothing is
+written (unless --skip-invalid). Whatever `export` writes imports again, in every format,
+without duplicates.
 
 Examples:
-  intercity import practices.jsonl --dry-run
+  intercity import all.json --dry-run
+  intercity import practices.jsonl
   intercity import projects.csv
   intercity import partial.csv --skip-invalid";
 
@@ -60,6 +64,8 @@ pub enum ExportFormat {
 /// `import --format` values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImportFormat {
+    /// One JSON array of records (what `export --format json` writes), or JSON Lines.
+    Json,
     /// One JSON object per line.
     Jsonl,
     /// CSV with a header row.
@@ -75,6 +81,10 @@ pub struct ExportArgs {
     /// Write to FILE instead of standard output
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Start a CSV file with a UTF-8 byte-order mark, so that Excel shows accented names
+    /// (Kraków, São Paulo) correctly
+    #[arg(long)]
+    pub bom: bool,
     #[command(flatten)]
     pub kind: KindArg,
     #[command(flatten)]
@@ -84,10 +94,10 @@ pub struct ExportArgs {
 /// `import` arguments.
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
-    /// The file (.jsonl or .csv); "-" reads standard input
+    /// The file (.json, .jsonl or .csv); "-" reads standard input
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
-    /// The file's format [default: from its extension; JSON Lines for "-"]
+    /// The file's format [default: from its extension; json for "-", which also reads JSON Lines]
     #[arg(long, value_enum)]
     pub format: Option<ImportFormat>,
     /// Check every line and say what would happen; write nothing
@@ -134,6 +144,12 @@ fn import_chunks(items: &[Imported], via_daemon: bool) -> Vec<&[Imported]> {
 
 /// Runs `export`.
 pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<()> {
+    if args.bom && args.format != ExportFormat::Csv {
+        return Err(CliError::Invalid(
+            "--bom is for CSV files only (Excel needs it to read UTF-8); use --format csv".into(),
+        )
+        .into());
+    }
     let city = ctx.open_read()?;
     let mut kinds = args.kind.kinds.clone();
     if args.format == ExportFormat::Ics {
@@ -211,7 +227,12 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<()> {
                     bytes.push(b'\n');
                 }
             }
-            ExportFormat::Csv => exchange::write_csv(&mut bytes, &records)?,
+            ExportFormat::Csv => {
+                if args.bom {
+                    bytes.extend_from_slice("\u{feff}".as_bytes());
+                }
+                exchange::write_csv(&mut bytes, &records)?;
+            }
             ExportFormat::Ics => {}
         }
     }
@@ -249,7 +270,7 @@ pub fn import(ctx: &Ctx, args: ImportArgs) -> anyhow::Result<()> {
     let stdin = args.file == Path::new("-");
     let format = match args.format {
         Some(f) => f,
-        None if stdin => ImportFormat::Jsonl,
+        None if stdin => ImportFormat::Json,
         None => match args
             .file
             .extension()
@@ -257,11 +278,12 @@ pub fn import(ctx: &Ctx, args: ImportArgs) -> anyhow::Result<()> {
             .map(str::to_ascii_lowercase)
             .as_deref()
         {
-            Some("jsonl" | "ndjson" | "json") => ImportFormat::Jsonl,
+            Some("json") => ImportFormat::Json,
+            Some("jsonl" | "ndjson") => ImportFormat::Jsonl,
             Some("csv") => ImportFormat::Csv,
             _ => {
                 return Err(CliError::Invalid(format!(
-                    "cannot tell the format of {} from its extension; pass --format jsonl or --format csv",
+                    "cannot tell the format of {} from its extension; pass --format json, jsonl or csv",
                     args.file.display()
                 ))
                 .into());
@@ -290,15 +312,35 @@ pub fn import(ctx: &Ctx, args: ImportArgs) -> anyhow::Result<()> {
         text = std::fs::read_to_string(&args.file)
             .map_err(|e| CliError::Invalid(format!("cannot read {}: {e}", args.file.display())))?;
     }
+    // A byte-order mark (Excel writes one) is not part of the first record.
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
     let (items, mut bad) = match format {
+        ImportFormat::Json => exchange::parse_json(&text),
         ImportFormat::Jsonl => exchange::parse_jsonl(&text),
         ImportFormat::Csv => {
             exchange::parse_csv(&text).map_err(|e| CliError::Invalid(e.to_string()))?
         }
     };
     drop(text);
+    // What `export` writes includes working groups; a group is shared by its members and
+    // changes only through `intercity group`, so an import skips it and says so.
+    let (groups, items): (Vec<Imported>, Vec<Imported>) = items
+        .into_iter()
+        .partition(|i| matches!(i.record, Record::Group(_)));
+    if !groups.is_empty() {
+        let at: Vec<String> = groups.iter().map(|g| g.line.to_string()).collect();
+        ctx.ui.note(format!(
+            "{}: skipping {} working group{} (line {}): a group is shared by its members and is not imported; `intercity group` edits it",
+            args.file.display(),
+            groups.len(),
+            if groups.len() == 1 { "" } else { "s" },
+            at.join(", ")
+        ));
+    }
     let city = ctx.open()?;
-    let lines = items.len() + bad.len();
+    let lines = items.len() + bad.len() + groups.len();
 
     // First pass: check every line without writing.
     let mut good = Vec::with_capacity(items.len());
@@ -329,6 +371,7 @@ pub fn import(ctx: &Ctx, args: ImportArgs) -> anyhow::Result<()> {
             "would_create": count(&planned, ImportOutcome::WouldCreate),
             "would_update": count(&planned, ImportOutcome::WouldUpdate),
             "unchanged": count(&planned, ImportOutcome::Unchanged),
+            "groups_skipped": groups.len(),
             "errors": bad,
         });
         if ctx.ui.is_json() {
@@ -381,6 +424,7 @@ pub fn import(ctx: &Ctx, args: ImportArgs) -> anyhow::Result<()> {
         "updated": count(&results, ImportOutcome::Updated),
         "unchanged": count(&results, ImportOutcome::Unchanged),
         "skipped": bad.len(),
+        "groups_skipped": groups.len(),
         "failed": failed.len(),
         "seconds": secs,
     });

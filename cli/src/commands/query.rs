@@ -37,7 +37,8 @@ pub struct FilterArgs {
     /// Only this city's records: display name (any case) or city id; repeatable
     #[arg(long = "city", value_name = "CITY")]
     pub cities: Vec<String>,
-    /// Only records with one of these themes (comma-separated; all of them with --all)
+    /// Only records with one of these themes (comma-separated; all of them with --all); a tag
+    /// matches a theme holding its words: youth matches "youth employment"
     #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
     pub tags: Vec<String>,
     /// Partner sectors: private, ngo, university, public (comma-separated; all with --all)

@@ -51,6 +51,21 @@ pub(crate) fn fold_hash(text: &str) -> u32 {
     })
 }
 
+/// Most theme terms a unit's facets hold (a record has at most 200 themes of a few words).
+const MAX_THEME_TERMS: usize = 1024;
+
+/// The terms of a unit's themes, each once, in order: a `--tag` matches a unit when every term
+/// of the tag is among them, so `youth` matches the theme "Youth employment".
+pub(crate) fn theme_terms<'t>(themes: impl Iterator<Item = &'t str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for term in themes.flat_map(super::analyze::terms) {
+        if !out.contains(&term) {
+            out.push(term);
+        }
+    }
+    out
+}
+
 /// FNV-1a of the exact text.
 pub(crate) fn exact_hash(text: &str) -> u32 {
     text.bytes().fold(0x811c_9dc5, |h: u32, b| {
@@ -114,10 +129,9 @@ impl Facets<'_> {
             span,
             city: fold_hash(&u.city),
             owner: exact_hash(&u.owner),
-            themes: u
-                .themes
+            themes: theme_terms(u.themes.iter().map(String::as_str))
                 .iter()
-                .take(usize::from(u8::MAX))
+                .take(MAX_THEME_TERMS)
                 .flat_map(|t| fold_hash(t).to_be_bytes())
                 .collect::<Vec<u8>>()
                 .into(),
@@ -170,7 +184,8 @@ pub(crate) struct FacetFilter<'a> {
     pub(crate) since: Option<i32>,
     pub(crate) until: Option<i32>,
     pub(crate) cities: Vec<(u32, u32)>,
-    pub(crate) tags: Vec<u32>,
+    /// Each tag's terms, hashed: a tag matches when all are among the unit's theme terms.
+    pub(crate) tags: Vec<Vec<u32>>,
     pub(crate) group: Option<[u8; 16]>,
 }
 
@@ -203,7 +218,11 @@ impl<'a> FacetFilter<'a> {
                 .iter()
                 .map(|c| (fold_hash(c), exact_hash(c)))
                 .collect(),
-            tags: filter.tags.iter().map(|t| fold_hash(t)).collect(),
+            tags: filter
+                .tags
+                .iter()
+                .map(|t| super::analyze::terms(t).map(|w| fold_hash(&w)).collect())
+                .collect(),
             group,
         })
     }
@@ -230,7 +249,7 @@ impl<'a> FacetFilter<'a> {
             }
         }
         let has_sector = |s: &Sector| f.sectors & sector_bit(*s) != 0;
-        let has_tag = |t: &u32| f.has_theme(*t);
+        let has_tag = |t: &Vec<u32>| !t.is_empty() && t.iter().all(|h| f.has_theme(*h));
         let (sectors_ok, tags_ok) = if filter.all {
             (
                 filter.sectors.iter().all(has_sector),
