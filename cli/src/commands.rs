@@ -17,6 +17,7 @@ pub mod peers;
 pub mod practice;
 pub mod project;
 pub mod query;
+pub mod resolve;
 pub mod status;
 pub mod whoami;
 
@@ -315,7 +316,7 @@ pub fn delete(
     prefix: &str,
     kind: intercity_protocol::record::Kind,
 ) -> anyhow::Result<()> {
-    let id = city.resolve_kind(prefix, kind)?;
+    let id = resolve::record(city, prefix, kind)?;
     city.edit(id, &format!("delete {kind}"), |r| {
         r.set_deleted(true);
         Ok(())

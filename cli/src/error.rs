@@ -66,6 +66,16 @@ pub enum CliError {
         /// The candidates.
         matches: Vec<String>,
     },
+    /// Several things have the name the user gave.
+    #[error("`{name}` names {} {what}s: {}; give the id (or a unique prefix of it) instead", .matches.len(), .matches.join(", "))]
+    AmbiguousName {
+        /// What was looked for ("working group", "agenda", ...).
+        what: &'static str,
+        /// What the user typed.
+        name: String,
+        /// The candidates, as "name (id)".
+        matches: Vec<String>,
+    },
     /// A value or file the user gave is not acceptable.
     #[error("{0}")]
     Invalid(String),
@@ -80,7 +90,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<CliError>() {
             return match e {
                 CliError::NotFound { .. } => FAILURE,
-                CliError::Ambiguous { .. } | CliError::Invalid(_) => USAGE,
+                CliError::Ambiguous { .. }
+                | CliError::AmbiguousName { .. }
+                | CliError::Invalid(_) => USAGE,
             };
         }
         if let Some(e) = cause.downcast_ref::<StoreError>() {

@@ -31,6 +31,25 @@ pub fn date(s: &str) -> Result<String, String> {
     }
 }
 
+/// A time slot `09:30-11:00` (or one start time), in its normal form; "" clears a slot.
+pub fn slot(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Ok(String::new());
+    }
+    let (start, end) = intercity_node::time::parse_slot(s)?;
+    Ok(intercity_node::time::slot_text(start, end))
+}
+
+/// An IANA time zone name this program knows (`Europe/Rome`); "" clears it.
+pub fn time_zone(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    intercity_node::time::time_zone(s)?;
+    Ok(s.to_string())
+}
+
 /// A partner sector: private, ngo, university or public.
 pub fn sector(s: &str) -> Result<Sector, String> {
     s.trim().parse::<Sector>().map_err(|e| e.to_string())

@@ -132,6 +132,33 @@ pub struct HistoryItem {
     pub verified: bool,
     /// Entry hash (hex).
     pub entry: String,
+    /// What an accepted change changed, field by field, with the values before and after.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<intercity_protocol::doc::FieldChange>,
+}
+
+/// How many of a record's newest accepted changes `history` shows with their values (each
+/// costs two reads of the document; older ones show their message only).
+pub const MAX_HISTORY_VALUES: usize = 1_000;
+
+/// The fields `change` changed in `doc` (which holds it), with their values; none when the
+/// document cannot be read at its heads (a read of peer bytes is panic-isolated).
+fn changed_fields(
+    doc: &automerge::Automerge,
+    change: &automerge::Change,
+) -> Vec<intercity_protocol::doc::FieldChange> {
+    use intercity_protocol::doc::{field_changes, isolate, to_json};
+    let deps = change.deps().to_vec();
+    let hash = [change.hash()];
+    isolate(|| {
+        let before = if deps.is_empty() {
+            serde_json::Value::Object(serde_json::Map::new())
+        } else {
+            to_json(doc, Some(&deps))
+        };
+        field_changes(&before, &to_json(doc, Some(&hash)))
+    })
+    .unwrap_or_default()
 }
 
 /// A city node's local state: key, profile and store.
@@ -364,7 +391,7 @@ impl City {
     /// Who created and last changed a record, every accepted change re-verified.
     pub fn provenance(&self, id: DocId) -> Result<Provenance, CityError> {
         let accepted: Vec<HistoryItem> = self
-            .history(id)?
+            .entries_of(id, false)?
             .into_iter()
             .filter(|h| h.status == "accepted")
             .collect();
@@ -566,20 +593,51 @@ impl City {
         Ok(self.store.records(kind)?)
     }
 
-    /// Every change to a record, oldest first, each re-verified.
+    /// Every change to a record, oldest first, each re-verified; an accepted change with the
+    /// fields it changed and their values (the document as at its parents, against the document
+    /// as at the change).
     pub fn history(&self, id: DocId) -> Result<Vec<HistoryItem>, CityError> {
+        self.entries_of(id, true)
+    }
+
+    /// [`City::history`], with the changed fields' values when `values`.
+    fn entries_of(&self, id: DocId, values: bool) -> Result<Vec<HistoryItem>, CityError> {
         let mut out = Vec::new();
-        for (stored, payload) in self.store.doc_entries(&id)? {
+        let doc = if values { self.load(id).ok() } else { None };
+        let entries = self.store.doc_entries(&id)?;
+        let accepted = |s: &intercity_protocol::ingest::StoredEntry| s.status.word() == "accepted";
+        // Each diff reads the document twice: only the newest ones carry values.
+        let mut unvalued = entries
+            .iter()
+            .filter(|(s, _)| accepted(s))
+            .count()
+            .saturating_sub(MAX_HISTORY_VALUES);
+        for (stored, payload) in entries {
             let h = &stored.entry.header;
             let payload_ok = payload
                 .as_ref()
                 .is_some_and(|p| Hash32::of(p) == h.payload_hash);
             let verified = stored.entry.verify().is_ok() && payload_ok;
-            let message = payload
+            let change = payload.as_ref().and_then(|p| {
+                intercity_protocol::doc::isolate(|| automerge::Change::from_bytes(p.clone()).ok())
+                    .ok()
+                    .flatten()
+            });
+            let message = change
                 .as_ref()
-                .and_then(|p| automerge::Change::from_bytes(p.clone()).ok())
                 .and_then(|c| c.message().map(str::to_string))
                 .unwrap_or_default();
+            let changes = match (&doc, &change) {
+                (Some(doc), Some(c)) if accepted(&stored) => {
+                    if unvalued > 0 {
+                        unvalued -= 1;
+                        Vec::new()
+                    } else {
+                        changed_fields(doc, c)
+                    }
+                }
+                _ => Vec::new(),
+            };
             let status = stored.status.word().to_string();
             let reason = stored.status.reason().map(str::to_string);
             let city = self
@@ -597,6 +655,7 @@ impl City {
                 message,
                 verified,
                 entry: stored.entry.hash().to_string(),
+                changes,
             });
         }
         Ok(out)

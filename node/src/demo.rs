@@ -299,8 +299,12 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(String)) -> Result<DemoR
             },
         );
     }
-    let mut agenda = Agenda::new("Study visit to Milan", "2017-02-23");
-    agenda.end = Some("2017-02-24".into());
+    // Dates relative to today, so that `agenda next` after the demo shows the visit.
+    let today = crate::time::today(crate::city::now_ms());
+    let in_days = |n: i32| crate::time::add_days(&today, n).unwrap_or_else(|| today.clone());
+    let mut agenda = Agenda::new("Study visit to Milan", in_days(21));
+    agenda.end = Some(in_days(22));
+    agenda.time_zone = "Europe/Rome".into();
     agenda.venue = "FabriQ, Milan".into();
     agenda.host_city = "Milan".into();
     agenda.attendees = cities
@@ -325,10 +329,25 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(String)) -> Result<DemoR
         item.slot = slot.into();
         agenda.items.push(item);
     }
-    agenda.decisions = vec!["Next meeting in Brno on 1-2 June".into()];
+    let mut wrap_up = Item::new("Wrap-up and next steps");
+    wrap_up.slot = "09:30-11:00".into();
+    wrap_up.day = in_days(22);
+    agenda.items.push(wrap_up);
+    agenda.rerank();
     agenda.status = AgendaStatus::Published;
     let agenda_id = intercity_protocol::record::new_agenda_id();
     group.agendas.insert(agenda_id.clone(), agenda);
+    // The kick-off meeting, held two months ago, with its decision and minutes.
+    let mut kickoff = Agenda::new("Kick-off meeting in Brno", in_days(-60));
+    kickoff.time_zone = "Europe/Prague".into();
+    kickoff.venue = "Brno City Hall".into();
+    kickoff.host_city = "Brno".into();
+    kickoff.status = AgendaStatus::Held;
+    kickoff.decisions = vec!["Milan hosts the study visit".into()];
+    kickoff.minutes = "Nine cities attended. Milan offered to host a study visit.".into();
+    group
+        .agendas
+        .insert(intercity_protocol::record::new_agenda_id(), kickoff);
     let gid = milan.create(
         &Record::Group(group),
         "create working group with the study-visit agenda",
@@ -358,7 +377,8 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(String)) -> Result<DemoR
             {
                 let mut item = Item::new(title);
                 item.slot = "17:00-17:30".into();
-                a.items.push(item);
+                // Before the wrap-up on the second day.
+                a.insert_item(a.items.len().saturating_sub(1), item);
             }
             Ok(())
         })?;

@@ -51,15 +51,20 @@
 //! - **Delete beats edit.** If one city removes an agenda item while another edits it (its title,
 //!   notes, slot, ...), the merged document has no such item: the edit lands on an element that
 //!   is no longer in the list and is lost.
-//! - **Move loses a concurrent edit.** Moving an item deletes it and inserts a copy of it as the
-//!   mover saw it. An edit made concurrently to the item applies to the deleted original, so the
-//!   moved copy shows the item without that edit. Which element counts as "moved" is decided by
-//!   the diff, which keeps as many elements in place as it can: swapping two neighbours may
-//!   re-create either of them.
-//! - **Two concurrent moves of one item duplicate it.** Each move deletes the original and
-//!   inserts its own copy; after merging, both copies exist (with the same `id`). The next
-//!   edit whose target has the item once removes the extra copy. Likewise two cities adding the
-//!   same theme or the same partner concurrently leaves it twice.
+//! - **Agenda items are ordered by rank, so a move is one value.** Each item carries a `rank`
+//!   (see [`crate::record::Agenda::sort_items`]); a read shows the items in rank order, and
+//!   [`write_record`] leaves an item that has a rank where it is in the list, changing its
+//!   fields only. Moving an item sets its rank (last-writer-wins): two concurrent moves of one
+//!   item leave it once, at one of the two places, the same on every replica, and an edit made
+//!   concurrently to the moved item is kept. Two items inserted concurrently at one place get
+//!   the same rank and keep their list order.
+//! - **Items without ranks** (written by an older version) are ordered by the list: a move
+//!   deletes the item and inserts a copy, so a concurrent edit of it is lost and two concurrent
+//!   moves leave two copies with one `id` in the merged document (a record with two items of
+//!   one id is invalid, but no single change holds both). A writer keeps the first copy
+//!   (`Agenda::dedupe_items`), so the next edit removes the other. The CLI ranks an agenda's
+//!   items before it moves or inserts.
+//! - Two cities adding the same theme or the same partner concurrently leaves it twice.
 //! - **Concurrent add and remove of different elements** both take effect.
 //!
 //! Because the containers of a record (lists, maps, text fields) are created with the document
@@ -119,6 +124,7 @@ pub const TEXT_FIELDS: &[&str] = &[
     "description",
     "notes",
     "charter",
+    "minutes",
 ];
 
 /// Keys that identify an object within a list, in order of preference: the first key that every
@@ -126,6 +132,10 @@ pub const TEXT_FIELDS: &[&str] = &[
 /// partners, `label` for figures). Objects in a list with none of these keys are matched by
 /// their whole value.
 pub const IDENTITY_KEYS: &[&str] = &["id", "name", "label"];
+
+/// The key of objects ordered by a rank rather than by their place in the list (agenda items,
+/// see [`crate::record::Agenda::sort_items`]).
+const RANK_KEY: &str = "rank";
 
 /// Largest list diff, in `current × target` elements (after stripping the common prefix and
 /// suffix), computed exactly; beyond it the differing middle is replaced wholesale.
@@ -236,6 +246,82 @@ fn scalar_ref_json(s: &automerge::ScalarValueRef<'_>) -> Json {
         S::Boolean(b) => Json::Bool(*b),
         S::Bytes(b) => Json::String(hex::encode(b)),
         S::Null | S::Unknown { .. } => Json::Null,
+    }
+}
+
+/// One field a change changed: where (`agendas.5d1c….items[a1b2….].title`), what it held
+/// before (None: absent) and what it holds after (None: removed).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FieldChange {
+    /// Dotted path of the field; a list element with an `id` is `list[id]`.
+    pub path: String,
+    /// The value before, if the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Json>,
+    /// The value after, if the field still exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Json>,
+}
+
+/// The fields that differ between two JSON forms of a record (see [`to_json`]), in key order:
+/// maps are compared key by key, lists of objects with an `id` element by element (matched by
+/// id), every other value as a whole. Comparing the document before and after one change says
+/// what that change did, with the values.
+pub fn field_changes(before: &Json, after: &Json) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    diff_into(&mut out, String::new(), Some(before), Some(after));
+    out
+}
+
+fn diff_into(
+    out: &mut Vec<FieldChange>,
+    path: String,
+    before: Option<&Json>,
+    after: Option<&Json>,
+) {
+    if before == after {
+        return;
+    }
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (before, after) {
+        (Some(Json::Object(a)), Some(Json::Object(b))) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                diff_into(out, join(key), a.get(key), b.get(key));
+            }
+        }
+        (Some(Json::Array(a)), Some(Json::Array(b)))
+            if a.iter()
+                .chain(b)
+                .all(|v| v.get("id").is_some_and(Json::is_string)) =>
+        {
+            let id = |v: &Json| {
+                v.get("id")
+                    .and_then(Json::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let find = |list: &[Json], key: &str| list.iter().find(|v| id(v) == key).cloned();
+            let mut seen = HashSet::new();
+            for v in a.iter().chain(b) {
+                let key = id(v);
+                if seen.insert(key.clone()) {
+                    let (x, y) = (find(a, &key), find(b, &key));
+                    diff_into(out, format!("{path}[{key}]"), x.as_ref(), y.as_ref());
+                }
+            }
+        }
+        _ => out.push(FieldChange {
+            path,
+            before: before.cloned(),
+            after: after.cloned(),
+        }),
     }
 }
 
@@ -989,7 +1075,29 @@ fn reconcile_list<T: Transactable>(
     let current = (0..len)
         .map(|i| current_identity(tx, list, i, key))
         .collect::<Result<Vec<_>, _>>()?;
-    let wanted: Vec<Json> = target.iter().map(|v| target_identity(v, key)).collect();
+    let mut wanted: Vec<Json> = target.iter().map(|v| target_identity(v, key)).collect();
+    // Ranked objects (agenda items) are shown in `rank` order, not list order: once any has a
+    // rank, each one found in the list stays where it is (a move changes its rank only; an item
+    // without a rank keeps its place, which orders it among its like) and new ones go last.
+    let ranked: Vec<Json>;
+    let target = if target
+        .iter()
+        .any(|v| v.as_object().is_some_and(|o| o.contains_key(RANK_KEY)))
+    {
+        let at = |w: &Json| {
+            current
+                .iter()
+                .position(|c| c.as_ref() == Some(w))
+                .unwrap_or(usize::MAX)
+        };
+        let mut order: Vec<usize> = (0..target.len()).collect();
+        order.sort_by_key(|&j| at(&wanted[j]));
+        ranked = order.iter().map(|&j| target[j].clone()).collect();
+        wanted = order.iter().map(|&j| wanted[j].clone()).collect();
+        &ranked[..]
+    } else {
+        target
+    };
     let (keep_current, keep_target) = common_subsequence(&current, &wanted);
     for i in (0..len).rev() {
         if !keep_current[i] {
@@ -1165,6 +1273,15 @@ mod tests {
             title: title.to_string(),
             presenters: vec![],
             notes: String::new(),
+            day: String::new(),
+            rank: String::new(),
+        }
+    }
+
+    /// Gives the test agenda's items ranks, as the CLI does before it moves or inserts.
+    fn with_ranks(g: &mut Group) {
+        if let Some(ag) = g.agendas.get_mut(AGENDA) {
+            ag.rerank();
         }
     }
 
@@ -1539,37 +1656,115 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_moves_of_one_item_duplicate_it() {
+    fn unranked_concurrent_moves_copy_an_item_that_the_next_edit_drops() {
+        // Items without ranks (an older version's edits): a move deletes and re-inserts, so two
+        // concurrent moves leave two copies in the document (the merged state, which no single
+        // change holds, so no change is invalid for it).
         let g = group();
+        let base = create(g.clone());
+        let (mut a, mut b) = fork(&base);
+        let move_third_first = |ag: &mut Agenda| {
+            let moved = ag.items.remove(2);
+            ag.items.insert(0, moved);
+        };
+        edit(&mut a, 2, with_agenda(&g, move_third_first));
+        edit(&mut b, 3, with_agenda(&g, move_third_first));
+        sync(&mut a, &mut b);
+        let raw = to_json(&a, None);
+        let copies = raw["agendas"][AGENDA]["items"]
+            .as_array()
+            .map_or(0, |items| items.iter().filter(|i| i["id"] == "a3").count());
+        assert_eq!(copies, 2, "{raw}");
+        assert_eq!(item_ids(&read(&a)), ["a3", "a3", "a1", "a2"]);
+        // A writer drops the copy before it signs: the extra copy is gone.
+        let mut fixed = as_group(read(&a));
+        if let Some(ag) = fixed.agendas.get_mut(AGENDA) {
+            ag.dedupe_items();
+        }
+        edit(&mut a, 2, fixed.clone());
+        let raw = to_json(&a, None);
+        assert_eq!(
+            raw["agendas"][AGENDA]["items"].as_array().map(Vec::len),
+            Some(3)
+        );
+        assert_eq!(read(&a), Record::from(fixed));
+    }
+
+    #[test]
+    fn ranked_moves_keep_each_item_once_and_keep_concurrent_edits() {
+        let mut g = group();
+        with_ranks(&mut g);
+        let base = create(g.clone());
+        // Two cities move the same item, to different places, while a third edits it.
+        let (mut a, mut b) = fork(&base);
+        let mut c = base.fork().with_actor(actor(4));
+        edit(&mut a, 2, with_agenda(&g, |ag| ag.move_item(2, 0)));
+        edit(&mut b, 3, with_agenda(&g, |ag| ag.move_item(2, 1)));
+        edit(
+            &mut c,
+            4,
+            with_agenda(&g, |ag| ag.items[2].title = "FabriQ incubator".into()),
+        );
+        sync(&mut a, &mut b);
+        sync(&mut a, &mut c);
+        sync(&mut b, &mut c);
+        let r = read(&a);
+        let ids = item_ids(&r);
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert!(
+            ids == ["a3", "a1", "a2"] || ids == ["a1", "a3", "a2"],
+            "{ids:?}"
+        );
+        let moved = agenda_of(&r).items.iter().find(|i| i.id == "a3");
+        assert_eq!(
+            moved.map(|i| i.title.as_str()),
+            Some("FabriQ incubator"),
+            "the concurrent edit is kept"
+        );
+        assert_eq!(read(&b), r);
+        assert_eq!(read(&c), r);
+        // A ranked move is one scalar: the items stay where they are in the list.
+        let raw = to_json(&a, None);
+        let in_list: Vec<&str> = raw["agendas"][AGENDA]["items"]
+            .as_array()
+            .map(|items| items.iter().filter_map(|i| i["id"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(in_list, ["a1", "a2", "a3"]);
+    }
+
+    #[test]
+    fn concurrent_inserts_at_one_place_keep_both_in_one_order() {
+        let mut g = group();
+        with_ranks(&mut g);
         let base = create(g.clone());
         let (mut a, mut b) = fork(&base);
         edit(
             &mut a,
             2,
-            with_agenda(&g, |ag| {
-                let moved = ag.items.remove(2);
-                ag.items.insert(0, moved);
-            }),
+            with_agenda(&g, |ag| ag.insert_item(1, item("x", "Makerspace"))),
         );
         edit(
             &mut b,
             3,
-            with_agenda(&g, |ag| {
-                let moved = ag.items.remove(2);
-                ag.items.insert(0, moved);
-            }),
+            with_agenda(&g, |ag| ag.insert_item(1, item("y", "FabLab"))),
         );
         sync(&mut a, &mut b);
-        let r = read(&a);
-        let ids = item_ids(&r);
-        assert_eq!(ids.iter().filter(|i| *i == "a3").count(), 2, "{ids:?}");
-        // The next edit that has the item once resolves the duplicate.
-        let fixed = with_agenda(&g, |ag| {
-            let moved = ag.items.remove(2);
-            ag.items.insert(0, moved);
-        });
-        edit(&mut a, 2, fixed.clone());
-        assert_eq!(read(&a), Record::from(fixed));
+        let ids = item_ids(&read(&a));
+        assert_eq!(ids.len(), 5, "{ids:?}");
+        assert_eq!(
+            (ids[0].as_str(), ids[3].as_str(), ids[4].as_str()),
+            ("a1", "a2", "a3")
+        );
+        assert_eq!(read(&a), read(&b));
+        // Equal ranks: the next insertion between them ranks the agenda again.
+        let mut next = as_group(read(&a));
+        if let Some(ag) = next.agendas.get_mut(AGENDA) {
+            ag.insert_item(2, item("z", "Lunch"));
+        }
+        edit(&mut a, 2, next.clone());
+        let after = item_ids(&read(&a));
+        assert_eq!(after[2], "z", "{after:?}");
+        assert_eq!(read(&a), Record::from(next));
     }
 
     #[test]
@@ -1598,6 +1793,38 @@ mod tests {
         assert!(merged.members.contains_key(PORTO) && merged.members.contains_key(MILAN));
         assert!(!merged.members.contains_key(BRNO));
         assert_eq!(merged.agendas.len(), 2);
+    }
+
+    #[test]
+    fn field_changes_name_each_field_with_its_values() {
+        let g = group();
+        let mut edited = g.clone();
+        if let Some(ag) = edited.agendas.get_mut(AGENDA) {
+            ag.venue = "FabriQ".into();
+            ag.items[1].title = "OpenCare: participatory care".into();
+            ag.items.remove(2);
+            ag.attendees.push("Utrecht".into());
+        }
+        let changes = field_changes(&Record::from(g).to_json(), &Record::from(edited).to_json());
+        let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+        let base = format!("agendas.{AGENDA}");
+        assert_eq!(
+            paths,
+            [
+                format!("{base}.attendees"),
+                format!("{base}.items[a2].title"),
+                format!("{base}.items[a3]"),
+                format!("{base}.venue"),
+            ]
+        );
+        assert_eq!(changes[1].before, Some(Json::from("OpenCare")));
+        assert_eq!(
+            changes[1].after,
+            Some(Json::from("OpenCare: participatory care"))
+        );
+        assert_eq!(changes[2].after, None, "removed");
+        assert_eq!(changes[3].before, Some(Json::from("Palazzo Marino")));
+        assert!(field_changes(&Json::Null, &Json::Null).is_empty());
     }
 
     #[test]
@@ -1673,6 +1900,19 @@ mod tests {
             Op::Retitle { at, title } if n > 0 => items[at % n].title = title.clone(),
             Op::Present { at, who } if n > 0 => items[at % n].presenters.push(who.clone()),
             _ => {}
+        }
+    }
+
+    /// [`apply`] through the ranked agenda operations the CLI uses.
+    fn ranked_apply(ag: &mut Agenda, op: &Op, next_id: &mut u32) {
+        let n = ag.items.len();
+        match op {
+            Op::Add { at, title } => {
+                *next_id += 1;
+                ag.insert_item(at % (n + 1), item(&format!("i{next_id}"), title));
+            }
+            Op::Move { from, to } if n > 0 => ag.move_item(from % n, to % n),
+            other => apply(&mut ag.items, other, next_id),
         }
     }
 
@@ -1851,6 +2091,35 @@ mod tests {
             // Reloading from the saved bytes gives the same record.
             let loaded = Automerge::load(&doc.save()).expect("load");
             prop_assert_eq!(read(&loaded), Record::from(target));
+        }
+
+        /// Two cities editing a ranked agenda at once (inserts, moves, removals, retitles)
+        /// end with the same items, each once, in the same order.
+        #[test]
+        fn concurrent_ranked_edits_converge_with_each_item_once(
+            left in prop::collection::vec(op(), 1..6),
+            right in prop::collection::vec(op(), 1..6),
+        ) {
+            let mut g = group();
+            with_ranks(&mut g);
+            let base = create(g.clone());
+            let (mut a, mut b) = fork(&base);
+            let mut next_id = 0;
+            for (doc, who, ops) in [(&mut a, 2, &left), (&mut b, 3, &right)] {
+                let mut target = g.clone();
+                for op in ops {
+                    target = with_agenda(&target, |ag| ranked_apply(ag, op, &mut next_id));
+                    edit(doc, who, target.clone());
+                    prop_assert_eq!(read(doc), Record::from(target.clone()));
+                }
+            }
+            sync(&mut a, &mut b);
+            let r = read(&a);
+            prop_assert_eq!(&read(&b), &r);
+            prop_assert!(r.validate().is_ok(), "{:?}", r.validate());
+            let ids = item_ids(&r);
+            let unique: HashSet<&String> = ids.iter().collect();
+            prop_assert_eq!(unique.len(), ids.len(), "{:?}", ids);
         }
 
         /// Any group's genesis change reads the same without Automerge as with it, and the

@@ -219,8 +219,10 @@ string_enum! {
         Draft => "draft",
         /// Announced to the members.
         Published => "published",
-        /// The meeting took place.
+        /// The meeting took place (its decisions and minutes are recorded).
         Held => "held",
+        /// The meeting was called off.
+        Cancelled => "cancelled",
     }
 }
 
@@ -405,9 +407,18 @@ pub struct Item {
     /// Id of the item, unique within its agenda (see [`new_item_id`]); it identifies the item when
     /// documents are reconciled.
     pub id: String,
-    /// Time slot, e.g. `09:30-10:30`; may be empty.
+    /// Time slot, e.g. `09:30-10:30` (in the agenda's time zone); may be empty. Records made
+    /// before times were checked may hold free text here.
     #[serde(default)]
     pub slot: String,
+    /// The day of the item, `YYYY-MM-DD`, in a meeting of several days; empty: the first day.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub day: String,
+    /// Where the item stands: items are shown in `rank` order (see [`Agenda::sort_items`]), so that a
+    /// move changes one value instead of deleting and re-inserting the item. Digits and
+    /// lowercase letters, at most [`MAX_RANK_CHARS`]; made by [`rank_between`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rank: String,
     /// Title (required). Merges character-wise.
     pub title: String,
     /// Who presents.
@@ -447,6 +458,12 @@ pub struct Agenda {
     /// Decisions taken, one per entry.
     #[serde(default)]
     pub decisions: Vec<String>,
+    /// IANA time zone of the meeting's times, e.g. `Europe/Rome`; empty: none given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub time_zone: String,
+    /// The minutes, once the meeting is held. Merges character-wise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub minutes: String,
 }
 
 /// A working group: its members and its meeting agendas.
@@ -553,7 +570,13 @@ impl Record {
         Ok(match kind {
             Kind::Practice => Record::Practice(serde_json::from_value(value).map_err(json)?),
             Kind::Project => Record::Project(serde_json::from_value(value).map_err(json)?),
-            Kind::Group => Record::Group(serde_json::from_value(value).map_err(json)?),
+            Kind::Group => {
+                let mut group: Group = serde_json::from_value(value).map_err(json)?;
+                for agenda in group.agendas.values_mut() {
+                    agenda.sort_items();
+                }
+                Record::Group(group)
+            }
         })
     }
 
@@ -832,7 +855,84 @@ impl Agenda {
             attendees: Vec::new(),
             status: AgendaStatus::Draft,
             decisions: Vec::new(),
+            time_zone: String::new(),
+            minutes: String::new(),
         }
+    }
+
+    /// Puts the items in the order they are shown: by `rank`, an item without one first, and
+    /// list order between equal ranks. Every node holding the same document shows the same
+    /// order. (Reading a group does this; validation is not affected by the order.)
+    pub fn sort_items(&mut self) {
+        self.items.sort_by(|a, b| a.rank.cmp(&b.rank));
+    }
+
+    /// Keeps the first item of each id: an older version moved an item by deleting it and
+    /// inserting a copy, so two concurrent moves left two. A writer calls this before it
+    /// signs, so that its change removes the extra copy (a record with two items of one id is
+    /// invalid).
+    pub fn dedupe_items(&mut self) {
+        let mut seen = std::collections::BTreeSet::new();
+        self.items.retain(|item| seen.insert(item.id.clone()));
+    }
+
+    /// Gives every item a rank, spread evenly in the current order: what an edit does before it
+    /// moves or inserts items in an agenda whose items have none (or whose ranks grew long).
+    pub fn rerank(&mut self) {
+        let slots = self.items.len() + 1;
+        // Fixed-width fractions i/slots, i = 1..slots-1, wide enough to tell them apart.
+        let mut width = 1;
+        while 36usize.pow(width) < slots * 36 {
+            width += 1;
+        }
+        let scale = 36usize.pow(width);
+        for (i, item) in self.items.iter_mut().enumerate() {
+            let mut n = (i + 1) * scale / slots;
+            let mut digits = vec![0u8; width as usize];
+            for d in digits.iter_mut().rev() {
+                *d = RANK_DIGITS[n % 36];
+                n /= 36;
+            }
+            while digits.last() == Some(&b'0') {
+                digits.pop();
+            }
+            item.rank = digits.into_iter().map(char::from).collect();
+        }
+    }
+
+    /// Whether the items' ranks leave room to insert between them: every item has one, short
+    /// enough, each greater than the one before (else [`Agenda::rerank`]).
+    pub fn ranked(&self) -> bool {
+        self.items.iter().all(|i| {
+            !i.rank.is_empty()
+                && i.rank.len() < MAX_RANK_CHARS - 2
+                && check_rank("rank", &i.rank).is_ok()
+        }) && self.items.windows(2).all(|w| w[0].rank < w[1].rank)
+    }
+
+    /// Moves the item at `from` to `to` (0-based positions in shown order) by giving it a rank
+    /// between its new neighbours; ranks the items first if needed.
+    pub fn move_item(&mut self, from: usize, to: usize) {
+        if !self.ranked() {
+            self.rerank();
+        }
+        let item = self.items.remove(from);
+        let before = to.checked_sub(1).map(|i| self.items[i].rank.clone());
+        let after = self.items.get(to).map(|i| i.rank.clone());
+        let mut item = item;
+        item.rank = rank_between(before.as_deref().unwrap_or(""), after.as_deref());
+        self.items.insert(to, item);
+    }
+
+    /// Inserts `item` at `at` (0-based, in shown order) with a rank between its neighbours.
+    pub fn insert_item(&mut self, at: usize, mut item: Item) {
+        if !self.ranked() {
+            self.rerank();
+        }
+        let before = at.checked_sub(1).map(|i| self.items[i].rank.clone());
+        let after = self.items.get(at).map(|i| i.rank.clone());
+        item.rank = rank_between(before.as_deref().unwrap_or(""), after.as_deref());
+        self.items.insert(at, item);
     }
 
     /// Checks the agenda's content, naming fields relative to it (`title`, `items[2].title`).
@@ -855,12 +955,22 @@ impl Agenda {
         check_short(&p("venue"), &self.venue, MAX_SHORT_CHARS)?;
         check_short(&p("host_city"), &self.host_city, MAX_SHORT_CHARS)?;
         check_list(&p("items"), &self.items, |f, item| item.validate_at(f))?;
+        for (i, item) in self.items.iter().enumerate() {
+            if let Some(first) = self.items[..i].iter().position(|x| x.id == item.id) {
+                return Err(RecordError::Invalid {
+                    field: p(&format!("items[{i}].id")),
+                    reason: format!("`{}` is the id of items[{first}] too", item.id),
+                });
+            }
+        }
         check_list(&p("attendees"), &self.attendees, |f, a| {
             check_required(f, a, MAX_SHORT_CHARS)
         })?;
         check_list(&p("decisions"), &self.decisions, |f, d| {
             check_required_long(f, d, MAX_SUMMARY_CHARS)
-        })
+        })?;
+        check_time_zone(&p("time_zone"), &self.time_zone)?;
+        check_long(&p("minutes"), &self.minutes, MAX_BODY_CHARS)
     }
 }
 
@@ -871,6 +981,8 @@ impl Item {
         Item {
             id: new_item_id(),
             slot: String::new(),
+            day: String::new(),
+            rank: String::new(),
             title: title.into(),
             presenters: Vec::new(),
             notes: String::new(),
@@ -881,11 +993,106 @@ impl Item {
         let p = |f: &str| join(prefix, f);
         check_id(&p("id"), &self.id)?;
         check_short(&p("slot"), &self.slot, MAX_SHORT_CHARS)?;
+        if !self.day.is_empty() {
+            check_date(&p("day"), &self.day)?;
+        }
+        check_rank(&p("rank"), &self.rank)?;
         check_required(&p("title"), &self.title, MAX_TITLE_CHARS)?;
         check_list(&p("presenters"), &self.presenters, |f, pr| {
             check_required(f, pr, MAX_SHORT_CHARS)
         })?;
         check_long(&p("notes"), &self.notes, MAX_NOTES_CHARS)
+    }
+}
+
+/// Longest item rank, in characters.
+pub const MAX_RANK_CHARS: usize = 32;
+
+/// The digits of a rank, in order.
+const RANK_DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// A rank that sorts after `before` and before `after` (`""` and `None`: no bound), both ranks
+/// as made here (no trailing `0`), `before < after`. Ranks are base-36 fractions: `"i"` is
+/// 18/36, `"i9"` lies between `"i"` and `"j"`. The result never ends in `0`, so there is always
+/// room below it.
+pub fn rank_between(before: &str, after: Option<&str>) -> String {
+    let digit = |c: u8| RANK_DIGITS.iter().position(|d| *d == c).unwrap_or(0);
+    let a: Vec<usize> = before.bytes().map(digit).collect();
+    let b: Option<Vec<usize>> = after.map(|s| s.bytes().map(digit).collect());
+    let out = midpoint(&a, b.as_deref());
+    out.into_iter()
+        .map(|d| char::from(RANK_DIGITS[d]))
+        .collect()
+}
+
+/// Digits strictly between the fractions `a` and `b` (`None`: one), with no trailing zero.
+fn midpoint(a: &[usize], b: Option<&[usize]>) -> Vec<usize> {
+    const BASE: usize = 36;
+    if let Some(b) = b {
+        // A common prefix (`a` padded with zeros) is kept as it is.
+        let n = (0..b.len())
+            .take_while(|&i| a.get(i).copied().unwrap_or(0) == b[i])
+            .count();
+        if n > 0 {
+            let mut out = b[..n].to_vec();
+            out.extend(midpoint(a.get(n..).unwrap_or_default(), Some(&b[n..])));
+            return out;
+        }
+    }
+    let da = a.first().copied().unwrap_or(0);
+    let db = b.and_then(|b| b.first().copied()).unwrap_or(BASE);
+    // Callers pass valid ranks in order (`Agenda::ranked`); anything else gets a rank after `a`.
+    if db <= da {
+        let mut out = a.to_vec();
+        out.push(BASE / 2);
+        return out;
+    }
+    if db - da > 1 {
+        return vec![(da + db) / 2];
+    }
+    // Adjacent first digits: `b`'s first digit alone lies between when `b` goes on; else keep
+    // `a`'s first digit and look between the rest of `a` and one.
+    if b.is_some_and(|b| b.len() > 1) {
+        return vec![db];
+    }
+    let mut out = vec![da];
+    out.extend(midpoint(a.get(1..).unwrap_or_default(), None));
+    out
+}
+
+/// A rank: empty, or digits and lowercase letters not ending in `0`.
+fn check_rank(field: &str, value: &str) -> Result<(), RecordError> {
+    check_len(field, value, MAX_RANK_CHARS)?;
+    if value.bytes().all(|b| RANK_DIGITS.contains(&b)) && !value.ends_with('0') {
+        Ok(())
+    } else {
+        Err(RecordError::Invalid {
+            field: field.to_string(),
+            reason: format!(
+                "a rank holds digits and lowercase letters and does not end in 0, got `{value}`"
+            ),
+        })
+    }
+}
+
+/// A time zone name: empty, or shaped like an IANA name (`Europe/Rome`, `UTC`, `Etc/GMT+1`).
+/// Whether the zone exists is checked where it is entered, not here: time zone databases differ
+/// between machines, and every node must judge a record the same.
+fn check_time_zone(field: &str, value: &str) -> Result<(), RecordError> {
+    check_len(field, value, MAX_ID_CHARS)?;
+    let ok = value.split('/').all(|part| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_+-".contains(&b))
+    });
+    if value.is_empty() || ok {
+        Ok(())
+    } else {
+        Err(RecordError::Invalid {
+            field: field.to_string(),
+            reason: format!("`{value}` is not a time zone name such as Europe/Rome"),
+        })
     }
 }
 
@@ -1269,6 +1476,8 @@ pub(crate) mod tests {
                     title: "Makerspace visit".to_string(),
                     presenters: vec!["Milan".to_string()],
                     notes: "New craft and digital manufacturing.".to_string(),
+                    day: String::new(),
+                    rank: String::new(),
                 },
                 Item {
                     id: "a2".to_string(),
@@ -1276,6 +1485,8 @@ pub(crate) mod tests {
                     title: "OpenCare".to_string(),
                     presenters: vec![],
                     notes: String::new(),
+                    day: String::new(),
+                    rank: String::new(),
                 },
                 Item {
                     id: "a3".to_string(),
@@ -1283,11 +1494,15 @@ pub(crate) mod tests {
                     title: "FabriQ".to_string(),
                     presenters: vec![],
                     notes: String::new(),
+                    day: String::new(),
+                    rank: String::new(),
                 },
             ],
             attendees: vec!["Brno".to_string(), "Porto".to_string(), "Riga".to_string()],
             status: AgendaStatus::Published,
             decisions: vec!["Next meeting in Brno on 1-2 June.".to_string()],
+            time_zone: String::new(),
+            minutes: String::new(),
         }
     }
 
@@ -1852,5 +2067,128 @@ pub(crate) mod tests {
         assert!(check_id("id", &a).is_ok() && check_id("id", &i).is_ok());
         let item = Item::new("x");
         assert_eq!(item.id.len(), 12);
+    }
+
+    #[test]
+    fn ranks_order_and_spread() {
+        assert_eq!(rank_between("", None), "i");
+        assert_eq!(rank_between("i", None), "r");
+        assert_eq!(rank_between("", Some("i")), "9");
+        assert_eq!(rank_between("i", Some("j")), "ii");
+        assert_eq!(rank_between("iz", Some("j")), "izi");
+        assert_eq!(rank_between("i", Some("i1")), "i0i");
+        let mut a = agenda();
+        a.rerank();
+        let ranks: Vec<&str> = a.items.iter().map(|i| i.rank.as_str()).collect();
+        assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{ranks:?}");
+        assert!(a.ranked());
+        for r in &ranks {
+            assert!(check_rank("rank", r).is_ok(), "{r}");
+        }
+        a.items = (0..MAX_LIST_LEN)
+            .map(|i| Item::new(format!("item {i}")))
+            .collect();
+        a.rerank();
+        assert!(a.ranked());
+        assert!(a.items.iter().all(|i| i.rank.len() <= 3));
+        // Appending at the end many times stays valid: the agenda is ranked again when its ranks
+        // grow long.
+        let mut a = agenda();
+        a.items.clear();
+        for i in 0..500 {
+            let at = a.items.len().min(MAX_LIST_LEN - 1);
+            if a.items.len() == MAX_LIST_LEN {
+                a.items.remove(0);
+            }
+            a.insert_item(at, Item::new(format!("item {i}")));
+            assert!(a.validate().is_ok(), "{i}: {:?}", a.validate());
+        }
+        assert!(check_rank("rank", "i0").is_err());
+        assert!(check_rank("rank", "I").is_err());
+        assert!(check_rank("rank", &"i".repeat(MAX_RANK_CHARS + 1)).is_err());
+    }
+
+    #[test]
+    fn items_read_in_rank_order_and_ids_are_unique() {
+        let mut a = agenda();
+        a.items[0].rank = "r".into();
+        a.items[1].rank = "i".into();
+        a.items[2].rank = String::new();
+        let mut g = group();
+        g.agendas.insert("ag".into(), a.clone());
+        let Ok(Record::Group(read)) = Record::from_json(Record::Group(g.clone()).to_json()) else {
+            panic!("group");
+        };
+        let ids: Vec<&str> = read.agendas["ag"]
+            .items
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect();
+        assert_eq!(ids, ["a3", "a2", "a1"]);
+        // A copy of an item (with any content) makes the record invalid; a writer drops it.
+        let mut copy = a.items[0].clone();
+        copy.rank = "z".into();
+        a.items.push(copy);
+        let err = a.validate().expect_err("two items with one id");
+        assert!(err.to_string().contains("items[3].id"), "{err}");
+        a.dedupe_items();
+        assert_eq!(a.items.len(), 3);
+        assert!(a.validate().is_ok());
+    }
+
+    #[test]
+    fn ranks_outside_the_alphabet_are_ranked_again_before_an_insert() {
+        let mut a = agenda();
+        a.items[0].rank = "9".into();
+        a.items[1].rank = "A".into();
+        a.items[2].rank = "é".into();
+        assert!(!a.ranked());
+        a.insert_item(1, Item::new("Lunch"));
+        assert!(a.ranked());
+        assert_eq!(a.items[1].title, "Lunch");
+        // Out-of-order bounds never panic.
+        assert!(!rank_between("z", Some("a")).is_empty());
+    }
+    #[test]
+    fn time_zones_are_checked_for_shape_only() {
+        for ok in [
+            "",
+            "Europe/Rome",
+            "UTC",
+            "Etc/GMT+1",
+            "America/Argentina/Buenos_Aires",
+        ] {
+            assert!(check_time_zone("time_zone", ok).is_ok(), "{ok}");
+        }
+        for bad in ["Europe/", "/Rome", "Europe Rome", "Europe//Rome", "Évora"] {
+            assert!(check_time_zone("time_zone", bad).is_err(), "{bad}");
+        }
+        let mut a = agenda();
+        a.status = AgendaStatus::Cancelled;
+        a.minutes = "Met at 9:30.\nDecided to meet again in June.".into();
+        a.items[0].day = "2017-02-24".into();
+        assert!(a.validate().is_ok());
+        a.items[0].day = "2017-02-30".into();
+        assert!(a.validate().is_err());
+    }
+
+    proptest::proptest! {
+        /// A rank made between two ranks sorts strictly between them and is a valid rank.
+        #[test]
+        fn a_rank_between_two_lies_between(
+            x in "[0-9a-z]{0,6}[1-9a-z]",
+            y in "[0-9a-z]{0,6}[1-9a-z]",
+        ) {
+            let (lo, hi) = if x < y { (x, y) } else { (y, x) };
+            if lo != hi {
+                let m = rank_between(&lo, Some(&hi));
+                proptest::prop_assert!(lo < m && m < hi, "{} < {} < {}", lo, m, hi);
+                proptest::prop_assert!(check_rank("rank", &m).is_ok(), "{}", m);
+            }
+            let after = rank_between(&hi, None);
+            proptest::prop_assert!(hi < after && check_rank("rank", &after).is_ok());
+            let before = rank_between("", Some(&lo));
+            proptest::prop_assert!(before < lo && check_rank("rank", &before).is_ok(), "{}", before);
+        }
     }
 }

@@ -458,7 +458,7 @@ fn invalid_input_exits_2_naming_the_field() {
 fn unknown_and_ambiguous_ids() {
     let milan = City::init("Milan", "IT");
     let err = milan.fails(&["practice", "show", "ffffffffffffffffffffffffffffffff"], 1);
-    assert!(err.contains("no record with id"), "{err}");
+    assert!(err.contains("no practice matches"), "{err}");
     milan.fails(&["practice", "edit", "ffff", "--title", "X"], 1);
     milan.fails(&["history", "ffff"], 1);
     milan.fails(&["agenda", "show", "ffff"], 1);
@@ -856,14 +856,37 @@ fn working_group_agenda() {
             .iter()
             .all(|h| h["verified"] == true && h["status"] == "accepted")
     );
+    // An agenda's history: only that meeting's changes (not the other agenda's, nor the
+    // members'), each with the fields it changed and their values.
+    let agenda_history = milan.json(&["history", short]);
+    let agenda_history = agenda_history.as_array().expect("array");
+    assert!(agenda_history.len() < history.len());
+    assert!(
+        agenda_history
+            .iter()
+            .all(|h| !str_of(&h["message"]).contains("Next meeting")
+                && !str_of(&h["message"]).starts_with("add member")),
+        "{agenda_history:?}"
+    );
+    let published = agenda_history.last().expect("publish");
     assert_eq!(
-        milan.json(&["history", short]),
-        serde_json::Value::Array(history.clone()),
-        "an agenda id shows its group's history"
+        published["changes"],
+        serde_json::json!([{"path": "status", "before": "draft", "after": "published"}])
+    );
+    let by_title = milan.json(&["history", "Smart Social Inclusion study visit"]);
+    assert_eq!(by_title.as_array(), Some(agenda_history));
+    let table = milan.ok(&["history", short]);
+    assert!(
+        table.contains("✓") && table.contains("status: 'draft' → 'published'"),
+        "{table}"
+    );
+    assert!(
+        table.contains("item 'Civic crowdfunding platform': moved"),
+        "{table}"
     );
     let table = milan.ok(&["history", &group]);
     assert!(
-        table.contains("✓") && table.contains("publish agenda"),
+        table.contains("✓") && table.contains("publish agenda") && table.contains("created"),
         "{table}"
     );
 
@@ -900,6 +923,266 @@ fn working_group_agenda() {
     let err = milan.fails(&["agenda", "item", "add", short, "--title", "Too late"], 4);
     assert!(err.contains("rejected"), "{err}");
     milan.fails(&["group", "member", "remove", &group, &milan.id()], 1);
+}
+
+#[test]
+fn an_agenda_goes_from_draft_to_minutes_by_names() {
+    let milan = City::init("Milan", "IT");
+    milan.add(&["group", "create", "--name", "Smart Social Inclusion"]);
+    // The group by its name, in any case; a time zone this program knows.
+    let agenda = milan.add(&[
+        "agenda",
+        "create",
+        "--group",
+        "smart social inclusion",
+        "--title",
+        "Study visit to Milan",
+        "--start",
+        "2017-02-23",
+        "--end",
+        "2017-02-24",
+        "--time-zone",
+        "Europe/Rome",
+    ]);
+    let err = milan.fails(
+        &[
+            "agenda",
+            "create",
+            "--group",
+            "Smart Social Inclusion",
+            "--title",
+            "X",
+            "--start",
+            "2017-02-23",
+            "--time-zone",
+            "Europe/Atlantis",
+        ],
+        2,
+    );
+    assert!(err.contains("Europe/Atlantis"), "{err}");
+    let err = milan.fails(
+        &[
+            "agenda",
+            "create",
+            "--group",
+            "Urban Mobility",
+            "--title",
+            "X",
+            "--start",
+            "2017-02-23",
+        ],
+        1,
+    );
+    assert!(
+        err.contains("no working group matches `Urban Mobility`"),
+        "{err}"
+    );
+
+    // Items by the agenda's title; slots are times, days are days of the meeting.
+    let visit = "Study visit to Milan";
+    milan.ok(&[
+        "agenda",
+        "item",
+        "add",
+        visit,
+        "--title",
+        "Makerspace visit",
+        "--slot",
+        "9:30-11:00",
+    ]);
+    let err = milan.fails(
+        &[
+            "agenda",
+            "item",
+            "add",
+            visit,
+            "--title",
+            "Lunch",
+            "--slot",
+            "13:00-12:00",
+        ],
+        2,
+    );
+    assert!(err.contains("ends before it starts"), "{err}");
+    let err = milan.fails(
+        &[
+            "agenda",
+            "item",
+            "add",
+            visit,
+            "--title",
+            "Lunch",
+            "--day",
+            "2017-03-01",
+        ],
+        2,
+    );
+    assert!(err.contains("not a day of the meeting"), "{err}");
+    milan.ok(&[
+        "agenda",
+        "item",
+        "add",
+        &agenda,
+        "--title",
+        "Wrap-up",
+        "--slot",
+        "09:30-10:30",
+        "--day",
+        "2017-02-24",
+    ]);
+    milan.ok(&[
+        "agenda",
+        "item",
+        "add",
+        &agenda,
+        "--title",
+        "FabriQ visit",
+        "--slot",
+        "11:00-12:30",
+        "--at",
+        "2",
+    ]);
+    milan.ok(&[
+        "agenda",
+        "item",
+        "edit",
+        &agenda,
+        "fabriq visit",
+        "--notes",
+        "bus from the station",
+    ]);
+    milan.ok(&["agenda", "item", "move", &agenda, "Wrap-up", "--to", "1"]);
+    milan.ok(&["agenda", "item", "move", &agenda, "1", "--to", "3"]);
+
+    // The meeting itself changes after creation.
+    milan.ok(&[
+        "agenda",
+        "edit",
+        visit,
+        "--venue",
+        "FabriQ, Milan",
+        "--host",
+        "Milan",
+    ]);
+    let shown = milan.json(&["agenda", "show", &agenda]);
+    assert_eq!(shown["venue"], "FabriQ, Milan");
+    assert_eq!(shown["time_zone"], "Europe/Rome");
+    assert_eq!(
+        strings(&serde_json::Value::Array(
+            shown["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|i| i["title"].clone())
+                .collect()
+        )),
+        ["Makerspace visit", "FabriQ visit", "Wrap-up"]
+    );
+    assert_eq!(
+        shown["items"][0]["slot"], "09:30-11:00",
+        "slots are written in one form"
+    );
+    assert_eq!(shown["items"][1]["notes"], "bus from the station");
+    assert_eq!(shown["items"][2]["day"], "2017-02-24");
+
+    // Published, cancelled, reinstated; the calendar follows.
+    milan.ok(&["agenda", "publish", &agenda]);
+    milan.ok(&["agenda", "cancel", visit]);
+    assert_eq!(
+        milan.json(&["agenda", "show", &agenda])["status"],
+        "cancelled"
+    );
+    let err = milan.fails(&["agenda", "decide", &agenda, "Something"], 2);
+    assert!(err.contains("cancelled"), "{err}");
+    let cancelled = milan.ok(&["export", "--format", "ics"]);
+    assert!(cancelled.contains("STATUS:CANCELLED"), "{cancelled}");
+    milan.ok(&["agenda", "publish", &agenda]);
+    let ics = milan.ok(&["export", "--format", "ics"]);
+    assert!(ics.contains("STATUS:CONFIRMED"), "{ics}");
+    // 09:30 in Rome on 23 February is 08:30 UTC; the wrap-up ends at 10:30 on the 24th.
+    assert!(ics.contains("DTSTART:20170223T083000Z"), "{ics}");
+    assert!(ics.contains("DTEND:20170224T093000Z"), "{ics}");
+    let sequence = |t: &str| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("SEQUENCE:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .expect("SEQUENCE")
+    };
+    assert!(
+        sequence(&ics) > sequence(&cancelled),
+        "a later version has a higher SEQUENCE"
+    );
+
+    // Held, with its decisions and minutes.
+    let minutes = milan.path().join("minutes.md");
+    std::fs::write(
+        &minutes,
+        "Nine cities attended.\r\nMilan showed FabriQ.\r\n",
+    )
+    .expect("minutes");
+    milan.ok(&[
+        "agenda",
+        "held",
+        &agenda,
+        "--decision",
+        "Brno hosts the next meeting",
+        "--minutes-file",
+        minutes.to_str().expect("utf-8"),
+    ]);
+    milan.ok(&["agenda", "decide", visit, "A shared toolkit by June"]);
+    let shown = milan.json(&["agenda", "show", &agenda]);
+    assert_eq!(shown["status"], "held");
+    assert_eq!(
+        strings(&shown["decisions"]),
+        ["Brno hosts the next meeting", "A shared toolkit by June"]
+    );
+    assert_eq!(
+        shown["minutes"],
+        "Nine cities attended.\nMilan showed FabriQ.\n"
+    );
+    let err = milan.fails(&["agenda", "cancel", &agenda], 2);
+    assert!(err.contains("held"), "{err}");
+    milan.ok(&[
+        "agenda",
+        "minutes",
+        &agenda,
+        "--minutes",
+        "Ten cities attended.",
+    ]);
+    let table = milan.ok(&["agenda", "show", visit]);
+    assert!(
+        table.contains("Ten cities attended.") && table.contains("Europe/Rome"),
+        "{table}"
+    );
+
+    // The agenda's history says what changed, from what to what.
+    let history = milan.ok(&["history", visit]);
+    for expected in [
+        "venue: '' → 'FabriQ, Milan'",
+        "status: 'published' → 'cancelled'",
+        "added item 'Wrap-up'",
+        "item 'Wrap-up': moved",
+        "minutes: 'Nine cities attended. Milan showed FabriQ. ' → 'Ten cities attended.'",
+    ] {
+        assert!(history.contains(expected), "{expected}\n{history}");
+    }
+
+    // Two agendas with one title: the name is ambiguous, and the error lists both.
+    let other = milan.add(&[
+        "agenda",
+        "create",
+        "--group",
+        "Smart Social Inclusion",
+        "--title",
+        "Study visit to Milan",
+        "--start",
+        "2018-02-23",
+    ]);
+    let err = milan.fails(&["agenda", "show", visit], 2);
+    assert!(
+        err.contains(&agenda[..8]) && err.contains(&other[..8]) && err.contains("give the id"),
+        "{err}"
+    );
 }
 
 #[test]

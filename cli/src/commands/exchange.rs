@@ -10,7 +10,6 @@ use anyhow::Context as _;
 use intercity_node::catalog::UnitKind;
 use intercity_node::exchange::{self, Exported, Imported, LineError, Meeting};
 use intercity_node::{ImportOutcome, ImportResult};
-use intercity_protocol::entry::DocId;
 use intercity_protocol::record::Record;
 
 use super::Ctx;
@@ -170,19 +169,23 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<()> {
     let mut bytes = Vec::new();
     let count;
     if args.format == ExportFormat::Ics {
-        let mut groups: BTreeMap<String, (Record, i64)> = BTreeMap::new();
+        // Each group once, with its number of changes (the events' SEQUENCE).
+        let mut groups: BTreeMap<String, (Record, i64, usize)> = BTreeMap::new();
         for hit in &found.hits {
             if let Some(g) = &hit.unit.group
                 && !groups.contains_key(g)
+                && let Some(e) = city.export(std::slice::from_ref(g))?.pop()
             {
-                let id: DocId = g.parse().map_err(|_| CliError::Invalid(g.clone()))?;
-                groups.insert(g.clone(), (city.record(id)?, hit.unit.updated));
+                groups.insert(
+                    g.clone(),
+                    (e.record, hit.unit.updated, e.provenance.changes),
+                );
             }
         }
         let mut meetings = Vec::new();
         for hit in &found.hits {
             let Some(gid) = &hit.unit.group else { continue };
-            let Some((Record::Group(group), updated)) = groups.get(gid) else {
+            let Some((Record::Group(group), updated, sequence)) = groups.get(gid) else {
                 continue;
             };
             if let Some(agenda) = group.agendas.get(&hit.unit.id) {
@@ -192,6 +195,7 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<()> {
                     agenda_id: &hit.unit.id,
                     agenda,
                     updated: *updated,
+                    sequence: *sequence,
                 });
             }
         }

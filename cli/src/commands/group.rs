@@ -213,19 +213,17 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
     }
 }
 
-/// Resolves a group id prefix and reads the group.
-pub fn load(city: &Client, prefix: &str) -> anyhow::Result<(DocId, Group)> {
-    let id = city.resolve_kind(prefix, Kind::Group)?;
-    match city.record(id)? {
-        Record::Group(g) => Ok((id, g)),
-        other => {
-            Err(CliError::Invalid(format!("expected a group, found a {}", other.kind())).into())
-        }
-    }
+/// Resolves a group (id, id prefix or name) and reads it.
+pub fn load(city: &Client, text: &str) -> anyhow::Result<(DocId, Group)> {
+    super::resolve::group(city, text)
 }
 
-/// Signs the new state of a group as one change.
-pub fn save(city: &Client, id: DocId, group: Group, message: &str) -> anyhow::Result<()> {
+/// Signs the new state of a group as one change (dropping copies of an agenda item that an
+/// older version's concurrent moves left, which would make the record invalid).
+pub fn save(city: &Client, id: DocId, mut group: Group, message: &str) -> anyhow::Result<()> {
+    for agenda in group.agendas.values_mut() {
+        agenda.dedupe_items();
+    }
     city.edit(id, message, |r| {
         *r = Record::from(group);
         Ok(())

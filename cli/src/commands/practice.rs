@@ -179,7 +179,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             done(ctx, &id, &format!("Added practice {id} '{title}'"), true)
         }
         Command::Edit(args) => {
-            let id = city.resolve_kind(&args.id, Kind::Practice)?;
+            let id = super::resolve::record(&city, &args.id, Kind::Practice)?;
             let before = city.record(id)?;
             let mut p = practice(overlay_file(&before, overlay.as_ref())?)?;
             args.fields.apply(&mut p);
@@ -193,7 +193,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         }
         Command::Delete(args) => super::delete(ctx, &city, &args.id, Kind::Practice),
         Command::Show(args) => {
-            let id = city.resolve_kind(&args.id, Kind::Practice)?;
+            let id = super::resolve::record(&city, &args.id, Kind::Practice)?;
             let record = city.record(id)?;
             if ctx.ui.is_json() {
                 ctx.ui.json(&with_id(&id.to_string(), &record))?;

@@ -105,7 +105,7 @@ impl Fields {
         let related = self
             .related
             .iter()
-            .map(|r| Ok(city.resolve_kind(r, Kind::Practice)?.to_string()))
+            .map(|r| Ok(super::resolve::record(city, r, Kind::Practice)?.to_string()))
             .collect::<anyhow::Result<Vec<_>>>()?;
         if let Some(v) = self.name {
             p.name = v;
@@ -191,7 +191,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             done(ctx, &id, &format!("Added project {id} '{name}'"), true)
         }
         Command::Edit(args) => {
-            let id = city.resolve_kind(&args.id, Kind::Project)?;
+            let id = super::resolve::record(&city, &args.id, Kind::Project)?;
             let before = city.record(id)?;
             let mut p = project(overlay_file(&before, overlay.as_ref())?)?;
             args.fields.apply(&city, &mut p)?;
@@ -205,7 +205,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         }
         Command::Delete(args) => super::delete(ctx, &city, &args.id, Kind::Project),
         Command::Show(args) => {
-            let id = city.resolve_kind(&args.id, Kind::Project)?;
+            let id = super::resolve::record(&city, &args.id, Kind::Project)?;
             let record = city.record(id)?;
             if ctx.ui.is_json() {
                 ctx.ui.json(&with_id(&id.to_string(), &record))?;

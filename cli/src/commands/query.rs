@@ -138,29 +138,7 @@ impl FilterArgs {
 
 /// A group's record id from an id prefix or its exact name (any case).
 pub fn resolve_group(city: &Client, text: &str) -> anyhow::Result<String> {
-    if let Ok(id) = city.resolve_kind(text, Kind::Group) {
-        return Ok(id.to_string());
-    }
-    let groups: Vec<_> = city
-        .list(Some(Kind::Group))?
-        .into_iter()
-        .filter(|g| g.title.eq_ignore_ascii_case(text.trim()))
-        .collect();
-    match groups.as_slice() {
-        [one] => Ok(one.id.clone()),
-        [] => Err(CliError::NotFound {
-            what: "working group",
-            prefix: text.to_string(),
-            hint: "`intercity group list` shows the groups".into(),
-        }
-        .into()),
-        many => Err(CliError::Ambiguous {
-            what: "group name",
-            prefix: text.to_string(),
-            matches: many.iter().map(|g| g.id.clone()).collect(),
-        }
-        .into()),
-    }
+    Ok(super::resolve::record(city, text, Kind::Group)?.to_string())
 }
 
 /// Runs `search`.

@@ -81,6 +81,7 @@ pub const STATUSES: &[&str] = &[
     "draft",
     "published",
     "held",
+    "cancelled",
 ];
 
 pub(crate) fn status_code(status: &str) -> u8 {

@@ -3,7 +3,9 @@
 
 use intercity_protocol::record::{Agenda, Group};
 
-use crate::time::{civil_from_days, days_from_civil};
+use intercity_protocol::record::AgendaStatus;
+
+use crate::time;
 
 /// One meeting for the calendar: a group's agenda.
 #[derive(Clone, Debug)]
@@ -18,18 +20,48 @@ pub struct Meeting<'a> {
     pub agenda: &'a Agenda,
     /// Newest change of the group, ms since the epoch.
     pub updated: i64,
+    /// The group's number of accepted changes: the event's `SEQUENCE`, which grows with every
+    /// change, so calendar apps take a changed meeting over the copy they hold.
+    pub sequence: usize,
 }
 
 /// The day after a `YYYY-MM-DD` date, as `YYYYMMDD` (iCalendar's exclusive DTEND).
 fn ics_day_after(date: &str) -> Option<String> {
-    let (y, m, d) = civil_from_days(days_from_civil(date)? + 1);
-    Some(format!("{y:04}{m:02}{d:02}"))
+    Some(time::add_days(date, 1)?.replace('-', ""))
 }
 
 /// A UTC timestamp (ms) as iCalendar DATE-TIME `YYYYMMDDTHHMMSSZ`.
 pub fn ics_timestamp(ms: i64) -> String {
-    let (y, m, d, hh, mm, ss) = crate::time::utc_parts(ms);
-    format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z")
+    time::ics_utc(ms)
+}
+
+/// The `DTSTART` and `DTEND` lines of a meeting: its times when its items have times (in UTC
+/// when the agenda names its time zone, else floating local times), else whole days.
+fn ics_when(a: &Agenda) -> Option<(String, Option<String>)> {
+    if let Some((start, end)) = time::meeting_span(a) {
+        let zone = (!a.time_zone.is_empty())
+            .then(|| time::time_zone(&a.time_zone).ok())
+            .flatten();
+        let at = |t: jiff::civil::DateTime| match &zone {
+            Some(tz) => t
+                .to_zoned(tz.clone())
+                .ok()
+                .map(|z| z.timestamp().strftime("%Y%m%dT%H%M%SZ").to_string()),
+            None => Some(t.strftime("%Y%m%dT%H%M%S").to_string()),
+        };
+        let end = if end > start {
+            Some(format!("DTEND:{}", at(end)?))
+        } else {
+            None
+        };
+        return Some((format!("DTSTART:{}", at(start)?), end));
+    }
+    let start = a.start.replace('-', "");
+    let end = ics_day_after(a.end.as_deref().unwrap_or(&a.start))?;
+    Some((
+        format!("DTSTART;VALUE=DATE:{start}"),
+        Some(format!("DTEND;VALUE=DATE:{end}")),
+    ))
 }
 
 /// Escapes a TEXT value (RFC 5545 §3.3.11).
@@ -69,7 +101,7 @@ pub fn meeting_uid(group_id: &str, agenda_id: &str) -> String {
     format!("{agenda_id}-{group_id}@intercity")
 }
 
-/// An iCalendar (RFC 5545) document with one all-day `VEVENT` per meeting.
+/// An iCalendar (RFC 5545) document with one `VEVENT` per meeting.
 pub fn ics(meetings: &[Meeting<'_>], stamp_ms: i64) -> String {
     let mut out = String::new();
     for l in [
@@ -87,9 +119,7 @@ pub fn ics(meetings: &[Meeting<'_>], stamp_ms: i64) -> String {
     }
     for m in meetings {
         let a = m.agenda;
-        let start = a.start.replace('-', "");
-        let last = a.end.as_deref().unwrap_or(&a.start);
-        let Some(end) = ics_day_after(last) else {
+        let Some((start, end)) = ics_when(a) else {
             continue;
         };
         let mut description = vec![format!("Working group: {}", m.group.name)];
@@ -97,6 +127,9 @@ pub fn ics(meetings: &[Meeting<'_>], stamp_ms: i64) -> String {
             description.push(format!("Host: {}", a.host_city));
         }
         description.push(format!("Status: {}", a.status));
+        if !a.time_zone.is_empty() {
+            description.push(format!("Times: {}", a.time_zone));
+        }
         if !a.items.is_empty() {
             description.push(String::new());
             description.push("Agenda:".into());
@@ -112,13 +145,19 @@ pub fn ics(meetings: &[Meeting<'_>], stamp_ms: i64) -> String {
             }
             description.push(line);
         }
+        if !a.decisions.is_empty() {
+            description.push(String::new());
+            description.push("Decisions:".into());
+            description.extend(a.decisions.iter().map(|d| format!("- {d}")));
+        }
         let location: Vec<&str> = [a.venue.as_str(), a.host_city.as_str()]
             .into_iter()
             .filter(|s| !s.is_empty())
             .collect();
         let status = match a.status {
-            intercity_protocol::record::AgendaStatus::Draft => "TENTATIVE",
-            _ => "CONFIRMED",
+            AgendaStatus::Draft => "TENTATIVE",
+            AgendaStatus::Cancelled => "CANCELLED",
+            AgendaStatus::Published | AgendaStatus::Held => "CONFIRMED",
         };
         ics_line(&mut out, "BEGIN:VEVENT");
         ics_line(
@@ -130,8 +169,11 @@ pub fn ics(meetings: &[Meeting<'_>], stamp_ms: i64) -> String {
             &mut out,
             &format!("LAST-MODIFIED:{}", ics_timestamp(m.updated)),
         );
-        ics_line(&mut out, &format!("DTSTART;VALUE=DATE:{start}"));
-        ics_line(&mut out, &format!("DTEND;VALUE=DATE:{end}"));
+        ics_line(&mut out, &format!("SEQUENCE:{}", m.sequence));
+        ics_line(&mut out, &start);
+        if let Some(end) = end {
+            ics_line(&mut out, &end);
+        }
         ics_line(&mut out, &format!("SUMMARY:{}", ics_text(&a.title)));
         if !location.is_empty() {
             ics_line(
