@@ -2,6 +2,7 @@
 
 pub mod agenda;
 pub mod backup;
+pub mod calendar;
 pub mod completions;
 pub mod demo;
 pub mod exchange;
@@ -102,6 +103,9 @@ pub enum Command {
     /// Restore a backup into the data directory; it signs again once caught up with its feeds
     #[command(after_help = backup::RESTORE_HELP)]
     Restore(backup::RestoreArgs),
+    /// Calendar feeds: each working group's meetings, for calendar apps to subscribe to
+    #[command(subcommand, after_help = calendar::HELP)]
+    Calendar(calendar::Command),
     /// Rebuild the search catalog from the stored records
     #[command(after_help = "Example:\n  intercity reindex")]
     Reindex,
@@ -212,6 +216,7 @@ pub fn run(cli: Cli, color: ColorChoice) -> anyhow::Result<()> {
         Command::Config(cmd) => node::config(&ctx, cmd),
         Command::Status => status::run(&ctx),
         Command::Federation(cmd) => federation::run(&ctx, cmd),
+        Command::Calendar(cmd) => calendar::run(&ctx, cmd),
         Command::Peers(cmd) => peers::run(&ctx, cmd),
         Command::Invite(cmd) => invite::run(&ctx, cmd),
         Command::Key(cmd) => key::run(&ctx, cmd),
@@ -406,5 +411,100 @@ pub fn one_named(
                 .join(", ")
         ))
         .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The words of a shell command line up to a pipe or a second command: spaces split,
+    /// single and double quotes group, a backslash escapes the next character (what the
+    /// guides' commands use).
+    fn shell_words(line: &str) -> Vec<String> {
+        let (mut out, mut word, mut quote, mut any) = (Vec::new(), String::new(), None, false);
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match (quote, c) {
+                (None, ' ') => {
+                    if any {
+                        out.push(std::mem::take(&mut word));
+                    }
+                    any = false;
+                }
+                (None, '#') if !any => break,
+                // A pipe or a second command: the rest is not this program's.
+                (None, '|' | ';' | '&' | '>') => break,
+                (None, '\'' | '"') => (quote, any) = (Some(c), true),
+                (Some(q), c) if c == q => quote = None,
+                (Some('\''), c) | (None | Some(_), c) if c != '\\' || quote == Some('\'') => {
+                    word.push(c);
+                    any = true;
+                }
+                (_, _) => {
+                    word.extend(chars.next());
+                    any = true;
+                }
+            }
+        }
+        if any {
+            out.push(word);
+        }
+        out
+    }
+
+    /// Every `intercity …` command of a guide's shell blocks (continued lines joined), except
+    /// those holding an elided id or a placeholder (`...`, `…`, `<GROUP>`), which only a person
+    /// completes.
+    fn commands_of(markdown: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut in_block = false;
+        let mut pending = String::new();
+        for line in markdown.lines() {
+            if line.starts_with("```") {
+                in_block = line == "```sh";
+                continue;
+            }
+            if !in_block {
+                continue;
+            }
+            let line = line.trim();
+            if let Some(start) = line.strip_suffix('\\') {
+                pending.push_str(start);
+                continue;
+            }
+            let whole = format!("{pending}{line}");
+            pending.clear();
+            let elided = ["...", "…", "<"].iter().any(|e| whole.contains(e));
+            if whole.starts_with("intercity ") && !elided {
+                out.push(whole);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_command_of_the_staff_guide_and_the_readme_parses() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut checked = 0;
+        for doc in ["docs/staff-guide.md", "README.md", "docs/operations.md"] {
+            let text = std::fs::read_to_string(root.join(doc)).expect("guide");
+            for command in commands_of(&text) {
+                let words = shell_words(&command);
+                if let Err(e) = Cli::try_parse_from(&words) {
+                    panic!("{doc}: `{command}` does not parse:\n{e}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 50, "only {checked} commands found");
+    }
+
+    #[test]
+    fn shell_words_follow_quotes() {
+        assert_eq!(
+            shell_words(r#"intercity a "b c" 'd "e"' f\ g  # note"#),
+            ["intercity", "a", "b c", "d \"e\"", "f g"]
+        );
     }
 }

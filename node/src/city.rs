@@ -39,6 +39,8 @@ use crate::store::{RecordSummary, Store, StoreError};
 
 mod backup;
 pub use backup::BackupInfo;
+mod calendar;
+pub use calendar::CalendarFeed;
 mod error;
 mod files;
 mod import;

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 
 use crate::catalog::{Found, Query};
 use crate::city::{
-    City, CityError, HistoryItem, ImportResult, KeyInfo, LOCK_POLL, LOCK_WAIT, Profile,
-    RecoveryInfo,
+    CalendarFeed, City, CityError, HistoryItem, ImportResult, KeyInfo, LOCK_POLL, LOCK_WAIT,
+    Profile, RecoveryInfo,
 };
 use crate::control::{Category, Context, ControlClient, Operation, ops};
 use crate::exchange::{Exported, Imported};
@@ -386,5 +386,20 @@ impl Client {
     /// Records with their provenance.
     pub fn export(&self, ids: &[String]) -> Result<Vec<Exported>, CityError> {
         self.call(ops::Export { ids: ids.to_vec() })
+    }
+
+    /// A group's calendar feed, made on first use (under a new secret when `renew`).
+    pub fn calendar_feed(&self, group: DocId, renew: bool) -> Result<CalendarFeed, CityError> {
+        self.call(ops::CalendarFeedOf { group, renew })
+    }
+
+    /// Every calendar feed.
+    pub fn calendar_feeds(&self) -> Result<Vec<CalendarFeed>, CityError> {
+        self.call(ops::CalendarFeeds {})
+    }
+
+    /// Withdraws a group's calendar feed.
+    pub fn calendar_revoke(&self, group: DocId) -> Result<(), CityError> {
+        self.call(ops::CalendarRevoke { group })
     }
 }

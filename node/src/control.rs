@@ -156,6 +156,9 @@ requests!(
     Import,
     FinishImport,
     Export,
+    CalendarFeedOf,
+    CalendarFeeds,
+    CalendarRevoke,
 );
 
 /// A reply as JSON.

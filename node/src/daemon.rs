@@ -39,6 +39,8 @@ pub struct ConfigFile {
     pub approve_joins: Option<bool>,
     /// Address to serve metrics and health on over HTTP (`GET /metrics`, `GET /health`).
     pub metrics: Option<String>,
+    /// Address to serve the groups' calendar feeds on over HTTP (`GET /calendar/...`).
+    pub calendar: Option<String>,
 }
 
 impl ConfigFile {
@@ -99,6 +101,8 @@ pub struct Overrides {
     pub approve_joins: Option<bool>,
     /// The metrics address.
     pub metrics: Option<String>,
+    /// The calendar feeds' address.
+    pub calendar: Option<String>,
 }
 
 impl Overrides {
@@ -148,6 +152,7 @@ impl Overrides {
             anti_entropy_secs,
             approve_joins: both("INTERCITY_APPROVE_JOINS", "INTERCITY_NO_APPROVE_JOINS")?,
             metrics: var("INTERCITY_METRICS").filter(|v| !v.trim().is_empty()),
+            calendar: var("INTERCITY_CALENDAR").filter(|v| !v.trim().is_empty()),
         })
     }
 }
@@ -170,6 +175,8 @@ pub struct Resolved {
     pub net: NetConfig,
     /// Where to serve metrics and health (off by default).
     pub metrics: Option<std::net::SocketAddr>,
+    /// Where to serve the calendar feeds (off by default).
+    pub calendar: Option<std::net::SocketAddr>,
     /// Every setting, with where its value came from.
     pub settings: Vec<Setting>,
 }
@@ -217,15 +224,28 @@ pub fn resolve(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let metrics_text = overrides.metrics.clone().or(file.metrics.clone());
-    let metrics = match &metrics_text {
-        Some(m) => Some(m.trim().parse::<std::net::SocketAddr>().map_err(|e| {
-            CityError::Invalid(format!(
-                "metrics address `{m}` is not an IP address and port (e.g. 127.0.0.1:9464): {e}"
-            ))
-        })?),
-        None => None,
+    let address = |what: &str, text: Option<String>, example: &str| match text {
+        Some(m) => m
+            .trim()
+            .parse::<std::net::SocketAddr>()
+            .map(Some)
+            .map_err(|e| {
+                CityError::Invalid(format!(
+                    "{what} address `{m}` is not an IP address and port (e.g. {example}): {e}"
+                ))
+            }),
+        None => Ok(None),
     };
+    let metrics = address(
+        "metrics",
+        overrides.metrics.clone().or(file.metrics.clone()),
+        "127.0.0.1:9464",
+    )?;
+    let calendar = address(
+        "calendar",
+        overrides.calendar.clone().or(file.calendar.clone()),
+        "0.0.0.0:8088",
+    )?;
     let settings = vec![
         Setting {
             key: "listen",
@@ -273,10 +293,16 @@ pub fn resolve(
             value: metrics.map_or_else(|| "off".to_string(), |m| m.to_string()),
             source: source(file.metrics.is_some(), overrides.metrics.is_some()),
         },
+        Setting {
+            key: "calendar",
+            value: calendar.map_or_else(|| "off".to_string(), |m| m.to_string()),
+            source: source(file.calendar.is_some(), overrides.calendar.is_some()),
+        },
     ];
     Ok(Resolved {
         net: cfg,
         metrics,
+        calendar,
         settings,
     })
 }

@@ -536,6 +536,138 @@ fn the_daemon_serves_metrics_and_health_when_asked() {
     );
 }
 
+/// `node run --calendar ADDR`: a group's meetings as an iCalendar feed at a URL with a secret;
+/// a wrong, replaced or withdrawn secret gets 404.
+#[test]
+fn the_daemon_serves_a_group_s_calendar_at_its_secret_url() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("milan");
+    let (ok, _, err) = cli(&dir, &["init", "--city", "Milan"]);
+    assert!(ok, "{err}");
+    let calendar = format!("127.0.0.1:{}", free_port());
+    let _daemon = run_daemon_with(&dir, free_port(), &["--calendar", &calendar]);
+    let (ok, _, err) = cli(
+        &dir,
+        &["group", "create", "--name", "Smart Social Inclusion"],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(
+        &dir,
+        &[
+            "agenda",
+            "create",
+            "--group",
+            "Smart Social Inclusion",
+            "--title",
+            "Study visit to Milan",
+            "--start",
+            "2017-02-23",
+            "--time-zone",
+            "Europe/Rome",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(
+        &dir,
+        &[
+            "agenda",
+            "item",
+            "add",
+            "Study visit to Milan",
+            "--title",
+            "FabriQ",
+            "--slot",
+            "11:00-12:30",
+        ],
+    );
+    assert!(ok, "{err}");
+    let base = format!("http://{calendar}");
+    let url_of = |extra: &[&str]| {
+        let mut args = vec!["calendar", "url", "Smart Social Inclusion", "--base", &base];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = cli(&dir, &args);
+        assert!(ok, "{err}");
+        out.trim().to_string()
+    };
+    let url = url_of(&[]);
+    assert!(
+        url.starts_with(&format!("{base}/calendar/")) && url.ends_with(".ics"),
+        "{url}"
+    );
+    assert_eq!(url_of(&[]), url, "the same URL until it is replaced");
+    let get = |url: &str| {
+        let path = url.strip_prefix(&base).expect("base");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(&calendar) {
+                s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                    .expect("write");
+                let mut out = String::new();
+                s.read_to_string(&mut out).expect("read");
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no calendar server on {calendar}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let reply = get(&url);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("Content-Type: text/calendar"), "{reply}");
+    assert!(
+        reply.contains("Cache-Control: private, no-store"),
+        "{reply}"
+    );
+    assert!(get(&format!("{url}?nocache=1")).starts_with("HTTP/1.1 200"));
+    // Without --base, and no calendar address in this shell's configuration: the path, and why.
+    let (ok, out, err) = cli(&dir, &["calendar", "url", "Smart Social Inclusion"]);
+    assert!(
+        ok && url.ends_with(out.trim()) && out.starts_with("/calendar/"),
+        "{out}{err}"
+    );
+    assert!(err.contains("--calendar"), "{err}");
+    let body = &reply[reply.find("\r\n\r\n").expect("body") + 4..];
+    let calendars: Vec<_> = ical::IcalParser::new(std::io::BufReader::new(body.as_bytes()))
+        .collect::<Result<_, _>>()
+        .expect("valid iCalendar");
+    let events = &calendars[0].events;
+    assert_eq!(events.len(), 1);
+    let prop = |name: &str| {
+        events[0]
+            .properties
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.value.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(prop("SUMMARY"), "Study visit to Milan");
+    assert_eq!(prop("DTSTART"), "20170223T100000Z", "11:00 in Rome");
+    assert!(
+        prop("SEQUENCE").parse::<u32>().is_ok_and(|n| n >= 3),
+        "{}",
+        prop("SEQUENCE")
+    );
+
+    // A wrong secret, another path: nothing.
+    let wrong = url.replace(".ics", "0.ics");
+    assert!(get(&wrong).starts_with("HTTP/1.1 404"));
+    assert!(get(&format!("{base}/calendar/")).starts_with("HTTP/1.1 404"));
+    // A new secret: the old URL stops working.
+    let renewed = url_of(&["--new"]);
+    assert_ne!(renewed, url);
+    assert!(get(&url).starts_with("HTTP/1.1 404"));
+    assert!(get(&renewed).starts_with("HTTP/1.1 200"));
+    let (ok, out, err) = cli(&dir, &["calendar", "list", "--base", &base, "--json"]);
+    assert!(ok && out.contains(&renewed), "{out}{err}");
+    // Withdrawn: gone.
+    let (ok, _, err) = cli(&dir, &["calendar", "revoke", "Smart Social Inclusion"]);
+    assert!(ok, "{err}");
+    assert!(get(&renewed).starts_with("HTTP/1.1 404"));
+}
+
 /// `--log-format json`: every line the daemon writes on stderr is one JSON object.
 #[test]
 fn the_daemon_logs_json_lines_when_asked() {

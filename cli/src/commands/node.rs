@@ -79,6 +79,10 @@ pub struct RunArgs {
     /// HTTP on this address, e.g. 127.0.0.1:9464 [default: off]
     #[arg(long, value_name = "ADDR", env = "INTERCITY_METRICS")]
     pub metrics: Option<String>,
+    /// Serve the working groups' calendar feeds (GET /calendar/GROUP/SECRET.ics; see
+    /// `intercity calendar url`) over HTTP on this address, e.g. 0.0.0.0:8088 [default: off]
+    #[arg(long, value_name = "ADDR", env = "INTERCITY_CALENDAR")]
+    pub calendar: Option<String>,
 }
 
 /// Runs `node`.
@@ -98,9 +102,10 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         anti_entropy_secs: args.anti_entropy_secs,
         approve_joins: both(args.approve_joins, args.no_approve_joins),
         metrics: args.metrics,
+        calendar: args.calendar,
     };
     let resolved = resolve(&dir, args.config, &overrides)?;
-    let (cfg, metrics) = (resolved.net, resolved.metrics);
+    let (cfg, metrics, calendar) = (resolved.net, resolved.metrics, resolved.calendar);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -143,6 +148,19 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             tokio::spawn(intercity_node::daemon::metrics::serve(
                 listener,
                 daemon.net.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if let Some(addr) = calendar {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot serve calendars on {addr}: {e}"))?;
+            say(format!(
+                "  calendar feeds: http://{addr}/calendar/... (`intercity calendar url GROUP`)"
+            ));
+            tokio::spawn(intercity_node::daemon::metrics::serve_site(
+                listener,
+                intercity_node::daemon::metrics::Site::Calendars(daemon.city.clone()),
                 shutdown.clone(),
             ));
         }

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Context, Operation};
 use crate::catalog::{Found, Query};
-use crate::city::{City, CityError, HistoryItem, ImportResult, KeyInfo, RecoveryInfo};
+use crate::city::{
+    CalendarFeed, City, CityError, HistoryItem, ImportResult, KeyInfo, RecoveryInfo,
+};
 use crate::exchange::{Exported, Imported};
 use crate::net::NetStatus;
 use crate::roster::{Federation, IssuedInvitation, Peer, PendingJoin, RosterEntry};
@@ -395,4 +397,27 @@ op!(
         /// The records' ids.
         ids: Vec<String>,
     } => Vec<Exported>; |op, city, ctx| city.export(&op.ids)
+);
+
+op!(
+    /// A group's calendar feed, made on first use (or under a new secret when `renew`).
+    CalendarFeedOf {
+        /// The group.
+        group: DocId,
+        /// Replace the secret: the old URL stops working.
+        renew: bool,
+    } => CalendarFeed; |op, city, ctx| city.calendar_feed(op.group, op.renew)
+);
+
+op!(
+    /// Every calendar feed.
+    CalendarFeeds {} => Vec<CalendarFeed>; |op, city, ctx| city.calendar_feeds()
+);
+
+op!(
+    /// Withdraws a group's calendar feed.
+    CalendarRevoke {
+        /// The group.
+        group: DocId,
+    } => (); |op, city, ctx| city.calendar_revoke(op.group)
 );

@@ -1,6 +1,9 @@
-//! The daemon's metrics and health over HTTP (off by default; `--metrics ADDR`): `GET /metrics`
-//! in the Prometheus text format, `GET /health` for a load balancer (200 while the network
-//! loop answers). A small HTTP/1.1 responder on tokio: one request per connection, bounded.
+//! The daemon over HTTP, each site off by default: metrics and health (`--metrics ADDR`):
+//! `GET /metrics` in the Prometheus text format, `GET /health` for a load balancer (200 while the
+//! network loop answers); calendar feeds (`--calendar ADDR`): `GET /calendar/GROUP/SECRET.ics`,
+//! a working group's meetings as iCalendar (see `city/calendar.rs`). A small HTTP/1.1 responder
+//! on tokio: one request per connection, bounded; each site on its own address, so that an
+//! operator can publish the calendars and keep the metrics private.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -11,7 +14,25 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::city::City;
 use crate::net::{NetHandle, NetStatus};
+
+/// What an HTTP listener serves.
+#[derive(Clone)]
+pub enum Site {
+    /// `/metrics` and `/health`.
+    Metrics(NetHandle),
+    /// `/calendar/GROUP/SECRET.ics`.
+    Calendars(Arc<City>),
+}
+
+/// Calendar feeds built at once (each reads a group from the store on a blocking thread; a
+/// build holds its permit until it ends, even after its request timed out).
+pub const MAX_CALENDAR_BUILDS: usize = 4;
+
+/// The permits of calendar builds.
+static CALENDAR_BUILDS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(MAX_CALENDAR_BUILDS);
 
 /// Connections served at once; more wait in the listener's backlog.
 pub const MAX_METRICS_CONNECTIONS: usize = 16;
@@ -20,8 +41,13 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// How long a client has to send its request, and the network loop to answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `listener` until `shutdown`.
+/// Serves metrics and health on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, net: NetHandle, shutdown: CancellationToken) {
+    serve_site(listener, Site::Metrics(net), shutdown).await;
+}
+
+/// Serves `site` on `listener` until `shutdown`.
+pub async fn serve_site(listener: TcpListener, site: Site, shutdown: CancellationToken) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
     loop {
         let permit = tokio::select! {
@@ -41,9 +67,9 @@ pub async fn serve(listener: TcpListener, net: NetHandle, shutdown: Cancellation
                 }
             },
         };
-        let net = net.clone();
+        let site = site.clone();
         tokio::spawn(async move {
-            if let Err(e) = tokio::time::timeout(TIMEOUT * 2, answer(stream, &net)).await {
+            if let Err(e) = tokio::time::timeout(TIMEOUT * 2, answer(stream, &site)).await {
                 debug!(error = %e, "metrics: a request timed out");
             }
             drop(permit);
@@ -51,7 +77,7 @@ pub async fn serve(listener: TcpListener, net: NetHandle, shutdown: Cancellation
     }
 }
 
-async fn answer(mut stream: TcpStream, net: &NetHandle) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, site: &Site) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -85,6 +111,10 @@ async fn answer(mut stream: TcpStream, net: &NetHandle) -> std::io::Result<()> {
         )
         .await;
     }
+    let net = match site {
+        Site::Metrics(net) => net,
+        Site::Calendars(city) => return calendar(&mut stream, city, path).await,
+    };
     let reply = match path {
         // A ping, not a status: a flood of health checks costs the loop next to nothing.
         "/health" => match tokio::time::timeout(TIMEOUT, net.ping()).await {
@@ -124,14 +154,56 @@ async fn answer(mut stream: TcpStream, net: &NetHandle) -> std::io::Result<()> {
     }
 }
 
+/// `GET /calendar/GROUP/SECRET.ics`: the feed, or 404 for anything else (an unknown group, a
+/// wrong secret and a withdrawn feed all look the same).
+async fn calendar(stream: &mut TcpStream, city: &Arc<City>, path: &str) -> std::io::Result<()> {
+    // A query string (a cache buster some calendar apps add) is not part of the feed's name.
+    let path = path.split('?').next().unwrap_or_default();
+    let feed = path
+        .strip_prefix("/calendar/")
+        .and_then(|rest| rest.strip_suffix(".ics"))
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(group, secret)| (group.to_string(), secret.to_string()));
+    let body = match feed {
+        Some((group, secret)) => {
+            let Ok(permit) = CALENDAR_BUILDS.try_acquire() else {
+                return respond(stream, "503 Service Unavailable", "text/plain", "busy\n").await;
+            };
+            let city = city.clone();
+            let now = crate::city::now_ms();
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                city.calendar_ics(&group, &secret, now)
+            })
+            .await
+            .ok()
+            .flatten()
+        }
+        None => None,
+    };
+    match body {
+        Some(ics) => respond(stream, "200 OK", CALENDAR_TYPE, &ics).await,
+        None => respond(stream, "404 Not Found", "text/plain", "no such calendar\n").await,
+    }
+}
+
+/// The content type of a feed.
+const CALENDAR_TYPE: &str = "text/calendar; charset=utf-8";
+
 async fn respond(
     stream: &mut TcpStream,
     status: &str,
     kind: &str,
     body: &str,
 ) -> std::io::Result<()> {
+    // A feed's URL holds its secret: no shared cache keeps it.
+    let private = if kind == CALENDAR_TYPE {
+        "Cache-Control: private, no-store\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n{private}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;
