@@ -50,6 +50,18 @@ pub fn time_zone(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// An ISO 639 language code: 2 or 3 letters, written in lowercase (`it`, `cs`).
+pub fn language(s: &str) -> Result<String, String> {
+    let code = s.trim().to_ascii_lowercase();
+    if (2..=3).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_lowercase()) {
+        Ok(code)
+    } else {
+        Err(format!(
+            "`{s}` is not a language code; use ISO 639 codes such as it, cs, pt"
+        ))
+    }
+}
+
 /// A partner sector: private, ngo, university or public.
 pub fn sector(s: &str) -> Result<Sector, String> {
     s.trim().parse::<Sector>().map_err(|e| e.to_string())

@@ -38,7 +38,7 @@ use intercity_protocol::record::{Record, Sector};
 use serde::{Deserialize, Serialize};
 
 /// Version of the catalog's layout; a store with another version is reindexed when opened.
-pub const CATALOG_VERSION: u32 = 3;
+pub const CATALOG_VERSION: u32 = 4;
 /// Longest term indexed, in characters (longer words are cut).
 pub const MAX_TERM_CHARS: usize = 32;
 /// Longest search query, in characters.
@@ -237,6 +237,11 @@ pub struct Filter {
     /// Dates that begin on this day or earlier; undated units do not match.
     #[serde(default)]
     pub until: Option<String>,
+    /// Any of these languages (ISO 639 codes): a practice's language; a record without one
+    /// (project, group, agenda) counts as written in the default language (`en`). Search words
+    /// are looked up in these languages only.
+    #[serde(default)]
+    pub languages: Vec<String>,
 }
 
 impl Filter {
@@ -322,6 +327,7 @@ impl Filter {
             && self.statuses.is_empty()
             && self.since.is_none()
             && self.until.is_none()
+            && self.languages.is_empty()
     }
 }
 
@@ -392,6 +398,9 @@ pub enum QueryError {
     /// The search text is too long.
     #[error("the search text is {0} characters long; at most {MAX_QUERY_CHARS} are allowed")]
     TooLong(usize),
+    /// The search text only excludes words.
+    #[error("`{0}` only excludes words; add a word that results hold")]
+    OnlyExcluded(String),
     /// The group filter is not a record id.
     #[error("the group filter is not a record id: {0}")]
     BadGroup(String),
@@ -414,16 +423,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn terms_fold_case_diacritics_plurals_and_stop_words() {
+    fn terms_fold_case_diacritics_stems_and_stop_words() {
         assert_eq!(
             terms("The Cities of Białystok and Brno: Youth-Employment projects, 2017!")
                 .collect::<Vec<_>>(),
             vec![
-                "city",
+                "citi",
                 "bialystok",
                 "brno",
                 "youth",
-                "employment",
+                "employ",
                 "project",
                 "2017"
             ]
@@ -433,23 +442,88 @@ mod tests {
             vec!["strasse", "lodz", "cafe"]
         );
         assert_eq!(
-            terms("bus process analysis a I").collect::<Vec<_>>(),
-            vec!["bus", "process", "analysis"]
+            terms("bus process a I").collect::<Vec<_>>(),
+            vec!["bus", "process"]
+        );
+        // Decomposed letters (e + combining acute) belong to their word and fold the same.
+        assert_eq!(
+            terms("Cafe\u{301} Krako\u{301}w").collect::<Vec<_>>(),
+            terms("Café Kraków").collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn each_language_stems_its_own_words() {
+        let same = |lang: &str, a: &str, b: &str| {
+            let an = Analyzer::of(lang);
+            assert_eq!(an.term(a), an.term(b), "{lang}: {a} / {b}");
+            assert!(an.term(a).is_some());
+        };
+        same("it", "cooperativa", "cooperative");
+        same("it", "inclusione", "inclusioni");
+        same("es", "proyectos", "proyecto");
+        same("pt", "cidades", "cidade");
+        same("fr", "innovations", "innovation");
+        same("nl", "projecten", "project");
+        same("de", "Projekte", "Projekt");
+        same("en", "employment", "employ");
+        // Czech, Polish and Latvian have no stemmer here: folded only.
+        assert_eq!(Analyzer::of("cs").term("Brně").as_deref(), Some("brne"));
+        assert_eq!(Analyzer::of("pl").term("Łódź").as_deref(), Some("lodz"));
+        assert_eq!(Analyzer::of("lv").term("Rīga").as_deref(), Some("riga"));
+        assert_ne!(
+            Analyzer::of("cs").term("domy"),
+            Analyzer::of("cs").term("dům")
         );
     }
 
     #[test]
     fn queries() {
+        let q = parse_query("Youth employ*", &[]).expect("query");
+        assert_eq!(q.all.len(), 2);
+        assert!(q.all[0].0.contains(&QueryTerm::Exact("youth".into())));
+        assert_eq!(q.all[1].0, vec![QueryTerm::Prefix("employ".into())]);
+        // Each word in every language: the Italian stem of an Italian word is among them.
+        let q = parse_query("inclusione", &[]).expect("query");
+        let italian = Analyzer::of("it").term("inclusione").expect("term");
+        assert!(q.all[0].0.contains(&QueryTerm::Exact(italian.clone())));
+        assert!(q.all[0].0.len() > 1, "{q:?}");
+        let q = parse_query("inclusione", &["it".into()]).expect("query");
+        assert_eq!(q.all[0].0, vec![QueryTerm::Exact(italian)]);
+        // OR joins two words into one; -word excludes; quotes make a phrase.
+        let q = parse_query("youth OR jobs housing", &["en".into()]).expect("query");
+        assert_eq!(q.all.len(), 2);
         assert_eq!(
-            parse_query("Youth employ*").expect("query"),
+            q.all[0].0,
             vec![
                 QueryTerm::Exact("youth".into()),
-                QueryTerm::Prefix("employ".into())
+                QueryTerm::Exact("job".into())
             ]
         );
-        assert!(matches!(parse_query("the of"), Err(QueryError::NoTerms(_))));
+        let q = parse_query("youth -housing", &["en".into()]).expect("query");
+        assert_eq!((q.all.len(), q.none.len()), (1, 1));
+        let not = parse_query("youth NOT housing", &["en".into()]).expect("query");
+        assert_eq!(not, q);
+        let q = parse_query("\"civic crowdfunding\" Milan", &["en".into()]).expect("query");
+        assert_eq!((q.all.len(), q.phrases.len()), (3, 1));
+        assert!(holds_phrase(
+            &terms("the civic crowdfunding platform").collect::<Vec<_>>(),
+            &q.phrases[0]
+        ));
+        assert!(!holds_phrase(
+            &terms("crowdfunding is civic").collect::<Vec<_>>(),
+            &q.phrases[0]
+        ));
         assert!(matches!(
-            parse_query(&"x".repeat(MAX_QUERY_CHARS + 1)),
+            parse_query("-housing", &[]),
+            Err(QueryError::OnlyExcluded(_))
+        ));
+        assert!(matches!(
+            parse_query("the of", &[]),
+            Err(QueryError::NoTerms(_))
+        ));
+        assert!(matches!(
+            parse_query(&"x".repeat(MAX_QUERY_CHARS + 1), &[]),
             Err(QueryError::TooLong(_))
         ));
     }
@@ -458,13 +532,14 @@ mod tests {
     fn snippets_highlight_matches() {
         let text = "Milan opened FabriQ in 2014. The incubator supports social innovation \
                     start-ups with mentoring, and young people find employment there.";
-        let q = parse_query("employment").expect("query");
-        let (s, h) = snippet(text, &q, 60);
+        let q = parse_query("employment", &[]).expect("query").shown();
+        let en = Analyzer::of("en");
+        let (s, h) = snippet(text, &q, en, 60);
         assert!(s.starts_with('…'), "{s}");
         assert_eq!(h.len(), 1);
         let (a, b) = h[0];
         assert_eq!(&s[a..b], "employment");
-        let (s, h) = snippet("short text", &q, 60);
+        let (s, h) = snippet("short text", &q, en, 60);
         assert_eq!(s, "short text");
         assert!(h.is_empty());
     }
@@ -503,8 +578,9 @@ mod tests {
         u.themes = vec!["Youth employment".into()];
         u.start = Some("2016-01-01".into());
         u.status = "running".into();
-        let f = Facets::of(&u);
+        let f = Facets::of(&u, "it");
         assert_eq!(Facets::decode(&f.encode()), Some(f.clone()));
+        assert_eq!(f.language(), "it");
         assert_eq!(f.span, Some((16_801, 16_801)));
         assert!(f.has_theme(fold_hash("youth")), "the themes' terms");
         assert!(

@@ -332,6 +332,102 @@ fn content(jsonl: &str) -> BTreeMap<String, Value> {
 }
 
 #[test]
+fn search_finds_records_in_their_own_languages() {
+    let c = City::init("Milan", "IT");
+    let add = |title: &str, summary: &str, language: &str| {
+        c.add(&[
+            "practice",
+            "add",
+            "--title",
+            title,
+            "--summary",
+            summary,
+            "--language",
+            language,
+        ])
+    };
+    let italian = add(
+        "Cooperativa sociale di comunità",
+        "Una cooperativa sociale per l'inclusione dei giovani.",
+        "it",
+    );
+    let portuguese = add(
+        "Cidades inclusivas",
+        "Cooperativas de habitação para famílias jovens.",
+        "pt",
+    );
+    let czech = add(
+        "Sociální bydlení v Brně",
+        "Družstevní domy pro mladé rodiny.",
+        "cs",
+    );
+    let english = add(
+        "Civic crowdfunding platform",
+        "The city matches what citizens give to civic projects.",
+        "en",
+    );
+    let search = |args: &[&str]| {
+        let mut a = vec!["search"];
+        a.extend_from_slice(args);
+        let mut found = ids(&c.json(&a));
+        found.sort();
+        found
+    };
+    let sorted = |ids: &[&String]| {
+        let mut v: Vec<String> = ids.iter().map(|s| (*s).clone()).collect();
+        v.sort();
+        v
+    };
+    // Inflections find each other, in each record's language.
+    assert_eq!(search(&["cooperative"]), sorted(&[&italian, &portuguese]));
+    assert_eq!(search(&["inclusioni"]), sorted(&[&italian]));
+    assert_eq!(search(&["cidade"]), sorted(&[&portuguese]));
+    // Folding: accents, and letters typed decomposed.
+    assert_eq!(search(&["comunita"]), sorted(&[&italian]));
+    assert_eq!(search(&["comunita\u{300}"]), sorted(&[&italian]));
+    assert_eq!(
+        search(&["brne"]),
+        sorted(&[&czech]),
+        "Czech: folded, not stemmed"
+    );
+    // --language: only records in it, words looked up in it.
+    assert_eq!(
+        search(&["cooperativa", "--language", "it"]),
+        sorted(&[&italian])
+    );
+    assert_eq!(
+        search(&["crowdfunding", "--language", "it"]),
+        Vec::<String>::new()
+    );
+    // OR, NOT and phrases.
+    assert_eq!(
+        search(&["crowdfunding", "OR", "cooperativa"]),
+        sorted(&[&italian, &portuguese, &english])
+    );
+    assert_eq!(
+        search(&["cooperativa", "NOT", "habitação"]),
+        sorted(&[&italian])
+    );
+    assert_eq!(search(&["cooperativa -habitação"]), sorted(&[&italian]));
+    assert_eq!(search(&["\"civic crowdfunding\""]), sorted(&[&english]));
+    assert_eq!(search(&["\"crowdfunding civic\""]), Vec::<String>::new());
+    assert_eq!(search(&["\"cooperativa sociale\""]), sorted(&[&italian]));
+    let err = c.fails(&["search", "NOT", "crowdfunding"], 2);
+    assert!(err.contains("only excludes"), "{err}");
+    c.fails(&["search", "x", "--language", "italian"], 2);
+    // The snippet highlights the word as the record wrote it.
+    let out = c.json(&["search", "giovane", "--language", "it"]);
+    let hit = &out["hits"][0];
+    let snippet = str_of(&hit["snippet"]);
+    let range = hit["highlights"][0].as_array().expect("range");
+    let (a, b) = (
+        range[0].as_u64().expect("a") as usize,
+        range[1].as_u64().expect("b") as usize,
+    );
+    assert_eq!(&snippet[a..b], "giovani", "{snippet}");
+}
+
+#[test]
 fn export_then_import_round_trips() {
     let s = seeded();
     let milan = &s.city;

@@ -54,6 +54,10 @@ pub struct FilterArgs {
     /// comma-separated
     #[arg(long = "status", value_name = "STATUS", value_delimiter = ',', value_parser = input::status)]
     pub statuses: Vec<String>,
+    /// Only records in these languages, ISO 639 codes (comma-separated); search words are then
+    /// looked up in these languages only. Projects, groups and agendas count as English
+    #[arg(long = "language", value_name = "LANG", value_delimiter = ',', value_parser = input::language)]
+    pub languages: Vec<String>,
     /// Only dates reaching this day or later (record dates, meeting days), YYYY-MM-DD
     #[arg(long, value_name = "DATE", value_parser = input::date)]
     pub since: Option<String>,
@@ -80,7 +84,8 @@ pub struct KindArg {
 /// `search` arguments.
 #[derive(clap::Args, Debug)]
 pub struct SearchArgs {
-    /// The words to find
+    /// The words to find: every word must match; `a OR b`, `NOT word` (or `-word` inside a
+    /// quoted query) to exclude, `'"a phrase"'`, `word*` for a prefix
     #[arg(required = true, num_args = 1.., value_name = "TEXT")]
     pub text: Vec<String>,
     #[command(flatten)]
@@ -129,6 +134,7 @@ impl FilterArgs {
                 statuses: self.statuses.clone(),
                 since: self.since.clone(),
                 until: self.until.clone(),
+                languages: self.languages.clone(),
             },
             sort: self.sort,
             limit: self.limit.unwrap_or(default_limit),

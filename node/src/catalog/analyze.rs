@@ -23,78 +23,149 @@ pub(crate) const F_OUTCOMES: u8 = 5;
 pub(crate) const F_PLACES: u8 = 6;
 pub(crate) const F_ITEM: u8 = 7;
 pub(crate) const F_NOTES: u8 = 8;
+/// Not a text: the language of the texts that follow (a texts row's first entry, when the
+/// record names one), so that a row is always analyzed the way it was indexed.
+pub(crate) const F_LANGUAGE: u8 = 255;
 
 pub(crate) const STOP_WORDS: &[&str] = &[
     "an", "and", "are", "as", "at", "be", "by", "for", "from", "in", "into", "is", "it", "its",
     "of", "on", "or", "that", "the", "their", "this", "to", "was", "were", "with",
 ];
 
-pub(crate) fn fold_char(c: char, out: &mut String) {
-    let folded = match c {
-        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' | 'ă' | 'ą' => "a",
-        'ç' | 'ć' | 'č' | 'ĉ' | 'ċ' => "c",
-        'ď' | 'đ' => "d",
-        'è' | 'é' | 'ê' | 'ë' | 'ē' | 'ė' | 'ę' | 'ě' => "e",
-        'ğ' | 'ġ' | 'ģ' => "g",
-        'ì' | 'í' | 'î' | 'ï' | 'ī' | 'į' | 'ı' => "i",
-        'ķ' => "k",
-        'ł' | 'ľ' | 'ĺ' | 'ļ' => "l",
-        'ñ' | 'ń' | 'ň' | 'ņ' => "n",
-        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'ō' | 'ő' => "o",
-        'ŕ' | 'ř' => "r",
-        'ś' | 'š' | 'ş' | 'ș' => "s",
-        'ť' | 'ţ' | 'ț' => "t",
-        'ù' | 'ú' | 'û' | 'ü' | 'ů' | 'ū' | 'ű' | 'ų' => "u",
-        'ý' | 'ÿ' => "y",
-        'ź' | 'ż' | 'ž' => "z",
+/// Letters that Unicode does not decompose into a base letter and marks, folded by hand.
+fn fold_letter(c: char) -> Option<&'static str> {
+    Some(match c {
+        'ł' => "l",
+        'đ' => "d",
+        'ø' => "o",
+        'ı' => "i",
         'ß' => "ss",
         'æ' => "ae",
         'œ' => "oe",
-        _ => {
-            out.push(c);
-            return;
-        }
-    };
-    out.push_str(folded);
+        'þ' => "th",
+        'ð' => "d",
+        _ => return None,
+    })
 }
 
-/// Lowercases and folds the diacritics of one word (no plural folding).
+/// Lowercases and folds the diacritics of one word (no stemming): Unicode compatibility
+/// decomposition (NFKD), combining marks dropped, a few letters folded by hand (`ł` → `l`,
+/// `ß` → `ss`). `Café`, `cafe\u{301}` and `CAFÉ` all give `cafe`.
 pub(crate) fn fold(word: &str) -> String {
+    use unicode_normalization::UnicodeNormalization as _;
+    use unicode_normalization::char::is_combining_mark;
+    if word.is_ascii() {
+        return word.to_ascii_lowercase();
+    }
     let mut out = String::with_capacity(word.len());
-    for c in word.chars().flat_map(char::to_lowercase) {
-        fold_char(c, &mut out);
+    for c in word.chars().flat_map(char::to_lowercase).nfkd() {
+        if is_combining_mark(c) {
+            continue;
+        }
+        match fold_letter(c) {
+            Some(f) => out.push_str(f),
+            None => out.push(c),
+        }
     }
     out
 }
 
-/// The term of one word: folded, cut to [`MAX_TERM_CHARS`], English plural folded; None for
-/// stop words and single letters.
-pub(crate) fn term(word: &str) -> Option<String> {
-    let mut t = fold(word);
-    if let Some((i, _)) = t.char_indices().nth(MAX_TERM_CHARS) {
-        t.truncate(i);
+/// The Snowball stemmers this program has, by ISO 639-1 language code; every other language
+/// (Czech, Polish, Latvian, ...) is folded but not stemmed.
+pub(crate) const STEMMED: &[(&str, rust_stemmers::Algorithm)] = &[
+    ("en", rust_stemmers::Algorithm::English),
+    ("it", rust_stemmers::Algorithm::Italian),
+    ("es", rust_stemmers::Algorithm::Spanish),
+    ("pt", rust_stemmers::Algorithm::Portuguese),
+    ("nl", rust_stemmers::Algorithm::Dutch),
+    ("fr", rust_stemmers::Algorithm::French),
+    ("de", rust_stemmers::Algorithm::German),
+];
+
+/// The language of a record that has none (projects, groups, agendas): the federation's
+/// working language.
+pub(crate) const DEFAULT_LANGUAGE: &str = "en";
+
+/// How the words of one language become terms.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Analyzer(Option<rust_stemmers::Algorithm>);
+
+impl Analyzer {
+    /// The analyzer of an ISO 639 language code (`""`: [`DEFAULT_LANGUAGE`]).
+    pub(crate) fn of(language: &str) -> Analyzer {
+        let language = if language.is_empty() {
+            DEFAULT_LANGUAGE
+        } else {
+            language
+        };
+        Analyzer(
+            STEMMED
+                .iter()
+                .find(|(code, _)| *code == language)
+                .map(|(_, a)| *a),
+        )
     }
-    if t.chars().count() < 2 && !t.chars().all(|c| c.is_numeric()) {
-        return None;
+
+    /// Folding only (a language without a stemmer).
+    pub(crate) const FOLD_ONLY: Analyzer = Analyzer(None);
+
+    /// Every analyzer a query word is looked up with when no language is asked for.
+    pub(crate) fn all() -> Vec<Analyzer> {
+        let mut out = vec![Analyzer::FOLD_ONLY];
+        out.extend(STEMMED.iter().map(|(_, a)| Analyzer(Some(*a))));
+        out
     }
-    if STOP_WORDS.contains(&t.as_str()) {
-        return None;
+
+    /// The term of one word: lowercased, cut to [`MAX_TERM_CHARS`], stemmed in this language,
+    /// folded; None for stop words and single letters.
+    pub(crate) fn term(&self, word: &str) -> Option<String> {
+        use unicode_normalization::UnicodeNormalization as _;
+        // Composed (NFC) for the stemmer, whose rules name accented letters: `a` + U+0300
+        // and `à` must stem alike. (Most words are ASCII: no normalization needed.)
+        let mut lower: String = if word.is_ascii() {
+            word.to_ascii_lowercase()
+        } else {
+            word.chars().flat_map(char::to_lowercase).nfc().collect()
+        };
+        if let Some((i, _)) = lower.char_indices().nth(MAX_TERM_CHARS) {
+            lower.truncate(i);
+        }
+        let folded = fold(&lower);
+        if folded.chars().count() < 2 && !folded.chars().all(|c| c.is_numeric()) {
+            return None;
+        }
+        if STOP_WORDS.contains(&folded.as_str()) {
+            return None;
+        }
+        let Some(algorithm) = self.0 else {
+            return Some(folded);
+        };
+        // The stemmers are generated code run on text from peers: a panic in one leaves the
+        // word unstemmed instead of stopping the caller.
+        let stemmed = intercity_protocol::doc::isolate(|| {
+            rust_stemmers::Stemmer::create(algorithm)
+                .stem(&lower)
+                .into_owned()
+        })
+        .unwrap_or(lower);
+        let t = fold(&stemmed);
+        Some(if t.chars().count() < 2 { folded } else { t })
     }
-    if t.len() > 4 && t.ends_with("ies") {
-        t.truncate(t.len() - 3);
-        t.push('y');
-    } else if t.len() > 3
-        && t.ends_with('s')
-        && !t.ends_with("ss")
-        && !t.ends_with("us")
-        && !t.ends_with("is")
-    {
-        t.pop();
+
+    /// The terms of a text, in order.
+    pub(crate) fn terms<'t>(&self, text: &'t str) -> impl Iterator<Item = String> + 't {
+        let analyzer = *self;
+        words(text).filter_map(move |(_, w)| analyzer.term(w))
     }
-    Some(t)
 }
 
-/// Words of `text` with their byte ranges: maximal runs of letters and digits.
+/// The term of one word in the default language ([`DEFAULT_LANGUAGE`]).
+pub(crate) fn term(word: &str) -> Option<String> {
+    Analyzer::of(DEFAULT_LANGUAGE).term(word)
+}
+
+/// Words of `text` with their byte ranges: maximal runs of letters and digits (and the
+/// combining marks of decomposed letters, which belong to their word).
 pub(crate) fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
     let mut rest = text.char_indices().peekable();
     std::iter::from_fn(move || {
@@ -104,10 +175,12 @@ pub(crate) fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
             }
             rest.next();
         }
+        let in_word =
+            |c: char| c.is_alphanumeric() || unicode_normalization::char::is_combining_mark(c);
         let (start, _) = *rest.peek()?;
         let mut end = start;
         while let Some(&(i, c)) = rest.peek() {
-            if !c.is_alphanumeric() {
+            if !in_word(c) {
                 break;
             }
             end = i + c.len_utf8();
@@ -117,7 +190,7 @@ pub(crate) fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
     })
 }
 
-/// The terms of a text, in order (what the index holds and a query looks for).
+/// The terms of a text in the default language, in order.
 pub fn terms(text: &str) -> impl Iterator<Item = String> + '_ {
     words(text).filter_map(|(_, w)| term(w))
 }
@@ -140,32 +213,165 @@ impl QueryTerm {
     }
 }
 
-pub(crate) fn parse_query(text: &str) -> Result<Vec<QueryTerm>, QueryError> {
+/// One word of a query, as the terms it may be in the index: its term in each language looked
+/// up, or a prefix; with OR, the terms of several words.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Word(pub(crate) Vec<QueryTerm>);
+
+/// A parsed search (docs/data-model.md, "The catalog"): every result holds each word of `all`
+/// (a word joined to the next by `OR` holds either), none of `none` (`-word`), and the words of
+/// each phrase (`"civic crowdfunding"`) one after the other in one field.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct ParsedQuery {
+    pub(crate) all: Vec<Word>,
+    pub(crate) none: Vec<Word>,
+    pub(crate) phrases: Vec<Vec<Word>>,
+}
+
+impl ParsedQuery {
+    /// The terms a result may hold, for its snippet.
+    pub(crate) fn shown(&self) -> Vec<QueryTerm> {
+        self.all.iter().flat_map(|w| w.0.iter().cloned()).collect()
+    }
+}
+
+/// A piece of search text.
+enum Token {
+    Plain(String),
+    Not(String),
+    Phrase(String),
+    Or,
+}
+
+fn tokens(text: &str) -> Vec<Token> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            return out;
+        }
+        if let Some(after) = rest.strip_prefix(['"', '“', '”', '„']) {
+            let end = after.find(['"', '“', '”']).unwrap_or(after.len());
+            out.push(Token::Phrase(after[..end].to_string()));
+            rest = after
+                .get(end..)
+                .map_or("", |r| r.trim_start_matches(['"', '“', '”']));
+            continue;
+        }
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let raw = &rest[..end];
+        rest = &rest[end..];
+        out.push(match raw {
+            "OR" => Token::Or,
+            _ => match raw.strip_prefix('-') {
+                Some(word) if !word.is_empty() => Token::Not(word.to_string()),
+                _ => Token::Plain(raw.to_string()),
+            },
+        });
+    }
+}
+
+/// The words of `raw` (a token): each as its terms under `analyzers`; a trailing `*` makes the
+/// last one a prefix.
+fn words_of(raw: &str, analyzers: &[Analyzer]) -> Vec<Word> {
+    let (text, prefix) = match raw.strip_suffix('*') {
+        Some(stem) => (stem, true),
+        None => (raw, false),
+    };
+    let ws: Vec<&str> = words(text).map(|(_, w)| w).collect();
+    let mut out = Vec::new();
+    for (i, w) in ws.iter().enumerate() {
+        if prefix && i + 1 == ws.len() {
+            let folded = fold(w);
+            if !folded.is_empty() {
+                out.push(Word(vec![QueryTerm::Prefix(folded)]));
+            }
+            continue;
+        }
+        let mut alternatives: Vec<QueryTerm> = Vec::new();
+        for a in analyzers {
+            if let Some(t) = a.term(w) {
+                let t = QueryTerm::Exact(t);
+                if !alternatives.contains(&t) {
+                    alternatives.push(t);
+                }
+            }
+        }
+        if !alternatives.is_empty() {
+            out.push(Word(alternatives));
+        }
+    }
+    out
+}
+
+/// Parses search text: words, `OR` between two words, `NOT word` or `-word` to exclude,
+/// `"a phrase"`, and `word*` for a prefix. Each word is looked up in `languages` (ISO 639 codes; none: every
+/// language this program analyzes, so that a query in any of them finds records in it).
+pub(crate) fn parse_query(text: &str, languages: &[String]) -> Result<ParsedQuery, QueryError> {
     let n = text.chars().count();
     if n > MAX_QUERY_CHARS {
         return Err(QueryError::TooLong(n));
     }
-    let mut out = Vec::new();
-    for raw in text.split_whitespace() {
-        if let Some(stem) = raw.strip_suffix('*') {
-            let ws: Vec<_> = words(stem).map(|(_, w)| fold(w)).collect();
-            let last = ws.len().saturating_sub(1);
-            for (i, w) in ws.into_iter().enumerate() {
-                if i == last && !w.is_empty() {
-                    out.push(QueryTerm::Prefix(w));
-                } else if let Some(t) = term(&w) {
-                    out.push(QueryTerm::Exact(t));
-                }
+    let analyzers: Vec<Analyzer> = if languages.is_empty() {
+        Analyzer::all()
+    } else {
+        languages.iter().map(|l| Analyzer::of(l)).collect()
+    };
+    let mut q = ParsedQuery::default();
+    let mut or = false;
+    let mut not = false;
+    for token in tokens(text) {
+        // `NOT word` is `-word` (a shell or a command line takes `-word` for an option).
+        let token = match token {
+            Token::Not(_) if not => continue,
+            Token::Plain(raw) if std::mem::take(&mut not) => Token::Not(raw),
+            Token::Phrase(raw) if std::mem::take(&mut not) => Token::Not(raw),
+            Token::Plain(raw) if raw == "NOT" => {
+                not = true;
+                continue;
             }
-        } else {
-            out.extend(terms(raw).map(QueryTerm::Exact));
+            other => other,
+        };
+        match token {
+            Token::Or => or = !q.all.is_empty(),
+            Token::Not(raw) => q.none.extend(words_of(&raw, &analyzers)),
+            Token::Phrase(raw) => {
+                let phrase = words_of(&raw, &analyzers);
+                q.all.extend(phrase.iter().cloned());
+                if phrase.len() > 1 {
+                    q.phrases.push(phrase);
+                }
+                or = false;
+            }
+            Token::Plain(raw) => {
+                let mut ws = words_of(&raw, &analyzers).into_iter();
+                if or && let (Some(last), Some(first)) = (q.all.last_mut(), ws.next()) {
+                    last.0.extend(first.0);
+                }
+                q.all.extend(ws);
+                or = false;
+            }
         }
     }
-    out.dedup();
-    if out.is_empty() {
-        return Err(QueryError::NoTerms(text.to_string()));
+    if q.all.is_empty() {
+        return Err(if q.none.is_empty() {
+            QueryError::NoTerms(text.to_string())
+        } else {
+            QueryError::OnlyExcluded(text.to_string())
+        });
     }
-    Ok(out)
+    Ok(q)
+}
+
+/// Whether `terms` (a field's, in order) holds the words of `phrase` one after the other.
+pub(crate) fn holds_phrase(terms: &[String], phrase: &[Word]) -> bool {
+    !phrase.is_empty()
+        && terms.windows(phrase.len()).any(|run| {
+            run.iter()
+                .zip(phrase)
+                .all(|(t, w)| w.0.iter().any(|q| q.matches(t)))
+        })
 }
 
 /// An excerpt of `text` around the first word matching one of `query` (or its beginning),
@@ -173,10 +379,13 @@ pub(crate) fn parse_query(text: &str) -> Result<Vec<QueryTerm>, QueryError> {
 pub(crate) fn snippet(
     text: &str,
     query: &[QueryTerm],
+    analyzer: Analyzer,
     width: usize,
 ) -> (String, Vec<(usize, usize)>) {
     let is_match = |w: &str| {
-        term(w).is_some_and(|t| query.iter().any(|q| q.matches(&t)))
+        analyzer
+            .term(w)
+            .is_some_and(|t| query.iter().any(|q| q.matches(&t)))
             || query
                 .iter()
                 .any(|q| matches!(q, QueryTerm::Prefix(p) if fold(w).starts_with(p.as_str())))

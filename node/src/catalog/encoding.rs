@@ -107,6 +107,8 @@ pub(crate) struct Facets<'a> {
     pub(crate) span: Option<(i32, i32)>,
     pub(crate) city: u32,
     pub(crate) owner: u32,
+    /// The unit's language, ASCII, zero-padded (all zeros: the default language).
+    pub(crate) language: [u8; 4],
     /// Theme hashes, u32 big-endian each (read in place when decoded).
     pub(crate) themes: std::borrow::Cow<'a, [u8]>,
 }
@@ -118,7 +120,17 @@ impl Facets<'_> {
             .any(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) == hash)
     }
 
-    pub(crate) fn of(u: &Unit) -> Facets<'static> {
+    /// The language code as text (`""`: none given).
+    pub(crate) fn language(&self) -> &str {
+        let n = self.language.iter().position(|b| *b == 0).unwrap_or(4);
+        std::str::from_utf8(&self.language[..n]).unwrap_or_default()
+    }
+
+    pub(crate) fn of(u: &Unit, language: &str) -> Facets<'static> {
+        let mut code = [0u8; 4];
+        if language.len() <= 4 {
+            code[..language.len()].copy_from_slice(language.as_bytes());
+        }
         let span = u
             .span()
             .and_then(|(first, last)| Some((day_number(first)?, day_number(last)?)));
@@ -130,6 +142,7 @@ impl Facets<'_> {
             span,
             city: fold_hash(&u.city),
             owner: exact_hash(&u.owner),
+            language: code,
             themes: theme_terms(u.themes.iter().map(String::as_str))
                 .iter()
                 .take(MAX_THEME_TERMS)
@@ -148,6 +161,7 @@ impl Facets<'_> {
         out.extend_from_slice(&b.to_be_bytes());
         out.extend_from_slice(&self.city.to_be_bytes());
         out.extend_from_slice(&self.owner.to_be_bytes());
+        out.extend_from_slice(&self.language);
         out.extend_from_slice(&self.themes);
         out
     }
@@ -160,6 +174,7 @@ impl Facets<'_> {
         let b = i32::from_be_bytes(r.array()?);
         let city = u32::from_be_bytes(r.array()?);
         let owner = u32::from_be_bytes(r.array()?);
+        let language = r.array::<4>()?;
         if r.0.len() % 4 != 0 {
             return None;
         }
@@ -172,6 +187,7 @@ impl Facets<'_> {
             span: (a != i32::MIN).then_some((a, b)),
             city,
             owner,
+            language,
             themes,
         })
     }
@@ -240,6 +256,15 @@ impl<'a> FacetFilter<'a> {
         }
         if !self.statuses.is_empty() && !self.statuses.contains(&f.status) {
             return FacetVerdict::No;
+        }
+        if !filter.languages.is_empty() {
+            let language = match f.language() {
+                "" => super::analyze::DEFAULT_LANGUAGE,
+                l => l,
+            };
+            if !filter.languages.iter().any(|l| l == language) {
+                return FacetVerdict::No;
+            }
         }
         if filter.since.is_some() || filter.until.is_some() {
             let Some((first, last)) = f.span else {

@@ -7,7 +7,23 @@ use super::*;
 pub(crate) struct Entry {
     pub(crate) key: Vec<u8>,
     pub(crate) unit: Unit,
+    /// The texts, the first one the language's ([`F_LANGUAGE`]) when the record names one.
     pub(crate) texts: Vec<(u8, String)>,
+}
+
+impl Entry {
+    /// The unit's language (`""`: the default language).
+    pub(crate) fn language(&self) -> &str {
+        language_of(&self.texts)
+    }
+}
+
+/// The language a texts row names (`""`: none, the default language).
+pub(crate) fn language_of(texts: &[(u8, String)]) -> &str {
+    texts
+        .iter()
+        .find(|(f, _)| *f == F_LANGUAGE)
+        .map_or("", |(_, l)| l.as_str())
 }
 
 pub(crate) fn sectors(partners: &[intercity_protocol::record::Partner]) -> Vec<Sector> {
@@ -38,6 +54,7 @@ pub(crate) fn units_of(id: DocId, record: &Record, updated: i64) -> Vec<Entry> {
     match record {
         Record::Practice(p) => {
             let mut texts = Vec::new();
+            push(&mut texts, F_LANGUAGE, &p.language);
             push(&mut texts, F_TITLE, &p.title);
             push(&mut texts, F_SUMMARY, &p.summary);
             push(&mut texts, F_BODY, &p.body);
@@ -144,14 +161,18 @@ pub(crate) fn units_of(id: DocId, record: &Record, updated: i64) -> Vec<Entry> {
 /// Term counts of a unit's texts by weight class (×4, ×2, ×1), in term order (the order of the
 /// posting keys), and the unit's length in terms.
 pub(crate) fn count_terms(texts: &[(u8, String)]) -> (Vec<(String, [u16; 3])>, u32) {
+    let analyzer = Analyzer::of(language_of(texts));
     let mut all: Vec<(String, usize)> = Vec::new();
     for (field, text) in texts {
+        if *field == F_LANGUAGE {
+            continue;
+        }
         let class = match FIELDS.get(usize::from(*field)).map_or(1, |f| f.1) {
             4 => 0,
             2 => 1,
             _ => 2,
         };
-        all.extend(terms(text).map(|t| (t, class)));
+        all.extend(analyzer.terms(text).map(|t| (t, class)));
     }
     let len = u32::try_from(all.len()).unwrap_or(u32::MAX);
     // Sorting and counting runs is cheaper than hashing every occurrence.

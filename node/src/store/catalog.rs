@@ -111,7 +111,11 @@ impl Store {
             let unit = encode_unit(&e.unit);
             if old_units.get(&e.key) != Some(&unit) {
                 batch.put_cf(self.cf("units"), &e.key, unit);
-                batch.put_cf(self.cf("facets"), &e.key, Facets::of(&e.unit).encode());
+                batch.put_cf(
+                    self.cf("facets"),
+                    &e.key,
+                    Facets::of(&e.unit, e.language()).encode(),
+                );
             }
             match old_texts.get(&e.key) {
                 Some(old) if *old == texts => continue,

@@ -8,7 +8,10 @@ impl Store {
     /// Answers a catalog query.
     pub fn query(&self, q: &Query) -> Result<Found, StoreError> {
         let terms = match &q.text {
-            Some(text) => Some(parse_query(text).map_err(|e| StoreError::Query(e.to_string()))?),
+            Some(text) => Some(
+                parse_query(text, &q.filter.languages)
+                    .map_err(|e| StoreError::Query(e.to_string()))?,
+            ),
             None => None,
         };
         let sort = q.sort.unwrap_or(if terms.is_some() {
@@ -110,7 +113,7 @@ impl Store {
                 highlights: Vec::new(),
             };
             if let Some(terms) = &terms {
-                self.add_snippet(&key, terms, &mut hit)?;
+                self.add_snippet(&key, &terms.shown(), &mut hit)?;
             }
             hits.push(hit);
         }
@@ -157,21 +160,23 @@ impl Store {
         query: &[QueryTerm],
         hit: &mut Hit,
     ) -> Result<(), StoreError> {
-        let texts: Vec<(u8, String)> = match self.get("texts", key)? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| self.corrupt(e))?,
-            None => Vec::new(),
-        };
+        let texts = self.texts(key)?;
+        let analyzer = Analyzer::of(language_of(&texts));
         let matched = texts
             .iter()
-            .filter(|(f, _)| *f != F_TITLE)
-            .find(|(_, t)| terms(t).any(|x| query.iter().any(|q| q.matches(&x))))
+            .filter(|(f, _)| *f != F_TITLE && *f != F_LANGUAGE)
+            .find(|(_, t)| {
+                analyzer
+                    .terms(t)
+                    .any(|x| query.iter().any(|q| q.matches(&x)))
+            })
             .or_else(|| {
                 texts
                     .iter()
                     .find(|(f, _)| [F_SUMMARY, F_BODY, F_ITEM].contains(f))
             });
         if let Some((_, text)) = matched {
-            let (s, h) = snippet(text, query, 160);
+            let (s, h) = snippet(text, query, analyzer, 160);
             hit.snippet = Some(s);
             hit.highlights = h;
         }
@@ -219,16 +224,74 @@ impl Store {
         Ok(out)
     }
 
-    /// The units holding every term, with their BM25 scores, sorted by unit key.
-    pub(super) fn scores(&self, terms: &[QueryTerm]) -> Result<Vec<(UnitKey, f64)>, StoreError> {
+    /// A unit's texts row (its language first, when it names one).
+    fn texts(&self, key: &[u8]) -> Result<Vec<(u8, String)>, StoreError> {
+        Ok(match self.get("texts", key)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| self.corrupt(e))?,
+            None => Vec::new(),
+        })
+    }
+
+    /// The postings of one query word: the union of its terms' (a unit holding several of them
+    /// counts them all), sorted by unit key.
+    fn word_postings(&self, word: &Word) -> Result<Vec<(UnitKey, f64, f64)>, StoreError> {
+        let mut out = Vec::new();
+        for qt in &word.0 {
+            out.extend(self.postings(qt)?);
+        }
+        if word.0.len() > 1 {
+            out.sort_by_key(|a| a.0);
+            out.dedup_by(|later, first| {
+                let same = later.0 == first.0;
+                if same {
+                    first.1 += later.1;
+                }
+                same
+            });
+        }
+        Ok(out)
+    }
+
+    /// The units that hold every word of `q` and none it excludes, with their BM25 scores,
+    /// sorted by unit key; with phrases, only the units holding each phrase in one field.
+    pub(super) fn scores(&self, q: &ParsedQuery) -> Result<Vec<(UnitKey, f64)>, StoreError> {
+        let mut scored = self.bm25(&q.all)?;
+        for word in &q.none {
+            let out = self.word_postings(word)?;
+            scored.retain(|(k, _)| out.binary_search_by_key(k, |p| p.0).is_err());
+        }
+        if !q.phrases.is_empty() {
+            let mut kept = Vec::with_capacity(scored.len());
+            for (key, score) in scored {
+                let texts = self.texts(key.as_slice())?;
+                let analyzer = Analyzer::of(language_of(&texts));
+                let fields: Vec<Vec<String>> = texts
+                    .iter()
+                    .filter(|(f, _)| *f != F_LANGUAGE)
+                    .map(|(_, t)| analyzer.terms(t).collect())
+                    .collect();
+                if q.phrases
+                    .iter()
+                    .all(|p| fields.iter().any(|terms| holds_phrase(terms, p)))
+                {
+                    kept.push((key, score));
+                }
+            }
+            scored = kept;
+        }
+        Ok(scored)
+    }
+
+    /// The units holding every word, with their BM25 scores, sorted by unit key.
+    fn bm25(&self, words: &[Word]) -> Result<Vec<(UnitKey, f64)>, StoreError> {
         const K1: f64 = 1.2;
         const B: f64 = 0.75;
         let (n_units, n_tokens) = self.catalog_stats()?;
         let n = n_units.max(1) as f64;
         let avg = (n_tokens as f64 / n).max(1.0);
-        let mut lists = terms
+        let mut lists = words
             .iter()
-            .map(|t| self.postings(t))
+            .map(|w| self.word_postings(w))
             .collect::<Result<Vec<_>, _>>()?;
         // Intersect starting from the shortest list.
         lists.sort_by_key(Vec::len);
