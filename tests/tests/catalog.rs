@@ -412,6 +412,14 @@ fn search_finds_records_in_their_own_languages() {
     assert_eq!(search(&["\"civic crowdfunding\""]), sorted(&[&english]));
     assert_eq!(search(&["\"crowdfunding civic\""]), Vec::<String>::new());
     assert_eq!(search(&["\"cooperativa sociale\""]), sorted(&[&italian]));
+    // A mistyped word (one edit away, five letters or more) finds what the word would.
+    assert_eq!(search(&["crowdfudning"]), sorted(&[&english]));
+    assert_eq!(search(&["platfrom"]), sorted(&[&english]));
+    assert_eq!(
+        search(&["crowdfunding", "cooperatvia"]),
+        Vec::<String>::new(),
+        "each word"
+    );
     let err = c.fails(&["search", "NOT", "crowdfunding"], 2);
     assert!(err.contains("only excludes"), "{err}");
     c.fails(&["search", "x", "--language", "italian"], 2);

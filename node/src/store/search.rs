@@ -211,15 +211,7 @@ impl Store {
         }
         it.status().map_err(|e| self.classify(e))?;
         if matches!(qt, QueryTerm::Prefix(_)) {
-            // Several terms: merge the units they share.
-            out.sort_by_key(|a| a.0);
-            out.dedup_by(|later, first| {
-                let same = later.0 == first.0;
-                if same {
-                    first.1 += later.1;
-                }
-                same
-            });
+            merge_units(&mut out);
         }
         Ok(out)
     }
@@ -236,20 +228,61 @@ impl Store {
     /// counts them all), sorted by unit key.
     fn word_postings(&self, word: &Word) -> Result<Vec<(UnitKey, f64, f64)>, StoreError> {
         let mut out = Vec::new();
+        let mut lists = 0;
         for qt in &word.0 {
-            out.extend(self.postings(qt)?);
+            let list = self.postings(qt)?;
+            lists += usize::from(!list.is_empty());
+            out.extend(list);
         }
-        if word.0.len() > 1 {
-            out.sort_by_key(|a| a.0);
-            out.dedup_by(|later, first| {
-                let same = later.0 == first.0;
-                if same {
-                    first.1 += later.1;
-                }
-                same
-            });
+        if out.is_empty() {
+            // A word found in no language may be mistyped: the terms one edit away stand in.
+            for t in self.near_terms(word)? {
+                out.extend(self.postings(&QueryTerm::Exact(t))?);
+            }
+            merge_units(&mut out);
+        } else if lists > 1 {
+            // One list is sorted already; several (a word's terms in several languages) merge.
+            merge_units(&mut out);
         }
         Ok(out)
+    }
+
+    /// Indexed terms one edit (insertion, deletion, substitution or swap of neighbours) away
+    /// from the exact terms of `word` that have at least [`MIN_FUZZY_CHARS`] characters, sharing
+    /// their first two characters (typos there are rare; this bounds the scan): at most
+    /// [`MAX_NEAR_TERMS`], found among at most [`MAX_FUZZY_SCAN`] terms.
+    fn near_terms(&self, word: &Word) -> Result<Vec<String>, StoreError> {
+        let mut near: Vec<String> = Vec::new();
+        for qt in &word.0 {
+            let QueryTerm::Exact(t) = qt else { continue };
+            if t.chars().count() < MIN_FUZZY_CHARS {
+                continue;
+            }
+            let lead: String = t.chars().take(2).collect();
+            let mut it = self.db.raw_iterator_cf(self.cf("postings"));
+            it.seek(lead.as_bytes());
+            let mut scanned = 0;
+            while let Some(k) = it.key() {
+                if !k.starts_with(lead.as_bytes()) || scanned >= MAX_FUZZY_SCAN {
+                    break;
+                }
+                scanned += 1;
+                let end = k.iter().position(|&b| b == 0).unwrap_or(k.len());
+                let term = String::from_utf8_lossy(&k[..end]).into_owned();
+                if one_edit_apart(&term, t) && !near.contains(&term) {
+                    near.push(term.clone());
+                    if near.len() >= MAX_NEAR_TERMS {
+                        return Ok(near);
+                    }
+                }
+                // Past this term's postings: the next key is the next term.
+                let mut next = term.into_bytes();
+                next.push(1);
+                it.seek(&next);
+            }
+            it.status().map_err(|e| self.classify(e))?;
+        }
+        Ok(near)
     }
 
     /// The units that hold every word of `q` and none it excludes, with their BM25 scores,
@@ -324,5 +357,60 @@ impl Store {
             });
         }
         Ok(acc.unwrap_or_default())
+    }
+}
+
+/// Postings of several terms as one list: sorted by unit, a unit's term frequencies added.
+fn merge_units(postings: &mut Vec<(UnitKey, f64, f64)>) {
+    postings.sort_by_key(|a| a.0);
+    postings.dedup_by(|later, first| {
+        let same = later.0 == first.0;
+        if same {
+            first.1 += later.1;
+        }
+        same
+    });
+}
+
+/// Shortest query term that typo tolerance applies to, in characters.
+const MIN_FUZZY_CHARS: usize = 5;
+/// Most stand-in terms for a mistyped word.
+const MAX_NEAR_TERMS: usize = 8;
+/// Most indexed terms looked at for one mistyped word.
+const MAX_FUZZY_SCAN: usize = 20_000;
+
+/// Whether `a` and `b` differ by one edit: a character inserted, deleted or replaced, or two
+/// neighbours swapped (`crowdfudning`).
+fn one_edit_apart(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a == b || a.len().abs_diff(b.len()) > 1 {
+        return false;
+    }
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let (ra, rb) = (&a[prefix..], &b[prefix..]);
+    match ra.len().cmp(&rb.len()) {
+        std::cmp::Ordering::Equal => {
+            ra[1..] == rb[1..]
+                || (ra.len() >= 2 && ra[0] == rb[1] && ra[1] == rb[0] && ra[2..] == rb[2..])
+        }
+        std::cmp::Ordering::Less => ra == &rb[1..],
+        std::cmp::Ordering::Greater => &ra[1..] == rb,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_edit_apart;
+
+    #[test]
+    fn one_edit() {
+        assert!(one_edit_apart("crowdfunding", "crowdfuding"));
+        assert!(one_edit_apart("crowdfunding", "crowdfudning"));
+        assert!(one_edit_apart("incubator", "incubater"));
+        assert!(one_edit_apart("cafe", "cafes"));
+        assert!(!one_edit_apart("cafe", "cafe"));
+        assert!(!one_edit_apart("incubator", "incubat"));
+        assert!(!one_edit_apart("abcd", "badc"));
+        assert!(one_edit_apart("łódź", "lódź"));
     }
 }
