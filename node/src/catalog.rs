@@ -504,6 +504,21 @@ mod tests {
         assert_eq!((q.all.len(), q.none.len()), (1, 1));
         let not = parse_query("youth NOT housing", &["en".into()]).expect("query");
         assert_eq!(not, q);
+        // An excluded phrase excludes the units holding all its words, not either of them.
+        let a = parse_query("youth NOT \"social housing\"", &["en".into()]).expect("query");
+        let b = parse_query("youth -\"social housing\"", &["en".into()]).expect("query");
+        assert_eq!(a, b);
+        assert_eq!((a.none.len(), a.none[0].len(), a.all.len()), (1, 2, 1));
+        // A prefix is also the word's stem: the index holds stems.
+        let p = parse_query("employment*", &["en".into()]).expect("query");
+        assert!(
+            p.all[0].0.contains(&QueryTerm::Prefix("employ".into())),
+            "{p:?}"
+        );
+        assert_eq!(
+            Analyzer::of("ita").term("cooperative"),
+            Analyzer::of("it").term("cooperative")
+        );
         let q = parse_query("\"civic crowdfunding\" Milan", &["en".into()]).expect("query");
         assert_eq!((q.all.len(), q.phrases.len()), (3, 1));
         assert!(holds_phrase(
@@ -539,6 +554,10 @@ mod tests {
         assert_eq!(h.len(), 1);
         let (a, b) = h[0];
         assert_eq!(&s[a..b], "employment");
+        // A non-breaking space (French puts one before a colon) is two bytes.
+        let french = format!("{}Objectif\u{a0}: youth employment", "x".repeat(60));
+        let (s, h) = snippet(&french, &q, en, 60);
+        assert_eq!(h.len(), 1, "{s}");
         let (s, h) = snippet("short text", &q, en, 60);
         assert_eq!(s, "short text");
         assert!(h.is_empty());

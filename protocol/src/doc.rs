@@ -1927,7 +1927,20 @@ mod tests {
     fn genesis_json_reads_what_automerge_applies() {
         let mut p = practice();
         p.summary = "Şehir — 城市 🏙️ with emoji and combining e\u{301}".into();
-        let records: Vec<Record> = vec![p.into(), project().into(), group().into()];
+        let mut translated = p.clone();
+        translated.translations.insert(
+            "en".into(),
+            crate::record::Translation {
+                title: "Civic crowdfunding".into(),
+                summary: "The city doubles what citizens give.".into(),
+            },
+        );
+        let records: Vec<Record> = vec![
+            p.into(),
+            translated.into(),
+            project().into(),
+            group().into(),
+        ];
         for record in &records {
             for texts in [Texts::Merged, Texts::Plain] {
                 let (doc, change) = new_document(actor(1), record, "create", texts).expect("new");

@@ -300,7 +300,26 @@ pub struct Practice {
     /// Withdrawn by its owner: kept (its history stays verifiable) but hidden from listings.
     #[serde(default, skip_serializing_if = "is_false")]
     pub deleted: bool,
+    /// The title and summary in other languages, by ISO 639 code (an English summary beside
+    /// the Italian original); at most [`MAX_TRANSLATIONS`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub translations: BTreeMap<String, Translation>,
 }
+
+/// A practice's title and summary in another language.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Translation {
+    /// The title. Merges character-wise.
+    #[serde(default)]
+    pub title: String,
+    /// The summary. Merges character-wise.
+    #[serde(default)]
+    pub summary: String,
+}
+
+/// Most languages a practice is translated into.
+pub const MAX_TRANSLATIONS: usize = 16;
 
 /// An outcome / impact figure of a project, e.g. `{label: "young people trained", value: 120,
 /// unit: "people"}`.
@@ -664,6 +683,7 @@ impl Practice {
     pub fn new(owner: impl Into<String>, title: impl Into<String>, language: &str) -> Practice {
         Practice {
             deleted: false,
+            translations: BTreeMap::new(),
             kind: Kind::Practice,
             owner: owner.into(),
             editors: Vec::new(),
@@ -707,6 +727,13 @@ impl Practice {
             check_required("contact", contact, MAX_SHORT_CHARS)?;
         }
         check_language("language", &self.language)?;
+        check_count("translations", self.translations.len(), MAX_TRANSLATIONS)?;
+        for (language, t) in &self.translations {
+            let field = |f: &str| format!("translations.{language}.{f}");
+            check_language(&format!("translations.{language}"), language)?;
+            check_short(&field("title"), &t.title, MAX_TITLE_CHARS)?;
+            check_long(&field("summary"), &t.summary, MAX_SUMMARY_CHARS)?;
+        }
         check_dates(self.start.as_deref(), self.end.as_deref(), "start", "end")
     }
 }
@@ -1392,6 +1419,7 @@ pub(crate) mod tests {
     pub(crate) fn practice() -> Practice {
         Practice {
             deleted: false,
+            translations: BTreeMap::new(),
             kind: Kind::Practice,
             owner: MILAN.to_string(),
             editors: vec![BRNO.to_string()],
@@ -2149,6 +2177,43 @@ pub(crate) mod tests {
         // Out-of-order bounds never panic.
         assert!(!rank_between("z", Some("a")).is_empty());
     }
+    #[test]
+    fn translations_are_checked_like_their_fields() {
+        let mut p = practice();
+        p.translations.insert(
+            "en".into(),
+            Translation {
+                title: "Civic crowdfunding".into(),
+                summary: "The city doubles what citizens give.".into(),
+            },
+        );
+        assert!(p.validate().is_ok());
+        let back = Record::from_json(Record::from(p.clone()).to_json()).expect("json");
+        assert_eq!(back, Record::from(p.clone()));
+        let mut bad = p.clone();
+        bad.translations
+            .insert("English".into(), Translation::default());
+        assert!(bad.validate().is_err());
+        let mut bad = p.clone();
+        if let Some(t) = bad.translations.get_mut("en") {
+            t.title = "x".repeat(MAX_TITLE_CHARS + 1);
+        }
+        let err = bad.validate().expect_err("long title");
+        assert!(err.to_string().contains("translations.en.title"), "{err}");
+        let mut many = p;
+        for i in 0..=MAX_TRANSLATIONS {
+            many.translations.insert(
+                format!(
+                    "{}{}",
+                    (b'a' + (i / 26) as u8) as char,
+                    (b'a' + (i % 26) as u8) as char
+                ),
+                Translation::default(),
+            );
+        }
+        assert!(many.validate().is_err());
+    }
+
     #[test]
     fn time_zones_are_checked_for_shape_only() {
         for ok in [

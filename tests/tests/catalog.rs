@@ -412,6 +412,47 @@ fn search_finds_records_in_their_own_languages() {
     assert_eq!(search(&["\"civic crowdfunding\""]), sorted(&[&english]));
     assert_eq!(search(&["\"crowdfunding civic\""]), Vec::<String>::new());
     assert_eq!(search(&["\"cooperativa sociale\""]), sorted(&[&italian]));
+    // A translation beside the original: found in its own language, shown, removable.
+    c.ok(&[
+        "practice",
+        "translate",
+        "Cooperativa sociale di comunità",
+        "--language",
+        "en",
+        "--title",
+        "Community social cooperative",
+        "--summary",
+        "A social cooperative for the inclusion of young people.",
+    ]);
+    assert_eq!(search(&["communities"]), sorted(&[&italian]));
+    assert_eq!(search(&["\"social cooperative\""]), sorted(&[&italian]));
+    let shown = c.json(&["practice", "show", &italian]);
+    assert_eq!(
+        shown["translations"]["en"]["title"],
+        "Community social cooperative"
+    );
+    assert_eq!(shown["language"], "it");
+    c.fails(
+        &[
+            "practice",
+            "translate",
+            &italian,
+            "--language",
+            "it",
+            "--title",
+            "x",
+        ],
+        2,
+    );
+    c.ok(&[
+        "practice",
+        "translate",
+        &italian,
+        "--language",
+        "en",
+        "--remove",
+    ]);
+    assert_eq!(search(&["communities"]), Vec::<String>::new());
     // A mistyped word (one edit away, five letters or more) finds what the word would.
     assert_eq!(search(&["crowdfudning"]), sorted(&[&english]));
     assert_eq!(search(&["platfrom"]), sorted(&[&english]));

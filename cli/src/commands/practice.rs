@@ -33,6 +33,12 @@ pub enum Command {
         after_help = "Examples:\n  intercity practice edit 3f2a --summary \"...\" --theme incubation --theme \"social innovation\"\n  intercity practice edit 3f2a --from-file body.json\n  intercity practice edit 3f2a --contact \"\"   # an empty value clears an optional field"
     )]
     Edit(EditArgs),
+    /// Give a practice's title and summary in another language (an English summary beside the
+    /// Italian original); search finds the practice in either
+    #[command(
+        after_help = "Examples:\n  intercity practice translate \"Bilancio partecipativo\" --language en --title \"Participatory budget\" --summary \"Residents decide how to spend 1 % of the budget.\"\n  intercity practice translate 3f2a --language en --remove"
+    )]
+    Translate(TranslateArgs),
     /// Show a practice
     #[command(after_help = "Example:\n  intercity practice show 3f2a")]
     Show(ShowArgs),
@@ -123,6 +129,25 @@ impl Fields {
     }
 }
 
+/// `practice translate` arguments.
+#[derive(clap::Args, Debug)]
+pub struct TranslateArgs {
+    /// The practice: its id (or a unique prefix) or its title
+    id: String,
+    /// The language of the translation, an ISO 639 code (en, it, cs, ...)
+    #[arg(long, value_parser = crate::input::language)]
+    language: String,
+    /// The title in that language
+    #[arg(long)]
+    title: Option<String>,
+    /// The summary in that language
+    #[arg(long)]
+    summary: Option<String>,
+    /// Remove the translation into that language
+    #[arg(long, conflicts_with_all = ["title", "summary"])]
+    remove: bool,
+}
+
 /// `practice add` arguments.
 #[derive(clap::Args, Debug)]
 pub struct AddArgs {
@@ -192,6 +217,46 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             )
         }
         Command::Delete(args) => super::delete(ctx, &city, &args.id, Kind::Practice),
+        Command::Translate(args) => {
+            let id = super::resolve::record(&city, &args.id, Kind::Practice)?;
+            let before = city.record(id)?;
+            let mut p = practice(before.clone())?;
+            if args.remove {
+                if p.translations.remove(&args.language).is_none() {
+                    return Err(intercity_node::CityError::Unchanged.into());
+                }
+            } else {
+                if args.title.is_none() && args.summary.is_none() {
+                    return Err(CliError::Invalid(
+                        "give the translation with --title and/or --summary (or --remove it)"
+                            .into(),
+                    )
+                    .into());
+                }
+                if args.language == p.language {
+                    return Err(CliError::Invalid(format!(
+                        "the practice is written in `{}` already; edit it with `intercity practice edit`",
+                        p.language
+                    ))
+                    .into());
+                }
+                let t = p.translations.entry(args.language.clone()).or_default();
+                if let Some(v) = args.title {
+                    t.title = v;
+                }
+                if let Some(v) = args.summary {
+                    t.summary = v;
+                }
+            }
+            let what = format!("translate ({}) practice", args.language);
+            commit_edit(&city, id, &before, Record::from(p), &what)?;
+            done(
+                ctx,
+                &id.to_string(),
+                &format!("Updated the {} translation of practice {id}", args.language),
+                false,
+            )
+        }
         Command::Show(args) => {
             let id = super::resolve::record(&city, &args.id, Kind::Practice)?;
             let record = city.record(id)?;
@@ -216,9 +281,21 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                 .iter()
                 .map(|x| format!("{} ({})", x.name, x.sector))
                 .collect();
+            let translations: Vec<String> = p
+                .translations
+                .iter()
+                .map(|(language, t)| {
+                    let mut line = format!("{language}: {}", t.title);
+                    if !t.summary.is_empty() {
+                        line.push_str(&format!(" — {}", t.summary));
+                    }
+                    line
+                })
+                .collect();
             ctx.ui.fields(&[
                 ("id", id.to_string()),
                 ("title", p.title.clone()),
+                ("translations", translations.join("\n")),
                 ("city", place),
                 ("owner", city_label(&city, &p.owner)),
                 ("editors", p.editors.join("\n")),

@@ -82,6 +82,21 @@ pub(crate) const STEMMED: &[(&str, rust_stemmers::Algorithm)] = &[
     ("de", rust_stemmers::Algorithm::German),
 ];
 
+/// The two-letter (ISO 639-1) code of a language given in three letters (ISO 639-2) for the
+/// languages analyzed here (`ita` → `it`); any other code as it is.
+pub(crate) fn two_letter(code: &str) -> &str {
+    match code {
+        "eng" => "en",
+        "ita" => "it",
+        "spa" => "es",
+        "por" => "pt",
+        "nld" | "dut" => "nl",
+        "fra" | "fre" => "fr",
+        "deu" | "ger" => "de",
+        other => other,
+    }
+}
+
 /// The language of a record that has none (projects, groups, agendas): the federation's
 /// working language.
 pub(crate) const DEFAULT_LANGUAGE: &str = "en";
@@ -93,10 +108,9 @@ pub(crate) struct Analyzer(Option<rust_stemmers::Algorithm>);
 impl Analyzer {
     /// The analyzer of an ISO 639 language code (`""`: [`DEFAULT_LANGUAGE`]).
     pub(crate) fn of(language: &str) -> Analyzer {
-        let language = if language.is_empty() {
-            DEFAULT_LANGUAGE
-        } else {
-            language
+        let language = match two_letter(language) {
+            "" => DEFAULT_LANGUAGE,
+            l => l,
         };
         Analyzer(
             STEMMED
@@ -131,7 +145,9 @@ impl Analyzer {
             lower.truncate(i);
         }
         let folded = fold(&lower);
-        if folded.chars().count() < 2 && !folded.chars().all(|c| c.is_numeric()) {
+        if folded.is_empty()
+            || (folded.chars().count() < 2 && !folded.chars().all(|c| c.is_numeric()))
+        {
             return None;
         }
         if STOP_WORDS.contains(&folded.as_str()) {
@@ -213,6 +229,10 @@ impl QueryTerm {
     }
 }
 
+fn p_is_empty(q: &QueryTerm) -> bool {
+    matches!(q, QueryTerm::Prefix(p) | QueryTerm::Exact(p) if p.is_empty())
+}
+
 /// One word of a query, as the terms it may be in the index: its term in each language looked
 /// up, or a prefix; with OR, the terms of several words.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -224,7 +244,9 @@ pub(crate) struct Word(pub(crate) Vec<QueryTerm>);
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct ParsedQuery {
     pub(crate) all: Vec<Word>,
-    pub(crate) none: Vec<Word>,
+    /// Excluded: a unit holding every word of one of these is left out (`-word` is one word,
+    /// `-"a phrase"` its words).
+    pub(crate) none: Vec<Vec<Word>>,
     pub(crate) phrases: Vec<Vec<Word>>,
 }
 
@@ -240,6 +262,7 @@ enum Token {
     Plain(String),
     Not(String),
     Phrase(String),
+    NotPhrase(String),
     Or,
 }
 
@@ -250,6 +273,17 @@ fn tokens(text: &str) -> Vec<Token> {
         rest = rest.trim_start();
         if rest.is_empty() {
             return out;
+        }
+        if let Some(after) = rest.strip_prefix('-')
+            && after.starts_with(['"', '“', '”', '„'])
+        {
+            let quoted = &after[after.chars().next().map_or(0, char::len_utf8)..];
+            let end = quoted.find(['"', '“', '”']).unwrap_or(quoted.len());
+            out.push(Token::NotPhrase(quoted[..end].to_string()));
+            rest = quoted
+                .get(end..)
+                .map_or("", |r| r.trim_start_matches(['"', '“', '”']));
+            continue;
         }
         if let Some(after) = rest.strip_prefix(['"', '“', '”', '„']) {
             let end = after.find(['"', '“', '”']).unwrap_or(after.len());
@@ -283,9 +317,18 @@ fn words_of(raw: &str, analyzers: &[Analyzer]) -> Vec<Word> {
     let mut out = Vec::new();
     for (i, w) in ws.iter().enumerate() {
         if prefix && i + 1 == ws.len() {
+            // The index holds stems: the word's stems are prefixes too (`employment*` finds
+            // the stored `employ`).
+            let mut alternatives = Vec::new();
             let folded = fold(w);
-            if !folded.is_empty() {
-                out.push(Word(vec![QueryTerm::Prefix(folded)]));
+            for p in std::iter::once(folded).chain(analyzers.iter().filter_map(|a| a.term(w))) {
+                let p = QueryTerm::Prefix(p);
+                if !p_is_empty(&p) && !alternatives.contains(&p) {
+                    alternatives.push(p);
+                }
+            }
+            if !alternatives.is_empty() {
+                out.push(Word(alternatives));
             }
             continue;
         }
@@ -324,9 +367,9 @@ pub(crate) fn parse_query(text: &str, languages: &[String]) -> Result<ParsedQuer
     for token in tokens(text) {
         // `NOT word` is `-word` (a shell or a command line takes `-word` for an option).
         let token = match token {
-            Token::Not(_) if not => continue,
             Token::Plain(raw) if std::mem::take(&mut not) => Token::Not(raw),
-            Token::Phrase(raw) if std::mem::take(&mut not) => Token::Not(raw),
+            Token::Phrase(raw) if std::mem::take(&mut not) => Token::NotPhrase(raw),
+            Token::Not(raw) if std::mem::take(&mut not) => Token::Not(raw),
             Token::Plain(raw) if raw == "NOT" => {
                 not = true;
                 continue;
@@ -335,7 +378,18 @@ pub(crate) fn parse_query(text: &str, languages: &[String]) -> Result<ParsedQuer
         };
         match token {
             Token::Or => or = !q.all.is_empty(),
-            Token::Not(raw) => q.none.extend(words_of(&raw, &analyzers)),
+            Token::Not(raw) => {
+                q.none
+                    .extend(words_of(&raw, &analyzers).into_iter().map(|w| vec![w]));
+                or = false;
+            }
+            Token::NotPhrase(raw) => {
+                let words = words_of(&raw, &analyzers);
+                if !words.is_empty() {
+                    q.none.push(words);
+                }
+                or = false;
+            }
             Token::Phrase(raw) => {
                 let phrase = words_of(&raw, &analyzers);
                 q.all.extend(phrase.iter().cloned());
@@ -401,9 +455,12 @@ pub(crate) fn snippet(
         .map_or(first, |(i, _)| i);
     let mut start = start;
     if start > 0
-        && let Some(sp) = text[start..first].find(char::is_whitespace)
+        && let Some((sp, ws)) = text[start..first]
+            .char_indices()
+            .find(|(_, c)| c.is_whitespace())
     {
-        start += sp + 1;
+        // Whitespace may be longer than a byte (a non-breaking space).
+        start += sp + ws.len_utf8();
     }
     let end = text[start..]
         .char_indices()

@@ -127,6 +127,7 @@ impl Facets<'_> {
     }
 
     pub(crate) fn of(u: &Unit, language: &str) -> Facets<'static> {
+        let language = super::analyze::two_letter(language);
         let mut code = [0u8; 4];
         if language.len() <= 4 {
             code[..language.len()].copy_from_slice(language.as_bytes());
@@ -262,7 +263,11 @@ impl<'a> FacetFilter<'a> {
                 "" => super::analyze::DEFAULT_LANGUAGE,
                 l => l,
             };
-            if !filter.languages.iter().any(|l| l == language) {
+            if !filter
+                .languages
+                .iter()
+                .any(|l| super::analyze::two_letter(l) == language)
+            {
                 return FacetVerdict::No;
             }
         }

@@ -18,12 +18,27 @@ impl Entry {
     }
 }
 
-/// The language a texts row names (`""`: none, the default language).
+/// The language a texts row names first, the record's (`""`: none, the default language).
 pub(crate) fn language_of(texts: &[(u8, String)]) -> &str {
     texts
         .iter()
         .find(|(f, _)| *f == F_LANGUAGE)
         .map_or("", |(_, l)| l.as_str())
+}
+
+/// The text fields of a texts row, each with the analyzer of its language: a language entry
+/// sets the language of the fields after it (a translation's title and summary).
+pub(crate) fn analyzed_fields(texts: &[(u8, String)]) -> Vec<(u8, &str, Analyzer)> {
+    let mut analyzer = Analyzer::of(DEFAULT_LANGUAGE);
+    let mut out = Vec::with_capacity(texts.len());
+    for (field, text) in texts {
+        if *field == F_LANGUAGE {
+            analyzer = Analyzer::of(text);
+        } else {
+            out.push((*field, text.as_str(), analyzer));
+        }
+    }
+    out
 }
 
 pub(crate) fn sectors(partners: &[intercity_protocol::record::Partner]) -> Vec<Sector> {
@@ -62,6 +77,12 @@ pub(crate) fn units_of(id: DocId, record: &Record, updated: i64) -> Vec<Entry> {
             push(&mut texts, F_PARTNERS, &partner_names(&p.partners));
             push(&mut texts, F_OUTCOMES, &p.outcomes.join("\n"));
             push(&mut texts, F_PLACES, &p.city);
+            // Each translation in its own language (the fields after a language entry are in it).
+            for (language, t) in &p.translations {
+                push(&mut texts, F_LANGUAGE, language);
+                push(&mut texts, F_TITLE, &t.title);
+                push(&mut texts, F_SUMMARY, &t.summary);
+            }
             out.push(Entry {
                 key: id.0.to_vec(),
                 unit: Unit {
@@ -161,13 +182,9 @@ pub(crate) fn units_of(id: DocId, record: &Record, updated: i64) -> Vec<Entry> {
 /// Term counts of a unit's texts by weight class (×4, ×2, ×1), in term order (the order of the
 /// posting keys), and the unit's length in terms.
 pub(crate) fn count_terms(texts: &[(u8, String)]) -> (Vec<(String, [u16; 3])>, u32) {
-    let analyzer = Analyzer::of(language_of(texts));
     let mut all: Vec<(String, usize)> = Vec::new();
-    for (field, text) in texts {
-        if *field == F_LANGUAGE {
-            continue;
-        }
-        let class = match FIELDS.get(usize::from(*field)).map_or(1, |f| f.1) {
+    for (field, text, analyzer) in analyzed_fields(texts) {
+        let class = match FIELDS.get(usize::from(field)).map_or(1, |f| f.1) {
             4 => 0,
             2 => 1,
             _ => 2,

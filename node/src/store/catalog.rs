@@ -107,9 +107,10 @@ impl Store {
             delta.terms -= i64::from(len);
         }
         for (e, texts) in new.iter().zip(new_texts) {
-            // A unit the edit left as it was is not written again (its facets derive from it).
+            // A unit the edit left as it was is not written again (its facets derive from it
+            // and from its language, which its texts row names).
             let unit = encode_unit(&e.unit);
-            if old_units.get(&e.key) != Some(&unit) {
+            if old_units.get(&e.key) != Some(&unit) || old_texts.get(&e.key) != Some(&texts) {
                 batch.put_cf(self.cf("units"), &e.key, unit);
                 batch.put_cf(
                     self.cf("facets"),

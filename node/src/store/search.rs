@@ -161,22 +161,18 @@ impl Store {
         hit: &mut Hit,
     ) -> Result<(), StoreError> {
         let texts = self.texts(key)?;
-        let analyzer = Analyzer::of(language_of(&texts));
-        let matched = texts
+        let fields = analyzed_fields(&texts);
+        let matched = fields
             .iter()
-            .filter(|(f, _)| *f != F_TITLE && *f != F_LANGUAGE)
-            .find(|(_, t)| {
-                analyzer
-                    .terms(t)
-                    .any(|x| query.iter().any(|q| q.matches(&x)))
-            })
+            .filter(|(f, _, _)| *f != F_TITLE)
+            .find(|(_, t, a)| a.terms(t).any(|x| query.iter().any(|q| q.matches(&x))))
             .or_else(|| {
-                texts
+                fields
                     .iter()
-                    .find(|(f, _)| [F_SUMMARY, F_BODY, F_ITEM].contains(f))
+                    .find(|(f, _, _)| [F_SUMMARY, F_BODY, F_ITEM].contains(f))
             });
-        if let Some((_, text)) = matched {
-            let (s, h) = snippet(text, query, analyzer, 160);
+        if let Some((_, text, analyzer)) = matched {
+            let (s, h) = snippet(text, query, *analyzer, 160);
             hit.snippet = Some(s);
             hit.highlights = h;
         }
@@ -226,7 +222,11 @@ impl Store {
 
     /// The postings of one query word: the union of its terms' (a unit holding several of them
     /// counts them all), sorted by unit key.
-    fn word_postings(&self, word: &Word) -> Result<Vec<(UnitKey, f64, f64)>, StoreError> {
+    fn word_postings(
+        &self,
+        word: &Word,
+        budget: &mut usize,
+    ) -> Result<Vec<(UnitKey, f64, f64)>, StoreError> {
         let mut out = Vec::new();
         let mut lists = 0;
         for qt in &word.0 {
@@ -236,7 +236,7 @@ impl Store {
         }
         if out.is_empty() {
             // A word found in no language may be mistyped: the terms one edit away stand in.
-            for t in self.near_terms(word)? {
+            for t in self.near_terms(word, budget)? {
                 out.extend(self.postings(&QueryTerm::Exact(t))?);
             }
             merge_units(&mut out);
@@ -250,26 +250,32 @@ impl Store {
     /// Indexed terms one edit (insertion, deletion, substitution or swap of neighbours) away
     /// from the exact terms of `word` that have at least [`MIN_FUZZY_CHARS`] characters, sharing
     /// their first two characters (typos there are rare; this bounds the scan): at most
-    /// [`MAX_NEAR_TERMS`], found among at most [`MAX_FUZZY_SCAN`] terms.
-    fn near_terms(&self, word: &Word) -> Result<Vec<String>, StoreError> {
+    /// [`MAX_NEAR_TERMS`], looking at no more terms than `budget` has left (the query's
+    /// [`MAX_FUZZY_SCAN`]).
+    fn near_terms(&self, word: &Word, budget: &mut usize) -> Result<Vec<String>, StoreError> {
         let mut near: Vec<String> = Vec::new();
-        for qt in &word.0 {
-            let QueryTerm::Exact(t) = qt else { continue };
-            if t.chars().count() < MIN_FUZZY_CHARS {
-                continue;
-            }
-            let lead: String = t.chars().take(2).collect();
+        let wanted: Vec<&String> = word
+            .0
+            .iter()
+            .filter_map(|qt| match qt {
+                QueryTerm::Exact(t) if t.chars().count() >= MIN_FUZZY_CHARS => Some(t),
+                _ => None,
+            })
+            .collect();
+        let mut leads: Vec<String> = wanted.iter().map(|t| t.chars().take(2).collect()).collect();
+        leads.sort();
+        leads.dedup();
+        for lead in leads {
             let mut it = self.db.raw_iterator_cf(self.cf("postings"));
             it.seek(lead.as_bytes());
-            let mut scanned = 0;
             while let Some(k) = it.key() {
-                if !k.starts_with(lead.as_bytes()) || scanned >= MAX_FUZZY_SCAN {
+                if !k.starts_with(lead.as_bytes()) || *budget == 0 {
                     break;
                 }
-                scanned += 1;
+                *budget -= 1;
                 let end = k.iter().position(|&b| b == 0).unwrap_or(k.len());
                 let term = String::from_utf8_lossy(&k[..end]).into_owned();
-                if one_edit_apart(&term, t) && !near.contains(&term) {
+                if wanted.iter().any(|t| one_edit_apart(&term, t)) && !near.contains(&term) {
                     near.push(term.clone());
                     if near.len() >= MAX_NEAR_TERMS {
                         return Ok(near);
@@ -289,19 +295,34 @@ impl Store {
     /// sorted by unit key; with phrases, only the units holding each phrase in one field.
     pub(super) fn scores(&self, q: &ParsedQuery) -> Result<Vec<(UnitKey, f64)>, StoreError> {
         let mut scored = self.bm25(&q.all)?;
-        for word in &q.none {
-            let out = self.word_postings(word)?;
-            scored.retain(|(k, _)| out.binary_search_by_key(k, |p| p.0).is_err());
+        for group in &q.none {
+            // Excluded words are taken as written: a typo there must not exclude a neighbour.
+            let mut held: Option<Vec<UnitKey>> = None;
+            for word in group {
+                let mut keys = Vec::new();
+                for qt in &word.0 {
+                    keys.extend(self.postings(qt)?.into_iter().map(|p| p.0));
+                }
+                keys.sort_unstable();
+                keys.dedup();
+                held = Some(match held {
+                    None => keys,
+                    Some(prev) => prev
+                        .into_iter()
+                        .filter(|k| keys.binary_search(k).is_ok())
+                        .collect(),
+                });
+            }
+            let held = held.unwrap_or_default();
+            scored.retain(|(k, _)| held.binary_search(k).is_err());
         }
         if !q.phrases.is_empty() {
             let mut kept = Vec::with_capacity(scored.len());
             for (key, score) in scored {
                 let texts = self.texts(key.as_slice())?;
-                let analyzer = Analyzer::of(language_of(&texts));
-                let fields: Vec<Vec<String>> = texts
-                    .iter()
-                    .filter(|(f, _)| *f != F_LANGUAGE)
-                    .map(|(_, t)| analyzer.terms(t).collect())
+                let fields: Vec<Vec<String>> = analyzed_fields(&texts)
+                    .into_iter()
+                    .map(|(_, t, a)| a.terms(t).collect())
                     .collect();
                 if q.phrases
                     .iter()
@@ -322,9 +343,10 @@ impl Store {
         let (n_units, n_tokens) = self.catalog_stats()?;
         let n = n_units.max(1) as f64;
         let avg = (n_tokens as f64 / n).max(1.0);
+        let mut budget = MAX_FUZZY_SCAN;
         let mut lists = words
             .iter()
-            .map(|w| self.word_postings(w))
+            .map(|w| self.word_postings(w, &mut budget))
             .collect::<Result<Vec<_>, _>>()?;
         // Intersect starting from the shortest list.
         lists.sort_by_key(Vec::len);
@@ -376,7 +398,7 @@ fn merge_units(postings: &mut Vec<(UnitKey, f64, f64)>) {
 const MIN_FUZZY_CHARS: usize = 5;
 /// Most stand-in terms for a mistyped word.
 const MAX_NEAR_TERMS: usize = 8;
-/// Most indexed terms looked at for one mistyped word.
+/// Most indexed terms looked at for the mistyped words of one query.
 const MAX_FUZZY_SCAN: usize = 20_000;
 
 /// Whether `a` and `b` differ by one edit: a character inserted, deleted or replaced, or two
