@@ -67,10 +67,16 @@ pub struct GroupArg {
 }
 
 impl BaseArg {
-    /// The base URL, from --base or the configured calendar address.
-    fn url(&self, ctx: &Ctx) -> anyhow::Result<String> {
+    /// The base URL: --base, else the address the running daemon recorded (`served`), else
+    /// the calendar address of this shell's configuration.
+    fn url(&self, ctx: &Ctx, served: Option<&str>) -> anyhow::Result<String> {
         if let Some(base) = &self.base {
             return Ok(base.trim_end_matches('/').to_string());
+        }
+        if let Some(addr) = served.and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            && !addr.ip().is_unspecified()
+        {
+            return Ok(format!("http://{addr}"));
         }
         let overrides = Overrides::from_env(|name| std::env::var(name).ok())?;
         let resolved = resolve(ctx.data_dir()?, None, &overrides)?;
@@ -96,9 +102,9 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             let city = ctx.open()?;
             let (group, _) = super::resolve::group(&city, &args.group)?;
             let feed = city.calendar_feed(group, args.new)?;
-            // The node's address as this shell sees its configuration; a daemon started with
-            // other flags may serve elsewhere, so without it the path is printed, with why.
-            let base = args.base.url(ctx);
+            // The address the running daemon recorded, else this shell's configuration; when
+            // neither gives one people can reach, the path is printed, with why.
+            let base = args.base.url(ctx, feed.address.as_deref());
             let url = base.as_ref().ok().map(|b| format!("{b}{}", feed.path));
             if ctx.ui.is_json() {
                 ctx.ui.json(&json!({
@@ -133,7 +139,8 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             let base = if feeds.is_empty() {
                 String::new()
             } else {
-                base.url(ctx).unwrap_or_default()
+                base.url(ctx, feeds[0].address.as_deref())
+                    .unwrap_or_default()
             };
             if ctx.ui.is_json() {
                 let out: Vec<_> = feeds

@@ -155,6 +155,11 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot serve calendars on {addr}: {e}"))?;
+            // The bound address (a port 0 becomes the real one), for `intercity calendar url`.
+            let bound = listener.local_addr().unwrap_or(addr);
+            if let Err(e) = daemon.city.set_calendar_address(Some(bound)) {
+                tracing::warn!(error = %e, "recording the calendar address failed");
+            }
             say(format!(
                 "  calendar feeds: http://{addr}/calendar/... (`intercity calendar url GROUP`)"
             ));
@@ -163,6 +168,11 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
                 intercity_node::daemon::metrics::Site::Calendars(daemon.city.clone()),
                 shutdown.clone(),
             ));
+        }
+        if calendar.is_none()
+            && let Err(e) = daemon.city.set_calendar_address(None)
+        {
+            tracing::warn!(error = %e, "clearing the calendar address failed");
         }
         // Ready for systemd (Type=notify): the store is open, the network listens, the
         // control socket serves (and the metrics, when asked for). The watchdog is fed only while the network loop answers.

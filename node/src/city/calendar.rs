@@ -12,6 +12,8 @@ use crate::exchange::{Meeting, ics};
 
 /// Metadata key prefix of a feed's secret (followed by the group id).
 const FEED_KEY: &str = "calendar_feed/";
+/// Metadata key of the address the running daemon serves calendar feeds on.
+const ADDRESS_KEY: &str = "calendar_address";
 /// Metadata key prefix of the highest `SEQUENCE` a feed served (followed by the group id).
 const SEQUENCE_KEY: &str = "calendar_sequence/";
 /// Random bytes of a feed secret (32 hex characters).
@@ -28,16 +30,21 @@ pub struct CalendarFeed {
     pub secret: String,
     /// The feed's path on the daemon's calendar address: `/calendar/GROUP/SECRET.ics`.
     pub path: String,
+    /// The address the running daemon serves calendars on, as it recorded it when it started
+    /// (`--calendar`); None when it serves none.
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 impl CalendarFeed {
-    fn new(group: DocId, name: String, secret: String) -> CalendarFeed {
+    fn new(group: DocId, name: String, secret: String, address: Option<String>) -> CalendarFeed {
         let path = format!("/calendar/{group}/{secret}.ics");
         CalendarFeed {
             group,
             name,
             secret,
             path,
+            address,
         }
     }
 }
@@ -62,7 +69,12 @@ impl City {
                 secret
             }
         };
-        Ok(CalendarFeed::new(group, name, secret))
+        Ok(CalendarFeed::new(
+            group,
+            name,
+            secret,
+            self.calendar_address(),
+        ))
     }
 
     /// Every calendar feed this city serves.
@@ -78,9 +90,28 @@ impl City {
                 group,
                 name,
                 String::from_utf8_lossy(&secret).into_owned(),
+                self.calendar_address(),
             ));
         }
         Ok(out)
+    }
+
+    /// Records the address the daemon serves calendar feeds on (None: none), so that
+    /// `intercity calendar url` can say the whole URL.
+    pub fn set_calendar_address(
+        &self,
+        address: Option<std::net::SocketAddr>,
+    ) -> Result<(), CityError> {
+        match address {
+            Some(a) => self.store.set_meta(ADDRESS_KEY, a.to_string().as_bytes())?,
+            None => self.store.delete_meta(ADDRESS_KEY)?,
+        }
+        Ok(())
+    }
+
+    fn calendar_address(&self) -> Option<String> {
+        let bytes = self.store.meta(ADDRESS_KEY).ok()??;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// Withdraws the calendar feed of `group`: its URL stops working.
