@@ -317,6 +317,20 @@ fn diff_into(
                 }
             }
         }
+        // A map of objects (agendas, members, translations by key) that appears or goes as a
+        // whole is told entry by entry, so that each entry's history has its creation.
+        (None, Some(Json::Object(m))) | (Some(Json::Object(m)), None)
+            if !m.is_empty() && m.values().all(Json::is_object) =>
+        {
+            for (key, v) in m {
+                let (x, y) = if before.is_none() {
+                    (None, Some(v))
+                } else {
+                    (Some(v), None)
+                };
+                diff_into(out, join(key), x, y);
+            }
+        }
         _ => out.push(FieldChange {
             path,
             before: before.cloned(),
@@ -1825,6 +1839,14 @@ mod tests {
         assert_eq!(changes[2].after, None, "removed");
         assert_eq!(changes[3].before, Some(Json::from("Palazzo Marino")));
         assert!(field_changes(&Json::Null, &Json::Null).is_empty());
+        // A record's creation names each agenda it creates.
+        let created = field_changes(&serde_json::json!({}), &Record::from(group()).to_json());
+        assert!(
+            created
+                .iter()
+                .any(|c| c.path == format!("agendas.{AGENDA}") && c.before.is_none()),
+            "{created:?}"
+        );
     }
 
     #[test]

@@ -1158,6 +1158,7 @@ fn an_agenda_goes_from_draft_to_minutes_by_names() {
     // The agenda's history says what changed, from what to what.
     let history = milan.ok(&["history", visit]);
     for expected in [
+        "created 'Study visit to Milan'",
         "venue: '' → 'FabriQ, Milan'",
         "status: 'published' → 'cancelled'",
         "added item 'Wrap-up'",
