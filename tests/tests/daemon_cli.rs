@@ -200,8 +200,10 @@ fn a_record_added_through_one_daemon_is_listed_on_the_peer() {
 /// rejected, and an exit code of 0 only when every city converged.
 #[test]
 fn the_demo_converges_with_a_city_joining_by_invitation() {
+    let keep = tempfile::tempdir().expect("tmp");
     let out = Command::new(intercity_tests::intercity_bin())
-        .args(["demo", "--cities", "4", "--seed", "7"])
+        .args(["demo", "--cities", "4", "--seed", "7", "--keep"])
+        .arg(keep.path())
         .output()
         .expect("run the demo");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -215,6 +217,14 @@ fn the_demo_converges_with_a_city_joining_by_invitation() {
         "{text}"
     );
     assert!(text.contains("all cities converged"), "{text}");
+    // Its meetings are dated from today: `agenda next` on a kept city shows the study visit.
+    let (ok, next, err) = cli(&keep.path().join("brno"), &["agenda", "next"]);
+    assert!(ok && next.contains("Study visit to Milan"), "{next}{err}");
+    let (ok, all, err) = cli(
+        &keep.path().join("brno"),
+        &["agenda", "list", "--status", "held"],
+    );
+    assert!(ok && all.contains("Kick-off meeting in Brno"), "{all}{err}");
 }
 
 /// Waits until `check` holds for the output of `args` run in `dir`, or fails with `what`.
