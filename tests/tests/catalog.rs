@@ -185,14 +185,8 @@ fn search_ranks_and_respects_every_filter() {
 
     // Snippets highlight the match.
     let out = c.json(&["search", "start-ups", "--kind", "practice"]);
-    let hit = &out["hits"][0];
-    let snippet = str_of(&hit["snippet"]);
-    let range = hit["highlights"][0].as_array().expect("range");
-    let (a, b) = (
-        range[0].as_u64().expect("a") as usize,
-        range[1].as_u64().expect("b") as usize,
-    );
-    assert_eq!(&snippet[a..b], "start", "{snippet}");
+    let (snippet, highlighted) = first_highlight(&out);
+    assert_eq!(highlighted, "start", "{snippet}");
     assert!(c.ok(&["search", "politecnico"]).contains("*Politecnico*"));
 
     // Every filter.
@@ -308,6 +302,19 @@ fn search_ranks_and_respects_every_filter() {
     let out = c.json(&["reindex"]);
     assert_eq!(out["units"], 5, "2 projects, 1 practice, 1 group, 1 agenda");
     assert_eq!(search(&["employment"]), before);
+}
+
+/// The first hit's snippet of a `search --json` answer, and the text of its first highlight.
+fn first_highlight(out: &Value) -> (String, String) {
+    let hit = &out["hits"][0];
+    let snippet = str_of(&hit["snippet"]);
+    let range = hit["highlights"][0].as_array().expect("range");
+    let (a, b) = (
+        range[0].as_u64().expect("a") as usize,
+        range[1].as_u64().expect("b") as usize,
+    );
+    let highlighted = snippet[a..b].to_string();
+    (snippet, highlighted)
 }
 
 /// Content fields of exported records, keyed by title (ids, owners and provenance removed).
@@ -466,14 +473,21 @@ fn search_finds_records_in_their_own_languages() {
     c.fails(&["search", "x", "--language", "italian"], 2);
     // The snippet highlights the word as the record wrote it.
     let out = c.json(&["search", "giovane", "--language", "it"]);
-    let hit = &out["hits"][0];
-    let snippet = str_of(&hit["snippet"]);
-    let range = hit["highlights"][0].as_array().expect("range");
-    let (a, b) = (
-        range[0].as_u64().expect("a") as usize,
-        range[1].as_u64().expect("b") as usize,
+    let (snippet, highlighted) = first_highlight(&out);
+    assert_eq!(highlighted, "giovani", "{snippet}");
+}
+
+/// Imports `file` (the seeded city's export) into a new city, which creates the 4 practices
+/// and projects and skips the group; returns that city's JSON Lines export.
+fn import_into_a_new_city(name: &str, country: &str, file: &std::path::Path) -> String {
+    let city = City::init(name, country);
+    let out = city.json(&["import", file.to_str().expect("utf-8")]);
+    assert_eq!(
+        (out["created"].as_u64(), out["groups_skipped"].as_u64()),
+        (Some(4), Some(1)),
+        "{out}"
     );
-    assert_eq!(&snippet[a..b], "giovani", "{snippet}");
+    city.ok(&["export", "--format", "jsonl"])
 }
 
 #[test]
@@ -569,22 +583,7 @@ fn export_then_import_round_trips() {
     );
     assert_eq!(&guarantee[col("verified")], "true");
     // The group's row is skipped, not an error: what `export` writes imports as it is.
-    let riga = City::init("Riga", "LV");
-    let out = riga.json(&["import", csv_file.to_str().expect("utf-8")]);
-    assert_eq!(
-        (out["created"].as_u64(), out["groups_skipped"].as_u64()),
-        (Some(4), Some(1)),
-        "{out}"
-    );
-    let riga_file = dir.path().join("riga.jsonl");
-    riga.ok(&[
-        "export",
-        "--format",
-        "jsonl",
-        "-o",
-        riga_file.to_str().expect("utf-8"),
-    ]);
-    let riga_back = std::fs::read_to_string(&riga_file).expect("riga");
+    let riga_back = import_into_a_new_city("Riga", "LV", &csv_file);
     assert_eq!(content(&riga_back), content(&exported), "CSV round trip");
 
     // CSV for Excel: a byte-order mark first, and the file imports as it is.
@@ -617,22 +616,7 @@ fn export_then_import_round_trips() {
         "-o",
         all.to_str().expect("utf-8"),
     ]);
-    let utrecht = City::init("Utrecht", "NL");
-    let out = utrecht.json(&["import", all.to_str().expect("utf-8")]);
-    assert_eq!(
-        (out["created"].as_u64(), out["groups_skipped"].as_u64()),
-        (Some(4), Some(1)),
-        "{out}"
-    );
-    let utrecht_file = dir.path().join("utrecht.jsonl");
-    utrecht.ok(&[
-        "export",
-        "--format",
-        "jsonl",
-        "-o",
-        utrecht_file.to_str().expect("utf-8"),
-    ]);
-    let utrecht_back = std::fs::read_to_string(&utrecht_file).expect("utrecht");
+    let utrecht_back = import_into_a_new_city("Utrecht", "NL", &all);
     assert_eq!(
         content(&utrecht_back),
         content(&exported),

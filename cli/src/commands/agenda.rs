@@ -425,6 +425,18 @@ fn check_position(pos: usize, max: usize) -> anyhow::Result<usize> {
     Ok(pos - 1)
 }
 
+/// The names of the fields an edit changed, in order; nothing changed is an error.
+fn changed<'a>(fields: &[(&'a str, bool)]) -> anyhow::Result<Vec<&'a str>> {
+    let names: Vec<&str> = fields
+        .iter()
+        .filter_map(|(name, differs)| differs.then_some(*name))
+        .collect();
+    if names.is_empty() {
+        return Err(intercity_node::CityError::Unchanged.into());
+    }
+    Ok(names)
+}
+
 /// Checks that `day` (an item's) lies within the meeting's days.
 fn check_day(a: &Agenda, day: &str) -> anyhow::Result<()> {
     let last = a.end.as_deref().unwrap_or(&a.start);
@@ -610,7 +622,7 @@ fn edit(ctx: &Ctx, city: &Client, args: EditArgs) -> anyhow::Result<()> {
         a.host_city = v;
     }
     super::set_list(&mut a.attendees, args.attendees);
-    let changed: Vec<&str> = [
+    let changed = changed(&[
         ("title", before.title != a.title),
         ("start", before.start != a.start),
         ("end", before.end != a.end),
@@ -618,13 +630,7 @@ fn edit(ctx: &Ctx, city: &Client, args: EditArgs) -> anyhow::Result<()> {
         ("venue", before.venue != a.venue),
         ("host", before.host_city != a.host_city),
         ("attendees", before.attendees != a.attendees),
-    ]
-    .into_iter()
-    .filter_map(|(name, differs)| differs.then_some(name))
-    .collect();
-    if changed.is_empty() {
-        return Err(intercity_node::CityError::Unchanged.into());
-    }
+    ])?;
     let outside: Vec<String> = a
         .items
         .iter()
@@ -699,19 +705,13 @@ fn item(ctx: &Ctx, city: &Client, cmd: ItemCommand) -> anyhow::Result<()> {
             if let Some(v) = args.notes {
                 item.notes = v;
             }
-            let changed: Vec<&str> = [
+            let changed = changed(&[
                 ("title", before.title != item.title),
                 ("slot", before.slot != item.slot),
                 ("day", before.day != item.day),
                 ("presenters", before.presenters != item.presenters),
                 ("notes", before.notes != item.notes),
-            ]
-            .into_iter()
-            .filter_map(|(name, differs)| differs.then_some(name))
-            .collect();
-            if changed.is_empty() {
-                return Err(intercity_node::CityError::Unchanged.into());
-            }
+            ])?;
             let message = format!("edit agenda item '{}': {}", item.title, changed.join(", "));
             let item_id = item.id.clone();
             f.save(city, &message)?;

@@ -169,15 +169,9 @@ impl Analyzer {
     }
 
     /// The terms of a text, in order.
-    pub(crate) fn terms<'t>(&self, text: &'t str) -> impl Iterator<Item = String> + 't {
-        let analyzer = *self;
-        words(text).filter_map(move |(_, w)| analyzer.term(w))
+    pub(crate) fn terms(self, text: &str) -> impl Iterator<Item = String> + '_ {
+        words(text).filter_map(move |(_, w)| self.term(w))
     }
-}
-
-/// The term of one word in the default language ([`DEFAULT_LANGUAGE`]).
-pub(crate) fn term(word: &str) -> Option<String> {
-    Analyzer::of(DEFAULT_LANGUAGE).term(word)
 }
 
 /// Words of `text` with their byte ranges: maximal runs of letters and digits (and the
@@ -208,7 +202,7 @@ pub(crate) fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
 
 /// The terms of a text in the default language, in order.
 pub fn terms(text: &str) -> impl Iterator<Item = String> + '_ {
-    words(text).filter_map(|(_, w)| term(w))
+    Analyzer::of(DEFAULT_LANGUAGE).terms(text)
 }
 
 /// One word of a query.

@@ -138,13 +138,17 @@ impl City {
         if !same_secret(&held, secret.as_bytes()) {
             return None;
         }
-        let Ok(Record::Group(g)) = self.record(group) else {
+        // One read of the document gives both the group and its number of changes.
+        let doc = self.load(group).ok()?;
+        let Ok(Record::Group(g)) = intercity_protocol::doc::read_record(&doc, None) else {
             return None;
         };
         if !g.members.contains_key(&self.id().to_string()) {
             return None;
         }
-        let sequence = self.calendar_sequence(group).ok()?;
+        let sequence = self
+            .calendar_sequence(group, doc.get_changes(&[]).len())
+            .ok()?;
         let updated = self
             .list(Some(Kind::Group))
             .ok()?
@@ -169,10 +173,9 @@ impl City {
         Some(ics(&meetings, now_ms))
     }
 
-    /// The feed's `SEQUENCE`: the group's number of changes, never less than one served
-    /// before (a settled removal can void changes, and calendar apps ignore a lower one).
-    fn calendar_sequence(&self, group: DocId) -> Result<usize, CityError> {
-        let count = self.change_count(group)?;
+    /// The feed's `SEQUENCE`: the group's number of changes (`count`), never less than one
+    /// served before (a settled removal can void changes, and calendar apps ignore a lower one).
+    fn calendar_sequence(&self, group: DocId, count: usize) -> Result<usize, CityError> {
         let key = format!("{SEQUENCE_KEY}{group}");
         let served = self
             .store
