@@ -41,6 +41,12 @@ pub struct ConfigFile {
     pub metrics: Option<String>,
     /// Address to serve the groups' calendar feeds on over HTTP (`GET /calendar/...`).
     pub calendar: Option<String>,
+    /// Members' relays to be reachable through (`…/p2p/CITY_ID`), for a node behind NAT.
+    pub relays: Option<Vec<String>>,
+    /// Addresses this node is reachable at from outside (announced and published).
+    pub external: Option<Vec<String>>,
+    /// Relay for members: absent serves while publicly reachable; true always; false never.
+    pub relay_service: Option<bool>,
 }
 
 impl ConfigFile {
@@ -79,6 +85,18 @@ impl ConfigFile {
         if let Some(a) = self.approve_joins {
             cfg.approve_joins = a;
         }
+        if let Some(r) = &self.relays {
+            cfg.relays = parse_addrs(r)?;
+            for relay in &cfg.relays {
+                crate::net::check_relay(relay).map_err(CityError::Invalid)?;
+            }
+        }
+        if let Some(e) = &self.external {
+            cfg.external = parse_addrs(e)?;
+        }
+        if self.relay_service.is_some() {
+            cfg.relay_service = self.relay_service;
+        }
         Ok(())
     }
 }
@@ -103,6 +121,12 @@ pub struct Overrides {
     pub metrics: Option<String>,
     /// The calendar feeds' address.
     pub calendar: Option<String>,
+    /// Relays to be reachable through.
+    pub relays: Option<Vec<String>>,
+    /// External addresses.
+    pub external: Option<Vec<String>>,
+    /// The relay service forced on or off.
+    pub relay_service: Option<bool>,
 }
 
 impl Overrides {
@@ -153,6 +177,9 @@ impl Overrides {
             approve_joins: both("INTERCITY_APPROVE_JOINS", "INTERCITY_NO_APPROVE_JOINS")?,
             metrics: var("INTERCITY_METRICS").filter(|v| !v.trim().is_empty()),
             calendar: var("INTERCITY_CALENDAR").filter(|v| !v.trim().is_empty()),
+            relays: list("INTERCITY_RELAY"),
+            external: list("INTERCITY_EXTERNAL"),
+            relay_service: both("INTERCITY_RELAY_SERVICE", "INTERCITY_NO_RELAY_SERVICE")?,
         })
     }
 }
@@ -215,6 +242,9 @@ pub fn resolve(
         mdns: overrides.mdns,
         anti_entropy_secs: overrides.anti_entropy_secs,
         approve_joins: overrides.approve_joins,
+        relays: overrides.relays.clone(),
+        external: overrides.external.clone(),
+        relay_service: overrides.relay_service,
         ..ConfigFile::default()
     }
     .apply(&mut cfg)?;
@@ -286,6 +316,28 @@ pub fn resolve(
             source: source(
                 file.approve_joins.is_some(),
                 overrides.approve_joins.is_some(),
+            ),
+        },
+        Setting {
+            key: "relays",
+            value: join(&cfg.relays),
+            source: source(file.relays.is_some(), overrides.relays.is_some()),
+        },
+        Setting {
+            key: "external",
+            value: join(&cfg.external),
+            source: source(file.external.is_some(), overrides.external.is_some()),
+        },
+        Setting {
+            key: "relay_service",
+            value: match cfg.relay_service {
+                None => "auto (while publicly reachable)".into(),
+                Some(true) => "true".into(),
+                Some(false) => "false".into(),
+            },
+            source: source(
+                file.relay_service.is_some(),
+                overrides.relay_service.is_some(),
             ),
         },
         Setting {

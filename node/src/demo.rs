@@ -155,6 +155,7 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(String)) -> Result<DemoR
         request_timeout: Duration::from_secs(10),
         max_connections: 32,
         approve_joins: false,
+        ..NetConfig::default()
     };
     let mut daemons = Vec::new();
     for c in &cities {

@@ -1,5 +1,6 @@
 //! The network: a libp2p swarm (TCP and QUIC, Noise, Yamux, identify, ping, mDNS, gossipsub,
-//! and the `/intercity/sync/2` request-response protocol) driven by one event loop that owns it.
+//! circuit relay v2, DCUtR, AutoNAT, and the `/intercity/sync/2` request-response protocol)
+//! driven by one event loop that owns it.
 //!
 //! - Only roster cities connect: a gate denies every other peer when the connection is
 //!   established, before any protocol stream opens. Connection counts are limited.
@@ -35,6 +36,7 @@
 //! | `net/gate.rs` | the connection gate: pending connections per IP, roster and guests |
 //! | `net/sync_protocol.rs` | `/intercity/sync/2`: framing, members' and guests' handlers |
 //! | `net/ingest.rs` | the ingest worker thread and its per-peer queues |
+//! | `net/reach.rs` | NAT: the members-only relay service, slots on configured relays, hole punching, AutoNAT, connection kinds |
 //! | `net/roster.rs` | the roster read off the loop, the lanes of store work, and applying the roster to the gate, dials and guests |
 
 use std::collections::{HashMap, HashSet};
@@ -58,12 +60,15 @@ use tracing::{info, warn};
 
 use crate::city::{City, CityError};
 use crate::roster::Guests;
+use members_only::MembersOnly;
 
 mod bans;
 mod entries;
 mod gate;
 mod guests;
 mod ingest;
+mod members_only;
+mod reach;
 mod roster;
 mod session;
 mod swarm;
@@ -71,9 +76,13 @@ mod sync_protocol;
 
 use bans::BAN_KEY;
 use gate::{Admits, Gate};
-pub use gate::{MAX_PENDING_PER_IP, MAX_PENDING_QUIC};
+pub use gate::{MAX_DIAL_ADDRS, MAX_DIALS_PER_PEER, MAX_PENDING_PER_IP, MAX_PENDING_QUIC};
 pub use ingest::{MAX_FOREIGN_AUTHORS, MAX_QUEUED_JOBS_PER_PEER};
 pub use intercity_protocol::session::{MAX_INFLIGHT_RANGES, RANGE_STALL};
+pub use reach::{
+    MAX_RELAY_CIRCUITS, MAX_RELAY_CIRCUITS_PER_PEER, MAX_RELAY_RESERVATIONS, RELAY_CIRCUIT_BYTES,
+    RELAY_CIRCUIT_DURATION, check_relay,
+};
 use roster::{Lane, RosterView};
 pub use session::MAX_STORE_READERS;
 pub use swarm::spawn;
@@ -138,6 +147,15 @@ pub struct NetConfig {
     /// A city presenting an invitation waits for the operator's approval
     /// (`intercity invite approve`) instead of joining at once.
     pub approve_joins: bool,
+    /// Relays (members' addresses ending with `/p2p/ID`) to reserve a slot on, so that this
+    /// node is reachable through them from behind NAT.
+    pub relays: Vec<Multiaddr>,
+    /// Addresses this node is reachable at from outside (announced to peers and published in
+    /// the federation's address book before the listen addresses).
+    pub external: Vec<Multiaddr>,
+    /// Relay for members: None serves while this node is publicly reachable (it has a
+    /// confirmed external address), `Some(true)` always, `Some(false)` never.
+    pub relay_service: Option<bool>,
 }
 
 impl Default for NetConfig {
@@ -157,6 +175,9 @@ impl Default for NetConfig {
             request_timeout: Duration::from_secs(20),
             max_connections: 64,
             approve_joins: false,
+            relays: Vec::new(),
+            external: Vec::new(),
+            relay_service: None,
         }
     }
 }
@@ -181,6 +202,9 @@ pub struct PeerStatus {
     pub name: String,
     /// Connected now.
     pub connected: bool,
+    /// How: "direct", or "relayed" (through a member's relay only); None when not connected.
+    #[serde(default)]
+    pub via: Option<String>,
     /// Last completed heads exchange, ms since the epoch.
     pub last_sync: Option<i64>,
     /// Per scope, behind / ahead.
@@ -223,6 +247,28 @@ pub struct NetStatus {
     /// Jobs (gossip messages, pushes, range answers) waiting for the ingest worker.
     #[serde(default)]
     pub ingest_queue: usize,
+    /// Whether this node is reachable from outside, by AutoNAT's probes through members:
+    /// "public (ADDR)", "private" or "unknown".
+    #[serde(default)]
+    pub reachability: String,
+    /// The relays this node is configured to be reachable through.
+    #[serde(default)]
+    pub relays: Vec<RelaySlot>,
+    /// Members holding a slot on this node's relay.
+    #[serde(default)]
+    pub relay_reservations: usize,
+    /// Connections this node relays now.
+    #[serde(default)]
+    pub relay_circuits: usize,
+}
+
+/// A relay this node is configured to use.
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct RelaySlot {
+    /// Its address.
+    pub address: String,
+    /// It holds a slot for this node now (peers reach this node at `ADDRESS/p2p-circuit`).
+    pub held: bool,
 }
 
 impl NetStatus {
@@ -317,6 +363,10 @@ struct Behaviour {
     mdns: Toggle<mdns::tokio::Behaviour>,
     gossipsub: gossipsub::Behaviour,
     sync: SyncBehaviour,
+    relay: MembersOnly<Toggle<libp2p::relay::Behaviour>>,
+    relay_client: MembersOnly<libp2p::relay::client::Behaviour>,
+    dcutr: MembersOnly<libp2p::dcutr::Behaviour>,
+    autonat: MembersOnly<libp2p::autonat::Behaviour>,
 }
 
 /// The libp2p peer id of a city.
@@ -437,6 +487,8 @@ struct EventLoop {
     joining: Option<PeerId>,
     /// Connections of promoted guests, closed at the given time.
     closing: Vec<(libp2p::swarm::ConnectionId, Instant)>,
+    /// Relays, hole punching, reachability and connection kinds.
+    reach: reach::Reach,
 }
 
 impl Drop for EventLoop {
@@ -478,6 +530,8 @@ impl EventLoop {
     async fn run(mut self, shutdown: CancellationToken) -> Result<(), String> {
         let mut tick = tokio::time::interval(self.cfg.anti_entropy);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut relay_tick = tokio::time::interval(reach::RELAY_RETRY);
+        relay_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut guest_tick = tokio::time::interval(Duration::from_secs(1));
         guest_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -487,6 +541,7 @@ impl EventLoop {
                 Some(cmd) = self.cmd_rx.recv() => self.on_command(cmd),
                 Some(w) = self.outbox.recv() => self.publish(w),
                 _ = tick.tick() => self.anti_entropy(),
+                _ = relay_tick.tick(), if self.wants_slots() => self.keep_relays(),
                 _ = guest_tick.tick(), if !self.guests.is_empty() || !self.closing.is_empty() => {
                     self.expire_guests()
                 }
@@ -641,6 +696,7 @@ impl EventLoop {
                     id: pid.to_base58(),
                     name: p.name.clone(),
                     connected: p.connected,
+                    via: self.reach.via(pid).map(str::to_string),
                     last_sync: p.last_sync,
                     scopes: lag
                         .into_iter()
@@ -674,6 +730,15 @@ impl EventLoop {
                 .map(|(scope, have, theirs)| format!("{scope}: held {have}, a peer has {theirs}"))
                 .collect(),
             ingest_queue: self.queue.len(),
+            reachability: self.reach.reachability(),
+            relays: self
+                .reach
+                .relays()
+                .into_iter()
+                .map(|(address, held)| RelaySlot { address, held })
+                .collect(),
+            relay_reservations: self.reach.serving().0,
+            relay_circuits: self.reach.serving().1,
         }
     }
 }

@@ -44,6 +44,7 @@ pub fn config(anti_entropy: Duration) -> NetConfig {
         request_timeout: Duration::from_secs(10),
         max_connections: 32,
         approve_joins: false,
+        ..NetConfig::default()
     }
 }
 
@@ -139,6 +140,11 @@ impl TestNode {
         self.city
             .roster_add(other.id(), &other.city.profile().name, &[other.addr()])
             .expect("roster");
+        self.roster_changed().await;
+    }
+
+    /// Tells the running network that the test changed the roster in the store.
+    pub async fn roster_changed_now(&self) {
         self.roster_changed().await;
     }
 
@@ -456,4 +462,30 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
+}
+
+/// A stand-in for a NAT in front of a city: a TCP forwarder on 127.0.0.1 to `target` (a
+/// `/ip4/…/tcp/PORT` multiaddress). What the far end observes is the forwarder's own outbound
+/// socket, which nobody can dial, as behind a symmetric NAT: hole punching cannot work through
+/// it. Returns the forwarder's address; it runs until the test's runtime stops.
+pub async fn nat(target: &str) -> String {
+    let port = target
+        .rsplit('/')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("a /ip4/127.0.0.1/tcp/PORT address");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let local = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        while let Ok((mut inside, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outside) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inside, &mut outside).await;
+                }
+            });
+        }
+    });
+    format!("/ip4/127.0.0.1/tcp/{local}")
 }

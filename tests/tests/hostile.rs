@@ -620,3 +620,76 @@ async fn a_feed_of_rejected_entries_is_cut_off_at_its_budget() {
         .await
     );
 }
+
+/// What a peer is offered on one connection: the protocols the node's identify lists there.
+async fn protocols_offered(node: &TestNode, keypair: libp2p::identity::Keypair) -> Vec<String> {
+    use futures::StreamExt;
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|key| {
+            libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+                "/intercity/id/1".into(),
+                key.public(),
+            ))
+        })
+        .expect("behaviour")
+        .build();
+    swarm
+        .dial(node.addr().parse::<libp2p::Multiaddr>().expect("addr"))
+        .expect("dial");
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let libp2p::swarm::SwarmEvent::Behaviour(libp2p::identify::Event::Received {
+                info,
+                ..
+            }) = swarm.select_next_some().await
+            {
+                return info.protocols;
+            }
+        }
+    })
+    .await
+    .expect("identify answered");
+    got.into_iter().map(|p| p.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_is_not_offered_the_relay_autonat_or_hole_punching() {
+    // Any peer may connect as a guest for a while (to present an invitation). The relay,
+    // AutoNAT and DCUtR must not serve it: a slot on the relay, dial-backs to addresses of its
+    // choosing, or telling this node which address to publish.
+    let mut cfg = intercity_tests::config(Duration::from_secs(1));
+    cfg.relay_service = Some(true);
+    let rome = TestNode::spawn_config("Rome", 41, cfg).await;
+    let stranger = intercity_tests::key(42);
+    let keypair =
+        || libp2p::identity::Keypair::ed25519_from_bytes(stranger.secret_bytes()).expect("key");
+    let guest = protocols_offered(&rome, keypair()).await;
+    let nat = [
+        "/libp2p/circuit/relay/0.2.0/hop",
+        "/libp2p/circuit/relay/0.2.0/stop",
+        "/libp2p/autonat/1.0.0",
+    ];
+    for p in nat.iter().chain(&["/libp2p/dcutr"]) {
+        assert!(
+            !guest.iter().any(|g| g == p),
+            "a guest is offered {p}: {guest:?}"
+        );
+    }
+    assert!(guest.iter().any(|g| g == "/intercity/sync/2"), "{guest:?}");
+    // The same peer once in the roster is offered them (DCUtR only ever on relayed connections).
+    rome.trust_key(&stranger, "Riga").await;
+    let member = protocols_offered(&rome, keypair()).await;
+    for p in nat {
+        assert!(
+            member.iter().any(|g| g == p),
+            "a member is not offered {p}: {member:?}"
+        );
+    }
+}

@@ -585,3 +585,114 @@ async fn a_city_added_to_a_group_receives_it_at_the_next_contact_without_a_new_e
         "Porto did not receive the group within 10 s"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cities_behind_nat_reach_each_other_only_through_a_members_relay() {
+    // Rome is publicly reachable and relays for members. Riga and Lyon listen on no address at
+    // all and reach Rome each through its own NAT (`nat`: what Rome observes of them cannot be
+    // dialed, so hole punching fails as behind a symmetric NAT); each reserves a slot on Rome's
+    // relay, and Lyon dials Riga's relayed address. They share a working group that Rome is not
+    // in, so the group's entries cannot travel through Rome's own sync: they cross the circuit.
+    let mut relay_cfg = intercity_tests::config(Duration::from_secs(1));
+    relay_cfg.relay_service = Some(true);
+    let rome = TestNode::spawn_config("Rome", 21, relay_cfg).await;
+    let behind_nat = async |name: &str, seed: u8| {
+        let rome_seen_through_nat = intercity_tests::nat(&rome.addr()).await;
+        let mut cfg = intercity_tests::config(Duration::from_secs(1));
+        cfg.listen = Vec::new();
+        let relay = format!("{rome_seen_through_nat}/p2p/{}", rome.id());
+        cfg.relays = vec![relay.parse().expect("relay address")];
+        // Started before Rome knows it: a stranger gets no slot, so it asks again once Rome
+        // trusts it and it connects.
+        let node = TestNode::spawn_config(name, seed, cfg).await;
+        node.city
+            .roster_add(rome.id(), "Rome", &[rome_seen_through_nat])
+            .expect("roster");
+        node
+    };
+    let riga = behind_nat("Riga", 22).await;
+    let lyon = behind_nat("Lyon", 23).await;
+    rome.trust(&riga).await;
+    rome.trust(&lyon).await;
+    riga.trust(&lyon).await;
+    // Riga's relayed address, as its address-book entry would carry it.
+    let mut circuit = None;
+    for _ in 0..200 {
+        let s = riga.status().await;
+        if s.relays.iter().any(|r| r.held) {
+            assert!(
+                s.listen.iter().all(|a| a.contains("/p2p-circuit")),
+                "Riga listens directly: {:?}",
+                s.listen
+            );
+            circuit = s.listen.into_iter().next();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let circuit = circuit.expect("Riga listens through Rome's relay");
+    lyon.city
+        .roster_add(riga.id(), "Riga", &[circuit])
+        .expect("roster");
+    lyon.roster_changed_now().await;
+
+    let (gid, aid) = group(&riga.city, &[&lyon.city]);
+    add_item(&riga.city, gid, &aid, "From Riga");
+    assert!(
+        eventually(WAIT, || items(&lyon.city, gid, &aid).len() == 1).await,
+        "the group did not reach Lyon through the relay"
+    );
+    add_item(&lyon.city, gid, &aid, "From Lyon");
+    assert!(
+        eventually(WAIT, || items(&riga.city, gid, &aid).len() == 2).await,
+        "Lyon's edit did not reach Riga through the relay: {:?}",
+        items(&riga.city, gid, &aid)
+    );
+    practice(&riga.city, "Riga bike lanes");
+    assert!(
+        eventually(WAIT, || titles(&lyon.city)
+            == vec!["Riga bike lanes".to_string()])
+        .await
+    );
+    assert!(rome.city.record(gid).is_err(), "the relay read the group");
+
+    let via = |s: &intercity_node::net::NetStatus, id: String| {
+        s.peers
+            .iter()
+            .find(|p| p.id == id)
+            .and_then(|p| p.via.clone())
+    };
+    let (l, r, m) = (
+        lyon.status().await,
+        riga.status().await,
+        rome.status().await,
+    );
+    assert_eq!(via(&l, riga.id().to_string()).as_deref(), Some("relayed"));
+    assert_eq!(via(&r, lyon.id().to_string()).as_deref(), Some("relayed"));
+    assert_eq!(via(&r, rome.id().to_string()).as_deref(), Some("direct"));
+    assert_eq!(m.relay_reservations, 2, "{m:?}");
+    assert!(m.relay_circuits >= 1, "{m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_serves_members_only() {
+    let mut relay_cfg = intercity_tests::config(Duration::from_secs(1));
+    relay_cfg.relay_service = Some(true);
+    let rome = TestNode::spawn_config("Rome", 24, relay_cfg).await;
+    let relay_addr = format!("{}/p2p/{}", rome.addr(), rome.id());
+    let mut hidden_cfg = intercity_tests::config(Duration::from_secs(1));
+    hidden_cfg.listen = Vec::new();
+    hidden_cfg.relays = vec![relay_addr.parse().expect("relay address")];
+    // Riga trusts Rome, Rome does not trust Riga: Riga connects as a guest (an open slot), is
+    // not offered the relay's protocol, and gets no slot.
+    let riga = TestNode::spawn_config("Riga", 25, hidden_cfg).await;
+    riga.city
+        .roster_add(rome.id(), "Rome", &[rome.addr()])
+        .expect("roster");
+    riga.roster_changed_now().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (r, m) = (riga.status().await, rome.status().await);
+    assert!(r.relays.iter().all(|s| !s.held), "{r:?}");
+    assert!(r.listen.is_empty(), "{:?}", r.listen);
+    assert_eq!(m.relay_reservations, 0);
+}

@@ -21,7 +21,9 @@ Configuration: <data dir>/config.toml (or --config), then INTERCITY_* variables,
 Example:
   intercity node run
   intercity node run --listen /ip4/0.0.0.0/tcp/4001 --listen /ip4/0.0.0.0/udp/4001/quic-v1
-  RUST_LOG=info intercity node run --no-mdns --dial /ip4/192.0.2.7/tcp/4001";
+  RUST_LOG=info intercity node run --no-mdns --dial /ip4/192.0.2.7/tcp/4001
+  # behind NAT, reachable through a member's relay:
+  intercity node run --relay /ip4/192.0.2.7/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
 
 /// `node` subcommands.
 #[derive(clap::Subcommand, Debug)]
@@ -72,6 +74,35 @@ pub struct RunArgs {
     /// says
     #[arg(long, env = "INTERCITY_NO_APPROVE_JOINS")]
     pub no_approve_joins: bool,
+    /// A member's relay to be reachable through from behind NAT or a firewall (repeatable):
+    /// its address ending with its city id, e.g. /ip4/192.0.2.7/tcp/4001/p2p/12D3KooW…
+    #[arg(
+        long = "relay",
+        value_name = "ADDR",
+        env = "INTERCITY_RELAY",
+        value_delimiter = ','
+    )]
+    pub relays: Vec<String>,
+    /// An address this node is reachable at from outside (repeatable; e.g. the firewall's
+    /// forwarded port): announced to peers and published in the federation's address book
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "INTERCITY_EXTERNAL",
+        value_delimiter = ','
+    )]
+    pub external: Vec<String>,
+    /// Relay for members always, even before AutoNAT confirmed this node is reachable
+    /// [default: relay while publicly reachable]
+    #[arg(
+        long,
+        env = "INTERCITY_RELAY_SERVICE",
+        conflicts_with = "no_relay_service"
+    )]
+    pub relay_service: bool,
+    /// Never relay for members
+    #[arg(long, env = "INTERCITY_NO_RELAY_SERVICE")]
+    pub no_relay_service: bool,
     /// TOML config file [default: <data dir>/config.toml if it exists]
     #[arg(long, value_name = "FILE", env = "INTERCITY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -103,6 +134,9 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         approve_joins: both(args.approve_joins, args.no_approve_joins),
         metrics: args.metrics,
         calendar: args.calendar,
+        relays: Some(args.relays).filter(|r| !r.is_empty()),
+        external: Some(args.external).filter(|e| !e.is_empty()),
+        relay_service: both(args.relay_service, args.no_relay_service),
     };
     let resolved = resolve(&dir, args.config, &overrides)?;
     let (cfg, metrics, calendar) = (resolved.net, resolved.metrics, resolved.calendar);

@@ -5,7 +5,10 @@ use crate::ui;
 
 /// Help epilogue.
 pub const HELP: &str = "\
-Shows this city, its listen addresses and, per roster city: connected or not, the last sync,
+Shows this city, its listen addresses, whether it is reachable from outside (AutoNAT's
+verdict: public, private or unknown; the relays it is reachable through; the members its own
+relay serves) and, per roster city: connected or not, and how (direct, or relayed through a
+member), the last sync,
 how many entries this city is behind and ahead per scope (\"am I up to date with Brno?\"),
 bytes sent and received, and entries accepted, rejected and dropped as invalid. The
 entries held are counted as accepted, rejected, pending (waiting for changes from other
@@ -61,6 +64,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             "exhausted": status.exhausted,
             "own_behind": status.own_behind,
             "ingest_queue": status.ingest_queue,
+            "reachability": status.reachability,
+            "relays": status.relays,
+            "relay_reservations": status.relay_reservations,
+            "relay_circuits": status.relay_circuits,
             "roster": roster,
             "federation": federation.as_ref().map(|f| serde_json::json!({
                 "id": f.id.to_string(),
@@ -84,6 +91,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             },
         ),
         ("listen", status.listen.join(", ")),
+        (
+            "reachability",
+            if client.via_daemon() {
+                reachability(&status)
+            } else {
+                "-".into()
+            },
+        ),
         (
             "entries",
             format!(
@@ -184,6 +199,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
         "city",
         "id",
         "connected",
+        "via",
         "last sync",
         "behind/ahead",
         "sent",
@@ -202,6 +218,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             ctx.ui
                 .cell(ui::short(&peer.id, 12), comfy_table::Color::Reset),
             ctx.ui.check(peer.connected),
+            ctx.ui.cell(
+                peer.via.as_deref().unwrap_or("-"),
+                comfy_table::Color::Reset,
+            ),
             ctx.ui.cell(
                 peer.last_sync
                     .map(ui::iso8601)
@@ -224,4 +244,31 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
         ctx.ui.print_table(&table)?;
     }
     Ok(())
+}
+
+/// Whether the node is reachable from outside, the relays it is reachable through, and what
+/// its own relay serves.
+fn reachability(status: &intercity_node::net::NetStatus) -> String {
+    let mut out = status.reachability.clone();
+    if out.is_empty() {
+        out = "unknown".into();
+    }
+    for r in &status.relays {
+        out.push_str(&format!(
+            "; relay {}: {}",
+            r.address,
+            if r.held {
+                "reachable through it"
+            } else {
+                "no slot (retrying)"
+            }
+        ));
+    }
+    if status.relay_reservations > 0 || status.relay_circuits > 0 {
+        out.push_str(&format!(
+            "; relaying for {} member(s), {} connection(s) now",
+            status.relay_reservations, status.relay_circuits
+        ));
+    }
+    out
 }

@@ -272,6 +272,60 @@ pub fn render(status: &NetStatus) -> String {
         "This city's own feeds a peer holds further than this node.",
         vec![(String::new(), status.own_behind.len().to_string())],
     );
+    let via = |kind: &str| {
+        status
+            .peers
+            .iter()
+            .filter(|p| p.connected && p.via.as_deref() == Some(kind))
+            .count()
+            .to_string()
+    };
+    family(
+        "intercity_peers_connected_via",
+        "gauge",
+        "Peers connected now, by how: directly, or through a member's relay only.",
+        vec![
+            ("via=\"direct\"".into(), via("direct")),
+            ("via=\"relayed\"".into(), via("relayed")),
+        ],
+    );
+    family(
+        "intercity_reachable",
+        "gauge",
+        "1 when AutoNAT found this node publicly reachable, 0 when behind NAT, -1 unknown.",
+        vec![(
+            String::new(),
+            if status.reachability.starts_with("public") {
+                "1"
+            } else if status.reachability == "private" {
+                "0"
+            } else {
+                "-1"
+            }
+            .into(),
+        )],
+    );
+    family(
+        "intercity_relay_slots_held",
+        "gauge",
+        "Configured relays holding a slot for this node (it is reachable through them).",
+        vec![(
+            String::new(),
+            status.relays.iter().filter(|r| r.held).count().to_string(),
+        )],
+    );
+    family(
+        "intercity_relay_reservations",
+        "gauge",
+        "Members holding a slot on this node's relay.",
+        vec![(String::new(), status.relay_reservations.to_string())],
+    );
+    family(
+        "intercity_relay_circuits",
+        "gauge",
+        "Connections this node relays now.",
+        vec![(String::new(), status.relay_circuits.to_string())],
+    );
     family(
         "intercity_peers_connected",
         "gauge",
@@ -374,6 +428,7 @@ mod tests {
                 id: "12D3KooWBrno".into(),
                 name: "Brno\"} 1\nintercity_forged 1\\".into(),
                 connected: true,
+                via: Some("relayed".into()),
                 last_sync: Some(1_500),
                 scopes: vec![ScopeLag {
                     scope: "federation".into(),
@@ -391,6 +446,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("intercity_peers_connected 1\n"), "{text}");
+        assert!(
+            text.contains("intercity_peers_connected_via{via=\"relayed\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("intercity_reachable -1\n"), "{text}");
         assert!(
             text.contains(
                 "intercity_peer_behind_entries{peer=\"12D3KooWBrno\",name=\"Brno\\\"} 1\\nintercity_forged 1\\\\\",scope=\"federation\"} 2\n"

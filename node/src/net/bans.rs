@@ -81,6 +81,7 @@ impl EventLoop {
                 }
             });
             self.swarm.behaviour_mut().sync.trusted.remove(&peer);
+            self.reach.members.remove(&peer);
             let gate = &mut self.swarm.behaviour_mut().gate;
             gate.trusted.remove(&peer);
             gate.banned.insert(peer);

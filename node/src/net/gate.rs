@@ -25,6 +25,13 @@ pub const MAX_PENDING_PER_IP: usize = 4;
 /// does not hold there: QUIC may not take the slots that TCP connections need.
 pub const MAX_PENDING_QUIC: usize = 16;
 
+/// Dials to one peer in flight at once. Hole punching (DCUtR) dials whatever addresses a
+/// member sends, once per message, however many messages it sends.
+pub const MAX_DIALS_PER_PEER: usize = 2;
+/// Addresses one dial may try: a city's address-book entry and its roster addresses (16
+/// each); a hole-punching message naming more is refused.
+pub const MAX_DIAL_ADDRS: usize = 32;
+
 /// The connection gate: admits roster cities, and guests (to present an invitation, or a
 /// roster city's new key).
 #[derive(Default)]
@@ -46,6 +53,8 @@ pub(super) struct Gate {
     pending_quic: usize,
     /// Their count per address.
     pending_ips: HashMap<IpAddr, usize>,
+    /// Outbound dials in flight, per peer.
+    dials: HashMap<PeerId, HashSet<ConnectionId>>,
 }
 
 /// Which peers outside the roster the gate admits as guests.
@@ -97,6 +106,18 @@ impl std::fmt::Display for TooManyPending {
 
 impl std::error::Error for TooManyPending {}
 
+/// Why the gate refused to dial.
+#[derive(Debug)]
+struct DialRefused(String);
+
+impl std::fmt::Display for DialRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DialRefused {}
+
 impl Gate {
     /// Admits `peer`; `remote`: the address of an inbound connection (None: outbound).
     pub(super) fn check(
@@ -124,6 +145,14 @@ impl Gate {
 }
 
 impl Gate {
+    /// Forgets an outbound dial (established, or failed).
+    fn dialed(&mut self, id: ConnectionId) {
+        self.dials.retain(|_, ids| {
+            ids.remove(&id);
+            !ids.is_empty()
+        });
+    }
+
     /// Forgets a pending connection (established, or failed).
     fn settle(&mut self, id: ConnectionId) {
         let Some((ip, quic)) = self.pending.remove(&id) else {
@@ -189,21 +218,50 @@ impl NetworkBehaviour for Gate {
         self.check(peer, Some(remote))
     }
 
+    fn handle_pending_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        _: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        if addresses.len() > MAX_DIAL_ADDRS {
+            return Err(ConnectionDenied::new(DialRefused(format!(
+                "a dial to {} addresses (at most {MAX_DIAL_ADDRS})",
+                addresses.len()
+            ))));
+        }
+        if let Some(peer) = peer {
+            let dials = self.dials.entry(peer).or_default();
+            if dials.len() >= MAX_DIALS_PER_PEER {
+                return Err(ConnectionDenied::new(DialRefused(format!(
+                    "{} dials to {peer} in flight already",
+                    dials.len()
+                ))));
+            }
+            dials.insert(id);
+        }
+        Ok(Vec::new())
+    }
+
     fn handle_established_outbound_connection(
         &mut self,
-        _: ConnectionId,
+        id: ConnectionId,
         peer: PeerId,
         _: &Multiaddr,
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.dialed(id);
         self.check(peer, None)
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
-        // A pending inbound connection that failed its handshake, timed out or was denied.
-        if let FromSwarm::ListenFailure(f) = event {
-            self.settle(f.connection_id);
+        match event {
+            // A pending inbound connection that failed its handshake, timed out or was denied.
+            FromSwarm::ListenFailure(f) => self.settle(f.connection_id),
+            FromSwarm::DialFailure(f) => self.dialed(f.connection_id),
+            _ => {}
         }
     }
 
@@ -352,6 +410,72 @@ mod tests {
         assert!(
             gate.handle_pending_inbound_connection(id, &local, &v6)
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn dials_are_bounded_per_peer_and_in_addresses() {
+        let mut gate = Gate::default();
+        let peer = PeerId::random();
+        let addr: Multiaddr = "/ip4/192.0.2.1/tcp/4001".parse().expect("addr");
+        let ids: Vec<ConnectionId> = (0..=MAX_DIALS_PER_PEER)
+            .map(|_| ConnectionId::new_unchecked(rand_id()))
+            .collect();
+        for id in &ids[..MAX_DIALS_PER_PEER] {
+            assert!(
+                gate.handle_pending_outbound_connection(
+                    *id,
+                    Some(peer),
+                    std::slice::from_ref(&addr),
+                    Endpoint::Dialer
+                )
+                .is_ok()
+            );
+        }
+        let last = ids[MAX_DIALS_PER_PEER];
+        let dial = |gate: &mut Gate, id, peer| {
+            gate.handle_pending_outbound_connection(
+                id,
+                Some(peer),
+                std::slice::from_ref(&addr),
+                Endpoint::Dialer,
+            )
+        };
+        assert!(dial(&mut gate, last, peer).is_err());
+        assert!(dial(&mut gate, last, PeerId::random()).is_ok());
+        // A dial that fails or connects frees its place.
+        gate.on_swarm_event(FromSwarm::DialFailure(libp2p::swarm::DialFailure {
+            peer_id: Some(peer),
+            error: &libp2p::swarm::DialError::Aborted,
+            connection_id: ids[0],
+        }));
+        let next = ConnectionId::new_unchecked(rand_id());
+        assert!(dial(&mut gate, next, peer).is_ok());
+        let _ = gate.handle_established_outbound_connection(
+            ids[1],
+            peer,
+            &addr,
+            Endpoint::Dialer,
+            PortUse::Reuse,
+        );
+        let again = ConnectionId::new_unchecked(rand_id());
+        assert!(dial(&mut gate, again, peer).is_ok());
+        // A hole-punching message naming hundreds of addresses is not dialed.
+        let many: Vec<Multiaddr> = (0..=MAX_DIAL_ADDRS)
+            .map(|n| {
+                format!("/ip4/10.0.0.{}/tcp/{}", n % 250, 1000 + n)
+                    .parse()
+                    .expect("addr")
+            })
+            .collect();
+        assert!(
+            gate.handle_pending_outbound_connection(
+                ConnectionId::new_unchecked(rand_id()),
+                Some(PeerId::random()),
+                &many,
+                Endpoint::Dialer
+            )
+            .is_err()
         );
     }
 

@@ -28,7 +28,7 @@ impl EventLoop {
             return false;
         }
         let addrs = self
-            .listening
+            .advertised()
             .iter()
             .filter(|a| {
                 !a.iter().any(|p| {

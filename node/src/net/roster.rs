@@ -150,7 +150,7 @@ impl EventLoop {
         }
         let queued = self.roster_queued.clone();
         let (tx, generations) = (self.roster_tx.clone(), self.roster_reads.clone());
-        let addrs: Vec<String> = self.listening.iter().map(ToString::to_string).collect();
+        let addrs: Vec<String> = self.advertised().iter().map(ToString::to_string).collect();
         let published = self.published.clone();
         self.store_later(Lane::Roster, move |city| {
             queued.store(false, Ordering::Release);
@@ -266,6 +266,7 @@ impl EventLoop {
             }
         }
         self.swarm.behaviour_mut().sync.trusted.clone_from(&allowed);
+        self.reach.members.set(&allowed);
         let gate = &mut self.swarm.behaviour_mut().gate;
         gate.trusted.clone_from(&allowed);
         gate.banned = self

@@ -19,6 +19,8 @@ use tracing::{debug, info, warn};
 use super::bans::load_bans;
 use super::gate::{Gate, ip_of};
 use super::ingest;
+use super::members_only::MembersOnly;
+use super::reach;
 use super::sync_protocol::{SyncBehaviour, SyncEvent};
 use super::{
     Behaviour, BehaviourEvent, CHANNEL_BOUND, EventLoop, FEDERATION_TOPIC, GUEST_SCORE,
@@ -44,6 +46,11 @@ pub async fn spawn(
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(city.key().secret_bytes())
         .map_err(|e| setup(&e))?;
     let name = city.profile().name.clone();
+    for relay in &cfg.relays {
+        reach::check_relay(relay).map_err(NetError::Setup)?;
+    }
+    let members = reach::Members::default();
+    let members2 = members.clone();
     let cfg2 = cfg.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -54,7 +61,9 @@ pub async fn spawn(
         )
         .map_err(|e| setup(&e))?
         .with_quic()
-        .with_behaviour(|key| {
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| setup(&e))?
+        .with_behaviour(|key, relay_client| {
             let gossip_cfg = gossipsub::ConfigBuilder::default()
                 .validation_mode(gossipsub::ValidationMode::Strict)
                 .validate_messages()
@@ -121,7 +130,23 @@ pub async fn spawn(
                 .with_max_established_incoming(Some(cfg2.max_connections))
                 .with_max_established_outgoing(Some(cfg2.max_connections))
                 .with_max_established_per_peer(Some(2));
+            let local = key.public().to_peer_id();
+            let relay = match cfg2.relay_service {
+                Some(false) => None,
+                always => {
+                    let mut relay = reach::relay_service(local, &members2);
+                    if always == Some(true) {
+                        relay.set_status(Some(libp2p::relay::Status::Enable));
+                    }
+                    Some(relay)
+                }
+            };
+            let members = || members2.clone();
             Ok(Behaviour {
+                relay: MembersOnly::new(Toggle::from(relay), members()),
+                relay_client: MembersOnly::new(relay_client, members()),
+                dcutr: MembersOnly::new(libp2p::dcutr::Behaviour::new(local), members()),
+                autonat: MembersOnly::new(reach::autonat(local), members()),
                 gate: Gate::default(),
                 limits: connection_limits::Behaviour::new(limits),
                 identify: identify::Behaviour::new(
@@ -150,6 +175,7 @@ pub async fn spawn(
     for addr in &cfg.listen {
         swarm.listen_on(addr.clone()).map_err(|e| setup(&e))?;
     }
+
     // Wait until every listener has an address, so callers (tests, the demo) can dial us.
     let mut listening = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -163,6 +189,9 @@ pub async fn spawn(
                 ));
             }
         }
+    }
+    for addr in reach::external(&cfg, &listening) {
+        swarm.add_external_address(addr);
     }
     let (tx, cmd_rx) = mpsc::channel(CHANNEL_BOUND);
     let (out_tx, outbox) = mpsc::channel(CHANNEL_BOUND);
@@ -224,6 +253,7 @@ pub async fn spawn(
         admitted_by: HashMap::new(),
         joining: None,
         closing: Vec::new(),
+        reach: reach::Reach::new(members),
     };
     // What the loop reads of the store is in memory; the indexes built on first use (entry
     // counts, group members) are built here, before the loop runs, so that it never waits on
@@ -236,12 +266,16 @@ pub async fn spawn(
     for addr in event_loop.cfg.dial.clone() {
         let _ = event_loop.swarm.dial(addr);
     }
+    // After the roster: a relay is a member, and the gate lets this node dial members only.
+    let relays = event_loop.cfg.relays.clone();
+    event_loop.start_relays(&relays);
     let join = tokio::spawn(async move { event_loop.run(shutdown).await });
     Ok((NetHandle { tx }, listening, join))
 }
 
 impl EventLoop {
     pub(super) fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.observe_links(&event);
         match event {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -317,7 +351,6 @@ impl EventLoop {
                     }
                 }
             }
-            SwarmEvent::NewListenAddr { address, .. } => self.listening.push(address),
             SwarmEvent::IncomingConnectionError {
                 error,
                 send_back_addr,
@@ -367,6 +400,12 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Sync(SyncEvent::Guest(event))) => {
                 self.on_sync(event, true)
             }
+            SwarmEvent::Behaviour(
+                event @ (BehaviourEvent::Relay(_)
+                | BehaviourEvent::RelayClient(_)
+                | BehaviourEvent::Dcutr(_)
+                | BehaviourEvent::Autonat(_)),
+            ) => self.on_reach(event),
             _ => {}
         }
     }
