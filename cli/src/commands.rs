@@ -19,6 +19,7 @@ pub mod practice;
 pub mod project;
 pub mod query;
 pub mod resolve;
+pub mod staff;
 pub mod status;
 pub mod whoami;
 
@@ -62,6 +63,15 @@ pub struct GlobalArgs {
     /// RUST_LOG chooses what is logged)
     #[arg(long, global = true, value_enum, value_name = "FORMAT", env = "INTERCITY_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Work as a staff member on the city's node at this address, from another machine (over
+    /// libp2p, with this machine's staff key; see `intercity staff --help`), e.g.
+    /// /ip4/203.0.113.5/tcp/4001/p2p/12D3KooW…
+    #[arg(long, global = true, env = "INTERCITY_NODE", value_name = "ADDR")]
+    pub node: Option<String>,
+    /// This machine's staff key [default: staff.key in the platform's configuration directory,
+    /// e.g. ~/.config/intercity]
+    #[arg(long, global = true, env = "INTERCITY_STAFF_KEY", value_name = "FILE")]
+    pub staff_key: Option<PathBuf>,
 }
 
 /// The commands.
@@ -106,6 +116,9 @@ pub enum Command {
     /// Calendar feeds: each working group's meetings, for calendar apps to subscribe to
     #[command(subcommand, after_help = calendar::HELP)]
     Calendar(calendar::Command),
+    /// The city's staff: who may use this node, on the server or from their own machine
+    #[command(subcommand, after_help = staff::HELP)]
+    Staff(staff::Command),
     /// Rebuild the search catalog from the stored records
     #[command(after_help = "Example:\n  intercity reindex")]
     Reindex,
@@ -154,11 +167,20 @@ pub struct Ctx {
     /// The data directory was given (`--data-dir` or `INTERCITY_DATA_DIR`), not the default.
     pub explicit_dir: bool,
     data_dir: Option<PathBuf>,
+    /// The node to reach as a staff member (`--node`), and this machine's staff key file.
+    node: Option<String>,
+    staff_key: Option<PathBuf>,
 }
 
 impl Ctx {
     /// The data directory: `--data-dir`, `INTERCITY_DATA_DIR` or the platform default.
     pub fn data_dir(&self) -> anyhow::Result<&Path> {
+        if let Some(node) = &self.node {
+            return Err(CliError::Invalid(format!(
+                "this command works on this machine's own data directory, not on the node at {node}: run it without --node (or on the node's server)"
+            ))
+            .into());
+        }
         self.data_dir.as_deref().ok_or_else(|| {
             CliError::Invalid(
                 "cannot determine a data directory (no home directory); pass --data-dir DIR".into(),
@@ -167,8 +189,39 @@ impl Ctx {
         })
     }
 
+    /// This machine's staff key file: `--staff-key`, or `staff.key` in the configuration
+    /// directory.
+    pub fn staff_key_path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(p) = &self.staff_key {
+            return Ok(p.clone());
+        }
+        directories::ProjectDirs::from("eu", "Intercity", "intercity")
+            .map(|p| p.config_dir().join("staff.key"))
+            .ok_or_else(|| {
+                CliError::Invalid(
+                    "cannot determine a configuration directory (no home directory); pass --staff-key FILE"
+                        .into(),
+                )
+                .into()
+            })
+    }
+
+    /// The city's node on another machine, reached as a staff member (`--node`).
+    fn remote(&self, addr: &str) -> anyhow::Result<Client> {
+        let addr: libp2p::Multiaddr = addr.trim().parse().map_err(|e| {
+            CliError::Invalid(format!(
+                "--node {addr}: not a multiaddress (e.g. /ip4/203.0.113.5/tcp/4001/p2p/12D3KooW…): {e}"
+            ))
+        })?;
+        let key = staff::load_key(&self.staff_key_path()?)?;
+        Ok(Client::remote(&addr, &key)?)
+    }
+
     /// Opens the city in the data directory.
     pub fn open(&self) -> anyhow::Result<Client> {
+        if let Some(addr) = &self.node {
+            return self.remote(addr);
+        }
         let dir = self.data_dir()?;
         tracing::debug!(dir = %dir.display(), "opening city");
         Ok(Client::open(dir)?)
@@ -185,6 +238,9 @@ impl Ctx {
 
     /// Opens the city for a command that only reads (quicker; no lock on the store).
     pub fn open_read(&self) -> anyhow::Result<Client> {
+        if let Some(addr) = &self.node {
+            return self.remote(addr);
+        }
         let dir = self.data_dir()?;
         tracing::debug!(dir = %dir.display(), "opening city to read");
         Ok(Client::open_read_only(dir)?)
@@ -203,6 +259,8 @@ pub fn run(cli: Cli, color: ColorChoice) -> anyhow::Result<()> {
         log_json: cli.global.log_format == LogFormat::Json,
         explicit_dir,
         data_dir,
+        node: cli.global.node,
+        staff_key: cli.global.staff_key,
     };
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),
@@ -217,6 +275,7 @@ pub fn run(cli: Cli, color: ColorChoice) -> anyhow::Result<()> {
         Command::Status => status::run(&ctx),
         Command::Federation(cmd) => federation::run(&ctx, cmd),
         Command::Calendar(cmd) => calendar::run(&ctx, cmd),
+        Command::Staff(cmd) => staff::run(&ctx, cmd),
         Command::Peers(cmd) => peers::run(&ctx, cmd),
         Command::Invite(cmd) => invite::run(&ctx, cmd),
         Command::Key(cmd) => key::run(&ctx, cmd),

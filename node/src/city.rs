@@ -46,6 +46,8 @@ mod files;
 mod import;
 mod keys;
 mod own_feed;
+mod staff;
+pub use staff::{Access, BY_PREFIX, MAX_STAFF, MAX_STAFF_NAME, StaffMember, signed_by, split_by};
 
 use files::{read_key, read_profile, write_private};
 
@@ -128,8 +130,12 @@ pub struct HistoryItem {
     /// Why it was rejected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// What the change did (its Automerge message).
+    /// What the change did (its Automerge message, without the person's line).
     pub message: String,
+    /// The staff member who made it, as the city named them (the message's last line,
+    /// `By: NAME`); None when the city's operator made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
     /// Signature and payload hash verified just now.
     pub verified: bool,
     /// Entry hash (hex).
@@ -625,10 +631,12 @@ impl City {
                     .ok()
                     .flatten()
             });
-            let message = change
-                .as_ref()
-                .and_then(|c| c.message().map(str::to_string))
-                .unwrap_or_default();
+            let (message, by) = split_by(
+                change
+                    .as_ref()
+                    .and_then(|c| c.message())
+                    .unwrap_or_default(),
+            );
             let changes = match (&doc, &change) {
                 (Some(doc), Some(c)) if accepted(&stored) => {
                     if unvalued > 0 {
@@ -655,6 +663,7 @@ impl City {
                 status,
                 reason,
                 message,
+                by,
                 verified,
                 entry: stored.entry.hash().to_string(),
                 changes,

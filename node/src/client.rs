@@ -30,10 +30,11 @@ use tracing::{debug, warn};
 pub enum Client {
     /// No daemon runs: the store is open in this process.
     Local(City),
-    /// A daemon runs: requests go over its control socket.
+    /// A daemon runs: requests go over its control socket, or over libp2p for a staff member
+    /// on another machine.
     Daemon {
-        /// The socket client.
-        control: ControlClient,
+        /// The connection to the daemon.
+        control: Control,
         /// The city profile.
         profile: Profile,
         /// The data directory.
@@ -48,7 +49,41 @@ fn parse<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, CityError> {
     })
 }
 
+/// How a client reaches the daemon.
+#[derive(Debug)]
+pub enum Control {
+    /// Its control socket, on this machine.
+    Socket(ControlClient),
+    /// The control protocol over libp2p, as a staff member with a staff key.
+    Remote(Box<crate::control::RemoteClient>),
+}
+
+impl Control {
+    fn call(&self, req: &crate::control::ControlRequest) -> Result<serde_json::Value, CityError> {
+        match self {
+            Control::Socket(c) => c.call(req),
+            Control::Remote(r) => r.call(req),
+        }
+    }
+}
+
 impl Client {
+    /// Connects to a city's node on another machine as a staff member: `addr` ends with the
+    /// city's id, `key` is the staff key the city added (`intercity staff add NAME --key ID`).
+    pub fn remote(
+        addr: &libp2p::Multiaddr,
+        key: &intercity_protocol::identity::CityKey,
+    ) -> Result<Client, CityError> {
+        let remote = crate::control::RemoteClient::connect(addr, key)?;
+        let control = Control::Remote(Box::new(remote));
+        let profile = parse(control.call(&ops::Profile {}.into())?)?;
+        Ok(Client::Daemon {
+            control,
+            profile,
+            dir: PathBuf::from(addr.to_string()),
+        })
+    }
+
     /// Opens the city in `dir`, through its daemon if one runs.
     pub fn open(dir: &Path) -> Result<Client, CityError> {
         Self::open_with(dir, false)
@@ -72,7 +107,7 @@ impl Client {
                     Ok(profile) => {
                         control.started();
                         return Ok(Client::Daemon {
-                            control,
+                            control: Control::Socket(control),
                             profile,
                             dir: dir.to_path_buf(),
                         });

@@ -27,8 +27,12 @@ use crate::city::{City, CityError};
 use crate::net::NetStatus;
 
 pub mod ops;
+mod remote;
 mod server;
+mod staff;
 
+pub use remote::RemoteClient;
+pub(crate) use server::{Caller, answer};
 pub use server::{ControlSocket, serve};
 
 /// Largest control request, in bytes.
@@ -37,6 +41,8 @@ pub const MAX_REQUEST_BYTES: u64 = 16 * 1024 * 1024;
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Concurrent control connections served.
 pub const MAX_CONTROL_CONNECTIONS: usize = 32;
+/// Concurrent control connections of the staff group's members, besides the operator's.
+pub const MAX_STAFF_CONNECTIONS: usize = 8;
 /// How long a stopping daemon waits for the next request on an open control connection (a CLI
 /// command sends its next one within milliseconds).
 pub const SHUTDOWN_IDLE: Duration = Duration::from_millis(500);
@@ -55,6 +61,9 @@ pub struct Context {
     /// The daemon's network status, for the operations that need it ([`Operation::NET`]);
     /// None without a daemon (or with its network stopped).
     pub status: Option<NetStatus>,
+    /// The staff member asking (their name), as the daemon knows them; None for the operator.
+    /// The changes they make name them ([`crate::city::signed_by`]).
+    pub person: Option<String>,
 }
 
 /// One operation of the control API, declared once in [`ops`]: its request, its reply, and
@@ -105,6 +114,30 @@ macro_rules! requests {
                 match self {
                     $(ControlRequest::$name(_) => <ops::$name as Operation>::NET,)*
                 }
+            }
+
+            /// A staff member may ask for it (record work and reads); the rest is the
+            /// operator's: keys, the roster, the federation, invitations, backups.
+            pub fn staff_may(&self) -> bool {
+                matches!(
+                    self,
+                    ControlRequest::Profile(_)
+                        | ControlRequest::Get(_)
+                        | ControlRequest::Base(_)
+                        | ControlRequest::Resolve(_)
+                        | ControlRequest::List(_)
+                        | ControlRequest::History(_)
+                        | ControlRequest::Create(_)
+                        | ControlRequest::Edit(_)
+                        | ControlRequest::Status(_)
+                        | ControlRequest::Roster(_)
+                        | ControlRequest::FederationShow(_)
+                        | ControlRequest::Search(_)
+                        | ControlRequest::Import(_)
+                        | ControlRequest::FinishImport(_)
+                        | ControlRequest::Export(_)
+                        | ControlRequest::CalendarFeeds(_)
+                ) || matches!(self, ControlRequest::CalendarFeedOf(op) if !op.renew)
             }
 
             /// Runs it on `city`: its reply, as JSON.
@@ -159,6 +192,9 @@ requests!(
     CalendarFeedOf,
     CalendarFeeds,
     CalendarRevoke,
+    StaffAdd,
+    StaffRemove,
+    StaffList,
 );
 
 /// A reply as JSON.
@@ -242,18 +278,23 @@ impl ControlClient {
             category: Category::Unavailable,
             message: format!("bad answer from the daemon: {e}"),
         })?;
-        if let Some(ok) = reply.get("ok") {
-            return Ok(ok.clone());
-        }
-        let err = reply.get("error").cloned().unwrap_or_default();
-        Err(CityError::Remote {
-            category: serde_json::from_value(err.get("category").cloned().unwrap_or_default())
-                .unwrap_or(Category::Other),
-            message: err
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown daemon error")
-                .to_string(),
-        })
+        reply_value(reply)
     }
+}
+
+/// The `ok` value of an answer, or its error.
+pub fn reply_value(reply: Value) -> Result<Value, CityError> {
+    if let Some(ok) = reply.get("ok") {
+        return Ok(ok.clone());
+    }
+    let err = reply.get("error").cloned().unwrap_or_default();
+    Err(CityError::Remote {
+        category: serde_json::from_value(err.get("category").cloned().unwrap_or_default())
+            .unwrap_or(Category::Other),
+        message: err
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown daemon error")
+            .to_string(),
+    })
 }

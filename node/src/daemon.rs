@@ -47,6 +47,8 @@ pub struct ConfigFile {
     pub external: Option<Vec<String>>,
     /// Relay for members: absent serves while publicly reachable; true always; false never.
     pub relay_service: Option<bool>,
+    /// The Unix group whose members may use the control socket as staff.
+    pub staff_group: Option<String>,
 }
 
 impl ConfigFile {
@@ -97,6 +99,9 @@ impl ConfigFile {
         if self.relay_service.is_some() {
             cfg.relay_service = self.relay_service;
         }
+        if let Some(g) = &self.staff_group {
+            cfg.staff_group = Some(g.trim().to_string()).filter(|g| !g.is_empty());
+        }
         Ok(())
     }
 }
@@ -127,6 +132,8 @@ pub struct Overrides {
     pub external: Option<Vec<String>>,
     /// The relay service forced on or off.
     pub relay_service: Option<bool>,
+    /// The staff group.
+    pub staff_group: Option<String>,
 }
 
 impl Overrides {
@@ -180,6 +187,7 @@ impl Overrides {
             relays: list("INTERCITY_RELAY"),
             external: list("INTERCITY_EXTERNAL"),
             relay_service: both("INTERCITY_RELAY_SERVICE", "INTERCITY_NO_RELAY_SERVICE")?,
+            staff_group: var("INTERCITY_STAFF_GROUP").filter(|v| !v.trim().is_empty()),
         })
     }
 }
@@ -245,6 +253,7 @@ pub fn resolve(
         relays: overrides.relays.clone(),
         external: overrides.external.clone(),
         relay_service: overrides.relay_service,
+        staff_group: overrides.staff_group.clone(),
         ..ConfigFile::default()
     }
     .apply(&mut cfg)?;
@@ -341,6 +350,11 @@ pub fn resolve(
             ),
         },
         Setting {
+            key: "staff_group",
+            value: cfg.staff_group.clone().unwrap_or_else(|| "none".into()),
+            source: source(file.staff_group.is_some(), overrides.staff_group.is_some()),
+        },
+        Setting {
             key: "metrics",
             value: metrics.map_or_else(|| "off".to_string(), |m| m.to_string()),
             source: source(file.metrics.is_some(), overrides.metrics.is_some()),
@@ -357,6 +371,34 @@ pub fn resolve(
         calendar,
         settings,
     })
+}
+
+/// Runs staff members' control requests from other machines (the network hands them over,
+/// already checked against the staff keys; the control API checks the key again, and the
+/// operation against what staff may do), until `shutdown`.
+async fn serve_remote(
+    mut requests: tokio::sync::mpsc::Receiver<net::RemoteRequest>,
+    city: Arc<City>,
+    net: NetHandle,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let request = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = requests.recv() => match r {
+                Some(r) => r,
+                // The network stopped: its own task reports that.
+                None => return shutdown.cancelled().await,
+            },
+        };
+        let (city, net) = (city.clone(), net.clone());
+        tokio::spawn(async move {
+            let line = String::from_utf8_lossy(&request.line);
+            let caller = crate::control::Caller::Staff(crate::city::Access::Key(request.key));
+            let answer = crate::control::answer(&line, &city, Some(&net), &caller).await;
+            let _ = request.reply.send(answer.to_string().into_bytes());
+        });
+    }
 }
 
 /// Parses multiaddresses, naming the bad one.
@@ -534,7 +576,7 @@ impl Daemon {
             return Err(CityError::NoCity(dir.to_path_buf()));
         }
         let lock = daemon_lock(dir)?;
-        let socket = ControlSocket::bind(dir)?;
+        let socket = ControlSocket::bind_for(dir, cfg.staff_group.as_deref())?;
         let owned = dir.to_path_buf();
         let city = tokio::task::spawn_blocking(move || {
             City::open_waiting(&owned, || {
@@ -564,7 +606,7 @@ impl Daemon {
         cfg: NetConfig,
         shutdown: CancellationToken,
     ) -> Result<Daemon, CityError> {
-        let socket = ControlSocket::bind(city.dir())?;
+        let socket = ControlSocket::bind_for(city.dir(), cfg.staff_group.as_deref())?;
         Self::launch(city, cfg, shutdown, socket, None).await
     }
 
@@ -575,17 +617,28 @@ impl Daemon {
         socket: ControlSocket,
         lock: Option<DaemonLock>,
     ) -> Result<Daemon, CityError> {
-        let (net, listening, join) = net::spawn(city.clone(), cfg, shutdown.clone())
+        socket.open_to_staff(city.dir())?;
+        let net::Spawned {
+            handle: net,
+            listening,
+            join,
+            remote_requests,
+        } = net::spawn(city.clone(), cfg, shutdown.clone())
             .await
             .map_err(|e| CityError::Network(e.to_string()))?;
         info!(city = %city.id(), name = %city.profile().name, addrs = ?listening, "node running");
         let mut tasks = Supervisor::new(shutdown.clone());
         tasks.spawn("network", async move { join.await.map_err(panic_message)? });
-        let (c, n, s) = (city.clone(), net.clone(), shutdown);
+        let (c, n, s) = (city.clone(), net.clone(), shutdown.clone());
         tasks.spawn("control socket", async move {
             crate::control::serve(socket, c, Some(n), s)
                 .await
                 .map_err(|e| e.to_string())
+        });
+        let (c, n) = (city.clone(), net.clone());
+        tasks.spawn("remote staff", async move {
+            serve_remote(remote_requests, c, n, shutdown).await;
+            Ok(())
         });
         Ok(Daemon {
             city,

@@ -69,6 +69,7 @@ mod guests;
 mod ingest;
 mod members_only;
 mod reach;
+mod remote;
 mod roster;
 mod session;
 mod swarm;
@@ -83,9 +84,13 @@ pub use reach::{
     MAX_RELAY_CIRCUITS, MAX_RELAY_CIRCUITS_PER_PEER, MAX_RELAY_RESERVATIONS, RELAY_CIRCUIT_BYTES,
     RELAY_CIRCUIT_DURATION, check_relay,
 };
+pub use remote::{
+    ControlCodec, MAX_REMOTE_REPLY_BYTES, MAX_REMOTE_REQUEST_BYTES, MAX_REMOTE_REQUESTS,
+    REMOTE_PROTOCOL, REMOTE_TIMEOUT, RemoteRequest, remote_behaviour,
+};
 use roster::{Lane, RosterView};
 pub use session::MAX_STORE_READERS;
-pub use swarm::spawn;
+pub use swarm::{Spawned, spawn};
 use sync_protocol::SyncBehaviour;
 pub use sync_protocol::{GUEST_STREAMS, MAX_GUEST_FRAME_BYTES, MEMBER_STREAMS};
 
@@ -156,6 +161,9 @@ pub struct NetConfig {
     /// Relay for members: None serves while this node is publicly reachable (it has a
     /// confirmed external address), `Some(true)` always, `Some(false)` never.
     pub relay_service: Option<bool>,
+    /// The Unix group whose members may use the control socket as the city's staff (the
+    /// daemon's setting, carried with the network's).
+    pub staff_group: Option<String>,
 }
 
 impl Default for NetConfig {
@@ -178,6 +186,7 @@ impl Default for NetConfig {
             relays: Vec::new(),
             external: Vec::new(),
             relay_service: None,
+            staff_group: None,
         }
     }
 }
@@ -367,6 +376,7 @@ struct Behaviour {
     relay_client: MembersOnly<libp2p::relay::client::Behaviour>,
     dcutr: MembersOnly<libp2p::dcutr::Behaviour>,
     autonat: MembersOnly<libp2p::autonat::Behaviour>,
+    remote: MembersOnly<libp2p::request_response::Behaviour<remote::ControlCodec>>,
 }
 
 /// The libp2p peer id of a city.
@@ -489,6 +499,17 @@ struct EventLoop {
     closing: Vec<(libp2p::swarm::ConnectionId, Instant)>,
     /// Relays, hole punching, reachability and connection kinds.
     reach: reach::Reach,
+    /// The staff keys (remote staff members), with their names, refreshed with the roster;
+    /// and the same keys for the remote control protocol's handler and the gate.
+    staff: HashMap<PeerId, String>,
+    staff_keys: reach::Members,
+    /// Remote control requests running now.
+    remote_slots: Arc<tokio::sync::Semaphore>,
+    /// Staff members' requests, for the daemon to run.
+    remote_requests: mpsc::Sender<remote::RemoteRequest>,
+    /// Remote control answers computed off the loop, to send.
+    remote_tx: mpsc::Sender<remote::Answered>,
+    remote_rx: mpsc::Receiver<remote::Answered>,
 }
 
 impl Drop for EventLoop {
@@ -546,6 +567,7 @@ impl EventLoop {
                     self.expire_guests()
                 }
                 Some(answered) = self.answered.recv() => self.answered(answered),
+                Some(answered) = self.remote_rx.recv() => self.remote_answered(answered),
                 Some(view) = self.roster_rx.recv() => self.apply_roster(view),
                 done = self.ingested.recv() => match done {
                     Some(done) => self.on_ingested(done),

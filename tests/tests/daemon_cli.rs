@@ -725,3 +725,203 @@ fn the_daemon_logs_json_lines_when_asked() {
         "{stderr}"
     );
 }
+
+/// A staff member on another machine: a staff key, added by the operator, reaches the node
+/// over libp2p (`--node`); their changes name them on every node; operator-only commands are
+/// refused; a removed key is refused at once.
+#[test]
+fn a_staff_member_works_from_another_machine_and_history_names_them() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("milan");
+    let laptop = tmp.path().join("anna-laptop");
+    let (ok, _, err) = cli(&dir, &["init", "--city", "Milan"]);
+    assert!(ok, "{err}");
+    let port = free_port();
+    let _daemon = run_daemon(&dir, port);
+    let key_file = laptop.join("staff.key");
+    let key_file = key_file.to_str().expect("utf-8");
+    let staff = |args: &[&str]| {
+        let node = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", id_of(&dir));
+        let mut all = vec!["--node", node.as_str(), "--staff-key", key_file];
+        all.extend_from_slice(args);
+        let out = intercity_tests::run_cli(&laptop, &all);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = staff(&["staff", "key", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let anna: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let anna = anna["id"].as_str().expect("id").to_string();
+    let (code2, out2, _) = staff(&["staff", "key", "--json"]);
+    assert_eq!(code2, Some(0));
+    assert!(out2.contains(&anna), "the key is kept: {out2}");
+    // Not added yet: the node's gate refuses the key.
+    let (code, _, err) = staff(&["practice", "list"]);
+    assert_ne!(code, Some(0), "a stranger's key got in");
+    assert!(err.contains("staff add"), "{err}");
+    let (ok, _, err) = cli(&dir, &["staff", "add", "Anna Rossi", "--key", &anna]);
+    assert!(ok, "{err}");
+    let (code, out, err) = staff(&["practice", "add", "--title", "Bike lanes"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = staff(&["practice", "list"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Bike lanes"), "{out}");
+    let (code, out, err) = staff(&["status"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Milan"), "{out}");
+    // History, on the node, names her: in the table and in JSON.
+    let (ok, out, err) = cli(&dir, &["history", "Bike lanes"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Milan (Anna Rossi)"), "{out}");
+    let (ok, out, _) = cli(&dir, &["history", "Bike lanes", "--json"]);
+    assert!(ok);
+    let items: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(items[0]["by"], "Anna Rossi", "{items}");
+    // The operator's own change names nobody.
+    let (ok, _, err) = cli(&dir, &["practice", "add", "--title", "FabriQ"]);
+    assert!(ok, "{err}");
+    let (_, out, _) = cli(&dir, &["history", "FabriQ", "--json"]);
+    assert!(!out.contains("\"by\""), "{out}");
+    // Operator-only commands are refused, with why.
+    let (code, _, err) = staff(&["staff", "list"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("operator"), "{err}");
+    let (code, _, err) = staff(&["invite", "create", "--anyone"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("operator"), "{err}");
+    // Removed: refused at once.
+    let (ok, out, err) = cli(&dir, &["staff", "list"]);
+    assert!(ok && out.contains("Anna Rossi"), "{out}{err}");
+    let (ok, _, err) = cli(&dir, &["staff", "remove", "Anna Rossi"]);
+    assert!(ok, "{err}");
+    let (code, _, _) = staff(&["practice", "list"]);
+    assert_ne!(code, Some(0), "a removed key still gets in");
+}
+
+/// Staff on the server: with `--staff-group`, a member of that group (checked by peer
+/// credentials) uses the control socket as the staff member the city added for their Unix
+/// user; one the city did not add is told why; one outside the group is refused. Needs root
+/// (to run a client as another user); skipped otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_of_the_staff_group_use_the_socket_as_the_staff_the_city_added() {
+    use intercity_node::city::Access;
+    use intercity_node::control::{ControlRequest, ops};
+    use intercity_protocol::record::{Practice, Record};
+    use std::os::unix::process::CommandExt;
+    let uid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    if uid.ok() != Some(0) {
+        eprintln!("not root: cannot run a client as another user; skipped");
+        return;
+    }
+    const STAFF_GID: u32 = 4242;
+    const NOBODY: u32 = 65534;
+    let mut cfg = intercity_tests::config(Duration::from_secs(1));
+    cfg.staff_group = Some(STAFF_GID.to_string());
+    let milan = intercity_tests::TestNode::spawn_config("Milan", 51, cfg).await;
+    let socket = milan.city.dir().join("control.sock");
+    // One client process per call, as the user and group given: each line is a request, each
+    // answer a line (EOF when the daemon refused the connection).
+    let ask = |uid: u32, gid: u32, lines: &[String]| -> String {
+        let script = r#"use IO::Socket::UNIX; my $s = IO::Socket::UNIX->new(Peer => shift @ARGV) or die "connect: $!"; for my $l (@ARGV) { print $s "$l\n"; my $r = <$s>; print defined $r ? $r : "EOF\n"; }"#;
+        let out = Command::new("/usr/bin/perl")
+            .arg("-e")
+            .arg(script)
+            .arg(&socket)
+            .args(lines)
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .expect("perl");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let line = |req: ControlRequest| serde_json::to_string(&req).expect("json");
+    let mut practice = Practice::new(milan.id().to_string(), "Bike lanes", "en");
+    practice.city = "Milan".into();
+    let create = line(
+        ops::Create {
+            record: Record::Practice(practice),
+            message: "add a practice\nBy: The Mayor".into(),
+        }
+        .into(),
+    );
+    let profile = line(ops::Profile {}.into());
+    let staff_list = line(ops::StaffList {}.into());
+
+    // In the group, not added: told why.
+    let out = ask(NOBODY, STAFF_GID, std::slice::from_ref(&profile));
+    assert!(out.contains("staff add") && out.contains("nobody"), "{out}");
+    // Outside the group: refused before anything is read.
+    let out = ask(NOBODY, NOBODY, std::slice::from_ref(&profile));
+    assert!(!out.contains("\"ok\""), "{out}");
+    // Added: works, within the staff's operations, and the change names them.
+    milan
+        .city
+        .staff_add("Anna Rossi", Access::User("nobody".into()))
+        .expect("staff add");
+    let out = ask(NOBODY, STAFF_GID, &[profile, create, staff_list]);
+    let answers: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("{out}")))
+        .collect();
+    assert_eq!(answers[0]["ok"]["name"], "Milan", "{out}");
+    let id: intercity_protocol::entry::DocId = answers[1]["ok"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{out}"))
+        .parse()
+        .expect("id");
+    assert!(
+        answers[2]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("operator")),
+        "{out}"
+    );
+    let history = milan.city.history(id).expect("history");
+    assert_eq!(history[0].by.as_deref(), Some("Anna Rossi"));
+    assert_eq!(
+        history[0].message, "add a practice",
+        "a forged By: line is dropped"
+    );
+    // The federation's record is a group record, but not staff work: an edit that makes a
+    // stranger its chair is refused (the operator's `federation set` is the way).
+    let federation = milan
+        .city
+        .federation_create("Eurocities", "Cities working together")
+        .expect("federation");
+    let Ok(Record::Group(mut record)) = milan.city.record(federation) else {
+        panic!("the federation's record")
+    };
+    record.members.insert(
+        intercity_tests::key(99).id().to_string(),
+        intercity_protocol::record::Member {
+            name: "Mallory".into(),
+            role: intercity_protocol::record::Role::Chair,
+        },
+    );
+    let edit = line(
+        ops::Edit {
+            id: federation,
+            record: Record::Group(record),
+            message: "add a chair".into(),
+            base: Vec::new(),
+        }
+        .into(),
+    );
+    let out = ask(NOBODY, STAFF_GID, &[edit]);
+    assert!(out.contains("operator"), "{out}");
+    let Ok(Record::Group(record)) = milan.city.record(federation) else {
+        panic!("the federation's record")
+    };
+    assert_eq!(
+        record.members.len(),
+        1,
+        "a staff member changed the federation"
+    );
+    // Removed: refused at the next request.
+    milan.city.staff_remove("Anna Rossi").expect("remove");
+    let profile = line(ops::Profile {}.into());
+    let out = ask(NOBODY, STAFF_GID, &[profile]);
+    assert!(out.contains("staff add"), "{out}");
+}

@@ -65,6 +65,8 @@ fn constants() -> BTreeMap<&'static str, u64> {
         ("MAX_QUEUED_JOBS_PER_PEER", n(net::MAX_QUEUED_JOBS_PER_PEER)),
         ("MAX_RELAY_RESERVATIONS", n(net::MAX_RELAY_RESERVATIONS)),
         ("MAX_DIALS_PER_PEER", n(net::MAX_DIALS_PER_PEER)),
+        ("MAX_REMOTE_REQUESTS", n(net::MAX_REMOTE_REQUESTS)),
+        ("MAX_STAFF_CONNECTIONS", n(control::MAX_STAFF_CONNECTIONS)),
         ("MAX_DIAL_ADDRS", n(net::MAX_DIAL_ADDRS)),
         ("MAX_RELAY_CIRCUITS", n(net::MAX_RELAY_CIRCUITS)),
         (

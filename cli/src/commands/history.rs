@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use comfy_table::{Cell, Color};
-use intercity_node::{CityError, Client, HistoryItem};
+use intercity_node::{Client, HistoryItem};
 use intercity_protocol::doc::FieldChange;
 use intercity_protocol::entry::DocId;
 use intercity_protocol::record::{Kind, Record};
@@ -106,6 +106,12 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
             Some(name) => format!("{name} {}", h.author.short()),
             None => h.author.short(),
         };
+        if let Some(person) = &h.by {
+            who = match names.get(&author) {
+                Some(name) => format!("{name} ({person}) {}", h.author.short()),
+                None => format!("{} ({person})", h.author.short()),
+            };
+        }
         if let Some(key) = h.key {
             who.push_str(&format!("\nkey {}", key.short()));
         }
@@ -272,7 +278,8 @@ fn cut(s: &str) -> String {
 fn resolve(city: &Client, text: &str) -> anyhow::Result<(DocId, Option<String>)> {
     match city.resolve(text) {
         Ok(id) => return Ok((id, None)),
-        Err(CityError::NotFound(_)) => {}
+        // Through a daemon the error comes back as its category only.
+        Err(e) if e.category() == intercity_node::city::Category::NotFound => {}
         Err(e) => return Err(e.into()),
     }
     let record = [Kind::Practice, Kind::Project, Kind::Group]

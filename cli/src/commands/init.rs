@@ -50,7 +50,7 @@ fn check_no_system_node(ctx: &Ctx, dir: &std::path::Path) -> anyhow::Result<()> 
         return Ok(());
     }
     Err(crate::error::CliError::Invalid(format!(
-        "this machine's city node runs from {sys}: `init` here would create a second city, with another identity.          To use that node, run commands as its user (e.g. `sudo -u intercity intercity --data-dir {sys} status`);          to create a separate city anyway, give its directory with --data-dir",
+        "this machine's city node runs from {sys}: `init` here would create a second city, with another identity.          To use that node, ask its operator to add you as staff (`intercity staff --help`: a Unix group for the socket, or a staff key from your own machine), or run commands as its user (e.g. `sudo -u intercity intercity --data-dir {sys} status`);          to create a separate city anyway, give its directory with --data-dir",
         sys = system.display()
     ))
     .into())

@@ -103,6 +103,10 @@ pub struct RunArgs {
     /// Never relay for members
     #[arg(long, env = "INTERCITY_NO_RELAY_SERVICE")]
     pub no_relay_service: bool,
+    /// The Unix group whose members may use this node's control socket as the city's staff
+    /// (each added with `intercity staff add NAME --user USER`) [default: none]
+    #[arg(long, value_name = "GROUP", env = "INTERCITY_STAFF_GROUP")]
+    pub staff_group: Option<String>,
     /// TOML config file [default: <data dir>/config.toml if it exists]
     #[arg(long, value_name = "FILE", env = "INTERCITY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -137,6 +141,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         relays: Some(args.relays).filter(|r| !r.is_empty()),
         external: Some(args.external).filter(|e| !e.is_empty()),
         relay_service: both(args.relay_service, args.no_relay_service),
+        staff_group: args.staff_group,
     };
     let resolved = resolve(&dir, args.config, &overrides)?;
     let (cfg, metrics, calendar) = (resolved.net, resolved.metrics, resolved.calendar);

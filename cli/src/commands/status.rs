@@ -27,8 +27,18 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let client = ctx.open_read()?;
     let status = client.status()?;
     let roster = client.roster()?;
-    let invitations = client.invitations()?;
-    let waiting = client.pending_joins()?;
+    // Invitations are the operator's: a staff member's status goes without them.
+    let operator_only = |e: &intercity_node::city::CityError| {
+        e.category() == intercity_node::city::Category::Rejected
+    };
+    let invitations = match client.invitations() {
+        Err(e) if operator_only(&e) => Vec::new(),
+        other => other?,
+    };
+    let waiting = match client.pending_joins() {
+        Err(e) if operator_only(&e) => Vec::new(),
+        other => other?,
+    };
     let joining: Vec<&str> = roster
         .iter()
         .filter(|p| p.entry.invitation.is_some())

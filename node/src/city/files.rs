@@ -220,6 +220,8 @@ pub(super) fn secure_dir(dir: &Path, tighten: bool) -> Result<(), CityError> {
                 mode,
             });
         }
+        // A daemon with a staff group opens it to that group again (0710) once it has opened
+        // the city (`ControlSocket::open_to_staff`).
         if mode & 0o077 != 0 && tighten {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
             tracing::info!(dir = %dir.display(), "the data directory was readable by other users: now mode 700");

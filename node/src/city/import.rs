@@ -9,6 +9,18 @@ impl City {
     /// what would happen. A record that fails writes nothing. Call [`City::finish_import`] after
     /// the last batch.
     pub fn import(&self, items: Vec<Imported>, dry_run: bool) -> Vec<ImportResult> {
+        self.import_by(items, dry_run, None)
+    }
+
+    /// [`City::import`] for a staff member: the changes name `person` ([`signed_by`]).
+    ///
+    /// [`signed_by`]: super::signed_by
+    pub fn import_by(
+        &self,
+        items: Vec<Imported>,
+        dry_run: bool,
+        person: Option<&str>,
+    ) -> Vec<ImportResult> {
         let result = |line: usize, r: Result<(ImportOutcome, Option<String>), CityError>| match r {
             Ok((outcome, id)) => ImportResult {
                 line,
@@ -26,7 +38,7 @@ impl City {
         if dry_run {
             return items
                 .iter()
-                .map(|item| result(item.line, self.import_one(item, true)))
+                .map(|item| result(item.line, self.import_one(item, true, person)))
                 .collect();
         }
         // Building a new record's document is the costly part and needs no store writes: worker
@@ -47,7 +59,7 @@ impl City {
                     let items = &items;
                     scope.spawn(move || {
                         for item in items.iter().skip(w).step_by(workers) {
-                            if tx.send(self.prepare_import(item)).is_err() {
+                            if tx.send(self.prepare_import(item, person)).is_err() {
                                 break;
                             }
                         }
@@ -74,7 +86,7 @@ impl City {
                     None => {
                         // Updates read the store: the batch before them is written first.
                         wrote |= self.write_imported(&mut batch, &mut out);
-                        let r = self.import_one(item, false);
+                        let r = self.import_one(item, false, person);
                         wrote |=
                             matches!(r, Ok((ImportOutcome::Created | ImportOutcome::Updated, _)));
                         out.push(result(item.line, r));
@@ -145,13 +157,13 @@ impl City {
 
     /// The kind and genesis change of an imported record that will be created (None for an
     /// update, and when preparing fails: `import_one` then reports the error).
-    fn prepare_import(&self, item: &Imported) -> Option<(Kind, Authored)> {
+    fn prepare_import(&self, item: &Imported, person: Option<&str>) -> Option<(Kind, Authored)> {
         if !self.import_creates(item) {
             return None;
         }
         let record = self.fixup(item.record.clone()).ok()?;
         let authored = self
-            .prepare(&record, &import_message(&record), Texts::Plain)
+            .prepare(&record, &import_message(&record, person), Texts::Plain)
             .ok()?;
         Some((record.kind(), authored))
     }
@@ -200,6 +212,7 @@ impl City {
         &self,
         item: &Imported,
         dry_run: bool,
+        person: Option<&str>,
     ) -> Result<(ImportOutcome, Option<String>), CityError> {
         let me = self.id().to_string();
         let mut record = self.fixup(item.record.clone())?;
@@ -220,7 +233,7 @@ impl City {
             if dry_run {
                 return Ok((ImportOutcome::WouldCreate, None));
             }
-            let authored = self.prepare(&record, &import_message(&record), Texts::Plain)?;
+            let authored = self.prepare(&record, &import_message(&record, person), Texts::Plain)?;
             let id = DocId::for_genesis(&authored.change.hash());
             self.publish(id, record.kind(), authored)?;
             return Ok((ImportOutcome::Created, Some(id.to_string())));
@@ -251,7 +264,10 @@ impl City {
         if dry_run {
             return Ok((ImportOutcome::WouldUpdate, Some(id.to_string())));
         }
-        let message = format!("import: update {} '{}'", record.kind(), record.title());
+        let message = super::signed_by(
+            &format!("import: update {} '{}'", record.kind(), record.title()),
+            person,
+        );
         match self.edit_with(id, None, &message, |r| {
             *r = record;
             Ok(())
@@ -264,6 +280,9 @@ impl City {
 }
 
 /// The change message of an imported new record.
-fn import_message(record: &Record) -> String {
-    format!("import {} '{}'", record.kind(), record.title())
+fn import_message(record: &Record, person: Option<&str>) -> String {
+    super::signed_by(
+        &format!("import {} '{}'", record.kind(), record.title()),
+        person,
+    )
 }

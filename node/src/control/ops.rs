@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::{Context, Operation};
 use crate::catalog::{Found, Query};
 use crate::city::{
-    CalendarFeed, City, CityError, HistoryItem, ImportResult, KeyInfo, RecoveryInfo,
+    Access, CalendarFeed, City, CityError, HistoryItem, ImportResult, KeyInfo, RecoveryInfo,
+    StaffMember, signed_by,
 };
 use crate::exchange::{Exported, Imported};
 use crate::net::NetStatus;
@@ -152,7 +153,9 @@ op!(
         record: Record,
         /// The change message.
         message: String,
-    } => DocId; |op, city, ctx| city.create(&op.record, &op.message)
+    } => DocId; |op, city, ctx| {
+        city.create(&op.record, &signed_by(&op.message, ctx.person.as_deref()))
+    }
 );
 
 op!(
@@ -170,13 +173,20 @@ op!(
         #[serde(default)]
         base: Vec<String>,
     } => Record; |op, city, ctx| {
+        // The federation's record is changed by the operator's federation commands only.
+        if ctx.person.is_some() && city.federation_id()? == Some(op.id) {
+            return Err(CityError::Refused(
+                "the federation's record is for the city's operator (`intercity federation`)".into(),
+            ));
+        }
+        let message = signed_by(&op.message, ctx.person.as_deref());
         let target = op.record;
         let replace = |r: &mut Record| {
             *r = target;
             Ok(())
         };
         if op.base.is_empty() {
-            city.edit(op.id, &op.message, replace)
+            city.edit(op.id, &message, replace)
         } else {
             let base = op
                 .base
@@ -184,7 +194,7 @@ op!(
                 .map(|h| h.parse::<automerge::ChangeHash>())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| CityError::Invalid(format!("bad base heads: {e}")))?;
-            city.edit_from(op.id, &base, &op.message, replace)
+            city.edit_from(op.id, &base, &message, replace)
         }
     }
 );
@@ -383,7 +393,7 @@ op!(
         items: Vec<Imported>,
         /// Checks only.
         dry_run: bool,
-    } => Vec<ImportResult>; |op, city, ctx| Ok(city.import(op.items, op.dry_run))
+    } => Vec<ImportResult>; |op, city, ctx| Ok(city.import_by(op.items, op.dry_run, ctx.person.as_deref()))
 );
 
 op!(
@@ -420,4 +430,28 @@ op!(
         /// The group.
         group: DocId,
     } => (); |op, city, ctx| city.calendar_revoke(op.group)
+);
+
+op!(
+    /// Lets a person use this city's node as staff: a Unix user of the staff group on the
+    /// server, or a staff key from another machine.
+    StaffAdd {
+        /// Their name, as their changes show it.
+        name: String,
+        /// How they reach the node.
+        access: Access,
+    } => StaffMember, roster = true; |op, city, ctx| city.staff_add(&op.name, op.access)
+);
+
+op!(
+    /// Ends a staff member's access (by name, Unix user or key).
+    StaffRemove {
+        /// Who.
+        who: String,
+    } => StaffMember, roster = true; |op, city, ctx| city.staff_remove(&op.who)
+);
+
+op!(
+    /// This city's staff.
+    StaffList {} => Vec<StaffMember>; |op, city, ctx| city.staff()
 );

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use super::{
     CONTROL_TIMEOUT, Category, Context, ControlRequest, MAX_CONTROL_CONNECTIONS, MAX_REQUEST_BYTES,
-    SHUTDOWN_IDLE, socket_path,
+    MAX_STAFF_CONNECTIONS, SHUTDOWN_IDLE, socket_path,
 };
 use crate::city::{City, CityError};
 use crate::net::NetHandle;
@@ -25,12 +25,42 @@ pub struct ControlSocket {
     listener: Option<UnixListener>,
     path: PathBuf,
     inode: u64,
+    /// The staff group's id, when staff may use the socket.
+    staff_gid: Option<u32>,
 }
 
 impl ControlSocket {
     /// Binds `<dir>/control.sock` (mode 0600), replacing a stale file; refused if a process
     /// answers on it (another daemon).
     pub fn bind(dir: &Path) -> Result<ControlSocket, CityError> {
+        Self::bind_for(dir, None)
+    }
+
+    /// [`ControlSocket::bind`]; with `staff_group` (a group name or id), the members of that
+    /// group may use the socket too, as the staff members the city added (`intercity staff
+    /// add --user`): the socket is mode 0660 in that group, the data directory 0710 in that
+    /// group (they reach the socket, and list nothing), `db/` stays 0700.
+    pub fn bind_for(dir: &Path, staff_group: Option<&str>) -> Result<ControlSocket, CityError> {
+        let staff_gid = staff_group.map(super::staff::group_id).transpose()?;
+        let mut socket = Self::bind_socket(dir)?;
+        if let Some(gid) = staff_gid {
+            super::staff::open_socket_to_group(&socket.path, gid)?;
+        }
+        socket.staff_gid = staff_gid;
+        Ok(socket)
+    }
+
+    /// With a staff group, opens the data directory to it (0710: they reach the socket, list
+    /// nothing; `db/` 0700). Called once the city is open: opening it makes the directory
+    /// private again.
+    pub fn open_to_staff(&self, dir: &Path) -> Result<(), CityError> {
+        match self.staff_gid {
+            Some(gid) => super::staff::open_dir_to_group(dir, gid),
+            None => Ok(()),
+        }
+    }
+
+    fn bind_socket(dir: &Path) -> Result<ControlSocket, CityError> {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let path = socket_path(dir);
         let io = |source| CityError::Io {
@@ -51,6 +81,7 @@ impl ControlSocket {
             listener: Some(listener),
             path,
             inode,
+            staff_gid: None,
         })
     }
 
@@ -90,7 +121,11 @@ pub async fn serve(
     let Some(listener) = socket.listener.as_ref() else {
         return Ok(());
     };
+    let staff_gid = socket.staff_gid;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONTROL_CONNECTIONS));
+    // The staff group's connections have slots of their own, taken without waiting: its
+    // members cannot hold the operator's.
+    let staff_slots = Arc::new(tokio::sync::Semaphore::new(MAX_STAFF_CONNECTIONS));
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -98,21 +133,30 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                if !permitted(&stream, owner) {
+                let Some(caller) = permitted(&stream, owner, staff_gid, &city) else {
                     continue;
-                }
-                // Waiting for a free slot must not hold up a shutdown.
-                let permit = tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    permit = slots.clone().acquire_owned() => permit,
                 };
-                let Ok(permit) = permit else { break };
+                let permit = if matches!(caller, Caller::Operator) {
+                    // Waiting for a free slot must not hold up a shutdown.
+                    let permit = tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        permit = slots.clone().acquire_owned() => permit,
+                    };
+                    let Ok(permit) = permit else { break };
+                    permit
+                } else {
+                    let Ok(permit) = staff_slots.clone().try_acquire_owned() else {
+                        warn!("the staff group's control connections are all in use: refused");
+                        continue;
+                    };
+                    permit
+                };
                 let city = city.clone();
                 let net = net.clone();
                 let stopping = shutdown.clone();
                 connections.spawn(async move {
                     let _permit = permit;
-                    connection(stream, city, net, stopping).await;
+                    connection(stream, city, net, stopping, caller).await;
                 });
             }
         }
@@ -140,23 +184,52 @@ pub async fn serve(
     Ok(())
 }
 
-/// Whether the process at the other end of `stream` may use the control socket: it runs as the
-/// owner of the data directory (`owner`), or as root (checked with `SO_PEERCRED`).
-fn permitted(stream: &tokio::net::UnixStream, owner: u32) -> bool {
-    match stream.peer_cred() {
-        Ok(cred) if cred.uid() == owner || cred.uid() == 0 => true,
-        Ok(cred) => {
-            warn!(
-                uid = cred.uid(),
-                owner, "control connection from another user refused"
-            );
-            false
-        }
+/// Who the process at the other end of `stream` is (checked with `SO_PEERCRED`): the operator
+/// (it runs as the owner of the data directory, `owner`, or as root), a staff member (a member
+/// of the staff group whom the city added by their Unix user), or None: refused.
+fn permitted(
+    stream: &tokio::net::UnixStream,
+    owner: u32,
+    staff_gid: Option<u32>,
+    city: &City,
+) -> Option<Caller> {
+    let cred = match stream.peer_cred() {
+        Ok(cred) => cred,
         Err(e) => {
             warn!(error = %e, "control connection without credentials refused");
-            false
+            return None;
         }
+    };
+    if cred.uid() == owner || cred.uid() == 0 {
+        return Some(Caller::Operator);
     }
+    let in_group = staff_gid.is_some_and(|gid| {
+        cred.gid() == gid
+            || cred
+                .pid()
+                .is_some_and(|pid| super::staff::groups_of(pid).contains(&gid))
+    });
+    if !in_group {
+        warn!(
+            uid = cred.uid(),
+            owner, "control connection from another user refused"
+        );
+        return None;
+    }
+    Some(super::staff::staff_caller(city, cred.uid()))
+}
+
+/// Who asks on a control connection.
+#[derive(Debug, Clone)]
+pub(crate) enum Caller {
+    /// The city's operator: every operation.
+    Operator,
+    /// A staff member, by how they reach the node (checked again at every request: a removed
+    /// staff member is refused at once): [`ControlRequest::staff_may`] operations, and their
+    /// changes name them.
+    Staff(crate::city::Access),
+    /// A member of the staff group the city did not add: every request is answered with why.
+    Unknown(String),
 }
 
 /// The operation a control request line names (for the log: never the request itself, which
@@ -176,6 +249,7 @@ async fn connection(
     city: Arc<City>,
     net: Option<NetHandle>,
     stopping: CancellationToken,
+    caller: Caller,
 ) {
     let (read, mut write) = stream.into_split();
     let mut reader = tokio::io::BufReader::new(read);
@@ -206,7 +280,9 @@ async fn connection(
         let reply = if too_long {
             serde_json::json!({ "error": { "category": Category::Invalid, "message": format!("control request over {MAX_REQUEST_BYTES} bytes") } })
         } else {
-            match tokio::time::timeout(CONTROL_TIMEOUT, answer(&line, &city, net.as_ref())).await {
+            match tokio::time::timeout(CONTROL_TIMEOUT, answer(&line, &city, net.as_ref(), &caller))
+                .await
+            {
                 Ok(reply) => reply,
                 Err(_) => {
                     warn!(op = %op_of(&line), "control request timed out");
@@ -222,11 +298,40 @@ async fn connection(
     }
 }
 
-async fn answer(line: &str, city: &Arc<City>, net: Option<&NetHandle>) -> Value {
+/// Answers one request line from `caller`.
+pub(crate) async fn answer(
+    line: &str,
+    city: &Arc<City>,
+    net: Option<&NetHandle>,
+    caller: &Caller,
+) -> Value {
+    let refuse = |message: String| serde_json::json!({ "error": { "category": Category::Rejected, "message": message } });
     match serde_json::from_str::<ControlRequest>(line) {
         Ok(req) => {
             debug!(op = %op_of(line), "control request");
-            match execute(req, city, net).await {
+            let person = match caller {
+                Caller::Operator => None,
+                Caller::Unknown(why) => return refuse(why.clone()),
+                Caller::Staff(access) => {
+                    let member = match city.staff_member(access) {
+                        Ok(Some(m)) => m,
+                        Ok(None) => {
+                            return refuse(format!(
+                                "{access} is no longer one of this city's staff"
+                            ));
+                        }
+                        Err(e) => return refuse(format!("reading this city's staff failed: {e}")),
+                    };
+                    if !req.staff_may() {
+                        return refuse(format!(
+                            "`{}` is for the city's operator; staff may read, search, create, edit, import and export records",
+                            op_of(line)
+                        ));
+                    }
+                    Some(member.name)
+                }
+            };
+            match execute(req, city, net, person).await {
                 Ok(v) => serde_json::json!({ "ok": v }),
                 Err(e) => {
                     serde_json::json!({ "error": { "category": e.category(), "message": e.to_string() } })
@@ -245,8 +350,12 @@ async fn execute(
     req: ControlRequest,
     city: &Arc<City>,
     net: Option<&NetHandle>,
+    person: Option<String>,
 ) -> Result<Value, CityError> {
-    let mut ctx = Context::default();
+    let mut ctx = Context {
+        person,
+        ..Context::default()
+    };
     // A stopping daemon (its network gone, its control socket serving the commands that were
     // under way) answers with what its store holds.
     if req.reads_network()

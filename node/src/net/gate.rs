@@ -38,6 +38,8 @@ pub const MAX_DIAL_ADDRS: usize = 32;
 pub(super) struct Gate {
     /// Unblocked, unbanned roster cities.
     pub(super) trusted: HashSet<PeerId>,
+    /// This city's remote staff members' keys: admitted inbound, for the control protocol.
+    pub(super) staff: HashSet<PeerId>,
     /// Banned or blocked peers: not even guests.
     pub(super) banned: HashSet<PeerId>,
     /// Which peers may connect as guests (an invitation is out).
@@ -136,7 +138,10 @@ impl Gate {
         // its `Succession` can show (§15.6), as well as a city with an invitation for anyone.
         let open = self.guests <= MAX_GUESTS && room_at_ip;
         let guest = remote.is_some() && (named || open) && !self.banned.contains(&peer);
-        if self.trusted.contains(&peer) || guest {
+        // Bans are for guests and cities: a staff key that came as a guest before the operator
+        // added it carries a guest ban, which must not keep it out.
+        let staff = remote.is_some() && self.staff.contains(&peer);
+        if self.trusted.contains(&peer) || guest || staff {
             Ok(dummy::ConnectionHandler)
         } else {
             Err(ConnectionDenied::new(NotAdmitted(peer)))

@@ -40,6 +40,10 @@ impl<B> MembersOnly<B> {
         }
     }
 
+    pub(super) fn inner_mut(&mut self) -> &mut B {
+        &mut self.inner
+    }
+
     fn owns(&self, peer: &PeerId, id: ConnectionId) -> bool {
         self.owned.get(peer).is_some_and(|c| c.contains(&id))
     }

@@ -15,6 +15,8 @@ pub(super) struct RosterView {
     /// The statements that made this city's key its own (empty for a root key; None if they
     /// could not be read).
     succession: Option<Vec<WireEntry>>,
+    /// The remote staff members' keys, with their names.
+    staff: Option<HashMap<PeerId, String>>,
     /// The federation's record id, if this city follows one: its entries are judged whoever
     /// signed them (the record's own rules decide) when a steward relays them.
     federation: Option<DocId>,
@@ -75,7 +77,24 @@ impl RosterView {
             .succession_entries()
             .map_err(|e| warn!(error = %e, "reading this city's succession statements failed"))
             .ok();
+        let staff = city
+            .staff()
+            .map_err(|e| warn!(error = %e, "reading this city's staff failed"))
+            .ok()
+            .map(|staff| {
+                staff
+                    .into_iter()
+                    .filter_map(|s| match s.access {
+                        crate::city::Access::Key(k) => {
+                            let id: CityId = k.parse().ok()?;
+                            Some((super::peer_id(&id), s.name))
+                        }
+                        crate::city::Access::User(_) => None,
+                    })
+                    .collect()
+            });
         Some(RosterView {
+            staff,
             generation,
             roster,
             book,
@@ -216,8 +235,12 @@ impl EventLoop {
             succession,
             federation,
             stewards,
+            staff,
             ..
         } = view;
+        if let Some(staff) = staff {
+            self.apply_staff(staff);
+        }
         self.federation = federation;
         if let Some(book) = book {
             self.keys = book;
@@ -327,6 +350,29 @@ impl EventLoop {
                         .build();
                     let _ = self.swarm.dial(opts);
                 }
+            }
+        }
+    }
+}
+
+impl EventLoop {
+    /// The remote staff members' keys: admitted by the gate, served the control protocol; a
+    /// key removed is disconnected at once.
+    fn apply_staff(&mut self, staff: HashMap<PeerId, String>) {
+        let gone: Vec<PeerId> = self
+            .staff
+            .keys()
+            .filter(|p| !staff.contains_key(p))
+            .copied()
+            .collect();
+        let keys: HashSet<PeerId> = staff.keys().copied().collect();
+        self.staff_keys.set(&keys);
+        self.swarm.behaviour_mut().gate.staff = keys;
+        self.staff = staff;
+        for peer in gone {
+            if !self.is_trusted(&peer) {
+                info!(%peer, "a staff key was removed: disconnected");
+                let _ = self.swarm.disconnect_peer_id(peer);
             }
         }
     }

@@ -21,6 +21,7 @@ use super::gate::{Gate, ip_of};
 use super::ingest;
 use super::members_only::MembersOnly;
 use super::reach;
+use super::remote;
 use super::sync_protocol::{SyncBehaviour, SyncEvent};
 use super::{
     Behaviour, BehaviourEvent, CHANNEL_BOUND, EventLoop, FEDERATION_TOPIC, GUEST_SCORE,
@@ -29,19 +30,25 @@ use super::{
 use crate::city::City;
 use intercity_protocol::session::{Event, Session};
 
+/// A started network.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its handle.
+    pub handle: NetHandle,
+    /// The addresses it listens on.
+    pub listening: Vec<Multiaddr>,
+    /// Its event loop, until `shutdown` (an error: it failed).
+    pub join: tokio::task::JoinHandle<Result<(), String>>,
+    /// Staff members' control requests from other machines, for the daemon to run.
+    pub remote_requests: mpsc::Receiver<super::RemoteRequest>,
+}
+
 /// Starts the network for `city`; returns once it listens. The event loop runs until `shutdown`.
 pub async fn spawn(
     city: Arc<City>,
     cfg: NetConfig,
     shutdown: CancellationToken,
-) -> Result<
-    (
-        NetHandle,
-        Vec<Multiaddr>,
-        tokio::task::JoinHandle<Result<(), String>>,
-    ),
-    NetError,
-> {
+) -> Result<Spawned, NetError> {
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(city.key().secret_bytes())
         .map_err(|e| setup(&e))?;
@@ -51,6 +58,8 @@ pub async fn spawn(
     }
     let members = reach::Members::default();
     let members2 = members.clone();
+    let staff_keys = reach::Members::default();
+    let staff_keys2 = staff_keys.clone();
     let cfg2 = cfg.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -147,6 +156,10 @@ pub async fn spawn(
                 relay_client: MembersOnly::new(relay_client, members()),
                 dcutr: MembersOnly::new(libp2p::dcutr::Behaviour::new(local), members()),
                 autonat: MembersOnly::new(reach::autonat(local), members()),
+                remote: MembersOnly::new(
+                    remote::remote_behaviour(libp2p::request_response::ProtocolSupport::Inbound),
+                    staff_keys2.clone(),
+                ),
                 gate: Gate::default(),
                 limits: connection_limits::Behaviour::new(limits),
                 identify: identify::Behaviour::new(
@@ -194,6 +207,8 @@ pub async fn spawn(
         swarm.add_external_address(addr);
     }
     let (tx, cmd_rx) = mpsc::channel(CHANNEL_BOUND);
+    let (remote_tx, remote_rx) = mpsc::channel(remote::MAX_REMOTE_REQUESTS);
+    let (remote_requests, remote_rx_daemon) = mpsc::channel(remote::MAX_REMOTE_REQUESTS);
     let (out_tx, outbox) = mpsc::channel(CHANNEL_BOUND);
     city.set_outbox(Some(out_tx));
     let banned = load_bans(&city);
@@ -254,6 +269,12 @@ pub async fn spawn(
         joining: None,
         closing: Vec::new(),
         reach: reach::Reach::new(members),
+        staff: HashMap::new(),
+        staff_keys,
+        remote_slots: Arc::new(tokio::sync::Semaphore::new(remote::MAX_REMOTE_REQUESTS)),
+        remote_requests,
+        remote_tx,
+        remote_rx,
     };
     // What the loop reads of the store is in memory; the indexes built on first use (entry
     // counts, group members) are built here, before the loop runs, so that it never waits on
@@ -270,7 +291,12 @@ pub async fn spawn(
     let relays = event_loop.cfg.relays.clone();
     event_loop.start_relays(&relays);
     let join = tokio::spawn(async move { event_loop.run(shutdown).await });
-    Ok((NetHandle { tx }, listening, join))
+    Ok(Spawned {
+        handle: NetHandle { tx },
+        listening,
+        join,
+        remote_requests: remote_rx_daemon,
+    })
 }
 
 impl EventLoop {
@@ -284,7 +310,16 @@ impl EventLoop {
                 endpoint,
                 ..
             } => {
-                if !self.is_trusted(&peer_id) {
+                if let Some(name) = self.staff.get(&peer_id) {
+                    info!(peer = %peer_id, %name, "a staff member connected (remote control)");
+                    // No gossip for a staff key (a client of its own could join the mesh).
+                    if !self.is_trusted(&peer_id) {
+                        self.swarm
+                            .behaviour_mut()
+                            .gossipsub
+                            .set_application_score(&peer_id, GUEST_SCORE);
+                    }
+                } else if !self.is_trusted(&peer_id) {
                     // Admitted by the gate as a guest: it may only present an invitation.
                     self.swarm
                         .behaviour_mut()
@@ -400,6 +435,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Sync(SyncEvent::Guest(event))) => {
                 self.on_sync(event, true)
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Remote(event)) => self.on_remote(event),
             SwarmEvent::Behaviour(
                 event @ (BehaviourEvent::Relay(_)
                 | BehaviourEvent::RelayClient(_)

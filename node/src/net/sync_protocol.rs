@@ -43,7 +43,7 @@ pub struct SyncCodec {
 
 /// Reads one frame of at most `max` bytes. The buffer grows as bytes arrive: a peer that
 /// claims a large frame and sends little costs little.
-async fn read_frame<T: futures::AsyncRead + Unpin + Send>(
+pub(crate) async fn read_frame<T: futures::AsyncRead + Unpin + Send>(
     io: &mut T,
     max: usize,
 ) -> io::Result<Vec<u8>> {
@@ -67,7 +67,7 @@ async fn read_frame<T: futures::AsyncRead + Unpin + Send>(
     Ok(buf)
 }
 
-async fn write_frame<T: futures::AsyncWrite + Unpin + Send>(
+pub(crate) async fn write_frame<T: futures::AsyncWrite + Unpin + Send>(
     io: &mut T,
     bytes: Vec<u8>,
 ) -> io::Result<()> {
