@@ -302,6 +302,8 @@ enum Command {
     Roster(oneshot::Sender<()>),
     Dial(Multiaddr),
     Push(PeerId, Vec<WireEntry>),
+    /// libp2p's own metrics, in the OpenMetrics text format.
+    Libp2pMetrics(oneshot::Sender<String>),
 }
 
 /// A cloneable handle to the running network.
@@ -316,6 +318,17 @@ impl NetHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Command::Status(tx))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// libp2p's own metrics (connections, bandwidth per protocol, gossipsub, identify, ping,
+    /// relay, hole punching), in the OpenMetrics text format.
+    pub async fn libp2p_metrics(&self) -> Result<String, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Libp2pMetrics(tx))
             .await
             .map_err(|_| NetError::Stopped)?;
         rx.await.map_err(|_| NetError::Stopped)
@@ -505,6 +518,10 @@ struct EventLoop {
     staff_keys: reach::Members,
     /// Remote control requests running now.
     remote_slots: Arc<tokio::sync::Semaphore>,
+    /// libp2p's own metrics, recorded from the swarm's events, and their registry (the
+    /// transport's bandwidth is recorded by the transport itself).
+    metrics: libp2p::metrics::Metrics,
+    registry: libp2p::metrics::Registry,
     /// Staff members' requests, for the daemon to run.
     remote_requests: mpsc::Sender<remote::RemoteRequest>,
     /// Remote control answers computed off the loop, to send.
@@ -620,6 +637,14 @@ impl EventLoop {
             }
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
+            }
+            Command::Libp2pMetrics(reply) => {
+                let mut text = String::new();
+                if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry)
+                {
+                    warn!(error = %e, "encoding libp2p's metrics failed");
+                }
+                let _ = reply.send(text);
             }
             Command::Roster(done) => self.refresh_roster(Some(done)),
             Command::Push(peer, entries) => {

@@ -536,6 +536,13 @@ fn the_daemon_serves_metrics_and_health_when_asked() {
         "{body}"
     );
     assert!(body.contains("intercity_peers_connected 0"), "{body}");
+    // libp2p's own metrics, in OpenMetrics: connections, bandwidth, gossipsub, identify, ping.
+    let libp2p = get("GET /metrics/libp2p HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(libp2p.starts_with("HTTP/1.1 200"), "{libp2p}");
+    assert!(libp2p.contains("application/openmetrics-text"), "{libp2p}");
+    assert!(libp2p.contains("# TYPE libp2p_swarm_"), "{libp2p}");
+    assert!(libp2p.contains("# TYPE libp2p_gossipsub_"), "{libp2p}");
+    assert!(libp2p.trim_end().ends_with("# EOF"), "{libp2p}");
     assert!(get("POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
     assert!(get("GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
     // Off by default: config show says so.

@@ -1,6 +1,6 @@
 //! The daemon over HTTP, each site off by default: metrics and health (`--metrics ADDR`):
-//! `GET /metrics` in the Prometheus text format, `GET /health` for a load balancer (200 while the
-//! network loop answers); calendar feeds (`--calendar ADDR`): `GET /calendar/GROUP/SECRET.ics`,
+//! `GET /metrics` in the Prometheus text format, `GET /metrics/libp2p` (libp2p's own, in
+//! OpenMetrics), `GET /health` for a load balancer (200 while the network loop answers); calendar feeds (`--calendar ADDR`): `GET /calendar/GROUP/SECRET.ics`,
 //! a working group's meetings as iCalendar (see `city/calendar.rs`). A small HTTP/1.1 responder
 //! on tokio: one request per connection, bounded; each site on its own address, so that an
 //! operator can publish the calendars and keep the metrics private.
@@ -20,7 +20,7 @@ use crate::net::{NetHandle, NetStatus};
 /// What an HTTP listener serves.
 #[derive(Clone)]
 pub enum Site {
-    /// `/metrics` and `/health`.
+    /// `/metrics`, `/metrics/libp2p` and `/health`.
     Metrics(NetHandle),
     /// `/calendar/GROUP/SECRET.ics`.
     Calendars(Arc<City>),
@@ -125,20 +125,24 @@ async fn answer(mut stream: TcpStream, site: &Site) -> std::io::Result<()> {
             Ok(Ok(status)) => Some(render(&status)),
             _ => None,
         },
+        "/metrics/libp2p" => match tokio::time::timeout(TIMEOUT, net.libp2p_metrics()).await {
+            Ok(Ok(text)) => Some(text),
+            _ => None,
+        },
         _ => {
             return respond(
                 &mut stream,
                 "404 Not Found",
                 "text/plain",
-                "/metrics or /health\n",
+                "/metrics, /metrics/libp2p or /health\n",
             )
             .await;
         }
     };
-    let kind = if path == "/metrics" {
-        "text/plain; version=0.0.4; charset=utf-8"
-    } else {
-        "text/plain"
+    let kind = match path {
+        "/metrics" => "text/plain; version=0.0.4; charset=utf-8",
+        "/metrics/libp2p" => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        _ => "text/plain",
     };
     match reply {
         Some(body) => respond(&mut stream, "200 OK", kind, &body).await,

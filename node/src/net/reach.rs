@@ -254,6 +254,22 @@ impl EventLoop {
         out
     }
 
+    /// Records an event in libp2p's own metrics.
+    pub(super) fn record(&mut self, event: &SwarmEvent<BehaviourEvent>) {
+        use libp2p::metrics::Recorder;
+        self.metrics.record(event);
+        if let SwarmEvent::Behaviour(b) = event {
+            match b {
+                BehaviourEvent::Gossipsub(e) => self.metrics.record(e),
+                BehaviourEvent::Identify(e) => self.metrics.record(e),
+                BehaviourEvent::Ping(e) => self.metrics.record(e),
+                BehaviourEvent::Relay(e) => self.metrics.record(e),
+                BehaviourEvent::Dcutr(e) => self.metrics.record(e),
+                _ => {}
+            }
+        }
+    }
+
     /// Notes the connection kinds; called for every swarm event before it is dispatched.
     pub(super) fn observe_links(&mut self, event: &SwarmEvent<BehaviourEvent>) {
         match event {

@@ -59,6 +59,7 @@ pub async fn spawn(
     let members = reach::Members::default();
     let members2 = members.clone();
     let staff_keys = reach::Members::default();
+    let mut registry = libp2p::metrics::Registry::default();
     let staff_keys2 = staff_keys.clone();
     let cfg2 = cfg.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -72,6 +73,7 @@ pub async fn spawn(
         .with_quic()
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| setup(&e))?
+        .with_bandwidth_metrics(&mut registry)
         .with_behaviour(|key, relay_client| {
             let gossip_cfg = gossipsub::ConfigBuilder::default()
                 .validation_mode(gossipsub::ValidationMode::Strict)
@@ -273,6 +275,8 @@ pub async fn spawn(
         staff_keys,
         remote_slots: Arc::new(tokio::sync::Semaphore::new(remote::MAX_REMOTE_REQUESTS)),
         remote_requests,
+        metrics: libp2p::metrics::Metrics::new(&mut registry),
+        registry,
         remote_tx,
         remote_rx,
     };
@@ -302,6 +306,7 @@ pub async fn spawn(
 impl EventLoop {
     pub(super) fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
         self.observe_links(&event);
+        self.record(&event);
         match event {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
