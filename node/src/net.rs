@@ -729,6 +729,7 @@ impl EventLoop {
     }
 
     fn status(&self) -> NetStatus {
+        let (relay_reservations, relay_circuits) = self.reach.serving();
         let mine: std::collections::BTreeMap<FeedId, u64> = self
             .my_heads()
             .into_iter()
@@ -784,8 +785,8 @@ impl EventLoop {
                 .into_iter()
                 .map(|(address, held)| RelaySlot { address, held })
                 .collect(),
-            relay_reservations: self.reach.serving().0,
-            relay_circuits: self.reach.serving().1,
+            relay_reservations,
+            relay_circuits,
         }
     }
 }

@@ -259,6 +259,26 @@ impl libp2p::request_response::Codec for RawSync {
     }
 }
 
+/// A TCP swarm with the identity `keypair` and the behaviour `behaviour` makes: a peer that
+/// speaks what its owner likes.
+pub fn tcp_swarm<B: libp2p::swarm::NetworkBehaviour>(
+    keypair: libp2p::identity::Keypair,
+    behaviour: impl FnOnce(&libp2p::identity::Keypair) -> B,
+) -> libp2p::Swarm<B> {
+    libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(behaviour)
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(60)))
+        .build()
+}
+
 /// A swarm whose only behaviour is request-response on `/intercity/sync/2` with `codec`: a
 /// peer that speaks the sync protocol as its owner likes.
 pub fn sync_swarm<C>(
@@ -269,29 +289,18 @@ pub fn sync_swarm<C>(
 where
     C: libp2p::request_response::Codec<Protocol = libp2p::StreamProtocol> + Clone + Send + 'static,
 {
-    libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
+    tcp_swarm(keypair, |_| {
+        libp2p::request_response::Behaviour::with_codec(
+            codec,
+            [(
+                libp2p::StreamProtocol::new(intercity_protocol::sync::PROTOCOL),
+                support,
+            )],
+            libp2p::request_response::Config::default()
+                .with_max_concurrent_streams(128)
+                .with_request_timeout(std::time::Duration::from_secs(60)),
         )
-        .expect("tcp")
-        .with_behaviour(|_| {
-            libp2p::request_response::Behaviour::with_codec(
-                codec,
-                [(
-                    libp2p::StreamProtocol::new(intercity_protocol::sync::PROTOCOL),
-                    support,
-                )],
-                libp2p::request_response::Config::default()
-                    .with_max_concurrent_streams(128)
-                    .with_request_timeout(std::time::Duration::from_secs(60)),
-            )
-        })
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(60)))
-        .build()
+    })
 }
 
 /// A roster city (the city whose key is `key`) that answers sync requests as its owner likes.

@@ -624,22 +624,12 @@ async fn a_feed_of_rejected_entries_is_cut_off_at_its_budget() {
 /// What a peer is offered on one connection: the protocols the node's identify lists there.
 async fn protocols_offered(node: &TestNode, keypair: libp2p::identity::Keypair) -> Vec<String> {
     use futures::StreamExt;
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .expect("tcp")
-        .with_behaviour(|key| {
-            libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
-                "/intercity/id/1".into(),
-                key.public(),
-            ))
-        })
-        .expect("behaviour")
-        .build();
+    let mut swarm = hostile::tcp_swarm(keypair, |key| {
+        libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+            "/intercity/id/1".into(),
+            key.public(),
+        ))
+    });
     swarm
         .dial(node.addr().parse::<libp2p::Multiaddr>().expect("addr"))
         .expect("dial");

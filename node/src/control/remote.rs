@@ -111,11 +111,6 @@ impl RemoteClient {
         })
     }
 
-    /// The node's address.
-    pub fn addr(&self) -> &Multiaddr {
-        &self.addr
-    }
-
     /// Sends one request and returns the answer line, as JSON.
     pub fn call(&self, req: &ControlRequest) -> Result<Value, CityError> {
         let line = serde_json::to_vec(req).map_err(|e| CityError::Internal(e.to_string()))?;

@@ -278,7 +278,10 @@ async fn connection(
         }
         let too_long = !line.ends_with('\n') && n as u64 >= MAX_REQUEST_BYTES;
         let reply = if too_long {
-            serde_json::json!({ "error": { "category": Category::Invalid, "message": format!("control request over {MAX_REQUEST_BYTES} bytes") } })
+            error_reply(
+                Category::Invalid,
+                format!("control request over {MAX_REQUEST_BYTES} bytes"),
+            )
         } else {
             match tokio::time::timeout(CONTROL_TIMEOUT, answer(&line, &city, net.as_ref(), &caller))
                 .await
@@ -305,13 +308,16 @@ pub(crate) async fn answer(
     net: Option<&NetHandle>,
     caller: &Caller,
 ) -> Value {
-    let refuse = |message: String| serde_json::json!({ "error": { "category": Category::Rejected, "message": message } });
+    let refuse = |message: String| error_reply(Category::Rejected, message);
+    // Refused before the line is read: whoever it is, the city does not know them.
+    if let Caller::Unknown(why) = caller {
+        return refuse(why.clone());
+    }
     match serde_json::from_str::<ControlRequest>(line) {
         Ok(req) => {
             debug!(op = %op_of(line), "control request");
             let person = match caller {
-                Caller::Operator => None,
-                Caller::Unknown(why) => return refuse(why.clone()),
+                Caller::Operator | Caller::Unknown(_) => None,
                 Caller::Staff(access) => {
                     let member = match city.staff_member(access) {
                         Ok(Some(m)) => m,
@@ -333,15 +339,16 @@ pub(crate) async fn answer(
             };
             match execute(req, city, net, person).await {
                 Ok(v) => serde_json::json!({ "ok": v }),
-                Err(e) => {
-                    serde_json::json!({ "error": { "category": e.category(), "message": e.to_string() } })
-                }
+                Err(e) => error_reply(e.category(), e.to_string()),
             }
         }
-        Err(e) => {
-            serde_json::json!({ "error": { "category": Category::Invalid, "message": format!("bad control request: {e}") } })
-        }
+        Err(e) => error_reply(Category::Invalid, format!("bad control request: {e}")),
     }
+}
+
+/// An error answer.
+fn error_reply(category: Category, message: String) -> Value {
+    serde_json::json!({ "error": { "category": category, "message": message } })
 }
 
 /// Runs a request: store work off the async threads; the network's status first for the

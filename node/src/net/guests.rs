@@ -30,12 +30,7 @@ impl EventLoop {
         let addrs = self
             .advertised()
             .iter()
-            .filter(|a| {
-                !a.iter().any(|p| {
-                    matches!(p, libp2p::multiaddr::Protocol::Ip4(ip) if ip.is_unspecified())
-                        || matches!(p, libp2p::multiaddr::Protocol::Ip6(ip) if ip.is_unspecified())
-                })
-            })
+            .filter(|a| !super::reach::unspecified(a))
             .take(intercity_protocol::sync::MAX_JOIN_ADDRS)
             .map(ToString::to_string)
             .collect();

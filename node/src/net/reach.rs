@@ -118,15 +118,18 @@ pub(super) fn external(cfg: &super::NetConfig, listening: &[Multiaddr]) -> Vec<M
     }
     listening
         .iter()
-        .filter(|a| {
-            !a.iter().any(|p| match p {
-                Protocol::Ip4(ip) => ip.is_unspecified(),
-                Protocol::Ip6(ip) => ip.is_unspecified(),
-                _ => false,
-            })
-        })
+        .filter(|a| !unspecified(a))
         .cloned()
         .collect()
+}
+
+/// Whether an address is on all interfaces (`0.0.0.0`, `::`): it names no host to dial.
+pub(super) fn unspecified(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
 }
 
 /// Whether a connection's address goes through a relay.

@@ -137,12 +137,7 @@ impl EventLoop {
                 Category::Rejected,
                 "this staff key is no longer this city's",
             );
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .remote
-                .inner_mut()
-                .send_response(channel, line);
+            self.respond_remote(channel, line);
             let _ = self.swarm.disconnect_peer_id(peer);
             return;
         };
@@ -151,12 +146,7 @@ impl EventLoop {
                 Category::Unavailable,
                 "the node is busy with other staff requests: try again",
             );
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .remote
-                .inner_mut()
-                .send_response(channel, line);
+            self.respond_remote(channel, line);
             return;
         };
         let (runner, tx) = (self.remote_requests.clone(), self.remote_tx.clone());
@@ -188,14 +178,21 @@ impl EventLoop {
 
     /// Sends an answer computed off the loop.
     pub(super) fn remote_answered(&mut self, Answered(channel, line): Answered) {
-        if self
+        self.respond_remote(channel, line);
+    }
+
+    fn respond_remote(
+        &mut self,
+        channel: request_response::ResponseChannel<Vec<u8>>,
+        line: Vec<u8>,
+    ) {
+        let sent = self
             .swarm
             .behaviour_mut()
             .remote
             .inner_mut()
-            .send_response(channel, line)
-            .is_err()
-        {
+            .send_response(channel, line);
+        if sent.is_err() {
             debug!("a remote staff member left before the answer");
         }
     }
