@@ -419,12 +419,29 @@ pub fn short_id_len(city: &Client) -> anyhow::Result<usize> {
     Ok(crate::ui::unique_prefix_len(&ids, 8))
 }
 
-/// The city id with " (this city)" when it is ours.
+/// The city id with " (this city)" when it is ours, or after the name this node knows it by
+/// (roster or federation): "Brno (12D3KooW…)".
 pub fn city_label(city: &Client, id: &str) -> String {
-    if id == city.id().to_string() {
-        format!("{id} (this city)")
-    } else {
-        id.to_string()
+    city_labels(Some(city))(id)
+}
+
+/// [`city_label`] for many ids, reading the roster once; without a client, ids as they are.
+pub fn city_labels(city: Option<&Client>) -> impl Fn(&str) -> String {
+    let own = city.map(|c| c.id().to_string());
+    let names: Vec<(String, String)> = city
+        .and_then(|c| c.roster().ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| (p.entry.id.to_string(), p.entry.name))
+        .collect();
+    move |id: &str| {
+        if own.as_deref() == Some(id) {
+            return format!("{id} (this city)");
+        }
+        match names.iter().find(|(known, _)| known == id) {
+            Some((_, name)) => format!("{name} ({id})"),
+            None => id.to_string(),
+        }
     }
 }
 

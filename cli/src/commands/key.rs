@@ -4,6 +4,8 @@ use clap::Subcommand;
 
 use intercity_protocol::identity::CityId;
 
+use intercity_node::Client;
+
 use super::Ctx;
 use crate::error::CliError;
 
@@ -120,18 +122,23 @@ fn seqs(v: &[(String, u64)]) -> String {
         .join("\n")
 }
 
-fn print_recovery(ctx: &Ctx, info: &intercity_node::city::RecoveryInfo) -> anyhow::Result<()> {
+fn print_recovery(
+    ctx: &Ctx,
+    client: Option<&Client>,
+    info: &intercity_node::city::RecoveryInfo,
+) -> anyhow::Result<()> {
     if ctx.ui.is_json() {
         return Ok(ctx.ui.json(info)?);
     }
+    let label = super::city_labels(client);
     let list = |v: &[CityId]| {
         v.iter()
-            .map(ToString::to_string)
+            .map(|id| label(&id.to_string()))
             .collect::<Vec<_>>()
             .join("\n")
     };
     ctx.ui.fields(&[
-        ("city", info.city.to_string()),
+        ("city", label(&info.city.to_string())),
         ("lost key", info.old.to_string()),
         ("new key", info.new.to_string()),
         ("kept of the lost key", seqs(&info.caps)),
@@ -234,7 +241,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
             let id = intercity_node::City::recovery_new_key(dir)?;
             match intercity_node::City::recovery_propose(dir, key) {
                 Ok(info) => {
-                    print_recovery(ctx, &info)?;
+                    print_recovery(ctx, None, &info)?;
                     ctx.ui.note(
                         "Send this token to your guardians: each runs `intercity key recovery vouch <token>`, \
                          then passes the token on; finish with `intercity key recovery finish <token>`.",
@@ -257,25 +264,28 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<()> {
         Command::Recovery(RecoveryCommand::Start { city, new_key, key }) => {
             let client = ctx.open()?;
             let city = super::city_arg(&client, &city)?;
-            print_recovery(ctx, &client.recovery_start(city, new_key, key)?)?;
+            print_recovery(
+                ctx,
+                Some(&client),
+                &client.recovery_start(city, new_key, key)?,
+            )?;
         }
         Command::Recovery(RecoveryCommand::Vouch { token, yes: false }) => {
-            print_recovery(ctx, &ctx.open_read()?.recovery_check(&token)?)?;
+            let client = ctx.open_read()?;
+            print_recovery(ctx, Some(&client), &client.recovery_check(&token)?)?;
             ctx.ui.note(
                 "Not vouched yet. Check the new key's id with the city (call someone you know \
                  there) and what stays valid of the lost key; then run again with --yes.",
             );
         }
         Command::Recovery(RecoveryCommand::Vouch { token, yes: true }) => {
-            print_recovery(ctx, &ctx.open()?.recovery_vouch(&token)?)?;
+            let client = ctx.open()?;
+            print_recovery(ctx, Some(&client), &client.recovery_vouch(&token)?)?;
         }
-        Command::Recovery(RecoveryCommand::Show { token }) => {
-            let info = match ctx.open_read() {
-                Ok(client) => client.recovery_check(&token)?,
-                Err(_) => intercity_node::City::recovery_read(&token)?,
-            };
-            print_recovery(ctx, &info)?;
-        }
+        Command::Recovery(RecoveryCommand::Show { token }) => match ctx.open_read() {
+            Ok(client) => print_recovery(ctx, Some(&client), &client.recovery_check(&token)?)?,
+            Err(_) => print_recovery(ctx, None, &intercity_node::City::recovery_read(&token)?)?,
+        },
         Command::Recovery(RecoveryCommand::Finish { token }) => {
             let dir = ctx.data_dir()?;
             if intercity_node::control::ControlClient::connect(dir).is_some() {
