@@ -6,15 +6,16 @@
 //! | column family | key | value |
 //! |---|---|---|
 //! | `units` | doc id (16) · agenda id (ASCII, agendas only) | [`Unit`], compact binary |
-//! | `facets` | same | what filters and orders need, fixed-size and hashed (about 40 bytes) |
+//! | `facets` | same | what filters and orders need, small and hashed (about 40 bytes) |
 //! | `texts` | same | the unit's searchable text fields (JSON `[[field, text], ...]`) |
 //! | `postings` | term (UTF-8) · 0x00 · unit key | term counts by field weight (3 × u16 BE) · unit length (u32 BE) |
 //!
 //! Search is a real inverted index: every query term must match (AND), a trailing `*` matches
 //! a prefix, and hits are ranked with BM25 over field-weighted term counts (title ×4; summary,
-//! themes and agenda item titles ×2; everything else ×1). Terms are lowercased words with
-//! diacritics folded (`Białystok` → `bialystok`), English plurals folded (`cities` → `city`)
-//! and a short list of English stop words dropped. Withdrawn records leave the catalog.
+//! themes and agenda item titles ×2; everything else ×1). Terms are lowercased words stemmed in
+//! the record's language (Snowball, where it has one) and folded (`Białystok` → `bialystok`);
+//! a query word is looked up in every language at once (docs/data-model.md, "The catalog").
+//! Withdrawn records leave the catalog.
 //!
 //! Filters (kind, city, tag, sector, group, status, dates) are checked first on the small
 //! `facets` rows (city and themes as hashes of their lowercase form, dates as day numbers), then,
@@ -38,7 +39,7 @@ use intercity_protocol::record::{Record, Sector};
 use serde::{Deserialize, Serialize};
 
 /// Version of the catalog's layout; a store with another version is reindexed when opened.
-pub const CATALOG_VERSION: u32 = 4;
+pub const CATALOG_VERSION: u32 = 5;
 /// Longest term indexed, in characters (longer words are cut).
 pub const MAX_TERM_CHARS: usize = 32;
 /// Longest search query, in characters.
@@ -237,8 +238,9 @@ pub struct Filter {
     /// Dates that begin on this day or earlier; undated units do not match.
     #[serde(default)]
     pub until: Option<String>,
-    /// Any of these languages (ISO 639 codes): a practice's language; a record without one
-    /// (project, group, agenda) counts as written in the default language (`en`). Search words
+    /// Any of these languages (ISO 639 codes): a practice's language or one of its
+    /// translations'; a record without one (project, group, agenda) counts as written in the
+    /// default language (`en`). Search words
     /// are looked up in these languages only.
     #[serde(default)]
     pub languages: Vec<String>,
@@ -401,6 +403,11 @@ pub enum QueryError {
     /// The search text only excludes words.
     #[error("`{0}` only excludes words; add a word that results hold")]
     OnlyExcluded(String),
+    /// OR next to a phrase of several words.
+    #[error(
+        "`{0}`: OR joins single words, not phrases; search for each phrase on its own (or drop the quotes)"
+    )]
+    OrPhrase(String),
     /// The group filter is not a record id.
     #[error("the group filter is not a record id: {0}")]
     BadGroup(String),
@@ -521,6 +528,21 @@ mod tests {
         );
         let q = parse_query("\"civic crowdfunding\" Milan", &["en".into()]).expect("query");
         assert_eq!((q.all.len(), q.phrases.len()), (3, 1));
+        // OR joins words: next to a phrase it is refused (it would require the phrase anyway);
+        // a quoted single word is a word.
+        for text in [
+            "\"civic crowdfunding\" OR housing",
+            "housing OR \"civic crowdfunding\"",
+        ] {
+            assert!(
+                matches!(parse_query(text, &[]), Err(QueryError::OrPhrase(_))),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            parse_query("youth OR \"jobs\" housing", &["en".into()]).expect("query"),
+            parse_query("youth OR jobs housing", &["en".into()]).expect("query")
+        );
         assert!(holds_phrase(
             &terms("the civic crowdfunding platform").collect::<Vec<_>>(),
             &q.phrases[0]
@@ -597,9 +619,14 @@ mod tests {
         u.themes = vec!["Youth employment".into()];
         u.start = Some("2016-01-01".into());
         u.status = "running".into();
-        let f = Facets::of(&u, "it");
+        let f = Facets::of(&u, "it", ["en", "cs"].into_iter());
         assert_eq!(Facets::decode(&f.encode()), Some(f.clone()));
         assert_eq!(f.language(), "it");
+        assert!(f.in_language("it") && f.in_language("en") && f.in_language("cs"));
+        assert!(
+            !f.in_language("pt"),
+            "neither the original nor a translation"
+        );
         assert_eq!(f.span, Some((16_801, 16_801)));
         assert!(f.has_theme(fold_hash("youth")), "the themes' terms");
         assert!(

@@ -756,6 +756,7 @@ fn db_options(create: bool) -> Options {
     // A bounded write-ahead log: past 64 MiB the oldest memtables are flushed, so no process
     // opening the store ever replays more than that.
     opts.set_max_total_wal_size(64 << 20);
+    opts.set_allow_mmap_reads(true);
     opts
 }
 

@@ -14,6 +14,7 @@ use intercity_protocol::record::{Kind, Practice, Record};
 use tokio_util::sync::CancellationToken;
 
 pub mod hostile;
+pub mod workload;
 
 /// A running city node for tests.
 pub struct TestNode {

@@ -419,6 +419,8 @@ fn search_finds_records_in_their_own_languages() {
     assert_eq!(search(&["\"civic crowdfunding\""]), sorted(&[&english]));
     assert_eq!(search(&["\"crowdfunding civic\""]), Vec::<String>::new());
     assert_eq!(search(&["\"cooperativa sociale\""]), sorted(&[&italian]));
+    let err = c.fails(&["search", "\"civic crowdfunding\" OR cooperativa"], 2);
+    assert!(err.contains("OR joins single words"), "{err}");
     // A translation beside the original: found in its own language, shown, removable.
     c.ok(&[
         "practice",
@@ -433,6 +435,17 @@ fn search_finds_records_in_their_own_languages() {
     ]);
     assert_eq!(search(&["communities"]), sorted(&[&italian]));
     assert_eq!(search(&["\"social cooperative\""]), sorted(&[&italian]));
+    // --language counts translations: the Italian practice now reads in English too.
+    let in_english = || {
+        let mut v = ids(&c.json(&["list", "--language", "en", "--kind", "practice"]));
+        v.sort();
+        v
+    };
+    assert_eq!(in_english(), sorted(&[&english, &italian]));
+    assert_eq!(
+        search(&["communities", "--language", "en"]),
+        sorted(&[&italian])
+    );
     let shown = c.json(&["practice", "show", &italian]);
     assert_eq!(
         shown["translations"]["en"]["title"],
@@ -460,6 +473,7 @@ fn search_finds_records_in_their_own_languages() {
         "--remove",
     ]);
     assert_eq!(search(&["communities"]), Vec::<String>::new());
+    assert_eq!(in_english(), sorted(&[&english]));
     // A mistyped word (one edit away, five letters or more) finds what the word would.
     assert_eq!(search(&["crowdfudning"]), sorted(&[&english]));
     assert_eq!(search(&["platfrom"]), sorted(&[&english]));

@@ -54,8 +54,9 @@ pub struct FilterArgs {
     /// comma-separated
     #[arg(long = "status", value_name = "STATUS", value_delimiter = ',', value_parser = input::status)]
     pub statuses: Vec<String>,
-    /// Only records in these languages, ISO 639 codes (comma-separated); search words are then
-    /// looked up in these languages only. Projects, groups and agendas count as English
+    /// Only records in these languages or translated into them, ISO 639 codes
+    /// (comma-separated); search words are then looked up in these languages only. Projects,
+    /// groups and agendas count as English
     #[arg(long = "language", value_name = "LANG", value_delimiter = ',', value_parser = input::language)]
     pub languages: Vec<String>,
     /// Only dates reaching this day or later (record dates, meeting days), YYYY-MM-DD

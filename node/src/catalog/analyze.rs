@@ -358,6 +358,8 @@ pub(crate) fn parse_query(text: &str, languages: &[String]) -> Result<ParsedQuer
     let mut q = ParsedQuery::default();
     let mut or = false;
     let mut not = false;
+    // Whether the last thing read was a phrase of several words (OR joins words only).
+    let mut phrase_last = false;
     for token in tokens(text) {
         // `NOT word` is `-word` (a shell or a command line takes `-word` for an option).
         let token = match token {
@@ -370,7 +372,9 @@ pub(crate) fn parse_query(text: &str, languages: &[String]) -> Result<ParsedQuer
             }
             other => other,
         };
+        let was_phrase = std::mem::take(&mut phrase_last);
         match token {
+            Token::Or if was_phrase => return Err(QueryError::OrPhrase(text.to_string())),
             Token::Or => or = !q.all.is_empty(),
             Token::Not(raw) => {
                 q.none
@@ -386,9 +390,20 @@ pub(crate) fn parse_query(text: &str, languages: &[String]) -> Result<ParsedQuer
             }
             Token::Phrase(raw) => {
                 let phrase = words_of(&raw, &analyzers);
-                q.all.extend(phrase.iter().cloned());
                 if phrase.len() > 1 {
+                    if or {
+                        return Err(QueryError::OrPhrase(text.to_string()));
+                    }
+                    q.all.extend(phrase.iter().cloned());
                     q.phrases.push(phrase);
+                    phrase_last = true;
+                } else {
+                    // A quoted single word is that word (OR may join it).
+                    let mut ws = phrase.into_iter();
+                    if or && let (Some(last), Some(first)) = (q.all.last_mut(), ws.next()) {
+                        last.0.extend(first.0);
+                    }
+                    q.all.extend(ws);
                 }
                 or = false;
             }

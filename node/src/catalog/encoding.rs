@@ -96,7 +96,24 @@ pub(crate) fn day_number(date: &str) -> Option<i32> {
     crate::time::days_from_civil(date).and_then(|d| i32::try_from(d).ok())
 }
 
-/// What filters and orders need of a unit, fixed-size: the `facets` row.
+/// A language as a facet stores it: its two-letter code where one exists, ASCII, zero-padded to
+/// 4 bytes (longer codes: all zeros, the default language).
+fn language_code(language: &str) -> [u8; 4] {
+    let language = super::analyze::two_letter(language);
+    let mut code = [0u8; 4];
+    if language.len() <= 4 {
+        code[..language.len()].copy_from_slice(language.as_bytes());
+    }
+    code
+}
+
+/// The text of a 4-byte language code (`""`: none).
+fn code_text(code: &[u8]) -> &str {
+    let n = code.iter().position(|b| *b == 0).unwrap_or(code.len());
+    std::str::from_utf8(&code[..n]).unwrap_or_default()
+}
+
+/// What filters and orders need of a unit, small: the `facets` row.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Facets<'a> {
     pub(crate) kind: UnitKind,
@@ -109,6 +126,8 @@ pub(crate) struct Facets<'a> {
     pub(crate) owner: u32,
     /// The unit's language, ASCII, zero-padded (all zeros: the default language).
     pub(crate) language: [u8; 4],
+    /// The languages of its translations, 4 bytes each like `language`.
+    pub(crate) translations: std::borrow::Cow<'a, [u8]>,
     /// Theme hashes, u32 big-endian each (read in place when decoded).
     pub(crate) themes: std::borrow::Cow<'a, [u8]>,
 }
@@ -122,16 +141,33 @@ impl Facets<'_> {
 
     /// The language code as text (`""`: none given).
     pub(crate) fn language(&self) -> &str {
-        let n = self.language.iter().position(|b| *b == 0).unwrap_or(4);
-        std::str::from_utf8(&self.language[..n]).unwrap_or_default()
+        code_text(&self.language)
     }
 
-    pub(crate) fn of(u: &Unit, language: &str) -> Facets<'static> {
-        let language = super::analyze::two_letter(language);
-        let mut code = [0u8; 4];
-        if language.len() <= 4 {
-            code[..language.len()].copy_from_slice(language.as_bytes());
-        }
+    /// Whether the unit is in `language` (a two-letter code where one exists), originally or
+    /// translated.
+    pub(crate) fn in_language(&self, language: &str) -> bool {
+        let original = match self.language() {
+            "" => super::analyze::DEFAULT_LANGUAGE,
+            l => l,
+        };
+        original == language
+            || self
+                .translations
+                .chunks_exact(4)
+                .any(|c| code_text(c) == language)
+    }
+
+    pub(crate) fn of<'t>(
+        u: &Unit,
+        language: &str,
+        translations: impl Iterator<Item = &'t str>,
+    ) -> Facets<'static> {
+        let code = language_code(language);
+        let translations: Vec<u8> = translations
+            .take(usize::from(u8::MAX))
+            .flat_map(language_code)
+            .collect();
         let span = u
             .span()
             .and_then(|(first, last)| Some((day_number(first)?, day_number(last)?)));
@@ -144,6 +180,7 @@ impl Facets<'_> {
             city: fold_hash(&u.city),
             owner: exact_hash(&u.owner),
             language: code,
+            translations: translations.into(),
             themes: theme_terms(u.themes.iter().map(String::as_str))
                 .iter()
                 .take(MAX_THEME_TERMS)
@@ -163,6 +200,9 @@ impl Facets<'_> {
         out.extend_from_slice(&self.city.to_be_bytes());
         out.extend_from_slice(&self.owner.to_be_bytes());
         out.extend_from_slice(&self.language);
+        // At most 255 translations (`of` keeps no more).
+        out.push(u8::try_from(self.translations.len() / 4).unwrap_or(u8::MAX));
+        out.extend_from_slice(&self.translations);
         out.extend_from_slice(&self.themes);
         out
     }
@@ -176,10 +216,13 @@ impl Facets<'_> {
         let city = u32::from_be_bytes(r.array()?);
         let owner = u32::from_be_bytes(r.array()?);
         let language = r.array::<4>()?;
-        if r.0.len() % 4 != 0 {
+        let [n] = r.array::<1>()?;
+        let n = usize::from(n) * 4;
+        if r.0.len() < n || (r.0.len() - n) % 4 != 0 {
             return None;
         }
-        let themes = r.0.into();
+        let (translations, themes) = r.0.split_at(n);
+        let (translations, themes) = (translations.into(), themes.into());
         Some(Facets {
             kind: UnitKind::from_code(kind)?,
             sectors,
@@ -189,6 +232,7 @@ impl Facets<'_> {
             city,
             owner,
             language,
+            translations,
             themes,
         })
     }
@@ -258,18 +302,13 @@ impl<'a> FacetFilter<'a> {
         if !self.statuses.is_empty() && !self.statuses.contains(&f.status) {
             return FacetVerdict::No;
         }
-        if !filter.languages.is_empty() {
-            let language = match f.language() {
-                "" => super::analyze::DEFAULT_LANGUAGE,
-                l => l,
-            };
-            if !filter
+        if !filter.languages.is_empty()
+            && !filter
                 .languages
                 .iter()
-                .any(|l| super::analyze::two_letter(l) == language)
-            {
-                return FacetVerdict::No;
-            }
+                .any(|l| f.in_language(super::analyze::two_letter(l)))
+        {
+            return FacetVerdict::No;
         }
         if filter.since.is_some() || filter.until.is_some() {
             let Some((first, last)) = f.span else {

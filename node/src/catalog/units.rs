@@ -16,6 +16,15 @@ impl Entry {
     pub(crate) fn language(&self) -> &str {
         language_of(&self.texts)
     }
+
+    /// The languages of the unit's translations (the language entries after the first).
+    pub(crate) fn translations(&self) -> impl Iterator<Item = &str> {
+        self.texts
+            .iter()
+            .filter(|(f, _)| *f == F_LANGUAGE)
+            .skip(1)
+            .map(|(_, l)| l.as_str())
+    }
 }
 
 /// The language a texts row names first, the record's (`""`: none, the default language).
@@ -69,7 +78,13 @@ pub(crate) fn units_of(id: DocId, record: &Record, updated: i64) -> Vec<Entry> {
     match record {
         Record::Practice(p) => {
             let mut texts = Vec::new();
-            push(&mut texts, F_LANGUAGE, &p.language);
+            // The record's language comes first even when it gives none, so that a
+            // translation's language is never taken for the record's.
+            let language = match p.language.trim() {
+                "" => DEFAULT_LANGUAGE,
+                l => l,
+            };
+            push(&mut texts, F_LANGUAGE, language);
             push(&mut texts, F_TITLE, &p.title);
             push(&mut texts, F_SUMMARY, &p.summary);
             push(&mut texts, F_BODY, &p.body);

@@ -115,7 +115,7 @@ impl Store {
                 batch.put_cf(
                     self.cf("facets"),
                     &e.key,
-                    Facets::of(&e.unit, e.language()).encode(),
+                    Facets::of(&e.unit, e.language(), e.translations()).encode(),
                 );
             }
             match old_texts.get(&e.key) {
