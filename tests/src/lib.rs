@@ -163,7 +163,7 @@ impl TestNode {
 
     /// Whether this node strikes `peer` (a city id) within `within`.
     pub async fn strikes(&self, peer: &str, within: Duration) -> bool {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         loop {
             if self
                 .status()
@@ -240,6 +240,19 @@ pub fn run_cli(dir: &Path, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run intercity")
+}
+
+/// Waits until the node serving `dir` has opened its control socket; panics after `within`.
+pub fn wait_for_socket(dir: &Path, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !dir.join("control.sock").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no node opened its control socket in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A benchmark's numeric command-line option `name VALUE`, or `default`.

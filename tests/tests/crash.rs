@@ -9,7 +9,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use intercity_node::City;
 use intercity_node::catalog::Query;
@@ -29,11 +29,7 @@ fn daemon(dir: &Path, port: u16) -> std::process::Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn daemon");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !dir.join("control.sock").exists() {
-        assert!(Instant::now() < deadline, "the daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    intercity_tests::wait_for_socket(dir, Duration::from_secs(30));
     child
 }
 

@@ -56,14 +56,7 @@ fn run_daemon_with(dir: &Path, port: u16, extra: &[&str]) -> Daemon {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn daemon");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !dir.join("control.sock").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the daemon did not open its control socket"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    intercity_tests::wait_for_socket(dir, Duration::from_secs(20));
     Daemon(child)
 }
 
@@ -705,11 +698,7 @@ fn the_daemon_logs_json_lines_when_asked() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn daemon");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !dir.join("control.sock").exists() {
-        assert!(Instant::now() < deadline, "the daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    intercity_tests::wait_for_socket(&dir, Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(500));
     assert!(terminate(&mut child).success());
     let mut stderr = String::new();

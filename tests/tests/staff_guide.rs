@@ -73,11 +73,7 @@ fn run_daemon(dir: &Path) -> Daemon {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn daemon");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !dir.join("control.sock").exists() {
-        assert!(Instant::now() < deadline, "no control socket in {dir:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    intercity_tests::wait_for_socket(dir, Duration::from_secs(20));
     Daemon(child)
 }
 

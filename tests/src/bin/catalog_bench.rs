@@ -156,11 +156,7 @@ fn main() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start the node");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !dir.join("control.sock").exists() {
-        assert!(Instant::now() < deadline, "the node did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    intercity_tests::wait_for_socket(&dir, Duration::from_secs(60));
     run(&dir, &["search", "heritage", "festival"]);
     println!("through the running node (intercity node run):");
     measure(&dir);
