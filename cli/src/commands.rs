@@ -432,7 +432,13 @@ pub fn city_labels(city: Option<&Client>) -> impl Fn(&str) -> String {
         .and_then(|c| c.roster().ok())
         .unwrap_or_default()
         .into_iter()
-        .map(|p| (p.entry.id.to_string(), p.entry.name))
+        // Names come from other cities: nothing in them may move the cursor or reorder text.
+        .map(|p| {
+            (
+                p.entry.id.to_string(),
+                intercity_node::roster::clean_name(&p.entry.name),
+            )
+        })
         .collect();
     move |id: &str| {
         if own.as_deref() == Some(id) {

@@ -533,6 +533,8 @@ mod tests {
         for text in [
             "\"civic crowdfunding\" OR housing",
             "housing OR \"civic crowdfunding\"",
+            "\"civic crowdfunding\" -cafe OR housing",
+            "\"civic crowdfunding\" NOT cafe OR housing",
         ] {
             assert!(
                 matches!(parse_query(text, &[]), Err(QueryError::OrPhrase(_))),
@@ -608,6 +610,26 @@ mod tests {
         assert_eq!(decode_unit(&encode_unit(&u)), Some(u.clone()));
         let bytes = encode_unit(&u);
         assert_eq!(decode_unit(&bytes[..bytes.len() - 1]), None);
+    }
+
+    #[test]
+    fn a_translation_without_text_gives_no_language() {
+        use intercity_protocol::record::{Practice, Translation};
+        let mut p = Practice::new("owner", "Cooperativa", "");
+        let text = |title: &str| Translation {
+            title: title.into(),
+            summary: String::new(),
+        };
+        p.translations.insert("de".into(), text(" "));
+        p.translations.insert("en".into(), text("Cooperative"));
+        let units = units::units_of(DocId([1; 16]), &Record::Practice(p), 0);
+        let unit = units.first().expect("a unit");
+        assert_eq!(
+            unit.language(),
+            "en",
+            "none given: the default, not a translation's"
+        );
+        assert_eq!(unit.translations().collect::<Vec<_>>(), ["en"]);
     }
 
     #[test]

@@ -47,7 +47,9 @@ mod import;
 mod keys;
 mod own_feed;
 mod staff;
-pub use staff::{Access, BY_PREFIX, MAX_STAFF, MAX_STAFF_NAME, StaffMember, signed_by, split_by};
+pub use staff::{
+    Access, BY_PREFIX, MAX_STAFF, MAX_STAFF_NAME, StaffMember, invisible, signed_by, split_by,
+};
 
 use files::{read_key, read_profile, write_private};
 

@@ -671,7 +671,8 @@ impl City {
             })?;
             self.follow(fid)?;
         }
-        let mut entry = self.roster_added(inv.inviter, &inv.name, &inv.addrs)?;
+        // The inviter chose this name: it is shown beside its id (status, recovery tokens).
+        let mut entry = self.roster_added(inv.inviter, &clean_name(&inv.name), &inv.addrs)?;
         entry.invitation = Some(token.trim().to_string());
         entry.federation = inv.federation.is_some() && known.is_none_or(|k| k.federation);
         self.put_roster(&entry)?;
@@ -720,10 +721,11 @@ fn join_key(id: &CityId) -> String {
     format!("{JOIN_KEY}{id}")
 }
 
-/// A display name from the network: control characters dropped, at most 100 characters.
-fn clean_name(name: &str) -> String {
+/// A display name from the network: control and other invisible characters (bidirectional
+/// controls, zero-width characters) dropped, at most 100 characters.
+pub fn clean_name(name: &str) -> String {
     name.chars()
-        .filter(|c| !c.is_control())
+        .filter(|c| !crate::city::invisible(*c))
         .take(100)
         .collect::<String>()
         .trim()

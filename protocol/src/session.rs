@@ -141,6 +141,9 @@ pub enum Event<P> {
     Tick,
     /// A peer started a heads exchange with these heads: answered with [`Action::Respond`].
     HeadsAsked(P, Vec<Head>),
+    /// A peer asked whether our heads hash to this digest ([`sync::heads_digest`]): answered
+    /// with [`Action::Respond`] ([`Response::InSync`] or [`Response::Differ`]).
+    DigestAsked(P, Hash32),
     /// The answer to a request this session sent.
     Answered(P, ReqId, Response),
     /// A request this session sent will not be answered (a timeout, a closed connection).
@@ -176,7 +179,7 @@ pub enum Action<P> {
         /// The request.
         request: Request,
     },
-    /// Answer the [`Event::HeadsAsked`] being handled.
+    /// Answer the [`Event::HeadsAsked`] or [`Event::DigestAsked`] being handled.
     Respond(P, Response),
     /// Judge these entries, then report with [`Event::Judged`] (or [`Event::Dropped`]).
     Judge {
@@ -213,6 +216,8 @@ struct PeerSync {
 /// What a request asked.
 #[derive(Debug)]
 enum Asked {
+    /// A digest of these heads (ours when sent).
+    Digest(Vec<Head>),
     Heads,
     Range(FeedId),
     Forks,
@@ -276,7 +281,7 @@ impl<P: Ord + Clone> Session<P> {
         self.now = now;
         match event {
             Event::Connected(peer) => self.peers.entry(peer).or_default().connected = true,
-            Event::Exchange(peer) => self.send_heads(peer, view),
+            Event::Exchange(peer) => self.send_digest(peer, view),
             Event::Disconnected(peer) => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.connected = false;
@@ -285,8 +290,19 @@ impl<P: Ord + Clone> Session<P> {
             }
             Event::Tick => {
                 for peer in self.connected() {
-                    self.send_heads(peer, view);
+                    self.send_digest(peer, view);
                 }
+            }
+            Event::DigestAsked(peer, theirs) => {
+                let mine = heads_in(&view.heads(), &view.shared_scopes(&peer));
+                let response = if sync::heads_digest(&mine, |f| view.fork_seq(f)) == theirs {
+                    // The requester holds what we hold: its heads are ours.
+                    self.peers.entry(peer.clone()).or_default().last_heads = mine;
+                    Response::InSync
+                } else {
+                    Response::Differ
+                };
+                self.out.push(Action::Respond(peer, response));
             }
             Event::HeadsAsked(peer, theirs) => {
                 // The requester offers the scopes it shares with us by its own view (a group
@@ -344,6 +360,14 @@ impl<P: Ord + Clone> Session<P> {
         self.next_id += 1;
         self.asked.insert(id, (peer.clone(), asked));
         self.out.push(Action::Send { peer, id, request });
+    }
+
+    /// Starts an exchange with `peer` by the digest of our heads: one small round trip when
+    /// the two hold the same, else the heads follow.
+    fn send_digest(&mut self, peer: P, view: &impl View<P>) {
+        let heads = heads_in(&view.heads(), &view.shared_scopes(&peer));
+        let digest = sync::heads_digest(&heads, |f| view.fork_seq(f));
+        self.request(peer, Request::Digest(digest), Asked::Digest(heads));
     }
 
     /// The heads of the feeds in the scopes shared with `peer`.
@@ -467,6 +491,12 @@ impl<P: Ord + Clone> Session<P> {
             // claim it again, keeping it from the peers that hold it).
             (Asked::Range(feed), _) => self.on_range(peer, feed, Vec::new(), false),
             (Asked::Forks, Response::Forks(proofs)) => self.on_fork_proofs(peer, proofs, view),
+            (Asked::Digest(heads), Response::InSync) => {
+                // Same heads and forks: nothing to fetch either way, no fork proof to ask.
+                self.peers.entry(peer).or_default().last_heads = heads;
+            }
+            // Different, or not answered as asked: the heads themselves.
+            (Asked::Digest(_), _) => self.send_heads(peer, view),
             (Asked::Heads | Asked::Forks, _) => {}
         }
     }

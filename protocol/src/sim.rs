@@ -222,6 +222,7 @@ pub struct Sim {
 fn kind_of(request: &Request) -> &'static str {
     match request {
         Request::Heads(_) => "heads",
+        Request::Digest(_) => "digest",
         Request::Range { .. } => "range",
         Request::Push(_) => "push",
         Request::Forks => "forks",
@@ -528,10 +529,33 @@ impl Sim {
     }
 
     fn bend_request(&self, n: usize, mut request: Request) -> Request {
-        if let Request::Heads(heads) = &mut request {
-            self.bend_heads(n, heads);
+        match &mut request {
+            Request::Heads(heads) => self.bend_heads(n, heads),
+            // Its heads are not what it holds: no honest node's digest matches.
+            Request::Digest(d) if self.nodes[n].hostile.is_some() => *d = Hash32([0xff; 32]),
+            _ => {}
         }
         request
+    }
+
+    /// Hands node `n`'s session a request to answer; carries out what else it does.
+    fn ask_session(&mut self, n: usize, event: Event<usize>) -> Option<Response> {
+        let node = &mut self.nodes[n];
+        let actions = node
+            .session
+            .handle(event, self.now, &LedgerView(&node.ledger));
+        let mut response = None;
+        let mut follow = Vec::new();
+        for action in actions {
+            match action {
+                Action::Respond(_, r) => response = Some(r),
+                other => follow.extend(self.act(n, other)),
+            }
+        }
+        for event in follow {
+            self.event(n, event);
+        }
+        response
     }
 
     /// Node `n` answers a request from `from`.
@@ -539,29 +563,19 @@ impl Sim {
         let kind = kind_of(&request);
         let response = match request {
             Request::Heads(theirs) => {
-                let node = &mut self.nodes[n];
-                let actions = node.session.handle(
-                    Event::HeadsAsked(from, theirs),
-                    self.now,
-                    &LedgerView(&node.ledger),
-                );
-                let mut response = None;
-                let mut follow = Vec::new();
-                for action in actions {
-                    match action {
-                        Action::Respond(_, r) => response = Some(r),
-                        other => follow.extend(self.act(n, other)),
-                    }
-                }
-                for event in follow {
-                    self.event(n, event);
-                }
-                let mut response = response.unwrap_or(Response::Heads(Vec::new()));
+                let mut response = self
+                    .ask_session(n, Event::HeadsAsked(from, theirs))
+                    .unwrap_or(Response::Heads(Vec::new()));
                 if let Response::Heads(heads) = &mut response {
                     self.bend_heads(n, heads);
                 }
                 response
             }
+            // A hostile node's heads differ from anyone's: it sends them.
+            Request::Digest(_) if self.nodes[n].hostile.is_some() => Response::Differ,
+            Request::Digest(theirs) => self
+                .ask_session(n, Event::DigestAsked(from, theirs))
+                .unwrap_or(Response::Differ),
             Request::Range {
                 feed,
                 from: seq,

@@ -1,22 +1,26 @@
-//! The sync protocol `/intercity/sync/2`: wire messages, their byte encoding with hard size
+//! The sync protocol `/intercity/sync/3`: wire messages, their byte encoding with hard size
 //! limits, and the I/O-free reconciliation logic (which ranges to ask a peer for).
 //!
 //! Every message travels in one request-response stream as a frame: a u32 big-endian length
 //! followed by that many bytes (at most [`MAX_FRAME_BYTES`]). The byte layout of each message is
-//! in `docs/protocol.md`. A session is: exchange [`Request::Heads`] / [`Response::Heads`] for the
-//! feeds of every scope both cities share, then ask [`Request::Range`] for each feed where the
+//! in `docs/protocol.md`. A session is: compare a digest of the heads ([`Request::Digest`]:
+//! one small round trip when the two hold the same), else exchange [`Request::Heads`] /
+//! [`Response::Heads`] for the feeds of every scope both cities share, then ask [`Request::Range`] for each feed where the
 //! peer is ahead (or at the same seq with another hash: its author forked the feed), in bounded
 //! batches, in feed order. Live entries of working groups are pushed
 //! with [`Request::Push`].
 
 use std::collections::BTreeMap;
 
+use sha2::{Digest as _, Sha256};
+
 use crate::entry::{FeedId, Hash32, MAX_PAYLOAD_BYTES, SIGNED_ENTRY_LEN, Scope};
 use crate::ingest::ForkProof;
 use crate::invite::MAX_TOKEN_CHARS;
 
-/// Protocol name for libp2p. Version 2: heads carry the head entry's hash.
-pub const PROTOCOL: &str = "/intercity/sync/2";
+/// Protocol name for libp2p. Version 2: heads carry the head entry's hash. Version 3: a heads
+/// exchange starts with a digest of the heads ([`Request::Digest`]).
+pub const PROTOCOL: &str = "/intercity/sync/3";
 
 /// A feed's head as heads messages carry it: the feed, the seq of its latest entry held, and
 /// that entry's hash (two nodes at one seq with different hashes hold a fork).
@@ -74,6 +78,9 @@ pub struct WireEntry {
 pub enum Request {
     /// "These are my heads for the feeds of the scopes we share; what are yours?"
     Heads(Vec<Head>),
+    /// "My heads for the scopes we share, and what I know of their forks, hash to this
+    /// ([`heads_digest`]): do yours?" Answered [`Response::InSync`] or [`Response::Differ`].
+    Digest(Hash32),
     /// "Send me entries of `feed` from seq `from` on, at most `max` of them."
     Range {
         /// The feed.
@@ -106,6 +113,10 @@ pub enum Request {
 pub enum Response {
     /// The responder's heads for the scopes it shares with the requester.
     Heads(Vec<Head>),
+    /// Answers [`Request::Digest`]: the responder's heads hash the same.
+    InSync,
+    /// Answers [`Request::Digest`]: they do not (the requester sends its heads).
+    Differ,
     /// Entries of a range, in feed order; `more` if the range was cut by a batch bound.
     Entries {
         /// The entries.
@@ -142,11 +153,14 @@ const T_PUSH: u8 = 0x03;
 const T_JOIN: u8 = 0x04;
 const T_FORKS: u8 = 0x05;
 const T_SUCCESSION: u8 = 0x06;
+const T_DIGEST: u8 = 0x07;
 const T_R_HEADS: u8 = 0x81;
 const T_R_ENTRIES: u8 = 0x82;
 const T_R_ACK: u8 = 0x83;
 const T_R_JOINED: u8 = 0x84;
 const T_R_FORKS: u8 = 0x85;
+const T_R_IN_SYNC: u8 = 0x86;
+const T_R_DIFFER: u8 = 0x87;
 const T_R_ERROR: u8 = 0xff;
 
 struct Reader<'a>(&'a [u8]);
@@ -290,6 +304,7 @@ impl Request {
     pub fn encoded_len(&self) -> usize {
         match self {
             Request::Heads(h) => 1 + 4 + h.len() * HEAD_LEN,
+            Request::Digest(_) => 1 + 32,
             Request::Range { .. } => 1 + 49 + 8 + 4,
             Request::Push(e) | Request::Succession(e) => 1 + entries_len(e),
             Request::Forks => 1,
@@ -315,6 +330,10 @@ impl Request {
             Request::Heads(h) => {
                 out.push(T_HEADS);
                 put_heads(&mut out, h);
+            }
+            Request::Digest(d) => {
+                out.push(T_DIGEST);
+                out.extend_from_slice(&d.0);
             }
             Request::Range { feed, from, max } => {
                 out.push(T_RANGE);
@@ -352,6 +371,11 @@ impl Request {
         let mut r = Reader(bytes);
         let msg = match r.u8()? {
             T_HEADS => Request::Heads(r.heads()?),
+            T_DIGEST => {
+                let mut d = [0u8; 32];
+                d.copy_from_slice(r.take(32)?);
+                Request::Digest(Hash32(d))
+            }
             T_RANGE => Request::Range {
                 feed: r.feed()?,
                 from: r.u64()?,
@@ -386,6 +410,7 @@ impl Response {
     pub fn encoded_len(&self) -> usize {
         match self {
             Response::Heads(h) => 1 + 4 + h.len() * HEAD_LEN,
+            Response::InSync | Response::Differ => 1,
             Response::Entries { entries, .. } => 2 + entries_len(entries),
             Response::Ack { .. } => 5,
             Response::Joined { .. } => 2,
@@ -402,6 +427,8 @@ impl Response {
                 out.push(T_R_HEADS);
                 put_heads(&mut out, h);
             }
+            Response::InSync => out.push(T_R_IN_SYNC),
+            Response::Differ => out.push(T_R_DIFFER),
             Response::Entries { entries, more } => {
                 out.push(T_R_ENTRIES);
                 out.push(u8::from(*more));
@@ -446,6 +473,8 @@ impl Response {
         let mut r = Reader(bytes);
         let msg = match r.u8()? {
             T_R_HEADS => Response::Heads(r.heads()?),
+            T_R_IN_SYNC => Response::InSync,
+            T_R_DIFFER => Response::Differ,
             T_R_ENTRIES => {
                 let more = match r.u8()? {
                     0 => false,
@@ -494,6 +523,23 @@ impl Response {
         r.end()?;
         Ok(msg)
     }
+}
+
+/// The digest of a heads list as [`Request::Digest`] carries it: SHA-256 of the domain
+/// `intercity/heads/1`, then for each head in the order given (feed order, as heads lists
+/// are sent) its feed id (49), seq (u64 BE), hash (32) and the lowest seq at which this node
+/// holds a proof that the feed forked (u64 BE, 0 for none). Two nodes holding the same heads
+/// and the same fork knowledge for the feeds they share compute the same digest.
+pub fn heads_digest(heads: &[Head], fork_seq: impl Fn(&FeedId) -> Option<u64>) -> Hash32 {
+    let mut h = Sha256::new();
+    h.update(b"intercity/heads/1");
+    for (feed, seq, hash) in heads {
+        h.update(feed.to_bytes());
+        h.update(seq.to_be_bytes());
+        h.update(hash.0);
+        h.update(fork_seq(feed).unwrap_or(0).to_be_bytes());
+    }
+    Hash32(h.finalize().into())
 }
 
 /// A range of one feed to fetch from a peer: seqs `from..=to`.
@@ -591,6 +637,7 @@ mod tests {
             },
             Request::Push(vec![e.clone(), e.clone()]),
             Request::Forks,
+            Request::Digest(Hash32([4; 32])),
             Request::Succession(vec![e.clone()]),
             Request::Join {
                 token: "ic1abc".into(),
@@ -609,6 +656,8 @@ mod tests {
                 more: true,
             },
             Response::Ack { stored: 3 },
+            Response::InSync,
+            Response::Differ,
             Response::Forks(Vec::new()),
             Response::Joined { waiting: true },
             Response::Joined { waiting: false },
@@ -621,6 +670,29 @@ mod tests {
             assert_eq!(r.encoded_len(), r.encode().len());
             assert_eq!(Response::decode(&r.encode()).expect("decodes"), r);
         }
+    }
+
+    #[test]
+    fn the_heads_digest_covers_every_head_and_fork() {
+        let heads = vec![
+            (feed(1, None), 5, Hash32([1; 32])),
+            (feed(2, Some(9)), 1, Hash32([2; 32])),
+        ];
+        let none = |_: &FeedId| None;
+        let d = heads_digest(&heads, none);
+        assert_eq!(d, heads_digest(&heads.clone(), none), "deterministic");
+        let mut other = heads.clone();
+        other[1].1 = 2;
+        assert_ne!(d, heads_digest(&other, none), "a seq");
+        other[1] = (feed(2, Some(9)), 1, Hash32([3; 32]));
+        assert_ne!(d, heads_digest(&other, none), "a hash");
+        assert_ne!(d, heads_digest(&heads[..1], none), "a feed fewer");
+        assert_ne!(d, heads_digest(&heads, |_| Some(3)), "a fork known");
+        // Truncated or overlong digests do not decode.
+        assert!(Request::decode(&[T_DIGEST, 1, 2]).is_err());
+        let mut long = Request::Digest(d).encode();
+        long.push(0);
+        assert!(Request::decode(&long).is_err());
     }
 
     #[test]

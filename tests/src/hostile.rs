@@ -193,7 +193,7 @@ pub fn heavy_practices(city: &City, n: u64, body_chars: usize) -> Vec<WireEntry>
         .collect()
 }
 
-/// The `/intercity/sync/2` frame codec, for a hostile peer that answers as it likes.
+/// The `/intercity/sync/3` frame codec, for a hostile peer that answers as it likes.
 #[derive(Clone, Default)]
 pub struct RawSync;
 
@@ -279,7 +279,7 @@ pub fn tcp_swarm<B: libp2p::swarm::NetworkBehaviour>(
         .build()
 }
 
-/// A swarm whose only behaviour is request-response on `/intercity/sync/2` with `codec`: a
+/// A swarm whose only behaviour is request-response on `/intercity/sync/3` with `codec`: a
 /// peer that speaks the sync protocol as its owner likes.
 pub fn sync_swarm<C>(
     keypair: libp2p::identity::Keypair,

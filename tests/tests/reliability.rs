@@ -69,6 +69,9 @@ async fn a_city_behind_its_own_feed_refuses_edits_until_it_has_it_back() {
                                     .behaviour_mut()
                                     .send_response(channel, Response::Heads(vec![(feed, 3, head_hash)]));
                             }
+                            Request::Digest(_) => {
+                                let _ = brno.behaviour_mut().send_response(channel, Response::Differ);
+                            }
                             Request::Range { .. } => {
                                 let _ = asked_tx.send(());
                                 waiting.push((tokio::time::Instant::now(), channel));

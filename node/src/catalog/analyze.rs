@@ -358,7 +358,8 @@ pub(crate) fn parse_query(text: &str, languages: &[String]) -> Result<ParsedQuer
     let mut q = ParsedQuery::default();
     let mut or = false;
     let mut not = false;
-    // Whether the last thing read was a phrase of several words (OR joins words only).
+    // Whether the last word or phrase read was a phrase of several words (OR joins words
+    // only); exclusions in between do not count.
     let mut phrase_last = false;
     for token in tokens(text) {
         // `NOT word` is `-word` (a shell or a command line takes `-word` for an option).
@@ -372,9 +373,8 @@ pub(crate) fn parse_query(text: &str, languages: &[String]) -> Result<ParsedQuer
             }
             other => other,
         };
-        let was_phrase = std::mem::take(&mut phrase_last);
         match token {
-            Token::Or if was_phrase => return Err(QueryError::OrPhrase(text.to_string())),
+            Token::Or if phrase_last => return Err(QueryError::OrPhrase(text.to_string())),
             Token::Or => or = !q.all.is_empty(),
             Token::Not(raw) => {
                 q.none
@@ -398,6 +398,7 @@ pub(crate) fn parse_query(text: &str, languages: &[String]) -> Result<ParsedQuer
                     q.phrases.push(phrase);
                     phrase_last = true;
                 } else {
+                    phrase_last = false;
                     // A quoted single word is that word (OR may join it).
                     let mut ws = phrase.into_iter();
                     if or && let (Some(last), Some(first)) = (q.all.last_mut(), ws.next()) {
@@ -408,6 +409,7 @@ pub(crate) fn parse_query(text: &str, languages: &[String]) -> Result<ParsedQuer
                 or = false;
             }
             Token::Plain(raw) => {
+                phrase_last = false;
                 let mut ws = words_of(&raw, &analyzers).into_iter();
                 if or && let (Some(last), Some(first)) = (q.all.last_mut(), ws.next()) {
                     last.0.extend(first.0);

@@ -93,7 +93,12 @@ pub(crate) fn units_of(id: DocId, record: &Record, updated: i64) -> Vec<Entry> {
             push(&mut texts, F_OUTCOMES, &p.outcomes.join("\n"));
             push(&mut texts, F_PLACES, &p.city);
             // Each translation in its own language (the fields after a language entry are in it).
-            for (language, t) in &p.translations {
+            // (A translation with no text is no translation: its language is not the record's.)
+            for (language, t) in p
+                .translations
+                .iter()
+                .filter(|(_, t)| !(t.title.trim().is_empty() && t.summary.trim().is_empty()))
+            {
                 push(&mut texts, F_LANGUAGE, language);
                 push(&mut texts, F_TITLE, &t.title);
                 push(&mut texts, F_SUMMARY, &t.summary);

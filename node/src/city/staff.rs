@@ -62,7 +62,7 @@ pub struct StaffMember {
 
 /// A character that changes how text around it shows without showing itself: line and
 /// paragraph separators, zero-width characters, bidirectional controls, soft hyphen, BOM.
-fn invisible(c: char) -> bool {
+pub fn invisible(c: char) -> bool {
     c.is_control()
         || matches!(c,
             '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{180E}'

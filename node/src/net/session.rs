@@ -174,7 +174,7 @@ impl EventLoop {
     fn act(&mut self, action: Action<PeerId>) -> Option<Event<PeerId>> {
         match action {
             Action::Send { peer, id, request } => {
-                let heads = matches!(request, Request::Heads(_));
+                let heads = matches!(request, Request::Heads(_) | Request::Digest(_));
                 if !self.request(peer, request, Pending::Sync(id, heads)) {
                     return Some(Event::Unsent(peer, id));
                 }
@@ -452,6 +452,14 @@ impl EventLoop {
                     .take()
                     .unwrap_or(Response::Heads(Vec::<Head>::new()))
             }
+            Request::Digest(digest) => {
+                self.drive(Event::DigestAsked(peer, digest));
+                let answer = self.heads_answer.take().unwrap_or(Response::Differ);
+                if answer == Response::InSync {
+                    self.peers.entry(peer).or_default().last_sync = Some(now_ms());
+                }
+                answer
+            }
             Request::Range { feed, from, max } => {
                 if !self.shared_scopes(&peer).contains(&feed.scope) {
                     return Answer::Now(Response::Error {
@@ -539,7 +547,7 @@ impl EventLoop {
                 debug!(%peer, ?other, "join not answered; presented again at the next connection");
             }
             (Pending::Sync(id, heads), response) => {
-                if heads && matches!(response, Response::Heads(_)) {
+                if heads && matches!(response, Response::Heads(_) | Response::InSync) {
                     self.peers.entry(peer).or_default().last_sync = Some(now_ms());
                 }
                 self.drive(Event::Answered(peer, id, response));

@@ -282,3 +282,16 @@ fn unblocking_gives_back_the_trust_there_was() {
         Err(CityError::Missing(_))
     ));
 }
+
+/// A name another city chose is shown beside its id (status, `key recovery show`): nothing in
+/// it may move the terminal's cursor or reorder the text around it (found by a review: an
+/// inviter's name reached the roster uncleaned).
+#[test]
+fn names_from_the_network_show_as_one_plain_line() {
+    assert_eq!(
+        clean_name("Ostrava\n\u{1b}[4A\u{1b}[2Knew key 12D3"),
+        "Ostrava[4A[2Knew key 12D3"
+    );
+    assert_eq!(clean_name("Brno\u{202e}ytiC"), "BrnoytiC");
+    assert_eq!(clean_name("\u{200b} Riga \u{feff}"), "Riga");
+}
