@@ -770,8 +770,5 @@ fn range(ledger: &MemLedger, feed: FeedId, from: u64, max: usize) -> Response {
         .last()
         .and_then(|w| SignedEntry::decode(&w.entry).ok())
         .map(|e| e.header.seq);
-    Response::Entries {
-        more: last.is_some_and(|l| l < head),
-        entries,
-    }
+    crate::sync::pack(&entries, last.is_some_and(|l| l < head))
 }

@@ -75,17 +75,15 @@ fn range_answer(city: &City, feed: FeedId, from: u64, max: usize) -> Response {
                 .ok()
                 .flatten()
                 .map_or(0, |h| h.seq);
-            let entries = rows
+            let entries: Vec<WireEntry> = rows
                 .into_iter()
                 .map(|(e, payload)| WireEntry {
                     entry: e.entry.encode().to_vec(),
                     payload,
                 })
                 .collect();
-            Response::Entries {
-                entries,
-                more: last.is_some_and(|l| l < head),
-            }
+            // Packed on this reading thread, off the event loop.
+            intercity_protocol::sync::pack(&entries, last.is_some_and(|l| l < head))
         }
         Err(e) => Response::Error {
             code: 4,
