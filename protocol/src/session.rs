@@ -479,15 +479,18 @@ impl<P: Ord + Clone> Session<P> {
             (Asked::Range(feed), Response::Entries { entries, more }) => {
                 self.on_range(peer, feed, entries, more);
             }
-            (Asked::Range(feed), Response::Packed(packed)) => match packed.unpack() {
-                Ok(entries) => self.on_range(peer, feed, entries, packed.more),
-                Err(e) => {
-                    // Bytes no honest node packs: a strike, and the range counts as empty.
-                    self.out
-                        .push(Action::Penalize(peer.clone(), format!("packed range: {e}")));
-                    self.on_range(peer, feed, Vec::new(), false);
+            (Asked::Range(feed), Response::Packed(packed)) => {
+                let more = packed.more;
+                match packed.into_entries() {
+                    Ok(entries) => self.on_range(peer, feed, entries, more),
+                    Err(e) => {
+                        // Bytes no honest node packs: a strike, and the range counts as empty.
+                        self.out
+                            .push(Action::Penalize(peer.clone(), format!("packed range: {e}")));
+                        self.on_range(peer, feed, Vec::new(), false);
+                    }
                 }
-            },
+            }
             // A group the peer no longer shares with us (its view of the group changed since
             // its heads): not its fault. (Every peer shares the federation.)
             (Asked::Range(feed), Response::Error { code: 2, .. })

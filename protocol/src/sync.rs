@@ -51,7 +51,7 @@ pub const MAX_JOIN_ADDRS: usize = 16;
 pub const MAX_JOIN_ADDR: usize = 512;
 
 /// Errors decoding a message.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WireError {
     /// The message is larger than a limit allows.
@@ -512,6 +512,7 @@ impl Response {
                     count,
                     raw_len,
                     body: r.take(len)?.to_vec(),
+                    unpacked: None,
                 })
             }
             T_R_ENTRIES => {
@@ -593,6 +594,9 @@ pub struct Packed {
     pub raw_len: u32,
     /// The zstd-compressed body.
     pub body: Vec<u8>,
+    /// The entries, once [`Packed::prepare`] unpacked them (not on the wire): the node's codec
+    /// unpacks in the connection's task, off the event loop that then reads them.
+    pub unpacked: Option<Result<Vec<WireEntry>, WireError>>,
 }
 
 /// zstd level of packed range answers: most of the ratio of higher levels at a fraction of
@@ -673,6 +677,7 @@ pub fn pack(entries: &[WireEntry], more: bool) -> Response {
             count: entries.len() as u32,
             raw_len,
             body,
+            unpacked: None,
         }),
         // (zstd does not fail on memory it has; an answer over the frame limit goes as it is
         // and is refused by the receiver's decoder, as before.)
@@ -684,6 +689,21 @@ pub fn pack(entries: &[WireEntry], more: bool) -> Response {
 }
 
 impl Packed {
+    /// Unpacks now ([`Packed::unpack`]), keeping the outcome for [`Packed::into_entries`].
+    pub fn prepare(&mut self) {
+        if self.unpacked.is_none() {
+            self.unpacked = Some(self.unpack());
+        }
+    }
+
+    /// The entries: unpacked by [`Packed::prepare`] already, or now.
+    pub fn into_entries(self) -> Result<Vec<WireEntry>, WireError> {
+        match self.unpacked {
+            Some(done) => done,
+            None => self.unpack(),
+        }
+    }
+
     /// The entries, rebuilt; an error if the body does not decompress to `raw_len` bytes of
     /// `count` well-formed entries (the first one whole), each payload within
     /// [`MAX_PAYLOAD_BYTES`]. A rebuilt entry whose sender lied about it fails its signature
@@ -1004,8 +1024,17 @@ mod tests {
             count: 1,
             raw_len: raw.len() as u32,
             body: zstd::bulk::compress(&raw, 1).expect("zstd"),
+            unpacked: None,
         };
         assert!(lie.unpack().is_err());
+        // Unpacked ahead (as the node's codec does) or on demand: the same entries.
+        let Response::Packed(mut ahead) =
+            Response::decode(&pack(&chain(3, 1), false).encode()).expect("decodes")
+        else {
+            panic!("packed")
+        };
+        ahead.prepare();
+        assert_eq!(ahead.into_entries(), good.into_entries());
         // Announced sizes past the limits do not decode.
         let mut b = vec![T_R_PACKED, 0];
         b.extend_from_slice(&1u32.to_be_bytes());

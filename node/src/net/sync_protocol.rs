@@ -99,7 +99,13 @@ impl request_response::Codec for SyncCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Response> {
-        Response::decode(&read_frame(io, MAX_FRAME_BYTES).await?).map_err(invalid)
+        let mut response =
+            Response::decode(&read_frame(io, MAX_FRAME_BYTES).await?).map_err(invalid)?;
+        if let Response::Packed(packed) = &mut response {
+            // Here, in the connection's task, rather than on the event loop that reads it.
+            packed.prepare();
+        }
+        Ok(response)
     }
     async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
         &mut self,
