@@ -484,10 +484,10 @@ impl<P: Ord + Clone> Session<P> {
                 match packed.into_entries() {
                     Ok(entries) => self.on_range(peer, feed, entries, more),
                     Err(e) => {
-                        // Bytes no honest node packs: a strike, and the range counts as empty.
+                        // Bytes no honest node packs: one strike, and the feed is free again.
                         self.out
                             .push(Action::Penalize(peer.clone(), format!("packed range: {e}")));
-                        self.on_range(peer, feed, Vec::new(), false);
+                        self.let_go(&peer, feed);
                     }
                 }
             }
@@ -503,6 +503,13 @@ impl<P: Ord + Clone> Session<P> {
             // claim it again, keeping it from the peers that hold it).
             (Asked::Range(feed), _) => self.on_range(peer, feed, Vec::new(), false),
             (Asked::Forks, Response::Forks(proofs)) => self.on_fork_proofs(peer, proofs, view),
+            // Entries nobody asked for (the node's codec unpacked them already): a strike.
+            (Asked::Digest(_) | Asked::Heads | Asked::Forks, Response::Packed(_)) => {
+                self.out.push(Action::Penalize(
+                    peer,
+                    "packed entries answering a request for no range".into(),
+                ));
+            }
             (Asked::Digest(heads), Response::InSync) => {
                 // Same heads and forks: nothing to fetch either way, no fork proof to ask.
                 self.peers.entry(peer).or_default().last_heads = heads;

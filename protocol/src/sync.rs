@@ -607,9 +607,9 @@ const PACK_LEVEL: i32 = 1;
 const DERIVED_LEN: usize = 16 + 8 + 64;
 
 /// Whether `entry` (with `payload`) follows `prev` in one feed so that its header can be
-/// rebuilt from `prev`, its doc id, timestamp and payload ([`derive`]). The payload hash is
-/// not compared: an entry whose payload does not hash to its header's fails the receiver's
-/// check whichever form it travels in.
+/// rebuilt from `prev`, its doc id, timestamp and payload ([`derive`]): the same bytes, or
+/// it goes whole (a store whose payload no longer matches its entry must not turn a duplicate
+/// the receiver would recognise into an entry whose signature fails).
 fn derivable(prev: &[u8], entry: &[u8], payload: &[u8]) -> bool {
     let seq = |e: &[u8]| e.get(50..58).and_then(|b| <[u8; 8]>::try_from(b).ok());
     let next = seq(prev)
@@ -624,6 +624,7 @@ fn derivable(prev: &[u8], entry: &[u8], payload: &[u8]) -> bool {
         && next == seq(entry)
         && len.is_some_and(|l| entry[138..142] == l)
         && entry[58..90] == Hash32::of(prev).0
+        && entry[106..138] == Hash32::of(payload).0
 }
 
 /// The signed entry after `prev` in its feed with this doc id, timestamp, signature and

@@ -197,3 +197,54 @@ fn scope_not_shared_excuses_a_group_feed_only() {
         [9; 16]
     ))));
 }
+
+/// Packed entries nobody asked a range for are a strike (the node's codec unpacks whatever
+/// comes; found by a review), and a packed range that does not unpack is one strike, not two.
+#[test]
+fn packed_answers_out_of_place_or_broken_are_struck_once() {
+    let mut s: Session<u32> = Session::new(key(0).id(), RANGE_STALL);
+    let v = Empty;
+    let ms = Duration::from_millis;
+    s.handle(Event::Connected(HOSTILE), ms(0), &v);
+    let out = s.handle(Event::Tick, ms(0), &v);
+    let digest = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Send {
+                id,
+                request: Request::Digest(_),
+                ..
+            } => Some(*id),
+            _ => None,
+        })
+        .expect("a digest first");
+    let junk = || {
+        Response::Packed(intercity_protocol::sync::Packed {
+            more: false,
+            count: 1,
+            raw_len: 8,
+            body: vec![1, 2, 3],
+            unpacked: None,
+        })
+    };
+    let out = s.handle(Event::Answered(HOSTILE, digest, junk()), ms(1), &v);
+    let strikes = |out: &[Action<u32>]| {
+        out.iter()
+            .filter(|a| matches!(a, Action::Penalize(HOSTILE, _)))
+            .count()
+    };
+    assert_eq!(strikes(&out), 1, "{out:?}");
+    // A claim, a range asked, a broken packed answer: one strike.
+    let f = FeedId {
+        author: key(3).id(),
+        scope: Scope::Federation,
+    };
+    let out = s.handle(
+        Event::HeadsAsked(HOSTILE, vec![(f, 10, Hash32([7; 32]))]),
+        ms(2),
+        &v,
+    );
+    let range = range_to(&out, HOSTILE, f).expect("asked");
+    let out = s.handle(Event::Answered(HOSTILE, range, junk()), ms(3), &v);
+    assert_eq!(strikes(&out), 1, "{out:?}");
+}
