@@ -38,6 +38,16 @@ fn proc_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A child process killed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let entries = arg("--entries", 100_000).max(1);
@@ -94,7 +104,7 @@ async fn main() {
         ],
     );
     let started = Instant::now();
-    let mut daemon = Command::new(intercity_tests::intercity_bin())
+    let daemon = Command::new(intercity_tests::intercity_bin())
         .arg("--data-dir")
         .arg(&dir)
         .args([
@@ -108,7 +118,9 @@ async fn main() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn daemon");
-    let pid = daemon.id();
+    // Killed however the bench ends (a panic too: it once left daemons running).
+    let mut daemon = KillOnDrop(daemon);
+    let pid = daemon.0.id();
     let mut last = (Instant::now(), 0u64);
     let held = loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -130,8 +142,8 @@ async fn main() {
     };
     let secs = started.elapsed().as_secs_f64();
     let peak = proc_kb(pid, "VmHWM:") / 1024;
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    let _ = daemon.0.kill();
+    let _ = daemon.0.wait();
     println!(
         "catch-up: {held} entries in {secs:.1} s = {:.0} entries/s (from the daemon's start, connection included); daemon peak RSS {peak} MB",
         held as f64 / secs
