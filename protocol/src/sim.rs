@@ -74,6 +74,8 @@ pub enum Hostile {
     ClaimsSilently,
     /// Claims every feed far ahead of what it holds, and answers every `Range` empty.
     ClaimsEmpty,
+    /// Answers every `Digest` `InSync`, whatever it holds; otherwise behaves.
+    SaysInSync,
 }
 
 /// What a run measured.
@@ -519,9 +521,12 @@ impl Sim {
         }
     }
 
-    /// A hostile node's heads claim every feed far ahead.
+    /// A claiming node's heads claim every feed far ahead.
     fn bend_heads(&self, n: usize, heads: &mut [crate::sync::Head]) {
-        if self.nodes[n].hostile.is_some() {
+        if matches!(
+            self.nodes[n].hostile,
+            Some(Hostile::ClaimsSilently | Hostile::ClaimsEmpty)
+        ) {
             for (_, seq, _) in heads.iter_mut() {
                 *seq += 1_000;
             }
@@ -531,8 +536,15 @@ impl Sim {
     fn bend_request(&self, n: usize, mut request: Request) -> Request {
         match &mut request {
             Request::Heads(heads) => self.bend_heads(n, heads),
-            // Its heads are not what it holds: no honest node's digest matches.
-            Request::Digest(d) if self.nodes[n].hostile.is_some() => *d = Hash32([0xff; 32]),
+            // A claimer's heads are not what it holds: no honest node's digest matches.
+            Request::Digest(d)
+                if matches!(
+                    self.nodes[n].hostile,
+                    Some(Hostile::ClaimsSilently | Hostile::ClaimsEmpty)
+                ) =>
+            {
+                *d = Hash32([0xff; 32]);
+            }
             _ => {}
         }
         request
@@ -571,7 +583,10 @@ impl Sim {
                 }
                 response
             }
-            // A hostile node's heads differ from anyone's: it sends them.
+            // A liar says it holds what the asker holds; a claimer's heads differ from anyone's.
+            Request::Digest(_) if self.nodes[n].hostile == Some(Hostile::SaysInSync) => {
+                Response::InSync
+            }
             Request::Digest(_) if self.nodes[n].hostile.is_some() => Response::Differ,
             Request::Digest(theirs) => self
                 .ask_session(n, Event::DigestAsked(from, theirs))
@@ -586,7 +601,9 @@ impl Sim {
                     entries: Vec::new(),
                     more: false,
                 },
-                None => range(&self.nodes[n].ledger, feed, seq, max as usize),
+                None | Some(Hostile::SaysInSync) => {
+                    range(&self.nodes[n].ledger, feed, seq, max as usize)
+                }
             },
             Request::Forks => {
                 let forks = &self.nodes[n].ledger.forks;

@@ -168,6 +168,38 @@ fn a_peer_answering_its_claims_empty_is_struck_out() {
     assert_eq!(r.banned, 9, "{r:?}");
 }
 
+/// A peer that answers every digest "in sync" (a lie a digest makes possible, found by a
+/// review) only keeps back what it holds itself: heads exchanges alone (no gossip), every
+/// city's entries still reach every honest city, the liar's too (its own digests differ, so it
+/// sends heads and is fetched from), and nobody is struck.
+#[test]
+fn a_peer_that_always_says_in_sync_delays_nothing() {
+    let cfg = || SimConfig {
+        fanout: 0,
+        ..SimConfig::default()
+    };
+    let honest_at = federation(cfg(), 2)
+        .run_to_convergence(120 * S)
+        .expect("converges");
+    let mut sim = federation(cfg(), 2);
+    sim.set_hostile(9, Hostile::SaysInSync);
+    let at = sim
+        .run_to_convergence(120 * S)
+        .expect("the honest nodes converge");
+    assert!(
+        at <= honest_at + 3 * S,
+        "converged at {at:?} with a liar, {honest_at:?} without"
+    );
+    for n in 0..9 {
+        assert_eq!(
+            entries_held(&sim, n),
+            20,
+            "node {n}: all ten cities' entries"
+        );
+    }
+    assert_eq!(sim.report().penalties, 0);
+}
+
 #[test]
 fn a_fork_planted_on_two_sides_is_found_by_every_node() {
     let mut sim = Sim::new(SimConfig {
