@@ -230,7 +230,46 @@ fn p_is_empty(q: &QueryTerm) -> bool {
 /// One word of a query, as the terms it may be in the index: its term in each language looked
 /// up, or a prefix; with OR, the terms of several words.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct Word(pub(crate) Vec<QueryTerm>);
+pub(crate) struct Word(pub(crate) Vec<QueryTerm>, pub(crate) Vec<String>);
+
+/// Shortest query word (and term) typo tolerance applies to, in characters.
+pub(crate) const MIN_FUZZY_CHARS: usize = 5;
+/// Most stems of a word's typo variants kept ([`typo_terms`]).
+const MAX_TYPO_TERMS: usize = 64;
+
+/// The stems, in each of `analyzers`, of the words one transposition or one deletion away from
+/// `w` (a typo that changes how the word stems: `cooperatvia` for `cooperativa`), without the
+/// word's own terms; none for words shorter than [`MIN_FUZZY_CHARS`]. Looked up only when the
+/// word itself matches nothing.
+fn typo_terms(w: &str, analyzers: &[Analyzer], own: &[QueryTerm]) -> Vec<String> {
+    let chars: Vec<char> = w.chars().collect();
+    if chars.len() < MIN_FUZZY_CHARS {
+        return Vec::new();
+    }
+    let swaps = (0..chars.len() - 1).map(|i| {
+        let mut c = chars.clone();
+        c.swap(i, i + 1);
+        c
+    });
+    let deletions = (0..chars.len()).map(|i| {
+        let mut c = chars.clone();
+        c.remove(i);
+        c
+    });
+    let mut out: Vec<String> = Vec::new();
+    for variant in swaps.chain(deletions) {
+        let variant: String = variant.into_iter().collect();
+        for t in analyzers.iter().filter_map(|a| a.term(&variant)) {
+            if !out.contains(&t) && !own.contains(&QueryTerm::Exact(t.clone())) {
+                out.push(t);
+                if out.len() >= MAX_TYPO_TERMS {
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
 
 /// A parsed search (docs/data-model.md, "The catalog"): every result holds each word of `all`
 /// (a word joined to the next by `OR` holds either), none of `none` (`-word`), and the words of
@@ -322,7 +361,7 @@ fn words_of(raw: &str, analyzers: &[Analyzer]) -> Vec<Word> {
                 }
             }
             if !alternatives.is_empty() {
-                out.push(Word(alternatives));
+                out.push(Word(alternatives, Vec::new()));
             }
             continue;
         }
@@ -336,7 +375,8 @@ fn words_of(raw: &str, analyzers: &[Analyzer]) -> Vec<Word> {
             }
         }
         if !alternatives.is_empty() {
-            out.push(Word(alternatives));
+            let typos = typo_terms(w, analyzers, &alternatives);
+            out.push(Word(alternatives, typos));
         }
     }
     out
@@ -403,6 +443,7 @@ pub(crate) fn parse_query(text: &str, languages: &[String]) -> Result<ParsedQuer
                     let mut ws = phrase.into_iter();
                     if or && let (Some(last), Some(first)) = (q.all.last_mut(), ws.next()) {
                         last.0.extend(first.0);
+                        last.1.extend(first.1);
                     }
                     q.all.extend(ws);
                 }
@@ -413,6 +454,7 @@ pub(crate) fn parse_query(text: &str, languages: &[String]) -> Result<ParsedQuer
                 let mut ws = words_of(&raw, &analyzers).into_iter();
                 if or && let (Some(last), Some(first)) = (q.all.last_mut(), ws.next()) {
                     last.0.extend(first.0);
+                    last.1.extend(first.1);
                 }
                 q.all.extend(ws);
                 or = false;

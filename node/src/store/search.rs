@@ -247,9 +247,13 @@ impl Store {
             }
         }
         if out.is_empty() {
-            // A word found in no language may be mistyped: the terms one edit away stand in.
+            // A word found in no language may be mistyped: the terms one edit away stand in,
+            // and the stems of the word with two letters swapped or one dropped.
             for t in self.near_terms(word, budget)? {
                 out.extend(self.postings(&QueryTerm::Exact(t))?);
+            }
+            for t in &word.1 {
+                out.extend(self.postings(&QueryTerm::Exact(t.clone()))?);
             }
             merge_units(&mut out);
         } else if lists > 1 {
@@ -410,8 +414,6 @@ fn merge_units(postings: &mut Vec<(UnitKey, f64, f64)>) {
     });
 }
 
-/// Shortest query term that typo tolerance applies to, in characters.
-const MIN_FUZZY_CHARS: usize = 5;
 /// Most stand-in terms for a mistyped word.
 const MAX_NEAR_TERMS: usize = 8;
 /// Most indexed terms looked at for the mistyped words of one query.
