@@ -583,8 +583,9 @@ pub fn heads_digest(heads: &[Head], fork_seq: impl Fn(&FeedId) -> Option<u64>) -
 }
 
 /// Entries of a range as [`Response::Packed`] carries them: `count` entries whose packed body
-/// (protocol.md §12.4) is `raw_len` bytes before zstd compression.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// (protocol.md §12.4) is `raw_len` bytes before zstd compression. Two are equal when their
+/// wire bytes are (whether either was unpacked already does not count).
+#[derive(Clone, Debug)]
 pub struct Packed {
     /// True if more entries follow the last one sent.
     pub more: bool,
@@ -598,6 +599,15 @@ pub struct Packed {
     /// unpacks in the connection's task, off the event loop that then reads them.
     pub unpacked: Option<Result<Vec<WireEntry>, WireError>>,
 }
+
+impl PartialEq for Packed {
+    fn eq(&self, other: &Packed) -> bool {
+        (self.more, self.count, self.raw_len, &self.body)
+            == (other.more, other.count, other.raw_len, &other.body)
+    }
+}
+
+impl Eq for Packed {}
 
 /// zstd level of packed range answers: most of the ratio of higher levels at a fraction of
 /// their time (an answer is packed on the responder's reading thread).
