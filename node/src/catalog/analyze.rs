@@ -102,7 +102,7 @@ pub(crate) fn two_letter(code: &str) -> &str {
 pub(crate) const DEFAULT_LANGUAGE: &str = "en";
 
 /// How the words of one language become terms.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Analyzer(Option<rust_stemmers::Algorithm>);
 
 impl Analyzer {
@@ -230,6 +230,8 @@ fn p_is_empty(q: &QueryTerm) -> bool {
 /// One word of a query, as the terms it may be in the index: its term in each language looked
 /// up, or a prefix; with OR, the terms of several words.
 #[derive(Clone, Debug, Default, PartialEq)]
+/// The second field: the words as written (lowercase, unfolded) whose typo variants stand in
+/// when the word matches nothing ([`typo_terms`]); none for a prefix.
 pub(crate) struct Word(pub(crate) Vec<QueryTerm>, pub(crate) Vec<String>);
 
 /// Shortest query word (and term) typo tolerance applies to, in characters.
@@ -239,9 +241,9 @@ const MAX_TYPO_TERMS: usize = 64;
 
 /// The stems, in each of `analyzers`, of the words one transposition or one deletion away from
 /// `w` (a typo that changes how the word stems: `cooperatvia` for `cooperativa`), without the
-/// word's own terms; none for words shorter than [`MIN_FUZZY_CHARS`]. Looked up only when the
-/// word itself matches nothing.
-fn typo_terms(w: &str, analyzers: &[Analyzer], own: &[QueryTerm]) -> Vec<String> {
+/// word's own terms; none for words shorter than [`MIN_FUZZY_CHARS`]. Computed only when the
+/// word itself matches nothing (some 150 stemmings for a ten-letter word).
+pub(crate) fn typo_terms(w: &str, analyzers: &[Analyzer], own: &[QueryTerm]) -> Vec<String> {
     let chars: Vec<char> = w.chars().collect();
     if chars.len() < MIN_FUZZY_CHARS {
         return Vec::new();
@@ -281,6 +283,8 @@ pub(crate) struct ParsedQuery {
     /// `-"a phrase"` its words).
     pub(crate) none: Vec<Vec<Word>>,
     pub(crate) phrases: Vec<Vec<Word>>,
+    /// The languages the words were looked up in (their typo variants are too).
+    pub(crate) analyzers: Vec<Analyzer>,
 }
 
 impl ParsedQuery {
@@ -375,8 +379,7 @@ fn words_of(raw: &str, analyzers: &[Analyzer]) -> Vec<Word> {
             }
         }
         if !alternatives.is_empty() {
-            let typos = typo_terms(w, analyzers, &alternatives);
-            out.push(Word(alternatives, typos));
+            out.push(Word(alternatives, vec![w.to_string()]));
         }
     }
     out
@@ -468,6 +471,7 @@ pub(crate) fn parse_query(text: &str, languages: &[String]) -> Result<ParsedQuer
             QueryError::OnlyExcluded(text.to_string())
         });
     }
+    q.analyzers = analyzers;
     Ok(q)
 }
 

@@ -233,6 +233,7 @@ impl Store {
     fn word_postings(
         &self,
         word: &Word,
+        analyzers: &[Analyzer],
         budget: &mut usize,
     ) -> Result<Vec<(UnitKey, f64, f64)>, StoreError> {
         let mut out = Vec::new();
@@ -252,8 +253,12 @@ impl Store {
             for t in self.near_terms(word, budget)? {
                 out.extend(self.postings(&QueryTerm::Exact(t))?);
             }
-            for t in &word.1 {
-                out.extend(self.postings(&QueryTerm::Exact(t.clone()))?);
+            for t in word
+                .1
+                .iter()
+                .flat_map(|w| typo_terms(w, analyzers, &word.0))
+            {
+                out.extend(self.postings(&QueryTerm::Exact(t))?);
             }
             merge_units(&mut out);
         } else if lists > 1 {
@@ -310,7 +315,7 @@ impl Store {
     /// The units that hold every word of `q` and none it excludes, with their BM25 scores,
     /// sorted by unit key; with phrases, only the units holding each phrase in one field.
     pub(super) fn scores(&self, q: &ParsedQuery) -> Result<Vec<(UnitKey, f64)>, StoreError> {
-        let mut scored = self.bm25(&q.all)?;
+        let mut scored = self.bm25(&q.all, &q.analyzers)?;
         for group in &q.none {
             // Excluded words are taken as written: a typo there must not exclude a neighbour.
             let mut held: Option<Vec<UnitKey>> = None;
@@ -353,7 +358,11 @@ impl Store {
     }
 
     /// The units holding every word, with their BM25 scores, sorted by unit key.
-    fn bm25(&self, words: &[Word]) -> Result<Vec<(UnitKey, f64)>, StoreError> {
+    fn bm25(
+        &self,
+        words: &[Word],
+        analyzers: &[Analyzer],
+    ) -> Result<Vec<(UnitKey, f64)>, StoreError> {
         const K1: f64 = 1.2;
         const B: f64 = 0.75;
         let (n_units, n_tokens) = self.catalog_stats()?;
@@ -362,7 +371,7 @@ impl Store {
         let mut budget = MAX_FUZZY_SCAN;
         let mut lists = words
             .iter()
-            .map(|w| self.word_postings(w, &mut budget))
+            .map(|w| self.word_postings(w, analyzers, &mut budget))
             .collect::<Result<Vec<_>, _>>()?;
         // Intersect starting from the shortest list, in place: the most common word's 100,000
         // postings are scored where they lie rather than copied (their pages' first touch was
