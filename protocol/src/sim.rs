@@ -521,12 +521,17 @@ impl Sim {
         }
     }
 
-    /// A claiming node's heads claim every feed far ahead.
-    fn bend_heads(&self, n: usize, heads: &mut [crate::sync::Head]) {
-        if matches!(
+    /// Whether node `n` claims every feed far ahead of what it holds.
+    fn claims(&self, n: usize) -> bool {
+        matches!(
             self.nodes[n].hostile,
             Some(Hostile::ClaimsSilently | Hostile::ClaimsEmpty)
-        ) {
+        )
+    }
+
+    /// A claiming node's heads claim every feed far ahead.
+    fn bend_heads(&self, n: usize, heads: &mut [crate::sync::Head]) {
+        if self.claims(n) {
             for (_, seq, _) in heads.iter_mut() {
                 *seq += 1_000;
             }
@@ -537,14 +542,7 @@ impl Sim {
         match &mut request {
             Request::Heads(heads) => self.bend_heads(n, heads),
             // A claimer's heads are not what it holds: no honest node's digest matches.
-            Request::Digest(d)
-                if matches!(
-                    self.nodes[n].hostile,
-                    Some(Hostile::ClaimsSilently | Hostile::ClaimsEmpty)
-                ) =>
-            {
-                *d = Hash32([0xff; 32]);
-            }
+            Request::Digest(d) if self.claims(n) => *d = Hash32([0xff; 32]),
             _ => {}
         }
         request

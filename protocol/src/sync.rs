@@ -240,16 +240,20 @@ impl<'a> Reader<'a> {
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             let entry = self.take(SIGNED_ENTRY_LEN)?.to_vec();
-            let len = self.u32()? as usize;
-            if len > MAX_PAYLOAD_BYTES {
-                return Err(WireError::TooLarge(format!(
-                    "payload of {len} bytes, limit {MAX_PAYLOAD_BYTES}"
-                )));
-            }
-            let payload = self.take(len)?.to_vec();
+            let payload = self.payload()?;
             out.push(WireEntry { entry, payload });
         }
         Ok(out)
+    }
+    /// A u32-length-prefixed payload of at most [`MAX_PAYLOAD_BYTES`].
+    fn payload(&mut self) -> Result<Vec<u8>, WireError> {
+        let len = self.u32()? as usize;
+        if len > MAX_PAYLOAD_BYTES {
+            return Err(WireError::TooLarge(format!(
+                "payload of {len} bytes, limit {MAX_PAYLOAD_BYTES}"
+            )));
+        }
+        Ok(self.take(len)?.to_vec())
     }
 }
 
@@ -728,57 +732,34 @@ impl Packed {
         let mut r = Reader(&raw);
         let mut out: Vec<WireEntry> = Vec::with_capacity(self.count as usize);
         for _ in 0..self.count {
-            let entry = match r.u8()? {
-                0 => r.take(SIGNED_ENTRY_LEN)?.to_vec(),
-                1 => {
-                    let fields = r.take(DERIVED_LEN)?;
-                    let prev = out.last().ok_or(WireError::Malformed(
-                        "a packed range starts with a derived entry",
-                    ))?;
-                    // The payload follows; its hash and length are part of the header.
-                    let len = peek_len(&r)?;
-                    let payload =
-                        r.0.get(4..4 + len)
-                            .ok_or(WireError::Malformed("truncated"))?;
-                    derive(
-                        &prev.entry,
-                        &fields[..16],
-                        &fields[16..24],
-                        &fields[24..],
-                        payload,
-                    )
-                    .ok_or(WireError::Malformed("a derived entry after the last seq"))?
-                    .to_vec()
-                }
+            let flag = r.u8()?;
+            let head = match flag {
+                0 => r.take(SIGNED_ENTRY_LEN)?,
+                1 => r.take(DERIVED_LEN)?,
                 _ => return Err(WireError::Malformed("bad packed entry flag")),
             };
-            let len = r.u32()? as usize;
-            if len > MAX_PAYLOAD_BYTES {
-                return Err(WireError::TooLarge(format!(
-                    "payload of {len} bytes, limit {MAX_PAYLOAD_BYTES}"
-                )));
-            }
-            let payload = r.take(len)?.to_vec();
+            let payload = r.payload()?;
+            let entry = if flag == 0 {
+                head.to_vec()
+            } else {
+                let prev = out.last().ok_or(WireError::Malformed(
+                    "a packed range starts with a derived entry",
+                ))?;
+                derive(
+                    &prev.entry,
+                    &head[..16],
+                    &head[16..24],
+                    &head[24..],
+                    &payload,
+                )
+                .ok_or(WireError::Malformed("a derived entry after the last seq"))?
+                .to_vec()
+            };
             out.push(WireEntry { entry, payload });
         }
         r.end()?;
         Ok(out)
     }
-}
-
-/// The u32 length at the reader's position, not consumed, checked against the payload limit.
-fn peek_len(r: &Reader<'_>) -> Result<usize, WireError> {
-    let b: [u8; 4] =
-        r.0.get(..4)
-            .and_then(|b| b.try_into().ok())
-            .ok_or(WireError::Malformed("truncated"))?;
-    let len = u32::from_be_bytes(b) as usize;
-    if len > MAX_PAYLOAD_BYTES {
-        return Err(WireError::TooLarge(format!(
-            "payload of {len} bytes, limit {MAX_PAYLOAD_BYTES}"
-        )));
-    }
-    Ok(len)
 }
 
 /// A range of one feed to fetch from a peer: seqs `from..=to`.
