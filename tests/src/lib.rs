@@ -242,6 +242,34 @@ pub fn run_cli(dir: &Path, args: &[&str]) -> std::process::Output {
         .expect("run intercity")
 }
 
+/// An `intercity node run` process, killed when dropped: a failing test or bench leaves none
+/// running.
+pub struct NodeProcess(pub std::process::Child);
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `intercity --data-dir DIR node run --no-mdns ARGS` (output discarded); returns once
+/// its control socket is open, panicking after `within`.
+pub fn start_node(dir: &Path, args: &[&str], within: Duration) -> NodeProcess {
+    let child = std::process::Command::new(intercity_bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["node", "run", "--no-mdns"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn intercity node run");
+    let node = NodeProcess(child);
+    wait_for_socket(dir, within);
+    node
+}
+
 /// Waits until the node serving `dir` has opened its control socket; panics after `within`.
 pub fn wait_for_socket(dir: &Path, within: Duration) {
     let deadline = Instant::now() + within;

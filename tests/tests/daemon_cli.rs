@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use intercity_tests::free_port;
+use intercity_tests::{NodeProcess, free_port};
 
 fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
     let out = intercity_tests::run_cli(dir, args);
@@ -25,39 +25,14 @@ fn id_of(dir: &Path) -> String {
         .to_string()
 }
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run_daemon(dir: &Path, port: u16) -> Daemon {
+fn run_daemon(dir: &Path, port: u16) -> NodeProcess {
     run_daemon_with(dir, port, &[])
 }
 
-fn run_daemon_with(dir: &Path, port: u16, extra: &[&str]) -> Daemon {
-    let child = Command::new(intercity_tests::intercity_bin())
-        .arg("--data-dir")
-        .arg(dir)
-        .args([
-            "node",
-            "run",
-            "--listen",
-            &format!("/ip4/127.0.0.1/tcp/{port}"),
-            "--no-mdns",
-            "--anti-entropy-secs",
-            "1",
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn daemon");
-    intercity_tests::wait_for_socket(dir, Duration::from_secs(20));
-    Daemon(child)
+fn run_daemon_with(dir: &Path, port: u16, extra: &[&str]) -> NodeProcess {
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let args = [&["--listen", &listen, "--anti-entropy-secs", "1"], extra].concat();
+    intercity_tests::start_node(dir, &args, Duration::from_secs(20))
 }
 
 /// Stops a daemon with SIGTERM, as systemd does, and waits for it.

@@ -8,10 +8,10 @@
 //! its guardian and losing its key before the guide's recovery lines.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use intercity_tests::{free_port, intercity_bin};
+use intercity_tests::{NodeProcess, free_port, intercity_bin};
 use serde_json::Value;
 
 /// One command of the guide: its text (continuation lines joined), the section it is in, and
@@ -54,27 +54,10 @@ fn steps(guide: &str) -> Vec<Step> {
     out
 }
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run_daemon(dir: &Path) -> Daemon {
-    let child = Command::new(intercity_bin())
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["node", "run", "--no-mdns", "--anti-entropy-secs", "1"])
-        .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{}", free_port())])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn daemon");
-    intercity_tests::wait_for_socket(dir, Duration::from_secs(20));
-    Daemon(child)
+fn run_daemon(dir: &Path) -> NodeProcess {
+    let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    let args = ["--anti-entropy-secs", "1", "--listen", &listen];
+    intercity_tests::start_node(dir, &args, Duration::from_secs(20))
 }
 
 struct Desk {
@@ -227,7 +210,7 @@ fn every_command_of_the_staff_guide_runs_as_written() {
     desk.ok(&brno, "intercity init --city Brno --country CZ");
     let brno_id = desk.city_id(&brno);
     desk.known.push(("12D3KooW...", brno_id.clone()));
-    let mut daemons: Vec<Option<Daemon>> = vec![None, Some(run_daemon(&brno))];
+    let mut daemons: Vec<Option<NodeProcess>> = vec![None, Some(run_daemon(&brno))];
 
     let (mut ran, mut last) = (0, String::new());
     for step in &steps {

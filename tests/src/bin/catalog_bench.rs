@@ -142,28 +142,18 @@ fn main() {
     measure(&dir);
     // As staff work where the node runs as a service: every command asks the node, which has the
     // store open and its caches warm.
-    let mut node = Command::new(intercity_bin())
-        .arg("--data-dir")
-        .arg(&dir)
-        .args([
-            "node",
-            "run",
-            "--no-mdns",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start the node");
-    intercity_tests::wait_for_socket(&dir, Duration::from_secs(60));
+    let mut node = intercity_tests::start_node(
+        &dir,
+        &["--listen", "/ip4/127.0.0.1/tcp/0"],
+        Duration::from_secs(60),
+    );
     run(&dir, &["search", "heritage", "festival"]);
     println!("through the running node (intercity node run):");
     measure(&dir);
     let _ = Command::new("kill")
-        .args(["-TERM", &node.id().to_string()])
+        .args(["-TERM", &node.0.id().to_string()])
         .status();
-    let _ = node.wait();
+    let _ = node.0.wait();
     let t = run(&dir, &["reindex"]);
     println!("reindex:                     {:>8.1} s", t.as_secs_f64());
 }

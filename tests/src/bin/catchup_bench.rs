@@ -6,7 +6,6 @@
 //!
 //! `cargo run --release -p intercity-tests --bin catchup_bench -- --entries 100000`
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 // The allocator of the `intercity` binary, so the peer here runs as the daemon does.
@@ -36,16 +35,6 @@ fn proc_kb(pid: u32, field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-/// A child process killed when dropped.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -104,22 +93,11 @@ async fn main() {
         ],
     );
     let started = Instant::now();
-    let daemon = Command::new(intercity_tests::intercity_bin())
-        .arg("--data-dir")
-        .arg(&dir)
-        .args([
-            "node",
-            "run",
-            "--no-mdns",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn daemon");
-    // Killed however the bench ends (a panic too: it once left daemons running).
-    let mut daemon = KillOnDrop(daemon);
+    let daemon = intercity_tests::start_node(
+        &dir,
+        &["--listen", "/ip4/127.0.0.1/tcp/0"],
+        Duration::from_secs(20),
+    );
     let pid = daemon.0.id();
     let mut last = (Instant::now(), 0u64);
     let held = loop {
@@ -142,8 +120,7 @@ async fn main() {
     };
     let secs = started.elapsed().as_secs_f64();
     let peak = proc_kb(pid, "VmHWM:") / 1024;
-    let _ = daemon.0.kill();
-    let _ = daemon.0.wait();
+    drop(daemon);
     println!(
         "catch-up: {held} entries in {secs:.1} s = {:.0} entries/s (from the daemon's start, connection included); daemon peak RSS {peak} MB",
         held as f64 / secs
