@@ -54,6 +54,7 @@ fn main() {
     let w = WireEntry {
         entry: entry.encode().to_vec(),
         payload,
+        checked: None,
     };
     let messages = [
         Request::Heads(vec![(feed, 3)]).encode(),

@@ -514,6 +514,7 @@ impl City {
                 WireEntry {
                     entry: encoded,
                     payload,
+                    checked: None,
                 },
             )),
             Verdict::Stored(Status::Rejected(reason)) => Err(CityError::Rejected(reason)),

@@ -72,11 +72,9 @@ impl CityId {
         Ok(key)
     }
 
-    /// Verifies `signature` over `message` with `verify_strict`.
+    /// Verifies `signature` over `message` under the protocol's rule ([`crate::sig`]).
     pub fn verify(&self, message: &[u8], signature: &Signature) -> bool {
-        self.verifying_key()
-            .map(|key| key.verify_strict(message, signature).is_ok())
-            .unwrap_or(false)
+        crate::sig::verify(self, &[message], signature)
     }
 
     /// The libp2p `PeerId` bytes: identity multihash of the protobuf-encoded public key.
@@ -214,7 +212,7 @@ mod tests {
     }
 
     #[test]
-    fn signatures_verify_strictly_and_only_for_the_signer() {
+    fn signatures_verify_only_for_the_signer() {
         let a = CityKey::from_secret([1; 32]);
         let b = CityKey::from_secret([2; 32]);
         let sig = a.sign(b"hello");

@@ -5,7 +5,7 @@
 //! node in one RocksDB write batch, tests in a [`memory::MemLedger`]). Every node runs the same
 //! checks in the same order, all before anything is stored:
 //!
-//! 1. **Feed level** — size bounds, header decodes, signature (`verify_strict`), seq/backlink
+//! 1. **Feed level** — size bounds, header decodes, signature (`sig`, protocol.md §4.1), seq/backlink
 //!    continuity (a second, different entry at a known seq is a fork: a [`ForkProof`] is stored
 //!    and the feed frozen), payload length and hash, payload is an Automerge change whose actor
 //!    id starts with the author's key. Failing entries are dropped: [`IngestError`], nothing
@@ -31,7 +31,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use automerge::{ActorId, Automerge, Change, ChangeHash};
 
 use crate::entry::{
-    DocId, EntryError, FeedId, Hash32, MAX_PAYLOAD_BYTES, SIGNED_ENTRY_LEN, Scope, SignedEntry,
+    Checked, DocId, EntryError, FeedId, Hash32, MAX_PAYLOAD_BYTES, SIGNED_ENTRY_LEN, Scope,
+    SignedEntry,
 };
 use crate::identity::CityId;
 use crate::record::{Kind, Record, RecordError, Role};
@@ -706,7 +707,19 @@ pub struct Ingested {
 /// Runs the acceptance pipeline on one entry and its payload. Pure: reads through `ledger`,
 /// returns the writes.
 pub fn ingest(ledger: &impl Ledger, entry: &[u8], payload: &[u8]) -> Result<Ingested, IngestError> {
-    pipeline(ledger, entry, payload, None)
+    pipeline(ledger, entry, payload, None, false)
+}
+
+/// [`ingest`] for an entry whose signature was checked already, if `checked` covers its bytes
+/// (a batch check, [`crate::entry::check_batch`]: same verdict): every other check runs.
+pub fn ingest_checked(
+    ledger: &impl Ledger,
+    entry: &[u8],
+    payload: &[u8],
+    checked: Option<&Checked>,
+) -> Result<Ingested, IngestError> {
+    let checked = checked.is_some_and(|c| c.covers(entry));
+    pipeline(ledger, entry, payload, None, checked)
 }
 
 /// What the author of a local entry already holds: the change it signed and the document it
@@ -739,7 +752,7 @@ pub fn ingest_local(
             "the authored change is not the payload".into(),
         ));
     }
-    pipeline(ledger, entry, payload, Some(authored))
+    pipeline(ledger, entry, payload, Some(authored), false)
 }
 
 fn pipeline(
@@ -747,6 +760,7 @@ fn pipeline(
     entry: &[u8],
     payload: &[u8],
     authored: Option<Authored>,
+    checked: bool,
 ) -> Result<Ingested, IngestError> {
     // 1. Size bounds.
     if entry.len() != SIGNED_ENTRY_LEN {
@@ -792,8 +806,9 @@ fn pipeline(
             return Err(IngestError::Undecided(feed.scope, feed.author));
         }
     }
-    // 3. Signature (an authored entry was signed by this node, see `ingest_local`).
-    if authored.is_none() {
+    // 3. Signature (an authored entry was signed by this node, see `ingest_local`; a checked
+    // one passed the same rule in a batch).
+    if authored.is_none() && !checked {
         signed.verify()?;
     }
     // 4. Continuity.
@@ -1831,7 +1846,17 @@ impl<'a, L: Ledger> Batch<'a, L> {
 
     /// Judges one more entry; its writes join the batch.
     pub fn ingest(&mut self, entry: &[u8], payload: &[u8]) -> Result<Verdict, IngestError> {
-        let Ingested { verdict, commit } = ingest(&*self, entry, payload)?;
+        self.ingest_checked(entry, payload, None)
+    }
+
+    /// [`ingest_checked`] into the batch.
+    pub fn ingest_checked(
+        &mut self,
+        entry: &[u8],
+        payload: &[u8],
+        checked: Option<&Checked>,
+    ) -> Result<Verdict, IngestError> {
+        let Ingested { verdict, commit } = ingest_checked(&*self, entry, payload, checked)?;
         self.absorb(commit);
         Ok(verdict)
     }
@@ -2136,7 +2161,17 @@ pub mod memory {
     impl MemLedger {
         /// Ingests and applies the commit.
         pub fn ingest(&mut self, entry: &[u8], payload: &[u8]) -> Result<Verdict, IngestError> {
-            let Ingested { verdict, commit } = ingest(self, entry, payload)?;
+            self.ingest_checked(entry, payload, None)
+        }
+
+        /// [`ingest_checked`] and applies the commit.
+        pub fn ingest_checked(
+            &mut self,
+            entry: &[u8],
+            payload: &[u8],
+            checked: Option<&Checked>,
+        ) -> Result<Verdict, IngestError> {
+            let Ingested { verdict, commit } = ingest_checked(self, entry, payload, checked)?;
             self.apply(commit);
             Ok(verdict)
         }

@@ -11,10 +11,11 @@
 //! - [`chunk`] — a first look at an Automerge change chunk, before Automerge reads it.
 //! - [`doc`] — records as Automerge documents, and how concurrent edits merge.
 //! - [`entry`] — signed feed entries: canonical header encoding, signatures, hashes.
+//! - [`sig`] — the signature rule, checked one at a time or in batches with the same verdicts.
 //! - [`ingest`] — the two-level acceptance pipeline, a pure function over a [`ingest::Ledger`].
 //! - [`invite`] — signed invitation tokens that introduce one city to another.
 //! - [`succession`] — a city passes its signing right from one key to the next.
-//! - [`sync`] — the `/intercity/sync/3` wire messages, size limits and reconciliation logic.
+//! - [`sync`] — the `/intercity/sync/4` wire messages, size limits and reconciliation logic.
 //! - [`session`] — the sync session as a state machine: events in, actions out, no I/O.
 //! - [`sim`] — a seeded simulator: many nodes' sessions over a simulated network.
 #![warn(missing_docs)]
@@ -27,6 +28,7 @@ pub mod ingest;
 pub mod invite;
 pub mod record;
 pub mod session;
+pub mod sig;
 pub mod sim;
 pub mod succession;
 pub mod sync;

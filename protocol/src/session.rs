@@ -587,6 +587,7 @@ impl<P: Ord + Clone> Session<P> {
                 entries.push(WireEntry {
                     entry: entry.encode().to_vec(),
                     payload: Vec::new(),
+                    checked: None,
                 });
             }
         }

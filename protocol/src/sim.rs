@@ -757,6 +757,7 @@ pub fn practice_entry(
     Some(WireEntry {
         entry: entry.encode().to_vec(),
         payload,
+        checked: None,
     })
 }
 
@@ -779,6 +780,7 @@ fn range(ledger: &MemLedger, feed: FeedId, from: u64, max: usize) -> Response {
         entries.push(WireEntry {
             entry: stored.entry.encode().to_vec(),
             payload,
+            checked: None,
         });
     }
     let last = entries

@@ -1,4 +1,4 @@
-//! The sync protocol `/intercity/sync/3`: wire messages, their byte encoding with hard size
+//! The sync protocol `/intercity/sync/4`: wire messages, their byte encoding with hard size
 //! limits, and the I/O-free reconciliation logic (which ranges to ask a peer for).
 //!
 //! Every message travels in one request-response stream as a frame: a u32 big-endian length
@@ -14,14 +14,14 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::entry::{FeedId, Hash32, MAX_PAYLOAD_BYTES, SIGNED_ENTRY_LEN, Scope};
+use crate::entry::{Checked, FeedId, Hash32, MAX_PAYLOAD_BYTES, SIGNED_ENTRY_LEN, Scope};
 use crate::ingest::ForkProof;
 use crate::invite::MAX_TOKEN_CHARS;
 
 /// Protocol name for libp2p. Version 2: heads carry the head entry's hash. Version 3: a heads
 /// exchange starts with a digest of the heads ([`Request::Digest`]), and range answers travel
 /// packed ([`Packed`]).
-pub const PROTOCOL: &str = "/intercity/sync/3";
+pub const PROTOCOL: &str = "/intercity/sync/4";
 
 /// A feed's head as heads messages carry it: the feed, the seq of its latest entry held, and
 /// that entry's hash (two nodes at one seq with different hashes hold a fork).
@@ -65,13 +65,53 @@ pub enum WireError {
     UnknownTag(u8),
 }
 
-/// An entry and its payload as they travel.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An entry and its payload as they travel. Two are equal when their bytes are (whether either
+/// was checked does not count).
+#[derive(Clone, Debug)]
 pub struct WireEntry {
     /// The 214-byte signed entry.
     pub entry: Vec<u8>,
     /// The payload (an Automerge change).
     pub payload: Vec<u8>,
+    /// Set when this process checked the entry's signature in a batch ([`check_signatures`]);
+    /// not on the wire. The pipeline then does not check it again.
+    pub checked: Option<Checked>,
+}
+
+impl PartialEq for WireEntry {
+    fn eq(&self, other: &WireEntry) -> bool {
+        (&self.entry, &self.payload) == (&other.entry, &other.payload)
+    }
+}
+
+impl Eq for WireEntry {}
+
+/// Checks the signatures of a range answer's entries as one batch (protocol.md §4.1) and, if
+/// they all hold, marks each [`WireEntry::checked`]. Only the leading run of one feed, seq
+/// after seq, is checked: the pipeline takes no more of a range answer (it stops at the first
+/// entry that does not follow), and a peer must not make this node check signatures it would
+/// never have checked. The entries after the run, and all of them if any signature fails, are
+/// left to the pipeline, which checks them one by one and refuses the first that fails (the
+/// batch's verdict on each is the single check's).
+pub fn check_signatures(entries: &mut [WireEntry]) {
+    let mut last: Option<(FeedId, u64)> = None;
+    let run = entries
+        .iter()
+        .take_while(|w| {
+            let Ok(e) = crate::entry::SignedEntry::decode(&w.entry) else {
+                return false;
+            };
+            let this = (e.header.feed(), e.header.seq);
+            let follows = last.is_none_or(|(feed, seq)| feed == this.0 && seq + 1 == this.1);
+            last = Some(this);
+            follows
+        })
+        .count();
+    let bytes: Vec<&[u8]> = entries[..run].iter().map(|w| w.entry.as_slice()).collect();
+    let checked = crate::entry::check_batch(&bytes);
+    for (w, c) in entries.iter_mut().zip(checked) {
+        w.checked = c;
+    }
 }
 
 /// A request from one city to another.
@@ -241,7 +281,11 @@ impl<'a> Reader<'a> {
         for _ in 0..n {
             let entry = self.take(SIGNED_ENTRY_LEN)?.to_vec();
             let payload = self.payload()?;
-            out.push(WireEntry { entry, payload });
+            out.push(WireEntry {
+                entry,
+                payload,
+                checked: None,
+            });
         }
         Ok(out)
     }
@@ -704,10 +748,15 @@ pub fn pack(entries: &[WireEntry], more: bool) -> Response {
 }
 
 impl Packed {
-    /// Unpacks now ([`Packed::unpack`]), keeping the outcome for [`Packed::into_entries`].
+    /// Unpacks now ([`Packed::unpack`]) and checks the entries' signatures as a batch
+    /// ([`check_signatures`]), keeping the outcome for [`Packed::into_entries`].
     pub fn prepare(&mut self) {
         if self.unpacked.is_none() {
-            self.unpacked = Some(self.unpack());
+            let mut unpacked = self.unpack();
+            if let Ok(entries) = &mut unpacked {
+                check_signatures(entries);
+            }
+            self.unpacked = Some(unpacked);
         }
     }
 
@@ -755,7 +804,11 @@ impl Packed {
                 .ok_or(WireError::Malformed("a derived entry after the last seq"))?
                 .to_vec()
             };
-            out.push(WireEntry { entry, payload });
+            out.push(WireEntry {
+                entry,
+                payload,
+                checked: None,
+            });
         }
         r.end()?;
         Ok(out)
@@ -844,6 +897,7 @@ mod tests {
         let e = WireEntry {
             entry: vec![7; SIGNED_ENTRY_LEN],
             payload: vec![1, 2, 3],
+            checked: None,
         };
         let reqs = [
             Request::Heads(vec![
@@ -937,6 +991,7 @@ mod tests {
                 out.push(WireEntry {
                     entry: e.encode().to_vec(),
                     payload,
+                    checked: None,
                 });
             }
         }
@@ -979,6 +1034,65 @@ mod tests {
         );
         assert_eq!(packed.encoded_len(), packed.encode().len());
         assert_eq!(unpacked(&pack(&[], false)).expect("empty"), Vec::new());
+    }
+
+    #[test]
+    fn a_prepared_range_is_checked_as_one_batch_and_only_for_its_bytes() {
+        use crate::ingest::{IngestError, memory::MemLedger};
+        let entries = chain(20, 1);
+        let Response::Packed(mut packed) = pack(&entries, false) else {
+            panic!("not packed")
+        };
+        packed.prepare();
+        let prepared = packed.into_entries().expect("unpacks");
+        assert!(
+            prepared
+                .iter()
+                .all(|w| w.checked.as_ref().is_some_and(|c| c.covers(&w.entry)))
+        );
+        // Only the leading run of one feed, seq after seq: not another feed's entry after it,
+        // nor what follows a gap.
+        let mut mixed = chain(5, 1);
+        mixed.push(chain(1, 1)[0].clone());
+        mixed[5].entry[1] ^= 1; // another author (the signature no longer matters)
+        let mut gap = chain(8, 1);
+        gap.remove(5);
+        for (mut answer, run) in [(mixed, 5), (gap, 5)] {
+            check_signatures(&mut answer);
+            let marked: Vec<bool> = answer.iter().map(|w| w.checked.is_some()).collect();
+            assert_eq!(marked.iter().filter(|m| **m).count(), run, "{marked:?}");
+            assert!(marked[..run].iter().all(|m| *m));
+        }
+        // One signature broken: nothing is marked, and the pipeline refuses that entry alone.
+        let mut broken = entries.clone();
+        broken[7].entry[200] ^= 1;
+        check_signatures(&mut broken);
+        assert!(broken.iter().all(|w| w.checked.is_none()));
+        // (The chain's payloads are not Automerge changes: an entry whose signature passes
+        // fails later, on its change.)
+        let ledger = MemLedger::default();
+        let judged = |w: &WireEntry, checked: Option<&Checked>| {
+            crate::ingest::ingest_checked(&ledger, &w.entry, &w.payload, checked).map(|_| ())
+        };
+        assert!(matches!(
+            judged(&broken[0], None),
+            Err(IngestError::BadChange(_))
+        ));
+        assert!(matches!(
+            judged(&broken[7], None),
+            Err(IngestError::Entry(_))
+        ));
+        assert!(matches!(
+            judged(&prepared[0], prepared[0].checked.as_ref()),
+            Err(IngestError::BadChange(_))
+        ));
+        // A token vouches for its own bytes only: on other bytes, the signature is checked.
+        let mut forged = prepared[0].clone();
+        forged.entry[200] ^= 1;
+        assert!(matches!(
+            judged(&forged, prepared[0].checked.as_ref()),
+            Err(IngestError::Entry(_))
+        ));
     }
 
     #[test]

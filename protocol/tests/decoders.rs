@@ -50,6 +50,7 @@ fn messages() -> Vec<Vec<u8>> {
     let w = WireEntry {
         entry: entry_bytes(),
         payload: b"payload".to_vec(),
+        checked: None,
     };
     vec![
         Request::Heads(vec![(feed, 4, intercity_protocol::entry::Hash32([4; 32]))]).encode(),

@@ -80,6 +80,7 @@ pub fn next_entry(city: &City, doc: DocId, payload: Vec<u8>) -> WireEntry {
     WireEntry {
         entry: entry.encode().to_vec(),
         payload,
+        checked: None,
     }
 }
 
@@ -149,6 +150,7 @@ pub fn pending_flood(
             WireEntry {
                 entry: entry.encode().to_vec(),
                 payload,
+                checked: None,
             }
         })
         .collect()
@@ -188,12 +190,13 @@ pub fn heavy_practices(city: &City, n: u64, body_chars: usize) -> Vec<WireEntry>
             WireEntry {
                 entry: entry.encode().to_vec(),
                 payload,
+                checked: None,
             }
         })
         .collect()
 }
 
-/// The `/intercity/sync/3` frame codec, for a hostile peer that answers as it likes.
+/// The `/intercity/sync/4` frame codec, for a hostile peer that answers as it likes.
 #[derive(Clone, Default)]
 pub struct RawSync;
 
@@ -279,7 +282,7 @@ pub fn tcp_swarm<B: libp2p::swarm::NetworkBehaviour>(
         .build()
 }
 
-/// A swarm whose only behaviour is request-response on `/intercity/sync/3` with `codec`: a
+/// A swarm whose only behaviour is request-response on `/intercity/sync/4` with `codec`: a
 /// peer that speaks the sync protocol as its owner likes.
 pub fn sync_swarm<C>(
     keypair: libp2p::identity::Keypair,
@@ -337,6 +340,7 @@ pub fn rejected_flood(city: &City, n: u64, pad: usize) -> Vec<WireEntry> {
             WireEntry {
                 entry: entry.encode().to_vec(),
                 payload,
+                checked: None,
             }
         })
         .collect()
@@ -399,6 +403,7 @@ pub fn puppet_entries(doc: DocId, n: u16) -> Vec<WireEntry> {
             WireEntry {
                 entry: entry.encode().to_vec(),
                 payload,
+                checked: None,
             }
         })
         .collect()

@@ -479,6 +479,7 @@ pub fn wire_entries(city: &City, feed: &FeedId) -> Vec<intercity_protocol::sync:
         .map(|(e, payload)| intercity_protocol::sync::WireEntry {
             entry: e.entry.encode().to_vec(),
             payload,
+            checked: None,
         })
         .collect()
 }

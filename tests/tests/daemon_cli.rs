@@ -156,6 +156,20 @@ fn a_record_added_through_one_daemon_is_listed_on_the_peer() {
         "{out}"
     );
 
+    // The sync line: Brno holds what Milan holds (Milan's daemon heads say so after a sync).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out, _) = cli(&brno, &["status"]);
+        if ok && out.contains("up to date with the peers synced with") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Brno's status never said it is up to date: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // SIGTERM: a graceful shutdown, then the CLI opens the store directly again.
     let status = terminate(&mut brno_daemon.0);
     assert!(status.success(), "daemon exit: {status}");

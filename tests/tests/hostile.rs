@@ -152,7 +152,7 @@ async fn half_open_sockets_from_one_host_do_not_keep_roster_cities_out() {
 }
 
 /// A request-response codec that sends frames claiming `FLOOD_FRAME` bytes and then sends them
-/// all: what a guest flooding `/intercity/sync/3` writes.
+/// all: what a guest flooding `/intercity/sync/4` writes.
 #[derive(Clone, Default)]
 struct Flood;
 
@@ -439,8 +439,10 @@ async fn a_flooding_peer_does_not_delay_another_peers_entries() {
         slowest < Duration::from_millis(200),
         "status took {slowest:?} during the flood"
     );
+    // 150–400 ms alone on the 2-core machine, up to 540 ms with the other hostile tests beside
+    // it; behind the flood's queue (up to 64 pushes of 16 heavy entries) it would take seconds.
     assert!(
-        took < Duration::from_millis(500),
+        took < Duration::from_millis(1_000),
         "Brno's entry took {took:?} to reach Milan during the flood"
     );
 }
@@ -675,7 +677,7 @@ async fn a_guest_is_not_offered_the_relay_autonat_or_hole_punching() {
             "a guest is offered {p}: {guest:?}"
         );
     }
-    assert!(guest.iter().any(|g| g == "/intercity/sync/3"), "{guest:?}");
+    assert!(guest.iter().any(|g| g == "/intercity/sync/4"), "{guest:?}");
     // The same peer once in the roster is offered them (DCUtR only ever on relayed connections).
     rome.trust_key(&stranger, "Riga").await;
     let member = protocols_offered(&rome, keypair()).await;

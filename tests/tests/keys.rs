@@ -384,6 +384,7 @@ fn a_city_recovers_its_key_from_a_thief_s_rotation() {
     all.push(intercity_protocol::sync::WireEntry {
         entry: entry.encode().to_vec(),
         payload,
+        checked: None,
     });
     for city in [&milan, &brno, &warsaw] {
         for w in &all {

@@ -407,6 +407,7 @@ async fn forged_entries_are_dropped_the_sender_is_cut_off_and_honest_sync_contin
         forged.push(WireEntry {
             entry: bytes,
             payload: vec![i],
+            checked: None,
         });
     }
     let broken_chain = sign_entry(
@@ -421,6 +422,7 @@ async fn forged_entries_are_dropped_the_sender_is_cut_off_and_honest_sync_contin
     forged.push(WireEntry {
         entry: broken_chain.encode().to_vec(),
         payload: b"x".to_vec(),
+        checked: None,
     });
     let net = mallory.net();
     net.push_raw(&milan.id(), forged).await.expect("push");

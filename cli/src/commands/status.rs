@@ -9,7 +9,8 @@ Shows this city, its listen addresses, whether it is reachable from outside (Aut
 verdict: public, private or unknown; the relays it is reachable through; the members its own
 relay serves) and, per roster city: connected or not, and how (direct, or relayed through a
 member), the last sync,
-how many entries this city is behind and ahead per scope (\"am I up to date with Brno?\"),
+how many entries this city is behind and ahead per scope (\"am I up to date with Brno?\"; the
+sync line sums it up: up to date, or catching up with the peer furthest ahead),
 bytes sent and received, and entries accepted, rejected and dropped as invalid. The
 entries held are counted as accepted, rejected, pending (waiting for changes from other
 feeds) and quarantined (Automerge panicked while judging them: bad input from their author,
@@ -115,6 +116,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
                 "{} accepted, {} rejected, {} pending, {} quarantined",
                 status.entries.0, status.entries.1, status.entries.2, status.entries.3
             ),
+        ),
+        (
+            "sync",
+            if client.via_daemon() {
+                sync_line(&status)
+            } else {
+                "-".into()
+            },
         ),
         (
             "fork proofs",
@@ -281,4 +290,24 @@ fn reachability(status: &intercity_node::net::NetStatus) -> String {
         ));
     }
     out
+}
+
+/// Where this city stands against the peers it has synced with: up to date, or catching up
+/// with how many entries the peer furthest ahead holds that it does not (a new city's progress
+/// through the federation's history).
+fn sync_line(status: &intercity_node::net::NetStatus) -> String {
+    let furthest = status
+        .peers
+        .iter()
+        .filter(|p| p.last_sync.is_some())
+        .map(|p| (p, p.scopes.iter().map(|s| s.behind).sum::<u64>()))
+        .max_by_key(|(_, behind)| *behind);
+    match furthest {
+        None => "no peer synced with yet".into(),
+        Some((_, 0)) => "up to date with the peers synced with".into(),
+        Some((peer, behind)) => format!(
+            "catching up: {behind} entries behind {}; {} accepted so far",
+            peer.name, status.entries.0
+        ),
+    }
 }

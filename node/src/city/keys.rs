@@ -133,6 +133,7 @@ impl City {
             out.push(WireEntry {
                 entry: stored.entry.encode().to_vec(),
                 payload,
+                checked: None,
             });
             key = fc.old;
         }
@@ -506,6 +507,7 @@ impl City {
             let _ = tx.try_send(WireEntry {
                 entry: encoded,
                 payload,
+                checked: None,
             });
         }
         Ok(())

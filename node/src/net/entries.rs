@@ -22,6 +22,7 @@ impl EventLoop {
             let w = WireEntry {
                 entry: entry.to_vec(),
                 payload: payload.to_vec(),
+                checked: None,
             };
             // Validated once the worker has judged it (`on_ingested`).
             if self.submit(source, ingest::Origin::Gossip(id.clone()), vec![w]) {

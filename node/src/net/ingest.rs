@@ -451,7 +451,8 @@ fn judge_round(
                             || (job.open == Some(e.header.scope)
                                 && open_room(city, batch, job, e, &mut foreign))
                     });
-                    let r = taken.then(|| batch.ingest(&w.entry, &w.payload));
+                    let r = taken
+                        .then(|| batch.ingest_checked(&w.entry, &w.payload, w.checked.as_ref()));
                     let in_range = range.is_none_or(|feed| {
                         decoded.as_ref().is_some_and(|e| e.header.feed() == feed)
                     });
@@ -553,6 +554,7 @@ mod tests {
             j.items = vec![WireEntry {
                 entry: Vec::new(),
                 payload: vec![0; MAX_QUEUED_BYTES_PER_PEER / 2],
+                checked: None,
             }];
             j
         };

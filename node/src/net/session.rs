@@ -80,6 +80,7 @@ fn range_answer(city: &City, feed: FeedId, from: u64, max: usize) -> Response {
                 .map(|(e, payload)| WireEntry {
                     entry: e.entry.encode().to_vec(),
                     payload,
+                    checked: None,
                 })
                 .collect();
             // Packed on this reading thread, off the event loop.

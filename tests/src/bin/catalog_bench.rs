@@ -16,14 +16,6 @@ use std::time::{Duration, Instant};
 use intercity_tests::intercity_bin;
 use intercity_tests::workload::{Rng, Vocabulary, record};
 
-fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn run(dir: &std::path::Path, args: &[&str]) -> Duration {
     let started = Instant::now();
     let out = Command::new(intercity_bin())
@@ -47,8 +39,8 @@ fn ms(d: Duration) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let records = arg(&args, "--records", 100_000);
-    let samples = arg(&args, "--samples", 20).max(1);
+    let records = intercity_tests::arg("--records", 100_000);
+    let samples = intercity_tests::arg("--samples", 20).max(1);
     let tmp = tempfile::tempdir().expect("temp dir");
     // --dir DIR keeps the city there, and a later run with the same DIR skips the import.
     let kept = args

@@ -109,8 +109,16 @@ async fn main() {
             break held;
         }
         if last.0.elapsed() >= Duration::from_secs(5) {
+            // What staff see: the sync line of `intercity status`.
+            let shown = intercity_tests::run_cli(&dir, &["status"]);
+            let shown = String::from_utf8_lossy(&shown.stdout);
+            let sync = shown
+                .lines()
+                .find(|l| l.trim_start().starts_with("sync"))
+                .unwrap_or("")
+                .trim();
             println!(
-                "  {:>5.1} s: {held} entries held, RSS {} MB",
+                "  {:>5.1} s: {held} entries held, RSS {} MB; status: {sync}",
                 started.elapsed().as_secs_f64(),
                 proc_kb(pid, "VmRSS:") / 1024
             );

@@ -8,8 +8,11 @@
 //! receives each entry; it prints what an edit and a received entry cost as the document grows,
 //! and how many bytes the store wrote.
 //!
+//! Last, one agenda edited `--agenda-edits` times (its history grows, the record does not):
+//! what an edit and a received entry cost at 1,000 … 5,000 changes (issue #16, target 4).
+//!
 //! ```text
-//! cargo run --release -p intercity-tests --bin doc_bench -- --iterations 3000 --group-edits 300
+//! cargo run --release -p intercity-tests --bin doc_bench -- --iterations 3000 --group-edits 300 --agenda-edits 5000
 //! ```
 
 use std::hint::black_box;
@@ -30,24 +33,24 @@ fn time(what: &str, n: usize, mut f: impl FnMut()) {
     );
 }
 
-fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A group grown by its chair, `edits` agendas of ten items, and received by a member.
-fn group_bench(edits: usize) {
+/// Milan, chair of a working group with Brno as a member, in temporary directories (kept
+/// while the returned guards live), and the group holding `agendas`.
+fn group_of_two(
+    agendas: &[(&str, intercity_protocol::record::Agenda)],
+) -> (
+    [tempfile::TempDir; 2],
+    intercity_node::City,
+    intercity_node::City,
+    intercity_protocol::entry::DocId,
+) {
     use intercity_node::City;
-    use intercity_protocol::record::{Agenda, Group, Item, Member, Role};
-    let (a, b) = (
+    use intercity_protocol::record::{Group, Member, Role};
+    let dirs = [
         tempfile::tempdir().expect("tmp"),
         tempfile::tempdir().expect("tmp"),
-    );
-    let milan = City::init(a.path(), "Milan", Some("IT")).expect("init");
-    let brno = City::init(b.path(), "Brno", Some("CZ")).expect("init");
+    ];
+    let milan = City::init(dirs[0].path(), "Milan", Some("IT")).expect("init");
+    let brno = City::init(dirs[1].path(), "Brno", Some("CZ")).expect("init");
     let mut g = Group::new("Smart Social Inclusion", milan.id().to_string(), "Milan");
     g.members.insert(
         brno.id().to_string(),
@@ -56,8 +59,18 @@ fn group_bench(edits: usize) {
             role: Role::Member,
         },
     );
+    for (key, agenda) in agendas {
+        g.agendas.insert(key.to_string(), agenda.clone());
+    }
     let id = milan.create(&Record::Group(g), "create").expect("group");
-    let forward = |from: &City, to: &City, n: usize| {
+    (dirs, milan, brno, id)
+}
+
+/// A group grown by its chair, `edits` agendas of ten items, and received by a member.
+fn group_bench(edits: usize) {
+    use intercity_protocol::record::{Agenda, Item};
+    let (_dirs, milan, brno, id) = group_of_two(&[]);
+    let forward = |from: &intercity_node::City, to: &intercity_node::City, n: usize| {
         let entries = from.store().doc_entries(&id).expect("entries");
         let start = std::time::Instant::now();
         for (e, p) in &entries[entries.len() - n..] {
@@ -67,7 +80,7 @@ fn group_bench(edits: usize) {
         start.elapsed()
     };
     forward(&milan, &brno, 1);
-    let written = |city: &City| city.store().written_bytes();
+    let written = |city: &intercity_node::City| city.store().written_bytes();
     let notes = "Visit of the social housing project, with the neighbourhood association; \
                  bring the translated summary. "
         .repeat(3);
@@ -114,8 +127,7 @@ fn group_bench(edits: usize) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let n = arg(&args, "--iterations", 3000).max(1);
+    let n = intercity_tests::arg("--iterations", 3000).max(1);
     let mut p = Practice::new(
         "owner".to_string(),
         "Practice 12 of City 3".to_string(),
@@ -165,5 +177,63 @@ fn main() {
         black_box(doc::new_plain_change(actor.clone(), &record, "create").ok());
     });
     black_box(plain);
-    group_bench(arg(&args, "--group-edits", 300));
+    group_bench(intercity_tests::arg("--group-edits", 300));
+    history_bench(intercity_tests::arg("--agenda-edits", 5000));
+}
+
+/// One agenda of ten items edited `edits` times (an item's notes, in turn; issue #16, target
+/// 4): the history grows, the record does not. Prints what an edit (judged and stored) and a
+/// received entry cost as the history grows.
+fn history_bench(edits: usize) {
+    use intercity_protocol::record::{Agenda, Item};
+    let mut agenda = Agenda::new("Study visit", "2027-03-01");
+    for k in 0..10 {
+        let mut item = Item::new(format!("Item {k}"));
+        item.id = format!("i{k}");
+        agenda.items.push(item);
+    }
+    let (_dirs, milan, brno, id) = group_of_two(&[("visit", agenda)]);
+    let mut sent = 0usize;
+    let mut forward = |n: usize| {
+        let entries = milan.store().doc_entries(&id).expect("entries");
+        let start = std::time::Instant::now();
+        for (e, p) in &entries[sent..sent + n] {
+            brno.ingest_remote(&e.entry.encode(), p.as_deref().expect("payload"))
+                .expect("ingest");
+        }
+        sent += n;
+        start.elapsed()
+    };
+    forward(1);
+    println!("\nagenda history bench: one agenda of ten items, {edits} edits of an item's notes");
+    println!(
+        "{:>6} {:>12} {:>14} {:>12}",
+        "edits", "doc bytes", "edit µs", "receive µs"
+    );
+    let window = (edits / 5).max(1);
+    let mut edit_time = std::time::Duration::ZERO;
+    for i in 0..edits {
+        let start = std::time::Instant::now();
+        milan
+            .edit(id, "notes", |r| {
+                let Record::Group(g) = r else { unreachable!() };
+                let agenda = g.agendas.get_mut("visit").expect("agenda");
+                agenda.items[i % 10].notes = format!("Notes, version {i}");
+                Ok(())
+            })
+            .expect("edit");
+        edit_time += start.elapsed();
+        if (i + 1) % window == 0 {
+            let receive = forward(window);
+            let doc = milan.load(id).expect("load").save_nocompress().len();
+            println!(
+                "{:>6} {:>12} {:>14.0} {:>12.0}",
+                i + 1,
+                doc,
+                edit_time.as_secs_f64() * 1e6 / window as f64,
+                receive.as_secs_f64() * 1e6 / window as f64,
+            );
+            edit_time = std::time::Duration::ZERO;
+        }
+    }
 }
