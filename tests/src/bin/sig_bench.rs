@@ -25,7 +25,8 @@ fn entries(n: usize, cities: u8) -> Vec<SignedEntry> {
                 key,
                 Scope::Federation,
                 i as u64 + 1,
-                Hash32([i as u8; 32]),
+                // (seq 1 has no prev; no later entry may have a zero one)
+                Hash32([if i == 0 { 0 } else { 1 + (i % 200) as u8 }; 32]),
                 DocId([(i >> 8) as u8; 16]),
                 format!("practice {i}").as_bytes(),
                 1_700_000_000_000 + i as i64,
