@@ -394,24 +394,20 @@ impl Checked {
 /// the same verdicts as [`SignedEntry::verify`] on each): if all hold, a [`Checked`] for each
 /// of them; else, and for an entry that does not decode, None.
 pub fn check_batch(entries: &[&[u8]]) -> Vec<Option<Checked>> {
-    let decoded: Vec<Option<(SignedEntry, [u8; HEADER_LEN])>> = entries
+    // What an entry that decodes signs is its own first bytes (decoding is one to one).
+    let decoded: Vec<_> = entries
         .iter()
         .map(|b| {
-            let e = SignedEntry::decode(b).ok()?;
-            let header = e.header.encode();
-            Some((e, header))
+            Some((
+                SignedEntry::decode(b).ok()?,
+                [SIGNING_TAG, &b[..HEADER_LEN]],
+            ))
         })
-        .collect();
-    let parts: Vec<[&[u8]; 2]> = decoded
-        .iter()
-        .flatten()
-        .map(|(_, header)| [SIGNING_TAG, header.as_slice()])
         .collect();
     let items: Vec<crate::sig::Item<'_>> = decoded
         .iter()
         .flatten()
-        .zip(&parts)
-        .map(|((e, _), message)| (e.header.author, message.as_slice(), &e.signature))
+        .map(|(e, message)| (e.header.author, message.as_slice(), &e.signature))
         .collect();
     let hold = !items.is_empty() && crate::sig::verify_batch(&items);
     entries
