@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use automerge::{ActorId, Automerge, ChangeHash};
+use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 use intercity_protocol::doc::{self, DocError, Texts};
 use intercity_protocol::entry::{DocId, Hash32, Scope, SignedEntry, sign_entry};
 use intercity_protocol::identity::{CityId, CityKey, IdentityError};
@@ -312,7 +312,7 @@ impl City {
 
     /// The current record and the heads of its document.
     pub fn record_and_heads(&self, id: DocId) -> Result<(Record, Vec<ChangeHash>), CityError> {
-        let doc = self.load(id)?;
+        let doc = self.shared(id)?;
         Ok((doc::read_record(&doc, None)?, doc.get_heads()))
     }
 
@@ -558,6 +558,11 @@ impl City {
 
     /// Loads a document.
     pub fn load(&self, id: DocId) -> Result<Automerge, CityError> {
+        self.shared(id).map(std::sync::Arc::unwrap_or_clone)
+    }
+
+    /// The document as the store holds it, not copied (for reading).
+    pub(crate) fn shared(&self, id: DocId) -> Result<std::sync::Arc<Automerge>, CityError> {
         self.store
             .doc(&id)?
             .ok_or_else(|| CityError::NotFound(id.to_string()))
@@ -565,7 +570,7 @@ impl City {
 
     /// The current record.
     pub fn record(&self, id: DocId) -> Result<Record, CityError> {
-        Ok(doc::read_record(&self.load(id)?, None)?)
+        Ok(doc::read_record(&*self.shared(id)?, None)?)
     }
 
     /// Resolves a full id or a unique prefix of one.
@@ -614,7 +619,7 @@ impl City {
     /// [`City::history`], with the changed fields' values when `values`.
     fn entries_of(&self, id: DocId, values: bool) -> Result<Vec<HistoryItem>, CityError> {
         let mut out = Vec::new();
-        let doc = if values { self.load(id).ok() } else { None };
+        let doc = if values { self.shared(id).ok() } else { None };
         let entries = self.store.doc_entries(&id)?;
         let accepted = |s: &intercity_protocol::ingest::StoredEntry| s.status.word() == "accepted";
         // Each diff reads the document twice: only the newest ones carry values.
@@ -677,6 +682,6 @@ impl City {
 
     /// Number of accepted changes in a document.
     pub fn change_count(&self, id: DocId) -> Result<usize, CityError> {
-        Ok(self.load(id)?.get_changes(&[]).len())
+        Ok(self.shared(id)?.stats().num_changes as usize)
     }
 }

@@ -57,20 +57,6 @@ type Rows = Vec<Row>;
 /// A stored entry and its payload (None if missing).
 pub type EntryAndPayload = (StoredEntry, Option<Vec<u8>>);
 
-/// A document's changes kept after it (`doc_tail`) before it is written whole again: at most
-/// this many, and at most half the document's bytes...
-pub const MAX_TAIL_CHANGES: usize = 64;
-/// ...and only after a document of at least this many bytes (a smaller one costs less to
-/// write whole than to load with changes to apply).
-pub const MIN_TAIL_BASE: usize = 64 * 1024;
-
-/// Large documents (of at least `MIN_TAIL_BASE` bytes) kept in memory after they are written,
-/// so that the next change to one does not load it again: at most this many...
-pub const MAX_CACHED_DOCS: usize = 8;
-/// ...of at most this many stored bytes in all (in memory, an Automerge document takes
-/// several times its stored size).
-pub const MAX_CACHED_DOC_BYTES: usize = 8 * 1024 * 1024;
-
 /// The schema version this build writes and reads.
 /// Version 2 added the catalog; version 3 keyed `pending` by the change waited for; version 4
 /// counts rejected and pending entries in each feed head; version 5 keeps the changes accepted
@@ -172,9 +158,10 @@ pub struct Store {
     entries: std::sync::Mutex<Option<EntryCounts>>,
     /// Bytes of the write batches written since the store was opened.
     written: std::sync::atomic::AtomicU64,
-    /// The large documents written last, as written, most recent first (see
-    /// [`MAX_CACHED_DOCS`]). Only writes fill it, after they are written: a reader never puts
-    /// back a copy older than the store's.
+    /// The costly documents written last, as written, most recent first, each with its weight
+    /// (see [`MAX_CACHED_DOCS`]), shared with the pipeline: a reader gets the same copy, and
+    /// one that changes it makes its own. Only writes fill it, after they are written: a reader
+    /// never puts back a copy older than the store's.
     doc_cache: std::sync::Mutex<Vec<(DocId, std::sync::Arc<Automerge>, usize)>>,
     /// Every working group's members (city ids): read from the group records once, when first
     /// needed, then kept up to date by every write, so that the network task never loads a
@@ -201,6 +188,9 @@ pub struct Store {
 type ForkIndex = (usize, std::collections::BTreeMap<FeedId, u64>);
 
 mod apply;
+pub use apply::{
+    MAX_CACHED_DOC_BYTES, MAX_CACHED_DOCS, MAX_TAIL_CHANGES, MIN_TAIL_BASE, MIN_TAIL_HISTORY,
+};
 mod catalog;
 mod keys;
 mod ledger;

@@ -589,3 +589,67 @@ fn group_members_follow_every_write_and_survive_a_restart() {
         .expect("edit");
     assert!(milan.store().groups_of(&brno).expect("groups").is_empty());
 }
+
+/// Protocol.md §7.2: a change must number its operations from one after its dependencies'
+/// highest. Milan (a roster city, signing as it likes) sends Brno a change to its practice whose
+/// one operation is numbered 3, repeating an operation of the genesis. Before the rule, Brno
+/// accepted it and saved a document that no longer loads: the record was unreadable at once
+/// and for good ("document … cannot be read: … max_op is lower than start_op"), and so was
+/// every later change to it. Now it is rejected, and the record reads the same before and
+/// after a restart.
+#[test]
+fn a_change_numbered_off_its_dependencies_leaves_the_record_readable_after_a_restart() {
+    let (a, b) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let milan = milan(a.path());
+    let id = milan
+        .create(&practice(&milan, "FabriQ"), "create")
+        .expect("create");
+    let (genesis, payload) = milan.store().doc_entries(&id).expect("entries").remove(0);
+    let brno = City::init(b.path(), "Brno", Some("CZ")).expect("init");
+    let genesis_bytes = genesis.entry.encode();
+    let payload = payload.expect("payload");
+    assert!(matches!(
+        brno.ingest_remote(&genesis_bytes, &payload),
+        Ok(ingest::Verdict::Stored(ingest::Status::Accepted))
+    ));
+    let before = brno.record(id).expect("record");
+    // Milan's next change, one scalar put, renumbered to start at operation 3.
+    let mut doc = milan.load(id).expect("doc");
+    let mut rec = milan.record(id).expect("record");
+    if let Record::Practice(p) = &mut rec {
+        p.city = "Turin".into();
+    }
+    let actor = automerge::ActorId::from(milan.id().as_bytes().to_vec());
+    let honest = intercity_protocol::doc::edit_document(&mut doc, actor, &rec, "edit")
+        .expect("edit")
+        .expect("some");
+    let mut expanded = honest.decode();
+    assert_eq!(expanded.operations.len(), 1);
+    expanded.start_op = std::num::NonZeroU64::new(3).expect("non-zero");
+    expanded.hash = None;
+    let forged = automerge::Change::from(expanded);
+    let payload = forged.raw_bytes().to_vec();
+    let entry = sign_entry(
+        milan.key(),
+        Scope::Federation,
+        2,
+        genesis.entry.hash(),
+        id,
+        &payload,
+        2,
+    );
+    let verdict = brno
+        .ingest_remote(&entry.encode(), &payload)
+        .expect("ingest");
+    assert!(
+        matches!(&verdict, ingest::Verdict::Stored(ingest::Status::Rejected(r)) if r.contains("start at")),
+        "{verdict:?}"
+    );
+    assert_eq!(brno.record(id).expect("record"), before);
+    drop(brno);
+    let brno = City::open(b.path()).expect("reopen");
+    assert_eq!(brno.record(id).expect("readable after a restart"), before);
+}

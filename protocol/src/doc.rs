@@ -385,15 +385,28 @@ pub fn isolate<T>(f: impl FnOnce() -> T) -> Result<T, AutomergeFailure> {
 /// dependencies nor earlier in the change itself. `doc` must hold the dependencies. Such a
 /// change targets something its author had not seen; whether Automerge can even apply it then
 /// depends on what else a node holds, so it is refused before it is applied (`Ok(Some(why))`).
+/// Also refused: a change whose operations do not start one after the highest operation of its
+/// dependencies, or whose number does not follow its actor's last change in its past (§7.2).
 /// Panic-isolated: Automerge trusts some of a change's internals when it expands them.
 pub fn reference_outside_past(
     doc: &Automerge,
     change: &Change,
 ) -> Result<Option<String>, AutomergeFailure> {
-    use automerge::legacy::{ElementId, Key, ObjectId, OpId, OpType};
+    use automerge::legacy::OpId;
+    // The dependencies first (the last named first), then where the operations start.
+    let mut highest = 0u64;
+    for hash in change.deps().iter().rev() {
+        let Some(meta) = doc.get_change_meta_by_hash(hash) else {
+            return Ok(Some(missing_dependency(hash)));
+        };
+        highest = highest.max(meta.max_op);
+    }
+    if change.start_op().get() != highest + 1 {
+        return Ok(Some(misnumbered(change, highest)));
+    }
     // The causal past, for each actor: the counter ranges of its changes there. Counters have
-    // gaps (a change may start far above the actor's last one, and a concurrent change of the
-    // same actor may fill the gap), so "below the actor's highest counter" is not enough.
+    // gaps (a change starts after its dependencies' highest operation, which may be another
+    // actor's), so "below the actor's highest counter" is not enough.
     let mut past: HashMap<ActorId, Vec<(u64, u64)>> = HashMap::new();
     let mut seen: HashSet<ChangeHash> = HashSet::new();
     let mut stack: Vec<ChangeHash> = change.deps().to_vec();
@@ -403,10 +416,7 @@ pub fn reference_outside_past(
             continue;
         }
         let Some(meta) = doc.get_change_meta_by_hash(&hash) else {
-            return Ok(Some(format!(
-                "dependency {} is not in the document",
-                hex::encode(&hash.0[..6])
-            )));
+            return Ok(Some(missing_dependency(&hash)));
         };
         if meta.actor.as_ref() == change.actor_id() {
             own_last = own_last.max(meta.seq);
@@ -429,23 +439,102 @@ pub fn reference_outside_past(
     for ranges in past.values_mut() {
         ranges.sort_unstable();
     }
+    let in_past = |id: &OpId| {
+        past.get(&id.1).is_some_and(|ranges| {
+            // The last range starting at or below the counter must reach it.
+            let at = ranges.partition_point(|(first, _)| *first <= id.0);
+            at > 0 && id.0 <= ranges[at - 1].1
+        })
+    };
+    Ok(
+        first_unknown_reference(change, in_past)?.map(|(index, reason)| match reason {
+            Unknown::Mark => format!("operation {index} is a mark, which no record uses"),
+            Unknown::Reference(id) => format!(
+                "operation {index} refers to operation {}@{} outside the change's causal past",
+                id.0,
+                hex::encode(&id.1.to_bytes()[..id.1.to_bytes().len().min(6)])
+            ),
+        }),
+    )
+}
+
+/// [`reference_outside_past`] without its walk, where the change's past is all of `doc` (its
+/// dependencies name every head): true only if the change passes there, provided that no change
+/// of its actor in `doc` holds its number or a higher one. False says nothing (ask
+/// [`reference_outside_past`]). That proviso is the caller's: Automerge refuses to apply a
+/// change whose actor has that number in the document already, so a change that this passes
+/// and that then applies also passes [`reference_outside_past`], and one that fails to apply
+/// must be asked again. The rest is exact because every change held passed the same rules: an
+/// actor's changes follow one another, each starting after its dependencies, so their
+/// operation ranges are disjoint and ordered, and Automerge's lookup of the change holding an
+/// operation (a binary search over its actor's changes) finds it if it is there. (A store
+/// upgraded from sync version 4 may hold a change numbered otherwise, accepted before the rule;
+/// docs/operations.md says how to rebuild such a store.)
+pub fn references_inside_whole_doc(doc: &Automerge, change: &Change) -> bool {
+    isolate(|| inside_whole_doc(doc, change)).unwrap_or(false)
+}
+
+fn inside_whole_doc(doc: &Automerge, change: &Change) -> bool {
+    use automerge::legacy::OpId;
+    let deps = change.deps();
+    let heads = doc.get_heads();
+    if deps.is_empty() || heads.iter().any(|h| !deps.contains(h)) {
+        return false;
+    }
+    let (actor, seq) = (change.actor_id(), change.seq());
+    let mut highest = 0u64;
+    let mut follows = seq == 1;
+    for hash in deps {
+        let Some(meta) = doc.get_change_meta_by_hash(hash) else {
+            return false;
+        };
+        highest = highest.max(meta.max_op);
+        if meta.actor.as_ref() == actor {
+            if meta.seq + 1 != seq {
+                return false;
+            }
+            follows = true;
+        }
+    }
+    if !follows || change.start_op().get() != highest + 1 {
+        return false;
+    }
+    // Automerge numbers operations in 32 bits: a higher counter is in no document (and its
+    // lookup would panic).
+    let in_doc = |id: &OpId| {
+        u32::try_from(id.0).is_ok()
+            && doc
+                .hash_for_opid(&automerge::ObjId::Id(id.0, id.1.clone(), 0))
+                .is_some()
+    };
+    matches!(first_unknown_reference(change, in_doc), Ok(None))
+}
+
+/// Why an operation is refused by [`first_unknown_reference`].
+enum Unknown {
+    /// A mark: it names the operation before it implicitly.
+    Mark,
+    /// It refers to this operation, which is neither earlier in the change nor `in_past`.
+    Reference(automerge::legacy::OpId),
+}
+
+/// The first operation of `change` that is a mark or refers to an operation that is neither
+/// earlier in the change nor `in_past`, with its index. Panic-isolated.
+fn first_unknown_reference(
+    change: &Change,
+    in_past: impl Fn(&automerge::legacy::OpId) -> bool,
+) -> Result<Option<(u64, Unknown)>, AutomergeFailure> {
+    use automerge::legacy::{ElementId, Key, ObjectId, OpId, OpType};
     let expanded = isolate(|| change.decode())?;
     let actor = change.actor_id();
     let start = change.start_op().get();
     let known = |id: &OpId, index: u64| {
-        (id.1 == *actor && id.0 >= start && id.0 < start + index)
-            || past.get(&id.1).is_some_and(|ranges| {
-                // The last range starting at or below the counter must reach it.
-                let at = ranges.partition_point(|(first, _)| *first <= id.0);
-                at > 0 && id.0 <= ranges[at - 1].1
-            })
+        (id.1 == *actor && id.0 >= start && id.0 < start + index) || in_past(id)
     };
     for (index, op) in (0u64..).zip(&expanded.operations) {
         // Marks name the operation before them implicitly; records never use them.
         if matches!(op.action, OpType::MarkBegin(_) | OpType::MarkEnd(_)) {
-            return Ok(Some(format!(
-                "operation {index} is a mark, which no record uses"
-            )));
+            return Ok(Some((index, Unknown::Mark)));
         }
         let mut refs: Vec<&OpId> = op.pred.iter().collect();
         if let ObjectId::Id(id) = &op.obj {
@@ -455,14 +544,25 @@ pub fn reference_outside_past(
             refs.push(id);
         }
         if let Some(id) = refs.into_iter().find(|id| !known(id, index)) {
-            return Ok(Some(format!(
-                "operation {index} refers to operation {}@{} outside the change's causal past",
-                id.0,
-                hex::encode(&id.1.to_bytes()[..id.1.to_bytes().len().min(6)])
-            )));
+            return Ok(Some((index, Unknown::Reference(id.clone()))));
         }
     }
     Ok(None)
+}
+
+fn missing_dependency(hash: &ChangeHash) -> String {
+    format!(
+        "dependency {} is not in the document",
+        hex::encode(&hash.0[..6])
+    )
+}
+
+fn misnumbered(change: &Change, highest: u64) -> String {
+    format!(
+        "its operations start at {}, not at {}, one after the highest operation of its dependencies",
+        change.start_op(),
+        highest + 1
+    )
 }
 
 /// The kind of record a document holds, from its root `kind` key alone (no record is read).

@@ -27,6 +27,7 @@
 //! every change it makes after it has seen the removal is rejected.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use automerge::{ActorId, Automerge, Change, ChangeHash};
 
@@ -393,8 +394,9 @@ pub trait Ledger {
     fn entry(&self, feed: &FeedId, seq: u64) -> Result<Option<StoredEntry>, LedgerError>;
     /// The payload of the entry with this hash.
     fn payload(&self, entry_hash: &Hash32) -> Result<Option<Vec<u8>>, LedgerError>;
-    /// A document with all its accepted changes.
-    fn doc(&self, id: &DocId) -> Result<Option<Automerge>, LedgerError>;
+    /// A document with all its accepted changes (shared: a ledger that keeps documents in
+    /// memory hands out its copy, and a caller that changes one makes its own).
+    fn doc(&self, id: &DocId) -> Result<Option<Arc<Automerge>>, LedgerError>;
     /// What is known of a change.
     fn change(&self, hash: &ChangeHash) -> Result<Option<ChangeInfo>, LedgerError>;
     /// The entries waiting for the change `dep`, as (feed, seq), in any order.
@@ -593,7 +595,7 @@ pub enum Verdict {
 #[derive(Clone, Debug)]
 pub enum DocState {
     /// Built in memory.
-    Built(Box<Automerge>),
+    Built(Arc<Automerge>),
     /// A new document holding one genesis change, not built because nothing needed it (its
     /// record was read from the change by [`doc::genesis_json`]): the change's bytes, which is
     /// also how it is stored (`Automerge::load` reads a change as a document).
@@ -611,21 +613,21 @@ impl DocState {
         }
     }
 
-    /// A copy of the document, built if it was not.
-    pub fn build(&self) -> Result<Automerge, LedgerError> {
+    /// The document, built if it was not.
+    pub fn build(&self) -> Result<Arc<Automerge>, LedgerError> {
         match self {
-            DocState::Built(doc) => Ok((**doc).clone()),
-            DocState::Genesis(change) => load_genesis(change),
+            DocState::Built(doc) => Ok(Arc::clone(doc)),
+            DocState::Genesis(change) => load_genesis(change).map(Arc::new),
         }
     }
 
     /// The document, built in place if it was not.
-    fn built(&mut self) -> Result<&Automerge, LedgerError> {
+    fn built(&mut self) -> Result<Arc<Automerge>, LedgerError> {
         if let DocState::Genesis(change) = self {
-            *self = DocState::Built(Box::new(load_genesis(change)?));
+            *self = DocState::Built(Arc::new(load_genesis(change)?));
         }
         match self {
-            DocState::Built(doc) => Ok(&**doc),
+            DocState::Built(doc) => Ok(Arc::clone(doc)),
             DocState::Genesis(_) => Err(LedgerError("a genesis document was not built".into())),
         }
     }
@@ -1042,7 +1044,7 @@ pub fn scope_of(kind: Kind, doc: DocId) -> Scope {
 struct Work<'a, L: Ledger> {
     ledger: &'a L,
     commit: Commit,
-    docs: HashMap<DocId, Option<Automerge>>,
+    docs: HashMap<DocId, Option<Arc<Automerge>>>,
     changes: HashMap<ChangeHash, ChangeInfo>,
     /// The author's document after the entry's change, and the record read from it if known
     /// (local entries only).
@@ -1194,19 +1196,17 @@ impl<'a, L: Ledger> Work<'a, L> {
         Ok(())
     }
 
-    fn doc(&mut self, id: DocId) -> Result<Option<&Automerge>, LedgerError> {
+    /// The document as this ingestion has it so far (shared, not copied).
+    fn doc(&mut self, id: DocId) -> Result<Option<Arc<Automerge>>, LedgerError> {
         // A document changed earlier in this ingestion lives in the commit.
-        if self.commit.docs.contains_key(&id) {
-            return match self.commit.docs.get_mut(&id) {
-                Some(u) => u.doc.built().map(Some),
-                None => Ok(None),
-            };
+        if let Some(u) = self.commit.docs.get_mut(&id) {
+            return u.doc.built().map(Some);
         }
         if !self.docs.contains_key(&id) {
             let loaded = self.ledger.doc(&id)?;
             self.docs.insert(id, loaded);
         }
-        Ok(self.docs.get(&id).and_then(Option::as_ref))
+        Ok(self.docs.get(&id).cloned().flatten())
     }
 
     /// Why an entry's scope cannot be its document's, if it cannot: a group's scope names
@@ -1318,7 +1318,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                 self.note(signed, hash, &status);
                 return Ok(status);
             }
-            Automerge::new()
+            Arc::new(Automerge::new())
         } else {
             let Some(doc) = self.doc(h.doc)? else {
                 return self.missing_deps(signed, hash, &deps, deps.clone());
@@ -1340,7 +1340,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                 }
                 return Ok(status);
             }
-            doc.clone()
+            doc
         };
         // The removals its author had not seen (§15.5). One that left it nothing voids a change
         // that lowers nobody before it is read any further.
@@ -1355,21 +1355,16 @@ impl<'a, L: Ledger> Work<'a, L> {
             return Ok(status);
         }
         // Every operation must target something in the change's causal past (§7.2 of
-        // docs/protocol.md): what a node holds beyond it must not change the verdict.
-        match doc::reference_outside_past(&base, &change) {
-            Ok(None) => {}
-            Ok(Some(reason)) => {
-                let status = Status::Rejected(reason);
-                self.note(signed, hash, &status);
-                return Ok(status);
-            }
-            Err(_) => {
-                // Automerge's message may name node-local indices: the reason is fixed, so that
-                // every node records the same verdict.
-                let status = Status::Quarantined("Automerge panicked expanding the change".into());
-                self.note(signed, hash, &status);
-                return Ok(status);
-            }
+        // docs/protocol.md): what a node holds beyond it must not change the verdict. Where that
+        // past is the whole document (the common case: a change on the latest version), a
+        // lookup per reference decides it instead of a walk over the history; its one proviso
+        // (the actor's number is not in the document yet) holds if the change applies, and a
+        // change that does not is asked again with the walk, whose verdict comes first.
+        let quick = doc::references_inside_whole_doc(&base, &change);
+        let again = quick.then(|| change.clone());
+        if !quick && let Some(status) = references_verdict(&base, &change) {
+            self.note(signed, hash, &status);
+            return Ok(status);
         }
         let prebuilt = self
             .prebuilt
@@ -1377,7 +1372,15 @@ impl<'a, L: Ledger> Work<'a, L> {
         let raw = change.raw_bytes().to_vec();
         let mut lowers = false;
         let city = self.city_of(&h.feed())?;
-        let status = match evaluate(h, &city, &base, change, genesis, prebuilt, &cuts) {
+        let evaluated = evaluate(h, &city, &base, change, genesis, prebuilt, &cuts);
+        if evaluated.is_err()
+            && let Some(change) = again
+            && let Some(status) = references_verdict(&base, &change)
+        {
+            self.note(signed, hash, &status);
+            return Ok(status);
+        }
+        let status = match evaluated {
             Err(Refusal::Entry(reason)) => return Ok(Status::Rejected(reason)),
             Err(Refusal::Change(reason)) => Status::Rejected(reason),
             Err(Refusal::Status(status)) => status,
@@ -1425,7 +1428,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                 self.commit.docs.insert(
                     h.doc,
                     DocUpdate {
-                        doc: DocState::Built(Box::new(doc)),
+                        doc: DocState::Built(Arc::new(doc)),
                         appended,
                         replace: false,
                         record: merged.or(Some(record)),
@@ -1584,6 +1587,19 @@ impl<'a, L: Ledger> Work<'a, L> {
             }
         }
         Ok(())
+    }
+}
+
+/// The verdict of [`doc::reference_outside_past`] on a change it refuses (None if it passes).
+fn references_verdict(base: &Automerge, change: &Change) -> Option<Status> {
+    match doc::reference_outside_past(base, change) {
+        Ok(None) => None,
+        Ok(Some(reason)) => Some(Status::Rejected(reason)),
+        // Automerge's message may name node-local indices: the reason is fixed, so that every
+        // node records the same verdict.
+        Err(_) => Some(Status::Quarantined(
+            "Automerge panicked expanding the change".into(),
+        )),
     }
 }
 
@@ -2010,7 +2026,7 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
         }
     }
 
-    fn doc(&self, id: &DocId) -> Result<Option<Automerge>, LedgerError> {
+    fn doc(&self, id: &DocId) -> Result<Option<Arc<Automerge>>, LedgerError> {
         match self.docs.get(id) {
             Some(u) => u.doc.build().map(Some),
             None if self.removed.contains(id) => Ok(None),
@@ -2203,7 +2219,7 @@ pub mod memory {
                             u.appended.is_some() || u.replace || !self.docs.contains_key(&id),
                             "document {id} held but written whole"
                         );
-                        self.docs.insert(id, doc);
+                        self.docs.insert(id, Arc::unwrap_or_clone(doc));
                     }
                     // A test ledger: a stored document that does not load is a bug to see.
                     Err(e) => panic!("document {id} does not load: {e}"),
@@ -2261,8 +2277,8 @@ pub mod memory {
         fn payload(&self, entry_hash: &Hash32) -> Result<Option<Vec<u8>>, LedgerError> {
             Ok(self.payloads.get(entry_hash).cloned())
         }
-        fn doc(&self, id: &DocId) -> Result<Option<Automerge>, LedgerError> {
-            Ok(self.docs.get(id).cloned())
+        fn doc(&self, id: &DocId) -> Result<Option<Arc<Automerge>>, LedgerError> {
+            Ok(self.docs.get(id).cloned().map(Arc::new))
         }
         fn change(&self, hash: &ChangeHash) -> Result<Option<ChangeInfo>, LedgerError> {
             Ok(self.changes.get(hash).copied())

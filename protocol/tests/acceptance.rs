@@ -589,7 +589,7 @@ fn a_change_on_an_object_outside_its_causal_past_is_rejected_in_any_order() {
     let forged = forged_change(
         ActorId::from(actor),
         1,
-        start + 1_000,
+        after(&genesis),
         genesis_deps(&genesis),
         vec![promote_op],
     );
@@ -624,6 +624,14 @@ fn genesis_deps(genesis: &Wire) -> Vec<automerge::ChangeHash> {
             .expect("change")
             .hash(),
     ]
+}
+
+/// The first operation number of a change that depends on `wire`'s change alone (§7.2).
+fn after(wire: &Wire) -> u64 {
+    automerge::Change::from_bytes(wire.payload.clone())
+        .expect("change")
+        .max_op()
+        + 1
 }
 
 /// Every order in which `wires` can arrive, keeping each feed's own order.
@@ -1758,7 +1766,8 @@ fn forged_references(picks: &[(u8, u8, u8, u8)]) -> Vec<Vec<Wire>> {
             insert: false,
         };
         let deps = vec![changes[base].hash()];
-        let change = forged_change(ActorId::from(actor), 1, 1_000, deps, vec![op]);
+        let start = changes[base].max_op() + 1;
+        let change = forged_change(ActorId::from(actor), 1, start, deps, vec![op]);
         forged.push(brno.sign(id, Scope::Group(id), change.raw_bytes().to_vec()));
     }
     vec![chair, forged]
@@ -1782,12 +1791,13 @@ proptest! {
     }
 }
 
-/// Operation counters have gaps: an actor's change may start far above its last one. A
-/// reference into such a gap is outside the causal past even though it is below the actor's
-/// highest counter there; another change of the same actor, concurrent, may fill the gap.
-/// Milan's editor Brno inserts after element 1500@X, where X's changes in Brno's past hold
-/// 1000 and 2000 only, and 1500 comes from X's third change, which Brno had not seen: accepted
-/// where that change came first, unappliable elsewhere. Rejected everywhere now.
+/// Operation counters have gaps: an actor's change starts after its dependencies' highest
+/// operation, which may be another actor's. A reference into such a gap is outside the causal
+/// past even though it is below the actor's highest counter there. Milan's actor X writes one
+/// operation after the genesis (G+1), Milan's actor Y three on top (G+2..G+4), X one more
+/// (G+5); a third change of X, on the genesis alone, is refused (its number and its first
+/// operation do not follow). Milan's editor Brno inserts after element (G+3)@X, which no change
+/// holds: rejected everywhere, whichever order the changes came in.
 #[test]
 fn a_reference_into_a_gap_of_an_actors_counters_is_outside_the_past() {
     use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
@@ -1814,9 +1824,12 @@ fn a_reference_into_a_gap_of_an_actors_counters_is_outside_the_past() {
         .position(|op| matches!(&op.key, Key::Map(k) if k == "themes"))
         .expect("themes");
     let themes = OpId(g.start_op().get() + index as u64, g.actor_id().clone());
-    let mut x = milan.id().as_bytes().to_vec();
-    x.extend_from_slice(&[1; 8]);
-    let x = ActorId::from(x);
+    let actor = |tag: u8| {
+        let mut a = milan.id().as_bytes().to_vec();
+        a.extend_from_slice(&[tag; 8]);
+        ActorId::from(a)
+    };
+    let (x, y) = (actor(1), actor(2));
     let insert = |v: &str, after: ElementId| Op {
         action: OpType::Put(automerge::ScalarValue::Str(v.into())),
         obj: ObjectId::Id(themes.clone()),
@@ -1824,45 +1837,66 @@ fn a_reference_into_a_gap_of_an_actors_counters_is_outside_the_past() {
         pred: SortedVec::new(),
         insert: true,
     };
+    let top = g.max_op();
     let x1 = mk(
         &x,
         1,
-        1000,
+        top + 1,
         vec![g.hash()],
         vec![insert("x1", ElementId::Head)],
+    );
+    let y1 = mk(
+        &y,
+        1,
+        top + 2,
+        vec![x1.hash()],
+        vec![
+            insert("y1", ElementId::Head),
+            insert("y2", ElementId::Head),
+            insert("y3", ElementId::Head),
+        ],
     );
     let x2 = mk(
         &x,
         2,
-        2000,
-        vec![x1.hash()],
+        top + 5,
+        vec![y1.hash()],
         vec![insert("x2", ElementId::Head)],
     );
     let x3 = mk(
         &x,
         3,
-        1500,
+        top + 3,
         vec![g.hash()],
         vec![insert("d", ElementId::Head)],
     );
     let brno_actor = ActorId::from(brno.id().as_bytes().to_vec());
-    let gap = ElementId::Id(OpId(1500, x.clone()));
+    let gap = ElementId::Id(OpId(top + 3, x.clone()));
     let c = mk(
         &brno_actor,
         1,
-        3000,
+        top + 6,
         vec![x2.hash()],
         vec![insert("c", gap)],
     );
-    let milans = feed_of(&milan, vec![(id, g), (id, x1), (id, x2), (id, x3)]);
+    let milans = feed_of(
+        &milan,
+        vec![(id, g), (id, x1), (id, y1), (id, x2), (id, x3)],
+    );
     let brnos = feed_of(&brno, vec![(id, c)]);
-    let first = [&milans[0], &milans[1], &milans[2], &milans[3], &brnos[0]];
-    let later = [&milans[0], &milans[1], &milans[2], &brnos[0], &milans[3]];
+    let m = &milans;
+    let first = [&m[0], &m[1], &m[2], &m[3], &m[4], &brnos[0]];
+    let later = [&m[0], &m[1], &m[2], &m[3], &brnos[0], &m[4]];
     let mut results = Vec::new();
     for order in [first, later] {
         let mut l = MemLedger::default();
         for w in order {
             let _ = l.ingest(&w.entry, &w.payload);
+        }
+        for (w, accepted) in [(&m[1], true), (&m[2], true), (&m[3], true), (&m[4], false)] {
+            let h = w.signed().header;
+            let status = &l.entries[&(h.feed(), h.seq)].status;
+            assert_eq!(*status == Status::Accepted, accepted, "{status:?}");
         }
         let h = brnos[0].signed().header;
         let status = l.entries[&(h.feed(), h.seq)].status.clone();
@@ -2520,7 +2554,7 @@ fn a_rejected_change_cannot_break_a_replay() {
         let c = forged_change(
             ActorId::from(actor.clone()),
             1,
-            start + 1_000,
+            after(&genesis),
             genesis_deps(&genesis),
             vec![op],
         );
@@ -3204,4 +3238,175 @@ fn text_cycle_scenario(n: u8) -> Option<Vec<Wire>> {
 fn an_owner_s_removals_in_a_cycle_are_weighed_in_any_order() {
     let wires = (0..64u8).find_map(text_cycle_scenario).expect("ground");
     every_way(&wires);
+}
+
+/// An Automerge change numbers its operations from one after the highest operation of its
+/// dependencies: Automerge's saved document stores only where each change ends and derives
+/// where it starts from its dependencies. Milan signs, on top of the practice it created, a
+/// change starting at operation 3 (its numbers repeat the genesis's) and one starting 1,000
+/// above where it should: Automerge applies either, and the document then no longer loads from
+/// what it saves (or loads another one). Rejected, and the document saves and loads.
+#[test]
+fn a_change_numbering_its_operations_off_its_dependencies_is_rejected() {
+    let mut milan = City::new(1);
+    let (id, genesis) = milan.create(&practice(&milan, "Numbered"));
+    let g = automerge::Change::from_bytes(genesis.payload.clone()).expect("change");
+    // One operation (a scalar put), so that moving its number moves nothing it refers to.
+    let honest = change_on(&milan.ledger.docs[&id], milan.actor(), |r| {
+        if let Record::Practice(p) = r {
+            p.city = "Brno".into();
+        }
+    });
+    assert_eq!(honest.start_op().get(), g.max_op() + 1);
+    assert_eq!(honest.max_op(), honest.start_op().get());
+    for start in [3, g.max_op() + 1_000] {
+        let mut expanded = honest.decode();
+        expanded.start_op = std::num::NonZeroU64::new(start).expect("non-zero");
+        expanded.hash = None;
+        let forged = automerge::Change::from(expanded);
+        let wires = feed_of(&milan.key, vec![(id, g.clone()), (id, forged)]);
+        let l = fresh_with(&wires);
+        let h = wires[1].signed().header;
+        let status = l.entries[&(h.feed(), h.seq)].status.clone();
+        assert!(
+            matches!(&status, Status::Rejected(r) if r.contains("start at")),
+            "start {start}: {status:?}"
+        );
+        let saved = l.docs[&id].save();
+        let loaded = Automerge::load(&saved).expect("the document loads from what it saves");
+        assert_eq!(loaded.get_heads(), vec![g.hash()]);
+    }
+    // The honest change passes.
+    let wires = feed_of(&milan.key, vec![(id, g.clone()), (id, honest)]);
+    let l = fresh_with(&wires);
+    let h = wires[1].signed().header;
+    assert_eq!(l.entries[&(h.feed(), h.seq)].status, Status::Accepted);
+}
+
+/// A group of Milan's (genesis and four items, Milan's actor A1..A5) and a member's edit on
+/// top (Brno's B1, the one head), with every operation of it: the document the quick reference
+/// check is tried on.
+fn quick_check_doc() -> (
+    Automerge,
+    Vec<automerge::Change>,
+    Vec<automerge::legacy::OpId>,
+) {
+    let mut milan = City::new(1);
+    let mut brno = City::new(2);
+    let (id, genesis) = milan.create(&group(&milan, &[(&brno, Role::Member)]));
+    let mut wires = vec![genesis];
+    for n in 0..4 {
+        wires.push(milan.edit(id, add_item(&format!("item {n}"))));
+    }
+    brno.receive(&wires);
+    wires.push(brno.edit(id, add_item("Brno's")));
+    let l = fresh_with(&wires);
+    let changes: Vec<automerge::Change> = wires
+        .iter()
+        .map(|w| automerge::Change::from_bytes(w.payload.clone()).expect("change"))
+        .collect();
+    let ops = changes
+        .iter()
+        .flat_map(|c| {
+            let actor = c.actor_id().clone();
+            (c.start_op().get()..=c.max_op())
+                .map(move |n| automerge::legacy::OpId(n, actor.clone()))
+        })
+        .collect();
+    (l.docs[&id].clone(), changes, ops)
+}
+
+/// Milan's actor makes change number 2 again, on Brno's head and its own first change: the
+/// quick check passes it (its proviso, that the number is new, is what fails), the walk refuses
+/// it, and Automerge refuses to apply it, so the pipeline asks the walk.
+#[test]
+fn the_quick_reference_check_leaves_a_repeated_number_to_the_walk() {
+    use automerge::legacy::{Key, ObjectId, Op, OpType, SortedVec};
+    let (doc, changes, _) = quick_check_doc();
+    let head = changes.last().expect("Brno's");
+    assert_eq!(doc.get_heads(), vec![head.hash()]);
+    let op = Op {
+        action: OpType::Put(automerge::ScalarValue::Str("x".into())),
+        obj: ObjectId::Root,
+        key: Key::Map("charter".into()),
+        pred: SortedVec::new(),
+        insert: false,
+    };
+    let again = forged_change(
+        changes[0].actor_id().clone(),
+        2,
+        head.max_op() + 1,
+        vec![head.hash(), changes[0].hash()],
+        vec![op],
+    );
+    assert!(doc::references_inside_whole_doc(&doc, &again));
+    let walk = doc::reference_outside_past(&doc, &again).expect("expands");
+    assert!(walk.is_some_and(|r| r.contains("does not follow")));
+    assert!(doc::apply(&mut doc.clone(), vec![again]).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Whatever a change claims (actor, number, dependencies, first operation, references), the
+    /// quick check passes it only if the walk does, or if Automerge refuses to apply it (then
+    /// the pipeline asks the walk, whose verdict stands). Honest changes take the quick check.
+    #[test]
+    fn the_quick_reference_check_passes_only_what_the_walk_passes(
+        picks in proptest::collection::vec(
+            (0u8..3, 1u64..8, any::<Option<u8>>(), -1i64..=1, any::<(u16, u16, bool)>()),
+            1..24,
+        ),
+        reload in any::<bool>(),
+    ) {
+        use automerge::legacy::{Key, ObjectId, Op, OpType, SortedVec};
+        let (doc, changes, ops) = quick_check_doc();
+        // As a node holds it after a restart: loaded from what it saved (Automerge derives
+        // each change's first operation from its dependencies then).
+        let doc = if reload {
+            Automerge::load(&doc.save()).expect("loads")
+        } else {
+            doc
+        };
+        let head = changes.last().expect("Brno's");
+        for (who, seq, extra, shift, (target, pred, fabricated)) in picks {
+            let actor = match who {
+                0 => changes[0].actor_id().clone(),
+                1 => head.actor_id().clone(),
+                _ => ActorId::from(vec![9; 40]),
+            };
+            let mut deps = vec![head.hash()];
+            if let Some(e) = extra {
+                deps.push(changes[usize::from(e) % changes.len()].hash());
+            }
+            let highest = deps
+                .iter()
+                .filter_map(|d| doc.get_change_meta_by_hash(d).map(|m| m.max_op))
+                .max()
+                .unwrap_or(0);
+            let start = (highest as i64 + 1 + shift).max(1) as u64;
+            let mut target = ops[usize::from(target) % ops.len()].clone();
+            if fabricated {
+                target.0 += 1_000;
+            }
+            let pred_id = ops[usize::from(pred) % ops.len()].clone();
+            let op = Op {
+                action: OpType::Put(automerge::ScalarValue::Str("v".into())),
+                obj: ObjectId::Id(target),
+                key: Key::Map("name".into()),
+                pred: SortedVec::from(vec![pred_id]),
+                insert: false,
+            };
+            let c = forged_change(actor, seq, start, deps, vec![op]);
+            if doc::references_inside_whole_doc(&doc, &c) {
+                let walk = doc::reference_outside_past(&doc, &c).expect("expands");
+                let applies = doc::apply(&mut doc.clone(), vec![c.clone()]).is_ok();
+                prop_assert!(walk.is_none() || !applies, "{walk:?}");
+            }
+        }
+        // An honest edit, Milan's on Brno's head, takes the quick check.
+        let honest = change_on(&doc, changes[0].actor_id().clone(), add_item("honest"));
+        prop_assert!(doc::references_inside_whole_doc(&doc, &honest));
+        prop_assert_eq!(doc::reference_outside_past(&doc, &honest).expect("expands"), None);
+    }
 }

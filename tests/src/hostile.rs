@@ -196,7 +196,7 @@ pub fn heavy_practices(city: &City, n: u64, body_chars: usize) -> Vec<WireEntry>
         .collect()
 }
 
-/// The `/intercity/sync/4` frame codec, for a hostile peer that answers as it likes.
+/// The `/intercity/sync/5` frame codec, for a hostile peer that answers as it likes.
 #[derive(Clone, Default)]
 pub struct RawSync;
 
@@ -282,7 +282,7 @@ pub fn tcp_swarm<B: libp2p::swarm::NetworkBehaviour>(
         .build()
 }
 
-/// A swarm whose only behaviour is request-response on `/intercity/sync/4` with `codec`: a
+/// A swarm whose only behaviour is request-response on `/intercity/sync/5` with `codec`: a
 /// peer that speaks the sync protocol as its owner likes.
 pub fn sync_swarm<C>(
     keypair: libp2p::identity::Keypair,

@@ -77,6 +77,7 @@ fn constants() -> BTreeMap<&'static str, u64> {
         ("SCHEMA_VERSION", u64::from(store::SCHEMA_VERSION)),
         ("MIN_TAIL_BASE", n(store::MIN_TAIL_BASE)),
         ("MAX_TAIL_CHANGES", n(store::MAX_TAIL_CHANGES)),
+        ("MIN_TAIL_HISTORY", store::MIN_TAIL_HISTORY),
         ("MAX_CACHED_DOCS", n(store::MAX_CACHED_DOCS)),
         ("MAX_CACHED_DOC_BYTES", n(store::MAX_CACHED_DOC_BYTES)),
         ("MAX_REQUEST_BYTES", control::MAX_REQUEST_BYTES),

@@ -139,7 +139,7 @@ impl City {
             return None;
         }
         // One read of the document gives both the group and its number of changes.
-        let doc = self.load(group).ok()?;
+        let doc = self.shared(group).ok()?;
         let Ok(Record::Group(g)) = intercity_protocol::doc::read_record(&doc, None) else {
             return None;
         };
@@ -147,7 +147,7 @@ impl City {
             return None;
         }
         let sequence = self
-            .calendar_sequence(group, doc.get_changes(&[]).len())
+            .calendar_sequence(group, automerge::ReadDoc::stats(&*doc).num_changes as usize)
             .ok()?;
         let updated = self
             .list(Some(Kind::Group))

@@ -3,6 +3,42 @@
 //! in step with it.
 
 use super::*;
+use automerge::ReadDoc;
+
+/// A document's changes kept after it (`doc_tail`) before it is written whole again: at most
+/// this many, and at most half the document's bytes...
+pub const MAX_TAIL_CHANGES: usize = 64;
+/// ...and only after a document that is costly to write whole: of at least this many bytes...
+pub const MIN_TAIL_BASE: usize = 64 * 1024;
+/// ...or with at least this many changes (Automerge saves and loads every change of a
+/// document's history, however small its record: a 5,000-change agenda takes 18 KB but
+/// milliseconds to save or load). A smaller document costs less to write whole than to load
+/// with changes to apply.
+pub const MIN_TAIL_HISTORY: u64 = 256;
+
+/// Whether a document of `bytes` stored bytes and `changes` changes is costly to write whole
+/// and to load: its new changes are then kept after it (`doc_tail`), and it stays in memory.
+pub(crate) fn costly(bytes: usize, changes: u64) -> bool {
+    bytes >= MIN_TAIL_BASE || changes >= MIN_TAIL_HISTORY
+}
+
+/// Costly documents (see [`costly`]) kept in memory after they are written, so that the next
+/// change to one does not load it again: at most this many...
+pub const MAX_CACHED_DOCS: usize = 8;
+/// ...of at most this many bytes in all, as [`cache_weight`] estimates them.
+pub const MAX_CACHED_DOC_BYTES: usize = 16 * 1024 * 1024;
+
+/// What a cached document of `bytes` stored bytes and `changes` changes is counted as against
+/// [`MAX_CACHED_DOC_BYTES`]: its stored bytes and 256 bytes a change (Automerge keeps each
+/// change's hash, dependencies and metadata in memory; a history of tiny changes takes far
+/// more memory than its stored size).
+fn cache_weight(bytes: usize, changes: u64) -> usize {
+    bytes.saturating_add(
+        usize::try_from(changes)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(256),
+    )
+}
 
 impl Store {
     /// Applies an ingestion's writes in one batch; `sync` waits for the disk. Entries from peers
@@ -214,12 +250,15 @@ impl Store {
             }
         }
         drop((entry_counts, pending_counts));
-        // Large documents just written stay in memory, for the next change to them.
+        // Costly documents just written stay in memory, for the next change to them.
         cache.retain(|(held, _, _)| !commit.removed.contains(held));
         for ((id, update), size) in commit.docs.into_iter().zip(stored_sizes) {
             cache.retain(|(held, _, _)| *held != id);
-            if let (DocState::Built(doc), true) = (update.doc, size >= MIN_TAIL_BASE) {
-                cache.insert(0, (id, std::sync::Arc::new(*doc), size));
+            if let DocState::Built(doc) = update.doc {
+                let changes = doc.stats().num_changes;
+                if costly(size, changes) {
+                    cache.insert(0, (id, doc, cache_weight(size, changes)));
+                }
             }
         }
         let mut total = 0;
@@ -272,7 +311,11 @@ impl Store {
             let count = tail.len() + changes.len();
             let bytes: usize = tail.iter().map(|(_, v)| v.len()).sum::<usize>()
                 + changes.iter().map(Vec::len).sum::<usize>();
-            if base >= MIN_TAIL_BASE && count <= MAX_TAIL_CHANGES && bytes <= base / 2 {
+            let history = match &update.doc {
+                DocState::Built(doc) => doc.stats().num_changes,
+                DocState::Genesis(_) => 1,
+            };
+            if costly(base, history) && count <= MAX_TAIL_CHANGES && bytes <= base / 2 {
                 for (n, change) in changes.iter().enumerate() {
                     let mut key = id.0.to_vec();
                     key.extend_from_slice(&((tail.len() + n) as u32).to_be_bytes());

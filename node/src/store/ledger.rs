@@ -29,7 +29,7 @@ impl Ledger for Store {
         self.ledger(self.get("payloads", &entry_hash.0))
     }
 
-    fn doc(&self, id: &DocId) -> Result<Option<Automerge>, LedgerError> {
+    fn doc(&self, id: &DocId) -> Result<Option<std::sync::Arc<Automerge>>, LedgerError> {
         let cached = self
             .doc_cache
             .lock()
@@ -38,8 +38,7 @@ impl Ledger for Store {
             .find(|(held, _, _)| held == id)
             .map(|(_, doc, _)| std::sync::Arc::clone(doc));
         if let Some(doc) = cached {
-            // Copied outside the lock.
-            return Ok(Some(Automerge::clone(&doc)));
+            return Ok(Some(doc));
         }
         match self.ledger(self.get("docs", &id.0))? {
             Some(mut v) => {
@@ -47,12 +46,14 @@ impl Ledger for Store {
                 for (_, change) in self.ledger(self.scan("doc_tail", &id.0))? {
                     v.extend_from_slice(&change);
                 }
-                intercity_protocol::doc::load(&v).map(Some).map_err(|e| {
-                    LedgerError(format!(
-                        "document {id} in {} cannot be read: {e}",
-                        self.path.display()
-                    ))
-                })
+                intercity_protocol::doc::load(&v)
+                    .map(|d| Some(std::sync::Arc::new(d)))
+                    .map_err(|e| {
+                        LedgerError(format!(
+                            "document {id} in {} cannot be read: {e}",
+                            self.path.display()
+                        ))
+                    })
             }
             None => Ok(None),
         }

@@ -118,7 +118,7 @@ fn an_older_store_replays_its_removals_on_open() {
     let voided = store.doc(&id).expect("doc").expect("held");
     // Back to what schema 6 held: Brno's change accepted and in the document, no removals.
     let change = intercity_protocol::ingest::decode_change(&brno.id(), &payload).expect("change");
-    let mut old = voided.clone();
+    let mut old = Automerge::clone(&voided);
     old.apply_changes([change.clone()]).expect("applies");
     let mut batch = WriteBatch::default();
     let mut entry = store.entry(&feed(&brno), 1).expect("read").expect("held");

@@ -348,7 +348,7 @@ impl<'a, L: Ledger> Work<'a, L> {
         let Some(held) = self.doc(h.doc)? else {
             return Ok(true);
         };
-        let mut doc = held.clone();
+        let mut doc = Automerge::clone(&held);
         let (mut extra, mut seen) = (Vec::new(), HashSet::new());
         let mut stack: Vec<ChangeHash> = change.deps().to_vec();
         while let Some(d) = stack.pop() {
@@ -438,7 +438,7 @@ impl<'a, L: Ledger> Work<'a, L> {
     /// document not held or not readable).
     fn owner_of(&mut self, id: DocId) -> Result<Option<String>, LedgerError> {
         Ok(match self.doc(id)? {
-            Some(d) => doc::read_record(d, None)
+            Some(d) => doc::read_record(&d, None)
                 .ok()
                 .and_then(|r| r.owner().map(str::to_string)),
             None => None,
@@ -666,7 +666,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                 self.commit.docs.insert(
                     id,
                     DocUpdate {
-                        doc: DocState::Built(Box::new(last.doc)),
+                        doc: DocState::Built(std::sync::Arc::new(last.doc)),
                         appended: None,
                         replace: true,
                         record,
