@@ -207,11 +207,11 @@ fn history_bench(edits: usize) {
     forward(1);
     println!("\nagenda history bench: one agenda of ten items, {edits} edits of an item's notes");
     println!(
-        "{:>6} {:>12} {:>14} {:>12}",
-        "edits", "doc bytes", "edit µs", "receive µs"
+        "{:>6} {:>12} {:>14} {:>12} {:>12} {:>12}",
+        "edits", "doc bytes", "edit µs", "edit p50", "edit p99", "receive µs"
     );
     let window = (edits / 5).max(1);
-    let mut edit_time = std::time::Duration::ZERO;
+    let mut edit_times: Vec<std::time::Duration> = Vec::with_capacity(window);
     for i in 0..edits {
         let start = std::time::Instant::now();
         milan
@@ -222,18 +222,23 @@ fn history_bench(edits: usize) {
                 Ok(())
             })
             .expect("edit");
-        edit_time += start.elapsed();
+        edit_times.push(start.elapsed());
         if (i + 1) % window == 0 {
             let receive = forward(window);
             let doc = milan.load(id).expect("load").save_nocompress().len();
+            let total: std::time::Duration = edit_times.iter().sum();
+            edit_times.sort();
+            let at = |q: f64| edit_times[((edit_times.len() - 1) as f64 * q) as usize];
             println!(
-                "{:>6} {:>12} {:>14.0} {:>12.0}",
+                "{:>6} {:>12} {:>14.0} {:>12.0} {:>12.0} {:>12.0}",
                 i + 1,
                 doc,
-                edit_time.as_secs_f64() * 1e6 / window as f64,
+                total.as_secs_f64() * 1e6 / window as f64,
+                at(0.5).as_secs_f64() * 1e6,
+                at(0.99).as_secs_f64() * 1e6,
                 receive.as_secs_f64() * 1e6 / window as f64,
             );
-            edit_time = std::time::Duration::ZERO;
+            edit_times.clear();
         }
     }
 }
