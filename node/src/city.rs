@@ -276,6 +276,7 @@ impl City {
                 change: doc::new_plain_change(self.fresh_actor()?, record, message)?,
                 doc: None,
                 record: None,
+                before: None,
             });
         }
         let (doc, change) = doc::new_document(self.fresh_actor()?, record, message, texts)?;
@@ -284,6 +285,7 @@ impl City {
             change,
             doc: Some(doc),
             record: Some(record),
+            before: None,
         })
     }
 
@@ -338,12 +340,14 @@ impl City {
             // have to start with the author's key.
             actor = self.fresh_actor()?;
         }
-        let mut record = doc::read_record(&doc, None)?;
+        let read = doc::read_record(&doc, None)?;
+        let mut record = read.clone();
         f(&mut record)?;
         let before = doc.get_heads();
         // `edit_document` validates the record first (an invalid one is `CityError::Record`).
-        let mut change =
-            doc::edit_document(&mut doc, actor, &record, message)?.ok_or(CityError::Unchanged)?;
+        // Only what the edit changed is written (and read again).
+        let mut change = doc::edit_document_over(&mut doc, actor, Some(&read), &record, message)?
+            .ok_or(CityError::Unchanged)?;
         // This city's feed may carry a change of this actor with that number already, one that
         // is not in the document (void by a fork's settlement, or waiting): every node would
         // refuse a second one (docs/protocol.md §7.2). Then the edit takes a fresh actor.
@@ -358,13 +362,20 @@ impl City {
         {
             doc = doc::fork_at(&doc, &before)
                 .map_err(|e| CityError::Record(RecordError::Unreadable(e.to_string())))?;
-            change = doc::edit_document(&mut doc, self.fresh_actor()?, &record, message)?
-                .ok_or(CityError::Unchanged)?;
+            change = doc::edit_document_over(
+                &mut doc,
+                self.fresh_actor()?,
+                Some(&read),
+                &record,
+                message,
+            )?
+            .ok_or(CityError::Unchanged)?;
         }
         let authored = Authored {
             change,
             doc: Some(doc),
             record: None,
+            before: Some(read),
         };
         self.publish(id, record.kind(), authored)?;
         Ok(record)

@@ -735,6 +735,18 @@ pub struct Authored {
     pub doc: Option<Automerge>,
     /// The record read from `doc`, if the author read it already (else it is read here).
     pub record: Option<Record>,
+    /// The record read from the document the change was made on, if the author read it. Used
+    /// only where `doc` is (the stored document has the change's dependencies as its heads: the
+    /// same changes, so the same record); else it is read here.
+    pub before: Option<Record>,
+}
+
+/// The author's document after a local entry's change, with the records it read (see
+/// [`Authored`]).
+struct Prebuilt {
+    doc: Automerge,
+    after: Option<Record>,
+    before: Option<Record>,
 }
 
 /// [`ingest`] for an entry this node just authored, and only for those: every check runs but
@@ -927,7 +939,8 @@ fn pipeline(
             {
                 return Err(IngestError::ActorMismatch);
             }
-            (a.change, a.doc.map(|d| (d, a.record)))
+            let (after, before) = (a.record, a.before);
+            (a.change, a.doc.map(|doc| Prebuilt { doc, after, before }))
         }
         None => (decode_change(&feed.author, payload)?, None),
     };
@@ -1046,9 +1059,9 @@ struct Work<'a, L: Ledger> {
     commit: Commit,
     docs: HashMap<DocId, Option<Arc<Automerge>>>,
     changes: HashMap<ChangeHash, ChangeInfo>,
-    /// The author's document after the entry's change, and the record read from it if known
-    /// (local entries only).
-    prebuilt: Option<(Automerge, Option<Record>)>,
+    /// The author's document after the entry's change, and the records it read (local entries
+    /// only).
+    prebuilt: Option<Prebuilt>,
     /// The missing dependency found by the last `judge` that gave `Pending`.
     waiting_on: Option<ChangeHash>,
     /// Entries that started waiting in this ingestion, by the change they wait for.
@@ -1080,7 +1093,7 @@ fn rejected_dep_reason(dep: &ChangeHash) -> String {
 }
 
 impl<'a, L: Ledger> Work<'a, L> {
-    fn new(ledger: &'a L, prebuilt: Option<(Automerge, Option<Record>)>) -> Self {
+    fn new(ledger: &'a L, prebuilt: Option<Prebuilt>) -> Self {
         Work {
             ledger,
             commit: Commit::default(),
@@ -1368,7 +1381,7 @@ impl<'a, L: Ledger> Work<'a, L> {
         }
         let prebuilt = self
             .prebuilt
-            .take_if(|(d, _)| d.get_heads() == [hash] && doc::same_heads(&base.get_heads(), &deps));
+            .take_if(|p| p.doc.get_heads() == [hash] && doc::same_heads(&base.get_heads(), &deps));
         let raw = change.raw_bytes().to_vec();
         let mut lowers = false;
         let city = self.city_of(&h.feed())?;
@@ -1623,7 +1636,7 @@ fn evaluate(
     base: &Automerge,
     change: Change,
     genesis: bool,
-    prebuilt: Option<(Automerge, Option<Record>)>,
+    prebuilt: Option<Prebuilt>,
     cuts: &[Cut],
 ) -> Result<(Automerge, Record, Lowered), Refusal> {
     let hash = change.hash();
@@ -1635,15 +1648,21 @@ fn evaluate(
             (!doc::same_heads(&doc.get_heads(), heads)).then_some(heads),
         )
     };
-    let before = if genesis {
-        None
-    } else {
-        Some(at(base, &deps).map_err(|e| {
+    // A prebuilt document was made on `base` (whose heads are the change's dependencies): the
+    // author's record of it is the one at the dependencies.
+    let (prebuilt, read_before) = match prebuilt {
+        Some(Prebuilt { doc, after, before }) => (Some((doc, after)), before),
+        None => (None, None),
+    };
+    let before = match (genesis, read_before) {
+        (true, _) => None,
+        (false, Some(record)) => Some(record),
+        (false, None) => Some(at(base, &deps).map_err(|e| {
             Refusal::Status(unreadable(
                 "document unreadable at the change's dependencies",
                 e,
             ))
-        })?)
+        })?),
     };
     let (doc, read) = match prebuilt {
         Some(built) => built,

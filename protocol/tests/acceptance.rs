@@ -1442,6 +1442,7 @@ fn authored_entries_store_the_same_as_received_ones() {
             change: change.clone(),
             doc: Some(d.clone()),
             record: Some(doc::read_record(&d, None).expect("read")),
+            before: None,
         },
     )
     .expect("ingest_local");
@@ -1455,7 +1456,8 @@ fn authored_entries_store_the_same_as_received_ones() {
     // An edit built on the stored document: same result again.
     let mut edited = authored.docs[&id].clone();
     edited.set_actor(milan.actor());
-    let mut r2 = doc::read_record(&edited, None).expect("read");
+    let read2 = doc::read_record(&edited, None).expect("read");
+    let mut r2 = read2.clone();
     if let Record::Practice(p) = &mut r2 {
         p.summary = "open every Saturday".into();
     }
@@ -1494,12 +1496,17 @@ fn authored_entries_store_the_same_as_received_ones() {
             change: change2.clone(),
             doc: Some(edited.clone()),
             record: None,
+            // The record the edit was made on, as `City::edit` passes it.
+            before: Some(read2),
         },
     )
     .expect("ingest_local");
+    assert_eq!(r.verdict, a.verdict);
+    assert_eq!(r.verdict, Verdict::Stored(Status::Accepted));
     received.apply(r.commit);
     authored.apply(a.commit);
     assert_eq!(received.docs[&id].save(), authored.docs[&id].save());
+    assert_eq!(received.entries, authored.entries);
 
     // The authored change must be the payload.
     let err = ingest_local(
@@ -1510,6 +1517,7 @@ fn authored_entries_store_the_same_as_received_ones() {
             change: change2,
             doc: Some(edited),
             record: None,
+            before: None,
         },
     );
     assert!(err.is_err());
