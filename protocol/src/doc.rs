@@ -393,14 +393,11 @@ pub fn reference_outside_past(
     change: &Change,
 ) -> Result<Option<String>, AutomergeFailure> {
     use automerge::legacy::OpId;
-    // The dependencies first (the last named first), then where the operations start.
-    let mut highest = 0u64;
-    for hash in change.deps().iter().rev() {
-        let Some(meta) = doc.get_change_meta_by_hash(hash) else {
-            return Ok(Some(missing_dependency(hash)));
-        };
-        highest = highest.max(meta.max_op);
-    }
+    // The dependencies first, then where the operations start.
+    let highest = match dependencies_top(doc, change) {
+        Ok(highest) => highest,
+        Err(missing) => return Ok(Some(missing_dependency(&missing))),
+    };
     if change.start_op().get() != highest + 1 {
         return Ok(Some(misnumbered(change, highest)));
     }
@@ -481,14 +478,15 @@ fn inside_whole_doc(doc: &Automerge, change: &Change) -> bool {
     if deps.is_empty() || heads.iter().any(|h| !deps.contains(h)) {
         return false;
     }
+    if dependencies_top(doc, change).map(|highest| highest + 1) != Ok(change.start_op().get()) {
+        return false;
+    }
     let (actor, seq) = (change.actor_id(), change.seq());
-    let mut highest = 0u64;
     let mut follows = seq == 1;
     for hash in deps {
         let Some(meta) = doc.get_change_meta_by_hash(hash) else {
             return false;
         };
-        highest = highest.max(meta.max_op);
         if meta.actor.as_ref() == actor {
             if meta.seq + 1 != seq {
                 return false;
@@ -496,7 +494,7 @@ fn inside_whole_doc(doc: &Automerge, change: &Change) -> bool {
             follows = true;
         }
     }
-    if !follows || change.start_op().get() != highest + 1 {
+    if !follows {
         return false;
     }
     // Automerge numbers operations in 32 bits: a higher counter is in no document (and its
@@ -548,6 +546,17 @@ fn first_unknown_reference(
         }
     }
     Ok(None)
+}
+
+/// The highest operation number among `change`'s dependencies in `doc` (0 without any), which
+/// its first operation must follow (§7.2); or the first dependency `doc` does not hold (the last
+/// named first).
+fn dependencies_top(doc: &Automerge, change: &Change) -> Result<u64, ChangeHash> {
+    change.deps().iter().rev().try_fold(0u64, |highest, hash| {
+        doc.get_change_meta_by_hash(hash)
+            .map(|meta| highest.max(meta.max_op))
+            .ok_or(*hash)
+    })
 }
 
 fn missing_dependency(hash: &ChangeHash) -> String {
@@ -1274,13 +1283,24 @@ fn reconcile_list<T: Transactable>(
     }
     // What a kept element read as: the one element of `before` with its identity, if the list
     // holds one element with it too (the record as read may order a list otherwise than the
-    // document, so elements are paired by identity, never by position).
-    let unique = |w: &Json| current.iter().filter(|c| c.as_ref() == Some(w)).count() == 1;
-    let was = |w: &Json| {
-        let before = before.filter(|b| b.len() <= MAX_PAIRED_ELEMENTS)?;
-        let mut same = before.iter().filter(|b| target_identity(b, key) == *w);
-        let first = same.next()?;
-        (same.next().is_none() && unique(w)).then_some(first)
+    // document, so elements are paired by identity, never by position). Identities are counted
+    // once, by their JSON text.
+    let mut paired: HashMap<String, (usize, usize, Option<&Json>)> = HashMap::new();
+    if let Some(before) = before.filter(|b| b.len() <= MAX_PAIRED_ELEMENTS) {
+        for c in current.iter().flatten() {
+            paired.entry(c.to_string()).or_default().0 += 1;
+        }
+        for b in before {
+            let slot = paired
+                .entry(target_identity(b, key).to_string())
+                .or_default();
+            slot.1 += 1;
+            slot.2 = Some(b);
+        }
+    }
+    let was = |w: &Json| match paired.get(&w.to_string()) {
+        Some(&(1, 1, b)) => b,
+        _ => None,
     };
     // The list now holds exactly the kept elements, in order; walking the target in order, every
     // element before `index` already matches it.
