@@ -82,6 +82,7 @@ use automerge::{
 };
 use serde_json::{Map, Value as Json};
 
+use crate::chunk::{GenesisAction, GenesisKey, GenesisOp};
 use crate::record::{Record, RecordError};
 
 /// How [`write_record`] stores a text field (one of [`TEXT_FIELDS`]) that it creates.
@@ -817,27 +818,30 @@ enum Slot {
 enum Node {
     /// A map: its entries in op order.
     Map(Vec<(String, Slot)>),
-    /// A list or text: elements by op counter, and the elements inserted after each element
-    /// (`None`: at the head), in op order.
+    /// A list or text: its elements in list order, each with the counter of the op that
+    /// inserted it.
     Seq {
         text: bool,
-        values: std::collections::HashMap<u64, Slot>,
-        after: std::collections::HashMap<Option<u64>, Vec<u64>>,
+        elements: Vec<(u64, Slot)>,
     },
 }
 
+/// Inserts into a list or text of more than this many elements are read only at its end:
+/// anywhere else [`genesis_json`] declines (Automerge applies the change). Placing an element
+/// elsewhere costs a search and a shift of the list, so this bounds that work by the number of
+/// operations. A change made by Intercity only ever appends.
+const MAX_GENESIS_MIDDLE_INSERT: usize = 256;
+
 /// The JSON form of the document that the genesis change `change` creates, read from its
 /// operations without building the document (about 10 times cheaper than applying it); the
-/// same as [`to_json`] of an empty document after applying `change` (a test checks it).
+/// same as [`to_json`] of an empty document after applying `change` (tests check it).
 ///
 /// `None` when `change` is not such a change or holds anything this reader does not model:
 /// dependencies, deletes, increments, marks, tables, overwrites (predecessors), two values for
 /// one key, references to objects or elements the change did not create, nesting deeper than
-/// 32. The caller then applies the change with Automerge instead.
+/// 32, an insert other than at the end of a list of more than 256 elements. The caller then
+/// applies the change with Automerge instead.
 pub fn genesis_json(change: &Change) -> Option<Json> {
-    use automerge::legacy::{ElementId, Key, ObjectId, OpType};
-    use std::collections::HashMap;
-
     // Every genesis change this code makes is its actor's first: seq 1 from op 1.
     if !change.deps().is_empty() || change.seq() != 1 || change.start_op().get() != 1 {
         return None;
@@ -854,75 +858,123 @@ pub fn genesis_json(change: &Change) -> Option<Json> {
     if !change.other_actor_ids().is_empty() {
         return None;
     }
+    // Read straight from the chunk's columns where it can; Automerge decodes the rest.
+    if let Some(ops) = crate::chunk::genesis_ops(change.raw_bytes())
+        && ops.len() == change.len()
+    {
+        return genesis_json_of(ops);
+    }
     // `decode` trusts the change's actor indices; a forged change must not bring the node down.
     let expanded = isolate(|| change.decode()).ok()?;
-    let actor = change.actor_id();
-    let start = change.start_op().get();
-    let mut nodes: HashMap<u64, Node> = HashMap::new();
-    nodes.insert(0, Node::Map(Vec::new()));
-    for (i, op) in expanded.operations.into_iter().enumerate() {
-        let counter = start.checked_add(i as u64)?;
+    genesis_json_of(decoded_genesis_ops(&expanded)?)
+}
+
+/// The operations of a decoded genesis change as [`GenesisOp`]s: `None` where one refers to
+/// another actor, has predecessors, or neither puts a scalar nor makes an object.
+fn decoded_genesis_ops(expanded: &automerge::ExpandedChange) -> Option<Vec<GenesisOp<'_>>> {
+    use automerge::legacy::{ElementId, Key, ObjectId, OpType};
+    let actor = &expanded.actor_id;
+    let ours = |id: &automerge::legacy::OpId| (id.actor() == actor).then_some(id.counter());
+    let mut ops = Vec::with_capacity(expanded.operations.len());
+    for op in &expanded.operations {
         if !op.pred.is_empty() {
             return None;
         }
-        let ours = |id: &automerge::legacy::OpId| (id.actor() == actor).then_some(id.counter());
-        let obj = match &op.obj {
-            ObjectId::Root => 0,
-            ObjectId::Id(id) => ours(id)?,
-        };
+        ops.push(GenesisOp {
+            obj: match &op.obj {
+                ObjectId::Root => 0,
+                ObjectId::Id(id) => ours(id)?,
+            },
+            key: match &op.key {
+                Key::Map(k) => GenesisKey::Map(k),
+                Key::Seq(ElementId::Head) => GenesisKey::Head,
+                Key::Seq(ElementId::Id(id)) => GenesisKey::After(ours(id)?),
+            },
+            insert: op.insert,
+            action: match &op.action {
+                OpType::Put(v) => GenesisAction::Put(v.clone()),
+                OpType::Make(kind) => GenesisAction::Make(*kind),
+                _ => return None,
+            },
+        });
+    }
+    Some(ops)
+}
+
+/// [`genesis_json`] of a genesis change's operations (op counters from 1).
+fn genesis_json_of(ops: Vec<GenesisOp<'_>>) -> Option<Json> {
+    // The objects made, by the counter of the op that made each (0: the root). Ops come in
+    // counter order, so the vector stays sorted.
+    let mut nodes: Vec<(u64, Option<Node>)> = vec![(0, Some(Node::Map(Vec::new())))];
+    for (i, op) in ops.into_iter().enumerate() {
+        let counter = i as u64 + 1;
         let (slot, created) = match op.action {
-            OpType::Put(v) => (Slot::Scalar(v), None),
-            OpType::Make(ObjType::Map) => (Slot::Object(counter), Some(Node::Map(Vec::new()))),
-            OpType::Make(kind @ (ObjType::List | ObjType::Text)) => (
+            GenesisAction::Put(v) => (Slot::Scalar(v), None),
+            GenesisAction::Make(ObjType::Map) => {
+                (Slot::Object(counter), Some(Node::Map(Vec::new())))
+            }
+            GenesisAction::Make(kind @ (ObjType::List | ObjType::Text)) => (
                 Slot::Object(counter),
                 Some(Node::Seq {
                     text: kind == ObjType::Text,
-                    values: HashMap::new(),
-                    after: HashMap::new(),
+                    elements: Vec::new(),
                 }),
             ),
-            _ => return None,
+            GenesisAction::Make(ObjType::Table) => return None,
         };
-        match (nodes.get_mut(&obj)?, op.key, op.insert) {
-            (Node::Map(entries), Key::Map(k), false) => entries.push((k.to_string(), slot)),
+        let obj = op.obj;
+        let at = nodes.binary_search_by_key(&obj, |(c, _)| *c).ok()?;
+        match (nodes[at].1.as_mut()?, op.key, op.insert) {
+            (Node::Map(entries), GenesisKey::Map(k), false) => entries.push((k.to_string(), slot)),
             (
-                Node::Seq {
-                    text,
-                    values,
-                    after,
-                },
-                Key::Seq(elem),
+                Node::Seq { text, elements },
+                elem @ (GenesisKey::Head | GenesisKey::After(_)),
                 true,
             ) => {
-                let prev = match elem {
-                    ElementId::Head => None,
-                    ElementId::Id(id) => Some(ours(&id).filter(|c| values.contains_key(c))?),
-                };
                 if *text && !matches!(slot, Slot::Scalar(ScalarValue::Str(_))) {
                     return None;
                 }
-                values.insert(counter, slot);
-                after.entry(prev).or_default().push(counter);
+                // Automerge's list order (RGA): each element follows the one it was inserted
+                // after, and elements inserted after the same one go newest (greatest op id)
+                // first. Every element here is its actor's newest so far, so it goes right
+                // after the element it names (first, after the head).
+                let place = match elem {
+                    GenesisKey::After(after) => {
+                        if elements.last().map(|(c, _)| *c) == Some(after) {
+                            elements.len()
+                        } else if elements.len() <= MAX_GENESIS_MIDDLE_INSERT {
+                            elements.iter().position(|(c, _)| *c == after)? + 1
+                        } else {
+                            return None;
+                        }
+                    }
+                    _ => 0,
+                };
+                if place < elements.len() && elements.len() > MAX_GENESIS_MIDDLE_INSERT {
+                    return None;
+                }
+                elements.insert(place, (counter, slot));
             }
             _ => return None,
         }
         if let Some(node) = created {
-            nodes.insert(counter, node);
+            nodes.push((counter, Some(node)));
         }
     }
     render(&mut nodes, 0, 0)
 }
 
 /// Renders the object made by op `id` (0: the root) as JSON, taking it out of `nodes`.
-fn render(nodes: &mut std::collections::HashMap<u64, Node>, id: u64, depth: usize) -> Option<Json> {
+fn render(nodes: &mut [(u64, Option<Node>)], id: u64, depth: usize) -> Option<Json> {
     if depth > MAX_GENESIS_DEPTH {
         return None;
     }
-    let value = |slot: Slot, nodes: &mut std::collections::HashMap<u64, Node>| match slot {
+    let value = |slot: Slot, nodes: &mut [(u64, Option<Node>)]| match slot {
         Slot::Scalar(s) => Some(scalar_to_json(&s)),
         Slot::Object(child) => render(nodes, child, depth + 1),
     };
-    match nodes.remove(&id)? {
+    let at = nodes.binary_search_by_key(&id, |(c, _)| *c).ok()?;
+    match nodes[at].1.take()? {
         Node::Map(entries) => {
             let mut map = Map::new();
             for (k, slot) in entries {
@@ -934,37 +986,26 @@ fn render(nodes: &mut std::collections::HashMap<u64, Node>, id: u64, depth: usiz
             Some(Json::Object(map))
         }
         Node::Seq {
-            text,
-            mut values,
-            mut after,
+            text: true,
+            elements,
         } => {
-            // Automerge's list order (RGA): each element follows the one it was inserted
-            // after; elements inserted after the same one go newest (greatest op id) first.
-            let mut order = Vec::with_capacity(values.len());
-            let mut stack: Vec<u64> = after.remove(&None).unwrap_or_default();
-            stack.sort_unstable();
-            while let Some(e) = stack.pop() {
-                order.push(e);
-                if let Some(mut next) = after.remove(&Some(e)) {
-                    next.sort_unstable();
-                    stack.extend(next);
+            let mut out = String::new();
+            for (_, slot) in elements {
+                if let Slot::Scalar(ScalarValue::Str(s)) = slot {
+                    out.push_str(&s);
                 }
             }
-            if text {
-                let mut out = String::new();
-                for e in order {
-                    if let Some(Slot::Scalar(ScalarValue::Str(s))) = values.remove(&e) {
-                        out.push_str(&s);
-                    }
-                }
-                Some(Json::String(out))
-            } else {
-                let mut items = Vec::with_capacity(order.len());
-                for e in order {
-                    items.push(value(values.remove(&e)?, nodes)?);
-                }
-                Some(Json::Array(items))
+            Some(Json::String(out))
+        }
+        Node::Seq {
+            text: false,
+            elements,
+        } => {
+            let mut items = Vec::with_capacity(elements.len());
+            for (_, slot) in elements {
+                items.push(value(slot, nodes)?);
             }
+            Some(Json::Array(items))
         }
     }
 }
@@ -2155,6 +2196,9 @@ mod tests {
             for texts in [Texts::Merged, Texts::Plain] {
                 let (doc, change) = new_document(actor(1), record, "create", texts).expect("new");
                 let fast = genesis_json(&change).expect("a plain genesis change");
+                let read = crate::chunk::genesis_ops(change.raw_bytes());
+                assert_eq!(read, decoded_genesis_ops(&change.decode()), "{texts:?}");
+                assert!(read.is_some(), "read from the chunk");
                 assert_eq!(fast, to_json(&applied(&change), None), "{texts:?}");
                 assert_eq!(fast, to_json(&doc, None));
             }
@@ -2290,8 +2334,220 @@ mod tests {
         assert_eq!(depth, MAX_JSON_DEPTH);
     }
 
+    /// The genesis change of `ops` by actor 1.
+    fn genesis_of(ops: Vec<automerge::legacy::Op>) -> Change {
+        Change::from(automerge::ExpandedChange {
+            operations: ops,
+            actor_id: actor(1),
+            hash: None,
+            seq: 1,
+            start_op: std::num::NonZeroU64::MIN,
+            time: 0,
+            message: None,
+            deps: Vec::new(),
+            extra_bytes: Vec::new(),
+            author: None,
+        })
+    }
+
+    /// A genesis change whose ops make a list (`l`) and a text (`t`) at the root, then insert
+    /// into them: `(text, after)` inserts into the text or the list, after the element made
+    /// by the `after`-th insert into it so far (modulo their number), or at the head (`None`).
+    fn inserting_change(inserts: &[(bool, Option<usize>)]) -> Change {
+        use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
+        let a = actor(1);
+        let make = |key: &str, kind| Op {
+            action: OpType::Make(kind),
+            obj: ObjectId::Root,
+            key: Key::Map(key.into()),
+            pred: SortedVec::new(),
+            insert: false,
+        };
+        let mut ops = vec![make("l", ObjType::List), make("t", ObjType::Text)];
+        let mut made: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+        for (text, after) in inserts {
+            let seq = usize::from(*text);
+            let counter = ops.len() as u64 + 1;
+            let elem = match after {
+                Some(n) if !made[seq].is_empty() => {
+                    ElementId::Id(OpId::new(made[seq][n % made[seq].len()], &a))
+                }
+                _ => ElementId::Head,
+            };
+            ops.push(Op {
+                action: OpType::Put(ScalarValue::Str(format!("{counter}.").into())),
+                obj: ObjectId::Id(OpId::new(seq as u64 + 1, &a)),
+                key: Key::Seq(elem),
+                pred: SortedVec::new(),
+                insert: true,
+            });
+            made[seq].push(counter);
+        }
+        genesis_of(ops)
+    }
+
+    #[test]
+    fn genesis_json_reads_inserts_in_the_middle_of_small_lists_only() {
+        let limit = MAX_GENESIS_MIDDLE_INSERT;
+        let appends: Vec<(bool, Option<usize>)> =
+            (0..=limit).map(|n| (false, n.checked_sub(1))).collect();
+        let c = inserting_change(&appends);
+        assert_eq!(genesis_json(&c), Some(to_json(&applied(&c), None)));
+        assert_eq!(
+            genesis_json(&c).expect("read")["l"]
+                .as_array()
+                .map(Vec::len),
+            Some(limit + 1)
+        );
+        // One more element anywhere but the end of the 257-element list: declined.
+        for elsewhere in [None, Some(0), Some(limit - 1)] {
+            let mut inserts = appends.clone();
+            inserts.push((false, elsewhere));
+            let c = inserting_change(&inserts);
+            assert_eq!(genesis_json(&c), None, "{elsewhere:?}");
+        }
+        // The same in a list of 256: read, as Automerge reads it.
+        for elsewhere in [None, Some(0), Some(limit - 2)] {
+            let mut inserts = appends[..limit].to_vec();
+            inserts.push((false, elsewhere));
+            let c = inserting_change(&inserts);
+            assert_eq!(genesis_json(&c), Some(to_json(&applied(&c), None)));
+        }
+    }
+
+    /// A genesis change putting `values` at the root (keys `k0`, `k1`, ...) and as the
+    /// elements of a list `l`.
+    fn putting_change(values: &[ScalarValue]) -> Change {
+        use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
+        let a = actor(1);
+        let put = |obj, key, insert, v: &ScalarValue| Op {
+            action: OpType::Put(v.clone()),
+            obj,
+            key,
+            pred: SortedVec::new(),
+            insert,
+        };
+        let mut ops = vec![Op {
+            action: OpType::Make(ObjType::List),
+            obj: ObjectId::Root,
+            key: Key::Map("l".into()),
+            pred: SortedVec::new(),
+            insert: false,
+        }];
+        for (n, v) in values.iter().enumerate() {
+            ops.push(put(
+                ObjectId::Root,
+                Key::Map(format!("k{n}").into()),
+                false,
+                v,
+            ));
+            let after = if n == 0 {
+                ElementId::Head
+            } else {
+                ElementId::Id(OpId::new(ops.len() as u64 - 1, &a))
+            };
+            ops.push(put(
+                ObjectId::Id(OpId::new(1, &a)),
+                Key::Seq(after),
+                true,
+                v,
+            ));
+        }
+        genesis_of(ops)
+    }
+
+    fn scalar() -> impl Strategy<Value = ScalarValue> {
+        prop_oneof![
+            "\\PC{0,12}".prop_map(|s| ScalarValue::Str(s.into())),
+            any::<i64>().prop_map(ScalarValue::Int),
+            (-100i64..100).prop_map(ScalarValue::Int),
+            any::<u64>().prop_map(ScalarValue::Uint),
+            (-1e12f64..1e12).prop_map(ScalarValue::F64),
+            any::<bool>().prop_map(ScalarValue::Boolean),
+            Just(ScalarValue::Null),
+            prop::collection::vec(any::<u8>(), 0..4).prop_map(ScalarValue::Bytes),
+            any::<i64>().prop_map(|n| ScalarValue::Counter(n.into())),
+            any::<i64>().prop_map(ScalarValue::Timestamp),
+        ]
+    }
+
+    /// Whether the chunk reader reads `v` itself (else it leaves the change to Automerge).
+    fn read_from_the_chunk(v: &ScalarValue) -> bool {
+        match v {
+            ScalarValue::Int(n) => (-(1i64 << 62)..(1i64 << 62)).contains(n),
+            ScalarValue::Uint(n) => *n < 1 << 63,
+            ScalarValue::Str(_)
+            | ScalarValue::F64(_)
+            | ScalarValue::Boolean(_)
+            | ScalarValue::Null => true,
+            _ => false,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The chunk reader reads every scalar it answers for as Automerge decodes it, and
+        /// answers for strings, numbers of up to 63 bits, floats, booleans and nulls.
+        #[test]
+        fn the_chunk_reader_reads_scalars_as_automerge_does(
+            values in prop::collection::vec(scalar(), 0..12),
+        ) {
+            let change = putting_change(&values);
+            let read = crate::chunk::genesis_ops(change.raw_bytes());
+            if let Some(read) = &read {
+                let decoded = change.decode();
+                let decoded = decoded_genesis_ops(&decoded);
+                prop_assert_eq!(Some(read), decoded.as_ref());
+            }
+            prop_assert_eq!(read.is_some(), values.iter().all(read_from_the_chunk));
+        }
+
+    }
+
+    /// Every one-byte change to genesis chunks (four new values at every position) that
+    /// Automerge still decodes: where the chunk reader answers, it reads what Automerge decodes.
+    #[test]
+    fn the_chunk_reader_reads_mutated_chunks_as_automerge_or_not_at_all() {
+        let (mut answered, mut decoded_count) = (0, 0);
+        for texts in [Texts::Merged, Texts::Plain] {
+            let (_, change) =
+                new_document(actor(1), &practice().into(), "create", texts).expect("new");
+            let bytes = change.raw_bytes().to_vec();
+            for at in 0..bytes.len() {
+                for new in [bytes[at] ^ 1, bytes[at] ^ 0x80, bytes[at] ^ 0x40, 0, 0xff] {
+                    let mut mutated = bytes.clone();
+                    mutated[at] = new;
+                    let Ok(Ok(mutated)) = isolate(|| Change::from_bytes(mutated)) else {
+                        continue;
+                    };
+                    decoded_count += 1;
+                    if let Some(read) = crate::chunk::genesis_ops(mutated.raw_bytes()) {
+                        answered += 1;
+                        let decoded = isolate(|| mutated.decode()).expect("decodes what it read");
+                        assert_eq!(
+                            Some(read),
+                            decoded_genesis_ops(&decoded),
+                            "byte {at} = {new}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(answered > 100, "{answered} of {decoded_count} read");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Inserts anywhere in a genesis change's lists and texts read in Automerge's order.
+        #[test]
+        fn genesis_json_orders_inserts_as_automerge_does(
+            inserts in prop::collection::vec((any::<bool>(), prop::option::weighted(0.8, 0..64usize)), 0..48),
+        ) {
+            let c = inserting_change(&inserts);
+            prop_assert_eq!(genesis_json(&c), Some(to_json(&applied(&c), None)));
+        }
 
         /// Sequential edits always read back as exactly the target.
         #[test]
