@@ -79,7 +79,7 @@ use bans::BAN_KEY;
 use gate::{Admits, Gate};
 pub use gate::{MAX_DIAL_ADDRS, MAX_DIALS_PER_PEER, MAX_PENDING_PER_IP, MAX_PENDING_QUIC};
 pub use ingest::{MAX_FOREIGN_AUTHORS, MAX_QUEUED_JOBS_PER_PEER};
-pub use intercity_protocol::session::{MAX_INFLIGHT_RANGES, RANGE_STALL};
+pub use intercity_protocol::session::{MAX_INFLIGHT_RANGES, MAX_READ_AHEAD, RANGE_STALL};
 pub use reach::{
     MAX_RELAY_CIRCUITS, MAX_RELAY_CIRCUITS_PER_PEER, MAX_RELAY_RESERVATIONS, RELAY_CIRCUIT_BYTES,
     RELAY_CIRCUIT_DURATION, check_relay,

@@ -34,6 +34,10 @@ use crate::sync::{self, Head, MAX_BATCH_ENTRIES, Request, Response, WireEntry};
 /// Range requests in flight to one peer at once.
 pub const MAX_INFLIGHT_RANGES: usize = 32;
 
+/// Feeds of one peer fetched ahead at once: while a range answer of such a feed is being
+/// judged, the range after it is already asked for (see [`Session`]).
+pub const MAX_READ_AHEAD: usize = 4;
+
 /// A range fetch unanswered for this long no longer keeps other peers from fetching its feed.
 pub const RANGE_STALL: Duration = Duration::from_secs(5);
 
@@ -62,6 +66,8 @@ pub enum Source {
     Range {
         /// The feed.
         feed: FeedId,
+        /// The seq it was asked from.
+        from: u64,
         /// The peer holds more.
         more: bool,
     },
@@ -205,12 +211,35 @@ pub enum Action<P> {
 struct PeerSync {
     connected: bool,
     last_heads: Vec<Head>,
-    /// Range requests in flight: the seq asked from, and when.
+    /// Range requests in flight: the seq asked from, and when. A fetch stays in flight until
+    /// its answer is judged.
     inflight: BTreeMap<FeedId, (u64, Duration)>,
+    /// The next range of a feed in flight, asked while the answer before it is judged.
+    ahead: BTreeMap<FeedId, Ahead>,
     /// Fork probes asked of this peer because its own heads showed another hash at a seq this
     /// node holds: feed -> that seq. (Probes after an entry it relayed are not kept here: a
     /// relay answers for what it holds, not for what it forwarded.)
     probes: BTreeMap<FeedId, u64>,
+}
+
+/// A range asked ahead: from this seq, at this time; once answered (and handed to be judged
+/// after the answer before it), the seq after its last entry if the peer has more.
+#[derive(Debug, Clone, Copy)]
+struct Ahead {
+    from: u64,
+    at: Duration,
+    answered: Option<Option<u64>>,
+}
+
+/// Which fetch of a feed a range request or answer belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetch {
+    /// The fetch in flight: its answer is the next to be judged.
+    Main,
+    /// The range after it, asked ahead.
+    Ahead,
+    /// Neither any more.
+    Stale,
 }
 
 /// What a request asked.
@@ -219,7 +248,8 @@ enum Asked {
     /// A digest of these heads (ours when sent).
     Digest(Vec<Head>),
     Heads,
-    Range(FeedId),
+    /// A range of this feed from this seq.
+    Range(FeedId, u64),
     Forks,
 }
 
@@ -286,6 +316,7 @@ impl<P: Ord + Clone> Session<P> {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.connected = false;
                     p.inflight.clear();
+                    p.ahead.clear();
                 }
             }
             Event::Tick => {
@@ -319,15 +350,13 @@ impl<P: Ord + Clone> Session<P> {
                 }
             }
             Event::Failed(peer, id) => {
-                if let Some((_, Asked::Range(feed))) = self.asked.remove(&id) {
-                    self.let_go(&peer, feed);
+                if let Some((_, Asked::Range(feed, from))) = self.asked.remove(&id) {
+                    self.let_go(&peer, feed, from);
                 }
             }
             Event::Unsent(peer, id) => {
-                if let Some((_, Asked::Range(feed))) = self.asked.remove(&id)
-                    && let Some(p) = self.peers.get_mut(&peer)
-                {
-                    p.inflight.remove(&feed);
+                if let Some((_, Asked::Range(feed, from))) = self.asked.remove(&id) {
+                    self.end_fetch(&peer, feed, from);
                 }
             }
             Event::Judged {
@@ -337,10 +366,8 @@ impl<P: Ord + Clone> Session<P> {
                 outcomes,
             } => self.on_judged(peer, source, &entries, outcomes, view),
             Event::Dropped(peer, source) => {
-                if let Source::Range { feed, .. } = source
-                    && let Some(p) = self.peers.get_mut(&peer)
-                {
-                    p.inflight.remove(&feed);
+                if let Source::Range { feed, from, .. } = source {
+                    self.end_fetch(&peer, feed, from);
                 }
             }
         }
@@ -376,13 +403,43 @@ impl<P: Ord + Clone> Session<P> {
         self.request(peer, Request::Heads(heads), Asked::Heads);
     }
 
-    /// A range fetch of `feed` from `peer` ended without entries: the feed is free, and a claim
-    /// on this city's own feed is not backed.
-    fn let_go(&mut self, peer: &P, feed: FeedId) {
-        if let Some(p) = self.peers.get_mut(peer) {
-            p.inflight.remove(&feed);
+    /// Which fetch of `feed` from `peer` a range asked from `from` belongs to.
+    fn fetch_of(&self, peer: &P, feed: FeedId, from: u64) -> Fetch {
+        let Some(p) = self.peers.get(peer) else {
+            return Fetch::Stale;
+        };
+        if p.inflight.get(&feed).is_some_and(|(f, _)| *f == from) {
+            Fetch::Main
+        } else if p.ahead.get(&feed).is_some_and(|a| a.from == from) {
+            Fetch::Ahead
+        } else {
+            Fetch::Stale
         }
-        if feed.author == self.me {
+    }
+
+    /// The range of `feed` from `from` asked of `peer` ends without being judged: the fetch in
+    /// flight ends with the one asked ahead of it; one asked ahead ends alone.
+    fn end_fetch(&mut self, peer: &P, feed: FeedId, from: u64) -> bool {
+        let fetch = self.fetch_of(peer, feed, from);
+        if let Some(p) = self.peers.get_mut(peer) {
+            match fetch {
+                Fetch::Main => {
+                    p.inflight.remove(&feed);
+                    p.ahead.remove(&feed);
+                }
+                Fetch::Ahead => {
+                    p.ahead.remove(&feed);
+                }
+                Fetch::Stale => return false,
+            }
+        }
+        true
+    }
+
+    /// A range fetch of `feed` from `peer` (asked from `from`) ended without entries: the feed
+    /// is free, and a claim on this city's own feed is not backed.
+    fn let_go(&mut self, peer: &P, feed: FeedId, from: u64) {
+        if self.end_fetch(peer, feed, from) && feed.author == self.me {
             self.out.push(Action::ForgetClaims(peer.clone()));
         }
     }
@@ -459,6 +516,10 @@ impl<P: Ord + Clone> Session<P> {
             return;
         }
         p.inflight.insert(feed, (from, now));
+        self.ask_range(peer, feed, from);
+    }
+
+    fn ask_range(&mut self, peer: &P, feed: FeedId, from: u64) {
         self.request(
             peer.clone(),
             Request::Range {
@@ -466,8 +527,30 @@ impl<P: Ord + Clone> Session<P> {
                 from,
                 max: MAX_BATCH_ENTRIES as u32,
             },
-            Asked::Range(feed),
+            Asked::Range(feed, from),
         );
+    }
+
+    /// Asks `peer` for the range of `feed` after the answer being judged (from `next`), unless
+    /// one is asked ahead already or [`MAX_READ_AHEAD`] feeds are.
+    fn read_ahead(&mut self, peer: &P, feed: FeedId, next: Option<u64>) {
+        let Some(from) = next else { return };
+        let now = self.now;
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        if !p.connected || p.ahead.contains_key(&feed) || p.ahead.len() >= MAX_READ_AHEAD {
+            return;
+        }
+        p.ahead.insert(
+            feed,
+            Ahead {
+                from,
+                at: now,
+                answered: None,
+            },
+        );
+        self.ask_range(peer, feed, from);
     }
 
     fn on_response(&mut self, peer: P, asked: Asked, response: Response, view: &impl View<P>) {
@@ -476,32 +559,35 @@ impl<P: Ord + Clone> Session<P> {
                 self.on_heads(&peer, theirs, &view.heads(), &view.shared_scopes(&peer));
                 self.request(peer, Request::Forks, Asked::Forks);
             }
-            (Asked::Range(feed), Response::Entries { entries, more }) => {
-                self.on_range(peer, feed, entries, more);
+            // The answer to a range asked ahead that is no longer wanted (the answer before it
+            // ended the fetch otherwise): nothing to judge.
+            (Asked::Range(feed, from), _) if self.fetch_of(&peer, feed, from) == Fetch::Stale => {}
+            (Asked::Range(feed, from), Response::Entries { entries, more }) => {
+                self.on_range(peer, feed, from, entries, more);
             }
-            (Asked::Range(feed), Response::Packed(packed)) => {
+            (Asked::Range(feed, from), Response::Packed(packed)) => {
                 let more = packed.more;
                 match packed.into_entries() {
-                    Ok(entries) => self.on_range(peer, feed, entries, more),
+                    Ok(entries) => self.on_range(peer, feed, from, entries, more),
                     Err(e) => {
                         // Bytes no honest node packs: one strike, and the feed is free again.
                         self.out
                             .push(Action::Penalize(peer.clone(), format!("packed range: {e}")));
-                        self.let_go(&peer, feed);
+                        self.let_go(&peer, feed, from);
                     }
                 }
             }
             // A group the peer no longer shares with us (its view of the group changed since
             // its heads): not its fault. (Every peer shares the federation.)
-            (Asked::Range(feed), Response::Error { code: 2, .. })
+            (Asked::Range(feed, from), Response::Error { code: 2, .. })
                 if feed.scope != Scope::Federation =>
             {
-                self.let_go(&peer, feed);
+                self.let_go(&peer, feed, from);
             }
             // Any other refusal is an empty answer: a strike if the peer claimed the feed
             // there (else a peer could claim a feed, refuse it just before the stall, and
             // claim it again, keeping it from the peers that hold it).
-            (Asked::Range(feed), _) => self.on_range(peer, feed, Vec::new(), false),
+            (Asked::Range(feed, from), _) => self.on_range(peer, feed, from, Vec::new(), false),
             (Asked::Forks, Response::Forks(proofs)) => self.on_fork_proofs(peer, proofs, view),
             // Entries nobody asked for (the node's codec unpacked them already): a strike.
             (Asked::Digest(_) | Asked::Heads | Asked::Forks, Response::Packed(_)) => {
@@ -520,12 +606,11 @@ impl<P: Ord + Clone> Session<P> {
         }
     }
 
-    fn on_range(&mut self, peer: P, feed: FeedId, entries: Vec<WireEntry>, more: bool) {
+    fn on_range(&mut self, peer: P, feed: FeedId, from: u64, entries: Vec<WireEntry>, more: bool) {
         // An answer starts at the seq asked for (so each one makes progress, and a peer cannot
         // loop `more` over entries already held), and a peer that claimed a feed serves it.
-        let p = self.peers.get(&peer);
-        let asked = p.and_then(|p| p.inflight.get(&feed)).map(|(from, _)| *from);
-        let claimed = p.and_then(|p| {
+        let asked = Some(from);
+        let claimed = self.peers.get(&peer).and_then(|p| {
             p.last_heads
                 .iter()
                 .find(|(f, _, _)| *f == feed)
@@ -545,18 +630,40 @@ impl<P: Ord + Clone> Session<P> {
             _ => None,
         };
         if fault.is_some() || entries.is_empty() {
-            self.let_go(&peer, feed);
+            self.let_go(&peer, feed, from);
             if let Some(reason) = fault {
                 self.out.push(Action::Penalize(peer, reason.into()));
             }
             return;
         }
-        // The fetch of this feed stays in flight until its entries are judged.
+        // The seq after the answer's last entry, where the peer has more.
+        let next = entries
+            .last()
+            .and_then(|w| SignedEntry::decode(&w.entry).ok())
+            .filter(|e| more && e.header.feed() == feed)
+            .map(|e| e.header.seq + 1);
+        // The fetch of this feed stays in flight until its entries are judged. Meanwhile the
+        // range after it is asked for, so that the peer serves it while these are judged; its
+        // answer is judged after them (the judge takes a peer's answers in order).
+        let fetch = self.fetch_of(&peer, feed, from);
         self.out.push(Action::Judge {
-            peer,
-            source: Source::Range { feed, more },
+            peer: peer.clone(),
+            source: Source::Range { feed, from, more },
             entries,
         });
+        match fetch {
+            Fetch::Main => self.read_ahead(&peer, feed, next),
+            Fetch::Ahead => {
+                if let Some(a) = self
+                    .peers
+                    .get_mut(&peer)
+                    .and_then(|p| p.ahead.get_mut(&feed))
+                {
+                    a.answered = Some(next);
+                }
+            }
+            Fetch::Stale => {}
+        }
     }
 
     /// Fork proofs from a peer: each is checked, and the entries of a good one that this node
@@ -629,8 +736,8 @@ impl<P: Ord + Clone> Session<P> {
                     }
                 }
             }
-            Source::Range { feed, more } => {
-                self.range_judged(peer, feed, more, entries, outcomes, view);
+            Source::Range { feed, from, more } => {
+                self.range_judged(peer, feed, from, more, entries, outcomes, view);
             }
         }
     }
@@ -663,15 +770,27 @@ impl<P: Ord + Clone> Session<P> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn range_judged(
         &mut self,
         peer: P,
         feed: FeedId,
+        from: u64,
         more: bool,
         entries: &[WireEntry],
         outcomes: Vec<Outcome>,
         view: &impl View<P>,
     ) {
+        // Answers are judged in the order they came, so the answer to a range asked ahead is
+        // judged once the one before it was, which made it the fetch in flight or dropped it.
+        match self.fetch_of(&peer, feed, from) {
+            Fetch::Main => {}
+            Fetch::Ahead => {
+                self.end_fetch(&peer, feed, from);
+                return;
+            }
+            Fetch::Stale => return,
+        }
         // A probe is the range asked from the seq the probe was for (a stale probe whose
         // request never went out names a seq no later request asks from).
         let probing = self.peers.get_mut(&peer).is_some_and(|p| {
@@ -736,8 +855,24 @@ impl<P: Ord + Clone> Session<P> {
         if fresh {
             self.nudge(&peer, view);
         }
+        let ahead = self
+            .peers
+            .get_mut(&peer)
+            .and_then(|p| p.ahead.remove(&feed));
         if more && let Some(from) = next {
-            self.request_range(&peer, feed, from);
+            match ahead {
+                // The range after this one is asked already: it is the fetch in flight now.
+                Some(a) if a.from == from => {
+                    let at = if a.answered.is_some() { self.now } else { a.at };
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.inflight.insert(feed, (from, at));
+                    }
+                    if let Some(next) = a.answered {
+                        self.read_ahead(&peer, feed, next);
+                    }
+                }
+                _ => self.request_range(&peer, feed, from),
+            }
         }
     }
 }

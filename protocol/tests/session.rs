@@ -6,7 +6,9 @@ use std::time::Duration;
 use intercity_protocol::entry::{FeedId, Hash32, Scope};
 use intercity_protocol::identity::CityKey;
 use intercity_protocol::ingest::FeedHead;
-use intercity_protocol::session::{Action, Event, RANGE_STALL, ReqId, Session, View};
+use intercity_protocol::session::{
+    Action, Event, Outcome, RANGE_STALL, ReqId, Session, Source, View,
+};
 use intercity_protocol::sync::{Head, Request, Response};
 
 /// A node that holds nothing.
@@ -247,4 +249,168 @@ fn packed_answers_out_of_place_or_broken_are_struck_once() {
     let range = range_to(&out, HOSTILE, f).expect("asked");
     let out = s.handle(Event::Answered(HOSTILE, range, junk()), ms(3), &v);
     assert_eq!(strikes(&out), 1, "{out:?}");
+}
+
+/// Entries `seqs` of city 3's federation feed, as a range answer carries them.
+fn wire_entries(seqs: std::ops::RangeInclusive<u64>) -> Vec<intercity_protocol::sync::WireEntry> {
+    seqs.map(|seq| {
+        let e = intercity_protocol::entry::sign_entry(
+            &key(3),
+            Scope::Federation,
+            seq,
+            Hash32([seq as u8; 32]),
+            intercity_protocol::entry::DocId([4; 16]),
+            b"payload",
+            1_487_836_800_000,
+        );
+        intercity_protocol::sync::WireEntry {
+            entry: e.encode().to_vec(),
+            payload: b"payload".to_vec(),
+            checked: None,
+        }
+    })
+    .collect()
+}
+
+/// The ranges of `f` asked of `to`: request id and the seq asked from.
+fn ranges_to(actions: &[Action<u32>], to: u32, f: FeedId) -> Vec<(ReqId, u64)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                peer,
+                id,
+                request: Request::Range { feed, from, .. },
+            } if *peer == to && *feed == f => Some((*id, *from)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The seq each range handed to be judged was asked from.
+fn judged_from(actions: &[Action<u32>]) -> Vec<u64> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Judge {
+                source: Source::Range { from, .. },
+                ..
+            } => Some(*from),
+            _ => None,
+        })
+        .collect()
+}
+
+fn judged(entries: Vec<intercity_protocol::sync::WireEntry>, from: u64, more: bool) -> Event<u32> {
+    let outcomes = entries
+        .iter()
+        .map(|w| {
+            let e = intercity_protocol::entry::SignedEntry::decode(&w.entry).expect("decodes");
+            Outcome::New(e, intercity_protocol::ingest::Status::Accepted)
+        })
+        .collect();
+    Event::Judged {
+        peer: HONEST,
+        source: Source::Range {
+            feed: FeedId {
+                author: key(3).id(),
+                scope: Scope::Federation,
+            },
+            from,
+            more,
+        },
+        entries,
+        outcomes,
+    }
+}
+
+/// While a range answer is judged, the range after it is already asked (read ahead), its
+/// answer is judged after it, and each range is asked once: whether the answer ahead comes
+/// before or after the one before it is judged.
+#[test]
+fn the_range_after_an_answer_is_asked_while_it_is_judged() {
+    let f = FeedId {
+        author: key(3).id(),
+        scope: Scope::Federation,
+    };
+    let mut s: Session<u32> = Session::new(key(0).id(), RANGE_STALL);
+    let v = Empty;
+    let ms = Duration::from_millis;
+    s.handle(Event::Connected(HONEST), ms(0), &v);
+    let out = s.handle(
+        Event::HeadsAsked(HONEST, vec![(f, 12, Hash32([7; 32]))]),
+        ms(0),
+        &v,
+    );
+    let [(first, 1)] = ranges_to(&out, HONEST, f)[..] else {
+        panic!("asked from 1: {out:?}")
+    };
+    // 1..=3 arrive: judged, and 4.. asked at once.
+    let answer = |entries, more| Response::Entries { entries, more };
+    let out = s.handle(
+        Event::Answered(HONEST, first, answer(wire_entries(1..=3), true)),
+        ms(1),
+        &v,
+    );
+    assert_eq!(judged_from(&out), [1]);
+    let [(second, 4)] = ranges_to(&out, HONEST, f)[..] else {
+        panic!("asked ahead from 4: {out:?}")
+    };
+    // 4..=6 arrive before 1..=3 are judged: handed to be judged after them, nothing asked.
+    let out = s.handle(
+        Event::Answered(HONEST, second, answer(wire_entries(4..=6), true)),
+        ms(2),
+        &v,
+    );
+    assert_eq!(judged_from(&out), [4]);
+    assert!(ranges_to(&out, HONEST, f).is_empty(), "{out:?}");
+    // 1..=3 judged: 4.. is the fetch now, and 7.. is asked ahead of it.
+    let out = s.handle(judged(wire_entries(1..=3), 1, true), ms(3), &v);
+    let [(third, 7)] = ranges_to(&out, HONEST, f)[..] else {
+        panic!("asked ahead from 7: {out:?}")
+    };
+    // A heads exchange meanwhile asks nothing more of this feed.
+    let out = s.handle(
+        Event::HeadsAsked(HONEST, vec![(f, 12, Hash32([7; 32]))]),
+        ms(4),
+        &v,
+    );
+    assert!(ranges_to(&out, HONEST, f).is_empty(), "{out:?}");
+    // 4..=6 judged before 7.. is answered: 7.. is the fetch, nothing asked twice.
+    let out = s.handle(judged(wire_entries(4..=6), 4, true), ms(5), &v);
+    assert!(ranges_to(&out, HONEST, f).is_empty(), "{out:?}");
+    // 7..=9 arrive: judged, and 10.. asked ahead.
+    let out = s.handle(
+        Event::Answered(HONEST, third, answer(wire_entries(7..=9), true)),
+        ms(6),
+        &v,
+    );
+    assert_eq!(judged_from(&out), [7]);
+    let [(fourth, 10)] = ranges_to(&out, HONEST, f)[..] else {
+        panic!("asked ahead from 10: {out:?}")
+    };
+    // 7..=9 judged with a gap (the node holds only up to 5, say): the fetch goes on from
+    // there, and the answer asked ahead is dropped when it comes.
+    let mut gap = judged(wire_entries(7..=9), 7, true);
+    if let Event::Judged { outcomes, .. } = &mut gap {
+        outcomes[0] = Outcome::Gap(f, 5);
+    }
+    let out = s.handle(gap, ms(7), &v);
+    assert_eq!(
+        ranges_to(&out, HONEST, f)
+            .iter()
+            .map(|r| r.1)
+            .collect::<Vec<_>>(),
+        [6]
+    );
+    let out = s.handle(
+        Event::Answered(HONEST, fourth, answer(wire_entries(10..=12), false)),
+        ms(8),
+        &v,
+    );
+    assert!(judged_from(&out).is_empty(), "{out:?}");
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Penalize(..))),
+        "{out:?}"
+    );
 }

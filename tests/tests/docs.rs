@@ -47,6 +47,7 @@ fn constants() -> BTreeMap<&'static str, u64> {
         ),
         ("MAX_INVALID_PER_PEER", u64::from(net::MAX_INVALID_PER_PEER)),
         ("MAX_INFLIGHT_RANGES", n(net::MAX_INFLIGHT_RANGES)),
+        ("MAX_READ_AHEAD", n(net::MAX_READ_AHEAD)),
         ("NUDGE_FANOUT", n(intercity_protocol::session::NUDGE_FANOUT)),
         ("MAX_ADDRS", n(intercity_protocol::record::MAX_ADDRS)),
         ("MAX_FOREIGN_AUTHORS", n(net::MAX_FOREIGN_AUTHORS)),

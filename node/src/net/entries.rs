@@ -136,7 +136,7 @@ impl EventLoop {
                 Source::Relayed
             }
             ingest::Origin::Proof => Source::Proof,
-            ingest::Origin::Range { feed, more } => Source::Range { feed, more },
+            ingest::Origin::Range { feed, from, more } => Source::Range { feed, from, more },
         };
         self.drive(Event::Judged {
             peer,

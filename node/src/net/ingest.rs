@@ -32,8 +32,9 @@ pub(super) enum Origin {
     Gossip(gossipsub::MessageId),
     /// A `Push` request, to be answered.
     Push(ResponseChannel<Response>),
-    /// An `Entries` answer to a `Range` request of this feed; `more` if the peer has more.
-    Range { feed: FeedId, more: bool },
+    /// An `Entries` answer to a `Range` request of this feed from `from`; `more` if the peer
+    /// has more.
+    Range { feed: FeedId, from: u64, more: bool },
     /// The two entries of a verified fork proof a peer handed over (without payloads: a
     /// fork is found before the payload is read). Nothing about them counts against the peer.
     Proof,

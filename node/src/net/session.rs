@@ -185,7 +185,9 @@ impl EventLoop {
                 entries,
             } => {
                 let origin = match source {
-                    Source::Range { feed, more } => ingest::Origin::Range { feed, more },
+                    Source::Range { feed, from, more } => {
+                        ingest::Origin::Range { feed, from, more }
+                    }
                     Source::Proof => ingest::Origin::Proof,
                     // Gossip and pushes are judged where they arrive, never handed back.
                     Source::Relayed => return Some(Event::Dropped(peer, source)),
