@@ -23,7 +23,7 @@
 //! It does not answer `Range` or `Forks` (they are store reads, done by the driver), gossip,
 //! push, or admit guests.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use crate::entry::{FeedId, Hash32, Scope, SignedEntry};
@@ -216,19 +216,35 @@ struct PeerSync {
     inflight: BTreeMap<FeedId, (u64, Duration)>,
     /// The next range of a feed in flight, asked while the answer before it is judged.
     ahead: BTreeMap<FeedId, Ahead>,
+    /// Ranges asked ahead and dropped before they were answered: their answers, when they
+    /// come, are not judged. They count against [`MAX_INFLIGHT_RANGES`] until then.
+    dropped: BTreeSet<ReqId>,
     /// Fork probes asked of this peer because its own heads showed another hash at a seq this
     /// node holds: feed -> that seq. (Probes after an entry it relayed are not kept here: a
     /// relay answers for what it holds, not for what it forwarded.)
     probes: BTreeMap<FeedId, u64>,
 }
 
-/// A range asked ahead: from this seq, at this time; once answered (and handed to be judged
-/// after the answer before it), the seq after its last entry if the peer has more.
+/// A range asked ahead: from this seq, at this time, by this request.
 #[derive(Debug, Clone, Copy)]
 struct Ahead {
     from: u64,
     at: Duration,
-    answered: Option<Option<u64>>,
+    id: ReqId,
+    state: AheadState,
+}
+
+/// Where a range asked ahead stands.
+#[derive(Debug, Clone, Copy)]
+enum AheadState {
+    /// Not answered yet.
+    Asked,
+    /// Answered and handed to be judged after the answer before it; the seq after its last
+    /// entry if the peer has more.
+    Answered(Option<u64>),
+    /// Ended without entries to judge (a refusal, a fault, a failed or dropped request): the
+    /// fetch ends there, as it would have had the range been asked after the one before it.
+    Failed,
 }
 
 /// Which fetch of a feed a range request or answer belongs to.
@@ -317,6 +333,7 @@ impl<P: Ord + Clone> Session<P> {
                     p.connected = false;
                     p.inflight.clear();
                     p.ahead.clear();
+                    p.dropped.clear();
                 }
             }
             Event::Tick => {
@@ -345,17 +362,23 @@ impl<P: Ord + Clone> Session<P> {
                 self.out.push(Action::Respond(peer, Response::Heads(mine)));
             }
             Event::Answered(peer, id, response) => {
-                if let Some((_, asked)) = self.asked.remove(&id) {
+                if let Some((_, asked)) = self.asked.remove(&id)
+                    && !self.was_dropped(&peer, id)
+                {
                     self.on_response(peer, asked, response, view);
                 }
             }
             Event::Failed(peer, id) => {
-                if let Some((_, Asked::Range(feed, from))) = self.asked.remove(&id) {
+                if let Some((_, Asked::Range(feed, from))) = self.asked.remove(&id)
+                    && !self.was_dropped(&peer, id)
+                {
                     self.let_go(&peer, feed, from);
                 }
             }
             Event::Unsent(peer, id) => {
-                if let Some((_, Asked::Range(feed, from))) = self.asked.remove(&id) {
+                if let Some((_, Asked::Range(feed, from))) = self.asked.remove(&id)
+                    && !self.was_dropped(&peer, id)
+                {
                     self.end_fetch(&peer, feed, from);
                 }
             }
@@ -382,11 +405,24 @@ impl<P: Ord + Clone> Session<P> {
             .collect()
     }
 
-    fn request(&mut self, peer: P, request: Request, asked: Asked) {
+    fn request(&mut self, peer: P, request: Request, asked: Asked) -> ReqId {
         let id = ReqId(self.next_id);
         self.next_id += 1;
         self.asked.insert(id, (peer.clone(), asked));
         self.out.push(Action::Send { peer, id, request });
+        id
+    }
+
+    /// Whether request `id` to `peer` was a range asked ahead and dropped (forgotten now).
+    fn was_dropped(&mut self, peer: &P, id: ReqId) -> bool {
+        self.peers
+            .get_mut(peer)
+            .is_some_and(|p| p.dropped.remove(&id))
+    }
+
+    /// Ranges `p` has asked for and not seen judged or ended.
+    fn fetches(p: &PeerSync) -> usize {
+        p.inflight.len() + p.ahead.len() + p.dropped.len()
     }
 
     /// Starts an exchange with `peer` by the digest of our heads: one small round trip when
@@ -418,20 +454,26 @@ impl<P: Ord + Clone> Session<P> {
     }
 
     /// The range of `feed` from `from` asked of `peer` ends without being judged: the fetch in
-    /// flight ends with the one asked ahead of it; one asked ahead ends alone.
+    /// flight ends with the one asked ahead of it; one asked ahead is marked failed, and the
+    /// fetch ends once the answer before it is judged.
     fn end_fetch(&mut self, peer: &P, feed: FeedId, from: u64) -> bool {
         let fetch = self.fetch_of(peer, feed, from);
-        if let Some(p) = self.peers.get_mut(peer) {
-            match fetch {
-                Fetch::Main => {
-                    p.inflight.remove(&feed);
-                    p.ahead.remove(&feed);
+        let Some(p) = self.peers.get_mut(peer) else {
+            return false;
+        };
+        match fetch {
+            Fetch::Main => {
+                p.inflight.remove(&feed);
+                if let Some(a) = p.ahead.remove(&feed) {
+                    drop_ahead(p, a);
                 }
-                Fetch::Ahead => {
-                    p.ahead.remove(&feed);
-                }
-                Fetch::Stale => return false,
             }
+            Fetch::Ahead => {
+                if let Some(a) = p.ahead.get_mut(&feed) {
+                    a.state = AheadState::Failed;
+                }
+            }
+            Fetch::Stale => return false,
         }
         true
     }
@@ -512,14 +554,14 @@ impl<P: Ord + Clone> Session<P> {
             return;
         }
         let p = self.peers.entry(peer.clone()).or_default();
-        if p.inflight.len() >= MAX_INFLIGHT_RANGES {
+        if Self::fetches(p) >= MAX_INFLIGHT_RANGES {
             return;
         }
         p.inflight.insert(feed, (from, now));
         self.ask_range(peer, feed, from);
     }
 
-    fn ask_range(&mut self, peer: &P, feed: FeedId, from: u64) {
+    fn ask_range(&mut self, peer: &P, feed: FeedId, from: u64) -> ReqId {
         self.request(
             peer.clone(),
             Request::Range {
@@ -528,29 +570,37 @@ impl<P: Ord + Clone> Session<P> {
                 max: MAX_BATCH_ENTRIES as u32,
             },
             Asked::Range(feed, from),
-        );
+        )
     }
 
     /// Asks `peer` for the range of `feed` after the answer being judged (from `next`), unless
-    /// one is asked ahead already or [`MAX_READ_AHEAD`] feeds are.
+    /// one is asked ahead already, [`MAX_READ_AHEAD`] feeds are, or [`MAX_INFLIGHT_RANGES`]
+    /// ranges are asked of the peer.
     fn read_ahead(&mut self, peer: &P, feed: FeedId, next: Option<u64>) {
         let Some(from) = next else { return };
         let now = self.now;
-        let Some(p) = self.peers.get_mut(peer) else {
+        let Some(p) = self.peers.get(peer) else {
             return;
         };
-        if !p.connected || p.ahead.contains_key(&feed) || p.ahead.len() >= MAX_READ_AHEAD {
+        if !p.connected
+            || p.ahead.contains_key(&feed)
+            || p.ahead.len() >= MAX_READ_AHEAD
+            || Self::fetches(p) >= MAX_INFLIGHT_RANGES
+        {
             return;
         }
-        p.ahead.insert(
-            feed,
-            Ahead {
-                from,
-                at: now,
-                answered: None,
-            },
-        );
-        self.ask_range(peer, feed, from);
+        let id = self.ask_range(peer, feed, from);
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.ahead.insert(
+                feed,
+                Ahead {
+                    from,
+                    at: now,
+                    id,
+                    state: AheadState::Asked,
+                },
+            );
+        }
     }
 
     fn on_response(&mut self, peer: P, asked: Asked, response: Response, view: &impl View<P>) {
@@ -636,12 +686,14 @@ impl<P: Ord + Clone> Session<P> {
             }
             return;
         }
-        // The seq after the answer's last entry, where the peer has more.
+        // The seq after the answer's last entry, where the peer has more and that entry is of
+        // the feed, at the seq it takes in an answer of consecutive entries from `from`.
+        let last = from.checked_add(entries.len() as u64 - 1);
         let next = entries
             .last()
             .and_then(|w| SignedEntry::decode(&w.entry).ok())
-            .filter(|e| more && e.header.feed() == feed)
-            .map(|e| e.header.seq + 1);
+            .filter(|e| more && e.header.feed() == feed && Some(e.header.seq) == last)
+            .and_then(|e| e.header.seq.checked_add(1));
         // The fetch of this feed stays in flight until its entries are judged. Meanwhile the
         // range after it is asked for, so that the peer serves it while these are judged; its
         // answer is judged after them (the judge takes a peer's answers in order).
@@ -659,7 +711,7 @@ impl<P: Ord + Clone> Session<P> {
                     .get_mut(&peer)
                     .and_then(|p| p.ahead.get_mut(&feed))
                 {
-                    a.answered = Some(next);
+                    a.state = AheadState::Answered(next);
                 }
             }
             Fetch::Stale => {}
@@ -786,7 +838,11 @@ impl<P: Ord + Clone> Session<P> {
         match self.fetch_of(&peer, feed, from) {
             Fetch::Main => {}
             Fetch::Ahead => {
-                self.end_fetch(&peer, feed, from);
+                if let Some(p) = self.peers.get_mut(&peer)
+                    && let Some(a) = p.ahead.remove(&feed)
+                {
+                    drop_ahead(p, a);
+                }
                 return;
             }
             Fetch::Stale => return,
@@ -816,7 +872,11 @@ impl<P: Ord + Clone> Session<P> {
                     next = None;
                     break;
                 }
-                (Ok((f, s)), Outcome::New(..)) if f == feed => {
+                // Entries of the feed at consecutive seqs from `from` (else an answer could
+                // send the fetch back over entries held, round after round).
+                (Ok((f, s)), Outcome::New(..))
+                    if f == feed && Some(s) == from.checked_add(i as u64) =>
+                {
                     fresh = true;
                     next = Some(s + 1);
                     // An entry of this city's own feed that it lacked: only this city can have
@@ -825,7 +885,11 @@ impl<P: Ord + Clone> Session<P> {
                         self.out.push(Action::ClaimBacked(peer.clone(), f.scope));
                     }
                 }
-                (Ok((f, s)), Outcome::Known) if f == feed => next = Some(s + 1),
+                (Ok((f, s)), Outcome::Known)
+                    if f == feed && Some(s) == from.checked_add(i as u64) =>
+                {
+                    next = s.checked_add(1);
+                }
                 (_, Outcome::Gap(f, have)) if f == feed => {
                     next = Some(have + 1);
                     break;
@@ -855,25 +919,40 @@ impl<P: Ord + Clone> Session<P> {
         if fresh {
             self.nudge(&peer, view);
         }
-        let ahead = self
-            .peers
-            .get_mut(&peer)
-            .and_then(|p| p.ahead.remove(&feed));
-        if more && let Some(from) = next {
-            match ahead {
-                // The range after this one is asked already: it is the fetch in flight now.
-                Some(a) if a.from == from => {
-                    let at = if a.answered.is_some() { self.now } else { a.at };
-                    if let Some(p) = self.peers.get_mut(&peer) {
-                        p.inflight.insert(feed, (from, at));
-                    }
-                    if let Some(next) = a.answered {
-                        self.read_ahead(&peer, feed, next);
-                    }
+        let now = self.now;
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let ahead = p.ahead.remove(&feed);
+        match (next.filter(|_| more), ahead) {
+            // The range after this one is asked already: it is the fetch in flight now, or it
+            // ended, and so does the fetch.
+            (Some(next), Some(a)) if a.from == next => match a.state {
+                AheadState::Asked => {
+                    p.inflight.insert(feed, (next, a.at));
                 }
-                _ => self.request_range(&peer, feed, from),
+                AheadState::Answered(after) => {
+                    p.inflight.insert(feed, (next, now));
+                    self.read_ahead(&peer, feed, after);
+                }
+                AheadState::Failed => {}
+            },
+            (next, ahead) => {
+                if let Some(a) = ahead {
+                    drop_ahead(p, a);
+                }
+                if let Some(next) = next {
+                    self.request_range(&peer, feed, next);
+                }
             }
         }
+    }
+}
+
+/// Forgets a range asked ahead of `p`: its answer, if one is still to come, is not judged.
+fn drop_ahead(p: &mut PeerSync, a: Ahead) {
+    if matches!(a.state, AheadState::Asked) {
+        p.dropped.insert(a.id);
     }
 }
 

@@ -414,3 +414,84 @@ fn the_range_after_an_answer_is_asked_while_it_is_judged() {
         "{out:?}"
     );
 }
+
+/// A refusal of the range asked ahead is one strike and ends the fetch, as the same refusal
+/// of the range asked after the judging would have: the range is not asked again. An answer
+/// whose entries are not at consecutive seqs is not read ahead of, nor followed (it could send
+/// the fetch back over entries held, round after round), and a last seq of `u64::MAX` is no
+/// overflow.
+#[test]
+fn reading_ahead_strikes_and_fetches_no_more_than_asking_after() {
+    let f = FeedId {
+        author: key(3).id(),
+        scope: Scope::Federation,
+    };
+    let v = Empty;
+    let ms = Duration::from_millis;
+    let answer = |entries, more| Response::Entries { entries, more };
+    let strikes = |out: &[Action<u32>]| {
+        out.iter()
+            .filter(|a| matches!(a, Action::Penalize(HONEST, _)))
+            .count()
+    };
+    let start = || {
+        let mut s: Session<u32> = Session::new(key(0).id(), RANGE_STALL);
+        s.handle(Event::Connected(HONEST), ms(0), &v);
+        let out = s.handle(
+            Event::HeadsAsked(HONEST, vec![(f, 12, Hash32([7; 32]))]),
+            ms(0),
+            &v,
+        );
+        let [(first, 1)] = ranges_to(&out, HONEST, f)[..] else {
+            panic!("asked from 1: {out:?}")
+        };
+        (s, first)
+    };
+
+    let (mut s, first) = start();
+    let out = s.handle(
+        Event::Answered(HONEST, first, answer(wire_entries(1..=3), true)),
+        ms(1),
+        &v,
+    );
+    let [(ahead, 4)] = ranges_to(&out, HONEST, f)[..] else {
+        panic!("asked ahead from 4: {out:?}")
+    };
+    let out = s.handle(Event::Answered(HONEST, ahead, refused()), ms(2), &v);
+    assert_eq!(strikes(&out), 1, "claimed 4.. and refused it: {out:?}");
+    let out = s.handle(judged(wire_entries(1..=3), 1, true), ms(3), &v);
+    assert!(ranges_to(&out, HONEST, f).is_empty(), "{out:?}");
+    assert_eq!(strikes(&out), 0, "{out:?}");
+    // The feed is free again: the next heads exchange fetches it.
+    let out = s.handle(
+        Event::HeadsAsked(HONEST, vec![(f, 12, Hash32([7; 32]))]),
+        ms(4),
+        &v,
+    );
+    assert_eq!(ranges_to(&out, HONEST, f).len(), 1, "{out:?}");
+
+    // 1, 2, then 1 again, with `more`: nothing asked ahead, and the fetch stops after 2.
+    let (mut s, first) = start();
+    let mut back = wire_entries(1..=2);
+    back.extend(wire_entries(1..=1));
+    let out = s.handle(
+        Event::Answered(HONEST, first, answer(back.clone(), true)),
+        ms(1),
+        &v,
+    );
+    assert_eq!(judged_from(&out), [1]);
+    assert!(ranges_to(&out, HONEST, f).is_empty(), "{out:?}");
+    let mut event = judged(back, 1, true);
+    if let Event::Judged { outcomes, .. } = &mut event {
+        outcomes[2] = Outcome::Known;
+    }
+    let out = s.handle(event, ms(2), &v);
+    assert!(ranges_to(&out, HONEST, f).is_empty(), "{out:?}");
+
+    // A last entry at u64::MAX (unsigned claims cost nothing to make): no overflow.
+    let (mut s, first) = start();
+    let mut odd = wire_entries(1..=1);
+    odd.extend(wire_entries(u64::MAX..=u64::MAX));
+    let out = s.handle(Event::Answered(HONEST, first, answer(odd, true)), ms(1), &v);
+    assert!(ranges_to(&out, HONEST, f).is_empty(), "{out:?}");
+}
