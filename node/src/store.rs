@@ -743,9 +743,10 @@ fn db_options(create: bool) -> Options {
     // RocksDB opens each column family's table files with up to 16 threads by default: for
     // 14 column families that is some 200 threads per CLI command. One is plenty here.
     opts.set_max_file_opening_threads(1);
-    // A bounded write-ahead log: past 64 MiB the oldest memtables are flushed, so no process
-    // opening the store ever replays more than that.
-    opts.set_max_total_wal_size(64 << 20);
+    // A bounded write-ahead log: past 32 MiB the oldest memtables are flushed, so no process
+    // opening the store ever replays more than that, and the memtables stay small (catch-up
+    // of 100,000 entries: peak RSS 232-256 MB with 64 MiB, 214-227 MB with 32, as fast).
+    opts.set_max_total_wal_size(32 << 20);
     opts.set_allow_mmap_reads(true);
     opts
 }
@@ -767,6 +768,15 @@ fn cf_options(name: &str) -> Options {
         let mut table = rocksdb::BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
         o.set_block_based_table_factory(&table);
+    }
+    if matches!(name, "entries" | "docs" | "records" | "changes" | "meta") {
+        // The column families an incoming entry looks up keys in that are mostly not there
+        // (is this entry, document, record or change new? which kind is this document?): a
+        // Bloom filter over the memtable's keys answers without walking its skip list
+        // (catch-up of 100,000 entries: about 15,800 -> 17,200-19,100 entries/s). 2 % of the
+        // write buffer each, 1.3 MiB; over every column family it cost 30 MB of RSS.
+        o.set_memtable_whole_key_filtering(true);
+        o.set_memtable_prefix_bloom_ratio(0.02);
     }
     if name == "postings" {
         // A record adds dozens of postings spread over the whole key space. In the default

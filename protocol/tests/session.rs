@@ -312,10 +312,7 @@ fn judged(entries: Vec<intercity_protocol::sync::WireEntry>, from: u64, more: bo
     Event::Judged {
         peer: HONEST,
         source: Source::Range {
-            feed: FeedId {
-                author: key(3).id(),
-                scope: Scope::Federation,
-            },
+            feed: fed3(),
             from,
             more,
         },
@@ -324,27 +321,40 @@ fn judged(entries: Vec<intercity_protocol::sync::WireEntry>, from: u64, more: bo
     }
 }
 
+/// City 3's federation feed.
+fn fed3() -> FeedId {
+    FeedId {
+        author: key(3).id(),
+        scope: Scope::Federation,
+    }
+}
+
+/// A session of city 0 that the honest peer's heads (city 3's federation feed at 12) made
+/// ask for that feed from 1: the session and that request.
+fn fetching_fed3() -> (Session<u32>, ReqId) {
+    let mut s: Session<u32> = Session::new(key(0).id(), RANGE_STALL);
+    let v = Empty;
+    s.handle(Event::Connected(HONEST), Duration::ZERO, &v);
+    let out = s.handle(
+        Event::HeadsAsked(HONEST, vec![(fed3(), 12, Hash32([7; 32]))]),
+        Duration::ZERO,
+        &v,
+    );
+    let [(first, 1)] = ranges_to(&out, HONEST, fed3())[..] else {
+        panic!("asked from 1: {out:?}")
+    };
+    (s, first)
+}
+
 /// While a range answer is judged, the range after it is already asked (read ahead), its
 /// answer is judged after it, and each range is asked once: whether the answer ahead comes
 /// before or after the one before it is judged.
 #[test]
 fn the_range_after_an_answer_is_asked_while_it_is_judged() {
-    let f = FeedId {
-        author: key(3).id(),
-        scope: Scope::Federation,
-    };
-    let mut s: Session<u32> = Session::new(key(0).id(), RANGE_STALL);
+    let f = fed3();
     let v = Empty;
     let ms = Duration::from_millis;
-    s.handle(Event::Connected(HONEST), ms(0), &v);
-    let out = s.handle(
-        Event::HeadsAsked(HONEST, vec![(f, 12, Hash32([7; 32]))]),
-        ms(0),
-        &v,
-    );
-    let [(first, 1)] = ranges_to(&out, HONEST, f)[..] else {
-        panic!("asked from 1: {out:?}")
-    };
+    let (mut s, first) = fetching_fed3();
     // 1..=3 arrive: judged, and 4.. asked at once.
     let answer = |entries, more| Response::Entries { entries, more };
     let out = s.handle(
@@ -422,10 +432,7 @@ fn the_range_after_an_answer_is_asked_while_it_is_judged() {
 /// overflow.
 #[test]
 fn reading_ahead_strikes_and_fetches_no_more_than_asking_after() {
-    let f = FeedId {
-        author: key(3).id(),
-        scope: Scope::Federation,
-    };
+    let f = fed3();
     let v = Empty;
     let ms = Duration::from_millis;
     let answer = |entries, more| Response::Entries { entries, more };
@@ -434,19 +441,7 @@ fn reading_ahead_strikes_and_fetches_no_more_than_asking_after() {
             .filter(|a| matches!(a, Action::Penalize(HONEST, _)))
             .count()
     };
-    let start = || {
-        let mut s: Session<u32> = Session::new(key(0).id(), RANGE_STALL);
-        s.handle(Event::Connected(HONEST), ms(0), &v);
-        let out = s.handle(
-            Event::HeadsAsked(HONEST, vec![(f, 12, Hash32([7; 32]))]),
-            ms(0),
-            &v,
-        );
-        let [(first, 1)] = ranges_to(&out, HONEST, f)[..] else {
-            panic!("asked from 1: {out:?}")
-        };
-        (s, first)
-    };
+    let start = fetching_fed3;
 
     let (mut s, first) = start();
     let out = s.handle(
