@@ -375,7 +375,7 @@ impl Store {
         // the read-write open below then finds the store locked, and the caller waits.)
         let mut opts = db_options(false);
         opts.set_max_open_files(-1);
-        let read_only = DB::open_cf_descriptors_read_only(&opts, path, descriptors(), false)
+        let read_only = DB::open_cf_descriptors_read_only(&opts, path, descriptors(false), false)
             .ok()
             .map(|db| Store::with_db(db, path));
         if let Some(store) = read_only {
@@ -393,8 +393,8 @@ impl Store {
     fn open_inner(path: &Path, create: bool) -> Result<Store, StoreError> {
         let lock = Self::writer_lock(path)?;
         let opts = db_options(create);
-        let db =
-            DB::open_cf_descriptors(&opts, path, descriptors()).map_err(|e| classify(path, e))?;
+        let db = DB::open_cf_descriptors(&opts, path, descriptors(true))
+            .map_err(|e| classify(path, e))?;
         Ok(Store {
             _lock: Some(lock),
             ..Store::with_db(db, path)
@@ -752,13 +752,13 @@ fn db_options(create: bool) -> Options {
 }
 
 /// Every column family with its options.
-fn descriptors() -> impl Iterator<Item = ColumnFamilyDescriptor> {
+fn descriptors(writer: bool) -> impl Iterator<Item = ColumnFamilyDescriptor> {
     CFS.iter()
-        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)))
+        .map(move |name| ColumnFamilyDescriptor::new(*name, cf_options(name, writer)))
 }
 
 /// The options of one column family.
-fn cf_options(name: &str) -> Options {
+fn cf_options(name: &str, writer: bool) -> Options {
     let mut o = Options::default();
     if !matches!(name, "postings" | "facets") {
         // Point lookups, many of them for keys that are not there (is this document, change or
@@ -769,12 +769,14 @@ fn cf_options(name: &str) -> Options {
         table.set_bloom_filter(10.0, false);
         o.set_block_based_table_factory(&table);
     }
-    if matches!(name, "entries" | "docs" | "records" | "changes" | "meta") {
+    if writer && matches!(name, "entries" | "docs" | "records" | "changes" | "meta") {
         // The column families an incoming entry looks up keys in that are mostly not there
         // (is this entry, document, record or change new? which kind is this document?): a
         // Bloom filter over the memtable's keys answers without walking its skip list
         // (catch-up of 100,000 entries: about 15,800 -> 17,200-19,100 entries/s). 2 % of the
-        // write buffer each, 1.3 MiB; over every column family it cost 30 MB of RSS.
+        // write buffer each, 1.3 MiB; over every column family it cost 30 MB of RSS. Not for
+        // a read-only open (a CLI command reading the store itself): it writes nothing, and
+        // zeroing the filters cost such a command 3-5 ms.
         o.set_memtable_whole_key_filtering(true);
         o.set_memtable_prefix_bloom_ratio(0.02);
     }
