@@ -490,3 +490,59 @@ fn reading_ahead_strikes_and_fetches_no_more_than_asking_after() {
     let out = s.handle(Event::Answered(HONEST, first, answer(odd, true)), ms(1), &v);
     assert!(ranges_to(&out, HONEST, f).is_empty(), "{out:?}");
 }
+
+/// A range asked ahead and dropped before its answer (the answer before it had a gap) is
+/// recognised when its answer comes, even when the same range was asked ahead again since: its
+/// answer is not judged, and the new request's is.
+#[test]
+fn a_dropped_range_asked_ahead_is_forgotten_when_it_ends() {
+    let f = fed3();
+    let v = Empty;
+    let ms = Duration::from_millis;
+    let entries = |seqs, more| Response::Entries {
+        entries: wire_entries(seqs),
+        more,
+    };
+    let (mut s, first) = fetching_fed3();
+    let out = s.handle(
+        Event::Answered(HONEST, first, entries(1..=3, true)),
+        ms(1),
+        &v,
+    );
+    let [(dropped, 4)] = ranges_to(&out, HONEST, f)[..] else {
+        panic!("asked ahead from 4: {out:?}")
+    };
+    // Entry 2 is past the node's head (a gap: it holds the feed up to 1): the fetch asks from
+    // 2 again, and the range asked ahead from 4 is dropped.
+    let mut gap = judged(wire_entries(1..=3), 1, true);
+    if let Event::Judged { outcomes, .. } = &mut gap {
+        outcomes[1] = Outcome::Gap(f, 1);
+    }
+    let out = s.handle(gap, ms(2), &v);
+    let [(again, 2)] = ranges_to(&out, HONEST, f)[..] else {
+        panic!("asked from 2: {out:?}")
+    };
+    // 2..=3 arrive: 4.. is asked ahead again, by a new request.
+    let out = s.handle(
+        Event::Answered(HONEST, again, entries(2..=3, true)),
+        ms(3),
+        &v,
+    );
+    let [(ahead, 4)] = ranges_to(&out, HONEST, f)[..] else {
+        panic!("asked ahead from 4 again: {out:?}")
+    };
+    assert_ne!(ahead, dropped);
+    // The dropped request's answer: not judged. The new one's: judged.
+    let out = s.handle(
+        Event::Answered(HONEST, dropped, entries(4..=6, true)),
+        ms(4),
+        &v,
+    );
+    assert!(judged_from(&out).is_empty(), "{out:?}");
+    let out = s.handle(
+        Event::Answered(HONEST, ahead, entries(4..=6, true)),
+        ms(5),
+        &v,
+    );
+    assert_eq!(judged_from(&out), [4]);
+}
