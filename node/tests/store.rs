@@ -17,6 +17,24 @@ fn practice(city: &City, title: &str) -> Record {
 }
 
 /// Every key and value of every column family.
+/// The next change to practice `id` made on `city`'s document with its key as the actor, `f`
+/// applied to the record (not published).
+fn next_practice_change(
+    city: &City,
+    id: intercity_protocol::entry::DocId,
+    f: impl FnOnce(&mut Practice),
+) -> automerge::Change {
+    let mut doc = city.load(id).expect("doc");
+    let mut rec = city.record(id).expect("record");
+    if let Record::Practice(p) = &mut rec {
+        f(p);
+    }
+    let actor = automerge::ActorId::from(city.key().id().as_bytes().to_vec());
+    intercity_protocol::doc::edit_document(&mut doc, actor, &rec, "edit")
+        .expect("edit")
+        .expect("some")
+}
+
 fn dump(dir: &std::path::Path) -> Vec<(String, Vec<u8>, Vec<u8>)> {
     let path = dir.join("db");
     let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &path).expect("list cfs");
@@ -84,15 +102,7 @@ fn feed_level_rejections_leave_the_store_byte_for_byte_unchanged() {
     let before = dump(tmp.path());
     let city = City::open(tmp.path()).expect("reopen");
     // A valid next change to build bad variants from.
-    let mut doc = city.load(id).expect("doc");
-    let mut rec = city.record(id).expect("record");
-    if let Record::Practice(p) = &mut rec {
-        p.summary = "x".into();
-    }
-    let actor = automerge::ActorId::from(key.id().as_bytes().to_vec());
-    let change = intercity_protocol::doc::edit_document(&mut doc, actor, &rec, "edit")
-        .expect("edit")
-        .expect("some");
+    let change = next_practice_change(&city, id, |p| p.summary = "x".into());
     let payload = change.raw_bytes().to_vec();
     let good = sign_entry(&key, Scope::Federation, 2, head_hash, id, &payload, 1);
 
@@ -617,15 +627,7 @@ fn a_change_numbered_off_its_dependencies_leaves_the_record_readable_after_a_res
     ));
     let before = brno.record(id).expect("record");
     // Milan's next change, one scalar put, renumbered to start at operation 3.
-    let mut doc = milan.load(id).expect("doc");
-    let mut rec = milan.record(id).expect("record");
-    if let Record::Practice(p) = &mut rec {
-        p.city = "Turin".into();
-    }
-    let actor = automerge::ActorId::from(milan.id().as_bytes().to_vec());
-    let honest = intercity_protocol::doc::edit_document(&mut doc, actor, &rec, "edit")
-        .expect("edit")
-        .expect("some");
+    let honest = next_practice_change(&milan, id, |p| p.city = "Turin".into());
     let mut expanded = honest.decode();
     assert_eq!(expanded.operations.len(), 1);
     expanded.start_op = std::num::NonZeroU64::new(3).expect("non-zero");

@@ -308,18 +308,13 @@ pub(crate) fn genesis_ops(chunk: &[u8]) -> Option<Vec<GenesisOp<'_>>> {
             2 => ScalarValue::Boolean(true),
             m => {
                 let bytes = raw.skip(m >> 4, "value").ok()?;
-                let mut value = Reader { bytes, at: 0 };
-                let scalar = match m & 0b1111 {
-                    3 => ScalarValue::Uint(value.ulebs()?),
-                    4 => ScalarValue::Int(value.slebs()?),
+                match m & 0b1111 {
+                    3 => ScalarValue::Uint(Reader::whole(bytes, Reader::ulebs)?),
+                    4 => ScalarValue::Int(Reader::whole(bytes, Reader::slebs)?),
                     5 => ScalarValue::F64(f64::from_le_bytes(bytes.try_into().ok()?)),
                     6 => ScalarValue::Str(std::str::from_utf8(bytes).ok()?.into()),
                     _ => return None,
-                };
-                if m & 0b1111 != 5 && m & 0b1111 != 6 && !value.done() {
-                    return None;
                 }
-                scalar
             }
         };
         let action = match (a, value) {
@@ -360,6 +355,13 @@ pub(crate) fn genesis_ops(chunk: &[u8]) -> Option<Vec<GenesisOp<'_>>> {
 }
 
 impl<'a> Reader<'a> {
+    /// One value read by `read` that takes all of `bytes`.
+    fn whole<T>(bytes: &'a [u8], read: fn(&mut Reader<'a>) -> Option<T>) -> Option<T> {
+        let mut r = Reader { bytes, at: 0 };
+        let value = read(&mut r)?;
+        r.done().then_some(value)
+    }
+
     /// An unsigned LEB128 number of at most 63 bits.
     fn ulebs(&mut self) -> Option<u64> {
         let mut value = 0u64;

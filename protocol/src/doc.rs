@@ -922,8 +922,7 @@ fn genesis_json_of(ops: Vec<GenesisOp<'_>>) -> Option<Json> {
             ),
             GenesisAction::Make(ObjType::Table) => return None,
         };
-        let obj = op.obj;
-        let at = nodes.binary_search_by_key(&obj, |(c, _)| *c).ok()?;
+        let at = nodes.binary_search_by_key(&op.obj, |(c, _)| *c).ok()?;
         match (nodes[at].1.as_mut()?, op.key, op.insert) {
             (Node::Map(entries), GenesisKey::Map(k), false) => entries.push((k.to_string(), slot)),
             (
@@ -939,20 +938,13 @@ fn genesis_json_of(ops: Vec<GenesisOp<'_>>) -> Option<Json> {
                 // first. Every element here is its actor's newest so far, so it goes right
                 // after the element it names (first, after the head).
                 let place = match elem {
-                    GenesisKey::After(after) => {
-                        if elements.last().map(|(c, _)| *c) == Some(after) {
-                            elements.len()
-                        } else if elements.len() <= MAX_GENESIS_MIDDLE_INSERT {
-                            elements.iter().position(|(c, _)| *c == after)? + 1
-                        } else {
-                            return None;
-                        }
+                    GenesisKey::After(after) if elements.last().map(|(c, _)| *c) == Some(after) => {
+                        elements.len()
                     }
+                    _ if elements.len() > MAX_GENESIS_MIDDLE_INSERT => return None,
+                    GenesisKey::After(after) => elements.iter().position(|(c, _)| *c == after)? + 1,
                     _ => 0,
                 };
-                if place < elements.len() && elements.len() > MAX_GENESIS_MIDDLE_INSERT {
-                    return None;
-                }
                 elements.insert(place, (counter, slot));
             }
             _ => return None,

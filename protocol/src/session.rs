@@ -464,9 +464,7 @@ impl<P: Ord + Clone> Session<P> {
         match fetch {
             Fetch::Main => {
                 p.inflight.remove(&feed);
-                if let Some(a) = p.ahead.remove(&feed) {
-                    drop_ahead(p, a);
-                }
+                p.drop_ahead(&feed);
             }
             Fetch::Ahead => {
                 if let Some(a) = p.ahead.get_mut(&feed) {
@@ -659,7 +657,6 @@ impl<P: Ord + Clone> Session<P> {
     fn on_range(&mut self, peer: P, feed: FeedId, from: u64, entries: Vec<WireEntry>, more: bool) {
         // An answer starts at the seq asked for (so each one makes progress, and a peer cannot
         // loop `more` over entries already held), and a peer that claimed a feed serves it.
-        let asked = Some(from);
         let claimed = self.peers.get(&peer).and_then(|p| {
             p.last_heads
                 .iter()
@@ -670,11 +667,11 @@ impl<P: Ord + Clone> Session<P> {
             .first()
             .and_then(|w| SignedEntry::decode(&w.entry).ok())
             .map(|e| (e.header.feed(), e.header.seq));
-        let fault = match (asked, first) {
-            (Some(from), Some((f, s))) if f != feed || s != from => {
+        let fault = match first {
+            Some((f, s)) if f != feed || s != from => {
                 Some("a range answer that does not start where it was asked")
             }
-            (Some(from), None) if claimed.is_some_and(|head| head >= from) => {
+            None if claimed.is_some_and(|head| head >= from) => {
                 Some("claimed entries it does not serve")
             }
             _ => None,
@@ -838,10 +835,8 @@ impl<P: Ord + Clone> Session<P> {
         match self.fetch_of(&peer, feed, from) {
             Fetch::Main => {}
             Fetch::Ahead => {
-                if let Some(p) = self.peers.get_mut(&peer)
-                    && let Some(a) = p.ahead.remove(&feed)
-                {
-                    drop_ahead(p, a);
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.drop_ahead(&feed);
                 }
                 return;
             }
@@ -923,24 +918,24 @@ impl<P: Ord + Clone> Session<P> {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        let ahead = p.ahead.remove(&feed);
-        match (next.filter(|_| more), ahead) {
+        match (next.filter(|_| more), p.ahead.get(&feed).copied()) {
             // The range after this one is asked already: it is the fetch in flight now, or it
             // ended, and so does the fetch.
-            (Some(next), Some(a)) if a.from == next => match a.state {
-                AheadState::Asked => {
-                    p.inflight.insert(feed, (next, a.at));
+            (Some(next), Some(a)) if a.from == next => {
+                p.ahead.remove(&feed);
+                match a.state {
+                    AheadState::Asked => {
+                        p.inflight.insert(feed, (next, a.at));
+                    }
+                    AheadState::Answered(after) => {
+                        p.inflight.insert(feed, (next, now));
+                        self.read_ahead(&peer, feed, after);
+                    }
+                    AheadState::Failed => {}
                 }
-                AheadState::Answered(after) => {
-                    p.inflight.insert(feed, (next, now));
-                    self.read_ahead(&peer, feed, after);
-                }
-                AheadState::Failed => {}
-            },
-            (next, ahead) => {
-                if let Some(a) = ahead {
-                    drop_ahead(p, a);
-                }
+            }
+            (next, _) => {
+                p.drop_ahead(&feed);
                 if let Some(next) = next {
                     self.request_range(&peer, feed, next);
                 }
@@ -949,10 +944,15 @@ impl<P: Ord + Clone> Session<P> {
     }
 }
 
-/// Forgets a range asked ahead of `p`: its answer, if one is still to come, is not judged.
-fn drop_ahead(p: &mut PeerSync, a: Ahead) {
-    if matches!(a.state, AheadState::Asked) {
-        p.dropped.insert(a.id);
+impl PeerSync {
+    /// Forgets the range of `feed` asked ahead, if any: its answer, if one is still to come,
+    /// is not judged.
+    fn drop_ahead(&mut self, feed: &FeedId) {
+        if let Some(a) = self.ahead.remove(feed)
+            && matches!(a.state, AheadState::Asked)
+        {
+            self.dropped.insert(a.id);
+        }
     }
 }
 

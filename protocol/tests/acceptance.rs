@@ -1715,18 +1715,25 @@ fn a_feed_near_its_budget_waits_for_its_pending_entries() {
     assert_eq!(bob_first, 0);
 }
 
+/// Milan chairs a group with Brno as a member and adds four agenda items: the two cities
+/// (Brno has received nothing), the group and Milan's five wires.
+fn chair_with_four_items() -> (City, City, DocId, Vec<Wire>) {
+    let mut milan = City::new(1);
+    let brno = City::new(2);
+    let (id, genesis) = milan.create(&group(&milan, &[(&brno, Role::Member)]));
+    let mut wires = vec![genesis];
+    for n in 0..4 {
+        wires.push(milan.edit(id, add_item(&format!("item {n}"))));
+    }
+    (milan, brno, id, wires)
+}
+
 /// Forged changes by a member: each on top of one of the chair's changes (or the genesis),
 /// with operations aimed at operations picked from all of the chair's changes (and the root),
 /// some inside the forged change's causal past and some not.
 fn forged_references(picks: &[(u8, u8, u8, u8)]) -> Vec<Vec<Wire>> {
     use automerge::legacy::{Key, ObjectId, Op, OpId, OpType, SortedVec};
-    let mut milan = City::new(1);
-    let mut brno = City::new(2);
-    let (id, genesis) = milan.create(&group(&milan, &[(&brno, Role::Member)]));
-    let mut chair = vec![genesis];
-    for n in 0..4 {
-        chair.push(milan.edit(id, add_item(&format!("item {n}"))));
-    }
+    let (_, mut brno, id, chair) = chair_with_four_items();
     // Every operation of the chair's changes, with the change that made it.
     let changes: Vec<automerge::Change> = chair
         .iter()
@@ -3299,13 +3306,7 @@ fn quick_check_doc() -> (
     Vec<automerge::Change>,
     Vec<automerge::legacy::OpId>,
 ) {
-    let mut milan = City::new(1);
-    let mut brno = City::new(2);
-    let (id, genesis) = milan.create(&group(&milan, &[(&brno, Role::Member)]));
-    let mut wires = vec![genesis];
-    for n in 0..4 {
-        wires.push(milan.edit(id, add_item(&format!("item {n}"))));
-    }
+    let (_, mut brno, id, mut wires) = chair_with_four_items();
     brno.receive(&wires);
     wires.push(brno.edit(id, add_item("Brno's")));
     let l = fresh_with(&wires);
