@@ -485,6 +485,45 @@ mod tests {
     }
 
     #[test]
+    fn a_remembered_term_is_the_term_worked_out() {
+        let words = [
+            "Projekte",
+            "projects",
+            "Café",
+            "cafe\u{301}",
+            "the",
+            "a",
+            "2017",
+            "Białystok",
+            "inclusione",
+            "x",
+            "İstanbul",
+            "ǅemal",
+        ];
+        let long = "Donaudampfschifffahrtsgesellschaftskapitänsmützen".repeat(2);
+        for analyzer in Analyzer::all() {
+            for word in words.iter().copied().chain([long.as_str()]) {
+                let worked_out = analyzer.work_out(word);
+                // Twice: the first may work it out and remember it, the second finds it.
+                assert_eq!(analyzer.term(word), worked_out, "{analyzer:?} {word}");
+                assert_eq!(analyzer.term(word), worked_out, "{analyzer:?} {word}");
+            }
+        }
+        // Past its bound the memo starts again, still answering the same.
+        let en = Analyzer::of("en");
+        for n in 0..MAX_MEMO_TERMS + 10 {
+            let word = format!("word{n}s");
+            assert_eq!(en.term(&word), en.work_out(&word));
+        }
+        assert_eq!(en.term("projects").as_deref(), Some("project"));
+        // Each analyzer remembers its own terms.
+        assert_eq!(
+            Analyzer::FOLD_ONLY.term("projects").as_deref(),
+            Some("projects")
+        );
+    }
+
+    #[test]
     fn queries() {
         let q = parse_query("Youth employ*", &[]).expect("query");
         assert_eq!(q.all.len(), 2);

@@ -158,11 +158,11 @@ pub struct Store {
     entries: std::sync::Mutex<Option<EntryCounts>>,
     /// Bytes of the write batches written since the store was opened.
     written: std::sync::atomic::AtomicU64,
-    /// The costly documents written last, as written, most recent first, each with its weight
-    /// (see [`MAX_CACHED_DOCS`]), shared with the pipeline: a reader gets the same copy, and
-    /// one that changes it makes its own. Only writes fill it, after they are written: a reader
+    /// The costly documents written last, as written, most recent first (see
+    /// [`MAX_CACHED_DOCS`]), shared with the pipeline: a reader gets the same copy, and one
+    /// that changes it makes its own. Only writes fill it, after they are written: a reader
     /// never puts back a copy older than the store's.
-    doc_cache: std::sync::Mutex<Vec<(DocId, std::sync::Arc<Automerge>, usize)>>,
+    doc_cache: std::sync::Mutex<Vec<apply::CachedDoc>>,
     /// Every working group's members (city ids): read from the group records once, when first
     /// needed, then kept up to date by every write, so that the network task never loads a
     /// group document to know who shares it.

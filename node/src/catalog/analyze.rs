@@ -1,5 +1,7 @@
 //! Text analysis: fields and their weights, folding words into terms, parsing queries, snippets.
 
+use std::collections::HashMap;
+
 use super::*;
 
 /// Text fields of a unit: (id, name, weight).
@@ -101,6 +103,21 @@ pub(crate) fn two_letter(code: &str) -> &str {
 /// working language.
 pub(crate) const DEFAULT_LANGUAGE: &str = "en";
 
+/// The words whose terms [`TERM_MEMO`] remembers: at most this long (a longer word is worked
+/// out each time)...
+pub(crate) const MAX_MEMO_WORD_BYTES: usize = 40;
+/// ...and at most this many for each analyzer (when full, it is emptied and starts again).
+pub(crate) const MAX_MEMO_TERMS: usize = 8192;
+
+std::thread_local! {
+    /// The terms of the words seen lately, by analyzer ([`Analyzer::number`]): folding and
+    /// stemming took most of the catalog's time, and the same words come again and again.
+    /// [`Analyzer::term`] is a function of the analyzer and the word only, so a remembered
+    /// term is the one it would work out. At most about 8 × 8,192 × 100 bytes a thread.
+    static TERM_MEMO: std::cell::RefCell<Vec<HashMap<String, Option<String>>>> =
+        std::cell::RefCell::new(vec![HashMap::new(); STEMMED.len() + 1]);
+}
+
 /// How the words of one language become terms.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Analyzer(Option<rust_stemmers::Algorithm>);
@@ -130,9 +147,40 @@ impl Analyzer {
         out
     }
 
+    /// The analyzer's number: 0 for folding only, else 1 + its place in [`STEMMED`].
+    pub(crate) fn number(self) -> usize {
+        match self.0 {
+            None => 0,
+            Some(a) => STEMMED
+                .iter()
+                .position(|(_, s)| *s == a)
+                .map_or(0, |i| i + 1),
+        }
+    }
+
     /// The term of one word: lowercased, cut to [`MAX_TERM_CHARS`], stemmed in this language,
-    /// folded; None for stop words and single letters.
+    /// folded; None for stop words and single letters. Remembered for words of at most
+    /// [`MAX_MEMO_WORD_BYTES`] (see [`TERM_MEMO`]).
     pub(crate) fn term(&self, word: &str) -> Option<String> {
+        if word.len() > MAX_MEMO_WORD_BYTES {
+            return self.work_out(word);
+        }
+        TERM_MEMO.with_borrow_mut(|memo| {
+            let held = &mut memo[self.number()];
+            if let Some(term) = held.get(word) {
+                return term.clone();
+            }
+            let term = self.work_out(word);
+            if held.len() >= MAX_MEMO_TERMS {
+                held.clear();
+            }
+            held.insert(word.to_owned(), term.clone());
+            term
+        })
+    }
+
+    /// [`Analyzer::term`], worked out.
+    pub(crate) fn work_out(&self, word: &str) -> Option<String> {
         use unicode_normalization::UnicodeNormalization as _;
         // Composed (NFC) for the stemmer, whose rules name accented letters: `a` + U+0300
         // and `à` must stem alike. (Most words are ASCII: no normalization needed.)

@@ -480,6 +480,16 @@ pub(crate) fn encode_posting(counts: [u16; 3], len: u32) -> [u8; 10] {
     v
 }
 
+/// The counts and the unit length a posting value holds.
+pub(crate) fn posting_parts(v: &[u8]) -> Option<([u16; 3], u32)> {
+    let v: &[u8; 10] = v.try_into().ok()?;
+    let c = |i: usize| u16::from_be_bytes([v[i], v[i + 1]]);
+    Some((
+        [c(0), c(2), c(4)],
+        u32::from_be_bytes([v[6], v[7], v[8], v[9]]),
+    ))
+}
+
 /// (field-weighted term frequency, unit length) of a posting value.
 pub(crate) fn decode_posting(v: &[u8]) -> Option<(f64, f64)> {
     let v: &[u8; 10] = v.try_into().ok()?;

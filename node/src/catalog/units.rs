@@ -1,5 +1,7 @@
 //! The units of a record (a practice, a project, a group, each agenda) with their searchable texts.
 
+use std::collections::HashMap;
+
 use super::*;
 
 /// A unit with its key and text fields, as written to the catalog.
@@ -35,9 +37,12 @@ pub(crate) fn language_of(texts: &[(u8, String)]) -> &str {
         .map_or("", |(_, l)| l.as_str())
 }
 
+/// A text field of a unit: (field, text, the analyzer of its language).
+pub(crate) type AnalyzedField<'a> = (u8, &'a str, Analyzer);
+
 /// The text fields of a texts row, each with the analyzer of its language: a language entry
 /// sets the language of the fields after it (a translation's title and summary).
-pub(crate) fn analyzed_fields(texts: &[(u8, String)]) -> Vec<(u8, &str, Analyzer)> {
+pub(crate) fn analyzed_fields(texts: &[(u8, String)]) -> Vec<AnalyzedField<'_>> {
     let mut analyzer = Analyzer::of(DEFAULT_LANGUAGE);
     let mut out = Vec::with_capacity(texts.len());
     for (field, text) in texts {
@@ -202,8 +207,15 @@ pub(crate) fn units_of(id: DocId, record: &Record, updated: i64) -> Vec<Entry> {
 /// Term counts of a unit's texts by weight class (×4, ×2, ×1), in term order (the order of the
 /// posting keys), and the unit's length in terms.
 pub(crate) fn count_terms(texts: &[(u8, String)]) -> (Vec<(String, [u16; 3])>, u32) {
+    count_analyzed(analyzed_fields(texts))
+}
+
+/// [`count_terms`] of analyzed text fields.
+pub(crate) fn count_analyzed<'a>(
+    fields: impl IntoIterator<Item = (u8, &'a str, Analyzer)>,
+) -> (Vec<(String, [u16; 3])>, u32) {
     let mut all: Vec<(String, usize)> = Vec::new();
-    for (field, text, analyzer) in analyzed_fields(texts) {
+    for (field, text, analyzer) in fields {
         let class = match FIELDS.get(usize::from(field)).map_or(1, |f| f.1) {
             4 => 0,
             2 => 1,
@@ -226,6 +238,37 @@ pub(crate) fn count_terms(texts: &[(u8, String)]) -> (Vec<(String, [u16; 3])>, u
         }
     }
     (counts, len)
+}
+
+/// The text fields in which two texts rows of a unit differ, each with its analyzer: those only
+/// in `old` (`.0`) and those only in `new` (`.1`), counted as multisets. The terms of the fields
+/// they share count alike in both, so the difference of the rows' term counts is the
+/// difference of these fields' counts.
+pub(crate) fn changed_fields<'a>(
+    old: &'a [(u8, String)],
+    new: &'a [(u8, String)],
+) -> (Vec<AnalyzedField<'a>>, Vec<AnalyzedField<'a>>) {
+    let mut count: HashMap<(u8, &str, usize), i64> = HashMap::new();
+    let (old, new) = (analyzed_fields(old), analyzed_fields(new));
+    for (field, text, analyzer) in &old {
+        *count.entry((*field, *text, analyzer.number())).or_default() -= 1;
+    }
+    for (field, text, analyzer) in &new {
+        *count.entry((*field, *text, analyzer.number())).or_default() += 1;
+    }
+    // Each side keeps its fields beyond what the other has of them, in its own order.
+    let mut take = |fields: Vec<AnalyzedField<'a>>, sign: i64| {
+        fields
+            .into_iter()
+            .filter(|(field, text, analyzer)| {
+                let n = count
+                    .get_mut(&(*field, *text, analyzer.number()))
+                    .filter(|n| **n * sign > 0);
+                n.map(|n| *n -= sign).is_some()
+            })
+            .collect::<Vec<_>>()
+    };
+    (take(old, -1), take(new, 1))
 }
 
 pub(crate) fn posting_key(term: &str, unit_key: &[u8]) -> Vec<u8> {

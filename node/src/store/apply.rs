@@ -40,9 +40,49 @@ fn cache_weight(bytes: usize, changes: u64) -> usize {
     )
 }
 
+/// A costly document (see [`costly`]) kept in memory after it was written.
+pub(crate) struct CachedDoc {
+    pub(crate) id: DocId,
+    pub(crate) doc: std::sync::Arc<Automerge>,
+    /// What it is counted as against [`MAX_CACHED_DOC_BYTES`] (see [`cache_weight`]).
+    weight: usize,
+    /// How it was stored by that write, so that the next one need not read it again.
+    pub(crate) stored: Stored,
+}
+
+/// How a document is stored: its `docs` row and the `doc_tail` rows after it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Stored {
+    /// The bytes of the `docs` row.
+    base: usize,
+    /// How many `doc_tail` rows follow it: numbered from 0, each change after the one before.
+    pub(crate) tail: u32,
+    /// Their bytes.
+    tail_bytes: usize,
+}
+
+impl Stored {
+    #[cfg(test)]
+    pub(crate) fn of(base: usize, tail: u32, tail_bytes: usize) -> Stored {
+        Stored {
+            base,
+            tail,
+            tail_bytes,
+        }
+    }
+
+    /// The bytes the document takes in the store.
+    fn size(self) -> usize {
+        self.base + self.tail_bytes
+    }
+}
+
 impl Store {
     /// Applies an ingestion's writes in one batch; `sync` waits for the disk. Entries from peers
     /// are written unsynced: a crash can lose the last few, and sync fetches them again.
+    ///
+    /// Writers take turns (the city's write lock): what a write reads to decide (feed heads, a
+    /// document's tail rows) must not change under it.
     pub fn apply_with(&self, commit: Commit, sync: bool) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         for e in &commit.entries {
@@ -60,9 +100,9 @@ impl Store {
             batch.put_cf(self.cf("heads"), feed.to_bytes(), head.encode());
         }
         let mut delta = catalog::CatalogDelta::default();
-        let mut stored_sizes = Vec::with_capacity(commit.docs.len());
+        let mut stored = Vec::with_capacity(commit.docs.len());
         for (id, update) in &commit.docs {
-            stored_sizes.push(self.write_doc(&mut batch, id, update)?);
+            stored.push(self.write_doc(&mut batch, id, update)?);
 
             if let Some(record) = &update.record {
                 let row = self.get("records", &id.0)?;
@@ -251,19 +291,28 @@ impl Store {
         }
         drop((entry_counts, pending_counts));
         // Costly documents just written stay in memory, for the next change to them.
-        cache.retain(|(held, _, _)| !commit.removed.contains(held));
-        for ((id, update), size) in commit.docs.into_iter().zip(stored_sizes) {
-            cache.retain(|(held, _, _)| *held != id);
+        cache.retain(|held| !commit.removed.contains(&held.id));
+        for ((id, update), stored) in commit.docs.into_iter().zip(stored) {
+            cache.retain(|held| held.id != id);
             if let DocState::Built(doc) = update.doc {
                 let changes = doc.stats().num_changes;
-                if costly(size, changes) {
-                    cache.insert(0, (id, doc, cache_weight(size, changes)));
+                if costly(stored.size(), changes) {
+                    let weight = cache_weight(stored.size(), changes);
+                    cache.insert(
+                        0,
+                        CachedDoc {
+                            id,
+                            doc,
+                            weight,
+                            stored,
+                        },
+                    );
                 }
             }
         }
         let mut total = 0;
-        cache.retain(|(_, _, size)| {
-            total += size;
+        cache.retain(|held| {
+            total += held.weight;
             total <= MAX_CACHED_DOC_BYTES
         });
         cache.truncate(MAX_CACHED_DOCS);
@@ -287,41 +336,37 @@ impl Store {
     }
 
     /// Writes a changed document: its new changes after the stored copy while they are few and
-    /// small beside it, else the whole document (and the changes are dropped). Returns the
-    /// bytes it takes in the store.
+    /// small beside it, else the whole document (and the changes are dropped). Returns how it
+    /// is now stored.
     pub(super) fn write_doc(
         &self,
         batch: &mut WriteBatch,
         id: &DocId,
         update: &intercity_protocol::ingest::DocUpdate,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Stored, StoreError> {
         // A document new to the store (nothing appended to a copy of it, nothing replaced)
         // has no tail rows.
-        let tail = if update.appended.is_some() || update.replace {
-            self.scan("doc_tail", &id.0)?
+        let held = if update.appended.is_some() || update.replace {
+            self.stored(id)?
         } else {
-            Vec::new()
+            Stored::default()
         };
         if let Some(changes) = &update.appended {
-            let base = self
-                .db
-                .get_pinned_cf(self.cf("docs"), id.0)
-                .map_err(|e| classify(&self.path, e))?
-                .map_or(0, |v| v.len());
-            let count = tail.len() + changes.len();
-            let bytes: usize = tail.iter().map(|(_, v)| v.len()).sum::<usize>()
-                + changes.iter().map(Vec::len).sum::<usize>();
+            let count = held.tail as usize + changes.len();
+            let bytes = held.tail_bytes + changes.iter().map(Vec::len).sum::<usize>();
             let history = match &update.doc {
                 DocState::Built(doc) => doc.stats().num_changes,
                 DocState::Genesis(_) => 1,
             };
-            if costly(base, history) && count <= MAX_TAIL_CHANGES && bytes <= base / 2 {
-                for (n, change) in changes.iter().enumerate() {
-                    let mut key = id.0.to_vec();
-                    key.extend_from_slice(&((tail.len() + n) as u32).to_be_bytes());
-                    batch.put_cf(self.cf("doc_tail"), key, change);
+            if costly(held.base, history) && count <= MAX_TAIL_CHANGES && bytes <= held.base / 2 {
+                for (n, change) in (held.tail..).zip(changes) {
+                    batch.put_cf(self.cf("doc_tail"), tail_key(id, n), change);
                 }
-                return Ok(base + bytes);
+                return Ok(Stored {
+                    base: held.base,
+                    tail: u32::try_from(count).unwrap_or(u32::MAX),
+                    tail_bytes: bytes,
+                });
             }
         }
         // Uncompressed: DEFLATE costs more than it saves on documents of a few kilobytes.
@@ -329,11 +374,49 @@ impl Store {
             id: id.to_string(),
             detail: e.0,
         })?;
-        let size = bytes.len();
+        let base = bytes.len();
         batch.put_cf(self.cf("docs"), id.0, bytes);
-        for (key, _) in tail {
-            batch.delete_cf(self.cf("doc_tail"), key);
+        for n in 0..held.tail {
+            batch.delete_cf(self.cf("doc_tail"), tail_key(id, n));
         }
-        Ok(size)
+        Ok(Stored {
+            base,
+            ..Stored::default()
+        })
     }
+
+    /// `f` of document `id` as the cache holds it, if it does.
+    pub(super) fn cached<T>(&self, id: &DocId, f: impl FnOnce(&CachedDoc) -> T) -> Option<T> {
+        self.doc_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|held| held.id == *id)
+            .map(f)
+    }
+
+    /// How document `id` is stored now: as the cache noted it when it was written, else read.
+    fn stored(&self, id: &DocId) -> Result<Stored, StoreError> {
+        if let Some(stored) = self.cached(id, |held| held.stored) {
+            return Ok(stored);
+        }
+        let base = self
+            .db
+            .get_pinned_cf(self.cf("docs"), id.0)
+            .map_err(|e| classify(&self.path, e))?
+            .map_or(0, |v| v.len());
+        let tail = self.scan("doc_tail", &id.0)?;
+        Ok(Stored {
+            base,
+            tail: u32::try_from(tail.len()).unwrap_or(u32::MAX),
+            tail_bytes: tail.iter().map(|(_, v)| v.len()).sum(),
+        })
+    }
+}
+
+/// The key of document `id`'s tail row `n`.
+fn tail_key(id: &DocId, n: u32) -> Vec<u8> {
+    let mut key = id.0.to_vec();
+    key.extend_from_slice(&n.to_be_bytes());
+    key
 }

@@ -92,19 +92,12 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|x| self.corrupt(x))?;
         for (key, old) in &old_texts {
-            let unchanged = new
-                .iter()
-                .zip(&new_texts)
-                .any(|(e, texts)| e.key == *key && texts == old);
-            if unchanged {
+            // A unit still there has its postings mended below; a unit gone loses them all.
+            if new_keys.contains(&key[..]) {
                 continue;
             }
             let texts: Vec<(u8, String)> = serde_json::from_slice(old).unwrap_or_default();
-            let (counts, len) = count_terms(&texts);
-            for (t, _) in &counts {
-                batch.delete_cf(self.cf("postings"), posting_key(t, key));
-            }
-            delta.terms -= i64::from(len);
+            self.delete_postings(batch, key, &texts, delta);
         }
         for (e, texts) in new.iter().zip(new_texts) {
             // A unit the edit left as it was is not written again (its facets derive from it
@@ -120,19 +113,134 @@ impl Store {
             }
             match old_texts.get(&e.key) {
                 Some(old) if *old == texts => continue,
-                Some(_) => {}
-                None => delta.units += 1,
+                Some(old) => {
+                    let old: Vec<(u8, String)> = serde_json::from_slice(old).unwrap_or_default();
+                    if !self.mend_postings(batch, &e.key, &old, &e.texts, delta)? {
+                        self.delete_postings(batch, &e.key, &old, delta);
+                        self.put_postings(&e.key, &e.texts, delta);
+                    }
+                }
+                None => {
+                    delta.units += 1;
+                    self.put_postings(&e.key, &e.texts, delta);
+                }
             }
-            let (counts, len) = count_terms(&e.texts);
+            batch.put_cf(self.cf("texts"), &e.key, texts);
+        }
+        Ok(())
+    }
+
+    /// Deletes the postings of unit `key` whose texts row holds `texts`.
+    fn delete_postings(
+        &self,
+        batch: &mut WriteBatch,
+        key: &[u8],
+        texts: &[(u8, String)],
+        delta: &mut CatalogDelta,
+    ) {
+        let (counts, len) = count_terms(texts);
+        for (t, _) in &counts {
+            batch.delete_cf(self.cf("postings"), posting_key(t, key));
+        }
+        delta.terms -= i64::from(len);
+    }
+
+    /// Puts the postings of unit `key` with texts `texts`.
+    fn put_postings(&self, key: &[u8], texts: &[(u8, String)], delta: &mut CatalogDelta) {
+        let (counts, len) = count_terms(texts);
+        delta.postings.extend(
+            counts
+                .iter()
+                .map(|(t, c)| (posting_key(t, key), encode_posting(*c, len))),
+        );
+        delta.terms += i64::from(len);
+    }
+
+    /// Turns the postings of unit `key` from those of texts `old` into those of texts `new`
+    /// by what differs between them: only the fields that changed are analyzed, a term whose
+    /// counts are unchanged keeps its posting, and the others are read, counted again and
+    /// written (all of them when the unit's length changed, since each posting holds it).
+    /// Returns false, with nothing written, when the stored postings do not add up to what
+    /// `old` counts (then the caller replaces them whole).
+    fn mend_postings(
+        &self,
+        batch: &mut WriteBatch,
+        key: &[u8],
+        old: &[(u8, String)],
+        new: &[(u8, String)],
+        delta: &mut CatalogDelta,
+    ) -> Result<bool, StoreError> {
+        let (gone, came) = changed_fields(old, new);
+        let (gone, gone_len) = count_analyzed(gone);
+        let (came, came_len) = count_analyzed(came);
+        // Term → change of its counts, in term order (the postings' key order).
+        let mut change: std::collections::BTreeMap<String, [i64; 3]> = Default::default();
+        for (t, c) in gone {
+            let d = change.entry(t).or_default();
+            for k in 0..3 {
+                d[k] -= i64::from(c[k]);
+            }
+        }
+        for (t, c) in came {
+            let d = change.entry(t).or_default();
+            for k in 0..3 {
+                d[k] += i64::from(c[k]);
+            }
+        }
+        change.retain(|_, d| *d != [0; 3]);
+        if gone_len != came_len {
+            // The length is in every posting: all of them are written again, and the terms
+            // the unit no longer has (only a changed field's can go) are deleted.
+            let (counts, len) = count_terms(new);
+            for t in change.keys() {
+                if counts.binary_search_by(|(c, _)| c.as_str().cmp(t)).is_err() {
+                    batch.delete_cf(self.cf("postings"), posting_key(t, key));
+                }
+            }
             delta.postings.extend(
                 counts
                     .iter()
-                    .map(|(t, c)| (posting_key(t, &e.key), encode_posting(*c, len))),
+                    .map(|(t, c)| (posting_key(t, key), encode_posting(*c, len))),
             );
-            batch.put_cf(self.cf("texts"), &e.key, texts);
-            delta.terms += i64::from(len);
+            delta.terms += i64::from(came_len) - i64::from(gone_len);
+            return Ok(true);
         }
-        Ok(())
+        // The same length: each changed term's counts are its stored ones plus the change. A
+        // term whose count went down has a stored posting, which gives the length.
+        let mut len = None;
+        let mut writes: Vec<(Vec<u8>, Option<[u16; 3]>)> = Vec::with_capacity(change.len());
+        for (t, d) in &change {
+            let k = posting_key(t, key);
+            let held = match self.get("postings", &k)? {
+                Some(v) => match posting_parts(&v) {
+                    Some((counts, l)) if len.is_none_or(|len| len == l) => {
+                        len = Some(l);
+                        counts
+                    }
+                    _ => return Ok(false),
+                },
+                None => [0; 3],
+            };
+            let mut now = [0u16; 3];
+            for k in 0..3 {
+                // A count that was cut at its bound is not known exactly: counted again.
+                match u16::try_from(i64::from(held[k]) + d[k]) {
+                    Ok(c) if held[k] < u16::MAX && c < u16::MAX => now[k] = c,
+                    _ => return Ok(false),
+                }
+            }
+            writes.push((k, (now != [0; 3]).then_some(now)));
+        }
+        let Some(len) = len else {
+            return Ok(change.is_empty());
+        };
+        for (k, counts) in writes {
+            match counts {
+                Some(c) => delta.postings.push((k, encode_posting(c, len))),
+                None => batch.delete_cf(self.cf("postings"), k),
+            }
+        }
+        Ok(true)
     }
 
     /// Compacts the facets into one sorted run, which filtered listings scan (after bulk

@@ -30,14 +30,7 @@ impl Ledger for Store {
     }
 
     fn doc(&self, id: &DocId) -> Result<Option<std::sync::Arc<Automerge>>, LedgerError> {
-        let cached = self
-            .doc_cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .find(|(held, _, _)| held == id)
-            .map(|(_, doc, _)| std::sync::Arc::clone(doc));
-        if let Some(doc) = cached {
+        if let Some(doc) = self.cached(id, |held| std::sync::Arc::clone(&held.doc)) {
             return Ok(Some(doc));
         }
         match self.ledger(self.get("docs", &id.0))? {

@@ -1,6 +1,7 @@
 //! Store tests that need its private parts.
 
 use super::*;
+use crate::catalog::{count_terms, encode_posting, posting_key, units_of};
 use intercity_protocol::ingest::Ledger;
 
 /// A store written before schema 6 has no actor-seq index: opening it builds the index
@@ -241,4 +242,231 @@ mod fork_tests {
         });
         assert!(r.is_ok(), "an honest edit is refused: {r:?}");
     }
+}
+
+/// Posting rows: (key, value).
+type Postings = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The postings and statistics (units, terms) of a catalog built from the store's records as
+/// they read now.
+fn catalog_as_built(store: &Store) -> (Postings, (u64, u64)) {
+    let mut postings = Vec::new();
+    let (mut units, mut terms) = (0, 0);
+    for summary in store.records(None).expect("records") {
+        let id: DocId = summary.id.parse().expect("id");
+        let record = store.record_at_head(&id).expect("read").expect("held");
+        for e in units_of(id, &record, summary.updated) {
+            let (counts, len) = count_terms(&e.texts);
+            postings.extend(
+                counts
+                    .iter()
+                    .map(|(t, c)| (posting_key(t, &e.key), encode_posting(*c, len).to_vec())),
+            );
+            units += 1;
+            terms += u64::from(len);
+        }
+    }
+    postings.sort();
+    (postings, (units, terms))
+}
+
+/// An edit's postings are mended from the fields it changed, not rebuilt: after any run of
+/// edits (words swapped in place, added, removed, repeated; fields emptied; the language and
+/// translations changed) they are exactly the postings of the records as they now read.
+#[test]
+fn mended_postings_are_the_postings_of_the_record_as_it_reads() {
+    use intercity_protocol::record::{Agenda, Group, Item, Practice, Translation};
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = intercity_protocol::identity::CityKey::from_secret([9; 32]);
+    let city = crate::City::init_with_key(dir.path(), "Milan", None, key).expect("init");
+    let words = [
+        "youth",
+        "employment",
+        "employ",
+        "cities",
+        "city",
+        "the",
+        "mobility",
+        "2017",
+        "Łódź",
+        "café",
+        "projekte",
+        "inclusione",
+        "a",
+        "green",
+        "greener",
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        usize::try_from(seed % n as u64).expect("small")
+    };
+    let mut practice = Practice::new(city.id().to_string(), "Youth employment", "en");
+    practice.body = "green mobility for the city".into();
+    let practice = city
+        .create(&Record::Practice(practice), "create")
+        .expect("create");
+    let mut group = Group::new("Green cities", city.id().to_string(), "Milan");
+    let mut agenda = Agenda::new("Study visit", "2027-03-01");
+    for k in 0..4 {
+        let mut item = Item::new(format!("Item {k}"));
+        item.id = format!("i{k}");
+        agenda.items.push(item);
+    }
+    group.agendas.insert("visit".into(), agenda);
+    let group = city.create(&Record::Group(group), "create").expect("group");
+    for round in 0..120 {
+        let (w, at, what) = (words[next(words.len())], next(6), next(9));
+        let edited = |text: &mut String| {
+            let mut t: Vec<&str> = text.split(' ').filter(|s| !s.is_empty()).collect();
+            match what {
+                0..=3 if !t.is_empty() => {
+                    let i = at % t.len();
+                    t[i] = w;
+                }
+                4 | 5 => t.insert(at.min(t.len()), w),
+                6 if !t.is_empty() => {
+                    t.remove(at % t.len());
+                }
+                7 => t.clear(),
+                _ => t.push(w),
+            }
+            *text = t.join(" ");
+        };
+        let result = if round % 2 == 0 {
+            city.edit(practice, "edit", |r| {
+                let Record::Practice(p) = r else {
+                    unreachable!()
+                };
+                match at {
+                    0 => edited(&mut p.summary),
+                    1 | 2 => edited(&mut p.body),
+                    3 => p.language = ["en", "it", "pl", "de"][what % 4].into(),
+                    4 => edited(
+                        &mut p
+                            .translations
+                            .entry(["it", "fr"][what % 2].into())
+                            .or_insert_with(Translation::default)
+                            .summary,
+                    ),
+                    _ => edited(&mut p.title),
+                }
+                Ok(())
+            })
+        } else {
+            city.edit(group, "edit", |r| {
+                let Record::Group(g) = r else { unreachable!() };
+                let agenda = g.agendas.get_mut("visit").expect("agenda");
+                match at {
+                    0 => edited(&mut agenda.title),
+                    _ => edited(&mut agenda.items[at % 4].notes),
+                }
+                Ok(())
+            })
+        };
+        // An edit that leaves a title empty is refused, and one that changes nothing too.
+        if result.is_err() {
+            continue;
+        }
+        let store = city.store();
+        let held: Postings = store
+            .scan("postings", &[])
+            .expect("scan")
+            .into_iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        let (built, stats) = catalog_as_built(store);
+        assert_eq!(held, built, "round {round}");
+        assert_eq!(
+            store.catalog_stats().expect("stats"),
+            stats,
+            "round {round}"
+        );
+    }
+}
+
+/// What a document's stored rows are, read from the store: its tail rows must be numbered 0,
+/// 1, 2, ... (a write appends after the last and deletes them by number).
+fn stored_rows(store: &Store, id: &DocId) -> apply::Stored {
+    let base = store.get("docs", &id.0).expect("read").expect("held").len();
+    let tail = store.scan("doc_tail", &id.0).expect("scan");
+    for (n, (key, _)) in tail.iter().enumerate() {
+        assert_eq!(key[16..], u32::try_from(n).expect("n").to_be_bytes());
+    }
+    apply::Stored::of(
+        base,
+        u32::try_from(tail.len()).expect("n"),
+        tail.iter().map(|(_, v)| v.len()).sum(),
+    )
+}
+
+/// A write appends a large document's changes after it, or writes it whole and deletes them,
+/// by what the cache noted of its rows when it was written last, or by reading them when it
+/// is not cached: either way the rows are what the cache notes, numbered from 0, and the
+/// document reads back as it was written.
+#[test]
+fn a_documents_tail_rows_are_what_the_cache_notes_whether_it_held_the_document_or_not() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = intercity_protocol::identity::CityKey::from_secret([5; 32]);
+    let city = crate::City::init_with_key(dir.path(), "Milan", None, key).expect("init");
+    let mut practice =
+        intercity_protocol::record::Practice::new(city.id().to_string(), "Large", "en");
+    practice.body = "Notes of the meeting, to be read before it. ".repeat(1600);
+    // Imported: its texts plain strings, quick to write and read in a debug build.
+    let imported = city.import(
+        vec![crate::exchange::Imported {
+            line: 1,
+            id: None,
+            record: Record::Practice(practice),
+        }],
+        false,
+    );
+    let id: DocId = imported[0]
+        .id
+        .as_deref()
+        .unwrap_or_else(|| panic!("{imported:?}"))
+        .parse()
+        .expect("id");
+    let store = city.store();
+    let (mut appended, mut rewritten, mut tail_before) = (0, 0, 0);
+    for n in 0..70 {
+        // Now and then the cache forgets the document, as when others push it out.
+        if n % 9 == 4 {
+            store.doc_cache.lock().expect("cache").clear();
+        }
+        city.edit(id, "summary", |r| {
+            let Record::Practice(p) = r else {
+                unreachable!()
+            };
+            p.summary = format!("Edit {n}");
+            Ok(())
+        })
+        .expect("edit");
+        let rows = stored_rows(store, &id);
+        let noted = store
+            .doc_cache
+            .lock()
+            .expect("cache")
+            .iter()
+            .find(|held| held.id == id)
+            .map(|held| held.stored);
+        assert_eq!(noted, Some(rows), "edit {n}");
+        if rows.tail > tail_before {
+            appended += 1;
+        } else {
+            rewritten += 1;
+        }
+        tail_before = rows.tail;
+        if n % 23 == 22 {
+            let in_memory = city.record(id).expect("record");
+            store.doc_cache.lock().expect("cache").clear();
+            assert_eq!(city.record(id).expect("read back"), in_memory, "edit {n}");
+        }
+    }
+    assert!(
+        appended > 60 && rewritten >= 1,
+        "{appended} appended, {rewritten} written whole"
+    );
 }
