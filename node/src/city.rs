@@ -340,7 +340,11 @@ impl City {
             // have to start with the author's key.
             actor = self.fresh_actor()?;
         }
-        let read = doc::read_record(&doc, None)?;
+        // The record as the store's copy reads, when it holds it (else read here).
+        let read = match self.store.record_at(&id, &doc.get_heads()) {
+            Ok(Some(record)) => record,
+            _ => doc::read_record(&doc, None)?,
+        };
         let mut record = read.clone();
         f(&mut record)?;
         let before = doc.get_heads();

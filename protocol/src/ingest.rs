@@ -397,6 +397,13 @@ pub trait Ledger {
     /// A document with all its accepted changes (shared: a ledger that keeps documents in
     /// memory hands out its copy, and a caller that changes one makes its own).
     fn doc(&self, id: &DocId) -> Result<Option<Arc<Automerge>>, LedgerError>;
+    /// The record document `id` reads as ([`doc::read_record`] at its heads) when its heads
+    /// are `heads`, if the ledger has it at hand (a ledger that keeps documents in memory may
+    /// keep their records too); None says nothing. Must be exactly what reading gives.
+    fn record_at(&self, id: &DocId, heads: &[ChangeHash]) -> Result<Option<Record>, LedgerError> {
+        let _ = (id, heads);
+        Ok(None)
+    }
     /// What is known of a change.
     fn change(&self, hash: &ChangeHash) -> Result<Option<ChangeInfo>, LedgerError>;
     /// The entries waiting for the change `dep`, as (feed, seq), in any order.
@@ -651,10 +658,27 @@ pub struct DocUpdate {
     pub replace: bool,
     /// Its record (None if the merged state does not read as a record).
     pub record: Option<Record>,
+    /// `record` is what `doc` reads as ([`doc::read_record`] at its heads), not the record at
+    /// the last change standing in for a merged state that does not read as one.
+    pub read: bool,
     /// Timestamp of the newest entry applied, ms.
     pub updated: i64,
     /// The doc's scope.
     pub scope: Scope,
+}
+
+impl DocUpdate {
+    /// The record the document reads as, if [`DocUpdate::read`] and its heads are `heads`.
+    pub fn read_at(&self, heads: &[ChangeHash]) -> Option<Record> {
+        match (&self.doc, &self.record) {
+            (DocState::Built(doc), Some(record))
+                if self.read && doc::same_heads(&doc.get_heads(), heads) =>
+            {
+                Some(record.clone())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// All writes of one ingestion, to apply atomically.
@@ -1209,6 +1233,16 @@ impl<'a, L: Ledger> Work<'a, L> {
         Ok(())
     }
 
+    /// The record document `id` reads as with heads `heads`, if this ingestion or the ledger
+    /// holds it (see [`Ledger::record_at`]).
+    fn record_at(&self, id: DocId, heads: &[ChangeHash]) -> Result<Option<Record>, LedgerError> {
+        match self.commit.docs.get(&id) {
+            Some(u) => Ok(u.read_at(heads)),
+            None if self.docs.get(&id).is_some_and(Option::is_none) => Ok(None),
+            None => self.ledger.record_at(&id, heads),
+        }
+    }
+
     /// The document as this ingestion has it so far (shared, not copied).
     fn doc(&mut self, id: DocId) -> Result<Option<Arc<Automerge>>, LedgerError> {
         // A document changed earlier in this ingestion lives in the commit.
@@ -1318,6 +1352,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                                 replace: false,
                                 scope: scope_of(record.kind(), h.doc),
                                 record: Some(record),
+                                read: false,
                                 updated: h.timestamp,
                             },
                         );
@@ -1385,7 +1420,19 @@ impl<'a, L: Ledger> Work<'a, L> {
         let raw = change.raw_bytes().to_vec();
         let mut lowers = false;
         let city = self.city_of(&h.feed())?;
-        let evaluated = evaluate(h, &city, &base, change, genesis, prebuilt, &cuts);
+        // The record at the dependencies, when they are the document's heads and the ledger
+        // holds what it reads as.
+        let before = if genesis {
+            Before::Genesis
+        } else if prebuilt.as_ref().is_none_or(|p| p.before.is_none())
+            && doc::same_heads(&base.get_heads(), &deps)
+            && let Some(record) = self.record_at(h.doc, &deps)?
+        {
+            Before::Held(Box::new(record))
+        } else {
+            Before::Read
+        };
+        let evaluated = evaluate(h, &city, &base, change, before, prebuilt, &cuts);
         if evaluated.is_err()
             && let Some(change) = again
             && let Some(status) = references_verdict(&base, &change)
@@ -1420,11 +1467,13 @@ impl<'a, L: Ledger> Work<'a, L> {
                     .get(&h.doc)
                     .map_or(h.timestamp, |u| u.updated.max(h.timestamp));
                 // With the change as the only head, the merged record is the one just read.
-                let merged = if doc.get_heads() == [hash] {
+                let only_head = doc.get_heads() == [hash];
+                let merged = if only_head {
                     None
                 } else {
                     doc::read_record(&doc, None).ok()
                 };
+                let read = only_head || merged.is_some();
                 // The changes since the ledger's copy: this one after those of earlier entries
                 // of this ingestion; all of the document if the ledger has none.
                 let appended = if genesis {
@@ -1445,6 +1494,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                         appended,
                         replace: false,
                         record: merged.or(Some(record)),
+                        read,
                         updated,
                         scope,
                     },
@@ -1627,6 +1677,16 @@ fn unreadable(what: &str, e: RecordError) -> Status {
     }
 }
 
+/// What a change's document read as before it, for [`evaluate`].
+pub(crate) enum Before {
+    /// Nothing: the change creates the document.
+    Genesis,
+    /// To be read from the document at the change's dependencies.
+    Read,
+    /// The record it read as, held already (exactly what reading it gives).
+    Held(Box<Record>),
+}
+
 /// Applies `change` to a copy of `base` (or takes `prebuilt`, which is `base` plus `change`)
 /// and checks authorization and schema. Returns the new document and the record at the
 /// change's own heads, or the verdict ([`Status::Rejected`] or [`Status::Quarantined`]).
@@ -1635,12 +1695,17 @@ fn evaluate(
     city: &CityId,
     base: &Automerge,
     change: Change,
-    genesis: bool,
+    before: Before,
     prebuilt: Option<Prebuilt>,
     cuts: &[Cut],
 ) -> Result<(Automerge, Record, Lowered), Refusal> {
     let hash = change.hash();
     let deps = change.deps().to_vec();
+    let (genesis, held_before) = match before {
+        Before::Genesis => (true, None),
+        Before::Read => (false, None),
+        Before::Held(record) => (false, Some(*record)),
+    };
     // Reading at the current heads is cheaper than at a historical point: use it when equal.
     let at = |doc: &Automerge, heads: &[ChangeHash]| {
         doc::read_record(
@@ -1651,8 +1716,8 @@ fn evaluate(
     // A prebuilt document was made on `base` (whose heads are the change's dependencies): the
     // author's record of it is the one at the dependencies.
     let (prebuilt, read_before) = match prebuilt {
-        Some(Prebuilt { doc, after, before }) => (Some((doc, after)), before),
-        None => (None, None),
+        Some(Prebuilt { doc, after, before }) => (Some((doc, after)), before.or(held_before)),
+        None => (None, held_before),
     };
     let before = match (genesis, read_before) {
         (true, _) => None,
@@ -2050,6 +2115,14 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
             Some(u) => u.doc.build().map(Some),
             None if self.removed.contains(id) => Ok(None),
             None => self.ledger.doc(id),
+        }
+    }
+
+    fn record_at(&self, id: &DocId, heads: &[ChangeHash]) -> Result<Option<Record>, LedgerError> {
+        match self.docs.get(id) {
+            Some(u) => Ok(u.read_at(heads)),
+            None if self.removed.contains(id) => Ok(None),
+            None => self.ledger.record_at(id, heads),
         }
     }
 

@@ -48,6 +48,9 @@ pub(crate) struct CachedDoc {
     weight: usize,
     /// How it was stored by that write, so that the next one need not read it again.
     pub(crate) stored: Stored,
+    /// The record it reads as, when the write knew it exactly (see `DocUpdate::read`): a
+    /// change on top of it is judged against this one instead of reading it again.
+    pub(crate) record: Option<Record>,
 }
 
 /// How a document is stored: its `docs` row and the `doc_tail` rows after it.
@@ -305,6 +308,7 @@ impl Store {
                             doc,
                             weight,
                             stored,
+                            record: update.record.filter(|_| update.read),
                         },
                     );
                 }
@@ -383,6 +387,17 @@ impl Store {
             base,
             ..Stored::default()
         })
+    }
+
+    /// The record document `id` reads as when its heads are `heads`, if the cache holds it.
+    pub(super) fn cached_record(&self, id: &DocId, heads: &[ChangeHash]) -> Option<Record> {
+        self.cached(id, |held| {
+            held.record
+                .as_ref()
+                .filter(|_| intercity_protocol::doc::same_heads(&held.doc.get_heads(), heads))
+                .cloned()
+        })
+        .flatten()
     }
 
     /// `f` of document `id` as the cache holds it, if it does.

@@ -52,6 +52,10 @@ impl Ledger for Store {
         }
     }
 
+    fn record_at(&self, id: &DocId, heads: &[ChangeHash]) -> Result<Option<Record>, LedgerError> {
+        Ok(self.cached_record(id, heads))
+    }
+
     fn change(&self, hash: &ChangeHash) -> Result<Option<ChangeInfo>, LedgerError> {
         match self.ledger(self.get("changes", &hash.0))? {
             Some(v) => Ok(Some(self.decode(ChangeInfo::decode(&v), "change index")?)),

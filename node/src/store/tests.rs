@@ -4,6 +4,14 @@ use super::*;
 use crate::catalog::{count_terms, encode_posting, posting_key, units_of};
 use intercity_protocol::ingest::Ledger;
 
+/// A new city, its key made from `seed`, in a directory of its own.
+fn city(seed: u8, name: &str) -> (tempfile::TempDir, crate::City) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = intercity_protocol::identity::CityKey::from_secret([seed; 32]);
+    let city = crate::City::init_with_key(dir.path(), name, None, key).expect("init");
+    (dir, city)
+}
+
 /// A store written before schema 6 has no actor-seq index: opening it builds the index
 /// from the stored entries.
 #[test]
@@ -59,13 +67,7 @@ fn an_older_store_gets_its_actor_seq_index_on_open() {
 #[test]
 fn an_older_store_replays_its_removals_on_open() {
     use intercity_protocol::record::{Group, Member, Role};
-    let init = |seed: u8, name: &str| {
-        let dir = tempfile::tempdir().expect("tmp");
-        let key = intercity_protocol::identity::CityKey::from_secret([seed; 32]);
-        let city = crate::City::init_with_key(dir.path(), name, None, key).expect("init");
-        (dir, city)
-    };
-    let ((dir, milan), (_b, brno)) = (init(1, "Milan"), init(2, "Brno"));
+    let ((dir, milan), (_b, brno)) = (city(1, "Milan"), city(2, "Brno"));
     let mut g = Group::new("Smart Social Inclusion", milan.id().to_string(), "Milan");
     g.members.insert(
         brno.id().to_string(),
@@ -276,9 +278,7 @@ fn catalog_as_built(store: &Store) -> (Postings, (u64, u64)) {
 #[test]
 fn mended_postings_are_the_postings_of_the_record_as_it_reads() {
     use intercity_protocol::record::{Agenda, Group, Item, Practice, Translation};
-    let dir = tempfile::tempdir().expect("tmp");
-    let key = intercity_protocol::identity::CityKey::from_secret([9; 32]);
-    let city = crate::City::init_with_key(dir.path(), "Milan", None, key).expect("init");
+    let (_dir, city) = city(9, "Milan");
     let words = [
         "youth",
         "employment",
@@ -387,6 +387,30 @@ fn mended_postings_are_the_postings_of_the_record_as_it_reads() {
     }
 }
 
+/// A practice of `city` large enough to be costly to write whole (see `apply::costly`), that
+/// `editors` may edit. Imported: its texts plain strings, quick to write and read in a debug
+/// build.
+fn large_practice(city: &crate::City, editors: &[&crate::City]) -> DocId {
+    let mut practice =
+        intercity_protocol::record::Practice::new(city.id().to_string(), "Large", "en");
+    practice.body = "Notes of the meeting, to be read before it. ".repeat(1600);
+    practice.editors = editors.iter().map(|c| c.id().to_string()).collect();
+    let imported = city.import(
+        vec![crate::exchange::Imported {
+            line: 1,
+            id: None,
+            record: Record::Practice(practice),
+        }],
+        false,
+    );
+    imported[0]
+        .id
+        .as_deref()
+        .unwrap_or_else(|| panic!("{imported:?}"))
+        .parse()
+        .expect("id")
+}
+
 /// What a document's stored rows are, read from the store: its tail rows must be numbered 0,
 /// 1, 2, ... (a write appends after the last and deletes them by number).
 fn stored_rows(store: &Store, id: &DocId) -> apply::Stored {
@@ -408,27 +432,8 @@ fn stored_rows(store: &Store, id: &DocId) -> apply::Stored {
 /// document reads back as it was written.
 #[test]
 fn a_documents_tail_rows_are_what_the_cache_notes_whether_it_held_the_document_or_not() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let key = intercity_protocol::identity::CityKey::from_secret([5; 32]);
-    let city = crate::City::init_with_key(dir.path(), "Milan", None, key).expect("init");
-    let mut practice =
-        intercity_protocol::record::Practice::new(city.id().to_string(), "Large", "en");
-    practice.body = "Notes of the meeting, to be read before it. ".repeat(1600);
-    // Imported: its texts plain strings, quick to write and read in a debug build.
-    let imported = city.import(
-        vec![crate::exchange::Imported {
-            line: 1,
-            id: None,
-            record: Record::Practice(practice),
-        }],
-        false,
-    );
-    let id: DocId = imported[0]
-        .id
-        .as_deref()
-        .unwrap_or_else(|| panic!("{imported:?}"))
-        .parse()
-        .expect("id");
+    let (_dir, city) = city(5, "Milan");
+    let id = large_practice(&city, &[]);
     let store = city.store();
     let (mut appended, mut rewritten, mut tail_before) = (0, 0, 0);
     for n in 0..70 {
@@ -468,5 +473,96 @@ fn a_documents_tail_rows_are_what_the_cache_notes_whether_it_held_the_document_o
     assert!(
         appended > 60 && rewritten >= 1,
         "{appended} appended, {rewritten} written whole"
+    );
+}
+
+/// A change on top of a cached document is judged against the record the cache keeps instead
+/// of reading it again: every record the cache keeps is what reading gives, and a node judges
+/// alike with the cache or without (one whose cache is emptied before every entry), through
+/// concurrent edits, a merge that does not read as a record (two deletions that empty a title)
+/// and edits after it.
+#[test]
+fn a_node_judges_alike_with_the_records_it_caches_or_without() {
+    let ((_m, milan), (_b, brno)) = (city(11, "Milan"), city(12, "Brno"));
+    let ((_w, warm), (_c, cold)) = (city(13, "Warsaw"), city(14, "Porto"));
+    let id = large_practice(&milan, &[&brno]);
+    let edit = |city: &crate::City, f: &dyn Fn(&mut intercity_protocol::record::Practice)| {
+        city.edit(id, "edit", |r| {
+            let Record::Practice(p) = r else {
+                unreachable!()
+            };
+            f(p);
+            Ok(())
+        })
+    };
+    // Every entry a city holds of the practice's feed, from seq `from`.
+    let feed = |city: &crate::City| FeedId {
+        author: city.id(),
+        scope: intercity_protocol::entry::Scope::Federation,
+    };
+    let mut sent: std::collections::HashMap<(CityId, CityId), u64> = Default::default();
+    let mut deliver = |from: &crate::City, to: &[&crate::City]| {
+        for city in to {
+            let next = sent.entry((from.id(), city.id())).or_insert(1);
+            for (e, p) in from
+                .store()
+                .feed_range(&feed(from), *next, 1000, usize::MAX)
+                .expect("range")
+            {
+                if city.id() == cold.id() {
+                    city.store().doc_cache.lock().expect("cache").clear();
+                }
+                city.ingest_remote(&e.entry.encode(), &p).expect("ingest");
+                *next = e.entry.header.seq + 1;
+                for held in city.store().doc_cache.lock().expect("cache").iter() {
+                    if let Some(record) = &held.record {
+                        assert_eq!(
+                            Some(record),
+                            intercity_protocol::doc::read_record(&held.doc, None)
+                                .ok()
+                                .as_ref()
+                        );
+                    }
+                }
+            }
+        }
+    };
+    edit(&milan, &|p| p.title = "ab".into()).expect("title");
+    deliver(&milan, &[&brno, &warm, &cold]);
+    for n in 0..3 {
+        edit(&milan, &|p| p.summary = format!("Milan's summary {n}")).expect("edit");
+        edit(&brno, &|p| p.outcomes = vec![format!("Brno's outcome {n}")]).expect("edit");
+        deliver(&milan, &[&brno, &warm, &cold]);
+        deliver(&brno, &[&milan, &warm, &cold]);
+    }
+    // Two deletions that each leave a title, and together none.
+    edit(&milan, &|p| p.title = "b".into()).expect("edit");
+    edit(&brno, &|p| p.title = "a".into()).expect("edit");
+    deliver(&milan, &[&warm, &cold]);
+    deliver(&brno, &[&warm, &cold]);
+    // Changes made before each saw the other's deletion.
+    edit(&milan, &|p| p.summary = "After".into()).expect("edit");
+    edit(&brno, &|p| p.summary = "Also after".into()).expect("edit");
+    deliver(&milan, &[&warm, &cold]);
+    deliver(&brno, &[&warm, &cold]);
+    let verdicts = |city: &crate::City| {
+        city.history(id)
+            .expect("history")
+            .into_iter()
+            .map(|h| (h.entry, h.status))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(verdicts(&warm), verdicts(&cold));
+    assert_eq!(verdicts(&warm).len(), 12);
+    let read = |city: &crate::City| city.record(id).map_err(|e| e.to_string());
+    assert_eq!(read(&warm), read(&cold));
+    assert!(
+        warm.store()
+            .doc_cache
+            .lock()
+            .expect("cache")
+            .iter()
+            .any(|held| held.id == id),
+        "the document is not cached"
     );
 }

@@ -21,9 +21,9 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use automerge::{Automerge, Change, ChangeHash};
 
 use super::{
-    ChangeInfo, DocState, DocUpdate, Ledger, LedgerError, Refusal, Status, StoredEntry, Work,
-    authorize, decode_change, evaluate, lower, lowest_fork_seq, rejected_dep_reason, scope_of,
-    void_dep_reason,
+    Before, ChangeInfo, DocState, DocUpdate, Ledger, LedgerError, Refusal, Status, StoredEntry,
+    Work, authorize, decode_change, evaluate, lower, lowest_fork_seq, rejected_dep_reason,
+    scope_of, void_dep_reason,
 };
 use crate::doc;
 use crate::entry::{DocId, EntryError, FeedId, Hash32, Header, Scope, SignedEntry};
@@ -384,7 +384,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                 &self.city_of(&h.feed())?,
                 &doc,
                 change.clone(),
-                false,
+                Before::Read,
                 None,
                 &[],
             ) {
@@ -670,6 +670,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                         appended: None,
                         replace: true,
                         record,
+                        read: true,
                         updated,
                         scope,
                     },
@@ -794,7 +795,11 @@ impl<'a, L: Ledger> Work<'a, L> {
                         &node.city,
                         &doc,
                         node.change.clone(),
-                        genesis,
+                        if genesis {
+                            Before::Genesis
+                        } else {
+                            Before::Read
+                        },
                         None,
                         &cuts,
                     ) {
