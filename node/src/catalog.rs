@@ -496,6 +496,7 @@ mod tests {
             "2017",
             "Białystok",
             "inclusione",
+            "\u{fdfa}\u{fdfa}\u{fdfa}",
             "x",
             "İstanbul",
             "ǅemal",

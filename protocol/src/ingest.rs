@@ -1432,6 +1432,7 @@ impl<'a, L: Ledger> Work<'a, L> {
         } else {
             Before::Read
         };
+        let supplied = prebuilt.as_ref().is_some_and(|p| p.after.is_some());
         let evaluated = evaluate(h, &city, &base, change, before, prebuilt, &cuts);
         if evaluated.is_err()
             && let Some(change) = again
@@ -1473,7 +1474,9 @@ impl<'a, L: Ledger> Work<'a, L> {
                 } else {
                     doc::read_record(&doc, None).ok()
                 };
-                let read = only_head || merged.is_some();
+                // A record the author handed in is trusted for this verdict only: the cache
+                // keeps records read here.
+                let read = merged.is_some() || (only_head && !supplied);
                 // The changes since the ledger's copy: this one after those of earlier entries
                 // of this ingestion; all of the document if the ledger has none.
                 let appended = if genesis {

@@ -103,8 +103,8 @@ pub(crate) fn two_letter(code: &str) -> &str {
 /// working language.
 pub(crate) const DEFAULT_LANGUAGE: &str = "en";
 
-/// The words whose terms [`TERM_MEMO`] remembers: at most this long (a longer word is worked
-/// out each time)...
+/// The words whose terms [`TERM_MEMO`] remembers: at most this long, and their terms too (a
+/// longer one is worked out each time)...
 pub(crate) const MAX_MEMO_WORD_BYTES: usize = 40;
 /// ...and at most this many for each analyzer (when full, it is emptied and starts again).
 pub(crate) const MAX_MEMO_TERMS: usize = 8192;
@@ -113,7 +113,7 @@ std::thread_local! {
     /// The terms of the words seen lately, by analyzer ([`Analyzer::number`]): folding and
     /// stemming took most of the catalog's time, and the same words come again and again.
     /// [`Analyzer::term`] is a function of the analyzer and the word only, so a remembered
-    /// term is the one it would work out. At most about 8 × 8,192 × 100 bytes a thread.
+    /// term is the one it would work out. At most about 8 × 8,192 × 150 bytes a thread.
     static TERM_MEMO: std::cell::RefCell<Vec<HashMap<String, Option<String>>>> =
         std::cell::RefCell::new(vec![HashMap::new(); STEMMED.len() + 1]);
 }
@@ -171,10 +171,14 @@ impl Analyzer {
                 return term.clone();
             }
             let term = self.work_out(word);
-            if held.len() >= MAX_MEMO_TERMS {
-                held.clear();
+            // A short word can fold into a long term (U+FDFA is eighteen letters): those are
+            // not kept, which bounds the memo's bytes.
+            if term.as_ref().is_none_or(|t| t.len() <= MAX_MEMO_WORD_BYTES) {
+                if held.len() >= MAX_MEMO_TERMS {
+                    held.clear();
+                }
+                held.insert(word.to_owned(), term.clone());
             }
-            held.insert(word.to_owned(), term.clone());
             term
         })
     }

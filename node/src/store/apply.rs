@@ -229,6 +229,12 @@ impl Store {
             .doc_cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The documents written leave the cache before the write, and come back only once it
+        // succeeded: a copy the cache keeps (and what it notes of the rows) is never older than
+        // the store's, even if what follows the write fails.
+        cache.retain(|held| {
+            !commit.docs.contains_key(&held.id) && !commit.removed.contains(&held.id)
+        });
         self.write_batch(batch, sync)?;
         if let Some(heads) = self
             .heads
@@ -294,9 +300,7 @@ impl Store {
         }
         drop((entry_counts, pending_counts));
         // Costly documents just written stay in memory, for the next change to them.
-        cache.retain(|held| !commit.removed.contains(&held.id));
         for ((id, update), stored) in commit.docs.into_iter().zip(stored) {
-            cache.retain(|held| held.id != id);
             if let DocState::Built(doc) = update.doc {
                 let changes = doc.stats().num_changes;
                 if costly(stored.size(), changes) {
@@ -380,8 +384,10 @@ impl Store {
         })?;
         let base = bytes.len();
         batch.put_cf(self.cf("docs"), id.0, bytes);
-        for n in 0..held.tail {
-            batch.delete_cf(self.cf("doc_tail"), tail_key(id, n));
+        // Every tail row of the document, whatever its number.
+        if held.tail > 0 {
+            batch.delete_range_cf(self.cf("doc_tail"), tail_key(id, 0), tail_key(id, u32::MAX));
+            batch.delete_cf(self.cf("doc_tail"), tail_key(id, u32::MAX));
         }
         Ok(Stored {
             base,
