@@ -93,9 +93,29 @@ impl CityId {
     }
 }
 
+/// How many cities' names [`CITY_NAMES`] remembers (when full, it is emptied and starts again).
+const MAX_REMEMBERED_NAMES: usize = 1024;
+
+std::thread_local! {
+    /// The base58 names of the cities written lately: base58 is a big-number conversion
+    /// (about a microsecond a name), and the pipeline writes its author's name for every entry
+    /// it judges. A name is a function of the id only.
+    static CITY_NAMES: std::cell::RefCell<std::collections::HashMap<CityId, String>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 impl fmt::Display for CityId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&bs58::encode(self.peer_id_bytes()).into_string())
+        CITY_NAMES.with_borrow_mut(|names| {
+            if names.len() >= MAX_REMEMBERED_NAMES && !names.contains_key(self) {
+                names.clear();
+            }
+            f.write_str(
+                names
+                    .entry(*self)
+                    .or_insert_with(|| bs58::encode(self.peer_id_bytes()).into_string()),
+            )
+        })
     }
 }
 
@@ -203,6 +223,25 @@ mod tests {
             hex::encode(id.as_bytes()).parse::<CityId>().expect("hex"),
             id
         );
+    }
+
+    #[test]
+    fn a_remembered_name_is_the_name_worked_out() {
+        // Past the memo's bound, twice: every name read again equals its base58 encoding.
+        let ids: Vec<CityId> = (0..MAX_REMEMBERED_NAMES + 10)
+            .map(|n| {
+                let mut secret = [0u8; 32];
+                secret[..8].copy_from_slice(&(n as u64).to_be_bytes());
+                CityKey::from_secret(secret).id()
+            })
+            .collect();
+        for _ in 0..2 {
+            for id in &ids {
+                let name = id.to_string();
+                assert_eq!(name, bs58::encode(id.peer_id_bytes()).into_string());
+                assert_eq!(name.parse::<CityId>().expect("parses"), *id);
+            }
+        }
     }
 
     #[test]
