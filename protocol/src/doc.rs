@@ -1282,6 +1282,11 @@ fn reconcile_list<T: Transactable>(
     }
     let key = identity_key(target);
     let len = tx.length(list);
+    if let Some(before) = before
+        && edit_in_place(tx, list, target, ctx, before, key, len)?
+    {
+        return Ok(());
+    }
     let current = (0..len)
         .map(|i| current_identity(tx, list, i, key))
         .collect::<Result<Vec<_>, _>>()?;
@@ -1349,6 +1354,56 @@ fn reconcile_list<T: Transactable>(
         }
     }
     Ok(())
+}
+
+/// [`reconcile_list`] of a list whose elements the edit keeps: `target` has the elements of
+/// `before` (the list as read), with the same identities in the same order, each identity once.
+/// Then only the elements whose values differ are written, in place: each is looked for at its
+/// index in `before` and checked by its identity there, instead of reading every element's
+/// identity (an object lookup each, costly in a document with a long history). Returns false,
+/// having written nothing, when that does not hold (an element inserted, deleted or moved, a
+/// ranked list whose document order is not the order it is read in): the general way then.
+fn edit_in_place<T: Transactable>(
+    tx: &mut T,
+    list: &ObjId,
+    target: &[Json],
+    ctx: Ctx,
+    before: &[Json],
+    key: Option<&str>,
+    len: usize,
+) -> Result<bool, DocError> {
+    if before.len() != target.len() || len != target.len() {
+        return Ok(false);
+    }
+    let wanted: Vec<Json> = target.iter().map(|v| target_identity(v, key)).collect();
+    let mut seen = HashSet::with_capacity(wanted.len());
+    let same = before
+        .iter()
+        .zip(&wanted)
+        .all(|(b, w)| target_identity(b, key) == *w && seen.insert(w.to_string()));
+    if !same {
+        return Ok(false);
+    }
+    let changed: Vec<usize> = (0..target.len())
+        .filter(|&j| target[j] != before[j])
+        .collect();
+    for &j in &changed {
+        if current_identity(tx, list, j, key)?.as_ref() != Some(&wanted[j]) {
+            return Ok(false);
+        }
+    }
+    for j in changed {
+        update_slot(
+            tx,
+            list,
+            Prop::Seq(j),
+            false,
+            &target[j],
+            ctx,
+            Some(&before[j]),
+        )?;
+    }
+    Ok(true)
 }
 
 /// A longest common subsequence of `current` and `target` (a `None` in `current` matches
