@@ -17,6 +17,9 @@ pub(crate) struct CatalogDelta {
     postings: Vec<(Vec<u8>, [u8; 10])>,
 }
 
+/// The most terms an edit's postings are mended by reading (see `Store::mend_postings`).
+const MAX_MENDED_TERMS: usize = 32;
+
 impl Store {
     pub(super) fn catalog_stats(&self) -> Result<(u64, u64), StoreError> {
         let v = self.meta(STATS_KEY)?.unwrap_or_default();
@@ -188,8 +191,10 @@ impl Store {
             }
         }
         change.retain(|_, d| *d != [0; 3]);
-        if gone_len != came_len {
-            // The length is in every posting: all of them are written again, and the terms
+        // Mending reads a posting per changed term (point lookups in a column family made for
+        // scans): past a few, writing them all again is cheaper and bounded.
+        if gone_len != came_len || change.len() > MAX_MENDED_TERMS {
+            // All of them are written again (the length is in every posting), and the terms
             // the unit no longer has (only a changed field's can go) are deleted.
             let (counts, len) = count_terms(new);
             for t in change.keys() {

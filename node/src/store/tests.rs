@@ -385,6 +385,28 @@ fn mended_postings_are_the_postings_of_the_record_as_it_reads() {
             "round {round}"
         );
     }
+    // Many terms changed at once, the length kept: written again rather than read one by one.
+    for prefix in ["w", "v"] {
+        city.edit(practice, "many", |r| {
+            let Record::Practice(p) = r else {
+                unreachable!()
+            };
+            p.body = (0..40)
+                .map(|n| format!("{prefix}{n}x"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            Ok(())
+        })
+        .expect("edit");
+        let held: Postings = city
+            .store()
+            .scan("postings", &[])
+            .expect("scan")
+            .into_iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        assert_eq!(held, catalog_as_built(city.store()).0, "{prefix}");
+    }
 }
 
 /// A practice of `city` large enough to be costly to write whole (see `apply::costly`), that
