@@ -321,6 +321,25 @@ fn judged(entries: Vec<intercity_protocol::sync::WireEntry>, from: u64, more: bo
     }
 }
 
+/// An `Entries` answer.
+fn answer(entries: Vec<intercity_protocol::sync::WireEntry>, more: bool) -> Response {
+    Response::Entries { entries, more }
+}
+
+/// [`judged`], with entry `at` found past the node's head of city 3's feed, `held`: a gap.
+fn judged_with_gap(
+    entries: Vec<intercity_protocol::sync::WireEntry>,
+    from: u64,
+    at: usize,
+    held: u64,
+) -> Event<u32> {
+    let mut event = judged(entries, from, true);
+    if let Event::Judged { outcomes, .. } = &mut event {
+        outcomes[at] = Outcome::Gap(fed3(), held);
+    }
+    event
+}
+
 /// City 3's federation feed.
 fn fed3() -> FeedId {
     FeedId {
@@ -356,7 +375,6 @@ fn the_range_after_an_answer_is_asked_while_it_is_judged() {
     let ms = Duration::from_millis;
     let (mut s, first) = fetching_fed3();
     // 1..=3 arrive: judged, and 4.. asked at once.
-    let answer = |entries, more| Response::Entries { entries, more };
     let out = s.handle(
         Event::Answered(HONEST, first, answer(wire_entries(1..=3), true)),
         ms(1),
@@ -401,11 +419,7 @@ fn the_range_after_an_answer_is_asked_while_it_is_judged() {
     };
     // 7..=9 judged with a gap (the node holds only up to 5, say): the fetch goes on from
     // there, and the answer asked ahead is dropped when it comes.
-    let mut gap = judged(wire_entries(7..=9), 7, true);
-    if let Event::Judged { outcomes, .. } = &mut gap {
-        outcomes[0] = Outcome::Gap(f, 5);
-    }
-    let out = s.handle(gap, ms(7), &v);
+    let out = s.handle(judged_with_gap(wire_entries(7..=9), 7, 0, 5), ms(7), &v);
     assert_eq!(
         ranges_to(&out, HONEST, f)
             .iter()
@@ -435,7 +449,6 @@ fn reading_ahead_strikes_and_fetches_no_more_than_asking_after() {
     let f = fed3();
     let v = Empty;
     let ms = Duration::from_millis;
-    let answer = |entries, more| Response::Entries { entries, more };
     let strikes = |out: &[Action<u32>]| {
         out.iter()
             .filter(|a| matches!(a, Action::Penalize(HONEST, _)))
@@ -499,10 +512,7 @@ fn a_dropped_range_asked_ahead_is_forgotten_when_it_ends() {
     let f = fed3();
     let v = Empty;
     let ms = Duration::from_millis;
-    let entries = |seqs, more| Response::Entries {
-        entries: wire_entries(seqs),
-        more,
-    };
+    let entries = |seqs, more| answer(wire_entries(seqs), more);
     let (mut s, first) = fetching_fed3();
     let out = s.handle(
         Event::Answered(HONEST, first, entries(1..=3, true)),
@@ -514,11 +524,7 @@ fn a_dropped_range_asked_ahead_is_forgotten_when_it_ends() {
     };
     // Entry 2 is past the node's head (a gap: it holds the feed up to 1): the fetch asks from
     // 2 again, and the range asked ahead from 4 is dropped.
-    let mut gap = judged(wire_entries(1..=3), 1, true);
-    if let Event::Judged { outcomes, .. } = &mut gap {
-        outcomes[1] = Outcome::Gap(f, 1);
-    }
-    let out = s.handle(gap, ms(2), &v);
+    let out = s.handle(judged_with_gap(wire_entries(1..=3), 1, 1, 1), ms(2), &v);
     let [(again, 2)] = ranges_to(&out, HONEST, f)[..] else {
         panic!("asked from 2: {out:?}")
     };

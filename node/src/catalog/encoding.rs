@@ -492,8 +492,7 @@ pub(crate) fn posting_parts(v: &[u8]) -> Option<([u16; 3], u32)> {
 
 /// (field-weighted term frequency, unit length) of a posting value.
 pub(crate) fn decode_posting(v: &[u8]) -> Option<(f64, f64)> {
-    let v: &[u8; 10] = v.try_into().ok()?;
-    let c = |i: usize| f64::from(u16::from_be_bytes([v[i], v[i + 1]]));
-    let len = u32::from_be_bytes([v[6], v[7], v[8], v[9]]);
-    Some((4.0 * c(0) + 2.0 * c(2) + c(4), f64::from(len)))
+    let (c, len) = posting_parts(v)?;
+    let c = c.map(f64::from);
+    Some((4.0 * c[0] + 2.0 * c[1] + c[2], f64::from(len)))
 }

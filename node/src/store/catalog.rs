@@ -178,16 +178,12 @@ impl Store {
         let (came, came_len) = count_analyzed(came);
         // Term → change of its counts, in term order (the postings' key order).
         let mut change: std::collections::BTreeMap<String, [i64; 3]> = Default::default();
-        for (t, c) in gone {
-            let d = change.entry(t).or_default();
-            for k in 0..3 {
-                d[k] -= i64::from(c[k]);
-            }
-        }
-        for (t, c) in came {
-            let d = change.entry(t).or_default();
-            for k in 0..3 {
-                d[k] += i64::from(c[k]);
+        for (sign, counts) in [(-1, gone), (1, came)] {
+            for (t, c) in counts {
+                let d = change.entry(t).or_default();
+                for k in 0..3 {
+                    d[k] += sign * i64::from(c[k]);
+                }
             }
         }
         change.retain(|_, d| *d != [0; 3]);
