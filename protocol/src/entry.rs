@@ -380,13 +380,28 @@ impl SignedEntry {
 /// A signed entry whose signature this process has checked ([`check_batch`]): the pipeline
 /// takes it without checking it again ([`crate::ingest::Batch::ingest_checked`]). Made only by
 /// the check, it holds the bytes it vouches for, and vouches for no others. Never on the wire.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Checked(Box<[u8; SIGNED_ENTRY_LEN]>);
+/// It may also carry its payload read ahead ([`crate::ingest::prepare`]).
+#[derive(Clone, Debug)]
+pub struct Checked {
+    entry: Box<[u8; SIGNED_ENTRY_LEN]>,
+    pub(crate) prepared: Option<Box<crate::ingest::Prepared>>,
+}
 
 impl Checked {
     /// Whether these are the bytes that were checked.
     pub fn covers(&self, entry: &[u8]) -> bool {
-        self.0.as_slice() == entry
+        self.entry.as_slice() == entry
+    }
+
+    /// Whether the entry's payload was read ahead.
+    pub fn is_prepared(&self) -> bool {
+        self.prepared.is_some()
+    }
+
+    /// About the bytes what was read ahead holds (the change, and the record it creates), for
+    /// the bounds of queues.
+    pub fn prepared_bytes(&self) -> usize {
+        self.prepared.as_ref().map_or(0, |p| p.bytes())
     }
 }
 
@@ -415,7 +430,10 @@ pub fn check_batch(entries: &[&[u8]]) -> Vec<Option<Checked>> {
         .zip(&decoded)
         .map(|(bytes, d)| {
             let bytes: [u8; SIGNED_ENTRY_LEN] = (*bytes).try_into().ok()?;
-            (hold && d.is_some()).then(|| Checked(Box::new(bytes)))
+            (hold && d.is_some()).then(|| Checked {
+                entry: Box::new(bytes),
+                prepared: None,
+            })
         })
         .collect()
 }

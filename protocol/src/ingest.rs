@@ -733,19 +733,125 @@ pub struct Ingested {
 /// Runs the acceptance pipeline on one entry and its payload. Pure: reads through `ledger`,
 /// returns the writes.
 pub fn ingest(ledger: &impl Ledger, entry: &[u8], payload: &[u8]) -> Result<Ingested, IngestError> {
-    pipeline(ledger, entry, payload, None, false)
+    pipeline(ledger, entry, payload, Read::Received(None), false)
 }
 
 /// [`ingest`] for an entry whose signature was checked already, if `checked` covers its bytes
-/// (a batch check, [`crate::entry::check_batch`]: same verdict): every other check runs.
+/// (a batch check, [`crate::entry::check_batch`]: same verdict): every other check runs. What
+/// `checked` read ahead of its payload ([`prepare`]) is taken instead of reading it again.
 pub fn ingest_checked(
     ledger: &impl Ledger,
     entry: &[u8],
     payload: &[u8],
     checked: Option<&Checked>,
 ) -> Result<Ingested, IngestError> {
-    let checked = checked.is_some_and(|c| c.covers(entry));
-    pipeline(ledger, entry, payload, None, checked)
+    let checked = checked.filter(|c| c.covers(entry));
+    let prepared = checked.and_then(|c| c.prepared.as_deref());
+    pipeline(
+        ledger,
+        entry,
+        payload,
+        Read::Received(prepared),
+        checked.is_some(),
+    )
+}
+
+/// Largest payload [`prepare`] reads ahead: the catch-up of many small entries gains from it;
+/// a large change is decoded by the pipeline, as it would be without (and a peer cannot make a
+/// node read ahead large changes it then drops).
+pub const MAX_PREPARED_PAYLOAD: usize = 4 * 1024;
+
+/// Most operations a change that [`prepare`] reads ahead may have: a few bytes of run lengths
+/// can claim many (up to [`MAX_CHANGE_OPS`]), and the read ahead runs on the network's threads,
+/// where one answer's worth must stay short. Such a change is decoded by the pipeline.
+pub const MAX_PREPARED_OPS: u64 = 1_024;
+
+/// What the pipeline reads from a received entry's payload, read ahead of it by [`prepare`]
+/// (on any thread, in parallel with the judging of other entries): the change, decoded
+/// ([`decode_change`]), and for a genesis change the record it creates
+/// ([`doc::genesis_json`]). Both are functions of the payload and its author alone: the
+/// pipeline takes them for the entry whose author and payload hash they were read for, and
+/// the verdicts are those it would give reading them itself.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    author: CityId,
+    payload_hash: Hash32,
+    change: Change,
+    genesis: Option<GenesisRead>,
+}
+
+impl Prepared {
+    /// About the bytes it holds: the change, and at most as much again for the record a
+    /// genesis change creates (its texts are the change's values).
+    pub(crate) fn bytes(&self) -> usize {
+        self.change.raw_bytes().len() * if self.genesis.is_some() { 2 } else { 1 }
+    }
+}
+
+/// The record a genesis change creates, read from the change ([`doc::genesis_json`]).
+#[derive(Clone, Debug)]
+struct GenesisRead {
+    /// The change this was read from.
+    hash: ChangeHash,
+    /// The kind it names, even if the record is not valid (§15.5, the scope check).
+    kind: Option<Kind>,
+    record: Result<Record, RecordError>,
+}
+
+impl GenesisRead {
+    /// Reads genesis change `change`, if [`doc::genesis_json`] models it.
+    fn of(change: &Change) -> Option<GenesisRead> {
+        let json = doc::genesis_json(change)?;
+        let kind = json
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .and_then(|k| k.parse::<Kind>().ok());
+        Some(GenesisRead {
+            hash: change.hash(),
+            kind,
+            record: Record::from_json(json),
+        })
+    }
+}
+
+/// Reads ahead what the pipeline would read from the payload of `entry` (see [`Prepared`]):
+/// None if the payload is over [`MAX_PREPARED_PAYLOAD`] or claims over [`MAX_PREPARED_OPS`]
+/// operations, is not the one the header names
+/// (length and hash), is a statement's or designation's (not a change), or is not a change the
+/// pipeline would take (then the pipeline finds that again, and says why).
+pub fn prepare(entry: &SignedEntry, payload: &[u8]) -> Option<Prepared> {
+    let h = &entry.header;
+    if payload.len() > MAX_PREPARED_PAYLOAD
+        || payload.len() != h.payload_len as usize
+        || h.doc == SUCCESSION_DOC
+        || h.doc == GUARDIANS_DOC
+    {
+        return None;
+    }
+    let payload_hash = Hash32::of(payload);
+    if payload_hash != h.payload_hash || chunk::check_change(payload, MAX_PREPARED_OPS).is_err() {
+        return None;
+    }
+    let change = decode_change(&h.author, payload).ok()?;
+    let genesis = if change.deps().is_empty() {
+        GenesisRead::of(&change)
+    } else {
+        None
+    };
+    Some(Prepared {
+        author: h.author,
+        payload_hash,
+        change,
+        genesis,
+    })
+}
+
+/// How the pipeline gets an entry's change.
+enum Read<'a> {
+    /// From the payload of a peer's entry, unless it was read ahead for this entry.
+    Received(Option<&'a Prepared>),
+    /// From the author, who made it here (see [`ingest_local`]).
+    Authored(Box<Authored>),
 }
 
 /// What the author of a local entry already holds: the change it signed and the document it
@@ -790,14 +896,20 @@ pub fn ingest_local(
             "the authored change is not the payload".into(),
         ));
     }
-    pipeline(ledger, entry, payload, Some(authored), false)
+    pipeline(
+        ledger,
+        entry,
+        payload,
+        Read::Authored(Box::new(authored)),
+        false,
+    )
 }
 
 fn pipeline(
     ledger: &impl Ledger,
     entry: &[u8],
     payload: &[u8],
-    authored: Option<Authored>,
+    read: Read<'_>,
     checked: bool,
 ) -> Result<Ingested, IngestError> {
     // 1. Size bounds.
@@ -846,7 +958,7 @@ fn pipeline(
     }
     // 3. Signature (an authored entry was signed by this node, see `ingest_local`; a checked
     // one passed the same rule in a batch).
-    if authored.is_none() && !checked {
+    if matches!(read, Read::Received(_)) && !checked {
         signed.verify()?;
     }
     // 4. Continuity.
@@ -953,8 +1065,10 @@ fn pipeline(
     if h.doc == GUARDIANS_DOC {
         return successor::designation(ledger, &signed, head, payload);
     }
-    let (change, prebuilt) = match authored {
-        Some(a) => {
+    let mut genesis = None;
+    let (change, prebuilt) = match read {
+        Read::Authored(a) => {
+            let a = *a;
             if !a
                 .change
                 .actor_id()
@@ -966,12 +1080,17 @@ fn pipeline(
             let (after, before) = (a.record, a.before);
             (a.change, a.doc.map(|doc| Prebuilt { doc, after, before }))
         }
-        None => (decode_change(&feed.author, payload)?, None),
+        Read::Received(Some(p)) if p.author == feed.author && p.payload_hash == h.payload_hash => {
+            genesis = p.genesis.clone();
+            (p.change.clone(), None)
+        }
+        Read::Received(_) => (decode_change(&feed.author, payload)?, None),
     };
 
     // Record level: the entry is a genuine link of the feed from here on.
     let entry_hash = signed.hash();
     let mut work = Work::new(ledger, prebuilt);
+    work.genesis = genesis;
     work.commit.payloads.push((entry_hash, payload.to_vec()));
     if let Some(city) = successor_city {
         work.commit.feed_cities.push((feed, city));
@@ -1086,6 +1205,8 @@ struct Work<'a, L: Ledger> {
     /// The author's document after the entry's change, and the records it read (local entries
     /// only).
     prebuilt: Option<Prebuilt>,
+    /// The record the entry's genesis change creates, if it was read ahead ([`prepare`]).
+    genesis: Option<GenesisRead>,
     /// The missing dependency found by the last `judge` that gave `Pending`.
     waiting_on: Option<ChangeHash>,
     /// Entries that started waiting in this ingestion, by the change they wait for.
@@ -1124,6 +1245,7 @@ impl<'a, L: Ledger> Work<'a, L> {
             docs: HashMap::new(),
             changes: HashMap::new(),
             prebuilt,
+            genesis: None,
             waiting_on: None,
             indexed: HashMap::new(),
             unindexed: HashSet::new(),
@@ -1327,18 +1449,18 @@ impl<'a, L: Ledger> Work<'a, L> {
             }
             // Read the new record from the change itself, without building the document
             // (unless the author built it already).
-            if self.prebuilt.is_none()
-                && let Some(json) = doc::genesis_json(&change)
-            {
+            let read = match self.genesis.take() {
+                Some(read) if read.hash == hash => Some(read),
+                _ if self.prebuilt.is_none() => GenesisRead::of(&change),
+                _ => None,
+            };
+            if let Some(read) = read {
                 // The kind it creates, even if the record is not valid (§15.5, the scope check).
-                if let Some(kind) = json
-                    .get("kind")
-                    .and_then(|k| k.as_str())
-                    .and_then(|k| k.parse::<Kind>().ok())
-                {
+                if let Some(kind) = read.kind {
                     self.commit.kinds.push((h.doc, kind));
                 }
-                let parsed = Record::from_json(json)
+                let parsed = read
+                    .record
                     .map_err(|e| Refusal::Change(format!("invalid record after the change: {e}")));
                 let city = self.city_of(&h.feed())?;
                 let status = match parsed.and_then(|after| check_after(h, &city, None, after, &[]))

@@ -10,6 +10,7 @@ use intercity_protocol::identity::CityKey;
 use intercity_protocol::ingest::memory::MemLedger;
 use intercity_protocol::ingest::{Batch, IngestError, Ledger, Status, Verdict, scope_of};
 use intercity_protocol::record::{Agenda, Group, Item, Member, Practice, Record, Role};
+use intercity_protocol::sync::{WireEntry, check_and_prepare};
 use proptest::prelude::*;
 
 /// One entry as it travels: signed entry bytes and payload.
@@ -1380,6 +1381,113 @@ proptest! {
         };
         prop_assert_eq!(waiting(&single), waiting(&batched));
     }
+
+    /// Entries whose payloads were read ahead (`check_and_prepare`, as a node does where a
+    /// range answer is read) get the verdicts, and leave the state, of entries whose payloads
+    /// the pipeline reads itself.
+    #[test]
+    fn entries_read_ahead_judge_as_entries_read_by_the_pipeline(
+        ops in proptest::collection::vec((any::<u8>(), any::<u8>()), 1..24),
+        picks in proptest::collection::vec((any::<usize>(), any::<bool>()), 1..16),
+    ) {
+        let feeds = scenario(&ops);
+        let arrivals = arrivals(&feeds, &picks);
+        let (mut plain, mut ahead) = (MemLedger::default(), MemLedger::default());
+        for w in &arrivals {
+            let (verdict, prepared) = judged_ahead(&mut ahead, w);
+            prop_assert!(prepared, "every payload of the scenario is read ahead");
+            let verdict = verdict.expect("honest");
+            prop_assert_eq!(plain.ingest(&w.entry, &w.payload).expect("honest"), verdict);
+        }
+        prop_assert_eq!(fingerprint(&plain), fingerprint(&ahead), "different state");
+        prop_assert_eq!(&plain.heads, &ahead.heads);
+    }
+}
+
+/// Judges `w` into `l` as a node judges an entry of a range answer: its signature checked
+/// and its payload read ahead first (`check_and_prepare`). Also says whether it was read ahead.
+fn judged_ahead(l: &mut MemLedger, w: &Wire) -> (Result<Verdict, IngestError>, bool) {
+    let mut answer = vec![WireEntry {
+        entry: w.entry.clone(),
+        payload: w.payload.clone(),
+        checked: None,
+    }];
+    check_and_prepare(&mut answer);
+    let checked = answer[0].checked.as_ref();
+    let prepared = checked.is_some_and(|c| c.is_prepared());
+    (l.ingest_checked(&w.entry, &w.payload, checked), prepared)
+}
+
+/// Genesis changes a hostile author can sign, read ahead or by the pipeline: the same verdicts
+/// and the same state. Records that do not validate, a kind that does not exist, a change
+/// carried twice, a document id that is not the change's, an actor that is not the author's,
+/// a payload too large to be read ahead, and one of too many operations.
+#[test]
+fn hostile_genesis_changes_read_ahead_judge_as_read_by_the_pipeline() {
+    let key = CityKey::from_secret([5; 32]);
+    let mine = key.id().as_bytes().to_vec();
+    let valid = {
+        let mut d = Automerge::new().with_actor(ActorId::from(mine.clone()));
+        let mut tx = d.transaction();
+        let mut p = Practice::new(key.id().to_string(), "Makerspace", "en");
+        p.city = "Milan".into();
+        doc::write_record(&mut tx, &Record::from(p), doc::Texts::Merged).expect("write");
+        let (hash, _) = tx.commit_with(CommitOptions::default());
+        d.get_change_by_hash(&hash.expect("a change"))
+            .expect("change")
+            .clone()
+    };
+    let incomplete = raw_change(mine.clone(), vec![], &[("kind", "practice".into())]);
+    let unknown = raw_change(mine.clone(), vec![], &[("kind", "spaceship".into())]);
+    let large = raw_change(
+        mine.clone(),
+        vec![],
+        &[("kind", "practice".into()), ("title", "x".repeat(5_000))],
+    );
+    // Small, but with more operations than are read ahead.
+    let busy = raw_change(mine.clone(), vec![], &vec![("k", "v".to_string()); 2_000]);
+    assert!(busy.raw_bytes().len() < 4_096);
+    let stranger = raw_change(vec![9; 32], vec![], &[("kind", "practice".into())]);
+    let genesis = |c: &automerge::Change| DocId::for_genesis(&c.hash());
+    let changes = vec![
+        (genesis(&incomplete), incomplete.clone()),
+        (genesis(&unknown), unknown.clone()),
+        (genesis(&valid), valid.clone()),
+        (genesis(&large), large),
+        (genesis(&valid), valid.clone()),
+        (genesis(&incomplete), unknown),
+        (genesis(&valid), valid),
+        (genesis(&busy), busy),
+        // Dropped at the feed level: last, or the entries after it would not follow.
+        (genesis(&stranger), stranger),
+    ];
+    let wires = feed_of(&key, changes);
+    let (mut plain, mut ahead) = (MemLedger::default(), MemLedger::default());
+    let mut read = Vec::new();
+    for w in &wires {
+        let (verdict, prepared) = judged_ahead(&mut ahead, w);
+        read.push(prepared);
+        let verdict = format!("{verdict:?}");
+        assert_eq!(format!("{:?}", plain.ingest(&w.entry, &w.payload)), verdict);
+    }
+    // The large payload is not read ahead, nor the change of many operations, nor the
+    // stranger's change; all the others are.
+    assert_eq!(
+        read,
+        [true, true, true, false, true, true, true, false, false]
+    );
+    assert!(format!("{:?}", plain.ingest(&wires[8].entry, &wires[8].payload)).contains("Actor"));
+    assert_eq!(fingerprint(&plain), fingerprint(&ahead));
+    let statuses: Vec<Status> = plain.entries.values().map(|e| e.status.clone()).collect();
+    assert!(statuses.contains(&Status::Accepted), "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .filter(|s| matches!(s, Status::Rejected(_)))
+            .count()
+            >= 4,
+        "{statuses:?}"
+    );
 }
 
 #[test]

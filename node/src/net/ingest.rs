@@ -20,7 +20,8 @@ use crate::city::City;
 /// Jobs (a gossip message, a push or a range response) waiting per peer; more are refused
 /// (gossip ignored, a push answered "busy", a range dropped and fetched again later).
 pub const MAX_QUEUED_JOBS_PER_PEER: usize = 64;
-/// Payload bytes waiting per peer; more are refused like jobs over the count.
+/// Payload bytes waiting per peer (with what was read ahead of them); more are refused like
+/// jobs over the count.
 pub const MAX_QUEUED_BYTES_PER_PEER: usize = 16 * 1024 * 1024;
 /// How long one turn of the worker lasts at most while other peers wait (it ends after the
 /// entry that passes it).
@@ -266,11 +267,16 @@ impl Drop for Slot {
     }
 }
 
-/// Payload bytes of a job's entries not judged yet.
+/// Payload bytes of a job's entries not judged yet, with what was read ahead of them.
 fn remaining_bytes(job: &Job) -> usize {
     job.items[job.judged.len()..]
         .iter()
-        .map(|w| w.payload.len())
+        .map(|w| {
+            w.payload.len()
+                + w.checked
+                    .as_ref()
+                    .map_or(0, intercity_protocol::entry::Checked::prepared_bytes)
+        })
         .sum()
 }
 
