@@ -757,8 +757,7 @@ pub fn ingest_checked(
 }
 
 /// Largest payload [`prepare`] reads ahead: the catch-up of many small entries gains from it;
-/// a large change is decoded by the pipeline, as it would be without (and a peer cannot make a
-/// node read ahead large changes it then drops).
+/// a large change is decoded by the pipeline, as it would be without.
 pub const MAX_PREPARED_PAYLOAD: usize = 4 * 1024;
 
 /// Most operations a change that [`prepare`] reads ahead may have: a few bytes of run lengths
@@ -781,10 +780,17 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// About the bytes it holds: the change, and at most as much again for the record a
-    /// genesis change creates (its texts are the change's values).
+    /// About the bytes it holds: the change's bytes, its dependencies and actors (a few bytes
+    /// each in the change, a whole actor id each decoded), and the record a genesis change
+    /// creates (see [`GenesisRead::bytes`]).
     pub(crate) fn bytes(&self) -> usize {
-        self.change.raw_bytes().len() * if self.genesis.is_some() { 2 } else { 1 }
+        let actors = self.change.other_actor_ids();
+        std::mem::size_of::<Prepared>()
+            + self.change.raw_bytes().len()
+            + std::mem::size_of_val(self.change.deps())
+            + std::mem::size_of_val(actors)
+            + actors.iter().map(|a| a.to_bytes().len()).sum::<usize>()
+            + self.genesis.as_ref().map_or(0, |g| g.bytes)
     }
 }
 
@@ -796,6 +802,21 @@ struct GenesisRead {
     /// The kind it names, even if the record is not valid (§15.5, the scope check).
     kind: Option<Kind>,
     record: Result<Record, RecordError>,
+    /// About the bytes the record holds: those of the JSON it was read from ([`json_bytes`]),
+    /// which holds the same strings and lists.
+    bytes: usize,
+}
+
+/// About the bytes JSON value `v` holds: each value's own size, and its strings' bytes.
+fn json_bytes(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    std::mem::size_of::<Value>()
+        + match v {
+            Value::String(s) => s.len(),
+            Value::Array(a) => a.iter().map(json_bytes).sum(),
+            Value::Object(m) => m.iter().map(|(k, v)| k.len() + json_bytes(v)).sum(),
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        }
 }
 
 impl GenesisRead {
@@ -809,6 +830,7 @@ impl GenesisRead {
         Some(GenesisRead {
             hash: change.hash(),
             kind,
+            bytes: json_bytes(&json),
             record: Record::from_json(json),
         })
     }
@@ -833,8 +855,11 @@ pub fn prepare(entry: &SignedEntry, payload: &[u8]) -> Option<Prepared> {
         return None;
     }
     let change = decode_change(&h.author, payload).ok()?;
+    // Run where nothing else would catch a panic (the network's threads): the reader of
+    // genesis changes and the record's parser are not expected to panic, but a dead
+    // connection task would be the cost if they did.
     let genesis = if change.deps().is_empty() {
-        GenesisRead::of(&change)
+        doc::isolate(|| GenesisRead::of(&change)).ok()?
     } else {
         None
     };

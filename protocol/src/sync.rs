@@ -114,19 +114,26 @@ pub fn check_signatures(entries: &mut [WireEntry]) {
     }
 }
 
-/// [`check_signatures`], then reads ahead the payload of each entry whose signature held
-/// ([`crate::ingest::prepare`]): the change decoded and, for a genesis change, the record it
-/// creates, which the pipeline then takes instead of reading them again. Done where a range
-/// answer is read (on the network's threads), it takes that work off the thread that judges
-/// and writes entries, one after the other.
-pub fn check_and_prepare(entries: &mut [WireEntry]) {
+/// [`check_signatures`], then reads ahead the payload of each entry whose signature held and
+/// whose author `reads` ([`crate::ingest::prepare`]): the change decoded and, for a genesis
+/// change, the record it creates, which the pipeline then takes instead of reading them again.
+/// Done where a range answer is read (on the network's threads), it takes that work off the
+/// thread that judges and writes entries, one after the other. `reads` says whose entries the
+/// node judges for certain (its roster's keys): a peer must not make it read ahead entries it
+/// then drops unjudged.
+pub fn check_and_prepare(
+    entries: &mut [WireEntry],
+    reads: impl Fn(&crate::identity::CityId) -> bool,
+) {
     check_signatures(entries);
     for w in entries.iter_mut() {
         let Some(c) = &mut w.checked else { break };
         let Ok(e) = crate::entry::SignedEntry::decode(&w.entry) else {
             break;
         };
-        c.prepared = crate::ingest::prepare(&e, &w.payload).map(Box::new);
+        if reads(&e.header.author) {
+            c.prepared = crate::ingest::prepare(&e, &w.payload).map(Box::new);
+        }
     }
 }
 
@@ -765,13 +772,13 @@ pub fn pack(entries: &[WireEntry], more: bool) -> Response {
 
 impl Packed {
     /// Unpacks now ([`Packed::unpack`]), checks the entries' signatures as a batch and reads
-    /// their payloads ahead ([`check_and_prepare`]), keeping the outcome for
+    /// ahead the payloads of authors `reads` ([`check_and_prepare`]), keeping the outcome for
     /// [`Packed::into_entries`].
-    pub fn prepare(&mut self) {
+    pub fn prepare(&mut self, reads: impl Fn(&crate::identity::CityId) -> bool) {
         if self.unpacked.is_none() {
             let mut unpacked = self.unpack();
             if let Ok(entries) = &mut unpacked {
-                check_and_prepare(entries);
+                check_and_prepare(entries, reads);
             }
             self.unpacked = Some(unpacked);
         }
@@ -1060,7 +1067,7 @@ mod tests {
         let Response::Packed(mut packed) = pack(&entries, false) else {
             panic!("not packed")
         };
-        packed.prepare();
+        packed.prepare(|_| true);
         let prepared = packed.into_entries().expect("unpacks");
         assert!(
             prepared
@@ -1158,8 +1165,12 @@ mod tests {
             created(&milan, "Repair cafe"),
             created(&brno, "Repair cafe"),
         ];
+        // Only the authors the node reads ahead for.
+        let mut other = wires[2].clone();
+        check_and_prepare(std::slice::from_mut(&mut other), |a| *a == milan.id());
+        assert!(other.checked.as_ref().is_some_and(|c| !c.is_prepared()));
         for w in &mut wires {
-            check_and_prepare(std::slice::from_mut(w));
+            check_and_prepare(std::slice::from_mut(w), |_| true);
             assert!(w.checked.as_ref().is_some_and(Checked::is_prepared));
         }
         let read = |l: &MemLedger| -> Vec<serde_json::Value> {
@@ -1229,7 +1240,7 @@ mod tests {
         else {
             panic!("packed")
         };
-        ahead.prepare();
+        ahead.prepare(|_| true);
         assert_eq!(ahead.into_entries(), good.into_entries());
         // Announced sizes past the limits do not decode.
         let mut b = vec![T_R_PACKED, 0];

@@ -1412,10 +1412,72 @@ fn judged_ahead(l: &mut MemLedger, w: &Wire) -> (Result<Verdict, IngestError>, b
         payload: w.payload.clone(),
         checked: None,
     }];
-    check_and_prepare(&mut answer);
+    check_and_prepare(&mut answer, |_| true);
     let checked = answer[0].checked.as_ref();
     let prepared = checked.is_some_and(|c| c.is_prepared());
     (l.ingest_checked(&w.entry, &w.payload, checked), prepared)
+}
+
+/// What is read ahead is counted, in the node's queues, by what it holds once read, not by the
+/// payload's bytes: a list of many short values (run-length encoded in the change, a string
+/// each once read) and a change naming many actors (a byte or so each in the change, an actor
+/// id each once decoded).
+#[test]
+fn what_is_read_ahead_counts_as_what_it_holds() {
+    use automerge::legacy::{Key, ObjectId, Op, OpId, OpType, SortedVec};
+    let key = CityKey::from_secret([6; 32]);
+    let mine = key.id().as_bytes().to_vec();
+    let mut p = Practice::new(key.id().to_string(), "Makerspace", "en");
+    p.city = "Milan".into();
+    p.themes = vec!["a".to_string(); 300];
+    let themes = {
+        let mut d = Automerge::new().with_actor(ActorId::from(mine.clone()));
+        let mut tx = d.transaction();
+        doc::write_record(&mut tx, &Record::from(p.clone()), doc::Texts::Merged).expect("write");
+        let (hash, _) = tx.commit_with(CommitOptions::default());
+        d.get_change_by_hash(&hash.expect("a change"))
+            .expect("change")
+            .clone()
+    };
+    // One put whose predecessors are operations of 200 other actors, of one-byte ids.
+    let pred: SortedVec<OpId> = (0..200u8)
+        .map(|a| OpId::new(1, &ActorId::from(vec![a])))
+        .collect();
+    let actors = forged_change(
+        ActorId::from(mine),
+        1,
+        2,
+        vec![themes.hash()],
+        vec![Op {
+            action: OpType::Put(automerge::ScalarValue::Str("x".into())),
+            obj: ObjectId::Root,
+            key: Key::Map("title".into()),
+            pred,
+            insert: false,
+        }],
+    );
+    assert_eq!(actors.other_actor_ids().len(), 200);
+    let doc = DocId::for_genesis(&themes.hash());
+    let wires = feed_of(&key, vec![(doc, themes), (doc, actors)]);
+    for (w, held) in wires.iter().zip([
+        serde_json::to_vec(&Record::from(p)).expect("json").len() + 300 * 24,
+        200 * std::mem::size_of::<ActorId>(),
+    ]) {
+        let mut answer = vec![WireEntry {
+            entry: w.entry.clone(),
+            payload: w.payload.clone(),
+            checked: None,
+        }];
+        check_and_prepare(&mut answer, |_| true);
+        let checked = answer[0].checked.as_ref().expect("checked");
+        assert!(checked.is_prepared());
+        assert!(w.payload.len() < held / 2, "{} {held}", w.payload.len());
+        assert!(
+            checked.prepared_bytes() > held,
+            "{} {held}",
+            checked.prepared_bytes()
+        );
+    }
 }
 
 /// Genesis changes a hostile author can sign, read ahead or by the pipeline: the same verdicts

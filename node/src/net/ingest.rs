@@ -76,7 +76,7 @@ pub(super) struct Done {
 #[derive(Default)]
 struct Queues {
     per_peer: HashMap<PeerId, VecDeque<Job>>,
-    /// Payload bytes not judged yet of each peer's queued jobs.
+    /// Bytes held by each peer's queued jobs ([`held_bytes`]).
     bytes: HashMap<PeerId, usize>,
     /// Peers with jobs, in the order they are served.
     turn: VecDeque<PeerId>,
@@ -99,7 +99,7 @@ fn next_job(q: &mut Queues) -> Option<Job> {
         } else {
             q.turn.push_back(peer);
             if let (Some(job), Some(b)) = (&job, q.bytes.get_mut(&peer)) {
-                *b = b.saturating_sub(remaining_bytes(job));
+                *b = b.saturating_sub(held_bytes(job));
             }
         }
         if job.is_some() {
@@ -123,7 +123,7 @@ impl Queue {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let peer = job.peer;
-        let bytes = remaining_bytes(&job);
+        let bytes = held_bytes(&job);
         let queued_jobs = q.per_peer.get(&peer).map_or(0, VecDeque::len);
         let queued_bytes = q.bytes.get(&peer).copied().unwrap_or(0);
         if queued_jobs >= MAX_QUEUED_JOBS_PER_PEER
@@ -149,7 +149,7 @@ impl Queue {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let peer = job.peer;
-        *q.bytes.entry(peer).or_default() += remaining_bytes(&job);
+        *q.bytes.entry(peer).or_default() += held_bytes(&job);
         q.per_peer.entry(peer).or_default().push_front(job);
         q.turn.retain(|p| *p != peer);
         if started {
@@ -267,17 +267,23 @@ impl Drop for Slot {
     }
 }
 
-/// Payload bytes of a job's entries not judged yet, with what was read ahead of them.
+/// Payload bytes of a job's entries not judged yet (what a round's bound counts).
 fn remaining_bytes(job: &Job) -> usize {
     job.items[job.judged.len()..]
         .iter()
-        .map(|w| {
-            w.payload.len()
-                + w.checked
-                    .as_ref()
-                    .map_or(0, intercity_protocol::entry::Checked::prepared_bytes)
-        })
+        .map(|w| w.payload.len())
         .sum()
+}
+
+/// What a job's entries not judged yet hold: their payloads, and what was read ahead of them
+/// (what a queue's bound counts).
+fn held_bytes(job: &Job) -> usize {
+    remaining_bytes(job)
+        + job.items[job.judged.len()..]
+            .iter()
+            .filter_map(|w| w.checked.as_ref())
+            .map(intercity_protocol::entry::Checked::prepared_bytes)
+            .sum::<usize>()
 }
 
 /// Starts the worker thread: it judges the jobs of `queue` and sends each back on `done`, until

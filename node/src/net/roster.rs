@@ -268,6 +268,11 @@ impl EventLoop {
             .collect();
         let trusted: HashSet<CityId> = cities.iter().flat_map(|c| self.keys.keys_of(c)).collect();
         self.trusted = Arc::new(trusted);
+        self.swarm
+            .behaviour()
+            .sync
+            .read_ahead
+            .set(self.trusted.clone());
         self.cities = Arc::new(cities);
         let admits = match guests {
             Some(Guests { named, .. }) => Admits {

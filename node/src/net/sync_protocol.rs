@@ -10,11 +10,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use either::Either;
 use futures::{AsyncReadExt, AsyncWriteExt};
+use intercity_protocol::identity::CityId;
 use intercity_protocol::sync::{self, MAX_FRAME_BYTES, Request, Response};
 use libp2p::core::Endpoint;
 use libp2p::core::transport::PortUse;
@@ -39,6 +41,28 @@ pub const GUEST_STREAMS: usize = 2;
 #[derive(Clone)]
 pub struct SyncCodec {
     max_frame: usize,
+    read_ahead: ReadAhead,
+}
+
+/// The authors whose entries of a range answer are read ahead where the answer is read
+/// ([`intercity_protocol::sync::check_and_prepare`]): the keys of this city and of the
+/// unblocked roster cities, whose entries the node judges for certain. Kept by the roster's
+/// updates; shared with every connection's codec.
+#[derive(Clone, Default)]
+pub struct ReadAhead(Arc<RwLock<Arc<HashSet<CityId>>>>);
+
+impl ReadAhead {
+    /// From now on, these keys.
+    pub fn set(&self, keys: Arc<HashSet<CityId>>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = keys;
+    }
+
+    fn keys(&self) -> Arc<HashSet<CityId>> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// Reads one frame of at most `max` bytes. The buffer grows as bytes arrive: a peer that
@@ -103,7 +127,8 @@ impl request_response::Codec for SyncCodec {
             Response::decode(&read_frame(io, MAX_FRAME_BYTES).await?).map_err(invalid)?;
         if let Response::Packed(packed) = &mut response {
             // Here, in the connection's task, rather than on the event loop that reads it.
-            packed.prepare();
+            let keys = self.read_ahead.keys();
+            packed.prepare(|author| keys.contains(author));
         }
         Ok(response)
     }
@@ -144,6 +169,8 @@ pub struct SyncBehaviour {
     pub guests: request_response::Behaviour<SyncCodec>,
     /// Peers whose new connections get the members' handler (the gate's trusted set).
     pub trusted: HashSet<PeerId>,
+    /// Whose entries the codecs read ahead.
+    pub read_ahead: ReadAhead,
     /// Connections of each side, per peer.
     member_conns: HashMap<PeerId, HashSet<ConnectionId>>,
     guest_conns: HashMap<PeerId, HashSet<ConnectionId>>,
@@ -152,9 +179,13 @@ pub struct SyncBehaviour {
 impl SyncBehaviour {
     /// Both sides, with this request timeout.
     pub fn new(request_timeout: Duration) -> SyncBehaviour {
+        let read_ahead = ReadAhead::default();
         let side = |max_frame, streams, support| {
             request_response::Behaviour::with_codec(
-                SyncCodec { max_frame },
+                SyncCodec {
+                    max_frame,
+                    read_ahead: read_ahead.clone(),
+                },
                 [(StreamProtocol::new(sync::PROTOCOL), support)],
                 request_response::Config::default()
                     .with_request_timeout(request_timeout)
@@ -169,6 +200,7 @@ impl SyncBehaviour {
                 ProtocolSupport::Inbound,
             ),
             trusted: HashSet::new(),
+            read_ahead,
             member_conns: HashMap::new(),
             guest_conns: HashMap::new(),
         }
