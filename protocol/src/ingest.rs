@@ -760,6 +760,11 @@ pub fn ingest_checked(
 /// a large change is decoded by the pipeline, as it would be without.
 pub const MAX_PREPARED_PAYLOAD: usize = 4 * 1024;
 
+/// Largest record of a genesis change [`prepare`] reads ahead, as [`json_bytes`] counts it: a
+/// few kilobytes of change can name one long map key many times over (keys are run-length
+/// encoded). A larger one is read by the pipeline, as it would be without.
+pub const MAX_PREPARED_RECORD_BYTES: usize = 64 * 1024;
+
 /// Most operations a change that [`prepare`] reads ahead may have: a few bytes of run lengths
 /// can claim many (up to [`MAX_CHANGE_OPS`]), and the read ahead runs on the network's threads,
 /// where one answer's worth must stay short. Such a change is decoded by the pipeline.
@@ -822,17 +827,27 @@ fn json_bytes(v: &serde_json::Value) -> usize {
 impl GenesisRead {
     /// Reads genesis change `change`, if [`doc::genesis_json`] models it.
     fn of(change: &Change) -> Option<GenesisRead> {
+        Some(GenesisRead::from_json(change, doc::genesis_json(change)?))
+    }
+
+    /// [`GenesisRead::of`], unless the record is over [`MAX_PREPARED_RECORD_BYTES`].
+    fn of_bounded(change: &Change) -> Option<GenesisRead> {
         let json = doc::genesis_json(change)?;
+        (json_bytes(&json) <= MAX_PREPARED_RECORD_BYTES)
+            .then(|| GenesisRead::from_json(change, json))
+    }
+
+    fn from_json(change: &Change, json: serde_json::Value) -> GenesisRead {
         let kind = json
             .get("kind")
             .and_then(|k| k.as_str())
             .and_then(|k| k.parse::<Kind>().ok());
-        Some(GenesisRead {
+        GenesisRead {
             hash: change.hash(),
             kind,
             bytes: json_bytes(&json),
             record: Record::from_json(json),
-        })
+        }
     }
 }
 
@@ -859,7 +874,7 @@ pub fn prepare(entry: &SignedEntry, payload: &[u8]) -> Option<Prepared> {
     // genesis changes and the record's parser are not expected to panic, but a dead
     // connection task would be the cost if they did.
     let genesis = if change.deps().is_empty() {
-        doc::isolate(|| GenesisRead::of(&change)).ok()?
+        doc::isolate(|| GenesisRead::of_bounded(&change)).ok()?
     } else {
         None
     };

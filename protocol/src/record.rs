@@ -572,16 +572,26 @@ impl Record {
                 "project" => Kind::Project,
                 "group" => Kind::Group,
                 other => {
+                    // (At most 64 characters of it: a reason is stored with the verdict.)
+                    let shown: String = other.chars().take(64).collect();
                     return Err(RecordError::Invalid {
                         field: "kind".to_string(),
-                        reason: format!("`{other}` is not one of practice, project, group"),
+                        reason: format!("`{shown}` is not one of practice, project, group"),
                     });
                 }
             },
             Some(other) => {
+                // The value's type, not the value: a reason is stored with the verdict, and a
+                // few bytes of change can make a value of megabytes.
+                let got = match other {
+                    serde_json::Value::Bool(_) => "a boolean",
+                    serde_json::Value::Number(_) => "a number",
+                    serde_json::Value::Array(_) => "a list",
+                    _ => "an object",
+                };
                 return Err(RecordError::Invalid {
                     field: "kind".to_string(),
-                    reason: format!("expected a string, got `{other}`"),
+                    reason: format!("expected a string, got {got}"),
                 });
             }
         };

@@ -126,16 +126,27 @@ pub fn check_and_prepare(
     reads: impl Fn(&crate::identity::CityId) -> bool,
 ) {
     check_signatures(entries);
+    let mut held = 0;
     for w in entries.iter_mut() {
         let Some(c) = &mut w.checked else { break };
         let Ok(e) = crate::entry::SignedEntry::decode(&w.entry) else {
             break;
         };
+        if held >= MAX_PREPARED_ANSWER_BYTES {
+            break;
+        }
         if reads(&e.header.author) {
             c.prepared = crate::ingest::prepare(&e, &w.payload).map(Box::new);
+            held += c.prepared_bytes();
         }
     }
 }
+
+/// Most bytes [`check_and_prepare`] holds for one answer (as [`Checked::prepared_bytes`]
+/// counts them): with the answer's own bytes (at most [`MAX_FRAME_BYTES`]), within what a
+/// node's queue takes from one peer, so that a read ahead never makes an answer too large to
+/// be queued.
+pub const MAX_PREPARED_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
 /// A request from one city to another.
 #[derive(Clone, Debug, PartialEq, Eq)]

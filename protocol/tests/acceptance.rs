@@ -1480,6 +1480,96 @@ fn what_is_read_ahead_counts_as_what_it_holds() {
     }
 }
 
+/// A genesis change by `key`'s city whose `kind` is a list of `maps` maps, each with one key of
+/// `key_len` bytes (the same key: run-length encoded once in the change, `maps` times in the
+/// record it reads as).
+fn repeated_key_genesis(key: &CityKey, maps: usize, key_len: usize) -> automerge::Change {
+    use automerge::transaction::Transactable;
+    let mut d = Automerge::new().with_actor(ActorId::from(key.id().as_bytes().to_vec()));
+    let mut tx = d.transaction();
+    let list = tx
+        .put_object(automerge::ROOT, "kind", automerge::ObjType::List)
+        .expect("list");
+    let objs: Vec<_> = (0..maps)
+        .map(|i| {
+            tx.insert_object(&list, i, automerge::ObjType::Map)
+                .expect("map")
+        })
+        .collect();
+    let long = "\u{1}".repeat(key_len);
+    for o in &objs {
+        tx.put(o, long.as_str(), "").expect("put");
+    }
+    let (hash, _) = tx.commit_with(CommitOptions::default());
+    d.get_change_by_hash(&hash.expect("a change"))
+        .expect("change")
+        .clone()
+}
+
+/// A few kilobytes of change can read as megabytes of record (a long map key named in many
+/// maps): such a record is not read ahead, the answer's read ahead is bounded as a whole, and
+/// the reason stored with the rejection stays short.
+#[test]
+fn a_small_change_that_reads_as_a_large_record_is_not_read_ahead() {
+    use intercity_protocol::sync::MAX_PREPARED_ANSWER_BYTES;
+    let key = CityKey::from_secret([7; 32]);
+    let large = repeated_key_genesis(&key, 300, 3_000);
+    assert!(
+        large.raw_bytes().len() < 4_096,
+        "{}",
+        large.raw_bytes().len()
+    );
+    let doc = DocId::for_genesis(&large.hash());
+    let wire = feed_of(&key, vec![(doc, large)]).remove(0);
+    let (mut plain, mut ahead) = (MemLedger::default(), MemLedger::default());
+    let (verdict, prepared) = judged_ahead(&mut ahead, &wire);
+    assert!(prepared, "the change itself is read ahead");
+    assert_eq!(
+        format!("{verdict:?}"),
+        format!("{:?}", plain.ingest(&wire.entry, &wire.payload))
+    );
+    let mut answer = vec![WireEntry {
+        entry: wire.entry.clone(),
+        payload: wire.payload.clone(),
+        checked: None,
+    }];
+    check_and_prepare(&mut answer, |_| true);
+    let held = answer[0]
+        .checked
+        .as_ref()
+        .expect("checked")
+        .prepared_bytes();
+    assert!(held < 16 * 1024, "{held}");
+    let Status::Rejected(reason) = &plain.entries[&(wire.signed().header.feed(), 1)].status else {
+        panic!("rejected")
+    };
+    assert!(reason.len() < 200, "{}", reason.len());
+    // Records of about 60 KB each, read ahead until the answer holds its bound.
+    let changes: Vec<_> = (0..100)
+        .map(|i| {
+            let c = repeated_key_genesis(&key, 19, 3_000 + i);
+            (DocId::for_genesis(&c.hash()), c)
+        })
+        .collect();
+    let mut answer: Vec<WireEntry> = feed_of(&key, changes)
+        .into_iter()
+        .map(|w| WireEntry {
+            entry: w.entry,
+            payload: w.payload,
+            checked: None,
+        })
+        .collect();
+    check_and_prepare(&mut answer, |_| true);
+    let checked: Vec<_> = answer
+        .iter()
+        .map(|w| w.checked.as_ref().expect("checked"))
+        .collect();
+    let total: usize = checked.iter().map(|c| c.prepared_bytes()).sum();
+    let read = checked.iter().filter(|c| c.is_prepared()).count();
+    assert!((30..100).contains(&read), "{read}");
+    assert!(total <= MAX_PREPARED_ANSWER_BYTES + 128 * 1024, "{total}");
+}
+
 /// Genesis changes a hostile author can sign, read ahead or by the pipeline: the same verdicts
 /// and the same state. Records that do not validate, a kind that does not exist, a change
 /// carried twice, a document id that is not the change's, an actor that is not the author's,

@@ -23,6 +23,12 @@ pub const MAX_QUEUED_JOBS_PER_PEER: usize = 64;
 /// Payload bytes waiting per peer (with what was read ahead of them); more are refused like
 /// jobs over the count.
 pub const MAX_QUEUED_BYTES_PER_PEER: usize = 16 * 1024 * 1024;
+// One answer, with what was read ahead of it, always fits an empty queue.
+const _: () = assert!(
+    intercity_protocol::sync::MAX_FRAME_BYTES
+        + 2 * intercity_protocol::sync::MAX_PREPARED_ANSWER_BYTES
+        <= MAX_QUEUED_BYTES_PER_PEER
+);
 /// How long one turn of the worker lasts at most while other peers wait (it ends after the
 /// entry that passes it).
 pub const SLICE: std::time::Duration = std::time::Duration::from_millis(200);
