@@ -382,3 +382,70 @@ impl NetworkBehaviour for SyncBehaviour {
         Poll::Pending
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use intercity_protocol::entry::{DocId, Hash32, Scope, sign_entry};
+    use intercity_protocol::identity::CityKey;
+    use intercity_protocol::record::{Practice, Record};
+    use intercity_protocol::sync::WireEntry;
+    use libp2p::request_response::Codec as _;
+
+    /// The first entry of `key`'s federation feed: a new practice.
+    fn created(key: &CityKey) -> WireEntry {
+        let actor = automerge::ActorId::from(key.id().as_bytes().to_vec());
+        let mut p = Practice::new(key.id().to_string(), "Makerspace", "en");
+        p.city = "Milan".into();
+        let change = intercity_protocol::doc::new_plain_change(actor, &Record::from(p), "create")
+            .expect("change");
+        let payload = change.raw_bytes().to_vec();
+        let doc = DocId::for_genesis(&change.hash());
+        let entry = sign_entry(
+            key,
+            Scope::Federation,
+            1,
+            Hash32::default(),
+            doc,
+            &payload,
+            0,
+        );
+        WireEntry {
+            entry: entry.encode().to_vec(),
+            payload,
+            checked: None,
+        }
+    }
+
+    /// The codec reads ahead the entries of a range answer only for the keys it is given, and
+    /// from then on for the keys it is given next.
+    #[test]
+    fn the_codec_reads_ahead_for_the_keys_it_is_given_only() {
+        let (milan, brno) = (CityKey::from_secret([1; 32]), CityKey::from_secret([2; 32]));
+        let read_ahead = ReadAhead::default();
+        let mut codec = SyncCodec {
+            max_frame: MAX_FRAME_BYTES,
+            read_ahead: read_ahead.clone(),
+        };
+        let mut read = |key: &CityKey| {
+            let mut frame = Vec::new();
+            let answer = sync::pack(&[created(key)], false);
+            futures::executor::block_on(write_frame(&mut frame, answer.encode())).expect("frame");
+            let protocol = StreamProtocol::new(sync::PROTOCOL);
+            let mut io = futures::io::Cursor::new(frame);
+            let response = futures::executor::block_on(codec.read_response(&protocol, &mut io));
+            let Ok(Response::Packed(packed)) = response else {
+                panic!("a packed answer")
+            };
+            let entries = packed.into_entries().expect("entries");
+            let checked = entries[0]
+                .checked
+                .as_ref()
+                .expect("its signature is checked");
+            checked.is_prepared()
+        };
+        assert!(!read(&milan) && !read(&brno));
+        read_ahead.set(Arc::new(HashSet::from([milan.id()])));
+        assert!(read(&milan) && !read(&brno));
+    }
+}
