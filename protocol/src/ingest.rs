@@ -827,35 +827,41 @@ fn json_bytes(v: &serde_json::Value) -> usize {
 impl GenesisRead {
     /// Reads genesis change `change`, if [`doc::genesis_json`] models it.
     fn of(change: &Change) -> Option<GenesisRead> {
-        Some(GenesisRead::from_json(change, doc::genesis_json(change)?))
+        GenesisRead::of_at_most(change, usize::MAX)
     }
 
     /// [`GenesisRead::of`], unless the record is over [`MAX_PREPARED_RECORD_BYTES`].
     fn of_bounded(change: &Change) -> Option<GenesisRead> {
-        let json = doc::genesis_json(change)?;
-        (json_bytes(&json) <= MAX_PREPARED_RECORD_BYTES)
-            .then(|| GenesisRead::from_json(change, json))
+        GenesisRead::of_at_most(change, MAX_PREPARED_RECORD_BYTES)
     }
 
-    fn from_json(change: &Change, json: serde_json::Value) -> GenesisRead {
+    /// [`GenesisRead::of`], unless the record is over `max` bytes (measured before it is
+    /// parsed).
+    fn of_at_most(change: &Change, max: usize) -> Option<GenesisRead> {
+        let json = doc::genesis_json(change)?;
+        let bytes = json_bytes(&json);
+        if bytes > max {
+            return None;
+        }
         let kind = json
             .get("kind")
             .and_then(|k| k.as_str())
             .and_then(|k| k.parse::<Kind>().ok());
-        GenesisRead {
+        Some(GenesisRead {
             hash: change.hash(),
             kind,
-            bytes: json_bytes(&json),
+            bytes,
             record: Record::from_json(json),
-        }
+        })
     }
 }
 
 /// Reads ahead what the pipeline would read from the payload of `entry` (see [`Prepared`]):
 /// None if the payload is over [`MAX_PREPARED_PAYLOAD`] or claims over [`MAX_PREPARED_OPS`]
-/// operations, is not the one the header names
-/// (length and hash), is a statement's or designation's (not a change), or is not a change the
-/// pipeline would take (then the pipeline finds that again, and says why).
+/// operations, is not the one the header names (length and hash), is a statement's or
+/// designation's (not a change), or is not a change the pipeline would take (then the pipeline
+/// finds that again, and says why). A genesis record over [`MAX_PREPARED_RECORD_BYTES`] is
+/// left to the pipeline.
 pub fn prepare(entry: &SignedEntry, payload: &[u8]) -> Option<Prepared> {
     let h = &entry.header;
     if payload.len() > MAX_PREPARED_PAYLOAD
