@@ -825,19 +825,9 @@ fn json_bytes(v: &serde_json::Value) -> usize {
 }
 
 impl GenesisRead {
-    /// Reads genesis change `change`, if [`doc::genesis_json`] models it.
-    fn of(change: &Change) -> Option<GenesisRead> {
-        GenesisRead::of_at_most(change, usize::MAX)
-    }
-
-    /// [`GenesisRead::of`], unless the record is over [`MAX_PREPARED_RECORD_BYTES`].
-    fn of_bounded(change: &Change) -> Option<GenesisRead> {
-        GenesisRead::of_at_most(change, MAX_PREPARED_RECORD_BYTES)
-    }
-
-    /// [`GenesisRead::of`], unless the record is over `max` bytes (measured before it is
-    /// parsed).
-    fn of_at_most(change: &Change, max: usize) -> Option<GenesisRead> {
+    /// Reads genesis change `change`, if [`doc::genesis_json`] models it and the record is at
+    /// most `max` bytes ([`json_bytes`], measured before it is parsed).
+    fn of(change: &Change, max: usize) -> Option<GenesisRead> {
         let json = doc::genesis_json(change)?;
         let bytes = json_bytes(&json);
         if bytes > max {
@@ -880,7 +870,7 @@ pub fn prepare(entry: &SignedEntry, payload: &[u8]) -> Option<Prepared> {
     // genesis changes and the record's parser are not expected to panic, but a dead
     // connection task would be the cost if they did.
     let genesis = if change.deps().is_empty() {
-        doc::isolate(|| GenesisRead::of_bounded(&change)).ok()?
+        doc::isolate(|| GenesisRead::of(&change, MAX_PREPARED_RECORD_BYTES)).ok()?
     } else {
         None
     };
@@ -1497,7 +1487,7 @@ impl<'a, L: Ledger> Work<'a, L> {
             // (unless the author built it already).
             let read = match self.genesis.take() {
                 Some(read) if read.hash == hash => Some(read),
-                _ if self.prebuilt.is_none() => GenesisRead::of(&change),
+                _ if self.prebuilt.is_none() => GenesisRead::of(&change, usize::MAX),
                 _ => None,
             };
             if let Some(read) = read {

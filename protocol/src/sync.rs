@@ -1132,23 +1132,13 @@ mod tests {
 
     /// A practice created by `key` as the first entry of its federation feed.
     fn created(key: &crate::identity::CityKey, title: &str) -> WireEntry {
-        use automerge::ReadDoc as _;
-        use automerge::transaction::CommitOptions;
-        let mut d = automerge::Automerge::new()
-            .with_actor(automerge::ActorId::from(key.id().as_bytes().to_vec()));
-        let mut tx = d.transaction();
+        let actor = automerge::ActorId::from(key.id().as_bytes().to_vec());
         let mut p = crate::record::Practice::new(key.id().to_string(), title, "en");
         p.city = "Milan".into();
         let record = crate::record::Record::from(p);
-        crate::doc::write_record(&mut tx, &record, crate::doc::Texts::Merged).expect("write");
-        let (hash, _) = tx.commit_with(CommitOptions::default());
-        let hash = hash.expect("a change");
-        let payload = d
-            .get_change_by_hash(&hash)
-            .expect("change")
-            .raw_bytes()
-            .to_vec();
-        let doc = DocId::for_genesis(&hash);
+        let change = crate::doc::new_plain_change(actor, &record, "create").expect("change");
+        let payload = change.raw_bytes().to_vec();
+        let doc = DocId::for_genesis(&change.hash());
         let entry = crate::entry::sign_entry(
             key,
             Scope::Federation,
