@@ -10,7 +10,7 @@
 //! | `entries` | feed (49) · seq (8 BE) | [`StoredEntry`] encoding |
 //! | `heads` | feed (49) | [`FeedHead`] encoding |
 //! | `payloads` | entry hash (32) | raw Automerge change |
-//! | `docs` | doc id (16) | Automerge document, saved (or its genesis change) |
+//! | `docs` | doc id (16) | Automerge document, saved (or its genesis change, or 0 · the key of the payload row holding that change) |
 //! | `doc_tail` | doc id (16) · n (4 BE) | a change accepted since `docs` was written, in order |
 //! | `records` | doc id (16) | [`RecordSummary`] (JSON): the listing index |
 //! | `by_doc` | doc id (16) · feed (49) · seq (8) | empty: every entry of a document |
@@ -61,8 +61,9 @@ pub type EntryAndPayload = (StoredEntry, Option<Vec<u8>>);
 /// Version 2 added the catalog; version 3 keyed `pending` by the change waited for; version 4
 /// counts rejected and pending entries in each feed head; version 5 keeps the changes accepted
 /// since a large document was written after it (`doc_tail`: an older build would not read
-/// them). An older store is upgraded when opened.
-pub const SCHEMA_VERSION: u32 = 7;
+/// them); 6 and 7 added indexes and replays; version 8 stores a document of one genesis change
+/// as the key of the payload row holding it. An older store is upgraded when opened.
+pub const SCHEMA_VERSION: u32 = 8;
 
 const CFS: &[&str] = &[
     "meta", "entries", "heads", "payloads", "docs", "records", "by_doc", "changes", "pending",

@@ -606,7 +606,13 @@ pub enum DocState {
     /// A new document holding one genesis change, not built because nothing needed it (its
     /// record was read from the change by [`doc::genesis_json`]): the change's bytes, which is
     /// also how it is stored (`Automerge::load` reads a change as a document).
-    Genesis(Vec<u8>),
+    Genesis {
+        /// The change's bytes.
+        change: Vec<u8>,
+        /// The key of the commit's payload row that holds the same bytes, if one does: the
+        /// ledger may store the document as that key.
+        payload: Option<Hash32>,
+    },
 }
 
 impl DocState {
@@ -616,7 +622,7 @@ impl DocState {
             DocState::Built(doc) => {
                 doc::save(doc).map_err(|e| LedgerError(format!("a document does not save: {e}")))
             }
-            DocState::Genesis(change) => Ok(change.clone()),
+            DocState::Genesis { change, .. } => Ok(change.clone()),
         }
     }
 
@@ -624,18 +630,18 @@ impl DocState {
     pub fn build(&self) -> Result<Arc<Automerge>, LedgerError> {
         match self {
             DocState::Built(doc) => Ok(Arc::clone(doc)),
-            DocState::Genesis(change) => load_genesis(change).map(Arc::new),
+            DocState::Genesis { change, .. } => load_genesis(change).map(Arc::new),
         }
     }
 
     /// The document, built in place if it was not.
     fn built(&mut self) -> Result<Arc<Automerge>, LedgerError> {
-        if let DocState::Genesis(change) = self {
+        if let DocState::Genesis { change, .. } = self {
             *self = DocState::Built(Arc::new(load_genesis(change)?));
         }
         match self {
             DocState::Built(doc) => Ok(Arc::clone(doc)),
-            DocState::Genesis(_) => Err(LedgerError("a genesis document was not built".into())),
+            DocState::Genesis { .. } => Err(LedgerError("a genesis document was not built".into())),
         }
     }
 }
@@ -1502,10 +1508,19 @@ impl<'a, L: Ledger> Work<'a, L> {
                 let status = match parsed.and_then(|after| check_after(h, &city, None, after, &[]))
                 {
                     Ok((record, _)) => {
+                        let change = change.raw_bytes().to_vec();
+                        // The entry's payload, pushed just before it was judged.
+                        let payload = self
+                            .commit
+                            .payloads
+                            .iter()
+                            .rev()
+                            .find(|(_, p)| *p == change)
+                            .map(|(key, _)| *key);
                         self.commit.docs.insert(
                             h.doc,
                             DocUpdate {
-                                doc: DocState::Genesis(change.raw_bytes().to_vec()),
+                                doc: DocState::Genesis { change, payload },
                                 appended: None,
                                 replace: false,
                                 scope: scope_of(record.kind(), h.doc),

@@ -43,12 +43,24 @@ fn canonical_y(bytes: &[u8; 32]) -> bool {
     !(top && middle && bytes[0] >= 0xed)
 }
 
+/// Rule 1: the key's point, or None if it fails the rule.
+fn decode_key(key: &CityId) -> Option<EdwardsPoint> {
+    let a = key.verifying_key().ok()?.to_edwards();
+    (!a.is_small_order()).then_some(a)
+}
+
 /// Rules 1–3 and the challenge k, or None if the signature fails one of them.
 fn decode(key: &CityId, message: &[&[u8]], signature: &Signature) -> Option<Decoded> {
-    let a = key.verifying_key().ok()?.to_edwards();
-    if a.is_small_order() {
-        return None;
-    }
+    decode_with(decode_key(key)?, key, message, signature)
+}
+
+/// Rules 2–3 and the challenge k for a signature by `key`, whose point `a` passed rule 1.
+fn decode_with(
+    a: EdwardsPoint,
+    key: &CityId,
+    message: &[&[u8]],
+    signature: &Signature,
+) -> Option<Decoded> {
     let r_bytes = *signature.r_bytes();
     if !canonical_y(&r_bytes) {
         return None;
@@ -87,8 +99,20 @@ pub type Item<'a> = (CityId, &'a [&'a [u8]], &'a Signature);
 /// a few keys. Empty: true.
 pub fn verify_batch(items: &[Item<'_>]) -> bool {
     let mut decoded = Vec::with_capacity(items.len());
+    // Each key is decoded once (rule 1 depends on the key alone): a range of one feed has one.
+    let mut known: Vec<(CityId, EdwardsPoint)> = Vec::new();
     for (key, message, signature) in items {
-        match decode(key, message, signature) {
+        let a = match known.iter().rev().find(|(k, _)| k == key) {
+            Some((_, a)) => *a,
+            None => match decode_key(key) {
+                Some(a) => {
+                    known.push((*key, a));
+                    a
+                }
+                None => return false,
+            },
+        };
+        match decode_with(a, key, message, signature) {
             Some(d) => decoded.push((*key, d)),
             None => return false,
         }

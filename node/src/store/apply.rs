@@ -364,7 +364,7 @@ impl Store {
             let bytes = held.tail_bytes + changes.iter().map(Vec::len).sum::<usize>();
             let history = match &update.doc {
                 DocState::Built(doc) => doc.stats().num_changes,
-                DocState::Genesis(_) => 1,
+                DocState::Genesis { .. } => 1,
             };
             if costly(held.base, history) && count <= MAX_TAIL_CHANGES && bytes <= held.base / 2 {
                 for (n, change) in (held.tail..).zip(changes) {
@@ -376,6 +376,21 @@ impl Store {
                     tail_bytes: bytes,
                 });
             }
+        }
+        // A genesis document whose change is also this write's payload row: the row's key.
+        if let DocState::Genesis {
+            payload: Some(key), ..
+        } = &update.doc
+            && update.appended.is_none()
+            && !update.replace
+        {
+            let row = payload_ref(key);
+            let base = row.len();
+            batch.put_cf(self.cf("docs"), id.0, row);
+            return Ok(Stored {
+                base,
+                ..Stored::default()
+            });
         }
         // Uncompressed: DEFLATE costs more than it saves on documents of a few kilobytes.
         let bytes = update.doc.to_bytes().map_err(|e| StoreError::Document {

@@ -69,3 +69,23 @@ pub(super) fn city_name(record: &intercity_protocol::record::Record) -> String {
         Record::Group(_) => String::new(),
     }
 }
+
+/// The first byte of a `docs` row that names a payload row instead of holding a document
+/// (Automerge's documents and changes start with their magic bytes, 0x85 first).
+const PAYLOAD_REF: u8 = 0;
+
+/// A `docs` row for a document that is one genesis change, held by payload row `key`.
+pub(super) fn payload_ref(key: &Hash32) -> Vec<u8> {
+    let mut row = Vec::with_capacity(33);
+    row.push(PAYLOAD_REF);
+    row.extend_from_slice(&key.0);
+    row
+}
+
+/// The payload row a `docs` row names, if it names one.
+pub(super) fn payload_named(row: &[u8]) -> Option<Hash32> {
+    match row.split_first() {
+        Some((&PAYLOAD_REF, key)) => key.try_into().ok().map(Hash32),
+        _ => None,
+    }
+}

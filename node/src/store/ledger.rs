@@ -35,6 +35,15 @@ impl Ledger for Store {
         }
         match self.ledger(self.get("docs", &id.0))? {
             Some(mut v) => {
+                // A document of one genesis change names the payload row holding it.
+                if let Some(key) = payload_named(&v) {
+                    v = self.ledger(self.get("payloads", &key.0))?.ok_or_else(|| {
+                        LedgerError(format!(
+                            "document {id} in {} names payload {key}, which the store does not hold",
+                            self.path.display()
+                        ))
+                    })?;
+                }
                 // The changes accepted since the document was written follow it as chunks.
                 for (_, change) in self.ledger(self.scan("doc_tail", &id.0))? {
                     v.extend_from_slice(&change);

@@ -588,3 +588,103 @@ fn a_node_judges_alike_with_the_records_it_caches_or_without() {
         "the document is not cached"
     );
 }
+
+/// A document that is one genesis change received from a peer is stored as the key of the
+/// payload row holding the change (schema 8), not as a second copy of it: it loads and reads
+/// as the author's, also after a reopen, and a change on top of it stores the whole document.
+/// A row naming a payload the store does not hold is an error that says so.
+#[test]
+fn a_received_genesis_document_is_stored_as_its_payload_row() {
+    use intercity_protocol::record::Practice;
+    let ((_m, milan), (dir, brno)) = (city(21, "Milan"), city(22, "Brno"));
+    let practice = Practice::new(milan.id().to_string(), "Water reuse", "en");
+    let id = milan
+        .create(&Record::Practice(practice), "create")
+        .expect("create");
+    let feed = FeedId {
+        author: milan.id(),
+        scope: intercity_protocol::entry::Scope::Federation,
+    };
+    let deliver = |from: u64| {
+        for (e, p) in milan
+            .store()
+            .feed_range(&feed, from, 1000, usize::MAX)
+            .expect("range")
+        {
+            brno.ingest_remote(&e.entry.encode(), &p).expect("ingest");
+        }
+    };
+    deliver(1);
+    let genesis = milan
+        .store()
+        .feed_range(&feed, 1, 1, usize::MAX)
+        .expect("range");
+    let (entry, payload) = &genesis[0];
+    let row = brno.store().get("docs", &id.0).expect("read").expect("row");
+    assert_eq!(
+        row,
+        payload_ref(&entry.entry.hash()),
+        "not stored as a reference"
+    );
+    assert_eq!(
+        brno.store()
+            .get("payloads", &entry.entry.hash().0)
+            .expect("read"),
+        Some(payload.clone())
+    );
+    let heads = |city: &crate::City| {
+        Ledger::doc(city.store(), &id)
+            .expect("load")
+            .expect("held")
+            .get_heads()
+    };
+    assert_eq!(heads(&brno), heads(&milan));
+    assert_eq!(
+        brno.record(id).expect("record"),
+        milan.record(id).expect("record")
+    );
+    milan
+        .edit(id, "edit", |r| {
+            if let Record::Practice(p) = r {
+                p.summary = "Grey water for parks".into();
+            }
+            Ok(())
+        })
+        .expect("edit");
+    deliver(2);
+    let row = brno.store().get("docs", &id.0).expect("read").expect("row");
+    assert_eq!(
+        payload_named(&row),
+        None,
+        "a changed document is still a reference"
+    );
+    assert_eq!(heads(&brno), heads(&milan));
+    // A second genesis, then a reopen: the reference reads as the document.
+    let other = milan
+        .create(
+            &Record::Practice(Practice::new(milan.id().to_string(), "Bike lanes", "en")),
+            "create",
+        )
+        .expect("create");
+    deliver(3);
+    drop(brno);
+    let brno = crate::City::open(dir.path()).expect("reopen");
+    let row = brno
+        .store()
+        .get("docs", &other.0)
+        .expect("read")
+        .expect("row");
+    assert!(payload_named(&row).is_some(), "not stored as a reference");
+    assert_eq!(
+        brno.record(other).expect("record"),
+        milan.record(other).expect("record")
+    );
+    // A reference to a payload the store does not hold.
+    let missing = Hash32([9; 32]);
+    let mut batch = WriteBatch::default();
+    batch.put_cf(brno.store().cf("docs"), other.0, payload_ref(&missing));
+    brno.store().write(batch).expect("write");
+    let err = Ledger::doc(brno.store(), &other).expect_err("a missing payload loads");
+    assert!(err.0.contains(&missing.to_string()), "{err}");
+    assert!(brno.record(other).is_err());
+}
