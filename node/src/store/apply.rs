@@ -75,7 +75,7 @@ impl Stored {
     }
 
     /// The bytes the document takes in the store.
-    fn size(self) -> usize {
+    pub(super) fn size(self) -> usize {
         self.base + self.tail_bytes
     }
 }
@@ -377,18 +377,18 @@ impl Store {
                 });
             }
         }
-        // A genesis document whose change is also this write's payload row: the row's key.
+        // A genesis document whose change is also this write's payload row: the row's key
+        // (counted as the change's size, as `stored` reads it).
         if let DocState::Genesis {
-            payload: Some(key), ..
+            change,
+            payload: Some(key),
         } = &update.doc
             && update.appended.is_none()
             && !update.replace
         {
-            let row = payload_ref(key);
-            let base = row.len();
-            batch.put_cf(self.cf("docs"), id.0, row);
+            batch.put_cf(self.cf("docs"), id.0, payload_ref(key));
             return Ok(Stored {
-                base,
+                base: change.len(),
                 ..Stored::default()
             });
         }
@@ -432,15 +432,24 @@ impl Store {
     }
 
     /// How document `id` is stored now: as the cache noted it when it was written, else read.
-    fn stored(&self, id: &DocId) -> Result<Stored, StoreError> {
+    pub(super) fn stored(&self, id: &DocId) -> Result<Stored, StoreError> {
         if let Some(stored) = self.cached(id, |held| held.stored) {
             return Ok(stored);
         }
-        let base = self
+        let row = self
             .db
             .get_pinned_cf(self.cf("docs"), id.0)
-            .map_err(|e| classify(&self.path, e))?
-            .map_or(0, |v| v.len());
+            .map_err(|e| classify(&self.path, e))?;
+        // A row naming a payload counts as the change it names (its size decides as before).
+        let base = match row.as_deref().map(|v| (payload_named(v), v.len())) {
+            Some((Some(key), _)) => self
+                .db
+                .get_pinned_cf(self.cf("payloads"), key.0)
+                .map_err(|e| classify(&self.path, e))?
+                .map_or(0, |v| v.len()),
+            Some((None, len)) => len,
+            None => 0,
+        };
         let tail = self.scan("doc_tail", &id.0)?;
         Ok(Stored {
             base,

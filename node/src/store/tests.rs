@@ -436,7 +436,16 @@ fn large_practice(city: &crate::City, editors: &[&crate::City]) -> DocId {
 /// What a document's stored rows are, read from the store: its tail rows must be numbered 0,
 /// 1, 2, ... (a write appends after the last and deletes them by number).
 fn stored_rows(store: &Store, id: &DocId) -> apply::Stored {
-    let base = store.get("docs", &id.0).expect("read").expect("held").len();
+    let row = store.get("docs", &id.0).expect("read").expect("held");
+    // A row naming a payload (schema 8) counts as that payload.
+    let base = match payload_named(&row) {
+        Some(key) => store
+            .get("payloads", &key.0)
+            .expect("read")
+            .expect("named")
+            .len(),
+        None => row.len(),
+    };
     let tail = store.scan("doc_tail", &id.0).expect("scan");
     for (n, (key, _)) in tail.iter().enumerate() {
         assert_eq!(key[16..], u32::try_from(n).expect("n").to_be_bytes());
@@ -632,6 +641,11 @@ fn a_received_genesis_document_is_stored_as_its_payload_row() {
             .expect("read"),
         Some(payload.clone())
     );
+    // Its size, for the choice between a tail row and a whole write, is the change's.
+    assert_eq!(
+        brno.store().stored(&id).expect("stored").size(),
+        payload.len()
+    );
     let heads = |city: &crate::City| {
         Ledger::doc(city.store(), &id)
             .expect("load")
@@ -659,26 +673,56 @@ fn a_received_genesis_document_is_stored_as_its_payload_row() {
         "a changed document is still a reference"
     );
     assert_eq!(heads(&brno), heads(&milan));
-    // A second genesis, then a reopen: the reference reads as the document.
-    let other = milan
-        .create(
-            &Record::Practice(Practice::new(milan.id().to_string(), "Bike lanes", "en")),
-            "create",
-        )
-        .expect("create");
+    // A second genesis, stored as schema 7 stored it (the change's bytes), then a reopen and a
+    // third: both kinds of rows read as the documents.
+    let create = |title: &str| {
+        milan
+            .create(
+                &Record::Practice(Practice::new(milan.id().to_string(), title, "en")),
+                "create",
+            )
+            .expect("create")
+    };
+    let older = create("Bike lanes");
     deliver(3);
+    let (_, change) = &milan
+        .store()
+        .feed_range(&feed, 3, 1, usize::MAX)
+        .expect("range")[0];
+    let mut batch = WriteBatch::default();
+    batch.put_cf(brno.store().cf("docs"), older.0, change);
+    batch.put_cf(
+        brno.store().cf("meta"),
+        b"schema_version",
+        7u32.to_be_bytes(),
+    );
+    brno.store().write(batch).expect("write");
     drop(brno);
     let brno = crate::City::open(dir.path()).expect("reopen");
+    assert_eq!(
+        brno.store().meta("schema_version").expect("meta"),
+        Some(SCHEMA_VERSION.to_be_bytes().to_vec())
+    );
+    let other = create("Rain gardens");
+    for (e, p) in milan
+        .store()
+        .feed_range(&feed, 4, 1, usize::MAX)
+        .expect("range")
+    {
+        brno.ingest_remote(&e.entry.encode(), &p).expect("ingest");
+    }
     let row = brno
         .store()
         .get("docs", &other.0)
         .expect("read")
         .expect("row");
     assert!(payload_named(&row).is_some(), "not stored as a reference");
-    assert_eq!(
-        brno.record(other).expect("record"),
-        milan.record(other).expect("record")
-    );
+    for doc in [older, other] {
+        assert_eq!(
+            brno.record(doc).expect("record"),
+            milan.record(doc).expect("record")
+        );
+    }
     // A reference to a payload the store does not hold.
     let missing = Hash32([9; 32]);
     let mut batch = WriteBatch::default();
