@@ -108,7 +108,17 @@ impl Store {
             stored.push(self.write_doc(&mut batch, id, update)?);
 
             if let Some(record) = &update.record {
-                let row = self.get("records", &id.0)?;
+                // A genesis document is new: its id derives from a change no entry has carried
+                // (the change index refuses a second carrier), so it has no record row to read.
+                let genesis = matches!(update.doc, DocState::Genesis { .. })
+                    && update.appended.is_none()
+                    && !update.replace;
+                debug_assert!(!genesis || self.get("records", &id.0)?.is_none());
+                let row = if genesis {
+                    None
+                } else {
+                    self.get("records", &id.0)?
+                };
                 let new_doc = row.is_none();
                 let previous = match row {
                     Some(v) => serde_json::from_slice::<RecordSummary>(&v)

@@ -99,12 +99,17 @@ async fn main() {
         Duration::from_secs(20),
     );
     let pid = daemon.0.id();
+    let ready = started.elapsed();
+    let mut first = None;
     let mut last = (Instant::now(), 0u64);
     let held = loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let out = intercity_tests::run_cli(&dir, &["status", "--json"]);
         let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         let held = status["entries"][0].as_u64().unwrap_or(0);
+        if held > 0 && first.is_none() {
+            first = Some((started.elapsed(), held));
+        }
         if held >= entries as u64 {
             break held;
         }
@@ -129,6 +134,13 @@ async fn main() {
     let secs = started.elapsed().as_secs_f64();
     let peak = proc_kb(pid, "VmHWM:") / 1024;
     drop(daemon);
+    if let Some((at, held)) = first {
+        println!(
+            "  control socket open after {:.2} s; {held} entries held at the first poll that saw any, {:.2} s",
+            ready.as_secs_f64(),
+            at.as_secs_f64()
+        );
+    }
     println!(
         "catch-up: {held} entries in {secs:.1} s = {:.0} entries/s (from the daemon's start, connection included); daemon peak RSS {peak} MB",
         held as f64 / secs
