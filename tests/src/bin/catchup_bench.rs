@@ -37,6 +37,26 @@ fn proc_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user and system) process `pid` has used, in ms (`/proc/PID/stat`, in ticks of
+/// 1/100 s, Linux's fixed USER_HZ); 0 where it cannot be read.
+fn proc_cpu_ms(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime: fields 14 and 15 of the whole line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) * 10
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let entries = arg("--entries", 100_000).max(1);
@@ -93,6 +113,7 @@ async fn main() {
         ],
     );
     let started = Instant::now();
+    let serving_before = proc_cpu_ms("self");
     let daemon = intercity_tests::start_node(
         &dir,
         &["--listen", "/ip4/127.0.0.1/tcp/0"],
@@ -133,6 +154,8 @@ async fn main() {
     };
     let secs = started.elapsed().as_secs_f64();
     let peak = proc_kb(pid, "VmHWM:") / 1024;
+    let daemon_ms = proc_cpu_ms(&pid.to_string());
+    let serving_ms = proc_cpu_ms("self").saturating_sub(serving_before);
     drop(daemon);
     if let Some((at, held)) = first {
         println!(
@@ -141,6 +164,12 @@ async fn main() {
             at.as_secs_f64()
         );
     }
+    println!(
+        "  CPU: the daemon {:.2} s ({:.1} µs per entry), the serving peer and this bench {:.2} s",
+        daemon_ms as f64 / 1000.0,
+        daemon_ms as f64 * 1000.0 / held as f64,
+        serving_ms as f64 / 1000.0
+    );
     println!(
         "catch-up: {held} entries in {secs:.1} s = {:.0} entries/s (from the daemon's start, connection included); daemon peak RSS {peak} MB",
         held as f64 / secs
