@@ -67,6 +67,10 @@ pub const MAX_REJECTED_PER_FEED: u64 = 1_024;
 /// Rejected (or quarantined) payload bytes one feed may hold, likewise. Above
 /// [`MAX_PENDING_BYTES_PER_AUTHOR`].
 pub const MAX_REJECTED_BYTES_PER_FEED: u64 = 16 * 1024 * 1024;
+/// The most bytes of a record's error that a rejection's reason quotes: the error may quote
+/// the record (a value, escaped, or a map key), which a few kilobytes of change can make
+/// megabytes of, and the reason is stored with the entry on every node.
+pub const MAX_REASON_QUOTE: usize = 512;
 
 /// How every void verdict's reason starts (§15.4).
 pub const VOID_PREFIX: &str = "void: ";
@@ -1501,9 +1505,9 @@ impl<'a, L: Ledger> Work<'a, L> {
                 if let Some(kind) = read.kind {
                     self.commit.kinds.push((h.doc, kind));
                 }
-                let parsed = read
-                    .record
-                    .map_err(|e| Refusal::Change(format!("invalid record after the change: {e}")));
+                let parsed = read.record.map_err(|e| {
+                    Refusal::Change(record_reason("invalid record after the change", &e))
+                });
                 let city = self.city_of(&h.feed())?;
                 let status = match parsed.and_then(|after| check_after(h, &city, None, after, &[]))
                 {
@@ -1849,8 +1853,24 @@ fn unreadable(what: &str, e: RecordError) -> Status {
         // Automerge's panic message may name node-local indices (its actor table's order): a
         // fixed reason keeps every node's verdict the same.
         RecordError::Unreadable(_) => Status::Quarantined(format!("{what}: Automerge panicked")),
-        e => Status::Rejected(format!("{what}: {e}")),
+        e => Status::Rejected(record_reason(what, &e)),
     }
+}
+
+/// `what` and record error `e`, as a rejection's reason: at most [`MAX_REASON_QUOTE`] bytes of
+/// the error (cut at a character), so that what it quotes of the record is bounded. The same
+/// error gives the same reason on every node.
+fn record_reason(what: &str, e: &RecordError) -> String {
+    let mut quoted = e.to_string();
+    if quoted.len() > MAX_REASON_QUOTE {
+        let mut end = MAX_REASON_QUOTE;
+        while !quoted.is_char_boundary(end) {
+            end -= 1;
+        }
+        quoted.truncate(end);
+        quoted.push_str(" …");
+    }
+    format!("{what}: {quoted}")
 }
 
 /// What a change's document read as before it, for [`evaluate`].
@@ -1969,7 +1989,7 @@ fn check_after(
 ) -> Result<(Record, Lowered), Refusal> {
     after
         .validate()
-        .map_err(|e| Refusal::Change(format!("invalid record after the change: {e}")))?;
+        .map_err(|e| Refusal::Change(record_reason("invalid record after the change", &e)))?;
     let expected = scope_of(after.kind(), h.doc);
     if h.scope != expected {
         return Err(Refusal::Entry(format!(

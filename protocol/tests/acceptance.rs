@@ -1485,21 +1485,31 @@ fn what_is_read_ahead_counts_as_what_it_holds() {
 /// record it reads as).
 fn repeated_key_genesis(key: &CityKey, maps: usize, key_len: usize) -> automerge::Change {
     use automerge::transaction::Transactable;
+    genesis_by(key, |tx| {
+        let list = tx
+            .put_object(automerge::ROOT, "kind", automerge::ObjType::List)
+            .expect("list");
+        let objs: Vec<_> = (0..maps)
+            .map(|i| {
+                tx.insert_object(&list, i, automerge::ObjType::Map)
+                    .expect("map")
+            })
+            .collect();
+        let long = "\u{1}".repeat(key_len);
+        for o in &objs {
+            tx.put(o, long.as_str(), "").expect("put");
+        }
+    })
+}
+
+/// The genesis change `key`'s actor makes with `build`'s operations, whatever they write.
+fn genesis_by(
+    key: &CityKey,
+    build: impl FnOnce(&mut automerge::transaction::Transaction<'_>),
+) -> automerge::Change {
     let mut d = Automerge::new().with_actor(ActorId::from(key.id().as_bytes().to_vec()));
     let mut tx = d.transaction();
-    let list = tx
-        .put_object(automerge::ROOT, "kind", automerge::ObjType::List)
-        .expect("list");
-    let objs: Vec<_> = (0..maps)
-        .map(|i| {
-            tx.insert_object(&list, i, automerge::ObjType::Map)
-                .expect("map")
-        })
-        .collect();
-    let long = "\u{1}".repeat(key_len);
-    for o in &objs {
-        tx.put(o, long.as_str(), "").expect("put");
-    }
+    build(&mut tx);
     let (hash, _) = tx.commit_with(CommitOptions::default());
     d.get_change_by_hash(&hash.expect("a change"))
         .expect("change")
@@ -3678,4 +3688,35 @@ proptest! {
         prop_assert!(doc::references_inside_whole_doc(&doc, &honest));
         prop_assert_eq!(doc::reference_outside_past(&doc, &honest).expect("expands"), None);
     }
+}
+
+/// A record's error may quote the record (a value where a list belongs, escaped: six
+/// characters for each control character), and the reason is stored with the rejected entry on
+/// every node: what it quotes is bounded, the verdict is the same.
+#[test]
+fn a_rejection_quotes_a_bounded_part_of_the_record() {
+    use automerge::transaction::Transactable;
+    use intercity_protocol::ingest::MAX_REASON_QUOTE;
+    let key = CityKey::from_secret([8; 32]);
+    let change = genesis_by(&key, |tx| {
+        tx.put(automerge::ROOT, "kind", "practice").expect("kind");
+        tx.put(automerge::ROOT, "themes", "\u{1}".repeat(20_000))
+            .expect("themes");
+    });
+    let doc = DocId::for_genesis(&change.hash());
+    let wire = feed_of(&key, vec![(doc, change)]).remove(0);
+    let mut ledger = MemLedger::default();
+    ledger.ingest(&wire.entry, &wire.payload).expect("ingest");
+    let Status::Rejected(reason) = &ledger.entries[&(wire.signed().header.feed(), 1)].status else {
+        panic!("rejected")
+    };
+    assert!(
+        reason.starts_with("invalid record after the change: "),
+        "{reason}"
+    );
+    assert!(
+        reason.len() <= MAX_REASON_QUOTE + 64,
+        "a reason of {} bytes",
+        reason.len()
+    );
 }

@@ -36,6 +36,7 @@ fn constants() -> BTreeMap<&'static str, u64> {
             ingest::MAX_REJECTED_BYTES_PER_FEED,
         ),
         ("MAX_REPLAY_PASSES", n(ingest::MAX_REPLAY_PASSES)),
+        ("MAX_REASON_QUOTE", n(ingest::MAX_REASON_QUOTE)),
         ("MAX_CAPS", n(intercity_protocol::succession::MAX_CAPS)),
         (
             "MAX_KEYS_PER_CITY",
