@@ -1857,20 +1857,42 @@ fn unreadable(what: &str, e: RecordError) -> Status {
     }
 }
 
-/// `what` and record error `e`, as a rejection's reason: at most [`MAX_REASON_QUOTE`] bytes of
-/// the error (cut at a character), so that what it quotes of the record is bounded. The same
-/// error gives the same reason on every node.
+/// `what` and record error `e`, as a rejection's reason, the error [`bounded`].
 fn record_reason(what: &str, e: &RecordError) -> String {
-    let mut quoted = e.to_string();
-    if quoted.len() > MAX_REASON_QUOTE {
-        let mut end = MAX_REASON_QUOTE;
-        while !quoted.is_char_boundary(end) {
-            end -= 1;
+    format!("{what}: {}", bounded(e))
+}
+
+/// At most [`MAX_REASON_QUOTE`] bytes of what `text` displays, cut at a character and then
+/// marked ` …`, for a reason that quotes a record (its error, or a title or name it read): a
+/// few kilobytes of change can make megabytes of record. Written through a bounded writer, so
+/// nothing longer is built. The same text gives the same reason on every node.
+fn bounded(text: &dyn std::fmt::Display) -> String {
+    use std::fmt::Write;
+    /// A string that takes at most [`MAX_REASON_QUOTE`] bytes, then refuses the rest.
+    struct Capped(String, bool);
+    impl Write for Capped {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let room = MAX_REASON_QUOTE.saturating_sub(self.0.len());
+            if s.len() <= room {
+                self.0.push_str(s);
+                return Ok(());
+            }
+            let mut end = room;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.0.push_str(&s[..end]);
+            self.1 = true;
+            Err(std::fmt::Error)
         }
-        quoted.truncate(end);
-        quoted.push_str(" …");
     }
-    format!("{what}: {quoted}")
+    let mut out = Capped(String::new(), false);
+    // An error here is the cut itself.
+    let _ = write!(out, "{text}");
+    if out.1 {
+        out.0.push_str(" …");
+    }
+    out.0
 }
 
 /// What a change's document read as before it, for [`evaluate`].
@@ -1998,7 +2020,9 @@ fn check_after(
             h.scope
         )));
     }
-    authorize(city, before, &after).map_err(Refusal::Change)?;
+    // The reason may name the record read before the change, which no rule bounded (a merge
+    // of concurrent changes, each valid alone).
+    authorize(city, before, &after).map_err(|reason| Refusal::Change(bounded(&reason)))?;
     let Some(before) = before else {
         return Ok((after, Vec::new()));
     };
@@ -2626,5 +2650,29 @@ pub mod memory {
                 .map(|(k, _)| *k)
                 .collect())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_REASON_QUOTE, bounded};
+
+    /// A text is cut at the last character that fits, however its display writes it, and a
+    /// short one is left whole.
+    #[test]
+    fn a_bounded_text_is_cut_at_a_character() {
+        assert_eq!(bounded(&"short"), "short");
+        // Two-byte characters after one byte: the limit falls inside a character.
+        let text = format!("a{}", "é".repeat(MAX_REASON_QUOTE));
+        let cut = bounded(&text);
+        assert_eq!(cut.len(), MAX_REASON_QUOTE - 1 + " …".len());
+        assert!(text.starts_with(cut.trim_end_matches(" …")));
+        // Written in pieces, the same cut.
+        let pieces = format_args!("a{}{}", "é".repeat(100), "é".repeat(MAX_REASON_QUOTE));
+        assert_eq!(bounded(&pieces), cut);
+        assert_eq!(
+            bounded(&"x".repeat(MAX_REASON_QUOTE)).len(),
+            MAX_REASON_QUOTE
+        );
     }
 }

@@ -3696,7 +3696,6 @@ proptest! {
 #[test]
 fn a_rejection_quotes_a_bounded_part_of_the_record() {
     use automerge::transaction::Transactable;
-    use intercity_protocol::ingest::MAX_REASON_QUOTE;
     let key = CityKey::from_secret([8; 32]);
     let change = genesis_by(&key, |tx| {
         tx.put(automerge::ROOT, "kind", "practice").expect("kind");
@@ -3707,16 +3706,70 @@ fn a_rejection_quotes_a_bounded_part_of_the_record() {
     let wire = feed_of(&key, vec![(doc, change)]).remove(0);
     let mut ledger = MemLedger::default();
     ledger.ingest(&wire.entry, &wire.payload).expect("ingest");
-    let Status::Rejected(reason) = &ledger.entries[&(wire.signed().header.feed(), 1)].status else {
-        panic!("rejected")
-    };
+    let reason = rejection(&ledger, &wire);
     assert!(
         reason.starts_with("invalid record after the change: "),
         "{reason}"
     );
+}
+
+/// The reason `ledger` rejected `wire` for, checked to quote a bounded part of the record.
+fn rejection(ledger: &MemLedger, wire: &Wire) -> String {
+    use intercity_protocol::ingest::MAX_REASON_QUOTE;
+    let h = wire.signed().header;
+    let Status::Rejected(reason) = &ledger.entries[&(h.feed(), h.seq)].status else {
+        panic!("rejected")
+    };
     assert!(
         reason.len() <= MAX_REASON_QUOTE + 64,
         "a reason of {} bytes",
         reason.len()
+    );
+    reason.clone()
+}
+
+/// Concurrent edits merge a title no single change could write (each is valid alone), and a
+/// city that may not edit the record is refused with a reason that names the title it read:
+/// what the reason quotes is bounded too.
+#[test]
+fn a_refusal_quotes_a_bounded_part_of_a_merged_title() {
+    let (mut milan, mut brno) = (City::new(31), City::new(32));
+    let (id, genesis) = milan.create(&Record::Practice(Practice::new(milan.id(), "T", "en")));
+    let mut wires = vec![genesis.clone()];
+    let base = doc::load(&genesis.payload).expect("genesis");
+    for i in 0..10u8 {
+        // Each from the genesis alone, with an actor of its own: siblings, each valid.
+        let mut d = base.clone();
+        let mut actor = milan.key.id().as_bytes().to_vec();
+        actor.push(i + 1);
+        d.set_actor(ActorId::from(actor));
+        let mut record = doc::read_record(&d, None).expect("readable");
+        let Record::Practice(p) = &mut record else {
+            unreachable!()
+        };
+        p.title = format!("T{}", char::from(b'a' + i).to_string().repeat(190));
+        let mut tx = d.transaction();
+        doc::write_record(&mut tx, &record, doc::Texts::Merged).expect("write");
+        let (hash, _) = tx.commit_with(CommitOptions::default());
+        let change = d
+            .get_change_by_hash(&hash.expect("a change"))
+            .expect("change");
+        wires.push(milan.sign(id, Scope::Federation, change.raw_bytes().to_vec()));
+    }
+    for w in &wires {
+        brno.ledger.ingest(&w.entry, &w.payload).expect("ingest");
+    }
+    let merged = doc::read_record(&brno.ledger.docs[&id], None).expect("merged");
+    assert!(merged.title().len() > 1_900, "{}", merged.title().len());
+    // Brno may not edit Milan's practice; its edit makes the title valid again.
+    let wire = brno.edit(id, |r| {
+        if let Record::Practice(p) = r {
+            p.title = "x".into();
+        }
+    });
+    let reason = rejection(&brno.ledger, &wire);
+    assert!(
+        reason.contains("neither the owner nor an editor"),
+        "{reason}"
     );
 }
