@@ -271,7 +271,8 @@ impl City {
     fn prepare(&self, record: &Record, message: &str, texts: Texts) -> Result<Authored, CityError> {
         if texts == Texts::Plain {
             // Built as operations, without a document: the pipeline reads the record from the
-            // change (`doc::genesis_json`) and stores the change as the document.
+            // change (`doc::genesis_json`) and stores the change (its payload row) as the
+            // document.
             return Ok(Authored {
                 change: doc::new_plain_change(self.fresh_actor()?, record, message)?,
                 doc: None,

@@ -609,7 +609,8 @@ pub enum DocState {
     Built(Arc<Automerge>),
     /// A new document holding one genesis change, not built because nothing needed it (its
     /// record was read from the change by [`doc::genesis_json`]): the change's bytes, which is
-    /// also how it is stored (`Automerge::load` reads a change as a document).
+    /// also how it is stored (`Automerge::load` reads a change as a document), or the key of
+    /// the payload row holding them.
     Genesis {
         /// The change's bytes.
         change: Vec<u8>,
