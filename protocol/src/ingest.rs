@@ -679,6 +679,12 @@ pub struct DocUpdate {
 }
 
 impl DocUpdate {
+    /// The ledger does not hold the document yet (nothing appended to a copy of it, nothing
+    /// replaced): it is stored whole, and no rows of an earlier copy are there to read.
+    pub fn is_new(&self) -> bool {
+        self.appended.is_none() && !self.replace
+    }
+
     /// The record the document reads as, if [`DocUpdate::read`] and its heads are `heads`.
     pub fn read_at(&self, heads: &[ChangeHash]) -> Option<Record> {
         match (&self.doc, &self.record) {

@@ -110,9 +110,7 @@ impl Store {
             if let Some(record) = &update.record {
                 // A genesis document is new: its id derives from a change no entry has carried
                 // (the change index refuses a second carrier), so it has no record row to read.
-                let genesis = matches!(update.doc, DocState::Genesis { .. })
-                    && update.appended.is_none()
-                    && !update.replace;
+                let genesis = matches!(update.doc, DocState::Genesis { .. }) && update.is_new();
                 debug_assert!(!genesis || self.get("records", &id.0)?.is_none());
                 let row = if genesis {
                     None
@@ -362,12 +360,11 @@ impl Store {
         id: &DocId,
         update: &intercity_protocol::ingest::DocUpdate,
     ) -> Result<Stored, StoreError> {
-        // A document new to the store (nothing appended to a copy of it, nothing replaced)
-        // has no tail rows.
-        let held = if update.appended.is_some() || update.replace {
-            self.stored(id)?
-        } else {
+        // A document new to the store has no tail rows.
+        let held = if update.is_new() {
             Stored::default()
+        } else {
+            self.stored(id)?
         };
         if let Some(changes) = &update.appended {
             let count = held.tail as usize + changes.len();
@@ -393,8 +390,7 @@ impl Store {
             change,
             payload: Some(key),
         } = &update.doc
-            && update.appended.is_none()
-            && !update.replace
+            && update.is_new()
         {
             batch.put_cf(self.cf("docs"), id.0, payload_ref(key));
             return Ok(Stored {
