@@ -9,7 +9,9 @@
 //! and how many bytes the store wrote.
 //!
 //! Last, one agenda edited `--agenda-edits` times (its history grows, the record does not):
-//! what an edit and a received entry cost at 1,000 … 5,000 changes (issue #16, target 4).
+//! what an edit and a received entry cost at 1,000 … 5,000 changes (issue #16, target 4),
+//! then what Automerge alone costs on that document (copy, edit, take the change back, apply
+//! a received change, read the record): the floor under those two.
 //!
 //! ```text
 //! cargo run --release -p intercity-tests --bin doc_bench -- --iterations 3000 --group-edits 300 --agenda-edits 5000
@@ -17,6 +19,10 @@
 
 use std::hint::black_box;
 use std::time::Instant;
+
+// The allocator of the `intercity` binary, so the city here runs as the daemon does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use automerge::{ActorId, Automerge, Change};
 use intercity_protocol::doc::{self, Texts};
@@ -241,4 +247,59 @@ fn history_bench(edits: usize) {
             edit_times.clear();
         }
     }
+    automerge_floor(&milan.load(id).expect("load"));
+}
+
+/// What Automerge alone costs on the agenda's document (in memory, no signature, no store):
+/// the floor under an edit and a received entry of `history_bench`.
+fn automerge_floor(doc: &Automerge) {
+    use automerge::{ROOT, ReadDoc, transaction::Transactable};
+    const K: usize = 300;
+    let get = |d: &Automerge, obj: &automerge::ObjId, prop: automerge::Prop| {
+        d.get(obj, prop).expect("get").expect("present").1
+    };
+    let agendas = get(doc, &ROOT, "agendas".into());
+    let visit = get(doc, &agendas, "visit".into());
+    let items = get(doc, &visit, "items".into());
+    println!("\nAutomerge alone on this document (in memory), mean of {K}:");
+    let mut copy = None;
+    time("  copy the document", K, || {
+        copy = Some(black_box(doc.clone()))
+    });
+    let mut author = doc.clone();
+    author.set_actor(ActorId::random());
+    let mut changes = Vec::with_capacity(K);
+    let mut i = 0;
+    time("  edit one item's notes, commit", K, || {
+        let mut tx = author.transaction();
+        let item = get_tx(&tx, &items, (i % 10).into());
+        let notes = get_tx(&tx, &item, "notes".into());
+        tx.update_text(&notes, format!("Notes, version {}", 90_000 + i))
+            .expect("update");
+        changes.push(tx.commit().0.expect("a change"));
+        i += 1;
+    });
+    let mut taken = Vec::with_capacity(K);
+    let mut hashes = changes.iter();
+    time("  take the change made back", K, || {
+        let hash = hashes.next().expect("hash");
+        taken.push(author.get_change_by_hash(hash).expect("change"));
+    });
+    let mut receiver = doc.clone();
+    let mut received = taken.into_iter();
+    time("  apply a received change", K, || {
+        doc::apply(&mut receiver, vec![received.next().expect("change")]).expect("apply");
+    });
+    time("  read the whole record", K, || {
+        black_box(doc::read_record(&receiver, None).expect("record"));
+    });
+}
+
+fn get_tx(
+    tx: &automerge::transaction::Transaction<'_>,
+    obj: &automerge::ObjId,
+    prop: automerge::Prop,
+) -> automerge::ObjId {
+    use automerge::ReadDoc;
+    tx.get(obj, prop).expect("get").expect("present").1
 }
