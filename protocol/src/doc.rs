@@ -351,6 +351,104 @@ pub fn read_record(doc: &Automerge, heads: Option<&[ChangeHash]>) -> Result<Reco
     Record::from_json(json)
 }
 
+/// About the bytes JSON value `v` holds: each value's own size, and its strings' bytes.
+pub fn json_bytes(v: &Json) -> usize {
+    std::mem::size_of::<Json>()
+        + match v {
+            Json::String(s) => s.len(),
+            Json::Array(a) => a.iter().map(json_bytes).sum(),
+            Json::Object(m) => m.iter().map(|(k, v)| k.len() + json_bytes(v)).sum(),
+            Json::Null | Json::Bool(_) | Json::Number(_) => 0,
+        }
+}
+
+/// The record a document reads as, with the JSON form it was read from ([`to_json`]): what
+/// [`json_after`] needs to read the next change made on it.
+pub fn read_record_json(
+    doc: &Automerge,
+    heads: Option<&[ChangeHash]>,
+) -> Result<(Record, Json), RecordError> {
+    let json =
+        isolate(|| to_json(doc, heads)).map_err(|e| RecordError::Unreadable(e.to_string()))?;
+    Ok((Record::from_json(json.clone())?, json))
+}
+
+/// The JSON form of `doc` ([`to_json`] of its current state), where `doc` is a document whose
+/// JSON form was `before` plus `change`, its only head, **made by this node's own transaction**
+/// on it: `before` with each object the change's operations act on read again, where the
+/// document shows it now (an object shown inside another one the change acts on is read with
+/// that one; one no longer shown is not read). Objects no operation acts on show what they
+/// showed. A change to the root's keys reads the whole document.
+///
+/// Only for such changes: a received change can hold operations Automerge applies that a
+/// transaction never makes (a key that does not fit its object), which a whole read and this
+/// one can show differently. None when it cannot tell (an object not found, a path `before`
+/// does not have, a panic in Automerge): read the whole document then.
+pub fn json_after(doc: &Automerge, before: &Json, change: &Change) -> Option<Json> {
+    isolate(|| json_after_inner(doc, before, change))
+        .ok()
+        .flatten()
+}
+
+/// Most objects [`json_after`] reads again one by one, and most operations it decodes to find
+/// them: a larger change is read whole (a path is looked up for each object, and reading the
+/// whole record costs about what a few dozen lookups do).
+const MAX_JSON_AFTER_OBJECTS: usize = 32;
+const MAX_JSON_AFTER_OPS: usize = 512;
+
+fn json_after_inner(doc: &Automerge, before: &Json, change: &Change) -> Option<Json> {
+    use automerge::legacy::ObjectId;
+    if change.len() > MAX_JSON_AFTER_OPS {
+        return Some(to_json(doc, None));
+    }
+    let mut acted_on: HashSet<ObjectId> = HashSet::new();
+    for op in change.decode().operations {
+        if op.obj == ObjectId::Root {
+            return Some(to_json(doc, None));
+        }
+        acted_on.insert(op.obj);
+        if acted_on.len() > MAX_JSON_AFTER_OBJECTS {
+            return Some(to_json(doc, None));
+        }
+    }
+    let mut objects: Vec<ObjId> = Vec::with_capacity(acted_on.len());
+    for obj in acted_on {
+        if let ObjectId::Id(id) = obj {
+            objects.push(doc.import_obj(&id.to_string()).ok()?);
+        }
+    }
+    // Where each object is shown now, from the root (a list element by its index among the
+    // elements shown, as a whole read places it).
+    let mut shown: Vec<(Vec<Prop>, ObjId)> = Vec::with_capacity(objects.len());
+    for obj in objects {
+        if let Some(path) = doc.parents(&obj).ok()?.visible_path() {
+            shown.push((path.into_iter().map(|(_, prop)| prop).collect(), obj));
+        }
+    }
+    // Outer objects first: one read again holds those inside it as they are now.
+    shown.sort_by_key(|(path, _)| path.len());
+    let mut out = before.clone();
+    let mut read: std::collections::BTreeSet<Vec<Prop>> = Default::default();
+    for (path, obj) in shown {
+        if (0..path.len()).any(|n| read.contains(&path[..n])) {
+            continue;
+        }
+        let kind = doc.object_type(&obj).ok()?;
+        let mut slot = &mut out;
+        for prop in &path {
+            slot = match (slot, prop) {
+                (Json::Object(map), Prop::Map(key)) => map.get_mut(key)?,
+                (Json::Array(items), Prop::Seq(i)) => items.get_mut(*i)?,
+                _ => return None,
+            };
+        }
+        // At the depth a whole read reaches it (which stops at `MAX_JSON_DEPTH`).
+        *slot = object_json_at(doc, &obj, kind, None, path.len());
+        read.insert(path);
+    }
+    Some(out)
+}
+
 /// Automerge failed on bytes, a change or a document that came from a peer or from disk.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -2665,11 +2763,19 @@ mod tests {
                     }
                 });
                 let target = Record::from(target);
+                let json_before = to_json(&doc, None);
                 let changed =
                     edit_document_over(&mut doc, actor(2), Some(&before), &target, "edit")
                         .expect("edit");
                 let _ = edit_document(&mut whole, actor(4), &target, "edit").expect("edit");
                 prop_assert_eq!(changed.is_some(), target != before);
+                // The change read from what it acts on is the whole read.
+                if let Some(change) = &changed {
+                    prop_assert_eq!(
+                        json_after(&doc, &json_before, change),
+                        Some(to_json(&doc, None))
+                    );
+                }
                 prop_assert_eq!(read(&whole), target.clone());
                 prop_assert_eq!(read(&doc), target);
             }

@@ -30,6 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use automerge::{ActorId, Automerge, Change, ChangeHash};
+use serde_json::Value as Json;
 
 use crate::entry::{
     Checked, DocId, EntryError, FeedId, Hash32, MAX_PAYLOAD_BYTES, SIGNED_ENTRY_LEN, Scope,
@@ -408,6 +409,12 @@ pub trait Ledger {
         let _ = (id, heads);
         Ok(None)
     }
+    /// The JSON form ([`doc::to_json`]) that [`Ledger::record_at`]'s record was read from,
+    /// under the same terms; None says nothing. Must be exactly what reading gives.
+    fn json_at(&self, id: &DocId, heads: &[ChangeHash]) -> Result<Option<Arc<Json>>, LedgerError> {
+        let _ = (id, heads);
+        Ok(None)
+    }
     /// What is known of a change.
     fn change(&self, hash: &ChangeHash) -> Result<Option<ChangeInfo>, LedgerError>;
     /// The entries waiting for the change `dep`, as (feed, seq), in any order.
@@ -672,6 +679,9 @@ pub struct DocUpdate {
     /// `record` is what `doc` reads as ([`doc::read_record`] at its heads), not the record at
     /// the last change standing in for a merged state that does not read as one.
     pub read: bool,
+    /// The JSON form `record` was read from, when `read` and this ingestion has it: the next
+    /// change this node makes on the document is read from it ([`doc::json_after`]).
+    pub json: Option<Arc<Json>>,
     /// Timestamp of the newest entry applied, ms.
     pub updated: i64,
     /// The doc's scope.
@@ -692,6 +702,18 @@ impl DocUpdate {
                 if self.read && doc::same_heads(&doc.get_heads(), heads) =>
             {
                 Some(record.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// The JSON form [`DocUpdate::read_at`]'s record was read from, if it is held.
+    pub fn json_at(&self, heads: &[ChangeHash]) -> Option<Arc<Json>> {
+        match (&self.doc, &self.json) {
+            (DocState::Built(doc), Some(json))
+                if self.read && doc::same_heads(&doc.get_heads(), heads) =>
+            {
+                Some(Arc::clone(json))
             }
             _ => None,
         }
@@ -777,7 +799,7 @@ pub fn ingest_checked(
 /// a large change is decoded by the pipeline, as it would be without.
 pub const MAX_PREPARED_PAYLOAD: usize = 4 * 1024;
 
-/// Largest record of a genesis change [`prepare`] reads ahead, as [`json_bytes`] counts it: a
+/// Largest record of a genesis change [`prepare`] reads ahead, as [`doc::json_bytes`] counts it: a
 /// few kilobytes of change can name one long map key many times over (keys are run-length
 /// encoded). A larger one is read by the pipeline, as it would be without.
 pub const MAX_PREPARED_RECORD_BYTES: usize = 64 * 1024;
@@ -824,29 +846,17 @@ struct GenesisRead {
     /// The kind it names, even if the record is not valid (§15.5, the scope check).
     kind: Option<Kind>,
     record: Result<Record, RecordError>,
-    /// About the bytes the record holds: those of the JSON it was read from ([`json_bytes`]),
+    /// About the bytes the record holds: those of the JSON it was read from ([`doc::json_bytes`]),
     /// which holds the same strings and lists.
     bytes: usize,
 }
 
-/// About the bytes JSON value `v` holds: each value's own size, and its strings' bytes.
-fn json_bytes(v: &serde_json::Value) -> usize {
-    use serde_json::Value;
-    std::mem::size_of::<Value>()
-        + match v {
-            Value::String(s) => s.len(),
-            Value::Array(a) => a.iter().map(json_bytes).sum(),
-            Value::Object(m) => m.iter().map(|(k, v)| k.len() + json_bytes(v)).sum(),
-            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
-        }
-}
-
 impl GenesisRead {
     /// Reads genesis change `change`, if [`doc::genesis_json`] models it and the record is at
-    /// most `max` bytes ([`json_bytes`], measured before it is parsed).
+    /// most `max` bytes ([`doc::json_bytes`], measured before it is parsed).
     fn of(change: &Change, max: usize) -> Option<GenesisRead> {
         let json = doc::genesis_json(change)?;
-        let bytes = json_bytes(&json);
+        let bytes = doc::json_bytes(&json);
         if bytes > max {
             return None;
         }
@@ -930,6 +940,9 @@ struct Prebuilt {
     doc: Automerge,
     after: Option<Record>,
     before: Option<Record>,
+    /// The JSON form of the stored document the change was made on, when the ledger holds it:
+    /// the record after the change is read from it and what the change acts on.
+    json_before: Option<Arc<Json>>,
 }
 
 /// [`ingest`] for an entry this node just authored, and only for those: every check runs but
@@ -1131,7 +1144,15 @@ fn pipeline(
                 return Err(IngestError::ActorMismatch);
             }
             let (after, before) = (a.record, a.before);
-            (a.change, a.doc.map(|doc| Prebuilt { doc, after, before }))
+            (
+                a.change,
+                a.doc.map(|doc| Prebuilt {
+                    doc,
+                    after,
+                    before,
+                    json_before: None,
+                }),
+            )
         }
         Read::Received(Some(p)) if p.author == feed.author && p.payload_hash == h.payload_hash => {
             genesis = p.genesis.clone();
@@ -1418,6 +1439,15 @@ impl<'a, L: Ledger> Work<'a, L> {
         }
     }
 
+    /// The JSON form [`Work::record_at`]'s record was read from, if held.
+    fn json_at(&self, id: DocId, heads: &[ChangeHash]) -> Result<Option<Arc<Json>>, LedgerError> {
+        match self.commit.docs.get(&id) {
+            Some(u) => Ok(u.json_at(heads)),
+            None if self.docs.get(&id).is_some_and(Option::is_none) => Ok(None),
+            None => self.ledger.json_at(&id, heads),
+        }
+    }
+
     /// The document as this ingestion has it so far (shared, not copied).
     fn doc(&mut self, id: DocId) -> Result<Option<Arc<Automerge>>, LedgerError> {
         // A document changed earlier in this ingestion lives in the commit.
@@ -1537,6 +1567,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                                 scope: scope_of(record.kind(), h.doc),
                                 record: Some(record),
                                 read: false,
+                                json: None,
                                 updated: h.timestamp,
                             },
                         );
@@ -1598,9 +1629,12 @@ impl<'a, L: Ledger> Work<'a, L> {
             self.note(signed, hash, &status);
             return Ok(status);
         }
-        let prebuilt = self
+        let mut prebuilt = self
             .prebuilt
             .take_if(|p| p.doc.get_heads() == [hash] && doc::same_heads(&base.get_heads(), &deps));
+        if let Some(p) = prebuilt.as_mut() {
+            p.json_before = self.json_at(h.doc, &deps)?;
+        }
         let raw = change.raw_bytes().to_vec();
         let mut lowers = false;
         let city = self.city_of(&h.feed())?;
@@ -1636,7 +1670,12 @@ impl<'a, L: Ledger> Work<'a, L> {
                 }
                 Status::Rejected(removed_reason())
             }
-            Ok((doc, record, lowered)) => {
+            Ok(Evaluated {
+                doc,
+                record,
+                lowered,
+                json,
+            }) => {
                 if genesis {
                     self.commit.kinds.push((h.doc, record.kind()));
                 }
@@ -1656,11 +1695,16 @@ impl<'a, L: Ledger> Work<'a, L> {
                 let merged = if only_head {
                     None
                 } else {
-                    doc::read_record(&doc, None).ok()
+                    doc::read_record_json(&doc, None).ok()
                 };
                 // A record the author handed in is trusted for this verdict only: the cache
                 // keeps records read here.
                 let read = merged.is_some() || (only_head && !supplied);
+                let (merged, json) = match merged {
+                    Some((record, json)) => (Some(record), Some(Arc::new(json))),
+                    None if only_head && !supplied => (None, json),
+                    None => (None, None),
+                };
                 // The changes since the ledger's copy: this one after those of earlier entries
                 // of this ingestion; all of the document if the ledger has none.
                 let appended = if genesis {
@@ -1682,6 +1726,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                         replace: false,
                         record: merged.or(Some(record)),
                         read,
+                        json,
                         updated,
                         scope,
                     },
@@ -1912,6 +1957,16 @@ pub(crate) enum Before {
     Held(Box<Record>),
 }
 
+/// A change [`evaluate`] accepts: the document with it, the record at the change's heads, the
+/// cities whose rights it lowers, and the JSON form the record was read from when it was read
+/// at the document's heads.
+pub(crate) struct Evaluated {
+    pub(crate) doc: Automerge,
+    pub(crate) record: Record,
+    pub(crate) lowered: Lowered,
+    pub(crate) json: Option<Arc<Json>>,
+}
+
 /// Applies `change` to a copy of `base` (or takes `prebuilt`, which is `base` plus `change`)
 /// and checks authorization and schema. Returns the new document and the record at the
 /// change's own heads, or the verdict ([`Status::Rejected`] or [`Status::Quarantined`]).
@@ -1923,7 +1978,7 @@ fn evaluate(
     before: Before,
     prebuilt: Option<Prebuilt>,
     cuts: &[Cut],
-) -> Result<(Automerge, Record, Lowered), Refusal> {
+) -> Result<Evaluated, Refusal> {
     let hash = change.hash();
     let deps = change.deps().to_vec();
     let (genesis, held_before) = match before {
@@ -1940,10 +1995,18 @@ fn evaluate(
     };
     // A prebuilt document was made on `base` (whose heads are the change's dependencies): the
     // author's record of it is the one at the dependencies.
-    let (prebuilt, read_before) = match prebuilt {
-        Some(Prebuilt { doc, after, before }) => (Some((doc, after)), before.or(held_before)),
-        None => (None, held_before),
+    let (prebuilt, read_before, json_before) = match prebuilt {
+        Some(Prebuilt {
+            doc,
+            after,
+            before,
+            json_before,
+        }) => (Some((doc, after)), before.or(held_before), json_before),
+        None => (None, held_before, None),
     };
+    // A change this node made, on a document whose JSON form is held: read from what it acts
+    // on (`doc::json_after`).
+    let made_here = json_before.map(|json| (json, change.clone()));
     let before = match (genesis, read_before) {
         (true, _) => None,
         (false, Some(record)) => Some(record),
@@ -1976,14 +2039,37 @@ fn evaluate(
         return Err(Refusal::Change("Automerge did not apply the change".into()));
     }
     // A prebuilt document has the change as its only head: its current record is the one at
-    // the change's heads.
-    let after = match read {
-        Some(record) => record,
-        None => at(&doc, &[hash])
-            .map_err(|e| Refusal::Status(unreadable("invalid record after the change", e)))?,
+    // the change's heads. Read at them, the JSON form it is read from is kept for the next
+    // change this node makes.
+    let after_unreadable =
+        |e: RecordError| Refusal::Status(unreadable("invalid record after the change", e));
+    let (after, json) = match read {
+        Some(record) => (record, None),
+        None if doc::same_heads(&doc.get_heads(), &[hash]) => {
+            let json = match made_here
+                .and_then(|(before, change)| doc::json_after(&doc, &before, &change))
+            {
+                Some(json) => json,
+                None => isolate_json(&doc).map_err(after_unreadable)?,
+            };
+            let record = Record::from_json(json.clone()).map_err(after_unreadable)?;
+            (record, Some(Arc::new(json)))
+        }
+        None => (at(&doc, &[hash]).map_err(after_unreadable)?, None),
     };
-    let (after, lowered) = check_after(h, city, before.as_ref(), after, cuts)?;
-    Ok((doc, after, lowered))
+    let (record, lowered) = check_after(h, city, before.as_ref(), after, cuts)?;
+    Ok(Evaluated {
+        doc,
+        record,
+        lowered,
+        json,
+    })
+}
+
+/// [`doc::to_json`] of `doc`'s current state, as [`doc::read_record`] reads it (a panic is
+/// [`RecordError::Unreadable`]).
+fn isolate_json(doc: &Automerge) -> Result<Json, RecordError> {
+    doc::isolate(|| doc::to_json(doc, None)).map_err(|e| RecordError::Unreadable(e.to_string()))
 }
 
 /// Why a change was not accepted.
@@ -2350,6 +2436,14 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
             Some(u) => Ok(u.read_at(heads)),
             None if self.removed.contains(id) => Ok(None),
             None => self.ledger.record_at(id, heads),
+        }
+    }
+
+    fn json_at(&self, id: &DocId, heads: &[ChangeHash]) -> Result<Option<Arc<Json>>, LedgerError> {
+        match self.docs.get(id) {
+            Some(u) => Ok(u.json_at(heads)),
+            None if self.removed.contains(id) => Ok(None),
+            None => self.ledger.json_at(id, heads),
         }
     }
 

@@ -51,6 +51,9 @@ pub(crate) struct CachedDoc {
     /// The record it reads as, when the write knew it exactly (see `DocUpdate::read`): a
     /// change on top of it is judged against this one instead of reading it again.
     pub(crate) record: Option<Record>,
+    /// The JSON form that record was read from, when the write had it (`DocUpdate::json`): the
+    /// next change this node makes is read from it and what the change acts on.
+    pub(crate) json: Option<std::sync::Arc<serde_json::Value>>,
 }
 
 /// How a document is stored: its `docs` row and the `doc_tail` rows after it.
@@ -312,7 +315,14 @@ impl Store {
             if let DocState::Built(doc) = update.doc {
                 let changes = doc.stats().num_changes;
                 if costly(stored.size(), changes) {
-                    let weight = cache_weight(stored.size(), changes);
+                    let json = update
+                        .json
+                        .filter(|_| update.read && update.record.is_some());
+                    // The record and its JSON form each hold about the JSON's bytes.
+                    let shown = json
+                        .as_deref()
+                        .map_or(0, |j| 2 * intercity_protocol::doc::json_bytes(j));
+                    let weight = cache_weight(stored.size(), changes).saturating_add(shown);
                     cache.insert(
                         0,
                         CachedDoc {
@@ -321,6 +331,7 @@ impl Store {
                             weight,
                             stored,
                             record: update.record.filter(|_| update.read),
+                            json,
                         },
                     );
                 }
@@ -418,11 +429,29 @@ impl Store {
 
     /// The record document `id` reads as when its heads are `heads`, if the cache holds it.
     pub(super) fn cached_record(&self, id: &DocId, heads: &[ChangeHash]) -> Option<Record> {
+        self.cached_at(id, heads, |held| held.record.clone())
+    }
+
+    /// The JSON form [`Store::cached_record`]'s record was read from, if the cache holds it.
+    pub(super) fn cached_json(
+        &self,
+        id: &DocId,
+        heads: &[ChangeHash],
+    ) -> Option<std::sync::Arc<serde_json::Value>> {
+        self.cached_at(id, heads, |held| held.json.clone())
+    }
+
+    /// `f` of document `id` as the cache holds it, if it does with heads `heads`.
+    fn cached_at<T>(
+        &self,
+        id: &DocId,
+        heads: &[ChangeHash],
+        f: impl FnOnce(&CachedDoc) -> Option<T>,
+    ) -> Option<T> {
         self.cached(id, |held| {
-            held.record
-                .as_ref()
-                .filter(|_| intercity_protocol::doc::same_heads(&held.doc.get_heads(), heads))
-                .cloned()
+            intercity_protocol::doc::same_heads(&held.doc.get_heads(), heads)
+                .then(|| f(held))
+                .flatten()
         })
         .flatten()
     }

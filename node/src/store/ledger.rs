@@ -65,6 +65,14 @@ impl Ledger for Store {
         Ok(self.cached_record(id, heads))
     }
 
+    fn json_at(
+        &self,
+        id: &DocId,
+        heads: &[ChangeHash],
+    ) -> Result<Option<std::sync::Arc<serde_json::Value>>, LedgerError> {
+        Ok(self.cached_json(id, heads))
+    }
+
     fn change(&self, hash: &ChangeHash) -> Result<Option<ChangeInfo>, LedgerError> {
         match self.ledger(self.get("changes", &hash.0))? {
             Some(v) => Ok(Some(self.decode(ChangeInfo::decode(&v), "change index")?)),

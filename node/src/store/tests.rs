@@ -507,24 +507,45 @@ fn a_documents_tail_rows_are_what_the_cache_notes_whether_it_held_the_document_o
     );
 }
 
+/// Every record the cache of `city` keeps is what reading its document gives, and so is the
+/// JSON form it keeps with it.
+fn assert_cache_reads_true(city: &crate::City) {
+    for held in city.store().doc_cache.lock().expect("cache").iter() {
+        if let Some(record) = &held.record {
+            assert_eq!(
+                Some(record),
+                intercity_protocol::doc::read_record(&held.doc, None)
+                    .ok()
+                    .as_ref()
+            );
+        }
+        if let Some(json) = &held.json {
+            assert_eq!(**json, intercity_protocol::doc::to_json(&held.doc, None));
+        }
+    }
+}
+
 /// A change on top of a cached document is judged against the record the cache keeps instead
 /// of reading it again: every record the cache keeps is what reading gives, and a node judges
 /// alike with the cache or without (one whose cache is emptied before every entry), through
 /// concurrent edits, a merge that does not read as a record (two deletions that empty a title)
-/// and edits after it.
+/// and edits after it. A city's own edits are read from the JSON form the cache keeps and
+/// what they act on (`doc::json_after`): that too is what reading gives.
 #[test]
 fn a_node_judges_alike_with_the_records_it_caches_or_without() {
     let ((_m, milan), (_b, brno)) = (city(11, "Milan"), city(12, "Brno"));
     let ((_w, warm), (_c, cold)) = (city(13, "Warsaw"), city(14, "Porto"));
     let id = large_practice(&milan, &[&brno]);
     let edit = |city: &crate::City, f: &dyn Fn(&mut intercity_protocol::record::Practice)| {
-        city.edit(id, "edit", |r| {
+        let edited = city.edit(id, "edit", |r| {
             let Record::Practice(p) = r else {
                 unreachable!()
             };
             f(p);
             Ok(())
-        })
+        });
+        assert_cache_reads_true(city);
+        edited
     };
     // Every entry a city holds of the practice's feed, from seq `from`.
     let feed = |city: &crate::City| FeedId {
@@ -545,16 +566,7 @@ fn a_node_judges_alike_with_the_records_it_caches_or_without() {
                 }
                 city.ingest_remote(&e.entry.encode(), &p).expect("ingest");
                 *next = e.entry.header.seq + 1;
-                for held in city.store().doc_cache.lock().expect("cache").iter() {
-                    if let Some(record) = &held.record {
-                        assert_eq!(
-                            Some(record),
-                            intercity_protocol::doc::read_record(&held.doc, None)
-                                .ok()
-                                .as_ref()
-                        );
-                    }
-                }
+                assert_cache_reads_true(city);
             }
         }
     };
@@ -562,6 +574,7 @@ fn a_node_judges_alike_with_the_records_it_caches_or_without() {
     deliver(&milan, &[&brno, &warm, &cold]);
     for n in 0..3 {
         edit(&milan, &|p| p.summary = format!("Milan's summary {n}")).expect("edit");
+        edit(&milan, &|p| p.themes.push(format!("theme {n}"))).expect("edit");
         edit(&brno, &|p| p.outcomes = vec![format!("Brno's outcome {n}")]).expect("edit");
         deliver(&milan, &[&brno, &warm, &cold]);
         deliver(&brno, &[&milan, &warm, &cold]);
@@ -584,7 +597,7 @@ fn a_node_judges_alike_with_the_records_it_caches_or_without() {
             .collect::<Vec<_>>()
     };
     assert_eq!(verdicts(&warm), verdicts(&cold));
-    assert_eq!(verdicts(&warm).len(), 12);
+    assert_eq!(verdicts(&warm).len(), 15);
     let read = |city: &crate::City| city.record(id).map_err(|e| e.to_string());
     assert_eq!(read(&warm), read(&cold));
     assert!(

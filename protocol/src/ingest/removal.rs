@@ -388,7 +388,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                 None,
                 &[],
             ) {
-                Ok((_, _, lowered)) => !lowered.is_empty(),
+                Ok(evaluated) => !evaluated.lowered.is_empty(),
                 Err(Refusal::Cut(lowers)) => lowers,
                 Err(_) => false,
             },
@@ -671,6 +671,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                         replace: true,
                         record,
                         read: true,
+                        json: None,
                         updated,
                         scope,
                     },
@@ -803,9 +804,9 @@ impl<'a, L: Ledger> Work<'a, L> {
                         None,
                         &cuts,
                     ) {
-                        Ok((built, _, low)) => {
-                            doc = built;
-                            lowered[i] = low;
+                        Ok(evaluated) => {
+                            doc = evaluated.doc;
+                            lowered[i] = evaluated.lowered;
                             Status::Accepted
                         }
                         Err(Refusal::Change(r) | Refusal::Entry(r)) => Status::Rejected(r),
