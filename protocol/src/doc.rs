@@ -1667,6 +1667,79 @@ mod tests {
     }
 
     /// Gives the test agenda's items ranks, as the CLI does before it moves or inserts.
+    /// `json_after` of the city's own edits equals the whole read where the document holds
+    /// conflicts: two cities add an agenda under the same key at once (two objects at one key,
+    /// one shown), a member is added on one side and an item removed on the other; then edits
+    /// of the shown agenda's items (after the removed one, whose index moved), of its title, of
+    /// the charter (a root key) and of the members map.
+    #[test]
+    fn the_read_of_an_own_edit_is_the_whole_read_over_conflicts() {
+        let base = create(group());
+        let (mut a, mut b) = fork(&base);
+        let agenda_of = |title: &str| {
+            let mut ag = Agenda::new(title, "2027-05-01");
+            for k in 0..4 {
+                let mut item = Item::new(format!("{title} item {k}"));
+                item.id = format!("{title}{k}");
+                ag.items.push(item);
+            }
+            ag
+        };
+        let Record::Group(mut ga) = read(&a) else {
+            panic!("a group")
+        };
+        ga.agendas.insert("same".into(), agenda_of("A"));
+        edit(&mut a, 2, ga);
+        let Record::Group(mut gb) = read(&b) else {
+            panic!("a group")
+        };
+        gb.agendas.insert("same".into(), agenda_of("B"));
+        gb.members.insert(
+            PORTO.to_string(),
+            crate::record::Member {
+                name: "Porto".into(),
+                role: crate::record::Role::Member,
+            },
+        );
+        if let Some(ag) = gb.agendas.get_mut(AGENDA) {
+            ag.items.remove(0);
+        }
+        edit(&mut b, 3, gb);
+        sync(&mut a, &mut b);
+        let edits: [fn(&mut Group); 6] = [
+            |g| g.agendas.get_mut("same").expect("shown").items[2].notes = "n".into(),
+            |g| {
+                let ag = g.agendas.get_mut(AGENDA).expect("agenda");
+                let last = ag.items.len() - 1;
+                ag.items[last].notes = "after the removed one".into();
+            },
+            |g| g.agendas.get_mut("same").expect("shown").title = "Renamed".into(),
+            |g| g.charter = "A new charter.".into(),
+            |g| {
+                g.members.remove(PORTO);
+            },
+            |g| {
+                g.agendas.remove("same");
+            },
+        ];
+        for (n, change_it) in edits.iter().enumerate() {
+            let before = read(&a);
+            let Record::Group(mut target) = before.clone() else {
+                panic!("a group")
+            };
+            change_it(&mut target);
+            let json_before = to_json(&a, None);
+            let change = edit_document_over(&mut a, actor(2), Some(&before), &target.into(), "e")
+                .expect("edit")
+                .expect("a change");
+            assert_eq!(
+                json_after(&a, &json_before, &change),
+                Some(to_json(&a, None)),
+                "edit {n}"
+            );
+        }
+    }
+
     fn with_ranks(g: &mut Group) {
         if let Some(ag) = g.agendas.get_mut(AGENDA) {
             ag.rerank();
