@@ -2049,7 +2049,11 @@ fn evaluate(
             let json = match made_here
                 .and_then(|(before, change)| doc::json_after(&doc, &before, &change))
             {
-                Some(json) => json,
+                Some(json) => {
+                    // Every test that edits checks it against the whole read.
+                    debug_assert_eq!(json, doc::to_json(&doc, None), "json_after differs");
+                    json
+                }
                 None => isolate_json(&doc).map_err(after_unreadable)?,
             };
             let record = Record::from_json(json.clone()).map_err(after_unreadable)?;
