@@ -346,9 +346,13 @@ fn diff_into(
 /// (use [`Record::validate`] for that). The read is panic-isolated ([`isolate`]): a document
 /// Automerge cannot read gives [`RecordError::Unreadable`].
 pub fn read_record(doc: &Automerge, heads: Option<&[ChangeHash]>) -> Result<Record, RecordError> {
-    let json =
-        isolate(|| to_json(doc, heads)).map_err(|e| RecordError::Unreadable(e.to_string()))?;
-    Record::from_json(json)
+    Record::from_json(read_json(doc, heads)?)
+}
+
+/// [`to_json`], panic-isolated as [`read_record`] reads it: a document Automerge cannot read
+/// gives [`RecordError::Unreadable`].
+pub fn read_json(doc: &Automerge, heads: Option<&[ChangeHash]>) -> Result<Json, RecordError> {
+    isolate(|| to_json(doc, heads)).map_err(|e| RecordError::Unreadable(e.to_string()))
 }
 
 /// About the bytes JSON value `v` holds: each value's own size, and its strings' bytes.
@@ -368,8 +372,7 @@ pub fn read_record_json(
     doc: &Automerge,
     heads: Option<&[ChangeHash]>,
 ) -> Result<(Record, Json), RecordError> {
-    let json =
-        isolate(|| to_json(doc, heads)).map_err(|e| RecordError::Unreadable(e.to_string()))?;
+    let json = read_json(doc, heads)?;
     Ok((Record::from_json(json.clone())?, json))
 }
 
@@ -1666,7 +1669,6 @@ mod tests {
         }
     }
 
-    /// Gives the test agenda's items ranks, as the CLI does before it moves or inserts.
     /// `json_after` of the city's own edits equals the whole read where the document holds
     /// conflicts: two cities add an agenda under the same key at once (two objects at one key,
     /// one shown), a member is added on one side and an item removed on the other; then edits
@@ -1740,6 +1742,7 @@ mod tests {
         }
     }
 
+    /// Gives the test agenda's items ranks, as the CLI does before it moves or inserts.
     fn with_ranks(g: &mut Group) {
         if let Some(ag) = g.agendas.get_mut(AGENDA) {
             ag.rerank();

@@ -697,26 +697,18 @@ impl DocUpdate {
 
     /// The record the document reads as, if [`DocUpdate::read`] and its heads are `heads`.
     pub fn read_at(&self, heads: &[ChangeHash]) -> Option<Record> {
-        match (&self.doc, &self.record) {
-            (DocState::Built(doc), Some(record))
-                if self.read && doc::same_heads(&doc.get_heads(), heads) =>
-            {
-                Some(record.clone())
-            }
-            _ => None,
-        }
+        self.read_with(heads).then(|| self.record.clone()).flatten()
     }
 
     /// The JSON form [`DocUpdate::read_at`]'s record was read from, if it is held.
     pub fn json_at(&self, heads: &[ChangeHash]) -> Option<Arc<Json>> {
-        match (&self.doc, &self.json) {
-            (DocState::Built(doc), Some(json))
-                if self.read && doc::same_heads(&doc.get_heads(), heads) =>
-            {
-                Some(Arc::clone(json))
-            }
-            _ => None,
-        }
+        self.read_with(heads).then(|| self.json.clone()).flatten()
+    }
+
+    /// Whether what the update holds was read from `doc` with heads `heads`.
+    fn read_with(&self, heads: &[ChangeHash]) -> bool {
+        self.read
+            && matches!(&self.doc, DocState::Built(doc) if doc::same_heads(&doc.get_heads(), heads))
     }
 }
 
@@ -2054,7 +2046,7 @@ fn evaluate(
                     debug_assert_eq!(json, doc::to_json(&doc, None), "json_after differs");
                     json
                 }
-                None => isolate_json(&doc).map_err(after_unreadable)?,
+                None => doc::read_json(&doc, None).map_err(after_unreadable)?,
             };
             let record = Record::from_json(json.clone()).map_err(after_unreadable)?;
             (record, Some(Arc::new(json)))
@@ -2068,12 +2060,6 @@ fn evaluate(
         lowered,
         json,
     })
-}
-
-/// [`doc::to_json`] of `doc`'s current state, as [`doc::read_record`] reads it (a panic is
-/// [`RecordError::Unreadable`]).
-fn isolate_json(doc: &Automerge) -> Result<Json, RecordError> {
-    doc::isolate(|| doc::to_json(doc, None)).map_err(|e| RecordError::Unreadable(e.to_string()))
 }
 
 /// Why a change was not accepted.
