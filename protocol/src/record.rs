@@ -739,10 +739,10 @@ impl Practice {
         check_language("language", &self.language)?;
         check_count("translations", self.translations.len(), MAX_TRANSLATIONS)?;
         for (language, t) in &self.translations {
-            let field = |f: &str| format!("translations.{language}.{f}");
-            check_language(&format!("translations.{language}"), language)?;
-            check_short(&field("title"), &t.title, MAX_TITLE_CHARS)?;
-            check_long(&field("summary"), &t.summary, MAX_SUMMARY_CHARS)?;
+            let at = Joined(Some("translations"), language.as_str());
+            check_language(at, language)?;
+            check_short(Joined(Some(at), "title"), &t.title, MAX_TITLE_CHARS)?;
+            check_long(Joined(Some(at), "summary"), &t.summary, MAX_SUMMARY_CHARS)?;
         }
         check_dates(self.start.as_deref(), self.end.as_deref(), "start", "end")
     }
@@ -789,14 +789,14 @@ impl Project {
             check_required("funding", funding, MAX_SHORT_CHARS)?;
         }
         check_list("outcomes", &self.outcomes, |f, fig| {
-            check_required(&format!("{f}.label"), &fig.label, MAX_SHORT_CHARS)?;
+            check_required(Joined(Some(f), "label"), &fig.label, MAX_SHORT_CHARS)?;
             if !fig.value.is_finite() {
                 return Err(RecordError::Invalid {
                     field: format!("{f}.value"),
                     reason: format!("must be a finite number, got {}", fig.value),
                 });
             }
-            check_short(&format!("{f}.unit"), &fig.unit, MAX_SHORT_CHARS)
+            check_short(Joined(Some(f), "unit"), &fig.unit, MAX_SHORT_CHARS)
         })?;
         check_list("related_practices", &self.related_practices, |f, d| {
             check_required(f, d, MAX_SHORT_CHARS)
@@ -839,8 +839,9 @@ impl Group {
         check_long("charter", &self.charter, MAX_NOTES_CHARS)?;
         check_count("members", self.members.len(), MAX_MEMBERS)?;
         for (id, member) in &self.members {
-            check_city_id(&format!("members.{id}"), id)?;
-            check_required(&format!("members.{id}.name"), &member.name, MAX_SHORT_CHARS)?;
+            let at = Joined(Some("members"), id.as_str());
+            check_city_id(at, id)?;
+            check_required(Joined(Some(at), "name"), &member.name, MAX_SHORT_CHARS)?;
         }
         if !self.members.values().any(|m| m.role == Role::Chair) {
             return Err(RecordError::Invalid {
@@ -850,19 +851,20 @@ impl Group {
         }
         check_count("addresses", self.addresses.len(), MAX_MEMBERS)?;
         for (id, address) in &self.addresses {
-            let field = format!("addresses.{id}");
-            check_city_id(&field, id)?;
-            check_short(&format!("{field}.name"), &address.name, MAX_SHORT_CHARS)?;
+            let field = Joined(Some("addresses"), id.as_str());
+            check_city_id(field, id)?;
+            check_short(Joined(Some(field), "name"), &address.name, MAX_SHORT_CHARS)?;
             if !address.country.is_empty() {
-                check_country(&format!("{field}.country"), &address.country)?;
+                check_country(Joined(Some(field), "country"), &address.country)?;
             }
-            check_count(&format!("{field}.addrs"), address.addrs.len(), MAX_ADDRS)?;
+            let addrs = Joined(Some(field), "addrs");
+            check_count(addrs, address.addrs.len(), MAX_ADDRS)?;
             for (i, a) in address.addrs.iter().enumerate() {
-                let f = format!("{field}.addrs[{i}]");
-                check_short(&f, a, MAX_SHORT_CHARS)?;
+                let f = Index(addrs, i);
+                check_short(f, a, MAX_SHORT_CHARS)?;
                 if !a.starts_with('/') || a.chars().any(char::is_whitespace) {
                     return Err(RecordError::Invalid {
-                        field: f,
+                        field: f.to_string(),
                         reason: format!(
                             "a multiaddress starts with `/` and has no spaces (e.g. `/ip4/192.0.2.7/tcp/4001`), got `{a}`"
                         ),
@@ -872,8 +874,9 @@ impl Group {
         }
         check_count("agendas", self.agendas.len(), MAX_AGENDAS)?;
         for (id, agenda) in &self.agendas {
-            check_id(&format!("agendas.{id}"), id)?;
-            agenda.validate_at(&format!("agendas.{id}"))?;
+            let at = Joined(Some("agendas"), id.as_str());
+            check_id(at, id)?;
+            agenda.validate_at(Some(at))?;
         }
         Ok(())
     }
@@ -974,40 +977,37 @@ impl Agenda {
 
     /// Checks the agenda's content, naming fields relative to it (`title`, `items[2].title`).
     pub fn validate(&self) -> Result<(), RecordError> {
-        self.validate_at("")
+        self.validate_at(None::<&str>)
     }
 
-    fn validate_at(&self, prefix: &str) -> Result<(), RecordError> {
-        let p = |f: &str| join(prefix, f);
-        check_required(&p("title"), &self.title, MAX_TITLE_CHARS)?;
+    fn validate_at(&self, prefix: Option<impl fmt::Display + Copy>) -> Result<(), RecordError> {
+        let p = |f: &'static str| Joined(prefix, f);
+        check_required(p("title"), &self.title, MAX_TITLE_CHARS)?;
         if self.start.is_empty() {
-            return Err(RecordError::Missing { field: p("start") });
+            return Err(RecordError::Missing {
+                field: p("start").to_string(),
+            });
         }
-        check_dates(
-            Some(&self.start),
-            self.end.as_deref(),
-            &p("start"),
-            &p("end"),
-        )?;
-        check_short(&p("venue"), &self.venue, MAX_SHORT_CHARS)?;
-        check_short(&p("host_city"), &self.host_city, MAX_SHORT_CHARS)?;
-        check_list(&p("items"), &self.items, |f, item| item.validate_at(f))?;
+        check_dates(Some(&self.start), self.end.as_deref(), p("start"), p("end"))?;
+        check_short(p("venue"), &self.venue, MAX_SHORT_CHARS)?;
+        check_short(p("host_city"), &self.host_city, MAX_SHORT_CHARS)?;
+        check_list(p("items"), &self.items, |f, item| item.validate_at(Some(f)))?;
         for (i, item) in self.items.iter().enumerate() {
             if let Some(first) = self.items[..i].iter().position(|x| x.id == item.id) {
                 return Err(RecordError::Invalid {
-                    field: p(&format!("items[{i}].id")),
+                    field: Joined(Some(Index(p("items"), i)), "id").to_string(),
                     reason: format!("`{}` is the id of items[{first}] too", item.id),
                 });
             }
         }
-        check_list(&p("attendees"), &self.attendees, |f, a| {
+        check_list(p("attendees"), &self.attendees, |f, a| {
             check_required(f, a, MAX_SHORT_CHARS)
         })?;
-        check_list(&p("decisions"), &self.decisions, |f, d| {
+        check_list(p("decisions"), &self.decisions, |f, d| {
             check_required_long(f, d, MAX_SUMMARY_CHARS)
         })?;
-        check_time_zone(&p("time_zone"), &self.time_zone)?;
-        check_long(&p("minutes"), &self.minutes, MAX_BODY_CHARS)
+        check_time_zone(p("time_zone"), &self.time_zone)?;
+        check_long(p("minutes"), &self.minutes, MAX_BODY_CHARS)
     }
 }
 
@@ -1026,19 +1026,19 @@ impl Item {
         }
     }
 
-    fn validate_at(&self, prefix: &str) -> Result<(), RecordError> {
-        let p = |f: &str| join(prefix, f);
-        check_id(&p("id"), &self.id)?;
-        check_short(&p("slot"), &self.slot, MAX_SHORT_CHARS)?;
+    fn validate_at(&self, prefix: Option<impl fmt::Display + Copy>) -> Result<(), RecordError> {
+        let p = |f: &'static str| Joined(prefix, f);
+        check_id(p("id"), &self.id)?;
+        check_short(p("slot"), &self.slot, MAX_SHORT_CHARS)?;
         if !self.day.is_empty() {
-            check_date(&p("day"), &self.day)?;
+            check_date(p("day"), &self.day)?;
         }
-        check_rank(&p("rank"), &self.rank)?;
-        check_required(&p("title"), &self.title, MAX_TITLE_CHARS)?;
-        check_list(&p("presenters"), &self.presenters, |f, pr| {
+        check_rank(p("rank"), &self.rank)?;
+        check_required(p("title"), &self.title, MAX_TITLE_CHARS)?;
+        check_list(p("presenters"), &self.presenters, |f, pr| {
             check_required(f, pr, MAX_SHORT_CHARS)
         })?;
-        check_long(&p("notes"), &self.notes, MAX_NOTES_CHARS)
+        check_long(p("notes"), &self.notes, MAX_NOTES_CHARS)
     }
 }
 
@@ -1098,7 +1098,7 @@ fn midpoint(a: &[usize], b: Option<&[usize]>) -> Vec<usize> {
 }
 
 /// A rank: empty, or digits and lowercase letters not ending in `0`.
-fn check_rank(field: &str, value: &str) -> Result<(), RecordError> {
+fn check_rank(field: impl fmt::Display + Copy, value: &str) -> Result<(), RecordError> {
     check_len(field, value, MAX_RANK_CHARS)?;
     if value.bytes().all(|b| RANK_DIGITS.contains(&b)) && !value.ends_with('0') {
         Ok(())
@@ -1115,7 +1115,7 @@ fn check_rank(field: &str, value: &str) -> Result<(), RecordError> {
 /// A time zone name: empty, or shaped like an IANA name (`Europe/Rome`, `UTC`, `Etc/GMT+1`).
 /// Whether the zone exists is checked where it is entered, not here: time zone databases differ
 /// between machines, and every node must judge a record the same.
-fn check_time_zone(field: &str, value: &str) -> Result<(), RecordError> {
+fn check_time_zone(field: impl fmt::Display + Copy, value: &str) -> Result<(), RecordError> {
     check_len(field, value, MAX_ID_CHARS)?;
     let ok = value.split('/').all(|part| {
         !part.is_empty()
@@ -1188,11 +1188,27 @@ pub fn is_valid_date(s: &str) -> bool {
     (1..=days).contains(&day)
 }
 
-fn join(prefix: &str, field: &str) -> String {
-    if prefix.is_empty() {
-        field.to_string()
-    } else {
-        format!("{prefix}.{field}")
+/// A field's name under a prefix (`agendas.x.title`; `title` with none), written out only when a
+/// check fails: a valid record is checked without building names.
+#[derive(Clone, Copy)]
+struct Joined<P, F>(Option<P>, F);
+
+impl<P: fmt::Display, F: fmt::Display> fmt::Display for Joined<P, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(prefix) => write!(f, "{prefix}.{}", self.1),
+            None => write!(f, "{}", self.1),
+        }
+    }
+}
+
+/// An element of a list field (`items[2]`), written out like [`Joined`].
+#[derive(Clone, Copy)]
+struct Index<F>(F, usize);
+
+impl<F: fmt::Display> fmt::Display for Index<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.0, self.1)
     }
 }
 
@@ -1207,7 +1223,7 @@ fn check_kind(actual: Kind, expected: Kind) -> Result<(), RecordError> {
     }
 }
 
-fn check_len(field: &str, value: &str, max: usize) -> Result<(), RecordError> {
+fn check_len(field: impl fmt::Display + Copy, value: &str, max: usize) -> Result<(), RecordError> {
     let len = value.chars().count();
     if len > max {
         return Err(RecordError::TooLong {
@@ -1219,7 +1235,7 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<(), RecordError> {
     Ok(())
 }
 
-fn check_count(field: &str, len: usize, max: usize) -> Result<(), RecordError> {
+fn check_count(field: impl fmt::Display + Copy, len: usize, max: usize) -> Result<(), RecordError> {
     if len > max {
         return Err(RecordError::TooMany {
             field: field.to_string(),
@@ -1231,7 +1247,11 @@ fn check_count(field: &str, len: usize, max: usize) -> Result<(), RecordError> {
 }
 
 /// A one-line field: limited length and no control characters at all.
-fn check_short(field: &str, value: &str, max: usize) -> Result<(), RecordError> {
+fn check_short(
+    field: impl fmt::Display + Copy,
+    value: &str,
+    max: usize,
+) -> Result<(), RecordError> {
     check_len(field, value, max)?;
     if let Some(c) = value.chars().find(|c| c.is_control()) {
         return Err(RecordError::Invalid {
@@ -1243,7 +1263,7 @@ fn check_short(field: &str, value: &str, max: usize) -> Result<(), RecordError> 
 }
 
 /// A multi-line field: limited length, no control characters other than `\n` and `\t`.
-fn check_long(field: &str, value: &str, max: usize) -> Result<(), RecordError> {
+fn check_long(field: impl fmt::Display + Copy, value: &str, max: usize) -> Result<(), RecordError> {
     check_len(field, value, max)?;
     if let Some(c) = value
         .chars()
@@ -1259,7 +1279,7 @@ fn check_long(field: &str, value: &str, max: usize) -> Result<(), RecordError> {
     Ok(())
 }
 
-fn check_not_blank(field: &str, value: &str) -> Result<(), RecordError> {
+fn check_not_blank(field: impl fmt::Display + Copy, value: &str) -> Result<(), RecordError> {
     if value.trim().is_empty() {
         return Err(RecordError::Missing {
             field: field.to_string(),
@@ -1269,18 +1289,26 @@ fn check_not_blank(field: &str, value: &str) -> Result<(), RecordError> {
 }
 
 /// A required one-line field.
-fn check_required(field: &str, value: &str, max: usize) -> Result<(), RecordError> {
+fn check_required(
+    field: impl fmt::Display + Copy,
+    value: &str,
+    max: usize,
+) -> Result<(), RecordError> {
     check_not_blank(field, value)?;
     check_short(field, value, max)
 }
 
 /// A required multi-line field.
-fn check_required_long(field: &str, value: &str, max: usize) -> Result<(), RecordError> {
+fn check_required_long(
+    field: impl fmt::Display + Copy,
+    value: &str,
+    max: usize,
+) -> Result<(), RecordError> {
     check_not_blank(field, value)?;
     check_long(field, value, max)
 }
 
-fn check_city_id(field: &str, value: &str) -> Result<(), RecordError> {
+fn check_city_id(field: impl fmt::Display + Copy, value: &str) -> Result<(), RecordError> {
     check_required(field, value, MAX_SHORT_CHARS)?;
     if value.chars().any(char::is_whitespace) {
         return Err(RecordError::Invalid {
@@ -1291,7 +1319,7 @@ fn check_city_id(field: &str, value: &str) -> Result<(), RecordError> {
     Ok(())
 }
 
-fn check_id(field: &str, value: &str) -> Result<(), RecordError> {
+fn check_id(field: impl fmt::Display + Copy, value: &str) -> Result<(), RecordError> {
     if value.is_empty() {
         return Err(RecordError::Missing {
             field: field.to_string(),
@@ -1312,25 +1340,28 @@ fn check_id(field: &str, value: &str) -> Result<(), RecordError> {
     Ok(())
 }
 
-fn check_list<T>(
-    field: &str,
+fn check_list<T, F: fmt::Display + Copy>(
+    field: F,
     list: &[T],
-    mut check: impl FnMut(&str, &T) -> Result<(), RecordError>,
+    mut check: impl FnMut(Index<F>, &T) -> Result<(), RecordError>,
 ) -> Result<(), RecordError> {
     check_count(field, list.len(), MAX_LIST_LEN)?;
     for (i, entry) in list.iter().enumerate() {
-        check(&format!("{field}[{i}]"), entry)?;
+        check(Index(field, i), entry)?;
     }
     Ok(())
 }
 
-fn check_partners(field: &str, partners: &[Partner]) -> Result<(), RecordError> {
+fn check_partners(
+    field: impl fmt::Display + Copy,
+    partners: &[Partner],
+) -> Result<(), RecordError> {
     check_list(field, partners, |f, p| {
-        check_required(&format!("{f}.name"), &p.name, MAX_SHORT_CHARS)
+        check_required(Joined(Some(f), "name"), &p.name, MAX_SHORT_CHARS)
     })
 }
 
-fn check_link(field: &str, link: &str) -> Result<(), RecordError> {
+fn check_link(field: impl fmt::Display + Copy, link: &str) -> Result<(), RecordError> {
     check_short(field, link, MAX_URL_CHARS)?;
     let rest = link
         .strip_prefix("https://")
@@ -1346,7 +1377,7 @@ fn check_link(field: &str, link: &str) -> Result<(), RecordError> {
     }
 }
 
-fn check_country(field: &str, value: &str) -> Result<(), RecordError> {
+fn check_country(field: impl fmt::Display + Copy, value: &str) -> Result<(), RecordError> {
     if value.len() == 2 && value.bytes().all(|b| b.is_ascii_uppercase()) {
         Ok(())
     } else {
@@ -1359,7 +1390,7 @@ fn check_country(field: &str, value: &str) -> Result<(), RecordError> {
     }
 }
 
-fn check_language(field: &str, value: &str) -> Result<(), RecordError> {
+fn check_language(field: impl fmt::Display + Copy, value: &str) -> Result<(), RecordError> {
     if value.is_empty() {
         return Err(RecordError::Missing {
             field: field.to_string(),
@@ -1377,7 +1408,7 @@ fn check_language(field: &str, value: &str) -> Result<(), RecordError> {
     }
 }
 
-fn check_date(field: &str, value: &str) -> Result<(), RecordError> {
+fn check_date(field: impl fmt::Display + Copy, value: &str) -> Result<(), RecordError> {
     if is_valid_date(value) {
         Ok(())
     } else {
@@ -1391,8 +1422,8 @@ fn check_date(field: &str, value: &str) -> Result<(), RecordError> {
 fn check_dates(
     start: Option<&str>,
     end: Option<&str>,
-    start_field: &str,
-    end_field: &str,
+    start_field: impl fmt::Display + Copy,
+    end_field: impl fmt::Display + Copy,
 ) -> Result<(), RecordError> {
     if let Some(start) = start {
         check_date(start_field, start)?;
@@ -1577,6 +1608,82 @@ pub(crate) mod tests {
     }
 
     const AGENDA: &str = "agendas.3f2a9c0d1e2b4a5c";
+
+    /// A failing check names its field in full, however deep it is (names are written out only
+    /// when a check fails).
+    #[test]
+    fn deep_fields_are_named_in_full() {
+        let address = |f: &dyn Fn(&mut Address)| {
+            let mut g = group();
+            let mut a = Address {
+                name: "Brno".into(),
+                country: "CZ".into(),
+                addrs: vec!["/ip4/192.0.2.7/tcp/4001".into()],
+            };
+            f(&mut a);
+            g.addresses.insert(BRNO.to_string(), a);
+            field_of(&err(g)).to_string()
+        };
+        assert_eq!(
+            address(&|a| a.name = "a\u{7}".into()),
+            format!("addresses.{BRNO}.name")
+        );
+        assert_eq!(
+            address(&|a| a.country = "cz".into()),
+            format!("addresses.{BRNO}.country")
+        );
+        assert_eq!(
+            address(&|a| a.addrs = vec!["/ip4/x".into(); MAX_ADDRS + 1]),
+            format!("addresses.{BRNO}.addrs")
+        );
+        assert_eq!(
+            address(&|a| a.addrs.push("192.0.2.8".into())),
+            format!("addresses.{BRNO}.addrs[1]")
+        );
+        let mut g = group();
+        g.members.get_mut(BRNO).expect("member").name = " ".into();
+        assert_eq!(field_of(&err(g)), format!("members.{BRNO}.name"));
+        let mut g = group();
+        let held = g.agendas.values_mut().next().expect("agenda");
+        held.items[1].presenters.push("\u{7}".into());
+        assert_eq!(
+            field_of(&err(g)),
+            format!("{AGENDA}.items[1].presenters[0]")
+        );
+        let mut g = group();
+        let held = g.agendas.values_mut().next().expect("agenda");
+        held.items[1].id = held.items[0].id.clone();
+        assert_eq!(field_of(&err(g)), format!("{AGENDA}.items[1].id"));
+        let mut a = agenda();
+        a.attendees.push(String::new());
+        let last = a.attendees.len() - 1;
+        assert_eq!(
+            field_of(&err(group_with(a.clone()))),
+            format!("{AGENDA}.attendees[{last}]")
+        );
+        assert_eq!(
+            a.validate().map_err(|e| field_of(&e).to_string()),
+            Err(format!("attendees[{last}]"))
+        );
+        let mut p = project();
+        p.outcomes[0].unit = "\u{7}".into();
+        assert_eq!(field_of(&err(p)), "outcomes[0].unit");
+        let mut p = practice();
+        p.translations.insert(
+            "fr".into(),
+            Translation {
+                title: "Titre".into(),
+                summary: "\u{7}".into(),
+            },
+        );
+        assert_eq!(field_of(&err(p)), "translations.fr.summary");
+    }
+
+    fn group_with(a: Agenda) -> Group {
+        let mut g = group();
+        g.agendas.insert("3f2a9c0d1e2b4a5c".to_string(), a);
+        g
+    }
 
     #[test]
     fn fixtures_are_valid() {
