@@ -54,6 +54,9 @@ pub(crate) struct CachedDoc {
     /// The JSON form that record was read from, when the write had it (`DocUpdate::json`): the
     /// next change this node makes is read from it and what the change acts on.
     pub(crate) json: Option<std::sync::Arc<serde_json::Value>>,
+    /// The catalog rows of its units as that write left them (when it wrote them): the next
+    /// write of the document replaces these instead of reading them.
+    pub(crate) units: Option<std::sync::Arc<Vec<catalog::UnitRows>>>,
 }
 
 /// How a document is stored: its `docs` row and the `doc_tail` rows after it.
@@ -107,8 +110,11 @@ impl Store {
         }
         let mut delta = catalog::CatalogDelta::default();
         let mut stored = Vec::with_capacity(commit.docs.len());
+        // Each document's catalog rows after the write, for the cache.
+        let mut units = Vec::with_capacity(commit.docs.len());
         for (id, update) in &commit.docs {
             stored.push(self.write_doc(&mut batch, id, update)?);
+            units.push(None);
 
             if let Some(record) = &update.record {
                 // A genesis document is new: its id derives from a change no entry has carried
@@ -139,14 +145,24 @@ impl Store {
                 };
                 let json = serde_json::to_vec(&summary).map_err(|e| self.corrupt(e))?;
                 batch.put_cf(self.cf("records"), id.0, json);
-                self.catalog_write(
+                // The rows the cache notes for this document are the ones its last write left.
+                let known = self.cached(id, |held| held.units.clone()).flatten();
+                let held = match &known {
+                    _ if new_doc => catalog::Held::New,
+                    Some(rows) => catalog::Held::Known(rows),
+                    None => catalog::Held::Stored,
+                };
+                let rows = self.catalog_write(
                     &mut batch,
                     id,
                     Some(record),
                     summary.updated,
-                    new_doc,
+                    held,
                     &mut delta,
                 )?;
+                if let Some(last) = units.last_mut() {
+                    *last = rows.map(std::sync::Arc::new);
+                }
             }
         }
         // Documents a fork's settlement emptied: gone, with their record and catalog rows (the
@@ -157,7 +173,7 @@ impl Store {
                 batch.delete_cf(self.cf("doc_tail"), key);
             }
             batch.delete_cf(self.cf("records"), id.0);
-            self.catalog_write(&mut batch, id, None, 0, false, &mut delta)?;
+            self.catalog_write(&mut batch, id, None, 0, catalog::Held::Stored, &mut delta)?;
         }
         self.catalog_finish(&mut batch, &mut delta)?;
         for (hash, info) in &commit.changes {
@@ -311,7 +327,9 @@ impl Store {
         }
         drop((entry_counts, pending_counts));
         // Costly documents just written stay in memory, for the next change to them.
-        for ((id, update), stored) in commit.docs.into_iter().zip(stored) {
+        for (((id, update), stored), units) in commit.docs.into_iter().zip(stored).zip(units) {
+            // (A document also removed by the commit lost the rows its update wrote.)
+            let units = units.filter(|_| !commit.removed.contains(&id));
             if let DocState::Built(doc) = update.doc {
                 let changes = doc.stats().num_changes;
                 if costly(stored.size(), changes) {
@@ -322,7 +340,14 @@ impl Store {
                     let shown = json
                         .as_deref()
                         .map_or(0, |j| 2 * intercity_protocol::doc::json_bytes(j));
-                    let weight = cache_weight(stored.size(), changes).saturating_add(shown);
+                    let noted: usize = units.as_deref().map_or(0, |rows| {
+                        rows.iter()
+                            .map(|r| r.key.len() + r.unit.len() + r.texts.len())
+                            .sum()
+                    });
+                    let weight = cache_weight(stored.size(), changes)
+                        .saturating_add(shown)
+                        .saturating_add(noted);
                     cache.insert(
                         0,
                         CachedDoc {
@@ -332,6 +357,7 @@ impl Store {
                             stored,
                             record: update.record.filter(|_| update.read),
                             json,
+                            units,
                         },
                     );
                 }

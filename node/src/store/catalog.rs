@@ -20,6 +20,25 @@ pub(crate) struct CatalogDelta {
 /// The most terms an edit's postings are mended by reading (see `Store::mend_postings`).
 const MAX_MENDED_TERMS: usize = 32;
 
+/// One unit's `units` and `texts` rows, as a write left them: what the next write of the same
+/// record replaces (kept with a cached document, so that it need not read them again).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct UnitRows {
+    pub(crate) key: Vec<u8>,
+    pub(crate) unit: Vec<u8>,
+    pub(crate) texts: Vec<u8>,
+}
+
+/// The catalog rows a record has before a write ([`Store::catalog_write`]).
+pub(crate) enum Held<'a> {
+    /// None: the record is new.
+    New,
+    /// These, known from the write before (see [`UnitRows`]).
+    Known(&'a [UnitRows]),
+    /// Those the store holds: read.
+    Stored,
+}
+
 impl Store {
     pub(super) fn catalog_stats(&self) -> Result<(u64, u64), StoreError> {
         let v = self.meta(STATS_KEY)?.unwrap_or_default();
@@ -56,36 +75,45 @@ impl Store {
     }
 
     /// Puts the catalog rows of record `id` (as it now reads; None: it is gone) into
-    /// `batch`, replacing its old units; unchanged texts keep their postings. `new_doc`: the
-    /// record has no catalog rows yet (its first accepted change), so there is nothing to read
-    /// or replace.
+    /// `batch`, replacing the units it has (`held`); unchanged texts keep their postings.
+    /// Returns the rows of its units after the write, unless it had none (`Held::New`: a
+    /// record's first write notes nothing, most records are never written again).
     pub(crate) fn catalog_write(
         &self,
         batch: &mut WriteBatch,
         id: &DocId,
         record: Option<&Record>,
         updated: i64,
-        new_doc: bool,
+        held: Held<'_>,
         delta: &mut CatalogDelta,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Vec<UnitRows>>, StoreError> {
+        let note = !matches!(held, Held::New);
         let new = record.map_or_else(Vec::new, |r| units_of(*id, r, updated));
         let new_keys: HashSet<&[u8]> = new.iter().map(|e| e.key.as_slice()).collect();
         let mut old_texts: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         let mut old_units: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-        let old_rows = if new_doc {
-            Vec::new()
-        } else {
-            self.scan("units", &id.0)?
-        };
-        for (k, v) in old_rows {
-            old_units.insert(k.to_vec(), v.to_vec());
-            if let Some(t) = self.get("texts", &k)? {
-                old_texts.insert(k.to_vec(), t);
+        match held {
+            Held::New => {}
+            Held::Known(rows) => {
+                for row in rows {
+                    old_units.insert(row.key.clone(), row.unit.clone());
+                    old_texts.insert(row.key.clone(), row.texts.clone());
+                }
             }
+            Held::Stored => {
+                for (k, v) in self.scan("units", &id.0)? {
+                    if let Some(t) = self.get("texts", &k)? {
+                        old_texts.insert(k.to_vec(), t);
+                    }
+                    old_units.insert(k.to_vec(), v.to_vec());
+                }
+            }
+        }
+        for k in old_units.keys() {
             if !new_keys.contains(&k[..]) {
-                batch.delete_cf(self.cf("units"), &k);
-                batch.delete_cf(self.cf("facets"), &k);
-                batch.delete_cf(self.cf("texts"), &k);
+                batch.delete_cf(self.cf("units"), k);
+                batch.delete_cf(self.cf("facets"), k);
+                batch.delete_cf(self.cf("texts"), k);
                 delta.units -= 1;
             }
         }
@@ -102,17 +130,25 @@ impl Store {
             let texts: Vec<(u8, String)> = serde_json::from_slice(old).unwrap_or_default();
             self.delete_postings(batch, key, &texts, delta);
         }
+        let mut rows = Vec::with_capacity(new.len());
         for (e, texts) in new.iter().zip(new_texts) {
             // A unit the edit left as it was is not written again (its facets derive from it
             // and from its language, which its texts row names).
             let unit = encode_unit(&e.unit);
             if old_units.get(&e.key) != Some(&unit) || old_texts.get(&e.key) != Some(&texts) {
-                batch.put_cf(self.cf("units"), &e.key, unit);
+                batch.put_cf(self.cf("units"), &e.key, &unit);
                 batch.put_cf(
                     self.cf("facets"),
                     &e.key,
                     Facets::of(&e.unit, e.language(), e.translations()).encode(),
                 );
+            }
+            if note {
+                rows.push(UnitRows {
+                    key: e.key.clone(),
+                    unit,
+                    texts: texts.clone(),
+                });
             }
             match old_texts.get(&e.key) {
                 Some(old) if *old == texts => continue,
@@ -130,7 +166,7 @@ impl Store {
             }
             batch.put_cf(self.cf("texts"), &e.key, texts);
         }
-        Ok(())
+        Ok(note.then_some(rows))
     }
 
     /// Deletes the postings of unit `key` whose texts row holds `texts`.
@@ -270,6 +306,15 @@ impl Store {
     /// Rebuilds the catalog from the documents; returns the number of units indexed. The caller
     /// must keep other writers out (see `City::reindex`).
     pub fn reindex(&self) -> Result<usize, StoreError> {
+        // The rows cached documents note are rewritten: read again by their next write.
+        for held in self
+            .doc_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter_mut()
+        {
+            held.units = None;
+        }
         let mut clear = WriteBatch::default();
         let end = [0xffu8; 64];
         for cf in ["units", "facets", "texts", "postings"] {
@@ -295,7 +340,7 @@ impl Store {
                 &id,
                 Some(&record),
                 summary.updated,
-                true,
+                Held::New,
                 &mut delta,
             )?;
             units += units_of(id, &record, 0).len();

@@ -1,7 +1,6 @@
 //! Store tests that need its private parts.
 
 use super::*;
-use crate::catalog::{count_terms, encode_posting, posting_key, units_of};
 use intercity_protocol::ingest::Ledger;
 
 /// A new city, its key made from `seed`, in a directory of its own.
@@ -246,168 +245,7 @@ mod fork_tests {
     }
 }
 
-/// Posting rows: (key, value).
-type Postings = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// The postings and statistics (units, terms) of a catalog built from the store's records as
-/// they read now.
-fn catalog_as_built(store: &Store) -> (Postings, (u64, u64)) {
-    let mut postings = Vec::new();
-    let (mut units, mut terms) = (0, 0);
-    for summary in store.records(None).expect("records") {
-        let id: DocId = summary.id.parse().expect("id");
-        let record = store.record_at_head(&id).expect("read").expect("held");
-        for e in units_of(id, &record, summary.updated) {
-            let (counts, len) = count_terms(&e.texts);
-            postings.extend(
-                counts
-                    .iter()
-                    .map(|(t, c)| (posting_key(t, &e.key), encode_posting(*c, len).to_vec())),
-            );
-            units += 1;
-            terms += u64::from(len);
-        }
-    }
-    postings.sort();
-    (postings, (units, terms))
-}
-
-/// An edit's postings are mended from the fields it changed, not rebuilt: after any run of
-/// edits (words swapped in place, added, removed, repeated; fields emptied; the language and
-/// translations changed) they are exactly the postings of the records as they now read.
-#[test]
-fn mended_postings_are_the_postings_of_the_record_as_it_reads() {
-    use intercity_protocol::record::{Agenda, Group, Item, Practice, Translation};
-    let (_dir, city) = city(9, "Milan");
-    let words = [
-        "youth",
-        "employment",
-        "employ",
-        "cities",
-        "city",
-        "the",
-        "mobility",
-        "2017",
-        "Łódź",
-        "café",
-        "projekte",
-        "inclusione",
-        "a",
-        "green",
-        "greener",
-    ];
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move |n: usize| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        usize::try_from(seed % n as u64).expect("small")
-    };
-    let mut practice = Practice::new(city.id().to_string(), "Youth employment", "en");
-    practice.body = "green mobility for the city".into();
-    let practice = city
-        .create(&Record::Practice(practice), "create")
-        .expect("create");
-    let mut group = Group::new("Green cities", city.id().to_string(), "Milan");
-    let mut agenda = Agenda::new("Study visit", "2027-03-01");
-    for k in 0..4 {
-        let mut item = Item::new(format!("Item {k}"));
-        item.id = format!("i{k}");
-        agenda.items.push(item);
-    }
-    group.agendas.insert("visit".into(), agenda);
-    let group = city.create(&Record::Group(group), "create").expect("group");
-    for round in 0..120 {
-        let (w, at, what) = (words[next(words.len())], next(6), next(9));
-        let edited = |text: &mut String| {
-            let mut t: Vec<&str> = text.split(' ').filter(|s| !s.is_empty()).collect();
-            match what {
-                0..=3 if !t.is_empty() => {
-                    let i = at % t.len();
-                    t[i] = w;
-                }
-                4 | 5 => t.insert(at.min(t.len()), w),
-                6 if !t.is_empty() => {
-                    t.remove(at % t.len());
-                }
-                7 => t.clear(),
-                _ => t.push(w),
-            }
-            *text = t.join(" ");
-        };
-        let result = if round % 2 == 0 {
-            city.edit(practice, "edit", |r| {
-                let Record::Practice(p) = r else {
-                    unreachable!()
-                };
-                match at {
-                    0 => edited(&mut p.summary),
-                    1 | 2 => edited(&mut p.body),
-                    3 => p.language = ["en", "it", "pl", "de"][what % 4].into(),
-                    4 => edited(
-                        &mut p
-                            .translations
-                            .entry(["it", "fr"][what % 2].into())
-                            .or_insert_with(Translation::default)
-                            .summary,
-                    ),
-                    _ => edited(&mut p.title),
-                }
-                Ok(())
-            })
-        } else {
-            city.edit(group, "edit", |r| {
-                let Record::Group(g) = r else { unreachable!() };
-                let agenda = g.agendas.get_mut("visit").expect("agenda");
-                match at {
-                    0 => edited(&mut agenda.title),
-                    _ => edited(&mut agenda.items[at % 4].notes),
-                }
-                Ok(())
-            })
-        };
-        // An edit that leaves a title empty is refused, and one that changes nothing too.
-        if result.is_err() {
-            continue;
-        }
-        let store = city.store();
-        let held: Postings = store
-            .scan("postings", &[])
-            .expect("scan")
-            .into_iter()
-            .map(|(k, v)| (k.to_vec(), v.to_vec()))
-            .collect();
-        let (built, stats) = catalog_as_built(store);
-        assert_eq!(held, built, "round {round}");
-        assert_eq!(
-            store.catalog_stats().expect("stats"),
-            stats,
-            "round {round}"
-        );
-    }
-    // Many terms changed at once, the length kept: written again rather than read one by one.
-    for prefix in ["w", "v"] {
-        city.edit(practice, "many", |r| {
-            let Record::Practice(p) = r else {
-                unreachable!()
-            };
-            p.body = (0..40)
-                .map(|n| format!("{prefix}{n}x"))
-                .collect::<Vec<_>>()
-                .join(" ");
-            Ok(())
-        })
-        .expect("edit");
-        let held: Postings = city
-            .store()
-            .scan("postings", &[])
-            .expect("scan")
-            .into_iter()
-            .map(|(k, v)| (k.to_vec(), v.to_vec()))
-            .collect();
-        assert_eq!(held, catalog_as_built(city.store()).0, "{prefix}");
-    }
-}
+mod catalog;
 
 /// A practice of `city` large enough to be costly to write whole (see `apply::costly`), that
 /// `editors` may edit. Imported: its texts plain strings, quick to write and read in a debug
@@ -522,7 +360,32 @@ fn assert_cache_reads_true(city: &crate::City) {
         if let Some(json) = &held.json {
             assert_eq!(**json, intercity_protocol::doc::to_json(&held.doc, None));
         }
+        // The catalog rows it notes are the store's.
+        if let Some(units) = &held.units {
+            let store = city.store();
+            let stored: Vec<super::catalog::UnitRows> = store
+                .scan("units", &held.id.0)
+                .expect("units")
+                .into_iter()
+                .map(|(key, unit)| super::catalog::UnitRows {
+                    texts: store.get("texts", &key).expect("texts").expect("held"),
+                    key: key.to_vec(),
+                    unit: unit.to_vec(),
+                })
+                .collect();
+            let mut noted = (**units).clone();
+            noted.sort_by(|a, b| a.key.cmp(&b.key));
+            assert_eq!(noted, stored);
+        }
     }
+}
+
+/// Every row of the catalog of `city`.
+fn catalog_rows(city: &crate::City) -> Rows {
+    ["units", "facets", "texts", "postings"]
+        .iter()
+        .flat_map(|cf| city.store().scan(cf, &[]).expect("scan"))
+        .collect()
 }
 
 /// A change on top of a cached document is judged against the record the cache keeps instead
@@ -600,15 +463,26 @@ fn a_node_judges_alike_with_the_records_it_caches_or_without() {
     assert_eq!(verdicts(&warm).len(), 15);
     let read = |city: &crate::City| city.record(id).map_err(|e| e.to_string());
     assert_eq!(read(&warm), read(&cold));
-    assert!(
-        warm.store()
+    let noted = |city: &crate::City| {
+        city.store()
             .doc_cache
             .lock()
             .expect("cache")
             .iter()
-            .any(|held| held.id == id),
-        "the document is not cached"
-    );
+            .any(|held| held.id == id && held.units.is_some())
+    };
+    assert!(noted(&warm), "the document is not cached with its rows");
+    // The node that replaced the catalog rows it noted wrote what the one that read them did.
+    assert_eq!(catalog_rows(&warm), catalog_rows(&cold));
+    let stats = |city: &crate::City| city.store().catalog_stats().expect("stats");
+    assert_eq!(stats(&warm), stats(&cold));
+    // A reindex rewrites every row: the rows noted are forgotten, and read again.
+    warm.reindex().expect("reindex");
+    assert!(!noted(&warm));
+    edit(&milan, &|p| p.summary = "Once more".into()).expect("edit");
+    deliver(&milan, &[&warm, &cold]);
+    assert!(noted(&warm));
+    assert_eq!(catalog_rows(&warm), catalog_rows(&cold));
 }
 
 /// A document that is one genesis change received from a peer is stored as the key of the
