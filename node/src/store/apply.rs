@@ -114,8 +114,7 @@ impl Store {
         let mut units = Vec::with_capacity(commit.docs.len());
         for (id, update) in &commit.docs {
             stored.push(self.write_doc(&mut batch, id, update)?);
-            units.push(None);
-
+            let mut noted = None;
             if let Some(record) = &update.record {
                 // A genesis document is new: its id derives from a change no entry has carried
                 // (the change index refuses a second carrier), so it has no record row to read.
@@ -160,10 +159,9 @@ impl Store {
                     held,
                     &mut delta,
                 )?;
-                if let Some(last) = units.last_mut() {
-                    *last = rows.map(std::sync::Arc::new);
-                }
+                noted = rows.map(std::sync::Arc::new);
             }
+            units.push(noted);
         }
         // Documents a fork's settlement emptied: gone, with their record and catalog rows (the
         // entries stay, void).
