@@ -341,17 +341,25 @@ impl City {
             // have to start with the author's key.
             actor = self.fresh_actor()?;
         }
-        // The record as the store's copy reads, when it holds it (else read here).
-        let read = match self.store.record_at(&id, &doc.get_heads()) {
-            Ok(Some(record)) => record,
-            _ => doc::read_record(&doc, None)?,
+        // The record and the document's JSON form as the store's copy reads, when it holds
+        // them (else read here).
+        let heads = doc.get_heads();
+        let (read, json) = match (
+            self.store.record_at(&id, &heads),
+            self.store.json_at(&id, &heads),
+        ) {
+            (Ok(Some(record)), Ok(Some(json))) => (record, json),
+            _ => {
+                let (record, json) = doc::read_record_json(&doc, None)?;
+                (record, std::sync::Arc::new(json))
+            }
         };
         let mut record = read.clone();
         f(&mut record)?;
-        let before = doc.get_heads();
+        let before = heads;
         // `edit_document` validates the record first (an invalid one is `CityError::Record`).
         // Only what the edit changed is written (and read again).
-        let mut change = doc::edit_document_over(&mut doc, actor, Some(&read), &record, message)?
+        let mut change = doc::edit_document_over(&mut doc, actor, Some(&json), &record, message)?
             .ok_or(CityError::Unchanged)?;
         // This city's feed may carry a change of this actor with that number already, one that
         // is not in the document (void by a fork's settlement, or waiting): every node would
@@ -370,7 +378,7 @@ impl City {
             change = doc::edit_document_over(
                 &mut doc,
                 self.fresh_actor()?,
-                Some(&read),
+                Some(&json),
                 &record,
                 message,
             )?
