@@ -54,9 +54,10 @@ pub(crate) struct CachedDoc {
     /// The JSON form that record was read from, when the write had it (`DocUpdate::json`): the
     /// next change this node makes is read from it and what the change acts on.
     pub(crate) json: Option<std::sync::Arc<serde_json::Value>>,
-    /// The catalog rows of its units as that write left them (when it wrote them): the next
-    /// write of the document replaces these instead of reading them.
-    pub(crate) units: Option<std::sync::Arc<Vec<catalog::UnitRows>>>,
+    /// The catalog rows of its units and its `records` row's time as that write left them
+    /// (when it wrote them): the next write of the document replaces these instead of reading
+    /// them.
+    pub(crate) units: Option<std::sync::Arc<catalog::Noted>>,
 }
 
 /// How a document is stored: its `docs` row and the `doc_tail` rows after it.
@@ -120,17 +121,21 @@ impl Store {
                 // (the change index refuses a second carrier), so it has no record row to read.
                 let genesis = matches!(update.doc, DocState::Genesis { .. }) && update.is_new();
                 debug_assert!(!genesis || self.get("records", &id.0)?.is_none());
-                let row = if genesis {
+                // The rows the cache notes for this document are the ones its last write left
+                // (its record row included).
+                let known = self.cached(id, |held| held.units.clone()).flatten();
+                let row = if genesis || known.is_some() {
                     None
                 } else {
                     self.get("records", &id.0)?
                 };
-                let new_doc = row.is_none();
-                let previous = match row {
-                    Some(v) => serde_json::from_slice::<RecordSummary>(&v)
+                let new_doc = known.is_none() && row.is_none();
+                let previous = match (&known, row) {
+                    (Some(noted), _) => noted.updated,
+                    (None, Some(v)) => serde_json::from_slice::<RecordSummary>(&v)
                         .map(|s| s.updated)
                         .unwrap_or(0),
-                    None => 0,
+                    (None, None) => 0,
                 };
                 let summary = RecordSummary {
                     id: id.to_string(),
@@ -144,11 +149,9 @@ impl Store {
                 };
                 let json = serde_json::to_vec(&summary).map_err(|e| self.corrupt(e))?;
                 batch.put_cf(self.cf("records"), id.0, json);
-                // The rows the cache notes for this document are the ones its last write left.
-                let known = self.cached(id, |held| held.units.clone()).flatten();
                 let held = match &known {
                     _ if new_doc => catalog::Held::New,
-                    Some(rows) => catalog::Held::Known(rows),
+                    Some(noted) => catalog::Held::Known(&noted.rows),
                     None => catalog::Held::Stored,
                 };
                 let rows = self.catalog_write(
@@ -159,7 +162,12 @@ impl Store {
                     held,
                     &mut delta,
                 )?;
-                noted = rows.map(std::sync::Arc::new);
+                noted = rows.map(|rows| {
+                    std::sync::Arc::new(catalog::Noted {
+                        rows,
+                        updated: summary.updated,
+                    })
+                });
             }
             units.push(noted);
         }
@@ -338,8 +346,10 @@ impl Store {
                     let shown = json
                         .as_deref()
                         .map_or(0, |j| 2 * intercity_protocol::doc::json_bytes(j));
-                    let noted: usize = units.as_deref().map_or(0, |rows| {
-                        rows.iter()
+                    let noted: usize = units.as_deref().map_or(0, |noted| {
+                        noted
+                            .rows
+                            .iter()
                             .map(|r| r.key.len() + r.unit.len() + r.texts.len())
                             .sum()
                     });

@@ -29,6 +29,14 @@ pub(crate) struct UnitRows {
     pub(crate) texts: Vec<u8>,
 }
 
+/// What a write of a record left that its next write needs, kept with a cached document: its
+/// units' rows, and the `updated` time of its `records` row (which that write keeps if later).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Noted {
+    pub(crate) rows: Vec<UnitRows>,
+    pub(crate) updated: i64,
+}
+
 /// The catalog rows a record has before a write ([`Store::catalog_write`]).
 pub(crate) enum Held<'a> {
     /// None: the record is new.

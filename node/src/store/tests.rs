@@ -373,9 +373,13 @@ fn assert_cache_reads_true(city: &crate::City) {
                     unit: unit.to_vec(),
                 })
                 .collect();
-            let mut noted = (**units).clone();
+            let mut noted = units.rows.clone();
             noted.sort_by(|a, b| a.key.cmp(&b.key));
             assert_eq!(noted, stored);
+            let row = store.get("records", &held.id.0).expect("records");
+            let summary: crate::store::RecordSummary =
+                serde_json::from_slice(&row.expect("a record row")).expect("a summary");
+            assert_eq!(units.updated, summary.updated);
         }
     }
 }
