@@ -26,6 +26,7 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    intercity_node::without_huge_pages();
     // clap prints usage errors itself and exits with code 2.
     let cli = commands::Cli::parse();
     let color = ui::ColorChoice::resolve(cli.global.color);

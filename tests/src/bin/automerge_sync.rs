@@ -145,6 +145,8 @@ fn link(city: &Arc<City>, stream: TcpStream, sent: &Arc<AtomicU64>, done: &Arc<A
 }
 
 fn main() {
+    // As the daemon runs (see the function).
+    intercity_node::without_huge_pages();
     let nodes = arg("--nodes", 10).clamp(2, 64);
     let records = arg("--records", 1000);
     println!(

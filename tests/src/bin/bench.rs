@@ -20,6 +20,8 @@ fn total_entries(n: &TestNode) -> u64 {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    // As the daemon runs (see the function).
+    intercity_node::without_huge_pages();
     let nodes_n = arg("--nodes", 10).clamp(2, 64);
     let records = arg("--records", 1000);
     let samples = arg("--samples", 50).max(1);

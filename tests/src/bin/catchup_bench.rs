@@ -59,6 +59,8 @@ fn proc_cpu_ms(pid: &str) -> u64 {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    // As the daemon runs (see the function).
+    intercity_node::without_huge_pages();
     let entries = arg("--entries", 100_000).max(1);
     println!("catch-up bench: one peer holding {entries} entries, a new city syncing them");
     let source = TestNode::spawn_with("Source", 200, Duration::from_secs(5)).await;

@@ -133,6 +133,8 @@ fn group_bench(edits: usize) {
 }
 
 fn main() {
+    // As the daemon runs (see the function).
+    intercity_node::without_huge_pages();
     let n = intercity_tests::arg("--iterations", 3000).max(1);
     let mut p = Practice::new(
         "owner".to_string(),
