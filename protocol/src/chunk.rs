@@ -185,7 +185,7 @@ pub(crate) struct GenesisOp<'a> {
     /// An insert into a list or text (else a write at the key).
     pub insert: bool,
     /// What is written.
-    pub action: GenesisAction,
+    pub action: GenesisAction<'a>,
 }
 
 /// The key of a [`GenesisOp`].
@@ -201,8 +201,10 @@ pub(crate) enum GenesisKey<'a> {
 
 /// What a [`GenesisOp`] writes.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum GenesisAction {
-    /// A scalar.
+pub(crate) enum GenesisAction<'a> {
+    /// A string (as the chunk holds it: no copy, the characters of a text are each one).
+    PutStr(&'a str),
+    /// Any other scalar.
     Put(automerge::ScalarValue),
     /// A new object.
     Make(automerge::ObjType),
@@ -302,26 +304,28 @@ pub(crate) fn genesis_ops(chunk: &[u8]) -> Option<Vec<GenesisOp<'_>>> {
             _ => return None,
         };
         let insert = insert.next()?.unwrap_or(false);
+        // A string is kept as the chunk's bytes (`Err`); any other value is a scalar.
         let value = match meta.next()?.flatten()? {
-            0 => ScalarValue::Null,
-            1 => ScalarValue::Boolean(false),
-            2 => ScalarValue::Boolean(true),
+            0 => Ok(ScalarValue::Null),
+            1 => Ok(ScalarValue::Boolean(false)),
+            2 => Ok(ScalarValue::Boolean(true)),
             m => {
                 let bytes = raw.skip(m >> 4, "value").ok()?;
                 match m & 0b1111 {
-                    3 => ScalarValue::Uint(Reader::whole(bytes, Reader::ulebs)?),
-                    4 => ScalarValue::Int(Reader::whole(bytes, Reader::slebs)?),
-                    5 => ScalarValue::F64(f64::from_le_bytes(bytes.try_into().ok()?)),
-                    6 => ScalarValue::Str(std::str::from_utf8(bytes).ok()?.into()),
+                    3 => Ok(ScalarValue::Uint(Reader::whole(bytes, Reader::ulebs)?)),
+                    4 => Ok(ScalarValue::Int(Reader::whole(bytes, Reader::slebs)?)),
+                    5 => Ok(ScalarValue::F64(f64::from_le_bytes(bytes.try_into().ok()?))),
+                    6 => Err(std::str::from_utf8(bytes).ok()?),
                     _ => return None,
                 }
             }
         };
         let action = match (a, value) {
-            (1, value) => GenesisAction::Put(value),
-            (0, ScalarValue::Null) => GenesisAction::Make(ObjType::Map),
-            (2, ScalarValue::Null) => GenesisAction::Make(ObjType::List),
-            (4, ScalarValue::Null) => GenesisAction::Make(ObjType::Text),
+            (1, Err(text)) => GenesisAction::PutStr(text),
+            (1, Ok(value)) => GenesisAction::Put(value),
+            (0, Ok(ScalarValue::Null)) => GenesisAction::Make(ObjType::Map),
+            (2, Ok(ScalarValue::Null)) => GenesisAction::Make(ObjType::List),
+            (4, Ok(ScalarValue::Null)) => GenesisAction::Make(ObjType::Text),
             _ => return None,
         };
         if pred_group.next()?.flatten().unwrap_or(0) != 0

@@ -910,21 +910,23 @@ pub fn new_plain_change(
 /// Deepest nesting [`genesis_json`] reads (records nest three levels).
 const MAX_GENESIS_DEPTH: usize = 32;
 
-/// A value written by a genesis change: a scalar, or the object made by the op with this counter.
-enum Slot {
+/// A value written by a genesis change: a string, another scalar, or the object made by the op
+/// with this counter.
+enum Slot<'a> {
+    Str(&'a str),
     Scalar(ScalarValue),
     Object(u64),
 }
 
 /// An object made by a genesis change.
-enum Node {
+enum Node<'a> {
     /// A map: its entries in op order.
-    Map(Vec<(String, Slot)>),
+    Map(Vec<(&'a str, Slot<'a>)>),
     /// A list or text: its elements in list order, each with the counter of the op that
     /// inserted it.
     Seq {
         text: bool,
-        elements: Vec<(u64, Slot)>,
+        elements: Vec<(u64, Slot<'a>)>,
     },
 }
 
@@ -994,6 +996,7 @@ fn decoded_genesis_ops(expanded: &automerge::ExpandedChange) -> Option<Vec<Genes
             },
             insert: op.insert,
             action: match &op.action {
+                OpType::Put(ScalarValue::Str(text)) => GenesisAction::PutStr(text),
                 OpType::Put(v) => GenesisAction::Put(v.clone()),
                 OpType::Make(kind) => GenesisAction::Make(*kind),
                 _ => return None,
@@ -1011,6 +1014,7 @@ fn genesis_json_of(ops: Vec<GenesisOp<'_>>) -> Option<Json> {
     for (i, op) in ops.into_iter().enumerate() {
         let counter = i as u64 + 1;
         let (slot, created) = match op.action {
+            GenesisAction::PutStr(text) => (Slot::Str(text), None),
             GenesisAction::Put(v) => (Slot::Scalar(v), None),
             GenesisAction::Make(ObjType::Map) => {
                 (Slot::Object(counter), Some(Node::Map(Vec::new())))
@@ -1026,13 +1030,13 @@ fn genesis_json_of(ops: Vec<GenesisOp<'_>>) -> Option<Json> {
         };
         let at = nodes.binary_search_by_key(&op.obj, |(c, _)| *c).ok()?;
         match (nodes[at].1.as_mut()?, op.key, op.insert) {
-            (Node::Map(entries), GenesisKey::Map(k), false) => entries.push((k.to_string(), slot)),
+            (Node::Map(entries), GenesisKey::Map(k), false) => entries.push((k, slot)),
             (
                 Node::Seq { text, elements },
                 elem @ (GenesisKey::Head | GenesisKey::After(_)),
                 true,
             ) => {
-                if *text && !matches!(slot, Slot::Scalar(ScalarValue::Str(_))) {
+                if *text && !matches!(slot, Slot::Str(_)) {
                     return None;
                 }
                 // Automerge's list order (RGA): each element follows the one it was inserted
@@ -1059,11 +1063,12 @@ fn genesis_json_of(ops: Vec<GenesisOp<'_>>) -> Option<Json> {
 }
 
 /// Renders the object made by op `id` (0: the root) as JSON, taking it out of `nodes`.
-fn render(nodes: &mut [(u64, Option<Node>)], id: u64, depth: usize) -> Option<Json> {
+fn render(nodes: &mut [(u64, Option<Node<'_>>)], id: u64, depth: usize) -> Option<Json> {
     if depth > MAX_GENESIS_DEPTH {
         return None;
     }
-    let value = |slot: Slot, nodes: &mut [(u64, Option<Node>)]| match slot {
+    let value = |slot: Slot<'_>, nodes: &mut [(u64, Option<Node<'_>>)]| match slot {
+        Slot::Str(text) => Some(Json::String(text.to_string())),
         Slot::Scalar(s) => Some(scalar_to_json(&s)),
         Slot::Object(child) => render(nodes, child, depth + 1),
     };
@@ -1073,7 +1078,7 @@ fn render(nodes: &mut [(u64, Option<Node>)], id: u64, depth: usize) -> Option<Js
             let mut map = Map::new();
             for (k, slot) in entries {
                 let v = value(slot, nodes)?;
-                if map.insert(k, v).is_some() {
+                if map.insert(k.to_string(), v).is_some() {
                     return None;
                 }
             }
@@ -1083,11 +1088,15 @@ fn render(nodes: &mut [(u64, Option<Node>)], id: u64, depth: usize) -> Option<Js
             text: true,
             elements,
         } => {
-            let mut out = String::new();
-            for (_, slot) in elements {
-                if let Slot::Scalar(ScalarValue::Str(s)) = slot {
-                    out.push_str(&s);
+            fn text<'a>(slot: &Slot<'a>) -> &'a str {
+                match slot {
+                    Slot::Str(s) => s,
+                    _ => "",
                 }
+            }
+            let mut out = String::with_capacity(elements.iter().map(|(_, s)| text(s).len()).sum());
+            for (_, slot) in &elements {
+                out.push_str(text(slot));
             }
             Some(Json::String(out))
         }
