@@ -2630,6 +2630,53 @@ mod tests {
         genesis_of(ops)
     }
 
+    /// A text's elements as a genesis change can write them: empty strings read as Automerge
+    /// reads them, and anything but a string makes the reader decline (Automerge applies it).
+    #[test]
+    fn genesis_json_reads_a_text_of_strings_only() {
+        use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
+        let a = actor(1);
+        let text_of = |values: Vec<ScalarValue>| {
+            let mut ops = vec![Op {
+                action: OpType::Make(ObjType::Text),
+                obj: ObjectId::Root,
+                key: Key::Map("t".into()),
+                pred: SortedVec::new(),
+                insert: false,
+            }];
+            for value in values {
+                let after = match ops.len() {
+                    1 => ElementId::Head,
+                    n => ElementId::Id(OpId::new(n as u64, &a)),
+                };
+                ops.push(Op {
+                    action: OpType::Put(value),
+                    obj: ObjectId::Id(OpId::new(1, &a)),
+                    key: Key::Seq(after),
+                    pred: SortedVec::new(),
+                    insert: true,
+                });
+            }
+            genesis_of(ops)
+        };
+        let string = |s: &str| ScalarValue::Str(s.into());
+        for values in [
+            vec![string("")],
+            vec![string("a"), string(""), string("b")],
+            vec![string(""), string("")],
+        ] {
+            let c = text_of(values);
+            assert_eq!(genesis_json(&c), Some(to_json(&applied(&c), None)));
+        }
+        for values in [
+            vec![ScalarValue::Int(5)],
+            vec![string("a"), ScalarValue::Boolean(true)],
+            vec![string("a"), ScalarValue::Null],
+        ] {
+            assert_eq!(genesis_json(&text_of(values)), None);
+        }
+    }
+
     #[test]
     fn genesis_json_reads_inserts_in_the_middle_of_small_lists_only() {
         let limit = MAX_GENESIS_MIDDLE_INSERT;
