@@ -2578,6 +2578,19 @@ mod tests {
         assert_eq!(depth, MAX_JSON_DEPTH);
     }
 
+    /// An operation that makes an object of `kind` at the root's `key`, for changes built by
+    /// hand.
+    fn make_at_root(key: &str, kind: ObjType) -> automerge::legacy::Op {
+        use automerge::legacy::{Key, ObjectId, Op, OpType, SortedVec};
+        Op {
+            action: OpType::Make(kind),
+            obj: ObjectId::Root,
+            key: Key::Map(key.into()),
+            pred: SortedVec::new(),
+            insert: false,
+        }
+    }
+
     /// The genesis change of `ops` by actor 1.
     fn genesis_of(ops: Vec<automerge::legacy::Op>) -> Change {
         Change::from(automerge::ExpandedChange {
@@ -2600,14 +2613,10 @@ mod tests {
     fn inserting_change(inserts: &[(bool, Option<usize>)]) -> Change {
         use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
         let a = actor(1);
-        let make = |key: &str, kind| Op {
-            action: OpType::Make(kind),
-            obj: ObjectId::Root,
-            key: Key::Map(key.into()),
-            pred: SortedVec::new(),
-            insert: false,
-        };
-        let mut ops = vec![make("l", ObjType::List), make("t", ObjType::Text)];
+        let mut ops = vec![
+            make_at_root("l", ObjType::List),
+            make_at_root("t", ObjType::Text),
+        ];
         let mut made: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
         for (text, after) in inserts {
             let seq = usize::from(*text);
@@ -2637,13 +2646,7 @@ mod tests {
         use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
         let a = actor(1);
         let text_of = |values: Vec<ScalarValue>| {
-            let mut ops = vec![Op {
-                action: OpType::Make(ObjType::Text),
-                obj: ObjectId::Root,
-                key: Key::Map("t".into()),
-                pred: SortedVec::new(),
-                insert: false,
-            }];
+            let mut ops = vec![make_at_root("t", ObjType::Text)];
             for value in values {
                 let after = match ops.len() {
                     1 => ElementId::Head,
@@ -2718,13 +2721,7 @@ mod tests {
             pred: SortedVec::new(),
             insert,
         };
-        let mut ops = vec![Op {
-            action: OpType::Make(ObjType::List),
-            obj: ObjectId::Root,
-            key: Key::Map("l".into()),
-            pred: SortedVec::new(),
-            insert: false,
-        }];
+        let mut ops = vec![make_at_root("l", ObjType::List)];
         for (n, v) in values.iter().enumerate() {
             ops.push(put(
                 ObjectId::Root,
