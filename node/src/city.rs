@@ -356,7 +356,6 @@ impl City {
         };
         let mut record = read.clone();
         f(&mut record)?;
-        let before = heads;
         // `edit_document` validates the record first (an invalid one is `CityError::Record`).
         // Only what the edit changed is written (and read again).
         let mut change = doc::edit_document_over(&mut doc, actor, Some(&json), &record, message)?
@@ -373,7 +372,7 @@ impl City {
             .actor_number(&feed, &id, change.actor_id())?
             .is_some_and(|used| used >= change.seq())
         {
-            doc = doc::fork_at(&doc, &before)
+            doc = doc::fork_at(&doc, &heads)
                 .map_err(|e| CityError::Record(RecordError::Unreadable(e.to_string())))?;
             change = doc::edit_document_over(
                 &mut doc,

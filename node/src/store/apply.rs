@@ -57,7 +57,7 @@ pub(crate) struct CachedDoc {
     /// The catalog rows of its units and its `records` row's time as that write left them
     /// (when it wrote them): the next write of the document replaces these instead of reading
     /// them.
-    pub(crate) units: Option<std::sync::Arc<catalog::Noted>>,
+    pub(crate) noted: Option<std::sync::Arc<catalog::Noted>>,
 }
 
 /// How a document is stored: its `docs` row and the `doc_tail` rows after it.
@@ -112,7 +112,7 @@ impl Store {
         let mut delta = catalog::CatalogDelta::default();
         let mut stored = Vec::with_capacity(commit.docs.len());
         // Each document's catalog rows after the write, for the cache.
-        let mut units = Vec::with_capacity(commit.docs.len());
+        let mut noted_rows = Vec::with_capacity(commit.docs.len());
         for (id, update) in &commit.docs {
             stored.push(self.write_doc(&mut batch, id, update)?);
             let mut noted = None;
@@ -123,7 +123,7 @@ impl Store {
                 debug_assert!(!genesis || self.get("records", &id.0)?.is_none());
                 // The rows the cache notes for this document are the ones its last write left
                 // (its record row included).
-                let known = self.cached(id, |held| held.units.clone()).flatten();
+                let known = self.cached(id, |held| held.noted.clone()).flatten();
                 let row = if genesis || known.is_some() {
                     None
                 } else {
@@ -169,7 +169,7 @@ impl Store {
                     })
                 });
             }
-            units.push(noted);
+            noted_rows.push(noted);
         }
         // Documents a fork's settlement emptied: gone, with their record and catalog rows (the
         // entries stay, void).
@@ -333,9 +333,9 @@ impl Store {
         }
         drop((entry_counts, pending_counts));
         // Costly documents just written stay in memory, for the next change to them.
-        for (((id, update), stored), units) in commit.docs.into_iter().zip(stored).zip(units) {
+        for (((id, update), stored), noted) in commit.docs.into_iter().zip(stored).zip(noted_rows) {
             // (A document also removed by the commit lost the rows its update wrote.)
-            let units = units.filter(|_| !commit.removed.contains(&id));
+            let noted = noted.filter(|_| !commit.removed.contains(&id));
             if let DocState::Built(doc) = update.doc {
                 let changes = doc.stats().num_changes;
                 if costly(stored.size(), changes) {
@@ -346,7 +346,7 @@ impl Store {
                     let shown = json
                         .as_deref()
                         .map_or(0, |j| 2 * intercity_protocol::doc::json_bytes(j));
-                    let noted: usize = units.as_deref().map_or(0, |noted| {
+                    let noted_bytes: usize = noted.as_deref().map_or(0, |noted| {
                         noted
                             .rows
                             .iter()
@@ -355,7 +355,7 @@ impl Store {
                     });
                     let weight = cache_weight(stored.size(), changes)
                         .saturating_add(shown)
-                        .saturating_add(noted);
+                        .saturating_add(noted_bytes);
                     cache.insert(
                         0,
                         CachedDoc {
@@ -365,7 +365,7 @@ impl Store {
                             stored,
                             record: update.record.filter(|_| update.read),
                             json,
-                            units,
+                            noted,
                         },
                     );
                 }

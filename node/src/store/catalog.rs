@@ -321,7 +321,7 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter_mut()
         {
-            held.units = None;
+            held.noted = None;
         }
         let mut clear = WriteBatch::default();
         let end = [0xffu8; 64];

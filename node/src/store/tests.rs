@@ -361,7 +361,7 @@ fn assert_cache_reads_true(city: &crate::City) {
             assert_eq!(**json, intercity_protocol::doc::to_json(&held.doc, None));
         }
         // The catalog rows it notes are the store's.
-        if let Some(units) = &held.units {
+        if let Some(noted) = &held.noted {
             let store = city.store();
             let stored: Vec<super::catalog::UnitRows> = store
                 .scan("units", &held.id.0)
@@ -373,13 +373,13 @@ fn assert_cache_reads_true(city: &crate::City) {
                     unit: unit.to_vec(),
                 })
                 .collect();
-            let mut noted = units.rows.clone();
-            noted.sort_by(|a, b| a.key.cmp(&b.key));
-            assert_eq!(noted, stored);
+            let mut rows = noted.rows.clone();
+            rows.sort_by(|a, b| a.key.cmp(&b.key));
+            assert_eq!(rows, stored);
             let row = store.get("records", &held.id.0).expect("records");
             let summary: crate::store::RecordSummary =
                 serde_json::from_slice(&row.expect("a record row")).expect("a summary");
-            assert_eq!(units.updated, summary.updated);
+            assert_eq!(noted.updated, summary.updated);
         }
     }
 }
@@ -473,7 +473,7 @@ fn a_node_judges_alike_with_the_records_it_caches_or_without() {
             .lock()
             .expect("cache")
             .iter()
-            .any(|held| held.id == id && held.units.is_some())
+            .any(|held| held.id == id && held.noted.is_some())
     };
     assert!(noted(&warm), "the document is not cached with its rows");
     // The node that replaced the catalog rows it noted wrote what the one that read them did.

@@ -67,7 +67,7 @@ fn mended_postings_are_the_postings_of_the_record_as_it_reads() {
         .expect("create");
     let mut group = Group::new("Green cities", city.id().to_string(), "Milan");
     let mut agenda = Agenda::new("Study visit", "2027-03-01");
-    // Costly to write whole: cached, with the catalog rows its writes leave (`CachedDoc::units`).
+    // Costly to write whole: cached, with the catalog rows its writes leave (`CachedDoc::noted`).
     agenda.minutes = "Notes of the meeting, to be read before it. ".repeat(1600);
     for k in 0..4 {
         let mut item = Item::new(format!("Item {k}"));
@@ -159,7 +159,7 @@ fn mended_postings_are_the_postings_of_the_record_as_it_reads() {
             .lock()
             .expect("cache")
             .iter()
-            .any(|held| held.id == group && held.units.is_some()),
+            .any(|held| held.id == group && held.noted.is_some()),
         "the group is not cached with its catalog rows"
     );
     // Many terms changed at once, the length kept: written again rather than read one by one.
