@@ -136,7 +136,7 @@ fn change_columns(payload: &[u8]) -> Result<Vec<(u64, &[u8])>, ChunkError> {
         Some(&COMPRESSED_CHUNK) => return Err(ChunkError::Compressed),
         _ => return Err(ChunkError::NotAChange),
     }
-    if payload.get(..4) != Some(&[0x85, 0x6f, 0x4a, 0x83][..]) {
+    if payload.get(..4) != Some(&MAGIC[..]) {
         return Err(ChunkError::NotAChange);
     }
     let mut r = Reader {
@@ -226,6 +226,90 @@ const PRED_CTR: u64 = 7 << 4 | 3;
 const EXPAND: u64 = 9 << 4 | 4;
 const MARK_NAME: u64 = 10 << 4 | 5;
 
+/// A genesis change as [`genesis_change`] reads it, without Automerge.
+#[derive(Debug)]
+pub(crate) struct GenesisChange<'a> {
+    /// Its hash, as Automerge computes it: SHA-256 of the chunk type, the body's length and the
+    /// body.
+    pub hash: automerge::ChangeHash,
+    /// Its actor.
+    pub actor: &'a [u8],
+    /// Its operations, as [`genesis_ops`] reads them.
+    pub ops: Vec<GenesisOp<'a>>,
+}
+
+/// Reads `payload` as the genesis change of one actor without Automerge: an uncompressed change
+/// chunk with no dependencies, seq 1 and start op 1, no other actors, a checksum that is its
+/// hash's first four bytes, nothing after its columns, and operations that [`genesis_ops`]
+/// reads. `None` for anything else (the caller then decodes with Automerge).
+///
+/// It takes only what Automerge's encoder writes, in the form it writes it, so that whatever it
+/// reads, `Change::from_bytes` accepts and reads the same: every number in minimal LEB128
+/// (Automerge's header parser refuses overlong ones), a UTF-8 message, the payload exactly one
+/// chunk, only the columns a change of puts and makes has (see [`genesis_ops`]), and objects and
+/// elements that earlier operations of the change made. A test checks this on every one-byte
+/// change, deletion and insertion of genesis chunks.
+///
+/// A change of more than `max_ops` operations ([`check_change`]) is declined before its
+/// operations are read; one with dependencies, before anything is hashed.
+pub(crate) fn genesis_change(payload: &[u8], max_ops: u64) -> Option<GenesisChange<'_>> {
+    use sha2::{Digest, Sha256};
+    if payload.get(..4)? != MAGIC || *payload.get(8)? != CHANGE_CHUNK {
+        return None;
+    }
+    let mut r = Reader {
+        bytes: payload,
+        at: 9,
+    };
+    let len = r.ulebs()?;
+    let body = r.skip(len, "body").ok()?;
+    if !r.done() {
+        return None;
+    }
+    let mut b = Reader { bytes: body, at: 0 };
+    let deps = b.ulebs()?;
+    let n = b.ulebs()?;
+    let actor = b.skip(n, "actor").ok()?;
+    let (seq, start_op) = (b.ulebs()?, b.ulebs()?);
+    b.slebs()?;
+    let n = b.ulebs()?;
+    std::str::from_utf8(b.skip(n, "message").ok()?).ok()?;
+    if deps != 0 || seq != 1 || start_op != 1 || b.ulebs()? != 0 {
+        return None;
+    }
+    let mut columns = Vec::new();
+    for _ in 0..b.ulebs()? {
+        columns.push((b.ulebs()?, b.ulebs()?));
+    }
+    let mut data = Vec::with_capacity(columns.len());
+    for (spec, len) in columns {
+        if !CHANGE_COLUMNS.contains(&spec) {
+            return None;
+        }
+        data.push((spec, b.skip(len, "column data").ok()?));
+    }
+    if !b.done() || check_change(payload, max_ops).is_err() {
+        return None;
+    }
+    // The length is minimal, so these are the bytes Automerge hashes.
+    let hash = automerge::ChangeHash(Sha256::digest(&payload[8..]).into());
+    if payload[4..8] != hash.0[..4] {
+        return None;
+    }
+    let ops = ops_of(data)?;
+    Some(GenesisChange { hash, actor, ops })
+}
+
+/// The magic bytes that begin every Automerge chunk.
+const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+
+/// The columns Automerge's encoder writes for a change of puts and makes without marks: what
+/// [`genesis_change`] takes.
+const CHANGE_COLUMNS: [u64; 10] = [
+    OBJ_ACTOR, OBJ_CTR, KEY_ACTOR, KEY_CTR, KEY_STR, INSERT, ACTION, VALUE_META, VALUE_RAW,
+    PRED_GROUP,
+];
+
 /// The operations of the change chunk `chunk` (which Automerge has decoded: `Change::from_bytes`
 /// accepted it), read straight from its columns, for a change by one actor (every actor index
 /// 0) that only makes objects and puts scalars: about ten times cheaper than Automerge's
@@ -237,11 +321,21 @@ const MARK_NAME: u64 = 10 << 4 | 5;
 /// then decodes with Automerge. Where it answers, it reads what Automerge reads (a test
 /// compares the two on every operation of random records and on mutated chunks).
 pub(crate) fn genesis_ops(chunk: &[u8]) -> Option<Vec<GenesisOp<'_>>> {
+    ops_of(change_columns(chunk).ok()?)
+}
+
+/// [`genesis_ops`] of a chunk's columns (spec and data each, in the chunk's order).
+fn ops_of(columns: Vec<(u64, &[u8])>) -> Option<Vec<GenesisOp<'_>>> {
     use automerge::{ObjType, ScalarValue};
     let mut data: [&[u8]; 14] = [&[]; 14];
     let mut last = None;
-    for (spec, bytes) in change_columns(chunk).ok()? {
-        if last.is_some_and(|l| spec <= l) {
+    for (spec, bytes) in columns {
+        // In order, not empty (Automerge's encoder leaves an empty column out), and raw values
+        // only after their metadata (Automerge refuses them alone).
+        if last.is_some_and(|l| spec <= l)
+            || bytes.is_empty()
+            || (spec == VALUE_RAW && last != Some(VALUE_META))
+        {
             return None;
         }
         last = Some(spec);
@@ -286,11 +380,15 @@ pub(crate) fn genesis_ops(chunk: &[u8]) -> Option<Vec<GenesisOp<'_>>> {
     }
     let mut ops = Vec::new();
     while let Some(a) = action.next()? {
+        // Objects and elements are those of earlier operations of this change (genesis changes
+        // start at op 1), as [`crate::doc::genesis_json`] wants them: Automerge panics on a
+        // counter past 32 bits.
+        let earlier = |c: u64| c > 0 && c <= ops.len() as u64;
         // A null action: Automerge refuses it.
         let a = a?;
         let obj = match (obj_actor.next()?.flatten(), obj_ctr.next()?.flatten()) {
             (None, None) => 0,
-            (Some(0), Some(c)) if c > 0 => c,
+            (Some(0), Some(c)) if earlier(c) => c,
             _ => return None,
         };
         let key = match (
@@ -300,10 +398,13 @@ pub(crate) fn genesis_ops(chunk: &[u8]) -> Option<Vec<GenesisOp<'_>>> {
         ) {
             (None, None, Some(k)) => GenesisKey::Map(k),
             (None, Some(0), None) => GenesisKey::Head,
-            (Some(0), Some(c), None) if c > 0 => GenesisKey::After(c.unsigned_abs()),
+            (Some(0), Some(c), None) if c > 0 && earlier(c.unsigned_abs()) => {
+                GenesisKey::After(c.unsigned_abs())
+            }
             _ => return None,
         };
-        let insert = insert.next()?.unwrap_or(false);
+        // Automerge wants a value for each operation in both columns.
+        let insert = insert.next()??;
         // A string is kept as the chunk's bytes (`Err`); any other value is a scalar.
         let value = match meta.next()?.flatten()? {
             0 => Ok(ScalarValue::Null),
@@ -328,7 +429,7 @@ pub(crate) fn genesis_ops(chunk: &[u8]) -> Option<Vec<GenesisOp<'_>>> {
             (4, Ok(ScalarValue::Null)) => GenesisAction::Make(ObjType::Text),
             _ => return None,
         };
-        if pred_group.next()?.flatten().unwrap_or(0) != 0
+        if pred_group.next()?.flatten()? != 0
             || expand.next()?.unwrap_or(false)
             || mark_name.next()?.flatten().is_some()
         {
@@ -366,7 +467,8 @@ impl<'a> Reader<'a> {
         r.done().then_some(value)
     }
 
-    /// An unsigned LEB128 number of at most 63 bits.
+    /// An unsigned LEB128 number of at most 63 bits, in its shortest encoding (Automerge's
+    /// encoder writes no other, and its header parser refuses longer ones).
     fn ulebs(&mut self) -> Option<u64> {
         let mut value = 0u64;
         for shift in (0..63).step_by(7) {
@@ -374,25 +476,33 @@ impl<'a> Reader<'a> {
             self.at += 1;
             value |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
-                return (value >> 63 == 0).then_some(value);
+                let minimal = shift == 0 || b != 0;
+                return (minimal && value >> 63 == 0).then_some(value);
             }
         }
         None
     }
 
-    /// A signed LEB128 number of at most 63 bits.
+    /// A signed LEB128 number of at most 63 bits, in its shortest encoding (see
+    /// [`Reader::ulebs`]): a last byte that only repeats the sign of the one before is refused.
     fn slebs(&mut self) -> Option<i64> {
         let mut value = 0i64;
+        let mut before = 0u8;
         for shift in (0..63).step_by(7) {
             let b = *self.bytes.get(self.at)?;
             self.at += 1;
             value |= i64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
+                let redundant = (b == 0 && before & 0x40 == 0) || (b == 0x7f && before & 0x40 != 0);
+                if shift > 0 && redundant {
+                    return None;
+                }
                 if b & 0x40 != 0 && shift + 7 < 64 {
                     value |= -1i64 << (shift + 7);
                 }
                 return (shift + 7 <= 63).then_some(value);
             }
+            before = b;
         }
         None
     }
@@ -442,7 +552,9 @@ impl<'a, T: Copy> Runs<'a, T> {
                     self.literal = true;
                 }
                 _ => {
-                    self.left = self.r.ulebs()?;
+                    // A run of no nulls: Automerge's encoder never writes one, and its decoder
+                    // ends a column on it without a value.
+                    self.left = self.r.ulebs().filter(|n| *n > 0)?;
                     self.last = None;
                     self.literal = false;
                 }
@@ -484,7 +596,8 @@ impl<'a> Deltas<'a> {
     }
 }
 
-/// A boolean column: alternating run lengths, the first of `false`s.
+/// A boolean column: alternating run lengths, the first of `false`s (only that one may be empty,
+/// as Automerge's encoder writes it).
 struct Bools<'a> {
     r: Reader<'a>,
     left: u64,
@@ -505,7 +618,8 @@ impl<'a> Bools<'a> {
             if self.r.done() {
                 return Some(None);
             }
-            self.left = self.r.ulebs()?;
+            let first = self.r.at == 0;
+            self.left = self.r.ulebs().filter(|n| *n > 0 || first)?;
             self.value = !self.value;
         }
         self.left -= 1;
@@ -769,5 +883,153 @@ mod tests {
         let bigger = inflate_runs(honest.raw_bytes(), 3);
         assert_eq!(check_change(&bigger, 3_000), Ok(()));
         assert_eq!(Change::from_bytes(bigger).expect("decodes").len(), 3_000);
+    }
+
+    /// A genesis chunk of actor `[1; 32]` with these header fields after the actor (seq, start
+    /// op, time, message, other actors: as bytes) and these columns, with a valid checksum.
+    fn chunk_with(fields: &[u8], columns: &[(u64, &[u8])]) -> Vec<u8> {
+        use sha2::Digest;
+        let mut body = vec![0, 32];
+        body.extend([1u8; 32]);
+        body.extend(fields);
+        put_uleb(&mut body, columns.len() as u64);
+        for (spec, data) in columns {
+            put_uleb(&mut body, *spec);
+            put_uleb(&mut body, data.len() as u64);
+        }
+        for (_, data) in columns {
+            body.extend(*data);
+        }
+        let mut header = vec![CHANGE_CHUNK];
+        put_uleb(&mut header, body.len() as u64);
+        let hash = sha2::Sha256::new()
+            .chain_update(&header)
+            .chain_update(&body)
+            .finalize();
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&hash[..4]);
+        out.extend(header);
+        out.extend(body);
+        out
+    }
+
+    /// Seq 1, start op 1, time 0, no message, no other actors.
+    const FIELDS: &[u8] = &[1, 1, 0, 0, 0];
+
+    /// One operation: the root's key "k" set to null.
+    fn one_put() -> Vec<(u64, &'static [u8])> {
+        vec![
+            (KEY_STR, &[0x7f, 1, b'k']),
+            (INSERT, &[1]),
+            (ACTION, &[0x7f, 1]),
+            (VALUE_META, &[0x7f, 0]),
+            (PRED_GROUP, &[0x7f, 0]),
+        ]
+    }
+
+    /// The genesis reader takes only what Automerge decodes: each chunk here differs from one
+    /// both read by one thing Automerge refuses, and the reader must refuse it too.
+    #[test]
+    fn the_genesis_reader_refuses_what_automerge_refuses() {
+        // Automerge panics on some (a counter past 32 bits).
+        let decodes = |c: &[u8]| {
+            let c = c.to_vec();
+            matches!(crate::doc::isolate(|| Change::from_bytes(c)), Ok(Ok(c)) if c.len() == 1)
+        };
+        let good = chunk_with(FIELDS, &one_put());
+        assert!(decodes(&good));
+        let read = genesis_change(&good, 10).expect("reads");
+        assert_eq!(
+            read.hash,
+            Change::from_bytes(good.clone()).expect("decodes").hash()
+        );
+        assert_eq!((read.actor, read.ops.len()), (&[1u8; 32][..], 1));
+
+        let without = |spec: u64| -> Vec<(u64, &'static [u8])> {
+            one_put().into_iter().filter(|(s, _)| *s != spec).collect()
+        };
+        let with = |spec: u64, data: &'static [u8]| -> Vec<(u64, &'static [u8])> {
+            let mut cols = without(spec);
+            cols.push((spec, data));
+            cols.sort_by_key(|(s, _)| *s);
+            cols
+        };
+        let refused: Vec<(&str, Vec<u8>)> = vec![
+            ("no insert column", chunk_with(FIELDS, &without(INSERT))),
+            (
+                "no predecessor column",
+                chunk_with(FIELDS, &without(PRED_GROUP)),
+            ),
+            (
+                "a null run of no values ending the actions",
+                chunk_with(FIELDS, &with(ACTION, &[0x7f, 1, 0, 0])),
+            ),
+            (
+                "an overlong number as a value",
+                chunk_with(FIELDS, &{
+                    let mut cols = with(VALUE_META, &[0x7f, 0x23]);
+                    cols.push((VALUE_RAW, &[0x81, 0x00]));
+                    cols.sort_by_key(|(s, _)| *s);
+                    cols
+                }),
+            ),
+            (
+                "an empty predecessor actor column",
+                chunk_with(FIELDS, &{
+                    let mut cols = one_put();
+                    cols.push((PRED_ACTOR, &[]));
+                    cols
+                }),
+            ),
+            (
+                "an object past 32 bits",
+                chunk_with(FIELDS, &{
+                    let mut cols = one_put();
+                    cols.push((OBJ_ACTOR, &[0x7f, 0]));
+                    cols.push((OBJ_CTR, &[0x7f, 0x80, 0x80, 0x80, 0x80, 0x10]));
+                    cols.sort_by_key(|(s, _)| *s);
+                    cols
+                }),
+            ),
+            (
+                "an element past 32 bits",
+                chunk_with(FIELDS, &{
+                    let mut cols = without(KEY_STR);
+                    cols.push((KEY_ACTOR, &[0x7f, 0]));
+                    cols.push((KEY_CTR, &[0x7f, 0x80, 0x80, 0x80, 0x80, 0x10]));
+                    cols.sort_by_key(|(s, _)| *s);
+                    cols
+                }),
+            ),
+            (
+                "a message that is not UTF-8",
+                chunk_with(&[1, 1, 0, 1, 0xff, 0], &one_put()),
+            ),
+            (
+                "an overlong time",
+                chunk_with(&[1, 1, 0x80, 0, 0, 0], &one_put()),
+            ),
+            (
+                "an overlong seq",
+                chunk_with(&[0x81, 0, 1, 0, 0, 0], &one_put()),
+            ),
+            ("start op 0", chunk_with(&[1, 0, 0, 0, 0], &one_put())),
+            ("bytes after the chunk", {
+                let mut c = good.clone();
+                c.push(0);
+                c
+            }),
+        ];
+        let mut taken = Vec::new();
+        for (what, chunk) in refused {
+            assert!(!decodes(&chunk), "{what}: Automerge decodes it");
+            if genesis_change(&chunk, 10).is_some() {
+                taken.push(what);
+            }
+        }
+        assert!(
+            taken.is_empty(),
+            "the reader takes what Automerge refuses: {taken:?}"
+        );
     }
 }

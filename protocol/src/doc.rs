@@ -973,6 +973,19 @@ pub fn genesis_json(change: &Change) -> Option<Json> {
     genesis_json_of(decoded_genesis_ops(&expanded)?)
 }
 
+/// [`genesis_json`] of a change read from its payload without Automerge
+/// ([`crate::chunk::genesis_change`]): the change's hash and actor, and the JSON. `None` where
+/// that reader declines the payload (then decode it with Automerge, and ask [`genesis_json`]) or
+/// [`genesis_json`] would answer `None`, or the change has over `max_ops` operations. Where it
+/// answers, Automerge decodes the payload, and [`genesis_json`] of that change is the same JSON.
+pub(crate) fn genesis_json_of_payload(
+    payload: &[u8],
+    max_ops: u64,
+) -> Option<(ChangeHash, &[u8], Json)> {
+    let change = crate::chunk::genesis_change(payload, max_ops)?;
+    Some((change.hash, change.actor, genesis_json_of(change.ops)?))
+}
+
 /// The operations of a decoded genesis change as [`GenesisOp`]s: `None` where one refers to
 /// another actor, has predecessors, or neither puts a scalar nor makes an object.
 fn decoded_genesis_ops(expanded: &automerge::ExpandedChange) -> Option<Vec<GenesisOp<'_>>> {
@@ -1583,7 +1596,7 @@ fn common_subsequence(current: &[Option<Json>], target: &[Json]) -> (Vec<bool>, 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::record::tests::{BRNO, MILAN, PORTO, group, practice, project};
     use crate::record::{Agenda, Group, Item, Practice};
@@ -2825,6 +2838,129 @@ mod tests {
         assert!(answered > 100, "{answered} of {decoded_count} read");
     }
 
+    /// What the genesis reader takes without Automerge, Automerge decodes: the same hash, actor
+    /// and operations, the same [`genesis_json`], and, where that reads a record, a document
+    /// `Automerge::load` loads (the payload is stored as the document). True if it took it.
+    fn taken_as_automerge_takes(bytes: &[u8]) -> bool {
+        let Some(read) = crate::chunk::genesis_change(bytes, 1 << 20) else {
+            return false;
+        };
+        let change = isolate(|| Change::from_bytes(bytes.to_vec()))
+            .expect("no panic")
+            .expect("Automerge decodes what the genesis reader takes");
+        assert_eq!(read.hash, change.hash());
+        assert_eq!(read.actor, change.actor_id().to_bytes());
+        assert!(change.deps().is_empty() && change.other_actor_ids().is_empty());
+        assert_eq!((change.seq(), change.start_op().get()), (1, 1));
+        assert_eq!(change.len(), read.ops.len());
+        let decoded = isolate(|| change.decode()).expect("decodes");
+        assert_eq!(Some(read.ops), decoded_genesis_ops(&decoded));
+        let fast = genesis_json_of_payload(bytes, 1 << 20).map(|(_, _, json)| json);
+        assert_eq!(fast, genesis_json(&change));
+        if fast.is_some() {
+            assert!(matches!(isolate(|| Automerge::load(bytes)), Ok(Ok(_))));
+        }
+        true
+    }
+
+    /// A change chunk of body `body`, with its length and checksum right.
+    fn rechunk(body: &[u8]) -> Vec<u8> {
+        use sha2::Digest;
+        let mut header = vec![crate::chunk::CHANGE_CHUNK];
+        let mut n = body.len();
+        while n >= 0x80 {
+            header.push(n as u8 | 0x80);
+            n >>= 7;
+        }
+        header.push(n as u8);
+        let hash = sha2::Sha256::new()
+            .chain_update(&header)
+            .chain_update(body)
+            .finalize();
+        let mut out = vec![0x85, 0x6f, 0x4a, 0x83];
+        out.extend_from_slice(&hash[..4]);
+        out.extend(header);
+        out.extend(body);
+        out
+    }
+
+    /// Genesis chunks by `actor` (of a practice and of a group with an agenda, with merged and
+    /// plain texts: the first four), then every one-byte change (five new values at each
+    /// position), deletion and insertion (three values) in their bodies, each with its length
+    /// and checksum made right again, and every one-byte change of their headers.
+    pub(crate) fn genesis_variants(actor: &ActorId) -> Vec<Vec<u8>> {
+        let grouped = with_agenda(&group(), |ag| {
+            ag.items.push(item("z1", "Mobility"));
+            ag.items.push(item("z2", "Energy"));
+        });
+        let mut chunks = Vec::new();
+        for record in [Record::from(practice()), Record::from(grouped)] {
+            for texts in [Texts::Merged, Texts::Plain] {
+                let (_, change) =
+                    new_document(actor.clone(), &record, "create", texts).expect("new");
+                chunks.push(change.raw_bytes().to_vec());
+            }
+        }
+        let mut variants = chunks.clone();
+        for bytes in chunks {
+            let body = &bytes[bytes.len() - change_body_len(&bytes)..];
+            for at in 0..body.len() {
+                for new in [body[at] ^ 1, body[at] ^ 0x80, body[at] ^ 0x40, 0, 0xff] {
+                    let mut m = body.to_vec();
+                    m[at] = new;
+                    variants.push(rechunk(&m));
+                }
+                let mut m = body.to_vec();
+                m.remove(at);
+                variants.push(rechunk(&m));
+                for new in [0, 0x80, body[at]] {
+                    let mut m = body.to_vec();
+                    m.insert(at, new);
+                    variants.push(rechunk(&m));
+                }
+            }
+            for at in 0..bytes.len() - body.len() {
+                for new in [bytes[at] ^ 1, bytes[at] ^ 0x80, 0, 0xff] {
+                    let mut m = bytes.clone();
+                    m[at] = new;
+                    variants.push(m);
+                }
+            }
+        }
+        variants
+    }
+
+    /// Whatever the genesis reader takes without Automerge (`chunk::genesis_change`), Automerge
+    /// decodes and reads the same, over [`genesis_variants`].
+    #[test]
+    fn what_the_genesis_reader_takes_automerge_decodes_the_same() {
+        let variants = genesis_variants(&actor(1));
+        for chunk in &variants[..4] {
+            assert!(
+                taken_as_automerge_takes(chunk),
+                "the reader takes the change itself"
+            );
+        }
+        let taken = variants
+            .iter()
+            .filter(|v| taken_as_automerge_takes(v))
+            .count();
+        assert!(taken > 1_000, "{taken} of {} taken", variants.len());
+    }
+
+    /// The body length of change chunk `bytes` (its LEB128 after the chunk type).
+    fn change_body_len(bytes: &[u8]) -> usize {
+        let (mut n, mut shift) = (0usize, 0);
+        for b in &bytes[9..] {
+            n |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        n
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -2976,7 +3112,13 @@ mod tests {
             let record = Record::from(target);
             for texts in [Texts::Merged, Texts::Plain] {
                 let (_, change) = new_document(actor(1), &record, "create", texts).expect("new");
-                prop_assert_eq!(genesis_json(&change), Some(to_json(&applied(&change), None)));
+                let json = to_json(&applied(&change), None);
+                prop_assert_eq!(genesis_json(&change), Some(json.clone()));
+                // Read without Automerge too.
+                let (hash, author, fast) =
+                    genesis_json_of_payload(change.raw_bytes(), 1 << 20).expect("read from the payload");
+                let ours = actor(1).to_bytes().to_vec();
+                prop_assert_eq!((hash, author, fast), (change.hash(), &ours[..], json));
             }
             let built = new_plain_change(actor(1), &record, "create").expect("build");
             let (_, reference) = new_document(actor(1), &record, "create", Texts::Plain).expect("new");

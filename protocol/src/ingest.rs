@@ -801,17 +801,18 @@ pub const MAX_PREPARED_RECORD_BYTES: usize = 64 * 1024;
 /// where one answer's worth must stay short. Such a change is decoded by the pipeline.
 pub const MAX_PREPARED_OPS: u64 = 1_024;
 
-/// What the pipeline reads from a received entry's payload, read ahead of it by [`prepare`]
-/// (on any thread, in parallel with the judging of other entries): the change, decoded
-/// ([`decode_change`]), and for a genesis change the record it creates
-/// ([`doc::genesis_json`]). Both are functions of the payload and its author alone: the
-/// pipeline takes them for the entry whose author and payload hash they were read for, and
-/// the verdicts are those it would give reading them itself.
+/// What the pipeline reads from a received entry's payload ([`read_received`]), read ahead of
+/// it by [`prepare`] (on any thread, in parallel with the judging of other entries): the change,
+/// and for a genesis change the record it creates. Both are functions of the payload and its
+/// author alone: the pipeline takes them for the entry whose author and payload hash they were
+/// read for, and the verdicts are those it would give reading them itself.
 #[derive(Clone, Debug)]
 pub struct Prepared {
     author: CityId,
     payload_hash: Hash32,
-    change: Change,
+    /// The change decoded by Automerge; `None` for a genesis change read from its payload alone
+    /// (`genesis` is then its record).
+    change: Option<Change>,
     genesis: Option<GenesisRead>,
 }
 
@@ -820,13 +821,14 @@ impl Prepared {
     /// each in the change, a whole actor id each decoded), and the record a genesis change
     /// creates (see [`GenesisRead::bytes`]).
     pub(crate) fn bytes(&self) -> usize {
-        let actors = self.change.other_actor_ids();
-        std::mem::size_of::<Prepared>()
-            + self.change.raw_bytes().len()
-            + std::mem::size_of_val(self.change.deps())
-            + std::mem::size_of_val(actors)
-            + actors.iter().map(|a| a.to_bytes().len()).sum::<usize>()
-            + self.genesis.as_ref().map_or(0, |g| g.bytes)
+        let change = self.change.as_ref().map_or(0, |change| {
+            let actors = change.other_actor_ids();
+            change.raw_bytes().len()
+                + std::mem::size_of_val(change.deps())
+                + std::mem::size_of_val(actors)
+                + actors.iter().map(|a| a.to_bytes().len()).sum::<usize>()
+        });
+        std::mem::size_of::<Prepared>() + change + self.genesis.as_ref().map_or(0, |g| g.bytes)
     }
 }
 
@@ -847,7 +849,23 @@ impl GenesisRead {
     /// Reads genesis change `change`, if [`doc::genesis_json`] models it and the record is at
     /// most `max` bytes ([`doc::json_bytes`], measured before it is parsed).
     fn of(change: &Change, max: usize) -> Option<GenesisRead> {
-        let json = doc::genesis_json(change)?;
+        GenesisRead::of_json(change.hash(), doc::genesis_json(change)?, max)
+    }
+
+    /// Reads the genesis change that `payload` holds, by `author`, without Automerge
+    /// ([`doc::genesis_json_of_payload`]): `None` unless that reader takes it, and it is a change
+    /// [`decode_change`] would take (its operations within [`MAX_CHANGE_OPS`], its actor
+    /// `author`'s), whose record is at most `max` bytes. Automerge then decodes it, and
+    /// [`GenesisRead::of`] of that change reads the same.
+    fn of_payload(author: &CityId, payload: &[u8], max: usize) -> Option<GenesisRead> {
+        let (hash, actor, json) = doc::genesis_json_of_payload(payload, MAX_CHANGE_OPS as u64)?;
+        if !actor.starts_with(author.as_bytes()) {
+            return None;
+        }
+        GenesisRead::of_json(hash, json, max)
+    }
+
+    fn of_json(hash: ChangeHash, json: Json, max: usize) -> Option<GenesisRead> {
         let bytes = doc::json_bytes(&json);
         if bytes > max {
             return None;
@@ -857,7 +875,7 @@ impl GenesisRead {
             .and_then(|k| k.as_str())
             .and_then(|k| k.parse::<Kind>().ok());
         Some(GenesisRead {
-            hash: change.hash(),
+            hash,
             kind,
             bytes,
             record: Record::from_json(json),
@@ -884,21 +902,91 @@ pub fn prepare(entry: &SignedEntry, payload: &[u8]) -> Option<Prepared> {
     if payload_hash != h.payload_hash || chunk::check_change(payload, MAX_PREPARED_OPS).is_err() {
         return None;
     }
-    let change = decode_change(&h.author, payload).ok()?;
-    // Run where nothing else would catch a panic (the network's threads): the reader of
+    // Run where nothing else would catch a panic (the network's threads): the readers of
     // genesis changes and the record's parser are not expected to panic, but a dead
     // connection task would be the cost if they did.
-    let genesis = if change.deps().is_empty() {
-        doc::isolate(|| GenesisRead::of(&change, MAX_PREPARED_RECORD_BYTES)).ok()?
-    } else {
-        None
-    };
+    let (change, genesis) =
+        doc::isolate(|| read_received(&h.author, payload, MAX_PREPARED_RECORD_BYTES))
+            .ok()?
+            .ok()?;
     Some(Prepared {
         author: h.author,
         payload_hash,
         change,
         genesis,
     })
+}
+
+/// Reads a received payload by `author` as the pipeline judges it: a genesis change that
+/// [`GenesisRead::of_payload`] reads is taken as it reads it, without Automerge; any other is
+/// decoded ([`decode_change`]), and if it is a genesis change its record is read from it. The
+/// same verdicts either way: what the first reader takes, Automerge decodes and reads the same.
+/// A record over `max` bytes ([`doc::json_bytes`]) is not read (the pipeline reads it).
+#[allow(clippy::type_complexity)]
+fn read_received(
+    author: &CityId,
+    payload: &[u8],
+    max: usize,
+) -> Result<(Option<Change>, Option<GenesisRead>), IngestError> {
+    if let Some(read) = GenesisRead::of_payload(author, payload, max) {
+        return Ok((None, Some(read)));
+    }
+    let change = decode_change(author, payload)?;
+    let genesis = if change.deps().is_empty() {
+        GenesisRead::of(&change, max)
+    } else {
+        None
+    };
+    Ok((Some(change), genesis))
+}
+
+/// An entry's change, as the pipeline judges it (one at a time: not worth a box).
+#[allow(clippy::large_enum_variant)]
+enum Incoming {
+    /// Decoded by Automerge.
+    Decoded(Change),
+    /// A genesis change read from its payload without Automerge ([`read_received`]): its hash
+    /// and bytes. The record it creates is `Work::genesis`.
+    Read(ChangeHash, Vec<u8>),
+}
+
+impl Incoming {
+    /// The change of `payload` as [`read_received`] read it: `change` if it decoded it, else the
+    /// genesis change `genesis` was read from.
+    fn of(
+        change: Option<Change>,
+        genesis: &Option<GenesisRead>,
+        author: &CityId,
+        payload: &[u8],
+    ) -> Result<Incoming, IngestError> {
+        Ok(match (change, genesis) {
+            (Some(change), _) => Incoming::Decoded(change),
+            (None, Some(read)) => Incoming::Read(read.hash, payload.to_vec()),
+            (None, None) => Incoming::Decoded(decode_change(author, payload)?),
+        })
+    }
+
+    fn hash(&self) -> ChangeHash {
+        match self {
+            Incoming::Decoded(change) => change.hash(),
+            Incoming::Read(hash, _) => *hash,
+        }
+    }
+
+    /// Its dependencies (none, for a genesis change).
+    fn deps(&self) -> &[ChangeHash] {
+        match self {
+            Incoming::Decoded(change) => change.deps(),
+            Incoming::Read(..) => &[],
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Incoming::Decoded(change) => change.raw_bytes(),
+            Incoming::Read(_, bytes) => bytes,
+        }
+    }
 }
 
 /// How the pipeline gets an entry's change.
@@ -1137,7 +1225,7 @@ fn pipeline(
             }
             let (after, before) = (a.record, a.before);
             (
-                a.change,
+                Incoming::Decoded(a.change),
                 a.doc.map(|doc| Prebuilt {
                     doc,
                     after,
@@ -1148,9 +1236,16 @@ fn pipeline(
         }
         Read::Received(Some(p)) if p.author == feed.author && p.payload_hash == h.payload_hash => {
             genesis = p.genesis.clone();
-            (p.change.clone(), None)
+            (
+                Incoming::of(p.change.clone(), &genesis, &feed.author, payload)?,
+                None,
+            )
         }
-        Read::Received(_) => (decode_change(&feed.author, payload)?, None),
+        Read::Received(_) => {
+            let (change, read) = read_received(&feed.author, payload, usize::MAX)?;
+            genesis = read;
+            (Incoming::of(change, &genesis, &feed.author, payload)?, None)
+        }
     };
 
     // Record level: the entry is a genuine link of the feed from here on.
@@ -1166,15 +1261,19 @@ fn pipeline(
     // (§7.2): decided here, at the entry's place in its feed, from the entries before it. A
     // genesis change needs no row: every other change of its document descends from it, so
     // the causal-past rule keeps its actor's later numbers above it.
-    let (actor, number) = (change.actor_id().clone(), change.seq());
-    let used = if change.deps().is_empty() {
-        None
-    } else {
-        let used = ledger.actor_seq(&feed, &h.doc, &actor)?;
-        work.commit
-            .actor_seqs
-            .push((feed, h.doc, actor, used.map_or(number, |u| u.max(number))));
-        used
+    let (used, number) = match &change {
+        Incoming::Decoded(change) if !change.deps().is_empty() => {
+            let (actor, number) = (change.actor_id().clone(), change.seq());
+            let used = ledger.actor_seq(&feed, &h.doc, &actor)?;
+            work.commit.actor_seqs.push((
+                feed,
+                h.doc,
+                actor,
+                used.map_or(number, |u| u.max(number)),
+            ));
+            (used, number)
+        }
+        _ => (None, 1),
     };
     // A void entry (§15.4) is judged void, whatever its number: nodes hold different branches.
     let void = work.cut_of(&feed)?.is_some_and(|(f, _)| h.seq >= f);
@@ -1486,9 +1585,9 @@ impl<'a, L: Ledger> Work<'a, L> {
     }
 
     /// Decides an entry that passed the feed level; applies accepted changes to the working doc.
-    fn judge(&mut self, signed: &SignedEntry, change: Change) -> Result<Status, LedgerError> {
+    fn judge(&mut self, signed: &SignedEntry, incoming: Incoming) -> Result<Status, LedgerError> {
         let h = &signed.header;
-        let hash = change.hash();
+        let hash = incoming.hash();
         // A forked feed's entries from the fork's seq on are void (§15.4), and so are a
         // retired key's past its cap or a successor's whose succession does not stand (§15.6). A
         // change carried by an earlier entry keeps that entry's verdict in the change index.
@@ -1501,7 +1600,7 @@ impl<'a, L: Ledger> Work<'a, L> {
             }
             return Ok(status);
         }
-        let deps: Vec<ChangeHash> = change.deps().to_vec();
+        let deps: Vec<ChangeHash> = incoming.deps().to_vec();
         let genesis = deps.is_empty();
         // An entry whose scope cannot be its document's (§15.5): about the entry, not the
         // change, and decided before anything else is read (a misfit carrier must never note
@@ -1515,7 +1614,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                 info.feed.author, info.seq
             )));
         }
-        let base = if genesis {
+        if genesis {
             if DocId::for_genesis(&hash) != h.doc {
                 // About the entry, not the change: not noted (see `Misfit`).
                 return Ok(Status::Rejected(
@@ -1524,9 +1623,11 @@ impl<'a, L: Ledger> Work<'a, L> {
             }
             // Read the new record from the change itself, without building the document
             // (unless the author built it already).
-            let read = match self.genesis.take() {
-                Some(read) if read.hash == hash => Some(read),
-                _ if self.prebuilt.is_none() => GenesisRead::of(&change, usize::MAX),
+            let read = match (self.genesis.take(), &incoming) {
+                (Some(read), _) if read.hash == hash => Some(read),
+                (_, Incoming::Decoded(change)) if self.prebuilt.is_none() => {
+                    GenesisRead::of(change, usize::MAX)
+                }
                 _ => None,
             };
             if let Some(read) = read {
@@ -1541,7 +1642,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                 let status = match parsed.and_then(|after| check_after(h, &city, None, after, &[]))
                 {
                     Ok((record, _)) => {
-                        let change = change.raw_bytes().to_vec();
+                        let change = incoming.bytes().to_vec();
                         // The entry's payload, pushed just before it was judged.
                         let payload = self
                             .commit
@@ -1573,6 +1674,14 @@ impl<'a, L: Ledger> Work<'a, L> {
                 self.note(signed, hash, &status);
                 return Ok(status);
             }
+        }
+        let Incoming::Decoded(change) = incoming else {
+            // `read_received` reads a change without Automerge only with its record.
+            return Err(LedgerError(
+                "a genesis change read without Automerge came without its record".into(),
+            ));
+        };
+        let base = if genesis {
             Arc::new(Automerge::new())
         } else {
             let Some(doc) = self.doc(h.doc)? else {
@@ -1852,7 +1961,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                 let change_hash = change.hash();
                 self.unindexed.insert((dep, feed, seq));
                 self.commit.pending_remove.push((dep, feed, seq, bytes));
-                let status = self.judge(&stored.entry, change)?;
+                let status = self.judge(&stored.entry, Incoming::Decoded(change))?;
                 if status == Status::Pending {
                     let next = self.waiting_on.take().ok_or_else(|| {
                         LedgerError("an entry is pending without a missing dependency".into())
@@ -2746,7 +2855,36 @@ pub mod memory {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_REASON_QUOTE, bounded};
+    use super::{GenesisRead, MAX_REASON_QUOTE, bounded, decode_change, read_received};
+    use crate::identity::CityId;
+    use crate::ingest::IngestError;
+
+    /// A genesis change read without Automerge reads as the decoded one: over real genesis
+    /// payloads and their one-byte changes, deletions and insertions
+    /// (`doc::tests::genesis_variants`), `read_received` reads without Automerge only what
+    /// `decode_change` decodes, with the record, kind and hash read from the decoded change.
+    #[test]
+    fn a_genesis_change_read_without_automerge_reads_as_the_decoded_one() {
+        let author = CityId::from_bytes([7; 32]);
+        let variants = crate::doc::tests::genesis_variants(&automerge::ActorId::from(vec![7; 48]));
+        let mut read = 0;
+        for payload in &variants {
+            let Ok((None, Some(fast))) = read_received(&author, payload, usize::MAX) else {
+                continue;
+            };
+            read += 1;
+            let change = decode_change(&author, payload).expect("decodes what was read without it");
+            let slow = GenesisRead::of(&change, usize::MAX).expect("reads the decoded change");
+            assert_eq!(format!("{fast:?}"), format!("{slow:?}"));
+        }
+        assert!(read > 1_000, "{read} of {} read", variants.len());
+        // Another city's change is left to Automerge's decoder, which refuses it as before.
+        let other = CityId::from_bytes([8; 32]);
+        assert!(matches!(
+            read_received(&other, &variants[0], usize::MAX),
+            Err(IngestError::ActorMismatch)
+        ));
+    }
 
     /// A text is cut at the last character that fits, however its display writes it, and a
     /// short one is left whole.
