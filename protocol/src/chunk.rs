@@ -675,7 +675,7 @@ fn count_values(kind: u64, data: &[u8], max: u64) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use automerge::legacy::{Key, ObjectId, Op, OpType, SortedVec};
     use automerge::{ActorId, Change, ScalarValue};
@@ -774,7 +774,6 @@ mod tests {
     /// with a valid checksum: what a hostile roster city signs to make Automerge step through
     /// millions of operations that take a few bytes.
     fn inflate_runs(chunk: &[u8], k: i64) -> Vec<u8> {
-        use sha2::Digest;
         let mut r = Reader {
             bytes: chunk,
             at: 9,
@@ -853,16 +852,22 @@ mod tests {
         new_body.extend(meta);
         new_body.extend(data);
         new_body.extend_from_slice(&body[b.at..]);
+        rechunk(&new_body)
+    }
+
+    /// A change chunk of body `body`, with its length and checksum right.
+    pub(crate) fn rechunk(body: &[u8]) -> Vec<u8> {
+        use sha2::Digest;
         let mut header = vec![CHANGE_CHUNK];
-        put_uleb(&mut header, new_body.len() as u64);
+        put_uleb(&mut header, body.len() as u64);
         let hash = sha2::Sha256::new()
             .chain_update(&header)
-            .chain_update(&new_body)
+            .chain_update(body)
             .finalize();
-        let mut out = chunk[..4].to_vec();
+        let mut out = MAGIC.to_vec();
         out.extend_from_slice(&hash[..4]);
         out.extend(header);
-        out.extend(new_body);
+        out.extend(body);
         out
     }
 
@@ -888,7 +893,6 @@ mod tests {
     /// A genesis chunk of actor `[1; 32]` with these header fields after the actor (seq, start
     /// op, time, message, other actors: as bytes) and these columns, with a valid checksum.
     fn chunk_with(fields: &[u8], columns: &[(u64, &[u8])]) -> Vec<u8> {
-        use sha2::Digest;
         let mut body = vec![0, 32];
         body.extend([1u8; 32]);
         body.extend(fields);
@@ -900,17 +904,7 @@ mod tests {
         for (_, data) in columns {
             body.extend(*data);
         }
-        let mut header = vec![CHANGE_CHUNK];
-        put_uleb(&mut header, body.len() as u64);
-        let hash = sha2::Sha256::new()
-            .chain_update(&header)
-            .chain_update(&body)
-            .finalize();
-        let mut out = MAGIC.to_vec();
-        out.extend_from_slice(&hash[..4]);
-        out.extend(header);
-        out.extend(body);
-        out
+        rechunk(&body)
     }
 
     /// Seq 1, start op 1, time 0, no message, no other actors.

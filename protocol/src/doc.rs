@@ -2863,32 +2863,12 @@ pub(crate) mod tests {
         true
     }
 
-    /// A change chunk of body `body`, with its length and checksum right.
-    fn rechunk(body: &[u8]) -> Vec<u8> {
-        use sha2::Digest;
-        let mut header = vec![crate::chunk::CHANGE_CHUNK];
-        let mut n = body.len();
-        while n >= 0x80 {
-            header.push(n as u8 | 0x80);
-            n >>= 7;
-        }
-        header.push(n as u8);
-        let hash = sha2::Sha256::new()
-            .chain_update(&header)
-            .chain_update(body)
-            .finalize();
-        let mut out = vec![0x85, 0x6f, 0x4a, 0x83];
-        out.extend_from_slice(&hash[..4]);
-        out.extend(header);
-        out.extend(body);
-        out
-    }
-
     /// Genesis chunks by `actor` (of a practice and of a group with an agenda, with merged and
     /// plain texts: the first four), then every one-byte change (five new values at each
     /// position), deletion and insertion (three values) in their bodies, each with its length
     /// and checksum made right again, and every one-byte change of their headers.
     pub(crate) fn genesis_variants(actor: &ActorId) -> Vec<Vec<u8>> {
+        use crate::chunk::tests::rechunk;
         let grouped = with_agenda(&group(), |ag| {
             ag.items.push(item("z1", "Mobility"));
             ag.items.push(item("z2", "Energy"));
