@@ -111,7 +111,12 @@ impl<'a> Reader<'a> {
 /// Checks that `payload` is an uncompressed change chunk whose action column describes at most
 /// `max_ops` operations (and each other column at most four times that), without decoding it.
 pub fn check_change(payload: &[u8], max_ops: u64) -> Result<(), ChunkError> {
-    for (spec, data) in change_columns(payload)? {
+    check_columns(&change_columns(payload)?, max_ops)
+}
+
+/// [`check_change`] of a change's operation columns (spec and data each).
+fn check_columns(columns: &[(u64, &[u8])], max_ops: u64) -> Result<(), ChunkError> {
+    for &(spec, data) in columns {
         if spec & 0b1000 != 0 {
             return Err(ChunkError::CompressedColumn);
         }
@@ -288,7 +293,7 @@ pub(crate) fn genesis_change(payload: &[u8], max_ops: u64) -> Option<GenesisChan
         }
         data.push((spec, b.skip(len, "column data").ok()?));
     }
-    if !b.done() || check_change(payload, max_ops).is_err() {
+    if !b.done() || check_columns(&data, max_ops).is_err() {
         return None;
     }
     // The length is minimal, so these are the bytes Automerge hashes.

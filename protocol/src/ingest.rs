@@ -854,11 +854,16 @@ impl GenesisRead {
 
     /// Reads the genesis change that `payload` holds, by `author`, without Automerge
     /// ([`doc::genesis_json_of_payload`]): `None` unless that reader takes it, and it is a change
-    /// [`decode_change`] would take (its operations within [`MAX_CHANGE_OPS`], its actor
-    /// `author`'s), whose record is at most `max` bytes. Automerge then decodes it, and
-    /// [`GenesisRead::of`] of that change reads the same.
-    fn of_payload(author: &CityId, payload: &[u8], max: usize) -> Option<GenesisRead> {
-        let (hash, actor, json) = doc::genesis_json_of_payload(payload, MAX_CHANGE_OPS as u64)?;
+    /// [`decode_change`] would take (its actor `author`'s) of at most `max_ops` operations (at
+    /// most [`MAX_CHANGE_OPS`]), whose record is at most `max` bytes. Automerge then decodes it,
+    /// and [`GenesisRead::of`] of that change reads the same.
+    fn of_payload(
+        author: &CityId,
+        payload: &[u8],
+        max: usize,
+        max_ops: u64,
+    ) -> Option<GenesisRead> {
+        let (hash, actor, json) = doc::genesis_json_of_payload(payload, max_ops)?;
         if !actor.starts_with(author.as_bytes()) {
             return None;
         }
@@ -899,16 +904,22 @@ pub fn prepare(entry: &SignedEntry, payload: &[u8]) -> Option<Prepared> {
         return None;
     }
     let payload_hash = Hash32::of(payload);
-    if payload_hash != h.payload_hash || chunk::check_change(payload, MAX_PREPARED_OPS).is_err() {
+    if payload_hash != h.payload_hash {
         return None;
     }
     // Run where nothing else would catch a panic (the network's threads): the readers of
     // genesis changes and the record's parser are not expected to panic, but a dead
     // connection task would be the cost if they did.
-    let (change, genesis) =
-        doc::isolate(|| read_received(&h.author, payload, MAX_PREPARED_RECORD_BYTES))
-            .ok()?
-            .ok()?;
+    let (change, genesis) = doc::isolate(|| {
+        read_received(
+            &h.author,
+            payload,
+            MAX_PREPARED_RECORD_BYTES,
+            MAX_PREPARED_OPS,
+        )
+    })
+    .ok()?
+    .ok()?;
     Some(Prepared {
         author: h.author,
         payload_hash,
@@ -921,17 +932,19 @@ pub fn prepare(entry: &SignedEntry, payload: &[u8]) -> Option<Prepared> {
 /// [`GenesisRead::of_payload`] reads is taken as it reads it, without Automerge; any other is
 /// decoded ([`decode_change`]), and if it is a genesis change its record is read from it. The
 /// same verdicts either way: what the first reader takes, Automerge decodes and reads the same.
-/// A record over `max` bytes ([`doc::json_bytes`]) is not read (the pipeline reads it).
+/// A record over `max` bytes ([`doc::json_bytes`]) is not read (the pipeline reads it), and a
+/// change over `max_ops` operations is refused before it is read (at most [`MAX_CHANGE_OPS`]).
 #[allow(clippy::type_complexity)]
 fn read_received(
     author: &CityId,
     payload: &[u8],
     max: usize,
+    max_ops: u64,
 ) -> Result<(Option<Change>, Option<GenesisRead>), IngestError> {
-    if let Some(read) = GenesisRead::of_payload(author, payload, max) {
+    if let Some(read) = GenesisRead::of_payload(author, payload, max, max_ops) {
         return Ok((None, Some(read)));
     }
-    let change = decode_change(author, payload)?;
+    let change = decode_within(author, payload, max_ops)?;
     let genesis = if change.deps().is_empty() {
         GenesisRead::of(&change, max)
     } else {
@@ -1242,7 +1255,8 @@ fn pipeline(
             )
         }
         Read::Received(_) => {
-            let (change, read) = read_received(&feed.author, payload, usize::MAX)?;
+            let (change, read) =
+                read_received(&feed.author, payload, usize::MAX, MAX_CHANGE_OPS as u64)?;
             genesis = read;
             (Incoming::of(change, &genesis, &feed.author, payload)?, None)
         }
@@ -1335,9 +1349,15 @@ pub fn replay(ledger: &impl Ledger, doc: DocId) -> Result<Commit, LedgerError> {
 /// Decodes a payload as an Automerge change of at most [`MAX_CHANGE_OPS`] operations whose
 /// actor starts with `author`'s key.
 pub fn decode_change(author: &CityId, payload: &[u8]) -> Result<Change, IngestError> {
+    decode_within(author, payload, MAX_CHANGE_OPS as u64)
+}
+
+/// [`decode_change`], refusing before it decodes a change whose columns describe over `max_ops`
+/// operations (at most [`MAX_CHANGE_OPS`]).
+fn decode_within(author: &CityId, payload: &[u8], max_ops: u64) -> Result<Change, IngestError> {
     // Automerge inflates a compressed change with no bound, and steps through every operation
     // a chunk's run lengths claim before they can be counted: look first.
-    chunk::check_change(payload, MAX_CHANGE_OPS as u64)
+    chunk::check_change(payload, max_ops.min(MAX_CHANGE_OPS as u64))
         .map_err(|e| IngestError::BadChange(e.to_string()))?;
     let change = doc::isolate(|| Change::from_bytes(payload.to_vec()))
         .map_err(|e| IngestError::BadChange(e.to_string()))?
@@ -2855,7 +2875,9 @@ pub mod memory {
 
 #[cfg(test)]
 mod tests {
-    use super::{GenesisRead, MAX_REASON_QUOTE, bounded, decode_change, read_received};
+    use super::{
+        GenesisRead, MAX_CHANGE_OPS, MAX_REASON_QUOTE, bounded, decode_change, read_received,
+    };
     use crate::identity::CityId;
     use crate::ingest::IngestError;
 
@@ -2869,7 +2891,9 @@ mod tests {
         let variants = crate::doc::tests::genesis_variants(&automerge::ActorId::from(vec![7; 48]));
         let mut read = 0;
         for payload in &variants {
-            let Ok((None, Some(fast))) = read_received(&author, payload, usize::MAX) else {
+            let Ok((None, Some(fast))) =
+                read_received(&author, payload, usize::MAX, MAX_CHANGE_OPS as u64)
+            else {
                 continue;
             };
             read += 1;
@@ -2881,7 +2905,7 @@ mod tests {
         // Another city's change is left to Automerge's decoder, which refuses it as before.
         let other = CityId::from_bytes([8; 32]);
         assert!(matches!(
-            read_received(&other, &variants[0], usize::MAX),
+            read_received(&other, &variants[0], usize::MAX, MAX_CHANGE_OPS as u64),
             Err(IngestError::ActorMismatch)
         ));
     }
