@@ -810,10 +810,7 @@ pub const MAX_PREPARED_OPS: u64 = 1_024;
 pub struct Prepared {
     author: CityId,
     payload_hash: Hash32,
-    /// The change decoded by Automerge; `None` for a genesis change read from its payload alone
-    /// (`genesis` is then its record).
-    change: Option<Change>,
-    genesis: Option<GenesisRead>,
+    read: Reading,
 }
 
 impl Prepared {
@@ -821,14 +818,18 @@ impl Prepared {
     /// each in the change, a whole actor id each decoded), and the record a genesis change
     /// creates (see [`GenesisRead::bytes`]).
     pub(crate) fn bytes(&self) -> usize {
-        let change = self.change.as_ref().map_or(0, |change| {
-            let actors = change.other_actor_ids();
-            change.raw_bytes().len()
-                + std::mem::size_of_val(change.deps())
-                + std::mem::size_of_val(actors)
-                + actors.iter().map(|a| a.to_bytes().len()).sum::<usize>()
-        });
-        std::mem::size_of::<Prepared>() + change + self.genesis.as_ref().map_or(0, |g| g.bytes)
+        let (change, genesis) = match &self.read {
+            Reading::Decoded(change, genesis) => {
+                let actors = change.other_actor_ids();
+                let change = change.raw_bytes().len()
+                    + std::mem::size_of_val(change.deps())
+                    + std::mem::size_of_val(actors)
+                    + actors.iter().map(|a| a.to_bytes().len()).sum::<usize>();
+                (change, genesis.as_ref())
+            }
+            Reading::Genesis(read) => (0, Some(read)),
+        };
+        std::mem::size_of::<Prepared>() + change + genesis.map_or(0, |g| g.bytes)
     }
 }
 
@@ -910,7 +911,7 @@ pub fn prepare(entry: &SignedEntry, payload: &[u8]) -> Option<Prepared> {
     // Run where nothing else would catch a panic (the network's threads): the readers of
     // genesis changes and the record's parser are not expected to panic, but a dead
     // connection task would be the cost if they did.
-    let (change, genesis) = doc::isolate(|| {
+    let read = doc::isolate(|| {
         read_received(
             &h.author,
             payload,
@@ -923,8 +924,7 @@ pub fn prepare(entry: &SignedEntry, payload: &[u8]) -> Option<Prepared> {
     Some(Prepared {
         author: h.author,
         payload_hash,
-        change,
-        genesis,
+        read,
     })
 }
 
@@ -934,15 +934,14 @@ pub fn prepare(entry: &SignedEntry, payload: &[u8]) -> Option<Prepared> {
 /// same verdicts either way: what the first reader takes, Automerge decodes and reads the same.
 /// A record over `max` bytes ([`doc::json_bytes`]) is not read (the pipeline reads it), and a
 /// change over `max_ops` operations is refused before it is read (at most [`MAX_CHANGE_OPS`]).
-#[allow(clippy::type_complexity)]
 fn read_received(
     author: &CityId,
     payload: &[u8],
     max: usize,
     max_ops: u64,
-) -> Result<(Option<Change>, Option<GenesisRead>), IngestError> {
+) -> Result<Reading, IngestError> {
     if let Some(read) = GenesisRead::of_payload(author, payload, max, max_ops) {
-        return Ok((None, Some(read)));
+        return Ok(Reading::Genesis(read));
     }
     let change = decode_within(author, payload, max_ops)?;
     let genesis = if change.deps().is_empty() {
@@ -950,7 +949,27 @@ fn read_received(
     } else {
         None
     };
-    Ok((Some(change), genesis))
+    Ok(Reading::Decoded(change, genesis))
+}
+
+/// A received payload as [`read_received`] read it.
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Reading {
+    /// Decoded by Automerge, with the record of a genesis change if it was read.
+    Decoded(Change, Option<GenesisRead>),
+    /// A genesis change read from its payload without Automerge, and its record.
+    Genesis(GenesisRead),
+}
+
+impl Reading {
+    /// The change of `payload` as the pipeline judges it, and the record of a genesis change.
+    fn into_incoming(self, payload: &[u8]) -> (Incoming, Option<GenesisRead>) {
+        match self {
+            Reading::Decoded(change, genesis) => (Incoming::Decoded(change), genesis),
+            Reading::Genesis(read) => (Incoming::Read(read.hash, payload.to_vec()), Some(read)),
+        }
+    }
 }
 
 /// An entry's change, as the pipeline judges it (one at a time: not worth a box).
@@ -964,21 +983,6 @@ enum Incoming {
 }
 
 impl Incoming {
-    /// The change of `payload` as [`read_received`] read it: `change` if it decoded it, else the
-    /// genesis change `genesis` was read from.
-    fn of(
-        change: Option<Change>,
-        genesis: &Option<GenesisRead>,
-        author: &CityId,
-        payload: &[u8],
-    ) -> Result<Incoming, IngestError> {
-        Ok(match (change, genesis) {
-            (Some(change), _) => Incoming::Decoded(change),
-            (None, Some(read)) => Incoming::Read(read.hash, payload.to_vec()),
-            (None, None) => Incoming::Decoded(decode_change(author, payload)?),
-        })
-    }
-
     fn hash(&self) -> ChangeHash {
         match self {
             Incoming::Decoded(change) => change.hash(),
@@ -994,9 +998,10 @@ impl Incoming {
         }
     }
 
-    fn bytes(&self) -> &[u8] {
+    /// Its bytes (the entry's payload).
+    fn into_bytes(self) -> Vec<u8> {
         match self {
-            Incoming::Decoded(change) => change.raw_bytes(),
+            Incoming::Decoded(change) => change.raw_bytes().to_vec(),
             Incoming::Read(_, bytes) => bytes,
         }
     }
@@ -1248,17 +1253,16 @@ fn pipeline(
             )
         }
         Read::Received(Some(p)) if p.author == feed.author && p.payload_hash == h.payload_hash => {
-            genesis = p.genesis.clone();
-            (
-                Incoming::of(p.change.clone(), &genesis, &feed.author, payload)?,
-                None,
-            )
+            let (change, read) = p.read.clone().into_incoming(payload);
+            genesis = read;
+            (change, None)
         }
         Read::Received(_) => {
             let (change, read) =
-                read_received(&feed.author, payload, usize::MAX, MAX_CHANGE_OPS as u64)?;
+                read_received(&feed.author, payload, usize::MAX, MAX_CHANGE_OPS as u64)?
+                    .into_incoming(payload);
             genesis = read;
-            (Incoming::of(change, &genesis, &feed.author, payload)?, None)
+            (change, None)
         }
     };
 
@@ -1662,7 +1666,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                 let status = match parsed.and_then(|after| check_after(h, &city, None, after, &[]))
                 {
                     Ok((record, _)) => {
-                        let change = incoming.bytes().to_vec();
+                        let change = incoming.into_bytes();
                         // The entry's payload, pushed just before it was judged.
                         let payload = self
                             .commit
@@ -1696,7 +1700,7 @@ impl<'a, L: Ledger> Work<'a, L> {
             }
         }
         let Incoming::Decoded(change) = incoming else {
-            // `read_received` reads a change without Automerge only with its record.
+            // `Reading::into_incoming` gives a change read without Automerge only with its record.
             return Err(LedgerError(
                 "a genesis change read without Automerge came without its record".into(),
             ));
@@ -2876,7 +2880,8 @@ pub mod memory {
 #[cfg(test)]
 mod tests {
     use super::{
-        GenesisRead, MAX_CHANGE_OPS, MAX_REASON_QUOTE, bounded, decode_change, read_received,
+        GenesisRead, MAX_CHANGE_OPS, MAX_REASON_QUOTE, Reading, bounded, decode_change,
+        read_received,
     };
     use crate::identity::CityId;
     use crate::ingest::IngestError;
@@ -2891,7 +2896,7 @@ mod tests {
         let variants = crate::doc::tests::genesis_variants(&automerge::ActorId::from(vec![7; 48]));
         let mut read = 0;
         for payload in &variants {
-            let Ok((None, Some(fast))) =
+            let Ok(Reading::Genesis(fast)) =
                 read_received(&author, payload, usize::MAX, MAX_CHANGE_OPS as u64)
             else {
                 continue;
