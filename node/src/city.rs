@@ -203,6 +203,19 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CityError + '_ {
     }
 }
 
+/// A document lent by the store's cache to an edit ([`Store::lend_doc`]): if the edit ends
+/// without giving it back (a panic), the cache forgets it instead of keeping it lent.
+struct Loan<'a> {
+    store: &'a Store,
+    id: DocId,
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        self.store.return_doc(&self.id, None);
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -326,21 +339,89 @@ impl City {
         message: &str,
         f: impl FnOnce(&mut Record) -> Result<(), CityError>,
     ) -> Result<Record, CityError> {
-        let mut doc = self.load(id)?;
+        // Held from the document's read to its write: the cache's copy is changed in place
+        // (`Store::lend_doc`; copying it was a sixth of an edit of a long history), and the
+        // pipeline judges against it (`Ledger::doc_heads`). Nothing else may write meanwhile.
+        let held = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Refused before the document is touched (it would be refused when signed).
+        self.check_not_restored()?;
+        let loan = Loan {
+            store: &self.store,
+            id,
+        };
+        let doc = match self.store.lend_doc(&id) {
+            Some(doc) => doc,
+            None => self.load(id)?,
+        };
+        let (result, left) = self.edit_doc(&held, id, doc, base, message, f);
+        // Back in the cache if unchanged (the edit failed before its change); else the write
+        // put the new document there, or the cache forgets it.
+        self.store.return_doc(&loan.id, left);
+        result
+    }
+
+    /// [`City::edit_with`] on `doc`, the stored document, with the write lock `held`. Gives
+    /// back the document the change was made on unless it was published (changed or not: the
+    /// caller checks).
+    fn edit_doc(
+        &self,
+        held: &std::sync::MutexGuard<'_, ()>,
+        id: DocId,
+        doc: Automerge,
+        base: Option<&[ChangeHash]>,
+        message: &str,
+        f: impl FnOnce(&mut Record) -> Result<(), CityError>,
+    ) -> (Result<Record, CityError>, Option<Automerge>) {
         let mut actor = self.actor();
-        if let Some(base) = base
-            && !doc::same_heads(base, &doc.get_heads())
-        {
-            doc = doc::fork_at(&doc, base).map_err(|e| {
-                CityError::Refused(format!(
-                    "the record's version you edited is unknown here ({e}); show it again and retry"
-                ))
-            })?;
-            // A change concurrent with this city's own later changes needs an actor of its
-            // own (Automerge numbers each actor's changes in one sequence). Actors only
-            // have to start with the author's key.
-            actor = self.fresh_actor()?;
+        // Made on an earlier version: on a copy forked there, and `doc` stays as it is.
+        let mut doc = match base {
+            Some(base) if !doc::same_heads(base, &doc.get_heads()) => {
+                let forked = match doc::fork_at(&doc, base) {
+                    Ok(forked) => forked,
+                    Err(e) => {
+                        return (
+                            Err(CityError::Refused(format!(
+                                "the record's version you edited is unknown here ({e}); show it again and retry"
+                            ))),
+                            Some(doc),
+                        );
+                    }
+                };
+                // A change concurrent with this city's own later changes needs an actor of
+                // its own (Automerge numbers each actor's changes in one sequence). Actors only
+                // have to start with the author's key.
+                actor = match self.fresh_actor() {
+                    Ok(actor) => actor,
+                    Err(e) => return (Err(e), Some(doc)),
+                };
+                // The stored document, unchanged, back in the cache (if it was lent): the
+                // pipeline judges the change against it.
+                self.store.return_doc(&id, Some(doc));
+                forked
+            }
+            _ => doc,
+        };
+        match self.change_doc(held, id, &mut doc, actor, message, f) {
+            Ok(record) => (Ok(record), None),
+            Err(e) => (Err(e), Some(doc)),
         }
+    }
+
+    /// Makes the edit's change on `doc` (with `actor`) and publishes it, with the write lock
+    /// `held`. On success `doc` is left empty (it went to the store); on failure it is as the
+    /// change left it, or as it was if none was made.
+    fn change_doc(
+        &self,
+        held: &std::sync::MutexGuard<'_, ()>,
+        id: DocId,
+        doc: &mut Automerge,
+        actor: ActorId,
+        message: &str,
+        f: impl FnOnce(&mut Record) -> Result<(), CityError>,
+    ) -> Result<Record, CityError> {
         // The record and the document's JSON form as the store's copy reads, when it holds
         // them (else read here).
         let heads = doc.get_heads();
@@ -350,15 +431,16 @@ impl City {
         ) {
             (Ok(Some(record)), Ok(Some(json))) => (record, json),
             _ => {
-                let (record, json) = doc::read_record_json(&doc, None)?;
+                let (record, json) = doc::read_record_json(doc, None)?;
                 (record, std::sync::Arc::new(json))
             }
         };
         let mut record = read.clone();
         f(&mut record)?;
-        // `edit_document` validates the record first (an invalid one is `CityError::Record`).
-        // Only what the edit changed is written (and read again).
-        let mut change = doc::edit_document_over(&mut doc, actor, Some(&json), &record, message)?
+        // `edit_document` validates the record first (an invalid one is `CityError::Record`),
+        // and leaves the document as it was if it fails or changes nothing. Only what the edit
+        // changed is written (and read again).
+        let mut change = doc::edit_document_over(doc, actor, Some(&json), &record, message)?
             .ok_or(CityError::Unchanged)?;
         // This city's feed may carry a change of this actor with that number already, one that
         // is not in the document (void by a fork's settlement, or waiting): every node would
@@ -372,24 +454,21 @@ impl City {
             .actor_number(&feed, &id, change.actor_id())?
             .is_some_and(|used| used >= change.seq())
         {
-            doc = doc::fork_at(&doc, &heads)
+            *doc = doc::fork_at(doc, &heads)
                 .map_err(|e| CityError::Record(RecordError::Unreadable(e.to_string())))?;
-            change = doc::edit_document_over(
-                &mut doc,
-                self.fresh_actor()?,
-                Some(&json),
-                &record,
-                message,
-            )?
-            .ok_or(CityError::Unchanged)?;
+            change =
+                doc::edit_document_over(doc, self.fresh_actor()?, Some(&json), &record, message)?
+                    .ok_or(CityError::Unchanged)?;
         }
         let authored = Authored {
             change,
-            doc: Some(doc),
+            doc: Some(std::mem::take(doc)),
             record: None,
             before: Some(read),
         };
-        self.publish(id, record.kind(), authored)?;
+        self.publish_locked(held, vec![(id, record.kind(), authored)])?
+            .pop()
+            .unwrap_or_else(|| Err(CityError::Internal("nothing to publish".into())))?;
         Ok(record)
     }
 
@@ -465,10 +544,19 @@ impl City {
     ) -> Result<Vec<Result<SignedEntry, CityError>>, StoreError> {
         // The heads are read under the write lock: two concurrent edits must not both sign the
         // same sequence number (the second would look like a fork of our own feed).
-        let _guard = self
+        let held = self
             .write
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.publish_locked(&held, items)
+    }
+
+    /// [`City::publish_all`] with the write lock `held` by the caller.
+    fn publish_locked(
+        &self,
+        _held: &std::sync::MutexGuard<'_, ()>,
+        items: Vec<(DocId, Kind, Authored)>,
+    ) -> Result<Vec<Result<SignedEntry, CityError>>, StoreError> {
         let mut batch = Batch::new(&self.store);
         let out: Vec<Result<(SignedEntry, WireEntry), CityError>> = items
             .into_iter()

@@ -570,14 +570,31 @@ pub fn reference_outside_past(
 /// upgraded from sync version 4 may hold a change numbered otherwise, accepted before the rule;
 /// docs/operations.md says how to rebuild such a store.)
 pub fn references_inside_whole_doc(doc: &Automerge, change: &Change) -> bool {
-    isolate(|| inside_whole_doc(doc, change)).unwrap_or(false)
+    isolate(|| inside_whole_doc(doc, change, false)).unwrap_or(false)
 }
 
-fn inside_whole_doc(doc: &Automerge, change: &Change) -> bool {
+/// [`references_inside_whole_doc`] of the document `after` is with `change` taken out, where
+/// `change` is the only head of `after`: what the change was made on is then all of `after`
+/// but the change, whose own operations do not count as held. The proviso holds: `after` holds
+/// the change, and Automerge neither applies a change whose actor's number it holds nor makes
+/// one with a number below its actor's last.
+pub fn references_inside_whole_doc_after(after: &Automerge, change: &Change) -> bool {
+    isolate(|| inside_whole_doc(after, change, true)).unwrap_or(false)
+}
+
+/// The check of [`references_inside_whole_doc`], on the document before `change` or, if
+/// `applied`, after it.
+fn inside_whole_doc(doc: &Automerge, change: &Change, applied: bool) -> bool {
     use automerge::legacy::OpId;
     let deps = change.deps();
     let heads = doc.get_heads();
-    if deps.is_empty() || heads.iter().any(|h| !deps.contains(h)) {
+    let hash = change.hash();
+    if deps.is_empty() {
+        return false;
+    }
+    // Every head of the document before the change is among its dependencies; after it, the
+    // change is the one head (so the rest is its causal past).
+    if applied && heads != [hash] || !applied && heads.iter().any(|h| !deps.contains(h)) {
         return false;
     }
     if dependencies_top(doc, change).map(|highest| highest + 1) != Ok(change.start_op().get()) {
@@ -605,7 +622,7 @@ fn inside_whole_doc(doc: &Automerge, change: &Change) -> bool {
         u32::try_from(id.0).is_ok()
             && doc
                 .hash_for_opid(&automerge::ObjId::Id(id.0, id.1.clone(), 0))
-                .is_some()
+                .is_some_and(|held| !applied || held != hash)
     };
     matches!(first_unknown_reference(change, in_doc), Ok(None))
 }

@@ -402,6 +402,12 @@ pub trait Ledger {
     /// A document with all its accepted changes (shared: a ledger that keeps documents in
     /// memory hands out its copy, and a caller that changes one makes its own).
     fn doc(&self, id: &DocId) -> Result<Option<Arc<Automerge>>, LedgerError>;
+    /// The heads of document `id` as [`Ledger::doc`] would give it, if the ledger has them at
+    /// hand without building the document; None says nothing. Must be exactly the document's.
+    fn doc_heads(&self, id: &DocId) -> Result<Option<Vec<ChangeHash>>, LedgerError> {
+        let _ = id;
+        Ok(None)
+    }
     /// The record document `id` reads as ([`doc::read_record`] at its heads) when its heads
     /// are `heads`, if the ledger has it at hand (a ledger that keeps documents in memory may
     /// keep their records too); None says nothing. Must be exactly what reading gives.
@@ -643,6 +649,14 @@ impl DocState {
         match self {
             DocState::Built(doc) => Ok(Arc::clone(doc)),
             DocState::Genesis { change, .. } => load_genesis(change).map(Arc::new),
+        }
+    }
+
+    /// Its heads, if it is built (a genesis document's are not read without building it).
+    fn heads(&self) -> Option<Vec<ChangeHash>> {
+        match self {
+            DocState::Built(doc) => Some(doc.get_heads()),
+            DocState::Genesis { .. } => None,
         }
     }
 
@@ -1035,7 +1049,7 @@ pub struct Authored {
 /// The author's document after a local entry's change, with the records it read (see
 /// [`Authored`]).
 struct Prebuilt {
-    doc: Automerge,
+    doc: Arc<Automerge>,
     after: Option<Record>,
     before: Option<Record>,
     /// The JSON form of the stored document the change was made on, when the ledger holds it:
@@ -1245,7 +1259,7 @@ fn pipeline(
             (
                 Incoming::Decoded(a.change),
                 a.doc.map(|doc| Prebuilt {
-                    doc,
+                    doc: Arc::new(doc),
                     after,
                     before,
                     json_before: None,
@@ -1576,6 +1590,33 @@ impl<'a, L: Ledger> Work<'a, L> {
         Ok(self.docs.get(&id).cloned().flatten())
     }
 
+    /// The author's document after the entry's change (`hash`, on `deps`), when it is the
+    /// stored document plus that change: the document's heads here are the change's
+    /// dependencies, and the author's has the change as its only head. A document is the
+    /// causal past of its heads, so the two hold the same changes but this one; judged
+    /// against the author's copy, the stored one need not be built (or copied by its author).
+    fn authored_after(
+        &self,
+        id: DocId,
+        hash: ChangeHash,
+        deps: &[ChangeHash],
+    ) -> Result<Option<Arc<Automerge>>, LedgerError> {
+        let Some(p) = self.prebuilt.as_ref() else {
+            return Ok(None);
+        };
+        if p.doc.get_heads() != [hash] {
+            return Ok(None);
+        }
+        let heads = match (self.commit.docs.get(&id), self.docs.get(&id)) {
+            (Some(u), _) => u.doc.heads(),
+            (None, Some(held)) => held.as_ref().map(|doc| doc.get_heads()),
+            (None, None) => self.ledger.doc_heads(&id)?,
+        };
+        Ok(heads
+            .is_some_and(|heads| doc::same_heads(&heads, deps))
+            .then(|| Arc::clone(&p.doc)))
+    }
+
     /// Why an entry's scope cannot be its document's, if it cannot: a group's scope names
     /// its own document, and the kind its genesis created (kept even when the document is
     /// not) decides its scope.
@@ -1705,8 +1746,18 @@ impl<'a, L: Ledger> Work<'a, L> {
                 "a genesis change read without Automerge came without its record".into(),
             ));
         };
+        // This node's own change, made on the stored document: the author's document after it
+        // stands in for the stored one (`applied`), which holds the same changes but this one.
+        let after = if genesis {
+            None
+        } else {
+            self.authored_after(h.doc, hash, &deps)?
+        };
+        let applied = after.is_some();
         let base = if genesis {
             Arc::new(Automerge::new())
+        } else if let Some(after) = after {
+            after
         } else {
             let Some(doc) = self.doc(h.doc)? else {
                 return self.missing_deps(signed, hash, &deps, deps.clone());
@@ -1748,15 +1799,19 @@ impl<'a, L: Ledger> Work<'a, L> {
         // lookup per reference decides it instead of a walk over the history; its one proviso
         // (the actor's number is not in the document yet) holds if the change applies, and a
         // change that does not is asked again with the walk, whose verdict comes first.
-        let quick = doc::references_inside_whole_doc(&base, &change);
+        let quick = if applied {
+            doc::references_inside_whole_doc_after(&base, &change)
+        } else {
+            doc::references_inside_whole_doc(&base, &change)
+        };
         let again = quick.then(|| change.clone());
         if !quick && let Some(status) = references_verdict(&base, &change) {
             self.note(signed, hash, &status);
             return Ok(status);
         }
-        let mut prebuilt = self
-            .prebuilt
-            .take_if(|p| p.doc.get_heads() == [hash] && doc::same_heads(&base.get_heads(), &deps));
+        let mut prebuilt = self.prebuilt.take_if(|p| {
+            p.doc.get_heads() == [hash] && (applied || doc::same_heads(&base.get_heads(), &deps))
+        });
         if let Some(p) = prebuilt.as_mut() {
             p.json_before = self.json_at(h.doc, &deps)?;
         }
@@ -1768,7 +1823,7 @@ impl<'a, L: Ledger> Work<'a, L> {
         let before = if genesis {
             Before::Genesis
         } else if prebuilt.as_ref().is_none_or(|p| p.before.is_none())
-            && doc::same_heads(&base.get_heads(), &deps)
+            && (applied || doc::same_heads(&base.get_heads(), &deps))
             && let Some(record) = self.record_at(h.doc, &deps)?
         {
             Before::Held(Box::new(record))
@@ -1846,7 +1901,7 @@ impl<'a, L: Ledger> Work<'a, L> {
                 self.commit.docs.insert(
                     h.doc,
                     DocUpdate {
-                        doc: DocState::Built(Arc::new(doc)),
+                        doc: DocState::Built(doc),
                         appended,
                         replace: false,
                         record: merged.or(Some(record)),
@@ -2086,7 +2141,7 @@ pub(crate) enum Before {
 /// cities whose rights it lowers, and the JSON form the record was read from when it was read
 /// at the document's heads.
 pub(crate) struct Evaluated {
-    pub(crate) doc: Automerge,
+    pub(crate) doc: Arc<Automerge>,
     pub(crate) record: Record,
     pub(crate) lowered: Lowered,
     pub(crate) json: Option<Arc<Json>>,
@@ -2157,7 +2212,7 @@ fn evaluate(
                     Refusal::Change("Automerge refused to apply the change".into())
                 }
             })?;
-            (doc, None)
+            (Arc::new(doc), None)
         }
     };
     if doc.get_change_meta_by_hash(&hash).is_none() {
@@ -2554,6 +2609,14 @@ impl<L: Ledger> Ledger for Batch<'_, L> {
         }
     }
 
+    fn doc_heads(&self, id: &DocId) -> Result<Option<Vec<ChangeHash>>, LedgerError> {
+        match self.docs.get(id) {
+            Some(u) => Ok(u.doc.heads()),
+            None if self.removed.contains(id) => Ok(None),
+            None => self.ledger.doc_heads(id),
+        }
+    }
+
     fn record_at(&self, id: &DocId, heads: &[ChangeHash]) -> Result<Option<Record>, LedgerError> {
         match self.docs.get(id) {
             Some(u) => Ok(u.read_at(heads)),
@@ -2708,6 +2771,12 @@ pub mod memory {
         pub passed: BTreeMap<CityId, KeyPassed>,
         /// Successor feeds' cities.
         pub feed_cities: BTreeMap<FeedId, FeedCity>,
+        /// Whether [`Ledger::doc_heads`] answers (as a ledger that caches documents does);
+        /// else it says nothing.
+        pub knows_heads: bool,
+        /// How many times [`Ledger::doc`] built a document (what tests of the pipeline's reads
+        /// count).
+        pub doc_reads: std::cell::Cell<usize>,
     }
 
     impl MemLedger {
@@ -2814,7 +2883,14 @@ pub mod memory {
             Ok(self.payloads.get(entry_hash).cloned())
         }
         fn doc(&self, id: &DocId) -> Result<Option<Arc<Automerge>>, LedgerError> {
+            self.doc_reads.set(self.doc_reads.get() + 1);
             Ok(self.docs.get(id).cloned().map(Arc::new))
+        }
+        fn doc_heads(&self, id: &DocId) -> Result<Option<Vec<ChangeHash>>, LedgerError> {
+            Ok(self
+                .knows_heads
+                .then(|| self.docs.get(id).map(Automerge::get_heads))
+                .flatten())
         }
         fn change(&self, hash: &ChangeHash) -> Result<Option<ChangeInfo>, LedgerError> {
             Ok(self.changes.get(hash).copied())

@@ -1793,6 +1793,144 @@ fn authored_entries_store_the_same_as_received_ones() {
     assert!(err.is_err());
 }
 
+/// The next entry of `key`'s feed in `scope` on `ledger`, carrying `payload` (signed, not
+/// ingested).
+fn next_entry(
+    key: &CityKey,
+    ledger: &MemLedger,
+    doc: DocId,
+    scope: Scope,
+    payload: &[u8],
+) -> Vec<u8> {
+    let head = ledger
+        .head(&FeedId {
+            author: key.id(),
+            scope,
+        })
+        .expect("mem ledger");
+    let (seq, prev) = head.map_or((1, Hash32::default()), |h| (h.seq + 1, h.hash));
+    sign_entry(key, scope, seq, prev, doc, payload, 1_000 * seq as i64)
+        .encode()
+        .to_vec()
+}
+
+/// `city`'s edit `f` of `doc` as its node makes one: the change, the document after it, and
+/// the record it was made on.
+fn authored_edit(
+    city: &City,
+    mut doc: Automerge,
+    f: impl FnOnce(&mut Record),
+) -> (automerge::Change, Automerge, Record) {
+    let before = doc::read_record(&doc, None).expect("readable");
+    let mut record = before.clone();
+    f(&mut record);
+    doc.set_actor(city.actor());
+    let mut tx = doc.transaction();
+    doc::write_record(&mut tx, &record, doc::Texts::Merged).expect("write");
+    let (hash, _) = tx.commit_with(CommitOptions::default().with_message("edit"));
+    let change = doc
+        .get_change_by_hash(&hash.expect("the edit changes something"))
+        .expect("change");
+    (change, doc, before)
+}
+
+/// A node's own edit of the stored document is judged against the author's document after it
+/// when the ledger gives the stored document's heads (`Ledger::doc_heads`): the stored one is
+/// not built, and the verdict and writes are those of the same entry received from a peer. An
+/// accepted edit, one whose record before it is read from the author's document, a rejected
+/// one, and one made on an older version (which does not fit, so the stored one is built).
+#[test]
+fn an_own_edit_is_judged_on_the_author_s_document_as_a_received_one() {
+    use intercity_protocol::ingest::{Authored, ingest, ingest_local};
+
+    let mut milan = City::new(1);
+    let brno = City::new(2);
+    let (id, genesis) = milan.create(&practice(&milan, "Makerspace"));
+    let scope = Scope::Federation;
+    // Judges `change` (of `author`, made on `stored` with `before` read) both ways on
+    // `stored`, checks they agree, and gives the verdict and the ledger after it.
+    let judge = |author: &City,
+                 stored: &MemLedger,
+                 (change, after, before): (automerge::Change, Automerge, Record),
+                 supply_before: bool,
+                 expect_built: bool| {
+        let payload = change.raw_bytes().to_vec();
+        let entry = next_entry(&author.key, stored, id, scope, &payload);
+        let received = ingest(stored, &entry, &payload).expect("ingest");
+        let mut cached = stored.clone();
+        cached.knows_heads = true;
+        cached.doc_reads.set(0);
+        let authored = ingest_local(
+            &cached,
+            &entry,
+            &payload,
+            Authored {
+                change,
+                doc: Some(after),
+                record: None,
+                before: supply_before.then_some(before),
+            },
+        )
+        .expect("ingest_local");
+        assert_eq!(received.verdict, authored.verdict);
+        assert_eq!(
+            cached.doc_reads.get() > 0,
+            expect_built,
+            "the stored document built or not: {:?}",
+            received.verdict
+        );
+        let (mut r, mut a) = (stored.clone(), cached);
+        r.apply(received.commit);
+        a.apply(authored.commit);
+        assert_eq!(r.entries, a.entries);
+        assert_eq!(r.changes, a.changes);
+        assert_eq!(
+            r.docs.get(&id).map(Automerge::save),
+            a.docs.get(&id).map(Automerge::save)
+        );
+        (received.verdict, r)
+    };
+
+    let stored = milan.ledger.clone();
+    let edit = authored_edit(&milan, stored.docs[&id].clone(), |r| {
+        if let Record::Practice(p) = r {
+            p.summary = "open every Saturday".into();
+        }
+    });
+    let (verdict, _) = judge(&milan, &stored, edit.clone(), true, false);
+    assert_eq!(verdict, Verdict::Stored(Status::Accepted));
+    // The record before it read from the author's document, at the change's dependencies.
+    let (verdict, stored) = judge(&milan, &stored, edit, false, false);
+    assert_eq!(verdict, Verdict::Stored(Status::Accepted));
+
+    // Brno is no editor of Milan's practice: rejected either way.
+    let edit = authored_edit(&brno, stored.docs[&id].clone(), |r| {
+        if let Record::Practice(p) = r {
+            p.title = "Brno's makerspace".into();
+        }
+    });
+    let (verdict, _) = judge(&brno, &stored, edit, true, false);
+    assert!(
+        matches!(&verdict, Verdict::Stored(Status::Rejected(r)) if r.contains("editor")),
+        "{verdict:?}"
+    );
+
+    // Made on the genesis while the stored document moved on: concurrent, judged against the
+    // stored document, which is built.
+    let mut genesis_doc = Automerge::new();
+    genesis_doc
+        .apply_changes([automerge::Change::from_bytes(genesis.payload.clone()).expect("change")])
+        .expect("apply");
+    milan.new_actor();
+    let edit = authored_edit(&milan, genesis_doc, |r| {
+        if let Record::Practice(p) = r {
+            p.themes = vec!["repair".into()];
+        }
+    });
+    let (verdict, _) = judge(&milan, &stored, edit, true, true);
+    assert_eq!(verdict, Verdict::Stored(Status::Accepted));
+}
+
 /// The change `actor` would make as its change number `seq`, its operations numbered from
 /// `start_op`, after `deps`: written directly, without any check (as a hostile author can).
 fn forged_change(
@@ -3595,6 +3733,44 @@ fn quick_check_doc() -> (
     (l.docs[&id].clone(), changes, ops)
 }
 
+/// A change whose operation names a later operation of its own (a forward reference, which no
+/// transaction makes): the quick check refuses it before the change, and after it too, where the
+/// operation it names is in the document, but only as the change's own.
+#[test]
+fn the_quick_reference_check_after_a_change_does_not_count_its_own_operations() {
+    use automerge::legacy::{Key, ObjectId, Op, OpId, OpType, SortedVec};
+    let (doc, changes, _) = quick_check_doc();
+    let head = changes.last().expect("Brno's");
+    let actor = ActorId::from(vec![9; 40]);
+    let start = doc
+        .get_change_meta_by_hash(&head.hash())
+        .expect("held")
+        .max_op
+        + 1;
+    let put = |key: &str, pred: Vec<OpId>| Op {
+        action: OpType::Put(automerge::ScalarValue::Str("x".into())),
+        obj: ObjectId::Root,
+        key: Key::Map(key.into()),
+        pred: SortedVec::from(pred),
+        insert: false,
+    };
+    let forward = forged_change(
+        actor.clone(),
+        1,
+        start,
+        vec![head.hash()],
+        vec![
+            put("charter", vec![OpId(start + 1, actor.clone())]),
+            put("charter", vec![]),
+        ],
+    );
+    assert!(!doc::references_inside_whole_doc(&doc, &forward));
+    let mut after = doc.clone();
+    doc::apply(&mut after, vec![forward.clone()]).expect("Automerge applies it");
+    assert_eq!(after.get_heads(), vec![forward.hash()]);
+    assert!(!doc::references_inside_whole_doc_after(&after, &forward));
+}
+
 /// Milan's actor makes change number 2 again, on Brno's head and its own first change: the
 /// quick check passes it (its proviso, that the number is new, is what fails), the walk refuses
 /// it, and Automerge refuses to apply it, so the pipeline asks the walk.
@@ -3677,16 +3853,26 @@ proptest! {
                 insert: false,
             };
             let c = forged_change(actor, seq, start, deps, vec![op]);
-            if doc::references_inside_whole_doc(&doc, &c) {
+            let quick = doc::references_inside_whole_doc(&doc, &c);
+            let mut after = doc.clone();
+            let applies = doc::apply(&mut after, vec![c.clone()]).is_ok();
+            if quick {
                 let walk = doc::reference_outside_past(&doc, &c).expect("expands");
-                let applies = doc::apply(&mut doc.clone(), vec![c.clone()]).is_ok();
                 prop_assert!(walk.is_none() || !applies, "{walk:?}");
+            }
+            // Asked of the document after the change (an own edit, judged on its author's
+            // document), the check answers as it does before it.
+            if applies {
+                prop_assert_eq!(doc::references_inside_whole_doc_after(&after, &c), quick);
             }
         }
         // An honest edit, Milan's on Brno's head, takes the quick check.
         let honest = change_on(&doc, changes[0].actor_id().clone(), add_item("honest"));
         prop_assert!(doc::references_inside_whole_doc(&doc, &honest));
         prop_assert_eq!(doc::reference_outside_past(&doc, &honest).expect("expands"), None);
+        let mut after = doc.clone();
+        doc::apply(&mut after, vec![honest.clone()]).expect("applies");
+        prop_assert!(doc::references_inside_whole_doc_after(&after, &honest));
     }
 }
 

@@ -43,7 +43,11 @@ fn cache_weight(bytes: usize, changes: u64) -> usize {
 /// A costly document (see [`costly`]) kept in memory after it was written.
 pub(crate) struct CachedDoc {
     pub(crate) id: DocId,
-    pub(crate) doc: std::sync::Arc<Automerge>,
+    /// The document; None while this node's own edit changes it in place (see
+    /// [`Store::lend_doc`]), when it is read from the store instead.
+    pub(crate) doc: Option<std::sync::Arc<Automerge>>,
+    /// Its heads (those of the stored document, lent or not).
+    pub(crate) heads: Vec<ChangeHash>,
     /// What it is counted as against [`MAX_CACHED_DOC_BYTES`] (see [`cache_weight`]).
     weight: usize,
     /// How it was stored by that write, so that the next one need not read it again.
@@ -360,7 +364,8 @@ impl Store {
                         0,
                         CachedDoc {
                             id,
-                            doc,
+                            heads: doc.get_heads(),
+                            doc: Some(doc),
                             weight,
                             stored,
                             record: update.record.filter(|_| update.read),
@@ -483,11 +488,55 @@ impl Store {
         f: impl FnOnce(&CachedDoc) -> Option<T>,
     ) -> Option<T> {
         self.cached(id, |held| {
-            intercity_protocol::doc::same_heads(&held.doc.get_heads(), heads)
+            intercity_protocol::doc::same_heads(&held.heads, heads)
                 .then(|| f(held))
                 .flatten()
         })
         .flatten()
+    }
+
+    /// Document `id` out of the cache, to be changed in place by this node's own edit, if the
+    /// cache holds it and nobody else holds it; the cache keeps what else it knows of it (its
+    /// heads, record, JSON form, rows), and reads of the document go to the store meanwhile.
+    /// The caller must keep other writers out until it gives the document back
+    /// ([`Store::return_doc`]) or a write of the document replaced it.
+    pub(crate) fn lend_doc(&self, id: &DocId) -> Option<Automerge> {
+        let mut cache = self
+            .doc_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = cache.iter_mut().find(|held| held.id == *id)?;
+        match std::sync::Arc::try_unwrap(held.doc.take()?) {
+            Ok(doc) => Some(doc),
+            Err(shared) => {
+                held.doc = Some(shared);
+                None
+            }
+        }
+    }
+
+    /// Ends a loan of document `id` ([`Store::lend_doc`]) that no write ended: `doc` goes back
+    /// to the cache if it is still the stored document (its heads are), else the cache forgets
+    /// the document.
+    pub(crate) fn return_doc(&self, id: &DocId, doc: Option<Automerge>) {
+        let mut cache = self
+            .doc_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(at) = cache
+            .iter()
+            .position(|held| held.id == *id && held.doc.is_none())
+        else {
+            return;
+        };
+        match doc {
+            Some(doc) if doc.get_heads() == cache[at].heads => {
+                cache[at].doc = Some(std::sync::Arc::new(doc));
+            }
+            _ => {
+                cache.remove(at);
+            }
+        }
     }
 
     /// `f` of document `id` as the cache holds it, if it does.

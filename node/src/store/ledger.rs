@@ -30,7 +30,7 @@ impl Ledger for Store {
     }
 
     fn doc(&self, id: &DocId) -> Result<Option<std::sync::Arc<Automerge>>, LedgerError> {
-        if let Some(doc) = self.cached(id, |held| std::sync::Arc::clone(&held.doc)) {
+        if let Some(doc) = self.cached(id, |held| held.doc.clone()).flatten() {
             return Ok(Some(doc));
         }
         match self.ledger(self.get("docs", &id.0))? {
@@ -59,6 +59,10 @@ impl Ledger for Store {
             }
             None => Ok(None),
         }
+    }
+
+    fn doc_heads(&self, id: &DocId) -> Result<Option<Vec<ChangeHash>>, LedgerError> {
+        Ok(self.cached(id, |held| held.heads.clone()))
     }
 
     fn record_at(&self, id: &DocId, heads: &[ChangeHash]) -> Result<Option<Record>, LedgerError> {

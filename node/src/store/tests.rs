@@ -345,6 +345,149 @@ fn a_documents_tail_rows_are_what_the_cache_notes_whether_it_held_the_document_o
     );
 }
 
+/// An edit of a cached document changes the cache's copy in place (`Store::lend_doc`: the
+/// cache holds no document while the edit runs), unless a reader holds that copy. An edit that
+/// fails or changes nothing gives the copy back as it was; one made on an earlier version gives
+/// it back before its change is judged; one whose change is not stored (a city that is no
+/// editor) leaves the cache without it. A copy is never left lent, and reads as the store's.
+#[test]
+fn an_edit_changes_the_cached_document_in_place() {
+    let ((_m, milan), (_b, brno)) = (city(21, "Milan"), city(22, "Brno"));
+    let id = large_practice(&milan, &[]);
+    let store = milan.store();
+    // Whether `city`'s cache holds the document now, lent or not: Some(lent), with its heads.
+    let cached = |city: &crate::City| {
+        city.store()
+            .doc_cache
+            .lock()
+            .expect("cache")
+            .iter()
+            .find(|held| held.id == id)
+            .map(|held| {
+                if let Some(doc) = &held.doc {
+                    assert_eq!(doc.get_heads(), held.heads);
+                }
+                (held.doc.is_none(), held.heads.clone())
+            })
+    };
+    let at_milan = &milan;
+    let summary = |text: &'static str, lent: bool| {
+        move |r: &mut Record| {
+            assert_eq!(
+                cached(at_milan).map(|(l, _)| l),
+                Some(lent),
+                "lent while edited"
+            );
+            let Record::Practice(p) = r else {
+                unreachable!()
+            };
+            p.summary = text.into();
+            Ok(())
+        }
+    };
+    // The first edit builds the imported record's document; later ones find it cached.
+    milan
+        .edit(id, "one", |r| {
+            let Record::Practice(p) = r else {
+                unreachable!()
+            };
+            p.summary = "One".into();
+            Ok(())
+        })
+        .expect("edit");
+    let (_, one) = cached(&milan).expect("a large document is cached");
+    milan.edit(id, "two", summary("Two", true)).expect("edit");
+    let (lent, two) = cached(&milan).expect("cached");
+    assert!(!lent && two != one);
+    // A reader holds the copy: the edit makes its own.
+    let reader = milan.shared(id).expect("doc");
+    assert!(store.lend_doc(&id).is_none(), "lent while shared");
+    milan
+        .edit(id, "three", summary("Three", false))
+        .expect("edit");
+    drop(reader);
+    let (_, three) = cached(&milan).expect("cached");
+    assert_eq!(three.len(), 1);
+    assert_ne!(three, two);
+    // Given back unchanged, it stays; changed, the cache forgets it.
+    let lent = store.lend_doc(&id).expect("lent");
+    store.return_doc(&id, Some(lent));
+    assert_eq!(cached(&milan), Some((false, three.clone())));
+    // Edits that fail, or change nothing, leave it as it was.
+    let failed = milan.edit(id, "refused", |_| {
+        Err(crate::CityError::Invalid("refused by the caller".into()))
+    });
+    assert!(failed.is_err());
+    assert!(matches!(
+        milan.edit(id, "same", summary("Three", true)),
+        Err(crate::CityError::Unchanged)
+    ));
+    let invalid = milan.edit(id, "no title", |r| {
+        let Record::Practice(p) = r else {
+            unreachable!()
+        };
+        p.title.clear();
+        Ok(())
+    });
+    assert!(invalid.is_err());
+    assert_eq!(cached(&milan), Some((false, three.clone())));
+    // Made on an earlier version: judged against the cached copy, given back first.
+    milan
+        .edit_from(id, &two, "concurrent", |r| {
+            assert_eq!(cached(&milan), Some((false, three.clone())));
+            let Record::Practice(p) = r else {
+                unreachable!()
+            };
+            p.themes = vec!["repair".into()];
+            Ok(())
+        })
+        .expect("edit");
+    let (_, merged) = cached(&milan).expect("cached");
+    assert_eq!(merged.len(), 2);
+    assert_cache_reads_true(&milan);
+    let mut lent = store.lend_doc(&id).expect("lent");
+    let mut tx = lent.transaction();
+    automerge::transaction::Transactable::put(&mut tx, automerge::ROOT, "x", 1).expect("put");
+    tx.commit();
+    store.return_doc(&id, Some(lent));
+    assert_eq!(cached(&milan), None, "a changed copy is forgotten");
+    let in_memory = milan.record(id).expect("record");
+    store.doc_cache.lock().expect("cache").clear();
+    assert_eq!(milan.record(id).expect("read back"), in_memory);
+    let Record::Practice(p) = in_memory else {
+        unreachable!()
+    };
+    assert_eq!(
+        (p.summary.as_str(), p.themes),
+        ("Three", vec!["repair".into()])
+    );
+
+    // Brno holds Milan's practice cached, and is no editor of it: its edit is refused, and
+    // its cache forgets the copy the refused change was made on.
+    let feed = FeedId {
+        author: milan.id(),
+        scope: intercity_protocol::entry::Scope::Federation,
+    };
+    for (e, p) in store.feed_range(&feed, 1, 1000, usize::MAX).expect("range") {
+        brno.ingest_remote(&e.entry.encode(), &p).expect("ingest");
+    }
+    assert_eq!(cached(&brno).map(|(lent, _)| lent), Some(false));
+    let before = brno.record(id).expect("record");
+    let refused = brno.edit(id, "not mine", |r| {
+        let Record::Practice(p) = r else {
+            unreachable!()
+        };
+        p.summary = "Brno's".into();
+        Ok(())
+    });
+    assert!(
+        matches!(refused, Err(crate::CityError::Rejected(_))),
+        "{refused:?}"
+    );
+    assert_eq!(cached(&brno), None);
+    assert_eq!(brno.record(id).expect("record"), before);
+}
+
 /// Every record the cache of `city` keeps is what reading its document gives, and so is the
 /// JSON form it keeps with it.
 fn assert_cache_reads_true(city: &crate::City) {
@@ -352,13 +495,16 @@ fn assert_cache_reads_true(city: &crate::City) {
         if let Some(record) = &held.record {
             assert_eq!(
                 Some(record),
-                intercity_protocol::doc::read_record(&held.doc, None)
+                intercity_protocol::doc::read_record(held.doc.as_ref().expect("held"), None)
                     .ok()
                     .as_ref()
             );
         }
         if let Some(json) = &held.json {
-            assert_eq!(**json, intercity_protocol::doc::to_json(&held.doc, None));
+            assert_eq!(
+                **json,
+                intercity_protocol::doc::to_json(held.doc.as_ref().expect("held"), None)
+            );
         }
         // The catalog rows it notes are the store's.
         if let Some(noted) = &held.noted {

@@ -805,7 +805,8 @@ impl<'a, L: Ledger> Work<'a, L> {
                         &cuts,
                     ) {
                         Ok(evaluated) => {
-                            doc = evaluated.doc;
+                            // Not shared: built here from `doc`, no author's copy.
+                            doc = std::sync::Arc::unwrap_or_clone(evaluated.doc);
                             lowered[i] = evaluated.lowered;
                             Status::Accepted
                         }
