@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
+use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 use intercity_protocol::doc::{self, DocError, Texts};
 use intercity_protocol::entry::{DocId, Hash32, Scope, SignedEntry, sign_entry};
 use intercity_protocol::identity::{CityId, CityKey, IdentityError};
@@ -203,19 +203,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CityError + '_ {
     }
 }
 
-/// A document lent by the store's cache to an edit ([`Store::lend_doc`]): if the edit ends
-/// without giving it back (a panic), the cache forgets it instead of keeping it lent.
-struct Loan<'a> {
-    store: &'a Store,
-    id: DocId,
-}
-
-impl Drop for Loan<'_> {
-    fn drop(&mut self) {
-        self.store.return_doc(&self.id, None);
-    }
-}
-
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -348,7 +335,7 @@ impl City {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Refused before the document is touched (it would be refused when signed).
         self.check_not_restored()?;
-        let loan = Loan {
+        let loan = crate::store::DocLoan {
             store: &self.store,
             id,
         };
@@ -404,24 +391,36 @@ impl City {
             }
             _ => doc,
         };
-        match self.change_doc(held, id, &mut doc, actor, message, f) {
-            Ok(record) => (Ok(record), None),
-            Err(e) => (Err(e), Some(doc)),
-        }
+        let (change, record, read) = match self.change_doc(id, &mut doc, actor, message, f) {
+            Ok(made) => made,
+            Err(e) => return (Err(e), Some(doc)),
+        };
+        let authored = Authored {
+            change,
+            doc: Some(doc),
+            record: None,
+            before: Some(read),
+        };
+        let published = self
+            .publish_locked(held, vec![(id, record.kind(), authored)])
+            .map_err(CityError::from)
+            .and_then(|mut out| {
+                out.pop()
+                    .unwrap_or_else(|| Err(CityError::Internal("nothing to publish".into())))
+            });
+        (published.map(|_| record), None)
     }
 
-    /// Makes the edit's change on `doc` (with `actor`) and publishes it, with the write lock
-    /// `held`. On success `doc` is left empty (it went to the store); on failure it is as the
-    /// change left it, or as it was if none was made.
+    /// Makes the edit's change on `doc` (with `actor`): the change, the record after it and the
+    /// one before. On failure `doc` is as the change left it, or as it was if none was made.
     fn change_doc(
         &self,
-        held: &std::sync::MutexGuard<'_, ()>,
         id: DocId,
         doc: &mut Automerge,
         actor: ActorId,
         message: &str,
         f: impl FnOnce(&mut Record) -> Result<(), CityError>,
-    ) -> Result<Record, CityError> {
+    ) -> Result<(Change, Record, Record), CityError> {
         // The record and the document's JSON form as the store's copy reads, when it holds
         // them (else read here).
         let heads = doc.get_heads();
@@ -460,16 +459,7 @@ impl City {
                 doc::edit_document_over(doc, self.fresh_actor()?, Some(&json), &record, message)?
                     .ok_or(CityError::Unchanged)?;
         }
-        let authored = Authored {
-            change,
-            doc: Some(std::mem::take(doc)),
-            record: None,
-            before: Some(read),
-        };
-        self.publish_locked(held, vec![(id, record.kind(), authored)])?
-            .pop()
-            .unwrap_or_else(|| Err(CityError::Internal("nothing to publish".into())))?;
-        Ok(record)
+        Ok((change, record, read))
     }
 
     /// Answers a catalog query (search or filtered listing).

@@ -189,6 +189,7 @@ pub struct Store {
 type ForkIndex = (usize, std::collections::BTreeMap<FeedId, u64>);
 
 mod apply;
+pub(crate) use apply::DocLoan;
 pub use apply::{
     MAX_CACHED_DOC_BYTES, MAX_CACHED_DOCS, MAX_TAIL_CHANGES, MIN_TAIL_BASE, MIN_TAIL_HISTORY,
 };

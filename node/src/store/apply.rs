@@ -64,6 +64,19 @@ pub(crate) struct CachedDoc {
     pub(crate) noted: Option<std::sync::Arc<catalog::Noted>>,
 }
 
+/// A loan of document `id` by the cache ([`Store::lend_doc`]) that ends when dropped: if
+/// nothing gave the document back (a panic), the cache forgets it instead of keeping it lent.
+pub(crate) struct DocLoan<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) id: DocId,
+}
+
+impl Drop for DocLoan<'_> {
+    fn drop(&mut self) {
+        self.store.return_doc(&self.id, None);
+    }
+}
+
 /// How a document is stored: its `docs` row and the `doc_tail` rows after it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct Stored {
