@@ -248,8 +248,27 @@ pub(crate) fn changed_fields<'a>(
     old: &'a [(u8, String)],
     new: &'a [(u8, String)],
 ) -> (Vec<AnalyzedField<'a>>, Vec<AnalyzedField<'a>>) {
+    let (mut old, mut new) = (analyzed_fields(old), analyzed_fields(new));
+    // Fields equal at the same place, from either end, are in both: the difference is that of
+    // the rest (an edit changes a field or two of dozens; only those are counted).
+    let same = |a: &AnalyzedField<'_>, b: &AnalyzedField<'_>| {
+        a.0 == b.0 && a.1 == b.1 && a.2.number() == b.2.number()
+    };
+    let tail = old
+        .iter()
+        .rev()
+        .zip(new.iter().rev())
+        .take_while(|(a, b)| same(a, b))
+        .count();
+    old.truncate(old.len() - tail);
+    new.truncate(new.len() - tail);
+    let head = old.iter().zip(&new).take_while(|(a, b)| same(a, b)).count();
+    old.drain(..head);
+    new.drain(..head);
+    if old.is_empty() || new.is_empty() {
+        return (old, new);
+    }
     let mut count: HashMap<(u8, &str, usize), i64> = HashMap::new();
-    let (old, new) = (analyzed_fields(old), analyzed_fields(new));
     for (field, text, analyzer) in &old {
         *count.entry((*field, *text, analyzer.number())).or_default() -= 1;
     }
@@ -277,4 +296,95 @@ pub(crate) fn posting_key(term: &str, unit_key: &[u8]) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(unit_key);
     k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `changed_fields` gives the multiset difference of two texts rows' analyzed fields, each
+    /// side in its own order, however the rows differ: fields changed, added, removed, moved or
+    /// repeated, and the language switched part-way.
+    #[test]
+    fn changed_fields_are_the_multiset_difference() {
+        let seed = std::cell::Cell::new(0x9e37_79b9_7f4a_7c15_u64);
+        let next = |n: usize| {
+            let mut s = seed.get();
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            seed.set(s);
+            usize::try_from(s % n as u64).expect("small")
+        };
+        let texts = ["a b", "youth", "", "green city", "café"];
+        let row = |len: usize| -> Vec<(u8, String)> {
+            (0..len)
+                .map(|_| match next(12) {
+                    0 => (F_LANGUAGE, ["en", "it", "pl"][next(3)].to_string()),
+                    k => (
+                        [F_TITLE, F_NOTES, F_ITEM][k % 3],
+                        texts[next(texts.len())].to_string(),
+                    ),
+                })
+                .collect()
+        };
+        let key = |f: &AnalyzedField<'_>| (f.0, f.1.to_string(), f.2.number());
+        for round in 0..3_000 {
+            let old = row(next(9));
+            // The new row: the old one edited at a few places, or another row altogether.
+            let mut new = old.clone();
+            if round % 5 == 0 {
+                new = row(next(9));
+            } else {
+                for _ in 0..next(3) {
+                    match next(3) {
+                        0 if !new.is_empty() => {
+                            let at = next(new.len());
+                            new.remove(at);
+                        }
+                        1 => {
+                            let at = next(new.len() + 1);
+                            new.insert(at, row(1).remove(0));
+                        }
+                        _ if !new.is_empty() => {
+                            let at = next(new.len());
+                            new[at] = row(1).remove(0);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let (gone, came) = changed_fields(&old, &new);
+            // The difference by counting every field of both rows.
+            let mut count: HashMap<(u8, String, usize), i64> = HashMap::new();
+            for f in analyzed_fields(&old) {
+                *count.entry(key(&f)).or_default() -= 1;
+            }
+            for f in analyzed_fields(&new) {
+                *count.entry(key(&f)).or_default() += 1;
+            }
+            let mut expected: HashMap<(u8, String, usize), i64> = count;
+            expected.retain(|_, n| *n != 0);
+            let mut got: HashMap<(u8, String, usize), i64> = HashMap::new();
+            for f in &gone {
+                *got.entry(key(f)).or_default() -= 1;
+            }
+            for f in &came {
+                *got.entry(key(f)).or_default() += 1;
+            }
+            assert_eq!(got, expected, "{old:?} -> {new:?}");
+            // Each side is a part of its row, in the row's order.
+            for (side, row) in [(&gone, &old), (&came, &new)] {
+                let all = analyzed_fields(row);
+                let mut at = 0;
+                for f in side.iter() {
+                    at += all[at..]
+                        .iter()
+                        .position(|g| key(g) == key(f))
+                        .expect("in its row, in order")
+                        + 1;
+                }
+            }
+        }
+    }
 }
