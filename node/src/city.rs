@@ -351,8 +351,8 @@ impl City {
     }
 
     /// [`City::edit_with`] on `doc`, the stored document, with the write lock `held`. Gives
-    /// back the document the change was made on unless it was published (changed or not: the
-    /// caller checks).
+    /// back the document the change was made on unless it went to be published, stored or not
+    /// (changed or not: the caller's [`Store::return_doc`] checks).
     fn edit_doc(
         &self,
         held: &std::sync::MutexGuard<'_, ()>,
