@@ -779,12 +779,7 @@ pub(crate) mod tests {
     /// with a valid checksum: what a hostile roster city signs to make Automerge step through
     /// millions of operations that take a few bytes.
     fn inflate_runs(chunk: &[u8], k: i64) -> Vec<u8> {
-        let mut r = Reader {
-            bytes: chunk,
-            at: 9,
-        };
-        let len = r.uleb("length").expect("length");
-        let body = r.skip(len, "body").expect("body");
+        let body = body_of(chunk);
         let mut b = Reader { bytes: body, at: 0 };
         let deps = b.uleb("deps").expect("deps");
         b.skip(deps * 32, "deps").expect("deps");
@@ -858,6 +853,16 @@ pub(crate) mod tests {
         new_body.extend(data);
         new_body.extend_from_slice(&body[b.at..]);
         rechunk(&new_body)
+    }
+
+    /// The body of change chunk `chunk` (what [`rechunk`] wraps).
+    pub(crate) fn body_of(chunk: &[u8]) -> &[u8] {
+        let mut r = Reader {
+            bytes: chunk,
+            at: 9,
+        };
+        let len = r.uleb("length").expect("length");
+        r.skip(len, "body").expect("body")
     }
 
     /// A change chunk of body `body`, with its length and checksum right.

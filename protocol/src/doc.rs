@@ -2885,7 +2885,7 @@ pub(crate) mod tests {
     /// position), deletion and insertion (three values) in their bodies, each with its length
     /// and checksum made right again, and every one-byte change of their headers.
     pub(crate) fn genesis_variants(actor: &ActorId) -> Vec<Vec<u8>> {
-        use crate::chunk::tests::rechunk;
+        use crate::chunk::tests::{body_of, rechunk};
         let grouped = with_agenda(&group(), |ag| {
             ag.items.push(item("z1", "Mobility"));
             ag.items.push(item("z2", "Energy"));
@@ -2900,7 +2900,7 @@ pub(crate) mod tests {
         }
         let mut variants = chunks.clone();
         for bytes in chunks {
-            let body = &bytes[bytes.len() - change_body_len(&bytes)..];
+            let body = body_of(&bytes);
             for at in 0..body.len() {
                 for new in [body[at] ^ 1, body[at] ^ 0x80, body[at] ^ 0x40, 0, 0xff] {
                     let mut m = body.to_vec();
@@ -2943,19 +2943,6 @@ pub(crate) mod tests {
             .filter(|v| taken_as_automerge_takes(v))
             .count();
         assert!(taken > 1_000, "{taken} of {} taken", variants.len());
-    }
-
-    /// The body length of change chunk `bytes` (its LEB128 after the chunk type).
-    fn change_body_len(bytes: &[u8]) -> usize {
-        let (mut n, mut shift) = (0usize, 0);
-        for b in &bytes[9..] {
-            n |= usize::from(b & 0x7f) << shift;
-            shift += 7;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        n
     }
 
     proptest! {

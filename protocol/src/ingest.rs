@@ -1809,9 +1809,12 @@ impl<'a, L: Ledger> Work<'a, L> {
             self.note(signed, hash, &status);
             return Ok(status);
         }
-        let mut prebuilt = self.prebuilt.take_if(|p| {
-            p.doc.get_heads() == [hash] && (applied || doc::same_heads(&base.get_heads(), &deps))
-        });
+        // The document judged against is the one the change was made on (its heads are the
+        // change's dependencies), or stands in for it (`applied`).
+        let on_deps = applied || doc::same_heads(&base.get_heads(), &deps);
+        let mut prebuilt = self
+            .prebuilt
+            .take_if(|p| on_deps && p.doc.get_heads() == [hash]);
         if let Some(p) = prebuilt.as_mut() {
             p.json_before = self.json_at(h.doc, &deps)?;
         }
@@ -1823,7 +1826,7 @@ impl<'a, L: Ledger> Work<'a, L> {
         let before = if genesis {
             Before::Genesis
         } else if prebuilt.as_ref().is_none_or(|p| p.before.is_none())
-            && (applied || doc::same_heads(&base.get_heads(), &deps))
+            && on_deps
             && let Some(record) = self.record_at(h.doc, &deps)?
         {
             Before::Held(Box::new(record))

@@ -61,23 +61,8 @@ impl City {
     }
 
     fn sign(&mut self, doc: DocId, scope: Scope, payload: Vec<u8>) -> Wire {
-        let feed = FeedId {
-            author: self.key.id(),
-            scope,
-        };
-        let head = self.ledger.head(&feed).expect("mem ledger");
-        let (seq, prev) = head.map_or((1, Hash32::default()), |h| (h.seq + 1, h.hash));
-        let entry = sign_entry(
-            &self.key,
-            scope,
-            seq,
-            prev,
-            doc,
-            &payload,
-            1_000 * seq as i64,
-        );
         let wire = Wire {
-            entry: entry.encode().to_vec(),
+            entry: next_entry(&self.key, &self.ledger, doc, scope, &payload),
             payload,
         };
         self.ledger
@@ -100,22 +85,14 @@ impl City {
 
     /// Edits the replica's accepted state of `id` with `f` (no validation, no authorization).
     fn edit(&mut self, id: DocId, f: impl FnOnce(&mut Record)) -> Wire {
-        let mut d = self
+        let d = self
             .ledger
             .docs
             .get(&id)
             .cloned()
             .expect("doc on this replica");
-        let mut record = doc::read_record(&d, None).expect("readable");
-        f(&mut record);
-        d.set_actor(self.actor());
-        let mut tx = d.transaction();
-        doc::write_record(&mut tx, &record, doc::Texts::Merged).expect("write");
-        let (hash, _) = tx.commit_with(CommitOptions::default().with_message("edit"));
-        let change = d
-            .get_change_by_hash(&hash.expect("the edit changes something"))
-            .expect("change");
-        self.sign(id, scope_of(record.kind(), id), change.raw_bytes().to_vec())
+        let (change, _, after) = edit_made(d, self.actor(), f);
+        self.sign(id, scope_of(after.kind(), id), change.raw_bytes().to_vec())
     }
 
     fn receive(&mut self, wires: &[Wire]) {
@@ -1814,24 +1791,35 @@ fn next_entry(
         .to_vec()
 }
 
-/// `city`'s edit `f` of `doc` as its node makes one: the change, the document after it, and
-/// the record it was made on.
-fn authored_edit(
-    city: &City,
+/// The change `actor` makes with `f` on `doc` (no checks): the change, the document after it,
+/// and the record `f` left.
+fn edit_made(
     mut doc: Automerge,
+    actor: ActorId,
     f: impl FnOnce(&mut Record),
 ) -> (automerge::Change, Automerge, Record) {
-    let before = doc::read_record(&doc, None).expect("readable");
-    let mut record = before.clone();
+    let mut record = doc::read_record(&doc, None).expect("readable");
     f(&mut record);
-    doc.set_actor(city.actor());
+    doc.set_actor(actor);
     let mut tx = doc.transaction();
     doc::write_record(&mut tx, &record, doc::Texts::Merged).expect("write");
     let (hash, _) = tx.commit_with(CommitOptions::default().with_message("edit"));
     let change = doc
         .get_change_by_hash(&hash.expect("the edit changes something"))
         .expect("change");
-    (change, doc, before)
+    (change, doc, record)
+}
+
+/// `city`'s edit `f` of `doc` as its node makes one: the change, the document after it, and
+/// the record it was made on.
+fn authored_edit(
+    city: &City,
+    doc: Automerge,
+    f: impl FnOnce(&mut Record),
+) -> (automerge::Change, Automerge, Record) {
+    let before = doc::read_record(&doc, None).expect("readable");
+    let (change, after, _) = edit_made(doc, city.actor(), f);
+    (change, after, before)
 }
 
 /// A node's own edit of the stored document is judged against the author's document after it
@@ -2467,16 +2455,7 @@ fn summary(s: &str) -> impl FnOnce(&mut Record) {
 
 /// The change `actor` makes with `f` on `doc` (no checks).
 fn change_on(doc: &Automerge, actor: ActorId, f: impl FnOnce(&mut Record)) -> automerge::Change {
-    let mut d = doc.clone();
-    d.set_actor(actor);
-    let mut record = doc::read_record(&d, None).expect("readable");
-    f(&mut record);
-    let mut tx = d.transaction();
-    doc::write_record(&mut tx, &record, doc::Texts::Merged).expect("write");
-    let (hash, _) = tx.commit_with(CommitOptions::default().with_message("edit"));
-    d.get_change_by_hash(&hash.expect("a change"))
-        .expect("change")
-        .clone()
+    edit_made(doc.clone(), actor, f).0
 }
 
 /// Mallory carries one change C twice (seq 2 and 5), both waiting for Brno's D. On Y, the
