@@ -22,6 +22,12 @@ pub(crate) fn costly(bytes: usize, changes: u64) -> bool {
     bytes >= MIN_TAIL_BASE || changes >= MIN_TAIL_HISTORY
 }
 
+/// Whether a document written by `update`, and now stored as `stored`, stays in the cache
+/// after the write (see [`costly`]).
+fn stays_cached(update: &intercity_protocol::ingest::DocUpdate, stored: Stored) -> bool {
+    matches!(&update.doc, DocState::Built(doc) if costly(stored.size(), doc.stats().num_changes))
+}
+
 /// Costly documents (see [`costly`]) kept in memory after they are written, so that the next
 /// change to one does not load it again: at most this many...
 pub const MAX_CACHED_DOCS: usize = 8;
@@ -61,7 +67,7 @@ pub(crate) struct CachedDoc {
     /// The catalog rows of its units and its `records` row's time as that write left them
     /// (when it wrote them): the next write of the document replaces these instead of reading
     /// them.
-    pub(crate) noted: Option<std::sync::Arc<catalog::Noted>>,
+    pub(crate) noted: Option<catalog::Noted>,
 }
 
 /// A loan of document `id` by the cache ([`Store::lend_doc`]) that ends when dropped: if
@@ -131,7 +137,8 @@ impl Store {
         // Each document's catalog rows after the write, for the cache.
         let mut noted_rows = Vec::with_capacity(commit.docs.len());
         for (id, update) in &commit.docs {
-            stored.push(self.write_doc(&mut batch, id, update)?);
+            let written = self.write_doc(&mut batch, id, update)?;
+            stored.push(written);
             let mut noted = None;
             if let Some(record) = &update.record {
                 // A genesis document is new: its id derives from a change no entry has carried
@@ -139,8 +146,9 @@ impl Store {
                 let genesis = matches!(update.doc, DocState::Genesis { .. }) && update.is_new();
                 debug_assert!(!genesis || self.get("records", &id.0)?.is_none());
                 // The rows the cache notes for this document are the ones its last write left
-                // (its record row included).
-                let known = self.cached(id, |held| held.noted.clone()).flatten();
+                // (its record row included); taken, since the entry leaves the cache before the
+                // write in any case.
+                let known = self.take_noted(id);
                 let row = if genesis || known.is_some() {
                     None
                 } else {
@@ -166,24 +174,22 @@ impl Store {
                 };
                 let json = serde_json::to_vec(&summary).map_err(|e| self.corrupt(e))?;
                 batch.put_cf(self.cf("records"), id.0, json);
-                let held = match &known {
+                let held = match known {
                     _ if new_doc => catalog::Held::New,
-                    Some(noted) => catalog::Held::Known(&noted.rows),
+                    Some(noted) => catalog::Held::Known(noted.rows),
                     None => catalog::Held::Stored,
                 };
                 let rows = self.catalog_write(
                     &mut batch,
                     id,
-                    Some(record),
-                    summary.updated,
+                    Some((record, summary.updated)),
                     held,
+                    stays_cached(update, written),
                     &mut delta,
                 )?;
-                noted = rows.map(|rows| {
-                    std::sync::Arc::new(catalog::Noted {
-                        rows,
-                        updated: summary.updated,
-                    })
+                noted = rows.map(|rows| catalog::Noted {
+                    rows,
+                    updated: summary.updated,
                 });
             }
             noted_rows.push(noted);
@@ -196,7 +202,14 @@ impl Store {
                 batch.delete_cf(self.cf("doc_tail"), key);
             }
             batch.delete_cf(self.cf("records"), id.0);
-            self.catalog_write(&mut batch, id, None, 0, catalog::Held::Stored, &mut delta)?;
+            self.catalog_write(
+                &mut batch,
+                id,
+                None,
+                catalog::Held::Stored,
+                false,
+                &mut delta,
+            )?;
         }
         self.catalog_finish(&mut batch, &mut delta)?;
         for (hash, info) in &commit.changes {
@@ -353,40 +366,36 @@ impl Store {
         for (((id, update), stored), noted) in commit.docs.into_iter().zip(stored).zip(noted_rows) {
             // (A document also removed by the commit lost the rows its update wrote.)
             let noted = noted.filter(|_| !commit.removed.contains(&id));
-            if let DocState::Built(doc) = update.doc {
+            if stays_cached(&update, stored)
+                && let DocState::Built(doc) = update.doc
+            {
                 let changes = doc.stats().num_changes;
-                if costly(stored.size(), changes) {
-                    let json = update
-                        .json
-                        .filter(|_| update.read && update.record.is_some());
-                    // The record and its JSON form each hold about the JSON's bytes.
-                    let shown = json
-                        .as_deref()
-                        .map_or(0, |j| 2 * intercity_protocol::doc::json_bytes(j));
-                    let noted_bytes: usize = noted.as_deref().map_or(0, |noted| {
-                        noted
-                            .rows
-                            .iter()
-                            .map(|r| r.key.len() + r.unit.len() + r.texts.len())
-                            .sum()
-                    });
-                    let weight = cache_weight(stored.size(), changes)
-                        .saturating_add(shown)
-                        .saturating_add(noted_bytes);
-                    cache.insert(
-                        0,
-                        CachedDoc {
-                            id,
-                            heads: doc.get_heads(),
-                            doc: Some(doc),
-                            weight,
-                            stored,
-                            record: update.record.filter(|_| update.read),
-                            json,
-                            noted,
-                        },
-                    );
-                }
+                let json = update
+                    .json
+                    .filter(|_| update.read && update.record.is_some());
+                // The record and its JSON form each hold about the JSON's bytes.
+                let shown = json
+                    .as_deref()
+                    .map_or(0, |j| 2 * intercity_protocol::doc::json_bytes(j));
+                let noted_bytes: usize = noted.as_ref().map_or(0, |noted| {
+                    noted.rows.iter().map(catalog::UnitRows::bytes).sum()
+                });
+                let weight = cache_weight(stored.size(), changes)
+                    .saturating_add(shown)
+                    .saturating_add(noted_bytes);
+                cache.insert(
+                    0,
+                    CachedDoc {
+                        id,
+                        heads: doc.get_heads(),
+                        doc: Some(doc),
+                        weight,
+                        stored,
+                        record: update.record.filter(|_| update.read),
+                        json,
+                        noted,
+                    },
+                );
             }
         }
         let mut total = 0;
@@ -553,6 +562,16 @@ impl Store {
     }
 
     /// `f` of document `id` as the cache holds it, if it does.
+    /// Takes what the cache notes of the catalog rows of document `id`, if anything.
+    fn take_noted(&self, id: &DocId) -> Option<catalog::Noted> {
+        self.doc_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter_mut()
+            .find(|held| held.id == *id)
+            .and_then(|held| held.noted.take())
+    }
+
     pub(super) fn cached<T>(&self, id: &DocId, f: impl FnOnce(&CachedDoc) -> T) -> Option<T> {
         self.doc_cache
             .lock()

@@ -1,7 +1,7 @@
 //! Keeping the catalog's rows in step with the store: the writes of each batch, statistics,
 //! reindex (what the rows hold: [`crate::catalog`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::*;
 use crate::catalog::*;
@@ -20,13 +20,88 @@ pub(crate) struct CatalogDelta {
 /// The most terms an edit's postings are mended by reading (see `Store::mend_postings`).
 const MAX_MENDED_TERMS: usize = 32;
 
-/// One unit's `units` and `texts` rows, as a write left them: what the next write of the same
-/// record replaces (kept with a cached document, so that it need not read them again).
+/// One unit's `units` row and its `texts` row's fields, as a write left them: what the next
+/// write of the same record replaces (kept with a cached document, so that it need not read
+/// them again, nor parse the texts row).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct UnitRows {
     pub(crate) key: Vec<u8>,
     pub(crate) unit: Vec<u8>,
-    pub(crate) texts: Vec<u8>,
+    /// The `texts` row, parsed.
+    pub(crate) fields: Vec<(u8, String)>,
+    /// The unit's postings, when the write knew them all ([`count_terms`] of `fields`): the
+    /// next edit then mends them from the fields it changed alone, reading no posting. Kept
+    /// for the units of a document that stays in the cache, from the first write that changes
+    /// the unit's texts.
+    pub(crate) terms: Option<Terms>,
+}
+
+impl UnitRows {
+    /// About the bytes it holds (what the cache counts it as).
+    pub(crate) fn bytes(&self) -> usize {
+        let fields: usize = self.fields.iter().map(|(_, t)| t.len() + 8).sum();
+        let terms: usize = self
+            .terms
+            .as_ref()
+            .map_or(0, |t| t.counts.iter().map(|(t, _)| t.len() + 32).sum());
+        self.key.len() + self.unit.len() + fields + terms
+    }
+}
+
+/// A unit's term counts (by field weight, sorted by term) and length: what its postings hold.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Terms {
+    pub(crate) counts: Vec<(String, [u16; 3])>,
+    pub(crate) len: u32,
+}
+
+impl Terms {
+    /// The terms of texts `fields`.
+    pub(crate) fn of(fields: &[(u8, String)]) -> Terms {
+        let (counts, len) = count_terms(fields);
+        Terms { counts, len }
+    }
+
+    /// Where term `t` is in the counts, or would be.
+    fn position(&self, t: &str) -> Result<usize, usize> {
+        self.counts.binary_search_by(|(c, _)| c.as_str().cmp(t))
+    }
+}
+
+/// How each term's counts change from texts `old` to texts `new`, in term order, terms whose
+/// counts do not change left out; and the lengths of the fields that changed, before and after
+/// (see [`changed_fields`]: only those are analyzed).
+fn term_change(
+    old: &[(u8, String)],
+    new: &[(u8, String)],
+) -> (std::collections::BTreeMap<String, [i64; 3]>, u32, u32) {
+    let (gone, came) = changed_fields(old, new);
+    let (gone, gone_len) = count_analyzed(gone);
+    let (came, came_len) = count_analyzed(came);
+    let mut change: std::collections::BTreeMap<String, [i64; 3]> = Default::default();
+    for (sign, counts) in [(-1, gone), (1, came)] {
+        for (t, c) in counts {
+            let d = change.entry(t).or_default();
+            for k in 0..3 {
+                d[k] += sign * i64::from(c[k]);
+            }
+        }
+    }
+    change.retain(|_, d| *d != [0; 3]);
+    (change, gone_len, came_len)
+}
+
+/// Counts `held` changed by `d`; None when one is not known exactly (a count cut at its bound,
+/// before or after: the unit's terms are then counted again).
+fn changed_counts(held: [u16; 3], d: &[i64; 3]) -> Option<[u16; 3]> {
+    let mut now = [0u16; 3];
+    for k in 0..3 {
+        match u16::try_from(i64::from(held[k]) + d[k]) {
+            Ok(c) if held[k] < u16::MAX && c < u16::MAX => now[k] = c,
+            _ => return None,
+        }
+    }
+    Some(now)
 }
 
 /// What a write of a record left that its next write needs, kept with a cached document: its
@@ -38,11 +113,11 @@ pub(crate) struct Noted {
 }
 
 /// The catalog rows a record has before a write ([`Store::catalog_write`]).
-pub(crate) enum Held<'a> {
+pub(crate) enum Held {
     /// None: the record is new.
     New,
-    /// These, known from the write before (see [`UnitRows`]).
-    Known(&'a [UnitRows]),
+    /// These, known from the write before (see [`UnitRows`]); the write may keep their terms.
+    Known(Vec<UnitRows>),
     /// Those the store holds: read.
     Stored,
 }
@@ -82,68 +157,37 @@ impl Store {
         Ok(())
     }
 
-    /// Puts the catalog rows of record `id` (as it now reads; None: it is gone) into
-    /// `batch`, replacing the units it has (`held`); unchanged texts keep their postings.
-    /// Returns the rows of its units after the write, unless it had none (`Held::New`: a
-    /// record's first write notes nothing, most records are never written again).
+    /// Puts the catalog rows of record `id` (as it now reads, with the time of its `records`
+    /// row; None: it is gone) into `batch`, replacing the units it has (`held`); unchanged
+    /// texts keep their postings. Returns the rows of its units after the write, unless it had
+    /// none (`Held::New`: a record's first write notes nothing, most records are never written
+    /// again); with their terms where known and `keep` (the document stays in the cache).
     pub(crate) fn catalog_write(
         &self,
         batch: &mut WriteBatch,
         id: &DocId,
-        record: Option<&Record>,
-        updated: i64,
-        held: Held<'_>,
+        record: Option<(&Record, i64)>,
+        held: Held,
+        keep: bool,
         delta: &mut CatalogDelta,
     ) -> Result<Option<Vec<UnitRows>>, StoreError> {
         let note = !matches!(held, Held::New);
-        let new = record.map_or_else(Vec::new, |r| units_of(*id, r, updated));
-        let new_keys: HashSet<&[u8]> = new.iter().map(|e| e.key.as_slice()).collect();
-        let mut old_texts: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-        let mut old_units: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-        match held {
-            Held::New => {}
-            Held::Known(rows) => {
-                for row in rows {
-                    old_units.insert(row.key.clone(), row.unit.clone());
-                    old_texts.insert(row.key.clone(), row.texts.clone());
-                }
-            }
-            Held::Stored => {
-                for (k, v) in self.scan("units", &id.0)? {
-                    if let Some(t) = self.get("texts", &k)? {
-                        old_texts.insert(k.to_vec(), t);
-                    }
-                    old_units.insert(k.to_vec(), v.to_vec());
-                }
-            }
-        }
-        for k in old_units.keys() {
-            if !new_keys.contains(&k[..]) {
-                batch.delete_cf(self.cf("units"), k);
-                batch.delete_cf(self.cf("facets"), k);
-                batch.delete_cf(self.cf("texts"), k);
-                delta.units -= 1;
-            }
-        }
-        let new_texts = new
-            .iter()
-            .map(|e| serde_json::to_vec(&e.texts))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|x| self.corrupt(x))?;
-        for (key, old) in &old_texts {
-            // A unit still there has its postings mended below; a unit gone loses them all.
-            if new_keys.contains(&key[..]) {
-                continue;
-            }
-            let texts: Vec<(u8, String)> = serde_json::from_slice(old).unwrap_or_default();
-            self.delete_postings(batch, key, &texts, delta);
-        }
+        let new = record.map_or_else(Vec::new, |(r, updated)| units_of(*id, r, updated));
+        let old_rows = match held {
+            Held::New => Vec::new(),
+            Held::Known(rows) => rows,
+            Held::Stored => self.unit_rows(id)?,
+        };
+        let mut old: HashMap<Vec<u8>, UnitRows> =
+            old_rows.into_iter().map(|r| (r.key.clone(), r)).collect();
         let mut rows = Vec::with_capacity(new.len());
-        for (e, texts) in new.iter().zip(new_texts) {
+        for e in new {
+            let held = old.remove(&e.key);
             // A unit the edit left as it was is not written again (its facets derive from it
             // and from its language, which its texts row names).
             let unit = encode_unit(&e.unit);
-            if old_units.get(&e.key) != Some(&unit) || old_texts.get(&e.key) != Some(&texts) {
+            let same_texts = held.as_ref().is_some_and(|h| h.fields == e.texts);
+            if !same_texts || held.as_ref().is_none_or(|h| h.unit != unit) {
                 batch.put_cf(self.cf("units"), &e.key, &unit);
                 batch.put_cf(
                     self.cf("facets"),
@@ -151,30 +195,69 @@ impl Store {
                     Facets::of(&e.unit, e.language(), e.translations()).encode(),
                 );
             }
-            if note {
-                rows.push(UnitRows {
-                    key: e.key.clone(),
-                    unit,
-                    texts: texts.clone(),
-                });
-            }
-            match old_texts.get(&e.key) {
-                Some(old) if *old == texts => continue,
-                Some(old) => {
-                    let old: Vec<(u8, String)> = serde_json::from_slice(old).unwrap_or_default();
-                    if !self.mend_postings(batch, &e.key, &old, &e.texts, delta)? {
-                        self.delete_postings(batch, &e.key, &old, delta);
-                        self.put_postings(&e.key, &e.texts, delta);
+            let terms = match held {
+                Some(h) if same_texts => h.terms,
+                Some(h) => {
+                    let mended = match h.terms {
+                        Some(mut terms) => self
+                            .mend_known(batch, &e.key, &mut terms, &h.fields, &e.texts, delta)
+                            .then_some(Some(terms)),
+                        None => self.mend_postings(batch, &e.key, &h.fields, &e.texts, delta)?,
+                    };
+                    match mended {
+                        Some(terms) => terms.or_else(|| keep.then(|| Terms::of(&e.texts))),
+                        None => {
+                            self.delete_postings(batch, &e.key, &h.fields, delta);
+                            Some(self.put_postings(&e.key, &e.texts, delta))
+                        }
                     }
                 }
                 None => {
                     delta.units += 1;
-                    self.put_postings(&e.key, &e.texts, delta);
+                    Some(self.put_postings(&e.key, &e.texts, delta))
                 }
+            };
+            if !same_texts {
+                let texts = serde_json::to_vec(&e.texts).map_err(|x| self.corrupt(x))?;
+                batch.put_cf(self.cf("texts"), &e.key, texts);
             }
-            batch.put_cf(self.cf("texts"), &e.key, texts);
+            if note {
+                rows.push(UnitRows {
+                    key: e.key,
+                    unit,
+                    fields: e.texts,
+                    terms: terms.filter(|_| keep),
+                });
+            }
+        }
+        // The units the record no longer has, with their postings.
+        for (k, row) in &old {
+            batch.delete_cf(self.cf("units"), k);
+            batch.delete_cf(self.cf("facets"), k);
+            batch.delete_cf(self.cf("texts"), k);
+            delta.units -= 1;
+            self.delete_postings(batch, k, &row.fields, delta);
         }
         Ok(note.then_some(rows))
+    }
+
+    /// The catalog rows of record `id` as the store holds them (a texts row that does not
+    /// parse reads as no fields: its unit's postings are then written whole again).
+    fn unit_rows(&self, id: &DocId) -> Result<Vec<UnitRows>, StoreError> {
+        let mut rows = Vec::new();
+        for (k, v) in self.scan("units", &id.0)? {
+            let fields = match self.get("texts", &k)? {
+                Some(t) => serde_json::from_slice(&t).unwrap_or_default(),
+                None => Vec::new(),
+            };
+            rows.push(UnitRows {
+                key: k.to_vec(),
+                unit: v.to_vec(),
+                fields,
+                terms: None,
+            });
+        }
+        Ok(rows)
     }
 
     /// Deletes the postings of unit `key` whose texts row holds `texts`.
@@ -192,23 +275,26 @@ impl Store {
         delta.terms -= i64::from(len);
     }
 
-    /// Puts the postings of unit `key` with texts `texts`.
-    fn put_postings(&self, key: &[u8], texts: &[(u8, String)], delta: &mut CatalogDelta) {
-        let (counts, len) = count_terms(texts);
+    /// Puts the postings of unit `key` with texts `texts`; returns them.
+    fn put_postings(&self, key: &[u8], texts: &[(u8, String)], delta: &mut CatalogDelta) -> Terms {
+        let terms = Terms::of(texts);
         delta.postings.extend(
-            counts
+            terms
+                .counts
                 .iter()
-                .map(|(t, c)| (posting_key(t, key), encode_posting(*c, len))),
+                .map(|(t, c)| (posting_key(t, key), encode_posting(*c, terms.len))),
         );
-        delta.terms += i64::from(len);
+        delta.terms += i64::from(terms.len);
+        terms
     }
 
     /// Turns the postings of unit `key` from those of texts `old` into those of texts `new`
     /// by what differs between them: only the fields that changed are analyzed, a term whose
     /// counts are unchanged keeps its posting, and the others are read, counted again and
-    /// written (all of them when the unit's length changed, since each posting holds it).
-    /// Returns false, with nothing written, when the stored postings do not add up to what
-    /// `old` counts (then the caller replaces them whole).
+    /// written (all of them when the unit's length changed, since each posting holds it: then
+    /// every term is counted, and the counts are returned). Returns None, with nothing
+    /// written, when the stored postings do not add up to what `old` counts (then the caller
+    /// replaces them whole).
     fn mend_postings(
         &self,
         batch: &mut WriteBatch,
@@ -216,39 +302,27 @@ impl Store {
         old: &[(u8, String)],
         new: &[(u8, String)],
         delta: &mut CatalogDelta,
-    ) -> Result<bool, StoreError> {
-        let (gone, came) = changed_fields(old, new);
-        let (gone, gone_len) = count_analyzed(gone);
-        let (came, came_len) = count_analyzed(came);
-        // Term → change of its counts, in term order (the postings' key order).
-        let mut change: std::collections::BTreeMap<String, [i64; 3]> = Default::default();
-        for (sign, counts) in [(-1, gone), (1, came)] {
-            for (t, c) in counts {
-                let d = change.entry(t).or_default();
-                for k in 0..3 {
-                    d[k] += sign * i64::from(c[k]);
-                }
-            }
-        }
-        change.retain(|_, d| *d != [0; 3]);
+    ) -> Result<Option<Option<Terms>>, StoreError> {
+        let (change, gone_len, came_len) = term_change(old, new);
         // Mending reads a posting per changed term (point lookups in a column family made for
         // scans): past a few, writing them all again is cheaper and bounded.
         if gone_len != came_len || change.len() > MAX_MENDED_TERMS {
             // All of them are written again (the length is in every posting), and the terms
             // the unit no longer has (only a changed field's can go) are deleted.
-            let (counts, len) = count_terms(new);
+            let terms = Terms::of(new);
             for t in change.keys() {
-                if counts.binary_search_by(|(c, _)| c.as_str().cmp(t)).is_err() {
+                if terms.position(t).is_err() {
                     batch.delete_cf(self.cf("postings"), posting_key(t, key));
                 }
             }
             delta.postings.extend(
-                counts
+                terms
+                    .counts
                     .iter()
-                    .map(|(t, c)| (posting_key(t, key), encode_posting(*c, len))),
+                    .map(|(t, c)| (posting_key(t, key), encode_posting(*c, terms.len))),
             );
             delta.terms += i64::from(came_len) - i64::from(gone_len);
-            return Ok(true);
+            return Ok(Some(Some(terms)));
         }
         // The same length: each changed term's counts are its stored ones plus the change. A
         // term whose count went down has a stored posting, which gives the length.
@@ -262,22 +336,17 @@ impl Store {
                         len = Some(l);
                         counts
                     }
-                    _ => return Ok(false),
+                    _ => return Ok(None),
                 },
                 None => [0; 3],
             };
-            let mut now = [0u16; 3];
-            for k in 0..3 {
-                // A count that was cut at its bound is not known exactly: counted again.
-                match u16::try_from(i64::from(held[k]) + d[k]) {
-                    Ok(c) if held[k] < u16::MAX && c < u16::MAX => now[k] = c,
-                    _ => return Ok(false),
-                }
-            }
+            let Some(now) = changed_counts(held, d) else {
+                return Ok(None);
+            };
             writes.push((k, (now != [0; 3]).then_some(now)));
         }
         let Some(len) = len else {
-            return Ok(change.is_empty());
+            return Ok(change.is_empty().then_some(None));
         };
         for (k, counts) in writes {
             match counts {
@@ -285,7 +354,66 @@ impl Store {
                 None => batch.delete_cf(self.cf("postings"), k),
             }
         }
-        Ok(true)
+        Ok(Some(None))
+    }
+
+    /// [`Store::mend_postings`] where the unit's postings are known (`terms`, which become the
+    /// new texts'): nothing is read, and when the length changed the postings are written
+    /// again from the counts known. Returns false, with nothing written and `terms` no longer
+    /// right, when a count reaches its bound (then the caller replaces them whole).
+    fn mend_known(
+        &self,
+        batch: &mut WriteBatch,
+        key: &[u8],
+        terms: &mut Terms,
+        old: &[(u8, String)],
+        new: &[(u8, String)],
+        delta: &mut CatalogDelta,
+    ) -> bool {
+        let (change, gone_len, came_len) = term_change(old, new);
+        let Some(len) = (terms.len.checked_sub(gone_len)).and_then(|l| l.checked_add(came_len))
+        else {
+            return false;
+        };
+        let mut changed = Vec::with_capacity(change.len());
+        for (t, d) in change {
+            let at = terms.position(&t);
+            let held = at.map_or([0; 3], |i| terms.counts[i].1);
+            let Some(now) = changed_counts(held, &d) else {
+                return false;
+            };
+            match (at, now == [0; 3]) {
+                (Ok(i), true) => {
+                    terms.counts.remove(i);
+                }
+                (Ok(i), false) => terms.counts[i].1 = now,
+                (Err(i), false) => terms.counts.insert(i, (t.clone(), now)),
+                // A term absent before and after has no change.
+                (Err(_), true) => {}
+            }
+            changed.push((t, now));
+        }
+        for (t, now) in &changed {
+            if *now == [0; 3] {
+                batch.delete_cf(self.cf("postings"), posting_key(t, key));
+            } else if len == terms.len {
+                delta
+                    .postings
+                    .push((posting_key(t, key), encode_posting(*now, len)));
+            }
+        }
+        if len != terms.len {
+            // Every posting holds the length.
+            delta.postings.extend(
+                terms
+                    .counts
+                    .iter()
+                    .map(|(t, c)| (posting_key(t, key), encode_posting(*c, len))),
+            );
+        }
+        delta.terms += i64::from(came_len) - i64::from(gone_len);
+        terms.len = len;
+        true
     }
 
     /// Compacts the facets into one sorted run, which filtered listings scan (after bulk
@@ -346,9 +474,9 @@ impl Store {
             self.catalog_write(
                 &mut batch,
                 &id,
-                Some(&record),
-                summary.updated,
+                Some((&record, summary.updated)),
                 Held::New,
+                false,
                 &mut delta,
             )?;
             units += units_of(id, &record, 0).len();

@@ -514,13 +514,24 @@ fn assert_cache_reads_true(city: &crate::City) {
                 .expect("units")
                 .into_iter()
                 .map(|(key, unit)| super::catalog::UnitRows {
-                    texts: store.get("texts", &key).expect("texts").expect("held"),
+                    fields: serde_json::from_slice(
+                        &store.get("texts", &key).expect("texts").expect("held"),
+                    )
+                    .expect("a texts row"),
+                    terms: None,
                     key: key.to_vec(),
                     unit: unit.to_vec(),
                 })
                 .collect();
             let mut rows = noted.rows.clone();
             rows.sort_by(|a, b| a.key.cmp(&b.key));
+            // The terms it notes are those of the texts (and the postings, which callers
+            // compare with the texts they hold).
+            for row in &mut rows {
+                if let Some(terms) = row.terms.take() {
+                    assert_eq!(terms, super::catalog::Terms::of(&row.fields));
+                }
+            }
             assert_eq!(rows, stored);
             let row = store.get("records", &held.id.0).expect("records");
             let summary: crate::store::RecordSummary =

@@ -31,7 +31,9 @@ fn catalog_as_built(store: &Store) -> (Postings, (u64, u64)) {
 
 /// An edit's postings are mended from the fields it changed, not rebuilt: after any run of
 /// edits (words swapped in place, added, removed, repeated; fields emptied; the language and
-/// translations changed) they are exactly the postings of the records as they now read.
+/// translations changed) they are exactly the postings of the records as they now read. The
+/// group is cached, and its later edits mend its postings from the terms the cache notes
+/// (reading none); the practice is not, and its edits read the postings they change.
 #[test]
 fn mended_postings_are_the_postings_of_the_record_as_it_reads() {
     use intercity_protocol::record::{Agenda, Group, Item, Practice, Translation};
@@ -137,31 +139,9 @@ fn mended_postings_are_the_postings_of_the_record_as_it_reads() {
         if result.is_err() {
             continue;
         }
-        let store = city.store();
-        let held: Postings = store
-            .scan("postings", &[])
-            .expect("scan")
-            .into_iter()
-            .map(|(k, v)| (k.to_vec(), v.to_vec()))
-            .collect();
-        let (built, stats) = catalog_as_built(store);
-        assert_eq!(held, built, "round {round}");
-        assert_eq!(
-            store.catalog_stats().expect("stats"),
-            stats,
-            "round {round}"
-        );
-        assert_cache_reads_true(&city);
+        assert_catalog_as_built(&city, &format!("round {round}"));
     }
-    assert!(
-        city.store()
-            .doc_cache
-            .lock()
-            .expect("cache")
-            .iter()
-            .any(|held| held.id == group && held.noted.is_some()),
-        "the group is not cached with its catalog rows"
-    );
+    assert_terms_noted(&city, group, b"visit");
     // Many terms changed at once, the length kept: written again rather than read one by one.
     for prefix in ["w", "v"] {
         city.edit(practice, "many", |r| {
@@ -175,13 +155,81 @@ fn mended_postings_are_the_postings_of_the_record_as_it_reads() {
             Ok(())
         })
         .expect("edit");
-        let held: Postings = city
-            .store()
-            .scan("postings", &[])
-            .expect("scan")
-            .into_iter()
-            .map(|(k, v)| (k.to_vec(), v.to_vec()))
-            .collect();
-        assert_eq!(held, catalog_as_built(city.store()).0, "{prefix}");
+        assert_catalog_as_built(&city, prefix);
     }
+}
+
+/// The cache of `city` holds document `id` with its catalog rows, and with the term counts of
+/// its unit whose key ends with `unit` (an edited one).
+fn assert_terms_noted(city: &crate::City, id: DocId, unit: &[u8]) {
+    let cache = city.store().doc_cache.lock().expect("cache");
+    let noted = cache
+        .iter()
+        .find(|held| held.id == id)
+        .and_then(|held| held.noted.as_ref());
+    assert!(
+        noted.is_some_and(|n| n
+            .rows
+            .iter()
+            .any(|r| r.key.ends_with(unit) && r.terms.is_some())),
+        "the document is not cached with its catalog rows, the edited unit's terms with them"
+    );
+}
+
+/// The postings and statistics of `city` are those of a catalog built from its records as
+/// they read, and its cache reads true.
+fn assert_catalog_as_built(city: &crate::City, at: &str) {
+    let store = city.store();
+    let held: Postings = store
+        .scan("postings", &[])
+        .expect("scan")
+        .into_iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    let (built, stats) = catalog_as_built(store);
+    assert_eq!(held, built, "{at}");
+    assert_eq!(store.catalog_stats().expect("stats"), stats, "{at}");
+    assert_cache_reads_true(city);
+}
+
+/// A term counted up to its bound in a unit (65,535 times: postings hold u16 counts) is not
+/// known exactly: an edit of a cached record that takes a count to the bound, or changes one
+/// at it, counts the unit's terms again, and the postings stay those of the record as it
+/// reads.
+#[test]
+fn a_count_at_its_bound_is_counted_again() {
+    use intercity_protocol::record::{Agenda, Group, Item};
+    let (_dir, city) = city(9, "Milan");
+    let item = |k: usize, times: usize| {
+        let mut item = Item::new(format!("Item {k}"));
+        item.id = format!("i{k}");
+        item.notes = "ab ".repeat(times);
+        item
+    };
+    let mut group = Group::new("Green cities", city.id().to_string(), "Milan");
+    let mut agenda = Agenda::new("Study visit", "2027-03-01");
+    // 19 × 3,333 = 63,327 times "ab": under the bound.
+    agenda.items = (0..19).map(|k| item(k, 3_333)).collect();
+    group.agendas.insert("visit".into(), agenda);
+    let group = city.create(&Record::Group(group), "create").expect("group");
+    let edit = |what: &str, f: &dyn Fn(&mut Agenda)| {
+        city.edit(group, what, |r| {
+            let Record::Group(g) = r else { unreachable!() };
+            f(g.agendas.get_mut("visit").expect("agenda"));
+            Ok(())
+        })
+        .expect(what);
+        assert_catalog_as_built(&city, what);
+    };
+    // Cached from here on, with the terms of its units noted.
+    edit("title", &|a| a.title = "Study visit to Brno".into());
+    edit("to the bound", &|a| a.items.push(item(19, 3_333)));
+    edit("at the bound", &|a| a.items[0].notes = "ab ".repeat(1_000));
+    edit("under it", &|a| {
+        a.items.remove(1);
+    });
+    edit("under it, mended", &|a| {
+        a.items[2].notes = "ab cd ".repeat(100)
+    });
+    assert_terms_noted(&city, group, b"visit");
 }
