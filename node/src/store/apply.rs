@@ -561,7 +561,6 @@ impl Store {
         }
     }
 
-    /// `f` of document `id` as the cache holds it, if it does.
     /// Takes what the cache notes of the catalog rows of document `id`, if anything.
     fn take_noted(&self, id: &DocId) -> Option<catalog::Noted> {
         self.doc_cache
@@ -572,6 +571,7 @@ impl Store {
             .and_then(|held| held.noted.take())
     }
 
+    /// `f` of document `id` as the cache holds it, if it does.
     pub(super) fn cached<T>(&self, id: &DocId, f: impl FnOnce(&CachedDoc) -> T) -> Option<T> {
         self.doc_cache
             .lock()

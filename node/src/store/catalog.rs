@@ -39,11 +39,12 @@ pub(crate) struct UnitRows {
 impl UnitRows {
     /// About the bytes it holds (what the cache counts it as).
     pub(crate) fn bytes(&self) -> usize {
-        let fields: usize = self.fields.iter().map(|(_, t)| t.len() + 8).sum();
+        let fields: usize = self.fields.iter().map(|(_, t)| t.len() + 32).sum();
+        // A count's string and its place in a vector that may have grown to twice its length.
         let terms: usize = self
             .terms
             .as_ref()
-            .map_or(0, |t| t.counts.iter().map(|(t, _)| t.len() + 32).sum());
+            .map_or(0, |t| t.counts.iter().map(|(t, _)| t.len() + 64).sum());
         self.key.len() + self.unit.len() + fields + terms
     }
 }
@@ -186,7 +187,10 @@ impl Store {
             // A unit the edit left as it was is not written again (its facets derive from it
             // and from its language, which its texts row names).
             let unit = encode_unit(&e.unit);
-            let same_texts = held.as_ref().is_some_and(|h| h.fields == e.texts);
+            // (No texts at all are written again: a texts row that is missing or does not
+            // parse is read as none, see `unit_rows`.)
+            let same_texts =
+                !e.texts.is_empty() && held.as_ref().is_some_and(|h| h.fields == e.texts);
             if !same_texts || held.as_ref().is_none_or(|h| h.unit != unit) {
                 batch.put_cf(self.cf("units"), &e.key, &unit);
                 batch.put_cf(
@@ -217,6 +221,11 @@ impl Store {
                     Some(self.put_postings(&e.key, &e.texts, delta))
                 }
             };
+            // Debug builds (the tests) check the counts a cached record keeps against counting.
+            debug_assert!(
+                !keep || terms.as_ref().is_none_or(|t| *t == Terms::of(&e.texts)),
+                "the term counts kept are not the texts'"
+            );
             if !same_texts {
                 let texts = serde_json::to_vec(&e.texts).map_err(|x| self.corrupt(x))?;
                 batch.put_cf(self.cf("texts"), &e.key, texts);
@@ -241,8 +250,8 @@ impl Store {
         Ok(note.then_some(rows))
     }
 
-    /// The catalog rows of record `id` as the store holds them (a texts row that does not
-    /// parse reads as no fields: its unit's postings are then written whole again).
+    /// The catalog rows of record `id` as the store holds them (a texts row that is missing or
+    /// does not parse reads as no fields, and is written again).
     fn unit_rows(&self, id: &DocId) -> Result<Vec<UnitRows>, StoreError> {
         let mut rows = Vec::new();
         for (k, v) in self.scan("units", &id.0)? {
