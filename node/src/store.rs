@@ -164,6 +164,8 @@ pub struct Store {
     /// that changes it makes its own. Only writes fill it, after they are written: a reader
     /// never puts back a copy older than the store's.
     doc_cache: std::sync::Mutex<Vec<apply::CachedDoc>>,
+    /// Rows of the actor-seq index read, as every write leaves them (see [`Store::actor_number`]).
+    actor_numbers: std::sync::Mutex<ledger::ActorNumbers>,
     /// Every working group's members (city ids): read from the group records once, when first
     /// needed, then kept up to date by every write, so that the network task never loads a
     /// group document to know who shares it.
@@ -432,6 +434,7 @@ impl Store {
             entries: std::sync::Mutex::new(None),
             written: std::sync::atomic::AtomicU64::new(0),
             doc_cache: std::sync::Mutex::new(Vec::new()),
+            actor_numbers: std::sync::Mutex::new(Default::default()),
             groups: std::sync::Mutex::new(None),
             heads: std::sync::Mutex::new(None),
             fork_index: std::sync::Mutex::new(None),
@@ -676,18 +679,6 @@ impl Store {
             out.sort();
             out
         })
-    }
-
-    /// The highest Automerge change number of `actor` among the changes carried by the entries
-    /// of `feed` for document `doc` (genesis changes aside): see `Ledger::actor_seq`.
-    pub fn actor_number(
-        &self,
-        feed: &FeedId,
-        doc: &DocId,
-        actor: &automerge::ActorId,
-    ) -> Result<Option<u64>, StoreError> {
-        let row = self.get("meta", &actor_seq_key(feed, doc, actor))?;
-        Ok(row.and_then(|v| <[u8; 8]>::try_from(&v[..]).ok().map(u64::from_be_bytes)))
     }
 
     /// The forked feeds, as "author in scope at seq N", N the lowest seq of a fork proof held

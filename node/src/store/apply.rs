@@ -299,6 +299,7 @@ impl Store {
             !commit.docs.contains_key(&held.id) && !commit.removed.contains(&held.id)
         });
         self.write_batch(batch, sync)?;
+        self.note_actor_numbers(&commit.actor_seqs);
         if let Some(heads) = self
             .heads
             .lock()

@@ -2,6 +2,77 @@
 
 use super::*;
 
+/// The actor-seq rows read, by key (None: no row), at most [`MAX_ACTOR_NUMBERS`].
+pub(super) type ActorNumbers = std::collections::HashMap<Vec<u8>, Option<u64>>;
+
+/// The most actor-seq rows [`Store::actor_number`] keeps in memory (emptied when full).
+const MAX_ACTOR_NUMBERS: usize = 4_096;
+
+impl Store {
+    /// The highest Automerge change number of `actor` among the changes carried by the entries
+    /// of `feed` for document `doc` (genesis changes aside): see `Ledger::actor_seq`. Read once,
+    /// then kept up to date by every write: an edit asks for its actor's row, and its judging
+    /// again.
+    pub fn actor_number(
+        &self,
+        feed: &FeedId,
+        doc: &DocId,
+        actor: &automerge::ActorId,
+    ) -> Result<Option<u64>, StoreError> {
+        let key = actor_seq_key(feed, doc, actor);
+        // Held across the read: a write that lands meanwhile updates what this puts in only
+        // after (see `note_actor_numbers`), never before.
+        let mut held = self
+            .actor_numbers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(number) = held.get(&key) {
+            return Ok(*number);
+        }
+        let row = self.get("meta", &key)?;
+        let number = row.and_then(|v| <[u8; 8]>::try_from(&v[..]).ok().map(u64::from_be_bytes));
+        if held.len() >= MAX_ACTOR_NUMBERS {
+            held.clear();
+        }
+        held.insert(key, number);
+        Ok(number)
+    }
+
+    /// After a write of the actor-seq rows `rows`: the rows kept in memory read as written.
+    pub(super) fn note_actor_numbers(&self, rows: &[intercity_protocol::ingest::ActorSeq]) {
+        if rows.is_empty() {
+            return;
+        }
+        let mut held = self
+            .actor_numbers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (feed, doc, actor, seq) in rows {
+            // The batch's last row of a key is the one written.
+            if let Some(number) = held.get_mut(&actor_seq_key(feed, doc, actor)) {
+                *number = Some(*seq);
+            }
+        }
+    }
+
+    /// Every actor-seq row kept in memory, with the row the store holds (tests).
+    #[cfg(test)]
+    pub(crate) fn actor_numbers_held(&self) -> Vec<(Option<u64>, Option<u64>)> {
+        let held = self
+            .actor_numbers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        held.into_iter()
+            .map(|(key, number)| {
+                let row = self.get("meta", &key).expect("meta");
+                let stored = row.map(|v| u64::from_be_bytes(v[..].try_into().expect("8 bytes")));
+                (number, stored)
+            })
+            .collect()
+    }
+}
+
 impl Ledger for Store {
     fn head(&self, feed: &FeedId) -> Result<Option<FeedHead>, LedgerError> {
         if let Some(heads) = self
