@@ -39,6 +39,9 @@ impl Store {
     }
 
     /// After a write of the actor-seq rows `rows`: the rows kept in memory read as written.
+    /// Right for writers that take turns (the city's write lock): two writes noted in the
+    /// other order than they landed would leave the older row. Every write of these rows
+    /// goes through [`Store::apply_with`], but the schema migration's, made before any read.
     pub(super) fn note_actor_numbers(&self, rows: &[intercity_protocol::ingest::ActorSeq]) {
         if rows.is_empty() {
             return;

@@ -37,7 +37,9 @@ impl Store {
     }
 
     /// Schema 6 indexes, for each feed, document and Automerge actor, the highest change number
-    /// the feed's entries carry (`Ledger::actor_seq`): built from every stored entry.
+    /// the feed's entries carry (`Ledger::actor_seq`): built from every stored entry. Only when
+    /// the store is opened, before any read of the rows: [`Store::actor_number`] keeps the rows
+    /// it reads, and this write does not update them.
     pub(super) fn index_actor_seqs(&self) -> Result<usize, StoreError> {
         let mut highest: std::collections::HashMap<Vec<u8>, u64> = std::collections::HashMap::new();
         for item in self.db.iterator_cf(self.cf("entries"), IteratorMode::Start) {
