@@ -63,6 +63,13 @@ impl Terms {
         Terms { counts, len }
     }
 
+    /// The postings of unit `key` these counts make (every one holds the length).
+    fn postings<'a>(&'a self, key: &'a [u8]) -> impl Iterator<Item = (Vec<u8>, [u8; 10])> + 'a {
+        self.counts
+            .iter()
+            .map(move |(t, c)| (posting_key(t, key), encode_posting(*c, self.len)))
+    }
+
     /// Where term `t` is in the counts, or would be.
     fn position(&self, t: &str) -> Result<usize, usize> {
         self.counts.binary_search_by(|(c, _)| c.as_str().cmp(t))
@@ -287,12 +294,7 @@ impl Store {
     /// Puts the postings of unit `key` with texts `texts`; returns them.
     fn put_postings(&self, key: &[u8], texts: &[(u8, String)], delta: &mut CatalogDelta) -> Terms {
         let terms = Terms::of(texts);
-        delta.postings.extend(
-            terms
-                .counts
-                .iter()
-                .map(|(t, c)| (posting_key(t, key), encode_posting(*c, terms.len))),
-        );
+        delta.postings.extend(terms.postings(key));
         delta.terms += i64::from(terms.len);
         terms
     }
@@ -324,12 +326,7 @@ impl Store {
                     batch.delete_cf(self.cf("postings"), posting_key(t, key));
                 }
             }
-            delta.postings.extend(
-                terms
-                    .counts
-                    .iter()
-                    .map(|(t, c)| (posting_key(t, key), encode_posting(*c, terms.len))),
-            );
+            delta.postings.extend(terms.postings(key));
             delta.terms += i64::from(came_len) - i64::from(gone_len);
             return Ok(Some(Some(terms)));
         }
@@ -402,26 +399,22 @@ impl Store {
             }
             changed.push((t, now));
         }
+        let same_len = len == terms.len;
+        terms.len = len;
         for (t, now) in &changed {
             if *now == [0; 3] {
                 batch.delete_cf(self.cf("postings"), posting_key(t, key));
-            } else if len == terms.len {
+            } else if same_len {
                 delta
                     .postings
                     .push((posting_key(t, key), encode_posting(*now, len)));
             }
         }
-        if len != terms.len {
+        if !same_len {
             // Every posting holds the length.
-            delta.postings.extend(
-                terms
-                    .counts
-                    .iter()
-                    .map(|(t, c)| (posting_key(t, key), encode_posting(*c, len))),
-            );
+            delta.postings.extend(terms.postings(key));
         }
         delta.terms += i64::from(came_len) - i64::from(gone_len);
-        terms.len = len;
         true
     }
 
