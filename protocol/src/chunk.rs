@@ -111,11 +111,13 @@ impl<'a> Reader<'a> {
 /// Checks that `payload` is an uncompressed change chunk whose action column describes at most
 /// `max_ops` operations (and each other column at most four times that), without decoding it.
 pub fn check_change(payload: &[u8], max_ops: u64) -> Result<(), ChunkError> {
-    check_columns(&change_columns(payload)?, max_ops)
+    check_columns(&change_columns(payload)?, max_ops).map(|_| ())
 }
 
-/// [`check_change`] of a change's operation columns (spec and data each).
-fn check_columns(columns: &[(u64, &[u8])], max_ops: u64) -> Result<(), ChunkError> {
+/// [`check_change`] of a change's operation columns (spec and data each): the number of
+/// operations its action column describes (0 without one).
+fn check_columns(columns: &[(u64, &[u8])], max_ops: u64) -> Result<u64, ChunkError> {
+    let mut ops = 0;
     for &(spec, data) in columns {
         if spec & 0b1000 != 0 {
             return Err(ChunkError::CompressedColumn);
@@ -126,11 +128,14 @@ fn check_columns(columns: &[(u64, &[u8])], max_ops: u64) -> Result<(), ChunkErro
         } else {
             max_ops.saturating_mul(OTHER_COLUMN_FACTOR)
         };
-        if count_values(spec & 0b111, data, max).is_none() {
+        let Some(count) = count_values(spec & 0b111, data, max) else {
             return Err(ChunkError::TooManyValues { column, max });
+        };
+        if column == ACTION_COLUMN {
+            ops = count;
         }
     }
-    Ok(())
+    Ok(ops)
 }
 
 /// The operation columns of the uncompressed change chunk `payload`: each column's spec and
@@ -293,15 +298,16 @@ pub(crate) fn genesis_change(payload: &[u8], max_ops: u64) -> Option<GenesisChan
         }
         data.push((spec, b.skip(len, "column data").ok()?));
     }
-    if !b.done() || check_columns(&data, max_ops).is_err() {
+    if !b.done() {
         return None;
     }
+    let count = check_columns(&data, max_ops).ok()?;
     // The length is minimal, so these are the bytes Automerge hashes.
     let hash = automerge::ChangeHash(Sha256::digest(&payload[8..]).into());
     if payload[4..8] != hash.0[..4] {
         return None;
     }
-    let ops = ops_of(data)?;
+    let ops = ops_of(data, count)?;
     Some(GenesisChange { hash, actor, ops })
 }
 
@@ -326,11 +332,12 @@ const CHANGE_COLUMNS: [u64; 10] = [
 /// then decodes with Automerge. Where it answers, it reads what Automerge reads (a test
 /// compares the two on every operation of random records and on mutated chunks).
 pub(crate) fn genesis_ops(chunk: &[u8]) -> Option<Vec<GenesisOp<'_>>> {
-    ops_of(change_columns(chunk).ok()?)
+    ops_of(change_columns(chunk).ok()?, 0)
 }
 
-/// [`genesis_ops`] of a chunk's columns (spec and data each, in the chunk's order).
-fn ops_of(columns: Vec<(u64, &[u8])>) -> Option<Vec<GenesisOp<'_>>> {
+/// [`genesis_ops`] of a chunk's columns (spec and data each, in the chunk's order), with room
+/// for `capacity` operations (what the action column was counted to hold).
+fn ops_of(columns: Vec<(u64, &[u8])>, capacity: u64) -> Option<Vec<GenesisOp<'_>>> {
     use automerge::{ObjType, ScalarValue};
     let mut data: [&[u8]; 14] = [&[]; 14];
     let mut last = None;
@@ -383,7 +390,8 @@ fn ops_of(columns: Vec<(u64, &[u8])>) -> Option<Vec<GenesisOp<'_>>> {
     if !(pred_actor.is_empty() && pred_ctr.is_empty()) {
         return None;
     }
-    let mut ops = Vec::new();
+    // (A few bytes of run lengths can claim many operations: room for at most 4,096 ahead.)
+    let mut ops = Vec::with_capacity(usize::try_from(capacity.min(4_096)).unwrap_or(0));
     while let Some(a) = action.next()? {
         // Objects and elements are those of earlier operations of this change (genesis changes
         // start at op 1), as [`crate::doc::genesis_json`] wants them: Automerge panics on a

@@ -783,22 +783,18 @@ pub fn ingest(ledger: &impl Ledger, entry: &[u8], payload: &[u8]) -> Result<Inge
 
 /// [`ingest`] for an entry whose signature was checked already, if `checked` covers its bytes
 /// (a batch check, [`crate::entry::check_batch`]: same verdict): every other check runs. What
-/// `checked` read ahead of its payload ([`prepare`]) is taken instead of reading it again.
+/// `checked` read ahead of its payload ([`prepare`]) is taken out of it (moved, not copied)
+/// instead of reading the payload again; `checked` still vouches for the signature after.
 pub fn ingest_checked(
     ledger: &impl Ledger,
     entry: &[u8],
     payload: &[u8],
-    checked: Option<&Checked>,
+    checked: Option<&mut Checked>,
 ) -> Result<Ingested, IngestError> {
     let checked = checked.filter(|c| c.covers(entry));
-    let prepared = checked.and_then(|c| c.prepared.as_deref());
-    pipeline(
-        ledger,
-        entry,
-        payload,
-        Read::Received(prepared),
-        checked.is_some(),
-    )
+    let signed = checked.is_some();
+    let prepared = checked.and_then(|c| c.prepared.take());
+    pipeline(ledger, entry, payload, Read::Received(prepared), signed)
 }
 
 /// Largest payload [`prepare`] reads ahead: the catch-up of many small entries gains from it;
@@ -1022,9 +1018,9 @@ impl Incoming {
 }
 
 /// How the pipeline gets an entry's change.
-enum Read<'a> {
+enum Read {
     /// From the payload of a peer's entry, unless it was read ahead for this entry.
-    Received(Option<&'a Prepared>),
+    Received(Option<Box<Prepared>>),
     /// From the author, who made it here (see [`ingest_local`]).
     Authored(Box<Authored>),
 }
@@ -1087,7 +1083,7 @@ fn pipeline(
     ledger: &impl Ledger,
     entry: &[u8],
     payload: &[u8],
-    read: Read<'_>,
+    read: Read,
     checked: bool,
 ) -> Result<Ingested, IngestError> {
     // 1. Size bounds.
@@ -1267,7 +1263,7 @@ fn pipeline(
             )
         }
         Read::Received(Some(p)) if p.author == feed.author && p.payload_hash == h.payload_hash => {
-            let (change, read) = p.read.clone().into_incoming(payload);
+            let (change, read) = p.read.into_incoming(payload);
             genesis = read;
             (change, None)
         }
@@ -1334,7 +1330,7 @@ fn pipeline(
         }
         work.index((dep, feed, h.seq, n));
     }
-    work.append(&signed, head, &status, payload.len());
+    work.append(&signed, entry_hash, head, &status, payload.len());
     // Entries wait for a change's verdict as noted; an entry rejected for not fitting its
     // change (`Refusal::Entry`) leaves the change without one, and them waiting.
     if work.changes.contains_key(&change_hash) {
@@ -1499,17 +1495,20 @@ impl<'a, L: Ledger> Work<'a, L> {
         Ok(())
     }
 
-    /// Takes `signed`, the next entry of its feed (whose head was `head`), with `status`.
+    /// Takes `signed` (whose hash is `hash`), the next entry of its feed (whose head was
+    /// `head`), with `status`.
     fn append(
         &mut self,
         signed: &SignedEntry,
+        hash: Hash32,
         head: Option<FeedHead>,
         status: &Status,
         bytes: usize,
     ) {
+        debug_assert!(hash == signed.hash());
         let mut new_head = FeedHead {
             seq: signed.header.seq,
-            hash: signed.hash(),
+            hash,
             frozen: false,
             ..head.unwrap_or_default()
         };
@@ -2394,7 +2393,9 @@ pub struct Batch<'a, L: Ledger> {
     entries: HashMap<(FeedId, u64), StoredEntry>,
     payloads: HashMap<Hash32, Vec<u8>>,
     heads: HashMap<FeedId, FeedHead>,
-    docs: BTreeMap<DocId, DocUpdate>,
+    /// Boxed: an update is some 500 bytes, and a batch of a range answer holds hundreds, in
+    /// random order (each insert would move its neighbours in the tree's node).
+    docs: BTreeMap<DocId, Box<DocUpdate>>,
     changes: HashMap<ChangeHash, ChangeInfo>,
     /// Entries that started waiting in this batch, by the change they wait for:
     /// (feed, seq) -> payload bytes.
@@ -2448,7 +2449,7 @@ impl<'a, L: Ledger> Batch<'a, L> {
         &mut self,
         entry: &[u8],
         payload: &[u8],
-        checked: Option<&Checked>,
+        checked: Option<&mut Checked>,
     ) -> Result<Verdict, IngestError> {
         let Ingested { verdict, commit } = ingest_checked(&*self, entry, payload, checked)?;
         self.absorb(commit);
@@ -2514,7 +2515,7 @@ impl<'a, L: Ledger> Batch<'a, L> {
                     _ => None,
                 };
             }
-            self.docs.insert(id, update);
+            self.docs.insert(id, Box::new(update));
         }
         self.changes.extend(commit.changes);
         for (dep, feed, seq, bytes) in commit.pending_add {
@@ -2547,7 +2548,7 @@ impl<'a, L: Ledger> Batch<'a, L> {
             entries: self.entries.into_values().collect(),
             payloads: self.payloads.into_iter().collect(),
             heads: self.heads.into_iter().collect(),
-            docs: self.docs,
+            docs: self.docs.into_iter().map(|(id, u)| (id, *u)).collect(),
             changes: self.changes.into_iter().collect(),
             pending_add: self
                 .pending_added
@@ -2793,7 +2794,7 @@ pub mod memory {
             &mut self,
             entry: &[u8],
             payload: &[u8],
-            checked: Option<&Checked>,
+            checked: Option<&mut Checked>,
         ) -> Result<Verdict, IngestError> {
             let Ingested { verdict, commit } = ingest_checked(self, entry, payload, checked)?;
             self.apply(commit);

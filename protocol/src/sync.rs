@@ -1107,7 +1107,9 @@ mod tests {
         // fails later, on its change.)
         let ledger = MemLedger::default();
         let judged = |w: &WireEntry, checked: Option<&Checked>| {
-            crate::ingest::ingest_checked(&ledger, &w.entry, &w.payload, checked).map(|_| ())
+            let mut checked = checked.cloned();
+            crate::ingest::ingest_checked(&ledger, &w.entry, &w.payload, checked.as_mut())
+                .map(|_| ())
         };
         assert!(matches!(
             judged(&broken[0], None),
@@ -1191,7 +1193,7 @@ mod tests {
             let mut token = wires[0].checked.clone().expect("checked");
             token.prepared = other.checked.as_ref().and_then(|c| c.prepared.clone());
             let mut l = MemLedger::default();
-            let verdict = l.ingest_checked(&wires[0].entry, &wires[0].payload, Some(&token));
+            let verdict = l.ingest_checked(&wires[0].entry, &wires[0].payload, Some(&mut token));
             assert!(matches!(verdict, Ok(Verdict::Stored(_))), "{verdict:?}");
             assert_eq!(read(&l), read(&plain));
         }

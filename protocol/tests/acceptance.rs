@@ -1390,8 +1390,8 @@ fn judged_ahead(l: &mut MemLedger, w: &Wire) -> (Result<Verdict, IngestError>, b
         checked: None,
     }];
     check_and_prepare(&mut answer, |_| true);
-    let checked = answer[0].checked.as_ref();
-    let prepared = checked.is_some_and(|c| c.is_prepared());
+    let checked = answer[0].checked.as_mut();
+    let prepared = checked.as_ref().is_some_and(|c| c.is_prepared());
     (l.ingest_checked(&w.entry, &w.payload, checked), prepared)
 }
 

@@ -326,7 +326,7 @@ pub(super) fn spawn_worker(
                 }
                 let turns = {
                     let _slot = Slot::take();
-                    judge_round(&city, &round, |peer| queue.others_waiting(peer))
+                    judge_round(&city, &mut round, |peer| queue.others_waiting(peer))
                 };
                 let mut finished = Vec::new();
                 let mut again = Vec::new();
@@ -396,7 +396,7 @@ pub const MAX_FOREIGN_AUTHORS: usize = 1_024;
 fn open_room(
     city: &City,
     batch: &intercity_protocol::ingest::Batch<'_, crate::store::Store>,
-    job: &Job,
+    trusted: &HashSet<CityId>,
     e: &SignedEntry,
     foreign: &mut Option<HashSet<CityId>>,
 ) -> bool {
@@ -410,7 +410,7 @@ fn open_room(
             .feeds()
             .unwrap_or_default()
             .into_iter()
-            .filter(|(f, _)| f.scope == scope && !job.trusted.contains(&f.author))
+            .filter(|(f, _)| f.scope == scope && !trusted.contains(&f.author))
             .map(|(f, _)| f.author)
             .collect()
     });
@@ -430,9 +430,13 @@ fn open_room(
 /// entries. After [`SLICE`] or [`MAX_ROUND_BYTES`] the round ends before the next job (it is not
 /// reached), or within a job if `others_waiting` says other peers wait (the job is
 /// incomplete).
+///
+/// What was read ahead of an entry's payload is moved out of its job into the pipeline: a job
+/// put back after a failed round has its entries judged again without it (the same verdicts,
+/// read again).
 fn judge_round(
     city: &City,
-    round: &[Job],
+    round: &mut [Job],
     others_waiting: impl Fn(&PeerId) -> bool,
 ) -> Result<Vec<(Vec<Judged>, bool)>, String> {
     let run = || {
@@ -444,11 +448,12 @@ fn judge_round(
             let mut bytes = 0usize;
             // The untrusted authors of the federation's scope held (read when first needed).
             let mut foreign: Option<HashSet<CityId>> = None;
-            for (k, job) in round.iter().enumerate() {
+            for k in 0..round.len() {
+                let (done, later) = round.split_at_mut(k + 1);
+                let job = &mut done[k];
                 // Another peer waits if it has a job queued, or one later in this round.
-                let waiting = || {
-                    round[k + 1..].iter().any(|j| j.peer != job.peer) || others_waiting(&job.peer)
-                };
+                let peer = job.peer;
+                let waiting = || later.iter().any(|j| j.peer != peer) || others_waiting(&peer);
                 // A round lasts one slice at most: the jobs not reached keep their place.
                 if !turns.is_empty() && spent(bytes) {
                     break;
@@ -457,10 +462,11 @@ fn judge_round(
                     Origin::Range { feed, .. } => Some(*feed),
                     _ => None,
                 };
-                let items = &job.items[job.judged.len()..];
-                let mut out = Vec::with_capacity(items.len());
+                let items = &mut job.items[job.judged.len()..];
+                let count = items.len();
+                let mut out = Vec::with_capacity(count);
                 let mut complete = true;
-                for (i, w) in items.iter().enumerate() {
+                for (i, w) in items.iter_mut().enumerate() {
                     // Entries by cities outside the roster are not ours to judge: dropped, not
                     // held against the peer that relayed them.
                     let decoded = SignedEntry::decode(&w.entry).ok();
@@ -468,10 +474,10 @@ fn judge_round(
                         job.trusted.contains(&e.header.author)
                             || statement_of(e, &w.payload, &job.cities)
                             || (job.open == Some(e.header.scope)
-                                && open_room(city, batch, job, e, &mut foreign))
+                                && open_room(city, batch, &job.trusted, e, &mut foreign))
                     });
                     let r = taken
-                        .then(|| batch.ingest_checked(&w.entry, &w.payload, w.checked.as_ref()));
+                        .then(|| batch.ingest_checked(&w.entry, &w.payload, w.checked.as_mut()));
                     let in_range = range.is_none_or(|feed| {
                         decoded.as_ref().is_some_and(|e| e.header.feed() == feed)
                     });
@@ -481,7 +487,7 @@ fn judge_round(
                     if range.is_some() && !(ok && in_range) {
                         break;
                     }
-                    if i + 1 < items.len() && spent(bytes) && waiting() {
+                    if i + 1 < count && spent(bytes) && waiting() {
                         complete = false;
                         break;
                     }

@@ -333,7 +333,7 @@ pub(super) fn statement(
         Some((_, reason)) => Status::Rejected(reason),
         None => Status::Accepted,
     };
-    work.append(signed, head, &status, payload.len());
+    work.append(signed, signed.hash(), head, &status, payload.len());
     work.finish()?;
     Ok(Ingested {
         verdict: Verdict::Stored(status),
@@ -368,7 +368,7 @@ pub(super) fn designation(
         )),
         (None, Ok(_)) => Status::Accepted,
     };
-    work.append(signed, head, &status, payload.len());
+    work.append(signed, signed.hash(), head, &status, payload.len());
     work.finish()?;
     Ok(Ingested {
         verdict: Verdict::Stored(status),
