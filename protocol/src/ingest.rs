@@ -906,6 +906,17 @@ impl GenesisRead {
 /// finds that again, and says why). A genesis record over [`MAX_PREPARED_RECORD_BYTES`] is
 /// left to the pipeline.
 pub fn prepare(entry: &SignedEntry, payload: &[u8]) -> Option<Prepared> {
+    prepare_hashed(entry, payload, false)
+}
+
+/// [`prepare`], where `hashed` says that the caller wrote `entry`'s payload hash itself, from
+/// these very bytes (an entry [`crate::sync`] rebuilt from a packed range answer): it is not
+/// computed again.
+pub(crate) fn prepare_hashed(
+    entry: &SignedEntry,
+    payload: &[u8],
+    hashed: bool,
+) -> Option<Prepared> {
     let h = &entry.header;
     if payload.len() > MAX_PREPARED_PAYLOAD
         || payload.len() != h.payload_len as usize
@@ -914,10 +925,11 @@ pub fn prepare(entry: &SignedEntry, payload: &[u8]) -> Option<Prepared> {
     {
         return None;
     }
-    let payload_hash = Hash32::of(payload);
-    if payload_hash != h.payload_hash {
+    debug_assert!(!hashed || Hash32::of(payload) == h.payload_hash);
+    if !hashed && Hash32::of(payload) != h.payload_hash {
         return None;
     }
+    let payload_hash = h.payload_hash;
     // Run where nothing else would catch a panic (the network's threads): the readers of
     // genesis changes and the record's parser are not expected to panic, but a dead
     // connection task would be the cost if they did.

@@ -125,9 +125,19 @@ pub fn check_and_prepare(
     entries: &mut [WireEntry],
     reads: impl Fn(&crate::identity::CityId) -> bool,
 ) {
+    check_and_prepare_rebuilt(entries, &[], reads);
+}
+
+/// [`check_and_prepare`] of entries of which those marked in `rebuilt` were rebuilt by
+/// [`Packed::unpack_marked`], their payload hash computed from their payload: not hashed again.
+fn check_and_prepare_rebuilt(
+    entries: &mut [WireEntry],
+    rebuilt: &[bool],
+    reads: impl Fn(&crate::identity::CityId) -> bool,
+) {
     check_signatures(entries);
     let mut held = 0;
-    for w in entries.iter_mut() {
+    for (i, w) in entries.iter_mut().enumerate() {
         let Some(c) = &mut w.checked else { break };
         let Ok(e) = crate::entry::SignedEntry::decode(&w.entry) else {
             break;
@@ -136,7 +146,8 @@ pub fn check_and_prepare(
             break;
         }
         if reads(&e.header.author) {
-            c.prepared = crate::ingest::prepare(&e, &w.payload).map(Box::new);
+            let hashed = rebuilt.get(i).copied().unwrap_or(false);
+            c.prepared = crate::ingest::prepare_hashed(&e, &w.payload, hashed).map(Box::new);
             held += c.prepared_bytes();
         }
     }
@@ -787,11 +798,11 @@ impl Packed {
     /// [`Packed::into_entries`].
     pub fn prepare(&mut self, reads: impl Fn(&crate::identity::CityId) -> bool) {
         if self.unpacked.is_none() {
-            let mut unpacked = self.unpack();
-            if let Ok(entries) = &mut unpacked {
-                check_and_prepare(entries, reads);
+            let mut unpacked = self.unpack_marked();
+            if let Ok((entries, rebuilt)) = &mut unpacked {
+                check_and_prepare_rebuilt(entries, rebuilt, reads);
             }
-            self.unpacked = Some(unpacked);
+            self.unpacked = Some(unpacked.map(|(entries, _)| entries));
         }
     }
 
@@ -808,6 +819,12 @@ impl Packed {
     /// [`MAX_PAYLOAD_BYTES`]. A rebuilt entry whose sender lied about it fails its signature
     /// check like any other.
     pub fn unpack(&self) -> Result<Vec<WireEntry>, WireError> {
+        self.unpack_marked().map(|(entries, _)| entries)
+    }
+
+    /// [`Packed::unpack`], and for each entry whether it was rebuilt from the one before (its
+    /// payload hash computed here from its payload).
+    fn unpack_marked(&self) -> Result<(Vec<WireEntry>, Vec<bool>), WireError> {
         let raw = zstd::bulk::decompress(&self.body, self.raw_len as usize)
             .map_err(|_| WireError::Malformed("packed entries do not decompress"))?;
         if raw.len() != self.raw_len as usize {
@@ -815,6 +832,7 @@ impl Packed {
         }
         let mut r = Reader(&raw);
         let mut out: Vec<WireEntry> = Vec::with_capacity(self.count as usize);
+        let mut rebuilt = Vec::with_capacity(self.count as usize);
         for _ in 0..self.count {
             let flag = r.u8()?;
             let head = match flag {
@@ -844,9 +862,10 @@ impl Packed {
                 payload,
                 checked: None,
             });
+            rebuilt.push(flag == 1);
         }
         r.end()?;
-        Ok(out)
+        Ok((out, rebuilt))
     }
 }
 
