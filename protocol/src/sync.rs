@@ -1176,6 +1176,68 @@ mod tests {
         }
     }
 
+    /// An entry rebuilt from a packed answer is read ahead without hashing its payload again
+    /// (`derive` just did): only those are, so what is read ahead of each entry is what
+    /// `prepare` reads of it, a whole entry whose payload is not the one it signs included.
+    #[test]
+    fn entries_rebuilt_from_a_packed_answer_are_read_ahead_as_prepare_reads_them() {
+        let milan = crate::identity::CityKey::from_secret([1; 32]);
+        let actor = automerge::ActorId::from(milan.id().as_bytes().to_vec());
+        let change = |n: u64| {
+            let mut p = crate::record::Practice::new(milan.id().to_string(), "Repair cafe", "en");
+            p.city = "Milan".into();
+            p.summary = format!("Practice {n}");
+            let record = crate::record::Record::from(p);
+            crate::doc::new_plain_change(actor.clone(), &record, "create").expect("change")
+        };
+        let mut entries = Vec::new();
+        let mut prev = Hash32::default();
+        for seq in 1..=6u64 {
+            let change = change(seq);
+            let payload = change.raw_bytes().to_vec();
+            let doc = DocId::for_genesis(&change.hash());
+            let entry = crate::entry::sign_entry(
+                &milan,
+                Scope::Federation,
+                seq,
+                prev,
+                doc,
+                &payload,
+                seq as i64,
+            );
+            prev = entry.hash();
+            entries.push(WireEntry {
+                entry: entry.encode().to_vec(),
+                payload,
+                checked: None,
+            });
+        }
+        // The third payload is a change of the same author and length, but not the one its
+        // entry signs: it goes whole, is not read ahead, and the fourth is rebuilt from it.
+        entries[2].payload = change(9).raw_bytes().to_vec();
+        assert_eq!(entries[2].payload.len(), entries[3].payload.len());
+        let Response::Packed(mut packed) = pack(&entries, false) else {
+            panic!("not packed")
+        };
+        let (_, rebuilt) = packed.unpack_marked().expect("unpack");
+        assert_eq!(rebuilt, [false, true, false, true, true, true]);
+        packed.prepare(|_| true);
+        let got = packed.into_entries().expect("entries");
+        assert_eq!(got.len(), entries.len());
+        for (k, (w, sent)) in got.iter().zip(&entries).enumerate() {
+            assert_eq!((&w.entry, &w.payload), (&sent.entry, &sent.payload));
+            let e = crate::entry::SignedEntry::decode(&w.entry).expect("entry");
+            let read = crate::ingest::prepare(&e, &w.payload);
+            let ahead = w.checked.as_ref().and_then(|c| c.prepared.as_deref());
+            assert_eq!(
+                format!("{ahead:?}"),
+                format!("{:?}", read.as_ref()),
+                "entry {k}"
+            );
+            assert_eq!(ahead.is_none(), k == 2, "entry {k}");
+        }
+    }
+
     #[test]
     fn a_payload_read_ahead_counts_only_for_the_author_and_payload_it_was_read_for() {
         use crate::identity::CityKey;
