@@ -773,6 +773,14 @@ fn cf_options(name: &str, writer: bool) -> Options {
         o.set_memtable_whole_key_filtering(true);
         o.set_memtable_prefix_bloom_ratio(0.02);
     }
+    if name != "postings" {
+        // 8 MiB memtables instead of RocksDB's 64 MiB: every received entry inserts a row into
+        // most column families, and a smaller skip list is a shorter, more cached walk (the
+        // write-ahead log's 32 MiB bound flushes them before 64 MiB anyway). Catch-up of
+        // 100,000 entries: 30,642, 30,683, 29,971 against 28,207, 27,866, 29,755 entries/s
+        // alternately, peak RSS 150-154 against 157-164 MB; 4 MiB was no faster.
+        o.set_write_buffer_size(8 << 20);
+    }
     if name == "postings" {
         // A record adds dozens of postings spread over the whole key space. In the default
         // 64 MiB memtable each insert walks a skip list far larger than the CPU caches; in 4 MiB
