@@ -773,19 +773,15 @@ fn cf_options(name: &str, writer: bool) -> Options {
         o.set_memtable_whole_key_filtering(true);
         o.set_memtable_prefix_bloom_ratio(0.02);
     }
-    if name != "postings" {
-        // 8 MiB memtables instead of RocksDB's 64 MiB: every received entry inserts a row into
-        // most column families, and a smaller skip list is a shorter, more cached walk (the
-        // write-ahead log's 32 MiB bound flushes them before 64 MiB anyway). Catch-up of
-        // 100,000 entries: 30,642, 30,683, 29,971 against 28,207, 27,866, 29,755 entries/s
-        // alternately, peak RSS 150-154 against 157-164 MB; 4 MiB was no faster.
-        o.set_write_buffer_size(8 << 20);
-    }
+    // 8 MiB memtables instead of RocksDB's 64 MiB: every received entry inserts a row into most
+    // column families (and a posting per distinct term), and a smaller skip list is a shorter,
+    // more cached walk. Catch-up of 100,000 entries, alternately: 30,642, 30,683, 29,971 against
+    // 28,207, 27,866, 29,755 entries/s for all but `postings` (then 4 MiB; 4 MiB for all was no
+    // faster); `postings` 8 instead of 4 MiB then: 33,451, 33,496, 33,240, 33,539 against
+    // 30,589, 32,793, 30,428, 30,725; bulk import the same (64 MiB took it to 2,100 records/s
+    // against 2,700 with 4).
+    o.set_write_buffer_size(8 << 20);
     if name == "postings" {
-        // A record adds dozens of postings spread over the whole key space. In the default
-        // 64 MiB memtable each insert walks a skip list far larger than the CPU caches; in 4 MiB
-        // it stays cached (bulk import: 2,100 -> 2,700 records/s).
-        o.set_write_buffer_size(4 << 20);
         // Every flush overlaps the whole key space (terms of every letter), so a levelled L0 -> L1
         // compaction rewrites all of L1 each time. Universal compaction merges runs of similar
         // size instead (import of 100,000 records: 2,169 -> 3,085 records/s).
