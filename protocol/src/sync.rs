@@ -102,7 +102,8 @@ pub fn check_signatures(entries: &mut [WireEntry]) {
                 return false;
             };
             let this = (e.header.feed(), e.header.seq);
-            let follows = last.is_none_or(|(feed, seq)| feed == this.0 && seq + 1 == this.1);
+            let follows =
+                last.is_none_or(|(feed, seq)| feed == this.0 && seq.checked_add(1) == Some(this.1));
             last = Some(this);
             follows
         })
@@ -1050,6 +1051,36 @@ mod tests {
             }
         }
         out
+    }
+
+    /// A range answer whose first entry claims the last seq there is: the next one cannot follow
+    /// it, and finding that out must not overflow (a debug build panicked on the network's
+    /// thread). Only the first is checked in the batch.
+    #[test]
+    fn an_entry_at_the_last_seq_is_followed_by_nothing() {
+        let key = crate::identity::CityKey::from_secret([5; 32]);
+        let wire = |seq: u64| {
+            let payload = b"change".to_vec();
+            let prev = Hash32([u8::from(seq > 1); 32]);
+            let e = crate::entry::sign_entry(
+                &key,
+                Scope::Federation,
+                seq,
+                prev,
+                DocId([7; 16]),
+                &payload,
+                1_700_000_000_000,
+            );
+            WireEntry {
+                entry: e.encode().to_vec(),
+                payload,
+                checked: None,
+            }
+        };
+        let mut entries = vec![wire(u64::MAX), wire(1)];
+        check_signatures(&mut entries);
+        let checked: Vec<bool> = entries.iter().map(|w| w.checked.is_some()).collect();
+        assert_eq!(checked, [true, false]);
     }
 
     fn unpacked(r: &Response) -> Result<Vec<WireEntry>, WireError> {

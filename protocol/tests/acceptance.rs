@@ -1459,7 +1459,7 @@ fn what_is_read_ahead_counts_as_what_it_holds() {
 
 /// A genesis change by `key`'s city whose `kind` is a list of `maps` maps, each with one key of
 /// `key_len` bytes (the same key: run-length encoded once in the change, `maps` times in the
-/// record it reads as).
+/// record it reads as, up to 256 bytes: a map with a longer key reads as null, protocol.md §19).
 fn repeated_key_genesis(key: &CityKey, maps: usize, key_len: usize) -> automerge::Change {
     use automerge::transaction::Transactable;
     genesis_by(key, |tx| {
@@ -1493,14 +1493,15 @@ fn genesis_by(
         .clone()
 }
 
-/// A few kilobytes of change can read as megabytes of record (a long map key named in many
-/// maps): such a record is not read ahead, the answer's read ahead is bounded as a whole, and
+/// A few kilobytes of change can read as a record a hundred times larger (a map key of 256
+/// bytes named in many maps): such a record is not read ahead, the answer's read ahead is bounded as a whole, and
 /// the reason stored with the rejection stays short.
 #[test]
 fn a_small_change_that_reads_as_a_large_record_is_not_read_ahead() {
     use intercity_protocol::sync::MAX_PREPARED_ANSWER_BYTES;
     let key = CityKey::from_secret([7; 32]);
-    let large = repeated_key_genesis(&key, 300, 3_000);
+    // 1,001 operations (the read-ahead takes 1,024), a record of 160 KB (it keeps 64 KB).
+    let large = repeated_key_genesis(&key, 500, 256);
     assert!(
         large.raw_bytes().len() < 4_096,
         "{}",
@@ -1531,10 +1532,10 @@ fn a_small_change_that_reads_as_a_large_record_is_not_read_ahead() {
         panic!("rejected")
     };
     assert!(reason.len() < 200, "{}", reason.len());
-    // Records of about 60 KB each, read ahead until the answer holds its bound.
+    // Records of 43-63 KB each, read ahead until the answer holds its bound.
     let changes: Vec<_> = (0..100)
         .map(|i| {
-            let c = repeated_key_genesis(&key, 19, 3_000 + i);
+            let c = repeated_key_genesis(&key, 200, 150 + i);
             (DocId::for_genesis(&c.hash()), c)
         })
         .collect();

@@ -99,22 +99,91 @@ pub fn poison_practice(city: &City, title: &str) -> (WireEntry, DocId) {
     (next_entry(city, id, poison), id)
 }
 
+/// A new "practice" of `city` whose genesis change makes a list of `maps` maps and then puts one
+/// key of `key_len` bytes in each: Automerge's encoder stores the key once for the run, and a
+/// reader that copies it for each map makes `maps × key_len` bytes of JSON. Returns the entry
+/// (the next of `city`'s federation feed) and the document id it creates.
+pub fn key_bomb(city: &City, maps: u64, key_len: usize) -> (WireEntry, DocId) {
+    use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
+    use automerge::{ObjType, ScalarValue};
+    let actor = ActorId::from(city.id().as_bytes().to_vec());
+    let op = |obj: ObjectId, key: Key, insert: bool, action: OpType| Op {
+        action,
+        obj,
+        key,
+        pred: SortedVec::new(),
+        insert,
+    };
+    let at = |n: u64| OpId::new(n, &actor);
+    let mut operations = vec![
+        op(
+            ObjectId::Root,
+            Key::Map("kind".into()),
+            false,
+            OpType::Put(ScalarValue::Str("practice".into())),
+        ),
+        op(
+            ObjectId::Root,
+            Key::Map("a".into()),
+            false,
+            OpType::Make(ObjType::List),
+        ),
+    ];
+    // Ops 3 .. maps + 2 make the maps, each after the one before; then one key in each. Built
+    // as operations, not in a transaction: the key is shared, not copied for each.
+    for n in 3..maps + 3 {
+        let after = if n == 3 {
+            ElementId::Head
+        } else {
+            ElementId::Id(at(n - 1))
+        };
+        operations.push(op(
+            ObjectId::Id(at(2)),
+            Key::Seq(after),
+            true,
+            OpType::Make(ObjType::Map),
+        ));
+    }
+    let key = Key::Map("k".repeat(key_len).into());
+    for n in 3..maps + 3 {
+        operations.push(op(
+            ObjectId::Id(at(n)),
+            key.clone(),
+            false,
+            OpType::Put(ScalarValue::Null),
+        ));
+    }
+    let change = first_change(actor, Vec::new(), operations);
+    let id = DocId::for_genesis(&change.hash());
+    (next_entry(city, id, change.raw_bytes().to_vec()), id)
+}
+
 /// A change by `actor` (its first: seq 1) putting the string `ops` on the document's root,
 /// after `deps`, built without any check.
 fn raw_change(actor: Vec<u8>, deps: Vec<automerge::ChangeHash>, ops: &[(&str, String)]) -> Change {
     use automerge::legacy::{Key, ObjectId, Op, OpType, SortedVec};
+    let operations = ops
+        .iter()
+        .map(|(k, v)| Op {
+            action: OpType::Put(automerge::ScalarValue::Str(v.as_str().into())),
+            obj: ObjectId::Root,
+            key: Key::Map((*k).into()),
+            pred: SortedVec::new(),
+            insert: false,
+        })
+        .collect();
+    first_change(ActorId::from(actor), deps, operations)
+}
+
+/// The first change (seq 1, from op 1) of `actor`, after `deps`, of `operations` as they are.
+fn first_change(
+    actor: ActorId,
+    deps: Vec<automerge::ChangeHash>,
+    operations: Vec<automerge::legacy::Op>,
+) -> Change {
     Change::from(automerge::ExpandedChange {
-        operations: ops
-            .iter()
-            .map(|(k, v)| Op {
-                action: OpType::Put(automerge::ScalarValue::Str(v.as_str().into())),
-                obj: ObjectId::Root,
-                key: Key::Map((*k).into()),
-                pred: SortedVec::new(),
-                insert: false,
-            })
-            .collect(),
-        actor_id: ActorId::from(actor),
+        operations,
+        actor_id: actor,
         hash: None,
         seq: 1,
         start_op: std::num::NonZeroU64::MIN,

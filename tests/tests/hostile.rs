@@ -204,14 +204,61 @@ impl libp2p::request_response::Codec for Flood {
 
 /// This process's resident memory, in bytes.
 fn rss() -> u64 {
+    status_bytes("VmRSS:")
+}
+
+/// This process's peak resident memory so far, in bytes.
+fn peak_rss() -> u64 {
+    status_bytes("VmHWM:")
+}
+
+/// A size in `/proc/self/status` (the line starting with `field`), in bytes.
+fn status_bytes(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     let kib: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
+        .expect(field);
     kib * 1024
+}
+
+/// A roster city's genesis change of 20,000 maps under one key of 100,000 bytes: 120 KB of
+/// payload, which the readers of a record copied into 2 GB of JSON (a payload's 256 KiB could
+/// make gigabytes more, and the node was killed for its memory). A map with a key over 256
+/// bytes now reads as null (protocol.md §19): the entry is rejected, memory barely moves, and
+/// the node keeps syncing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_read_once_per_map_is_rejected_in_little_memory() {
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    let mallory = TestNode::spawn("Mallory", 3).await; // a roster city gone bad
+    milan.link(&brno).await;
+    mallory.link(&milan).await;
+    let (bomb, id) = hostile::key_bomb(&mallory.city, 20_000, 100_000);
+    assert!(bomb.payload.len() < 160 * 1024, "{}", bomb.payload.len());
+    let before = peak_rss();
+    mallory
+        .net()
+        .push_raw(&milan.id(), vec![bomb])
+        .await
+        .expect("push");
+    assert!(
+        eventually(WAIT, || milan.city.history(id).is_ok_and(|h| !h.is_empty())).await,
+        "Milan did not judge the entry"
+    );
+    let history = milan.city.history(id).expect("history");
+    assert_eq!(history[0].status, "rejected", "{:?}", history[0].reason);
+    let grown = peak_rss().saturating_sub(before);
+    assert!(grown < 512 << 20, "peak RSS grew by {} MB", grown >> 20);
+    practice(&brno.city, "After the key");
+    assert!(
+        eventually(WAIT, || titles(&milan.city)
+            .contains(&"After the key".to_string()))
+        .await,
+        "Milan stopped syncing"
+    );
 }
 
 /// Scenario 5 (b): while an invitation is out, a guest opened sync streams and sent frames of

@@ -461,6 +461,9 @@ impl Store {
             clear.delete_cf(self.cf(cf), []);
         }
         clear.delete_cf(self.cf("meta"), STATS_KEY.as_bytes());
+        // Not current until the last batch says so again: a rebuild that stops halfway (an
+        // error, a crash) is done again when the store is next opened.
+        clear.delete_cf(self.cf("meta"), VERSION_KEY.as_bytes());
         self.write_batch(clear, true)?;
         let mut units = 0;
         let mut batch = WriteBatch::default();

@@ -233,3 +233,42 @@ fn a_count_at_its_bound_is_counted_again() {
     });
     assert_terms_noted(&city, group, b"visit");
 }
+
+/// A reindex that stops halfway (here: a `records` row that does not parse) leaves the
+/// catalog marked as not current, so that the next open rebuilds it whole; it used to keep
+/// saying current over an emptied catalog, and search found nothing, for good.
+#[test]
+fn a_reindex_that_stops_halfway_is_finished_by_the_next_open() {
+    use crate::catalog::Query;
+    use intercity_protocol::record::Practice;
+    let (dir, city) = city(10, "Milan");
+    for title in ["Water reuse", "Water meters", "Rain water gardens"] {
+        let practice = Practice::new(city.id().to_string(), title, "en");
+        city.create(&Record::Practice(practice), "create")
+            .expect("create");
+    }
+    let water = |city: &crate::City| {
+        let q = Query {
+            text: Some("water".into()),
+            ..Query::default()
+        };
+        city.query(&q).expect("query").total
+    };
+    assert_eq!(water(&city), 3);
+    let store = city.store();
+    store
+        .db
+        .put_cf(store.cf("records"), [0xaa; 16], b"not json")
+        .expect("put");
+    assert!(
+        city.reindex().is_err(),
+        "a row that does not parse stops it"
+    );
+    store
+        .db
+        .delete_cf(store.cf("records"), [0xaa; 16])
+        .expect("delete");
+    drop(city);
+    let city = crate::City::open(dir.path()).expect("reopen");
+    assert_eq!(water(&city), 3, "the next open rebuilt the catalog");
+}
