@@ -187,7 +187,8 @@ pub struct City {
     outbox: Mutex<Option<tokio::sync::mpsc::Sender<WireEntry>>>,
     /// Records were imported since the last [`City::finish_import`].
     imported: std::sync::atomic::AtomicBool,
-    /// Serializes changes to issued invitations and waiting joins (network and control socket).
+    /// Serializes changes to the roster, issued invitations and waiting joins (network and
+    /// control socket): each reads an entry and writes it back whole.
     pub(crate) invitations: Mutex<()>,
     /// What each peer reported of this city's own feeds: peer -> scope -> (seq, when). See
     /// [`City::peer_reports_own`].

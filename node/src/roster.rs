@@ -163,6 +163,7 @@ impl City {
         name: &str,
         addrs: &[String],
     ) -> Result<RosterEntry, CityError> {
+        let _guard = self.invitation_lock();
         let entry = self.roster_added(id, name, addrs)?;
         self.put_roster(&entry)?;
         Ok(entry)
@@ -206,6 +207,7 @@ impl City {
 
     /// Removes a city from the roster.
     pub fn roster_remove(&self, id: &CityId) -> Result<(), CityError> {
+        let _guard = self.invitation_lock();
         if self.roster_entry(id)?.is_none() {
             return Err(CityError::NotFound(id.to_string()));
         }
@@ -214,6 +216,7 @@ impl City {
 
     /// Blocks a city: kept in the roster, marked blocked.
     pub fn roster_block(&self, id: &CityId) -> Result<RosterEntry, CityError> {
+        let _guard = self.invitation_lock();
         let mut entry = self.roster_entry(id)?.unwrap_or(RosterEntry {
             id: *id,
             name: String::new(),
@@ -232,6 +235,7 @@ impl City {
     /// Unblocks a city: trusted again as it was before the block (on its own if it was added
     /// here, else as a federation member, or not at all).
     pub fn roster_unblock(&self, id: &CityId) -> Result<RosterEntry, CityError> {
+        let _guard = self.invitation_lock();
         let Some(mut entry) = self.roster_entry(id)?.filter(|e| e.blocked) else {
             return Err(CityError::Missing(format!(
                 "{id} is not blocked here; `intercity peers list` shows the blocked cities"
@@ -662,6 +666,7 @@ impl City {
     /// present on first contact. An invitation into a federation makes this city follow it
     /// (refused if it follows another); the inviter is then trusted as a member of it.
     pub fn accept_invitation(&self, token: &str) -> Result<RosterEntry, CityError> {
+        let _guard = self.invitation_lock();
         let inv = Invitation::from_token(token, &self.id(), now_ms())
             .map_err(|e| CityError::Invitation(e.to_string()))?;
         let known = self.roster_entry(&inv.inviter)?;
@@ -682,6 +687,7 @@ impl City {
     /// The inviter `id` admitted this city (or refused for good): the token is not presented
     /// again.
     pub fn joined(&self, id: &CityId) -> Result<(), CityError> {
+        let _guard = self.invitation_lock();
         if let Some(mut entry) = self.roster_entry(id)?
             && entry.invitation.take().is_some()
         {

@@ -124,6 +124,7 @@ impl City {
     /// the operator added by hand), and this city may join another. Its membership in the
     /// record is the stewards' to remove. Gives the federation's id.
     pub fn federation_leave(&self) -> Result<DocId, CityError> {
+        let _guard = self.invitation_lock();
         let Some(id) = self.federation_id()? else {
             return Err(CityError::Missing("this city is in no federation".into()));
         };

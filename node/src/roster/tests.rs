@@ -295,3 +295,30 @@ fn names_from_the_network_show_as_one_plain_line() {
     assert_eq!(clean_name("Brno\u{202e}ytiC"), "BrnoytiC");
     assert_eq!(clean_name("\u{200b} Riga \u{feff}"), "Riga");
 }
+
+/// A block is not undone by a roster write that read the entry before it: the network's lane
+/// dropping a spent token (`joined`) and the operator's block at once, many times over. Each
+/// read and wrote the whole entry with no lock they shared, and the block could be lost.
+#[test]
+fn a_block_is_not_lost_to_a_concurrent_roster_write() {
+    let (_dirs, [milan, brno, ..]) = four_cities();
+    let id = brno.id();
+    let barrier = std::sync::Barrier::new(2);
+    for round in 0..300 {
+        let mut entry = milan.roster_add(id, "Brno", &[]).expect("add");
+        entry.invitation = Some(format!("token {round}"));
+        milan.put_roster(&entry).expect("token");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                barrier.wait();
+                milan.joined(&id).expect("joined");
+            });
+            s.spawn(|| {
+                barrier.wait();
+                milan.roster_block(&id).expect("block");
+            });
+        });
+        let held = milan.roster_entry(&id).expect("read").expect("held");
+        assert!(held.blocked, "round {round}: the block was lost");
+    }
+}

@@ -107,11 +107,21 @@ impl Ledger for Store {
         if let Some(doc) = self.cached(id, |held| held.doc.clone()).flatten() {
             return Ok(Some(doc));
         }
-        match self.ledger(self.get("docs", &id.0))? {
+        // The row, the payload it may name and the tail, read from one snapshot: a reader
+        // that does not hold the write lock (`show`, an export) must not take a row from
+        // before a write that rewrote the document whole and the tail from after it.
+        let snap = self.db.snapshot();
+        let get = |cf: &str, key: &[u8]| {
+            self.ledger(
+                snap.get_cf(self.cf(cf), key)
+                    .map_err(|e| classify(&self.path, e)),
+            )
+        };
+        match get("docs", &id.0)? {
             Some(mut v) => {
                 // A document of one genesis change names the payload row holding it.
                 if let Some(key) = payload_named(&v) {
-                    v = self.ledger(self.get("payloads", &key.0))?.ok_or_else(|| {
+                    v = get("payloads", &key.0)?.ok_or_else(|| {
                         LedgerError(format!(
                             "document {id} in {} names payload {key}, which the store does not hold",
                             self.path.display()
@@ -119,7 +129,15 @@ impl Ledger for Store {
                     })?;
                 }
                 // The changes accepted since the document was written follow it as chunks.
-                for (_, change) in self.ledger(self.scan("doc_tail", &id.0))? {
+                let tail = snap.iterator_cf(
+                    self.cf("doc_tail"),
+                    IteratorMode::From(&id.0, Direction::Forward),
+                );
+                for item in tail {
+                    let (k, change) = self.ledger(item.map_err(|e| classify(&self.path, e)))?;
+                    if !k.starts_with(&id.0) {
+                        break;
+                    }
                     v.extend_from_slice(&change);
                 }
                 intercity_protocol::doc::load(&v)
