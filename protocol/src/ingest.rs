@@ -950,6 +950,17 @@ pub(crate) fn prepare_hashed(
     })
 }
 
+/// Whether `payload` is the one header `h` signs: its length, then its hash.
+fn payload_fits(h: &crate::entry::Header, payload: &[u8]) -> Result<(), IngestError> {
+    if payload.len() != h.payload_len as usize {
+        return Err(IngestError::Payload("length differs"));
+    }
+    if Hash32::of(payload) != h.payload_hash {
+        return Err(IngestError::Payload("hash differs"));
+    }
+    Ok(())
+}
+
 /// Reads a received payload by `author` as the pipeline judges it: a genesis change that
 /// [`GenesisRead::of_payload`] reads is taken as it reads it, without Automerge; any other is
 /// decoded ([`decode_change`]), and if it is a genesis change its record is read from it. The
@@ -1116,13 +1127,16 @@ fn pipeline(
     let h = &signed.header;
     let feed = h.feed();
     // An entry identical, byte for byte, to one stored (hence verified) is a duplicate: no need
-    // to check its signature again. Sync and gossip deliver many of these.
+    // to check its signature again. Sync and gossip deliver many of these. Its payload must be
+    // the one it signs all the same: gossip passes a duplicate on, and a node that lacks the
+    // entry would find another payload under it and strike the honest relay (protocol.md §15.1).
     let head = ledger.head(&feed)?;
     if head.is_some_and(|hd| h.seq <= hd.seq)
         && ledger
             .entry(&feed, h.seq)?
             .is_some_and(|held| held.entry == signed)
     {
+        payload_fits(h, payload)?;
         return Ok(Ingested {
             verdict: Verdict::Duplicate,
             commit: Commit::default(),
@@ -1156,6 +1170,7 @@ fn pipeline(
             LedgerError(format!("feed head at {have} but entry {} missing", h.seq))
         })?;
         if held.entry == signed {
+            payload_fits(h, payload)?;
             return Ok(Ingested {
                 verdict: Verdict::Duplicate,
                 commit: Commit::default(),
@@ -1239,12 +1254,7 @@ fn pipeline(
         None
     };
     // 5. Payload.
-    if payload.len() != h.payload_len as usize {
-        return Err(IngestError::Payload("length differs"));
-    }
-    if Hash32::of(payload) != h.payload_hash {
-        return Err(IngestError::Payload("hash differs"));
-    }
+    payload_fits(h, payload)?;
     if h.doc == SUCCESSION_DOC {
         return successor::statement(ledger, &signed, head, payload);
     }

@@ -369,6 +369,34 @@ fn duplicates_are_idempotent() {
     assert_eq!(l.entries, before);
 }
 
+/// A held entry with another payload is no duplicate: its payload is refused, so that the node
+/// does not pass it on as one (gossip forwards a duplicate), and a node that lacks the entry
+/// does not find the wrong payload under it and strike the honest relay that forwarded it.
+/// Seen failing: the old code answered `Duplicate` to each.
+#[test]
+fn a_held_entry_with_another_payload_is_refused() {
+    let mut milan = City::new(1);
+    let (_, w1) = milan.create(&practice(&milan, "Makerspace"));
+    let mut l = MemLedger::default();
+    l.ingest(&w1.entry, &w1.payload).expect("ok");
+    let before = l.entries.clone();
+    let mut longer = w1.payload.clone();
+    longer.push(0);
+    let mut other = w1.payload.clone();
+    other[20] ^= 1;
+    for junk in [Vec::new(), longer, other, b"junk".to_vec()] {
+        assert!(
+            matches!(l.ingest(&w1.entry, &junk), Err(IngestError::Payload(_))),
+            "{junk:?}"
+        );
+    }
+    assert_eq!(l.entries, before);
+    assert_eq!(
+        l.ingest(&w1.entry, &w1.payload).expect("ok"),
+        Verdict::Duplicate
+    );
+}
+
 #[test]
 fn a_fork_yields_a_verifiable_proof_and_freezes_the_feed() {
     let mut milan = City::new(1);
