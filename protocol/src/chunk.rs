@@ -48,7 +48,23 @@ pub enum ChunkError {
         /// The limit.
         max: u64,
     },
+    /// A string column (map keys, mark names) holds a string over [`MAX_KEY_BYTES`].
+    #[error("column {column} holds a string of {len} bytes, over {MAX_KEY_BYTES}")]
+    LongString {
+        /// The column's id.
+        column: u32,
+        /// The string's length.
+        len: u64,
+    },
 }
+
+/// Longest string a change's string columns (map keys, mark names) may hold (protocol.md §7).
+/// A column stores a string once for a run of operations that use it, and whoever reads the
+/// operations one by one (Automerge applying them, a reader of the record) copies it for each:
+/// 20,000 maps under one key of 100,000 bytes are a change of 120 KB that read as 2 GB. No
+/// record has a key this long: ids are at most 64 ASCII characters, languages 3, and city ids
+/// at most this many bytes (`Record::validate`).
+pub const MAX_KEY_BYTES: usize = 256;
 
 /// A cursor over a byte slice.
 struct Reader<'a> {
@@ -128,8 +144,10 @@ fn check_columns(columns: &[(u64, &[u8])], max_ops: u64) -> Result<u64, ChunkErr
         } else {
             max_ops.saturating_mul(OTHER_COLUMN_FACTOR)
         };
-        let Some(count) = count_values(spec & 0b111, data, max) else {
-            return Err(ChunkError::TooManyValues { column, max });
+        let count = match count_values(spec & 0b111, data, max) {
+            Counted::Values(count) => count,
+            Counted::TooMany => return Err(ChunkError::TooManyValues { column, max }),
+            Counted::LongString(len) => return Err(ChunkError::LongString { column, len }),
         };
         if column == ACTION_COLUMN {
             ops = count;
@@ -640,25 +658,44 @@ impl<'a> Bools<'a> {
     }
 }
 
-/// How many values a column of type `kind` describes, stopping (None) once past `max`.
-/// Run-length encoded columns (every type but booleans and raw values) are runs of a signed
-/// count: positive, that many copies of the one value that follows; negative, that many literal
-/// values; zero, a number of nulls. Booleans are alternating run lengths; raw values (type 7)
-/// are bytes whose count the value metadata column gives. A column that ends inside a run is
-/// counted as far as it goes (Automerge refuses it later).
-fn count_values(kind: u64, data: &[u8], max: u64) -> Option<u64> {
+/// What [`count_values`] found.
+enum Counted {
+    /// This many values.
+    Values(u64),
+    /// More than the limit.
+    TooMany,
+    /// A string of this many bytes, over [`MAX_KEY_BYTES`].
+    LongString(u64),
+}
+
+/// How many values a column of type `kind` describes, stopping once past `max` or at a string
+/// over [`MAX_KEY_BYTES`]. Run-length encoded columns (every type but booleans and raw values)
+/// are runs of a signed count: positive, that many copies of the one value that follows;
+/// negative, that many literal values; zero, a number of nulls. Booleans are alternating run
+/// lengths; raw values (type 7) are bytes whose count the value metadata column gives. A column
+/// that ends inside a run is counted as far as it goes (Automerge refuses it later).
+fn count_values(kind: u64, data: &[u8], max: u64) -> Counted {
     let mut r = Reader { bytes: data, at: 0 };
     let mut total: u64 = 0;
-    // Skips one value of this column's type; false when the column ends inside it.
-    let value = |r: &mut Reader<'_>| -> bool {
+    let mut long = None;
+    // Skips one value of this column's type; false when the column ends inside it, or at a
+    // string that is too long.
+    let mut value = |r: &mut Reader<'_>| -> bool {
         match kind {
             3 => r.sleb("value").is_ok(),
-            5 => r.uleb("value").and_then(|n| r.skip(n, "value")).is_ok(),
+            5 => match r.uleb("value") {
+                Ok(n) if n > MAX_KEY_BYTES as u64 => {
+                    long = Some(n);
+                    false
+                }
+                Ok(n) => r.skip(n, "value").is_ok(),
+                Err(_) => false,
+            },
             _ => r.uleb("value").is_ok(),
         }
     };
     if kind == 7 {
-        return Some(0);
+        return Counted::Values(0);
     }
     while !r.done() {
         let run = if kind == 4 {
@@ -681,10 +718,13 @@ fn count_values(kind: u64, data: &[u8], max: u64) -> Option<u64> {
         let Some(run) = run else { break };
         total = total.saturating_add(run);
         if total > max {
-            return None;
+            return Counted::TooMany;
         }
     }
-    Some(total)
+    match long {
+        Some(len) => Counted::LongString(len),
+        None => Counted::Values(total),
+    }
 }
 
 #[cfg(test)]
@@ -732,6 +772,109 @@ pub(crate) mod tests {
         );
         assert_eq!(check_change(big.raw_bytes(), 100_000), Ok(()));
         assert!(check_change(big.raw_bytes(), 99_999).is_err());
+    }
+
+    /// A genesis change of `maps` maps in a list, each with one key of `key_len` bytes: the
+    /// key column holds the key once, for a run of `maps` operations.
+    fn one_key_in_many_maps(maps: u64, key_len: usize) -> Change {
+        use automerge::ObjType;
+        use automerge::legacy::{ElementId, OpId};
+        let actor = ActorId::from(vec![1u8; 32]);
+        let op = |obj: ObjectId, key: Key, insert: bool, action: OpType| Op {
+            action,
+            obj,
+            key,
+            pred: SortedVec::new(),
+            insert,
+        };
+        let at = |n: u64| OpId::new(n, &actor);
+        let mut operations = vec![op(
+            ObjectId::Root,
+            Key::Map("a".into()),
+            false,
+            OpType::Make(ObjType::List),
+        )];
+        for n in 2..maps + 2 {
+            let after = if n == 2 {
+                ElementId::Head
+            } else {
+                ElementId::Id(at(n - 1))
+            };
+            let key = Key::Seq(after);
+            operations.push(op(
+                ObjectId::Id(at(1)),
+                key,
+                true,
+                OpType::Make(ObjType::Map),
+            ));
+        }
+        let key = Key::Map("k".repeat(key_len).into());
+        for n in 2..maps + 2 {
+            let put = OpType::Put(ScalarValue::Null);
+            operations.push(op(ObjectId::Id(at(n)), key.clone(), false, put));
+        }
+        Change::from(automerge::ExpandedChange {
+            operations,
+            actor_id: actor.clone(),
+            hash: None,
+            seq: 1,
+            start_op: std::num::NonZeroU64::MIN,
+            time: 0,
+            message: None,
+            deps: Vec::new(),
+            extra_bytes: Vec::new(),
+            author: None,
+        })
+    }
+
+    /// A key over [`MAX_KEY_BYTES`] is refused before anything reads the change: stored once,
+    /// it was copied for every map (this change of 104 KB read as 200 MB of JSON, and Automerge
+    /// applying it copies the key for each operation too). The genesis reader declines it.
+    #[test]
+    fn a_key_over_the_bound_is_refused_before_it_is_read() {
+        for (len, refused) in [
+            (MAX_KEY_BYTES, false),
+            (MAX_KEY_BYTES + 1, true),
+            (100_000, true),
+        ] {
+            let change = one_key_in_many_maps(2_000, len);
+            let bytes = change.raw_bytes();
+            assert!(bytes.len() < len + 16 * 1024, "{}", bytes.len());
+            let checked = check_change(bytes, 262_144);
+            if refused {
+                assert_eq!(
+                    checked,
+                    Err(ChunkError::LongString {
+                        column: 1,
+                        len: len as u64
+                    })
+                );
+                assert!(genesis_change(bytes, 262_144).is_none());
+            } else {
+                assert_eq!(checked, Ok(()));
+                assert!(genesis_change(bytes, 262_144).is_some());
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The bound on a key decides alone: any number of maps under a key of any length is
+        /// refused exactly when the key is over [`MAX_KEY_BYTES`], by the check and by the
+        /// genesis reader, and what the check passes Automerge decodes.
+        #[test]
+        fn a_key_is_refused_exactly_over_the_bound(
+            maps in 1u64..64,
+            len in (MAX_KEY_BYTES - 8)..(MAX_KEY_BYTES + 8),
+        ) {
+            let change = one_key_in_many_maps(maps, len);
+            let bytes = change.raw_bytes();
+            let over = len > MAX_KEY_BYTES;
+            proptest::prop_assert_eq!(check_change(bytes, 262_144).is_err(), over);
+            proptest::prop_assert_eq!(genesis_change(bytes, 262_144).is_none(), over);
+            if !over {
+                proptest::prop_assert!(Change::from_bytes(bytes.to_vec()).is_ok());
+            }
+        }
     }
 
     #[test]

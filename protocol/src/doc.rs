@@ -165,8 +165,7 @@ pub enum DocError {
 /// Maps become objects, lists arrays, text strings; scalars map to their JSON counterparts
 /// (bytes as a lowercase hex string, timestamps and counters as numbers, non-finite floats and
 /// values of unknown types as `null`). Where a key holds conflicting values, Automerge's winner
-/// is shown. An object nested deeper than [`MAX_JSON_DEPTH`] and a map holding a key over
-/// [`MAX_KEY_BYTES`] read as `null` (protocol.md §19).
+/// is shown.
 pub fn to_json(doc: &Automerge, heads: Option<&[ChangeHash]>) -> Json {
     // Walks the document directly: about twice as fast as `Automerge::hydrate` and converting
     // its tree (a unit test checks that both give the same JSON).
@@ -189,13 +188,6 @@ fn object_json<R: ReadDoc>(
 /// exhausting the stack.
 const MAX_JSON_DEPTH: usize = 64;
 
-/// Longest map key read as JSON: a map holding a longer key reads as `null` (protocol.md
-/// §19). A change stores a key once for a run of operations that use it, and JSON holds a copy
-/// for each: 2,000 maps under one key of 100,000 bytes are a change of 104 KB and 200 MB of
-/// JSON, and a payload's 256 KiB can make gigabytes. No record has a key this long (ids are
-/// at most 64 ASCII characters).
-pub(crate) const MAX_KEY_BYTES: usize = 256;
-
 fn object_json_at<R: ReadDoc>(
     doc: &R,
     obj: &ObjId,
@@ -213,15 +205,12 @@ fn object_json_at<R: ReadDoc>(
     };
     match kind {
         ObjType::Map | ObjType::Table => {
-            let items = || match heads {
+            let items = match heads {
                 Some(h) => doc.map_range_at(obj, .., h),
                 None => doc.map_range(obj, ..),
             };
-            if items().any(|item| item.key.len() > MAX_KEY_BYTES) {
-                return Json::Null;
-            }
             Json::Object(
-                items()
+                items
                     .map(|item| (item.key.to_string(), value(&item.value, &|| item.id())))
                     .collect(),
             )
@@ -1116,11 +1105,6 @@ fn render(nodes: &mut [(u64, Option<Node<'_>>)], id: u64, depth: usize) -> Optio
     let at = nodes.binary_search_by_key(&id, |(c, _)| *c).ok()?;
     match nodes[at].1.take()? {
         Node::Map(entries) => {
-            // As `to_json` reads it. The objects under it are taken out of `nodes` unread: no
-            // other key reaches them (each object is made under one key).
-            if entries.iter().any(|(k, _)| k.len() > MAX_KEY_BYTES) {
-                return Some(Json::Null);
-            }
             let mut map = Map::new();
             for (k, slot) in entries {
                 let v = value(slot, nodes)?;
@@ -2516,51 +2500,6 @@ pub(crate) mod tests {
         assert_eq!(genesis_json(&received), Some(expected.clone()));
         let loaded = Automerge::load(&compressed).expect("load a compressed change");
         assert_eq!(to_json(&loaded, None), expected);
-    }
-
-    /// A key is stored once for a run of operations that use it, and a reader copies it for
-    /// each: a map holding a key over [`MAX_KEY_BYTES`] reads as null, by every reader, without
-    /// the copy (this change of 104 KB read as 200 MB of JSON). No record has such a key.
-    #[test]
-    fn a_map_with_a_key_over_the_bound_reads_as_null() {
-        let build = |key_len: usize| {
-            let mut doc = Automerge::new();
-            doc.set_actor(actor(1));
-            let mut tx = doc.transaction();
-            tx.put(ROOT, "kind", "practice").expect("put");
-            let list = tx.put_object(ROOT, "a", ObjType::List).expect("list");
-            // The maps first, then one key in each: the key column holds one run.
-            let maps: Vec<ObjId> = (0..2_000)
-                .map(|i| tx.insert_object(&list, i, ObjType::Map).expect("map"))
-                .collect();
-            let key = "k".repeat(key_len);
-            for m in &maps {
-                tx.put(m, &key, ()).expect("put");
-            }
-            tx.commit();
-            doc.get_last_local_change().expect("change").clone()
-        };
-        for (len, long) in [
-            (MAX_KEY_BYTES, false),
-            (MAX_KEY_BYTES + 1, true),
-            (100_000, true),
-        ] {
-            let change = build(len);
-            // The key once: 104 KB of change for 200 MB of keys.
-            let bytes = change.raw_bytes().len();
-            assert!(bytes < len + 16 * 1024, "{bytes}");
-            let map = if long {
-                Json::Null
-            } else {
-                serde_json::json!({ "k".repeat(len): null })
-            };
-            let expected = serde_json::json!({ "kind": "practice", "a": vec![map; 2_000] });
-            assert_eq!(to_json(&applied(&change), None), expected, "{len}");
-            assert_eq!(genesis_json(&change), Some(expected.clone()), "{len}");
-            let (_, _, fast) =
-                genesis_json_of_payload(change.raw_bytes(), 1 << 20).expect("read fast");
-            assert_eq!(fast, expected, "{len}");
-        }
     }
 
     #[test]

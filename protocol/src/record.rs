@@ -1310,6 +1310,18 @@ fn check_required_long(
 
 fn check_city_id(field: impl fmt::Display + Copy, value: &str) -> Result<(), RecordError> {
     check_required(field, value, MAX_SHORT_CHARS)?;
+    // A member's or an address's id is a map key, and a change with a longer key is refused
+    // whole (protocol.md §7): a record that validates can always be written.
+    if value.len() > crate::chunk::MAX_KEY_BYTES {
+        return Err(RecordError::Invalid {
+            field: field.to_string(),
+            reason: format!(
+                "a city id is at most {} bytes, got {}",
+                crate::chunk::MAX_KEY_BYTES,
+                value.len()
+            ),
+        });
+    }
     if value.chars().any(char::is_whitespace) {
         return Err(RecordError::Invalid {
             field: field.to_string(),

@@ -717,8 +717,10 @@ impl<P: Ord + Clone> Session<P> {
 
     /// Fork proofs from a peer: each is checked, and the entries of a good one that this node
     /// holds a feed position for (its head is at or past their seq, and it holds no proof at
-    /// that seq or below) are judged: the one it holds is a duplicate, the other a fork, which
-    /// settles the feed from that seq. A proof that does not verify is a strike.
+    /// that seq or below) are judged, without their payloads: the one it holds is refused
+    /// (a held entry comes with its payload, else it is a payload failure, not held against
+    /// the peer here), the other is a fork, which settles the feed from that seq. A proof that
+    /// does not verify is a strike.
     fn on_fork_proofs(&mut self, peer: P, proofs: Vec<ForkProof>, view: &impl View<P>) {
         let heads = view.heads();
         let mut entries = Vec::new();

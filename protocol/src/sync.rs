@@ -712,8 +712,8 @@ const DERIVED_LEN: usize = 16 + 8 + 64;
 
 /// Whether `entry` (with `payload`) follows `prev` in one feed so that its header can be
 /// rebuilt from `prev`, its doc id, timestamp and payload ([`derive`]): the same bytes, or
-/// it goes whole (a store whose payload no longer matches its entry must not turn a duplicate
-/// the receiver would recognise into an entry whose signature fails).
+/// it goes whole (a store whose payload no longer matches its entry must not turn an entry the
+/// receiver refuses for its payload into one whose signature fails).
 fn derivable(prev: &[u8], entry: &[u8], payload: &[u8]) -> bool {
     let seq = |e: &[u8]| e.get(50..58).and_then(|b| <[u8; 8]>::try_from(b).ok());
     let next = seq(prev)

@@ -1487,7 +1487,7 @@ fn what_is_read_ahead_counts_as_what_it_holds() {
 
 /// A genesis change by `key`'s city whose `kind` is a list of `maps` maps, each with one key of
 /// `key_len` bytes (the same key: run-length encoded once in the change, `maps` times in the
-/// record it reads as, up to 256 bytes: a map with a longer key reads as null, protocol.md §19).
+/// record it reads as; up to 256 bytes, a change with a longer key is refused, protocol.md §7).
 fn repeated_key_genesis(key: &CityKey, maps: usize, key_len: usize) -> automerge::Change {
     use automerge::transaction::Transactable;
     genesis_by(key, |tx| {

@@ -226,11 +226,11 @@ fn status_bytes(field: &str) -> u64 {
 
 /// A roster city's genesis change of 20,000 maps under one key of 100,000 bytes: 120 KB of
 /// payload, which the readers of a record copied into 2 GB of JSON (a payload's 256 KiB could
-/// make gigabytes more, and the node was killed for its memory). A map with a key over 256
-/// bytes now reads as null (protocol.md §19): the entry is rejected, memory barely moves, and
-/// the node keeps syncing.
+/// make gigabytes more, and the node was killed for its memory). A change with a key over 256
+/// bytes is now refused before anything reads it (protocol.md §7): a feed-level failure held
+/// against the sender, nothing stored, memory barely moves, and the node keeps syncing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_read_once_per_map_is_rejected_in_little_memory() {
+async fn a_key_read_once_per_map_is_refused_before_it_is_read() {
     let milan = TestNode::spawn("Milan", 1).await;
     let brno = TestNode::spawn("Brno", 2).await;
     let mallory = TestNode::spawn("Mallory", 3).await; // a roster city gone bad
@@ -245,11 +245,10 @@ async fn a_key_read_once_per_map_is_rejected_in_little_memory() {
         .await
         .expect("push");
     assert!(
-        eventually(WAIT, || milan.city.history(id).is_ok_and(|h| !h.is_empty())).await,
-        "Milan did not judge the entry"
+        milan.strikes(&mallory.id().to_string(), WAIT).await,
+        "Mallory was not held to account for the entry"
     );
-    let history = milan.city.history(id).expect("history");
-    assert_eq!(history[0].status, "rejected", "{:?}", history[0].reason);
+    assert!(milan.city.history(id).is_ok_and(|h| h.is_empty()));
     let grown = peak_rss().saturating_sub(before);
     assert!(grown < 512 << 20, "peak RSS grew by {} MB", grown >> 20);
     practice(&brno.city, "After the key");
