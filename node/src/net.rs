@@ -485,8 +485,8 @@ struct EventLoop {
     roster_lane: Arc<tokio::sync::Semaphore>,
     /// Set when the loop stops: store work not started is dropped.
     stopping: Arc<std::sync::atomic::AtomicBool>,
-    /// Answers being read for each peer (at most [`sync_protocol::MEMBER_STREAMS`]).
-    reading: HashMap<PeerId, usize>,
+    /// The answers each peer has under way, and its requests waiting for one.
+    answering: session::Answering,
     /// Roster reads done off the loop, to apply.
     roster_tx: mpsc::Sender<RosterView>,
     roster_rx: mpsc::Receiver<RosterView>,

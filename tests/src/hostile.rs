@@ -228,7 +228,6 @@ pub fn pending_flood(
 /// `n` new practices of `city`, each with a body of `body_chars` characters (the heaviest valid
 /// entries: the most text to index), as the next entries of its federation feed.
 pub fn heavy_practices(city: &City, n: u64, body_chars: usize) -> Vec<WireEntry> {
-    let (mut seq, mut prev) = next_link(city);
     let words = [
         "cooperative ",
         "makerspace ",
@@ -243,12 +242,40 @@ pub fn heavy_practices(city: &City, n: u64, body_chars: usize) -> Vec<WireEntry>
         .copied()
         .collect();
     let body: String = body.chars().take(body_chars).collect();
-    (0..n)
-        .map(|i| {
+    practices_with_bodies(city, (0..n).map(|_| body.clone()).collect())
+}
+
+/// New practices of `city` with random bodies of `body_chars` letters each (which compress
+/// little, and make one word: little to index), as the next `n` entries of its federation
+/// feed.
+pub fn random_practices(city: &City, n: u64, body_chars: usize) -> Vec<WireEntry> {
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let bodies = (0..n)
+        .map(|_| {
+            (0..body_chars)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    b"abcdefghijklmnopqrstuvwxyz"[(seed % 26) as usize] as char
+                })
+                .collect()
+        })
+        .collect();
+    practices_with_bodies(city, bodies)
+}
+
+/// A new practice of `city` for each of `bodies`, as the next entries of its federation feed.
+fn practices_with_bodies(city: &City, bodies: Vec<String>) -> Vec<WireEntry> {
+    let (mut seq, mut prev) = next_link(city);
+    bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
             let mut actor = city.id().as_bytes().to_vec();
             actor.extend_from_slice(&(seq + 1_000_000).to_be_bytes());
             let mut p = Practice::new(city.id().to_string(), format!("Heavy {i}"), "en");
-            p.body = body.clone();
+            p.body = body;
             let change = doc::new_plain_change(ActorId::from(actor), &Record::Practice(p), "flood")
                 .expect("genesis change");
             let id = DocId::for_genesis(&change.hash());
@@ -328,6 +355,47 @@ impl libp2p::request_response::Codec for RawSync {
         res: Self::Response,
     ) -> std::io::Result<()> {
         write_frame(io, res.encode()).await
+    }
+}
+
+/// [`RawSync`] that never reads an answer: its requests wait, unanswered, until they time out.
+#[derive(Clone, Default)]
+pub struct DeafSync;
+
+impl libp2p::request_response::Codec for DeafSync {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = intercity_protocol::sync::Request;
+    type Response = intercity_protocol::sync::Response;
+
+    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        p: &Self::Protocol,
+        io: &mut T,
+    ) -> std::io::Result<Self::Request> {
+        RawSync.read_request(p, io).await
+    }
+    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+    ) -> std::io::Result<Self::Response> {
+        futures::future::pending().await
+    }
+    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        p: &Self::Protocol,
+        io: &mut T,
+        req: Self::Request,
+    ) -> std::io::Result<()> {
+        RawSync.write_request(p, io, req).await
+    }
+    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        p: &Self::Protocol,
+        io: &mut T,
+        res: Self::Response,
+    ) -> std::io::Result<()> {
+        RawSync.write_response(p, io, res).await
     }
 }
 

@@ -734,3 +734,74 @@ async fn a_guest_is_not_offered_the_relay_autonat_or_hole_punching() {
         );
     }
 }
+
+/// A roster city asks for one large range 64 times on one connection and reads none of the
+/// answers. Each answer waited in its stream until the request timed out (20 s), with a second
+/// copy beside it: peak RSS +210 MB for one connection's streams (seen; +126 MB in this test's
+/// 4 s with the copy gone but no bound), renewable every 20 s with a few kilobytes of requests.
+/// A peer now has at most 8 answers under way; its other requests wait their turn, unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_peer_leaves_unread_are_few_at_a_time() {
+    use futures::StreamExt;
+    use intercity_protocol::entry::{FeedId, Scope};
+    use intercity_protocol::sync::Request;
+
+    let milan = TestNode::spawn("Milan", 1).await;
+    let brno = TestNode::spawn("Brno", 2).await;
+    // Brno's feed, held by Milan: 30 practices of 90,000 random letters (2.7 MB; an answer
+    // holds 2 MiB of it, about 1.3 MB once packed).
+    for w in hostile::random_practices(&brno.city, 30, 90_000) {
+        milan
+            .city
+            .ingest_remote(&w.entry, &w.payload)
+            .expect("ingest");
+    }
+    let feed = FeedId {
+        author: brno.id(),
+        scope: Scope::Federation,
+    };
+    let mallory_key = intercity_tests::key(3);
+    milan
+        .city
+        .roster_add(mallory_key.id(), "Mallory", &[])
+        .expect("roster");
+    milan.net().roster_changed().await.expect("net");
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(mallory_key.secret_bytes())
+        .expect("an ed25519 key");
+    let mut mallory = hostile::sync_swarm(
+        keypair,
+        hostile::DeafSync,
+        libp2p::request_response::ProtocolSupport::Full,
+    );
+    mallory
+        .dial(milan.addr().parse::<libp2p::Multiaddr>().expect("addr"))
+        .expect("dial");
+    let peer = loop {
+        if let libp2p::swarm::SwarmEvent::ConnectionEstablished { peer_id, .. } =
+            mallory.select_next_some().await
+        {
+            break peer_id;
+        }
+    };
+    let before = peak_rss();
+    for _ in 0..64 {
+        mallory.behaviour_mut().send_request(
+            &peer,
+            Request::Range {
+                feed,
+                from: 1,
+                max: 512,
+            },
+        );
+    }
+    // Mallory's swarm runs (its requests go out; it reads no answer) while Milan answers.
+    let _ = tokio::time::timeout(Duration::from_secs(4), async {
+        loop {
+            mallory.select_next_some().await;
+        }
+    })
+    .await;
+    let grown = peak_rss().saturating_sub(before);
+    eprintln!("peak RSS grew by {} MB", grown >> 20);
+    assert!(grown < 64 << 20, "peak RSS grew by {} MB", grown >> 20);
+}

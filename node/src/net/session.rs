@@ -24,6 +24,36 @@ use crate::store::KeyBook;
 /// Store reads for answers (`Range`, `Forks`) running at once, off the loop.
 pub const MAX_STORE_READERS: usize = 4;
 
+/// Answers one peer has under way at once: being read, or written to a stream it has not read
+/// to the end. Its other requests wait, unread, for one of them to finish. A roster city that
+/// asked for a large range on every stream and read no answer had each of them held until its
+/// request timed out (a test saw 210 MB for one connection's 64 streams).
+pub const MAX_ANSWERS_UNDER_WAY: usize = 8;
+
+/// The answers each peer has under way, and its requests waiting for one to finish.
+#[derive(Default)]
+pub(super) struct Answering {
+    peers: std::collections::HashMap<PeerId, PeerAnswers>,
+    /// The peer of each request whose answer is under way, by side (guest or not: each side
+    /// numbers its requests) and request.
+    under_way: std::collections::HashMap<(bool, request_response::InboundRequestId), PeerId>,
+}
+
+#[derive(Default)]
+struct PeerAnswers {
+    under_way: usize,
+    waiting: VecDeque<Waiting>,
+}
+
+/// A request waiting for its peer's answers under way.
+struct Waiting {
+    request: request_response::InboundRequestId,
+    connection: libp2p::swarm::ConnectionId,
+    guest: bool,
+    channel: request_response::ResponseChannel<Response>,
+    read: Read,
+}
+
 /// A store read that makes an answer, run on a blocking thread.
 pub(super) type Read = Box<dyn FnOnce(&City) -> Reply + Send>;
 
@@ -61,6 +91,8 @@ pub(super) struct Answered {
     /// Through the guests' side.
     pub guest: bool,
     pub channel: request_response::ResponseChannel<Response>,
+    /// The request, if its answer is counted as under way ([`Answering`]).
+    pub request: Option<request_response::InboundRequestId>,
     pub reply: Reply,
 }
 
@@ -278,7 +310,9 @@ impl EventLoop {
             } => {
                 match message {
                     request_response::Message::Request {
-                        request, channel, ..
+                        request,
+                        channel,
+                        request_id,
                     } => {
                         self.peers.entry(peer).or_default().bytes_received +=
                             request.encoded_len() as u64 + 4;
@@ -303,7 +337,14 @@ impl EventLoop {
                                     return;
                                 }
                                 Answer::Later(read) => {
-                                    self.read_later(peer, connection_id, guest, channel, read);
+                                    let waiting = Waiting {
+                                        request: request_id,
+                                        connection: connection_id,
+                                        guest,
+                                        channel,
+                                        read,
+                                    };
+                                    self.read_later(peer, waiting);
                                     return;
                                 }
                             }
@@ -313,6 +354,7 @@ impl EventLoop {
                             connection: connection_id,
                             guest,
                             channel,
+                            request: None,
                             reply: Reply::Response(response),
                         });
                     }
@@ -339,22 +381,51 @@ impl EventLoop {
                     self.drive(Event::Failed(peer, id));
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::InboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => {
                 debug!(%peer, %error, "inbound sync request failed");
+                self.answer_done(guest, request_id);
             }
-            request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::ResponseSent { request_id, .. } => {
+                self.answer_done(guest, request_id);
+            }
         }
     }
 
-    /// An answer read off the loop came back: sent, and no longer waiting.
+    /// An answer read off the loop came back: sent (it stays under way until it is written).
     pub(super) fn answered(&mut self, a: Answered) {
-        if let Some(n) = self.reading.get_mut(&a.peer) {
-            *n -= 1;
-            if *n == 0 {
-                self.reading.remove(&a.peer);
+        self.send_answer(a);
+    }
+
+    /// The answer to `request` was written, or will not be (sent, failed, given up): the
+    /// peer's next waiting request is read.
+    fn answer_done(&mut self, guest: bool, request: request_response::InboundRequestId) {
+        let Some(peer) = self.answering.under_way.remove(&(guest, request)) else {
+            return;
+        };
+        let Some(a) = self.answering.peers.get_mut(&peer) else {
+            return;
+        };
+        a.under_way = a.under_way.saturating_sub(1);
+        let mut next = None;
+        while let Some(w) = a.waiting.pop_front() {
+            // One its peer gave up on is dropped unread (a guest's `Join` is redeemed).
+            if w.channel.is_open() || w.guest {
+                a.under_way += 1;
+                next = Some(w);
+                break;
             }
         }
-        self.send_answer(a);
+        if a.under_way == 0 && a.waiting.is_empty() {
+            self.answering.peers.remove(&peer);
+        }
+        if let Some(w) = next {
+            self.start_read(peer, w);
+        }
     }
 
     /// Sends an answer to a request.
@@ -380,30 +451,28 @@ impl EventLoop {
         } else {
             &mut sync.members
         };
-        let _ = side.send_response(a.channel, response);
+        if side.send_response(a.channel, response).is_err()
+            && let Some(request) = a.request
+        {
+            self.answer_done(a.guest, request);
+        }
     }
 
     /// Reads an answer from the store on a blocking thread (at most [`MAX_STORE_READERS`] at
     /// once; past that, when one is free), and hands it back to the loop to send: the loop
-    /// does not wait on RocksDB for it.
-    fn read_later(
-        &mut self,
-        peer: PeerId,
-        connection: libp2p::swarm::ConnectionId,
-        guest: bool,
-        channel: request_response::ResponseChannel<Response>,
-        read: Read,
-    ) {
-        // At most MAX_STORE_READERS reads at once; past that, it waits for a free one. A peer
-        // has at most as many answers waiting as it may have requests open on a connection:
+    /// does not wait on RocksDB for it. A peer has at most [`MAX_ANSWERS_UNDER_WAY`] answers
+    /// under way; its other requests wait for one of them to finish.
+    fn read_later(&mut self, peer: PeerId, w: Waiting) {
+        // A peer has at most as many requests waiting as it may have open on a connection:
         // one that sent more and let them go (it closed the connection) is told it is busy.
-        let waiting = self.reading.entry(peer).or_default();
-        if *waiting >= super::MEMBER_STREAMS {
+        let a = self.answering.peers.entry(peer).or_default();
+        if a.under_way + a.waiting.len() >= super::MEMBER_STREAMS {
             self.send_answer(Answered {
                 peer,
-                connection,
-                guest,
-                channel,
+                connection: w.connection,
+                guest: w.guest,
+                channel: w.channel,
+                request: None,
                 reply: Reply::Response(Response::Error {
                     code: 4,
                     message: "busy: too many of your requests waiting; retry later".into(),
@@ -411,7 +480,24 @@ impl EventLoop {
             });
             return;
         }
-        *waiting += 1;
+        if a.under_way >= MAX_ANSWERS_UNDER_WAY {
+            a.waiting.push_back(w);
+            return;
+        }
+        a.under_way += 1;
+        self.start_read(peer, w);
+    }
+
+    /// Reads the answer to `w` off the loop, counted as under way until it is written.
+    fn start_read(&mut self, peer: PeerId, w: Waiting) {
+        self.answering.under_way.insert((w.guest, w.request), peer);
+        let Waiting {
+            request,
+            connection,
+            guest,
+            channel,
+            read,
+        } = w;
         let tx = self.answered_tx.clone();
         self.store_later(super::Lane::Answer, move |city| {
             // A request its peer gave up on (timed out, closed) is not read for. A guest's
@@ -429,6 +515,7 @@ impl EventLoop {
                 connection,
                 guest,
                 channel,
+                request: Some(request),
                 reply,
             });
         });

@@ -237,7 +237,7 @@ pub async fn spawn(
         roster_applied: 0,
         roster_lane: Arc::new(tokio::sync::Semaphore::new(1)),
         stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        reading: HashMap::new(),
+        answering: Default::default(),
         roster_tx,
         roster_rx,
         readers: Arc::new(tokio::sync::Semaphore::new(

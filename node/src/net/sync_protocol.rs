@@ -146,7 +146,10 @@ impl request_response::Codec for SyncCodec {
         io: &mut T,
         res: Response,
     ) -> io::Result<()> {
-        write_frame(io, res.encode()).await
+        // Only the bytes are held while the peer reads them.
+        let bytes = res.encode();
+        drop(res);
+        write_frame(io, bytes).await
     }
 }
 
