@@ -24,8 +24,9 @@ use crate::store::KeyBook;
 /// Store reads for answers (`Range`, `Forks`) running at once, off the loop.
 pub const MAX_STORE_READERS: usize = 4;
 
-/// Answers one peer has under way at once: being read, or written to a stream it has not read
-/// to the end. Its other requests wait, unread, for one of them to finish. A roster city that
+/// Answers one peer has under way at once: being read, or being written (until the stream
+/// takes the last bytes, within the window the peer grants as it reads). Its other requests
+/// wait, unread, for one of them to finish. A roster city that
 /// asked for a large range on every stream and read no answer had each of them held until its
 /// request timed out (a test saw 210 MB for one connection's 64 streams).
 pub const MAX_ANSWERS_UNDER_WAY: usize = 8;
