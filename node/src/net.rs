@@ -418,6 +418,8 @@ struct Peer {
     presented: bool,
     /// This city's succession statements were presented to it on the current connection.
     presented_keys: bool,
+    /// It presented an invitation to this city on the current connection.
+    joined_here: bool,
     /// The address this node dialed for the current connection, if it dialed it.
     dialed: Option<Multiaddr>,
 }

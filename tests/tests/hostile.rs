@@ -805,3 +805,71 @@ async fn answers_a_peer_leaves_unread_are_few_at_a_time() {
     eprintln!("peak RSS grew by {} MB", grown >> 20);
     assert!(grown < 64 << 20, "peak RSS grew by {} MB", grown >> 20);
 }
+
+/// A roster city that presents an invitation on its connection, again and again: each `Join`
+/// took the invitations lock, a redemption and a store reader, with no limit (a guest has one
+/// per connection). A roster city now has one per connection too; the next is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roster_city_presents_one_invitation_per_connection() {
+    use futures::StreamExt;
+    use intercity_protocol::sync::{Request, Response};
+    use libp2p::request_response;
+
+    let milan = TestNode::spawn("Milan", 1).await;
+    let mallory_key = intercity_tests::key(3);
+    milan
+        .city
+        .roster_add(mallory_key.id(), "Mallory", &[])
+        .expect("roster");
+    milan.net().roster_changed().await.expect("net");
+    let mut mallory = hostile::sync_peer(&mallory_key);
+    mallory
+        .dial(milan.addr().parse::<libp2p::Multiaddr>().expect("addr"))
+        .expect("dial");
+    let peer = loop {
+        if let libp2p::swarm::SwarmEvent::ConnectionEstablished { peer_id, .. } =
+            mallory.select_next_some().await
+        {
+            break peer_id;
+        }
+    };
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let join = Request::Join {
+            token: "icj1-not-a-token".into(),
+            name: "Mallory".into(),
+            addrs: Vec::new(),
+        };
+        let id = mallory.behaviour_mut().send_request(&peer, join);
+        let answer = tokio::time::timeout(WAIT, async {
+            loop {
+                if let libp2p::swarm::SwarmEvent::Behaviour(request_response::Event::Message {
+                    message:
+                        request_response::Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                }) = mallory.select_next_some().await
+                    && request_id == id
+                {
+                    break response;
+                }
+            }
+        })
+        .await
+        .expect("an answer");
+        answers.push(answer);
+    }
+    eprintln!("answers: {answers:?}");
+    assert!(
+        matches!(&answers[0], Response::Error { code: 5, .. }),
+        "{:?}",
+        answers[0]
+    );
+    assert!(
+        matches!(&answers[1], Response::Error { code: 3, message } if message.contains("one invitation")),
+        "{:?}",
+        answers[1]
+    );
+}

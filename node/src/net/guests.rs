@@ -162,6 +162,17 @@ impl EventLoop {
                 });
             }
             guest.presented = true;
+        } else {
+            // A roster city (presenting an invitation into a group, say) has one a connection
+            // too: each takes the invitations lock, a redemption and a store reader.
+            let p = self.peers.entry(peer).or_default();
+            if p.joined_here {
+                return Answer::Now(Response::Error {
+                    code: 3,
+                    message: "one invitation per connection".into(),
+                });
+            }
+            p.joined_here = true;
         }
         let approve = self.cfg.approve_joins;
         let generations = self.roster_reads.clone();

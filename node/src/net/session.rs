@@ -179,6 +179,7 @@ impl EventLoop {
         p.connected = true;
         p.presented = false;
         p.presented_keys = false;
+        p.joined_here = false;
         self.drive(Event::Connected(peer));
         // Heads follow once the inviter has admitted this city (or its new key).
         if !self.present_invitation(peer) && !self.present_succession(peer) {
