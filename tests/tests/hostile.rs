@@ -761,11 +761,6 @@ async fn answers_a_peer_leaves_unread_are_few_at_a_time() {
         scope: Scope::Federation,
     };
     let mallory_key = intercity_tests::key(3);
-    milan
-        .city
-        .roster_add(mallory_key.id(), "Mallory", &[])
-        .expect("roster");
-    milan.net().roster_changed().await.expect("net");
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(mallory_key.secret_bytes())
         .expect("an ed25519 key");
     let mut mallory = hostile::sync_swarm(
@@ -773,16 +768,7 @@ async fn answers_a_peer_leaves_unread_are_few_at_a_time() {
         hostile::DeafSync,
         libp2p::request_response::ProtocolSupport::Full,
     );
-    mallory
-        .dial(milan.addr().parse::<libp2p::Multiaddr>().expect("addr"))
-        .expect("dial");
-    let peer = loop {
-        if let libp2p::swarm::SwarmEvent::ConnectionEstablished { peer_id, .. } =
-            mallory.select_next_some().await
-        {
-            break peer_id;
-        }
-    };
+    let peer = connect_raw(&milan, &mallory_key, &mut mallory).await;
     let before = peak_rss();
     for _ in 0..64 {
         mallory.behaviour_mut().send_request(
@@ -817,22 +803,8 @@ async fn a_roster_city_presents_one_invitation_per_connection() {
 
     let milan = TestNode::spawn("Milan", 1).await;
     let mallory_key = intercity_tests::key(3);
-    milan
-        .city
-        .roster_add(mallory_key.id(), "Mallory", &[])
-        .expect("roster");
-    milan.net().roster_changed().await.expect("net");
     let mut mallory = hostile::sync_peer(&mallory_key);
-    mallory
-        .dial(milan.addr().parse::<libp2p::Multiaddr>().expect("addr"))
-        .expect("dial");
-    let peer = loop {
-        if let libp2p::swarm::SwarmEvent::ConnectionEstablished { peer_id, .. } =
-            mallory.select_next_some().await
-        {
-            break peer_id;
-        }
-    };
+    let peer = connect_raw(&milan, &mallory_key, &mut mallory).await;
     let mut answers = Vec::new();
     for _ in 0..2 {
         let join = Request::Join {
@@ -872,4 +844,29 @@ async fn a_roster_city_presents_one_invitation_per_connection() {
         "{:?}",
         answers[1]
     );
+}
+
+/// Puts `key`'s city in `milan`'s roster and connects `swarm` (a raw peer with that key) to
+/// it; gives Milan's peer id.
+async fn connect_raw<B: libp2p::swarm::NetworkBehaviour>(
+    milan: &TestNode,
+    key: &intercity_protocol::identity::CityKey,
+    swarm: &mut libp2p::Swarm<B>,
+) -> libp2p::PeerId {
+    use futures::StreamExt;
+    milan
+        .city
+        .roster_add(key.id(), "Mallory", &[])
+        .expect("roster");
+    milan.net().roster_changed().await.expect("net");
+    swarm
+        .dial(milan.addr().parse::<libp2p::Multiaddr>().expect("addr"))
+        .expect("dial");
+    loop {
+        if let libp2p::swarm::SwarmEvent::ConnectionEstablished { peer_id, .. } =
+            swarm.select_next_some().await
+        {
+            return peer_id;
+        }
+    }
 }
