@@ -585,7 +585,7 @@ impl EventLoop {
                 _ = guest_tick.tick(), if !self.guests.is_empty() || !self.closing.is_empty() => {
                     self.expire_guests()
                 }
-                Some(answered) = self.answered.recv() => self.answered(answered),
+                Some(answered) = self.answered.recv() => self.send_answer(answered),
                 Some(answered) = self.remote_rx.recv() => self.remote_answered(answered),
                 Some(view) = self.roster_rx.recv() => self.apply_roster(view),
                 done = self.ingested.recv() => match done {

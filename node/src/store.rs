@@ -584,18 +584,7 @@ impl Store {
     }
 
     pub(crate) fn scan(&self, cf: &str, prefix: &[u8]) -> Result<Rows, StoreError> {
-        let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward))
-        {
-            let (k, v) = item.map_err(|e| classify(&self.path, e))?;
-            if !k.starts_with(prefix) {
-                break;
-            }
-            out.push((k, v));
-        }
-        Ok(out)
+        self.scan_with(cf, prefix, rocksdb::ReadOptions::default())
     }
 
     /// A metadata value.

@@ -779,7 +779,7 @@ pub(crate) mod tests {
     fn one_key_in_many_maps(maps: u64, key_len: usize) -> Change {
         use automerge::ObjType;
         use automerge::legacy::{ElementId, OpId};
-        let actor = ActorId::from(vec![1u8; 32]);
+        let actor = crate::doc::tests::actor(1);
         let op = |obj: ObjectId, key: Key, insert: bool, action: OpType| Op {
             action,
             obj,
@@ -813,18 +813,7 @@ pub(crate) mod tests {
             let put = OpType::Put(ScalarValue::Null);
             operations.push(op(ObjectId::Id(at(n)), key.clone(), false, put));
         }
-        Change::from(automerge::ExpandedChange {
-            operations,
-            actor_id: actor.clone(),
-            hash: None,
-            seq: 1,
-            start_op: std::num::NonZeroU64::MIN,
-            time: 0,
-            message: None,
-            deps: Vec::new(),
-            extra_bytes: Vec::new(),
-            author: None,
-        })
+        crate::doc::tests::genesis_of(operations)
     }
 
     /// A key over [`MAX_KEY_BYTES`] is refused before anything reads the change: stored once,

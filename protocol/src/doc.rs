@@ -1622,7 +1622,7 @@ pub(crate) mod tests {
 
     const AGENDA: &str = "3f2a9c0d1e2b4a5c";
 
-    fn actor(n: u8) -> ActorId {
+    pub(crate) fn actor(n: u8) -> ActorId {
         ActorId::from(vec![n; 16])
     }
 
@@ -2622,7 +2622,7 @@ pub(crate) mod tests {
     }
 
     /// The genesis change of `ops` by actor 1.
-    fn genesis_of(ops: Vec<automerge::legacy::Op>) -> Change {
+    pub(crate) fn genesis_of(ops: Vec<automerge::legacy::Op>) -> Change {
         Change::from(automerge::ExpandedChange {
             operations: ops,
             actor_id: actor(1),

@@ -1131,11 +1131,12 @@ fn pipeline(
     // the one it signs all the same: gossip passes a duplicate on, and a node that lacks the
     // entry would find another payload under it and strike the honest relay (protocol.md §15.1).
     let head = ledger.head(&feed)?;
-    if head.is_some_and(|hd| h.seq <= hd.seq)
-        && ledger
-            .entry(&feed, h.seq)?
-            .is_some_and(|held| held.entry == signed)
-    {
+    // The entry held at this position of the feed, if the feed reaches it.
+    let held = match head {
+        Some(hd) if h.seq <= hd.seq => ledger.entry(&feed, h.seq)?,
+        _ => None,
+    };
+    if held.as_ref().is_some_and(|held| held.entry == signed) {
         payload_fits(h, payload)?;
         return Ok(Ingested {
             verdict: Verdict::Duplicate,
@@ -1166,16 +1167,10 @@ fn pipeline(
     if let Some(head) = head
         && h.seq <= have
     {
-        let held = ledger.entry(&feed, h.seq)?.ok_or_else(|| {
+        // (An identical one is a duplicate, answered above.)
+        let held = held.ok_or_else(|| {
             LedgerError(format!("feed head at {have} but entry {} missing", h.seq))
         })?;
-        if held.entry == signed {
-            payload_fits(h, payload)?;
-            return Ok(Ingested {
-                verdict: Verdict::Duplicate,
-                commit: Commit::default(),
-            });
-        }
         // A second entry at a held position: a fork. Nothing new if a proof at this seq or
         // below is held already; else the feed is settled from this seq (§15.4).
         if ledger.fork_seq(&feed)?.is_some_and(|s| s <= h.seq) {

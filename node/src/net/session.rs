@@ -398,11 +398,6 @@ impl EventLoop {
         }
     }
 
-    /// An answer read off the loop came back: sent (it stays under way until it is written).
-    pub(super) fn answered(&mut self, a: Answered) {
-        self.send_answer(a);
-    }
-
     /// The answer to `request` was written, or will not be (sent, failed, given up): the
     /// peer's next waiting request is read.
     fn answer_done(&mut self, guest: bool, request: request_response::InboundRequestId) {
@@ -430,7 +425,8 @@ impl EventLoop {
         }
     }
 
-    /// Sends an answer to a request.
+    /// Sends an answer to a request (one read off the loop stays under way until it is
+    /// written, see [`Answering`]).
     pub(super) fn send_answer(&mut self, a: Answered) {
         let response = match a.reply {
             Reply::Response(r) => r,

@@ -129,15 +129,9 @@ impl Ledger for Store {
                     })?;
                 }
                 // The changes accepted since the document was written follow it as chunks.
-                let tail = snap.iterator_cf(
-                    self.cf("doc_tail"),
-                    IteratorMode::From(&id.0, Direction::Forward),
-                );
-                for item in tail {
-                    let (k, change) = self.ledger(item.map_err(|e| classify(&self.path, e)))?;
-                    if !k.starts_with(&id.0) {
-                        break;
-                    }
+                let mut opts = rocksdb::ReadOptions::default();
+                opts.set_snapshot(&snap);
+                for (_, change) in self.ledger(self.scan_with("doc_tail", &id.0, opts))? {
                     v.extend_from_slice(&change);
                 }
                 intercity_protocol::doc::load(&v)

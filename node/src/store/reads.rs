@@ -4,6 +4,25 @@
 use super::*;
 
 impl Store {
+    /// [`Store::scan`] with read options `opts` (a snapshot's, say).
+    pub(super) fn scan_with(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        opts: rocksdb::ReadOptions,
+    ) -> Result<Rows, StoreError> {
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(prefix, Direction::Forward);
+        for item in self.db.iterator_cf_opt(self.cf(cf), opts, mode) {
+            let (k, v) = item.map_err(|e| classify(&self.path, e))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+
     /// Entries of `feed` from seq `from` on, with payloads, at most `max` entries and about
     /// `budget` payload bytes (at least one entry is returned if any exists).
     pub fn feed_range(
