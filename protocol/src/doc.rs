@@ -546,8 +546,9 @@ pub fn reference_outside_past(
         })
     };
     Ok(
-        first_unknown_reference(change, in_past)?.map(|(index, reason)| match reason {
+        first_unknown_reference(doc, change, in_past)?.map(|(index, reason)| match reason {
             Unknown::Mark => format!("operation {index} is a mark, which no record uses"),
+            Unknown::OutOfView(why) => format!("operation {index} is out of view: {why}"),
             Unknown::Reference(id) => format!(
                 "operation {index} refers to operation {}@{} outside the change's causal past",
                 id.0,
@@ -624,7 +625,7 @@ fn inside_whole_doc(doc: &Automerge, change: &Change, applied: bool) -> bool {
                 .hash_for_opid(&automerge::ObjId::Id(id.0, id.1.clone(), 0))
                 .is_some_and(|held| !applied || held != hash)
     };
-    matches!(first_unknown_reference(change, in_doc), Ok(None))
+    matches!(first_unknown_reference(doc, change, in_doc), Ok(None))
 }
 
 /// Why an operation is refused by [`first_unknown_reference`].
@@ -633,11 +634,16 @@ enum Unknown {
     Mark,
     /// It refers to this operation, which is neither earlier in the change nor `in_past`.
     Reference(automerge::legacy::OpId),
+    /// It is out of view (§7.3), for this reason.
+    OutOfView(String),
 }
 
-/// The first operation of `change` that is a mark or refers to an operation that is neither
-/// earlier in the change nor `in_past`, with its index. Panic-isolated.
+/// The first operation of `change` that is a mark, refers to an operation that is neither
+/// earlier in the change nor `in_past`, or is out of view in `doc` at the change's
+/// dependencies ([`first_out_of_view`]), with its index. `doc` holds the dependencies.
+/// Panic-isolated.
 fn first_unknown_reference(
+    doc: &Automerge,
     change: &Change,
     in_past: impl Fn(&automerge::legacy::OpId) -> bool,
 ) -> Result<Option<(u64, Unknown)>, AutomergeFailure> {
@@ -664,7 +670,190 @@ fn first_unknown_reference(
             return Ok(Some((index, Unknown::Reference(id.clone()))));
         }
     }
-    Ok(None)
+    Ok(isolate(|| first_out_of_view(doc, change, &expanded))?
+        .map(|(index, why)| (index, Unknown::OutOfView(why))))
+}
+
+/// The first operation of `change` (decoded as `expanded`) that is out of view (§7.3 of
+/// docs/protocol.md), with its index and why; `doc` holds the change's dependencies, and every
+/// reference of the change is in its causal past or earlier in the change.
+///
+/// An operation that is not seen in the record it leaves behind costs every node as much as one
+/// that is, and the encoding makes such operations almost free: a run of overwrites of one key,
+/// each naming the one before, takes a few bytes for any length. So every operation of a
+/// change must stay in view, or take something in view away:
+/// - an insert is the change's, and names no predecessor;
+/// - no operation names one of the same change as its predecessor, nor writes at an element
+///   the change inserted (nothing the change makes is undone by it);
+/// - at most one operation of a change writes at each (object, key or element), and none
+///   increments a counter (no record has one);
+/// - an operation that writes or deletes at a key or element names as predecessors exactly
+///   the values it holds at the change's dependencies, and a delete at least one: it replaces
+///   what was there, or takes it away;
+/// - every object the change writes in from its past is in view at its dependencies (each
+///   object on its way from the root is the value at its key or element), and stays so: no
+///   operation of the change writes at a key or element on that way.
+fn first_out_of_view(
+    doc: &Automerge,
+    change: &Change,
+    expanded: &automerge::ExpandedChange,
+) -> Option<(u64, String)> {
+    use automerge::legacy::{ElementId, Key, ObjectId, OpId, OpType};
+    let deps = change.deps();
+    let actor = change.actor_id();
+    let start = change.start_op().get();
+    let end = start.saturating_add(expanded.operations.len() as u64);
+    let own = |id: &OpId| id.1 == *actor && id.0 >= start && id.0 < end;
+    let exid = |obj: &ObjectId| match obj {
+        ObjectId::Root => ObjId::Root,
+        ObjectId::Id(id) => ObjId::Id(id.0, id.1.clone(), 0),
+    };
+    // Where element `e` of `obj` is at the dependencies, if it is in view there. In view, it is
+    // at the position its cursor gives, and the cursor of that position is its own. Out of
+    // view, Automerge's debug builds assert (its fast and slow lookups disagree there) where
+    // release builds answer the next position in view: both are "not in view" here.
+    let position = |obj: &ObjId, e: &OpId| {
+        let c = automerge::Cursor::try_from(format!("{}@{}", e.0, e.1)).ok()?;
+        let at = isolate(|| doc.get_cursor_position(obj, &c, Some(deps)))
+            .ok()?
+            .ok()?;
+        (doc.get_cursor(obj, at, Some(deps)).ok()? == c).then_some(at)
+    };
+    // The change's writes at a key or element, and the objects it writes in from its past.
+    let mut written: HashSet<(&ObjectId, &Key)> = HashSet::new();
+    let mut objects: Vec<(u64, &ObjectId)> = Vec::new();
+    let mut seen: HashSet<&ObjectId> = HashSet::new();
+    // An Automerge read that fails refuses the operation (none should, for references in the
+    // change's past).
+    let unread = |index: u64| {
+        Some((
+            index,
+            "it could not be read at the change's dependencies".into(),
+        ))
+    };
+    for (index, op) in (0u64..).zip(&expanded.operations) {
+        let past_object = !matches!(&op.obj, ObjectId::Id(id) if own(id));
+        if past_object && op.obj != ObjectId::Root && seen.insert(&op.obj) {
+            objects.push((index, &op.obj));
+        }
+        if matches!(op.action, OpType::Increment(_)) {
+            return Some((index, "it increments a counter, which no record has".into()));
+        }
+        if op.insert {
+            if !op.pred.is_empty() {
+                return Some((index, "it inserts and names predecessors".into()));
+            }
+            continue;
+        }
+        if let Some(p) = op.pred.iter().find(|p| own(p)) {
+            return Some((
+                index,
+                format!("it overwrites operation {} of its own change", p.0),
+            ));
+        }
+        match &op.key {
+            Key::Seq(ElementId::Id(e)) if own(e) => {
+                return Some((index, "it writes at an element of its own change".into()));
+            }
+            Key::Seq(ElementId::Head) => {
+                return Some((index, "it writes at the head of a list".into()));
+            }
+            _ => {}
+        }
+        if !written.insert((&op.obj, &op.key)) {
+            return Some((
+                index,
+                "it is the change's second write at one key or element".into(),
+            ));
+        }
+        if matches!(op.action, OpType::Delete) && op.pred.is_empty() {
+            return Some((index, "it deletes nothing".into()));
+        }
+        // What the key or element holds at the dependencies: nothing in an object of the
+        // change's own.
+        let held: Vec<ObjId> = if !past_object {
+            Vec::new()
+        } else {
+            let obj = exid(&op.obj);
+            let at = match &op.key {
+                Key::Map(k) => Some(Prop::Map(k.to_string())),
+                Key::Seq(ElementId::Id(e)) => {
+                    // Where the element is at the dependencies, if it is in view there.
+                    position(&obj, e).map(Prop::Seq)
+                }
+                Key::Seq(ElementId::Head) => None,
+            };
+            match at.map(|at| doc.get_all_at(&obj, at, deps)) {
+                Some(Ok(values)) => values.into_iter().map(|(_, id)| id).collect(),
+                Some(Err(_)) => return unread(index),
+                None => Vec::new(),
+            }
+        };
+        let mut held: Vec<(u64, Vec<u8>)> = held
+            .into_iter()
+            .filter_map(|id| match id {
+                ObjId::Id(c, a, _) => Some((c, a.to_bytes().to_vec())),
+                ObjId::Root => None,
+            })
+            .collect();
+        held.sort_unstable();
+        let named: Vec<(u64, Vec<u8>)> = op
+            .pred
+            .iter()
+            .map(|p| (p.0, p.1.to_bytes().to_vec()))
+            .collect();
+        let mut sorted = named.clone();
+        sorted.sort_unstable();
+        if sorted != held {
+            return Some((
+                index,
+                "its predecessors are not what its key or element holds at the change's dependencies"
+                    .into(),
+            ));
+        }
+    }
+    // Each object written in from the change's past, on its way from the root.
+    for (index, obj) in objects {
+        let Ok(way) = doc.parents_at(exid(obj), deps) else {
+            return unread(index);
+        };
+        for parent in way {
+            let key = match parent.prop {
+                Prop::Map(k) => Key::Map(k.into()),
+                Prop::Seq(i) => {
+                    let element = doc
+                        .get_cursor(&parent.obj, i, Some(deps))
+                        .ok()
+                        .and_then(|c| {
+                            let c = c.to_string();
+                            let (ctr, actor) = c.split_once('@')?;
+                            Some(OpId(ctr.parse().ok()?, hex::decode(actor).ok()?.into()))
+                        });
+                    let Some(element) = element else {
+                        return unread(index);
+                    };
+                    Key::Seq(ElementId::Id(element))
+                }
+            };
+            let parent_obj = match parent.obj {
+                ObjId::Root => ObjectId::Root,
+                ObjId::Id(c, a, _) => ObjectId::Id(OpId(c, a)),
+            };
+            if !parent.visible {
+                return Some((
+                    index,
+                    "it writes in an object out of view at the change's dependencies".into(),
+                ));
+            }
+            if written.contains(&(&parent_obj, &key)) {
+                return Some((
+                    index,
+                    "it writes in an object that the change takes out of view".into(),
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// The highest operation number among `change`'s dependencies in `doc` (0 without any), which
@@ -2957,7 +3146,9 @@ pub(crate) mod tests {
             prop_assert_eq!(genesis_json(&c), Some(to_json(&applied(&c), None)));
         }
 
-        /// Sequential edits always read back as exactly the target.
+        /// Sequential edits always read back as exactly the target, and every change the
+        /// writer makes keeps its operations in view (§7.3): items added, removed, moved,
+        /// retitled (a text edit) and given presenters (a list of strings).
         #[test]
         fn item_edits_read_back_exactly(batches in prop::collection::vec(
             prop::collection::vec(op(), 1..4), 1..12))
@@ -2972,7 +3163,11 @@ pub(crate) mod tests {
                         apply(&mut ag.items, op, &mut next_id);
                     }
                 });
-                edit(&mut doc, 1, target.clone());
+                let before = doc.clone();
+                if let Some(change) = edit(&mut doc, 1, target.clone()) {
+                    prop_assert_eq!(reference_outside_past(&before, &change), Ok(None));
+                    prop_assert!(references_inside_whole_doc(&before, &change));
+                }
                 prop_assert_eq!(read(&doc), Record::from(target.clone()));
             }
             // Reloading from the saved bytes gives the same record.

@@ -1,4 +1,4 @@
-//! The sync protocol `/intercity/sync/5`: wire messages, their byte encoding with hard size
+//! The sync protocol `/intercity/sync/6`: wire messages, their byte encoding with hard size
 //! limits, and the I/O-free reconciliation logic (which ranges to ask a peer for).
 //!
 //! Every message travels in one request-response stream as a frame: a u32 big-endian length
@@ -21,7 +21,7 @@ use crate::invite::MAX_TOKEN_CHARS;
 /// Protocol name for libp2p. Version 2: heads carry the head entry's hash. Version 3: a heads
 /// exchange starts with a digest of the heads ([`Request::Digest`]), and range answers travel
 /// packed ([`Packed`]).
-pub const PROTOCOL: &str = "/intercity/sync/5";
+pub const PROTOCOL: &str = "/intercity/sync/6";
 
 /// A feed's head as heads messages carry it: the feed, the seq of its latest entry held, and
 /// that entry's hash (two nodes at one seq with different hashes hold a fork).

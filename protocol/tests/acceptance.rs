@@ -3309,17 +3309,41 @@ fn a_misfit_is_judged_the_same_before_and_after_a_fork() {
 /// A group genesis whose root `kind` is a Text object holding "group": it reads as a group
 /// (to_json turns text into a string), but `kind_of` gives None.
 fn text_kind_group(chair: &mut City, members: &[(&City, Role)]) -> (DocId, Wire, Automerge) {
-    use automerge::transaction::Transactable;
-    let mut d = Automerge::new().with_actor(chair.actor());
-    let mut tx = d.transaction();
-    doc::write_record(&mut tx, &group(chair, members), doc::Texts::Merged).expect("write");
-    let t = tx
-        .put_object(automerge::ROOT, "kind", automerge::ObjType::Text)
-        .expect("text");
-    tx.splice_text(&t, 0, 0, "group").expect("splice");
-    let (hash, _) = tx.commit_with(CommitOptions::default().with_message("create"));
-    let hash = hash.expect("a change");
-    let change = d.get_change_by_hash(&hash).expect("change").clone();
+    use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
+    let (_, plain) = doc::new_document(
+        chair.actor(),
+        &group(chair, members),
+        "create",
+        doc::Texts::Merged,
+    )
+    .expect("genesis");
+    // The `kind` put made a text object instead (a transaction that wrote both would overwrite
+    // an operation of its own change, §7.3), its characters inserted at the end.
+    let mut e = plain.decode();
+    let start = plain.start_op().get();
+    let k = e
+        .operations
+        .iter()
+        .position(|op| op.obj == ObjectId::Root && op.key == Key::Map("kind".into()))
+        .expect("kind");
+    e.operations[k].action = OpType::Make(automerge::ObjType::Text);
+    let text = OpId(start + k as u64, plain.actor_id().clone());
+    let mut after = ElementId::Head;
+    for c in "group".chars() {
+        let id = OpId(start + e.operations.len() as u64, plain.actor_id().clone());
+        e.operations.push(Op {
+            action: OpType::Put(automerge::ScalarValue::Str(c.to_string().into())),
+            obj: ObjectId::Id(text.clone()),
+            key: Key::Seq(after),
+            pred: SortedVec::new(),
+            insert: true,
+        });
+        after = ElementId::Id(id);
+    }
+    let change = automerge::Change::from(automerge::ExpandedChange { hash: None, ..e });
+    let mut d = Automerge::new();
+    d.apply_changes([change.clone()]).expect("applies");
+    let hash = change.hash();
     let id = DocId::for_genesis(&hash);
     let wire = chair.sign(id, Scope::Group(id), change.raw_bytes().to_vec());
     assert!(doc::kind_of(&d).is_none());
@@ -3788,11 +3812,21 @@ fn the_quick_reference_check_leaves_a_repeated_number_to_the_walk() {
     let (doc, changes, _) = quick_check_doc();
     let head = changes.last().expect("Brno's");
     assert_eq!(doc.get_heads(), vec![head.hash()]);
+    // It names what `charter` holds (§7.3).
+    let held = doc
+        .get_all(automerge::ROOT, "charter")
+        .expect("charter")
+        .into_iter()
+        .map(|(_, id)| match id {
+            automerge::ObjId::Id(c, a, _) => automerge::legacy::OpId(c, a),
+            automerge::ObjId::Root => panic!("a value"),
+        })
+        .collect::<Vec<_>>();
     let op = Op {
         action: OpType::Put(automerge::ScalarValue::Str("x".into())),
         obj: ObjectId::Root,
         key: Key::Map("charter".into()),
-        pred: SortedVec::new(),
+        pred: SortedVec::from(held),
         insert: false,
     };
     let again = forged_change(
@@ -3966,4 +4000,353 @@ fn a_refusal_quotes_a_bounded_part_of_a_merged_title() {
         reason.contains("neither the owner nor an editor"),
         "{reason}"
     );
+}
+
+// ---------------------------------------------------------------- operations out of view (§7.3)
+
+/// Milan's practice (country `IT`, themes `a` and `b`, a text title; Brno, key `[6; 32]`, an
+/// editor) as its genesis change.
+/// Returns Milan's key, the document's id, the genesis, and the ids of the operations that
+/// put `country`, made `themes`, and inserted its two elements.
+fn themed_practice() -> (
+    CityKey,
+    DocId,
+    automerge::Change,
+    [automerge::legacy::OpId; 4],
+) {
+    use automerge::legacy::{Key, OpId, OpType};
+    let milan = CityKey::from_secret([5; 32]);
+    let mut p = Practice::new(milan.id().to_string(), "Shared", "en");
+    p.editors = vec![CityKey::from_secret([6; 32]).id().to_string()];
+    p.country = Some("IT".into());
+    p.themes = vec!["a".into(), "b".into()];
+    let actor = ActorId::from(milan.id().as_bytes().to_vec());
+    let (_, g) =
+        doc::new_document(actor, &Record::from(p), "new", doc::Texts::Merged).expect("genesis");
+    let ops = g.decode().operations;
+    let id_of = |i: usize| OpId(g.start_op().get() + i as u64, g.actor_id().clone());
+    let at = |key: &str| {
+        ops.iter()
+            .position(|op| matches!(&op.key, Key::Map(k) if k == key))
+            .expect("key")
+    };
+    let themes = at("themes");
+    let elements: Vec<usize> = (0..ops.len())
+        .filter(|&i| ops[i].insert && ops[i].obj == automerge::legacy::ObjectId::Id(id_of(themes)))
+        .filter(|&i| matches!(ops[i].action, OpType::Put(_)))
+        .collect();
+    let ids = [
+        id_of(at("country")),
+        id_of(themes),
+        id_of(elements[0]),
+        id_of(elements[1]),
+    ];
+    (milan, DocId::for_genesis(&g.hash()), g, ids)
+}
+
+/// The verdicts of `changes` (each on the one before, after the genesis), signed by Milan as
+/// its feed's entries after the genesis and delivered in order.
+fn verdicts_after(
+    milan: &CityKey,
+    id: DocId,
+    genesis: automerge::Change,
+    changes: Vec<automerge::Change>,
+) -> Vec<Status> {
+    let mut all = vec![(id, genesis)];
+    all.extend(changes.into_iter().map(|c| (id, c)));
+    let feed = feed_of(milan, all);
+    let mut l = MemLedger::default();
+    for w in &feed {
+        let _ = l.ingest(&w.entry, &w.payload);
+    }
+    feed[1..]
+        .iter()
+        .map(|w| {
+            let h = w.signed().header;
+            l.entries[&(h.feed(), h.seq)].status.clone()
+        })
+        .collect()
+}
+
+/// Milan's next change to the practice (seq `seq`, on `deps`, its operations from `start`).
+fn milans(
+    milan: &CityKey,
+    seq: u64,
+    start: u64,
+    deps: &automerge::Change,
+    ops: Vec<automerge::legacy::Op>,
+) -> automerge::Change {
+    let actor = ActorId::from(milan.id().as_bytes().to_vec());
+    forged_change(actor, seq, start, vec![deps.hash()], ops)
+}
+
+/// A put of `value` at the root key `key` naming `pred`.
+fn put_at(key: &str, value: &str, pred: Vec<automerge::legacy::OpId>) -> automerge::legacy::Op {
+    use automerge::legacy::{Key, ObjectId, Op, OpType, SortedVec};
+    Op {
+        action: OpType::Put(automerge::ScalarValue::Str(value.into())),
+        obj: ObjectId::Root,
+        key: Key::Map(key.into()),
+        pred: SortedVec::from(pred),
+        insert: false,
+    }
+}
+
+/// An operation at element `elem` of the list `list`: an insert of `value` after it, or a
+/// delete of it naming `pred`.
+fn at_element(
+    list: &automerge::legacy::OpId,
+    elem: automerge::legacy::ElementId,
+    insert: Option<&str>,
+    pred: Vec<automerge::legacy::OpId>,
+) -> automerge::legacy::Op {
+    use automerge::legacy::{Key, ObjectId, Op, OpType, SortedVec};
+    Op {
+        action: match insert {
+            Some(v) => OpType::Put(automerge::ScalarValue::Str(v.into())),
+            None => OpType::Delete,
+        },
+        obj: ObjectId::Id(list.clone()),
+        key: Key::Seq(elem),
+        pred: SortedVec::from(pred),
+        insert: insert.is_some(),
+    }
+}
+
+fn out_of_view(status: &Status) -> bool {
+    matches!(status, Status::Rejected(r) if r.contains("out of view"))
+}
+
+/// A change of many overwrites of one key, each naming the one before, takes a few bytes for
+/// any number of them (the columns are run-length encoded) and leaves one value in view: the
+/// rest would be history every node keeps and reads. Refused, as are two writes at one key in a
+/// change, and a write that leaves the value it does not name in view (a conflict made on
+/// purpose). One overwrite naming what the key holds is accepted.
+#[test]
+fn overwrites_a_record_never_shows_are_refused() {
+    use automerge::legacy::OpId;
+    let (milan, id, g, [country, ..]) = themed_practice();
+    let next = g.max_op() + 1;
+    let chain: Vec<_> = (0..4_096u64)
+        .map(|i| {
+            let pred = if i == 0 {
+                country.clone()
+            } else {
+                OpId(next + i - 1, g.actor_id().clone())
+            };
+            // Null: no value bytes at all.
+            automerge::legacy::Op {
+                action: automerge::legacy::OpType::Put(automerge::ScalarValue::Null),
+                ..put_at("country", "", vec![pred])
+            }
+        })
+        .collect();
+    let bomb = milans(&milan, 2, next, &g, chain);
+    assert!(
+        bomb.raw_bytes().len() < 200,
+        "{} bytes",
+        bomb.raw_bytes().len()
+    );
+    let v = verdicts_after(&milan, id, g.clone(), vec![bomb]);
+    assert!(out_of_view(&v[0]), "{v:?}");
+    let twice = vec![
+        put_at("country", "FR", vec![country.clone()]),
+        put_at("country", "DE", vec![country.clone()]),
+    ];
+    let v = verdicts_after(
+        &milan,
+        id,
+        g.clone(),
+        vec![milans(&milan, 2, next, &g, twice)],
+    );
+    assert!(out_of_view(&v[0]), "{v:?}");
+    let beside = vec![put_at("country", "FR", Vec::new())];
+    let v = verdicts_after(
+        &milan,
+        id,
+        g.clone(),
+        vec![milans(&milan, 2, next, &g, beside)],
+    );
+    assert!(out_of_view(&v[0]), "{v:?}");
+    let once = vec![put_at("country", "FR", vec![country])];
+    let v = verdicts_after(
+        &milan,
+        id,
+        g.clone(),
+        vec![milans(&milan, 2, next, &g, once)],
+    );
+    assert_eq!(v[0], Status::Accepted);
+}
+
+/// Elements inserted into a list that the same change replaces, or inserted and deleted by one
+/// change, are never in view; a deleted element deleted again takes nothing away; a list out
+/// of view gets nothing more. Each is refused. Deleting an element in view is accepted.
+#[test]
+fn operations_on_what_is_out_of_view_are_refused() {
+    use automerge::legacy::{ElementId, ObjectId, Op, OpId, OpType, SortedVec};
+    let (milan, id, g, [_, themes, a, _]) = themed_practice();
+    let next = g.max_op() + 1;
+    let own = |i: u64| OpId(next + i, g.actor_id().clone());
+    let new_list = |pred: Vec<OpId>| Op {
+        action: OpType::Make(automerge::ObjType::List),
+        obj: ObjectId::Root,
+        key: automerge::legacy::Key::Map("themes".into()),
+        pred: SortedVec::from(pred),
+        insert: false,
+    };
+    // Inserted into the list the change replaces.
+    let hidden = vec![
+        at_element(&themes, ElementId::Head, Some("x"), Vec::new()),
+        at_element(&themes, ElementId::Id(own(0)), Some("y"), Vec::new()),
+        new_list(vec![themes.clone()]),
+    ];
+    let v = verdicts_after(
+        &milan,
+        id,
+        g.clone(),
+        vec![milans(&milan, 2, next, &g, hidden)],
+    );
+    assert!(out_of_view(&v[0]), "{v:?}");
+    // Inserted and deleted.
+    let undone = vec![
+        at_element(&themes, ElementId::Head, Some("x"), Vec::new()),
+        at_element(&themes, ElementId::Id(own(0)), None, vec![own(0)]),
+    ];
+    let v = verdicts_after(
+        &milan,
+        id,
+        g.clone(),
+        vec![milans(&milan, 2, next, &g, undone)],
+    );
+    assert!(out_of_view(&v[0]), "{v:?}");
+    // Deleted, then deleted again.
+    let delete = vec![at_element(
+        &themes,
+        ElementId::Id(a.clone()),
+        None,
+        vec![a.clone()],
+    )];
+    let first = milans(&milan, 2, next, &g, delete.clone());
+    let again = milans(&milan, 3, next + 1, &first, delete);
+    let v = verdicts_after(&milan, id, g.clone(), vec![first.clone(), again]);
+    assert_eq!(v[0], Status::Accepted);
+    assert!(out_of_view(&v[1]), "{v:?}");
+    // The list replaced, then written in.
+    let replace = milans(&milan, 2, next, &g, vec![new_list(vec![themes.clone()])]);
+    let late = milans(
+        &milan,
+        3,
+        next + 1,
+        &replace,
+        vec![at_element(&themes, ElementId::Head, Some("x"), Vec::new())],
+    );
+    let v = verdicts_after(&milan, id, g, vec![replace, late]);
+    assert_eq!(v[0], Status::Accepted);
+    assert!(out_of_view(&v[1]), "{v:?}");
+}
+
+/// Changes by Milan and Brno, each by a fresh actor on the genesis or one of the last few
+/// changes (so some are concurrent), whose operations are in view or not: an overwrite of
+/// `country` naming what it holds there (or, when `wrong`, nothing), a delete of a theme, an
+/// insert after one, an insert deleted at once, the theme list replaced while written in.
+/// Returns Milan's and Brno's feeds.
+fn forged_views(picks: &[(u8, u8, u8, u8)]) -> Vec<Vec<Wire>> {
+    use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
+    let (milan, id, g, [_, themes, a, b]) = themed_practice();
+    let brno = CityKey::from_secret([6; 32]);
+    // Every change, as Automerge applies it (whatever the verdict): what a key holds.
+    let mut all = Automerge::new();
+    all.apply_changes([g.clone()]).expect("genesis");
+    let mut made: Vec<automerge::Change> = vec![g.clone()];
+    let mut feeds: [Vec<(DocId, automerge::Change)>; 2] = [vec![(id, g)], Vec::new()];
+    for (n, &(kind, on, which, wrong)) in picks.iter().enumerate() {
+        let back = usize::from(on) % made.len().min(4);
+        let base = if on % 5 == 0 {
+            made[0].clone()
+        } else {
+            made[made.len() - 1 - back].clone()
+        };
+        let start = base.max_op() + 1;
+        let key = if n % 2 == 0 { &milan } else { &brno };
+        let mut actor = key.id().as_bytes().to_vec();
+        actor.extend_from_slice(&(n as u64).to_be_bytes());
+        let actor = ActorId::from(actor);
+        let own = OpId(start, actor.clone());
+        let elem = if which % 2 == 0 { a.clone() } else { b.clone() };
+        let list = ObjectId::Id(themes.clone());
+        let insert = |after: ElementId| Op {
+            action: OpType::Put(automerge::ScalarValue::Str("x".into())),
+            obj: list.clone(),
+            key: Key::Seq(after),
+            pred: SortedVec::new(),
+            insert: true,
+        };
+        let held: Vec<OpId> = if wrong % 4 == 0 {
+            Vec::new()
+        } else {
+            all.get_all_at(automerge::ROOT, "country", &[base.hash()])
+                .expect("country")
+                .into_iter()
+                .filter_map(|(_, id)| match id {
+                    automerge::ObjId::Id(c, a, _) => Some(OpId(c, a)),
+                    automerge::ObjId::Root => None,
+                })
+                .collect()
+        };
+        let ops = match kind % 5 {
+            0 => vec![put_at("country", "FR", held)],
+            1 => vec![Op {
+                action: OpType::Delete,
+                obj: list.clone(),
+                key: Key::Seq(ElementId::Id(elem.clone())),
+                pred: SortedVec::from(vec![elem.clone()]),
+                insert: false,
+            }],
+            2 => vec![insert(ElementId::Id(elem))],
+            3 => vec![
+                insert(ElementId::Head),
+                Op {
+                    action: OpType::Delete,
+                    obj: list.clone(),
+                    key: Key::Seq(ElementId::Id(own.clone())),
+                    pred: SortedVec::from(vec![own]),
+                    insert: false,
+                },
+            ],
+            _ => vec![
+                insert(ElementId::Head),
+                Op {
+                    action: OpType::Make(automerge::ObjType::List),
+                    obj: ObjectId::Root,
+                    key: Key::Map("themes".into()),
+                    pred: SortedVec::from(vec![themes.clone()]),
+                    insert: false,
+                },
+            ],
+        };
+        let change = forged_change(actor, 1, start, vec![base.hash()], ops);
+        let _ = all.apply_changes([change.clone()]);
+        made.push(change.clone());
+        feeds[n % 2].push((id, change));
+    }
+    let [m, b] = feeds;
+    vec![feed_of(&milan, m), feed_of(&brno, b)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Changes in and out of view (§7.3), some concurrent, delivered in any order: the same
+    /// verdicts and the same documents everywhere.
+    #[test]
+    fn operations_out_of_view_get_the_same_verdicts_in_any_order(
+        picks in proptest::collection::vec(any::<(u8, u8, u8, u8)>(), 1..10),
+        a in proptest::collection::vec((any::<usize>(), any::<bool>()), 1..16),
+        b in proptest::collection::vec((any::<usize>(), any::<bool>()), 1..16),
+    ) {
+        let feeds = forged_views(&picks);
+        let x = deliver(&feeds, &a);
+        let y = deliver(&feeds, &b);
+        prop_assert_eq!(fingerprint(&x), fingerprint(&y));
+    }
 }

@@ -152,7 +152,7 @@ async fn half_open_sockets_from_one_host_do_not_keep_roster_cities_out() {
 }
 
 /// A request-response codec that sends frames claiming `FLOOD_FRAME` bytes and then sends them
-/// all: what a guest flooding `/intercity/sync/5` writes.
+/// all: what a guest flooding `/intercity/sync/6` writes.
 #[derive(Clone, Default)]
 struct Flood;
 
@@ -723,7 +723,7 @@ async fn a_guest_is_not_offered_the_relay_autonat_or_hole_punching() {
             "a guest is offered {p}: {guest:?}"
         );
     }
-    assert!(guest.iter().any(|g| g == "/intercity/sync/5"), "{guest:?}");
+    assert!(guest.iter().any(|g| g == "/intercity/sync/6"), "{guest:?}");
     // The same peer once in the roster is offered them (DCUtR only ever on relayed connections).
     rome.trust_key(&stranger, "Riga").await;
     let member = protocols_offered(&rome, keypair()).await;
