@@ -731,6 +731,8 @@ fn first_out_of_view(
             "it could not be read at the change's dependencies".into(),
         ))
     };
+    // The type of each object written in: a text holds strings only.
+    let mut types: HashMap<&ObjectId, Option<ObjType>> = HashMap::new();
     for (index, op) in (0u64..).zip(&expanded.operations) {
         let past_object = !matches!(&op.obj, ObjectId::Id(id) if own(id));
         if past_object && op.obj != ObjectId::Root && seen.insert(&op.obj) {
@@ -738,6 +740,33 @@ fn first_out_of_view(
         }
         if matches!(op.action, OpType::Increment(_)) {
             return Some((index, "it increments a counter, which no record has".into()));
+        }
+        let typ = *types.entry(&op.obj).or_insert_with(|| match &op.obj {
+            ObjectId::Root => Some(ObjType::Map),
+            ObjectId::Id(id) if own(id) => {
+                match expanded
+                    .operations
+                    .get(usize::try_from(id.0 - start).ok()?)?
+                    .action
+                {
+                    OpType::Make(t) => Some(t),
+                    _ => None,
+                }
+            }
+            obj => doc.object_type(exid(obj)).ok(),
+        });
+        // Any value written in a text costs a byte at least: a null or a boolean costs none,
+        // and a text reads as its strings alone.
+        if typ == Some(ObjType::Text)
+            && !matches!(
+                &op.action,
+                OpType::Delete | OpType::Put(ScalarValue::Str(_))
+            )
+        {
+            return Some((
+                index,
+                "it writes something other than a string in a text".into(),
+            ));
         }
         if op.insert {
             if !op.pred.is_empty() {

@@ -4350,3 +4350,43 @@ proptest! {
         prop_assert_eq!(fingerprint(&x), fingerprint(&y));
     }
 }
+
+/// A null or a boolean costs no bytes, and a text reads as its strings alone: nulls written
+/// over every character of a text (each naming the character, so in view by every other rule)
+/// would be a change of a few bytes for any length, again and again. A text holds strings only.
+#[test]
+fn a_text_holds_strings_only() {
+    use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
+    let (milan, id, g, _) = themed_practice();
+    let ops = g.decode().operations;
+    let start = g.start_op().get();
+    let title = ops
+        .iter()
+        .position(|op| op.obj == ObjectId::Root && op.key == Key::Map("title".into()))
+        .expect("title");
+    let title = OpId(start + title as u64, g.actor_id().clone());
+    let chars: Vec<OpId> = (0..ops.len())
+        .filter(|&i| ops[i].obj == ObjectId::Id(title.clone()))
+        .map(|i| OpId(start + i as u64, g.actor_id().clone()))
+        .collect();
+    assert_eq!(chars.len(), "Shared".len());
+    let over = |value: automerge::ScalarValue| {
+        chars
+            .iter()
+            .map(|c| Op {
+                action: OpType::Put(value.clone()),
+                obj: ObjectId::Id(title.clone()),
+                key: Key::Seq(ElementId::Id(c.clone())),
+                pred: SortedVec::from(vec![c.clone()]),
+                insert: false,
+            })
+            .collect::<Vec<_>>()
+    };
+    let next = g.max_op() + 1;
+    let nulls = milans(&milan, 2, next, &g, over(automerge::ScalarValue::Null));
+    let v = verdicts_after(&milan, id, g.clone(), vec![nulls]);
+    assert!(out_of_view(&v[0]), "{v:?}");
+    let letters = milans(&milan, 2, next, &g, over("s".into()));
+    let v = verdicts_after(&milan, id, g, vec![letters]);
+    assert_eq!(v[0], Status::Accepted);
+}
