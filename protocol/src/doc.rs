@@ -546,14 +546,16 @@ pub fn reference_outside_past(
         })
     };
     Ok(
-        first_unknown_reference(doc, change, in_past)?.map(|(index, reason)| match reason {
-            Unknown::Mark => format!("operation {index} is a mark, which no record uses"),
-            Unknown::OutOfView(why) => format!("operation {index} is out of view: {why}"),
-            Unknown::Reference(id) => format!(
-                "operation {index} refers to operation {}@{} outside the change's causal past",
-                id.0,
-                hex::encode(&id.1.to_bytes()[..id.1.to_bytes().len().min(6)])
-            ),
+        first_unknown_reference(doc, change, in_past, View::Full)?.map(|(index, reason)| {
+            match reason {
+                Unknown::Mark => format!("operation {index} is a mark, which no record uses"),
+                Unknown::OutOfView(why) => format!("operation {index} is out of view: {why}"),
+                Unknown::Reference(id) => format!(
+                    "operation {index} refers to operation {}@{} outside the change's causal past",
+                    id.0,
+                    hex::encode(&id.1.to_bytes()[..id.1.to_bytes().len().min(6)])
+                ),
+            }
         }),
     )
 }
@@ -625,7 +627,19 @@ fn inside_whole_doc(doc: &Automerge, change: &Change, applied: bool) -> bool {
                 .hash_for_opid(&automerge::ObjId::Id(id.0, id.1.clone(), 0))
                 .is_some_and(|held| !applied || held != hash)
     };
-    matches!(first_unknown_reference(doc, change, in_doc), Ok(None))
+    // A node's own edit (`applied`) is its writer's: rules 4 and 5 hold by construction.
+    let view = if applied { View::OwnEdit } else { View::Full };
+    let passes = matches!(first_unknown_reference(doc, change, in_doc, view), Ok(None));
+    debug_assert!(
+        !passes
+            || !applied
+            || matches!(
+                first_unknown_reference(doc, change, in_doc, View::Full),
+                Ok(None)
+            ),
+        "this node's writer made a change out of view (§7.3)"
+    );
+    passes
 }
 
 /// Why an operation is refused by [`first_unknown_reference`].
@@ -646,6 +660,7 @@ fn first_unknown_reference(
     doc: &Automerge,
     change: &Change,
     in_past: impl Fn(&automerge::legacy::OpId) -> bool,
+    view: View,
 ) -> Result<Option<(u64, Unknown)>, AutomergeFailure> {
     use automerge::legacy::{ElementId, Key, ObjectId, OpId, OpType};
     let expanded = isolate(|| change.decode())?;
@@ -670,8 +685,101 @@ fn first_unknown_reference(
             return Ok(Some((index, Unknown::Reference(id.clone()))));
         }
     }
-    Ok(isolate(|| first_out_of_view(doc, change, &expanded))?
+    Ok(isolate(|| first_out_of_view(doc, change, &expanded, view))?
         .map(|(index, why)| (index, Unknown::OutOfView(why))))
+}
+
+/// How much of §7.3 [`first_out_of_view`] checks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum View {
+    /// Every rule, reading the document at the change's dependencies.
+    Full,
+    /// The rules that read the change alone (1, 2, 3 and 6), for a change this node's writer
+    /// made with an Automerge transaction on the document at its dependencies: such a change
+    /// names exactly what each key or element holds (Automerge's local operations do), and the
+    /// writer writes only in objects it has just read there, so rules 4 and 5 hold by
+    /// construction (debug builds check them all the same; property test
+    /// `item_edits_read_back_exactly` checks that every rule passes).
+    OwnEdit,
+}
+
+/// Most writes or deletes of one change at list or text elements holding more than one value
+/// at the change's dependencies (§7.3 rule 4): reading all of an element's values at a past
+/// version costs a pass over its object.
+pub const MAX_CONFLICTED_WRITES: usize = 64;
+
+/// What [`first_out_of_view`] has read of one list or text at the change's dependencies.
+#[derive(Default)]
+struct Elements {
+    /// The position of every element in view, by id (`counter@actor`).
+    at: Option<HashMap<String, usize>>,
+    /// Each element's winning value and whether it holds others (read at a past version only).
+    winners: Option<Vec<(ObjId, bool)>>,
+}
+
+/// The position of element `e` of `obj` at `deps` and every value it holds there, or `None` if
+/// it is not in view there. `clocked`: `deps` are not `doc`'s heads (Automerge then reads at a
+/// past version, by a pass over the object's operations: each list is read once, into
+/// `known`). `Err` if Automerge cannot read it.
+fn element_at(
+    doc: &Automerge,
+    deps: &[ChangeHash],
+    clocked: bool,
+    obj: &ObjId,
+    e: &automerge::legacy::OpId,
+    known: &mut Elements,
+) -> Result<Option<(usize, Vec<ObjId>)>, ()> {
+    let name = format!("{}@{}", e.0, e.1);
+    let is_e = |id: &ObjId| matches!(id, ObjId::Id(c, a, _) if *c == e.0 && *a == e.1);
+    let positions = |known: &mut Elements| -> usize {
+        let map = known.at.get_or_insert_with(|| {
+            let keys = if clocked {
+                doc.keys_at(obj, deps)
+            } else {
+                doc.keys(obj)
+            };
+            keys.enumerate().map(|(i, id)| (id, i)).collect()
+        });
+        map.get(&name).copied().unwrap_or(usize::MAX)
+    };
+    if clocked {
+        let at = positions(known);
+        if at == usize::MAX {
+            return Ok(None);
+        }
+        let winners = known.winners.get_or_insert_with(|| {
+            doc.list_range_at(obj, .., deps)
+                .map(|item| (item.id(), item.conflict))
+                .collect()
+        });
+        let Some((winner, conflict)) = winners.get(at).cloned() else {
+            return Err(());
+        };
+        if !conflict {
+            return Ok(Some((at, vec![winner])));
+        }
+        let values = doc.get_all_at(obj, at, deps).map_err(|_| ())?;
+        return Ok(Some((at, values.into_iter().map(|(_, id)| id).collect())));
+    }
+    // At the document's heads: where the element's cursor points, then (unless one of the
+    // values there is the element's insert) whether the element in view there is it. Out of
+    // view, Automerge's debug builds assert in `get_cursor_position` (its fast and slow
+    // lookups disagree there) where release builds answer the next position in view: either
+    // way the positions read do not name it.
+    let Ok(cursor) = automerge::Cursor::try_from(name.as_str()) else {
+        return Err(());
+    };
+    let Ok(Ok(at)) = isolate(|| doc.get_cursor_position(obj, &cursor, None)) else {
+        return Ok(None);
+    };
+    let Ok(values) = doc.get_all(obj, at) else {
+        return Ok(None);
+    };
+    let values: Vec<ObjId> = values.into_iter().map(|(_, id)| id).collect();
+    if values.is_empty() || !(values.iter().any(is_e) || positions(known) == at) {
+        return Ok(None);
+    }
+    Ok(Some((at, values)))
 }
 
 /// The first operation of `change` (decoded as `expanded`) that is out of view (§7.3 of
@@ -689,17 +797,21 @@ fn first_unknown_reference(
 ///   increments a counter (no record has one);
 /// - an operation that writes or deletes at a key or element names as predecessors exactly
 ///   the values it holds at the change's dependencies, and a delete at least one: it replaces
-///   what was there, or takes it away;
+///   what was there, or takes it away (at most [`MAX_CONFLICTED_WRITES`] at elements holding
+///   several);
 /// - every object the change writes in from its past is in view at its dependencies (each
 ///   object on its way from the root is the value at its key or element), and stays so: no
-///   operation of the change writes at a key or element on that way.
+///   operation of the change writes at a key or element on that way;
+/// - a value written in a text is a string of at least one character.
 fn first_out_of_view(
     doc: &Automerge,
     change: &Change,
     expanded: &automerge::ExpandedChange,
+    view: View,
 ) -> Option<(u64, String)> {
     use automerge::legacy::{ElementId, Key, ObjectId, OpId, OpType};
     let deps = change.deps();
+    let clocked = !same_heads(&doc.get_heads(), deps);
     let actor = change.actor_id();
     let start = change.start_op().get();
     let end = start.saturating_add(expanded.operations.len() as u64);
@@ -708,21 +820,14 @@ fn first_out_of_view(
         ObjectId::Root => ObjId::Root,
         ObjectId::Id(id) => ObjId::Id(id.0, id.1.clone(), 0),
     };
-    // Where element `e` of `obj` is at the dependencies, if it is in view there. In view, it is
-    // at the position its cursor gives, and the cursor of that position is its own. Out of
-    // view, Automerge's debug builds assert (its fast and slow lookups disagree there) where
-    // release builds answer the next position in view: both are "not in view" here.
-    let position = |obj: &ObjId, e: &OpId| {
-        let c = automerge::Cursor::try_from(format!("{}@{}", e.0, e.1)).ok()?;
-        let at = isolate(|| doc.get_cursor_position(obj, &c, Some(deps)))
-            .ok()?
-            .ok()?;
-        (doc.get_cursor(obj, at, Some(deps)).ok()? == c).then_some(at)
-    };
-    // The change's writes at a key or element, and the objects it writes in from its past.
+    // The change's writes at a key or element (and at which position of their list, for
+    // elements), and the objects it writes in from its past.
     let mut written: HashSet<(&ObjectId, &Key)> = HashSet::new();
+    let mut written_at: HashSet<(&ObjectId, usize)> = HashSet::new();
     let mut objects: Vec<(u64, &ObjectId)> = Vec::new();
     let mut seen: HashSet<&ObjectId> = HashSet::new();
+    let mut lists: HashMap<&ObjectId, Elements> = HashMap::new();
+    let mut conflicted = 0usize;
     // An Automerge read that fails refuses the operation (none should, for references in the
     // change's past).
     let unread = |index: u64| {
@@ -755,17 +860,15 @@ fn first_out_of_view(
             }
             obj => doc.object_type(exid(obj)).ok(),
         });
-        // Any value written in a text costs a byte at least: a null or a boolean costs none,
-        // and a text reads as its strings alone.
+        // Any value written in a text costs a byte at least: a null, a boolean or an empty
+        // string costs none, and a text reads as its strings alone.
         if typ == Some(ObjType::Text)
-            && !matches!(
-                &op.action,
-                OpType::Delete | OpType::Put(ScalarValue::Str(_))
-            )
+            && !(matches!(&op.action, OpType::Delete)
+                || matches!(&op.action, OpType::Put(ScalarValue::Str(s)) if !s.is_empty()))
         {
             return Some((
                 index,
-                "it writes something other than a string in a text".into(),
+                "it writes something other than a non-empty string in a text".into(),
             ));
         }
         if op.insert {
@@ -798,24 +901,43 @@ fn first_out_of_view(
         if matches!(op.action, OpType::Delete) && op.pred.is_empty() {
             return Some((index, "it deletes nothing".into()));
         }
+        if view == View::OwnEdit {
+            continue;
+        }
         // What the key or element holds at the dependencies: nothing in an object of the
         // change's own.
         let held: Vec<ObjId> = if !past_object {
             Vec::new()
         } else {
             let obj = exid(&op.obj);
-            let at = match &op.key {
-                Key::Map(k) => Some(Prop::Map(k.to_string())),
+            match &op.key {
+                Key::Map(k) => match doc.get_all_at(&obj, k.as_str(), deps) {
+                    Ok(values) => values.into_iter().map(|(_, id)| id).collect(),
+                    Err(_) => return unread(index),
+                },
                 Key::Seq(ElementId::Id(e)) => {
-                    // Where the element is at the dependencies, if it is in view there.
-                    position(&obj, e).map(Prop::Seq)
+                    let known = lists.entry(&op.obj).or_default();
+                    match element_at(doc, deps, clocked, &obj, e, known) {
+                        Ok(Some((at, values))) => {
+                            written_at.insert((&op.obj, at));
+                            if values.len() > 1 {
+                                conflicted += 1;
+                                if conflicted > MAX_CONFLICTED_WRITES {
+                                    return Some((
+                                        index,
+                                        format!(
+                                            "it is the change's write number {conflicted} at an element holding several values (at most {MAX_CONFLICTED_WRITES})"
+                                        ),
+                                    ));
+                                }
+                            }
+                            values
+                        }
+                        Ok(None) => Vec::new(),
+                        Err(()) => return unread(index),
+                    }
                 }
-                Key::Seq(ElementId::Head) => None,
-            };
-            match at.map(|at| doc.get_all_at(&obj, at, deps)) {
-                Some(Ok(values)) => values.into_iter().map(|(_, id)| id).collect(),
-                Some(Err(_)) => return unread(index),
-                None => Vec::new(),
+                Key::Seq(ElementId::Head) => Vec::new(),
             }
         };
         let mut held: Vec<(u64, Vec<u8>)> = held
@@ -826,14 +948,13 @@ fn first_out_of_view(
             })
             .collect();
         held.sort_unstable();
-        let named: Vec<(u64, Vec<u8>)> = op
+        let mut named: Vec<(u64, Vec<u8>)> = op
             .pred
             .iter()
             .map(|p| (p.0, p.1.to_bytes().to_vec()))
             .collect();
-        let mut sorted = named.clone();
-        sorted.sort_unstable();
-        if sorted != held {
+        named.sort_unstable();
+        if named != held {
             return Some((
                 index,
                 "its predecessors are not what its key or element holds at the change's dependencies"
@@ -841,40 +962,30 @@ fn first_out_of_view(
             ));
         }
     }
+    if view == View::OwnEdit {
+        return None;
+    }
     // Each object written in from the change's past, on its way from the root.
     for (index, obj) in objects {
         let Ok(way) = doc.parents_at(exid(obj), deps) else {
             return unread(index);
         };
         for parent in way {
-            let key = match parent.prop {
-                Prop::Map(k) => Key::Map(k.into()),
-                Prop::Seq(i) => {
-                    let element = doc
-                        .get_cursor(&parent.obj, i, Some(deps))
-                        .ok()
-                        .and_then(|c| {
-                            let c = c.to_string();
-                            let (ctr, actor) = c.split_once('@')?;
-                            Some(OpId(ctr.parse().ok()?, hex::decode(actor).ok()?.into()))
-                        });
-                    let Some(element) = element else {
-                        return unread(index);
-                    };
-                    Key::Seq(ElementId::Id(element))
-                }
-            };
-            let parent_obj = match parent.obj {
-                ObjId::Root => ObjectId::Root,
-                ObjId::Id(c, a, _) => ObjectId::Id(OpId(c, a)),
-            };
             if !parent.visible {
                 return Some((
                     index,
                     "it writes in an object out of view at the change's dependencies".into(),
                 ));
             }
-            if written.contains(&(&parent_obj, &key)) {
+            let parent_obj = match &parent.obj {
+                ObjId::Root => ObjectId::Root,
+                ObjId::Id(c, a, _) => ObjectId::Id(OpId(*c, a.clone())),
+            };
+            let taken = match parent.prop {
+                Prop::Map(k) => written.contains(&(&parent_obj, &Key::Map(k.into()))),
+                Prop::Seq(i) => written_at.contains(&(&parent_obj, i)),
+            };
+            if taken {
                 return Some((
                     index,
                     "it writes in an object that the change takes out of view".into(),
@@ -1284,7 +1395,9 @@ fn genesis_json_of(ops: Vec<GenesisOp<'_>>) -> Option<Json> {
                 elem @ (GenesisKey::Head | GenesisKey::After(_)),
                 true,
             ) => {
-                if *text && !matches!(slot, Slot::Str(_)) {
+                // A text holds non-empty strings only (§7.3 rule 6): anything else goes to
+                // Automerge and the rule.
+                if *text && !matches!(slot, Slot::Str(s) if !s.is_empty()) {
                     return None;
                 }
                 // Automerge's list order (RGA): each element follows the one it was inserted
@@ -2887,8 +3000,9 @@ pub(crate) mod tests {
         genesis_of(ops)
     }
 
-    /// A text's elements as a genesis change can write them: empty strings read as Automerge
-    /// reads them, and anything but a string makes the reader decline (Automerge applies it).
+    /// A text's elements as a genesis change can write them: non-empty strings read as
+    /// Automerge reads them, and anything else (an empty string too) makes the reader decline:
+    /// Automerge applies it, and §7.3 rule 6 refuses it.
     #[test]
     fn genesis_json_reads_a_text_of_strings_only() {
         use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
@@ -2912,14 +3026,16 @@ pub(crate) mod tests {
         };
         let string = |s: &str| ScalarValue::Str(s.into());
         for values in [
-            vec![string("")],
-            vec![string("a"), string(""), string("b")],
-            vec![string(""), string("")],
+            vec![string("a")],
+            vec![string("a"), string("é"), string("b")],
+            vec![string("ab"), string("c")],
         ] {
             let c = text_of(values);
             assert_eq!(genesis_json(&c), Some(to_json(&applied(&c), None)));
         }
         for values in [
+            vec![string("")],
+            vec![string("a"), string(""), string("b")],
             vec![ScalarValue::Int(5)],
             vec![string("a"), ScalarValue::Boolean(true)],
             vec![string("a"), ScalarValue::Null],

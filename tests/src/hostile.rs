@@ -99,6 +99,81 @@ pub fn poison_practice(city: &City, title: &str) -> (WireEntry, DocId) {
     (next_entry(city, id, poison), id)
 }
 
+/// A new practice of `city` (country `IT`) and a change to it of `n` overwrites of `country`,
+/// each naming the one before, all null but the last (`FR`): a few hundred bytes that leave one
+/// value in view and `n` operations in the document's history (protocol.md §7.3). Returns the
+/// two entries (the next of `city`'s federation feed) and the document id.
+pub fn overwrite_bomb(city: &City, n: u64) -> (Vec<WireEntry>, DocId) {
+    use automerge::legacy::{Key, ObjectId, Op, OpId, OpType, SortedVec};
+    use automerge::{ExpandedChange, ScalarValue};
+    let actor = ActorId::from(city.id().as_bytes().to_vec());
+    let mut practice = Practice::new(city.id().to_string(), "Overwritten", "en");
+    practice.country = Some("IT".into());
+    let (_, genesis) = doc::new_document(
+        actor.clone(),
+        &Record::Practice(practice),
+        "create practice",
+        doc::Texts::Merged,
+    )
+    .expect("genesis");
+    let start = genesis.start_op().get();
+    let country = genesis
+        .decode()
+        .operations
+        .iter()
+        .position(|op| op.key == Key::Map("country".into()))
+        .expect("country");
+    let next = genesis.max_op() + 1;
+    let operations = (0..n)
+        .map(|i| Op {
+            action: OpType::Put(if i + 1 == n {
+                ScalarValue::Str("FR".into())
+            } else {
+                ScalarValue::Null
+            }),
+            obj: ObjectId::Root,
+            key: Key::Map("country".into()),
+            pred: SortedVec::from(vec![if i == 0 {
+                OpId(start + country as u64, actor.clone())
+            } else {
+                OpId(next + i - 1, actor.clone())
+            }]),
+            insert: false,
+        })
+        .collect();
+    let bomb = Change::from(ExpandedChange {
+        operations,
+        actor_id: actor,
+        hash: None,
+        seq: 2,
+        start_op: std::num::NonZeroU64::new(next).expect("non-zero"),
+        time: 0,
+        message: None,
+        deps: vec![genesis.hash()],
+        extra_bytes: Vec::new(),
+        author: None,
+    });
+    let id = DocId::for_genesis(&genesis.hash());
+    let first = next_entry(city, id, genesis.raw_bytes().to_vec());
+    let signed = intercity_protocol::entry::SignedEntry::decode(&first.entry).expect("decodes");
+    let payload = bomb.raw_bytes().to_vec();
+    let second = sign_entry(
+        city.key(),
+        Scope::Federation,
+        signed.header.seq + 1,
+        signed.hash(),
+        id,
+        &payload,
+        0,
+    );
+    let second = WireEntry {
+        entry: second.encode().to_vec(),
+        payload,
+        checked: None,
+    };
+    (vec![first, second], id)
+}
+
 /// A new "practice" of `city` whose genesis change makes a list of `maps` maps and then puts one
 /// key of `key_len` bytes in each: Automerge's encoder stores the key once for the run, and a
 /// reader that copies it for each map makes `maps × key_len` bytes of JSON. Returns the entry
