@@ -689,6 +689,12 @@ fn first_unknown_reference(
         .map(|(index, why)| (index, Unknown::OutOfView(why))))
 }
 
+/// Whether `s` is exactly one character (Unicode scalar value): what a text holds (§7.3 rule 6).
+fn one_char(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some() && chars.next().is_none()
+}
+
 /// How much of §7.3 [`first_out_of_view`] checks.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum View {
@@ -708,19 +714,29 @@ enum View {
 /// version costs a pass over its object.
 pub const MAX_CONFLICTED_WRITES: usize = 64;
 
+/// Why the `n`th write at an element holding several values is refused.
+fn conflicted_why(n: usize) -> String {
+    format!(
+        "it is the change's write number {n} at an element holding several values (at most {MAX_CONFLICTED_WRITES})"
+    )
+}
+
 /// What [`first_out_of_view`] has read of one list or text at the change's dependencies.
 #[derive(Default)]
 struct Elements {
     /// The position of every element in view, by id (`counter@actor`).
     at: Option<HashMap<String, usize>>,
-    /// Each element's winning value and whether it holds others (read at a past version only).
+    /// Each element's winning value and whether it holds others.
     winners: Option<Vec<(ObjId, bool)>>,
 }
 
 /// The position of element `e` of `obj` at `deps` and every value it holds there, or `None` if
-/// it is not in view there. `clocked`: `deps` are not `doc`'s heads (Automerge then reads at a
-/// past version, by a pass over the object's operations: each list is read once, into
-/// `known`). `Err` if Automerge cannot read it.
+/// it is not in view there. Each list or text is read once, whole, into `known` (its element
+/// ids and each element's winning value), at the heads or, if `clocked` (`deps` are not `doc`'s
+/// heads), at a past version: one pass over the object either way, so that both decide alike.
+/// (Automerge's cursor lookups count a text's characters, not its elements, and scan the whole
+/// list for an element written over in place; at a past version, every read is such a pass.)
+/// `Err` if Automerge cannot read it.
 fn element_at(
     doc: &Automerge,
     deps: &[ChangeHash],
@@ -730,55 +746,41 @@ fn element_at(
     known: &mut Elements,
 ) -> Result<Option<(usize, Vec<ObjId>)>, ()> {
     let name = format!("{}@{}", e.0, e.1);
-    let is_e = |id: &ObjId| matches!(id, ObjId::Id(c, a, _) if *c == e.0 && *a == e.1);
-    let positions = |known: &mut Elements| -> usize {
-        let map = known.at.get_or_insert_with(|| {
-            let keys = if clocked {
-                doc.keys_at(obj, deps)
-            } else {
-                doc.keys(obj)
-            };
-            keys.enumerate().map(|(i, id)| (id, i)).collect()
-        });
-        map.get(&name).copied().unwrap_or(usize::MAX)
-    };
-    if clocked {
-        let at = positions(known);
-        if at == usize::MAX {
-            return Ok(None);
-        }
-        let winners = known.winners.get_or_insert_with(|| {
-            doc.list_range_at(obj, .., deps)
-                .map(|item| (item.id(), item.conflict))
-                .collect()
-        });
-        let Some((winner, conflict)) = winners.get(at).cloned() else {
-            return Err(());
+    let map = known.at.get_or_insert_with(|| {
+        let keys = if clocked {
+            doc.keys_at(obj, deps)
+        } else {
+            doc.keys(obj)
         };
-        if !conflict {
-            return Ok(Some((at, vec![winner])));
-        }
-        let values = doc.get_all_at(obj, at, deps).map_err(|_| ())?;
-        return Ok(Some((at, values.into_iter().map(|(_, id)| id).collect())));
-    }
-    // At the document's heads: where the element's cursor points, then (unless one of the
-    // values there is the element's insert) whether the element in view there is it. Out of
-    // view, Automerge's debug builds assert in `get_cursor_position` (its fast and slow
-    // lookups disagree there) where release builds answer the next position in view: either
-    // way the positions read do not name it.
-    let Ok(cursor) = automerge::Cursor::try_from(name.as_str()) else {
+        keys.enumerate().map(|(i, id)| (id, i)).collect()
+    });
+    let Some(&at) = map.get(&name) else {
+        return Ok(None);
+    };
+    let winners = known.winners.get_or_insert_with(|| {
+        let items = if clocked {
+            doc.list_range_at(obj, .., deps)
+        } else {
+            doc.list_range(obj, ..)
+        };
+        items.map(|item| (item.id(), item.conflict)).collect()
+    });
+    let Some((winner, conflict)) = winners.get(at).cloned() else {
         return Err(());
     };
-    let Ok(Ok(at)) = isolate(|| doc.get_cursor_position(obj, &cursor, None)) else {
-        return Ok(None);
-    };
-    let Ok(values) = doc.get_all(obj, at) else {
-        return Ok(None);
-    };
-    let values: Vec<ObjId> = values.into_iter().map(|(_, id)| id).collect();
-    if values.is_empty() || !(values.iter().any(is_e) || positions(known) == at) {
-        return Ok(None);
+    if !conflict {
+        return Ok(Some((at, vec![winner])));
     }
+    let values = if clocked {
+        doc.get_all_at(obj, at, deps)
+    } else {
+        doc.get_all(obj, at)
+    };
+    let values: Vec<ObjId> = values
+        .map_err(|_| ())?
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
     Ok(Some((at, values)))
 }
 
@@ -860,15 +862,16 @@ fn first_out_of_view(
             }
             obj => doc.object_type(exid(obj)).ok(),
         });
-        // Any value written in a text costs a byte at least: a null, a boolean or an empty
-        // string costs none, and a text reads as its strings alone.
+        // Any value written in a text costs a byte at least (a null, a boolean or an empty
+        // string costs none, and a text reads as its strings alone), and is one character, as
+        // Automerge's `splice_text` writes it: positions in a text then count its elements.
         if typ == Some(ObjType::Text)
             && !(matches!(&op.action, OpType::Delete)
-                || matches!(&op.action, OpType::Put(ScalarValue::Str(s)) if !s.is_empty()))
+                || matches!(&op.action, OpType::Put(ScalarValue::Str(s)) if one_char(s)))
         {
             return Some((
                 index,
-                "it writes something other than a non-empty string in a text".into(),
+                "it writes something other than a string of one character in a text".into(),
             ));
         }
         if op.insert {
@@ -902,6 +905,14 @@ fn first_out_of_view(
             return Some((index, "it deletes nothing".into()));
         }
         if view == View::OwnEdit {
+            // Its predecessors are what the element holds (rule 4 by construction): count the
+            // writes at elements holding several values as the whole rule does.
+            if matches!(op.key, Key::Seq(_)) && op.pred.len() > 1 {
+                conflicted += 1;
+                if conflicted > MAX_CONFLICTED_WRITES {
+                    return Some((index, conflicted_why(conflicted)));
+                }
+            }
             continue;
         }
         // What the key or element holds at the dependencies: nothing in an object of the
@@ -923,12 +934,7 @@ fn first_out_of_view(
                             if values.len() > 1 {
                                 conflicted += 1;
                                 if conflicted > MAX_CONFLICTED_WRITES {
-                                    return Some((
-                                        index,
-                                        format!(
-                                            "it is the change's write number {conflicted} at an element holding several values (at most {MAX_CONFLICTED_WRITES})"
-                                        ),
-                                    ));
+                                    return Some((index, conflicted_why(conflicted)));
                                 }
                             }
                             values
@@ -1395,9 +1401,9 @@ fn genesis_json_of(ops: Vec<GenesisOp<'_>>) -> Option<Json> {
                 elem @ (GenesisKey::Head | GenesisKey::After(_)),
                 true,
             ) => {
-                // A text holds non-empty strings only (§7.3 rule 6): anything else goes to
+                // A text holds strings of one character (§7.3 rule 6): anything else goes to
                 // Automerge and the rule.
-                if *text && !matches!(slot, Slot::Str(s) if !s.is_empty()) {
+                if *text && !matches!(slot, Slot::Str(s) if one_char(s)) {
                     return None;
                 }
                 // Automerge's list order (RGA): each element follows the one it was inserted
@@ -2988,8 +2994,16 @@ pub(crate) mod tests {
                 }
                 _ => ElementId::Head,
             };
+            // A list's values say which insert made them; a text's, one character each.
+            let value = if *text {
+                char::from_u32(0x4e00 + counter as u32)
+                    .expect("a character")
+                    .to_string()
+            } else {
+                format!("{counter}.")
+            };
             ops.push(Op {
-                action: OpType::Put(ScalarValue::Str(format!("{counter}.").into())),
+                action: OpType::Put(ScalarValue::Str(value.into())),
                 obj: ObjectId::Id(OpId::new(seq as u64 + 1, &a)),
                 key: Key::Seq(elem),
                 pred: SortedVec::new(),
@@ -3000,9 +3014,9 @@ pub(crate) mod tests {
         genesis_of(ops)
     }
 
-    /// A text's elements as a genesis change can write them: non-empty strings read as
-    /// Automerge reads them, and anything else (an empty string too) makes the reader decline:
-    /// Automerge applies it, and §7.3 rule 6 refuses it.
+    /// A text's elements as a genesis change can write them: strings of one character read as
+    /// Automerge reads them, and anything else (an empty string, two characters) makes the
+    /// reader decline: Automerge applies it, and §7.3 rule 6 refuses it.
     #[test]
     fn genesis_json_reads_a_text_of_strings_only() {
         use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
@@ -3028,12 +3042,13 @@ pub(crate) mod tests {
         for values in [
             vec![string("a")],
             vec![string("a"), string("é"), string("b")],
-            vec![string("ab"), string("c")],
+            vec![string("🏙"), string("c")],
         ] {
             let c = text_of(values);
             assert_eq!(genesis_json(&c), Some(to_json(&applied(&c), None)));
         }
         for values in [
+            vec![string("ab"), string("c")],
             vec![string("")],
             vec![string("a"), string(""), string("b")],
             vec![ScalarValue::Int(5)],

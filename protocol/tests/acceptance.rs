@@ -4409,6 +4409,22 @@ fn a_text_holds_strings_only() {
     );
     let v = verdicts_after(&milan, id, g.clone(), vec![empties]);
     assert!(out_of_view(&v[0]), "{v:?}");
+    // Two characters in one element: a text's positions would no longer count its elements
+    // (a review made two nodes decide one delete differently with it).
+    let two = Op {
+        action: OpType::Put("XY".into()),
+        obj: ObjectId::Id(title.clone()),
+        key: Key::Seq(ElementId::Head),
+        pred: SortedVec::new(),
+        insert: true,
+    };
+    let v = verdicts_after(
+        &milan,
+        id,
+        g.clone(),
+        vec![milans(&milan, 2, next, &g, vec![two])],
+    );
+    assert!(out_of_view(&v[0]), "{v:?}");
     let letters = milans(&milan, 2, next, &g, over("s".into()));
     let v = verdicts_after(&milan, id, g.clone(), vec![letters.clone()]);
     assert_eq!(v[0], Status::Accepted);
