@@ -780,13 +780,7 @@ pub(crate) mod tests {
         use automerge::ObjType;
         use automerge::legacy::{ElementId, OpId};
         let actor = crate::doc::tests::actor(1);
-        let op = |obj: ObjectId, key: Key, insert: bool, action: OpType| Op {
-            action,
-            obj,
-            key,
-            pred: SortedVec::new(),
-            insert,
-        };
+        let op = crate::doc::tests::bare_op;
         let at = |n: u64| OpId::new(n, &actor);
         let mut operations = vec![op(
             ObjectId::Root,

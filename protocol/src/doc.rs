@@ -804,7 +804,7 @@ fn element_at(
 /// - every object the change writes in from its past is in view at its dependencies (each
 ///   object on its way from the root is the value at its key or element), and stays so: no
 ///   operation of the change writes at a key or element on that way;
-/// - a value written in a text is a string of at least one character.
+/// - a value written in a text is a string of exactly one character.
 fn first_out_of_view(
     doc: &Automerge,
     change: &Change,
@@ -946,21 +946,16 @@ fn first_out_of_view(
                 Key::Seq(ElementId::Head) => Vec::new(),
             }
         };
-        let mut held: Vec<(u64, Vec<u8>)> = held
+        // Both in the order of the predecessors' `SortedVec`.
+        let mut held: Vec<OpId> = held
             .into_iter()
             .filter_map(|id| match id {
-                ObjId::Id(c, a, _) => Some((c, a.to_bytes().to_vec())),
+                ObjId::Id(c, a, _) => Some(OpId(c, a)),
                 ObjId::Root => None,
             })
             .collect();
         held.sort_unstable();
-        let mut named: Vec<(u64, Vec<u8>)> = op
-            .pred
-            .iter()
-            .map(|p| (p.0, p.1.to_bytes().to_vec()))
-            .collect();
-        named.sort_unstable();
-        if named != held {
+        if !op.pred.iter().eq(held.iter()) {
             return Some((
                 index,
                 "its predecessors are not what its key or element holds at the change's dependencies"
@@ -1963,6 +1958,22 @@ pub(crate) mod tests {
         ActorId::from(vec![n; 16])
     }
 
+    /// An operation of a hand-built change, with no predecessors.
+    pub(crate) fn bare_op(
+        obj: automerge::legacy::ObjectId,
+        key: automerge::legacy::Key,
+        insert: bool,
+        action: automerge::legacy::OpType,
+    ) -> automerge::legacy::Op {
+        automerge::legacy::Op {
+            action,
+            obj,
+            key,
+            pred: automerge::legacy::SortedVec::new(),
+            insert,
+        }
+    }
+
     fn create(record: impl Into<Record>) -> Automerge {
         match new_document(actor(1), &record.into(), "create", Texts::Merged) {
             Ok((doc, _)) => doc,
@@ -2841,15 +2852,9 @@ pub(crate) mod tests {
 
     #[test]
     fn genesis_json_orders_concurrent_inserts_and_refuses_what_it_does_not_model() {
-        use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
+        use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType};
         let a = actor(1);
-        let op = |obj: ObjectId, key: Key, insert: bool, action: OpType| Op {
-            action,
-            obj,
-            key,
-            pred: SortedVec::new(),
-            insert,
-        };
+        let op = bare_op;
         let change = |ops: Vec<Op>, deps: Vec<ChangeHash>| {
             Change::from(automerge::ExpandedChange {
                 operations: ops,

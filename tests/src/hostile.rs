@@ -76,12 +76,25 @@ fn next_link(city: &City) -> (u64, Hash32) {
 /// The next entry of `city`'s federation feed, signed by it, carrying `payload` for `doc`.
 pub fn next_entry(city: &City, doc: DocId, payload: Vec<u8>) -> WireEntry {
     let (seq, prev) = next_link(city);
+    feed_entry(city, seq, prev, doc, payload).0
+}
+
+/// Entry `seq` of `city`'s federation feed after the entry hashed `prev`, carrying `payload` for
+/// `doc`; and its hash.
+fn feed_entry(
+    city: &City,
+    seq: u64,
+    prev: Hash32,
+    doc: DocId,
+    payload: Vec<u8>,
+) -> (WireEntry, Hash32) {
     let entry = sign_entry(city.key(), Scope::Federation, seq, prev, doc, &payload, 0);
-    WireEntry {
+    let wire = WireEntry {
         entry: entry.encode().to_vec(),
         payload,
         checked: None,
-    }
+    };
+    (wire, entry.hash())
 }
 
 /// A new practice of `city` whose genesis change lists an unused other actor: the poison of
@@ -104,8 +117,8 @@ pub fn poison_practice(city: &City, title: &str) -> (WireEntry, DocId) {
 /// value in view and `n` operations in the document's history (protocol.md §7.3). Returns the
 /// two entries (the next of `city`'s federation feed) and the document id.
 pub fn overwrite_bomb(city: &City, n: u64) -> (Vec<WireEntry>, DocId) {
+    use automerge::ScalarValue;
     use automerge::legacy::{Key, ObjectId, Op, OpId, OpType, SortedVec};
-    use automerge::{ExpandedChange, ScalarValue};
     let actor = ActorId::from(city.id().as_bytes().to_vec());
     let mut practice = Practice::new(city.id().to_string(), "Overwritten", "en");
     practice.country = Some("IT".into());
@@ -141,36 +154,11 @@ pub fn overwrite_bomb(city: &City, n: u64) -> (Vec<WireEntry>, DocId) {
             insert: false,
         })
         .collect();
-    let bomb = Change::from(ExpandedChange {
-        operations,
-        actor_id: actor,
-        hash: None,
-        seq: 2,
-        start_op: std::num::NonZeroU64::new(next).expect("non-zero"),
-        time: 0,
-        message: None,
-        deps: vec![genesis.hash()],
-        extra_bytes: Vec::new(),
-        author: None,
-    });
+    let bomb = forged_change(actor, 2, next, vec![genesis.hash()], operations);
     let id = DocId::for_genesis(&genesis.hash());
-    let first = next_entry(city, id, genesis.raw_bytes().to_vec());
-    let signed = intercity_protocol::entry::SignedEntry::decode(&first.entry).expect("decodes");
-    let payload = bomb.raw_bytes().to_vec();
-    let second = sign_entry(
-        city.key(),
-        Scope::Federation,
-        signed.header.seq + 1,
-        signed.hash(),
-        id,
-        &payload,
-        0,
-    );
-    let second = WireEntry {
-        entry: second.encode().to_vec(),
-        payload,
-        checked: None,
-    };
+    let (seq, prev) = next_link(city);
+    let (first, prev) = feed_entry(city, seq, prev, id, genesis.raw_bytes().to_vec());
+    let (second, _) = feed_entry(city, seq + 1, prev, id, bomb.raw_bytes().to_vec());
     (vec![first, second], id)
 }
 
@@ -256,12 +244,24 @@ fn first_change(
     deps: Vec<automerge::ChangeHash>,
     operations: Vec<automerge::legacy::Op>,
 ) -> Change {
+    forged_change(actor, 1, 1, deps, operations)
+}
+
+/// Change `seq` of `actor`, its operations from `start_op`, after `deps`, of `operations` as
+/// they are (nothing checked).
+fn forged_change(
+    actor: ActorId,
+    seq: u64,
+    start_op: u64,
+    deps: Vec<automerge::ChangeHash>,
+    operations: Vec<automerge::legacy::Op>,
+) -> Change {
     Change::from(automerge::ExpandedChange {
         operations,
         actor_id: actor,
         hash: None,
-        seq: 1,
-        start_op: std::num::NonZeroU64::MIN,
+        seq,
+        start_op: std::num::NonZeroU64::new(start_op).expect("operations start at 1 or later"),
         time: 0,
         message: None,
         deps,
@@ -354,15 +354,10 @@ fn practices_with_bodies(city: &City, bodies: Vec<String>) -> Vec<WireEntry> {
             let change = doc::new_plain_change(ActorId::from(actor), &Record::Practice(p), "flood")
                 .expect("genesis change");
             let id = DocId::for_genesis(&change.hash());
-            let payload = change.raw_bytes().to_vec();
-            let entry = sign_entry(city.key(), Scope::Federation, seq, prev, id, &payload, 0);
-            prev = entry.hash();
+            let (wire, hash) = feed_entry(city, seq, prev, id, change.raw_bytes().to_vec());
+            prev = hash;
             seq += 1;
-            WireEntry {
-                entry: entry.encode().to_vec(),
-                payload,
-                checked: None,
-            }
+            wire
         })
         .collect()
 }
@@ -546,14 +541,9 @@ pub fn rejected_flood(city: &City, n: u64, pad: usize) -> Vec<WireEntry> {
             ];
             let change = raw_change(actor, Vec::new(), &ops);
             let doc = DocId::for_genesis(&change.hash());
-            let payload = change.raw_bytes().to_vec();
-            let entry = sign_entry(city.key(), Scope::Federation, seq, prev, doc, &payload, 0);
-            prev = entry.hash();
-            WireEntry {
-                entry: entry.encode().to_vec(),
-                payload,
-                checked: None,
-            }
+            let (wire, hash) = feed_entry(city, seq, prev, doc, change.raw_bytes().to_vec());
+            prev = hash;
+            wire
         })
         .collect()
 }
