@@ -5,7 +5,7 @@ use intercity_protocol::doc::{self, Texts};
 use intercity_protocol::entry::{DocId, FeedId, Hash32, Scope, sign_entry};
 use intercity_protocol::identity::CityKey;
 use intercity_protocol::record::{Group, Practice, Record};
-use intercity_protocol::sync::{Request, Response, WireEntry};
+use intercity_protocol::sync::{HeadsPage, Request, Response, WireEntry};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = std::path::Path::new("corpus").join(target);
@@ -57,7 +57,7 @@ fn main() {
         checked: None,
     };
     let messages = [
-        Request::Heads(vec![(feed, 3)]).encode(),
+        Request::Heads(HeadsPage::whole(vec![(feed, 3, Hash32([3; 32]))])).encode(),
         Request::Range {
             feed,
             from: 1,

@@ -1,5 +1,5 @@
 //! The network: a libp2p swarm (TCP and QUIC, Noise, Yamux, identify, ping, mDNS, gossipsub,
-//! circuit relay v2, DCUtR, AutoNAT, and the `/intercity/sync/6` request-response protocol)
+//! circuit relay v2, DCUtR, AutoNAT, and the `/intercity/sync/7` request-response protocol)
 //! driven by one event loop that owns it.
 //!
 //! - Only roster cities connect: a gate denies every other peer when the connection is
@@ -34,7 +34,7 @@
 //! | `net/guests.rs` | guests presenting invitations, and presenting ours |
 //! | `net/bans.rs` | strikes and stored bans |
 //! | `net/gate.rs` | the connection gate: pending connections per IP, roster and guests |
-//! | `net/sync_protocol.rs` | `/intercity/sync/6`: framing, members' and guests' handlers |
+//! | `net/sync_protocol.rs` | `/intercity/sync/7`: framing, members' and guests' handlers |
 //! | `net/ingest.rs` | the ingest worker thread and its per-peer queues |
 //! | `net/reach.rs` | NAT: the members-only relay service, slots on configured relays, hole punching, AutoNAT, connection kinds |
 //! | `net/roster.rs` | the roster read off the loop, the lanes of store work, and applying the roster to the gate, dials and guests |

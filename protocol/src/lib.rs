@@ -15,7 +15,7 @@
 //! - [`ingest`] — the two-level acceptance pipeline, a pure function over a [`ingest::Ledger`].
 //! - [`invite`] — signed invitation tokens that introduce one city to another.
 //! - [`succession`] — a city passes its signing right from one key to the next.
-//! - [`sync`] — the `/intercity/sync/6` wire messages, size limits and reconciliation logic.
+//! - [`sync`] — the `/intercity/sync/7` wire messages, size limits and reconciliation logic.
 //! - [`session`] — the sync session as a state machine: events in, actions out, no I/O.
 //! - [`sim`] — a seeded simulator: many nodes' sessions over a simulated network.
 #![warn(missing_docs)]

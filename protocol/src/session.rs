@@ -29,7 +29,9 @@ use std::time::Duration;
 use crate::entry::{FeedId, Hash32, Scope, SignedEntry};
 use crate::identity::CityId;
 use crate::ingest::{FeedHead, ForkProof, IngestError, Status, Verdict};
-use crate::sync::{self, Head, MAX_BATCH_ENTRIES, Request, Response, WireEntry};
+use crate::sync::{
+    self, Head, HeadsPage, MAX_BATCH_ENTRIES, MAX_HEADS, Request, Response, WireEntry,
+};
 
 /// Range requests in flight to one peer at once.
 pub const MAX_INFLIGHT_RANGES: usize = 32;
@@ -44,6 +46,16 @@ pub const RANGE_STALL: Duration = Duration::from_secs(5);
 /// Peers a heads exchange is started with when new entries arrived by sync (see
 /// [`Session`]'s nudges).
 pub const NUDGE_FANOUT: usize = 6;
+
+/// Heads pages ([`HeadsPage`]) one exchange goes through at most: the next exchange with the
+/// peer goes on after the last feed it reached. With [`MAX_HEADS`] feeds a page, an exchange
+/// covers 160,000 shared feeds.
+pub const MAX_PAGES_PER_EXCHANGE: usize = 8;
+
+/// The most heads of one peer kept ([`Session::last_heads`]): those of the feeds after them
+/// are not kept, so a peer's claims there are not held against it, and its lag there is not
+/// shown.
+pub const MAX_HEADS_KEPT: usize = MAX_PAGES_PER_EXCHANGE * MAX_HEADS;
 
 /// What the session reads of the node it runs for.
 pub trait View<P> {
@@ -145,8 +157,8 @@ pub enum Event<P> {
     Disconnected(P),
     /// The anti-entropy timer: a heads exchange with every connected peer.
     Tick,
-    /// A peer started a heads exchange with these heads: answered with [`Action::Respond`].
-    HeadsAsked(P, Vec<Head>),
+    /// A peer sent a page of a heads exchange: answered with [`Action::Respond`].
+    HeadsAsked(P, HeadsPage),
     /// A peer asked whether our heads hash to this digest ([`sync::heads_digest`]): answered
     /// with [`Action::Respond`] ([`Response::InSync`] or [`Response::Differ`]).
     DigestAsked(P, Hash32),
@@ -210,7 +222,11 @@ pub enum Action<P> {
 #[derive(Debug, Default)]
 struct PeerSync {
     connected: bool,
+    /// The peer's heads, in feed order, as its pages showed them (at most [`MAX_HEADS_KEPT`]).
     last_heads: Vec<Head>,
+    /// Where the next heads exchange starts: after this feed if an exchange stopped at
+    /// [`MAX_PAGES_PER_EXCHANGE`] there, else at the first.
+    resume: Option<FeedId>,
     /// Range requests in flight: the seq asked from, and when. A fetch stays in flight until
     /// its answer is judged.
     inflight: BTreeMap<FeedId, (u64, Duration)>,
@@ -263,7 +279,12 @@ enum Fetch {
 enum Asked {
     /// A digest of these heads (ours when sent).
     Digest(Vec<Head>),
-    Heads,
+    /// A heads page: its bounds, and its number in the exchange.
+    Heads {
+        after: Option<FeedId>,
+        until: Option<FeedId>,
+        page: usize,
+    },
     /// A range of this feed from this seq.
     Range(FeedId, u64),
     Forks,
@@ -354,12 +375,17 @@ impl<P: Ord + Clone> Session<P> {
             }
             Event::HeadsAsked(peer, theirs) => {
                 // The requester offers the scopes it shares with us by its own view (a group
-                // may be new to us); its Range answers are gated by it. We answer for ours.
+                // may be new to us); its Range answers are gated by it. We answer for ours,
+                // of the same feeds.
                 let (held, shared) = (view.heads(), view.shared_scopes(&peer));
-                let mine = heads_in(&held, &shared);
+                let (after, until) = (theirs.after, theirs.until);
+                let mut mine = heads_between(&held, &shared, after, until, MAX_HEADS + 1);
+                let more = mine.len() > MAX_HEADS;
+                mine.truncate(MAX_HEADS);
                 // Sync both ways in one round: fetch what the requester has and we lack.
-                self.on_heads(&peer, theirs, &held, &shared);
-                self.out.push(Action::Respond(peer, Response::Heads(mine)));
+                self.on_heads(&peer, theirs.heads, (after, until), &held, &shared);
+                let answer = Response::Heads { heads: mine, more };
+                self.out.push(Action::Respond(peer, answer));
             }
             Event::Answered(peer, id, response) => {
                 if let Some((_, asked)) = self.asked.remove(&id)
@@ -433,10 +459,29 @@ impl<P: Ord + Clone> Session<P> {
         self.request(peer, Request::Digest(digest), Asked::Digest(heads));
     }
 
-    /// The heads of the feeds in the scopes shared with `peer`.
+    /// Starts a heads exchange with `peer`, where the last one stopped.
     fn send_heads(&mut self, peer: P, view: &impl View<P>) {
-        let heads = heads_in(&view.heads(), &view.shared_scopes(&peer));
-        self.request(peer, Request::Heads(heads), Asked::Heads);
+        let after = self.peers.get(&peer).and_then(|p| p.resume);
+        self.send_page(peer, view, after, 0);
+    }
+
+    /// Our heads of the feeds after `after`, in the scopes shared with `peer`: the first
+    /// [`MAX_HEADS`], the page ending at the last of them if we hold more.
+    fn send_page(&mut self, peer: P, view: &impl View<P>, after: Option<FeedId>, page: usize) {
+        let shared = view.shared_scopes(&peer);
+        let mut heads = heads_between(&view.heads(), &shared, after, None, MAX_HEADS + 1);
+        let until = if heads.len() > MAX_HEADS {
+            heads.truncate(MAX_HEADS);
+            heads.last().map(|(f, _, _)| *f)
+        } else {
+            None
+        };
+        let request = Request::Heads(HeadsPage {
+            after,
+            until,
+            heads,
+        });
+        self.request(peer, request, Asked::Heads { after, until, page });
     }
 
     /// Which fetch of `feed` from `peer` a range asked from `from` belongs to.
@@ -497,18 +542,65 @@ impl<P: Ord + Clone> Session<P> {
         }
     }
 
-    /// A peer's heads, asked or answered: its claims on this city's own feeds are noted, what
-    /// it holds and this node lacks is fetched, and the heads are kept.
+    /// A peer's heads of the feeds of one page (`after`, `until`), asked or answered: its
+    /// claims on this city's own feeds are noted, what it holds and this node lacks is fetched,
+    /// and the heads are kept in place of those it showed before for the same feeds.
     fn on_heads(
         &mut self,
         peer: &P,
         theirs: Vec<Head>,
+        (after, until): (Option<FeedId>, Option<FeedId>),
         held: &BTreeMap<FeedId, FeedHead>,
         shared: &HashSet<Scope>,
     ) {
         self.note_own_feeds(peer, &theirs, shared);
         self.fetch(peer, &theirs, held);
-        self.peers.entry(peer.clone()).or_default().last_heads = theirs;
+        let kept = &mut self.peers.entry(peer.clone()).or_default().last_heads;
+        let start = kept.partition_point(|(f, _, _)| after.is_some_and(|a| *f <= a));
+        let end = kept.partition_point(|(f, _, _)| until.is_none_or(|u| *f <= u));
+        kept.splice(start..end.max(start), theirs);
+        kept.truncate(MAX_HEADS_KEPT);
+    }
+
+    /// The peer answered a heads page: the next page follows, or, once the last feed was
+    /// reached (or [`MAX_PAGES_PER_EXCHANGE`]), the fork proofs are asked.
+    fn on_heads_page(
+        &mut self,
+        peer: P,
+        (after, until, page): (Option<FeedId>, Option<FeedId>, usize),
+        (heads, more): (Vec<Head>, bool),
+        view: &impl View<P>,
+    ) {
+        // An answer holds heads of the feeds asked (the decoder checked their order), and
+        // says `more` only when full: each page then moves on.
+        let outside = heads
+            .iter()
+            .any(|(f, _, _)| !HeadsPage::covers(after, until, f));
+        if outside || (more && heads.len() < MAX_HEADS) {
+            self.out.push(Action::Penalize(
+                peer,
+                "a heads answer that is not of the page asked".into(),
+            ));
+            return;
+        }
+        // With `more`, the answer covers the feeds up to its last head; the next page starts
+        // after it.
+        let reached = if more {
+            heads.last().map(|(f, _, _)| *f)
+        } else {
+            until
+        };
+        let shared = view.shared_scopes(&peer);
+        self.on_heads(&peer, heads, (after, reached), &view.heads(), &shared);
+        match reached {
+            Some(next) if page + 1 < MAX_PAGES_PER_EXCHANGE => {
+                self.send_page(peer, view, Some(next), page + 1);
+            }
+            _ => {
+                self.peers.entry(peer.clone()).or_default().resume = reached;
+                self.request(peer, Request::Forks, Asked::Forks);
+            }
+        }
     }
 
     /// Asks `peer` for what its heads show this node lacks; closed feeds (frozen or exhausted)
@@ -603,9 +695,8 @@ impl<P: Ord + Clone> Session<P> {
 
     fn on_response(&mut self, peer: P, asked: Asked, response: Response, view: &impl View<P>) {
         match (asked, response) {
-            (Asked::Heads, Response::Heads(theirs)) => {
-                self.on_heads(&peer, theirs, &view.heads(), &view.shared_scopes(&peer));
-                self.request(peer, Request::Forks, Asked::Forks);
+            (Asked::Heads { after, until, page }, Response::Heads { heads, more }) => {
+                self.on_heads_page(peer, (after, until, page), (heads, more), view);
             }
             // The answer to a range asked ahead that is no longer wanted (the answer before it
             // ended the fetch otherwise): nothing to judge.
@@ -638,7 +729,7 @@ impl<P: Ord + Clone> Session<P> {
             (Asked::Range(feed, from), _) => self.on_range(peer, feed, from, Vec::new(), false),
             (Asked::Forks, Response::Forks(proofs)) => self.on_fork_proofs(peer, proofs, view),
             // Entries nobody asked for (the node's codec unpacked them already): a strike.
-            (Asked::Digest(_) | Asked::Heads | Asked::Forks, Response::Packed(_)) => {
+            (Asked::Digest(_) | Asked::Heads { .. } | Asked::Forks, Response::Packed(_)) => {
                 self.out.push(Action::Penalize(
                     peer,
                     "packed entries answering a request for no range".into(),
@@ -650,7 +741,7 @@ impl<P: Ord + Clone> Session<P> {
             }
             // Different, or not answered as asked: the heads themselves.
             (Asked::Digest(_), _) => self.send_heads(peer, view),
-            (Asked::Heads | Asked::Forks, _) => {}
+            (Asked::Heads { .. } | Asked::Forks, _) => {}
         }
     }
 
@@ -658,10 +749,11 @@ impl<P: Ord + Clone> Session<P> {
         // An answer starts at the seq asked for (so each one makes progress, and a peer cannot
         // loop `more` over entries already held), and a peer that claimed a feed serves it.
         let claimed = self.peers.get(&peer).and_then(|p| {
-            p.last_heads
-                .iter()
-                .find(|(f, _, _)| *f == feed)
-                .map(|(_, s, _)| *s)
+            let i = p
+                .last_heads
+                .binary_search_by_key(&feed, |(f, _, _)| *f)
+                .ok()?;
+            Some(p.last_heads[i].1)
         });
         let first = entries
             .first()
@@ -960,8 +1052,26 @@ impl PeerSync {
 
 /// The heads (seq and hash) of the feeds held in the scopes `shared`.
 fn heads_in(held: &BTreeMap<FeedId, FeedHead>, shared: &HashSet<Scope>) -> Vec<Head> {
-    held.iter()
+    heads_between(held, shared, None, None, usize::MAX)
+}
+
+/// The first `limit` heads of the feeds held in the scopes `shared`, after `after` and up to
+/// `until` ([`HeadsPage::covers`]).
+fn heads_between(
+    held: &BTreeMap<FeedId, FeedHead>,
+    shared: &HashSet<Scope>,
+    after: Option<FeedId>,
+    until: Option<FeedId>,
+    limit: usize,
+) -> Vec<Head> {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let range = (
+        after.map_or(Unbounded, Excluded),
+        until.map_or(Unbounded, Included),
+    );
+    held.range(range)
         .filter(|(f, _)| shared.contains(&f.scope))
+        .take(limit)
         .map(|(&f, h)| (f, h.seq, h.hash))
         .collect()
 }

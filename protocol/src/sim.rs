@@ -540,7 +540,7 @@ impl Sim {
 
     fn bend_request(&self, n: usize, mut request: Request) -> Request {
         match &mut request {
-            Request::Heads(heads) => self.bend_heads(n, heads),
+            Request::Heads(page) => self.bend_heads(n, &mut page.heads),
             // A claimer's heads are not what it holds: no honest node's digest matches.
             Request::Digest(d) if self.claims(n) => *d = Hash32([0xff; 32]),
             _ => {}
@@ -575,8 +575,11 @@ impl Sim {
             Request::Heads(theirs) => {
                 let mut response = self
                     .ask_session(n, Event::HeadsAsked(from, theirs))
-                    .unwrap_or(Response::Heads(Vec::new()));
-                if let Response::Heads(heads) = &mut response {
+                    .unwrap_or(Response::Heads {
+                        heads: Vec::new(),
+                        more: false,
+                    });
+                if let Response::Heads { heads, .. } = &mut response {
                     self.bend_heads(n, heads);
                 }
                 response

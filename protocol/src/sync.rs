@@ -1,11 +1,12 @@
-//! The sync protocol `/intercity/sync/6`: wire messages, their byte encoding with hard size
+//! The sync protocol `/intercity/sync/7`: wire messages, their byte encoding with hard size
 //! limits, and the I/O-free reconciliation logic (which ranges to ask a peer for).
 //!
 //! Every message travels in one request-response stream as a frame: a u32 big-endian length
 //! followed by that many bytes (at most [`MAX_FRAME_BYTES`]). The byte layout of each message is
 //! in `docs/protocol.md`. A session is: compare a digest of the heads ([`Request::Digest`]:
 //! one small round trip when the two hold the same), else exchange [`Request::Heads`] /
-//! [`Response::Heads`] for the feeds of every scope both cities share, then ask [`Request::Range`] for each feed where the
+//! [`Response::Heads`] for the feeds of every scope both cities share, in pages of at most
+//! [`MAX_HEADS`] feeds ([`HeadsPage`]), then ask [`Request::Range`] for each feed where the
 //! peer is ahead (or at the same seq with another hash: its author forked the feed), in bounded
 //! batches, in feed order. Live entries of working groups are pushed
 //! with [`Request::Push`].
@@ -20,8 +21,9 @@ use crate::invite::MAX_TOKEN_CHARS;
 
 /// Protocol name for libp2p. Version 2: heads carry the head entry's hash. Version 3: a heads
 /// exchange starts with a digest of the heads ([`Request::Digest`]), and range answers travel
-/// packed ([`Packed`]).
-pub const PROTOCOL: &str = "/intercity/sync/6";
+/// packed ([`Packed`]). Version 6: a change's operations stay in view (verdicts changed).
+/// Version 7: heads travel in pages ([`HeadsPage`]).
+pub const PROTOCOL: &str = "/intercity/sync/7";
 
 /// A feed's head as heads messages carry it: the feed, the seq of its latest entry held, and
 /// that entry's hash (two nodes at one seq with different hashes hold a fork).
@@ -38,8 +40,40 @@ pub const HEAD_LEN: usize = 49 + 8 + 32;
 pub const MAX_FORK_PROOFS: usize = 64;
 /// Bytes of one fork proof on the wire (its storage encoding: two signed entries).
 pub const FORK_PROOF_LEN: usize = 2 * SIGNED_ENTRY_LEN;
-/// At most this many feeds in one heads message.
+/// At most this many feeds in one heads message: more travel in further pages ([`HeadsPage`]).
 pub const MAX_HEADS: usize = 20_000;
+
+/// One page of a heads exchange: the requester's heads of the feeds after `after` (from the
+/// first feed if none) up to and including `until` (to the last feed if none), in feed order.
+/// The responder answers with its own heads of the same feeds ([`Response::Heads`]).
+///
+/// The requester sets `until` to the last feed it sends when it holds more after it; each page
+/// holds at most [`MAX_HEADS`] heads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeadsPage {
+    /// The feeds after this one (all from the first if none).
+    pub after: Option<FeedId>,
+    /// Up to and including this one (all to the last if none).
+    pub until: Option<FeedId>,
+    /// The requester's heads of those feeds, in feed order.
+    pub heads: Vec<Head>,
+}
+
+impl HeadsPage {
+    /// A page of every feed: `heads` are all the requester's.
+    pub fn whole(heads: Vec<Head>) -> HeadsPage {
+        HeadsPage {
+            after: None,
+            until: None,
+            heads,
+        }
+    }
+
+    /// Whether `feed` is among the feeds of a page from `after` to `until`.
+    pub fn covers(after: Option<FeedId>, until: Option<FeedId>, feed: &FeedId) -> bool {
+        after.is_none_or(|a| *feed > a) && until.is_none_or(|u| *feed <= u)
+    }
+}
 /// At most this many bytes of text in an error message.
 pub const MAX_ERROR_TEXT: usize = 1_024;
 /// At most this many bytes in the display name of a [`Request::Join`] (100 characters of up
@@ -163,8 +197,8 @@ pub const MAX_PREPARED_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 /// A request from one city to another.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// "These are my heads for the feeds of the scopes we share; what are yours?"
-    Heads(Vec<Head>),
+    /// "These are my heads for these feeds of the scopes we share; what are yours?"
+    Heads(HeadsPage),
     /// "My heads for the scopes we share, and what I know of their forks, hash to this
     /// ([`heads_digest`]): do yours?" Answered [`Response::InSync`] or [`Response::Differ`].
     Digest(Hash32),
@@ -198,8 +232,15 @@ pub enum Request {
 /// A response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
-    /// The responder's heads for the scopes it shares with the requester.
-    Heads(Vec<Head>),
+    /// The responder's heads of the feeds the [`HeadsPage`] asked, in the scopes it shares
+    /// with the requester: the first [`MAX_HEADS`] of them, and `more` if it holds heads of
+    /// other feeds of that page after them (the requester's next page starts after the last).
+    Heads {
+        /// The heads, in feed order.
+        heads: Vec<Head>,
+        /// True if the responder holds heads of the page's feeds after the last one sent.
+        more: bool,
+    },
     /// Answers [`Request::Digest`]: the responder's heads hash the same.
     InSync,
     /// Answers [`Request::Digest`]: they do not (the requester sends its heads).
@@ -291,6 +332,33 @@ impl<'a> Reader<'a> {
         } else {
             Err(WireError::Malformed("trailing bytes"))
         }
+    }
+    /// An optional feed: a flag byte, then the feed if it is 1.
+    fn bound(&mut self) -> Result<Option<FeedId>, WireError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.feed()?)),
+            _ => Err(WireError::Malformed("bad page bound flag")),
+        }
+    }
+    /// Heads in strictly increasing feed order, each of a feed after `after` and up to
+    /// `until` ([`HeadsPage::covers`]).
+    fn heads_of(
+        &mut self,
+        after: Option<FeedId>,
+        until: Option<FeedId>,
+    ) -> Result<Vec<Head>, WireError> {
+        let heads = self.heads()?;
+        let in_order = heads.windows(2).all(|w| w[0].0 < w[1].0);
+        let covered = heads
+            .iter()
+            .all(|(f, _, _)| HeadsPage::covers(after, until, f));
+        if !in_order || !covered {
+            return Err(WireError::Malformed(
+                "heads out of feed order or outside their page",
+            ));
+        }
+        Ok(heads)
     }
     fn heads(&mut self) -> Result<Vec<Head>, WireError> {
         let n = self.u32()? as usize;
@@ -402,7 +470,14 @@ impl Request {
     /// Length of [`Request::encode`]'s output, without encoding.
     pub fn encoded_len(&self) -> usize {
         match self {
-            Request::Heads(h) => 1 + 4 + h.len() * HEAD_LEN,
+            Request::Heads(p) => {
+                1 + [p.after, p.until]
+                    .iter()
+                    .map(|f| 1 + f.map_or(0, |_| 49))
+                    .sum::<usize>()
+                    + 4
+                    + p.heads.len() * HEAD_LEN
+            }
             Request::Digest(_) => 1 + 32,
             Request::Range { .. } => 1 + 49 + 8 + 4,
             Request::Push(e) | Request::Succession(e) => 1 + entries_len(e),
@@ -426,9 +501,18 @@ impl Request {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
-            Request::Heads(h) => {
+            Request::Heads(p) => {
                 out.push(T_HEADS);
-                put_heads(&mut out, h);
+                for bound in [p.after, p.until] {
+                    match bound {
+                        None => out.push(0),
+                        Some(f) => {
+                            out.push(1);
+                            out.extend_from_slice(&f.to_bytes());
+                        }
+                    }
+                }
+                put_heads(&mut out, &p.heads);
             }
             Request::Digest(d) => {
                 out.push(T_DIGEST);
@@ -469,7 +553,21 @@ impl Request {
         check_size(bytes)?;
         let mut r = Reader(bytes);
         let msg = match r.u8()? {
-            T_HEADS => Request::Heads(r.heads()?),
+            T_HEADS => {
+                let (after, until) = (r.bound()?, r.bound()?);
+                if let (Some(a), Some(u)) = (after, until)
+                    && a >= u
+                {
+                    return Err(WireError::Malformed(
+                        "a heads page that ends before it starts",
+                    ));
+                }
+                Request::Heads(HeadsPage {
+                    after,
+                    until,
+                    heads: r.heads_of(after, until)?,
+                })
+            }
             T_DIGEST => {
                 let mut d = [0u8; 32];
                 d.copy_from_slice(r.take(32)?);
@@ -508,7 +606,7 @@ impl Response {
     /// Length of [`Response::encode`]'s output, without encoding.
     pub fn encoded_len(&self) -> usize {
         match self {
-            Response::Heads(h) => 1 + 4 + h.len() * HEAD_LEN,
+            Response::Heads { heads, .. } => 2 + 4 + heads.len() * HEAD_LEN,
             Response::InSync | Response::Differ => 1,
             Response::Packed(p) => 1 + 1 + 4 + 4 + 4 + p.body.len(),
             Response::Entries { entries, .. } => 2 + entries_len(entries),
@@ -523,9 +621,10 @@ impl Response {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
-            Response::Heads(h) => {
+            Response::Heads { heads, more } => {
                 out.push(T_R_HEADS);
-                put_heads(&mut out, h);
+                out.push(u8::from(*more));
+                put_heads(&mut out, heads);
             }
             Response::InSync => out.push(T_R_IN_SYNC),
             Response::Differ => out.push(T_R_DIFFER),
@@ -580,7 +679,14 @@ impl Response {
         check_size(bytes)?;
         let mut r = Reader(bytes);
         let msg = match r.u8()? {
-            T_R_HEADS => Response::Heads(r.heads()?),
+            T_R_HEADS => Response::Heads {
+                more: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(WireError::Malformed("bad `more` flag")),
+                },
+                heads: r.heads_of(None, None)?,
+            },
             T_R_IN_SYNC => Response::InSync,
             T_R_DIFFER => Response::Differ,
             T_R_PACKED => {
@@ -955,10 +1061,20 @@ mod tests {
             checked: None,
         };
         let reqs = [
-            Request::Heads(vec![
+            Request::Heads(HeadsPage::whole(vec![
                 (feed(1, None), 5, Hash32([1; 32])),
                 (feed(2, Some(9)), 1, Hash32([2; 32])),
-            ]),
+            ])),
+            Request::Heads(HeadsPage {
+                after: Some(feed(1, None)),
+                until: Some(feed(3, None)),
+                heads: vec![(feed(2, Some(9)), 1, Hash32([2; 32]))],
+            }),
+            Request::Heads(HeadsPage {
+                after: Some(feed(1, None)),
+                until: None,
+                heads: Vec::new(),
+            }),
             Request::Range {
                 feed: feed(3, None),
                 from: 4,
@@ -979,7 +1095,17 @@ mod tests {
             assert_eq!(Request::decode(&r.encode()).expect("decodes"), r);
         }
         let resps = [
-            Response::Heads(vec![(feed(1, None), 5, Hash32([3; 32]))]),
+            Response::Heads {
+                heads: vec![(feed(1, None), 5, Hash32([3; 32]))],
+                more: false,
+            },
+            Response::Heads {
+                heads: vec![
+                    (feed(1, None), 5, Hash32([3; 32])),
+                    (feed(2, None), 1, Hash32([3; 32])),
+                ],
+                more: true,
+            },
             Response::Entries {
                 entries: vec![e],
                 more: true,
@@ -1375,9 +1501,12 @@ mod tests {
         let mut b = vec![T_PUSH];
         b.extend_from_slice(&((MAX_BATCH_ENTRIES + 1) as u32).to_be_bytes());
         assert!(matches!(Request::decode(&b), Err(WireError::TooLarge(_))));
-        let mut b = vec![T_HEADS];
+        let mut b = vec![T_HEADS, 0, 0];
         b.extend_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(Request::decode(&b), Err(WireError::TooLarge(_))));
+        let mut b = vec![T_R_HEADS, 0];
+        b.extend_from_slice(&((MAX_HEADS + 1) as u32).to_be_bytes());
+        assert!(matches!(Response::decode(&b), Err(WireError::TooLarge(_))));
         let mut b = vec![T_PUSH, 0, 0, 0, 1];
         b.extend_from_slice(&[0; SIGNED_ENTRY_LEN]);
         b.extend_from_slice(&((MAX_PAYLOAD_BYTES + 1) as u32).to_be_bytes());
@@ -1426,11 +1555,61 @@ mod tests {
             Response::decode(&[T_R_JOINED, 2]),
             Err(WireError::Malformed("bad `waiting` flag"))
         );
-        let mut ok = Request::Heads(vec![]).encode();
+        let mut ok = Request::Heads(HeadsPage::whole(vec![])).encode();
         ok.push(0);
         assert_eq!(
             Request::decode(&ok),
             Err(WireError::Malformed("trailing bytes"))
+        );
+    }
+
+    #[test]
+    fn heads_out_of_order_or_outside_their_page_are_malformed() {
+        let h = |n: u8| (feed(n, None), 1, Hash32([n; 32]));
+        let page = |after: Option<u8>, until: Option<u8>, heads: Vec<Head>| {
+            Request::Heads(HeadsPage {
+                after: after.map(|n| feed(n, None)),
+                until: until.map(|n| feed(n, None)),
+                heads,
+            })
+            .encode()
+        };
+        let bad = WireError::Malformed("heads out of feed order or outside their page");
+        for bytes in [
+            page(None, None, vec![h(2), h(1)]),
+            page(None, None, vec![h(2), h(2)]),
+            page(Some(2), None, vec![h(2)]),
+            page(None, Some(2), vec![h(1), h(3)]),
+        ] {
+            assert_eq!(Request::decode(&bytes), Err(bad.clone()));
+        }
+        assert_eq!(
+            Request::decode(&page(Some(3), Some(3), vec![])),
+            Err(WireError::Malformed(
+                "a heads page that ends before it starts"
+            ))
+        );
+        assert!(Request::decode(&page(Some(1), Some(3), vec![h(2), h(3)])).is_ok());
+        let mut flag = page(None, None, vec![]);
+        flag[1] = 2;
+        assert_eq!(
+            Request::decode(&flag),
+            Err(WireError::Malformed("bad page bound flag"))
+        );
+        let answer = Response::Heads {
+            heads: vec![h(3), h(1)],
+            more: false,
+        };
+        assert_eq!(Response::decode(&answer.encode()), Err(bad));
+        let mut more = Response::Heads {
+            heads: vec![],
+            more: false,
+        }
+        .encode();
+        more[1] = 2;
+        assert_eq!(
+            Response::decode(&more),
+            Err(WireError::Malformed("bad `more` flag"))
         );
     }
 

@@ -53,7 +53,12 @@ fn messages() -> Vec<Vec<u8>> {
         checked: None,
     };
     vec![
-        Request::Heads(vec![(feed, 4, intercity_protocol::entry::Hash32([4; 32]))]).encode(),
+        Request::Heads(intercity_protocol::sync::HeadsPage::whole(vec![(
+            feed,
+            4,
+            intercity_protocol::entry::Hash32([4; 32]),
+        )]))
+        .encode(),
         Request::Range {
             feed,
             from: 1,
@@ -67,7 +72,11 @@ fn messages() -> Vec<Vec<u8>> {
             addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
         }
         .encode(),
-        Response::Heads(vec![(feed, 9, intercity_protocol::entry::Hash32([9; 32]))]).encode(),
+        Response::Heads {
+            heads: vec![(feed, 9, intercity_protocol::entry::Hash32([9; 32]))],
+            more: false,
+        }
+        .encode(),
         Response::Entries {
             entries: vec![w],
             more: true,

@@ -362,7 +362,7 @@ fn practices_with_bodies(city: &City, bodies: Vec<String>) -> Vec<WireEntry> {
         .collect()
 }
 
-/// The `/intercity/sync/6` frame codec, for a hostile peer that answers as it likes.
+/// The `/intercity/sync/7` frame codec, for a hostile peer that answers as it likes.
 #[derive(Clone, Default)]
 pub struct RawSync;
 
@@ -489,7 +489,7 @@ pub fn tcp_swarm<B: libp2p::swarm::NetworkBehaviour>(
         .build()
 }
 
-/// A swarm whose only behaviour is request-response on `/intercity/sync/6` with `codec`: a
+/// A swarm whose only behaviour is request-response on `/intercity/sync/7` with `codec`: a
 /// peer that speaks the sync protocol as its owner likes.
 pub fn sync_swarm<C>(
     keypair: libp2p::identity::Keypair,

@@ -50,6 +50,14 @@ fn constants() -> BTreeMap<&'static str, u64> {
         ("MAX_INFLIGHT_RANGES", n(net::MAX_INFLIGHT_RANGES)),
         ("MAX_READ_AHEAD", n(net::MAX_READ_AHEAD)),
         ("NUDGE_FANOUT", n(intercity_protocol::session::NUDGE_FANOUT)),
+        (
+            "MAX_PAGES_PER_EXCHANGE",
+            n(intercity_protocol::session::MAX_PAGES_PER_EXCHANGE),
+        ),
+        (
+            "MAX_HEADS_KEPT",
+            n(intercity_protocol::session::MAX_HEADS_KEPT),
+        ),
         ("MAX_ADDRS", n(intercity_protocol::record::MAX_ADDRS)),
         ("MAX_FOREIGN_AUTHORS", n(net::MAX_FOREIGN_AUTHORS)),
         (

@@ -152,7 +152,7 @@ async fn half_open_sockets_from_one_host_do_not_keep_roster_cities_out() {
 }
 
 /// A request-response codec that sends frames claiming `FLOOD_FRAME` bytes and then sends them
-/// all: what a guest flooding `/intercity/sync/6` writes.
+/// all: what a guest flooding `/intercity/sync/7` writes.
 #[derive(Clone, Default)]
 struct Flood;
 
@@ -597,7 +597,7 @@ async fn a_peer_holding_a_feed_hostage_is_bypassed_and_penalized() {
                             Request::Heads(_) => {
                                 let _ = mallory
                                     .behaviour_mut()
-                                    .send_response(channel, Response::Heads(vec![(feed, u64::MAX, intercity_protocol::entry::Hash32::default())]));
+                                    .send_response(channel, Response::Heads { heads: vec![(feed, u64::MAX, intercity_protocol::entry::Hash32::default())], more: false });
                             }
                             Request::Digest(_) => {
                                 let _ = mallory.behaviour_mut().send_response(channel, Response::Differ);
@@ -776,7 +776,7 @@ async fn a_guest_is_not_offered_the_relay_autonat_or_hole_punching() {
             "a guest is offered {p}: {guest:?}"
         );
     }
-    assert!(guest.iter().any(|g| g == "/intercity/sync/6"), "{guest:?}");
+    assert!(guest.iter().any(|g| g == "/intercity/sync/7"), "{guest:?}");
     // The same peer once in the roster is offered them (DCUtR only ever on relayed connections).
     rome.trust_key(&stranger, "Riga").await;
     let member = protocols_offered(&rome, keypair()).await;

@@ -67,7 +67,7 @@ async fn a_city_behind_its_own_feed_refuses_edits_until_it_has_it_back() {
                             Request::Heads(_) => {
                                 let _ = brno
                                     .behaviour_mut()
-                                    .send_response(channel, Response::Heads(vec![(feed, 3, head_hash)]));
+                                    .send_response(channel, Response::Heads { heads: vec![(feed, 3, head_hash)], more: false });
                             }
                             Request::Digest(_) => {
                                 let _ = brno.behaviour_mut().send_response(channel, Response::Differ);
@@ -436,7 +436,10 @@ async fn a_false_claim_on_a_citys_own_feed_does_not_block_it() {
     let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
     let peer = intercity_tests::hostile::answering(&mallory_key, &milan.addr(), move |request| {
         match request {
-            Request::Heads(_) => Response::Heads(vec![(feed, u64::MAX, Hash32([9; 32]))]),
+            Request::Heads(_) => Response::Heads {
+                heads: vec![(feed, u64::MAX, Hash32([9; 32]))],
+                more: false,
+            },
             Request::Range { .. } => {
                 let _ = asked_tx.send(());
                 Response::Error {
@@ -483,7 +486,10 @@ async fn a_made_up_head_hash_is_a_strike() {
     milan.trust_key(&mallory_key, "Mallory").await;
     let peer = intercity_tests::hostile::answering(&mallory_key, &milan.addr(), move |request| {
         match request {
-            Request::Heads(_) => Response::Heads(vec![(feed, 2, Hash32([9; 32]))]),
+            Request::Heads(_) => Response::Heads {
+                heads: vec![(feed, 2, Hash32([9; 32]))],
+                more: false,
+            },
             Request::Range { from, .. } => Response::Entries {
                 entries: held.iter().skip(from as usize - 1).cloned().collect(),
                 more: false,

@@ -534,9 +534,10 @@ impl EventLoop {
                 // and fetches what it has and we lack: sync both ways in one round.
                 self.drive(Event::HeadsAsked(peer, theirs));
                 self.peers.entry(peer).or_default().last_sync = Some(now_ms());
-                self.heads_answer
-                    .take()
-                    .unwrap_or(Response::Heads(Vec::<Head>::new()))
+                self.heads_answer.take().unwrap_or(Response::Heads {
+                    heads: Vec::<Head>::new(),
+                    more: false,
+                })
             }
             Request::Digest(digest) => {
                 self.drive(Event::DigestAsked(peer, digest));
@@ -633,7 +634,7 @@ impl EventLoop {
                 debug!(%peer, ?other, "join not answered; presented again at the next connection");
             }
             (Pending::Sync(id, heads), response) => {
-                if heads && matches!(response, Response::Heads(_) | Response::InSync) {
+                if heads && matches!(response, Response::Heads { .. } | Response::InSync) {
                     self.peers.entry(peer).or_default().last_sync = Some(now_ms());
                 }
                 self.drive(Event::Answered(peer, id, response));

@@ -1,4 +1,4 @@
-//! The `/intercity/sync/6` protocol on the swarm: its frame codec, and one behaviour that
+//! The `/intercity/sync/7` protocol on the swarm: its frame codec, and one behaviour that
 //! serves roster cities and guests with different handlers.
 //!
 //! A roster city's connection gets the full protocol: frames up to [`MAX_FRAME_BYTES`] and
@@ -36,7 +36,7 @@ pub const MEMBER_STREAMS: usize = 64;
 /// Concurrent sync streams on a guest's connection.
 pub const GUEST_STREAMS: usize = 2;
 
-/// The frame codec of `/intercity/sync/6`: u32 big-endian length, then the message. Requests
+/// The frame codec of `/intercity/sync/7`: u32 big-endian length, then the message. Requests
 /// longer than `max_frame` are refused.
 #[derive(Clone)]
 pub struct SyncCodec {
@@ -163,7 +163,7 @@ pub enum SyncEvent {
     Guest(request_response::Event<Request, Response>),
 }
 
-/// `/intercity/sync/6` for roster cities and guests: a connection gets the members' handler if
+/// `/intercity/sync/7` for roster cities and guests: a connection gets the members' handler if
 /// its peer is trusted when it is established, else the guests' handler with small limits.
 pub struct SyncBehaviour {
     /// The roster cities' side; requests this node sends go through it.
