@@ -655,3 +655,80 @@ fn a_change_numbered_off_its_dependencies_leaves_the_record_readable_after_a_res
     let brno = City::open(b.path()).expect("reopen");
     assert_eq!(brno.record(id).expect("readable after a restart"), before);
 }
+
+/// A `Forks` answer takes each forked feed's lowest proof, through the fork index, as many as
+/// asked from where asked, going round; the same after a reopen (the index read again).
+#[test]
+fn the_lowest_fork_proof_of_each_feed_is_read_through_the_index() {
+    use intercity_protocol::entry::DocId;
+    use intercity_protocol::identity::CityKey;
+    use intercity_protocol::ingest::{Commit, ForkProof};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let city = milan(tmp.path());
+    let key = |n: u8| CityKey::from_secret([n; 32]);
+    let proof = |n: u8, seq: u64| {
+        let e = |t| {
+            sign_entry(
+                &key(n),
+                Scope::Federation,
+                seq,
+                // A backlink after the first seq.
+                Hash32([u8::from(seq > 1); 32]),
+                DocId([n; 16]),
+                b"x",
+                t,
+            )
+        };
+        ForkProof {
+            first: e(1),
+            second: e(2),
+        }
+    };
+    let proofs = vec![
+        proof(1, 5),
+        proof(1, 3),
+        proof(2, 7),
+        proof(3, 1),
+        proof(1, 9),
+    ];
+    city.store()
+        .apply_with(
+            Commit {
+                forks: proofs,
+                ..Commit::default()
+            },
+            true,
+        )
+        .expect("apply");
+    // Feeds sort by author; the lowest proofs, in that order.
+    let mut want = vec![proof(1, 3), proof(2, 7), proof(3, 1)];
+    want.sort_by_key(|p| p.first.header.feed());
+    let check = |city: &City| {
+        let store = city.store();
+        assert_eq!(store.lowest_forks(|_| true, 0, 64).expect("read"), want);
+        assert_eq!(
+            store.lowest_forks(|_| true, 7, 64).expect("read"),
+            want,
+            "all fit"
+        );
+        assert_eq!(
+            store.lowest_forks(|_| true, 4, 2).expect("read"),
+            vec![want[1].clone(), want[2].clone()],
+            "from the second (4 mod 3), two"
+        );
+        assert_eq!(
+            store.lowest_forks(|_| true, 2, 2).expect("read"),
+            vec![want[2].clone(), want[0].clone()],
+            "round the list"
+        );
+        let second = want[1].first.header.feed();
+        assert_eq!(
+            store.lowest_forks(|f| *f == second, 0, 64).expect("read"),
+            vec![want[1].clone()]
+        );
+        assert_eq!(store.fork_count().expect("count"), 5);
+    };
+    check(&city);
+    drop(city);
+    check(&City::open(tmp.path()).expect("reopen"));
+}

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use intercity_protocol::entry::{DocId, FeedId, Hash32, Scope};
 use intercity_protocol::identity::CityId;
-use intercity_protocol::ingest::{FeedHead, ForkProof, Ledger};
+use intercity_protocol::ingest::{FeedHead, Ledger};
 use intercity_protocol::session::{Action, Event, Source, View};
 use intercity_protocol::sync::{
     self, BATCH_TARGET_BYTES, Head, MAX_BATCH_ENTRIES, Request, Response, WireEntry,
@@ -567,23 +567,13 @@ impl EventLoop {
                 let p = self.peers.entry(peer).or_default();
                 p.forks_sent = p.forks_sent.wrapping_add(sync::MAX_FORK_PROOFS);
                 let sent = p.forks_sent;
+                // One proof per forked feed, its lowest: what settles the feed (§15.4).
                 return Answer::Later(Box::new(move |city: &City| {
-                    let proofs: Vec<ForkProof> = city
+                    let proofs = city
                         .store()
-                        .forks()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|p| shared.contains(&p.first.header.scope))
-                        .collect();
-                    let start = if proofs.len() > sync::MAX_FORK_PROOFS {
-                        sent % proofs.len()
-                    } else {
-                        0
-                    };
-                    let n = proofs.len().min(sync::MAX_FORK_PROOFS);
-                    Reply::Response(Response::Forks(
-                        proofs.into_iter().cycle().skip(start).take(n).collect(),
-                    ))
+                        .lowest_forks(|f| shared.contains(&f.scope), sent, sync::MAX_FORK_PROOFS)
+                        .unwrap_or_default();
+                    Reply::Response(Response::Forks(proofs))
                 }));
             }
         })

@@ -215,6 +215,53 @@ impl Store {
             .collect()
     }
 
+    /// The fork proof at the lowest seq of each forked feed that `keep` takes: at most `n`,
+    /// in feed order from the `skip`-th such feed on, going round (so that successive answers
+    /// can start further on). A feed's lowest proof is all a node needs of its proofs: the
+    /// lowest seq settles the feed (protocol.md §15.4). Read through the fork index: `n` rows,
+    /// not the whole column.
+    pub fn lowest_forks(
+        &self,
+        keep: impl Fn(&FeedId) -> bool,
+        skip: usize,
+        n: usize,
+    ) -> Result<Vec<ForkProof>, StoreError> {
+        let indexed: Option<Vec<(FeedId, u64)>> = self
+            .fork_index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|(_, lowest)| lowest.iter().map(|(f, s)| (*f, *s)).collect());
+        let lowest = match indexed {
+            Some(lowest) => lowest,
+            None => {
+                let mut index: ForkIndex = (0, std::collections::BTreeMap::new());
+                for p in self.forks()? {
+                    note_fork(&mut index, &p);
+                }
+                index.1.into_iter().collect()
+            }
+        };
+        let feeds: Vec<(FeedId, u64)> = lowest.into_iter().filter(|(f, _)| keep(f)).collect();
+        let start = if feeds.len() > n {
+            skip % feeds.len()
+        } else {
+            0
+        };
+        feeds
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(n.min(feeds.len()))
+            .map(|(feed, seq)| {
+                let row = self
+                    .get("forks", &feed_seq(&feed.to_bytes(), *seq))?
+                    .ok_or_else(|| self.corrupt("the fork index names a proof not held"))?;
+                ForkProof::decode(&row).map_err(|e| self.corrupt(e))
+            })
+            .collect()
+    }
+
     /// Counts of stored entries by status: (accepted, rejected, pending, quarantined).
     ///
     /// The entries are scanned once, the first time; every write then keeps the counts.
