@@ -703,7 +703,9 @@ impl EventLoop {
         let mut heard = false;
         let mut claimed: HashMap<intercity_protocol::entry::Scope, u64> = HashMap::new();
         for (pid, p) in &self.peers {
-            if !(p.connected && p.last_sync.is_some()) {
+            // A peer counts once its heads were shown whole (every page of a paged exchange):
+            // else a claim on a feed of a later page would come after the city signs again.
+            if !(p.connected && p.last_sync.is_some() && self.sync.heads_complete(pid)) {
                 continue;
             }
             heard = true;
@@ -741,7 +743,7 @@ impl EventLoop {
             .peers
             .iter()
             .map(|(pid, p)| {
-                let lag = sync::lag(&mine, self.sync.last_heads(pid));
+                let lag = self.lag(pid, &mine);
                 PeerStatus {
                     id: pid.to_base58(),
                     name: p.name.clone(),

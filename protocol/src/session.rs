@@ -52,15 +52,30 @@ pub const NUDGE_FANOUT: usize = 6;
 /// covers 160,000 shared feeds.
 pub const MAX_PAGES_PER_EXCHANGE: usize = 8;
 
-/// The most heads of one peer kept ([`Session::last_heads`]): those of the feeds after them
-/// are not kept, so a peer's claims there are not held against it, and its lag there is not
-/// shown.
+/// The most heads of one peer kept ([`Session::last_heads`]), but for those of this city's
+/// own feeds in the scopes shared with it: those of the feeds after them are not kept, so a
+/// peer's claims there are not held against it, and its lag there is not shown
+/// ([`Session::kept_below`]).
 pub const MAX_HEADS_KEPT: usize = MAX_PAGES_PER_EXCHANGE * MAX_HEADS;
+
+/// A heads exchange under way for this long no longer keeps another from starting with the
+/// same peer (its answers are expected long before: a request times out sooner).
+pub const EXCHANGE_STALL: Duration = Duration::from_secs(60);
 
 /// What the session reads of the node it runs for.
 pub trait View<P> {
-    /// The head of every feed held.
-    fn heads(&self) -> BTreeMap<FeedId, FeedHead>;
+    /// The head of `feed`, if it is held.
+    fn head(&self, feed: &FeedId) -> Option<FeedHead>;
+    /// The heads of the feeds held in the scopes `shared`, after `after` and up to `until`
+    /// ([`HeadsPage::covers`]), in feed order: the first `limit` of them. [`heads_between`]
+    /// gives them of a map of heads.
+    fn heads_between(
+        &self,
+        shared: &HashSet<Scope>,
+        after: Option<FeedId>,
+        until: Option<FeedId>,
+        limit: usize,
+    ) -> Vec<Head>;
     /// The scopes shared with `peer`: the federation, and the working groups it is a member of.
     fn shared_scopes(&self, peer: &P) -> HashSet<Scope>;
     /// The lowest seq of `feed` a fork proof is held at, if any.
@@ -227,6 +242,14 @@ struct PeerSync {
     /// Where the next heads exchange starts: after this feed if an exchange stopped at
     /// [`MAX_PAGES_PER_EXCHANGE`] there, else at the first.
     resume: Option<FeedId>,
+    /// How far pages of the peer's heads have come, one after another from the first feed.
+    coverage: Coverage,
+    /// The first feed whose head [`MAX_HEADS_KEPT`] left out, if any.
+    cut: Option<FeedId>,
+    /// When the heads exchange this node started with the peer began, while under way.
+    exchange: Option<Duration>,
+    /// Another exchange was asked for while one was under way: it starts once that one ends.
+    again: bool,
     /// Range requests in flight: the seq asked from, and when. A fetch stays in flight until
     /// its answer is judged.
     inflight: BTreeMap<FeedId, (u64, Duration)>,
@@ -239,6 +262,18 @@ struct PeerSync {
     /// node holds: feed -> that seq. (Probes after an entry it relayed are not kept here: a
     /// relay answers for what it holds, not for what it forwarded.)
     probes: BTreeMap<FeedId, u64>,
+}
+
+/// How far a peer's heads are known, page after page from the first feed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Coverage {
+    /// No run of pages from the first feed yet.
+    #[default]
+    None,
+    /// From the first feed up to and including this one.
+    UpTo(FeedId),
+    /// Every feed, at least once.
+    All,
 }
 
 /// A range asked ahead: from this seq, at this time, by this request.
@@ -322,9 +357,24 @@ impl<P: Ord + Clone> Session<P> {
         }
     }
 
-    /// The heads `peer` showed last.
+    /// The heads `peer` showed last, in feed order (at most [`MAX_HEADS_KEPT`], but for this
+    /// city's own feeds).
     pub fn last_heads(&self, peer: &P) -> &[Head] {
         self.peers.get(peer).map_or(&[], |p| &p.last_heads)
+    }
+
+    /// Whether pages of `peer`'s heads have shown every feed at least once (or an `InSync`
+    /// showed them all): [`Session::last_heads`] is then what it holds, as of each page.
+    pub fn heads_complete(&self, peer: &P) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| p.coverage == Coverage::All)
+    }
+
+    /// The first feed whose head of `peer` was left out by [`MAX_HEADS_KEPT`]: its heads of
+    /// that feed and the feeds after it are not kept, but for this city's own feeds.
+    pub fn kept_below(&self, peer: &P) -> Option<FeedId> {
+        self.peers.get(peer).and_then(|p| p.cut)
     }
 
     /// Requests sent and not answered yet.
@@ -352,6 +402,8 @@ impl<P: Ord + Clone> Session<P> {
             Event::Disconnected(peer) => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.connected = false;
+                    p.exchange = None;
+                    p.again = false;
                     p.inflight.clear();
                     p.ahead.clear();
                     p.dropped.clear();
@@ -363,10 +415,10 @@ impl<P: Ord + Clone> Session<P> {
                 }
             }
             Event::DigestAsked(peer, theirs) => {
-                let mine = heads_in(&view.heads(), &view.shared_scopes(&peer));
+                let mine = view.heads_between(&view.shared_scopes(&peer), None, None, usize::MAX);
                 let response = if sync::heads_digest(&mine, |f| view.fork_seq(f)) == theirs {
                     // The requester holds what we hold: its heads are ours.
-                    self.peers.entry(peer.clone()).or_default().last_heads = mine;
+                    self.in_sync(&peer, mine);
                     Response::InSync
                 } else {
                     Response::Differ
@@ -377,13 +429,13 @@ impl<P: Ord + Clone> Session<P> {
                 // The requester offers the scopes it shares with us by its own view (a group
                 // may be new to us); its Range answers are gated by it. We answer for ours,
                 // of the same feeds.
-                let (held, shared) = (view.heads(), view.shared_scopes(&peer));
+                let shared = view.shared_scopes(&peer);
                 let (after, until) = (theirs.after, theirs.until);
-                let mut mine = heads_between(&held, &shared, after, until, MAX_HEADS + 1);
+                let mut mine = view.heads_between(&shared, after, until, MAX_HEADS + 1);
                 let more = mine.len() > MAX_HEADS;
                 mine.truncate(MAX_HEADS);
                 // Sync both ways in one round: fetch what the requester has and we lack.
-                self.on_heads(&peer, theirs.heads, (after, until), &held, &shared);
+                self.on_heads(&peer, theirs.heads, (after, until), &shared, view);
                 let answer = Response::Heads { heads: mine, more };
                 self.out.push(Action::Respond(peer, answer));
             }
@@ -394,6 +446,7 @@ impl<P: Ord + Clone> Session<P> {
                     self.on_response(peer, asked, response, view);
                 }
             }
+            Event::Failed(peer, id) | Event::Unsent(peer, id) if self.exchange_ends(&peer, id) => {}
             Event::Failed(peer, id) => {
                 if let Some((_, Asked::Range(feed, from))) = self.asked.remove(&id)
                     && !self.was_dropped(&peer, id)
@@ -454,22 +507,73 @@ impl<P: Ord + Clone> Session<P> {
     /// Starts an exchange with `peer` by the digest of our heads: one small round trip when
     /// the two hold the same, else the heads follow.
     fn send_digest(&mut self, peer: P, view: &impl View<P>) {
-        let heads = heads_in(&view.heads(), &view.shared_scopes(&peer));
+        let heads = view.heads_between(&view.shared_scopes(&peer), None, None, usize::MAX);
         let digest = sync::heads_digest(&heads, |f| view.fork_seq(f));
         self.request(peer, Request::Digest(digest), Asked::Digest(heads));
     }
 
-    /// Starts a heads exchange with `peer`, where the last one stopped.
+    /// The peer's heads are ours (its digest of them is ours): kept as its, every feed shown.
+    fn in_sync(&mut self, peer: &P, mut heads: Vec<Head>) {
+        let p = self.peers.entry(peer.clone()).or_default();
+        p.cut = heads.get(MAX_HEADS_KEPT).map(|(f, _, _)| *f);
+        let me = self.me;
+        let mut i = 0;
+        heads.retain(|(f, _, _)| {
+            i += 1;
+            i <= MAX_HEADS_KEPT || f.author == me
+        });
+        p.last_heads = heads;
+        p.coverage = Coverage::All;
+    }
+
+    /// Starts a heads exchange with `peer`, where the last one stopped; if one is under way,
+    /// another follows it once it ends.
     fn send_heads(&mut self, peer: P, view: &impl View<P>) {
-        let after = self.peers.get(&peer).and_then(|p| p.resume);
+        let now = self.now;
+        let p = self.peers.entry(peer.clone()).or_default();
+        if p.exchange
+            .is_some_and(|at| now.saturating_sub(at) < EXCHANGE_STALL)
+        {
+            p.again = true;
+            return;
+        }
+        (p.exchange, p.again) = (Some(now), false);
+        let after = p.resume;
         self.send_page(peer, view, after, 0);
+    }
+
+    /// The heads exchange with `peer` ended, answered to its last page (`done`) or not: an
+    /// exchange asked for meanwhile starts now if it was.
+    fn end_exchange(&mut self, peer: &P, done: bool, view: &impl View<P>) {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let again = std::mem::take(&mut p.again) && done && p.connected;
+        p.exchange = None;
+        if again {
+            self.send_heads(peer.clone(), view);
+        }
+    }
+
+    /// Request `id` to `peer` failed or was not sent: if it was a heads page, its exchange
+    /// ends there (no other starts after it: a peer that does not answer is not asked again
+    /// at once).
+    fn exchange_ends(&mut self, peer: &P, id: ReqId) -> bool {
+        if !matches!(self.asked.get(&id), Some((_, Asked::Heads { .. }))) {
+            return false;
+        }
+        self.asked.remove(&id);
+        if let Some(p) = self.peers.get_mut(peer) {
+            (p.exchange, p.again) = (None, false);
+        }
+        true
     }
 
     /// Our heads of the feeds after `after`, in the scopes shared with `peer`: the first
     /// [`MAX_HEADS`], the page ending at the last of them if we hold more.
     fn send_page(&mut self, peer: P, view: &impl View<P>, after: Option<FeedId>, page: usize) {
         let shared = view.shared_scopes(&peer);
-        let mut heads = heads_between(&view.heads(), &shared, after, None, MAX_HEADS + 1);
+        let mut heads = view.heads_between(&shared, after, None, MAX_HEADS + 1);
         let until = if heads.len() > MAX_HEADS {
             heads.truncate(MAX_HEADS);
             heads.last().map(|(f, _, _)| *f)
@@ -550,16 +654,37 @@ impl<P: Ord + Clone> Session<P> {
         peer: &P,
         theirs: Vec<Head>,
         (after, until): (Option<FeedId>, Option<FeedId>),
-        held: &BTreeMap<FeedId, FeedHead>,
         shared: &HashSet<Scope>,
+        view: &impl View<P>,
     ) {
         self.note_own_feeds(peer, &theirs, shared);
-        self.fetch(peer, &theirs, held);
-        let kept = &mut self.peers.entry(peer.clone()).or_default().last_heads;
+        self.fetch(peer, &theirs, view);
+        let me = self.me;
+        let p = self.peers.entry(peer.clone()).or_default();
+        let kept = &mut p.last_heads;
         let start = kept.partition_point(|(f, _, _)| after.is_some_and(|a| *f <= a));
         let end = kept.partition_point(|(f, _, _)| until.is_none_or(|u| *f <= u));
         kept.splice(start..end.max(start), theirs);
-        kept.truncate(MAX_HEADS_KEPT);
+        if kept.len() > MAX_HEADS_KEPT {
+            // This city's own feeds in the scopes shared stay (a bounded set): a restored city
+            // must see every claim on them (docs/operations.md §6).
+            p.cut = Some(kept[MAX_HEADS_KEPT].0);
+            let mut i = 0;
+            kept.retain(|(f, _, _)| {
+                i += 1;
+                i <= MAX_HEADS_KEPT || (f.author == me && shared.contains(&f.scope))
+            });
+        }
+        p.coverage = match (p.coverage, after) {
+            (Coverage::All, _) => Coverage::All,
+            (_, None) => until.map_or(Coverage::All, Coverage::UpTo),
+            // A page from within what is covered (a responder's answer may have covered less
+            // than the page asked, and the next page starts there) carries it on.
+            (Coverage::UpTo(to), Some(a)) if a <= to => {
+                until.map_or(Coverage::All, |u| Coverage::UpTo(u.max(to)))
+            }
+            (c, _) => c,
+        };
     }
 
     /// The peer answered a heads page: the next page follows, or, once the last feed was
@@ -578,9 +703,10 @@ impl<P: Ord + Clone> Session<P> {
             .any(|(f, _, _)| !HeadsPage::covers(after, until, f));
         if outside || (more && heads.len() < MAX_HEADS) {
             self.out.push(Action::Penalize(
-                peer,
+                peer.clone(),
                 "a heads answer that is not of the page asked".into(),
             ));
+            self.end_exchange(&peer, false, view);
             return;
         }
         // With `more`, the answer covers the feeds up to its last head; the next page starts
@@ -591,30 +717,32 @@ impl<P: Ord + Clone> Session<P> {
             until
         };
         let shared = view.shared_scopes(&peer);
-        self.on_heads(&peer, heads, (after, reached), &view.heads(), &shared);
+        self.on_heads(&peer, heads, (after, reached), &shared, view);
         match reached {
             Some(next) if page + 1 < MAX_PAGES_PER_EXCHANGE => {
                 self.send_page(peer, view, Some(next), page + 1);
             }
             _ => {
                 self.peers.entry(peer.clone()).or_default().resume = reached;
-                self.request(peer, Request::Forks, Asked::Forks);
+                self.request(peer.clone(), Request::Forks, Asked::Forks);
+                self.end_exchange(&peer, true, view);
             }
         }
     }
 
     /// Asks `peer` for what its heads show this node lacks; closed feeds (frozen or exhausted)
     /// count as complete.
-    fn fetch(&mut self, peer: &P, theirs: &[Head], held: &BTreeMap<FeedId, FeedHead>) {
-        let mine: BTreeMap<FeedId, (u64, Hash32)> = held
+    fn fetch(&mut self, peer: &P, theirs: &[Head], view: &impl View<P>) {
+        let mine: BTreeMap<FeedId, (u64, Hash32)> = theirs
             .iter()
-            .map(|(&f, h)| {
+            .filter_map(|(f, _, _)| {
+                let h = view.head(f)?;
                 let head = if h.closed() {
                     (u64::MAX, Hash32::default())
                 } else {
                     (h.seq, h.hash)
                 };
-                (f, head)
+                Some((*f, head))
             })
             .collect();
         for want in sync::wants(&mine, theirs) {
@@ -729,19 +857,26 @@ impl<P: Ord + Clone> Session<P> {
             (Asked::Range(feed, from), _) => self.on_range(peer, feed, from, Vec::new(), false),
             (Asked::Forks, Response::Forks(proofs)) => self.on_fork_proofs(peer, proofs, view),
             // Entries nobody asked for (the node's codec unpacked them already): a strike.
-            (Asked::Digest(_) | Asked::Heads { .. } | Asked::Forks, Response::Packed(_)) => {
+            (
+                asked @ (Asked::Digest(_) | Asked::Heads { .. } | Asked::Forks),
+                Response::Packed(_),
+            ) => {
                 self.out.push(Action::Penalize(
-                    peer,
+                    peer.clone(),
                     "packed entries answering a request for no range".into(),
                 ));
+                if matches!(asked, Asked::Heads { .. }) {
+                    self.end_exchange(&peer, false, view);
+                }
             }
             (Asked::Digest(heads), Response::InSync) => {
                 // Same heads and forks: nothing to fetch either way, no fork proof to ask.
-                self.peers.entry(peer).or_default().last_heads = heads;
+                self.in_sync(&peer, heads);
             }
             // Different, or not answered as asked: the heads themselves.
             (Asked::Digest(_), _) => self.send_heads(peer, view),
-            (Asked::Heads { .. } | Asked::Forks, _) => {}
+            (Asked::Heads { .. }, _) => self.end_exchange(&peer, false, view),
+            (Asked::Forks, _) => {}
         }
     }
 
@@ -814,13 +949,12 @@ impl<P: Ord + Clone> Session<P> {
     /// the peer here), the other is a fork, which settles the feed from that seq. A proof that
     /// does not verify is a strike.
     fn on_fork_proofs(&mut self, peer: P, proofs: Vec<ForkProof>, view: &impl View<P>) {
-        let heads = view.heads();
         let mut entries = Vec::new();
         for proof in proofs {
             // Feeds not held far enough, or settled already, first: no signature to check.
             let feed = proof.first.header.feed();
             let seq = proof.first.header.seq;
-            let Some(head) = heads.get(&feed) else {
+            let Some(head) = view.head(&feed) else {
                 continue;
             };
             if head.seq < seq || view.fork_seq(&feed).is_some_and(|s| s <= seq) {
@@ -1050,14 +1184,9 @@ impl PeerSync {
     }
 }
 
-/// The heads (seq and hash) of the feeds held in the scopes `shared`.
-fn heads_in(held: &BTreeMap<FeedId, FeedHead>, shared: &HashSet<Scope>) -> Vec<Head> {
-    heads_between(held, shared, None, None, usize::MAX)
-}
-
-/// The first `limit` heads of the feeds held in the scopes `shared`, after `after` and up to
-/// `until` ([`HeadsPage::covers`]).
-fn heads_between(
+/// The first `limit` heads of the feeds of `held` in the scopes `shared`, after `after` and up
+/// to `until` ([`HeadsPage::covers`]; none if `until` is not after `after`), in feed order.
+pub fn heads_between(
     held: &BTreeMap<FeedId, FeedHead>,
     shared: &HashSet<Scope>,
     after: Option<FeedId>,
@@ -1065,6 +1194,11 @@ fn heads_between(
     limit: usize,
 ) -> Vec<Head> {
     use std::ops::Bound::{Excluded, Included, Unbounded};
+    if let (Some(a), Some(u)) = (after, until)
+        && a >= u
+    {
+        return Vec::new();
+    }
     let range = (
         after.map_or(Unbounded, Excluded),
         until.map_or(Unbounded, Included),

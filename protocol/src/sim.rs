@@ -162,8 +162,18 @@ struct Node {
 struct LedgerView<'a>(&'a MemLedger);
 
 impl View<usize> for LedgerView<'_> {
-    fn heads(&self) -> BTreeMap<FeedId, FeedHead> {
-        self.0.heads.clone()
+    fn head(&self, feed: &FeedId) -> Option<FeedHead> {
+        self.0.heads.get(feed).copied()
+    }
+
+    fn heads_between(
+        &self,
+        shared: &HashSet<Scope>,
+        after: Option<FeedId>,
+        until: Option<FeedId>,
+        limit: usize,
+    ) -> Vec<crate::sync::Head> {
+        crate::session::heads_between(&self.0.heads, shared, after, until, limit)
     }
 
     fn shared_scopes(&self, _peer: &usize) -> HashSet<Scope> {

@@ -134,13 +134,21 @@ struct NodeView<'a> {
 }
 
 impl View<PeerId> for NodeView<'_> {
-    fn heads(&self) -> BTreeMap<FeedId, FeedHead> {
+    fn head(&self, feed: &FeedId) -> Option<FeedHead> {
+        Ledger::head(self.city.store(), feed).ok().flatten()
+    }
+
+    fn heads_between(
+        &self,
+        shared: &HashSet<Scope>,
+        after: Option<FeedId>,
+        until: Option<FeedId>,
+        limit: usize,
+    ) -> Vec<Head> {
         self.city
             .store()
-            .feeds()
+            .heads_between(shared, after, until, limit)
             .unwrap_or_default()
-            .into_iter()
-            .collect()
     }
 
     fn shared_scopes(&self, peer: &PeerId) -> HashSet<Scope> {
@@ -245,6 +253,28 @@ impl EventLoop {
     /// Starts a heads exchange with `peer`.
     pub(super) fn send_heads(&mut self, peer: PeerId) {
         self.drive(Event::Exchange(peer));
+    }
+
+    /// Per scope, how many entries this node is behind and ahead of `peer`'s last heads
+    /// (`sync::lag`), `mine` being every feed's seq held here. Feeds from the first one whose
+    /// head of the peer is not kept (`Session::kept_below`) are not counted, but for this
+    /// city's own, whose heads are kept.
+    pub(super) fn lag(
+        &self,
+        peer: &PeerId,
+        mine: &BTreeMap<FeedId, u64>,
+    ) -> BTreeMap<Scope, (u64, u64)> {
+        let theirs = self.sync.last_heads(peer);
+        let Some(cut) = self.sync.kept_below(peer) else {
+            return sync::lag(mine, theirs);
+        };
+        let me = self.city.key_id();
+        let shown = mine
+            .iter()
+            .filter(|(f, _)| **f < cut || f.author == me)
+            .map(|(f, s)| (*f, *s))
+            .collect();
+        sync::lag(&shown, theirs)
     }
 
     /// Heads of every feed held, with their hashes.

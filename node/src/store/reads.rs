@@ -207,6 +207,29 @@ impl Store {
         }
     }
 
+    /// The heads of the feeds held in the scopes `shared`, after `after` and up to `until`,
+    /// in feed order: the first `limit` of them (`session::heads_between`), read under the
+    /// heads' lock, without a copy of them all.
+    pub fn heads_between(
+        &self,
+        shared: &std::collections::HashSet<intercity_protocol::entry::Scope>,
+        after: Option<FeedId>,
+        until: Option<FeedId>,
+        limit: usize,
+    ) -> Result<Vec<intercity_protocol::sync::Head>, StoreError> {
+        use intercity_protocol::session::heads_between;
+        if let Some(heads) = self
+            .heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            return Ok(heads_between(heads, shared, after, until, limit));
+        }
+        let heads = self.scan_heads()?.into_iter().collect();
+        Ok(heads_between(&heads, shared, after, until, limit))
+    }
+
     /// Every fork proof held.
     pub fn forks(&self) -> Result<Vec<ForkProof>, StoreError> {
         self.scan("forks", &[])?
