@@ -58,8 +58,9 @@ pub const MAX_PAGES_PER_EXCHANGE: usize = 8;
 /// ([`Session::kept_below`]).
 pub const MAX_HEADS_KEPT: usize = MAX_PAGES_PER_EXCHANGE * MAX_HEADS;
 
-/// A heads exchange under way for this long no longer keeps another from starting with the
-/// same peer (its answers are expected long before: a request times out sooner).
+/// A heads exchange whose last page went out this long ago no longer keeps another from
+/// starting with the same peer (an answer is expected long before: a request times out
+/// sooner).
 pub const EXCHANGE_STALL: Duration = Duration::from_secs(60);
 
 /// What the session reads of the node it runs for.
@@ -246,8 +247,9 @@ struct PeerSync {
     coverage: Coverage,
     /// The first feed whose head [`MAX_HEADS_KEPT`] left out, if any.
     cut: Option<FeedId>,
-    /// When the heads exchange this node started with the peer began, while under way.
-    exchange: Option<Duration>,
+    /// The heads exchange this node started with the peer, while under way: when its last page
+    /// went out, and its token (the id of its first request), so that only it can end itself.
+    exchange: Option<(Duration, u64)>,
     /// Another exchange was asked for while one was under way: it starts once that one ends.
     again: bool,
     /// Range requests in flight: the seq asked from, and when. A fetch stays in flight until
@@ -319,6 +321,7 @@ enum Asked {
         after: Option<FeedId>,
         until: Option<FeedId>,
         page: usize,
+        ex: u64,
     },
     /// A range of this feed from this seq.
     Range(FeedId, u64),
@@ -404,6 +407,7 @@ impl<P: Ord + Clone> Session<P> {
                     p.connected = false;
                     p.exchange = None;
                     p.again = false;
+                    p.coverage = Coverage::None;
                     p.inflight.clear();
                     p.ahead.clear();
                     p.dropped.clear();
@@ -532,22 +536,26 @@ impl<P: Ord + Clone> Session<P> {
         let now = self.now;
         let p = self.peers.entry(peer.clone()).or_default();
         if p.exchange
-            .is_some_and(|at| now.saturating_sub(at) < EXCHANGE_STALL)
+            .is_some_and(|(at, _)| now.saturating_sub(at) < EXCHANGE_STALL)
         {
             p.again = true;
             return;
         }
-        (p.exchange, p.again) = (Some(now), false);
+        let ex = self.next_id;
+        (p.exchange, p.again) = (Some((now, ex)), false);
         let after = p.resume;
-        self.send_page(peer, view, after, 0);
+        self.send_page(peer, view, after, 0, ex);
     }
 
     /// The heads exchange with `peer` ended, answered to its last page (`done`) or not: an
     /// exchange asked for meanwhile starts now if it was.
-    fn end_exchange(&mut self, peer: &P, done: bool, view: &impl View<P>) {
+    fn end_exchange(&mut self, peer: &P, ex: u64, done: bool, view: &impl View<P>) {
         let Some(p) = self.peers.get_mut(peer) else {
             return;
         };
+        if p.exchange.is_none_or(|(_, e)| e != ex) {
+            return;
+        }
         let again = std::mem::take(&mut p.again) && done && p.connected;
         p.exchange = None;
         if again {
@@ -559,11 +567,14 @@ impl<P: Ord + Clone> Session<P> {
     /// ends there (no other starts after it: a peer that does not answer is not asked again
     /// at once).
     fn exchange_ends(&mut self, peer: &P, id: ReqId) -> bool {
-        if !matches!(self.asked.get(&id), Some((_, Asked::Heads { .. }))) {
+        let Some((_, Asked::Heads { ex, .. })) = self.asked.get(&id) else {
             return false;
-        }
+        };
+        let ex = *ex;
         self.asked.remove(&id);
-        if let Some(p) = self.peers.get_mut(peer) {
+        if let Some(p) = self.peers.get_mut(peer)
+            && p.exchange.is_some_and(|(_, e)| e == ex)
+        {
             (p.exchange, p.again) = (None, false);
         }
         true
@@ -571,7 +582,22 @@ impl<P: Ord + Clone> Session<P> {
 
     /// Our heads of the feeds after `after`, in the scopes shared with `peer`: the first
     /// [`MAX_HEADS`], the page ending at the last of them if we hold more.
-    fn send_page(&mut self, peer: P, view: &impl View<P>, after: Option<FeedId>, page: usize) {
+    fn send_page(
+        &mut self,
+        peer: P,
+        view: &impl View<P>,
+        after: Option<FeedId>,
+        page: usize,
+        ex: u64,
+    ) {
+        // The stall runs from the page last sent: a slow exchange is not a stalled one.
+        let now = self.now;
+        if let Some(p) = self.peers.get_mut(&peer)
+            && let Some((at, e)) = p.exchange.as_mut()
+            && *e == ex
+        {
+            *at = now;
+        }
         let shared = view.shared_scopes(&peer);
         let mut heads = view.heads_between(&shared, after, None, MAX_HEADS + 1);
         let until = if heads.len() > MAX_HEADS {
@@ -585,7 +611,16 @@ impl<P: Ord + Clone> Session<P> {
             until,
             heads,
         });
-        self.request(peer, request, Asked::Heads { after, until, page });
+        self.request(
+            peer,
+            request,
+            Asked::Heads {
+                after,
+                until,
+                page,
+                ex,
+            },
+        );
     }
 
     /// Which fetch of `feed` from `peer` a range asked from `from` belongs to.
@@ -668,16 +703,28 @@ impl<P: Ord + Clone> Session<P> {
         if kept.len() > MAX_HEADS_KEPT {
             // This city's own feeds in the scopes shared stay (a bounded set): a restored city
             // must see every claim on them (docs/operations.md §6).
-            p.cut = Some(kept[MAX_HEADS_KEPT].0);
-            let mut i = 0;
+            let (mut i, mut cut) = (0, None);
             kept.retain(|(f, _, _)| {
+                if f.author == me && shared.contains(&f.scope) {
+                    return true;
+                }
                 i += 1;
-                i <= MAX_HEADS_KEPT || (f.author == me && shared.contains(&f.scope))
+                if i > MAX_HEADS_KEPT {
+                    cut.get_or_insert(*f);
+                    return false;
+                }
+                true
             });
+            if cut.is_some() {
+                p.cut = cut;
+            }
         }
         p.coverage = match (p.coverage, after) {
             (Coverage::All, _) => Coverage::All,
-            (_, None) => until.map_or(Coverage::All, Coverage::UpTo),
+            (Coverage::UpTo(to), None) => {
+                until.map_or(Coverage::All, |u| Coverage::UpTo(u.max(to)))
+            }
+            (Coverage::None, None) => until.map_or(Coverage::All, Coverage::UpTo),
             // A page from within what is covered (a responder's answer may have covered less
             // than the page asked, and the next page starts there) carries it on.
             (Coverage::UpTo(to), Some(a)) if a <= to => {
@@ -692,7 +739,7 @@ impl<P: Ord + Clone> Session<P> {
     fn on_heads_page(
         &mut self,
         peer: P,
-        (after, until, page): (Option<FeedId>, Option<FeedId>, usize),
+        (after, until, page, ex): (Option<FeedId>, Option<FeedId>, usize, u64),
         (heads, more): (Vec<Head>, bool),
         view: &impl View<P>,
     ) {
@@ -706,7 +753,7 @@ impl<P: Ord + Clone> Session<P> {
                 peer.clone(),
                 "a heads answer that is not of the page asked".into(),
             ));
-            self.end_exchange(&peer, false, view);
+            self.end_exchange(&peer, ex, false, view);
             return;
         }
         // With `more`, the answer covers the feeds up to its last head; the next page starts
@@ -720,12 +767,12 @@ impl<P: Ord + Clone> Session<P> {
         self.on_heads(&peer, heads, (after, reached), &shared, view);
         match reached {
             Some(next) if page + 1 < MAX_PAGES_PER_EXCHANGE => {
-                self.send_page(peer, view, Some(next), page + 1);
+                self.send_page(peer, view, Some(next), page + 1, ex);
             }
             _ => {
                 self.peers.entry(peer.clone()).or_default().resume = reached;
                 self.request(peer.clone(), Request::Forks, Asked::Forks);
-                self.end_exchange(&peer, true, view);
+                self.end_exchange(&peer, ex, true, view);
             }
         }
     }
@@ -823,8 +870,16 @@ impl<P: Ord + Clone> Session<P> {
 
     fn on_response(&mut self, peer: P, asked: Asked, response: Response, view: &impl View<P>) {
         match (asked, response) {
-            (Asked::Heads { after, until, page }, Response::Heads { heads, more }) => {
-                self.on_heads_page(peer, (after, until, page), (heads, more), view);
+            (
+                Asked::Heads {
+                    after,
+                    until,
+                    page,
+                    ex,
+                },
+                Response::Heads { heads, more },
+            ) => {
+                self.on_heads_page(peer, (after, until, page, ex), (heads, more), view);
             }
             // The answer to a range asked ahead that is no longer wanted (the answer before it
             // ended the fetch otherwise): nothing to judge.
@@ -865,8 +920,8 @@ impl<P: Ord + Clone> Session<P> {
                     peer.clone(),
                     "packed entries answering a request for no range".into(),
                 ));
-                if matches!(asked, Asked::Heads { .. }) {
-                    self.end_exchange(&peer, false, view);
+                if let Asked::Heads { ex, .. } = asked {
+                    self.end_exchange(&peer, ex, false, view);
                 }
             }
             (Asked::Digest(heads), Response::InSync) => {
@@ -875,7 +930,7 @@ impl<P: Ord + Clone> Session<P> {
             }
             // Different, or not answered as asked: the heads themselves.
             (Asked::Digest(_), _) => self.send_heads(peer, view),
-            (Asked::Heads { .. }, _) => self.end_exchange(&peer, false, view),
+            (Asked::Heads { ex, .. }, _) => self.end_exchange(&peer, ex, false, view),
             (Asked::Forks, _) => {}
         }
     }

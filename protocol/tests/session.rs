@@ -1,6 +1,6 @@
 //! The sync session driven by hand: what it does with hostile answers.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::time::Duration;
 
 use intercity_protocol::entry::{FeedId, Hash32, Scope};
@@ -9,7 +9,7 @@ use intercity_protocol::ingest::FeedHead;
 use intercity_protocol::session::{
     Action, Event, Outcome, RANGE_STALL, ReqId, Session, Source, View,
 };
-use intercity_protocol::sync::{Head, HeadsPage, Request, Response};
+use intercity_protocol::sync::{Head, HeadsPage, MAX_HEADS, Request, Response};
 
 /// A node that holds nothing.
 struct Empty;
@@ -647,8 +647,7 @@ fn exchange(
 ) -> ([BTreeSet<FeedId>; 2], usize) {
     let mut asked: [BTreeSet<FeedId>; 2] = Default::default();
     let mut largest = 0;
-    let mut queue: std::collections::VecDeque<(u32, Action<u32>)> =
-        first.into_iter().map(|a| (0, a)).collect();
+    let mut queue: VecDeque<(u32, Action<u32>)> = first.into_iter().map(|a| (0, a)).collect();
     let now = Duration::ZERO;
     while let Some((from, action)) = queue.pop_front() {
         let Action::Send { peer, id, request } = action else {
@@ -710,7 +709,6 @@ fn exchange(
 /// `MAX_HEADS` groups.)
 #[test]
 fn heads_over_one_message_travel_in_pages() {
-    use intercity_protocol::sync::MAX_HEADS;
     let n = 2 * MAX_HEADS + 5;
     let b: BTreeMap<FeedId, FeedHead> = (0..n).map(|i| (nth_feed(i), head_at(1))).collect();
     let mut a = b.clone();
@@ -808,7 +806,6 @@ fn an_exchange_over_its_pages_goes_on_at_the_next() {
 /// strike: pages must move on.
 #[test]
 fn a_heads_answer_outside_its_page_is_struck() {
-    use intercity_protocol::sync::MAX_HEADS;
     let v = Held((0..=MAX_HEADS).map(|i| (nth_feed(i), head_at(1))).collect());
     let head = |i: usize| (nth_feed(i), 1, Hash32([1; 32]));
     for (heads, more, struck) in [
@@ -1010,4 +1007,272 @@ fn a_page_that_ends_before_it_starts_is_answered_empty() {
             }
         )]
     );
+}
+
+/// Two sessions; the requests each sends wait in its queue until delivered (a second review's
+/// harness).
+struct Net {
+    s: [Session<u32>; 2],
+    v: [Held; 2],
+    q: [VecDeque<(ReqId, Request)>; 2],
+    now: Duration,
+}
+
+impl Net {
+    /// Queues the requests among `out`, each from the side it was sent to the other.
+    fn take(&mut self, out: Vec<Action<u32>>) {
+        for a in out {
+            if let Action::Send { peer, id, request } = a {
+                let from = 1 - peer as usize;
+                self.q[from].push_back((id, request));
+            }
+        }
+    }
+    /// Delivers the oldest request of `i` to the other side, and its answer back.
+    fn deliver(&mut self, i: usize) -> Option<&'static str> {
+        let (id, req) = self.q[i].pop_front()?;
+        let o = 1 - i;
+        let now = self.now;
+        let (kind, answer) = match req {
+            Request::Heads(page) => {
+                let out = self.s[o].handle(Event::HeadsAsked(i as u32, page), now, &self.v[o]);
+                let mut ans = None;
+                let mut rest = Vec::new();
+                for a in out {
+                    match a {
+                        Action::Respond(_, r) => ans = Some(r),
+                        x => rest.push(x),
+                    }
+                }
+                self.take(rest);
+                ("heads", ans)
+            }
+            Request::Digest(d) => {
+                let out = self.s[o].handle(Event::DigestAsked(i as u32, d), now, &self.v[o]);
+                let ans = out.iter().find_map(|a| match a {
+                    Action::Respond(_, r) => Some(r.clone()),
+                    _ => None,
+                });
+                ("digest", ans)
+            }
+            Request::Forks => ("forks", Some(Response::Forks(Vec::new()))),
+            _ => ("range", None), // ranges stay unanswered
+        };
+        if let Some(a) = answer {
+            let out = self.s[i].handle(Event::Answered(o as u32, id, a), now, &self.v[i]);
+            self.take(out);
+        }
+        Some(kind)
+    }
+    fn heads_in_flight(&self, i: usize) -> usize {
+        self.q[i]
+            .iter()
+            .filter(|(_, r)| matches!(r, Request::Heads(_) | Request::Digest(_)))
+            .count()
+    }
+    /// `i` starts an exchange (a nudge): its digest is answered at once.
+    fn start(&mut self, i: usize) {
+        let out = self.s[i].handle(Event::Exchange((1 - i) as u32), self.now, &self.v[i]);
+        self.take(out);
+        // deliver the digest now (it is the last queued)
+        let d = self.q[i].pop_back().expect("the digest was sent");
+        self.q[i].push_front(d);
+        assert_eq!(self.deliver(i), Some("digest"));
+    }
+    /// Delivers requests of `i` until one heads page was answered.
+    fn step(&mut self, i: usize) {
+        while let Some(k) = self.deliver(i) {
+            if k == "heads" {
+                return;
+            }
+        }
+    }
+}
+
+/// Two peers running passes of 4 pages each, one two pages behind the other, see each
+/// other's heads whole: coverage is a union of the pages seen, and a pass starting again from
+/// the first feed does not cut it back. (Failed on `bf7bf25`, found by the second review: both
+/// sides stayed incomplete after 50 passes, so a restored city would never have counted that
+/// peer.)
+#[test]
+fn overlapping_passes_complete_both_ways() {
+    let n = 3 * MAX_HEADS + 5; // four pages a pass
+    let b: BTreeMap<FeedId, FeedHead> = (0..n).map(|i| (nth_feed(i), head_at(1))).collect();
+    let mut a = b.clone();
+    a.insert(nth_feed(7), head_at(2)); // digests differ
+    let mut net = Net {
+        s: [
+            Session::new(key(0).id(), RANGE_STALL),
+            Session::new(key(1).id(), RANGE_STALL),
+        ],
+        v: [Held(a), Held(b)],
+        q: Default::default(),
+        now: Duration::ZERO,
+    };
+    net.s[0].handle(Event::Connected(1), Duration::ZERO, &net.v[0]);
+    net.s[1].handle(Event::Connected(0), Duration::ZERO, &net.v[1]);
+    net.start(0);
+    net.step(0);
+    net.step(0);
+    net.start(1);
+    let mut passes = [1, 1];
+    for _ in 0..12 {
+        for i in [0, 1] {
+            if net.heads_in_flight(i) == 0 {
+                net.start(i);
+                passes[i] += 1;
+            }
+            net.step(i);
+        }
+    }
+    eprintln!(
+        "passes {passes:?}; complete: 0 sees 1 {}, 1 sees 0 {}",
+        net.s[0].heads_complete(&1),
+        net.s[1].heads_complete(&0)
+    );
+    assert!(
+        net.s[0].heads_complete(&1) && net.s[1].heads_complete(&0),
+        "a side never saw the other's heads whole after {passes:?} passes"
+    );
+}
+
+impl Net {
+    fn new(a: BTreeMap<FeedId, FeedHead>, b: BTreeMap<FeedId, FeedHead>, me: [u8; 2]) -> Net {
+        let mut net = Net {
+            s: [
+                Session::new(key(me[0]).id(), RANGE_STALL),
+                Session::new(key(me[1]).id(), RANGE_STALL),
+            ],
+            v: [Held(a), Held(b)],
+            q: Default::default(),
+            now: Duration::ZERO,
+        };
+        net.s[0].handle(Event::Connected(1), Duration::ZERO, &net.v[0]);
+        net.s[1].handle(Event::Connected(0), Duration::ZERO, &net.v[1]);
+        net
+    }
+    fn run(&mut self) {
+        while !(self.q[0].is_empty() && self.q[1].is_empty()) {
+            self.deliver(0);
+            self.deliver(1);
+        }
+    }
+}
+
+/// Own feeds kept past the bound do not count toward it, and `kept_below` stays on the first
+/// feed left out. (Failed on `bf7bf25`: the second pass moved it onto the own feed, and the
+/// node's status counted the feeds between as ahead of the peer.)
+#[test]
+fn kept_below_stays_on_the_first_feed_left_out() {
+    use intercity_protocol::session::MAX_HEADS_KEPT;
+    let me = key(0);
+    let own = FeedId {
+        author: me.id(),
+        scope: Scope::Federation,
+    };
+    let n = MAX_HEADS_KEPT + 10;
+    assert!(own > nth_feed(n));
+    let mut a: BTreeMap<FeedId, FeedHead> = (0..n).map(|i| (nth_feed(i), head_at(1))).collect();
+    a.insert(own, head_at(5));
+    let mut b = a.clone();
+    b.insert(nth_feed(0), head_at(2));
+    let mut net = Net::new(a, b, [0, 1]);
+    for pass in 0..3 {
+        net.start(0);
+        net.run();
+        let kept = net.s[0].last_heads(&1);
+        eprintln!(
+            "exchange {pass}: kept {} heads, kept_below = nth_feed(MAX_HEADS_KEPT)? {} = own? {}; heads of nth_feed(MAX_HEADS_KEPT..n) kept: {}",
+            kept.len(),
+            net.s[0].kept_below(&1) == Some(nth_feed(MAX_HEADS_KEPT)),
+            net.s[0].kept_below(&1) == Some(own),
+            kept.iter()
+                .filter(|(f, _, _)| *f >= nth_feed(MAX_HEADS_KEPT) && *f < own)
+                .count(),
+        );
+    }
+    assert_ne!(
+        net.s[0].kept_below(&1),
+        Some(own),
+        "cut moved to the own feed"
+    );
+}
+
+/// An exchange that ran past `EXCHANGE_STALL` and ends late does not free the one started
+/// after it. (Failed on `bf7bf25`: a nudge then started a third alongside the second.)
+#[test]
+fn a_stalled_exchange_ending_late_does_not_free_the_next() {
+    use intercity_protocol::session::EXCHANGE_STALL;
+    let n = 10;
+    let a: BTreeMap<FeedId, FeedHead> = (0..n).map(|i| (nth_feed(i), head_at(1))).collect();
+    let mut b = a.clone();
+    b.insert(nth_feed(0), head_at(2));
+    let mut net = Net::new(a, b, [0, 1]);
+    net.start(0); // exchange 1: its page waits in q[0]
+    assert_eq!(net.heads_in_flight(0), 1);
+    net.now = EXCHANGE_STALL;
+    net.start(0); // exchange 2 starts: the first no longer holds it back
+    assert_eq!(net.heads_in_flight(0), 2);
+    // exchange 1's page is answered now: it ends, clearing exchange 2's flag
+    net.deliver(0);
+    net.now = EXCHANGE_STALL + Duration::from_secs(1);
+    net.start(0); // a nudge: exchange 3 starts while exchange 2's page is in flight
+    let pages = net.heads_in_flight(0);
+    eprintln!("heads pages in flight at once: {pages}");
+    assert_eq!(pages, 1, "exchange 3 waited for exchange 2");
+}
+
+/// A peer's heads are not whole again after a reconnect until a pass has shown them: the node
+/// forgets its claims on this city's own feeds at the disconnect, so the restore check must
+/// not count the heads from before. (Failed on `bf7bf25`.)
+#[test]
+fn heads_are_not_whole_again_until_a_pass_after_a_reconnect() {
+    let me = key(0);
+    let own = FeedId {
+        author: me.id(),
+        scope: Scope::Federation,
+    };
+    let mut a: BTreeMap<FeedId, FeedHead> = (0..5).map(|i| (nth_feed(i), head_at(1))).collect();
+    a.insert(own, head_at(5));
+    let mut b = a.clone();
+    b.insert(own, head_at(8)); // the peer holds the restored city's own feed ahead
+    let mut net = Net::new(a, b, [0, 1]);
+    net.start(0);
+    net.run();
+    assert!(net.s[0].heads_complete(&1));
+    net.s[0].handle(Event::Disconnected(1), Duration::ZERO, &net.v[0]);
+    net.s[0].handle(Event::Connected(1), Duration::ZERO, &net.v[0]);
+    eprintln!(
+        "after a reconnect, before any page: complete {}, own feed shown at {:?}",
+        net.s[0].heads_complete(&1),
+        net.s[0]
+            .last_heads(&1)
+            .iter()
+            .find(|(f, _, _)| *f == own)
+            .map(|h| h.1)
+    );
+    assert!(!net.s[0].heads_complete(&1), "stale heads count as whole");
+}
+
+/// `EXCHANGE_STALL` runs from the page last sent: an honest exchange whose pages each come
+/// back within the request timeout (19 s of 20), 76 s in all, is not taken for stalled.
+/// (Failed on `bf7bf25`, where it ran from the first page: a nudge started a second exchange
+/// alongside it.)
+#[test]
+fn a_slow_honest_exchange_is_not_taken_for_stalled() {
+    let n = 3 * MAX_HEADS + 5; // four pages
+    let a: BTreeMap<FeedId, FeedHead> = (0..n).map(|i| (nth_feed(i), head_at(1))).collect();
+    let mut b = a.clone();
+    b.insert(nth_feed(0), head_at(2));
+    let mut net = Net::new(a, b, [0, 1]);
+    net.start(0);
+    let mut most = 0;
+    for k in 1..=4u64 {
+        net.now = Duration::from_secs(19 * k);
+        net.start(0); // a nudge meanwhile: waits, unless the exchange counts as stalled
+        most = most.max(net.heads_in_flight(0));
+        net.step(0);
+    }
+    eprintln!("heads pages in flight at once: {most}");
+    assert_eq!(most, 1);
 }
