@@ -840,6 +840,23 @@ fn a_heads_answer_outside_its_page_is_struck() {
     }
 }
 
+/// City 0's holdings and city 1's: `MAX_HEADS_KEPT` + 10 made-up feeds, then city 0's own
+/// federation feed (sorting last); city 1 is ahead on the first feed, so their digests differ.
+fn own_feed_past_the_bound() -> (CityKey, FeedId, [BTreeMap<FeedId, FeedHead>; 2]) {
+    let n = intercity_protocol::session::MAX_HEADS_KEPT + 10;
+    let me = key(0);
+    let own = FeedId {
+        author: me.id(),
+        scope: Scope::Federation,
+    };
+    assert!(own > nth_feed(n), "the own feed sorts last");
+    let mut a: BTreeMap<FeedId, FeedHead> = (0..n).map(|i| (nth_feed(i), head_at(1))).collect();
+    a.insert(own, head_at(5));
+    let mut b = a.clone();
+    b.insert(nth_feed(0), head_at(2));
+    (me, own, [a, b])
+}
+
 /// Past `MAX_HEADS_KEPT` a peer's heads are left out, but for this city's own feeds: a restored
 /// city must see every claim on them. Its heads count as complete only once every feed was
 /// shown, over as many exchanges as it takes; `kept_below` names the first left out. (On the
@@ -848,17 +865,7 @@ fn a_heads_answer_outside_its_page_is_struck() {
 #[test]
 fn own_feeds_past_the_kept_bound_are_kept_and_heads_complete_after_a_whole_pass() {
     use intercity_protocol::session::MAX_HEADS_KEPT;
-    let me = key(0);
-    let own = FeedId {
-        author: me.id(),
-        scope: Scope::Federation,
-    };
-    let n = MAX_HEADS_KEPT + 10;
-    assert!(own > nth_feed(n), "the own feed sorts last");
-    let mut a: BTreeMap<FeedId, FeedHead> = (0..n).map(|i| (nth_feed(i), head_at(1))).collect();
-    a.insert(own, head_at(5));
-    let mut b = a.clone();
-    b.insert(nth_feed(0), head_at(2));
+    let (me, own, [a, b]) = own_feed_past_the_bound();
     let v = [Held(a), Held(b)];
     let mut s = [
         Session::new(me.id(), RANGE_STALL),
@@ -1165,17 +1172,7 @@ impl Net {
 #[test]
 fn kept_below_stays_on_the_first_feed_left_out() {
     use intercity_protocol::session::MAX_HEADS_KEPT;
-    let me = key(0);
-    let own = FeedId {
-        author: me.id(),
-        scope: Scope::Federation,
-    };
-    let n = MAX_HEADS_KEPT + 10;
-    assert!(own > nth_feed(n));
-    let mut a: BTreeMap<FeedId, FeedHead> = (0..n).map(|i| (nth_feed(i), head_at(1))).collect();
-    a.insert(own, head_at(5));
-    let mut b = a.clone();
-    b.insert(nth_feed(0), head_at(2));
+    let (_, own, [a, b]) = own_feed_past_the_bound();
     let mut net = Net::new(a, b, [0, 1]);
     for pass in 0..3 {
         net.start(0);
