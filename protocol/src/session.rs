@@ -238,12 +238,14 @@ pub enum Action<P> {
 #[derive(Debug, Default)]
 struct PeerSync {
     connected: bool,
-    /// The peer's heads, in feed order, as its pages showed them (at most [`MAX_HEADS_KEPT`]).
+    /// The peer's heads, in feed order, as its pages showed them (at most [`MAX_HEADS_KEPT`],
+    /// but for this city's own feeds).
     last_heads: Vec<Head>,
     /// Where the next heads exchange starts: after this feed if an exchange stopped at
     /// [`MAX_PAGES_PER_EXCHANGE`] there, else at the first.
     resume: Option<FeedId>,
-    /// How far pages of the peer's heads have come, one after another from the first feed.
+    /// Which of the peer's feeds its pages have shown since it connected, without a gap from
+    /// the first feed.
     coverage: Coverage,
     /// The first feed whose head [`MAX_HEADS_KEPT`] left out, if any.
     cut: Option<FeedId>,
@@ -518,14 +520,10 @@ impl<P: Ord + Clone> Session<P> {
 
     /// The peer's heads are ours (its digest of them is ours): kept as its, every feed shown.
     fn in_sync(&mut self, peer: &P, mut heads: Vec<Head>) {
-        let p = self.peers.entry(peer.clone()).or_default();
-        p.cut = heads.get(MAX_HEADS_KEPT).map(|(f, _, _)| *f);
+        // Ours, of the scopes shared with the peer: each of our own feeds among them stays.
         let me = self.me;
-        let mut i = 0;
-        heads.retain(|(f, _, _)| {
-            i += 1;
-            i <= MAX_HEADS_KEPT || f.author == me
-        });
+        let p = self.peers.entry(peer.clone()).or_default();
+        p.cut = bound_kept(&mut heads, |f| f.author == me);
         p.last_heads = heads;
         p.coverage = Coverage::All;
     }
@@ -700,24 +698,10 @@ impl<P: Ord + Clone> Session<P> {
         let start = kept.partition_point(|(f, _, _)| after.is_some_and(|a| *f <= a));
         let end = kept.partition_point(|(f, _, _)| until.is_none_or(|u| *f <= u));
         kept.splice(start..end.max(start), theirs);
-        if kept.len() > MAX_HEADS_KEPT {
-            // This city's own feeds in the scopes shared stay (a bounded set): a restored city
-            // must see every claim on them (docs/operations.md §6).
-            let (mut i, mut cut) = (0, None);
-            kept.retain(|(f, _, _)| {
-                if f.author == me && shared.contains(&f.scope) {
-                    return true;
-                }
-                i += 1;
-                if i > MAX_HEADS_KEPT {
-                    cut.get_or_insert(*f);
-                    return false;
-                }
-                true
-            });
-            if cut.is_some() {
-                p.cut = cut;
-            }
+        // This city's own feeds in the scopes shared stay (a bounded set): a restored city
+        // must see every claim on them (docs/operations.md §6).
+        if let Some(cut) = bound_kept(kept, |f| f.author == me && shared.contains(&f.scope)) {
+            p.cut = Some(cut);
         }
         p.coverage = match (p.coverage, after) {
             (Coverage::All, _) => Coverage::All,
@@ -1237,6 +1221,27 @@ impl PeerSync {
             self.dropped.insert(a.id);
         }
     }
+}
+
+/// Cuts `kept` (in feed order) to its first [`MAX_HEADS_KEPT`] heads of feeds that `own` does
+/// not take, keeping every one it takes: gives the first feed left out, if any.
+fn bound_kept(kept: &mut Vec<Head>, own: impl Fn(&FeedId) -> bool) -> Option<FeedId> {
+    if kept.len() <= MAX_HEADS_KEPT {
+        return None;
+    }
+    let (mut counted, mut cut) = (0, None);
+    kept.retain(|(f, _, _)| {
+        if own(f) {
+            return true;
+        }
+        counted += 1;
+        if counted > MAX_HEADS_KEPT {
+            cut.get_or_insert(*f);
+            return false;
+        }
+        true
+    });
+    cut
 }
 
 /// The first `limit` heads of the feeds of `held` in the scopes `shared`, after `after` and up
