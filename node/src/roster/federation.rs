@@ -105,6 +105,10 @@ impl City {
 
     /// Starts a federation with this city as its first steward.
     pub fn federation_create(&self, name: &str, charter: &str) -> Result<DocId, CityError> {
+        // The roster's lock: no other creation, invitation accepted or leave comes between the
+        // check and the follow (two creations at once published two records, and the second
+        // failed to follow its own).
+        let _guard = self.invitation_lock();
         if let Some(id) = self.federation_id()? {
             return Err(CityError::Invalid(format!(
                 "this city is in a federation already ({id}); a node follows one federation (docs/operations.md §4)"

@@ -322,3 +322,38 @@ fn a_block_is_not_lost_to_a_concurrent_roster_write() {
         assert!(held.blocked, "round {round}: the block was lost");
     }
 }
+
+/// Two federations created at once on one city (two operators' commands) make one: the other
+/// is refused before it writes anything. Both passed the check before either followed its
+/// record: the second published a group record and then failed to follow it.
+#[test]
+fn two_federations_created_at_once_make_one() {
+    use intercity_protocol::record::Kind;
+    let (_dirs, [milan, ..]) = four_cities();
+    let barrier = std::sync::Barrier::new(2);
+    let results: Vec<Result<DocId, CityError>> = std::thread::scope(|s| {
+        let create = |name: &'static str| {
+            let (milan, barrier) = (&milan, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                milan.federation_create(name, "")
+            })
+        };
+        let (a, b) = (create("Eurocities"), create("Urbact"));
+        [a, b]
+            .into_iter()
+            .map(|t| t.join().expect("no panic"))
+            .collect()
+    });
+    let made: Vec<&DocId> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(made.len(), 1, "{results:?}");
+    assert_eq!(milan.federation_id().expect("read"), Some(*made[0]));
+    assert!(
+        results.iter().any(
+            |r| matches!(r, Err(CityError::Invalid(m)) if m.contains("in a federation already"))
+        ),
+        "{results:?}"
+    );
+    let groups = milan.list(Some(Kind::Group)).expect("list");
+    assert_eq!(groups.len(), 1, "one record published: {groups:?}");
+}
