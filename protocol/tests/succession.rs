@@ -41,6 +41,16 @@ struct Town {
 }
 
 impl Town {
+    /// Someone holding this city's first key and all it holds (a thief), with no statements.
+    fn thief(&self) -> Town {
+        Town {
+            root: self.root,
+            keys: vec![self.keys[0].clone()],
+            ledger: self.ledger.clone(),
+            statements: BTreeMap::new(),
+        }
+    }
+
     fn new(seed: u8) -> Town {
         let key = CityKey::from_secret([seed; 32]);
         Town {
@@ -763,12 +773,7 @@ fn a_recovery_beats_a_thief_s_statement_in_any_order() {
     let (mut milan, brno, warsaw) = three();
     let (p, w1) = milan.create(&practice(&milan, "Housing first"));
     let d = milan.designate(0, 1, &[&brno, &warsaw]);
-    let mut thief = Town {
-        root: milan.root,
-        keys: vec![milan.keys[0].clone()],
-        ledger: milan.ledger.clone(),
-        statements: BTreeMap::new(),
-    };
+    let mut thief = milan.thief();
     let t1 = thief.rotate(66);
     let t2 = thief.edit(p, summary("the thief's"));
     let r = milan.recover_from(0, 11, &[&warsaw]);
@@ -790,12 +795,7 @@ fn a_thief_s_later_designation_loses_in_any_order() {
     let puppet = Town::new(77);
     let (p, w1) = milan.create(&practice(&milan, "Housing first"));
     let d = milan.designate(0, 1, &[&brno, &warsaw]);
-    let mut thief = Town {
-        root: milan.root,
-        keys: vec![milan.keys[0].clone()],
-        ledger: milan.ledger.clone(),
-        statements: BTreeMap::new(),
-    };
+    let mut thief = milan.thief();
     let td = thief.designate(0, 1, &[&puppet]);
     let tr = thief.recover_from_designation(0, 66, &[&puppet], 3);
     let r = milan.recover_from(0, 11, &[&brno]);
@@ -1281,9 +1281,11 @@ fn a_retired_key_cannot_take_the_city_with_a_designation_past_its_cap() {
     ));
     l.ingest(&td.entry, &td.payload)
         .expect("the designation, void");
+    // Not the key's first designation: refused, but for now (no strike): a fork of the feed at
+    // or below it would make it a statement every node holds (§15.6, rule 1).
     assert!(matches!(
         l.ingest(&tr.entry, &tr.payload),
-        Err(IngestError::BadStatement(_))
+        Err(IngestError::Successor(_))
     ));
     let l = same_in_every_order(&[w1, renounce, s.clone(), w2.clone(), td]);
     assert_eq!(status(&l, &s), Status::Accepted, "Milan's planned rotation");
@@ -1379,20 +1381,10 @@ fn recoveries_batched_judge_as_single_entries() {
     let puppet = Town::new(77);
     let (p, w1) = milan.create(&practice(&milan, "Housing first"));
     let d = milan.designate(0, 1, &[&brno, &warsaw]);
-    let mut thief = Town {
-        root: milan.root,
-        keys: vec![milan.keys[0].clone()],
-        ledger: milan.ledger.clone(),
-        statements: BTreeMap::new(),
-    };
+    let mut thief = milan.thief();
     let t1 = thief.rotate(66);
     let t2 = thief.edit(p, summary("thief"));
-    let mut thief2 = Town {
-        root: milan.root,
-        keys: vec![milan.keys[0].clone()],
-        ledger: milan.ledger.clone(),
-        statements: BTreeMap::new(),
-    };
+    let mut thief2 = milan.thief();
     let td = thief2.designate(0, 1, &[&puppet]);
     let tr = thief2.recover_from(0, 67, &[&puppet]);
     let t3 = thief2.edit(p, summary("thief2"));
@@ -1700,4 +1692,363 @@ fn a_recovery_proving_a_fork_is_not_refused_for_the_other_branch_s_designation()
         "node B refuses the recovery that proves a fork of its own branch at seq 2 \
          (the sender is struck, and no fork is learnt): {on_b:?}"
     );
+}
+
+// A statement's validity and a held fork proof (a review's finding: a refusal that a fork
+// proof could lift was a strike, and final). Each test below but
+// `a_forked_statement_learnt_from_a_fork_proof_is_held_in_the_simulator` (a control) failed
+// on the code before the fix (seen).
+
+use intercity_protocol::session::Outcome;
+use intercity_protocol::sim::{Sim, SimConfig};
+use intercity_protocol::sync::WireEntry;
+
+/// Milan's old key names Brno and Warsaw (seq 2). A thief holding that key names a puppet
+/// (seq 3: not the key's first designation), recovers on it (no caps), and signs another
+/// entry at seq 3 (a fork of Milan's federation feed at the designation's seq).
+fn late_designation_recovery() -> (Wire, Wire, Wire, Wire, Wire) {
+    let (mut milan, brno, warsaw) = three();
+    let puppet = Town::new(77);
+    let (_p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let d = milan.designate(0, 1, &[&brno, &warsaw]);
+    let mut thief = milan.thief();
+    let td = thief.designate(0, 1, &[&puppet]);
+    let tr = thief.recover_on(0, 66, &[&puppet], 3, vec![]);
+    let f = other_at_the_designation(&milan, &d);
+    (w1, d, td, tr, f)
+}
+
+/// Two simulated cities on `seed`, nudging `fanout` peers.
+fn two_cities(seed: u64, fanout: usize) -> Sim {
+    Sim::new(SimConfig {
+        cities: 2,
+        seed,
+        fanout,
+        ..SimConfig::default()
+    })
+}
+
+/// `sim` after `secs` seconds, node 0 given `on0` and node 1 `on1` at the start.
+fn synced(mut sim: Sim, on0: &[WireEntry], on1: &[WireEntry], secs: u64) -> Sim {
+    sim.plant(0, on0);
+    sim.plant(1, on1);
+    sim.run_until(std::time::Duration::from_secs(secs));
+    sim
+}
+
+/// Another entry of `milan`'s first key at seq 3, after its designation `d` (seq 2): an empty
+/// designation, forking the feed where a thief's later designation stands.
+fn other_at_the_designation(milan: &Town, d: &Wire) -> Wire {
+    wire_raw(
+        &milan.keys[0],
+        Scope::Federation,
+        3,
+        hash_of(d),
+        GUARDIANS_DOC,
+        Guardians {
+            city: milan.root,
+            threshold: 0,
+            guardians: vec![],
+        }
+        .encode(),
+    )
+}
+
+fn outcome(r: Result<intercity_protocol::ingest::Verdict, IngestError>, w: &Wire) -> Outcome {
+    Outcome::of(Some(r), SignedEntry::decode(&w.entry).ok())
+}
+
+/// The lead: `weigh_statement` skips the "not the key's first designation" refusal when the
+/// old key's federation feed is forked at or below the designation (`forked_below`). Node A
+/// holds that fork proof and stores the recovery (void, but held: its caps apply); node B,
+/// holding the very same branch without the proof, refuses it as `BadStatement`: the honest
+/// relay is struck (§15.2) and, meanwhile, the two judge Milan's entries differently.
+#[test]
+fn a_recovery_on_a_later_designation_waits_for_the_fork_proof_without_a_strike() {
+    let (w1, d, td, tr, f) = late_designation_recovery();
+    let mut a = ingest_in(&[&w1, &d, &td, &f]);
+    let mut b = ingest_in(&[&w1, &d, &td]);
+    let fed = w1.header().feed();
+    println!(
+        "fork seq of Milan's old federation feed: A {:?}, B {:?}",
+        a.fork_seq(&fed).expect("mem ledger"),
+        b.fork_seq(&fed).expect("mem ledger")
+    );
+    let on_a = a.ingest(&tr.entry, &tr.payload);
+    let oa = outcome(on_a, &tr);
+    println!("A (proof held) judges the recovery: {oa:?}");
+    let on_b = b.ingest(&tr.entry, &tr.payload);
+    let ob = outcome(on_b, &tr);
+    println!("B (no proof yet) judges the recovery A relays: {ob:?}");
+    println!(
+        "meanwhile Milan's w1 (seq 1): A {:?}, B {:?}",
+        status_opt(&a, &w1),
+        status_opt(&b, &w1)
+    );
+    // B gets the proof later (Forks, or the other branch), and the recovery comes again.
+    let fb = b.ingest(&f.entry, &f.payload);
+    println!("B takes the other branch at seq 3: {fb:?}");
+    let again = b.ingest(&tr.entry, &tr.payload);
+    println!("B judges the recovery again: {:?}", outcome(again, &tr));
+    println!(
+        "afterwards w1: A {:?}, B {:?}; same fingerprint: {}",
+        status_opt(&a, &w1),
+        status_opt(&b, &w1),
+        fingerprint(&a) == fingerprint(&b)
+    );
+    assert!(
+        !matches!(ob, Outcome::Invalid(_)) || matches!(oa, Outcome::Invalid(_)),
+        "an honest relay holding a fork proof is struck by a node without it: A {oa:?}, B {ob:?}"
+    );
+}
+
+/// The same class in `key_of` (rule 3): K2 signs two first entries (its statement S2 and a
+/// practice). Node A holds S2 and takes K3's statement S3 (old key K2); node B holds the
+/// practice, knows no fork, and refuses S3 as `BadStatement` ("not a key of city").
+#[test]
+fn a_statement_from_a_key_whose_first_entry_may_be_forked_waits_without_a_strike() {
+    let mut milan = Town::new(1);
+    let (_p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let s2 = milan.rotate(11);
+    let s3 = milan.rotate(12);
+    let other = other_first(&milan, 1);
+    let mut a = ingest_in(&[&w1, &s2]);
+    let mut b = ingest_in(&[&w1, &other]);
+    let oa = outcome(a.ingest(&s3.entry, &s3.payload), &s3);
+    let ob = outcome(b.ingest(&s3.entry, &s3.payload), &s3);
+    println!("S3 on A (holds S2): {oa:?}");
+    println!("S3 on B (holds K2's other first entry, no fork known): {ob:?}");
+    let fork = b.ingest(&s2.entry, &s2.payload);
+    println!("B then gets S2 (a fork of K2's first entry): {fork:?}");
+    println!(
+        "S3 on B again: {:?}",
+        outcome(b.ingest(&s3.entry, &s3.payload), &s3)
+    );
+    assert!(
+        !matches!(ob, Outcome::Invalid(_)) || matches!(oa, Outcome::Invalid(_)),
+        "an honest relay is struck: A {oa:?}, B {ob:?}"
+    );
+}
+
+fn to_wire(w: &Wire) -> WireEntry {
+    WireEntry {
+        entry: w.entry.clone(),
+        payload: w.payload.clone(),
+        checked: None,
+    }
+}
+
+/// Both cases between simulated nodes driving the real session: two honest nodes, each holding
+/// what it was given, sync; a strike between them is a strike of an honest peer.
+#[test]
+fn honest_nodes_do_not_strike_each_other_over_a_forked_designation_in_the_simulator() {
+    let (w1, d, td, tr, f) = late_designation_recovery();
+    let mut struck = 0;
+    for (seed, fanout) in (1..=10u64).flat_map(|s| [(s, 0), (s, 6)]) {
+        let sim = synced(
+            two_cities(seed, fanout),
+            &[&w1, &d, &td, &f, &tr].map(to_wire),
+            &[&w1, &d, &td].map(to_wire),
+            20,
+        );
+        let r = sim.report();
+        println!(
+            "late designation, seed {seed}, fanout {fanout}: penalties {}, banned {}, recovery on node 1: {:?}, same fingerprint: {}",
+            r.penalties,
+            r.banned,
+            status_opt(sim.ledger(1), &tr),
+            fingerprint(sim.ledger(0)) == fingerprint(sim.ledger(1))
+        );
+        struck += r.penalties;
+    }
+    let mut milan = Town::new(1);
+    let (_p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let s2 = milan.rotate(11);
+    let s3 = milan.rotate(12);
+    let other = other_first(&milan, 1);
+    for (seed, fanout) in (1..=10u64).flat_map(|s| [(s, 0), (s, 6)]) {
+        let sim = synced(
+            two_cities(seed, fanout),
+            &[&w1, &s2, &s3].map(to_wire),
+            &[&w1, &other].map(to_wire),
+            20,
+        );
+        let r = sim.report();
+        println!(
+            "forked middle key, seed {seed}, fanout {fanout}: penalties {}, banned {}, S3 on node 1: {:?}, same fingerprint: {}",
+            r.penalties,
+            r.banned,
+            status_opt(sim.ledger(1), &s3),
+            fingerprint(sim.ledger(0)) == fingerprint(sim.ledger(1))
+        );
+        struck += r.penalties;
+    }
+    assert_eq!(struck, 0, "honest nodes struck each other");
+}
+
+/// The thief (or a hostile roster city, with its own key) repeats the first case with eight
+/// recoveries on its later designation, one fork: the honest node holding the proof is banned
+/// by the honest node that lacks it.
+#[test]
+fn eight_recoveries_on_forked_designations_ban_no_honest_relay_in_the_simulator() {
+    let (mut milan, brno, warsaw) = three();
+    let puppet = Town::new(77);
+    let (_p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let d = milan.designate(0, 1, &[&brno, &warsaw]);
+    let mut thief = milan.thief();
+    let td = thief.designate(0, 1, &[&puppet]);
+    let trs: Vec<Wire> = (0..8u8)
+        .map(|i| thief.recover_on(0, 120 + i, &[&puppet], 3, vec![]))
+        .collect();
+    let f = other_at_the_designation(&milan, &d);
+    for seed in 1..=10u64 {
+        let mut sim = two_cities(seed, 0);
+        let mut on0: Vec<WireEntry> = [&w1, &d, &td, &f].map(to_wire).to_vec();
+        on0.extend(trs.iter().map(to_wire));
+        sim.plant(0, &on0);
+        sim.plant(1, &[&w1, &d, &td].map(to_wire));
+        sim.run_until(std::time::Duration::from_secs(30));
+        let r = sim.report();
+        let held = trs
+            .iter()
+            .filter(|t| status_opt(sim.ledger(1), t).is_some())
+            .count();
+        println!(
+            "8 recoveries, seed {seed}: penalties {}, banned {}, recoveries held on node 1: {held}/8, same fingerprint: {}",
+            r.penalties,
+            r.banned,
+            fingerprint(sim.ledger(0)) == fingerprint(sim.ledger(1))
+        );
+        assert_eq!(
+            (r.penalties, r.banned),
+            (0, 0),
+            "seed {seed}: an honest relay holding the fork proof was struck"
+        );
+    }
+}
+
+/// The lead's "for good" variant: the recovery is also the second branch of its carrier's
+/// first entry. Node 1 holds the carrier's other first entry X1; when the recovery reaches it
+/// (a fork probe) before Milan's fork proof, `forked_statement` meets `BadStatement` and takes
+/// "the fork alone": the carrier's feed is frozen, never fetched again, and the recovery is
+/// never held there, though node 0 holds it (its caps void Milan's entries there).
+#[test]
+fn a_recovery_that_is_a_fork_branch_is_held_everywhere_in_the_simulator() {
+    let (mut milan, brno, warsaw) = three();
+    let puppet = Town::new(77);
+    let (_p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let d = milan.designate(0, 1, &[&brno, &warsaw]);
+    let mut thief = milan.thief();
+    let td = thief.designate(0, 1, &[&puppet]);
+    let tr = thief.recover_on(0, 66, &[&puppet], 3, vec![]);
+    let x1 = other_first(&thief, 1);
+    let f = other_at_the_designation(&milan, &d);
+    let mut diverged = 0;
+    for seed in 1..=20u64 {
+        let sim = synced(
+            two_cities(seed, 0),
+            &[&w1, &d, &td, &f, &tr].map(to_wire),
+            &[&w1, &d, &td, &x1].map(to_wire),
+            60,
+        );
+        let r = sim.report();
+        let same = fingerprint(sim.ledger(0)) == fingerprint(sim.ledger(1));
+        diverged += usize::from(!same);
+        println!(
+            "seed {seed}: penalties {}, banned {}, recovery on node 1: {:?}, w1: node 0 {:?}, node 1 {:?}, same heads: {}, same fingerprint: {same}",
+            r.penalties,
+            r.banned,
+            status_opt(sim.ledger(1), &tr),
+            status_opt(sim.ledger(0), &w1),
+            status_opt(sim.ledger(1), &w1),
+            sim.converged(),
+        );
+        let xfed = tr.header().feed();
+        for n in 0..2 {
+            let l = sim.ledger(n);
+            println!(
+                "    node {n}: fork seq Milan fed {:?}, fork seq carrier fed {:?}, carrier head {:?}, Milan's key passed {:?}",
+                l.fork_seq(&w1.header().feed()).expect("mem ledger"),
+                l.fork_seq(&xfed).expect("mem ledger"),
+                l.head(&xfed).expect("mem ledger").map(|h| (
+                    h.seq,
+                    h.hash == hash_of(&tr),
+                    h.frozen
+                )),
+                l.key_passed(&milan.root)
+                    .expect("mem ledger")
+                    .map(|k| k.recovery.is_some()),
+            );
+        }
+    }
+    assert_eq!(diverged, 0, "two honest nodes end with different verdicts");
+}
+
+/// Rule 7 between nodes, with no recovery at all: K2's first entry is forked (Milan's rotation
+/// S and a practice X1). Node 0 holds S, node 1 holds X1; the old key signs past its cap. A
+/// node that learns the fork from a `Forks` answer gets the entries without payloads, so
+/// `forked_statement` never weighs S ("the fork alone"); the feed is frozen and never fetched
+/// again: S's caps never hold there.
+#[test]
+fn a_forked_statement_learnt_from_a_fork_proof_is_held_in_the_simulator() {
+    let mut milan = Town::new(1);
+    let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let s = milan.rotate(11);
+    let x1 = other_first(&milan, 1);
+    let t = milan.edit_with(0, p, summary("old key after the rotation"));
+    let mut diverged = 0;
+    for seed in 1..=20u64 {
+        let sim = synced(
+            two_cities(seed, 0),
+            &[&w1, &s, &t].map(to_wire),
+            &[&w1, &x1, &t].map(to_wire),
+            60,
+        );
+        let same = fingerprint(sim.ledger(0)) == fingerprint(sim.ledger(1));
+        diverged += usize::from(!same);
+        println!(
+            "seed {seed}: penalties {}, old key's edit: node 0 {:?}, node 1 {:?}, K1 passed on node 1: {}, same fingerprint: {same}",
+            sim.report().penalties,
+            status_opt(sim.ledger(0), &t),
+            status_opt(sim.ledger(1), &t),
+            sim.ledger(1)
+                .key_passed(&milan.keys[0].id())
+                .expect("mem ledger")
+                .is_some(),
+        );
+    }
+    assert_eq!(diverged, 0, "two honest nodes end with different verdicts");
+}
+
+/// Without any late designation: the recovery must wait on node 1 (it lacks Milan's
+/// designation) when the fork probe brings it; the fork then comes from `Forks` without
+/// payloads and freezes the carrier's feed: the recovery is never held on node 1.
+#[test]
+fn a_waiting_recovery_learnt_from_a_fork_proof_is_held_in_the_simulator() {
+    let (mut milan, brno, warsaw) = three();
+    let (p, w1) = milan.create(&practice(&milan, "Housing first"));
+    let d = milan.designate(0, 1, &[&brno, &warsaw]);
+    let r = milan.recover_from(0, 11, &[&brno]);
+    let x1 = other_first(&milan, 1);
+    let t = milan.edit_with(0, p, summary("old key after the recovery"));
+    let mut diverged = 0;
+    for seed in 1..=20u64 {
+        let mut sim = synced(
+            two_cities(seed, 0),
+            &[&w1, &d, &r].map(to_wire),
+            &[&w1, &x1].map(to_wire),
+            5,
+        );
+        sim.plant(0, &[to_wire(&t)]);
+        sim.plant(1, &[to_wire(&t)]);
+        sim.run_until(std::time::Duration::from_secs(60));
+        let same = fingerprint(sim.ledger(0)) == fingerprint(sim.ledger(1));
+        diverged += usize::from(!same);
+        println!(
+            "seed {seed}: old key's edit: node 0 {:?}, node 1 {:?}, same fingerprint: {same}",
+            status_opt(sim.ledger(0), &t),
+            status_opt(sim.ledger(1), &t),
+        );
+    }
+    assert_eq!(diverged, 0, "two honest nodes end with different verdicts");
 }
